@@ -1,0 +1,110 @@
+"""``agentmm doctor``: what this installation will do, and what stops it, without running a turn."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from agentmm.errors import AgentmmError
+from agentmm.settings import Settings, default_config_file
+
+PACKAGES = (
+    "agentmm", "langgraph", "langchain-core", "langgraph-checkpoint-sqlite", "llama-cpp-python",
+    "pydantic", "typer", "chromadb", "sentence-transformers", "open_clip_torch", "faster-whisper", "torch",
+)  # fmt: skip
+
+
+def _check(name: str, ok: bool, detail: str, **data: Any) -> dict[str, Any]:
+    return {"name": name, "ok": ok, "detail": detail, **data}
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def gpu_offload() -> dict[str, Any]:
+    """Whether this llama.cpp build can offload layers to a GPU."""
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        return {"available": False, "detail": f"llama-cpp-python is not importable: {exc}"}
+    available = bool(llama_cpp.llama_supports_gpu_offload())
+    return {"available": available, "detail": "llama.cpp built with GPU offload" if available else "CPU-only build"}
+
+
+def resolve_gpu_layers(setting: int | str, block_count: int | None, offload_available: bool) -> int:
+    """Layers that will actually run on the GPU for a setting of 'auto', -1, 0 or N."""
+    layers = (block_count or 0) + 1  # llama.cpp counts the output layer too
+    if not offload_available:
+        return 0
+    if setting in ("auto", -1):
+        return layers
+    return min(int(setting), layers)
+
+
+def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str, Any]:
+    from agentmm.models import check_fits_in_memory, resolve_model
+    from agentmm.threads import CHECKPOINT_FILE, ensure_data_dir
+
+    checks = []
+    gpu = gpu_offload()
+    model_data: dict[str, Any] = {"spec": settings.model}
+    try:
+        resolved = resolve_model(settings.model, settings.models_dir)
+        info = resolved.info
+        layers = resolve_gpu_layers(settings.n_gpu_layers, info.block_count, gpu["available"])
+        model_data.update(
+            name=resolved.name, source=resolved.source, path=str(resolved.path), size_bytes=info.file_size,
+            architecture=info.architecture, layers=info.block_count, context_length=info.context_length,
+            chat_template=info.chat_template is not None, gpu_layers=layers,
+        )  # fmt: skip
+        checks.append(
+            _check(
+                "model",
+                True,
+                f"{resolved.name} ({info.architecture}, {info.file_size / 2**20:.0f} MiB) at {resolved.path}",
+            )
+        )
+        if layers == 0:
+            check_fits_in_memory(info, settings.n_ctx)
+        checks.append(_check("memory", True, f"fits with n_ctx={settings.n_ctx}"))
+    except AgentmmError as exc:
+        checks.append(_check("model", False, str(exc)))
+    checks.append(
+        _check(
+            "gpu",
+            True,
+            f"{gpu['detail']}; n_gpu_layers={settings.n_gpu_layers} -> "
+            f"{model_data.get('gpu_layers', 0)} layers offloaded",
+            offload_available=gpu["available"],
+        )
+    )
+    try:
+        ensure_data_dir(settings.data_dir)
+        checks.append(_check("data_dir", True, f"{settings.data_dir} (writable)"))
+    except AgentmmError as exc:
+        checks.append(_check("data_dir", False, str(exc)))
+    config_file = config_file or default_config_file()
+    checks.append(
+        _check("config", True, f"{config_file} ({'present' if config_file.exists() else 'absent: defaults'})")
+    )
+    return {
+        "ok": all(c["ok"] for c in checks),
+        "checks": checks,
+        "model": model_data,
+        "gpu": {"offload_available": gpu["available"], "gpu_layers": model_data.get("gpu_layers", 0)},
+        "data_dir": str(settings.data_dir),
+        "threads_db": str(settings.data_dir / CHECKPOINT_FILE),
+        "config_file": str(config_file),
+        "executable": sys.executable,
+        "versions": versions(),
+    }

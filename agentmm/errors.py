@@ -1,0 +1,54 @@
+"""Typed exceptions for agentmm's library users.
+
+Every error a user can cause (a missing file, a bad setting, an unknown thread) is an
+``AgentmmError``; the CLI prints its message as one line and exits non-zero. Anything else
+is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class AgentmmError(Exception):
+    """Base class of every error a user can cause and fix."""
+
+    exit_code: int = 2
+
+
+class SettingsError(AgentmmError):
+    """A setting has a bad value (config file, environment or flag)."""
+
+
+class DataDirError(AgentmmError):
+    """The data directory cannot be created or written."""
+
+
+class EmptyInputError(AgentmmError):
+    """A turn was asked for with nothing to say."""
+
+
+class ThreadNotFoundError(AgentmmError):
+    """A thread id names no saved conversation."""
+
+
+class ModelError(AgentmmError):
+    """A model cannot be found, read or loaded."""
+
+
+class ModelNotFoundError(ModelError):
+    """The model path or id names no file, shipped model or reachable hub file."""
+
+
+class NotAGGUFError(ModelError):
+    """The file exists but is not a GGUF model."""
+
+
+class CorruptModelError(ModelError):
+    """The file starts like a GGUF model but is truncated or damaged."""
+
+
+class ModelTooLargeError(ModelError):
+    """Loading the model would need more memory than this machine has free."""
+
+
+class InputTooLongError(AgentmmError):
+    """A message does not fit in the model's context window even on its own."""

@@ -1,0 +1,174 @@
+"""Read a GGUF file's header without loading the model.
+
+llama.cpp answers a bad file with one generic "failed to load model"; reading the header
+first lets agentmm say precisely what is wrong (not a GGUF, truncated, too large) and gives
+``doctor`` the model's metadata (architecture, layers, context length, chat template) in
+milliseconds. Only the header and tensor table are read: large arrays (the vocabulary) are
+skipped, never materialised.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from agentmm.errors import CorruptModelError, ModelNotFoundError, NotAGGUFError
+
+GGUF_MAGIC = b"GGUF"
+DEFAULT_ALIGNMENT = 32
+MAX_COUNT = 1 << 24  # more tensors or keys than this is a damaged header, not a model
+
+# GGUF metadata value types -> struct format (scalars only; 8 = string, 9 = array).
+_SCALARS: dict[int, str] = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+_STRING, _ARRAY = 8, 9
+
+# ggml tensor types -> (elements per block, bytes per block), from ggml's type traits.
+_GGML_BLOCKS: dict[int, tuple[int, int]] = {
+    0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 6: (32, 22), 7: (32, 24), 8: (32, 34),
+    9: (32, 36), 10: (256, 84), 11: (256, 110), 12: (256, 144), 13: (256, 176), 14: (256, 210),
+    15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98), 19: (256, 50), 20: (32, 18),
+    21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1), 25: (1, 2), 26: (1, 4),
+    27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2), 34: (256, 54), 35: (256, 66), 39: (32, 17),
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GGUFInfo:
+    """What agentmm needs to know about a model file before loading it."""
+
+    path: Path
+    version: int
+    file_size: int
+    tensor_count: int
+    metadata: dict[str, Any] = field(repr=False)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", "unknown"))
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("general.name") or self.path.stem)
+
+    def arch_value(self, key: str) -> Any:
+        return self.metadata.get(f"{self.architecture}.{key}")
+
+    @property
+    def block_count(self) -> int | None:
+        value = self.arch_value("block_count")
+        return int(value) if value is not None else None
+
+    @property
+    def context_length(self) -> int | None:
+        value = self.arch_value("context_length")
+        return int(value) if value is not None else None
+
+    @property
+    def chat_template(self) -> str | None:
+        value = self.metadata.get("tokenizer.chat_template")
+        return str(value) if value else None
+
+    def kv_cache_bytes(self, n_ctx: int) -> int:
+        """Bytes of an f16 KV cache for ``n_ctx`` tokens (0 when the header lacks the sizes)."""
+        layers = self.block_count or 0
+        n_embd = int(self.arch_value("embedding_length") or 0)
+        n_head = int(self.arch_value("attention.head_count") or 0)
+        n_head_kv = int(self.arch_value("attention.head_count_kv") or n_head or 0)
+        if not (layers and n_embd and n_head):
+            return 0
+        return 2 * layers * n_ctx * (n_embd // n_head) * n_head_kv * 2
+
+
+class _Reader:
+    def __init__(self, stream: BinaryIO, path: Path) -> None:
+        self.stream = stream
+        self.path = path
+
+    def take(self, size: int) -> bytes:
+        data = self.stream.read(size)
+        if len(data) != size:
+            raise CorruptModelError(f"{self.path} is truncated: its GGUF header ends early")
+        return data
+
+    def unpack(self, fmt: str) -> Any:
+        return struct.unpack("<" + fmt, self.take(struct.calcsize(fmt)))[0]
+
+    def count(self, what: str) -> int:
+        value = self.unpack("Q")
+        if value > MAX_COUNT:
+            raise CorruptModelError(f"{self.path} is damaged: its header claims {value} {what}")
+        return value
+
+    def string(self) -> str:
+        return self.take(self.count("bytes in a string")).decode("utf-8", errors="replace")
+
+    def value(self, kind: int, keep: bool = True) -> Any:
+        if kind in _SCALARS:
+            return self.unpack(_SCALARS[kind])
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item_kind = self.unpack("I")
+            n = self.count("array items")
+            if item_kind in _SCALARS and not keep:
+                self.take(struct.calcsize(_SCALARS[item_kind]) * n)
+                return None
+            items = [self.value(item_kind, keep) for _ in range(n)]
+            return items if keep else None
+        raise CorruptModelError(f"{self.path} is damaged: unknown GGUF value type {kind}")
+
+
+def read_gguf(path: Path) -> GGUFInfo:
+    """Parse ``path``'s GGUF header and check that every tensor's data lies inside the file."""
+    try:
+        stream = path.open("rb")
+    except FileNotFoundError as exc:
+        raise ModelNotFoundError(f"model file not found: {path}") from exc
+    except IsADirectoryError as exc:
+        raise NotAGGUFError(f"{path} is a directory, not a GGUF model file") from exc
+    except OSError as exc:
+        raise ModelNotFoundError(f"cannot read model file {path}: {exc.strerror}") from exc
+    with stream:
+        file_size = path.stat().st_size
+        reader = _Reader(stream, path)
+        if stream.read(4) != GGUF_MAGIC:
+            raise NotAGGUFError(f"{path} is not a GGUF model file (it does not start with 'GGUF')")
+        version = reader.unpack("I")
+        if version not in (2, 3):
+            raise CorruptModelError(f"{path}: unsupported GGUF version {version}")
+        n_tensors = reader.count("tensors")
+        n_kv = reader.count("metadata keys")
+        metadata: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = reader.string()
+            kind = reader.unpack("I")
+            # Keep small values; skip big arrays such as the vocabulary.
+            metadata[key] = reader.value(kind, keep=not key.startswith("tokenizer.ggml."))
+        data_end = _tensor_data_end(reader, n_tensors)
+        alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT)) or DEFAULT_ALIGNMENT
+        data_start = -(-stream.tell() // alignment) * alignment
+    if data_start + data_end > file_size:
+        raise CorruptModelError(
+            f"{path} is truncated: {file_size:,} bytes, but its tensors need {data_start + data_end:,}"
+        )
+    return GGUFInfo(path=path, version=version, file_size=file_size, tensor_count=n_tensors, metadata=metadata)
+
+
+def _tensor_data_end(reader: _Reader, n_tensors: int) -> int:
+    """The end of the furthest tensor, relative to the start of the data section."""
+    end = 0
+    for _ in range(n_tensors):
+        reader.string()
+        n_dims = reader.unpack("I")
+        if n_dims > 8:
+            raise CorruptModelError(f"{reader.path} is damaged: a tensor with {n_dims} dimensions")
+        elements = 1
+        for _ in range(n_dims):
+            elements *= reader.unpack("Q")
+        ggml_type = reader.unpack("I")
+        offset = reader.unpack("Q")
+        block, block_bytes = _GGML_BLOCKS.get(ggml_type, (1, 0))
+        end = max(end, offset + -(-elements // block) * block_bytes)
+    return end

@@ -1,0 +1,343 @@
+"""``ChatLlamaCpp``: a LangChain chat model over llama-cpp-python, thin on purpose.
+
+llama-cpp-python does the templating (the GGUF's own chat template), grammars, tool and
+JSON-schema constrained output, and multimodal handlers; this class adapts it to
+``BaseChatModel`` (streaming, usage metadata, ``bind_tools``) and keeps one loaded ``Llama``
+per model file and context settings, shared by every turn, so llama.cpp's prefix KV cache is
+hit from one turn to the next.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.chat_models import LangSmithParams, generate_from_stream
+from langchain_core.messages import AIMessageChunk, BaseMessage, convert_to_openai_messages
+from langchain_core.messages.tool import tool_call_chunk
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import Field, PrivateAttr
+
+from agentmm.errors import CorruptModelError
+
+if TYPE_CHECKING:
+    import llama_cpp
+
+    from agentmm.settings import Settings
+
+GpuLayers = int | Literal["auto"]
+
+
+@dataclass
+class CallStats:
+    """What the last generation cost: filled in by the tracking ``Llama`` subclass."""
+
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class LoadedModel:
+    llama: llama_cpp.Llama
+    lock: threading.Lock
+    stats: CallStats
+    gpu_layers: int
+
+
+_LOADED: dict[tuple[Any, ...], LoadedModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def gpu_offload_available() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def resolve_gpu_layers(setting: GpuLayers) -> int:
+    """'auto' -> -1 (every layer) where llama.cpp was built with GPU offload, else 0."""
+    if setting == "auto":
+        return -1 if gpu_offload_available() else 0
+    return int(setting)
+
+
+def _tracking_llama_class() -> type[llama_cpp.Llama]:
+    """A ``Llama`` that records, per call, prompt size, prefix-cache reuse and tokens generated.
+
+    ``Llama.generate`` is where llama-cpp-python matches the new prompt against the tokens
+    already in the KV cache; wrapping it is the one place to see the reuse.
+    """
+    import llama_cpp
+
+    class TrackingLlama(llama_cpp.Llama):
+        stats: CallStats
+
+        def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:
+            stats = self.stats
+            stats.prompt_tokens = len(tokens)
+            prefix = self.longest_token_prefix(self._input_ids.tolist(), tokens) if self.n_tokens else 0
+            stats.reused_tokens = min(prefix, max(len(tokens) - 1, 0))
+            stats.completion_tokens = 0
+            vocab = self._model.vocab
+            for token in super().generate(tokens, *args, **kwargs):
+                if not llama_cpp.llama_vocab_is_eog(vocab, token):
+                    stats.completion_tokens += 1
+                yield token
+
+    return TrackingLlama
+
+
+def load_model(
+    model_path: str, *, n_ctx: int, n_gpu_layers: GpuLayers, n_threads: int | None, n_batch: int,
+    chat_format: str | None, verbose: bool,
+) -> LoadedModel:  # fmt: skip
+    """The shared loaded model for these settings (loaded on first call, then reused)."""
+    layers = resolve_gpu_layers(n_gpu_layers)
+    key = (str(Path(model_path).resolve()), n_ctx, layers, n_threads, n_batch, chat_format)
+    with _LOAD_LOCK:
+        loaded = _LOADED.get(key)
+        if loaded is not None:
+            return loaded
+        from agentmm.gguf import read_gguf
+        from agentmm.models import check_fits_in_memory
+
+        info = read_gguf(Path(model_path))
+        if layers == 0:
+            check_fits_in_memory(info, n_ctx)
+        llama_class = _tracking_llama_class()
+        try:
+            llama = llama_class(
+                model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=layers, n_threads=n_threads,
+                n_batch=n_batch, chat_format=chat_format, verbose=verbose,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise CorruptModelError(f"llama.cpp cannot load {model_path}: {exc}") from exc
+        llama.stats = CallStats()
+        offloaded = min(layers if layers >= 0 else 1 << 30, (info.block_count or 0) + 1)
+        loaded = _LOADED[key] = LoadedModel(llama, threading.Lock(), llama.stats, offloaded)
+        return loaded
+
+
+def unload_all() -> None:
+    """Free every loaded model (tests and benchmarks use it to start cold)."""
+    with _LOAD_LOCK:
+        for loaded in _LOADED.values():
+            loaded.llama.close()
+        _LOADED.clear()
+
+
+class ChatLlamaCpp(BaseChatModel):
+    """A local GGUF chat model run by llama.cpp. Nothing loads until the first call.
+
+    Example:
+        .. code-block:: python
+
+            model = ChatLlamaCpp(model_path="model.gguf", n_ctx=4096)
+            for chunk in model.stream("Hello"):
+                print(chunk.content, end="")
+    """
+
+    model_path: str = Field(description="Path of the .gguf file.")
+    model_name: str | None = Field(None, description="Name to report (default: the file's stem).")
+    n_ctx: int = 4096
+    n_gpu_layers: GpuLayers = "auto"
+    n_threads: int | None = None
+    n_batch: int = 512
+    chat_format: str | None = Field(None, description="llama-cpp-python chat format; default: the GGUF's template.")
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    max_tokens: int | None = 512
+    stop: list[str] | None = None
+    seed: int | None = None
+    streaming: bool = False
+    verbose: bool = False
+
+    _loaded: LoadedModel | None = PrivateAttr(default=None)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ChatLlamaCpp:
+        """Resolve ``settings.model`` (shipped, path or hub id) and configure from settings."""
+        from agentmm.models import resolve_model
+
+        resolved = resolve_model(settings.model, settings.models_dir)
+        return cls(
+            model_path=str(resolved.path), model_name=resolved.name, n_ctx=settings.n_ctx,
+            n_gpu_layers=settings.n_gpu_layers, n_threads=settings.n_threads, n_batch=settings.n_batch,
+            temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
+            seed=settings.seed, verbose=settings.verbose,
+        )  # fmt: skip
+
+    @property
+    def _llm_type(self) -> str:
+        return "llama-cpp"
+
+    @property
+    def display_name(self) -> str:
+        return self.model_name or Path(self.model_path).stem
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="llama-cpp",
+            ls_model_name=kwargs.get("model", self.display_name),
+            ls_model_type="chat",
+            ls_temperature=kwargs.get("temperature", self.temperature),
+        )
+        if (max_tokens := kwargs.get("max_tokens", self.max_tokens)) is not None:
+            params["ls_max_tokens"] = max_tokens
+        if stop := stop or self.stop:
+            params["ls_stop"] = stop
+        return params
+
+    # -- the loaded model ----------------------------------------------------------------
+
+    def load(self) -> LoadedModel:
+        """Load (or find already loaded) this model; errors are agentmm's typed ones."""
+        if self._loaded is None:
+            self._loaded = load_model(
+                self.model_path, n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=self.n_threads,
+                n_batch=self.n_batch, chat_format=self.chat_format, verbose=self.verbose,
+            )  # fmt: skip
+        return self._loaded
+
+    @property
+    def gpu_layers_in_use(self) -> int:
+        return self.load().gpu_layers
+
+    def get_token_ids(self, text: str) -> list[int]:
+        return self.load().llama.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def get_num_tokens(self, text: str) -> int:
+        return len(self.get_token_ids(text))
+
+    # -- generation ----------------------------------------------------------------------
+
+    def _call_params(self, stop: list[str] | None, **kwargs: Any) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "temperature": self.temperature, "top_p": self.top_p, "top_k": self.top_k, "min_p": self.min_p,
+            "repeat_penalty": self.repeat_penalty, "max_tokens": self.max_tokens, "seed": self.seed,
+            "stop": stop if stop is not None else self.stop,
+        }  # fmt: skip
+        params.update(kwargs)
+        return params
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return generate_from_stream(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        loaded = self.load()
+        params = self._call_params(stop, **kwargs)
+        finish_reason = None
+        started_calls: set[int] = set()
+        with loaded.lock:
+            stream = loaded.llama.create_chat_completion(
+                messages=convert_to_openai_messages(messages), stream=True, **params
+            )
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                finish_reason = choice.get("finish_reason") or finish_reason
+                message = _delta_to_chunk(choice.get("delta") or {}, started_calls)
+                if message is None:
+                    continue
+                generation = ChatGenerationChunk(message=message)
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(message.text, chunk=generation)
+                yield generation
+            stats = loaded.stats
+            usage = {
+                "input_tokens": stats.prompt_tokens,
+                "output_tokens": stats.completion_tokens,
+                "total_tokens": stats.prompt_tokens + stats.completion_tokens,
+                "input_token_details": {"cache_read": stats.reused_tokens},
+            }
+            cache = {"prompt_tokens": stats.prompt_tokens, "reused_tokens": stats.reused_tokens}
+        yield ChatGenerationChunk(
+            message=AIMessageChunk(
+                content="",
+                usage_metadata=usage,  # type: ignore[arg-type]
+                response_metadata={"finish_reason": finish_reason, "model_name": self.display_name, "cache": cache},
+                chunk_position="last",
+            )
+        )
+
+    # -- tools ---------------------------------------------------------------------------
+
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, BaseMessage]:
+        """Bind tools in OpenAI format; llama-cpp-python renders them with the chat format.
+
+        Naming a tool in ``tool_choice`` (or ``"any"``/``True`` with a single tool) makes
+        llama.cpp constrain the output with a grammar built from the tool's JSON schema, the
+        reliable path for small local models.
+        """
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        names = [tool["function"]["name"] for tool in formatted]
+        choice: Any = tool_choice
+        if tool_choice in ("any", "required", True) and len(names) == 1:
+            choice = names[0]
+        if isinstance(choice, str) and choice in names:
+            choice = {"type": "function", "function": {"name": choice}}
+        elif choice in (None, False, "auto", "none", "any", "required", True):
+            choice = "auto" if choice in ("any", "required", True) else choice or None
+        kwargs["tools"] = formatted
+        if choice is not None:
+            kwargs["tool_choice"] = choice
+        return super().bind(**kwargs)
+
+
+def _delta_to_chunk(delta: dict[str, Any], started_calls: set[int]) -> AIMessageChunk | None:
+    """One streamed OpenAI-style delta as a LangChain message chunk (None when it is empty).
+
+    llama-cpp-python repeats a tool call's name and id in every chunk of it; LangChain
+    concatenates chunk fields, so only the first chunk of each call may carry them.
+    """
+    content = delta.get("content") or ""
+    calls = []
+    for i, call in enumerate(delta.get("tool_calls") or []):
+        index = call.get("index", i)
+        function = call.get("function") or {}
+        first = index not in started_calls
+        started_calls.add(index)
+        calls.append(
+            tool_call_chunk(
+                name=function.get("name") if first else None,
+                args=function.get("arguments"),
+                id=call.get("id") if first else None,
+                index=index,
+            )
+        )
+    if not content and not calls:
+        return None
+    return AIMessageChunk(content=content, tool_call_chunks=calls)

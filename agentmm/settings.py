@@ -1,0 +1,167 @@
+"""One validated ``Settings`` object: config file < ``AGENTMM_*`` environment < explicit values.
+
+Only this module reads the environment; everything else is handed a ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from agentmm.errors import SettingsError
+
+APP_NAME = "agentmm"
+ENV_PREFIX = "AGENTMM_"
+CONFIG_ENV = "AGENTMM_CONFIG"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a friendly, helpful companion. Answer in a natural, conversational way and "
+    "keep replies short unless asked for more."
+)
+
+
+def default_config_file() -> Path:
+    """The config file: ``$AGENTMM_CONFIG`` or ``config.toml`` in the platform user config dir."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    return platformdirs.user_config_path(APP_NAME) / "config.toml"
+
+
+def default_data_dir() -> Path:
+    return platformdirs.user_data_path(APP_NAME)
+
+
+class Settings(BaseSettings):
+    """Everything a user can set. Field names are the config-file keys and, upper-cased
+    with the ``AGENTMM_`` prefix, the environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True)
+
+    model: str = Field(
+        "smollm2",
+        min_length=1,
+        description="Chat model: a shipped model name, a local .gguf path or a hub id owner/repo/file.gguf.",
+    )
+    n_ctx: int = Field(4096, ge=256, le=1_048_576, description="Context window in tokens.")
+    n_gpu_layers: int | Literal["auto"] = Field(
+        "auto",
+        description="Layers offloaded to the GPU: 'auto' (all when llama.cpp has GPU support), 0, N or -1 (all).",
+    )
+    n_threads: int | None = Field(None, ge=1, description="CPU threads for generation (default: llama.cpp's choice).")
+    n_batch: int = Field(512, ge=1, description="Prompt tokens processed per batch.")
+    max_tokens: int = Field(512, ge=1, description="Longest reply in tokens; this much context is kept free for it.")
+    temperature: float = Field(0.7, ge=0.0, le=5.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    seed: int | None = Field(None, description="Sampling seed (default: random).")
+    system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt when no persona gives one.")
+    user_name: str = Field("User", min_length=1)
+    data_dir: Path = Field(default_factory=default_data_dir, description="Threads, memory and indexes live here.")
+    models_dir: Path | None = Field(None, description="Where hub downloads go (default: the Hugging Face cache).")
+    verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
+
+    @field_validator("data_dir", "models_dir", mode="after")
+    @classmethod
+    def _expand(cls, value: Path | None) -> Path | None:
+        return value.expanduser() if value is not None else None
+
+    @field_validator("n_gpu_layers", mode="before")
+    @classmethod
+    def _gpu_layers(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, int) and value < -1:
+            raise ValueError("must be 'auto', -1 (all layers), 0 or a positive number of layers")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Explicit values (CLI flags, keyword arguments) beat the environment; the config file
+        # is read in load_settings() and passed as the lowest-priority explicit source.
+        return (init_settings, env_settings)
+
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each value came from: default, file PATH, env or flag (set by load_settings)."""
+        return dict(self._sources) or {name: "default" for name in type(self).model_fields}
+
+    def public_dict(self) -> dict[str, Any]:
+        """JSON-ready values, paths as strings."""
+        return self.model_dump(mode="json")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The settings in a TOML config file; an absent file is an empty config."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    known = set(Settings.model_fields)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise SettingsError(f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    return data
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the config file, then the environment, then ``overrides``.
+
+    ``overrides`` whose value is ``None`` are ignored, so CLI flags that were not given
+    do not hide the environment or the file.
+    """
+    path = config_file if config_file is not None else default_config_file()
+    from_file = read_config_file(path)
+    explicit = {key: value for key, value in overrides.items() if value is not None}
+    env_keys = _env_keys()
+    # The file is the lowest source: drop its keys where the environment or a flag speaks.
+    layered = {k: v for k, v in from_file.items() if k not in env_keys and k not in explicit}
+    try:
+        settings = Settings(**layered, **explicit)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc, from_file.keys() & layered.keys(), path)) from exc
+    sources = {name: "default" for name in Settings.model_fields}
+    sources.update({name: f"file {path}" for name in layered})
+    sources.update({name: "env" for name in env_keys})
+    sources.update({name: "flag" for name in explicit})
+    settings._sources = sources
+    return settings
+
+
+def _env_keys() -> set[str]:
+    return {
+        name
+        for name in Settings.model_fields
+        if f"{ENV_PREFIX}{name.upper()}" in os.environ or f"{ENV_PREFIX}{name}" in os.environ
+    }
+
+
+def _one_line(exc: ValidationError, file_keys: set[str], path: Path) -> str:
+    error = exc.errors()[0]
+    name = str(error["loc"][0]) if error["loc"] else "?"
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {name!r}"
+    origin = f" (from {path})" if name in file_keys else ""
+    value = error.get("input")
+    shown = f" {value!r}" if isinstance(value, (str, int, float)) else ""
+    return f"bad setting {name}{shown}{origin}: {error['msg']}"

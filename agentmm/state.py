@@ -1,0 +1,76 @@
+"""The typed state of one conversation thread, as the turn graph reads and writes it.
+
+``messages`` is the thread's history (checkpointed per thread). The prompt is *not* stored:
+compose records where the window starts and what it adds, and generate assembles the
+messages from that, so a checkpoint holds each message once rather than once per turn.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+
+class PromptPart(TypedDict):
+    """One named part of the prompt and its size in the model's tokens."""
+
+    part: str
+    tokens: int
+
+
+class Trace(TypedDict, total=False):
+    """Why the agent said what it said: written by each node, printed by ``--json``."""
+
+    turn: int
+    path: list[str]
+    prompt_parts: list[PromptPart]
+    budget: dict[str, int]
+    cache: dict[str, int]
+    timings: dict[str, float]
+    usage: dict[str, int]
+    recalled: list[dict[str, Any]]
+    lore: list[dict[str, Any]]
+    observations: list[dict[str, Any]]
+    tool_calls: list[dict[str, Any]]
+    interrupted: bool
+
+
+class ChatState(TypedDict, total=False):
+    messages: Annotated[list[AnyMessage], add_messages]
+    # This turn's input, as given; ingest validates it and appends it to ``messages``.
+    input: str
+    # Index into ``messages`` of the first message still inside the context window. It only
+    # moves forward, and in big steps, so the prompt's head stays stable between turns.
+    window_start: int
+    # The system prompt compose chose for this turn (stable across turns of a thread).
+    system_prompt: str
+    trace: Trace
+
+
+class ChatInput(TypedDict):
+    input: str
+
+
+class ChatOutput(TypedDict, total=False):
+    messages: list[AnyMessage]
+    trace: Trace
+
+
+@dataclass
+class TurnContext:
+    """Per-run values that are not state: passed as LangGraph's runtime context."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    user_name: str = "User"
+
+
+def trace_step(state: ChatState, node: str, **fields: Any) -> Trace:
+    """The trace with ``node`` added to its path and ``fields`` merged in."""
+    trace: Trace = dict(state.get("trace") or {})  # type: ignore[assignment]
+    trace["path"] = [*trace.get("path", []), node]
+    trace.update(fields)  # type: ignore[typeddict-item]
+    return trace

@@ -1,0 +1,56 @@
+"""Count tokens the way the model will: with its own tokenizer, cached per text.
+
+Compose counts the whole window every turn; caching by text makes that a dictionary lookup
+for every message but the new ones.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import BaseMessage
+
+# Role markers and separators a chat template wraps around each message (ChatML uses 5).
+PER_MESSAGE_OVERHEAD = 6
+_CACHE_LIMIT = 50_000
+
+
+def approximate_tokens(text: str) -> int:
+    """About 3.5 characters a token: the fallback when a model exposes no tokenizer."""
+    return math.ceil(len(text) / 3.5)
+
+
+class TokenCounter:
+    def __init__(self, count_text: Callable[[str], int], exact: bool = True) -> None:
+        self._count_text = count_text
+        self.exact = exact
+        self._cache: dict[str, int] = {}
+
+    @classmethod
+    def for_model(cls, model: BaseChatModel) -> TokenCounter:
+        """The model's own tokenizer where it has one, else the approximation.
+
+        langchain-core's default counts with GPT-2's tokenizer, which is not the model's
+        own: a model only counts as having a tokenizer if it overrides the counting.
+        """
+        own = type(model)
+        if own.get_num_tokens is not BaseLanguageModel.get_num_tokens or (
+            own.get_token_ids is not BaseLanguageModel.get_token_ids
+        ):
+            return cls(model.get_num_tokens, exact=True)
+        return cls(approximate_tokens, exact=False)
+
+    def text(self, text: str) -> int:
+        if not text:
+            return 0
+        cached = self._cache.get(text)
+        if cached is None:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            cached = self._cache[text] = self._count_text(text)
+        return cached
+
+    def message(self, message: BaseMessage) -> int:
+        return self.text(message.text) + PER_MESSAGE_OVERHEAD

@@ -1,0 +1,308 @@
+"""The ``agentmm`` command: parse, call the library, render. Nothing heavy at import time."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+
+from agentmm.errors import AgentmmError
+
+if TYPE_CHECKING:
+    from agentmm.graphs.agent import Agent
+    from agentmm.settings import Settings
+
+app = typer.Typer(
+    name="agentmm",
+    help="Role-play and chat with a local multimodal LLM. Offline by default, every reply explained.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=True,
+)
+threads_app = typer.Typer(help="Saved conversations.", no_args_is_help=True)
+models_app = typer.Typer(help="Chat models: shipped, cached and local.", no_args_is_help=True)
+config_app = typer.Typer(help="Settings and where they come from.", no_args_is_help=True)
+app.add_typer(threads_app, name="threads")
+app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (see README for its keys).")]
+
+
+class Globals:
+    config_file: Path | None = None
+    data_dir: Path | None = None
+
+
+@app.callback()
+def _globals(
+    config: Annotated[Optional[Path], typer.Option("--config", help="Config file (default: user config dir).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where threads and memory live.")] = None,
+) -> None:
+    Globals.config_file = config
+    Globals.data_dir = data_dir
+
+
+def _settings(**flags: Any) -> Settings:
+    from agentmm.settings import load_settings
+
+    return load_settings(Globals.config_file, data_dir=Globals.data_dir, **flags)
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- chat
+
+
+@app.command()
+def chat(
+    message: Annotated[Optional[str], typer.Option("-m", "--message", help="Say this, print the reply, exit.")] = None,
+    thread: Annotated[Optional[str], typer.Option("--thread", "-t", help="Continue this saved thread.")] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Shipped name, .gguf path or owner/repo/file.gguf.")
+    ] = None,
+    as_json: JsonFlag = False,
+    n_ctx: Annotated[Optional[int], typer.Option("--n-ctx", help="Context window in tokens.")] = None,
+    gpu_layers: Annotated[Optional[str], typer.Option("--gpu-layers", help="'auto', 0, N or -1 (all).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", help="Longest reply in tokens.")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    system: Annotated[Optional[str], typer.Option("--system", help="System prompt for a new thread.")] = None,
+) -> None:
+    """Chat with the model: interactive, or one turn with -m."""
+    from agentmm.graphs.agent import Agent
+    from agentmm.threads import thread_exists
+
+    settings = _settings(
+        model=model, n_ctx=n_ctx, n_gpu_layers=gpu_layers, max_tokens=max_tokens,
+        temperature=temperature, seed=seed, system_prompt=system,
+    )  # fmt: skip
+    agent = Agent(settings)
+    if thread is not None and not thread_exists(agent.checkpointer, thread):
+        from agentmm.errors import ThreadNotFoundError
+
+        raise ThreadNotFoundError(f"unknown thread {thread!r} (see: agentmm threads list; omit --thread to start one)")
+    if message is not None:
+        _one_turn(agent, message, thread, as_json)
+    elif as_json:
+        raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
+    else:
+        _repl(agent, thread)
+
+
+def _one_turn(agent: Agent, message: str, thread: str | None, as_json: bool) -> None:
+    turn = agent.stream(message, thread)
+    with _cancel_on_ctrl_c(turn.cancel):
+        for text in turn:
+            if not as_json:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+    if as_json:
+        _print_json(turn.result.to_json())
+    else:
+        sys.stdout.write("\n")
+        sys.stderr.write(f"[thread {turn.thread_id}]\n")
+
+
+def _repl(agent: Agent, thread: str | None) -> None:
+    """A plain line loop; the full terminal UI is a later layer over the same calls."""
+    from agentmm.threads import new_thread_id
+
+    thread_id = thread or new_thread_id()
+    interactive = sys.stdin.isatty()
+    if interactive:
+        sys.stderr.write(
+            f"agentmm · model {agent.settings.model} · thread {thread_id} · /exit or Ctrl-D to leave, "
+            "Ctrl-C stops a reply\n"
+        )
+    while True:
+        try:
+            line = input("you> " if interactive else "")
+        except (EOFError, KeyboardInterrupt):
+            sys.stderr.write("\n" if interactive else "")
+            break
+        text = line.strip()
+        if text in {"/exit", "/quit"}:
+            break
+        if not text:
+            continue
+        turn = agent.stream(text, thread_id)
+        with _cancel_on_ctrl_c(turn.cancel):
+            for chunk in turn:
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        if turn.result.interrupted:
+            sys.stdout.write(" [interrupted]")
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    if interactive:
+        sys.stderr.write(f"[thread {thread_id}]\n")
+
+
+@contextmanager
+def _cancel_on_ctrl_c(cancel: Callable[[], None]) -> Iterator[None]:
+    """First Ctrl-C stops the reply (kept, marked interrupted); a second one aborts."""
+    pressed = False
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        nonlocal pressed
+        if pressed:
+            raise KeyboardInterrupt
+        pressed = True
+        cancel()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------- threads
+
+
+def _checkpointer() -> Any:
+    from agentmm.threads import open_checkpointer
+
+    return open_checkpointer(_settings().data_dir)
+
+
+@threads_app.command("list")
+def threads_list(as_json: JsonFlag = False) -> None:
+    """Saved threads, newest first."""
+    from agentmm.threads import list_threads
+
+    threads = list_threads(_checkpointer())
+    if as_json:
+        _print_json({"threads": [t.to_dict() for t in threads]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("thread", "turns", "updated", "first message")
+    for t in threads:
+        table.add_row(t.thread_id, str(t.turns), t.updated_at, t.title)
+    Console().print(table if threads else "no threads yet: agentmm chat starts one")
+
+
+@threads_app.command("show")
+def threads_show(thread_id: str, as_json: JsonFlag = False) -> None:
+    """Every message of a thread."""
+    from agentmm.threads import summarize_thread, thread_values
+
+    saver = _checkpointer()
+    values, _ = thread_values(saver, thread_id)
+    summary = summarize_thread(saver, thread_id)
+    messages = [_message_dict(m) for m in values.get("messages", [])]
+    if as_json:
+        _print_json({**summary.to_dict(), "window_start": values.get("window_start", 0), "messages": messages,
+                     "system_prompt": values.get("system_prompt", "")})  # fmt: skip
+        return
+    sys.stdout.write(f"thread {thread_id} · {summary.turns} turns · updated {summary.updated_at}\n")
+    for m in messages:
+        mark = " [interrupted]" if m.get("interrupted") else ""
+        sys.stdout.write(f"{m['role']}> {m['content']}{mark}\n")
+
+
+def _message_dict(message: Any) -> dict[str, Any]:
+    role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
+    data: dict[str, Any] = {"role": role, "content": message.text}
+    if message.response_metadata.get("interrupted"):
+        data["interrupted"] = True
+    return data
+
+
+@threads_app.command("delete")
+def threads_delete(thread_id: str, as_json: JsonFlag = False) -> None:
+    """Delete a thread and all its checkpoints."""
+    from agentmm.threads import delete_thread
+
+    delete_thread(_checkpointer(), thread_id)
+    if as_json:
+        _print_json({"deleted": thread_id})
+    else:
+        sys.stdout.write(f"deleted thread {thread_id}\n")
+
+
+# --------------------------------------------------------------------------- models, config, doctor
+
+
+@models_app.command("list")
+def models_list(as_json: JsonFlag = False) -> None:
+    """Shipped models and GGUF files in the hub cache."""
+    from agentmm.models import list_models
+
+    models = list_models(_settings().models_dir)
+    if as_json:
+        _print_json({"models": [m.__dict__ for m in models]})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "source", "installed", "size", "path")
+    for m in models:
+        size = f"{m.size_bytes / 2**20:.0f} MiB" if m.size_bytes else ""
+        table.add_row(m.name, m.source, "yes" if m.installed else "no", size, m.path or "")
+    Console().print(table)
+
+
+@config_app.command("show")
+def config_show(as_json: JsonFlag = False) -> None:
+    """Every setting, its value and where it came from (default, file, env, flag)."""
+    from agentmm.settings import default_config_file
+
+    settings = _settings()
+    path = Globals.config_file or default_config_file()
+    values = settings.public_dict()
+    if as_json:
+        _print_json({"config_file": str(path), "settings": values, "sources": settings.sources})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("setting", "value", "from", title=f"config file: {path}")
+    for name, value in values.items():
+        table.add_row(name, str(value), settings.sources[name])
+    Console().print(table)
+
+
+@app.command()
+def doctor(as_json: JsonFlag = False) -> None:
+    """Check the model, GPU offload, data dir and versions."""
+    from agentmm.doctor import run_checks
+
+    report = run_checks(_settings(), Globals.config_file)
+    if as_json:
+        _print_json(report)
+    else:
+        from rich.console import Console
+
+        console = Console()
+        for check in report["checks"]:
+            mark = "[green]ok[/]" if check["ok"] else "[red]problem[/]"
+            console.print(f"{mark:>18}  [bold]{check['name']}[/]: {check['detail']}")
+        console.print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    try:
+        app()
+    except AgentmmError as exc:
+        sys.stderr.write(f"agentmm: error: {exc}\n")
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

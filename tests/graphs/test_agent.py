@@ -1,0 +1,73 @@
+"""The Agent facade: sync, streaming and async turns, threads on disk."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from agentmm import Agent, TurnResult
+from agentmm.errors import DataDirError, EmptyInputError
+from agentmm.settings import Settings
+from agentmm.threads import list_threads
+
+
+def fake_agent(settings: Settings, *replies: str) -> Agent:
+    return Agent(settings, model=FakeListChatModel(responses=list(replies) or ["ok"]))
+
+
+def test_chat_returns_the_json_contract(settings: Settings) -> None:
+    result = fake_agent(settings, "Hello!").chat("hi", thread_id="abc")
+    assert isinstance(result, TurnResult)
+    data = result.to_json()
+    assert {"reply", "thread_id", "model", "usage", "timings", "trace"} <= set(data)
+    assert data["reply"] == "Hello!"
+    assert data["thread_id"] == "abc"
+    assert set(data["usage"]) == {"prompt_tokens", "completion_tokens"}
+    assert set(data["timings"]) == {"ttft_s", "total_s"}
+    assert data["timings"]["ttft_s"] <= data["timings"]["total_s"]
+    assert data["trace"]["path"] == ["ingest", "compose", "generate"]
+
+
+def test_stream_yields_text_then_result(settings: Settings) -> None:
+    turn = fake_agent(settings, "streamed reply").stream("hi")
+    with pytest.raises(RuntimeError):
+        _ = turn.result
+    assert "".join(turn) == "streamed reply"
+    assert turn.result.reply == "streamed reply"
+
+
+def test_threads_persist_in_the_data_dir(settings: Settings) -> None:
+    first = fake_agent(settings, "one").chat("remember me")
+    again = fake_agent(settings, "two")  # a new Agent opens the same SQLite file
+    again.chat("still there?", thread_id=first.thread_id)
+    threads = list_threads(again.checkpointer)
+    assert [(t.thread_id, t.turns, t.title) for t in threads] == [(first.thread_id, 2, "remember me")]
+
+
+def test_async_twins(settings: Settings) -> None:
+    agent = fake_agent(settings, "a-reply", "b reply")
+
+    async def run() -> tuple[TurnResult, list[str]]:
+        result = await agent.achat("hi", thread_id="t")
+        chunks = [c async for c in agent.astream("more", thread_id="t")]
+        return result, chunks
+
+    result, chunks = asyncio.run(run())
+    assert result.reply == "a-reply"
+    assert "".join(chunks) == "b reply"
+
+
+def test_empty_input(settings: Settings) -> None:
+    with pytest.raises(EmptyInputError):
+        fake_agent(settings).chat("  \n")
+
+
+def test_unwritable_data_dir(tmp_path: Path, settings: Settings) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    agent = Agent(settings.model_copy(update={"data_dir": blocker / "data"}), model=FakeListChatModel(responses=["x"]))
+    with pytest.raises(DataDirError, match="not writable"):
+        agent.chat("hi")

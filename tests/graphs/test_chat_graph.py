@@ -1,0 +1,138 @@
+"""The turn graph over langchain-core's fake chat models: any BaseChatModel works."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from itertools import pairwise
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel, GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agentmm.errors import EmptyInputError
+from agentmm.graphs.chat import build_graph
+from agentmm.state import TurnContext
+from agentmm.tokens import TokenCounter
+
+WORDS = TokenCounter(lambda text: len(text.split()))
+
+
+def replies(*texts: str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([AIMessage(t) for t in texts]))
+
+
+def config(thread: str = "t1") -> dict[str, Any]:
+    return {"configurable": {"thread_id": thread}}
+
+
+def test_one_turn_trace_and_reply() -> None:
+    graph = build_graph(replies("Hello there, traveller."), InMemorySaver(), counter=WORDS, system_prompt="Be kind.")
+    state = graph.invoke({"input": "hi"}, config())
+    assert state["messages"][-1].content == "Hello there, traveller."
+    trace = state["trace"]
+    assert trace["path"] == ["ingest", "compose", "generate"]
+    assert trace["turn"] == 1
+    assert [p["part"] for p in trace["prompt_parts"]] == ["system", "history", "message"]
+    assert trace["prompt_parts"][0]["tokens"] == 2
+    assert trace["interrupted"] is False
+
+
+def test_threads_keep_history_and_prompt_order() -> None:
+    seen: list[list[Any]] = []
+
+    class Recording(FakeListChatModel):
+        def _stream(self, messages: list[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+            seen.append(list(messages))
+            return super()._stream(messages, *args, **kwargs)
+
+    graph = build_graph(Recording(responses=["one", "two", "three"]), InMemorySaver(), counter=WORDS)
+    graph.invoke({"input": "first"}, config("a"))
+    graph.invoke({"input": "second"}, config("a"))
+    graph.invoke({"input": "other thread"}, config("b"))
+    prompt = seen[1]
+    assert isinstance(prompt[0], SystemMessage)
+    assert [m.content for m in prompt[1:]] == ["first", "one", "second"]
+    assert [m.content for m in seen[2][1:]] == ["other thread"]
+    # Turn 2's prompt starts with turn 1's prompt: append-only, so the KV cache carries over.
+    assert [m.content for m in seen[1][: len(seen[0])]] == [m.content for m in seen[0]]
+
+
+def test_tokens_stream_in_messages_mode() -> None:
+    graph = build_graph(replies("a b c d"), InMemorySaver(), counter=WORDS)
+    chunks = [
+        chunk.content
+        for chunk, meta in graph.stream({"input": "go"}, config(), stream_mode="messages")
+        if meta["langgraph_node"] == "generate" and isinstance(chunk, AIMessageChunk)
+    ]
+    assert "".join(chunks) == "a b c d"
+    assert len([c for c in chunks if c]) >= 4
+
+
+def test_empty_input_is_refused_before_anything_is_saved() -> None:
+    saver = InMemorySaver()
+    graph = build_graph(replies("x"), saver, counter=WORDS)
+    with pytest.raises(EmptyInputError):
+        graph.invoke({"input": "   "}, config())
+    assert not graph.get_state(config()).values.get("messages")
+
+
+def test_cancel_keeps_partial_reply_marked_interrupted() -> None:
+    context = TurnContext()
+
+    class SlowModel(GenericFakeChatModel):
+        def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            for i, chunk in enumerate(super()._stream(*args, **kwargs)):
+                if i == 2:
+                    context.cancel.set()
+                yield chunk
+
+    graph = build_graph(SlowModel(messages=iter([AIMessage("w1 w2 w3 w4 w5 w6 w7 w8")])), InMemorySaver(),
+                        counter=WORDS)  # fmt: skip
+    state = graph.invoke({"input": "talk"}, config(), context=context)
+    reply = state["messages"][-1]
+    assert reply.response_metadata["interrupted"] is True
+    assert 0 < len(reply.content) < len("w1 w2 w3 w4 w5 w6 w7 w8")
+    assert state["trace"]["interrupted"] is True
+    # The thread goes on normally afterwards.
+    graph2 = build_graph(replies("fine"), graph.checkpointer, counter=WORDS)
+    state = graph2.invoke({"input": "again"}, config(), context=TurnContext())
+    assert [type(m) for m in state["messages"]] == [HumanMessage, AIMessage, HumanMessage, AIMessage]
+
+
+def test_small_context_folds_old_turns_and_keeps_window() -> None:
+    graph = build_graph(FakeListChatModel(responses=["word " * 20] * 40), InMemorySaver(), counter=WORDS,
+                        n_ctx=300, reply_tokens=50)  # fmt: skip
+    starts = []
+    for i in range(12):
+        state = graph.invoke({"input": f"message number {i} " + "pad " * 10}, config())
+        starts.append(state["window_start"])
+        assert state["trace"]["budget"]["prompt_tokens"] <= 250
+    assert starts[-1] > 0
+    moves = sum(1 for a, b in pairwise(starts) if b != a)
+    assert moves < len(starts) // 2  # many turns fold at once, not one per turn
+
+
+def test_concurrent_threads_are_isolated() -> None:
+    graph = build_graph(FakeListChatModel(responses=["r"] * 20), InMemorySaver(), counter=WORDS)
+
+    def run(thread: str) -> None:
+        for i in range(3):
+            graph.invoke({"input": f"{thread}-{i}"}, config(thread))
+
+    workers = [threading.Thread(target=run, args=(f"t{i}",)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    for i in range(4):
+        humans = [m.content for m in graph.get_state(config(f"t{i}")).values["messages"] if m.type == "human"]
+        assert humans == [f"t{i}-0", f"t{i}-1", f"t{i}-2"]
+
+
+def test_default_counter_falls_back_when_model_has_no_tokenizer() -> None:
+    graph = build_graph(replies("ok"), InMemorySaver())
+    state = graph.invoke({"input": "hello"}, config())
+    assert state["trace"]["tokenizer"] == "approximate"

@@ -1,0 +1,145 @@
+"""The agentmm command end to end, in subprocesses, on the real shipped model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+HEAVY = ("llama_cpp", "langgraph", "langchain_core", "chromadb", "torch", "sentence_transformers", "numpy")
+
+
+def agentmm(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "agentmm.cli", *args],
+        input=stdin, capture_output=True, text=True, timeout=180, env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def ok_json(*args: str) -> Any:
+    done = agentmm(*args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("agentmm: error: ")
+    assert needle in lines[0]
+
+
+def test_help_imports_nothing_heavy() -> None:
+    code = f"import sys, agentmm.cli; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    assert agentmm("--help").returncode == 0
+
+
+def test_one_turn_then_resume_in_a_second_process() -> None:
+    first = ok_json("chat", "-m", "Hi, I am Mira. What is your name?", "--json", "--seed", "3", "--max-tokens", "40")
+    assert set(first) >= {"reply", "thread_id", "model", "usage", "timings", "trace"}
+    assert first["reply"].strip()
+    assert first["model"] == "smollm2"
+    assert first["usage"]["prompt_tokens"] > 0 and first["usage"]["completion_tokens"] > 0
+    assert first["trace"]["path"] == ["ingest", "compose", "generate"]
+    assert {p["part"] for p in first["trace"]["prompt_parts"]} >= {"system", "history", "message"}
+
+    second = ok_json("chat", "-m", "What is my name?", "--thread", first["thread_id"], "--json", "--max-tokens", "30")
+    assert second["thread_id"] == first["thread_id"]
+    assert second["trace"]["turn"] == 2
+    history = next(p for p in second["trace"]["prompt_parts"] if p["part"] == "history")
+    assert history["tokens"] > 0
+
+    shown = ok_json("threads", "show", first["thread_id"], "--json")
+    assert [m["role"] for m in shown["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert shown["messages"][0]["content"] == "Hi, I am Mira. What is your name?"
+    listed = ok_json("threads", "list", "--json")
+    assert listed["threads"][0]["thread_id"] == first["thread_id"]
+    assert ok_json("threads", "delete", first["thread_id"], "--json") == {"deleted": first["thread_id"]}
+    assert_one_line_error(agentmm("threads", "show", first["thread_id"]), "unknown thread")
+
+
+def test_plain_output_and_piped_repl() -> None:
+    done = agentmm("chat", "-m", "Say hi.", "--max-tokens", "20")
+    assert done.returncode == 0 and done.stdout.strip()
+    assert "[thread " in done.stderr
+    repl = agentmm("chat", "--max-tokens", "15", stdin="Hello there\n\nHow are you?\n/exit\nnever sent\n")
+    assert repl.returncode == 0, repl.stderr
+    threads = ok_json("threads", "list", "--json")["threads"]
+    assert {t["turns"] for t in threads} >= {2}
+
+
+def test_ctrl_c_stops_the_reply_and_keeps_it() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agentmm.cli", "chat", "-m", "Write a very long story about a dragon.",
+         "--max-tokens", "2000", "--temperature", "0.9"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.read(20)  # the reply has started streaming
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - started < 10
+    assert proc.returncode == 0, err
+    thread_id = err.strip().split("[thread ")[-1].rstrip("]")
+    shown = ok_json("threads", "show", thread_id, "--json")
+    assert shown["messages"][-1]["role"] == "assistant"
+    assert shown["messages"][-1]["interrupted"] is True
+    # The conversation goes on after an interrupted reply.
+    assert ok_json("chat", "-m", "Go on.", "--thread", thread_id, "--json", "--max-tokens", "10")["trace"]["turn"] == 2
+
+
+def test_models_config_doctor_json() -> None:
+    models = ok_json("models", "list", "--json")["models"]
+    assert models[0]["name"] == "smollm2" and models[0]["installed"] is True
+    config = ok_json("config", "show", "--json")
+    assert config["settings"]["model"] == "smollm2"
+    assert config["sources"]["data_dir"] == "env"
+    report = ok_json("doctor", "--json")
+    assert report["ok"] is True
+    assert report["model"]["architecture"] == "llama"
+    assert report["gpu"]["gpu_layers"] == (31 if report["gpu"]["offload_available"] else 0)
+    assert "llama-cpp-python" in report["versions"]
+
+
+def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path) -> None:
+    not_gguf = tmp_path / "notes.gguf"
+    not_gguf.write_text("hello")
+    truncated = tmp_path / "cut.gguf"
+    with shipped_model.open("rb") as f:
+        truncated.write_bytes(f.read(4000))
+    huge = tmp_path / "huge.gguf"
+    huge.write_bytes(shipped_model.read_bytes())
+    with huge.open("r+b") as f:
+        f.truncate(4 * 2**40)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    cases = [
+        (["chat", "-m", "hi", "--model", str(tmp_path / "missing.gguf")], {}, "model not found"),
+        (["chat", "-m", "hi", "--model", str(not_gguf)], {}, "not a GGUF"),
+        (["chat", "-m", "hi", "--model", str(truncated)], {}, "truncated"),
+        (["chat", "-m", "hi", "--model", str(huge)], {}, "of memory is free"),
+        (["chat", "-m", "hi", "--thread", "no-such-thread"], {}, "unknown thread"),
+        (["chat", "-m", "hi"], {"AGENTMM_N_CTX": "lots"}, "bad setting n_ctx"),
+        (["chat", "-m", "   "], {}, "message is empty"),
+        (["chat", "-m", "hi"], {"AGENTMM_DATA_DIR": str(blocker / "data")}, "not writable"),
+        (["chat", "-m", "word " * 5000, "--n-ctx", "512"], {}, "shorten it or raise n_ctx"),
+        (["threads", "delete", "nope"], {}, "unknown thread"),
+    ]
+    for args, env, needle in cases:
+        assert_one_line_error(agentmm(*args, env=env), needle)

@@ -1,0 +1,96 @@
+"""ChatLlamaCpp on the real shipped model (SmolLM2-135M): fast enough for the default run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+from pydantic import BaseModel, Field
+
+from agentmm.errors import CorruptModelError
+from agentmm.llm import ChatLlamaCpp
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def model(shipped_model: Path) -> ChatLlamaCpp:
+    return ChatLlamaCpp(model_path=str(shipped_model), n_ctx=2048, temperature=0.0, seed=1, max_tokens=40)
+
+
+def test_stream_usage_and_cache_metadata(model: ChatLlamaCpp) -> None:
+    chunks = list(model.stream([SystemMessage("Be brief."), HumanMessage("Name three colours.")]))
+    text = "".join(c.text for c in chunks)
+    assert len(text.strip()) > 0
+    assert sum(1 for c in chunks if c.text) > 3  # token by token, not one block
+    final = chunks[-1]
+    usage = final.usage_metadata
+    assert usage is not None and usage["input_tokens"] > 10 and 0 < usage["output_tokens"] <= 40
+    assert final.response_metadata["finish_reason"] in {"stop", "length"}
+    assert final.response_metadata["model_name"] == "SmolLM2-135M-Instruct.Q4_1"
+
+
+def test_invoke_is_deterministic_with_seed(model: ChatLlamaCpp) -> None:
+    first = model.invoke("Say hello to Mira.", temperature=0.8, seed=5)
+    second = model.invoke("Say hello to Mira.", temperature=0.8, seed=5)
+    assert first.content == second.content
+    assert first.usage_metadata and first.usage_metadata["output_tokens"] > 0
+
+
+def test_stop_sequences_cut_the_reply(model: ChatLlamaCpp) -> None:
+    reply = model.invoke("Count from 1 to 10 separated by commas.", stop=["5"], max_tokens=60)
+    assert "5" not in reply.text
+    assert "6" not in reply.text
+
+
+def test_prefix_cache_is_reused_between_calls(model: ChatLlamaCpp) -> None:
+    history = [SystemMessage("You are a ship's navigator. " * 20), HumanMessage("Where are we?")]
+    first = model.invoke(history)
+    second = model.invoke([*history, first, HumanMessage("And where next?")])
+    cache = second.response_metadata["cache"]
+    assert cache["reused_tokens"] >= first.usage_metadata["input_tokens"] - 2
+    assert second.usage_metadata["input_token_details"]["cache_read"] == cache["reused_tokens"]
+
+
+def test_shared_instance_across_model_objects(shipped_model: Path, model: ChatLlamaCpp) -> None:
+    twin = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=2048)
+    assert twin.load().llama is model.load().llama
+
+
+def test_token_counting_uses_the_model_tokenizer(model: ChatLlamaCpp) -> None:
+    assert model.get_num_tokens("Hello there") == len(model.get_token_ids("Hello there")) >= 2
+
+
+class Roll(BaseModel):
+    """Roll dice in standard notation."""
+
+    notation: str = Field(description="Dice notation such as 2d6", pattern=r"^[1-9]d(4|6|8|10|12|20)$")
+
+
+def test_forced_tool_call_is_well_formed(model: ChatLlamaCpp) -> None:
+    bound = model.bind_tools([Roll], tool_choice="Roll")
+    reply = bound.invoke("Roll two six-sided dice for me.")
+    assert len(reply.tool_calls) == 1
+    call = reply.tool_calls[0]
+    assert call["name"] == "Roll"
+    Roll(**call["args"])  # the grammar kept it inside the schema
+
+
+def test_structured_output_via_json_schema(model: ChatLlamaCpp) -> None:
+    schema = Roll.model_json_schema()
+    reply = model.invoke(
+        "Roll three twenty-sided dice.",
+        response_format={"type": "json_object", "schema": schema},
+        max_tokens=30,
+    )
+    Roll(**json.loads(reply.text))
+
+
+def test_corrupt_model_fails_typed(tmp_path: Path, shipped_model: Path) -> None:
+    broken = tmp_path / "broken.gguf"
+    with shipped_model.open("rb") as f:
+        broken.write_bytes(f.read(1000))
+    with pytest.raises(CorruptModelError):
+        ChatLlamaCpp(model_path=str(broken)).invoke("hi")

@@ -1,0 +1,1 @@
+"""Perception and utility tools (installed as ``agentmm.tools``), each a LangChain tool."""
