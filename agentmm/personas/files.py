@@ -1,0 +1,213 @@
+"""Persona files on disk: import (sniffing the real format), export, validate.
+
+Formats are told apart by content, not by name: people rename files, and a card saved as
+``.json`` by one tool is ``.png`` from another. Writes are atomic (temp file in the target
+directory, then ``os.replace``), so a crash or a full disk never leaves half a persona behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+from agentmm.personas import toml_format
+from agentmm.personas._fields import size_text
+from agentmm.personas.cards import (
+    DEFAULT_LIMITS,
+    Limits,
+    card_from_persona,
+    detect_spec,
+    dumps_card,
+    load_card_json,
+)
+from agentmm.personas.errors import (
+    CardTooLargeError,
+    NotAPNGError,
+    PersonaError,
+    PersonaNotFoundError,
+    UnknownFormatError,
+    UnsupportedExportError,
+)
+from agentmm.personas.model import Persona
+from agentmm.personas.png import PNG_SIGNATURE, embed_cards, load_card_png, placeholder_png, sniff_kind
+
+ExportFormat = Literal["toml", "card-v2", "card-v3", "png"]
+EXPORT_FORMATS: dict[str, str] = {"toml": ".toml", "card-v2": ".json", "card-v3": ".json", "png": ".png"}
+FileKind = Literal["png", "json", "toml"]
+_IMAGE_KINDS = ("JPEG image", "WebP image", "GIF image")
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a persona name: ``Ilse Varga`` -> ``ilse-varga``."""
+    return re.sub(r"[^\w]+", "-", name.casefold()).strip("-_") or "persona"
+
+
+def sniff(data: bytes, where: str = "file") -> FileKind:
+    """Which persona format some bytes are, from their content."""
+    if data.startswith(PNG_SIGNATURE):
+        return "png"
+    kind = sniff_kind(data)
+    if kind in _IMAGE_KINDS:
+        raise NotAPNGError(f"{where}: it is a {kind}; character card images must be PNG")
+    if kind == "JSON text" or data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+        return "json"
+    if b"\0" in data[:4096]:
+        if where.lower().endswith(".png"):
+            raise NotAPNGError(f"{where}: not a PNG image (it is {kind})")
+        raise UnknownFormatError(f"{where}: not a persona file (TOML, card JSON or card PNG); it is {kind}")
+    try:
+        data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        if where.lower().endswith(".png"):
+            raise NotAPNGError(f"{where}: not a PNG image (it is {kind})") from None
+        raise UnknownFormatError(f"{where}: not a persona file (not UTF-8 text, JSON or PNG)") from None
+    if where.lower().endswith(".png"):
+        raise NotAPNGError(f"{where}: not a PNG image (it is text)")
+    return "toml"
+
+
+def read_limited(path: Path, limits: Limits = DEFAULT_LIMITS) -> bytes:
+    """A file's bytes, refusing files over the size cap before reading them."""
+    try:
+        size = path.stat().st_size
+        if size > limits.max_file_bytes:
+            raise CardTooLargeError(
+                f"{path}: file is {size_text(size)}, over the {size_text(limits.max_file_bytes)} limit"
+            )
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise PersonaNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise PersonaError(f"{path}: is a directory, not a persona file") from None
+    except OSError as exc:
+        raise PersonaError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def import_bytes(data: bytes, *, where: str = "persona", source: str = "", limits: Limits = DEFAULT_LIMITS) -> Persona:
+    """Bytes of a persona TOML, card JSON or card PNG -> Persona."""
+    kind = sniff(data, where)
+    if kind == "png":
+        return load_card_png(data, where=where, source=source, limits=limits)
+    if kind == "json":
+        return load_card_json(data, where=where, source=source, limits=limits)
+    if len(data) > limits.max_card_bytes:
+        raise CardTooLargeError(f"{where}: persona file is over the {size_text(limits.max_card_bytes)} limit")
+    return toml_format.loads(data.decode("utf-8-sig"), where=where, source=source)
+
+
+def import_file(path: str | os.PathLike[str], *, source: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Persona:
+    """Read a persona from a TOML, card JSON (V1/V2/V3) or card PNG file."""
+    p = Path(path)
+    return import_bytes(read_limited(p, limits), where=str(p), source=source or str(p), limits=limits)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` all at once or not at all."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise PersonaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise PersonaError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def render(persona: Persona, format: ExportFormat, *, spec: Literal["v2", "v3"] | None = None) -> bytes:
+    """The bytes ``export`` writes.
+
+    For ``png``, ``spec`` None keeps the card's own spec (V1/V2 -> V2, V3 or native -> V3);
+    V3 writes both a ``chara`` (V2) and a ``ccv3`` chunk, as SillyTavern does, so V2-only
+    readers still see the card.
+    """
+    if format == "toml":
+        return toml_format.dumps(persona).encode("utf-8")
+    if format in ("card-v2", "card-v3"):
+        card = card_from_persona(persona, "v2" if format == "card-v2" else "v3")
+        return (dumps_card(card) + "\n").encode("utf-8")
+    if format == "png":
+        if spec is None:
+            own = detect_spec(persona.card) if persona.card is not None else "v3"
+            spec = "v3" if own == "v3" else "v2"
+        cards = {"chara": card_from_persona(persona, "v2")}
+        if spec == "v3":
+            cards["ccv3"] = card_from_persona(persona, "v3")
+        image = persona.image or placeholder_png(persona.name)
+        return embed_cards(image, cards, where=f"{persona.name} image")
+    choices = ", ".join(EXPORT_FORMATS)
+    raise UnsupportedExportError(f"cannot export as {format!r}; choose one of {choices}")
+
+
+def export(
+    persona: Persona,
+    format: ExportFormat,
+    out_path: str | os.PathLike[str],
+    *,
+    spec: Literal["v2", "v3"] | None = None,
+) -> Path:
+    """Write ``persona`` as ``format`` to ``out_path`` (a directory gets ``<slug>.<ext>``)."""
+    if format not in EXPORT_FORMATS:
+        choices = ", ".join(EXPORT_FORMATS)
+        raise UnsupportedExportError(f"cannot export as {format!r}; choose one of {choices}")
+    out = Path(out_path)
+    if out.is_dir():
+        out = out / (slug(persona.name) + EXPORT_FORMATS[format])
+    atomic_write(out, render(persona, format, spec=spec))
+    return out
+
+
+async def aimport_file(
+    path: str | os.PathLike[str], *, source: str | None = None, limits: Limits = DEFAULT_LIMITS
+) -> Persona:
+    """``import_file`` in a worker thread, for async callers (file I/O and parsing)."""
+    return await asyncio.to_thread(import_file, path, source=source, limits=limits)
+
+
+async def aexport(
+    persona: Persona,
+    format: ExportFormat,
+    out_path: str | os.PathLike[str],
+    *,
+    spec: Literal["v2", "v3"] | None = None,
+) -> Path:
+    """``export`` in a worker thread, for async callers."""
+    return await asyncio.to_thread(export, persona, format, out_path, spec=spec)
+
+
+def lint(persona: Persona) -> list[str]:
+    """Things that load but will not work as the author probably meant."""
+    problems = []
+    if not persona.description.strip() and not persona.personality.strip():
+        problems.append("no description or personality: the model has nothing to play")
+    if not persona.greetings:
+        problems.append("no greeting: a new chat starts with the user speaking first")
+    for i, entry in enumerate(persona.lorebook.entries):
+        label = entry.label or f"#{i}"
+        if not entry.constant and not any(k.strip() for k in entry.keys):
+            problems.append(f"lorebook entry {label!r} has no keys and is not constant: it never fires")
+        if not entry.content.strip():
+            problems.append(f"lorebook entry {label!r} has no content")
+    return problems
+
+
+def validate(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> list[str]:
+    """Problems with a persona file, one line each; empty when it is fine."""
+    try:
+        persona = import_file(path, limits=limits)
+    except PersonaError as exc:
+        return [str(exc)]
+    return [f"{path}: {problem}" for problem in lint(persona)]

@@ -1,0 +1,414 @@
+"""Lorebook activation: which entries fire for the latest messages, and why.
+
+Semantics follow SillyTavern's world info where the card specs leave gaps: keys match as
+case-insensitive substrings unless an entry says ``case_sensitive`` / ``match_whole_words``;
+``/pattern/flags`` keys and ``use_regex`` entries are regular expressions; the secondary-key
+filter (``selective``) combines with AND ANY (default), AND ALL, NOT ANY or NOT ALL; fired
+entries' contents are scanned again when the book is ``recursive_scanning``, for at most
+``max_recursion_depth`` rounds; the token budget is filled highest priority first and stops
+at the first entry that does not fit, like SillyTavern.
+
+Speed: this runs every turn over up to the whole chat window, so the book is compiled once
+(cached on its match-relevant fields) into trie-shaped regexes, one per first character,
+that find every literal key, overlaps included, in one fast pass over a message; and each
+message's matches are cached by its text. A chat window is append-only, so after the first
+turn only the new messages are scanned.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from agentmm.personas.model import Lorebook, LoreEntry
+
+DEFAULT_SCAN_DEPTH = 2
+_TRIE_MAX_KEY = 64  # longer literal keys are checked with `in`: keeps the regex shallow
+_MESSAGE_CACHE = 4096  # messages per book, and at most this many characters in all:
+_MESSAGE_CACHE_CHARS = 4_000_000
+_BOOK_CACHE = 16
+_REGEX_KEY = re.compile(r"^/(.+)/([a-z]*)$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivatedEntry:
+    """An entry that fired: the text to insert, what it costs, and why it fired."""
+
+    entry: LoreEntry
+    content: str
+    tokens: int
+    reason: Literal["constant", "key"]
+    key: str | None = None
+    """The primary key that matched (None for constant entries)."""
+    secondary_key: str | None = None
+    """The secondary key that satisfied the filter (AND ANY / AND ALL), when one did."""
+    step: int = 0
+    """0: matched in the chat; n: matched in entries fired at recursion round n."""
+
+    @property
+    def why(self) -> str:
+        """One line for traces and ``/why``."""
+        if self.reason == "constant":
+            return "constant"
+        where = "chat" if self.step == 0 else f"lore (recursion {self.step})"
+        extra = f" + {self.secondary_key!r}" if self.secondary_key else ""
+        return f"key {self.key!r}{extra} in {where}"
+
+    def as_trace(self) -> dict[str, object]:
+        """Plain data for the turn's trace and checkpoint (no model objects)."""
+        return {
+            "entry": self.entry.label,
+            "why": self.why,
+            "tokens": self.tokens,
+            "position": self.entry.position,
+            "insertion_order": self.entry.insertion_order,
+            "priority": self.entry.priority,
+            "content": self.content,
+        }
+
+
+# -- compiling a book ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _KeySpec:
+    text: str
+    case_sensitive: bool
+    whole_word: bool
+    regex: bool
+
+
+@dataclass
+class _Compiled:
+    keys: list[_KeySpec]
+    primary: list[list[tuple[int, str]]]
+    """Per entry: (key id, the key as the entry spells it) for each usable key."""
+    secondary: list[list[tuple[int, str]]]
+    by_key: dict[int, list[int]]
+    tries: list[tuple[list[tuple[str, re.Pattern[str]]], dict[str, tuple[int, ...]], bool]]
+    """Per case mode: (first char, pattern for the rest) groups, and key text -> ids of the
+    keys it contains as a prefix (itself included; the regex reports the longest key at a
+    position, so the shorter ones starting there come from this table)."""
+    long_keys: list[tuple[int, str, bool]]
+    regexes: list[tuple[int, re.Pattern[str]]]
+    boundaries: dict[int, re.Pattern[str]]
+    max_entry_depth: int
+    cache: OrderedDict[str, frozenset[int]] = field(default_factory=OrderedDict)
+    cache_chars: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def scan(self, text: str) -> frozenset[int]:
+        """Ids of the keys present in ``text`` (cached: chat windows repeat every turn)."""
+        with self.lock:
+            hit = self.cache.get(text)
+            if hit is not None:
+                self.cache.move_to_end(text)
+                return hit
+        found: set[int] = set()
+        lower = text.lower()
+        for groups, prefixes, case_sensitive in self.tries:
+            haystack = text if case_sensitive else lower
+            for first, pattern in groups:
+                if first in haystack:
+                    for rest in set(pattern.findall(haystack)):
+                        found.update(prefixes[first + rest])
+        for key_id, needle, case_sensitive in self.long_keys:
+            if needle in (text if case_sensitive else lower):
+                found.add(key_id)
+        for key_id, rx in self.regexes:
+            if rx.search(text):
+                found.add(key_id)
+        for key_id in [k for k in found if k in self.boundaries]:
+            haystack = text if self.keys[key_id].case_sensitive else lower
+            if not self.boundaries[key_id].search(haystack):
+                found.discard(key_id)
+        result = frozenset(found)
+        with self.lock:
+            if text not in self.cache:
+                self.cache[text] = result
+                self.cache_chars += len(text)
+            while self.cache and (len(self.cache) > _MESSAGE_CACHE or self.cache_chars > _MESSAGE_CACHE_CHARS):
+                old, _ = self.cache.popitem(last=False)
+                self.cache_chars -= len(old)
+        return result
+
+
+def _trie_pattern(words: Iterable[str]) -> str:
+    """A regex matching the longest of ``words`` at a position, shaped as a trie so the
+    regex engine tries one branch per next character instead of every word in turn."""
+    root: dict[str, dict] = {}
+    for word in words:
+        node = root
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def build(node: dict[str, dict]) -> str:
+        branches = [re.escape(ch) + build(sub) for ch, sub in sorted(node.items()) if ch]
+        if not branches:
+            return ""
+        body = branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return build(root)
+
+
+def _first_char_patterns(words: Iterable[str]) -> list[tuple[str, re.Pattern[str]]]:
+    """One pattern per first character: ``c(?=(rest-trie))``. A literal first character
+    lets the regex engine skip ahead with a fast search instead of trying the trie at every
+    position, and consuming only that character keeps overlapping matches ("tav" inside
+    "tavern", "vern" after it) visible."""
+    rests: dict[str, list[str]] = {}
+    for word in words:
+        rests.setdefault(word[0], []).append(word[1:])
+    out = []
+    for first, tails in sorted(rests.items()):
+        body = _trie_pattern(t for t in tails if t)
+        if body and "" in tails:
+            body = f"(?:{body})?"
+        out.append((first, re.compile(re.escape(first) + "(?=(" + body + "))")))
+    return out
+
+
+def _key_spec(key: str, entry: LoreEntry) -> _KeySpec | None:
+    if not key.strip():
+        return None
+    rx = _REGEX_KEY.match(key)
+    if rx or entry.use_regex:
+        return _KeySpec(key, entry.case_sensitive, False, True)
+    text = key if entry.case_sensitive else key.lower()
+    return _KeySpec(text, entry.case_sensitive, entry.match_whole_words, False)
+
+
+def _compile_regex(spec: _KeySpec) -> re.Pattern[str] | None:
+    m = _REGEX_KEY.match(spec.text)
+    source, flags_text = (m.group(1), m.group(2)) if m else (spec.text, "")
+    flags = 0 if spec.case_sensitive and "i" not in flags_text else re.IGNORECASE
+    if "s" in flags_text:
+        flags |= re.DOTALL
+    if "m" in flags_text:
+        flags |= re.MULTILINE
+    try:
+        return re.compile(source, flags)
+    except (re.error, RecursionError, OverflowError):
+        return None  # a broken pattern matches nothing rather than breaking the turn
+
+
+def _compile(book: Lorebook) -> _Compiled:
+    ids: dict[_KeySpec, int] = {}
+    keys: list[_KeySpec] = []
+
+    def key_ids(entry: LoreEntry, raw_keys: list[str]) -> list[tuple[int, str]]:
+        out = []
+        for raw in raw_keys:
+            spec = _key_spec(raw, entry)
+            if spec is None:
+                continue
+            if spec not in ids:
+                ids[spec] = len(keys)
+                keys.append(spec)
+            out.append((ids[spec], raw))
+        return out
+
+    primary = [key_ids(e, e.keys) for e in book.entries]
+    secondary = [key_ids(e, e.secondary_keys) for e in book.entries]
+    by_key: dict[int, list[int]] = {}
+    for i, (p, s) in enumerate(zip(primary, secondary, strict=True)):
+        for k in {k for k, _ in (*p, *s)}:
+            by_key.setdefault(k, []).append(i)
+
+    tries = []
+    long_keys: list[tuple[int, str, bool]] = []
+    regexes: list[tuple[int, re.Pattern[str]]] = []
+    boundaries: dict[int, re.Pattern[str]] = {}
+    for case_sensitive in (False, True):
+        lookup: dict[str, list[int]] = {}
+        for i, spec in enumerate(keys):
+            if spec.regex or spec.case_sensitive != case_sensitive:
+                continue
+            if len(spec.text) > _TRIE_MAX_KEY:
+                long_keys.append((i, spec.text, case_sensitive))
+            else:
+                lookup.setdefault(spec.text, []).append(i)
+        if lookup:
+            lengths = sorted({len(t) for t in lookup})
+            prefixes = {t: tuple(i for n in lengths if n <= len(t) for i in lookup.get(t[:n], ())) for t in lookup}
+            tries.append((_first_char_patterns(lookup), prefixes, case_sensitive))
+    for i, spec in enumerate(keys):
+        if spec.regex:
+            rx = _compile_regex(spec)
+            if rx is not None:
+                regexes.append((i, rx))
+        elif spec.whole_word:
+            boundaries[i] = re.compile(r"(?<!\w)" + re.escape(spec.text) + r"(?!\w)")
+    depths = [e.scan_depth for e in book.entries if e.scan_depth is not None]
+    return _Compiled(
+        keys=keys,
+        primary=primary,
+        secondary=secondary,
+        by_key=by_key,
+        tries=tries,
+        long_keys=long_keys,
+        regexes=regexes,
+        boundaries=boundaries,
+        max_entry_depth=max(depths, default=0),
+    )
+
+
+_books: OrderedDict[tuple, _Compiled] = OrderedDict()
+_books_lock = threading.Lock()  # graph nodes may run in worker threads
+
+
+def _fingerprint(book: Lorebook) -> tuple:
+    return tuple(
+        (tuple(e.keys), tuple(e.secondary_keys), e.case_sensitive, e.match_whole_words, e.use_regex, e.scan_depth)
+        for e in book.entries
+    )
+
+
+def compiled(book: Lorebook) -> _Compiled:
+    """The compiled matcher for ``book``, cached on the fields that affect matching (a
+    Lorebook is a mutable model, so identity alone would serve stale matchers)."""
+    fp = _fingerprint(book)
+    with _books_lock:
+        hit = _books.get(fp)
+        if hit is not None:
+            _books.move_to_end(fp)
+            return hit
+    fresh = _compile(book)
+    with _books_lock:
+        hit = _books.setdefault(fp, fresh)
+        if len(_books) > _BOOK_CACHE:
+            _books.popitem(last=False)
+    return hit
+
+
+# -- activation ----------------------------------------------------------------------------
+
+
+def _passes_filter(
+    entry: LoreEntry, secondary: list[tuple[int, str]], seen: Callable[[int], bool]
+) -> tuple[bool, str | None]:
+    """SillyTavern's secondary-key logic; returns (passes, the secondary key to cite)."""
+    if not entry.selective or not secondary:
+        return True, None
+    hits = [text for k, text in secondary if seen(k)]
+    logic = entry.selective_logic
+    if logic == "and_any":
+        return bool(hits), hits[0] if hits else None
+    if logic == "and_all":
+        ok = len(hits) == len(secondary)
+        return ok, hits[-1] if ok else None
+    if logic == "not_any":
+        return not hits, None
+    return len(hits) < len(secondary), None  # not_all
+
+
+def _evaluate(
+    entry: LoreEntry,
+    index: int,
+    c: _Compiled,
+    distance: dict[int, int],
+    from_lore: dict[int, int],
+    depth: int,
+) -> tuple[Literal["constant", "key"], str | None, str | None] | None:
+    """Whether one entry fires given the keys seen so far: (reason, key, secondary key)."""
+    if entry.constant:
+        return "constant", None, None
+    window = entry.scan_depth if entry.scan_depth is not None else depth
+
+    def seen(k: int) -> bool:
+        d = distance.get(k)
+        return (d is not None and d < window) or k in from_lore
+
+    key = next((text for k, text in c.primary[index] if seen(k)), None)
+    if key is None:
+        return None
+    ok, secondary = _passes_filter(entry, c.secondary[index], seen)
+    if not ok:
+        return None
+    return "key", key, secondary
+
+
+def activate(
+    book: Lorebook,
+    messages: Sequence[str],
+    count_tokens: Callable[[str], int],
+    *,
+    scan_depth: int | None = None,
+    token_budget: int | None = None,
+    transform: Callable[[str], str] | None = None,
+) -> list[ActivatedEntry]:
+    """The entries of ``book`` that fire for the last messages, highest priority first
+    (then lowest ``insertion_order``), fitted to the token budget.
+
+    ``messages`` is the chat, oldest first; the last ``scan_depth`` of them are scanned
+    (argument, else the book's, else 2; an entry's own ``scan_depth`` overrides it).
+    ``token_budget`` overrides the book's (None or <= 0: unlimited). ``transform`` (e.g. macro
+    expansion) is applied to each fired entry's content before it is counted and returned.
+    """
+    if not book.entries:
+        return []
+    c = compiled(book)
+    depth = scan_depth if scan_depth is not None else book.scan_depth
+    depth = DEFAULT_SCAN_DEPTH if depth is None else depth
+    budget = token_budget if token_budget is not None else book.token_budget
+    horizon = max(depth, c.max_entry_depth)
+
+    # Distance from the end of the chat at which each key was last seen (0: last message).
+    distance: dict[int, int] = {}
+    for d, message in enumerate(reversed(messages[-horizon:] if horizon else [])):
+        for k in c.scan(message):
+            distance.setdefault(k, d)
+    from_lore: dict[int, int] = {}  # key id -> recursion round whose lore contained it
+
+    fired: dict[int, ActivatedEntry] = {}
+    used = 0
+    step = 0
+    candidates: set[int] = {
+        *(i for i, e in enumerate(book.entries) if e.constant),
+        *(i for k in distance for i in c.by_key.get(k, ())),
+    }
+    while True:
+        new: list[tuple[int, ActivatedEntry]] = []
+        for i in sorted(candidates):
+            entry = book.entries[i]
+            if i in fired or not entry.enabled or (step > 0 and entry.exclude_recursion):
+                continue
+            why = _evaluate(entry, i, c, distance, from_lore, depth)
+            if why is not None:
+                content = transform(entry.content) if transform else entry.content
+                reason, key, secondary = why
+                hit = ActivatedEntry(entry, content, count_tokens(content), reason, key, secondary, step)
+                new.append((i, hit))
+        new.sort(key=lambda pair: (-pair[1].entry.priority, pair[1].entry.insertion_order))
+        accepted: list[ActivatedEntry] = []
+        overflow = False
+        for i, hit in new:
+            if budget is not None and budget > 0 and used + hit.tokens > budget:
+                overflow = True
+                break
+            used += hit.tokens
+            fired[i] = hit
+            accepted.append(hit)
+        if overflow or not accepted or not book.recursive_scanning:
+            break
+        if step >= book.max_recursion_depth:
+            break
+        step += 1
+        fresh: set[int] = set()
+        for hit in accepted:
+            if hit.entry.prevent_recursion:
+                continue
+            for k in c.scan(hit.content):
+                if k not in from_lore:
+                    from_lore[k] = step
+                    fresh.add(k)
+        candidates = {i for k in fresh for i in c.by_key.get(k, ())}
+        if not candidates:
+            break
+    return sorted(fired.values(), key=lambda a: (-a.entry.priority, a.entry.insertion_order))

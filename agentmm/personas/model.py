@@ -1,0 +1,114 @@
+"""The persona data model: one ``Persona`` with a ``Lorebook`` of ``LoreEntry`` items.
+
+Every source (native TOML, card V1/V2/V3 JSON, card PNG, world-info JSON, plugins) ends up
+as these models, so the rest of agentmm reads one shape. Cards carry much more than agentmm
+uses (extensions of other apps, V3 assets, unknown fields); instead of modelling all of it,
+the raw card dict rides along in ``Persona.card`` and each lore entry keeps its raw dict in
+``LoreEntry.raw``. Export starts from those raw dicts and writes back only what changed, which
+is what makes import -> export -> import lossless.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SelectiveLogic = Literal["and_any", "and_all", "not_any", "not_all"]
+LorePosition = Literal["before_char", "after_char"]
+
+
+class LoreEntry(BaseModel):
+    """One lorebook entry: text that enters the prompt when its keys show up in the chat.
+
+    ``selective`` turns on the secondary-key filter, combined per ``selective_logic``
+    (SillyTavern's AND ANY / AND ALL / NOT ANY / NOT ALL; AND ANY is the default).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    keys: list[str] = Field(default_factory=list)
+    secondary_keys: list[str] = Field(default_factory=list)
+    selective: bool = False
+    selective_logic: SelectiveLogic = "and_any"
+    content: str = ""
+    name: str = ""
+    comment: str = ""
+    id: int | str | None = None
+    enabled: bool = True
+    constant: bool = False
+    case_sensitive: bool = False
+    match_whole_words: bool = False
+    use_regex: bool = False
+    insertion_order: int = 100
+    priority: int = 0
+    position: LorePosition = "before_char"
+    scan_depth: int | None = Field(default=None, ge=0)
+    exclude_recursion: bool = False
+    prevent_recursion: bool = False
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+    """The entry as it was in the card (verbatim), so export keeps fields agentmm ignores."""
+
+    @property
+    def label(self) -> str:
+        """A short human name for traces: name, comment, first key, or id."""
+        return self.name or self.comment or (self.keys[0] if self.keys else "") or str(self.id)
+
+
+class Lorebook(BaseModel):
+    """A set of lore entries plus the book-level scan settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = ""
+    description: str = ""
+    scan_depth: int | None = Field(default=None, ge=0)
+    """How many of the latest messages are scanned for keys (None: the default, 2)."""
+    token_budget: int | None = None
+    """Most tokens all fired entries may take together (None or <= 0: no limit)."""
+    recursive_scanning: bool = False
+    max_recursion_depth: int = Field(default=3, ge=0)
+    """How many rounds fired entries may trigger further entries; bounds runaway books."""
+    entries: list[LoreEntry] = Field(default_factory=list)
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+    """The book as it was in the card, without ``entries`` (those keep their own raw)."""
+
+
+class Persona(BaseModel):
+    """Who the agent plays: the character's text, greetings, lore, tools and model hints.
+
+    ``greetings[0]`` is the main greeting (a card's ``first_mes``); the rest are alternates.
+    ``card`` is the raw card dict when the persona came from a card (None for native TOML);
+    ``image`` is the PNG it came from with its card chunks taken out (pixels and every other
+    chunk byte-exact), so a PNG export puts the card back on the same picture.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    nickname: str = ""
+    description: str = ""
+    personality: str = ""
+    scenario: str = ""
+    greetings: list[str] = Field(default_factory=list)
+    example_dialogue: str = ""
+    system_prompt: str = ""
+    post_history_instructions: str = ""
+    creator_notes: str = ""
+    tags: list[str] = Field(default_factory=list)
+    creator: str = ""
+    character_version: str = ""
+    lorebook: Lorebook = Field(default_factory=Lorebook)
+    allowed_tools: list[str] = Field(default_factory=list)
+    model: str | None = None
+    sampling: dict[str, Any] | None = None
+    """Sampling overrides for this persona (temperature, top_p, min_p, repeat_penalty, ...)."""
+    source: str = ""
+    """Where it came from: ``builtin:<file>``, ``user:<path>``, ``entrypoint:<name>`` or a path."""
+    card: dict[str, Any] | None = Field(default=None, repr=False)
+    image: bytes | None = Field(default=None, repr=False)
+
+    @property
+    def display_name(self) -> str:
+        """The name ``{{char}}`` expands to: the V3 nickname when set, else the name."""
+        return self.nickname or self.name

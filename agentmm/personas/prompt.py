@@ -1,0 +1,115 @@
+"""The persona's share of the prompt, as plain strings (no LangChain, no LLM).
+
+``persona_parts`` gives the stable head in order; compose turns the parts into messages and
+counts their tokens. Everything here is a pure function of its arguments, so the head is the
+same text every turn of a thread (same seed, same ``now``), which keeps llama.cpp's KV cache
+valid from turn to turn.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from agentmm.personas.errors import PersonaError
+from agentmm.personas.lorebook import ActivatedEntry
+from agentmm.personas.macros import expand
+from agentmm.personas.model import Persona
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are {{char}}. Write {{char}}'s next reply in a fictional chat with {{user}}. "
+    "Stay in character, keep to the persona and scenario below, and never speak for {{user}}."
+)
+PART_ORDER = ("system_prompt", "description", "personality", "scenario", "example_dialogue")
+_START = re.compile(r"^\s*<START>\s*$", re.IGNORECASE | re.MULTILINE)
+
+
+def persona_parts(
+    persona: Persona,
+    user_name: str = "User",
+    *,
+    default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    seed: int | str = 0,
+    now: datetime | None = None,
+) -> dict[str, str]:
+    """The stable-head parts, macros filled, in ``PART_ORDER``; empty parts are left out.
+
+    The card's own ``system_prompt`` replaces ``default_system_prompt`` (which its
+    ``{{original}}`` brings back); ``seed`` and ``now`` fix ``{{random}}`` and the clock
+    macros for the thread (pass the thread id and its start time).
+    """
+    char = persona.display_name
+
+    def fill(text: str, original: str | None = None) -> str:
+        return expand(text, char=char, user=user_name, original=original, seed=seed, now=now).strip()
+
+    if persona.system_prompt.strip():
+        system = fill(persona.system_prompt, original=default_system_prompt)
+    else:
+        system = fill(default_system_prompt)
+    parts = {
+        "system_prompt": system,
+        "description": fill(persona.description),
+        "personality": fill(persona.personality),
+        "scenario": fill(persona.scenario),
+        "example_dialogue": fill(persona.example_dialogue),
+    }
+    if parts["personality"]:
+        parts["personality"] = f"{char}'s personality: {parts['personality']}"
+    if parts["scenario"]:
+        parts["scenario"] = f"Scenario: {parts['scenario']}"
+    if parts["example_dialogue"]:
+        blocks = [b.strip() for b in _START.split(parts["example_dialogue"]) if b.strip()]
+        body = "\n\n".join(blocks)
+        parts["example_dialogue"] = f"Examples of how {char} talks (not part of this chat):\n{body}"
+    return {k: v for k, v in parts.items() if v}
+
+
+def post_history(persona: Persona, user_name: str = "User", *, seed: int | str = 0, now: datetime | None = None) -> str:
+    """The card's post-history instructions, macros filled ("" when it has none)."""
+    return expand(
+        persona.post_history_instructions, char=persona.display_name, user=user_name, seed=seed, now=now
+    ).strip()
+
+
+def greeting(
+    persona: Persona,
+    n: int = 0,
+    user_name: str = "User",
+    *,
+    seed: int | str = 0,
+    now: datetime | None = None,
+) -> str:
+    """Greeting ``n`` (0: the main one, 1..: alternates), macros filled; "" if it has none."""
+    if not persona.greetings and n == 0:
+        return ""
+    if not 0 <= n < len(persona.greetings):
+        count = len(persona.greetings)
+        raise PersonaError(
+            f"{persona.name} has {count} greeting{'s' if count != 1 else ''}; "
+            f"greeting {n} is out of range (0..{count - 1})"
+        )
+    text = expand(persona.greetings[n], char=persona.display_name, user=user_name, seed=seed, now=now)
+    return text.strip()
+
+
+def lore_text(
+    activated: Sequence[ActivatedEntry],
+    persona: Persona | None = None,
+    user_name: str = "User",
+    *,
+    seed: int | str = 0,
+    now: datetime | None = None,
+) -> str:
+    """Fired lore as one block, in insertion order (lowest first), macros filled when a
+    persona is given. Goes with the turn that fired it, not into the head."""
+    ordered = sorted(activated, key=lambda a: (a.entry.insertion_order, -a.entry.priority))
+    texts = []
+    for a in ordered:
+        text = a.content
+        if persona is not None:
+            text = expand(text, char=persona.display_name, user=user_name, seed=seed, now=now)
+        if text.strip():
+            texts.append(text.strip())
+    return "\n\n".join(texts)

@@ -1,0 +1,257 @@
+"""Finding personas: built-ins, the user's personas folder, and plugin entry points.
+
+Later sources override earlier ones by name: built-ins, then ``agentmm.personas`` entry
+points, then the user's folder, so a user can shadow any persona by saving their own copy.
+Built-ins ship as TOML in ``agentmm/personas_data`` and load like any user file.
+
+A broken file or plugin never takes the registry down: it is reported as one line in
+``registry.problems`` and skipped, because one bad card in a folder of fifty should not stop
+anyone from chatting with the other forty-nine.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import importlib.resources
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from agentmm.personas import toml_format
+from agentmm.personas.cards import DEFAULT_LIMITS, Limits
+from agentmm.personas.errors import PersonaError, PersonaNotFoundError
+from agentmm.personas.files import (
+    atomic_write,
+    export,
+    import_bytes,
+    import_file,
+    read_limited,
+    slug,
+    sniff,
+    validate,
+)
+from agentmm.personas.model import Persona
+
+ENTRY_POINT_GROUP = "agentmm.personas"
+BUILTIN_PACKAGE = "agentmm.personas_data"
+PERSONA_SUFFIXES = (".toml", ".json", ".png")
+_KIND_SUFFIX = {"png": ".png", "json": ".json", "toml": ".toml"}
+
+__all__ = ["PersonaRegistry", "export", "import_file", "validate"]
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for a problem: our own errors already say what and where."""
+    if isinstance(exc, PersonaError):
+        return str(exc)
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class PersonaRegistry:
+    """All personas this installation can play, looked up by name (case-insensitive), by
+    file stem, or by slug (``ilse-varga``). Loads lazily on first use; ``reload`` rescans."""
+
+    def __init__(
+        self,
+        user_dir: str | os.PathLike[str] | None = None,
+        *,
+        builtins: bool = True,
+        entry_points: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.user_dir = Path(user_dir) if user_dir is not None else None
+        self.builtins = builtins
+        self.entry_points = entry_points
+        self.limits = limits
+        self.problems: list[str] = []
+        self._personas: dict[str, Persona] = {}
+        self._aliases: dict[str, str] = {}
+        self._loaded = False
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Scan every source again (after files were added, edited or removed)."""
+        self.problems = []
+        found: list[tuple[Persona, str, list[str]]] = []  # persona, source kind, aliases
+        if self.builtins:
+            found += [(p, "builtin", a) for p, a in self._load_builtins()]
+        if self.entry_points:
+            found += [(p, "entrypoint", a) for p, a in self._load_entry_points()]
+        if self.user_dir is not None:
+            found += [(p, "user", a) for p, a in self._load_user_dir()]
+
+        personas: dict[str, tuple[Persona, str, list[str]]] = {}
+        for persona, kind, aliases in found:
+            key = persona.name.casefold().strip()
+            previous = personas.get(key)
+            if previous is not None and previous[1] == kind:
+                self.problems.append(
+                    f"{persona.source}: duplicate persona name {persona.name!r} "
+                    f"(also in {previous[0].source}); keeping the first"
+                )
+                continue
+            personas[key] = (persona, kind, aliases)
+        self._personas = {k: v[0] for k, v in personas.items()}
+        self._aliases = {}
+        for key, (persona, _, aliases) in personas.items():
+            for alias in (slug(persona.name), *aliases):
+                alias = alias.casefold().strip()
+                if alias and alias not in self._personas:
+                    self._aliases.setdefault(alias, key)
+        self._loaded = True
+
+    def _ensure(self) -> None:
+        if not self._loaded:
+            self.reload()
+
+    def _load_builtins(self) -> Iterator[tuple[Persona, list[str]]]:
+        try:
+            files = sorted(importlib.resources.files(BUILTIN_PACKAGE).iterdir(), key=lambda f: f.name)
+        except (ModuleNotFoundError, OSError) as exc:
+            self.problems.append(f"built-in personas: {_describe(exc)}")
+            return
+        for item in files:
+            if not item.name.endswith(".toml"):
+                continue
+            where = f"builtin:{item.name}"
+            try:
+                persona = toml_format.loads(item.read_text("utf-8"), where=where, source=where)
+            except Exception as exc:  # a packaging mistake must not stop the others
+                self.problems.append(f"{where}: {_describe(exc)}")
+                continue
+            yield persona, [item.name.rsplit(".", 1)[0]]
+
+    def _load_entry_points(self) -> Iterator[tuple[Persona, list[str]]]:
+        try:
+            eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
+        except Exception as exc:  # broken metadata of some unrelated distribution
+            self.problems.append(f"entry points: {_describe(exc)}")
+            return
+        for ep in sorted(eps, key=lambda e: e.name):
+            where = f"entrypoint:{ep.name}"
+            try:
+                personas = self._resolve(ep.load(), where, depth=0)
+            except Exception as exc:  # plugins are third-party code: report, never crash
+                self.problems.append(f"{where} ({ep.value}): {_describe(exc)}")
+                continue
+            for persona in personas:
+                yield persona, [ep.name] if len(personas) == 1 else []
+
+    def _resolve(self, obj: Any, where: str, depth: int) -> list[Persona]:
+        """An entry point's object -> personas: a Persona, a path (file or folder), a callable
+        returning either, or a list of them."""
+        if depth > 3:
+            raise PersonaError(f"{where}: entry point nests callables or lists too deeply")
+        if isinstance(obj, Persona):
+            return [obj if obj.source else obj.model_copy(update={"source": where})]
+        if isinstance(obj, str | os.PathLike):
+            path = Path(obj)
+            if path.is_dir():
+                return [p for p, _ in self._load_folder(path, where)]
+            return [import_file(path, source=f"{where}:{path}", limits=self.limits)]
+        if isinstance(obj, list | tuple):
+            return [p for item in obj for p in self._resolve(item, where, depth + 1)]
+        if callable(obj):
+            return self._resolve(obj(), where, depth + 1)
+        raise PersonaError(
+            f"{where}: entry point gave a {type(obj).__name__}; expected a Persona, a path, or a callable returning one"
+        )
+
+    def _load_user_dir(self) -> Iterator[tuple[Persona, list[str]]]:
+        assert self.user_dir is not None
+        if not self.user_dir.exists():
+            return
+        if not self.user_dir.is_dir():
+            self.problems.append(f"{self.user_dir}: personas folder is not a directory")
+            return
+        yield from self._load_folder(self.user_dir, "user")
+
+    def _load_folder(self, folder: Path, kind: str) -> Iterator[tuple[Persona, list[str]]]:
+        try:
+            files = sorted(
+                p
+                for p in folder.iterdir()
+                if p.suffix.lower() in PERSONA_SUFFIXES and not p.name.startswith(".") and p.is_file()
+            )
+        except OSError as exc:
+            self.problems.append(f"{folder}: cannot list ({exc.strerror or exc})")
+            return
+        for path in files:
+            try:
+                persona = import_file(path, source=f"{kind}:{path}", limits=self.limits)
+            except Exception as exc:  # one bad file must not hide the others
+                self.problems.append(f"{path}: {_describe(exc)}")
+                continue
+            yield persona, [path.stem]
+
+    # -- lookup ----------------------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Persona]:
+        self._ensure()
+        return iter(sorted(self._personas.values(), key=lambda p: p.name.casefold()))
+
+    def __len__(self) -> int:
+        self._ensure()
+        return len(self._personas)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.find(name) is not None
+
+    def names(self) -> list[str]:
+        """Every persona's name, sorted."""
+        return [p.name for p in self]
+
+    def find(self, name: str) -> Persona | None:
+        """The persona called ``name`` (or with that file stem / slug), or None."""
+        self._ensure()
+        key = name.casefold().strip()
+        if key in self._personas:
+            return self._personas[key]
+        alias = self._aliases.get(key) or self._aliases.get(slug(name))
+        return self._personas[alias] if alias else None
+
+    def get(self, name: str) -> Persona:
+        """Like ``find`` but raises PersonaNotFoundError, suggesting close names."""
+        persona = self.find(name)
+        if persona is not None:
+            return persona
+        names = self.names()
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        known = f" (known: {', '.join(names)})" if names and not close and len(names) <= 12 else ""
+        raise PersonaNotFoundError(f"no persona named {name!r}{hint}{known}")
+
+    # -- changing the user folder -------------------------------------------------------
+
+    def _user_folder(self) -> Path:
+        if self.user_dir is None:
+            raise PersonaError("no user personas folder is configured")
+        return self.user_dir
+
+    def install(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Persona:
+        """Copy a persona file (validated first, format kept) into the user folder."""
+        src = Path(path)
+        data = read_limited(src, self.limits)
+        persona = import_bytes(data, where=str(src), limits=self.limits)
+        folder = self._user_folder()
+        dest = folder / (slug(persona.name) + _KIND_SUFFIX[sniff(data, str(src))])
+        if dest.exists() and not overwrite:
+            raise PersonaError(f"{dest}: already exists (pass overwrite to replace it)")
+        atomic_write(dest, data)
+        self.reload()
+        return self.get(persona.name)
+
+    def create(self, name: str, *, overwrite: bool = False) -> Path:
+        """Write a commented template for a new persona into the user folder."""
+        if not name.strip():
+            raise PersonaError("a persona needs a name")
+        dest = self._user_folder() / (slug(name) + ".toml")
+        if dest.exists() and not overwrite:
+            raise PersonaError(f"{dest}: already exists")
+        atomic_write(dest, toml_format.template(name).encode("utf-8"))
+        self._loaded = False
+        return dest

@@ -1,0 +1,164 @@
+"""agentmm's native persona files: TOML a person writes and edits by hand.
+
+TOML rather than card JSON because people edit these: multi-line strings without escapes,
+comments, and a lorebook as ``[[lorebook.entries]]`` tables. Field names are the ``Persona``
+model's own. Unknown fields are an error (a typo like ``greting`` should not pass silently).
+
+One convenience differs from cards: an entry that lists ``secondary_keys`` uses them
+(``selective`` defaults to true there), since a person who writes them means them.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+from pydantic import ValidationError
+
+from agentmm.personas._fields import describe_validation_error
+from agentmm.personas.errors import PersonaFormatError
+from agentmm.personas.model import Persona
+
+_NOT_IN_TOML = ("source", "card", "image")
+
+
+def loads(text: str, *, where: str = "persona.toml", source: str = "") -> Persona:
+    """TOML text -> Persona; PersonaFormatError naming the file and field on any problem."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PersonaFormatError(f"{where}: not valid TOML ({exc})") from None
+    for key in _NOT_IN_TOML:
+        if key in data:
+            raise PersonaFormatError(f"{where}: unknown field '{key}'")
+    book = data.get("lorebook")
+    if isinstance(book, dict):
+        if "raw" in book:
+            raise PersonaFormatError(f"{where}: unknown field 'lorebook.raw'")
+        for i, entry in enumerate(book.get("entries") or []):
+            if isinstance(entry, dict):
+                if "raw" in entry:
+                    raise PersonaFormatError(f"{where}: unknown field 'lorebook.entries.{i}.raw'")
+                if entry.get("secondary_keys") and "selective" not in entry:
+                    entry["selective"] = True
+    try:
+        return Persona(**data, source=source)
+    except ValidationError as exc:
+        raise PersonaFormatError(f"{where}: {describe_validation_error(exc)}") from None
+    except TypeError as exc:  # e.g. a non-string key from a nested table
+        raise PersonaFormatError(f"{where}: {exc}") from None
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value if v is not None]
+    return value
+
+
+def to_dict(persona: Persona) -> dict[str, Any]:
+    """The persona as the dict a TOML file holds: set fields only, no card or image."""
+    out: dict[str, Any] = {"name": persona.name}
+    out.update(persona.model_dump(exclude={"name", "lorebook", *_NOT_IN_TOML}, exclude_defaults=True))
+    book = persona.lorebook
+    if book.entries or book.model_dump(exclude={"raw", "entries"}, exclude_defaults=True):
+        dumped = book.model_dump(exclude={"raw", "entries"}, exclude_defaults=True)
+        entries = []
+        for entry in book.entries:
+            e = {"keys": entry.keys, "content": entry.content}
+            e.update(entry.model_dump(exclude={"raw", "keys", "content"}, exclude_defaults=True))
+            if entry.secondary_keys and not entry.selective:
+                e["selective"] = False
+            entries.append(e)
+        dumped["entries"] = entries
+        out["lorebook"] = dumped
+    return _drop_none(out)
+
+
+def dumps(persona: Persona) -> str:
+    """Persona -> TOML text. Lossy for cards: their raw card and image do not go in."""
+    import tomli_w  # imported here: only exporting needs it
+
+    return tomli_w.dumps(to_dict(persona), multiline_strings=True)
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def template(name: str) -> str:
+    """A commented persona file to fill in (what ``agentmm personas new NAME`` writes)."""
+    return _TEMPLATE.replace("@NAME@", _quote(name))
+
+
+_TEMPLATE = '''# An agentmm persona. Edit the text, then chat with: agentmm chat --persona <this file's name>
+# Macros work in every text field: {{char}} (this persona), {{user}} (the person chatting),
+# {{random:a,b,c}} (a pick that stays the same for the whole conversation).
+
+name = @NAME@
+
+# Who {{char}} is: looks, background, manner. The model reads this every turn.
+description = """
+{{char}} is ...
+"""
+
+# A few words on temperament, e.g. "warm, wry, patient, secretly anxious".
+personality = ""
+
+# Where and when the conversation happens, and how {{user}} fits in.
+scenario = ""
+
+# The first greeting opens a new chat; the others are alternates (pick with --greeting N).
+greetings = [
+    """*{{char}} looks up.* Oh, hello, {{user}}.""",
+    """*{{char}} doesn't notice {{user}} at first.*""",
+]
+
+# How {{char}} talks. Each <START> begins one example exchange.
+example_dialogue = """
+<START>
+{{user}}: Who are you?
+{{char}}: ...
+"""
+
+# Leave empty to use agentmm's default system prompt; {{original}} inserts it into yours.
+system_prompt = ""
+
+# Short instructions placed after the chat history, e.g. "Keep replies under 120 words."
+post_history_instructions = ""
+
+tags = []
+creator = ""
+character_version = "1.0"
+
+# Tools this persona may call (names from `agentmm tools list`); empty means none.
+allowed_tools = []
+
+# Optional: a model for this persona (a path, a shipped model or a hub id).
+# model = "..."
+
+# Optional sampling overrides.
+# [sampling]
+# temperature = 0.8
+# top_p = 0.95
+
+# Lore that enters the prompt only when its keys come up in the last scan_depth messages.
+[lorebook]
+scan_depth = 4
+token_budget = 512
+recursive_scanning = false
+
+[[lorebook.entries]]
+name = "example"
+keys = ["example key", "another key"]
+# secondary_keys = ["..."]       # then the entry also needs one of these (selective_logic)
+# selective_logic = "and_any"    # and_any | and_all | not_any | not_all
+# constant = false               # true: always in the prompt
+# case_sensitive = false
+# priority = 0                   # higher wins when the token budget runs out
+# insertion_order = 100          # lower comes first in the prompt
+content = """
+What {{char}} knows about the example key.
+"""
+'''

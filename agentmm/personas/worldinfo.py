@@ -1,0 +1,112 @@
+"""Standalone lorebook files: SillyTavern world info JSON, or a bare ``character_book``.
+
+SillyTavern keeps world info as ``{"entries": {"0": {"key": [...], "keysecondary": [...],
+"content": ..., "order": ..., "disable": ..., ...}}}``. Each entry is translated to the
+``character_book`` entry shape the way SillyTavern does when it embeds a world into a card
+(its own settings go under ``extensions``), then read by the same code as card lorebooks,
+so a world loaded here exports into a card exactly as SillyTavern would have written it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from agentmm.personas._fields import Reader, size_text
+from agentmm.personas.cards import DEFAULT_LIMITS, Limits, parse_json_object
+from agentmm.personas.character_book import book_from_raw
+from agentmm.personas.errors import CardError, LorebookError
+from agentmm.personas.model import Lorebook
+
+# SillyTavern world-info field -> character_book ``extensions`` field.
+_ST_EXTENSIONS = {
+    "position": "position",
+    "excludeRecursion": "exclude_recursion",
+    "preventRecursion": "prevent_recursion",
+    "delayUntilRecursion": "delay_until_recursion",
+    "displayIndex": "display_index",
+    "probability": "probability",
+    "useProbability": "useProbability",
+    "depth": "depth",
+    "selectiveLogic": "selectiveLogic",
+    "group": "group",
+    "groupOverride": "group_override",
+    "groupWeight": "group_weight",
+    "scanDepth": "scan_depth",
+    "caseSensitive": "case_sensitive",
+    "matchWholeWords": "match_whole_words",
+    "useGroupScoring": "use_group_scoring",
+    "automationId": "automation_id",
+    "role": "role",
+    "vectorized": "vectorized",
+    "sticky": "sticky",
+    "cooldown": "cooldown",
+    "delay": "delay",
+}
+
+
+def _st_entry_to_card(st: Mapping[str, Any], where: str) -> dict[str, Any]:
+    r = Reader(st, where, LorebookError)
+    position = r.integer("position", default=0)
+    out: dict[str, Any] = {
+        "id": st.get("uid"),
+        "keys": r.text_list("key"),
+        "secondary_keys": r.text_list("keysecondary"),
+        "comment": r.text("comment"),
+        "content": r.text("content"),
+        "constant": r.flag("constant"),
+        "selective": r.flag("selective", default=True),
+        "insertion_order": r.integer("order", default=100),
+        "enabled": not r.flag("disable"),
+        "position": "before_char" if position == 0 else "after_char",
+        "extensions": {ext: st[k] for k, ext in _ST_EXTENSIONS.items() if k in st},
+    }
+    if out["id"] is None:
+        del out["id"]
+    return out
+
+
+def world_info_to_book(obj: Mapping[str, Any], *, where: str = "world info", name: str = "") -> Lorebook:
+    """A parsed world-info (or ``character_book``) object -> Lorebook."""
+    entries = obj.get("entries")
+    if isinstance(entries, dict):
+        items = list(entries.values())
+    elif isinstance(entries, list):
+        items = entries
+    else:
+        raise LorebookError(f"{where}: not a lorebook (no 'entries' object or list)")
+    if any(not isinstance(e, dict) for e in items):
+        raise LorebookError(f"{where}: every entry must be an object")
+    st_style = any("key" in e or "keysecondary" in e or "uid" in e for e in items)
+    if st_style:
+        cards = [_st_entry_to_card(e, f"{where} entry {i}") for i, e in enumerate(items)]
+        raw = {"name": obj.get("name") or name, "entries": cards, "extensions": {}}
+    else:
+        raw = {**obj, "entries": items}
+        if name and not raw.get("name"):
+            raw["name"] = name
+    try:
+        return book_from_raw(raw, where)
+    except CardError as exc:
+        raise LorebookError(str(exc)) from None
+
+
+def load_world_info(source: str | Path | bytes, *, limits: Limits = DEFAULT_LIMITS) -> Lorebook:
+    """A world-info JSON file (path) or its bytes -> Lorebook, named after the file."""
+    if isinstance(source, bytes):
+        where, name, data = "world info", "", source
+    else:
+        path = Path(source)
+        where, name = str(path), path.stem
+        try:
+            if path.stat().st_size > limits.max_card_bytes:
+                raise LorebookError(f"{where}: file is over the {size_text(limits.max_card_bytes)} limit")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise LorebookError(f"{where}: cannot read ({exc.strerror or exc})") from None
+    try:
+        obj = parse_json_object(data, where=where, limits=limits, error=LorebookError)
+    except CardError as exc:
+        raise LorebookError(str(exc)) from None
+    return world_info_to_book(obj, where=where, name=name)

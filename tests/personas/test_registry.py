@@ -1,0 +1,195 @@
+"""Registry discovery (built-ins, user folder, entry points), import/export/validate."""
+
+from __future__ import annotations
+
+import json
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import make_png, make_v2_card
+
+from agentmm.personas import (
+    PersonaError,
+    PersonaNotFoundError,
+    PersonaRegistry,
+    UnknownFormatError,
+    UnsupportedExportError,
+    export,
+    import_file,
+    validate,
+)
+from agentmm.personas.png import embed_cards
+
+
+def test_builtins_load_cleanly():
+    reg = PersonaRegistry(entry_points=False)
+    assert reg.names() == ["Bram Tolliver", "Ilse Varga", "Nora Quill"]
+    assert reg.problems == []
+    for persona in reg:
+        assert len(persona.greetings) >= 2 and persona.example_dialogue and persona.lorebook.entries
+        assert persona.source.startswith("builtin:")
+    assert reg.get("ILSE VARGA") is reg.get("ilse-varga")  # name, case-insensitive, and stem
+
+
+def test_user_folder_with_a_broken_file(tmp_path: Path):
+    (tmp_path / "mine.toml").write_text('name = "Ilse Varga"\ndescription = "my own Ilse"\n')
+    (tmp_path / "card.json").write_text(json.dumps(make_v2_card()))
+    (tmp_path / "pic.png").write_bytes(embed_cards(make_png(), {"chara": {"name": "Pic", "description": "d"}}))
+    (tmp_path / "broken.json").write_text("{oops")
+    (tmp_path / "fake.png").write_bytes(b"\xff\xd8\xff\xe0 a jpeg")
+    (tmp_path / "notes.txt").write_text("ignored")
+    (tmp_path / ".hidden.toml").write_text("ignored")
+    reg = PersonaRegistry(tmp_path, entry_points=False)
+    assert reg.get("ilse varga").description == "my own Ilse"  # user overrides built-in
+    assert reg.get("testa rossa").source.startswith("user:")
+    assert reg.get("card") is reg.get("Testa Rossa")  # file stem
+    assert reg.get("pic").image is not None
+    assert len(reg.problems) == 2
+    assert any("broken.json" in p and "not valid JSON" in p for p in reg.problems)
+    assert any("fake.png" in p and "JPEG" in p for p in reg.problems)
+    assert all("\n" not in p for p in reg.problems)
+    with pytest.raises(PersonaNotFoundError, match="did you mean 'Testa Rossa'"):
+        reg.get("Testa Rosa")
+
+
+def test_duplicate_names_in_one_source(tmp_path: Path):
+    (tmp_path / "a.toml").write_text('name = "Twin"\n')
+    (tmp_path / "b.toml").write_text('name = "twin"\n')
+    reg = PersonaRegistry(tmp_path, builtins=False, entry_points=False)
+    assert reg.names() == ["Twin"] and "duplicate" in reg.problems[0]
+
+
+@pytest.fixture
+def plugin_dist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fake installed distribution with ``agentmm.personas`` entry points (real metadata
+    on sys.path, so the registry runs the same discovery code as for real plugins)."""
+    site = tmp_path / "site"
+    dist = site / "fake_persona_plugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-persona-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        textwrap.dedent(
+            """\
+            [agentmm.personas]
+            obj = fake_persona_plugin:PERSONA
+            factory = fake_persona_plugin:make
+            path = fake_persona_plugin:CARD_PATH
+            boom = fake_persona_plugin:explode
+            wrong = fake_persona_plugin:WRONG
+            missing = fake_persona_plugin:NOPE
+            """
+        )
+    )
+    card = site / "plugin_card.json"
+    card.write_text(json.dumps({"name": "From Path", "description": "d"}))
+    (site / "fake_persona_plugin.py").write_text(
+        textwrap.dedent(
+            f"""\
+            from agentmm.personas import Persona
+            PERSONA = Persona(name="Plugged")
+            CARD_PATH = {str(card)!r}
+            WRONG = 42
+            def make():
+                return [Persona(name="Made One"), Persona(name="Made Two")]
+            def explode():
+                raise RuntimeError("plugin bug")
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(site))
+    return site
+
+
+def test_entry_points(plugin_dist: Path):
+    reg = PersonaRegistry(builtins=False)
+    assert reg.names() == ["From Path", "Made One", "Made Two", "Plugged"]
+    assert reg.get("obj").name == "Plugged" and reg.get("plugged").source == "entrypoint:obj"
+    problems = " | ".join(reg.problems)
+    assert len(reg.problems) == 3
+    assert "entrypoint:boom" in problems and "RuntimeError: plugin bug" in problems
+    assert "entrypoint:wrong" in problems and "expected a Persona" in problems
+    assert "entrypoint:missing" in problems
+
+
+def test_import_sniffs_content_not_extension(tmp_path: Path):
+    card = tmp_path / "looks_like.toml"
+    card.write_text(json.dumps(make_v2_card()))
+    assert import_file(card).name == "Testa Rossa"
+    png = tmp_path / "card.json"
+    png.write_bytes(embed_cards(make_png(), {"chara": make_v2_card()}))
+    assert import_file(png).image is not None
+    toml = tmp_path / "persona.json"
+    toml.write_text('name = "Tommy"\n')
+    assert import_file(toml).name == "Tommy"
+    binary = tmp_path / "x.bin"
+    binary.write_bytes(bytes(range(256)))
+    with pytest.raises(UnknownFormatError):
+        import_file(binary)
+    with pytest.raises(PersonaNotFoundError, match="no such file"):
+        import_file(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize("fmt", ["toml", "card-v2", "card-v3", "png"])
+def test_export_every_format_from_builtin(tmp_path: Path, fmt):
+    persona = PersonaRegistry(entry_points=False).get("Nora Quill")
+    out = export(persona, fmt, tmp_path)
+    back = import_file(out)
+    assert back.name == persona.name and back.greetings == persona.greetings
+    assert [e.content for e in back.lorebook.entries] == [e.content for e in persona.lorebook.entries]
+    assert back.sampling == persona.sampling
+    assert validate(out) == []
+
+
+def test_export_errors_and_atomic_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    persona = PersonaRegistry(entry_points=False).get("Bram Tolliver")
+    with pytest.raises(UnsupportedExportError, match="choose one of"):
+        export(persona, "yaml", tmp_path)  # type: ignore[arg-type]
+    target = tmp_path / "bram.json"
+    target.write_text("old")
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(PersonaError, match="No space left"):
+        export(persona, "card-v2", target)
+    monkeypatch.undo()
+    assert target.read_text() == "old"  # untouched, and no temp file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bram.json"]
+
+
+def test_validate_reports(tmp_path: Path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[[lorebook.entries]]\ncontent = "never fires"\n')
+    problems = validate(bad)
+    assert any("no greeting" in p for p in problems)
+    assert any("never fires" in p or "has no keys" in p for p in problems)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(make_png())
+    assert validate(broken) == [f"{broken}: PNG has no character card in it (no 'chara' or 'ccv3' chunk)"]
+
+
+def test_install_and_create(tmp_path: Path):
+    user = tmp_path / "personas"
+    reg = PersonaRegistry(user, entry_points=False)
+    src = tmp_path / "download.png"
+    src.write_bytes(embed_cards(make_png(), {"chara": make_v2_card()}))
+    persona = reg.install(src)
+    assert persona.name == "Testa Rossa" and (user / "testa-rossa.png").exists()
+    with pytest.raises(PersonaError, match="already exists"):
+        reg.install(src)
+    path = reg.create("New Friend")
+    assert path == user / "new-friend.toml"
+    assert reg.get("new friend").greetings
+
+
+def test_async_forms(tmp_path: Path):
+    import asyncio
+
+    from agentmm.personas import aexport, aimport_file
+
+    persona = PersonaRegistry(entry_points=False).get("Ilse Varga")
+    out = asyncio.run(aexport(persona, "card-v3", tmp_path))
+    assert asyncio.run(aimport_file(out)).name == "Ilse Varga"
