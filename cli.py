@@ -7,6 +7,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -29,9 +30,11 @@ app = typer.Typer(
 threads_app = typer.Typer(help="Saved conversations.", no_args_is_help=True)
 models_app = typer.Typer(help="Chat models: shipped, cached and local.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings and where they come from.", no_args_is_help=True)
+personas_app = typer.Typer(help="Personas and character cards (V2/V3, JSON or PNG).", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
+app.add_typer(personas_app, name="personas")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (see README for its keys).")]
 
@@ -77,6 +80,8 @@ def chat(
     temperature: Annotated[Optional[float], typer.Option("--temperature")] = None,
     seed: Annotated[Optional[int], typer.Option("--seed")] = None,
     system: Annotated[Optional[str], typer.Option("--system", help="System prompt for a new thread.")] = None,
+    persona: Annotated[Optional[str], typer.Option("--persona", "-p", help="Play this persona.")] = None,
+    greeting: Annotated[int, typer.Option("--greeting", help="Greeting that opens a new thread (0: main).")] = 0,
 ) -> None:
     """Chat with the model: interactive, or one turn with -m."""
     from agentmm.graphs.agent import Agent
@@ -84,23 +89,27 @@ def chat(
 
     settings = _settings(
         model=model, n_ctx=n_ctx, n_gpu_layers=gpu_layers, max_tokens=max_tokens,
-        temperature=temperature, seed=seed, system_prompt=system,
+        temperature=temperature, seed=seed, system_prompt=system, persona=persona,
     )  # fmt: skip
     agent = Agent(settings)
     if thread is not None and not thread_exists(agent.checkpointer, thread):
         from agentmm.errors import ThreadNotFoundError
 
         raise ThreadNotFoundError(f"unknown thread {thread!r} (see: agentmm threads list; omit --thread to start one)")
+    # Check the persona and greeting before anything is loaded or saved.
+    chosen = agent.personas.get(persona).name if persona else None
     if message is not None:
-        _one_turn(agent, message, thread, as_json)
+        _one_turn(agent, message, thread, as_json, chosen, greeting)
     elif as_json:
         raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
     else:
-        _repl(agent, thread)
+        _repl(agent, thread, chosen, greeting)
 
 
-def _one_turn(agent: Agent, message: str, thread: str | None, as_json: bool) -> None:
-    turn = agent.stream(message, thread)
+def _one_turn(
+    agent: Agent, message: str, thread: str | None, as_json: bool, persona: str | None, greeting: int
+) -> None:
+    turn = agent.stream(message, thread, persona=persona, greeting=greeting)
     with _cancel_on_ctrl_c(turn.cancel):
         for text in turn:
             if not as_json:
@@ -113,17 +122,21 @@ def _one_turn(agent: Agent, message: str, thread: str | None, as_json: bool) -> 
         sys.stderr.write(f"[thread {turn.thread_id}]\n")
 
 
-def _repl(agent: Agent, thread: str | None) -> None:
+def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) -> None:
     """A plain line loop; the full terminal UI is a later layer over the same calls."""
     from agentmm.threads import new_thread_id
 
     thread_id = thread or new_thread_id()
     interactive = sys.stdin.isatty()
+    playing = persona or agent.settings.persona
     if interactive:
+        who = f" · persona {playing}" if playing else ""
         sys.stderr.write(
-            f"agentmm · model {agent.settings.model} · thread {thread_id} · /exit or Ctrl-D to leave, "
+            f"agentmm · model {agent.settings.model}{who} · thread {thread_id} · /exit or Ctrl-D to leave, "
             "Ctrl-C stops a reply\n"
         )
+    if thread is None and playing:
+        _print_greeting(agent, playing, greeting, thread_id)
     while True:
         try:
             line = input("you> " if interactive else "")
@@ -135,7 +148,8 @@ def _repl(agent: Agent, thread: str | None) -> None:
             break
         if not text:
             continue
-        turn = agent.stream(text, thread_id)
+        turn = agent.stream(text, thread_id, persona=persona, greeting=greeting)
+        persona = None  # a switch applies once; the thread remembers it
         with _cancel_on_ctrl_c(turn.cancel):
             for chunk in turn:
                 sys.stdout.write(chunk)
@@ -146,6 +160,18 @@ def _repl(agent: Agent, thread: str | None) -> None:
         sys.stdout.flush()
     if interactive:
         sys.stderr.write(f"[thread {thread_id}]\n")
+
+
+def _print_greeting(agent: Agent, name: str, n: int, thread_id: str) -> None:
+    """Show the greeting that will open the thread (the first turn stores the same text)."""
+    from datetime import datetime
+
+    from agentmm.personas import greeting
+
+    words = greeting(agent.personas.get(name), n, agent.settings.user_name, seed=thread_id,
+                     now=datetime.now(UTC))  # fmt: skip
+    if words:
+        sys.stdout.write(f"{words}\n")
 
 
 @contextmanager
@@ -292,6 +318,131 @@ def doctor(as_json: JsonFlag = False) -> None:
             console.print(f"{mark:>18}  [bold]{check['name']}[/]: {check['detail']}")
         console.print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     if not report["ok"]:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- personas
+
+
+def _registry() -> Any:
+    from agentmm.personas import PersonaRegistry
+
+    return PersonaRegistry(_settings().personas_dir)
+
+
+def _persona_summary(persona: Any) -> dict[str, Any]:
+    from agentmm.personas import expand
+
+    description = expand(persona.description, char=persona.display_name, user="you")
+    return {
+        "name": persona.name,
+        "source": persona.source,
+        "description": " ".join(description.split())[:200],
+        "greetings": len(persona.greetings),
+        "lore_entries": len(persona.lorebook.entries),
+        "allowed_tools": persona.allowed_tools,
+        "tags": persona.tags,
+    }
+
+
+@personas_app.command("list")
+def personas_list(as_json: JsonFlag = False) -> None:
+    """Every persona found: built-ins, plugins and your personas folder."""
+    registry = _registry()
+    personas = [_persona_summary(p) for p in registry]
+    if as_json:
+        _print_json({"personas": personas, "problems": registry.problems})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "source", "greetings", "lore", "description")
+    for p in personas:
+        table.add_row(p["name"], p["source"], str(p["greetings"]), str(p["lore_entries"]), p["description"][:60])
+    console = Console()
+    console.print(table)
+    for problem in registry.problems:
+        console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+
+
+@personas_app.command("show")
+def personas_show(name: str, as_json: JsonFlag = False) -> None:
+    """A persona's fields (card text, greetings, lorebook)."""
+    persona = _registry().get(name)
+    if as_json:
+        _print_json(persona.model_dump(mode="json", exclude={"card", "image"}))
+        return
+    sys.stdout.write(f"{persona.name}  ({persona.source})\n")
+    for field in ("description", "personality", "scenario", "example_dialogue", "system_prompt",
+                  "post_history_instructions"):  # fmt: skip
+        value = getattr(persona, field).strip()
+        if value:
+            sys.stdout.write(f"\n[{field}]\n{value}\n")
+    for i, words in enumerate(persona.greetings):
+        sys.stdout.write(f"\n[greeting {i}]\n{words.strip()}\n")
+    for entry in persona.lorebook.entries:
+        sys.stdout.write(f"\n[lore: {entry.label}] keys: {', '.join(entry.keys)}\n")
+
+
+@personas_app.command("new")
+def personas_new(
+    name: str,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a commented TOML template for a new persona into your personas folder."""
+    path = _registry().create(name, overwrite=force)
+    if as_json:
+        _print_json({"name": name, "path": str(path)})
+    else:
+        sys.stdout.write(f"wrote {path}: edit it, then: agentmm chat --persona {name!r}\n")
+
+
+@personas_app.command("import")
+def personas_import(
+    file: Path,
+    force: Annotated[bool, typer.Option("--force", help="Replace a persona of the same name.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Copy a card (JSON or PNG, V1/V2/V3) or TOML persona into your personas folder, unchanged."""
+    persona = _registry().install(file, overwrite=force)
+    if as_json:
+        _print_json(_persona_summary(persona))
+    else:
+        sys.stdout.write(f"imported {persona.name} ({persona.source})\n")
+
+
+@personas_app.command("export")
+def personas_export(
+    name: str,
+    output: Annotated[Path, typer.Option("-o", "--output", help="File or folder to write.")],
+    format: Annotated[str, typer.Option("--format", "-f", help="toml, card-v2, card-v3 or png.")] = "card-v2",
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a persona as TOML, a V2/V3 card JSON, or a card PNG (every card field kept)."""
+    from agentmm.personas import export
+
+    path = export(_registry().get(name), format, output)  # type: ignore[arg-type]
+    if as_json:
+        _print_json({"name": name, "format": format, "path": str(path)})
+    else:
+        sys.stdout.write(f"wrote {path}\n")
+
+
+@personas_app.command("validate")
+def personas_validate(file: Path, as_json: JsonFlag = False) -> None:
+    """Check a persona file or card; exit 1 if it has problems."""
+    from agentmm.personas import validate
+
+    problems = validate(file)
+    if as_json:
+        _print_json({"file": str(file), "ok": not problems, "problems": problems})
+    else:
+        for problem in problems:
+            sys.stdout.write(f"problem: {problem}\n")
+        if not problems:
+            sys.stdout.write(f"{file}: ok\n")
+    if problems:
         raise typer.Exit(1)
 
 

@@ -1,24 +1,43 @@
-"""Fit a thread's history into the model's context window, keeping the prompt append-only.
+"""Fit a turn's prompt into the model's context window, keeping the prompt append-only.
 
-llama.cpp re-uses the KV cache of the longest common token prefix between calls, so the
-window must not slide one message per turn (that changes the head of the prompt every turn
-and makes each turn re-read everything). Instead the window start stays put while the
-history fits, and when it overflows it jumps forward to a turn boundary that leaves the
-history at most ``fold_to`` of its budget: many turns go at once, and the following turns
-are cheap again. What leaves the window is reported, never dropped silently.
+The prompt is ``head`` (system prompt, persona) + the thread's history + this turn (its
+context: lore, memories, observations; then the user's message) + ``tail`` (post-history
+instructions). A turn's context is stored with its message, so the next turn's prompt starts
+with this turn's prompt and llama.cpp re-uses its KV cache.
+
+For the same reason the window must not slide one message per turn (that changes the head of
+the prompt every turn). It stays put while the history fits; when it overflows it jumps
+forward to a turn boundary that leaves the history at most ``fold_to`` of its budget, so many
+turns go at once and the following turns are cheap again. When even this turn does not fit,
+the lowest-priority parts are dropped first, and the plan says which.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from agentmm.errors import InputTooLongError
 from agentmm.state import PromptPart
-from agentmm.tokens import TokenCounter
+from agentmm.tokens import PER_MESSAGE_OVERHEAD, TokenCounter
+
+# Where a turn's context (lore, memories, observations) is stored on its HumanMessage.
+CONTEXT_KEY = "agentmm_context"
+
+Parts = Sequence[tuple[str, str]]
+
+
+def turn_context(message: BaseMessage) -> str:
+    return str(message.additional_kwargs.get(CONTEXT_KEY, "")) if isinstance(message, HumanMessage) else ""
+
+
+def render(message: BaseMessage) -> str:
+    """A message's text as the model sees it: a user turn's context first, then its words."""
+    context = turn_context(message)
+    return f"{context}\n\n{message.text}" if context else message.text
 
 
 @dataclass(frozen=True)
@@ -27,6 +46,8 @@ class WindowPlan:
     parts: list[PromptPart]
     budget: dict[str, int]
     folded_messages: int  # messages that left the window this turn
+    kept: dict[str, str] = field(default_factory=dict)  # the parts that fit, by name
+    dropped: list[str] = field(default_factory=list)  # parts left out to fit, lowest priority first
 
 
 def plan_window(
@@ -36,56 +57,75 @@ def plan_window(
     *,
     n_ctx: int,
     reply_tokens: int,
-    head: Sequence[tuple[str, str]],
-    tail: Sequence[tuple[str, str]] = (),
+    head: Parts,
+    turn: Parts = (),
+    tail: Parts = (),
+    droppable: Sequence[str] = (),
     fold_to: float = 0.5,
 ) -> WindowPlan:
-    """Choose the window for a turn whose newest message is ``messages[-1]``.
+    """Choose the window for a turn whose user message is ``messages[-1]``.
 
-    ``head`` and ``tail`` are the named text parts placed before and after the history
-    (system prompt, persona, ... and post-history instructions).
+    ``head`` and ``tail`` are named text parts placed before and after the history; ``turn``
+    is this turn's context placed with its message. ``droppable`` names parts that may be
+    left out, lowest priority first, when the turn would not fit otherwise.
     """
-    head_parts = [PromptPart(part=name, tokens=counter.text(text)) for name, text in head if text]
-    tail_parts = [PromptPart(part=name, tokens=counter.text(text)) for name, text in tail if text]
-    fixed = sum(p["tokens"] for p in head_parts) + sum(p["tokens"] for p in tail_parts)
-    available = n_ctx - reply_tokens - fixed
-    sizes = [counter.message(m) for m in messages]
-    newest = sizes[-1] if sizes else 0
-    if newest > available:
+    named = {name: text for name, text in (*head, *turn, *tail) if text}
+    sizes_of = {name: counter.text(text) for name, text in named.items()}
+    message_tokens = counter.text(messages[-1].text) + PER_MESSAGE_OVERHEAD if messages else 0
+    available = n_ctx - reply_tokens
+
+    def fixed() -> int:
+        return sum(sizes_of.values()) + message_tokens
+
+    dropped = []
+    for name in droppable:
+        if fixed() <= available:
+            break
+        if name in named:
+            del named[name], sizes_of[name]
+            dropped.append(name)
+    if fixed() > available:
         raise InputTooLongError(
-            f"the message is {newest} tokens but only {max(available, 0)} fit in the context "
-            f"(n_ctx={n_ctx}, {reply_tokens} kept for the reply); shorten it or raise n_ctx"
+            f"the message is {message_tokens} tokens but only {max(available - fixed() + message_tokens, 0)} "
+            f"fit in the context (n_ctx={n_ctx}, {reply_tokens} kept for the reply); shorten it or raise n_ctx"
         )
-    start = min(max(window_start, 0), max(len(messages) - 1, 0))
+    history_budget = available - fixed()
+    sizes = [counter.message_text(render(m)) for m in messages[:-1]]
+    start = min(max(window_start, 0), len(sizes))
     new_start = start
-    if sum(sizes[start:]) > available:
-        new_start = _fold_point(messages, sizes, start, available, fold_to)
-    history = sum(sizes[new_start:-1]) if sizes else 0
+    if sum(sizes[start:]) > history_budget:
+        new_start = _fold_point(messages, sizes, start, history_budget, fold_to)
+    history = sum(sizes[new_start:])
+
+    def part(name: str) -> list[PromptPart]:
+        return [PromptPart(part=name, tokens=sizes_of[name])] if name in named else []
+
     parts = [
-        *head_parts,
+        *(p for name, _ in head for p in part(name)),
         PromptPart(part="history", tokens=history),
-        PromptPart(part="message", tokens=newest),
-        *tail_parts,
+        *(p for name, _ in turn for p in part(name)),
+        PromptPart(part="message", tokens=message_tokens),
+        *(p for name, _ in tail for p in part(name)),
     ]
-    used = fixed + history + newest
+    used = fixed() + history
     budget = {
         "n_ctx": n_ctx,
         "reply_reserve": reply_tokens,
         "prompt_tokens": used,
-        "free": n_ctx - reply_tokens - used,
-        "history_messages": max(len(messages) - 1 - new_start, 0),
+        "free": available - used,
+        "history_messages": len(sizes) - new_start,
         "folded_messages_total": new_start,
     }
-    return WindowPlan(window_start=new_start, parts=parts, budget=budget, folded_messages=new_start - start)
+    return WindowPlan(new_start, parts, budget, new_start - start, kept=named, dropped=dropped)
 
 
-def _fold_point(messages: Sequence[BaseMessage], sizes: list[int], start: int, available: int, fold_to: float) -> int:
+def _fold_point(messages: Sequence[BaseMessage], sizes: list[int], start: int, budget: int, fold_to: float) -> int:
     """The earliest turn boundary after ``start`` whose remaining history fits in
-    ``fold_to`` of the budget, or failing that in the whole budget."""
-    boundaries = [i for i in range(start + 1, len(messages)) if isinstance(messages[i], HumanMessage)]
-    suffix = list(accumulate(reversed(sizes)))[::-1]
-    for limit in (available * fold_to, available):
+    ``fold_to`` of the budget, or failing that in the whole budget (else: no history)."""
+    boundaries = [i for i in range(start + 1, len(sizes)) if isinstance(messages[i], HumanMessage)]
+    suffix = [*list(accumulate(reversed(sizes)))[::-1], 0]
+    for limit in (budget * fold_to, budget):
         for i in boundaries:
             if suffix[i] <= limit:
                 return i
-    return len(messages) - 1
+    return len(sizes)

@@ -9,6 +9,7 @@ hit from one turn to the next.
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -128,11 +129,16 @@ def load_model(
 
 
 def unload_all() -> None:
-    """Free every loaded model (tests and benchmarks use it to start cold)."""
+    """Free every loaded model (at exit, and for tests and benchmarks that start cold)."""
     with _LOAD_LOCK:
         for loaded in _LOADED.values():
             loaded.llama.close()
         _LOADED.clear()
+
+
+# Free models while the interpreter is whole: llama-cpp-python's finaliser fails noisily
+# when it runs during shutdown, after the modules it needs are gone.
+atexit.register(unload_all)
 
 
 class ChatLlamaCpp(BaseChatModel):

@@ -34,6 +34,10 @@ def default_config_file() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
 
 
+def default_personas_dir() -> Path:
+    return platformdirs.user_config_path(APP_NAME) / "personas"
+
+
 def default_data_dir() -> Path:
     return platformdirs.user_data_path(APP_NAME)
 
@@ -62,11 +66,13 @@ class Settings(BaseSettings):
     seed: int | None = Field(None, description="Sampling seed (default: random).")
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt when no persona gives one.")
     user_name: str = Field("User", min_length=1)
+    persona: str | None = Field(None, description="Persona new threads play (a name from `agentmm personas list`).")
+    personas_dir: Path = Field(default_factory=default_personas_dir, description="Your own personas and cards.")
     data_dir: Path = Field(default_factory=default_data_dir, description="Threads, memory and indexes live here.")
     models_dir: Path | None = Field(None, description="Where hub downloads go (default: the Hugging Face cache).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
-    @field_validator("data_dir", "models_dir", mode="after")
+    @field_validator("data_dir", "models_dir", "personas_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, NotRequired, TypedDict
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
@@ -34,6 +34,9 @@ class Trace(TypedDict, total=False):
     usage: dict[str, int]
     recalled: list[dict[str, Any]]
     lore: list[dict[str, Any]]
+    persona: str
+    greeting: str
+    dropped_parts: list[str]
     observations: list[dict[str, Any]]
     tool_calls: list[dict[str, Any]]
     interrupted: bool
@@ -46,13 +49,23 @@ class ChatState(TypedDict, total=False):
     # Index into ``messages`` of the first message still inside the context window. It only
     # moves forward, and in big steps, so the prompt's head stays stable between turns.
     window_start: int
-    # The system prompt compose chose for this turn (stable across turns of a thread).
+    # The prompt head compose chose (system prompt and persona, stable across the thread's
+    # turns) and the post-history instructions placed after this turn's message.
     system_prompt: str
+    post_history: str
+    # The persona this thread plays (a name the persona registry knows), if any.
+    persona: str
+    # When the thread began (ISO 8601): fixes the persona's {{date}}/{{time}} macros.
+    started_at: str
     trace: Trace
 
 
 class ChatInput(TypedDict):
     input: str
+    # Play this persona from this turn on (a new thread opens with its greeting).
+    persona: NotRequired[str]
+    # Which greeting opens a new thread: 0 the main one, 1.. the alternates.
+    greeting: NotRequired[int]
 
 
 class ChatOutput(TypedDict, total=False):
@@ -66,6 +79,10 @@ class TurnContext:
 
     cancel: threading.Event = field(default_factory=threading.Event)
     user_name: str = "User"
+    # Switch the thread to this persona from this turn on (a new thread opens with its greeting).
+    persona: str | None = None
+    # Which greeting opens a new thread: 0 the main one, 1.. the alternates.
+    greeting: int = 0
 
 
 def trace_step(state: ChatState, node: str, **fields: Any) -> Trace:

@@ -52,5 +52,9 @@ class TokenCounter:
             cached = self._cache[text] = self._count_text(text)
         return cached
 
+    def message_text(self, text: str) -> int:
+        """Tokens of ``text`` sent as one chat message (role markers included)."""
+        return self.text(text) + PER_MESSAGE_OVERHEAD
+
     def message(self, message: BaseMessage) -> int:
-        return self.text(message.text) + PER_MESSAGE_OVERHEAD
+        return self.message_text(message.text)

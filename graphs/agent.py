@@ -21,9 +21,11 @@ from pydantic import BaseModel, Field
 
 from agentmm.errors import EmptyInputError
 from agentmm.graphs.chat import build_graph
+from agentmm.personas import PersonaRegistry
+from agentmm.personas import greeting as opening_greeting
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
-from agentmm.threads import new_thread_id, open_checkpointer
+from agentmm.threads import new_thread_id, open_checkpointer, thread_exists
 
 
 class Usage(BaseModel):
@@ -73,6 +75,7 @@ class Agent:
         self._model = model
         self._checkpointer = checkpointer
         self._graph: CompiledStateGraph | None = None
+        self._personas: PersonaRegistry | None = None
         self._lock = threading.Lock()
 
     @property
@@ -95,6 +98,13 @@ class Agent:
         return self._checkpointer
 
     @property
+    def personas(self) -> PersonaRegistry:
+        """Built-ins, ``agentmm.personas`` entry points and ``settings.personas_dir``."""
+        if self._personas is None:
+            self._personas = PersonaRegistry(self.settings.personas_dir)
+        return self._personas
+
+    @property
     def graph(self) -> CompiledStateGraph:
         with self._lock:
             if self._graph is None:
@@ -104,27 +114,50 @@ class Agent:
                     system_prompt=self.settings.system_prompt,
                     n_ctx=self.settings.n_ctx,
                     reply_tokens=self.settings.max_tokens,
+                    personas=self.personas,
                 )
         return self._graph
 
-    def chat(self, text: str, thread_id: str | None = None) -> TurnResult:
-        """Run one turn and return its reply, usage, timings and trace."""
-        turn = self.stream(text, thread_id)
+    def chat(
+        self, text: str, thread_id: str | None = None, *, persona: str | None = None, greeting: int = 0
+    ) -> TurnResult:
+        """Run one turn and return its reply, usage, timings and trace.
+
+        ``persona`` switches the thread to that persona (a new thread opens with greeting
+        number ``greeting``); a new thread without one plays ``settings.persona`` if set.
+        """
+        turn = self.stream(text, thread_id, persona=persona, greeting=greeting)
         for _ in turn:
             pass
         return turn.result
 
-    def stream(self, text: str, thread_id: str | None = None) -> TurnStream:
+    def stream(
+        self, text: str, thread_id: str | None = None, *, persona: str | None = None, greeting: int = 0
+    ) -> TurnStream:
         """Run one turn, yielding the reply's text as it is generated."""
-        return TurnStream(self, text, thread_id or new_thread_id())
+        thread_id = thread_id or new_thread_id()
+        new_thread = not thread_exists(self.checkpointer, thread_id)
+        if persona is None and self.settings.persona and new_thread:
+            persona = self.settings.persona
+        if persona is not None:
+            # A bad name or greeting fails here, before anything is saved.
+            chosen = self.personas.get(persona)
+            if new_thread:
+                opening_greeting(chosen, greeting, self.settings.user_name, seed=thread_id)
+            persona = chosen.name
+        return TurnStream(self, text, thread_id, persona=persona, greeting=greeting)
 
-    async def achat(self, text: str, thread_id: str | None = None) -> TurnResult:
+    async def achat(
+        self, text: str, thread_id: str | None = None, *, persona: str | None = None, greeting: int = 0
+    ) -> TurnResult:
         # llama.cpp generation is blocking native code: run the turn on a worker thread.
-        return await asyncio.to_thread(self.chat, text, thread_id)
+        return await asyncio.to_thread(self.chat, text, thread_id, persona=persona, greeting=greeting)
 
-    async def astream(self, text: str, thread_id: str | None = None) -> AsyncIterator[str]:
+    async def astream(
+        self, text: str, thread_id: str | None = None, *, persona: str | None = None, greeting: int = 0
+    ) -> AsyncIterator[str]:
         """Async twin of ``stream``: yields text chunks; cancelling the iteration stops the reply."""
-        turn = self.stream(text, thread_id)
+        turn = self.stream(text, thread_id, persona=persona, greeting=greeting)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
 
@@ -158,13 +191,15 @@ class TurnStream:
     current token; the partial reply is kept in the thread, marked interrupted.
     """
 
-    def __init__(self, agent: Agent, text: str, thread_id: str) -> None:
+    def __init__(
+        self, agent: Agent, text: str, thread_id: str, *, persona: str | None = None, greeting: int = 0
+    ) -> None:
         if not text or not text.strip():
             raise EmptyInputError("nothing to say: the message is empty")
         self.agent = agent
         self.text = text
         self.thread_id = thread_id
-        self.context = TurnContext(user_name=agent.settings.user_name)
+        self.context = TurnContext(user_name=agent.settings.user_name, persona=persona, greeting=greeting)
         self._result: TurnResult | None = None
 
     def cancel(self) -> None:

@@ -1,5 +1,7 @@
 """The default turn graph: ingest -> compose -> generate, over any LangChain chat model.
 
+A thread may play a persona (``TurnContext.persona``): compose then builds the prompt from it.
+
 ``build_graph`` returns a compiled LangGraph graph; give it a checkpointer for threads that
 survive the process. Later capabilities (perceive, recall, remember) are nodes added here.
 """
@@ -7,18 +9,23 @@ survive the process. Later capabilities (perceive, recall, remember) are nodes a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
-from agentmm.context import plan_window
+from agentmm.compose import DROP_ORDER, TurnParts, persona_turn_parts, plain_parts
+from agentmm.context import CONTEXT_KEY, plan_window, render, turn_context
 from agentmm.errors import EmptyInputError
+from agentmm.personas import PersonaRegistry, greeting
 from agentmm.settings import DEFAULT_SYSTEM_PROMPT
 from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
 from agentmm.tokens import TokenCounter
@@ -26,51 +33,132 @@ from agentmm.tokens import TokenCounter
 GRAPH_NAME = "agentmm-chat"
 
 
-def ingest(state: ChatState) -> dict[str, Any]:
-    """Validate this turn's text and append it to the thread; start a fresh trace."""
-    text = (state.get("input") or "").strip()
-    if not text:
-        raise EmptyInputError("nothing to say: the message is empty")
-    turn = 1 + sum(isinstance(m, HumanMessage) for m in state.get("messages", []))
-    return {
-        "messages": [HumanMessage(text)],
-        "trace": {"turn": turn, "path": ["ingest"]},
-    }
+class Ingest:
+    """Validate this turn's text and append it to the thread; start a fresh trace.
+
+    A persona asked for in the run's context becomes the thread's persona (checked first, so
+    a bad name saves nothing); a new thread with a persona opens with its greeting.
+    """
+
+    def __init__(self, personas: PersonaSource) -> None:
+        self.personas = personas
+
+    def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        text = (state.get("input") or "").strip()
+        if not text:
+            raise EmptyInputError("nothing to say: the message is empty")
+        context = runtime.context or TurnContext()
+        history = state.get("messages", [])
+        update: dict[str, Any] = {}
+        persona_name = state.get("persona")
+        if context.persona:
+            persona_name = update["persona"] = self.personas().get(context.persona).name
+        started_at = state.get("started_at") or datetime.now(UTC).isoformat(timespec="seconds")
+        opening: list[AIMessage] = []
+        if not history and persona_name:
+            persona = self.personas().get(persona_name)
+            seed = thread_seed(config)
+            words = greeting(persona, context.greeting, context.user_name, seed=seed, now=_when(started_at))
+            if words:
+                opening.append(AIMessage(words, response_metadata={"greeting": context.greeting}))
+        turn = 1 + sum(isinstance(m, HumanMessage) for m in history)
+        trace: dict[str, Any] = {"turn": turn, "path": ["ingest"]}
+        if persona_name:
+            trace["persona"] = persona_name
+        if opening:
+            trace["greeting"] = opening[0].text
+        return {**update, "messages": [*opening, HumanMessage(text)], "started_at": started_at, "trace": trace}
 
 
 class Composer:
-    """Plans the prompt: system prompt first, then as much of the thread as fits."""
+    """Plans the prompt: the head (system prompt or persona), as much of the thread as fits,
+    this turn's context (fired lore) with its message, then the post-history instructions."""
 
-    def __init__(self, counter: TokenCounter, system_prompt: str, n_ctx: int, reply_tokens: int) -> None:
+    def __init__(
+        self, counter: TokenCounter, personas: PersonaSource, system_prompt: str, n_ctx: int, reply_tokens: int
+    ) -> None:
         self.counter = counter
+        self.personas = personas
         self.system_prompt = system_prompt
         self.n_ctx = n_ctx
         self.reply_tokens = reply_tokens
 
-    def __call__(self, state: ChatState) -> dict[str, Any]:
-        # The system prompt is fixed once per thread so the prompt head never changes under it.
-        system_prompt = state.get("system_prompt") or self.system_prompt
+    def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        context = runtime.context or TurnContext()
+        messages = state["messages"]
+        parts = self._parts(state, config, context)
         plan = plan_window(
-            state["messages"],
+            messages,
             state.get("window_start", 0),
             self.counter,
             n_ctx=self.n_ctx,
             reply_tokens=self.reply_tokens,
-            head=[("system", system_prompt)],
+            head=parts.head,
+            turn=parts.turn,
+            tail=parts.tail,
+            droppable=DROP_ORDER,
         )
-        trace = trace_step(
+        update: dict[str, Any] = {
+            "window_start": plan.window_start,
+            "system_prompt": "\n\n".join(text for name, text in parts.head if name in plan.kept),
+            "post_history": plan.kept.get("post_history", ""),
+        }
+        lore = plan.kept.get("lore", "")
+        if lore:  # the turn's context is stored with its message, so later prompts repeat it exactly
+            newest = messages[-1]
+            update["messages"] = [newest.model_copy(update={"additional_kwargs": {**newest.additional_kwargs,
+                                                                                    CONTEXT_KEY: lore}})]  # fmt: skip
+        update["trace"] = trace_step(
             state,
             "compose",
             prompt_parts=plan.parts,
             budget={**plan.budget, "folded_this_turn": plan.folded_messages},
             tokenizer="model" if self.counter.exact else "approximate",
+            lore=parts.lore
+            if lore or "lore" not in plan.dropped
+            else [{**entry, "inserted": False, "note": "dropped to fit the context"} for entry in parts.lore],
+            dropped_parts=plan.dropped,
         )
-        return {"window_start": plan.window_start, "system_prompt": system_prompt, "trace": trace}
+        return update
+
+    def _parts(self, state: ChatState, config: RunnableConfig, context: TurnContext) -> TurnParts:
+        name = state.get("persona")
+        if not name:
+            # Fixed once per thread, so the prompt head never changes under it.
+            return plain_parts(state.get("system_prompt") or self.system_prompt)
+        persona = self.personas().get(name)
+        window = state["messages"][state.get("window_start", 0) :]
+        return persona_turn_parts(
+            persona,
+            [m.text for m in window],
+            self.counter,
+            user_name=context.user_name,
+            seed=thread_seed(config),
+            now=_when(state.get("started_at")),
+            in_window="\n".join(turn_context(m) for m in window),
+        )
+
+
+def thread_seed(config: RunnableConfig) -> str:
+    """The thread id: seeds a persona's {{random}} macros so they stay fixed for the thread."""
+    return str(config.get("configurable", {}).get("thread_id", ""))
+
+
+def _when(started_at: str | None) -> datetime | None:
+    return datetime.fromisoformat(started_at) if started_at else None
 
 
 def prompt_messages(state: ChatState) -> list[BaseMessage]:
-    """The messages compose planned: system prompt, then the window of the thread."""
-    return [SystemMessage(state["system_prompt"]), *state["messages"][state.get("window_start", 0) :]]
+    """The messages compose planned: the head as one system message, the window of the thread
+    (each user turn with its stored context), the post-history instructions after the last."""
+    window = state["messages"][state.get("window_start", 0) :]
+    prompt: list[BaseMessage] = [SystemMessage(state["system_prompt"])]
+    for message in window:
+        prompt.append(HumanMessage(render(message)) if isinstance(message, HumanMessage) else message)
+    post = state.get("post_history")
+    if post and isinstance(prompt[-1], HumanMessage):
+        prompt[-1] = HumanMessage(f"{prompt[-1].text}\n\n{post}")
+    return prompt
 
 
 class Generator:
@@ -127,6 +215,21 @@ def _final_message(reply: AIMessageChunk | None, interrupted: bool) -> AIMessage
     )
 
 
+PersonaSource = Callable[[], PersonaRegistry]
+
+
+def _persona_source(registry: PersonaRegistry | None) -> PersonaSource:
+    """The registry, created on first use: threads without a persona never load one."""
+    holder: list[PersonaRegistry] = [registry] if registry is not None else []
+
+    def source() -> PersonaRegistry:
+        if not holder:
+            holder.append(PersonaRegistry())
+        return holder[0]
+
+    return source
+
+
 def build_graph(
     model: BaseChatModel,
     checkpointer: BaseCheckpointSaver | None = None,
@@ -136,15 +239,18 @@ def build_graph(
     n_ctx: int = 4096,
     reply_tokens: int = 512,
     counter: TokenCounter | None = None,
+    personas: PersonaRegistry | None = None,
 ) -> CompiledStateGraph:
     """The turn graph over ``model`` (any LangChain ``BaseChatModel``).
 
     ``n_ctx`` and ``reply_tokens`` size the window; ``counter`` counts tokens (default: the
-    model's own tokenizer where it has one).
+    model's own tokenizer where it has one); ``personas`` finds the personas a thread may
+    play (default: the built-ins and the ``agentmm.personas`` entry points, loaded on first use).
     """
-    composer = Composer(counter or TokenCounter.for_model(model), system_prompt, n_ctx, reply_tokens)
+    source = _persona_source(personas)
+    composer = Composer(counter or TokenCounter.for_model(model), source, system_prompt, n_ctx, reply_tokens)
     builder = StateGraph(ChatState, context_schema=TurnContext, input_schema=ChatInput)
-    builder.add_node("ingest", ingest)
+    builder.add_node("ingest", Ingest(source))
     builder.add_node("compose", composer)
     builder.add_node("generate", Generator(model))
     builder.add_edge(START, "ingest")

@@ -19,6 +19,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
             monkeypatch.delenv(name)
     monkeypatch.setenv("AGENTMM_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.setenv("AGENTMM_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("AGENTMM_PERSONAS_DIR", str(tmp_path / "personas"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return tmp_path
 

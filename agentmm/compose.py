@@ -1,0 +1,70 @@
+"""The named text parts of a turn's prompt: head (who the agent is), this turn's context, tail.
+
+With a persona the head is its system prompt, description, personality, scenario and example
+dialogue, filled with the thread's seed and start time so it is the same text every turn;
+fired lore is this turn's context; the card's post-history instructions are the tail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agentmm.personas import Persona, activate, lore_text, persona_parts, post_history
+from agentmm.tokens import TokenCounter
+
+# Left out first when a turn does not fit the context, lowest priority first. The system
+# prompt and the user's message are never dropped.
+DROP_ORDER = ("example_dialogue", "lore", "scenario", "personality", "description", "post_history")
+
+
+@dataclass(frozen=True)
+class TurnParts:
+    head: list[tuple[str, str]]
+    turn: list[tuple[str, str]] = field(default_factory=list)
+    tail: list[tuple[str, str]] = field(default_factory=list)
+    lore: list[dict[str, Any]] = field(default_factory=list)
+
+
+def plain_parts(system_prompt: str) -> TurnParts:
+    return TurnParts(head=[("system", system_prompt)])
+
+
+def persona_turn_parts(
+    persona: Persona,
+    recent: Sequence[str],
+    counter: TokenCounter,
+    *,
+    user_name: str,
+    seed: str,
+    now: datetime | None,
+    in_window: str = "",
+    default_system_prompt: str | None = None,
+) -> TurnParts:
+    """The persona's head, the lore that ``recent`` (oldest first, this turn's message last)
+    fires, and its post-history instructions.
+
+    Lore already in ``in_window`` (the stored context of earlier turns still in the prompt)
+    is not inserted again: the model sees it once, and the trace says so.
+    """
+    macro_args: dict[str, Any] = {"seed": seed, "now": now}
+    head_kwargs = dict(macro_args)
+    if default_system_prompt:
+        head_kwargs["default_system_prompt"] = default_system_prompt
+    head = list(persona_parts(persona, user_name, **head_kwargs).items())
+    fired = activate(persona.lorebook, recent, counter.text) if persona.lorebook.entries else []
+    fresh, repeated = [], []
+    for entry in fired:
+        text = lore_text([entry], persona, user_name, **macro_args)
+        (repeated if text and text in in_window else fresh).append(entry)
+    lore = lore_text(fresh, persona, user_name, **macro_args)
+    traced = [{**a.as_trace(), "inserted": True} for a in fresh]
+    traced += [{**a.as_trace(), "inserted": False, "note": "already in the window"} for a in repeated]
+    return TurnParts(
+        head=head,
+        turn=[("lore", lore)] if lore else [],
+        tail=[("post_history", post_history(persona, user_name, **macro_args))],
+        lore=traced,
+    )

@@ -1,0 +1,129 @@
+"""Personas in the turn graph: greeting, persona head, lore in the turn's context, trace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agentmm.graphs.chat import build_graph
+from agentmm.personas import PersonaNotFoundError, PersonaRegistry
+from agentmm.state import TurnContext
+from agentmm.tokens import TokenCounter
+
+WORDS = TokenCounter(lambda text: len(text.split()))
+CARD = """
+name = "Tamsin"
+description = "{{char}} keeps the lighthouse on Gull Rock and talks to {{user}} about the sea."
+personality = "wry, patient"
+greetings = ["*{{char}} waves.* Welcome to Gull Rock, {{user}}.", "Storm's coming, {{user}}."]
+post_history_instructions = "Reply as {{char}} only."
+
+[lorebook]
+scan_depth = 2
+
+[[lorebook.entries]]
+name = "The lamp"
+keys = ["lamp", "light"]
+content = "The lamp is a first-order Fresnel lens from 1871."
+
+[[lorebook.entries]]
+name = "Gulls"
+keys = ["gull"]
+content = "The gulls of Gull Rock steal sandwiches."
+"""
+
+
+class Recording(FakeListChatModel):
+    seen: list[list[BaseMessage]]
+
+    def _stream(self, messages: list[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        self.seen.append(list(messages))
+        return super()._stream(messages, *args, **kwargs)
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> PersonaRegistry:
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    (folder / "tamsin.toml").write_text(CARD)
+    return PersonaRegistry(folder, entry_points=False)
+
+
+def run(graph: Any, text: str, **context: Any) -> dict[str, Any]:
+    return graph.invoke({"input": text}, {"configurable": {"thread_id": "t"}},
+                        context=TurnContext(user_name="Ada", **context))  # fmt: skip
+
+
+def test_persona_thread_greeting_head_lore_and_trace(registry: PersonaRegistry) -> None:
+    model = Recording(responses=["Aye.", "It is old."], seen=[])
+    graph = build_graph(model, InMemorySaver(), counter=WORDS, personas=registry)
+    state = run(graph, "Hello!", persona="tamsin", greeting=1)
+    messages = state["messages"]
+    assert isinstance(messages[0], AIMessage) and messages[0].content == "Storm's coming, Ada."
+    trace = state["trace"]
+    assert trace["persona"] == "Tamsin"
+    assert trace["greeting"] == "Storm's coming, Ada."
+    parts = [p["part"] for p in trace["prompt_parts"]]
+    assert parts == ["system_prompt", "description", "personality", "history", "message", "post_history"]
+    prompt = model.seen[0]
+    assert isinstance(prompt[0], SystemMessage)
+    assert "Tamsin keeps the lighthouse on Gull Rock and talks to Ada" in prompt[0].content
+    assert prompt[-1].content.endswith("Reply as Tamsin only.")
+
+    state = run(graph, "Tell me about the lamp.")  # the thread keeps its persona
+    assert [e["entry"] for e in state["trace"]["lore"]] == ["The lamp"]
+    assert "lore" in [p["part"] for p in state["trace"]["prompt_parts"]]
+    prompt = model.seen[1]
+    assert "Fresnel lens" in prompt[-1].content and "Tell me about the lamp." in prompt[-1].content
+    # The turn's lore is stored with its message, so the next prompt repeats it verbatim.
+    stored = state["messages"][-2]
+    assert isinstance(stored, HumanMessage) and stored.content == "Tell me about the lamp."
+    assert "Fresnel" in stored.additional_kwargs["agentmm_context"]
+
+
+def test_lore_already_in_the_window_is_not_repeated(registry: PersonaRegistry) -> None:
+    graph = build_graph(Recording(responses=["a", "b", "c"], seen=[]), InMemorySaver(), counter=WORDS,
+                        personas=registry)  # fmt: skip
+    run(graph, "The light is bright.", persona="Tamsin")
+    state = run(graph, "Is the light old?")
+    lore = state["trace"]["lore"]
+    assert lore and lore[0]["inserted"] is False
+    assert "lore" not in [p["part"] for p in state["trace"]["prompt_parts"]]
+
+
+def test_head_is_identical_across_turns(registry: PersonaRegistry) -> None:
+    model = Recording(responses=["x"] * 4, seen=[])
+    graph = build_graph(model, InMemorySaver(), counter=WORDS, personas=registry)
+    for text in ["one", "two", "three"]:
+        run(graph, text, persona="Tamsin" if text == "one" else None)
+    heads = {prompt[0].content for prompt in model.seen}
+    assert len(heads) == 1
+    # Append-only: each prompt starts with the previous one's messages (bar the tail instructions).
+    for before, after in zip(model.seen, model.seen[1:], strict=False):
+        assert [m.content for m in after[: len(before) - 1]] == [m.content for m in before[:-1]]
+
+
+def test_small_context_drops_lowest_priority_parts_first(registry: PersonaRegistry) -> None:
+    graph = build_graph(Recording(responses=["x"], seen=[]), InMemorySaver(), counter=WORDS, personas=registry,
+                        n_ctx=110, reply_tokens=40)  # fmt: skip
+    state = run(graph, "Tell me about the lamp and the gull.", persona="Tamsin")
+    dropped = state["trace"]["dropped_parts"]
+    assert dropped and dropped[0] == "lore"
+    assert state["trace"]["budget"]["prompt_tokens"] <= 70
+    assert state["trace"]["lore"][0]["inserted"] is False
+
+
+def test_unknown_persona_saves_nothing(registry: PersonaRegistry) -> None:
+    saver = InMemorySaver()
+    graph = build_graph(Recording(responses=["x"], seen=[]), saver, counter=WORDS, personas=registry)
+    with pytest.raises(PersonaNotFoundError):
+        run(graph, "hi", persona="Nobody")
+    state = run(graph, "hi")
+    assert "persona" not in state
+    assert [m.type for m in state["messages"]] == ["human", "ai"]

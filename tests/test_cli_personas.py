@@ -1,0 +1,103 @@
+"""The personas commands and a persona chat, end to end through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.test_cli import agentmm, assert_one_line_error, ok_json
+
+pytestmark = pytest.mark.e2e
+
+CARD_V2 = {
+    "spec": "chara_card_v2",
+    "spec_version": "2.0",
+    "data": {
+        "name": "Captain Rell",
+        "description": "{{char}} commands the airship Halcyon and distrusts {{user}}.",
+        "personality": "gruff",
+        "scenario": "A storm over the Saltflats.",
+        "first_mes": "*{{char}} squints at {{user}}.* Who let you aboard?",
+        "mes_example": "<START>\n{{user}}: Hi\n{{char}}: Hmph.",
+        "creator_notes": "",
+        "system_prompt": "",
+        "post_history_instructions": "",
+        "alternate_greetings": ["Back again, {{user}}?"],
+        "tags": ["airship"],
+        "creator": "tester",
+        "character_version": "1",
+        "extensions": {"talkativeness": "0.5", "custom_tool": {"x": 1}},
+        "character_book": {
+            "entries": [
+                {
+                    "keys": ["Halcyon"],
+                    "content": "The Halcyon is a brass-hulled airship.",
+                    "enabled": True,
+                    "insertion_order": 10,
+                    "extensions": {"depth": 4},
+                }
+            ],
+            "extensions": {},
+        },
+    },
+}
+
+
+def test_personas_commands_round_trip(tmp_path: Path, isolated_env: Path) -> None:
+    names = [p["name"] for p in ok_json("personas", "list", "--json")["personas"]]
+    assert {"Ilse Varga", "Bram Tolliver", "Nora Quill"} <= set(names)
+
+    card = tmp_path / "rell.json"
+    card.write_text(json.dumps(CARD_V2))
+    assert ok_json("personas", "validate", str(card), "--json")["ok"] is True
+    assert ok_json("personas", "import", str(card), "--json")["name"] == "Captain Rell"
+    shown = ok_json("personas", "show", "captain rell", "--json")
+    assert shown["greetings"][1] == "Back again, {{user}}?"
+
+    out = tmp_path / "out.json"
+    ok_json("personas", "export", "Captain Rell", "--format", "card-v2", "-o", str(out), "--json")
+    assert json.loads(out.read_text()) == CARD_V2  # every field kept, extensions included
+    png = tmp_path / "rell.png"
+    ok_json("personas", "export", "Captain Rell", "--format", "png", "-o", str(png), "--json")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    created = ok_json("personas", "new", "Wren", "--json")
+    assert Path(created["path"]).read_text().startswith("#")
+    assert "Wren" in [p["name"] for p in ok_json("personas", "list", "--json")["personas"]]
+
+
+def test_bad_persona_input_is_one_line(tmp_path: Path) -> None:
+    fake_png = tmp_path / "card.png"
+    fake_png.write_bytes(b"PK\x03\x04 not a png at all")
+    bad_spec = tmp_path / "bad.json"
+    bad_spec.write_text(json.dumps({"spec": "chara_card_v9", "data": {"name": "x"}}))
+    assert_one_line_error(agentmm("personas", "import", str(fake_png)), "")
+    assert_one_line_error(agentmm("personas", "import", str(bad_spec)), "spec")
+    assert_one_line_error(agentmm("personas", "show", "Nobody At All"), "Nobody At All")
+    assert_one_line_error(agentmm("chat", "-m", "hi", "--persona", "Nobody At All"), "Nobody At All")
+    assert_one_line_error(agentmm("chat", "-m", "hi", "--persona", "Ilse Varga", "--greeting", "9"), "greeting 9")
+    invalid = agentmm("personas", "validate", str(bad_spec), "--json")
+    assert invalid.returncode == 1 and json.loads(invalid.stdout)["ok"] is False
+    assert ok_json("threads", "list", "--json")["threads"] == []  # nothing was saved
+
+
+def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path) -> None:
+    card = tmp_path / "rell.json"
+    card.write_text(json.dumps(CARD_V2))
+    ok_json("personas", "import", str(card), "--json")
+    first = ok_json("chat", "-p", "Captain Rell", "--greeting", "1", "-m", "Is the Halcyon safe in this storm?",
+                    "--json", "--max-tokens", "40", "--seed", "4")  # fmt: skip
+    trace = first["trace"]
+    assert trace["persona"] == "Captain Rell"
+    assert trace["greeting"] == "Back again, User?"
+    assert [e["entry"] for e in trace["lore"]] == ["Halcyon"] or trace["lore"][0]["content"].startswith("The Halcyon")
+    parts = [p["part"] for p in trace["prompt_parts"]]
+    assert parts[:2] == ["system_prompt", "description"] and "lore" in parts
+    assert first["reply"].strip()
+    shown = ok_json("threads", "show", first["thread_id"], "--json")
+    assert shown["messages"][0] == {"role": "assistant", "content": "Back again, User?"}
+    # The thread keeps its persona in a second process.
+    second = ok_json("chat", "-m", "Who are you?", "--thread", first["thread_id"], "--json", "--max-tokens", "20")
+    assert second["trace"]["persona"] == "Captain Rell"
