@@ -31,10 +31,14 @@ threads_app = typer.Typer(help="Saved conversations.", no_args_is_help=True)
 models_app = typer.Typer(help="Chat models: shipped, cached and local.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings and where they come from.", no_args_is_help=True)
 personas_app = typer.Typer(help="Personas and character cards (V2/V3, JSON or PNG).", no_args_is_help=True)
+memory_app = typer.Typer(help="Long-term memory: inspect, search, edit, export.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(personas_app, name="personas")
+app.add_typer(memory_app, name="memory")
+app.add_typer(eval_app, name="eval")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (see README for its keys).")]
 
@@ -444,6 +448,187 @@ def personas_validate(file: Path, as_json: JsonFlag = False) -> None:
             sys.stdout.write(f"{file}: ok\n")
     if problems:
         raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------- memory
+
+UserOpt = Annotated[Optional[str], typer.Option("--user", help="Whose memories (default: the user_id setting).")]
+PersonaOpt = Annotated[Optional[str], typer.Option("--persona", help="One persona's memories (default: all).")]
+
+
+@contextmanager
+def _memory_store() -> Iterator[Any]:
+    from agentmm.memory import open_store
+
+    store = open_store(_settings())
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _user(user: str | None) -> str:
+    return user or _settings().user_id
+
+
+def _print_memories(rows: list[dict[str, Any]], as_json: bool, key: str = "memories") -> None:
+    if as_json:
+        _print_json({key: rows})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("id", "scope", "when", "text", *(["score"] if rows and "score" in rows[0] else []))
+    for row in rows:
+        value = row.get("value", row)
+        cells = [row["id"], row.get("scope", ""), str(value.get("when", ""))[:19], str(value.get("content", ""))]
+        if "score" in row:
+            cells.append(f"{row['score']:.4f}")
+        table.add_row(*cells)
+    Console().print(table if rows else "no memories")
+
+
+@memory_app.command("list")
+def memory_list(
+    user: UserOpt = None, persona: PersonaOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50, as_json: JsonFlag = False,
+) -> None:  # fmt: skip
+    """The newest memories."""
+    from agentmm.memory.manage import list_memories
+
+    with _memory_store() as store:
+        _print_memories(list_memories(store, _user(user), persona, limit), as_json)
+
+
+@memory_app.command("search")
+def memory_search(
+    query: str, user: UserOpt = None, persona: PersonaOpt = None,
+    k: Annotated[int, typer.Option("-k")] = 10, as_json: JsonFlag = False,
+) -> None:  # fmt: skip
+    """Search memories the way a turn recalls them (dense + BM25, fused)."""
+    from agentmm.memory.conversation import recall
+    from agentmm.memory.manage import user_scopes
+
+    with _memory_store() as store:
+        found = recall(store, user_scopes(store, _user(user), persona), query, k=k, min_similarity=0.0)
+        _print_memories([r.as_trace() for r in found], as_json, key="results")
+
+
+@memory_app.command("add")
+def memory_add(
+    text: str, user: UserOpt = None, persona: PersonaOpt = None,
+    shared: Annotated[bool, typer.Option("--shared", help="Known to every persona.")] = False,
+    as_json: JsonFlag = False,
+) -> None:  # fmt: skip
+    """Write a memory by hand."""
+    from agentmm.memory.manage import add_memory
+
+    with _memory_store() as store:
+        row = add_memory(store, _user(user), persona, text, shared=shared)
+    if as_json:
+        _print_json(row)
+    else:
+        sys.stdout.write(f"remembered {row['id']}\n")
+
+
+@memory_app.command("forget")
+def memory_forget(memory_id: str, user: UserOpt = None, persona: PersonaOpt = None, as_json: JsonFlag = False) -> None:
+    """Delete one memory by id."""
+    from agentmm.memory.manage import forget
+
+    with _memory_store() as store:
+        row = forget(store, _user(user), persona, memory_id)
+    if as_json:
+        _print_json({"forgotten": row})
+    else:
+        sys.stdout.write(f"forgot {memory_id}\n")
+
+
+@memory_app.command("export")
+def memory_export(file: Path, user: UserOpt = None, persona: PersonaOpt = None, as_json: JsonFlag = False) -> None:
+    """Write memories to a JSON Lines file (lossless: text, metadata, timestamps)."""
+    from agentmm.memory.manage import export_jsonl
+
+    with _memory_store() as store:
+        count = export_jsonl(store, _user(user), persona, file)
+    _print_json({"exported": count, "file": str(file)}) if as_json else sys.stdout.write(
+        f"exported {count} to {file}\n"
+    )
+
+
+@memory_app.command("import")
+def memory_import(file: Path, as_json: JsonFlag = False) -> None:
+    """Load a memory export (checked whole before anything is written)."""
+    from agentmm.memory.manage import import_jsonl
+
+    with _memory_store() as store:
+        count = import_jsonl(store, file)
+    if as_json:
+        _print_json({"imported": count, "file": str(file)})
+    else:
+        sys.stdout.write(f"imported {count}\n")
+
+
+@memory_app.command("stats")
+def memory_stats(user: UserOpt = None, as_json: JsonFlag = False) -> None:
+    """Memories per scope (user/persona)."""
+    from agentmm.memory.manage import stats
+
+    with _memory_store() as store:
+        report = stats(store, user)
+    if as_json:
+        _print_json(report)
+        return
+    for name, count in sorted(report["scopes"].items()):
+        sys.stdout.write(f"{count:8d}  {name}\n")
+    sys.stdout.write(f"{report['total']:8d}  total\n")
+
+
+@eval_app.command("memory")
+def eval_memory(
+    file: Path,
+    k: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "5,10,25,50",
+    retrieval: Annotated[str, typer.Option("--retrieval", help="hybrid or dense.")] = "hybrid",
+    as_json: JsonFlag = False,
+) -> None:
+    """Score memory recall on a LoCoMo-format file: evidence Recall@k and Hit@k per category."""
+    try:
+        ks = sorted({int(part) for part in k.split(",") if part.strip()})
+    except ValueError:
+        raise typer.BadParameter(f"--k takes numbers like 5,10,25: {k!r}") from None
+    if retrieval not in ("hybrid", "dense"):
+        raise typer.BadParameter("--retrieval is hybrid or dense")
+    report = _run_eval(file, ks, retrieval, show_progress=not as_json)
+    if as_json:
+        _print_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = [f"{kind}@{n}" for n in ks for kind in ("recall", "hit")]
+    table = Table("category", "questions", *columns, title=f"memory eval: {file.name} ({retrieval})")
+    rows = [*report["per_category"].items(), ("overall 1-4", report["overall"])]
+    for name, row in rows:
+        table.add_row(name, str(row["questions"]), *(f"{row[c]:.1f}" for c in columns))
+    console = Console()
+    console.print(table)
+    console.print("timings: " + ", ".join(f"{key} {value}" for key, value in report["timings"].items()))
+
+
+def _run_eval(file: Path, ks: list[int], retrieval: str, show_progress: bool) -> dict[str, Any]:
+    from agentmm.memory.evaluate import evaluate_file
+
+    if not show_progress:
+        return evaluate_file(file, ks, retrieval=retrieval, settings=_settings())
+    from rich.progress import Progress
+
+    with Progress(transient=True) as progress:
+        task = progress.add_task("evaluating", total=None)
+
+        def advance(done: int, total: int, stage: str) -> None:
+            progress.update(task, completed=done, total=total, description=stage)
+
+        return evaluate_file(file, ks, retrieval=retrieval, settings=_settings(), progress=advance)
 
 
 def main() -> None:

@@ -17,7 +17,9 @@ from agentmm.tokens import TokenCounter
 
 # Left out first when a turn does not fit the context, lowest priority first. The system
 # prompt and the user's message are never dropped.
-DROP_ORDER = ("example_dialogue", "lore", "scenario", "personality", "description", "post_history")
+DROP_ORDER = (
+    "example_dialogue", "lore", "memories", "scenario", "personality", "summary", "description", "post_history",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ class Trace(TypedDict, total=False):
     persona: str
     greeting: str
     dropped_parts: list[str]
+    remembered: list[dict[str, Any]]
+    summary: dict[str, Any]
     observations: list[dict[str, Any]]
     tool_calls: list[dict[str, Any]]
     interrupted: bool
@@ -53,10 +55,16 @@ class ChatState(TypedDict, total=False):
     # turns) and the post-history instructions placed after this turn's message.
     system_prompt: str
     post_history: str
+    # A thread without a persona keeps the system prompt it started with.
+    base_prompt: str
     # The persona this thread plays (a name the persona registry knows), if any.
     persona: str
     # When the thread began (ISO 8601): fixes the persona's {{date}}/{{time}} macros.
     started_at: str
+    # The rolling summary of the turns that have left the window.
+    summary: str
+    # What recall found for this turn (compose places it with the turn's message).
+    recalled: list[dict[str, Any]]
     trace: Trace
 
 
@@ -83,6 +91,10 @@ class TurnContext:
     persona: str | None = None
     # Which greeting opens a new thread: 0 the main one, 1.. the alternates.
     greeting: int = 0
+    # Whose long-term memory this is: memories are scoped to (user_id, persona).
+    user_id: str = "local"
+    # Also recall from (and write to) the user's memory shared by every persona.
+    shared_memory: bool = False
 
 
 def trace_step(state: ChatState, node: str, **fields: Any) -> Trace:

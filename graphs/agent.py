@@ -17,6 +17,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
+from langgraph.store.base import BaseStore
 from pydantic import BaseModel, Field
 
 from agentmm.errors import EmptyInputError
@@ -56,9 +57,10 @@ class TurnResult(BaseModel):
 class Agent:
     """A chat agent over a LangGraph turn graph.
 
-    With no arguments it runs the configured GGUF model (``Settings.model``) and keeps
-    threads in the data dir. Pass ``model`` (any ``BaseChatModel``) or ``checkpointer`` to
-    replace either; keyword ``overrides`` are settings (``Agent(n_ctx=2048)``).
+    With no arguments it runs the configured GGUF model (``Settings.model``), keeps threads in
+    the data dir and, unless ``settings.memory`` is off, long-term memory in a Chroma store
+    there. Pass ``model`` (any ``BaseChatModel``), ``checkpointer`` (any saver) or ``store``
+    (any ``BaseStore``) to replace one; keyword ``overrides`` are settings (``Agent(n_ctx=2048)``).
     """
 
     def __init__(
@@ -67,6 +69,7 @@ class Agent:
         *,
         model: BaseChatModel | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
+        store: BaseStore | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = settings if settings is not None else load_settings(**overrides)
@@ -76,6 +79,7 @@ class Agent:
         self._checkpointer = checkpointer
         self._graph: CompiledStateGraph | None = None
         self._personas: PersonaRegistry | None = None
+        self._store = store
         self._lock = threading.Lock()
 
     @property
@@ -98,6 +102,30 @@ class Agent:
         return self._checkpointer
 
     @property
+    def store(self) -> BaseStore | None:
+        """Long-term memory (None when ``settings.memory`` is off and none was given)."""
+        if self._store is None and self.settings.memory:
+            from agentmm.memory import open_store
+
+            self._store = open_store(self.settings)
+        return self._store
+
+    def close(self) -> None:
+        """Release the memory store (its directory lock) and the thread database."""
+        close = getattr(self._store, "close", None)
+        if close is not None:
+            close()
+        conn = getattr(self._checkpointer, "conn", None)
+        if conn is not None:
+            conn.close()
+
+    def __enter__(self) -> Agent:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
     def personas(self) -> PersonaRegistry:
         """Built-ins, ``agentmm.personas`` entry points and ``settings.personas_dir``."""
         if self._personas is None:
@@ -115,6 +143,8 @@ class Agent:
                     n_ctx=self.settings.n_ctx,
                     reply_tokens=self.settings.max_tokens,
                     personas=self.personas,
+                    store=self.store,
+                    recall_k=self.settings.memory_k,
                 )
         return self._graph
 
@@ -199,7 +229,11 @@ class TurnStream:
         self.agent = agent
         self.text = text
         self.thread_id = thread_id
-        self.context = TurnContext(user_name=agent.settings.user_name, persona=persona, greeting=greeting)
+        settings = agent.settings
+        self.context = TurnContext(
+            user_name=settings.user_name, persona=persona, greeting=greeting, user_id=settings.user_id,
+            shared_memory=settings.shared_memory,
+        )  # fmt: skip
         self._result: TurnResult | None = None
 
     def cancel(self) -> None:

@@ -8,6 +8,7 @@ survive the process. Later capabilities (perceive, recall, remember) are nodes a
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -23,11 +24,13 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TurnParts, persona_turn_parts, plain_parts
-from agentmm.context import CONTEXT_KEY, plan_window, render, turn_context
+from agentmm.context import CONTEXT_KEY, WindowPlan, plan_window, render, turn_context
 from agentmm.errors import EmptyInputError
+from agentmm.memory.conversation import format_recalled
 from agentmm.personas import PersonaRegistry, greeting
 from agentmm.settings import DEFAULT_SYSTEM_PROMPT
 from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
+from agentmm.summary import fold_into_summary
 from agentmm.tokens import TokenCounter
 
 GRAPH_NAME = "agentmm-chat"
@@ -71,61 +74,89 @@ class Ingest:
 
 
 class Composer:
-    """Plans the prompt: the head (system prompt or persona), as much of the thread as fits,
-    this turn's context (fired lore) with its message, then the post-history instructions."""
+    """Plans the prompt: the head (system prompt or persona, then the rolling summary), as much
+    of the thread as fits, this turn's context (recalled memories, fired lore) with its message,
+    then the post-history instructions. When old turns leave the window they are folded into
+    the summary (``summarize``), all at once."""
 
     def __init__(
-        self, counter: TokenCounter, personas: PersonaSource, system_prompt: str, n_ctx: int, reply_tokens: int
+        self,
+        counter: TokenCounter,
+        personas: PersonaSource,
+        system_prompt: str,
+        n_ctx: int,
+        reply_tokens: int,
+        summarize: Summarizer | None = None,
     ) -> None:
         self.counter = counter
         self.personas = personas
         self.system_prompt = system_prompt
         self.n_ctx = n_ctx
         self.reply_tokens = reply_tokens
+        self.summarize = summarize
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         context = runtime.context or TurnContext()
         messages = state["messages"]
         parts = self._parts(state, config, context)
-        plan = plan_window(
-            messages,
-            state.get("window_start", 0),
-            self.counter,
-            n_ctx=self.n_ctx,
-            reply_tokens=self.reply_tokens,
-            head=parts.head,
-            turn=parts.turn,
-            tail=parts.tail,
-            droppable=DROP_ORDER,
-        )
-        update: dict[str, Any] = {
-            "window_start": plan.window_start,
-            "system_prompt": "\n\n".join(text for name, text in parts.head if name in plan.kept),
-            "post_history": plan.kept.get("post_history", ""),
-        }
-        lore = plan.kept.get("lore", "")
-        if lore:  # the turn's context is stored with its message, so later prompts repeat it exactly
+        memories = format_recalled(state.get("recalled") or [], context.user_name)
+        turn = [("memories", memories), *parts.turn]
+        summary = state.get("summary", "")
+        plan = self._plan(state, parts, turn, summary)
+        update: dict[str, Any] = {"window_start": plan.window_start}
+        trace: dict[str, Any] = {}
+        if plan.folded_messages and self.summarize is not None:
+            folded = messages[state.get("window_start", 0) : plan.window_start]
+            summary = self.summarize(summary, folded, context, state.get("persona") or "Assistant")
+            plan = self._plan({**state, "window_start": plan.window_start}, parts, turn, summary)
+            update["summary"] = summary
+            trace["summary"] = {"updated": True, "folded_messages": len(folded), "text": summary}
+        elif summary:
+            trace["summary"] = {"updated": False, "text": summary}
+        head_names = [name for name, _ in parts.head] + ["summary"]
+        update["system_prompt"] = "\n\n".join(plan.kept[name] for name in head_names if name in plan.kept)
+        update["post_history"] = plan.kept.get("post_history", "")
+        if not state.get("persona"):
+            update["base_prompt"] = parts.head[0][1]
+        stored = "\n\n".join(plan.kept[name] for name in ("memories", "lore") if name in plan.kept)
+        if stored:  # the turn's context is stored with its message, so later prompts repeat it exactly
             newest = messages[-1]
-            update["messages"] = [newest.model_copy(update={"additional_kwargs": {**newest.additional_kwargs,
-                                                                                    CONTEXT_KEY: lore}})]  # fmt: skip
+            extra = {**newest.additional_kwargs, CONTEXT_KEY: stored}
+            update["messages"] = [newest.model_copy(update={"additional_kwargs": extra})]
+        lore = parts.lore
+        if "lore" in plan.dropped:
+            lore = [{**entry, "inserted": False, "note": "dropped to fit the context"} for entry in lore]
         update["trace"] = trace_step(
             state,
             "compose",
             prompt_parts=plan.parts,
             budget={**plan.budget, "folded_this_turn": plan.folded_messages},
             tokenizer="model" if self.counter.exact else "approximate",
-            lore=parts.lore
-            if lore or "lore" not in plan.dropped
-            else [{**entry, "inserted": False, "note": "dropped to fit the context"} for entry in parts.lore],
+            lore=lore,
             dropped_parts=plan.dropped,
+            **trace,
         )
         return update
+
+    def _plan(self, state: ChatState, parts: TurnParts, turn: list[tuple[str, str]], summary: str) -> WindowPlan:
+        summary_part = f"Summary of the conversation so far:\n{summary}" if summary else ""
+        return plan_window(
+            state["messages"],
+            state.get("window_start", 0),
+            self.counter,
+            n_ctx=self.n_ctx,
+            reply_tokens=self.reply_tokens,
+            head=[*parts.head, ("summary", summary_part)],
+            turn=turn,
+            tail=parts.tail,
+            droppable=DROP_ORDER,
+        )
 
     def _parts(self, state: ChatState, config: RunnableConfig, context: TurnContext) -> TurnParts:
         name = state.get("persona")
         if not name:
             # Fixed once per thread, so the prompt head never changes under it.
-            return plain_parts(state.get("system_prompt") or self.system_prompt)
+            return plain_parts(state.get("base_prompt") or self.system_prompt)
         persona = self.personas().get(name)
         window = state["messages"][state.get("window_start", 0) :]
         return persona_turn_parts(
@@ -137,6 +168,18 @@ class Composer:
             now=_when(state.get("started_at")),
             in_window="\n".join(turn_context(m) for m in window),
         )
+
+
+Summarizer = Callable[[str, list[BaseMessage], TurnContext, str], str]
+
+
+def model_summarizer(model: BaseChatModel) -> Summarizer:
+    """Fold turns into the summary with the chat model itself."""
+
+    def summarize(previous: str, folded: list[BaseMessage], context: TurnContext, char_name: str) -> str:
+        return fold_into_summary(model, previous, folded, user_name=context.user_name, char_name=char_name)
+
+    return summarize
 
 
 def thread_seed(config: RunnableConfig) -> str:
@@ -240,23 +283,38 @@ def build_graph(
     reply_tokens: int = 512,
     counter: TokenCounter | None = None,
     personas: PersonaRegistry | None = None,
+    summarize: bool = True,
+    recall_k: int = 5,
 ) -> CompiledStateGraph:
     """The turn graph over ``model`` (any LangChain ``BaseChatModel``).
 
     ``n_ctx`` and ``reply_tokens`` size the window; ``counter`` counts tokens (default: the
     model's own tokenizer where it has one); ``personas`` finds the personas a thread may
     play (default: the built-ins and the ``agentmm.personas`` entry points, loaded on first use).
+    With a ``store`` (any LangGraph ``BaseStore``) each turn recalls up to ``recall_k``
+    memories before compose and remembers the exchange after generate. ``summarize`` folds
+    turns that leave the window into a rolling summary written by ``model``.
     """
+    from agentmm.graphs.memory import Recall, Remember
+
     source = _persona_source(personas)
-    composer = Composer(counter or TokenCounter.for_model(model), source, system_prompt, n_ctx, reply_tokens)
+    composer = Composer(
+        counter or TokenCounter.for_model(model), source, system_prompt, n_ctx, reply_tokens,
+        model_summarizer(model) if summarize else None,
+    )  # fmt: skip
     builder = StateGraph(ChatState, context_schema=TurnContext, input_schema=ChatInput)
     builder.add_node("ingest", Ingest(source))
     builder.add_node("compose", composer)
     builder.add_node("generate", Generator(model))
-    builder.add_edge(START, "ingest")
-    builder.add_edge("ingest", "compose")
-    builder.add_edge("compose", "generate")
-    builder.add_edge("generate", END)
+    steps = ["ingest", "compose", "generate"]
+    if store is not None:
+        builder.add_node("recall", Recall(k=recall_k))
+        builder.add_node("remember", Remember())
+        steps = ["ingest", "recall", "compose", "generate", "remember"]
+    builder.add_edge(START, steps[0])
+    for before, after in itertools.pairwise(steps):
+        builder.add_edge(before, after)
+    builder.add_edge(steps[-1], END)
     return builder.compile(checkpointer=checkpointer, store=store, name=GRAPH_NAME)
 
 

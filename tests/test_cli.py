@@ -27,8 +27,8 @@ def agentmm(
     )  # fmt: skip
 
 
-def ok_json(*args: str) -> Any:
-    done = agentmm(*args)
+def ok_json(*args: str, env: dict[str, str] | None = None) -> Any:
+    done = agentmm(*args, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

@@ -1,0 +1,69 @@
+"""Long-term memory: a LangGraph store over Chroma, local embeddings, hybrid recall.
+
+Importing this package is cheap: chromadb, LangGraph's store and sentence-transformers
+load on first use of the name that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from agentmm.memory.errors import (
+    EmbedderError,
+    EmbeddingDimsMismatchError,
+    InvalidFilterError,
+    MemoryStoreError,
+    StoreInUseError,
+    StoreUnreachableError,
+)
+
+MEMORY_DIR = "memory"
+
+if TYPE_CHECKING:
+    from agentmm.memory.chroma_store import ChromaStore
+    from agentmm.memory.embeddings import SentenceTransformerEmbeddings
+    from agentmm.memory.retrieval import HybridHit, ahybrid_search, hybrid_search
+
+_LAZY = {
+    "ChromaStore": "agentmm.memory.chroma_store",
+    "SentenceTransformerEmbeddings": "agentmm.memory.embeddings",
+    "HybridHit": "agentmm.memory.retrieval",
+    "hybrid_search": "agentmm.memory.retrieval",
+    "ahybrid_search": "agentmm.memory.retrieval",
+}
+
+__all__ = [
+    "ChromaStore",
+    "EmbedderError",
+    "EmbeddingDimsMismatchError",
+    "HybridHit",
+    "InvalidFilterError",
+    "MemoryStoreError",
+    "SentenceTransformerEmbeddings",
+    "StoreInUseError",
+    "StoreUnreachableError",
+    "ahybrid_search",
+    "hybrid_search",
+]
+
+
+def open_store(settings: Any) -> ChromaStore:
+    """The configured memory store: a Chroma server by URL, else embedded in the data dir,
+    with the configured sentence-transformers embeddings (loaded on first use)."""
+    from agentmm.memory.chroma_store import ChromaStore
+    from agentmm.memory.embeddings import SentenceTransformerEmbeddings
+
+    index = SentenceTransformerEmbeddings(settings.embedding_model).index_config()
+    if settings.memory_url:
+        return ChromaStore.from_url(settings.memory_url, index=index)
+    return ChromaStore.from_path(settings.data_dir / MEMORY_DIR, index=index)
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

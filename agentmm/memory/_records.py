@@ -1,0 +1,124 @@
+"""How LangGraph items are laid out in Chroma records.
+
+Three collections per store:
+
+- ``items``: one record per item. The value is the JSON document; the namespace, key and
+  timestamps are metadata, with one ``ns:<i>`` key per namespace label so a search scope is
+  an exact equality on each label (``("u1",)`` never matches ``("u10",)``). Chroma requires
+  an embedding on every record, so items carry a 1-d placeholder derived from their id.
+- ``vectors``: one record per embedded text (an item indexes one or more fields), pointing
+  at its item; cosine space, with a high ``ef_search`` for recall.
+- ``namespaces``: one record per namespace that holds items, so listing namespaces does not
+  scan every item.
+
+Ids are hashes of (namespace, key): fixed length and free of any character a label or key
+may contain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from langgraph.store.base import InvalidNamespaceError, Item
+
+NAMESPACE = "ns"
+DEPTH = "depth"
+KEY = "key"
+CREATED_AT = "created_at"
+UPDATED_AT = "updated_at"
+VECTOR_COUNT = "nvec"
+ITEM = "item"
+PATH = "path"
+DIMS = "agentmm:dims"
+
+
+def level(i: int) -> str:
+    """Metadata key of the i-th namespace label."""
+    return f"ns:{i}"
+
+
+def item_id(namespace: tuple[str, ...], key: str) -> str:
+    """Record id of an item."""
+    return _digest(json.dumps([list(namespace), key], ensure_ascii=False))
+
+
+def namespace_id(namespace: tuple[str, ...]) -> str:
+    """Record id of a namespace in the registry."""
+    return _digest(json.dumps(list(namespace), ensure_ascii=False))
+
+
+def vector_id(item: str, index: int) -> str:
+    """Record id of the index-th embedded text of an item."""
+    return f"{item}:{index}"
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def placeholder_embedding(record_id: str) -> list[float]:
+    """A 1-d stand-in vector; distinct per record so the index never sees a pile of ties."""
+    return [int(record_id[:8], 16) / 0xFFFFFFFF]
+
+
+def check_labels(namespace: Sequence[str], *, allow_empty: bool = True) -> None:
+    """LangGraph's label rules, also for ops passed straight to ``batch``.
+
+    Labels are joined with ``.`` in metadata, so a label containing one could reach into
+    another namespace; labels are strings, non-empty, without ``.`` or NUL.
+    """
+    if not namespace and not allow_empty:
+        raise InvalidNamespaceError("Namespace cannot be empty.")
+    for label in namespace:
+        if not isinstance(label, str) or not label or "." in label or "\x00" in label:
+            raise InvalidNamespaceError(
+                f"Invalid namespace label {label!r} in {tuple(namespace)}: labels are non-empty "
+                "strings without '.' or NUL"
+            )
+
+
+def namespace_metadata(namespace: tuple[str, ...]) -> dict[str, str | int]:
+    """Metadata that places a record in its namespace."""
+    metadata: dict[str, str | int] = {NAMESPACE: ".".join(namespace), DEPTH: len(namespace)}
+    for i, label in enumerate(namespace):
+        metadata[level(i)] = label
+    return metadata
+
+
+def scope_clauses(prefix: Sequence[str]) -> list[dict[str, Any]]:
+    """Where-clauses selecting the records whose namespace starts with ``prefix``."""
+    return [{level(i): label} for i, label in enumerate(prefix)]
+
+
+def combine(clauses: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Chroma wants ``$and`` only for two or more clauses."""
+    if not clauses:
+        return None
+    if len(clauses) == 1:
+        return dict(clauses[0])
+    return {"$and": [dict(c) for c in clauses]}
+
+
+def namespace_of(metadata: Mapping[str, Any]) -> tuple[str, ...]:
+    """The namespace a record's metadata places it in."""
+    return tuple(str(metadata[NAMESPACE]).split("."))
+
+
+def now_iso() -> str:
+    """UTC now at microsecond precision; fixed width, so strings sort by time."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def decode_item(metadata: Mapping[str, Any], document: str) -> Item:
+    """Rebuild a LangGraph ``Item`` from its record."""
+    return Item(
+        value=json.loads(document),
+        key=str(metadata[KEY]),
+        namespace=namespace_of(metadata),
+        created_at=datetime.fromisoformat(str(metadata[CREATED_AT])),
+        updated_at=datetime.fromisoformat(str(metadata[UPDATED_AT])),
+    )

@@ -1,0 +1,634 @@
+"""A LangGraph ``BaseStore`` over chromadb: agentmm's long-term memory.
+
+Embedded (``from_path``: a ``PersistentClient`` directory, guarded so only one process opens
+it) or a Chroma server (``from_url``: any number of processes). Records are laid out as
+``_records`` describes. Semantics follow LangGraph's own stores:
+
+- reads in a batch see the store as it was before the batch; puts are applied last, the
+  last put to one (namespace, key) winning;
+- a search without a query returns the newest items first (as the Postgres and SQLite
+  stores do); with a query, items ranked by their best-matching text (cosine similarity in
+  ``score``), then items that have no vectors, unscored (as ``InMemoryStore`` does);
+- filters are LangGraph's (``filters``), checked exactly in Python after Chroma has
+  narrowed the candidates;
+- ``created_at`` survives updates; ``updated_at`` moves.
+
+Writes are built in full (JSON, metadata, vectors) before the first one reaches Chroma, so
+a bad value or a failing embedder leaves the store untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import warnings
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
+
+from langgraph.store.base import (
+    BaseStore,
+    GetOp,
+    IndexConfig,
+    Item,
+    ListNamespacesOp,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    ensure_embeddings,
+    get_text_at_path,
+    tokenize_path,
+)
+
+from agentmm.memory import _records as rec
+from agentmm.memory._journal import ItemRef, Revision
+from agentmm.memory._lock import DirectoryLock
+from agentmm.memory.errors import EmbeddingDimsMismatchError, MemoryStoreError, StoreUnreachableError
+from agentmm.memory.filters import matches, namespace_matches, pushdown, scalar_metadata, validate
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+    from langchain_core.embeddings import Embeddings
+
+DEFAULT_SEARCH_EF = 400
+DEFAULT_COLLECTION_PREFIX = "agentmm"
+DEFAULT_PORT = 8000
+MAX_PAGE = 5000
+# How many nearest vectors a query search reads before giving up on filling its page with
+# items that pass a filter Chroma cannot check itself (nested fields, $ne, lists).
+MAX_CANDIDATES = 5000
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Plan:
+    """What a batch needs before it touches Chroma: its ops, deduplicated puts, texts to embed."""
+
+    ops: list[Op]
+    puts: dict[ItemRef, PutOp] = field(default_factory=dict)
+    queries: list[str] = field(default_factory=list)
+    texts: dict[str, list[tuple[tuple[str, ...], str, str]]] = field(default_factory=dict)
+
+
+class ChromaStore(BaseStore):
+    """LangGraph store backed by Chroma, with optional semantic search.
+
+    Pass ``index`` (``{"dims": 384, "embed": embedder, "fields": ["text"]}``) to embed the
+    given fields of every put and allow ``search(..., query=...)``.
+    """
+
+    supports_ttl = False
+
+    def __init__(
+        self,
+        client: ClientAPI,
+        *,
+        index: IndexConfig | None = None,
+        collection_prefix: str = DEFAULT_COLLECTION_PREFIX,
+        search_ef: int = DEFAULT_SEARCH_EF,
+        location: str = "chroma",
+        dir_lock: DirectoryLock | None = None,
+    ) -> None:
+        self.location = location
+        self.index_config: IndexConfig | None = dict(index) if index else None  # type: ignore[assignment]
+        self.embeddings: Embeddings | None = ensure_embeddings(index["embed"]) if index else None
+        self._fields: list[tuple[str, str | list[str]]] = [
+            (p, p if p == "$" else tokenize_path(p)) for p in ((index or {}).get("fields") or ["$"])
+        ]
+        self._client = client
+        self._dir_lock = dir_lock
+        # Only an embedded store knows every write made to it (no other process may write).
+        self._journal = dir_lock.journal if dir_lock is not None else None
+        self._mutex = threading.RLock()
+        self._closed = False
+        self._items = self._collection(f"{collection_prefix}-items", {"space": "l2"})
+        self._namespaces = self._collection(f"{collection_prefix}-namespaces", {"space": "l2"})
+        self._vectors = self._collection(f"{collection_prefix}-vectors", {"space": "cosine", "ef_search": search_ef})
+        self._tune_search_ef(search_ef)
+        self._check_dims()
+        # Chroma turns one read into one SQL statement with a variable per record, and SQLite
+        # refuses more than 32,766: every unbounded read is paged at the write batch size.
+        self._max_batch = max(1, int(client.get_max_batch_size()))
+        self._page = min(self._max_batch, MAX_PAGE)
+        self._max_candidates = min(self._max_batch, MAX_CANDIDATES)
+
+    # --- construction -------------------------------------------------------------------
+
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path,
+        *,
+        index: IndexConfig | None = None,
+        collection_prefix: str = DEFAULT_COLLECTION_PREFIX,
+        search_ef: int = DEFAULT_SEARCH_EF,
+    ) -> ChromaStore:
+        """Open (or create) an embedded store in a directory this process then holds."""
+        lock = DirectoryLock(Path(path).expanduser())
+        lock.acquire()
+        client = None
+        try:
+            import chromadb
+            from chromadb.config import Settings
+
+            client = chromadb.PersistentClient(path=str(lock.directory), settings=Settings(anonymized_telemetry=False))
+            return cls(
+                client,
+                index=index,
+                collection_prefix=collection_prefix,
+                search_ef=search_ef,
+                location=str(lock.directory),
+                dir_lock=lock,
+            )
+        except BaseException:
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    client.close()
+            lock.release()
+            raise
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        index: IndexConfig | None = None,
+        headers: Mapping[str, str] | None = None,
+        collection_prefix: str = DEFAULT_COLLECTION_PREFIX,
+        search_ef: int = DEFAULT_SEARCH_EF,
+    ) -> ChromaStore:
+        """Connect to a Chroma server (``chroma run``), e.g. ``http://127.0.0.1:8000``."""
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise MemoryStoreError(f"memory store URL {url!r} is not an http(s) URL")
+        import chromadb
+        from chromadb.config import Settings
+
+        try:
+            client = chromadb.HttpClient(
+                host=parts.hostname,
+                port=parts.port or (443 if parts.scheme == "https" else DEFAULT_PORT),
+                ssl=parts.scheme == "https",
+                headers=dict(headers or {}),
+                settings=Settings(anonymized_telemetry=False),
+            )
+            client.heartbeat()
+        except Exception as exc:
+            raise StoreUnreachableError(f"no Chroma server answers at {url}: {exc}") from exc
+        return cls(client, index=index, collection_prefix=collection_prefix, search_ef=search_ef, location=url)
+
+    def _collection(self, name: str, hnsw: dict[str, Any]) -> Collection:
+        return self._client.get_or_create_collection(
+            name,
+            embedding_function=None,
+            configuration={"hnsw": hnsw},  # type: ignore[arg-type, typeddict-item]
+        )
+
+    def _tune_search_ef(self, search_ef: int) -> None:
+        """A collection made earlier keeps its own ef_search; raise it to the one asked for."""
+        with warnings.catch_warnings():
+            # Chroma calls a collection made with embedding_function=None "legacy"; nothing to act on.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            hnsw = (self._vectors.configuration or {}).get("hnsw") or {}
+        if hnsw.get("ef_search") != search_ef:
+            with contextlib.suppress(Exception):
+                self._vectors.modify(configuration={"hnsw": {"ef_search": search_ef}})
+
+    def _check_dims(self) -> None:
+        """Refuse an embedder whose vectors are not as wide as the ones already stored."""
+        if not self.index_config:
+            return
+        dims = int(self.index_config["dims"])
+        stored = (self._vectors.metadata or {}).get(rec.DIMS)
+        if stored is None:
+            sample = self._vectors.get(limit=1, include=["embeddings"])
+            embeddings = sample.get("embeddings")
+            if embeddings is not None and len(embeddings) > 0:
+                stored = len(embeddings[0])
+            else:
+                self._vectors.modify(metadata={rec.DIMS: dims})
+                return
+        if int(stored) != dims:
+            raise EmbeddingDimsMismatchError(
+                f"memory store {self.location} holds {stored}-dim vectors but the embedder makes {dims}-dim ones; "
+                "use the same embedding model or another store"
+            )
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def restore_timestamps(self, rows: Sequence[tuple[tuple[str, ...], str, str, str]]) -> None:
+        """Set (namespace, key, created_at, updated_at) on existing items: an import keeps the
+        exported times, so export -> import -> export is identical."""
+        with self._mutex:
+            for chunk in _chunks(list(rows), self._max_batch):
+                ids = [rec.item_id(namespace, key) for namespace, key, _, _ in chunk]
+                found = self._existing_metadata(ids)
+                updates = [
+                    (record, {**found[record], rec.CREATED_AT: created, rec.UPDATED_AT: updated})
+                    for record, (_, _, created, updated) in zip(ids, chunk, strict=True)
+                    if record in found
+                ]
+                if updates:
+                    self._items.update(ids=[r for r, _ in updates], metadatas=[m for _, m in updates])
+
+    def close(self) -> None:
+        """Release the Chroma client and, for an embedded store, the directory lock."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._client.close()
+            if self._dir_lock is not None:
+                self._dir_lock.release()
+
+    def __enter__(self) -> ChromaStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # --- change tracking ----------------------------------------------------------------
+
+    @property
+    def revision(self) -> Revision | None:
+        """A token of the store's state for caches; ``None`` for a server store, which others change."""
+        return self._journal.revision if self._journal is not None else None
+
+    def changed_since(self, revision: Revision) -> set[ItemRef] | None:
+        """(namespace, key) of the items written since ``revision``, or ``None`` if unknown."""
+        return self._journal.changed_since(revision) if self._journal is not None else None
+
+    # --- BaseStore ----------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        """Run ops in order; embeddings are computed before Chroma is touched."""
+        plan = self._plan(ops)
+        queries: dict[str, list[float]] = {}
+        vectors: dict[str, list[float]] = {}
+        if self.embeddings is not None:
+            queries = {q: self.embeddings.embed_query(q) for q in plan.queries}
+            texts = list(plan.texts)
+            if texts:
+                vectors = dict(zip(texts, self.embeddings.embed_documents(texts), strict=True))
+        return self._execute(plan, queries, vectors)
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        """Async twin of :meth:`batch`: embeds with the async API, runs Chroma in a thread."""
+        plan = self._plan(ops)
+        queries: dict[str, list[float]] = {}
+        vectors: dict[str, list[float]] = {}
+        if self.embeddings is not None:
+            embedded = await asyncio.gather(*(self.embeddings.aembed_query(q) for q in plan.queries))
+            queries = dict(zip(plan.queries, embedded, strict=True))
+            texts = list(plan.texts)
+            if texts:
+                vectors = dict(zip(texts, await self.embeddings.aembed_documents(texts), strict=True))
+        return await asyncio.to_thread(self._execute, plan, queries, vectors)
+
+    # --- planning -----------------------------------------------------------------------
+
+    def _plan(self, ops: Iterable[Op]) -> _Plan:
+        plan = _Plan(ops=list(ops))
+        for op in plan.ops:
+            if isinstance(op, PutOp):
+                rec.check_labels(op.namespace, allow_empty=False)
+                plan.puts[(tuple(op.namespace), str(op.key))] = op
+            elif isinstance(op, GetOp):
+                rec.check_labels(op.namespace)
+            elif isinstance(op, SearchOp):
+                rec.check_labels(op.namespace_prefix)
+                validate(op.filter)
+                if op.query and self.embeddings is not None and op.query not in plan.queries:
+                    plan.queries.append(op.query)
+            elif isinstance(op, ListNamespacesOp):
+                for condition in op.match_conditions or ():
+                    rec.check_labels(condition.path)
+            else:
+                raise ValueError(f"Unknown operation type: {type(op)}")
+        if self.embeddings is not None:
+            plan.texts = self._texts_to_embed(plan.puts)
+        return plan
+
+    def _texts_to_embed(self, puts: Mapping[ItemRef, PutOp]) -> dict[str, list[tuple[tuple[str, ...], str, str]]]:
+        """Each distinct text once, with every (namespace, key, path) it was found at."""
+        texts: dict[str, list[tuple[tuple[str, ...], str, str]]] = defaultdict(list)
+        for (namespace, key), op in puts.items():
+            if op.value is None or op.index is False:
+                continue
+            paths = self._fields if op.index is None else [(p, tokenize_path(p)) for p in op.index]
+            for path, tokens in paths:
+                found = get_text_at_path(op.value, tokens)
+                if len(found) == 1:
+                    texts[found[0]].append((namespace, key, path))
+                else:
+                    for i, text in enumerate(found):
+                        texts[text].append((namespace, key, f"{path}.{i}"))
+        return texts
+
+    # --- execution ----------------------------------------------------------------------
+
+    def _execute(
+        self, plan: _Plan, queries: Mapping[str, list[float]], vectors: Mapping[str, list[float]]
+    ) -> list[Result]:
+        with self._mutex:
+            if self._closed:
+                raise MemoryStoreError(f"memory store {self.location} is closed")
+            results: list[Result] = [None] * len(plan.ops)
+            gets = [(i, op) for i, op in enumerate(plan.ops) if isinstance(op, GetOp)]
+            if gets:
+                found = self._fetch_items([rec.item_id(tuple(op.namespace), str(op.key)) for _, op in gets])
+                for i, op in gets:
+                    results[i] = found.get(rec.item_id(tuple(op.namespace), str(op.key)))
+            for i, op in enumerate(plan.ops):
+                if isinstance(op, SearchOp):
+                    results[i] = self._search(op, queries.get(op.query) if op.query else None)
+                elif isinstance(op, ListNamespacesOp):
+                    results[i] = self._list_namespaces(op)
+            if plan.puts:
+                self._apply_puts(plan, vectors)
+            return results
+
+    def _scan(
+        self, collection: Collection, where: dict[str, Any] | None, *, documents: bool = False
+    ) -> Iterator[tuple[str, Mapping[str, Any], str]]:
+        """Every record matching ``where``, page by page: (id, metadata, document or "")."""
+        include: list[Any] = ["metadatas", "documents"] if documents else ["metadatas"]
+        offset = 0
+        while True:
+            got = collection.get(where=where, limit=self._page, offset=offset, include=include)
+            ids = got["ids"]
+            docs = got["documents"] if documents else [""] * len(ids)
+            yield from zip(ids, got["metadatas"], docs, strict=True)
+            if len(ids) < self._page:
+                return
+            offset += len(ids)
+
+    def _fetch_items(self, ids: Sequence[str]) -> dict[str, Item]:
+        found: dict[str, Item] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), self._max_batch):
+            got = self._items.get(ids=chunk, include=["metadatas", "documents"])
+            for record_id, metadata, document in zip(got["ids"], got["metadatas"], got["documents"], strict=True):
+                found[record_id] = rec.decode_item(metadata, document)
+        return found
+
+    # --- search -------------------------------------------------------------------------
+
+    def _search(self, op: SearchOp, query_vector: list[float] | None) -> list[SearchItem]:
+        prefix = tuple(op.namespace_prefix)
+        clauses = rec.scope_clauses(prefix) + pushdown(op.filter)
+        if query_vector is None:
+            page = self._newest_first(clauses, op.filter, prefix, op.offset, op.offset + op.limit)
+            return [_search_item(item, None) for item in page]
+        ranked = self._nearest(query_vector, clauses, op, prefix)
+        want = op.offset + op.limit
+        page = [_search_item(item, score) for item, score in ranked[op.offset : want]]
+        if len(ranked) < want:
+            # Like InMemoryStore: items without vectors follow the ranked ones, unscored.
+            start = max(0, op.offset - len(ranked))
+            unranked = self._newest_first(
+                [*clauses, {rec.VECTOR_COUNT: 0}], op.filter, prefix, start, start + op.limit - len(page)
+            )
+            page += [_search_item(item, None) for item in unranked]
+        return page
+
+    def _newest_first(
+        self,
+        clauses: list[dict[str, Any]],
+        filter: Mapping[str, Any] | None,
+        prefix: tuple[str, ...],
+        start: int,
+        stop: int,
+    ) -> list[Item]:
+        """The [start:stop] slice of the items in scope that pass the filter, newest first."""
+        where = rec.combine(clauses)
+        if filter:
+            items = [
+                item
+                for _, metadata, document in self._scan(self._items, where, documents=True)
+                if (item := rec.decode_item(metadata, document)).namespace[: len(prefix)] == prefix
+                and matches(item.value, filter)
+            ]
+            return sorted(items, key=lambda it: (it.updated_at, it.key), reverse=True)[start:stop]
+        # No filter: order on metadata alone, then fetch the documents of the slice only.
+        order = sorted(
+            ((record_id, metadata) for record_id, metadata, _ in self._scan(self._items, where)),
+            key=lambda r: (str(r[1][rec.UPDATED_AT]), str(r[1][rec.KEY])),
+            reverse=True,
+        )
+        page = [record_id for record_id, _ in order[start:stop]]
+        found = self._fetch_items(page)
+        return [found[i] for i in page if i in found]
+
+    def _nearest(
+        self, query_vector: list[float], clauses: list[dict[str, Any]], op: SearchOp, prefix: tuple[str, ...]
+    ) -> list[tuple[Item, float]]:
+        """Items ranked by their closest vector, enough of them to fill the page after filtering.
+
+        The first query is unfiltered and checked here: enough whenever the scope holds much
+        of the store (one user's memories), and ~10x cheaper than Chroma's metadata filter
+        (4 vs 45 ms at 10k vectors, measured). Only when the nearest vectors overall do not
+        fill the page from the scope does Chroma filter, reading deeper until the page fills.
+        """
+        want = op.offset + op.limit
+        if want <= 0:
+            return []
+        n = min(self._max_candidates, max(2 * want, 20))
+        items: dict[str, Item | None] = {}
+        ranked, exhausted = self._rank(query_vector, None, n, op, prefix, items)
+        where = rec.combine(clauses)
+        while len(ranked) < want and not exhausted:
+            ranked, exhausted = self._rank(query_vector, where, n, op, prefix, items)
+            if n >= self._max_candidates:
+                break
+            n = min(self._max_candidates, n * 4)
+        return ranked
+
+    def _rank(
+        self,
+        query_vector: list[float],
+        where: dict[str, Any] | None,
+        n: int,
+        op: SearchOp,
+        prefix: tuple[str, ...],
+        items: dict[str, Item | None],
+    ) -> tuple[list[tuple[Item, float]], bool]:
+        """The in-scope items passing the filter among the n nearest vectors; and whether that was all."""
+        got = self._vectors.query(
+            query_embeddings=[query_vector], n_results=n, where=where, include=["metadatas", "distances"]
+        )
+        metadatas = (got["metadatas"] or [[]])[0]
+        distances = (got["distances"] or [[]])[0]
+        best: dict[str, float] = {}
+        for metadata, distance in zip(metadatas, distances, strict=True):
+            if rec.namespace_of(metadata)[: len(prefix)] == prefix:
+                best.setdefault(str(metadata[rec.ITEM]), float(distance))
+        missing = [i for i in best if i not in items]
+        fetched = self._fetch_items(missing)
+        items.update({i: fetched.get(i) for i in missing})
+        ranked = [
+            (item, 1.0 - distance)
+            for record_id, distance in best.items()
+            if (item := items[record_id]) is not None
+            and item.namespace[: len(prefix)] == prefix
+            and matches(item.value, op.filter)
+        ]
+        return ranked, len(metadatas) < n
+
+    # --- namespaces ---------------------------------------------------------------------
+
+    def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        namespaces = [rec.namespace_of(metadata) for _, metadata, _ in self._scan(self._namespaces, None)]
+        for condition in op.match_conditions or ():
+            namespaces = [ns for ns in namespaces if namespace_matches(ns, condition.match_type, tuple(condition.path))]
+        if op.max_depth is not None:
+            namespaces = [ns[: op.max_depth] for ns in namespaces]
+        return sorted(set(namespaces))[op.offset : op.offset + op.limit]
+
+    def _register(self, namespaces: Iterable[tuple[str, ...]]) -> None:
+        """Make sure the namespaces are listed; called after their items are written.
+
+        Reading first spares a write (each costs a disk sync) for namespaces already listed.
+        Reading *after* the item write keeps this safe against a concurrent emptying of the
+        namespace, whose re-check (``_unregister_if_empty``) then sees the new item.
+        """
+        rows = {rec.namespace_id(ns): rec.namespace_metadata(ns) for ns in namespaces}
+        for chunk in _chunks(list(rows), self._max_batch):
+            for listed in self._namespaces.get(ids=list(chunk), include=[])["ids"]:
+                rows.pop(listed, None)
+        for chunk in _chunks(list(rows.items()), self._max_batch):
+            self._namespaces.upsert(
+                ids=[i for i, _ in chunk],
+                embeddings=[rec.placeholder_embedding(i) for i, _ in chunk],
+                metadatas=[m for _, m in chunk],
+            )
+
+    def _unregister_if_empty(self, namespaces: Iterable[tuple[str, ...]]) -> None:
+        """Drop emptied namespaces from the registry; re-check so a concurrent put is never hidden."""
+        for ns in namespaces:
+            if self._has_items(ns):
+                continue
+            self._namespaces.delete(ids=[rec.namespace_id(ns)])
+            if self._has_items(ns):
+                self._register([ns])
+
+    def _has_items(self, namespace: tuple[str, ...]) -> bool:
+        got = self._items.get(where={rec.NAMESPACE: ".".join(namespace)}, limit=1, include=[])
+        return bool(got["ids"])
+
+    # --- writes -------------------------------------------------------------------------
+
+    def _apply_puts(self, plan: _Plan, text_vectors: Mapping[str, list[float]]) -> None:
+        now = rec.now_iso()
+        ids = {ref: rec.item_id(*ref) for ref in plan.puts}
+        existing = self._existing_metadata(list(ids.values()))
+        by_item = self._vectors_by_item(plan, text_vectors)
+
+        item_rows: list[tuple[str, str, dict[str, Any]]] = []
+        vector_rows: list[tuple[str, list[float], dict[str, Any]]] = []
+        deleted: list[str] = []
+        written: set[tuple[str, ...]] = set()
+        emptied: set[tuple[str, ...]] = set()
+        for (namespace, key), op in plan.puts.items():
+            record_id = ids[(namespace, key)]
+            if op.value is None:
+                if record_id in existing:
+                    deleted.append(record_id)
+                    emptied.add(namespace)
+                continue
+            value = dict(op.value)
+            scalars = scalar_metadata(value)
+            place = {**rec.namespace_metadata(namespace), rec.KEY: key}
+            item_vectors = by_item.get((namespace, key), [])
+            previous = existing.get(record_id)
+            item_rows.append(
+                (
+                    record_id,
+                    json.dumps(value, ensure_ascii=False),
+                    {
+                        **place,
+                        **scalars,
+                        rec.CREATED_AT: str(previous[rec.CREATED_AT]) if previous else now,
+                        rec.UPDATED_AT: now,
+                        rec.VECTOR_COUNT: len(item_vectors),
+                    },
+                )
+            )
+            for j, (path, vector) in enumerate(item_vectors):
+                vector_rows.append(
+                    (rec.vector_id(record_id, j), vector, {**place, **scalars, rec.ITEM: record_id, rec.PATH: path})
+                )
+            written.add(namespace)
+
+        stale = [i for i, m in existing.items() if int(m.get(rec.VECTOR_COUNT) or 0) > 0]
+        for chunk in _chunks(deleted, self._max_batch):
+            self._items.delete(ids=chunk)
+        for chunk in _chunks(item_rows, self._max_batch):
+            self._items.upsert(
+                ids=[i for i, _, _ in chunk],
+                embeddings=[rec.placeholder_embedding(i) for i, _, _ in chunk],
+                documents=[d for _, d, _ in chunk],
+                metadatas=[m for _, _, m in chunk],
+            )
+        for chunk in _chunks(stale, self._max_batch):
+            self._vectors.delete(where={rec.ITEM: {"$in": chunk}})
+        for chunk in _chunks(vector_rows, self._max_batch):
+            self._vectors.upsert(
+                ids=[i for i, _, _ in chunk], embeddings=[v for _, v, _ in chunk], metadatas=[m for _, _, m in chunk]
+            )
+        self._register(written)
+        self._unregister_if_empty(emptied - written)
+        if self._journal is not None:
+            self._journal.record(plan.puts)
+
+    def _existing_metadata(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+        existing: dict[str, Mapping[str, Any]] = {}
+        for chunk in _chunks(list(ids), self._max_batch):
+            got = self._items.get(ids=chunk, include=["metadatas"])
+            existing.update(zip(got["ids"], got["metadatas"], strict=True))
+        return existing
+
+    def _vectors_by_item(
+        self, plan: _Plan, text_vectors: Mapping[str, list[float]]
+    ) -> dict[ItemRef, list[tuple[str, list[float]]]]:
+        dims = int(self.index_config["dims"]) if self.index_config else None
+        by_item: dict[ItemRef, list[tuple[str, list[float]]]] = defaultdict(list)
+        for text, refs in plan.texts.items():
+            vector = [float(x) for x in text_vectors[text]]
+            if dims is not None and len(vector) != dims:
+                raise EmbeddingDimsMismatchError(
+                    f"the embedder made a {len(vector)}-dim vector but the memory index is configured for {dims}"
+                )
+            if not any(vector):
+                continue  # a zero vector has no direction: cosine distance is undefined
+            for namespace, key, path in refs:
+                by_item[(namespace, key)].append((path, vector))
+        return by_item
+
+
+def _search_item(item: Item, score: float | None) -> SearchItem:
+    return SearchItem(
+        namespace=item.namespace,
+        key=item.key,
+        value=item.value,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+        score=score,
+    )
+
+
+def _chunks(rows: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]

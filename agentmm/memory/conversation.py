@@ -1,0 +1,138 @@
+"""Long-term memory of conversations: what a turn writes, and what a turn recalls.
+
+Every message is one memory, scoped to (user, persona) so what a user told one character
+is not known to another (a shared scope exists for what should be). The indexed text carries
+the date and the speaker ("[2026-11-27] Mira: my sister is called Ana"), so questions about
+when something was said find it, and the turn before it as context, so a short answer ("yes,
+twice") is found by what it answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from langgraph.store.base import BaseStore
+
+from agentmm.memory.retrieval import hybrid_search
+
+ROOT = "memories"
+SHARED = "_shared"
+NO_PERSONA = "_assistant"
+
+
+def scope(user: str, persona: str | None = None, *, shared: bool = False) -> tuple[str, str, str]:
+    """The namespace of one user's memories with one persona (or the shared one)."""
+    return (ROOT, user, SHARED if shared else (persona or NO_PERSONA))
+
+
+def memory_text(speaker: str, text: str, when: datetime | str, previous: str | None = None) -> str:
+    """What is embedded and indexed for one message: date, speaker, words, what it answered."""
+    date = f"{when:%d %B %Y}" if isinstance(when, datetime) else when
+    line = f"[{date}] {speaker}: {text}"
+    return f"{line}\n(in reply to: {previous})" if previous else line
+
+
+@dataclass(frozen=True)
+class Recalled:
+    key: str
+    text: str
+    score: float
+    similarity: float | None
+    found_by: tuple[str, ...]
+    namespace: tuple[str, ...]
+    value: dict[str, Any]
+
+    def as_trace(self) -> dict[str, Any]:
+        return {
+            "id": self.key,
+            "text": self.text,
+            "score": round(self.score, 5),
+            "similarity": None if self.similarity is None else round(self.similarity, 4),
+            "found_by": list(self.found_by),
+            "scope": "/".join(self.namespace[1:]),
+            "speaker": self.value.get("speaker"),
+            "thread": self.value.get("thread"),
+            "when": self.value.get("when"),
+        }
+
+
+def recall(
+    store: BaseStore,
+    namespaces: Sequence[tuple[str, ...]],
+    query: str,
+    *,
+    k: int = 5,
+    min_similarity: float = 0.25,
+    skip: Any = None,
+) -> list[Recalled]:
+    """The best ``k`` memories for ``query`` across ``namespaces``, dense and BM25 fused.
+
+    A memory found only by BM25 is kept; one found only by dense search must reach
+    ``min_similarity``. ``skip(value) -> bool`` drops memories the prompt already holds.
+    """
+    found: list[Recalled] = []
+    for namespace in namespaces:
+        for hit in hybrid_search(store, namespace, query, k=k * 2):
+            value = dict(hit.value)
+            if "bm25" not in hit.ranks and (hit.dense_score or 0.0) < min_similarity:
+                continue
+            if skip is not None and skip(value):
+                continue
+            found.append(
+                Recalled(
+                    key=hit.key,
+                    text=str(value.get("content", value.get("text", ""))),
+                    score=float(hit.score or 0),
+                    similarity=hit.dense_score,
+                    found_by=hit.found_by,
+                    namespace=hit.namespace,
+                    value=value,
+                )
+            )
+    found.sort(key=lambda r: r.score, reverse=True)
+    return found[:k]
+
+
+def format_recalled(recalled: Sequence[dict[str, Any]], user_name: str) -> str:
+    """The recalled memories (``Recalled.as_trace()`` dicts) as one block placed with the turn."""
+    if not recalled:
+        return ""
+    lines = [f"- ({str(r.get('when') or '')[:10]}) {r.get('speaker') or ''}: {r['text']}" for r in recalled]
+    return f"[Things you remember from earlier conversations with {user_name}:]\n" + "\n".join(lines)
+
+
+def remember_turn(
+    store: BaseStore,
+    namespace: tuple[str, ...],
+    *,
+    thread_id: str,
+    turn: int,
+    exchange: Sequence[tuple[str, str, str]],
+    when: datetime,
+) -> list[dict[str, Any]]:
+    """Store one turn's messages, ``exchange`` being (role, speaker, text) in order.
+
+    Keys are ``thread:turn:role``, so writing a turn again (a retry) replaces it.
+    """
+    written = []
+    previous: str | None = None
+    for role, speaker, text in exchange:
+        if not text.strip():
+            continue
+        key = f"{thread_id}:{turn}:{role}"
+        value = {
+            "text": memory_text(speaker, text, when, previous),
+            "content": text,
+            "speaker": speaker,
+            "role": role,
+            "thread": thread_id,
+            "turn": turn,
+            "when": when.isoformat(timespec="seconds"),
+        }
+        store.put(namespace, key, value)
+        written.append({"id": key, "speaker": speaker, "scope": "/".join(namespace[1:])})
+        previous = f"{speaker}: {text}"[:300]
+    return written

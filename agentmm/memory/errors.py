@@ -1,0 +1,49 @@
+"""Typed errors of the long-term memory store.
+
+Each is an ``AgentmmError``, so the CLI prints it as one line; each names the store (a
+directory or a URL) so the user knows which setting or process to look at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agentmm.errors import AgentmmError
+
+
+class MemoryStoreError(AgentmmError):
+    """The memory store cannot be opened, read or written."""
+
+
+class StoreInUseError(MemoryStoreError):
+    """Another process holds the embedded store directory.
+
+    Two processes writing one Chroma directory corrupt it (see MODELS.md), so the second one
+    is refused with the holder's PID instead; a Chroma server (``from_url``) is the way to
+    share one store between processes.
+    """
+
+    def __init__(self, path: Path, pid: int | None) -> None:
+        self.path = path
+        self.pid = pid
+        holder = f"PID {pid}" if pid else "another process"
+        super().__init__(
+            f"memory store {path} is in use by {holder}; close it, or run a Chroma server "
+            f"(chroma run --path {path}) and connect by URL"
+        )
+
+
+class StoreUnreachableError(MemoryStoreError):
+    """A Chroma server URL does not answer."""
+
+
+class EmbeddingDimsMismatchError(MemoryStoreError):
+    """The store's vectors were made by a model of another width than the configured one."""
+
+
+class InvalidFilterError(MemoryStoreError, ValueError):
+    """A search filter uses an unknown operator or compares a range with a non-number."""
+
+
+class EmbedderError(MemoryStoreError):
+    """The embedding model cannot be found or loaded."""

@@ -1,0 +1,54 @@
+"""The rolling summary: turns that leave the context window are folded into it by the LLM.
+
+It is written only when the window folds (many turns at once), so it changes rarely and the
+prompt head stays cacheable between folds; it is checkpointed with the thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
+
+INSTRUCTIONS = (
+    "You keep the running summary of a long conversation. Merge the earlier summary and the new "
+    "messages into one short summary in the third person: facts about the people, names, dates, "
+    "plans, promises and open questions. Do not invent anything. Answer with the summary only."
+)
+MAX_TRANSCRIPT_CHARS = 12_000
+
+
+def transcript(messages: Sequence[BaseMessage], user_name: str, char_name: str) -> str:
+    lines = []
+    for message in messages:
+        speaker = user_name if isinstance(message, HumanMessage) else char_name
+        lines.append(f"{speaker}: {message.text}")
+    text = "\n".join(lines)
+    return text[-MAX_TRANSCRIPT_CHARS:]
+
+
+def fold_into_summary(
+    model: BaseChatModel,
+    previous: str,
+    folded: Sequence[BaseMessage],
+    *,
+    user_name: str,
+    char_name: str,
+    max_tokens: int = 200,
+) -> str:
+    """The new summary: ``previous`` with ``folded`` merged in (``previous`` if none fold)."""
+    if not folded:
+        return previous
+    prompt = (
+        f"Earlier summary:\n{previous or '(none)'}\n\n"
+        f"New messages:\n{transcript(folded, user_name, char_name)}\n\nUpdated summary:"
+    )
+    bound = model.bind(max_tokens=max_tokens) if _accepts_max_tokens(model) else model
+    reply = bound.invoke([SystemMessage(INSTRUCTIONS), HumanMessage(prompt)])
+    text = reply.text.strip()
+    return text or previous
+
+
+def _accepts_max_tokens(model: BaseChatModel) -> bool:
+    return "max_tokens" in type(model).model_fields

@@ -1,0 +1,78 @@
+"""The long-term memory nodes of the turn graph: recall before compose, remember after generate.
+
+Both use the graph's store (any LangGraph ``BaseStore``); the logic lives in
+``agentmm.memory.conversation``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
+
+from agentmm.context import turn_context
+from agentmm.memory.conversation import recall, remember_turn, scope
+from agentmm.state import ChatState, TurnContext, trace_step
+
+DEFAULT_K = 5
+
+
+def _scopes(state: ChatState, context: TurnContext) -> list[tuple[str, ...]]:
+    scopes: list[tuple[str, ...]] = [scope(context.user_id, state.get("persona"))]
+    if context.shared_memory:
+        scopes.append(scope(context.user_id, shared=True))
+    return scopes
+
+
+def _thread_id(config: RunnableConfig) -> str:
+    return str(config.get("configurable", {}).get("thread_id", ""))
+
+
+class Recall:
+    """Search long-term memory with this turn's message; skip what the prompt already holds."""
+
+    def __init__(self, k: int = DEFAULT_K, min_similarity: float = 0.25) -> None:
+        self.k = k
+        self.min_similarity = min_similarity
+
+    def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        context = runtime.context or TurnContext()
+        messages = state["messages"]
+        start = state.get("window_start", 0)
+        thread = _thread_id(config)
+        first_turn_in_window = 1 + sum(isinstance(m, HumanMessage) for m in messages[:start])
+        in_window = "\n".join(turn_context(m) for m in messages[start:])
+
+        def already_in_prompt(value: dict[str, Any]) -> bool:
+            same_thread = value.get("thread") == thread and int(value.get("turn", 0)) >= first_turn_in_window
+            return same_thread or str(value.get("content", "")) in in_window
+
+        found = []
+        if runtime.store is not None:
+            found = recall(runtime.store, _scopes(state, context), messages[-1].text, k=self.k,
+                           min_similarity=self.min_similarity, skip=already_in_prompt)  # fmt: skip
+        recalled = [r.as_trace() for r in found]
+        return {"recalled": recalled, "trace": trace_step(state, "recall", recalled=recalled)}
+
+
+class Remember:
+    """Write the turn (the user's message and the reply) to long-term memory."""
+
+    def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        context = runtime.context or TurnContext()
+        messages = state["messages"]
+        reply, message = messages[-1], messages[-2]
+        exchange = [("user", context.user_name, message.text)]
+        if isinstance(reply, AIMessage) and not reply.response_metadata.get("interrupted"):
+            exchange.append(("assistant", state.get("persona") or "assistant", reply.text))
+        written: list[dict[str, Any]] = []
+        if runtime.store is not None:
+            turn = sum(isinstance(m, HumanMessage) for m in messages)
+            when = datetime.now(UTC)
+            for namespace in _scopes(state, context)[:1]:
+                written += remember_turn(runtime.store, namespace, thread_id=_thread_id(config), turn=turn,
+                                         exchange=exchange, when=when)  # fmt: skip
+        return {"trace": trace_step(state, "remember", remembered=written)}

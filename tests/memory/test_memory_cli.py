@@ -1,0 +1,73 @@
+"""Memory end to end on the real stack: shipped model, shipped MiniLM, embedded Chroma, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.memory.synthetic_locomo import write_synthetic
+from tests.test_cli import agentmm, assert_one_line_error, ok_json
+
+pytestmark = pytest.mark.e2e
+MEMORY_ON = {"AGENTMM_MEMORY": "true"}
+
+
+def test_chat_remembers_across_threads_and_the_memory_commands(tmp_path: Path) -> None:
+    first = ok_json("chat", "-m", "My sister is called Mira and she lives in Lisbon.", "--json",
+                    "--max-tokens", "20", env=MEMORY_ON)  # fmt: skip
+    assert first["trace"]["path"] == ["ingest", "recall", "compose", "generate", "remember"]
+    assert len(first["trace"]["remembered"]) == 2
+    second = ok_json("chat", "-m", "What is my sister called?", "--json", "--max-tokens", "20", env=MEMORY_ON)
+    recalled = second["trace"]["recalled"]
+    assert any("Mira" in r["text"] and r["thread"] == first["thread_id"] for r in recalled)
+    assert "memories" in [p["part"] for p in second["trace"]["prompt_parts"]]
+
+    listed = ok_json("memory", "list", "--json")["memories"]
+    assert len(listed) == 4
+    found = ok_json("memory", "search", "sister Lisbon", "--json")["results"]
+    assert "Mira" in found[0]["text"]
+    note = ok_json("memory", "add", "Mira's birthday is on 3 March.", "--json")
+    assert ok_json("memory", "stats", "--json")["total"] == 5
+    export = tmp_path / "memories.jsonl"
+    assert ok_json("memory", "export", str(export), "--json")["exported"] == 5
+    assert ok_json("memory", "forget", note["id"], "--json")["forgotten"]["id"] == note["id"]
+    assert_one_line_error(agentmm("memory", "forget", note["id"]), "no memory")
+    assert ok_json("memory", "import", str(export), "--json")["imported"] == 5
+    again = tmp_path / "again.jsonl"
+    ok_json("memory", "export", str(again), "--json")
+    assert again.read_text() == export.read_text()
+    assert_one_line_error(agentmm("memory", "import", str(tmp_path / "nope.jsonl")), "not found")
+
+
+def test_a_second_process_gets_a_clear_in_use_error(tmp_path: Path, isolated_env: Path) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time; from agentmm.memory import open_store; from agentmm.settings import load_settings;"
+         "s = open_store(load_settings()); print('ready', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ready"
+        assert_one_line_error(agentmm("memory", "list"), f"PID {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.2)
+    assert ok_json("memory", "list", "--json") == {"memories": []}  # released, nothing broken
+
+
+def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path) -> None:
+    data = write_synthetic(tmp_path / "synthetic.json")
+    report = ok_json("eval", "memory", str(data), "--k", "5,10", "--json")
+    assert set(report) >= {"overall", "per_category", "timings", "config"}
+    assert {"recall@5", "hit@5", "recall@10", "hit@10", "questions"} <= set(report["overall"])
+    assert set(report["per_category"]) == {"1", "2", "3", "4"}
+    assert report["overall"]["recall@10"] >= 50  # planted facts among small talk are findable
+    assert report["timings"]["memories"] > 0 and report["timings"]["query_p50_ms"] > 0
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"qa": []}')
+    assert_one_line_error(agentmm("eval", "memory", str(bad)), "conversation")

@@ -1,0 +1,119 @@
+"""Hybrid recall: BM25 and dense rankings fused by reciprocal rank fusion."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from langgraph.store.base import Item, PutOp, SearchOp
+from langgraph.store.memory import InMemoryStore
+
+from agentmm.memory import retrieval
+from agentmm.memory.chroma_store import ChromaStore
+from agentmm.memory.retrieval import ahybrid_search, fuse, hybrid_search
+
+SCOPE = ("memories", "u1", "alice")
+MEMORIES = {
+    "sister": "Alice's sister Marguerite lives in Lisbon",
+    "tea": "Alice drinks green tea every morning",
+    "code": "The locker code is 7319",
+    "cat": "The cat is called Quixotl",
+    "rain": "Alice dislikes walking in the rain",
+}
+
+
+def _fill(store: ChromaStore | InMemoryStore) -> None:
+    store.batch([PutOp(SCOPE, key, {"text": text, "kind": "fact"}) for key, text in MEMORIES.items()])
+    store.batch([PutOp(("memories", "u10", "alice"), key, {"text": text}) for key, text in MEMORIES.items()])
+
+
+def _item(key: str) -> Item:
+    now = datetime.now(UTC)
+    return Item(value={}, key=key, namespace=("n",), created_at=now, updated_at=now)
+
+
+def test_fuse_is_reciprocal_rank_fusion() -> None:
+    a, b, c = _item("a"), _item("b"), _item("c")
+    hits = fuse({"dense": [a, b], "bm25": [c, b]}, k=3, rrf_k=60)
+    assert [h.key for h in hits] == ["b", "a", "c"]
+    assert hits[0].score == pytest.approx(2 / 62)
+    assert hits[0].ranks == {"dense": 2, "bm25": 2}
+    assert hits[1].score == pytest.approx(1 / 61) and hits[1].found_by == ("dense",)
+    assert hits[2].found_by == ("bm25",)
+    assert fuse({"dense": [a, b]}, k=1)[0].key == "a"
+
+
+def test_rare_words_are_found_lexically(vector_store: ChromaStore) -> None:
+    _fill(vector_store)
+    hits = hybrid_search(vector_store, SCOPE, "what is the cat Quixotl doing", k=3)
+    assert hits[0].key == "cat"
+    assert "bm25" in hits[0].found_by and hits[0].ranks["bm25"] == 1
+    assert hits[0].dense_score is not None
+    assert hybrid_search(vector_store, SCOPE, "7319", k=1)[0].key == "code"
+    assert hybrid_search(vector_store, SCOPE, "Marguerite", k=1)[0].key == "sister"
+
+
+def test_hybrid_hits_stay_in_scope_and_honour_filters(vector_store: ChromaStore) -> None:
+    _fill(vector_store)
+    hits = hybrid_search(vector_store, SCOPE, "Alice tea rain cat", k=10)
+    assert len(hits) == len(MEMORIES)
+    assert all(h.namespace == SCOPE for h in hits)
+    assert hybrid_search(vector_store, SCOPE, "tea", k=10, filter={"kind": "other"}) == []
+    assert hybrid_search(vector_store, SCOPE, "   ", k=10) == []
+
+
+def test_lexical_index_follows_writes(vector_store: ChromaStore) -> None:
+    _fill(vector_store)
+    assert "bm25" not in {r for h in hybrid_search(vector_store, SCOPE, "Zanzibar", k=5) for r in h.ranks}
+    vector_store.put(SCOPE, "trip", {"text": "Next summer Alice flies to Zanzibar"})
+    hit = hybrid_search(vector_store, SCOPE, "Zanzibar", k=1)[0]
+    assert hit.key == "trip" and hit.ranks["bm25"] == 1
+    vector_store.delete(SCOPE, "trip")
+    assert all(h.key != "trip" for h in hybrid_search(vector_store, SCOPE, "Zanzibar", k=5))
+
+
+def test_lexical_index_is_reused_and_updated_incrementally(
+    vector_store: ChromaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fill(vector_store)
+    builds: list[int] = []
+    real_index = retrieval._index
+    monkeypatch.setattr(retrieval, "_index", lambda *a: builds.append(1) or real_index(*a))
+    reads: list[str] = []
+    real_batch = vector_store.batch
+
+    def recording_batch(ops: list) -> list:
+        ops = list(ops)
+        reads.extend(
+            "full-read" if isinstance(op, SearchOp) and not op.query else type(op).__name__
+            for op in ops
+            if not isinstance(op, PutOp)
+        )
+        return real_batch(ops)
+
+    monkeypatch.setattr(vector_store, "batch", recording_batch)
+    hybrid_search(vector_store, SCOPE, "tea", k=2)
+    hybrid_search(vector_store, SCOPE, "rain", k=2)
+    assert len(builds) == 1 and reads.count("full-read") == 1
+
+    vector_store.put(SCOPE, "tea", {"text": "Alice switched to black tea"})
+    vector_store.put(("memories", "u10", "alice"), "tea", {"text": "not in this scope"})
+    reads.clear()
+    hits = hybrid_search(vector_store, SCOPE, "black", k=1)
+    assert hits[0].key == "tea" and hits[0].ranks.get("bm25") == 1
+    assert len(builds) == 2
+    assert reads == ["SearchOp", "GetOp"]  # the dense query, then only the one item written in scope
+
+
+def test_any_langgraph_store_works(fake_embeddings: object) -> None:
+    store = InMemoryStore(index={"dims": 64, "embed": fake_embeddings, "fields": ["text"]})  # type: ignore[typeddict-item]
+    _fill(store)
+    hits = hybrid_search(store, SCOPE, "Quixotl", k=2)
+    assert hits[0].key == "cat" and set(hits[0].found_by) == {"dense", "bm25"}
+
+
+@pytest.mark.asyncio
+async def test_async_hybrid_search(vector_store: ChromaStore) -> None:
+    _fill(vector_store)
+    hits = await ahybrid_search(vector_store, SCOPE, "locker code 7319", k=2)
+    assert hits[0].key == "code"

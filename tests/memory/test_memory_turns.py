@@ -1,0 +1,154 @@
+"""Recall and remember in the real turn graph, the memory owner's operations, the summary."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import BaseMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.store.memory import InMemoryStore
+
+from agentmm.graphs.chat import build_graph
+from agentmm.memory.chroma_store import ChromaStore
+from agentmm.memory.conversation import scope
+from agentmm.memory.locomo import EvalFileError, load_locomo
+from agentmm.memory.manage import (
+    ExportFileError,
+    MemoryNotFoundError,
+    add_memory,
+    export_jsonl,
+    forget,
+    import_jsonl,
+    list_memories,
+    stats,
+)
+from agentmm.state import TurnContext
+from agentmm.tokens import TokenCounter
+from tests.memory.conftest import CharacterEmbeddings
+from tests.memory.synthetic_locomo import write_synthetic
+
+WORDS = TokenCounter(lambda text: len(text.split()))
+
+
+class Recording(FakeListChatModel):
+    seen: list[list[BaseMessage]]
+
+    def _stream(self, messages: list[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        self.seen.append(list(messages))
+        return super()._stream(messages, *args, **kwargs)
+
+
+def memory_store() -> InMemoryStore:
+    return InMemoryStore(index={"dims": 64, "embed": CharacterEmbeddings(64), "fields": ["text"]})
+
+
+def turn(graph: Any, text: str, thread: str, **context: Any) -> dict[str, Any]:
+    return graph.invoke({"input": text}, {"configurable": {"thread_id": thread}},
+                        context=TurnContext(user_name="Ada", **context))  # fmt: skip
+
+
+def test_recall_across_threads_and_scope_isolation() -> None:
+    store = memory_store()
+    model = Recording(responses=["Noted!", "Your sister is Mira.", "Hm?", "ok"], seen=[])
+    graph = build_graph(model, InMemorySaver(), store=store, counter=WORDS)
+    first = turn(graph, "My sister is called Mira.", "a")
+    assert first["trace"]["path"] == ["ingest", "recall", "compose", "generate", "remember"]
+    assert [w["id"] for w in first["trace"]["remembered"]] == ["a:1:user", "a:1:assistant"]
+
+    second = turn(graph, "What is my sister called?", "b")
+    recalled = second["trace"]["recalled"]
+    assert any("Mira" in r["text"] for r in recalled)
+    assert {"id", "score", "similarity", "found_by", "scope", "thread", "when"} <= set(recalled[0])
+    assert "memories" in [p["part"] for p in second["trace"]["prompt_parts"]]
+    assert "My sister is called Mira." in model.seen[1][-1].content  # placed with the turn's message
+    # The recalled block is stored with the message, so the next prompt repeats it verbatim.
+    assert "Mira" in second["messages"][-2].additional_kwargs["agentmm_context"]
+
+    # Another user, and the same user with another persona, remember nothing of it.
+    other_user = turn(graph, "What is my sister called?", "c", user_id="someone-else")
+    assert other_user["trace"]["recalled"] == []
+    assert store.list_namespaces(prefix=("memories",)) == [
+        ("memories", "local", "_assistant"),
+        ("memories", "someone-else", "_assistant"),
+    ]
+
+
+def test_memories_already_in_the_window_are_not_recalled() -> None:
+    graph = build_graph(Recording(responses=["a", "b"], seen=[]), InMemorySaver(), store=memory_store(), counter=WORDS)
+    turn(graph, "My sister is called Mira.", "a")
+    again = turn(graph, "Mira says hello.", "a")
+    assert all(r["thread"] != "a" for r in again["trace"]["recalled"])
+
+
+def test_interrupted_reply_is_not_remembered() -> None:
+    store = memory_store()
+    context = TurnContext()
+    context.cancel.set()
+    graph = build_graph(Recording(responses=["a long reply here"], seen=[]), InMemorySaver(), store=store,
+                        counter=WORDS)  # fmt: skip
+    state = graph.invoke({"input": "hello"}, {"configurable": {"thread_id": "t"}}, context=context)
+    assert [w["id"] for w in state["trace"]["remembered"]] == ["t:1:user"]
+
+
+def test_rolling_summary_folds_old_turns() -> None:
+    model = Recording(responses=["word " * 30, "SUMMARY: Ada likes boats."], seen=[])
+    graph = build_graph(model, InMemorySaver(), counter=WORDS, n_ctx=260, reply_tokens=40)
+    state: dict[str, Any] = {}
+    for i in range(12):
+        state = turn(graph, f"message {i} " + "pad " * 12, "t")
+        if state.get("summary"):
+            break
+    assert "summary" in state["trace"] and state["trace"]["summary"]["updated"] is True
+    assert state["summary"]
+    assert "summary" in [p["part"] for p in state["trace"]["prompt_parts"]]
+
+
+def test_owner_operations_round_trip(tmp_path: Path, fake_embeddings: CharacterEmbeddings) -> None:
+    index = {"dims": 64, "embed": fake_embeddings, "fields": ["text"]}
+    with ChromaStore.from_path(tmp_path / "one", index=index) as store:
+        note = add_memory(store, "ada", "Tamsin", "The lamp is from 1871.")
+        add_memory(store, "ada", None, "I like tea.", shared=True)
+        store.put(scope("ada", "Tamsin"), "t:1:user", {"text": "[1 May 2026] Ada: hi", "content": "hi"})
+        assert {m["id"] for m in list_memories(store, "ada", None)} >= {note["id"], "t:1:user"}
+        assert stats(store, "ada") == {"scopes": {"ada/Tamsin": 2, "ada/_shared": 1}, "total": 3}
+        first = tmp_path / "first.jsonl"
+        assert export_jsonl(store, "ada", None, first) == 3
+        forgotten = forget(store, "ada", None, note["id"])
+        assert forgotten["id"] == note["id"]
+        with pytest.raises(MemoryNotFoundError):
+            forget(store, "ada", None, note["id"])
+    with ChromaStore.from_path(tmp_path / "two", index=index) as other:
+        assert import_jsonl(other, first) == 3
+        second = tmp_path / "second.jsonl"
+        export_jsonl(other, "ada", None, second)
+    assert second.read_text() == first.read_text()  # lossless, timestamps included
+
+
+def test_bad_import_files_write_nothing(tmp_path: Path, fake_embeddings: CharacterEmbeddings) -> None:
+    bad = tmp_path / "bad.jsonl"
+    with ChromaStore.from_path(tmp_path / "s", index={"dims": 64, "embed": fake_embeddings, "fields": ["text"]}) as s:
+        for content in ["not json\n", json.dumps({"format": "other"}) + "\n",
+                        json.dumps({"format": "agentmm-memory/1", "namespace": ["memories", "a", "b"],
+                                    "id": "x", "value": {"text": "ok"}}) + "\n{broken\n"]:  # fmt: skip
+            bad.write_text(content)
+            with pytest.raises(ExportFileError):
+                import_jsonl(s, bad)
+        assert stats(s)["total"] == 0
+
+
+def test_locomo_reader(tmp_path: Path) -> None:
+    samples = load_locomo(write_synthetic(tmp_path / "syn.json"))
+    assert len(samples) == 2 and samples[0].sessions[0].date_time.endswith("2023")
+    assert {q.category for q in samples[0].qa} == {1, 2, 3, 4, 5}
+    for content, needle in [("{", "not JSON"), ("[]", "list of LoCoMo samples"),
+                            ('[{"conversation": {"speaker_a": "x"}}]', "no session_N"),
+                            ('[{"conversation": {"session_1": [{"text": "hi"}]}}]', "speaker")]:  # fmt: skip
+        bad = tmp_path / "bad.json"
+        bad.write_text(content)
+        with pytest.raises(EvalFileError, match=needle):
+            load_locomo(bad)
