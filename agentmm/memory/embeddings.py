@@ -131,7 +131,9 @@ def _load_model(name: str, device: str, *, local: bool) -> Any:
         if not local and looks_like_path and not path.exists():
             raise EmbedderError(f"no embedding model at {name}")
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # no "Loading weights" bar in a chat or a --json run
         try:
             if local:
                 with _hub_offline():

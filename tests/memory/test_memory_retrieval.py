@@ -117,3 +117,15 @@ async def test_async_hybrid_search(vector_store: ChromaStore) -> None:
     _fill(vector_store)
     hits = await ahybrid_search(vector_store, SCOPE, "locker code 7319", k=2)
     assert hits[0].key == "code"
+
+
+def test_fuse_weights_scale_each_retriever() -> None:
+    from langgraph.store.base import Item
+
+    from agentmm.memory.retrieval import fuse
+
+    now = __import__("datetime").datetime.now()
+    a, b = (Item(value={"text": t}, key=t, namespace=("n",), created_at=now, updated_at=now) for t in "ab")
+    rankings = {"dense": [a, b], "bm25": [b]}
+    assert [h.key for h in fuse(rankings, 2)] == ["b", "a"]  # equal weights: b is found twice
+    assert [h.key for h in fuse(rankings, 2, weights={"dense": 1.0, "bm25": 0.01})] == ["a", "b"]
