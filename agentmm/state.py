@@ -101,5 +101,7 @@ def trace_step(state: ChatState, node: str, **fields: Any) -> Trace:
     """The trace with ``node`` added to its path and ``fields`` merged in."""
     trace: Trace = dict(state.get("trace") or {})  # type: ignore[assignment]
     trace["path"] = [*trace.get("path", []), node]
+    if "timings" in fields:  # each node adds its own timings to those before it
+        fields["timings"] = {**trace.get("timings", {}), **fields["timings"]}
     trace.update(fields)  # type: ignore[typeddict-item]
     return trace

@@ -6,6 +6,7 @@ Both use the graph's store (any LangGraph ``BaseStore``); the logic lives in
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,6 +40,7 @@ class Recall:
         self.min_similarity = min_similarity
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        started = time.perf_counter()
         context = runtime.context or TurnContext()
         messages = state["messages"]
         start = state.get("window_start", 0)
@@ -55,13 +57,15 @@ class Recall:
             found = recall(runtime.store, _scopes(state, context), messages[-1].text, k=self.k,
                            min_similarity=self.min_similarity, skip=already_in_prompt)  # fmt: skip
         recalled = [r.as_trace() for r in found]
-        return {"recalled": recalled, "trace": trace_step(state, "recall", recalled=recalled)}
+        timings = {"recall_s": round(time.perf_counter() - started, 4)}
+        return {"recalled": recalled, "trace": trace_step(state, "recall", recalled=recalled, timings=timings)}
 
 
 class Remember:
     """Write the turn (the user's message and the reply) to long-term memory."""
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        started = time.perf_counter()
         context = runtime.context or TurnContext()
         messages = state["messages"]
         reply, message = messages[-1], messages[-2]
@@ -75,4 +79,5 @@ class Remember:
             for namespace in _scopes(state, context)[:1]:
                 written += remember_turn(runtime.store, namespace, thread_id=_thread_id(config), turn=turn,
                                          exchange=exchange, when=when)  # fmt: skip
-        return {"trace": trace_step(state, "remember", remembered=written)}
+        timings = {"remember_s": round(time.perf_counter() - started, 4)}
+        return {"trace": trace_step(state, "remember", remembered=written, timings=timings)}
