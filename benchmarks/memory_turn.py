@@ -43,7 +43,9 @@ def timed_turn(agent: Agent, text: str) -> dict[str, Any]:
     started = time.perf_counter()
     result = agent.chat(text)
     total = time.perf_counter() - started
-    return {"total_s": total, "path": result.trace["path"], "recalled": len(result.trace.get("recalled", []))}
+    timings = result.trace["timings"]
+    memory_s = timings.get("recall_s", 0.0) + timings.get("remember_s", 0.0)
+    return {"total_s": total, "memory_s": memory_s, "recalled": len(result.trace.get("recalled", []))}
 
 
 def main() -> None:
