@@ -33,12 +33,14 @@ config_app = typer.Typer(help="Settings and where they come from.", no_args_is_h
 personas_app = typer.Typer(help="Personas and character cards (V2/V3, JSON or PNG).", no_args_is_help=True)
 memory_app = typer.Typer(help="Long-term memory: inspect, search, edit, export.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
+images_app = typer.Typer(help="Your image folder, searchable by description (CLIP).", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
 app.add_typer(personas_app, name="personas")
 app.add_typer(memory_app, name="memory")
 app.add_typer(eval_app, name="eval")
+app.add_typer(images_app, name="images")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (see README for its keys).")]
 
@@ -86,6 +88,8 @@ def chat(
     system: Annotated[Optional[str], typer.Option("--system", help="System prompt for a new thread.")] = None,
     persona: Annotated[Optional[str], typer.Option("--persona", "-p", help="Play this persona.")] = None,
     greeting: Annotated[int, typer.Option("--greeting", help="Greeting that opens a new thread (0: main).")] = 0,
+    image: Annotated[Optional[list[Path]], typer.Option("--image", help="Attach an image (repeatable).")] = None,
+    audio: Annotated[Optional[list[Path]], typer.Option("--audio", help="Attach a voice note (repeatable).")] = None,
 ) -> None:
     """Chat with the model: interactive, or one turn with -m."""
     from agentmm.graphs.agent import Agent
@@ -102,8 +106,11 @@ def chat(
         raise ThreadNotFoundError(f"unknown thread {thread!r} (see: agentmm threads list; omit --thread to start one)")
     # Check the persona and greeting before anything is loaded or saved.
     chosen = agent.personas.get(persona).name if persona else None
+    attachments = [*(image or []), *(audio or [])]
+    if attachments and message is None:
+        message = ""  # a voice note or a picture alone is a turn
     if message is not None:
-        _one_turn(agent, message, thread, as_json, chosen, greeting)
+        _one_turn(agent, message, thread, as_json, chosen, greeting, attachments)
     elif as_json:
         raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
     else:
@@ -111,9 +118,11 @@ def chat(
 
 
 def _one_turn(
-    agent: Agent, message: str, thread: str | None, as_json: bool, persona: str | None, greeting: int
-) -> None:
-    turn = agent.stream(message, thread, persona=persona, greeting=greeting)
+    agent: Agent, message: str, thread: str | None, as_json: bool, persona: str | None, greeting: int,
+    attachments: list[Path],
+) -> None:  # fmt: skip
+    turn = agent.stream(message, thread, persona=persona, greeting=greeting, attachments=attachments)
+    turn.on_observations = _show_observations
     with _cancel_on_ctrl_c(turn.cancel):
         for text in turn:
             if not as_json:
@@ -164,6 +173,18 @@ def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) 
         sys.stdout.flush()
     if interactive:
         sys.stderr.write(f"[thread {thread_id}]\n")
+
+
+def _show_observations(observations: list[dict[str, Any]]) -> None:
+    """What perception made of the attachments, on stderr (stdout stays the reply)."""
+    for o in observations:
+        name = Path(o["file"]).name
+        if o.get("error"):
+            sys.stderr.write(f"agentmm: {name}: {o['error']}\n")
+        elif o["kind"] == "audio":
+            sys.stderr.write(f"[you said ({name}): {o['text']}]\n")
+        else:
+            sys.stderr.write(f"[{name}: {o['text']}]\n")
 
 
 def _print_greeting(agent: Agent, name: str, n: int, thread_id: str) -> None:
@@ -629,6 +650,85 @@ def _run_eval(file: Path, ks: list[int], retrieval: str, show_progress: bool) ->
             progress.update(task, completed=done, total=total, description=stage)
 
         return evaluate_file(file, ks, retrieval=retrieval, settings=_settings(), progress=advance)
+
+
+# --------------------------------------------------------------------------- perception
+
+
+@app.command()
+def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
+    """Caption images and transcribe audio (type read from the file's bytes, not its name)."""
+    from agentmm.tools.asr import transcribe
+    from agentmm.tools.caption import caption_file, make_captioner
+    from agentmm.tools.media import sniff
+
+    settings = _settings()
+    results: list[dict[str, Any]] = []
+    failed = False
+    for file in files:
+        try:
+            kind = sniff(file).kind
+            if kind == "image":
+                captioner = make_captioner(settings.caption_model, settings.caption_mmproj,
+                                           models_dir=settings.models_dir)  # fmt: skip
+                results.append({"file": str(file), "kind": "image", **caption_file(file, captioner).model_dump()})
+            elif kind == "audio":
+                results.append({"file": str(file), "kind": "audio",
+                                **transcribe(file, settings.asr_model).model_dump()})  # fmt: skip
+            else:
+                raise AgentmmError(f"{file}: {kind} files are not supported")
+        except AgentmmError as exc:
+            failed = True
+            results.append({"file": str(file), "error": str(exc)})
+            if not as_json:
+                sys.stderr.write(f"agentmm: error: {exc}\n")
+            continue
+        if not as_json:
+            sys.stdout.write(f"{file}: {results[-1]['text']}\n")
+    if as_json:
+        _print_json({"results": results})
+    if failed:
+        raise typer.Exit(2)
+
+
+@images_app.command("index")
+def images_index(directory: Path, as_json: JsonFlag = False) -> None:
+    """Index (incrementally) every image under DIR for search by description."""
+    from agentmm.tools.clip_search import default_image_index
+
+    index = default_image_index(_settings())
+    if as_json:
+        report = index.index_dir(directory)
+    else:
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task("indexing", total=None)
+            report = index.index_dir(directory, progress=lambda done, total: progress.update(task, completed=done,
+                                                                                            total=total))  # fmt: skip
+    data = report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(report.__dict__)
+    if as_json:
+        _print_json(data)
+        return
+    for path, reason in data.get("failed", []):
+        sys.stderr.write(f"agentmm: skipped {path}: {reason}\n")
+    sys.stdout.write(", ".join(f"{key} {len(v) if isinstance(v, list) else v}" for key, v in data.items()) + "\n")
+
+
+@images_app.command("search")
+def images_search(
+    query: str, k: Annotated[int, typer.Option("-k", help="How many results.")] = 5, as_json: JsonFlag = False
+) -> None:
+    """The indexed images that best match a description."""
+    from agentmm.tools.clip_search import default_image_index
+
+    hits = default_image_index(_settings()).search_text(query, k)
+    rows = [{"path": str(h.path), "score": round(float(h.score), 4)} for h in hits]
+    if as_json:
+        _print_json({"results": rows})
+        return
+    for row in rows:
+        sys.stdout.write(f"{row['score']:.4f}  {row['path']}\n")
 
 
 def main() -> None:

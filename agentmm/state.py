@@ -38,6 +38,7 @@ class Trace(TypedDict, total=False):
     greeting: str
     dropped_parts: list[str]
     remembered: list[dict[str, Any]]
+    observations: list[dict[str, Any]]
     summary: dict[str, Any]
     observations: list[dict[str, Any]]
     tool_calls: list[dict[str, Any]]
@@ -65,6 +66,9 @@ class ChatState(TypedDict, total=False):
     summary: str
     # What recall found for this turn (compose places it with the turn's message).
     recalled: list[dict[str, Any]]
+    # This turn's attachments and what perception made of them.
+    attachments: list[str]
+    observations: list[dict[str, Any]]
     trace: Trace
 
 
@@ -95,6 +99,8 @@ class TurnContext:
     user_id: str = "local"
     # Also recall from (and write to) the user's memory shared by every persona.
     shared_memory: bool = False
+    # Files sent with this turn (images, audio), perceived before the reply.
+    attachments: list[str] = field(default_factory=list)
 
 
 def trace_step(state: ChatState, node: str, **fields: Any) -> Trace:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -27,6 +28,7 @@ from agentmm.personas import greeting as opening_greeting
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.threads import new_thread_id, open_checkpointer, thread_exists
+from agentmm.tools.perception import Perception
 
 
 class Usage(BaseModel):
@@ -145,24 +147,37 @@ class Agent:
                     personas=self.personas,
                     store=self.store,
                     recall_k=self.settings.memory_k,
+                    perception=Perception(settings=self.settings),
                 )
         return self._graph
 
     def chat(
-        self, text: str, thread_id: str | None = None, *, persona: str | None = None, greeting: int = 0
+        self,
+        text: str,
+        thread_id: str | None = None,
+        *,
+        persona: str | None = None,
+        greeting: int = 0,
+        attachments: Sequence[str | Path] = (),
     ) -> TurnResult:
         """Run one turn and return its reply, usage, timings and trace.
 
         ``persona`` switches the thread to that persona (a new thread opens with greeting
         number ``greeting``); a new thread without one plays ``settings.persona`` if set.
         """
-        turn = self.stream(text, thread_id, persona=persona, greeting=greeting)
+        turn = self.stream(text, thread_id, persona=persona, greeting=greeting, attachments=attachments)
         for _ in turn:
             pass
         return turn.result
 
     def stream(
-        self, text: str, thread_id: str | None = None, *, persona: str | None = None, greeting: int = 0
+        self,
+        text: str,
+        thread_id: str | None = None,
+        *,
+        persona: str | None = None,
+        greeting: int = 0,
+        attachments: Sequence[str | Path] = (),
     ) -> TurnStream:
         """Run one turn, yielding the reply's text as it is generated."""
         thread_id = thread_id or new_thread_id()
@@ -175,19 +190,33 @@ class Agent:
             if new_thread:
                 opening_greeting(chosen, greeting, self.settings.user_name, seed=thread_id)
             persona = chosen.name
-        return TurnStream(self, text, thread_id, persona=persona, greeting=greeting)
+        return TurnStream(self, text, thread_id, persona=persona, greeting=greeting, attachments=attachments)
 
     async def achat(
-        self, text: str, thread_id: str | None = None, *, persona: str | None = None, greeting: int = 0
+        self,
+        text: str,
+        thread_id: str | None = None,
+        *,
+        persona: str | None = None,
+        greeting: int = 0,
+        attachments: Sequence[str | Path] = (),
     ) -> TurnResult:
         # llama.cpp generation is blocking native code: run the turn on a worker thread.
-        return await asyncio.to_thread(self.chat, text, thread_id, persona=persona, greeting=greeting)
+        return await asyncio.to_thread(
+            self.chat, text, thread_id, persona=persona, greeting=greeting, attachments=attachments
+        )
 
     async def astream(
-        self, text: str, thread_id: str | None = None, *, persona: str | None = None, greeting: int = 0
+        self,
+        text: str,
+        thread_id: str | None = None,
+        *,
+        persona: str | None = None,
+        greeting: int = 0,
+        attachments: Sequence[str | Path] = (),
     ) -> AsyncIterator[str]:
         """Async twin of ``stream``: yields text chunks; cancelling the iteration stops the reply."""
-        turn = self.stream(text, thread_id, persona=persona, greeting=greeting)
+        turn = self.stream(text, thread_id, persona=persona, greeting=greeting, attachments=attachments)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
 
@@ -222,9 +251,10 @@ class TurnStream:
     """
 
     def __init__(
-        self, agent: Agent, text: str, thread_id: str, *, persona: str | None = None, greeting: int = 0
-    ) -> None:
-        if not text or not text.strip():
+        self, agent: Agent, text: str, thread_id: str, *, persona: str | None = None, greeting: int = 0,
+        attachments: Sequence[str | Path] = (),
+    ) -> None:  # fmt: skip
+        if not (text and text.strip()) and not attachments:
             raise EmptyInputError("nothing to say: the message is empty")
         self.agent = agent
         self.text = text
@@ -232,9 +262,11 @@ class TurnStream:
         settings = agent.settings
         self.context = TurnContext(
             user_name=settings.user_name, persona=persona, greeting=greeting, user_id=settings.user_id,
-            shared_memory=settings.shared_memory,
+            shared_memory=settings.shared_memory, attachments=[str(a) for a in attachments],
         )  # fmt: skip
         self._result: TurnResult | None = None
+        # Called with the turn's observations once perception is done, before the reply starts.
+        self.on_observations: Callable[[list[dict[str, Any]]], None] | None = None
 
     def cancel(self) -> None:
         self.context.cancel.set()
@@ -254,10 +286,15 @@ class TurnStream:
             {"input": self.text},
             self.agent.config(self.thread_id),
             context=self.context,
-            stream_mode=["messages", "values"],
+            stream_mode=["messages", "values", "updates"],
         ):
             if mode == "values":
                 final = payload
+                continue
+            if mode == "updates":
+                perceived = (payload.get("perceive") or {}).get("observations")
+                if perceived is not None and self.on_observations is not None:
+                    self.on_observations(perceived)
                 continue
             chunk, meta = payload
             if meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessageChunk) and chunk.text:

@@ -32,6 +32,8 @@ from agentmm.settings import DEFAULT_SYSTEM_PROMPT
 from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
 from agentmm.summary import fold_into_summary
 from agentmm.tokens import TokenCounter
+from agentmm.tools.perception import Perception
+from agentmm.tools.perception import describe as describe_observations
 
 GRAPH_NAME = "agentmm-chat"
 
@@ -48,9 +50,9 @@ class Ingest:
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         text = (state.get("input") or "").strip()
-        if not text:
-            raise EmptyInputError("nothing to say: the message is empty")
         context = runtime.context or TurnContext()
+        if not text and not context.attachments:
+            raise EmptyInputError("nothing to say: the message is empty")
         history = state.get("messages", [])
         update: dict[str, Any] = {}
         persona_name = state.get("persona")
@@ -70,6 +72,7 @@ class Ingest:
             trace["persona"] = persona_name
         if opening:
             trace["greeting"] = opening[0].text
+        update.update(attachments=list(context.attachments), observations=[], recalled=[])
         return {**update, "messages": [*opening, HumanMessage(text)], "started_at": started_at, "trace": trace}
 
 
@@ -100,7 +103,9 @@ class Composer:
         messages = state["messages"]
         parts = self._parts(state, config, context)
         memories = format_recalled(state.get("recalled") or [], context.user_name)
-        turn = [("memories", memories), *parts.turn]
+        seen = describe_observations(state.get("observations") or [], context.user_name,
+                                     state.get("persona") or "you")  # fmt: skip
+        turn = [("memories", memories), *parts.turn, ("observations", seen)]
         summary = state.get("summary", "")
         plan = self._plan(state, parts, turn, summary)
         update: dict[str, Any] = {"window_start": plan.window_start}
@@ -118,7 +123,7 @@ class Composer:
         update["post_history"] = plan.kept.get("post_history", "")
         if not state.get("persona"):
             update["base_prompt"] = parts.head[0][1]
-        stored = "\n\n".join(plan.kept[name] for name in ("memories", "lore") if name in plan.kept)
+        stored = "\n\n".join(plan.kept[name] for name in ("memories", "lore", "observations") if name in plan.kept)
         if stored:  # the turn's context is stored with its message, so later prompts repeat it exactly
             newest = messages[-1]
             extra = {**newest.additional_kwargs, CONTEXT_KEY: stored}
@@ -285,6 +290,7 @@ def build_graph(
     personas: PersonaRegistry | None = None,
     summarize: bool = True,
     recall_k: int = 5,
+    perception: Perception | None = None,
 ) -> CompiledStateGraph:
     """The turn graph over ``model`` (any LangChain ``BaseChatModel``).
 
@@ -293,9 +299,12 @@ def build_graph(
     play (default: the built-ins and the ``agentmm.personas`` entry points, loaded on first use).
     With a ``store`` (any LangGraph ``BaseStore``) each turn recalls up to ``recall_k``
     memories before compose and remembers the exchange after generate. ``summarize`` folds
-    turns that leave the window into a rolling summary written by ``model``.
+    turns that leave the window into a rolling summary written by ``model``. A turn with
+    attachments (``TurnContext.attachments``) runs ``perception`` (default: the shipped
+    speech model and the configured captioner, loaded on first use) before recall.
     """
     from agentmm.graphs.memory import Recall, Remember
+    from agentmm.graphs.perceive import Perceive
 
     source = _persona_source(personas)
     composer = Composer(
@@ -306,13 +315,20 @@ def build_graph(
     builder.add_node("ingest", Ingest(source))
     builder.add_node("compose", composer)
     builder.add_node("generate", Generator(model))
+    builder.add_node("perceive", Perceive(perception))
     steps = ["ingest", "compose", "generate"]
     if store is not None:
         builder.add_node("recall", Recall(k=recall_k))
         builder.add_node("remember", Remember())
         steps = ["ingest", "recall", "compose", "generate", "remember"]
-    builder.add_edge(START, steps[0])
-    for before, after in itertools.pairwise(steps):
+    after_ingest = steps[1]
+    builder.add_edge(START, "ingest")
+    # perceive runs only for a turn with attachments, between ingest and the next step.
+    builder.add_conditional_edges(
+        "ingest", lambda state: "perceive" if state.get("attachments") else after_ingest, ["perceive", after_ingest]
+    )
+    builder.add_edge("perceive", after_ingest)
+    for before, after in itertools.pairwise(steps[1:]):
         builder.add_edge(before, after)
     builder.add_edge(steps[-1], END)
     return builder.compile(checkpointer=checkpointer, store=store, name=GRAPH_NAME)

@@ -54,7 +54,9 @@ class Recall:
 
         found = []
         if runtime.store is not None:
-            found = recall(runtime.store, _scopes(state, context), messages[-1].text, k=self.k,
+            seen = " ".join(str(o.get("text", "")) for o in state.get("observations") or [])
+            query = f"{messages[-1].text} {seen}".strip()
+            found = recall(runtime.store, _scopes(state, context), query, k=self.k,
                            min_similarity=self.min_similarity, skip=already_in_prompt)  # fmt: skip
         recalled = [r.as_trace() for r in found]
         timings = {"recall_s": round(time.perf_counter() - started, 4)}

@@ -1,0 +1,98 @@
+"""Speech recognition with the shipped Whisper tiny.en, on speech with known words."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agentmm.tools import asr, transcribe, transcribe_audio
+from agentmm.tools.errors import CorruptMediaError, MediaNotFoundError, SpeechModelError, UnsupportedMediaError
+from tests.tools.media_files import MORE_SENTENCES, SENTENCES, make_image, sox_can_write, speak, write_wav
+
+
+def test_transcribes_known_sentences(speech_wav: Path) -> None:
+    seen: list[float] = []
+    result = transcribe(speech_wav, progress=seen.append)
+    assert asr.word_error_rate(" ".join(SENTENCES), result.text) < 0.4, result.text
+    assert (result.language, result.language_probability, result.model) == ("en", 1.0, "tiny.en")
+    assert 6 < result.duration_s < 20
+    assert result.segments and all(0 <= s.start < s.end <= result.duration_s + 0.5 for s in result.segments)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) == len(result.segments) + 1
+    assert result.seconds > 0
+
+
+def test_long_audio_reports_progress_window_by_window(speech_dir: Path) -> None:
+    script = " ".join(SENTENCES + MORE_SENTENCES)  # distinct sentences: repeats set off Whisper's fallbacks
+    long_clip = speak(script, speech_dir / "long.wav")  # about 37 s: two 30 s windows
+    seen: list[float] = []
+    result = transcribe(long_clip, progress=seen.append)
+    assert result.duration_s > 30
+    assert any(0.2 < p < 0.9 for p in seen) and seen[-1] == 1.0
+    assert result.segments[-1].end > 30
+    assert asr.word_error_rate(script, result.text) < 0.4
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "mp3"])
+def test_compressed_audio_made_by_sox(short_speech_wav: Path, tmp_path: Path, fmt: str) -> None:
+    if not sox_can_write(fmt):
+        pytest.skip(f"this sox cannot write {fmt} (apt-get install sox libsox-fmt-all)")
+    out = tmp_path / f"coffee.{fmt}"
+    subprocess.run(["sox", str(short_speech_wav), str(out)], check=True, capture_output=True)
+    result = transcribe(out)
+    assert asr.word_error_rate(SENTENCES[1], result.text) < 0.4, result.text
+
+
+def test_tool_returns_the_transcript(short_speech_wav: Path) -> None:
+    text = transcribe_audio.invoke({"path": str(short_speech_wav)})
+    assert "coffee" in text.lower()
+    assert transcribe_audio.name == "transcribe_audio"
+    assert "path" in transcribe_audio.args
+
+
+def test_silence_is_no_speech(tmp_path: Path) -> None:
+    silent = write_wav(tmp_path / "silence.wav", b"\x00\x00" * 32000)
+    result = transcribe(silent)
+    assert result.text == "" and result.segments == []
+    assert abs(result.duration_s - 2.0) < 0.01
+    assert transcribe_audio.invoke({"path": str(silent)}) == asr.NO_SPEECH
+
+
+def test_bad_media_fails_before_the_model_is_touched(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedMediaError, match="not audio"):
+        transcribe(make_image(tmp_path / "photo.wav"), model="/no/such/model")
+    with pytest.raises(MediaNotFoundError):
+        transcribe_audio.invoke({"path": str(tmp_path / "missing.mp3")})
+
+
+def test_undecodable_audio_is_corrupt(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp3"
+    bad.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"not really an mp3 stream " * 4)
+    with pytest.raises(CorruptMediaError, match="cannot be decoded as audio"):
+        transcribe(bad, model="/no/such/model")  # decoding comes before loading a model
+
+
+def test_model_is_loaded_once_per_configuration() -> None:
+    assert asr.load_speech_model() is asr.load_speech_model(None, device="cpu", compute_type="int8")
+
+
+def test_model_specs(tmp_path: Path) -> None:
+    assert Path(asr.resolve_speech_model()).joinpath("model.bin").is_file()
+    assert asr.resolve_speech_model("Systran/faster-whisper-small") == "Systran/faster-whisper-small"
+    with pytest.raises(SpeechModelError, match="not found"):
+        asr.resolve_speech_model("./no-such-model")
+    with pytest.raises(SpeechModelError, match=r"no model\.bin"):
+        asr.resolve_speech_model(str(tmp_path))
+
+
+def test_hub_model_offline_is_a_typed_error() -> None:
+    # conftest sets HF_HUB_OFFLINE=1, so nothing is fetched
+    with pytest.raises(SpeechModelError, match="cannot load speech model"):
+        asr.load_speech_model("Systran/faster-whisper-base")
+
+
+def test_word_error_rate() -> None:
+    assert asr.word_error_rate("The cat sat.", "the cat sat") == 0.0
+    assert asr.word_error_rate("a b c d", "a x c") == 0.5
+    assert asr.word_error_rate("", "") == 0.0

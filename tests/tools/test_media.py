@@ -1,0 +1,245 @@
+"""Media files are known by their bytes, and every bad one is a typed, one-line error."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from agentmm.errors import AgentmmError
+from agentmm.tools import media
+from agentmm.tools.errors import (
+    CorruptMediaError,
+    EmptyMediaError,
+    ImageTooLargeError,
+    MediaError,
+    MediaNotFoundError,
+    MediaUnreadableError,
+    NotAFileError,
+    UnsupportedMediaError,
+)
+from tests.tools.media_files import make_image, png_header, write_wav
+
+
+def one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
+    message = str(error.value)
+    assert message and "\n" not in message
+    assert isinstance(error.value, AgentmmError)
+    return message
+
+
+SIGNATURES = {
+    "flac": b"fLaC\x00\x00\x00\x22" + b"\x00" * 40,
+    "ogg": b"OggS\x00\x02" + b"\x00" * 40,
+    "mp3": b"ID3\x04\x00\x00\x00\x00\x00\x21" + b"\x00" * 40,
+    "m4a": b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A isom" + b"\x00" * 20,
+    "mp4": b"\x00\x00\x00\x20ftypisom\x00\x00\x02\x00isomiso2" + b"\x00" * 20,
+    "webm": b"\x1a\x45\xdf\xa3\x9f\x42\x86\x81\x01\x42\x82\x84webm" + b"\x00" * 20,
+    "mkv": b"\x1a\x45\xdf\xa3\xa3\x42\x86\x81\x01\x42\x82\x88matroska" + b"\x00" * 20,
+}
+
+
+@pytest.mark.parametrize("name", ["png", "jpeg", "gif", "webp", "bmp"])
+def test_images_are_known_by_their_bytes_not_their_name(tmp_path: Path, name: str) -> None:
+    real = make_image(tmp_path / f"real.{name}")
+    disguised = tmp_path / "disguised.txt"
+    disguised.write_bytes(real.read_bytes())
+    found = media.sniff(disguised)
+    assert (found.name, found.kind) == (name, "image")
+    assert found.mime.startswith("image/")
+
+
+def test_wav_is_known_and_its_header_checked(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "tone.bin")
+    assert media.sniff(wav) == media.WAV
+    assert media.check_audio(wav) == media.WAV
+
+
+@pytest.mark.parametrize("name", sorted(SIGNATURES))
+def test_audio_and_video_containers_are_known_by_their_bytes(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "clip.dat"
+    path.write_bytes(SIGNATURES[name])
+    assert media.sniff(path).name == name
+
+
+def test_mp3_without_id3_is_known_by_its_frame_sync(tmp_path: Path) -> None:
+    path = tmp_path / "raw.audio"
+    path.write_bytes(b"\xff\xfb\x90\x64" + b"\x00" * 400)  # MPEG-1 layer III, 128 kb/s, 44.1 kHz
+    assert media.sniff(path) == media.MP3
+
+
+def test_aac_adts_is_not_taken_for_mp3() -> None:
+    assert media.sniff_bytes(b"\xff\xf1\x50\x80" + b"\x00" * 20) is None
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(MediaNotFoundError) as error:
+        media.sniff(tmp_path / "nope.png")
+    assert "nope.png" in one_line(error)
+
+
+def test_broken_symlink(tmp_path: Path) -> None:
+    link = tmp_path / "gone.jpg"
+    link.symlink_to(tmp_path / "never-there.jpg")
+    with pytest.raises(MediaNotFoundError) as error:
+        media.open_image(link)
+    assert "broken symlink" in one_line(error)
+
+
+def test_directory(tmp_path: Path) -> None:
+    with pytest.raises(NotAFileError) as error:
+        media.sniff(tmp_path)
+    assert "directory" in one_line(error)
+
+
+def test_fifo_is_not_read(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    with pytest.raises(NotAFileError) as error:  # reading would block forever
+        media.check_audio(fifo)
+    assert "not a regular file" in one_line(error)
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.png"
+    empty.touch()
+    with pytest.raises(EmptyMediaError) as error:
+        media.open_image(empty)
+    assert "0 bytes" in one_line(error)
+
+
+def test_zip_renamed_png_is_unsupported(tmp_path: Path) -> None:
+    fake = tmp_path / "holiday.png"
+    with zipfile.ZipFile(fake, "w") as archive:
+        archive.writestr("a.txt", "not an image")
+    with pytest.raises(UnsupportedMediaError) as error:
+        media.open_image(fake)
+    assert "not a supported" in one_line(error)
+
+
+@pytest.mark.parametrize("suffix", ["png", "jpg"])
+def test_truncated_image_is_corrupt(tmp_path: Path, suffix: str) -> None:
+    import random
+
+    from PIL import Image
+
+    noisy = Image.frombytes("RGB", (128, 128), random.Random(1).randbytes(128 * 128 * 3))
+    whole = tmp_path / f"whole.{suffix}"
+    noisy.save(whole)
+    cut = tmp_path / f"cut.{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    assert media.sniff(cut).kind == "image"  # the header is intact: only decoding finds it out
+    with pytest.raises(CorruptMediaError) as error:
+        media.open_image(cut)
+    assert "truncated or damaged" in one_line(error)
+
+
+def test_decompression_bomb_header_is_refused_before_decoding(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(30000, 30000))
+    with pytest.raises(ImageTooLargeError) as error:
+        media.open_image(bomb)
+    assert "too large to decode safely" in one_line(error)
+
+
+def test_pillow_bomb_guard_is_mapped_too(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(30000, 30000))
+    with pytest.raises(ImageTooLargeError) as error:  # our limit raised: Pillow's own guard still holds
+        media.open_image(bomb, max_pixels=10**12)
+    assert "too large to decode safely" in one_line(error)
+
+
+def test_own_pixel_limit(tmp_path: Path) -> None:
+    image = make_image(tmp_path / "small.png", size=(100, 100))
+    with pytest.raises(ImageTooLargeError) as error:
+        media.open_image(image, max_pixels=9_999)
+    assert "100x100 pixels, over 9,999" in one_line(error)
+    assert media.open_image(image, max_pixels=10_000).size == (100, 100)
+
+
+def _corrupt_wav(tmp_path: Path, name: str, edit: tuple[int, bytes]) -> Path:
+    path = write_wav(tmp_path / name)
+    data = bytearray(path.read_bytes())
+    offset, value = edit
+    data[offset : offset + len(value)] = value
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "why"),
+    [
+        ((22, struct.pack("<H", 0)), "0 channels"),  # fmt: channels
+        ((24, struct.pack("<I", 7)), "sample rate"),  # fmt: sample rate
+        ((12, b"junk"), "before its format chunk"),  # the fmt chunk renamed away
+        ((16, struct.pack("<I", 8)), "format chunk of"),  # fmt chunk declared too short
+    ],
+)
+def test_corrupt_wav_header(tmp_path: Path, edit: tuple[int, bytes], why: str) -> None:
+    path = _corrupt_wav(tmp_path, "voice.wav", edit)
+    with pytest.raises(CorruptMediaError) as error:
+        media.check_audio(path)
+    assert why in one_line(error)
+
+
+def test_wrong_kind_is_unsupported(tmp_path: Path) -> None:
+    wav = write_wav(tmp_path / "sound.png")
+    png = make_image(tmp_path / "picture.wav")
+    with pytest.raises(UnsupportedMediaError) as error:
+        media.open_image(wav)
+    assert "not an image" in one_line(error)
+    with pytest.raises(UnsupportedMediaError) as error:
+        media.check_audio(png)
+    assert "not audio" in one_line(error)
+
+
+def test_unreadable_file(tmp_path: Path) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads files whatever their mode (see the vanishing-file test)")
+    locked = make_image(tmp_path / "locked.png")
+    locked.chmod(0)
+    with pytest.raises(MediaUnreadableError) as error:
+        media.open_image(locked)
+    assert "permission denied" in one_line(error)
+
+
+def test_file_that_vanishes_while_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = make_image(tmp_path / "flaky.png")
+    real_open = Path.open
+
+    def vanishing_open(self: Path, *args: object, **kwargs: object) -> object:
+        if self == path:
+            path.unlink()
+        return real_open(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "open", vanishing_open)
+    with pytest.raises(MediaNotFoundError) as error:
+        media.open_image(path)
+    assert "disappeared" in one_line(error)
+
+
+def test_open_image_decodes_to_rgb_and_keeps_no_file_open(tmp_path: Path) -> None:
+    for suffix in ("png", "jpg", "gif", "webp", "bmp"):
+        image = media.open_image(make_image(tmp_path / f"x.{suffix}", size=(40, 30)))
+        assert (image.mode, image.size) == ("RGB", (40, 30))
+    assert media.open_image(tmp_path / "x.gif", mode=None).mode == "P"
+
+
+def test_content_hash_is_sha256_of_the_bytes(tmp_path: Path) -> None:
+    path = make_image(tmp_path / "a.png")
+    copy = tmp_path / "renamed.bin"
+    copy.write_bytes(path.read_bytes())
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+    assert media.content_hash(path) == media.content_hash(copy) == expected
+
+
+def test_every_media_error_is_an_agentmm_error_with_the_path(tmp_path: Path) -> None:
+    with pytest.raises(MediaError) as error:
+        media.sniff(tmp_path / "x.ogg")
+    assert error.value.path == tmp_path / "x.ogg"
+    assert error.value.exit_code == 2

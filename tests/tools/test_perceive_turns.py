@@ -1,0 +1,106 @@
+"""Perception in the turn: the perceive node in the real graph, and through the CLI."""
+
+from __future__ import annotations
+
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agentmm.graphs.chat import build_graph
+from agentmm.state import TurnContext
+from agentmm.tokens import TokenCounter
+from agentmm.tools.perception import Perception
+from tests.test_cli import agentmm, assert_one_line_error, ok_json
+from tests.tools.media_files import make_image
+
+WORDS = TokenCounter(lambda text: len(text.split()))
+
+
+class Slow:
+    """Fake captioner / transcriber that take a known time and record overlap."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.overlapped = False
+        self.lock = threading.Lock()
+
+    def _work(self) -> None:
+        with self.lock:
+            self.running += 1
+            self.overlapped |= self.running > 1
+        time.sleep(0.3)
+        with self.lock:
+            self.running -= 1
+
+    def caption(self, path: Path) -> tuple[str, str]:
+        self._work()
+        return "a red square on a table", "fake-captioner"
+
+    def transcribe(self, path: Path) -> tuple[str, str, str]:
+        self._work()
+        return "meet me at the lighthouse", "en", "fake-asr"
+
+
+def run(graph: Any, text: str, attachments: list[str]) -> dict[str, Any]:
+    return graph.invoke({"input": text}, {"configurable": {"thread_id": "t"}},
+                        context=TurnContext(user_name="Ada", attachments=attachments))  # fmt: skip
+
+
+def test_image_and_voice_note_run_concurrently_and_reach_the_prompt(tmp_path: Path, speech_wav: Path) -> None:
+    fake = Slow()
+    image = make_image(tmp_path / "photo.png")
+    graph = build_graph(FakeListChatModel(responses=["Lovely."]), InMemorySaver(), counter=WORDS,
+                        perception=Perception(fake.caption, fake.transcribe))  # fmt: skip
+    started = time.perf_counter()
+    state = run(graph, "", [str(image), str(speech_wav)])
+    assert fake.overlapped and time.perf_counter() - started < 0.6 + 0.5
+    assert state["trace"]["path"] == ["ingest", "perceive", "compose", "generate"]
+    kinds = [o["kind"] for o in state["trace"]["observations"]]
+    assert kinds == ["image", "audio"]
+    human = state["messages"][-2]
+    assert human.content == "meet me at the lighthouse"  # the voice note became the user's words
+    assert "picture that contains: a red square" in human.additional_kwargs["agentmm_context"]
+    # A turn without attachments does not run perceive, and nothing is re-perceived.
+    state = run(graph, "thanks", [])
+    assert "perceive" not in state["trace"]["path"]
+
+
+def test_bad_attachment_is_an_observation_and_the_turn_goes_on(tmp_path: Path) -> None:
+    fake = Slow()
+    renamed = tmp_path / "photo.png"
+    with zipfile.ZipFile(renamed, "w") as z:
+        z.writestr("a.txt", "hello")
+    graph = build_graph(FakeListChatModel(responses=["Hm."]), InMemorySaver(), counter=WORDS,
+                        perception=Perception(fake.caption, fake.transcribe))  # fmt: skip
+    state = run(graph, "look at this", [str(renamed), str(tmp_path / "missing.wav")])
+    errors = [o.get("error") for o in state["trace"]["observations"]]
+    assert all(errors) and len(errors) == 2
+    assert state["messages"][-1].content == "Hm."
+
+
+@pytest.mark.e2e
+def test_cli_perceive_and_a_voice_note_chat(tmp_path: Path, speech_wav: Path) -> None:
+    results = ok_json("perceive", str(speech_wav), "--json")["results"]
+    assert results[0]["kind"] == "audio" and results[0]["language"] == "en" and results[0]["text"].strip()
+    bogus = tmp_path / "notes.wav"
+    bogus.write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    assert_one_line_error(agentmm("perceive", str(bogus)), "notes.wav")
+
+    turn = ok_json("chat", "--audio", str(speech_wav), "--json", "--max-tokens", "20")
+    assert "perceive" in turn["trace"]["path"]
+    observation = turn["trace"]["observations"][0]
+    assert observation["kind"] == "audio" and observation["model"] and observation["seconds"] > 0
+    shown = ok_json("threads", "show", turn["thread_id"], "--json")
+    assert shown["messages"][0]["content"] == observation["text"]
+
+    image = make_image(tmp_path / "red.png")
+    pictured = ok_json("chat", "-m", "What do you think?", "--image", str(image), "--json", "--max-tokens", "10")
+    seen = pictured["trace"]["observations"][0]
+    assert seen["kind"] in {"image", "unsupported"}
+    assert pictured["reply"] is not None  # no captioner weights offline: said in one line, the turn goes on

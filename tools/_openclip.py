@@ -1,0 +1,80 @@
+"""Load open_clip models once per process, with typed errors for every way that can fail.
+
+No CLIP or CoCa weights ship on PyPI: a pretrained tag downloads from the hub where a network
+exists (or is found in its cache), a path loads a local checkpoint, and ``pretrained=None``
+builds the architecture with random weights. Random weights are seeded, so every process
+builds the same model: an index written by one run stays searchable by the next.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentmm.tools.errors import VisionModelError, VisionWeightsUnavailableError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+
+RANDOM_INIT_SEED = 0
+
+_loaded: dict[tuple[str, str | None, str, str | None], tuple[Any, Callable[[Any], torch.Tensor]]] = {}
+_lock = threading.Lock()
+
+
+def load_openclip(
+    model_name: str, pretrained: str | None, device: str = "cpu", cache_dir: Path | None = None
+) -> tuple[Any, Callable[[Any], Any]]:
+    """``(model, preprocess)`` in eval mode; loaded on first use and then shared.
+
+    ``cache_dir`` is where downloaded weights go (default: the Hugging Face cache).
+    """
+    key = (model_name, pretrained, device, str(cache_dir) if cache_dir else None)
+    with _lock:  # a second caller waits instead of loading a second copy
+        if key not in _loaded:
+            _loaded[key] = _create(model_name, pretrained, device, cache_dir)
+        return _loaded[key]
+
+
+def weights_label(pretrained: str | None) -> str:
+    return "random" if pretrained is None else pretrained
+
+
+def _create(
+    model_name: str, pretrained: str | None, device: str, cache_dir: Path | None
+) -> tuple[Any, Callable[[Any], Any]]:
+    import open_clip
+    import torch
+
+    hosted = model_name.startswith(("hf-hub:", "local-dir:"))
+    if not hosted and model_name not in open_clip.list_models():
+        raise VisionModelError(f"unknown open_clip model {model_name!r} (e.g. ViT-B-32, coca_ViT-B-32)")
+    weights = pretrained
+    if pretrained is not None and not hosted:
+        local = Path(pretrained).expanduser()
+        if local.is_file():
+            weights = str(local)
+        elif not open_clip.is_pretrained_cfg(model_name, pretrained):
+            known = ", ".join(open_clip.list_pretrained_tags_by_model(model_name)) or "none"
+            raise VisionModelError(f"unknown pretrained weights {pretrained!r} for {model_name} (known: {known})")
+    try:
+        if weights is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(RANDOM_INIT_SEED)
+                model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None, device=device)
+        else:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                model_name, pretrained=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None
+            )
+    except (RuntimeError, OSError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if weights is None:
+            raise VisionModelError(f"cannot build {model_name}: {reason}") from exc
+        raise VisionWeightsUnavailableError(
+            f"cannot get {model_name} weights {pretrained!r} (no network and not in the hub cache?): {reason[:200]}"
+        ) from exc
+    model.eval()
+    return model, preprocess

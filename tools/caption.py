@@ -1,0 +1,300 @@
+"""Image -> one-line caption, with the best captioner this machine has.
+
+1. A vision-language model in GGUF with its image projector (mmproj), run by llama-cpp-python's
+   multimodal chat handlers, when one is configured (local paths or hub ids). It follows a
+   prompt and knows far more than a captioning model, so it wins when it is there.
+2. Otherwise open_clip's CoCa, a small captioning model; its weights download from the hub
+   where a network exists. Nothing ships them on PyPI, so offline and uncached there is no
+   captioner at all, and ``CaptionerUnavailableError`` says in one line how to get one.
+
+CoCa captions are decoded greedily here, not with ``model.generate``: open_clip's ``generate``
+needs transformers' ``BeamSearchScorer``, which transformers 5 (required by
+sentence-transformers, which the memory uses) no longer has. Greedy decoding needs nothing
+beyond the model's own forward pass.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from langchain_core.tools import BaseTool, tool
+from pydantic import BaseModel
+
+from agentmm.errors import ModelNotFoundError
+from agentmm.tools._openclip import load_openclip, weights_label
+from agentmm.tools.errors import CaptionerUnavailableError, ToolModelError, VisionWeightsUnavailableError
+from agentmm.tools.media import open_image
+
+if TYPE_CHECKING:
+    import torch
+    from PIL import Image
+
+DEFAULT_COCA_MODEL = "coca_ViT-B-32"
+DEFAULT_COCA_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"
+DEFAULT_CAPTION_PROMPT = "Describe this image in one or two sentences."
+START_OF_TEXT, END_OF_TEXT = 49406, 49407  # open_clip's tokenizer
+VLM_IMAGE_SIDE = 1024  # projectors resize to far less; a smaller data URI is cheaper to pass
+
+
+class Caption(BaseModel):
+    """A caption and where it came from."""
+
+    text: str
+    model: str
+    seconds: float
+
+
+class Captioner(Protocol):
+    """Anything that turns a decoded RGB image into a caption."""
+
+    name: str
+
+    def describe(self, image: Image.Image) -> str: ...
+
+
+# --- CoCa -------------------------------------------------------------------------------------
+
+
+class CocaCaptioner:
+    """open_clip CoCa; ``pretrained`` is a tag, a checkpoint path, or None for random weights."""
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_COCA_MODEL,
+        pretrained: str | None = DEFAULT_COCA_PRETRAINED,
+        *,
+        device: str = "cpu",
+        max_tokens: int = 30,
+        min_tokens: int = 5,
+        cache_dir: Path | None = None,
+    ) -> None:
+        if not 0 <= min_tokens < max_tokens <= 75:
+            raise ValueError("need 0 <= min_tokens < max_tokens <= 75 (CoCa's text context)")
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.device = device
+        self.max_tokens = max_tokens
+        self.min_tokens = min_tokens
+        self.cache_dir = cache_dir
+        self.name = f"{model_name}:{weights_label(pretrained)}"
+
+    def load(self) -> tuple[Any, Any]:
+        """The model and its preprocessing; ``CaptionerUnavailableError`` when weights cannot be had."""
+        try:
+            return load_openclip(self.model_name, self.pretrained, self.device, self.cache_dir)
+        except VisionWeightsUnavailableError as exc:
+            raise CaptionerUnavailableError(
+                "no image captioner is available offline: set caption_model to a local VLM GGUF + mmproj, "
+                f"or run once with a network to fetch CoCa ({self.model_name} {self.pretrained})"
+            ) from exc
+
+    def describe(self, image: Image.Image) -> str:
+        import open_clip
+
+        model, preprocess = self.load()
+        pixels = preprocess(image).unsqueeze(0).to(self.device)
+        tokens = greedy_caption_tokens(model, pixels, max_tokens=self.max_tokens, min_tokens=self.min_tokens)
+        text = open_clip.decode(tokens[0])
+        return text.split("<end_of_text>")[0].replace("<start_of_text>", "").strip()
+
+
+def greedy_caption_tokens(model: Any, pixels: torch.Tensor, *, max_tokens: int, min_tokens: int) -> torch.Tensor:
+    """Token ids (start token first) of each image's caption, one most-likely token at a time.
+
+    The image is encoded once; each step runs the text decoder over the tokens so far.
+    Finished rows are padded with the end token, which decoding cuts at.
+    """
+    import torch
+
+    with torch.inference_mode():
+        encoded = model(pixels)
+        latent, embeddings = encoded["image_features"], encoded["image_embs"]
+        tokens = torch.full((pixels.shape[0], 1), START_OF_TEXT, dtype=torch.long, device=pixels.device)
+        done = torch.zeros(pixels.shape[0], dtype=torch.bool, device=pixels.device)
+        for step in range(max_tokens):
+            logits = model(pixels, tokens, image_latent=latent, image_embs=embeddings, output_labels=False)["logits"]
+            logits = logits[:, -1]
+            if step < min_tokens:
+                logits[:, END_OF_TEXT] = float("-inf")
+            chosen = logits.argmax(dim=-1).masked_fill(done, END_OF_TEXT)
+            tokens = torch.cat([tokens, chosen[:, None]], dim=1)
+            done |= chosen == END_OF_TEXT
+            if bool(done.all()):
+                break
+    return tokens
+
+
+# --- a VLM through llama-cpp-python -------------------------------------------------------------
+
+
+class VLMCaptioner:
+    """A GGUF vision-language model and its mmproj, loaded on the first caption.
+
+    ``model`` and ``mmproj`` are local paths or hub ids ``owner/repo/file.gguf``; both are
+    found (or downloaded) when the captioner is made, so a wrong path fails at once.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        mmproj: str,
+        *,
+        prompt: str = DEFAULT_CAPTION_PROMPT,
+        n_ctx: int = 4096,
+        n_gpu_layers: int = 0,
+        max_tokens: int = 96,
+        models_dir: Path | None = None,
+    ) -> None:
+        self.model_path = resolve_gguf(model, "caption_model", models_dir)
+        self.mmproj_path = resolve_gguf(mmproj, "caption_mmproj", models_dir)
+        self.prompt = prompt
+        self.n_ctx = n_ctx
+        self.n_gpu_layers = n_gpu_layers
+        self.max_tokens = max_tokens
+        self.name = self.model_path.stem
+        self._llama: Any = None
+        self._lock = threading.Lock()  # one Llama context: one caption at a time
+
+    def _load(self) -> Any:
+        try:
+            from llama_cpp import Llama, llama_chat_format
+        except ImportError as exc:
+            raise CaptionerUnavailableError(
+                "a VLM captioner needs llama-cpp-python: pip install llama-cpp-python"
+            ) from exc
+        # MTMDChatHandler (libmtmd, any projector, the model's own chat template) where this
+        # llama-cpp-python has it; the LLaVA 1.5 handler on older releases.
+        handler_class = getattr(llama_chat_format, "MTMDChatHandler", None) or llama_chat_format.Llava15ChatHandler
+        try:
+            handler = handler_class(clip_model_path=str(self.mmproj_path), verbose=False)
+            return Llama(
+                model_path=str(self.model_path),
+                chat_handler=handler,
+                n_ctx=self.n_ctx,
+                n_gpu_layers=self.n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ToolModelError(f"cannot load VLM {self.model_path.name} with {self.mmproj_path.name}: {exc}") from exc
+
+    def describe(self, image: Image.Image) -> str:
+        with self._lock:
+            if self._llama is None:
+                self._llama = self._load()
+            reply = self._llama.create_chat_completion(
+                messages=[
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": image_data_uri(image)}},
+                            {"type": "text", "text": self.prompt},
+                        ],
+                    }
+                ],
+                max_tokens=self.max_tokens,
+                temperature=0.2,
+            )
+        return str(reply["choices"][0]["message"]["content"] or "").strip()
+
+
+def image_data_uri(image: Image.Image, max_side: int = VLM_IMAGE_SIDE) -> str:
+    """A PNG ``data:`` URI of the image, shrunk to ``max_side`` (the handlers take URIs)."""
+    if max(image.size) > max_side:
+        image = image.copy()
+        image.thumbnail((max_side, max_side))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def resolve_gguf(spec: str, setting: str, models_dir: Path | None = None) -> Path:
+    """A local GGUF path or a hub id ``owner/repo/file.gguf`` -> a file on disk."""
+    spec = spec.strip()
+    local = Path(spec).expanduser()
+    if local.is_file():
+        return local.resolve()
+    if local.exists():
+        raise ModelNotFoundError(f"{setting} {spec} is not a file")
+    parts = spec.split("/")
+    if len(parts) >= 3 and spec.endswith(".gguf") and not spec.startswith(("/", ".", "~")) and all(parts):
+        from agentmm.models import download_from_hub, split_hub_id
+
+        return download_from_hub(*split_hub_id(spec), models_dir)
+    raise ModelNotFoundError(f"{setting} not found: {spec} (give a local .gguf path or a hub id owner/repo/file.gguf)")
+
+
+# --- choosing one, and the tool ---------------------------------------------------------------
+
+
+def make_captioner(
+    caption_model: str | None = None,
+    caption_mmproj: str | None = None,
+    *,
+    coca_model: str = DEFAULT_COCA_MODEL,
+    coca_pretrained: str | None = DEFAULT_COCA_PRETRAINED,
+    device: str = "cpu",
+    models_dir: Path | None = None,
+) -> Captioner:
+    """The VLM when one is configured (both files needed), CoCa otherwise.
+
+    ``models_dir`` is where hub downloads go (the ``models_dir`` setting; default: the
+    Hugging Face cache).
+    """
+    if caption_model or caption_mmproj:
+        if not (caption_model and caption_mmproj):
+            missing = "caption_mmproj (its image projector)" if caption_model else "caption_model (the GGUF)"
+            raise CaptionerUnavailableError(f"a VLM captioner needs both files: set {missing} too")
+        return VLMCaptioner(caption_model, caption_mmproj, models_dir=models_dir)
+    return CocaCaptioner(coca_model, coca_pretrained, device=device, cache_dir=models_dir)
+
+
+_default: Captioner | None = None
+_default_lock = threading.Lock()
+
+
+def default_captioner() -> Captioner:
+    """CoCa with its pretrained weights, made once (loading waits for the first caption)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = make_captioner()
+        return _default
+
+
+def caption_file(path: str | Path, captioner: Captioner | None = None) -> Caption:
+    """Caption an image file (its type checked by its bytes, decoded in full first)."""
+    started = time.perf_counter()
+    image = open_image(path)
+    chosen = captioner or default_captioner()
+    text = chosen.describe(image)
+    return Caption(text=text, model=chosen.name, seconds=round(time.perf_counter() - started, 3))
+
+
+@tool(parse_docstring=True)
+def caption_image(path: str) -> str:
+    """Describe what an image file (PNG, JPEG, GIF, WebP, BMP) shows, in one line.
+
+    Args:
+        path: Path of the image file on this machine.
+    """
+    return caption_file(path).text
+
+
+def make_caption_image_tool(captioner: Captioner) -> BaseTool:
+    """A ``caption_image`` tool that uses the given captioner (e.g. a configured VLM)."""
+
+    @tool("caption_image", parse_docstring=True)
+    def caption_with(path: str) -> str:
+        """Describe what an image file (PNG, JPEG, GIF, WebP, BMP) shows, in one line.
+
+        Args:
+            path: Path of the image file on this machine.
+        """
+        return caption_file(path, captioner).text
+
+    return caption_with

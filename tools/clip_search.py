@@ -1,0 +1,462 @@
+"""Find images by what they show: open_clip embeddings in a Chroma index.
+
+``ImageIndex`` keeps one Chroma collection per (model, weights) in ``<data_dir>/images``, so
+switching models never mixes vector spaces. Indexing a folder is incremental: a file whose
+size and mtime are unchanged is trusted unchanged (as git trusts its stat cache); a file whose
+stat changed is hashed, and only new content is embedded; content already embedded under
+another path (a copy, a rename) reuses that vector. Files that are gone leave the index. Bad
+files are reported and skipped. Each record (vector + metadata) is written whole, one batch per
+Chroma call, so an interrupted run leaves a smaller but consistent index that the next run
+completes.
+
+Vectors are always computed here and passed to Chroma: its default embedding function
+downloads a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.tools import BaseTool, tool
+from pydantic import BaseModel, Field
+
+from agentmm.errors import EmptyInputError
+from agentmm.tools._dirlock import DirectoryLock
+from agentmm.tools._openclip import load_openclip, weights_label
+from agentmm.tools.errors import ImageIndexError, MediaError, UnsupportedMediaError
+from agentmm.tools.media import check_file, content_hash, open_image, sniff
+
+if TYPE_CHECKING:
+    import torch
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+    from PIL import Image
+
+    from agentmm.settings import Settings
+
+DEFAULT_CLIP_MODEL = "ViT-B-32"
+DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
+INDEX_DIRNAME = "images"
+SEARCH_EF = 400  # MODELS.md: HNSW recall 0.72 with Chroma's default, 0.97 with 400
+EMBED_BATCH = 16
+MAX_TOOL_RESULTS = 50
+_PAGE = 5000
+# Names that are meant to be images: such a file that cannot be indexed is reported; any other
+# file that is not an image (notes, sidecars, archives) is passed over in silence.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
+
+Progress = Callable[[int, int], None]
+
+
+class Hit(BaseModel):
+    """A search result: an indexed file and its cosine similarity to the query."""
+
+    path: str
+    score: float
+
+
+class IndexReport(BaseModel):
+    """What ``index_dir`` did to the index, file by file counted once."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+    failed: list[tuple[str, str]] = Field(default_factory=list, description="(path, reason) of files skipped")
+    embedded: int = Field(0, description="Images run through the model (new content only).")
+    seconds: float = 0.0
+
+
+class ClipEmbedder:
+    """open_clip image and text embeddings (unit length, so dot product = cosine)."""
+
+    def __init__(
+        self,
+        model_name: str = DEFAULT_CLIP_MODEL,
+        pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
+        device: str = "cpu",
+        cache_dir: Path | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.device = device
+        self.cache_dir = cache_dir
+        self.name = f"{model_name}:{weights_label(pretrained)}"
+        self._tokenizer: Any = None
+
+    def load(self) -> tuple[Any, Any]:
+        return load_openclip(self.model_name, self.pretrained, self.device, self.cache_dir)
+
+    def prepare(self, image: Image.Image) -> torch.Tensor:
+        """The model's input tensor for one image (resized, cropped, normalised)."""
+        return self.load()[1](image)
+
+    def embed_prepared(self, pixels: Sequence[torch.Tensor]) -> list[list[float]]:
+        import torch
+
+        model = self.load()[0]
+        with torch.inference_mode():
+            vectors = model.encode_image(torch.stack(list(pixels)).to(self.device), normalize=True)
+        return vectors.float().cpu().tolist()
+
+    def embed_images(self, images: Sequence[Image.Image]) -> list[list[float]]:
+        return self.embed_prepared([self.prepare(image) for image in images])
+
+    def embed_texts(self, texts: Sequence[str]) -> list[list[float]]:
+        import open_clip
+        import torch
+
+        model = self.load()[0]
+        if self._tokenizer is None:
+            self._tokenizer = open_clip.get_tokenizer(self.model_name)
+        with torch.inference_mode():
+            vectors = model.encode_text(self._tokenizer(list(texts)).to(self.device), normalize=True)
+        return vectors.float().cpu().tolist()
+
+
+@dataclass
+class _Pending:
+    path: Path
+    key: str
+    metadata: dict[str, Any]
+    is_update: bool
+
+
+class ImageIndex:
+    """A persistent, incremental CLIP index of image files (one process per data dir)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        *,
+        model: str = DEFAULT_CLIP_MODEL,
+        pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
+        device: str = "cpu",
+        batch_size: int = EMBED_BATCH,
+        models_dir: Path | None = None,
+    ) -> None:
+        self.directory = Path(data_dir).expanduser() / INDEX_DIRNAME
+        self.embedder = ClipEmbedder(model, pretrained, device, cache_dir=models_dir)
+        self.batch_size = max(1, batch_size)
+        self._mutex = threading.RLock()
+        self._lock = DirectoryLock(self.directory)
+        self._lock.acquire()
+        try:
+            import chromadb
+            from chromadb.config import Settings as ChromaSettings
+
+            self._client: ClientAPI = chromadb.PersistentClient(
+                path=str(self._lock.directory), settings=ChromaSettings(anonymized_telemetry=False)
+            )
+            self.collection: Collection = self._client.get_or_create_collection(
+                collection_name(model, pretrained),
+                embedding_function=None,
+                configuration={"hnsw": {"space": "cosine", "ef_search": SEARCH_EF}},  # type: ignore[typeddict-item]
+                metadata={"model": model, "pretrained": weights_label(pretrained)},
+            )
+        except BaseException as exc:
+            self._lock.release()
+            if isinstance(exc, ImportError) or not isinstance(exc, Exception):
+                raise
+            raise ImageIndexError(f"cannot open image index {self.directory}: {exc}") from exc
+        self._closed = False
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Let go of Chroma and the directory lock."""
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            with contextlib.suppress(Exception):
+                self._client.close()  # type: ignore[attr-defined]
+            self._lock.release()
+
+    def __enter__(self) -> ImageIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.collection.count()
+
+    # --- indexing -------------------------------------------------------------------------
+
+    def index_dir(self, directory: str | Path, *, progress: Progress | None = None) -> IndexReport:
+        """Bring the index up to date with the images under ``directory`` (recursively).
+
+        ``progress(done, total)`` is called as files are settled. Hidden files and folders and
+        the index's own folder are skipped.
+        """
+        started = time.perf_counter()
+        root = Path(directory).expanduser()
+        if not root.is_dir():
+            raise ImageIndexError(f"cannot index {root}: not a directory")
+        root = root.resolve()
+        with self._mutex:
+            report = IndexReport()
+            known = self._entries_under(root)
+            files = list(self._scan(root))
+            total, done = len(files), 0
+            seen: set[str] = set()
+            pending: list[_Pending] = []
+            refreshed: dict[str, dict[str, Any]] = {}
+            for path in files:
+                key = str(path)
+                outcome = self._check(path, known.get(key), report)
+                if isinstance(outcome, _Pending):
+                    pending.append(outcome)
+                    continue
+                if outcome is not None:  # None: failed, or not an image at all
+                    seen.add(key)
+                    report.unchanged += 1
+                    if outcome is not known[key]:
+                        refreshed[key] = outcome
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            for batch in _chunks(pending, self.batch_size):
+                written = self._embed_and_write(batch, report)
+                seen.update(written)
+                done += len(batch)
+                if progress is not None:
+                    progress(done, total)
+            if refreshed:
+                self.collection.update(ids=list(refreshed), metadatas=list(refreshed.values()))
+            gone = [key for key in known if key not in seen]
+            if gone:
+                self.collection.delete(ids=gone)
+            failed_keys = {path for path, _ in report.failed}
+            report.removed = sum(key not in failed_keys for key in gone)
+            report.seconds = round(time.perf_counter() - started, 3)
+            return report
+
+    def _scan(self, root: Path) -> Iterator[Path]:
+        own = self.directory.resolve()
+        for folder, subdirs, names in os.walk(root):
+            base = Path(folder)
+            subdirs[:] = sorted(d for d in subdirs if not d.startswith(".") and (base / d).resolve() != own)
+            for name in sorted(names):
+                if not name.startswith("."):
+                    yield base / name
+
+    def _check(self, path: Path, known: dict[str, Any] | None, report: IndexReport) -> dict[str, Any] | _Pending | None:
+        """Unchanged: its (possibly refreshed) metadata; new content: a ``_Pending``; else None.
+
+        A file is reported as failed only if it was meant as an image (by its name, its bytes
+        or an earlier run); any other file that is not an image is passed over.
+        """
+        meant_as_image = known is not None or path.suffix.lower() in IMAGE_SUFFIXES
+        try:
+            check_file(path)
+            info = path.stat()
+            stat = {"path": str(path), "size": info.st_size, "mtime_ns": str(info.st_mtime_ns)}
+            if known and known.get("size") == stat["size"] and known.get("mtime_ns") == stat["mtime_ns"]:
+                return known
+            media = sniff(path)
+            if media.kind != "image":
+                raise UnsupportedMediaError(path, f"{path} is {media.describe()}, not an image")
+        except (MediaError, OSError) as exc:
+            if meant_as_image:
+                report.failed.append(_failure(path, exc))
+            return None
+        try:
+            digest = content_hash(path)
+        except MediaError as exc:
+            report.failed.append(_failure(path, exc))
+            return None
+        metadata = {**stat, "sha256": digest}
+        if known and known.get("sha256") == digest:
+            return metadata  # touched, not changed: no new vector
+        return _Pending(path, str(path), metadata, is_update=known is not None)
+
+    def _embed_and_write(self, batch: list[_Pending], report: IndexReport) -> list[str]:
+        """Embed a batch and write it in one call; content seen before (stored, or earlier in
+        this batch) reuses its vector instead of running the model again."""
+        stored = self._vectors_by_hash({item.metadata["sha256"] for item in batch})
+        fresh: dict[str, int] = {}  # sha256 -> position in pixels
+        sizes: dict[str, dict[str, Any]] = {}
+        pixels: list[Any] = []
+        ready: list[_Pending] = []
+        for item in batch:
+            digest = item.metadata["sha256"]
+            if digest in stored:
+                sizes[digest] = {k: v for k, v in stored[digest][1].items() if k in ("width", "height")}
+            elif digest not in fresh:
+                try:
+                    image = open_image(item.path, min_side=256)
+                except MediaError as exc:
+                    report.failed.append(_failure(item.path, exc))
+                    continue
+                sizes[digest] = {"width": image.width, "height": image.height}
+                fresh[digest] = len(pixels)
+                pixels.append(self.embedder.prepare(image))
+            item.metadata.update(sizes[digest])
+            ready.append(item)
+        computed = self.embedder.embed_prepared(pixels) if pixels else []
+        report.embedded += len(pixels)
+        vectors = []
+        for item in ready:
+            digest = item.metadata["sha256"]
+            vectors.append(stored[digest][0] if digest in stored else computed[fresh[digest]])
+        if ready:
+            self.collection.upsert(
+                ids=[item.key for item in ready],
+                embeddings=vectors,  # type: ignore[arg-type]
+                metadatas=[item.metadata for item in ready],
+            )
+        for item in ready:
+            if item.is_update:
+                report.updated += 1
+            else:
+                report.added += 1
+        return [item.key for item in ready]
+
+    def _vectors_by_hash(self, digests: set[str]) -> dict[str, tuple[list[float], dict[str, Any]]]:
+        """Vectors (and metadata) already stored for these contents, under any path."""
+        found = self.collection.get(
+            where={"sha256": {"$in": sorted(digests)}},  # type: ignore[dict-item]
+            include=["embeddings", "metadatas"],
+        )
+        embeddings = found.get("embeddings")
+        if embeddings is None:
+            return {}
+        return {
+            str(metadata["sha256"]): ([float(x) for x in vector], dict(metadata))
+            for metadata, vector in zip(found.get("metadatas") or [], embeddings, strict=False)
+        }
+
+    def _entries_under(self, root: Path) -> dict[str, dict[str, Any]]:
+        prefix = str(root).rstrip(os.sep) + os.sep
+        entries: dict[str, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            page = self.collection.get(include=["metadatas"], limit=_PAGE, offset=offset)
+            for key, metadata in zip(page["ids"], page.get("metadatas") or [], strict=False):
+                if key.startswith(prefix):
+                    entries[key] = dict(metadata or {})
+            if len(page["ids"]) < _PAGE:
+                return entries
+            offset += _PAGE
+
+    # --- search ---------------------------------------------------------------------------
+
+    def search_text(self, query: str, k: int = 5) -> list[Hit]:
+        """The ``k`` indexed images closest to a text description, best first."""
+        text = query.strip()
+        if not text:
+            raise EmptyInputError("nothing to search for: the query is empty")
+        if self.collection.count() == 0:
+            return []
+        return self._nearest(self.embedder.embed_texts([text])[0], k)
+
+    def search_image(self, path: str | Path, k: int = 5) -> list[Hit]:
+        """The ``k`` indexed images most like the image at ``path`` (itself first, if indexed)."""
+        image = open_image(path, min_side=256)
+        if self.collection.count() == 0:
+            return []
+        return self._nearest(self.embedder.embed_images([image])[0], k)
+
+    def _nearest(self, vector: list[float], k: int) -> list[Hit]:
+        if k < 1:
+            raise ValueError("k must be at least 1")
+        with self._mutex:
+            result = self.collection.query(
+                query_embeddings=[vector],  # type: ignore[arg-type]
+                n_results=min(k, self.collection.count()),
+                include=["metadatas", "distances"],
+            )
+        hits = []
+        for metadata, distance in zip((result["metadatas"] or [[]])[0], (result["distances"] or [[]])[0], strict=False):
+            path = str(metadata["path"])
+            if os.path.exists(path):  # the folder may have changed since it was indexed
+                hits.append(Hit(path=path, score=round(1.0 - float(distance), 4)))
+        return hits
+
+
+def collection_name(model: str, pretrained: str | None) -> str:
+    """A valid Chroma collection name for one (model, weights) pair, stable across runs."""
+    label = f"{model}-{weights_label(pretrained)}"
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-_")[:40]
+    return f"images-{slug}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
+
+
+def _failure(path: Path, exc: Exception) -> tuple[str, str]:
+    """(path, reason): the reason without the path that media errors start with."""
+    reason = str(exc).removeprefix(str(path)).strip(" :") or type(exc).__name__
+    return str(path), reason
+
+
+def _chunks(items: list[_Pending], size: int) -> Iterator[list[_Pending]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+# --- the LangChain tool -------------------------------------------------------------------------
+
+
+def format_hits(hits: Sequence[Hit], indexed: int) -> str:
+    """Ranked paths with scores, one per line, for a model to read."""
+    if indexed == 0:
+        return "no images are indexed yet"
+    if not hits:
+        return "no matching images"
+    return "\n".join(f"{rank}. {hit.path} (score {hit.score:.3f})" for rank, hit in enumerate(hits, 1))
+
+
+def make_search_images_tool(index: ImageIndex) -> BaseTool:
+    """A ``search_images`` tool over the given index."""
+
+    @tool("search_images", parse_docstring=True)
+    def search_with(query: str, k: int = 5) -> str:
+        """Find indexed images on this machine that match a description, best first.
+
+        Args:
+            query: What the images should show, in words.
+            k: How many images to return (1 to 50).
+        """
+        return _search(index, query, k)
+
+    return search_with
+
+
+def _search(index: ImageIndex, query: str, k: int) -> str:
+    hits = index.search_text(query, max(1, min(k, MAX_TOOL_RESULTS)))
+    return format_hits(hits, len(index))
+
+
+_defaults: dict[Path, ImageIndex] = {}
+_defaults_lock = threading.Lock()
+
+
+def default_image_index(settings: Settings | None = None) -> ImageIndex:
+    """The index in the configured data dir (default CLIP weights), opened once per process."""
+    from agentmm.settings import load_settings
+
+    settings = settings or load_settings()
+    with _defaults_lock:
+        if settings.data_dir not in _defaults:
+            _defaults[settings.data_dir] = ImageIndex(settings.data_dir, models_dir=settings.models_dir)
+        return _defaults[settings.data_dir]
+
+
+@tool(parse_docstring=True)
+def search_images(query: str, k: int = 5) -> str:
+    """Find indexed images on this machine that match a description, best first.
+
+    Args:
+        query: What the images should show, in words.
+        k: How many images to return (1 to 50).
+    """
+    return _search(default_image_index(), query, k)

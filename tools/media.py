@@ -1,0 +1,298 @@
+"""Know what a media file really is before a model sees it.
+
+Attachments arrive with whatever name the user gave them, so the type comes from the magic
+bytes, never the extension; every way a file can be unusable (missing, a directory, empty,
+unreadable, an unknown format, truncated, a decompression bomb, a broken WAV header) becomes
+one typed ``MediaError`` with a one-line message, before a decoder deep inside torch or FFmpeg
+fails with a traceback. Pillow is imported only when an image is opened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Literal
+
+from agentmm.tools.errors import (
+    CorruptMediaError,
+    EmptyMediaError,
+    ImageTooLargeError,
+    MediaNotFoundError,
+    MediaUnreadableError,
+    NotAFileError,
+    UnsupportedMediaError,
+)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+MediaKind = Literal["image", "audio", "video"]
+
+SNIFF_BYTES = 4096
+# Pillow's own default (~89.5 Mpx, a 0.25 GB RGB bitmap); anything larger from a chat
+# attachment is a bomb or a scan too big to caption anyway.
+DEFAULT_MAX_PIXELS = 89_478_485
+_HASH_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class MediaType:
+    """A format recognised by its bytes: ``name`` (e.g. ``png``), ``kind`` and MIME type."""
+
+    name: str
+    kind: MediaKind
+    mime: str
+
+    def describe(self) -> str:
+        return f"{'an' if self.name[0] in 'aefhilmnorsx' else 'a'} {self.name.upper()} {self.kind} file"
+
+
+PNG = MediaType("png", "image", "image/png")
+JPEG = MediaType("jpeg", "image", "image/jpeg")
+GIF = MediaType("gif", "image", "image/gif")
+WEBP = MediaType("webp", "image", "image/webp")
+BMP = MediaType("bmp", "image", "image/bmp")
+WAV = MediaType("wav", "audio", "audio/wav")
+FLAC = MediaType("flac", "audio", "audio/flac")
+OGG = MediaType("ogg", "audio", "audio/ogg")
+MP3 = MediaType("mp3", "audio", "audio/mpeg")
+M4A = MediaType("m4a", "audio", "audio/mp4")
+MP4 = MediaType("mp4", "video", "video/mp4")
+WEBM = MediaType("webm", "video", "video/webm")
+MKV = MediaType("mkv", "video", "video/x-matroska")
+
+_BMP_DIB_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
+_M4A_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"
+
+
+def sniff_bytes(head: bytes) -> MediaType | None:
+    """The format whose signature ``head`` (a file's first bytes) starts with, if any."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return PNG
+    if head.startswith(b"\xff\xd8\xff"):
+        return JPEG
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return GIF
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return WEBP
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        return WAV
+    if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES:
+        return BMP
+    if head[:4] == b"fLaC":
+        return FLAC
+    if head[:4] == b"OggS":
+        return OGG
+    if head[:3] == b"ID3" or _is_mpeg_audio_frame(head):
+        return MP3
+    if head[4:8] == b"ftyp":
+        return M4A if head[8:12] in _M4A_BRANDS else MP4
+    if head[:4] == _EBML_MAGIC:
+        return WEBM if b"webm" in head else MKV
+    return None
+
+
+def _is_mpeg_audio_frame(head: bytes) -> bool:
+    """An MPEG audio frame header: 11 sync bits, then no reserved version, layer, rate or bitrate.
+
+    ADTS AAC shares the sync bits but has layer 00, so it is not taken for MP3.
+    """
+    if len(head) < 4 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return False
+    version = (head[1] >> 3) & 0b11
+    layer = (head[1] >> 1) & 0b11
+    bitrate = head[2] >> 4
+    rate = (head[2] >> 2) & 0b11
+    return version != 0b01 and layer != 0b00 and bitrate != 0b1111 and rate != 0b11
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn the OS's reasons for not reading a file into typed one-line errors."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise MediaNotFoundError(path, f"{path} disappeared while it was being read") from exc
+    except PermissionError as exc:
+        raise MediaUnreadableError(path, f"cannot read {path}: permission denied") from exc
+    except IsADirectoryError as exc:
+        raise NotAFileError(path, f"{path} is a directory, not a file") from exc
+    except OSError as exc:
+        raise MediaUnreadableError(path, f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def check_file(path: str | Path) -> Path:
+    """The path, if it names a non-empty regular file; a typed error saying why not otherwise."""
+    path = Path(path).expanduser()
+    try:
+        info = path.stat()
+    except FileNotFoundError as exc:
+        if path.is_symlink():
+            raise MediaNotFoundError(path, f"{path} is a broken symlink") from exc
+        raise MediaNotFoundError(path, f"no such file: {path}") from exc
+    except PermissionError as exc:
+        raise MediaUnreadableError(path, f"cannot reach {path}: permission denied") from exc
+    except OSError as exc:  # e.g. ENAMETOOLONG, ELOOP
+        raise MediaNotFoundError(path, f"cannot use {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(info.st_mode):
+        raise NotAFileError(path, f"{path} is a directory, not a file")
+    if not stat.S_ISREG(info.st_mode):
+        raise NotAFileError(path, f"{path} is not a regular file")
+    if info.st_size == 0:
+        raise EmptyMediaError(path, f"{path} is empty (0 bytes)")
+    return path
+
+
+def sniff(path: str | Path) -> MediaType:
+    """The real type of a media file, from its first bytes (never its name)."""
+    path = check_file(path)
+    with _reading(path), path.open("rb") as file:
+        head = file.read(SNIFF_BYTES)
+    media = sniff_bytes(head)
+    if media is None:
+        known = "PNG, JPEG, GIF, WebP, BMP, WAV, FLAC, OGG, MP3, M4A/MP4, WebM/MKV"
+        raise UnsupportedMediaError(path, f"{path} is not a supported image or audio file (known: {known})")
+    return media
+
+
+def content_hash(path: str | Path) -> str:
+    """SHA-256 of the file's bytes (hex): a cache key that survives renames and touches."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with _reading(path), path.open("rb") as file:
+        while chunk := file.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+def _pillow() -> object:
+    from PIL import Image
+
+    # Chat attachments are untrusted: make sure Pillow's bomb guard is on even if another
+    # library in this process switched it off (open_image also checks its own limit).
+    if Image.MAX_IMAGE_PIXELS is None:
+        Image.MAX_IMAGE_PIXELS = DEFAULT_MAX_PIXELS
+    return Image
+
+
+def open_image(
+    path: str | Path,
+    *,
+    mode: str | None = "RGB",
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int | None = None,
+) -> Image.Image:
+    """Decode a whole image (in ``mode``; ``None`` keeps its own), checked on the way.
+
+    The image is fully decoded here, so a truncated file fails now with a typed error rather
+    than later inside a model's preprocessing. The returned image holds no open file.
+    ``min_side`` lets a JPEG decode at a reduced scale that still keeps at least that many
+    pixels per side: a model that resizes to 224 px need not decode 12 megapixels.
+    """
+    path = Path(path)
+    media = sniff(path)
+    if media.kind != "image":
+        raise UnsupportedMediaError(path, f"{path} is {media.describe()}, not an image")
+    _pillow()
+    from PIL import Image, UnidentifiedImageError
+
+    label = media.name.upper()
+    with _reading(path):
+        file = path.open("rb")
+    try:
+        with file, Image.open(file) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageTooLargeError(
+                    path, f"{path} is too large to decode safely: {width}x{height} pixels, over {max_pixels:,}"
+                )
+            if min_side is not None and media == JPEG:
+                image.draft("RGB", (min_side, min_side))
+            image.load()
+            if mode is None:
+                return image.copy()
+            if "transparency" in image.info and image.mode in ("P", "L", "RGB"):
+                image = image.convert("RGBA")
+            return image.convert(mode)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLargeError(path, f"{path} is too large to decode safely: {exc}") from exc
+    except UnidentifiedImageError as exc:
+        raise CorruptMediaError(path, f"{path} starts like a {label} image but cannot be decoded") from exc
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CorruptMediaError(path, f"{path} is a truncated or damaged {label} image ({detail})") from exc
+
+
+# --- audio ------------------------------------------------------------------------------------
+
+
+_WAV_FORMATS = {1: "PCM", 2: "ADPCM", 3: "float", 6: "A-law", 7: "mu-law", 0x11: "IMA ADPCM", 0x55: "MP3"}
+_WAV_EXTENSIBLE = 0xFFFE
+_MAX_WAV_CHUNKS = 1000
+
+
+def check_audio(path: str | Path) -> MediaType:
+    """The type of an audio (or audio/video) file, with a WAV file's header checked in full.
+
+    FFmpeg guesses its way past many broken WAV headers and then decodes noise or nothing;
+    a header that cannot describe audio is refused here instead.
+    """
+    path = Path(path)
+    media = sniff(path)
+    if media.kind == "image":
+        raise UnsupportedMediaError(path, f"{path} is {media.describe()}, not audio")
+    if media == WAV:
+        with _reading(path), path.open("rb") as file:
+            _check_wav_header(path, file)
+    return media
+
+
+def _check_wav_header(path: Path, file: IO[bytes]) -> None:
+    """Walk the RIFF chunks: a sane ``fmt `` chunk must come before a ``data`` chunk."""
+    file.seek(12)
+    fmt_seen = False
+    for _ in range(_MAX_WAV_CHUNKS):
+        header = file.read(8)
+        if len(header) < 8:
+            break
+        chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
+        if chunk_id == b"fmt ":
+            _check_wav_format(path, file.read(size), size)
+            fmt_seen = True
+        elif chunk_id == b"data":
+            if not fmt_seen:
+                raise CorruptMediaError(path, f"{path} is a corrupt WAV file: audio data before its format chunk")
+            return
+        else:
+            file.seek(size + (size & 1), 1)
+    if not fmt_seen:
+        raise CorruptMediaError(path, f"{path} is a corrupt WAV file: no format chunk")
+    raise CorruptMediaError(path, f"{path} is a corrupt WAV file: no audio data chunk")
+
+
+def _check_wav_format(path: Path, body: bytes, declared: int) -> None:
+    if declared < 16 or len(body) < 16:
+        raise CorruptMediaError(path, f"{path} is a corrupt WAV file: format chunk of {len(body)} bytes (needs 16)")
+    fmt, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
+    problem = None
+    if fmt not in _WAV_FORMATS and fmt != _WAV_EXTENSIBLE:
+        problem = f"unknown sample format 0x{fmt:04x}"
+    elif channels == 0:
+        problem = "0 channels"
+    elif not 1000 <= rate <= 768_000:
+        problem = f"a sample rate of {rate} Hz"
+    elif block_align == 0:
+        problem = "0-byte sample frames"
+    elif fmt in (1, 3) and (bits == 0 or block_align != channels * ((bits + 7) // 8)):
+        problem = f"{bits}-bit samples in {block_align}-byte frames for {channels} channel(s)"
+    if problem:
+        raise CorruptMediaError(path, f"{path} is a corrupt WAV file: its header declares {problem}")

@@ -1,0 +1,136 @@
+"""Turn attachments into observations: images captioned, audio transcribed, concurrently.
+
+Each file's real type is read from its bytes; independent files run at the same time on a
+small thread pool; results are cached by content hash, so the same photo sent twice is not
+captioned twice. A bad file or a missing captioner becomes an observation that says so, never
+a failed turn.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from agentmm.errors import AgentmmError
+from agentmm.tools.media import content_hash, sniff
+
+ObservationKind = Literal["image", "audio", "unsupported"]
+_CACHE_SIZE = 256
+
+
+class Observation(BaseModel):
+    """What perception made of one attachment."""
+
+    kind: ObservationKind
+    file: str
+    model: str = ""
+    text: str = ""
+    seconds: float = 0.0
+    language: str | None = None
+    error: str | None = None
+
+    def as_trace(self) -> dict[str, Any]:
+        return self.model_dump(exclude_none=True)
+
+
+Captioner = Callable[[Path], tuple[str, str]]  # path -> (caption, model name)
+Transcriber = Callable[[Path], tuple[str, str, str]]  # path -> (transcript, language, model name)
+
+
+def default_captioner(settings: Any | None = None) -> Captioner:
+    from agentmm.tools.caption import caption_file, make_captioner
+
+    chosen: list[Any] = []
+
+    def caption(path: Path) -> tuple[str, str]:
+        if not chosen:
+            chosen.append(make_captioner(getattr(settings, "caption_model", None),
+                                         getattr(settings, "caption_mmproj", None)))  # fmt: skip
+        result = caption_file(path, chosen[0])
+        return result.text, result.model
+
+    return caption
+
+
+def default_transcriber(settings: Any | None = None) -> Transcriber:
+    from agentmm.tools.asr import transcribe
+
+    def run(path: Path) -> tuple[str, str, str]:
+        result = transcribe(path, getattr(settings, "asr_model", None))
+        return result.text, result.language, result.model
+
+    return run
+
+
+class Perception:
+    """Caption and transcribe attachments, concurrently, with a content-hash cache."""
+
+    def __init__(
+        self, captioner: Captioner | None = None, transcriber: Transcriber | None = None, settings: Any = None
+    ) -> None:
+        self.captioner = captioner or default_captioner(settings)
+        self.transcriber = transcriber or default_transcriber(settings)
+        self._cache: OrderedDict[str, Observation] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def perceive(self, files: Sequence[str | Path]) -> list[Observation]:
+        """One observation per file, in the order given."""
+        if not files:
+            return []
+        with ThreadPoolExecutor(max_workers=min(len(files), 4), thread_name_prefix="perceive") as pool:
+            return list(pool.map(self.observe, [Path(f) for f in files]))
+
+    def observe(self, path: Path) -> Observation:
+        started = time.perf_counter()
+        try:
+            media = sniff(path)
+            key = f"{media.kind}:{content_hash(path)}"
+            with self._lock:
+                cached = self._cache.get(key)
+            if cached is not None:
+                return cached.model_copy(update={"file": str(path), "seconds": 0.0})
+            observation = self._run(path, media.kind, started)
+        except AgentmmError as exc:
+            return Observation(kind="unsupported", file=str(path), error=str(exc),
+                               seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+        with self._lock:
+            self._cache[key] = observation
+            while len(self._cache) > _CACHE_SIZE:
+                self._cache.popitem(last=False)
+        return observation
+
+    def _run(self, path: Path, kind: str, started: float) -> Observation:
+        if kind == "image":
+            text, model = self.captioner(path)
+            return Observation(kind="image", file=str(path), model=model, text=text,
+                               seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+        if kind == "audio":
+            text, language, model = self.transcriber(path)
+            return Observation(kind="audio", file=str(path), model=model, text=text, language=language,
+                               seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+        raise UnsupportedAttachmentError(f"{path}: {kind} files are not supported as attachments")
+
+
+class UnsupportedAttachmentError(AgentmmError):
+    """An attachment of a kind perception does not handle (e.g. video)."""
+
+
+def describe(observations: Sequence[Observation | dict[str, Any]], user_name: str, char_name: str) -> str:
+    """Observations (or their trace dicts) as the turn's context, in the SillyTavern phrasing."""
+    lines = []
+    for item in observations:
+        o = item if isinstance(item, Observation) else Observation(**item)
+        if o.error:
+            lines.append(f"[{user_name} tried to send {Path(o.file).name}, but it could not be read: {o.error}]")
+        elif o.kind == "image":
+            lines.append(f"[{user_name} sends {char_name} a picture that contains: {o.text}]")
+        elif o.kind == "audio":
+            lines.append(f'[{user_name} sends {char_name} a voice note that says: "{o.text}"]')
+    return "\n".join(lines)
