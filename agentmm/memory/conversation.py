@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from langgraph.store.base import BaseStore
+from langgraph.store.base import BaseStore, PutOp
 
 from agentmm.memory.retrieval import hybrid_search
 
@@ -115,9 +115,11 @@ def remember_turn(
 ) -> list[dict[str, Any]]:
     """Store one turn's messages, ``exchange`` being (role, speaker, text) in order.
 
-    Keys are ``thread:turn:role``, so writing a turn again (a retry) replaces it.
+    Keys are ``thread:turn:role``, so writing a turn again (a retry) replaces it. The messages
+    go in one batch: one embedding call and one write for the whole turn.
     """
     written = []
+    ops = []
     previous: str | None = None
     for role, speaker, text in exchange:
         if not text.strip():
@@ -132,7 +134,9 @@ def remember_turn(
             "turn": turn,
             "when": when.isoformat(timespec="seconds"),
         }
-        store.put(namespace, key, value)
+        ops.append(PutOp(namespace, key, value))
         written.append({"id": key, "speaker": speaker, "scope": "/".join(namespace[1:])})
         previous = f"{speaker}: {text}"[:300]
+    if ops:
+        store.batch(ops)
     return written
