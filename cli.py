@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC
@@ -141,6 +143,9 @@ def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) 
 
     thread_id = thread or new_thread_id()
     interactive = sys.stdin.isatty()
+    if interactive:  # load the models while the user types the first message
+        _ = agent.checkpointer, agent.store  # opened here, so a store held by another process is said at once
+        threading.Thread(target=_quietly(agent.warm_up), daemon=True, name="warm-up").start()
     playing = persona or agent.settings.persona
     if interactive:
         who = f" · persona {playing}" if playing else ""
@@ -173,6 +178,16 @@ def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) 
         sys.stdout.flush()
     if interactive:
         sys.stderr.write(f"[thread {thread_id}]\n")
+
+
+def _quietly(work: Callable[[], None]) -> Callable[[], None]:
+    """A background warm-up whose failure is left for the first turn to report."""
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            work()
+
+    return run
 
 
 def _show_observations(observations: list[dict[str, Any]]) -> None:

@@ -112,6 +112,18 @@ class Agent:
             self._store = open_store(self.settings)
         return self._store
 
+    def warm_up(self) -> None:
+        """Build the graph and load the chat model and the embedder now (e.g. on a background
+        thread while the user types), so the first turn does not wait for them."""
+        graph = self.graph
+        load = getattr(self.model, "load", None)
+        if load is not None:
+            load()
+        embeddings = getattr(self.store, "embeddings", None)
+        if embeddings is not None and hasattr(embeddings, "load"):
+            embeddings.load()
+        del graph
+
     def close(self) -> None:
         """Release the memory store (its directory lock) and the thread database."""
         close = getattr(self._store, "close", None)
