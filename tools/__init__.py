@@ -57,10 +57,12 @@ __all__ = [
     "Segment",
     "Transcript",
     "VLMCaptioner",
+    "calculate",
     "caption_file",
     "caption_image",
     "check_audio",
     "content_hash",
+    "current_datetime",
     "default_image_index",
     "load_speech_model",
     "make_caption_image_tool",
@@ -68,6 +70,7 @@ __all__ = [
     "make_search_images_tool",
     "make_transcribe_audio_tool",
     "open_image",
+    "roll_dice",
     "search_images",
     "sniff",
     "transcribe",
@@ -103,6 +106,7 @@ _MODULES = {
         "search_images",
     },
     "media": {"MediaType", "check_audio", "content_hash", "open_image", "sniff"},
+    "builtin": {"calculate", "current_datetime", "roll_dice"},
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

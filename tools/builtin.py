@@ -1,0 +1,125 @@
+"""Small built-in tools for role-play: dice in standard notation, the date and time, arithmetic.
+
+Each is a LangChain tool (schema from the type hints and docstring) and registers through the
+same ``agentmm.tools`` entry points as plugins do. Bad input comes back as a ``ToolException``
+message for the model, never a crash.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import random
+import re
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from langchain_core.tools import ToolException, tool
+
+MAX_DICE = 1000
+MAX_SIDES = 1_000_000
+_DICE = re.compile(r"^\s*(\d*)\s*d\s*(\d+|%)\s*(?:(k[hl]?)\s*(\d+))?\s*(?:([+-])\s*(\d+))?\s*$", re.IGNORECASE)
+
+
+def roll(notation: str, rng: random.Random | None = None) -> dict[str, object]:
+    """Roll ``NdS[kh|kl K][+/-M]`` (``2d6+1``, ``d20``, ``4d6kh3``, ``d%``); raises ValueError."""
+    match = _DICE.match(notation)
+    if not match:
+        raise ValueError(f"not dice notation: {notation!r} (try 2d6+1, d20 or 4d6kh3)")
+    count = int(match.group(1) or 1)
+    sides = 100 if match.group(2) == "%" else int(match.group(2))
+    if not 1 <= count <= MAX_DICE or not 2 <= sides <= MAX_SIDES:
+        raise ValueError(f"between 1 and {MAX_DICE} dice of 2 to {MAX_SIDES} sides, please")
+    rng = rng or random.SystemRandom()
+    rolls = [rng.randint(1, sides) for _ in range(count)]
+    kept = rolls
+    if match.group(3):
+        keep = int(match.group(4))
+        if not 1 <= keep <= count:
+            raise ValueError(f"cannot keep {keep} of {count} dice")
+        kept = sorted(rolls, reverse=match.group(3).lower() != "kl")[:keep]
+    modifier = int(match.group(6) or 0) * (-1 if match.group(5) == "-" else 1)
+    return {"notation": notation.strip(), "rolls": rolls, "kept": kept, "modifier": modifier,
+            "total": sum(kept) + modifier}  # fmt: skip
+
+
+@tool
+def roll_dice(notation: str) -> str:
+    """Roll dice in standard notation, such as 2d6+1, d20, 4d6kh3 (keep highest 3) or d%.
+
+    Args:
+        notation: the dice to roll.
+    """
+    try:
+        result = roll(notation)
+    except ValueError as exc:
+        raise ToolException(str(exc)) from exc
+    return f"{result['notation']}: rolled {result['rolls']}, total {result['total']}"
+
+
+@tool
+def current_datetime(timezone: str = "UTC") -> str:
+    """The current date and time, in an IANA time zone such as Europe/Lisbon.
+
+    Args:
+        timezone: IANA time zone name.
+    """
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ToolException(f"unknown time zone {timezone!r}") from exc
+    return datetime.now(zone).strftime("%A %d %B %Y, %H:%M %Z")
+
+
+_OPERATORS = {
+    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.USub: operator.neg, ast.UAdd: operator.pos,
+}  # fmt: skip
+MAX_EXPRESSION = 200
+MAX_EXPONENT = 1000
+
+
+def evaluate(expression: str) -> float | int:
+    """Arithmetic on numbers only (+ - * / // % ** and parentheses), no names or calls."""
+    if len(expression) > MAX_EXPRESSION:
+        raise ValueError(f"expression longer than {MAX_EXPRESSION} characters")
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError as exc:
+        raise ValueError(f"not arithmetic: {expression!r}") from exc
+    return _eval(tree.body)
+
+
+def _eval(node: ast.AST) -> float | int:
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_eval(node.operand))
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        left, right = _eval(node.left), _eval(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise ValueError(f"exponent above {MAX_EXPONENT}")
+        try:
+            return _OPERATORS[type(node.op)](left, right)
+        except ZeroDivisionError as exc:
+            raise ValueError("division by zero") from exc
+    raise ValueError("only numbers and + - * / // % ** ( ) are allowed")
+
+
+@tool
+def calculate(expression: str) -> str:
+    """Work out an arithmetic expression such as (3 + 4) * 2.5 or 2 ** 10.
+
+    Args:
+        expression: numbers with + - * / // % ** and parentheses.
+    """
+    try:
+        return f"{expression} = {evaluate(expression)}"
+    except (ValueError, OverflowError) as exc:
+        raise ToolException(str(exc)) from exc
+
+
+# A bad argument comes back to the model as the tool's message, so it can correct itself.
+for _tool in (roll_dice, current_datetime, calculate):
+    _tool.handle_tool_error = True
