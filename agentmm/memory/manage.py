@@ -8,8 +8,6 @@ embeddings are recomputed on import from the indexed text).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
@@ -18,6 +16,7 @@ from typing import Any
 
 from langgraph.store.base import BaseStore, Item, PutOp
 
+from agentmm.fileio import atomic_write
 from agentmm.memory.conversation import ROOT, memory_text, scope
 from agentmm.memory.errors import MemoryStoreError
 
@@ -107,7 +106,7 @@ def export_jsonl(store: BaseStore, user: str, persona: str | None, path: Path) -
         for item in sorted(iter_items(store, namespace), key=lambda i: (i.created_at, i.key))
     ]
     text = "".join(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n" for row in rows)
-    _atomic_write(path, text)
+    atomic_write(path, text.encode("utf-8"), MemoryStoreError)
     return len(rows)
 
 
@@ -156,15 +155,3 @@ def _restore_timestamps(store: BaseStore, rows: Sequence[dict[str, Any]]) -> Non
     restore = getattr(store, "restore_timestamps", None)
     if restore is not None:
         restore([(tuple(r["namespace"]), r["id"], r["created_at"], r["updated_at"]) for r in rows])
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Literal
 
+from agentmm.fileio import atomic_write as write_file_atomically
 from agentmm.personas import toml_format
 from agentmm.personas._fields import size_text
 from agentmm.personas.cards import (
@@ -106,25 +106,8 @@ def import_file(path: str | os.PathLike[str], *, source: str | None = None, limi
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` all at once or not at all."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise PersonaError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise PersonaError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` all at once or not at all (errors as ``PersonaError``)."""
+    write_file_atomically(path, data, PersonaError)
 
 
 def render(persona: Persona, format: ExportFormat, *, spec: Literal["v2", "v3"] | None = None) -> bytes:

@@ -152,3 +152,14 @@ def test_locomo_reader(tmp_path: Path) -> None:
         bad.write_text(content)
         with pytest.raises(EvalFileError, match=needle):
             load_locomo(bad)
+
+
+def test_export_to_an_unwritable_place_is_a_typed_error(tmp_path: Path, fake_embeddings: CharacterEmbeddings) -> None:
+    from agentmm.memory.errors import MemoryStoreError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with ChromaStore.from_path(tmp_path / "s", index={"dims": 64, "embed": fake_embeddings, "fields": ["text"]}) as s:
+        add_memory(s, "ada", None, "I like tea.")
+        with pytest.raises(MemoryStoreError, match="cannot write"):
+            export_jsonl(s, "ada", None, blocker / "out.jsonl")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
-from conftest import make_png, make_v2_card
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agentmm.personas import PersonaError, card_from_persona, import_bytes, load_card_json, load_card_png
 from agentmm.personas.png import embed_cards, iter_chunks
+from tests.personas.conftest import make_png, make_v2_card
 
 VALID_PNG = embed_cards(make_png(), {"chara": make_v2_card()})
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -10,7 +10,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import make_png
 
 from agentmm.personas import (
     CardEncodingError,
@@ -27,6 +26,7 @@ from agentmm.personas import (
     load_card_png,
 )
 from agentmm.personas.png import embed_cards, iter_chunks, placeholder_png, text_chunk
+from tests.personas.conftest import make_png
 
 
 def chunk(ctype: bytes, data: bytes) -> bytes:

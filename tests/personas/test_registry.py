@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import make_png, make_v2_card
 
 from agentmm.personas import (
     PersonaError,
@@ -21,6 +20,7 @@ from agentmm.personas import (
     validate,
 )
 from agentmm.personas.png import embed_cards
+from tests.personas.conftest import make_png, make_v2_card
 
 
 def test_builtins_load_cleanly():

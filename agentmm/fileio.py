@@ -1,0 +1,35 @@
+"""Writing a file all at once or not at all: a crash or a full disk never leaves half a file."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from agentmm.errors import AgentmmError
+
+
+def atomic_write(path: Path, data: bytes, error: type[AgentmmError] = AgentmmError) -> None:
+    """Write ``data`` to a temporary file beside ``path``, sync it, then rename it over ``path``.
+
+    An ``OSError`` (unwritable folder, full disk) becomes ``error`` with one line naming the
+    path, so the CLI reports it without a traceback.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise error(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise error(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
