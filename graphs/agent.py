@@ -193,7 +193,8 @@ class Agent:
     ) -> TurnStream:
         """Run one turn, yielding the reply's text as it is generated."""
         thread_id = thread_id or new_thread_id()
-        new_thread = not thread_exists(self.checkpointer, thread_id)
+        # Only a persona needs to know whether the thread is new (for its greeting).
+        new_thread = bool(persona or self.settings.persona) and not thread_exists(self.checkpointer, thread_id)
         if persona is None and self.settings.persona and new_thread:
             persona = self.settings.persona
         if persona is not None:
