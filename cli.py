@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -36,6 +33,7 @@ personas_app = typer.Typer(help="Personas and character cards (V2/V3, JSON or PN
 memory_app = typer.Typer(help="Long-term memory: inspect, search, edit, export.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 images_app = typer.Typer(help="Your image folder, searchable by description (CLIP).", no_args_is_help=True)
+graph_app = typer.Typer(help="The turn graph.", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 app.add_typer(models_app, name="models")
 app.add_typer(config_app, name="config")
@@ -43,6 +41,7 @@ app.add_typer(personas_app, name="personas")
 app.add_typer(memory_app, name="memory")
 app.add_typer(eval_app, name="eval")
 app.add_typer(images_app, name="images")
+app.add_typer(graph_app, name="graph")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (see README for its keys).")]
 
@@ -138,56 +137,10 @@ def _one_turn(
 
 
 def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) -> None:
-    """A plain line loop; the full terminal UI is a later layer over the same calls."""
-    from agentmm.threads import new_thread_id
+    """The interactive chat lives in ``agentmm.repl``: a line editor on a terminal, plain lines when piped."""
+    from agentmm.repl.session import run_chat
 
-    thread_id = thread or new_thread_id()
-    interactive = sys.stdin.isatty()
-    if interactive:  # load the models while the user types the first message
-        _ = agent.checkpointer, agent.store  # opened here, so a store held by another process is said at once
-        threading.Thread(target=_quietly(agent.warm_up), daemon=True, name="warm-up").start()
-    playing = persona or agent.settings.persona
-    if interactive:
-        who = f" · persona {playing}" if playing else ""
-        sys.stderr.write(
-            f"agentmm · model {agent.settings.model}{who} · thread {thread_id} · /exit or Ctrl-D to leave, "
-            "Ctrl-C stops a reply\n"
-        )
-    if thread is None and playing:
-        _print_greeting(agent, playing, greeting, thread_id)
-    while True:
-        try:
-            line = input("you> " if interactive else "")
-        except (EOFError, KeyboardInterrupt):
-            sys.stderr.write("\n" if interactive else "")
-            break
-        text = line.strip()
-        if text in {"/exit", "/quit"}:
-            break
-        if not text:
-            continue
-        turn = agent.stream(text, thread_id, persona=persona, greeting=greeting)
-        persona = None  # a switch applies once; the thread remembers it
-        with _cancel_on_ctrl_c(turn.cancel):
-            for chunk in turn:
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-        if turn.result.interrupted:
-            sys.stdout.write(" [interrupted]")
-        sys.stdout.write("\n")
-        sys.stdout.flush()
-    if interactive:
-        sys.stderr.write(f"[thread {thread_id}]\n")
-
-
-def _quietly(work: Callable[[], None]) -> Callable[[], None]:
-    """A background warm-up whose failure is left for the first turn to report."""
-
-    def run() -> None:
-        with contextlib.suppress(Exception):
-            work()
-
-    return run
+    run_chat(agent, thread, persona, greeting)
 
 
 def _show_observations(observations: list[dict[str, Any]]) -> None:
@@ -200,18 +153,6 @@ def _show_observations(observations: list[dict[str, Any]]) -> None:
             sys.stderr.write(f"[you said ({name}): {o['text']}]\n")
         else:
             sys.stderr.write(f"[{name}: {o['text']}]\n")
-
-
-def _print_greeting(agent: Agent, name: str, n: int, thread_id: str) -> None:
-    """Show the greeting that will open the thread (the first turn stores the same text)."""
-    from datetime import datetime
-
-    from agentmm.personas import greeting
-
-    words = greeting(agent.personas.get(name), n, agent.settings.user_name, seed=thread_id,
-                     now=datetime.now(UTC))  # fmt: skip
-    if words:
-        sys.stdout.write(f"{words}\n")
 
 
 @contextmanager
@@ -231,6 +172,44 @@ def _cancel_on_ctrl_c(cancel: Callable[[], None]) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# --------------------------------------------------------------------------- graph
+
+
+@graph_app.command("show")
+def graph_show(
+    format: Annotated[str, typer.Option("--format", "-f", help="ascii, mermaid or png.")] = "ascii",
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here (png: graph.png).")] = None,
+) -> None:
+    """Draw the turn graph as configured (LangGraph's own drawing); no model is loaded."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langgraph.store.memory import InMemoryStore
+
+    from agentmm.graphs.chat import build_graph
+
+    if format not in ("ascii", "mermaid", "png"):
+        raise typer.BadParameter("--format is ascii, mermaid or png", param_hint="--format")
+    settings = _settings()
+    # The real graph's shape with stand-ins for the model and the store, which drawing never calls.
+    store = InMemoryStore() if settings.memory else None
+    drawn = build_graph(FakeListChatModel(responses=[""]), store=store).get_graph()
+    if format == "png":
+        try:
+            data = drawn.draw_mermaid_png()
+        except Exception:  # LangGraph draws PNGs through the mermaid.ink web service
+            raise AgentmmError("png drawing needs the mermaid.ink web service, which cannot be reached; "
+                               "--format mermaid or ascii draw offline") from None  # fmt: skip
+        path = output or Path("graph.png")
+        path.write_bytes(data)
+        sys.stdout.write(f"wrote {path}\n")
+        return
+    text = drawn.draw_ascii() if format == "ascii" else drawn.draw_mermaid()
+    if output is not None:
+        output.write_text(text, encoding="utf-8")
+        sys.stdout.write(f"wrote {output}\n")
+    else:
+        sys.stdout.write(text.rstrip("\n") + "\n")
 
 
 # --------------------------------------------------------------------------- threads

@@ -1,0 +1,72 @@
+"""The REPL's slash commands: their names, arguments and help, and how a line is parsed.
+
+One table feeds ``/help``, completion and the "did you mean" hint, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    args: str
+    help: str
+    # What completes the argument: "persona", "path", "thread", "model" or "".
+    completes: str = ""
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command("help", "", "this list"),
+    Command("persona", "[NAME]", "the personas, or play NAME from your next message on", "persona"),
+    Command("greeting", "[N]", "the persona's greetings, or open this new thread with greeting N"),
+    Command("image", "PATH", "attach a picture to your next message", "path"),
+    Command("audio", "PATH", "attach a voice note to your next message", "path"),
+    Command("memory", "[QUERY]", "the newest memories, or those that match QUERY (with scores)"),
+    Command("remember", "TEXT", "write a memory by hand"),
+    Command("forget", "ID", "delete a memory by id (see /memory)"),
+    Command("why", "", "the last turn: memories recalled, lore, observations, tool calls, tokens per part, timings"),
+    Command("threads", "", "saved threads, newest first"),
+    Command("resume", "ID", "continue a saved thread (a unique prefix of its id is enough)", "thread"),
+    Command("new", "", "start a new thread"),
+    Command("retry", "", "regenerate the last reply"),
+    Command("undo", "", "remove the last exchange from the thread and from memory"),
+    Command("save", "FILE", "write the transcript: Markdown (.md) or JSON (.json)", "path"),
+    Command("model", "[NAME]", "the model in use, or switch to NAME (shipped name, .gguf path or hub id)", "model"),
+    Command("exit", "", "leave (also /quit, Ctrl-D, or Ctrl-C at an empty prompt)"),
+)
+ALIASES = {"quit": "exit", "q": "exit", "h": "help", "?": "help"}
+BY_NAME = {c.name: c for c in COMMANDS}
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A line that is a command: its name (after aliases) and the rest as one argument."""
+
+    name: str
+    arg: str
+
+
+class UnknownCommand(ValueError):
+    """A ``/word`` that is not a command; the message suggests the closest one."""
+
+
+def parse(line: str) -> Parsed | str:
+    """A command, or the text to send (``//text`` sends ``/text``)."""
+    stripped = line.strip()
+    if not stripped.startswith("/") or stripped.startswith("//"):
+        return line[1:] if stripped.startswith("//") else line
+    word, _, rest = stripped[1:].partition(" ")
+    name = ALIASES.get(word.lower(), word.lower())
+    if name not in BY_NAME:
+        raise UnknownCommand(unknown_message(word))
+    return Parsed(name, rest.strip())
+
+
+def unknown_message(word: str) -> str:
+    close = difflib.get_close_matches(word.lower(), [*BY_NAME, *ALIASES], n=1, cutoff=0.5)
+    if close:
+        return f"unknown command /{word}: did you mean /{ALIASES.get(close[0], close[0])}? (/help lists them)"
+    return f"unknown command /{word} (/help lists them; start with // to send a line beginning with /)"

@@ -1,0 +1,473 @@
+"""One interactive chat: the loop, the state a user changes with slash commands (thread,
+persona, attachments, model), and each command's handler.
+
+Every handler turns a user's mistake into one line and returns to the prompt; only ``/exit``,
+Ctrl-D and Ctrl-C at an empty prompt end the session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agentmm.errors import AgentmmError
+from agentmm.repl import thread_edit
+from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, parse
+from agentmm.repl.terminal import Terminal
+from agentmm.repl.turns import Outcome, run_turn
+
+HISTORY_FILE = "repl_history"
+
+
+class ChatSession:
+    """The interactive ``agentmm chat`` over an ``Agent``."""
+
+    def __init__(self, agent: Any, terminal: Terminal, thread_id: str | None = None, *,
+                 persona: str | None = None, greeting: int = 0) -> None:  # fmt: skip
+        from agentmm.threads import new_thread_id
+
+        self.agent = agent
+        self.terminal = terminal
+        self.resumed = thread_id is not None
+        self.thread_id = thread_id or new_thread_id()
+        # A persona asked for is passed with the next turn only: the thread remembers it.
+        self.pending_persona = persona
+        self.persona = persona or self._thread_persona() or (None if self.resumed else agent.settings.persona)
+        self.greeting = greeting
+        self.attachments: list[Path] = []
+        self.last_trace: dict[str, Any] | None = None
+        self._warming: threading.Thread | None = None
+        self._retries = 0
+
+    # ------------------------------------------------------------------ the loop
+
+    def run(self) -> None:
+        self._open_and_warm_up()
+        self.terminal.setup_editor(self._completer(), self.toolbar)
+        self._header()
+        if self.resumed:
+            self._show_recent()
+        else:
+            self._print_greeting()
+        while True:
+            line = self.terminal.read()
+            if line is None:
+                break
+            if not self.handle(line):
+                break
+        self.terminal.info(f"[thread {self.thread_id}]")
+
+    def handle(self, line: str) -> bool:
+        """Act on one line; False when the session should end."""
+        if not line.strip():
+            return True
+        try:
+            parsed = parse(line)
+        except UnknownCommand as exc:
+            self.terminal.error(str(exc))
+            return True
+        try:
+            if isinstance(parsed, Parsed):
+                if parsed.name == "exit":
+                    return False
+                getattr(self, f"cmd_{parsed.name}")(parsed.arg)
+            else:
+                self.send(parsed)
+        except AgentmmError as exc:
+            self.terminal.error(str(exc))
+        except OSError as exc:
+            self.terminal.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
+        return True
+
+    def send(self, text: str, attachments: list[Path] | None = None) -> Outcome | None:
+        """One turn: stream the reply; a failure is one line and the thread is left as it was."""
+        files = self.attachments if attachments is None else attachments
+        before = thread_edit.message_count(self.agent, self.thread_id)
+        try:
+            turn = self.agent.stream(text, self.thread_id, persona=self.pending_persona, greeting=self.greeting,
+                                     attachments=files)  # fmt: skip
+        except AgentmmError as exc:
+            self.terminal.error(str(exc))
+            return None
+        outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations)
+        if outcome.error is not None:
+            thread_edit.discard_failed_turn(self.agent, self.thread_id, before)
+            error = outcome.error
+            if isinstance(error, AgentmmError):
+                self.terminal.error(str(error))
+            elif isinstance(error, KeyboardInterrupt):
+                self.terminal.error("stopped")
+            else:
+                self.terminal.error(f"the turn failed: {type(error).__name__}: {error}")
+            return outcome
+        self.pending_persona = None
+        self.attachments = []
+        self.last_trace = outcome.result.trace
+        self.persona = outcome.result.trace.get("persona") or self.persona
+        return outcome
+
+    # ------------------------------------------------------------------ start-up
+
+    def _open_and_warm_up(self) -> None:
+        # Opened here, so a memory store held by another process is said at once.
+        _ = self.agent.checkpointer, self.agent.store
+        if self.terminal.editor:  # load the models while the user types the first message
+            self._warm_up(self.agent)
+
+    def _warm_up(self, agent: Any) -> None:
+        def work() -> None:
+            with contextlib.suppress(Exception):  # the first turn reports it, with its one line
+                agent.warm_up()
+
+        self._warming = threading.Thread(target=work, daemon=True, name="agentmm-warm-up")
+        self._warming.start()
+
+    def _loading(self) -> bool:
+        return self._warming is not None and self._warming.is_alive()
+
+    def _header(self) -> None:
+        if not self.terminal.editor:
+            return
+        who = f" · persona [bold]{self.persona}[/]" if self.persona else ""
+        self.terminal.note(
+            f"[bold]agentmm[/] · model {self.agent.settings.model}{who} · thread {self.thread_id}\n"
+            "[dim]/help for commands · Alt-Enter or Ctrl-J for a new line · Ctrl-C stops a reply · "
+            "Ctrl-D leaves[/]"
+        )
+
+    def toolbar(self) -> str:
+        """The status line under the prompt: model, persona, thread, context use, attachments."""
+        bits = [f" {self.agent.settings.model}" + (" (loading…)" if self._loading() else "")]
+        if self.persona:
+            bits.append(self.persona)
+        bits.append(f"thread {self.thread_id}")
+        n_ctx = self.agent.settings.n_ctx
+        if self.last_trace:
+            usage, budget = self.last_trace.get("usage") or {}, self.last_trace.get("budget") or {}
+            n_ctx = int(budget.get("n_ctx") or n_ctx)
+            prompt = max(int(usage.get("prompt_tokens", 0)), int(budget.get("prompt_tokens", 0)))
+            used = prompt + int(usage.get("completion_tokens", 0))
+            bits.append(f"context {used}/{n_ctx} ({100 * used // max(n_ctx, 1)}%)")
+        else:
+            bits.append(f"context 0/{n_ctx}")
+        if self.attachments:
+            bits.append("attached: " + ", ".join(p.name for p in self.attachments))
+        return " · ".join(bits)
+
+    def _completer(self) -> Any:
+        if not self.terminal.editor:
+            return None
+        from agentmm.repl.completion import make_completer
+
+        return make_completer({"persona": self._persona_names, "thread": self._thread_ids,
+                               "model": self._model_names})  # fmt: skip
+
+    def _persona_names(self) -> list[str]:
+        return self.agent.personas.names()
+
+    def _thread_ids(self) -> list[str]:
+        from agentmm.threads import thread_ids
+
+        return thread_ids(self.agent.checkpointer)
+
+    def _model_names(self) -> list[str]:
+        from agentmm.models import SHIPPED_MODELS
+
+        return list(SHIPPED_MODELS)
+
+    def _thread_values(self) -> dict[str, Any]:
+        from agentmm.threads import thread_exists, thread_values
+
+        if not thread_exists(self.agent.checkpointer, self.thread_id):
+            return {}
+        return thread_values(self.agent.checkpointer, self.thread_id)[0]
+
+    def _thread_persona(self) -> str | None:
+        return self._thread_values().get("persona") or None
+
+    def _print_greeting(self) -> None:
+        """Show the greeting that will open the thread (the first turn stores the same text)."""
+        if not self.persona or self._thread_values().get("messages"):
+            return
+        from agentmm.personas import greeting
+
+        words = greeting(self.agent.personas.get(self.persona), self.greeting, self.agent.settings.user_name,
+                         seed=self.thread_id, now=datetime.now(UTC))  # fmt: skip
+        if words:
+            self.terminal.show_markdown(words)
+
+    def _show_recent(self, keep: int = 2) -> None:
+        messages = self._thread_values().get("messages", [])
+        if not messages:
+            return
+        if len(messages) > keep:
+            self.terminal.info(f"… {len(messages) - keep} earlier messages (/save FILE writes them all)")
+        for m in messages[-keep:]:
+            who = self.agent.settings.user_name if m.type == "human" else (self.persona or "assistant")
+            mark = " [interrupted]" if m.response_metadata.get("interrupted") else ""
+            self.terminal.info(f"{who}> {m.text}{mark}")
+
+    def _show_observations(self, observations: list[dict[str, Any]]) -> None:
+        for o in observations:
+            name = Path(o["file"]).name
+            if o.get("error"):
+                self.terminal.error(f"{name}: {o['error']}")
+            elif o["kind"] == "audio":
+                self.terminal.info(f"[you said ({name}): {o['text']}]")
+            else:
+                self.terminal.info(f"[{name}: {o['text']}]")
+
+    # ------------------------------------------------------------------ commands
+
+    def cmd_help(self, arg: str) -> None:
+        from rich.table import Table
+
+        table = Table(show_header=False, show_edge=False, pad_edge=False, box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        for c in COMMANDS:
+            table.add_row(f"/{c.name} {c.args}".rstrip(), c.help)
+        table.add_row("", "")
+        table.add_row("keys", "Enter sends · Alt-Enter or Ctrl-J: new line · Tab completes · Up/Ctrl-R: history")
+        table.add_row("", "Ctrl-C stops a reply (kept, marked interrupted) · Ctrl-D leaves · //text sends /text")
+        self.terminal.show(table)
+
+    def cmd_persona(self, arg: str) -> None:
+        if not arg:
+            names = self.agent.personas.names()
+            current = self.persona or "none"
+            self.terminal.show(f"playing: {current}\npersonas: " + ", ".join(names))
+            return
+        chosen = self.agent.personas.get(arg)  # a bad name: one line, suggesting close names
+        self.pending_persona = self.persona = chosen.name
+        if self._thread_values().get("messages"):
+            self.terminal.info(f"{chosen.name} plays from your next message on")
+        else:
+            self.terminal.info(f"playing {chosen.name}")
+            self._print_greeting()
+
+    def cmd_greeting(self, arg: str) -> None:
+        if not self.persona:
+            raise AgentmmError("no persona: /persona NAME first")
+        persona = self.agent.personas.get(self.persona)
+        if not arg:
+            for i, words in enumerate(persona.greetings):
+                self.terminal.show(f"[{i}] {' '.join(words.split())[:160]}")
+            if not persona.greetings:
+                self.terminal.show(f"{persona.name} has no greetings")
+            return
+        if not arg.isdigit():
+            raise AgentmmError(f"/greeting takes a number, 0 to {max(len(persona.greetings) - 1, 0)}")
+        if self._thread_values().get("messages"):
+            raise AgentmmError("a greeting opens a thread: /new first, then /greeting N")
+        n = int(arg)
+        if n >= max(len(persona.greetings), 1):
+            raise AgentmmError(f"{persona.name} has {len(persona.greetings)} greetings (0 to "
+                               f"{max(len(persona.greetings) - 1, 0)})")  # fmt: skip
+        self.greeting = n
+        self.pending_persona = self.persona
+        self._print_greeting()
+
+    def _attach(self, arg: str, kind: str) -> None:
+        if not arg:
+            raise AgentmmError(f"/{kind} needs a file: /{kind} PATH")
+        path = Path(arg.strip("'\"")).expanduser()
+        if not path.is_file():
+            raise AgentmmError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+        from agentmm.tools.media import sniff
+
+        found = sniff(path).kind
+        if found != kind:
+            raise AgentmmError(f"{path.name} is {'an' if found[0] in 'aeiou' else 'a'} {found} file, not {kind}")
+        self.attachments.append(path)
+        self.terminal.info(f"attached {path.name}: it goes with your next message")
+
+    def cmd_image(self, arg: str) -> None:
+        self._attach(arg, "image")
+
+    def cmd_audio(self, arg: str) -> None:
+        self._attach(arg, "audio")
+
+    def _store(self) -> Any:
+        store = self.agent.store
+        if store is None:
+            raise AgentmmError("long-term memory is off (the memory setting, or AGENTMM_MEMORY=false)")
+        return store
+
+    def cmd_memory(self, arg: str) -> None:
+        from rich.table import Table
+
+        store = self._store()
+        user = self.agent.settings.user_id
+        if arg:
+            from agentmm.memory.conversation import recall
+            from agentmm.memory.manage import user_scopes
+
+            rows = [r.as_trace() for r in recall(store, user_scopes(store, user, self.persona), arg, k=10,
+                                                  min_similarity=0.0)]  # fmt: skip
+        else:
+            from agentmm.memory.manage import list_memories
+
+            rows = list_memories(store, user, self.persona, limit=20)
+        if not rows:
+            self.terminal.show("no memories" + (" match" if arg else " yet"))
+            return
+        table = Table("id", "when", "text", *(["score"] if arg else []), show_edge=False, pad_edge=False)
+        for row in rows:
+            value = row.get("value", row)
+            cells = [row["id"], str(value.get("when", ""))[:16], " ".join(str(value.get("content", "")).split())[:80]]
+            if arg:
+                cells.append(f"{row.get('score', 0):.4f}")
+            table.add_row(*cells)
+        self.terminal.show(table)
+
+    def cmd_remember(self, arg: str) -> None:
+        from agentmm.memory.manage import add_memory
+
+        row = add_memory(self._store(), self.agent.settings.user_id, self.persona, arg)
+        self.terminal.info(f"remembered {row['id']}")
+
+    def cmd_forget(self, arg: str) -> None:
+        if not arg:
+            raise AgentmmError("/forget needs a memory id (see /memory)")
+        from agentmm.memory.manage import forget
+
+        forget(self._store(), self.agent.settings.user_id, None, arg)
+        self.terminal.info(f"forgot {arg}")
+
+    def cmd_why(self, arg: str) -> None:
+        trace = self.last_trace or self._thread_values().get("trace")
+        if not trace:
+            raise AgentmmError("no turn yet in this thread: /why explains the last reply")
+        from agentmm.repl.why import render_trace
+
+        self.terminal.show(render_trace(trace))
+
+    def cmd_threads(self, arg: str) -> None:
+        from rich.table import Table
+
+        from agentmm.threads import list_threads
+
+        threads = list_threads(self.agent.checkpointer)
+        if not threads:
+            self.terminal.show("no saved threads yet")
+            return
+        table = Table("", "thread", "turns", "updated", "first message", show_edge=False, pad_edge=False)
+        for t in threads[:30]:
+            mark = "*" if t.thread_id == self.thread_id else ""
+            table.add_row(mark, t.thread_id, str(t.turns), t.updated_at, t.title)
+        self.terminal.show(table)
+
+    def cmd_resume(self, arg: str) -> None:
+        if not arg:
+            raise AgentmmError("/resume needs a thread id (see /threads)")
+        from agentmm.errors import ThreadNotFoundError
+
+        matches = [t for t in self._thread_ids() if t.startswith(arg)]
+        if arg in matches:
+            matches = [arg]
+        if not matches:
+            raise ThreadNotFoundError(f"unknown thread {arg!r} (see /threads)")
+        if len(matches) > 1:
+            raise ThreadNotFoundError(f"{arg!r} starts {len(matches)} thread ids: type more of it")
+        self._switch_thread(matches[0], resumed=True)
+        self.terminal.info(f"resumed thread {self.thread_id}" + (f" · persona {self.persona}" if self.persona else ""))
+        self._show_recent()
+
+    def cmd_new(self, arg: str) -> None:
+        from agentmm.threads import new_thread_id
+
+        self._switch_thread(new_thread_id(), resumed=False)
+        self.terminal.info(f"new thread {self.thread_id}" + (f" · persona {self.persona}" if self.persona else ""))
+        self._print_greeting()
+
+    def _switch_thread(self, thread_id: str, *, resumed: bool) -> None:
+        self.thread_id = thread_id
+        self.last_trace = None
+        self.attachments = []
+        self.greeting = 0
+        if resumed:
+            self.pending_persona = None
+            self.persona = self._thread_persona()
+        else:
+            self.pending_persona = self.persona
+
+    def cmd_undo(self, arg: str) -> None:
+        undone = thread_edit.undo_last_exchange(self.agent, self.thread_id)
+        if undone is None:
+            raise AgentmmError("nothing to undo in this thread")
+        self.last_trace = None
+        forgot = f", forgot {len(undone.memories_forgotten)} memories" if undone.memories_forgotten else ""
+        self.terminal.info(f"undone: {_clip(undone.text)} ({undone.messages_removed} messages{forgot})")
+
+    def cmd_retry(self, arg: str) -> None:
+        undone = thread_edit.undo_last_exchange(self.agent, self.thread_id)
+        if undone is None:
+            raise AgentmmError("nothing to retry in this thread")
+        self.last_trace = None
+        self.terminal.info(f"retrying: {_clip(undone.text)}")
+        with _fresh_seed(self.agent):
+            self.send(undone.text, attachments=[Path(a) for a in undone.attachments])
+
+    def cmd_save(self, arg: str) -> None:
+        if not arg:
+            raise AgentmmError("/save needs a file name ending in .md or .json")
+        from agentmm.repl.transcript import save, transcript
+
+        values = self._thread_values()
+        if not values.get("messages"):
+            raise AgentmmError("nothing to save yet: the thread is empty")
+        path = Path(arg.strip("'\"")).expanduser()
+        doc = transcript(self.thread_id, values, model=self.agent.settings.model,
+                         user_name=self.agent.settings.user_name)  # fmt: skip
+        fmt = save(path, doc)
+        self.terminal.info(f"saved {len(doc['messages'])} messages to {path} ({fmt})")
+
+    def cmd_model(self, arg: str) -> None:
+        settings = self.agent.settings
+        if not arg:
+            self.terminal.show(
+                f"model {settings.model} · n_ctx {settings.n_ctx} · max_tokens {settings.max_tokens} · "
+                f"temperature {settings.temperature} · gpu layers {settings.n_gpu_layers}"
+                + (" (loading…)" if self._loading() else "")
+            )
+            return
+        agent = type(self.agent)(settings.model_copy(update={"model": arg}), checkpointer=self.agent.checkpointer,
+                                 store=self.agent.store)  # fmt: skip
+        _ = agent.model  # resolves the name: a bad one is one line, and the old model stays
+        self.agent = agent
+        self._warm_up(agent)
+        self.terminal.info(f"model {arg}: loading in the background; this thread goes on with it")
+
+
+def _clip(text: str, width: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+class _fresh_seed:  # used as a context manager, so it reads like one
+    """``/retry`` asks for a different reply: with a fixed seed the model would repeat itself,
+    so the retry samples with a new one (the setting is restored afterwards)."""
+
+    def __init__(self, agent: Any) -> None:
+        self.model = agent.model
+        self.seed = getattr(self.model, "seed", None)
+
+    def __enter__(self) -> None:
+        if self.seed is not None:
+            self.model.seed = random.randrange(2**31)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.seed is not None:
+            self.model.seed = self.seed
+
+
+def run_chat(agent: Any, thread_id: str | None, persona: str | None, greeting: int,
+             terminal: Terminal | None = None) -> None:  # fmt: skip
+    """The interactive chat: a line editor on a terminal, plain lines when piped."""
+    history = Path(agent.settings.data_dir) / HISTORY_FILE
+    ChatSession(agent, terminal or Terminal.detect(history), thread_id, persona=persona, greeting=greeting).run()

@@ -1,0 +1,241 @@
+"""The two faces of the chat: a live terminal (line editor, colour, Markdown) or plain lines.
+
+The REPL talks only to ``Terminal``; whether it reads through prompt_toolkit or ``input()``,
+and whether replies are re-rendered as Markdown, is decided once here from the streams and
+the environment, so ``agentmm chat < script.txt`` and ``NO_COLOR`` get plain text.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.cells import cell_len
+from rich.console import Console
+
+# Markup worth re-rendering a reply for (role-play's *actions* included).
+_MARKDOWN = re.compile(
+    r"\*\*|__|`|^\s{0,3}#{1,6} |^\s*[-*+] |^\s*\d+\. |^\s*> |\[[^\]]+\]\([^)]+\)|^\|.*\|\s*$"
+    r"|(?<![\w*])\*[^*\s][^*\n]*\*(?![\w*])|(?<!\w)_[^_\s][^_\n]*_(?!\w)",
+    re.MULTILINE,
+)
+HISTORY_LIMIT = 20_000  # longer inputs (pastes) are not kept in the line history
+
+Toolbar = Callable[[], str]
+
+
+def looks_like_markdown(text: str) -> bool:
+    return bool(_MARKDOWN.search(text))
+
+
+def rows_used(text: str, width: int) -> int:
+    """Screen rows ``text`` took when written from column 0 of a terminal ``width`` wide."""
+    return sum(max(1, -(-cell_len(line) // width)) for line in text.split("\n"))
+
+
+class Terminal:
+    """Reads the user's lines and shows replies, notices and errors.
+
+    ``editor``: read through prompt_toolkit (history, completion, multi-line, toolbar);
+    ``live``: colour, a spinner and Markdown re-rendering of finished replies. Notices and
+    errors go to stderr, so stdout holds the conversation when it is piped.
+    """
+
+    def __init__(self, *, editor: bool, live: bool, history_file: Path | None = None) -> None:
+        self.editor = editor
+        self.live = live
+        self.history_file = history_file
+        self.out = Console(highlight=False, soft_wrap=not live, no_color=not live or None)
+        self.err = Console(stderr=True, highlight=False, no_color=not live or None)
+        self._session: Any = None
+        self._streamed: list[str] = []
+        self._spinner: Any = None
+
+    @classmethod
+    def detect(cls, history_file: Path | None = None) -> Terminal:
+        """A line editor when both ends are a terminal; colour unless NO_COLOR or TERM=dumb."""
+        tty = sys.stdin.isatty() and sys.stdout.isatty()
+        dumb = os.environ.get("TERM", "") == "dumb"
+        return cls(editor=tty and not dumb, live=tty and not dumb and not os.environ.get("NO_COLOR"),
+                   history_file=history_file)  # fmt: skip
+
+    # ------------------------------------------------------------------ input
+
+    def setup_editor(self, completer: Any, toolbar: Toolbar) -> None:
+        """Build the prompt_toolkit session (imported only now: the REPL has started)."""
+        if not self.editor:
+            return
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import InMemoryHistory
+        from prompt_toolkit.key_binding import KeyBindings
+        from prompt_toolkit.output import ColorDepth
+
+        keys = KeyBindings()
+
+        @keys.add("escape", "enter")  # Alt-Enter
+        @keys.add("c-j")
+        def _newline(event: Any) -> None:
+            event.current_buffer.insert_text("\n")
+
+        @keys.add("c-c")
+        def _clear_or_leave(event: Any) -> None:
+            buffer = event.current_buffer
+            if buffer.text:
+                buffer.reset()
+            else:
+                event.app.exit(exception=EOFError)
+
+        history: Any = InMemoryHistory()
+        if self.history_file is not None:
+            try:
+                self.history_file.parent.mkdir(parents=True, exist_ok=True)
+                history = _BoundedFileHistory(str(self.history_file))
+            except OSError:
+                pass
+        self._session = PromptSession(
+            history=history,
+            completer=completer,
+            complete_while_typing=True,
+            key_bindings=keys,
+            bottom_toolbar=(lambda: toolbar()) if self.live else None,
+            refresh_interval=0.5 if self.live else 0,
+            color_depth=None if self.live else ColorDepth.MONOCHROME,
+            enable_history_search=True,
+            prompt_continuation=lambda width, line, wrap: "." * (width - 1) + " ",
+        )
+
+    def read(self) -> str | None:
+        """The next line the user sent, or None when they leave (Ctrl-D, Ctrl-C, end of input)."""
+        try:
+            if self._session is not None:
+                return str(self._session.prompt([("class:prompt bold ansigreen", "you> ")]))
+            return input("you> " if sys.stdin.isatty() else "")
+        except (EOFError, KeyboardInterrupt):
+            if sys.stdin.isatty():
+                self.err.print()
+            return None
+
+    def confirm(self, question: str) -> bool:
+        """A y/N question (tool approval); anything but y/yes is no."""
+        self.stop_spinner()
+        self.err.print(question, end="", highlight=False, markup=False)
+        try:
+            if self._session is not None:
+                from prompt_toolkit import prompt
+
+                answer = prompt(" [y/N] ")
+            else:
+                self.err.print(" [y/N] ", end="")
+                answer = input()
+        except (EOFError, KeyboardInterrupt):
+            return False
+        return answer.strip().lower() in {"y", "yes"}
+
+    # ------------------------------------------------------------------ replies
+
+    def reply_start(self) -> None:
+        self._streamed = []
+
+    def reply_chunk(self, text: str) -> None:
+        if not self._streamed:
+            self.stop_spinner()
+        self._streamed.append(text)
+        self.out.file.write(text)
+        self.out.file.flush()
+
+    def reply_end(self, interrupted: bool) -> None:
+        """Finish the reply: re-render it as Markdown on a live terminal, mark it if stopped."""
+        self.stop_spinner()
+        text = "".join(self._streamed)
+        rendered = bool(self.live and text.strip() and looks_like_markdown(text) and self._erase(text))
+        if rendered:
+            self.show_markdown(text)
+        if interrupted and self.live:
+            self.out.print(("" if rendered else " ") + "[dim yellow]\\[interrupted][/]")
+        elif interrupted:
+            self.out.file.write(" [interrupted]\n")
+        elif not rendered and not text.endswith("\n"):
+            self.out.file.write("\n")
+        self.out.file.flush()
+
+    def reply_abort(self) -> None:
+        """The turn failed: end the line it was writing, so the error starts on its own."""
+        self.stop_spinner()
+        if self._streamed:
+            self.out.file.write("\n")
+            self.out.file.flush()
+
+    def _erase(self, text: str) -> bool:
+        """Move back over the streamed text and clear it; False when it cannot be done exactly
+        (it scrolled off the screen, or has tabs and control characters)."""
+        if any(ch in text for ch in "\t\r\x1b\b"):
+            return False
+        size = self.out.size
+        rows = rows_used(text, size.width)
+        if rows >= size.height:
+            return False
+        self.out.file.write("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "") + "\x1b[J")
+        return True
+
+    def show_markdown(self, text: str, end: str = "\n") -> None:
+        from rich.markdown import Markdown
+
+        if self.live:
+            self.out.print(Markdown(text), end=end)
+        else:
+            self.out.file.write(text + end)
+
+    # ------------------------------------------------------------------ notices
+
+    def show(self, renderable: Any) -> None:
+        """Command output (tables, /why): stdout, plain when piped."""
+        self.out.print(renderable)
+
+    def info(self, text: str) -> None:
+        self.err.print(text, style="dim" if self.live else None, markup=False, highlight=False)
+
+    def note(self, markup: str) -> None:
+        """A notice with rich markup (the header, hints)."""
+        self.err.print(markup, highlight=False)
+
+    def error(self, text: str) -> None:
+        self.stop_spinner()
+        if self.live:
+            self.err.print(f"[bold red]error:[/] {_escape(text)}", highlight=False)
+        else:
+            self.err.file.write(f"agentmm: error: {text}\n")
+            self.err.file.flush()
+
+    def start_spinner(self, text: str) -> None:
+        if self.live and self._spinner is None:
+            self._spinner = self.err.status(text, spinner="dots")
+            self._spinner.start()
+
+    def stop_spinner(self) -> None:
+        if self._spinner is not None:
+            self._spinner.stop()
+            self._spinner = None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+class _BoundedFileHistory:
+    """FileHistory that skips very long entries, so a big paste does not bloat the file."""
+
+    def __new__(cls, filename: str) -> Any:
+        from prompt_toolkit.history import FileHistory
+
+        class Bounded(FileHistory):
+            def store_string(self, string: str) -> None:
+                if len(string) <= HISTORY_LIMIT:
+                    super().store_string(string)
+
+        return Bounded(filename)

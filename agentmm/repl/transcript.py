@@ -1,0 +1,69 @@
+"""``/save``: a thread as a readable Markdown transcript or a JSON document.
+
+The JSON keeps what ``agentmm threads show --json`` gives for each message, plus the
+thread's id, persona and model, so a saved file is enough to tell what happened.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from agentmm.errors import AgentmmError
+from agentmm.fileio import atomic_write
+
+FORMATS = {".md": "markdown", ".markdown": "markdown", ".json": "json"}
+
+
+class TranscriptError(AgentmmError):
+    """The transcript cannot be written where or how it was asked."""
+
+
+def message_rows(messages: list[Any]) -> list[dict[str, Any]]:
+    rows = []
+    for m in messages:
+        role = {"human": "user", "ai": "assistant"}.get(m.type, m.type)
+        row: dict[str, Any] = {"role": role, "content": m.text}
+        if m.response_metadata.get("interrupted"):
+            row["interrupted"] = True
+        if "greeting" in m.response_metadata:
+            row["greeting"] = True
+        rows.append(row)
+    return rows
+
+
+def transcript(thread_id: str, values: dict[str, Any], *, model: str, user_name: str) -> dict[str, Any]:
+    return {
+        "thread_id": thread_id,
+        "persona": values.get("persona") or None,
+        "model": model,
+        "user_name": user_name,
+        "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "messages": message_rows(values.get("messages", [])),
+    }
+
+
+def to_markdown(doc: dict[str, Any]) -> str:
+    speaker = doc["persona"] or "Assistant"
+    lines = [f"# agentmm thread {doc['thread_id']}", ""]
+    lines.append(f"Model {doc['model']}" + (f" · persona {doc['persona']}" if doc["persona"] else "")
+                 + f" · saved {doc['saved_at']}")  # fmt: skip
+    for m in doc["messages"]:
+        who = doc["user_name"] if m["role"] == "user" else speaker
+        mark = " *(interrupted)*" if m.get("interrupted") else ""
+        lines += ["", f"**{who}:**", "", m["content"].strip() + mark]
+    return "\n".join(lines) + "\n"
+
+
+def save(path: Path, doc: dict[str, Any]) -> str:
+    """Write ``doc`` as the file's extension says; the format written."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise TranscriptError(f"cannot tell the format of {path.name!r}: save as .md or .json")
+    if path.is_dir():
+        raise TranscriptError(f"{path} is a directory")
+    text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n" if fmt == "json" else to_markdown(doc)
+    atomic_write(path.expanduser(), text.encode("utf-8"), TranscriptError)
+    return fmt

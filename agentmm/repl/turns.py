@@ -1,0 +1,146 @@
+"""Running one turn under the REPL: the graph on a worker thread, the terminal on the main one.
+
+The worker iterates the ``TurnStream`` and posts what happens (text, observations, a tool
+asking for approval, the end) to a queue; the main thread renders it and owns Ctrl-C. The
+first Ctrl-C cancels the turn, which then finishes on its own: the partial reply is saved
+(marked interrupted) and remembered as usual. Further presses only say it is stopping, so no
+checkpoint or memory write is ever cut in half.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from agentmm.repl.terminal import Terminal
+
+
+@dataclass
+class Outcome:
+    """How a turn ended: its result, or the error it raised (already shown), and whether the
+    user stopped it."""
+
+    result: Any = None
+    error: BaseException | None = None
+    cancelled: bool = False
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.result is not None and self.result.interrupted)
+
+
+def describe_call(request: dict[str, Any]) -> str:
+    args = ", ".join(f"{k}={v!r}" for k, v in (request.get("args") or {}).items())
+    return f"{request.get('tool', '?')}({args})"
+
+
+def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lambda: False,
+             show_observations: Callable[[list[dict[str, Any]]], None] | None = None) -> Outcome:  # fmt: skip
+    """Stream ``turn`` to ``terminal``; Ctrl-C stops it. Must run on the main thread."""
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+
+    def ask(request: dict[str, Any]) -> bool:  # on the worker: the main thread asks the user
+        answer: queue.Queue[bool] = queue.Queue(maxsize=1)
+        events.put(("approve", (request, answer)))
+        return answer.get()
+
+    turn.on_observations = lambda observations: events.put(("observations", observations))
+    if hasattr(turn, "on_approval"):
+        turn.on_approval = ask
+
+    def work() -> None:
+        try:
+            for chunk in turn:
+                events.put(("text", chunk))
+        except BaseException as exc:
+            events.put(("error", exc))
+        else:
+            events.put(("done", None))
+
+    presses = 0
+
+    def on_ctrl_c(signum: int, frame: FrameType | None) -> None:
+        nonlocal presses
+        presses += 1
+        turn.cancel()
+
+    outcome = Outcome()
+    stack = contextlib.ExitStack()
+    stack.enter_context(_no_echo())
+    previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    worker = threading.Thread(target=work, name="agentmm-turn", daemon=True)
+    if loading():
+        terminal.start_spinner("loading the model…")
+    terminal.reply_start()
+    worker.start()
+    told = 0
+    try:
+        while True:
+            if presses > told:
+                told = presses
+                terminal.stop_spinner()
+                if presses > 1:
+                    terminal.info("\n(stopping: saving what was written first)")
+            try:
+                kind, payload = events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if kind == "text":
+                terminal.reply_chunk(payload)
+            elif kind == "observations":
+                terminal.stop_spinner()
+                if show_observations is not None:
+                    show_observations(payload)
+            elif kind == "approve":
+                request, answer = payload
+                allowed = not presses and terminal.confirm(f"\nallow tool call {describe_call(request)}?")
+                answer.put(allowed)
+            elif kind == "error":
+                outcome.error = payload
+                break
+            else:
+                outcome.result = turn.result
+                break
+    finally:
+        worker.join()
+        signal.signal(signal.SIGINT, previous)
+        stack.close()
+        outcome.cancelled = presses > 0
+        if outcome.error is None:
+            terminal.reply_end(outcome.interrupted)
+        else:
+            terminal.reply_abort()
+    return outcome
+
+
+@contextlib.contextmanager
+def _no_echo() -> Iterator[None]:
+    """While a reply streams, keys typed are not echoed into it (no ``^C`` in the text); they
+    wait in the terminal's buffer and reach the next prompt as typed-ahead input."""
+    try:
+        import termios
+    except ImportError:  # not a POSIX terminal
+        yield
+        return
+    try:
+        saved = termios.tcgetattr(sys.stdin.fileno()) if sys.stdin.isatty() else None
+    except (OSError, ValueError, termios.error):
+        saved = None
+    if saved is None:
+        yield
+        return
+    fd = sys.stdin.fileno()
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+    try:
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+        yield
+    finally:
+        termios.tcsetattr(fd, termios.TCSANOW, saved)

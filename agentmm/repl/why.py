@@ -1,0 +1,117 @@
+"""``/why``: the last turn's trace drawn for a person: what was recalled and with what score,
+which lore fired, what was seen and heard, which tools ran, where the tokens went, how long
+each step took. The same trace ``--json`` prints, so nothing here is computed anew.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BAR = 24
+
+
+def _clip(text: Any, width: int = 90) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _bar(part: int, whole: int) -> str:
+    filled = round(BAR * part / whole) if whole else 0
+    return "█" * filled + "·" * (BAR - filled)
+
+
+def render_trace(trace: dict[str, Any]) -> Any:
+    """A rich renderable of ``trace`` (plain text when the console is not a terminal)."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    parts: list[Any] = []
+    head = f"turn {trace.get('turn', '?')} · " + " → ".join(trace.get("path", []))
+    if trace.get("persona"):
+        head += f" · persona {trace['persona']}"
+    if trace.get("interrupted"):
+        head += " · interrupted"
+    parts.append(Text(head, style="bold"))
+
+    budget = trace.get("budget") or {}
+    n_ctx = int(budget.get("n_ctx") or 0)
+    prompt_parts = trace.get("prompt_parts") or []
+    if prompt_parts:
+        total = sum(int(p["tokens"]) for p in prompt_parts)
+        table = Table(title="prompt parts", title_justify="left", show_edge=False, pad_edge=False)
+        table.add_column("part")
+        table.add_column("tokens", justify="right")
+        table.add_column("share of the prompt")
+        for p in prompt_parts:
+            table.add_row(p["part"], str(p["tokens"]), _bar(int(p["tokens"]), total))
+        parts.append(table)
+        if budget:
+            parts.append(Text(f"context: {budget.get('prompt_tokens', total)} prompt + "
+                              f"{budget.get('reply_reserve', 0)} kept for the reply of n_ctx {n_ctx} "
+                              f"({budget.get('free', 0)} free)"))  # fmt: skip
+    if trace.get("dropped_parts"):
+        parts.append(Text("dropped to fit the context: " + ", ".join(trace["dropped_parts"]), style="yellow"))
+
+    cache, usage = trace.get("cache") or {}, trace.get("usage") or {}
+    if cache or usage:
+        line = f"usage: {usage.get('prompt_tokens', 0)} prompt + {usage.get('completion_tokens', 0)} reply tokens"
+        if cache.get("prompt_tokens"):
+            line += f" · KV cache re-used {cache.get('reused_tokens', 0)} of {cache['prompt_tokens']} prompt tokens"
+        parts.append(Text(line))
+
+    recalled = trace.get("recalled")
+    if recalled is not None:
+        if recalled:
+            table = Table(title="recalled memories", title_justify="left", show_edge=False, pad_edge=False)
+            for column in ("score", "similarity", "found by", "id", "text"):
+                table.add_column(column, justify="right" if column in ("score", "similarity") else "left")
+            for r in recalled:
+                found_by = "+".join(r.get("found_by") or [])
+                table.add_row(f"{r.get('score', 0):.4f}", f"{r.get('similarity', 0):.3f}", found_by,
+                              str(r.get("id", "")), _clip(r.get("text", ""), 70))  # fmt: skip
+            parts.append(table)
+        else:
+            parts.append(Text("recalled memories: none above the threshold"))
+
+    lore = trace.get("lore") or []
+    if lore:
+        table = Table(title="lore that fired", title_justify="left", show_edge=False, pad_edge=False)
+        for column in ("entry", "why", "tokens", "inserted"):
+            table.add_column(column)
+        for entry in lore:
+            inserted = "yes" if entry.get("inserted", True) else f"no ({entry.get('note', '')})"
+            table.add_row(str(entry.get("entry", "")), _clip(entry.get("why", ""), 40), str(entry.get("tokens", "")),
+                          inserted)  # fmt: skip
+        parts.append(table)
+
+    for o in trace.get("observations") or []:
+        what = f"error: {o['error']}" if o.get("error") else _clip(o.get("text", ""))
+        seconds = f" ({o['seconds']:.2f} s)" if isinstance(o.get("seconds"), int | float) else ""
+        parts.append(Text(f"observed {o.get('kind', 'file')} {o.get('file', '')}{seconds}: {what}"))
+
+    calls = trace.get("tool_calls") or []
+    if calls:
+        table = Table(title="tool calls", title_justify="left", show_edge=False, pad_edge=False)
+        for column in ("tool", "args", "status", "output", "s"):
+            table.add_column(column)
+        for c in calls:
+            duration = c.get("duration_s")
+            seconds = f"{duration:.3f}" if isinstance(duration, int | float) else ""
+            table.add_row(str(c.get("name", "")), _clip(c.get("args", ""), 40), str(c.get("status", "")),
+                          _clip(c.get("output", ""), 50), seconds)  # fmt: skip
+        parts.append(table)
+
+    summary = trace.get("summary") or {}
+    if summary.get("text"):
+        state = f"updated, {summary.get('folded_messages', 0)} messages folded" if summary.get("updated") else "kept"
+        parts.append(Text(f"rolling summary ({state}): {_clip(summary['text'], 200)}"))
+    remembered = trace.get("remembered")
+    if remembered:
+        parts.append(Text("remembered: " + ", ".join(str(r.get("id")) for r in remembered)))
+
+    timings = trace.get("timings") or {}
+    if timings:
+        parts.append(Text("timings: " + " · ".join(f"{k.removesuffix('_s')} {v:.3f} s" for k, v in timings.items()
+                                                    if isinstance(v, int | float))))  # fmt: skip
+    return Group(*parts)
