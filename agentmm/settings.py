@@ -38,6 +38,10 @@ def default_personas_dir() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "personas"
 
 
+def default_tools_dir() -> Path:
+    return platformdirs.user_config_path(APP_NAME) / "tools"
+
+
 def default_data_dir() -> Path:
     return platformdirs.user_data_path(APP_NAME)
 
@@ -77,11 +81,19 @@ class Settings(BaseSettings):
     caption_model: str | None = Field(None, description="Vision-language GGUF (path or hub id) for image captions.")
     caption_mmproj: str | None = Field(None, description="Its image projector (mmproj) GGUF.")
     asr_model: str | None = Field(None, description="faster-whisper model (default: shipped Whisper tiny.en).")
+    tools: list[str] = Field(
+        default_factory=list,
+        description="Tools the model may call (names from `agentmm tools list`); a persona narrows them.",
+    )
+    tools_dir: Path = Field(default_factory=default_tools_dir, description="Your own tools: *.py files of @tool's.")
+    approve_tools: list[str] = Field(default_factory=list, description="Tools that ask you before each call.")
+    tool_timeout_s: float = Field(30.0, gt=0, le=3600, description="A tool call running longer is stopped.")
+    max_tool_rounds: int = Field(3, ge=0, le=20, description="Tool calls the model may make per turn at most.")
     data_dir: Path = Field(default_factory=default_data_dir, description="Threads, memory and indexes live here.")
     models_dir: Path | None = Field(None, description="Where hub downloads go (default: the Hugging Face cache).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
-    @field_validator("data_dir", "models_dir", "personas_dir", mode="after")
+    @field_validator("data_dir", "models_dir", "personas_dir", "tools_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None

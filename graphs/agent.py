@@ -16,9 +16,11 @@ from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
+from langgraph.types import Command
 from pydantic import BaseModel, Field
 
 from agentmm.errors import EmptyInputError
@@ -63,6 +65,8 @@ class Agent:
     the data dir and, unless ``settings.memory`` is off, long-term memory in a Chroma store
     there. Pass ``model`` (any ``BaseChatModel``), ``checkpointer`` (any saver) or ``store``
     (any ``BaseStore``) to replace one; keyword ``overrides`` are settings (``Agent(n_ctx=2048)``).
+    ``tools`` are the tools the model may call; by default those named in ``settings.tools``,
+    found among the built-ins, ``agentmm.tools`` plugins and ``settings.tools_dir``.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Agent:
         model: BaseChatModel | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
         store: BaseStore | None = None,
+        tools: Sequence[BaseTool] | None = None,
         **overrides: Any,
     ) -> None:
         self.settings = settings if settings is not None else load_settings(**overrides)
@@ -82,6 +87,7 @@ class Agent:
         self._graph: CompiledStateGraph | None = None
         self._personas: PersonaRegistry | None = None
         self._store = store
+        self._tools = list(tools) if tools is not None else None
         self._lock = threading.Lock()
 
     @property
@@ -147,6 +153,17 @@ class Agent:
         return self._personas
 
     @property
+    def tools(self) -> list[BaseTool]:
+        """The tools this agent's model may call (an unknown name in settings is an error)."""
+        if self._tools is None:
+            if not self.settings.tools:
+                return []
+            from agentmm.plugins import discover_tools
+
+            self._tools = discover_tools(self.settings.tools_dir).select(self.settings.tools)
+        return self._tools
+
+    @property
     def graph(self) -> CompiledStateGraph:
         with self._lock:
             if self._graph is None:
@@ -160,6 +177,10 @@ class Agent:
                     store=self.store,
                     recall_k=self.settings.memory_k,
                     perception=Perception(settings=self.settings),
+                    tools=self.tools,
+                    approve_tools=self.settings.approve_tools,
+                    tool_timeout_s=self.settings.tool_timeout_s,
+                    max_tool_rounds=self.settings.max_tool_rounds,
                 )
         return self._graph
 
@@ -280,6 +301,9 @@ class TurnStream:
         self._result: TurnResult | None = None
         # Called with the turn's observations once perception is done, before the reply starts.
         self.on_observations: Callable[[list[dict[str, Any]]], None] | None = None
+        # Asked when a tool needs the user's OK ({"tool", "args", "id"}); True runs the call.
+        # Without it such calls are denied, and the model hears so.
+        self.on_approval: Callable[[dict[str, Any]], bool] | None = None
 
     def cancel(self) -> None:
         self.context.cancel.set()
@@ -295,27 +319,42 @@ class TurnStream:
         first: float | None = None
         final: dict[str, Any] = {}
         graph = self.agent.graph
-        for mode, payload in graph.stream(
-            {"input": self.text},
-            self.agent.config(self.thread_id),
-            context=self.context,
-            stream_mode=["messages", "values", "updates"],
-        ):
-            if mode == "values":
-                final = payload
-                continue
-            if mode == "updates":
-                perceived = (payload.get("perceive") or {}).get("observations")
-                if perceived is not None and self.on_observations is not None:
-                    self.on_observations(perceived)
-                continue
-            chunk, meta = payload
-            if meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessageChunk) and chunk.text:
-                if first is None:
-                    first = time.perf_counter()
-                yield chunk.text
+        run_input: Any = {"input": self.text}
+        while run_input is not None:
+            asked: Any = None
+            for mode, payload in graph.stream(
+                run_input,
+                self.agent.config(self.thread_id),
+                context=self.context,
+                stream_mode=["messages", "values", "updates"],
+            ):
+                if mode == "values":
+                    final = payload
+                elif mode == "updates":
+                    asked = self._on_update(payload) or asked
+                else:
+                    chunk, meta = payload
+                    if meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessageChunk) and chunk.text:
+                        if first is None:
+                            first = time.perf_counter()
+                        yield chunk.text
+            # A tool call waits for the user's yes or no: ask, then resume the same run.
+            run_input = Command(resume=self._approve(asked)) if asked is not None else None
         total = time.perf_counter() - started
         self._result = self._build_result(final, first, started, total)
+
+    def _on_update(self, payload: dict[str, Any]) -> Any:
+        """Report perception; return the approval asked for, if the run paused for one."""
+        perceived = (payload.get("perceive") or {}).get("observations")
+        if perceived is not None and self.on_observations is not None:
+            self.on_observations(perceived)
+        paused = payload.get("__interrupt__")
+        return paused[0].value if paused else None
+
+    def _approve(self, request: dict[str, Any]) -> bool:
+        if self.on_approval is None or self.context.cancel.is_set():
+            return False
+        return bool(self.on_approval(request))
 
     def _build_result(self, final: dict[str, Any], first: float | None, started: float, total: float) -> TurnResult:
         reply = final["messages"][-1]

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -26,6 +27,7 @@ from langgraph.store.base import BaseStore
 from agentmm.compose import DROP_ORDER, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import CONTEXT_KEY, WindowPlan, plan_window, render, turn_context
 from agentmm.errors import EmptyInputError
+from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.memory.conversation import format_recalled
 from agentmm.personas import PersonaRegistry, greeting
 from agentmm.settings import DEFAULT_SYSTEM_PROMPT
@@ -204,16 +206,29 @@ def prompt_messages(state: ChatState) -> list[BaseMessage]:
     for message in window:
         prompt.append(HumanMessage(render(message)) if isinstance(message, HumanMessage) else message)
     post = state.get("post_history")
-    if post and isinstance(prompt[-1], HumanMessage):
-        prompt[-1] = HumanMessage(f"{prompt[-1].text}\n\n{post}")
+    last_user = next((i for i in range(len(prompt) - 1, 0, -1) if isinstance(prompt[i], HumanMessage)), None)
+    if post and last_user is not None:  # after this turn's message, also while tools are called
+        prompt[last_user] = HumanMessage(f"{prompt[last_user].text}\n\n{post}")
     return prompt
 
 
 class Generator:
-    """Streams the model's reply; stops early (keeping what came) when the run is cancelled."""
+    """Streams the model's reply; stops early (keeping what came) when the run is cancelled.
 
-    def __init__(self, model: BaseChatModel) -> None:
+    With tools offered to the thread the model may answer with tool calls instead; after
+    ``max_rounds`` of them in one turn it must answer in words (``tool_choice="none"``).
+    """
+
+    def __init__(self, model: BaseChatModel, toolbox: ToolBox | None = None) -> None:
         self.model = model
+        self.toolbox = toolbox
+
+    def _bound(self, state: ChatState) -> Runnable[Any, BaseMessage]:
+        offered = self.toolbox.offered(state) if self.toolbox is not None else []
+        if not offered:
+            return self.model
+        done = rounds_this_turn(state["messages"]) >= self.toolbox.max_rounds  # type: ignore[union-attr]
+        return self.model.bind_tools(offered, tool_choice="none" if done else "auto")
 
     def __call__(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         cancel = runtime.context.cancel if runtime.context else None
@@ -221,7 +236,7 @@ class Generator:
         first: float | None = None
         reply: AIMessageChunk | None = None
         interrupted = False
-        stream = self.model.stream(prompt_messages(state))
+        stream = self._bound(state).stream(prompt_messages(state))
         try:
             for chunk in stream:
                 if first is None and chunk.content:
@@ -260,6 +275,7 @@ def _final_message(reply: AIMessageChunk | None, interrupted: bool) -> AIMessage
         usage_metadata=reply.usage_metadata,
         response_metadata=metadata,
         tool_calls=reply.tool_calls,
+        invalid_tool_calls=reply.invalid_tool_calls,
     )
 
 
@@ -291,6 +307,10 @@ def build_graph(
     summarize: bool = True,
     recall_k: int = 5,
     perception: Perception | None = None,
+    tools: Sequence[BaseTool] = (),
+    approve_tools: Collection[str] = (),
+    tool_timeout_s: float = 30.0,
+    max_tool_rounds: int = 3,
 ) -> CompiledStateGraph:
     """The turn graph over ``model`` (any LangChain ``BaseChatModel``).
 
@@ -302,6 +322,10 @@ def build_graph(
     turns that leave the window into a rolling summary written by ``model``. A turn with
     attachments (``TurnContext.attachments``) runs ``perception`` (default: the shipped
     speech model and the configured captioner, loaded on first use) before recall.
+    ``tools`` are the tools the model may call (a persona narrows them with its
+    ``allowed_tools``); those named in ``approve_tools`` or marked ``requires_approval`` pause
+    the turn for a yes/no (``interrupt``; resume with ``Command(resume=True|False)``). A call
+    running past ``tool_timeout_s`` is abandoned; ``max_tool_rounds`` bounds the calls per turn.
     """
     from agentmm.graphs.memory import Recall, Remember
     from agentmm.graphs.perceive import Perceive
@@ -314,7 +338,8 @@ def build_graph(
     builder = StateGraph(ChatState, context_schema=TurnContext, input_schema=ChatInput)
     builder.add_node("ingest", Ingest(source))
     builder.add_node("compose", composer)
-    builder.add_node("generate", Generator(model))
+    toolbox = ToolBox(tools, source, approve=approve_tools, timeout_s=tool_timeout_s, max_rounds=max_tool_rounds)
+    builder.add_node("generate", Generator(model, toolbox if tools else None))
     builder.add_node("perceive", Perceive(perception))
     steps = ["ingest", "compose", "generate"]
     if store is not None:
@@ -328,9 +353,20 @@ def build_graph(
         "ingest", lambda state: "perceive" if state.get("attachments") else after_ingest, ["perceive", after_ingest]
     )
     builder.add_edge("perceive", after_ingest)
-    for before, after in itertools.pairwise(steps[1:]):
-        builder.add_edge(before, after)
-    builder.add_edge(steps[-1], END)
+    after_generate = steps[steps.index("generate") + 1] if steps[-1] != "generate" else END
+    for before, after in itertools.pairwise([*steps[1:], END]):
+        if before != "generate" or not tools:
+            builder.add_edge(before, after)
+    if tools:  # generate -> tools -> generate, until the reply is words (or the rounds run out)
+        builder.add_node("tools", RunTools(toolbox))
+        builder.add_edge("tools", "generate")
+
+        def route(state: ChatState) -> str:
+            messages = state["messages"]
+            more = wants_tools(messages[-1]) and rounds_this_turn(messages) <= max_tool_rounds
+            return "tools" if more else after_generate
+
+        builder.add_conditional_edges("generate", route, ["tools", after_generate])
     return builder.compile(checkpointer=checkpointer, store=store, name=GRAPH_NAME)
 
 
@@ -338,6 +374,7 @@ def make_graph() -> CompiledStateGraph:
     """The graph LangGraph's own server loads (``langgraph.json``): configured from Settings,
     without a checkpointer, because the server brings its own persistence."""
     from agentmm.llm import ChatLlamaCpp
+    from agentmm.plugins import discover_tools
     from agentmm.settings import load_settings
 
     settings = load_settings()
@@ -346,4 +383,8 @@ def make_graph() -> CompiledStateGraph:
         system_prompt=settings.system_prompt,
         n_ctx=settings.n_ctx,
         reply_tokens=settings.max_tokens,
+        tools=discover_tools(settings.tools_dir).select(settings.tools) if settings.tools else (),
+        approve_tools=settings.approve_tools,
+        tool_timeout_s=settings.tool_timeout_s,
+        max_tool_rounds=settings.max_tool_rounds,
     )

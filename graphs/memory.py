@@ -70,7 +70,8 @@ class Remember:
         started = time.perf_counter()
         context = runtime.context or TurnContext()
         messages = state["messages"]
-        reply, message = messages[-1], messages[-2]
+        reply = messages[-1]  # tool calls and results may sit between the message and the reply
+        message = next(m for m in reversed(messages) if isinstance(m, HumanMessage))
         exchange = [("user", context.user_name, message.text)]
         if isinstance(reply, AIMessage) and not reply.response_metadata.get("interrupted"):
             exchange.append(("assistant", state.get("persona") or "assistant", reply.text))

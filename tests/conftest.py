@@ -20,6 +20,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AGENTMM_CONFIG", str(tmp_path / "config.toml"))
     monkeypatch.setenv("AGENTMM_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("AGENTMM_PERSONAS_DIR", str(tmp_path / "personas"))
+    monkeypatch.setenv("AGENTMM_TOOLS_DIR", str(tmp_path / "tools"))
     # Long-term memory loads sentence-transformers (seconds); tests about memory turn it on.
     monkeypatch.setenv("AGENTMM_MEMORY", "false")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -78,6 +78,37 @@ def test_forced_tool_call_is_well_formed(model: ChatLlamaCpp) -> None:
     Roll(**call["args"])  # the grammar kept it inside the schema
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_dice_tool_call_is_well_formed_at_any_temperature(shipped_model: Path, seed: int) -> None:
+    import re
+
+    from agentmm.tools.builtin import DICE_PATTERN, roll_dice
+
+    hot = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=2048, temperature=1.0, seed=seed, max_tokens=40)
+    reply = hot.bind_tools([roll_dice], tool_choice="roll_dice").invoke("Roll 4d6, keep the highest 3.")
+    (call,) = reply.tool_calls
+    assert re.match(DICE_PATTERN, call["args"]["notation"])  # well-formed, whatever the sampling
+
+
+def test_auto_tool_choice_decides_then_calls(model: ChatLlamaCpp) -> None:
+    from agentmm.tools.builtin import calculate, roll_dice
+
+    bound = model.bind_tools([roll_dice, calculate])
+    chat = bound.invoke([SystemMessage("You are a game master."), HumanMessage("Hello! Who are you?")])
+    assert chat.tool_calls == [] and chat.text and chat.response_metadata["tool_decision"] == "none"
+    roll = bound.invoke([SystemMessage("You are a game master."), HumanMessage("Roll 2d6 for my attack please.")])
+    assert roll.response_metadata["tool_decision"] == "roll_dice"
+    assert [c["name"] for c in roll.tool_calls] == ["roll_dice"] and roll.text == ""
+    assert roll.usage_metadata and roll.usage_metadata["output_tokens"] > 0
+
+
+def test_unknown_tool_choice_is_rejected(model: ChatLlamaCpp) -> None:
+    from agentmm.tools.builtin import roll_dice
+
+    with pytest.raises(ValueError, match="names no bound tool"):
+        model.bind_tools([roll_dice], tool_choice="lockpick")
+
+
 def test_structured_output_via_json_schema(model: ChatLlamaCpp) -> None:
     schema = Roll.model_json_schema()
     reply = model.invoke(

@@ -15,6 +15,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from langchain_core.tools import ToolException, tool
+from pydantic import BaseModel, Field, ValidationError
 
 MAX_DICE = 1000
 MAX_SIDES = 1_000_000
@@ -43,13 +44,17 @@ def roll(notation: str, rng: random.Random | None = None) -> dict[str, object]:
             "total": sum(kept) + modifier}  # fmt: skip
 
 
-@tool
-def roll_dice(notation: str) -> str:
-    """Roll dice in standard notation, such as 2d6+1, d20, 4d6kh3 (keep highest 3) or d%.
+# For the JSON schema: a model constrained by it can only write notation this tool reads.
+DICE_PATTERN = r"^[0-9]{0,4}d([0-9]{1,7}|%)(k[hl]?[0-9]{1,3})?([+-][0-9]{1,4})?$"
 
-    Args:
-        notation: the dice to roll.
-    """
+
+class DiceArgs(BaseModel):
+    notation: str = Field(description="the dice to roll", pattern=DICE_PATTERN)
+
+
+@tool(args_schema=DiceArgs)
+def roll_dice(notation: str) -> str:
+    """Roll dice in standard notation, such as 2d6+1, d20, 4d6kh3 (keep highest 3) or d%."""
     try:
         result = roll(notation)
     except ValueError as exc:
@@ -120,6 +125,12 @@ def calculate(expression: str) -> str:
         raise ToolException(str(exc)) from exc
 
 
+def _bad_notation(error: ValidationError) -> str:
+    given = next((e.get("input") for e in error.errors()), "")
+    return f"not dice notation: {given!r} (try 2d6+1, d20 or 4d6kh3)"
+
+
 # A bad argument comes back to the model as the tool's message, so it can correct itself.
 for _tool in (roll_dice, current_datetime, calculate):
     _tool.handle_tool_error = True
+roll_dice.handle_validation_error = _bad_notation

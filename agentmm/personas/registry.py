@@ -126,20 +126,20 @@ class PersonaRegistry:
             yield persona, [item.name.rsplit(".", 1)[0]]
 
     def _load_entry_points(self) -> Iterator[tuple[Persona, list[str]]]:
-        try:
-            eps = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        except Exception as exc:  # broken metadata of some unrelated distribution
-            self.problems.append(f"entry points: {_describe(exc)}")
-            return
-        for ep in sorted(eps, key=lambda e: e.name):
-            where = f"entrypoint:{ep.name}"
+        from agentmm.plugins import PERSONAS_GROUP, load_entry_points
+
+        for loaded in load_entry_points(PERSONAS_GROUP):
+            if loaded.problem is not None:
+                self.problems.append(f"entrypoint:{loaded.problem}")
+                continue
+            where = f"entrypoint:{loaded.name}"
             try:
-                personas = self._resolve(ep.load(), where, depth=0)
+                personas = self._resolve(loaded.value, where, depth=0)
             except Exception as exc:  # plugins are third-party code: report, never crash
-                self.problems.append(f"{where} ({ep.value}): {_describe(exc)}")
+                self.problems.append(f"{where}: {_describe(exc)}")
                 continue
             for persona in personas:
-                yield persona, [ep.name] if len(personas) == 1 else []
+                yield persona, [loaded.name] if len(personas) == 1 else []
 
     def _resolve(self, obj: Any, where: str, depth: int) -> list[Persona]:
         """An entry point's object -> personas: a Persona, a path (file or folder), a callable

@@ -1,0 +1,194 @@
+"""Plugins: what other packages (and the user's tools folder) add to agentmm.
+
+Three entry-point groups, read the way simonw/llm reads its own: ``agentmm.tools`` (LangChain
+tools), ``agentmm.personas`` (personas and cards; read by ``PersonaRegistry``) and
+``agentmm.graphs`` (turn-graph factories). agentmm's built-ins register through the same
+groups, so they are found by the same code as any plugin. A plugin that fails to import or
+gives something unusable is one line in ``problems`` and is skipped; it never stops the app.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agentmm.errors import AgentmmError
+
+if TYPE_CHECKING:
+    from langchain_core.tools import BaseTool
+
+TOOLS_GROUP = "agentmm.tools"
+PERSONAS_GROUP = "agentmm.personas"
+GRAPHS_GROUP = "agentmm.graphs"
+BUILTIN = "agentmm"
+TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ToolNotFoundError(AgentmmError):
+    """A setting or flag names a tool that no plugin provides."""
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a plugin's failure."""
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, AgentmmError):
+        return text
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+@dataclass
+class Loaded:
+    """One entry point's object, or why it could not be loaded."""
+
+    name: str
+    source: str  # the distribution that provides it ("agentmm" for the built-ins)
+    value: Any = None
+    problem: str | None = None
+
+
+def load_entry_points(group: str) -> Iterator[Loaded]:
+    """Every entry point of ``group``, loaded, sorted by name; failures carry their problem."""
+    try:
+        eps = importlib.metadata.entry_points(group=group)
+    except Exception as exc:  # broken metadata of some unrelated distribution
+        yield Loaded("?", "?", problem=f"entry points: {describe(exc)}")
+        return
+    for ep in sorted(eps, key=lambda e: e.name):
+        source = ep.dist.name if ep.dist is not None else "?"
+        try:
+            yield Loaded(ep.name, source, value=ep.load())
+        except BaseException as exc:  # third-party code: report it, never crash (SystemExit included)
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            yield Loaded(ep.name, source, problem=f"{ep.name} ({ep.value}, from {source}): {describe(exc)}")
+
+
+@dataclass
+class ToolInfo:
+    tool: BaseTool
+    source: str  # "agentmm" (built-in), a distribution name, or a file in the tools folder
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+    @property
+    def requires_approval(self) -> bool:
+        return bool((self.tool.metadata or {}).get("requires_approval"))
+
+
+@dataclass
+class ToolCatalog:
+    """Every tool found, by name, and the plugins that could not be used."""
+
+    tools: dict[str, ToolInfo] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, tool: Any, source: str, where: str) -> None:
+        try:
+            checked = check_tool(tool)
+        except (TypeError, ValueError) as exc:
+            self.problems.append(f"{where}: {describe(exc)}")
+            return
+        self.tools[checked.name] = ToolInfo(checked, source)  # later sources override earlier ones
+
+    def select(self, names: Iterable[str]) -> list[BaseTool]:
+        """The named tools, in order; an unknown name is a ``ToolNotFoundError``."""
+        chosen = []
+        for name in names:
+            info = self.tools.get(name)
+            if info is None:
+                known = ", ".join(sorted(self.tools)) or "none"
+                raise ToolNotFoundError(f"unknown tool {name!r} (found: {known}; see: agentmm tools list)")
+            chosen.append(info.tool)
+        return chosen
+
+
+def check_tool(obj: Any) -> BaseTool:
+    """A LangChain tool with a usable name and JSON schema (a plain function is wrapped)."""
+    from langchain_core.tools import BaseTool, tool
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    if not isinstance(obj, BaseTool):
+        if not callable(obj):
+            raise TypeError(f"gave a {type(obj).__name__}; expected a LangChain tool or a function")
+        obj = tool(obj)
+    if not TOOL_NAME.match(obj.name):
+        raise ValueError(f"tool name {obj.name!r} must be 1-64 letters, digits, '_' or '-'")
+    try:
+        schema = convert_to_openai_tool(obj)
+    except Exception as exc:  # LangChain raises several kinds on schemas it cannot convert
+        raise ValueError(f"tool {obj.name!r} has an invalid schema: {describe(exc)}") from exc
+    _check_constrainable(schema)
+    return obj
+
+
+def _check_constrainable(schema: dict[str, Any]) -> None:
+    """The local model constrains arguments with a grammar from the schema: check it converts."""
+    from agentmm.tool_calling import check_schema
+
+    if importlib.util.find_spec("llama_cpp") is not None:
+        check_schema(schema)
+
+
+def discover_tools(tools_dir: Path | None = None, *, entry_points: bool = True) -> ToolCatalog:
+    """Built-ins and ``agentmm.tools`` entry points, then the ``*.py`` files of ``tools_dir``."""
+    catalog = ToolCatalog()
+    if entry_points:
+        for loaded in load_entry_points(TOOLS_GROUP):
+            if loaded.problem is not None:
+                catalog.problems.append(loaded.problem)
+                continue
+            for item in loaded.value if isinstance(loaded.value, list | tuple) else [loaded.value]:
+                catalog.add(item, loaded.source, f"{loaded.name} (from {loaded.source})")
+    if tools_dir is not None and tools_dir.is_dir():
+        for path in sorted(tools_dir.glob("*.py")):
+            try:
+                found = tools_in_file(path)
+            except BaseException as exc:  # a user's file: report it, never crash
+                if isinstance(exc, KeyboardInterrupt):
+                    raise
+                catalog.problems.append(f"{path}: {describe(exc)}")
+                continue
+            for item in found:
+                catalog.add(item, str(path), f"{path}:{getattr(item, 'name', '?')}")
+    return catalog
+
+
+def tools_in_file(path: Path) -> list[BaseTool]:
+    """The LangChain tools a Python file defines at module level (``__all__`` if it has one)."""
+    from langchain_core.tools import BaseTool
+
+    module_name = f"agentmm_user_tools.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
+    return [obj for n in names if isinstance(obj := getattr(module, n, None), BaseTool)]
+
+
+def discover_graphs() -> tuple[dict[str, Callable[..., Any]], list[str]]:
+    """Turn-graph factories by name (``agentmm.graphs`` entry points) and the problems found."""
+    graphs: dict[str, Callable[..., Any]] = {}
+    problems: list[str] = []
+    for loaded in load_entry_points(GRAPHS_GROUP):
+        if loaded.problem is not None:
+            problems.append(loaded.problem)
+        elif not callable(loaded.value):
+            problems.append(f"{loaded.name} (from {loaded.source}): not a graph factory")
+        else:
+            graphs[loaded.name] = loaded.value
+    return graphs, problems

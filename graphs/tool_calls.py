@@ -1,0 +1,192 @@
+"""The turn's tool calls: which tools a thread may use, and the node that runs the calls.
+
+Safety is decided here, not by the model: a call runs only if the tool was enabled when the
+graph was built (the user's settings) *and* the thread's persona allows it (its
+``allowed_tools``; a thread without a persona may use every enabled tool). Neither card nor
+message text can enable a tool. A tool marked ``requires_approval`` (in its metadata, or in
+``approve``) pauses the turn with LangGraph's ``interrupt``; the run resumes with
+``Command(resume=True|False)``. Errors, timeouts and huge outputs come back to the model as a
+tool message, and the conversation goes on.
+
+Why not LangGraph's ``ToolNode`` as it is: the allow-list, the approvals (all asked before
+any call runs, so a resumed node never runs a tool twice) and the timeout wrap each call; the
+call itself is LangChain's ``BaseTool.invoke`` with the tool-call dict, as in ``ToolNode``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection, Sequence
+from typing import Any
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool
+from langgraph.types import interrupt
+
+from agentmm.personas import PersonaRegistry
+from agentmm.state import ChatState, trace_step
+
+MAX_OUTPUT_CHARS = 4000
+TRACE_OUTPUT_CHARS = 500
+APPROVAL = "tool_approval"
+
+
+class ToolBox:
+    """The tools enabled for this graph, narrowed per thread by its persona."""
+
+    def __init__(
+        self,
+        tools: Sequence[BaseTool],
+        personas: Callable[[], PersonaRegistry],
+        *,
+        approve: Collection[str] = (),
+        timeout_s: float = 30.0,
+        max_rounds: int = 3,
+        max_output_chars: int = MAX_OUTPUT_CHARS,
+    ) -> None:
+        self.tools = {tool.name: tool for tool in tools}
+        self.personas = personas
+        self.approve = set(approve)
+        self.timeout_s = timeout_s
+        self.max_rounds = max_rounds
+        self.max_output_chars = max_output_chars
+
+    def offered(self, state: ChatState) -> list[BaseTool]:
+        """The tools this thread may call now."""
+        name = state.get("persona")
+        if not name or not self.tools:
+            return list(self.tools.values())
+        allowed = set(self.personas().get(name).allowed_tools)
+        return [tool for tool in self.tools.values() if tool.name in allowed]
+
+    def needs_approval(self, tool: BaseTool) -> bool:
+        return tool.name in self.approve or bool((tool.metadata or {}).get("requires_approval"))
+
+
+def rounds_this_turn(messages: Sequence[BaseMessage]) -> int:
+    """How many times the model has called tools since the user's last message."""
+    rounds = 0
+    for message in reversed(messages):
+        if isinstance(message, HumanMessage):
+            break
+        if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
+            rounds += 1
+    return rounds
+
+
+def wants_tools(message: BaseMessage) -> bool:
+    return (
+        isinstance(message, AIMessage)
+        and bool(message.tool_calls or message.invalid_tool_calls)
+        and not (message.response_metadata.get("interrupted"))
+    )
+
+
+class RunTools:
+    """Answer each of the last reply's tool calls with a tool message (and a trace entry)."""
+
+    def __init__(self, toolbox: ToolBox) -> None:
+        self.toolbox = toolbox
+
+    def __call__(self, state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+        request = state["messages"][-1]
+        assert isinstance(request, AIMessage)
+        offered = {tool.name: tool for tool in self.toolbox.offered(state)}
+        # Ask every approval first: a resumed node re-runs from the top, and nothing has run yet.
+        verdicts = {
+            call["id"]: _approved(interrupt(approval_request(call)))
+            for call in request.tool_calls
+            if call["name"] in offered and self.toolbox.needs_approval(offered[call["name"]])
+        }
+        messages: list[ToolMessage] = []
+        entries: list[dict[str, Any]] = []
+        for call in request.tool_calls:
+            started = time.perf_counter()
+            call_id = call["id"] or f"call_{uuid.uuid4().hex[:16]}"
+            tool = offered.get(call["name"])
+            if tool is None:
+                status, text = "unavailable", f"error: no tool named {call['name']!r} is available here"
+            elif verdicts.get(call["id"], True) is False:
+                status, text = "denied", "the user did not allow this call"
+            else:
+                status, text = self._run(tool, {**call, "id": call_id}, config)
+            text = self._cap(text)
+            messages.append(ToolMessage(text, tool_call_id=call_id, name=call["name"],
+                                        status="success" if status == "ok" else "error"))  # fmt: skip
+            entries.append(_entry(call["name"], call["args"], call_id, status, text, started))
+        for bad in request.invalid_tool_calls:
+            call_id = bad.get("id") or f"call_{uuid.uuid4().hex[:16]}"
+            text = f"error: malformed tool call ({bad.get('error') or 'arguments are not valid JSON'}); try again"
+            messages.append(ToolMessage(text, tool_call_id=call_id, name=bad.get("name") or "tool", status="error"))
+            entries.append(_entry(bad.get("name") or "?", bad.get("args"), call_id, "malformed", text,
+                                  time.perf_counter()))  # fmt: skip
+        previous = (state.get("trace") or {}).get("tool_calls", [])
+        return {"messages": messages, "trace": trace_step(state, "tools", tool_calls=[*previous, *entries])}
+
+    def _run(self, tool: BaseTool, call: dict[str, Any], config: RunnableConfig) -> tuple[str, str]:
+        """Run one call on its own daemon thread (a hung tool cannot hold the turn or the exit)."""
+        outcome: list[tuple[str, str]] = []
+        context = contextvars.copy_context()  # the tool sees the run's store and runtime
+
+        def work() -> None:
+            outcome.append(context.run(_invoke, tool, call, config))
+
+        worker = threading.Thread(target=work, name=f"tool-{tool.name}", daemon=True)
+        worker.start()
+        worker.join(self.toolbox.timeout_s)
+        if not outcome:
+            return "timeout", f"error: {tool.name} did not finish within {self.toolbox.timeout_s:g} s and was abandoned"
+        return outcome[0]
+
+    def _cap(self, text: str) -> str:
+        limit = self.toolbox.max_output_chars
+        if len(text) <= limit:
+            return text
+        return f"{text[:limit]}\n[output truncated: {len(text):,} characters, first {limit:,} shown]"
+
+
+def _invoke(tool: BaseTool, call: dict[str, Any], config: RunnableConfig) -> tuple[str, str]:
+    tool_call = {"name": call["name"], "args": call["args"], "id": call["id"], "type": "tool_call"}
+    try:
+        if getattr(tool, "func", True) is None and getattr(tool, "coroutine", None) is not None:
+            result = asyncio.run(tool.ainvoke(tool_call, config))  # an async-only tool
+        else:
+            result = tool.invoke(tool_call, config)
+    except Exception as exc:  # any failure goes back to the model as the tool's answer
+        return "error", f"error: {type(exc).__name__}: {exc}"
+    if isinstance(result, ToolMessage):
+        return ("error" if result.status == "error" else "ok"), _text(result.content)
+    return "ok", _text(result)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(part if isinstance(part, str) else str(part.get("text", part)) for part in content)
+    return str(content)
+
+
+def approval_request(call: ToolCall) -> dict[str, Any]:
+    """What the turn asks the user (the interrupt's value): which tool, with what arguments."""
+    return {"type": APPROVAL, "tool": call["name"], "args": call["args"], "id": call["id"]}
+
+
+def _approved(answer: Any) -> bool:
+    """A resume value as a yes or no: True, "y"/"yes", or {"approved": True}."""
+    if isinstance(answer, dict):
+        answer = answer.get("approved", False)
+    if isinstance(answer, str):
+        return answer.strip().lower() in {"y", "yes", "true", "allow", "approve"}
+    return answer is True
+
+
+def _entry(name: str, args: Any, call_id: str, status: str, text: str, started: float) -> dict[str, Any]:
+    shown = text if len(text) <= TRACE_OUTPUT_CHARS else text[:TRACE_OUTPUT_CHARS] + "..."
+    return {"name": name, "args": args, "id": call_id, "status": status, "output": shown,
+            "duration_s": round(time.perf_counter() - started, 4)}  # fmt: skip

@@ -1,0 +1,197 @@
+"""Tool calling in the real turn graph, driven by a scripted model (``ScriptedToolModel``)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, ToolMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
+
+from agentmm.graphs.agent import Agent
+from agentmm.graphs.chat import build_graph
+from agentmm.personas import PersonaRegistry
+from agentmm.state import TurnContext
+from agentmm.tokens import TokenCounter
+from agentmm.tools.builtin import roll_dice
+from tests.graphs.scripted_model import ScriptedToolModel, call
+
+WORDS = TokenCounter(lambda text: len(text.split()))
+CONFIG = {"configurable": {"thread_id": "t"}}
+RAN: list[str] = []
+
+
+@tool
+def open_door(door: str) -> str:
+    """Open a door in the castle."""
+    RAN.append(door)
+    return f"the {door} door creaks open"
+
+
+open_door.metadata = {"requires_approval": True}
+
+
+@tool
+def slow_oracle(question: str) -> str:
+    """Ask the oracle (it takes its time)."""
+    time.sleep(5)
+    return "42"
+
+
+@tool
+def broken_lamp() -> str:
+    """Light the lamp."""
+    raise RuntimeError("the wick is wet")
+
+
+@tool
+def flood() -> str:
+    """Return a great deal of text."""
+    return "x" * 10_000_000
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    RAN.clear()
+
+
+def graph_with(model: ScriptedToolModel, tools: list[Any], **kw: Any) -> Any:
+    return build_graph(model, InMemorySaver(), counter=WORDS, summarize=False, tools=tools, **kw)
+
+
+def tool_messages(state: dict[str, Any]) -> list[ToolMessage]:
+    return [m for m in state["messages"] if isinstance(m, ToolMessage)]
+
+
+def test_model_calls_dice_and_answers_with_the_result() -> None:
+    model = ScriptedToolModel(script=[call("roll_dice", notation="2d6+1"), AIMessage("You rolled well.")])
+    state = graph_with(model, [roll_dice]).invoke({"input": "Roll 2d6+1 for me"}, CONFIG)
+    assert state["messages"][-1].text == "You rolled well."
+    (result,) = tool_messages(state)
+    assert result.text.startswith("2d6+1: rolled [") and result.status == "success"
+    assert result in model.prompts[1]  # the model saw the result before answering
+    trace = state["trace"]
+    assert trace["path"] == ["ingest", "compose", "generate", "tools", "generate"]
+    (entry,) = trace["tool_calls"]
+    assert entry["name"] == "roll_dice" and entry["status"] == "ok" and entry["args"] == {"notation": "2d6+1"}
+    assert model.bindings[0] == {"tools": ["roll_dice"], "tool_choice": "auto"}
+
+
+def test_no_tools_means_no_binding_and_no_tools_node() -> None:
+    model = ScriptedToolModel(script=[AIMessage("Hello.")])
+    graph = graph_with(model, [])
+    assert "tools" not in graph.get_graph().nodes
+    graph.invoke({"input": "hi"}, CONFIG)
+    assert model.bindings == []
+
+
+def test_persona_allow_list_narrows_enabled_tools(tmp_path: Path) -> None:
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    (folder / "gm.toml").write_text('name = "GM"\ndescription = "A game master."\nallowed_tools = ["roll_dice"]\n')
+    (folder / "bard.toml").write_text('name = "Bard"\ndescription = "A bard."\n')
+    personas = PersonaRegistry(folder, entry_points=False)
+    script = [
+        call("roll_dice", notation="d20"),
+        AIMessage("Rolled."),
+        call("roll_dice", notation="d20"),
+        AIMessage("No."),
+    ]
+    model = ScriptedToolModel(script=script)
+    graph = graph_with(model, [roll_dice, open_door], personas=personas)
+    gm = graph.invoke({"input": "roll"}, {"configurable": {"thread_id": "gm"}}, context=TurnContext(persona="GM"))
+    assert model.bindings[0]["tools"] == ["roll_dice"]  # open_door is enabled but not allowed
+    assert gm["trace"]["tool_calls"][0]["status"] == "ok"
+    # The bard allows nothing: no tools are offered, and a call the model makes up anyway is refused.
+    bard = graph.invoke({"input": "roll"}, {"configurable": {"thread_id": "bard"}}, context=TurnContext(persona="Bard"))
+    assert len(model.bindings) == 2  # unchanged: nothing bound for the bard's turns
+    assert bard["trace"]["tool_calls"][0]["status"] == "unavailable"
+    assert "no tool named 'roll_dice'" in tool_messages(bard)[0].text
+
+
+def test_a_tool_not_enabled_cannot_be_called_even_if_the_persona_allows_it(tmp_path: Path) -> None:
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    (folder / "gm.toml").write_text('name = "GM"\nallowed_tools = ["open_door"]\n')
+    model = ScriptedToolModel(script=[call("open_door", door="north"), AIMessage("Hm.")])
+    graph = graph_with(model, [roll_dice], personas=PersonaRegistry(folder, entry_points=False))
+    state = graph.invoke({"input": "open the north door"}, CONFIG, context=TurnContext(persona="GM"))
+    assert RAN == [] and state["trace"]["tool_calls"][0]["status"] == "unavailable"
+
+
+@pytest.mark.parametrize(("answer", "ran", "status"), [(True, ["north"], "ok"), ("no", [], "denied")])
+def test_approval_pauses_the_turn_and_resume_decides(answer: Any, ran: list[str], status: str) -> None:
+    model = ScriptedToolModel(script=[call("open_door", door="north"), AIMessage("Done.")])
+    graph = graph_with(model, [open_door])
+    paused = graph.invoke({"input": "open the north door"}, CONFIG)
+    (request,) = paused["__interrupt__"]
+    assert request.value == {"type": "tool_approval", "tool": "open_door", "args": {"door": "north"}, "id": "call_1"}
+    assert RAN == []
+    state = graph.invoke(Command(resume=answer), CONFIG)
+    assert ran == RAN
+    assert state["trace"]["tool_calls"][0]["status"] == status
+    assert state["messages"][-1].text == "Done."
+
+
+def test_agent_asks_on_approval_and_denies_without_an_approver(tmp_path: Path) -> None:
+    asked: list[dict[str, Any]] = []
+    script = [call("open_door", door="east"), AIMessage("Open."), call("open_door", door="west"), AIMessage("Shut.")]
+    model = ScriptedToolModel(script=script)
+    with Agent(model=model, tools=[open_door], data_dir=tmp_path, memory=False) as agent:
+        turn = agent.stream("open the east door", "t")
+        turn.on_approval = lambda request: asked.append(request) or True
+        assert "".join(turn).strip() == "Open."
+        assert [r["tool"] for r in asked] == ["open_door"] and RAN == ["east"]
+        assert turn.result.trace["tool_calls"][0]["status"] == "ok"
+        denied = agent.chat("open the west door", "t")  # nobody to ask: denied
+        assert RAN == ["east"] and denied.trace["tool_calls"][0]["status"] == "denied"
+
+
+def test_tool_errors_timeouts_and_floods_come_back_as_messages() -> None:
+    script = [call("broken_lamp", "c1"), call("slow_oracle", "c2", question="?"), call("flood", "c3"), AIMessage("Oh.")]
+    model = ScriptedToolModel(script=script)
+    graph = graph_with(model, [broken_lamp, slow_oracle, flood], tool_timeout_s=0.3, max_tool_rounds=3)
+    started = time.perf_counter()
+    state = graph.invoke({"input": "do things"}, CONFIG)
+    assert time.perf_counter() - started < 4  # the 5 s oracle was abandoned
+    lamp, oracle, flooded = tool_messages(state)
+    assert "RuntimeError: the wick is wet" in lamp.text and lamp.status == "error"
+    assert "did not finish within 0.3 s" in oracle.text
+    assert len(flooded.text) < 5000 and "output truncated: 10,000,000 characters" in flooded.text
+    assert [e["status"] for e in state["trace"]["tool_calls"]] == ["error", "timeout", "ok"]
+    assert state["messages"][-1].text == "Oh."
+
+
+def test_malformed_tool_call_is_answered_and_the_turn_goes_on() -> None:
+    bad = AIMessage("", invalid_tool_calls=[{"name": "roll_dice", "args": "roll 2d6 please", "id": "c9",
+                                             "error": None, "type": "invalid_tool_call"}])  # fmt: skip
+    model = ScriptedToolModel(script=[bad, AIMessage("Sorry.")])
+    state = graph_with(model, [roll_dice]).invoke({"input": "roll"}, CONFIG)
+    (answer,) = tool_messages(state)
+    assert "malformed tool call" in answer.text and answer.status == "error"
+    assert state["trace"]["tool_calls"][0]["status"] == "malformed"
+    assert state["messages"][-1].text == "Sorry."
+
+
+def test_loop_limit_forces_words_after_max_rounds() -> None:
+    model = ScriptedToolModel(script=[call("roll_dice", notation="d4")], repeat_last=True)
+    state = graph_with(model, [roll_dice], max_tool_rounds=2).invoke({"input": "roll forever"}, CONFIG)
+    assert [b["tool_choice"] for b in model.bindings] == ["auto", "auto", "none"]
+    assert len(tool_messages(state)) == 2  # the third call (made despite "none") is not run
+    assert state["trace"]["path"].count("tools") == 2
+
+
+def test_memory_remembers_the_user_message_not_the_tool_result(tmp_path: Path) -> None:
+    from langgraph.store.memory import InMemoryStore
+
+    store = InMemoryStore()
+    model = ScriptedToolModel(script=[call("roll_dice", notation="d6"), AIMessage("A fine roll.")])
+    graph = build_graph(model, InMemorySaver(), counter=WORDS, summarize=False, tools=[roll_dice], store=store)
+    state = graph.invoke({"input": "Roll a d6 for the duel"}, CONFIG)
+    assert [w["id"] for w in state["trace"]["remembered"]] == ["t:1:user", "t:1:assistant"]
+    (user,) = [item.value for item in store.search(("memories",), limit=10) if item.key == "t:1:user"]
+    assert user["content"] == "Roll a d6 for the duel"

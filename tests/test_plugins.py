@@ -1,0 +1,108 @@
+"""Plugin discovery: built-ins, entry points of installed packages, the user's tools folder."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from agentmm.plugins import ToolNotFoundError, discover_graphs, discover_tools
+
+PLUGIN = '''
+from langchain_core.tools import tool
+
+
+@tool
+def draw_tarot() -> str:
+    """Draw one tarot card."""
+    return "The Tower"
+
+
+draw_tarot.metadata = {"requires_approval": True}
+'''
+
+
+def install_fake_distribution(root: Path, name: str, module: str, code: str, entry_points: str) -> None:
+    """A package installed the way pip leaves one: the module and its .dist-info on sys.path."""
+    (root / f"{module}.py").write_text(textwrap.dedent(code))
+    info = root / f"{name.replace('-', '_')}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    importlib.invalidate_caches()  # importlib.metadata caches a folder's listing by its mtime
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    importlib.invalidate_caches()
+    return root
+
+
+def test_builtins_register_through_entry_points() -> None:
+    catalog = discover_tools()
+    for name in ("roll_dice", "current_datetime", "calculate", "caption_image", "transcribe_audio", "search_images"):
+        assert catalog.tools[name].source == "agentmm"
+    assert catalog.problems == []
+
+
+def test_installed_package_tools_and_broken_plugins(site: Path) -> None:
+    install_fake_distribution(site, "agentmm-tarot", "agentmm_tarot", PLUGIN, """
+        [agentmm.tools]
+        draw_tarot = agentmm_tarot:draw_tarot
+    """)  # fmt: skip
+    install_fake_distribution(site, "agentmm-broken", "agentmm_broken", "raise ImportError('no module named wand')", """
+        [agentmm.tools]
+        wand = agentmm_broken:wand
+        [agentmm.graphs]
+        haunted = agentmm_broken:graph
+    """)  # fmt: skip
+    catalog = discover_tools()
+    tarot = catalog.tools["draw_tarot"]
+    assert tarot.source == "agentmm-tarot" and tarot.requires_approval
+    (problem,) = catalog.problems
+    assert problem.startswith("wand (agentmm_broken:wand, from agentmm-broken): ImportError: no module named wand")
+    graphs, graph_problems = discover_graphs()
+    assert "chat" in graphs and len(graph_problems) == 1
+
+
+def test_user_tools_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / "tarot.py").write_text(PLUGIN)
+    (folder / "crash.py").write_text("1 / 0\n")
+    (folder / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (folder / "badname.py").write_text(textwrap.dedent('''
+        from langchain_core.tools import StructuredTool
+        bad = StructuredTool.from_function(lambda: "x", name="no spaces allowed", description="d")
+    '''))  # fmt: skip
+    catalog = discover_tools(folder)
+    assert catalog.tools["draw_tarot"].source == str(folder / "tarot.py")
+    problems = sorted(catalog.problems)
+    assert len(problems) == 3
+    assert any("crash.py: ZeroDivisionError" in p for p in problems)
+    assert any("exits.py: SystemExit: 3" in p for p in problems)
+    assert any("must be 1-64 letters" in p for p in problems)
+
+
+def test_invalid_schema_is_reported_not_raised(tmp_path: Path) -> None:
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / "weird.py").write_text(textwrap.dedent('''
+        from langchain_core.tools import StructuredTool
+
+        weird = StructuredTool(name="weird", description="d", func=lambda **k: "x",
+                               args_schema={"type": "object", "properties": {"a": {"type": "banana"}}})
+    '''))  # fmt: skip
+    catalog = discover_tools(folder)
+    assert "weird" not in catalog.tools
+    assert any("weird" in p and "schema" in p for p in catalog.problems)
+
+
+def test_select_unknown_tool_is_a_clear_error() -> None:
+    with pytest.raises(ToolNotFoundError, match="unknown tool 'lockpick'"):
+        discover_tools().select(["roll_dice", "lockpick"])
