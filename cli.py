@@ -33,6 +33,7 @@ personas_app = typer.Typer(help="Personas and character cards (V2/V3, JSON or PN
 memory_app = typer.Typer(help="Long-term memory: inspect, search, edit, export.", no_args_is_help=True)
 eval_app = typer.Typer(help="Evaluations.", no_args_is_help=True)
 images_app = typer.Typer(help="Your image folder, searchable by description (CLIP).", no_args_is_help=True)
+tools_app = typer.Typer(help="Tools the model can call: built-ins, plugins, your tools folder.", no_args_is_help=True)
 graph_app = typer.Typer(help="The turn graph.", no_args_is_help=True)
 app.add_typer(threads_app, name="threads")
 app.add_typer(models_app, name="models")
@@ -41,6 +42,7 @@ app.add_typer(personas_app, name="personas")
 app.add_typer(memory_app, name="memory")
 app.add_typer(eval_app, name="eval")
 app.add_typer(images_app, name="images")
+app.add_typer(tools_app, name="tools")
 app.add_typer(graph_app, name="graph")
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON object (see README for its keys).")]
@@ -91,6 +93,10 @@ def chat(
     greeting: Annotated[int, typer.Option("--greeting", help="Greeting that opens a new thread (0: main).")] = 0,
     image: Annotated[Optional[list[Path]], typer.Option("--image", help="Attach an image (repeatable).")] = None,
     audio: Annotated[Optional[list[Path]], typer.Option("--audio", help="Attach a voice note (repeatable).")] = None,
+    tool: Annotated[
+        Optional[list[str]], typer.Option("--tool", help="Let the model call this tool (repeatable; see: tools list).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Allow tool calls that ask first, without asking.")] = False,
 ) -> None:
     """Chat with the model: interactive, or one turn with -m."""
     from agentmm.graphs.agent import Agent
@@ -100,7 +106,10 @@ def chat(
         model=model, n_ctx=n_ctx, n_gpu_layers=gpu_layers, max_tokens=max_tokens,
         temperature=temperature, seed=seed, system_prompt=system, persona=persona,
     )  # fmt: skip
+    if tool:
+        settings = settings.model_copy(update={"tools": [*settings.tools, *tool]})
     agent = Agent(settings)
+    _ = agent.tools  # an unknown tool name fails here, before anything is loaded or saved
     if thread is not None and not thread_exists(agent.checkpointer, thread):
         from agentmm.errors import ThreadNotFoundError
 
@@ -111,7 +120,7 @@ def chat(
     if attachments and message is None:
         message = ""  # a voice note or a picture alone is a turn
     if message is not None:
-        _one_turn(agent, message, thread, as_json, chosen, greeting, attachments)
+        _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
     elif as_json:
         raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
     else:
@@ -120,10 +129,11 @@ def chat(
 
 def _one_turn(
     agent: Agent, message: str, thread: str | None, as_json: bool, persona: str | None, greeting: int,
-    attachments: list[Path],
+    attachments: list[Path], yes: bool = False,
 ) -> None:  # fmt: skip
     turn = agent.stream(message, thread, persona=persona, greeting=greeting, attachments=attachments)
     turn.on_observations = _show_observations
+    turn.on_approval = _approver(yes)
     with _cancel_on_ctrl_c(turn.cancel):
         for text in turn:
             if not as_json:
@@ -134,6 +144,21 @@ def _one_turn(
     else:
         sys.stdout.write("\n")
         sys.stderr.write(f"[thread {turn.thread_id}]\n")
+
+
+def _approver(yes: bool) -> Callable[[dict[str, Any]], bool]:
+    """Tool calls that ask first: allowed with --yes, asked on a terminal, else denied."""
+
+    def approve(request: dict[str, Any]) -> bool:
+        call = f"{request['tool']}({json.dumps(request['args'], ensure_ascii=False)})"
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            sys.stderr.write(f"agentmm: denied tool call {call} (nobody to ask; pass --yes to allow)\n")
+            return False
+        return typer.confirm(f"\nAllow tool call {call}?", default=False, err=True)
+
+    return approve
 
 
 def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) -> None:
@@ -723,6 +748,46 @@ def images_search(
         return
     for row in rows:
         sys.stdout.write(f"{row['score']:.4f}  {row['path']}\n")
+
+
+# --------------------------------------------------------------------------- tools
+
+
+@tools_app.command("list")
+def tools_list(as_json: JsonFlag = False) -> None:
+    """Every tool found, where it came from, whether it is enabled and which personas may use it."""
+    from agentmm.personas import PersonaRegistry
+    from agentmm.plugins import discover_tools
+
+    settings = _settings()
+    catalog = discover_tools(settings.tools_dir)
+    personas = list(PersonaRegistry(settings.personas_dir))
+    rows = [
+        {
+            "name": info.name,
+            "description": (info.tool.description or "").strip().splitlines()[0] if info.tool.description else "",
+            "source": info.source,
+            "enabled": info.name in settings.tools,
+            "requires_approval": info.requires_approval or info.name in settings.approve_tools,
+            "personas": sorted(p.name for p in personas if info.name in p.allowed_tools),
+        }
+        for info in sorted(catalog.tools.values(), key=lambda i: i.name)
+    ]
+    if as_json:
+        _print_json({"tools": rows, "problems": catalog.problems, "tools_dir": str(settings.tools_dir)})
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("tool", "enabled", "asks", "from", "personas", "what it does", box=None)
+    for row in rows:
+        table.add_row(row["name"], "yes" if row["enabled"] else "-", "yes" if row["requires_approval"] else "-",
+                      row["source"], ", ".join(row["personas"]) or "-", row["description"])  # fmt: skip
+    Console().print(table)
+    for problem in catalog.problems:
+        sys.stderr.write(f"agentmm: skipped a plugin: {problem}\n")
+    sys.stderr.write("Enable tools with --tool NAME or `tools = [...]` in the config file; a persona's allowed_tools "
+                     "narrows them; a thread without a persona may use every enabled tool.\n")  # fmt: skip
 
 
 def main() -> None:
