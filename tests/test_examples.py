@@ -1,0 +1,152 @@
+"""Every example in examples/ runs: the plugin packages installed by pip, the SSE service and
+LangGraph's own dev server on free loopback ports, the subgraph on the shipped model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from langchain_core.messages import AIMessage
+
+from tests.graphs.scripted_model import ScriptedToolModel, call
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+QUICK = {"AGENTMM_MAX_TOKENS": "16", "AGENTMM_N_CTX": "2048", "AGENTMM_SEED": "3"}
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def server(command: list[str], health: str, cwd: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server in its own process group, wait for ``health``, stop it by its PID."""
+    log = (cwd / "server.log").open("wb")
+    proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (cwd / "server.log").read_text()[-2000:]
+            try:
+                if httpx.get(health, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.5)
+        yield proc
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def plugins_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both plugin packages installed with pip, the way a user would, into their own folder."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--target",
+         str(target), str(EXAMPLES / "tool_plugin"), str(EXAMPLES / "persona_plugin")],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return target
+
+
+def cli_json(*args: str, site: Path) -> Any:
+    done = subprocess.run([sys.executable, "-m", "agentmm.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(site)})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_tool_and_persona_plugins_are_found_once_installed(plugins_site: Path) -> None:
+    tools = {t["name"]: t for t in cli_json("tools", "list", "--json", site=plugins_site)["tools"]}
+    assert tools["draw_tarot"]["source"] == "agentmm-tarot"
+    assert tools["reveal_fate"]["requires_approval"] is True
+    assert tools["draw_tarot"]["personas"] == ["Madame Zora"]
+    personas = cli_json("personas", "list", "--json", site=plugins_site)
+    assert "Madame Zora" in json.dumps(personas)
+
+
+def test_plugin_tool_runs_in_a_persona_turn(plugins_site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from agentmm.graphs.agent import Agent
+    from agentmm.plugins import discover_tools
+
+    monkeypatch.syspath_prepend(str(plugins_site))
+    importlib.invalidate_caches()
+    tools = discover_tools().select(["draw_tarot", "reveal_fate"])
+    model = ScriptedToolModel(script=[call("draw_tarot", cards=3), AIMessage("The cards have spoken.")])
+    with Agent(model=model, tools=tools, memory=False) as agent:
+        result = agent.chat("Read my cards, please.", persona="Madame Zora")
+    (entry,) = result.trace["tool_calls"]
+    assert entry["status"] == "ok" and len(entry["output"].split(", ")) == 3
+    assert result.reply == "The cards have spoken."
+
+
+def test_sse_chat_service_streams_a_reply(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, str(EXAMPLES / "sse_chat.py"), "--port", str(port)]
+    with server(command, f"http://127.0.0.1:{port}/health", tmp_path, QUICK):
+        events = []
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/chat", json={"message": "Hello!"}, timeout=120) as reply:
+            assert reply.headers["content-type"].startswith("text/event-stream")
+            for line in reply.iter_lines():
+                if line.startswith("event: "):
+                    events.append([line[7:]])
+                elif line.startswith("data: "):
+                    events[-1].append(json.loads(line[6:]))
+        kinds = [kind for kind, _ in events]
+        assert kinds[-1] == "done" and kinds.count("token") >= 1
+        done = events[-1][1]
+        assert done["reply"] == "".join(data for kind, data in events if kind == "token")
+        assert done["thread_id"] and done["usage"]["completion_tokens"] > 0
+        bad = httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "  "}, timeout=60).text
+        assert bad.startswith("event: error") and "empty" in bad
+
+
+def test_subgraph_example_runs_the_turn_inside_another_graph() -> None:
+    done = subprocess.run([sys.executable, str(EXAMPLES / "subgraph.py"), "Hello!", "my password is 1234"],
+                          capture_output=True, text=True, timeout=180, env={**os.environ, **QUICK})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "agent> " in done.stdout and "agentmm path: ingest -> compose -> generate" in done.stdout
+    assert "[blocked by the outer graph]" in done.stdout
+
+
+def test_langgraph_dev_server_serves_the_graph(tmp_path: Path) -> None:
+    (tmp_path / "langgraph.json").write_text((ROOT / "langgraph.json").read_text())
+    port = free_port()
+    env = {**QUICK, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "1"}
+    command = [str(BIN / "langgraph"), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)]
+    base = f"http://127.0.0.1:{port}"
+    with server(command, f"{base}/ok", tmp_path, env):
+        thread = httpx.post(f"{base}/threads", json={}, timeout=30).json()["thread_id"]
+        run = {"assistant_id": "chat", "input": {"input": "Hello there!"}}
+        state = httpx.post(f"{base}/threads/{thread}/runs/wait", json=run, timeout=180).json()
+        assert state["messages"][-1]["type"] == "ai" and state["messages"][-1]["content"].strip()
+        assert state["trace"]["path"] == ["ingest", "compose", "generate"]
+        again = httpx.post(f"{base}/threads/{thread}/runs/wait", json={**run, "input": {"input": "And again?"}},
+                           timeout=180).json()  # fmt: skip
+        assert len(again["messages"]) == 4  # the server's own checkpointer keeps the thread
