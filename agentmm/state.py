@@ -8,6 +8,7 @@ messages from that, so a checkpoint holds each message once rather than once per
 from __future__ import annotations
 
 import threading
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any, NotRequired, TypedDict
 
@@ -101,6 +102,20 @@ class TurnContext:
     shared_memory: bool = False
     # Files sent with this turn (images, audio), perceived before the reply.
     attachments: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ActiveTurn:
+    """What a tool may know of the turn that called it (set while the turn's tools run)."""
+
+    thread_id: str
+    user_id: str
+    persona: str | None
+    shared_memory: bool
+    store: Any = None  # the graph's LangGraph BaseStore, None without long-term memory
+
+
+ACTIVE_TURN: ContextVar[ActiveTurn | None] = ContextVar("agentmm_active_turn", default=None)
 
 
 def trace_step(state: ChatState, node: str, **fields: Any) -> Trace:

@@ -6,15 +6,24 @@ its ``checkpoints`` table (read-only), for any other saver it walks ``saver.list
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import AnyMessage, HumanMessage
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+)
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import DataDirError, ThreadNotFoundError
@@ -34,13 +43,48 @@ def ensure_data_dir(path: Path) -> Path:
     return path
 
 
+class ThreadedSqliteSaver(SqliteSaver):
+    """LangGraph's SQLite saver with its async methods run on a worker thread.
+
+    ``SqliteSaver`` is sync-only, so an async run (``graph.astream``, ``astream_events``) over
+    it fails; ``AsyncSqliteSaver`` would need a second connection bound to one event loop.
+    The sync saver already serialises access with its own lock, so the async twins simply
+    call it off the loop.
+    """
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:  # fmt: skip
+        found = await asyncio.to_thread(lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
+        for item in found:
+            yield item
+
+    async def aput(
+        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:  # fmt: skip
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id)
+
+
 def open_checkpointer(data_dir: Path) -> SqliteSaver:
-    """The SQLite saver in ``data_dir`` (created on first use)."""
+    """The SQLite saver in ``data_dir`` (created on first use), usable from sync and async runs."""
     ensure_data_dir(data_dir)
     db = data_dir / CHECKPOINT_FILE
     try:
         conn = sqlite3.connect(db, check_same_thread=False)
-        saver = SqliteSaver(conn)
+        saver = ThreadedSqliteSaver(conn)
         saver.setup()
     except sqlite3.DatabaseError as exc:
         raise DataDirError(f"cannot open the thread database {db}: {exc}") from exc

@@ -26,10 +26,12 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph.config import get_stream_writer
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentmm.personas import PersonaRegistry
-from agentmm.state import ChatState, trace_step
+from agentmm.state import ACTIVE_TURN, ActiveTurn, ChatState, TurnContext, trace_step
 
 MAX_OUTPUT_CHARS = 4000
 TRACE_OUTPUT_CHARS = 500
@@ -93,7 +95,12 @@ class RunTools:
     def __init__(self, toolbox: ToolBox) -> None:
         self.toolbox = toolbox
 
-    def __call__(self, state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        context = runtime.context or TurnContext()
+        ACTIVE_TURN.set(ActiveTurn(  # for tools that act on the thread's own data (memory)
+            thread_id=str(config.get("configurable", {}).get("thread_id", "")), user_id=context.user_id,
+            persona=state.get("persona"), shared_memory=context.shared_memory, store=runtime.store,
+        ))  # fmt: skip
         request = state["messages"][-1]
         assert isinstance(request, AIMessage)
         offered = {tool.name: tool for tool in self.toolbox.offered(state)}
@@ -105,9 +112,11 @@ class RunTools:
         }
         messages: list[ToolMessage] = []
         entries: list[dict[str, Any]] = []
+        progress = get_stream_writer()  # stream_mode="custom": a web app can show "rolling dice..."
         for call in request.tool_calls:
             started = time.perf_counter()
             call_id = call["id"] or f"call_{uuid.uuid4().hex[:16]}"
+            progress({"type": "tool_start", "tool": call["name"], "args": call["args"], "id": call_id})
             tool = offered.get(call["name"])
             if tool is None:
                 status, text = "unavailable", f"error: no tool named {call['name']!r} is available here"
@@ -119,6 +128,7 @@ class RunTools:
             messages.append(ToolMessage(text, tool_call_id=call_id, name=call["name"],
                                         status="success" if status == "ok" else "error"))  # fmt: skip
             entries.append(_entry(call["name"], call["args"], call_id, status, text, started))
+            progress({"type": "tool_end", "tool": call["name"], "id": call_id, "status": status})
         for bad in request.invalid_tool_calls:
             call_id = bad.get("id") or f"call_{uuid.uuid4().hex[:16]}"
             text = f"error: malformed tool call ({bad.get('error') or 'arguments are not valid JSON'}); try again"

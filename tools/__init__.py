@@ -2,7 +2,9 @@
 
 - ``caption_image``: image -> caption (a configured GGUF VLM, else open_clip CoCa);
 - ``transcribe_audio``: speech -> text (faster-whisper, shipped Whisper tiny.en offline);
-- ``search_images``: text -> ranked image paths (open_clip embeddings in a Chroma index).
+- ``search_images``: text -> ranked image paths (open_clip embeddings in a Chroma index);
+- ``roll_dice``, ``current_datetime``, ``calculate``: small role-play helpers;
+- ``search_memory``, ``save_memory``: the agent's own long-term memory of the user.
 
 Each tool has a plain library function beside it (``caption_file``, ``transcribe``,
 ``ImageIndex``) and a factory for a configured copy. Names resolve lazily (module
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
         search_images,
     )
     from agentmm.tools.media import MediaType, check_audio, content_hash, open_image, sniff
+    from agentmm.tools.memory_tools import save_memory, search_memory
 
 __all__ = [
     "Caption",
@@ -71,7 +74,9 @@ __all__ = [
     "make_transcribe_audio_tool",
     "open_image",
     "roll_dice",
+    "save_memory",
     "search_images",
+    "search_memory",
     "sniff",
     "transcribe",
     "transcribe_audio",
@@ -107,6 +112,7 @@ _MODULES = {
     },
     "media": {"MediaType", "check_audio", "content_hash", "open_image", "sniff"},
     "builtin": {"calculate", "current_datetime", "roll_dice"},
+    "memory_tools": {"save_memory", "search_memory"},
 }
 _EXPORTS = {name: module for module, names in _MODULES.items() for name in names}
 

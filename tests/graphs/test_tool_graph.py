@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -195,3 +196,61 @@ def test_memory_remembers_the_user_message_not_the_tool_result(tmp_path: Path) -
     assert [w["id"] for w in state["trace"]["remembered"]] == ["t:1:user", "t:1:assistant"]
     (user,) = [item.value for item in store.search(("memories",), limit=10) if item.key == "t:1:user"]
     assert user["content"] == "Roll a d6 for the duel"
+
+
+def test_memory_tools_write_and_read_the_threads_own_scope() -> None:
+    from langgraph.store.memory import InMemoryStore
+
+    from agentmm.tools.memory_tools import save_memory, search_memory
+
+    store = InMemoryStore()
+    script = [
+        call("save_memory", "s1", fact="Ada's sister is called Grace."),
+        AIMessage("Noted."),
+        call("search_memory", "s2", query="sister"),
+        AIMessage("Grace, I believe."),
+    ]
+    model = ScriptedToolModel(script=script)
+    graph = build_graph(model, InMemorySaver(), counter=WORDS, summarize=False, tools=[save_memory, search_memory],
+                        store=store, recall_k=0)  # fmt: skip
+    ctx = TurnContext(user_id="ada")
+    saved = graph.invoke({"input": "Remember my sister Grace."}, CONFIG, context=ctx)
+    assert saved["trace"]["tool_calls"][0]["status"] == "ok"
+    (note,) = [i for i in store.search(("memories",), limit=50) if i.key.startswith("note:")]
+    assert note.namespace[1] == "ada" and note.value["content"] == "Ada's sister is called Grace."
+    found = graph.invoke({"input": "Who is my sister?"}, CONFIG, context=ctx)
+    assert "Ada's sister is called Grace." in tool_messages(found)[-1].text
+
+
+def test_memory_tools_without_memory_tell_the_model() -> None:
+    from agentmm.tools.memory_tools import search_memory
+
+    model = ScriptedToolModel(script=[call("search_memory", query="x"), AIMessage("Hm.")])
+    state = graph_with(model, [search_memory]).invoke({"input": "remember?"}, CONFIG)
+    assert "long-term memory is off" in tool_messages(state)[0].text
+
+
+def test_stream_modes_give_tokens_node_progress_and_tool_events() -> None:
+    model = ScriptedToolModel(script=[call("roll_dice", notation="d6"), AIMessage("Rolled a fine six.")])
+    graph = graph_with(model, [roll_dice])
+    seen: dict[str, list[Any]] = {"messages": [], "updates": [], "custom": []}
+    for mode, payload in graph.stream({"input": "roll"}, CONFIG, stream_mode=["messages", "updates", "custom"]):
+        seen[mode].append(payload)
+    tokens = "".join(chunk.text for chunk, meta in seen["messages"] if meta["langgraph_node"] == "generate")
+    assert "Rolled a fine six." in tokens
+    assert [next(iter(u)) for u in seen["updates"]] == ["ingest", "compose", "generate", "tools", "generate"]
+    assert [(c["type"], c["tool"]) for c in seen["custom"]] == [("tool_start", "roll_dice"), ("tool_end", "roll_dice")]
+
+
+def test_agent_astream_events_for_a_web_app(tmp_path: Path) -> None:
+    model = ScriptedToolModel(script=[call("roll_dice", notation="d6"), AIMessage("Six it is.")])
+
+    async def collect(agent: Agent) -> list[dict[str, Any]]:
+        return [e async for e in agent.astream_events("roll", "web")]
+
+    with Agent(model=model, tools=[roll_dice], data_dir=tmp_path, memory=False) as agent:
+        events = asyncio.run(collect(agent))
+    kinds = {e["event"] for e in events}
+    assert {"on_chat_model_stream", "on_tool_start", "on_tool_end", "on_chain_start", "on_chain_end"} <= kinds
+    text = "".join(e["data"]["chunk"].text for e in events if e["event"] == "on_chat_model_stream")
+    assert "Six it is." in text
