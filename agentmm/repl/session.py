@@ -242,13 +242,26 @@ class ChatSession:
             current = self.persona or "none"
             self.terminal.show(f"playing: {current}\npersonas: " + ", ".join(names))
             return
-        chosen = self.agent.personas.get(arg)  # a bad name: one line, suggesting close names
+        chosen = self._find_persona(arg)
         self.pending_persona = self.persona = chosen.name
         if self._thread_values().get("messages"):
             self.terminal.info(f"{chosen.name} plays from your next message on")
         else:
             self.terminal.info(f"playing {chosen.name}")
             self._print_greeting()
+
+    def _find_persona(self, name: str) -> Any:
+        """By name as the registry knows it, or by a unique first word or prefix ("nora")."""
+        registry = self.agent.personas
+        try:
+            return registry.get(name)
+        except AgentmmError:
+            folded = name.casefold()
+            close = [n for n in registry.names() if n.casefold().startswith(folded)
+                     or folded in (w.casefold() for w in n.split())]  # fmt: skip
+            if len(close) != 1:
+                raise  # one line, naming the personas there are
+            return registry.get(close[0])
 
     def cmd_greeting(self, arg: str) -> None:
         if not self.persona:
@@ -416,12 +429,13 @@ class ChatSession:
     def cmd_save(self, arg: str) -> None:
         if not arg:
             raise AgentmmError("/save needs a file name ending in .md or .json")
-        from agentmm.repl.transcript import save, transcript
+        from agentmm.repl.transcript import format_of, save, transcript
 
+        path = Path(arg.strip("'\"")).expanduser()
+        format_of(path)
         values = self._thread_values()
         if not values.get("messages"):
             raise AgentmmError("nothing to save yet: the thread is empty")
-        path = Path(arg.strip("'\"")).expanduser()
         doc = transcript(self.thread_id, values, model=self.agent.settings.model,
                          user_name=self.agent.settings.user_name)  # fmt: skip
         fmt = save(path, doc)

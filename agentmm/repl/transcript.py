@@ -57,13 +57,19 @@ def to_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save(path: Path, doc: dict[str, Any]) -> str:
-    """Write ``doc`` as the file's extension says; the format written."""
+def format_of(path: Path) -> str:
+    """ "markdown" or "json", from the file's extension."""
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise TranscriptError(f"cannot tell the format of {path.name!r}: save as .md or .json")
     if path.is_dir():
         raise TranscriptError(f"{path} is a directory")
+    return fmt
+
+
+def save(path: Path, doc: dict[str, Any]) -> str:
+    """Write ``doc`` as the file's extension says; the format written."""
+    fmt = format_of(path)
     text = json.dumps(doc, ensure_ascii=False, indent=2) + "\n" if fmt == "json" else to_markdown(doc)
     atomic_write(path.expanduser(), text.encode("utf-8"), TranscriptError)
     return fmt

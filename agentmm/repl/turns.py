@@ -100,14 +100,20 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
                     show_observations(payload)
             elif kind == "approve":
                 request, answer = payload
-                allowed = not presses and terminal.confirm(f"\nallow tool call {describe_call(request)}?")
-                answer.put(allowed)
+                allowed = False
+                try:
+                    allowed = not presses and terminal.confirm(f"\nallow tool call {describe_call(request)}?")
+                finally:  # the worker waits for an answer, whatever happens here
+                    answer.put(bool(allowed))
             elif kind == "error":
                 outcome.error = payload
                 break
             else:
                 outcome.result = turn.result
                 break
+    except BaseException:
+        turn.cancel()  # the worker stops after its current token, then saves; join waits for that
+        raise
     finally:
         worker.join()
         signal.signal(signal.SIGINT, previous)

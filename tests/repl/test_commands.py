@@ -1,0 +1,43 @@
+"""Slash command parsing: aliases, the // escape, and the closest-command hint."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, parse
+from agentmm.repl.terminal import looks_like_markdown, rows_used
+
+
+def test_every_command_the_issue_lists_exists() -> None:
+    wanted = {"persona", "greeting", "image", "audio", "memory", "remember", "forget", "why", "threads", "resume",
+              "new", "retry", "undo", "save", "model", "exit", "help"}  # fmt: skip
+    assert {c.name for c in COMMANDS} == wanted
+
+
+def test_parse_commands_text_and_escape() -> None:
+    assert parse("/save  out.md ") == Parsed("save", "out.md")
+    assert parse("/QUIT") == Parsed("exit", "")
+    assert parse("/remember Mira likes tea") == Parsed("remember", "Mira likes tea")
+    assert parse("hello /why") == "hello /why"
+    assert parse("//me waves") == "/me waves"
+
+
+HINTS = [("hepl", "did you mean /help?"), ("retyr", "did you mean /retry?"), ("resme", "did you mean /resume?"),
+         ("zzzz", "/help lists them")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("word", "hint"), HINTS)
+def test_unknown_command_suggests_the_closest(word: str, hint: str) -> None:
+    with pytest.raises(UnknownCommand, match=hint.replace("?", r"\?")):
+        parse(f"/{word} x")
+
+
+def test_markdown_detection_and_row_count() -> None:
+    assert looks_like_markdown("*waves at you* Hello!")
+    assert looks_like_markdown("- one\n- two")
+    assert looks_like_markdown("use `pip`")
+    assert not looks_like_markdown("Hello there. 3 * 4 = 12, isn't it?")
+    assert rows_used("abc", 10) == 1
+    assert rows_used("a" * 10, 10) == 1
+    assert rows_used("a" * 11 + "\n\nb", 10) == 4
+    assert rows_used("漢字" * 3, 4) == 3  # wide characters take two cells

@@ -1,0 +1,212 @@
+"""The REPL's session logic, fast: a scripted terminal and a fake chat model through the real
+Agent, graph, checkpointer and (for memory) a Chroma store with a tiny embedder."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from rich.console import Console
+
+from agentmm.graphs.agent import Agent
+from agentmm.memory.chroma_store import ChromaStore
+from agentmm.repl.session import ChatSession
+from agentmm.repl.terminal import Terminal
+from agentmm.repl.turns import run_turn
+from agentmm.settings import load_settings
+from agentmm.threads import thread_values
+from tests.memory.conftest import CharacterEmbeddings
+
+
+class ScriptedTerminal(Terminal):
+    """Plain terminal whose user types ``lines`` and answers ``answers`` to y/N questions."""
+
+    def __init__(self, lines: list[str], answers: list[bool] | None = None) -> None:
+        super().__init__(editor=False, live=False)
+        self.lines = list(lines)
+        self.answers = list(answers or [])
+        self.questions: list[str] = []
+        self.out = Console(file=io.StringIO(), width=200, no_color=True, soft_wrap=True, highlight=False)
+        self.err = Console(file=io.StringIO(), width=200, no_color=True, soft_wrap=True, highlight=False)
+
+    def read(self) -> str | None:
+        return self.lines.pop(0) if self.lines else None
+
+    def confirm(self, question: str) -> bool:
+        self.questions.append(question)
+        return self.answers.pop(0)
+
+    @property
+    def stdout(self) -> str:
+        return self.out.file.getvalue()  # type: ignore[attr-defined]
+
+    @property
+    def stderr(self) -> str:
+        return self.err.file.getvalue()  # type: ignore[attr-defined]
+
+
+def make_agent(tmp_path: Path, replies: list[str], store: Any = None, **settings: Any) -> Agent:
+    chosen = load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=128, **settings)
+    return Agent(chosen, model=FakeListChatModel(responses=replies), store=store)
+
+
+def chat(agent: Agent, lines: list[str], thread: str | None = None, persona: str | None = None) -> ScriptedTerminal:
+    terminal = ScriptedTerminal(lines)
+    ChatSession(agent, terminal, thread, persona=persona).run()
+    return terminal
+
+
+def messages(agent: Agent, thread_id: str) -> list[tuple[str, str]]:
+    values, _ = thread_values(agent.checkpointer, thread_id)
+    return [(m.type, m.text) for m in values["messages"]]
+
+
+def thread_of(terminal: ScriptedTerminal) -> str:
+    return terminal.stderr.strip().splitlines()[-1].removeprefix("[thread ").rstrip("]")
+
+
+@pytest.fixture
+def memory_store(tmp_path: Path) -> Iterator[ChromaStore]:
+    embeddings = CharacterEmbeddings(dims=64)
+    with ChromaStore.from_path(tmp_path / "store", index={"dims": 64, "embed": embeddings, "fields": ["text"]}) as s:
+        yield s
+
+
+def test_conversation_why_retry_save_undo(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["*waves* Hello Mira!", "Hi again, Mira.", "Your name is Mira."])
+    md, js = tmp_path / "t.md", tmp_path / "t.json"
+    term = chat(agent, ["Hi, I am Mira.", "/why", "/retry", f"/save {md}", f"/save {js}", "What is my name?",
+                        "/undo", "/exit", "never read"])  # fmt: skip
+    assert "*waves* Hello Mira!" in term.stdout
+    assert "prompt parts" in term.stdout and "timings" in term.stdout
+    assert "retrying: Hi, I am Mira." in term.stderr
+    thread = thread_of(term)
+    assert messages(agent, thread) == [("human", "Hi, I am Mira."), ("ai", "Hi again, Mira.")]
+    assert "**User:**" in md.read_text() and "Hi again, Mira." in md.read_text()
+    doc = json.loads(js.read_text())
+    assert doc["thread_id"] == thread
+    assert [m["role"] for m in doc["messages"]] == ["user", "assistant"]
+    assert "undone: What is my name?" in term.stderr
+    assert term.lines == ["never read"]
+
+
+def test_bad_input_is_one_line_and_the_session_goes_on(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["Fine, thanks."])
+    paste = "word " * 200_000  # a 1 MB paste
+    term = chat(agent, ["/hepl", f"/image {tmp_path / 'missing.png'}", "/resume nope", f"/save {tmp_path}/t.txt",
+                        paste, "/undo", "/retry", "/why", "/greeting 1", "How are you?"])  # fmt: skip
+    errors = [line for line in term.stderr.splitlines() if line.startswith("agentmm: error:")]
+    assert len(errors) == 9, term.stderr
+    expected = (
+        "did you mean /help?",
+        "no such file",
+        "unknown thread 'nope'",
+        "save as .md or .json",
+        "shorten it or raise n_ctx",
+        "nothing to undo",
+        "nothing to retry",
+        "no turn yet",
+        "no persona",
+    )
+    for needle in expected:
+        assert any(needle in e for e in errors), needle
+    assert "Traceback" not in term.stderr
+    # The paste that did not fit left nothing behind; the next message is turn 1.
+    assert messages(agent, thread_of(term)) == [("human", "How are you?"), ("ai", "Fine, thanks.")]
+
+
+def test_resume_shows_the_thread_and_continues_it(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["Hello!", "Still here."])
+    first = chat(agent, ["Hi there"])
+    thread = thread_of(first)
+    second = chat(agent, ["/threads", "Are you there?", "/why"], thread=thread)
+    assert thread in second.stdout
+    assert "User> Hi there" in second.stderr and "assistant> Hello!" in second.stderr
+    assert "turn 2" in second.stdout
+    third = chat(agent, [f"/resume {thread[:6]}", "/new"])
+    assert f"resumed thread {thread}" in third.stderr and "new thread" in third.stderr
+
+
+def test_persona_greeting_and_model(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["Evening."])
+    term = chat(agent, ["/persona nora", "/greeting", "/greeting 1", "/persona Nobody At All", "/model", "Hello"])
+    assert "playing Nora Quill" in term.stderr
+    assert "[0]" in term.stdout and "[1]" in term.stdout
+    assert "no persona" in term.stderr.lower() or "Nobody At All" in term.stderr
+    assert "model smollm2 · n_ctx 2048" in term.stdout
+    thread = thread_of(term)
+    history = messages(agent, thread)
+    assert history[0][0] == "ai" and history[1] == ("human", "Hello")  # opened with greeting 1
+    values, _ = thread_values(agent.checkpointer, thread)
+    assert values["persona"] == "Nora Quill"
+    assert values["messages"][0].response_metadata["greeting"] == 1
+
+
+def test_memory_commands_and_undo_forgets(tmp_path: Path, memory_store: ChromaStore) -> None:
+    agent = make_agent(tmp_path, ["Noted, you like tea."], store=memory_store)
+    term = chat(agent, ["/remember Mira likes green tea", "/memory", "/memory tea", "I like tea", "/why", "/undo"])
+    note_id = term.stderr.split("remembered ")[1].split()[0]
+    assert note_id in term.stdout
+    assert "recalled memories" in term.stdout
+    assert "forgot 2 memories" in term.stderr
+    left = [item.key for item in memory_store.search(("memories",), limit=50)]
+    assert left == [note_id]
+    chat(agent, [f"/forget {note_id}", "/forget nope"])
+    assert memory_store.search(("memories",), limit=50) == []
+
+
+class FakeTurn:
+    """A TurnStream stand-in: asks to run a tool, streams, can press Ctrl-C on itself."""
+
+    def __init__(self, chunks: list[str], press_ctrl_c: int = 0) -> None:
+        self.chunks = chunks
+        self.press = press_ctrl_c
+        self.cancelled = False
+        self.on_observations: Any = None
+        self.on_approval: Any = None
+        self.asked: list[bool] = []
+        self.result: Any = None
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+    def __iter__(self) -> Iterator[str]:
+        if self.on_approval is not None:
+            self.asked.append(self.on_approval({"tool": "roll_dice", "args": {"expr": "2d6"}, "id": "c1"}))
+        for i, chunk in enumerate(self.chunks):
+            if i == 1:
+                for _ in range(self.press):
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(0.15)
+            if self.cancelled:
+                break
+            yield chunk
+        time.sleep(0.2)  # still saving when further presses arrive
+        self.result = type("Result", (), {"interrupted": self.cancelled, "trace": {}})()
+
+
+def test_tool_approval_goes_through_the_terminal() -> None:
+    term = ScriptedTerminal([], answers=[True])
+    turn = FakeTurn(["a", "b"])
+    outcome = run_turn(turn, term)
+    assert turn.asked == [True]
+    assert "roll_dice(expr='2d6')" in term.questions[0]
+    assert outcome.error is None and term.stdout == "ab\n"
+
+
+def test_ctrl_c_twice_stops_the_reply_and_waits_for_the_save() -> None:
+    term = ScriptedTerminal([], answers=[True])
+    turn = FakeTurn(["a", "b", "c"], press_ctrl_c=2)
+    outcome = run_turn(turn, term)  # no KeyboardInterrupt escapes
+    assert turn.cancelled and outcome.cancelled and outcome.interrupted
+    assert term.stdout == "a [interrupted]\n"
+    assert "saving what was written first" in term.stderr
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
