@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import signal
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,12 +54,19 @@ class ChatSession:
             self._show_recent()
         else:
             self._print_greeting()
-        while True:
-            line = self.terminal.read()
-            if line is None:
-                break
-            if not self.handle(line):
-                break
+        # The line editor reads Ctrl-C as a key; between a reply and the next prompt a late
+        # press (the second of a double tap) must not end the process mid-save.
+        previous = signal.signal(signal.SIGINT, _ignore) if self.terminal.editor else None
+        try:
+            while True:
+                line = self.terminal.read()
+                if line is None:
+                    break
+                if not self.handle(line):
+                    break
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
         self.terminal.info(f"[thread {self.thread_id}]")
 
     def handle(self, line: str) -> bool:
@@ -456,6 +464,10 @@ class ChatSession:
         self.agent = agent
         self._warm_up(agent)
         self.terminal.info(f"model {arg}: loading in the background; this thread goes on with it")
+
+
+def _ignore(signum: int, frame: Any) -> None:
+    """SIGINT outside a reply, while the editor is not reading: nothing to stop."""
 
 
 def _clip(text: str, width: int = 60) -> str:

@@ -1,0 +1,117 @@
+"""The real REPL in a pseudo-terminal on the shipped model: what a person at a keyboard does.
+
+Each prompt_toolkit prompt turns bracketed paste on when it starts and off when the line is
+accepted; those two escape codes tell the test when the REPL is waiting for input, without
+sleeping or guessing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pexpect = pytest.importorskip("pexpect")
+
+pytestmark = pytest.mark.e2e
+
+PROMPT_READY, LINE_ACCEPTED = "\x1b[?2004h", "\x1b[?2004l"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|\r")
+
+
+def plain(text: str) -> str:
+    return ANSI.sub("", text)
+
+
+class Repl:
+    """``agentmm chat`` in a 100x30 pseudo-terminal."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
+        env.pop("NO_COLOR", None)
+        self.child = pexpect.spawn(sys.executable, ["-m", "agentmm.cli", "chat", *args], env=env,
+                                   dimensions=(30, 100), encoding="utf-8", timeout=120)  # fmt: skip
+        self.child.expect_exact(PROMPT_READY)
+        self.opening = plain(self.child.before)
+
+    def say(self, line: str) -> str:
+        """Send a line, wait for the next prompt; what the REPL wrote in between."""
+        self.child.send(line + "\r")
+        self.child.expect_exact(LINE_ACCEPTED)
+        self.child.expect_exact(PROMPT_READY)
+        return plain(self.child.before)
+
+    def leave(self, key: str) -> str:
+        self.child.send(key)
+        self.child.expect(pexpect.EOF)
+        self.child.close()
+        assert self.child.exitstatus == 0
+        return plain(self.child.before)
+
+
+def thread_json(thread_id: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "agentmm.cli", "threads", "show", thread_id, "--json"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return json.loads(done.stdout)
+
+
+def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
+    repl = Repl("--max-tokens", "24", "--seed", "3", "--temperature", "0")
+    assert "/help for commands" in repl.opening and "Alt-Enter" in repl.opening
+    assert plain(repl.say("Hi, I am Mira.")).strip()
+    why = repl.say("/why")
+    assert "prompt parts" in why and "message" in why and "timings" in why
+    assert "retrying: Hi, I am Mira." in repl.say("/retry")
+    assert "saved 2 messages" in repl.say(f"/save {tmp_path / 't.md'}")
+    assert "saved 2 messages" in repl.say(f"/save {tmp_path / 't.json'}")
+    repl.say("What is my name?")
+    assert "undone: What is my name?" in repl.say("/undo")
+    # Bad input: one clear line each, and the session goes on.
+    assert "did you mean /help?" in repl.say("/hepl")
+    assert "no such file" in repl.say(f"/image {tmp_path / 'missing.png'}")
+    assert "unknown thread 'nope'" in repl.say("/resume nope")
+    pasted = repl.say("\x1b[200~" + "word " * 200_000 + "\x1b[201~")  # a 1 MB bracketed paste
+    assert "shorten it or raise n_ctx" in pasted and "Traceback" not in pasted
+    goodbye = repl.leave("\x04")  # Ctrl-D
+    thread_id = re.search(r"\[thread (\w+)\]", goodbye).group(1)  # type: ignore[union-attr]
+    assert json.loads((tmp_path / "t.json").read_text())["thread_id"] == thread_id
+    assert "**User:**" in (tmp_path / "t.md").read_text()
+    shown = thread_json(thread_id)
+    assert [m["role"] for m in shown["messages"]] == ["user", "assistant"]
+
+    # A new process resumes the thread; Ctrl-C twice during a reply keeps it, marked interrupted.
+    repl = Repl("--thread", thread_id, "--max-tokens", "400", "--temperature", "0.9")
+    assert "Hi, I am Mira." in repl.opening
+    repl.child.send("Tell me a very long story about a dragon and a knight.\r")
+    repl.child.expect_exact(LINE_ACCEPTED)
+    streamed = ""
+    deadline = time.monotonic() + 120
+    while len(re.findall(r"\w", plain(streamed).replace("loading the model", ""))) < 20:
+        assert time.monotonic() < deadline, streamed
+        with contextlib.suppress(pexpect.TIMEOUT):
+            streamed += repl.child.read_nonblocking(4096, timeout=1)
+    repl.child.send("\x03\x03")  # a double tap: the second press must not cut the save
+    repl.child.expect_exact(PROMPT_READY)
+    assert "[interrupted]" in plain(repl.child.before)
+    repl.leave("\x03")  # Ctrl-C at an empty prompt leaves
+    shown = thread_json(thread_id)
+    assert [m["role"] for m in shown["messages"]] == ["user", "assistant", "user", "assistant"]
+    assert shown["messages"][-1]["interrupted"] is True
+    assert shown["messages"][-1]["content"].strip()
+
+
+def test_piped_script_runs_commands_in_plain_text(tmp_path: Path) -> None:
+    script = f"Hello there\n/why\n/save {tmp_path / 'out.md'}\n/nope\n/exit\n"
+    done = subprocess.run([sys.executable, "-m", "agentmm.cli", "chat", "--max-tokens", "12"], input=script,
+                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "prompt parts" in done.stdout and "\x1b[" not in done.stdout
+    assert "agentmm: error: unknown command /nope" in done.stderr
+    assert (tmp_path / "out.md").read_text().count("**") >= 4
