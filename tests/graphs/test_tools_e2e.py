@@ -16,10 +16,11 @@ pytestmark = pytest.mark.e2e
 def test_shipped_model_rolls_dice_mid_conversation(tmp_path: Path, shipped_model: Path) -> None:
     settings = {"data_dir": tmp_path, "memory": False, "max_tokens": 40, "seed": 7, "n_ctx": 2048}
     with Agent(tools=[roll_dice], system_prompt="You are a game master.", **settings) as agent:
-        first = agent.chat("Hello! I am a wandering knight.", "quest")
-        assert first.trace.get("tool_calls") is None and first.reply
         turn = agent.chat("Roll 2d6 for my attack please.", "quest")
+        after = agent.chat("Thank you! Who are you?", "quest")
     (call,) = turn.trace["tool_calls"]
     assert call["name"] == "roll_dice" and re.match(DICE_PATTERN, call["args"]["notation"])
     assert turn.trace["path"][-3:] == ["generate", "tools", "generate"]
     assert turn.reply.strip()  # the model answered in words after the result
+    # The thread goes on: the call and its result are in it, and chat needs no tool.
+    assert after.trace.get("tool_calls") is None and after.reply.strip()
