@@ -252,11 +252,20 @@ class Generator:
         ended = time.perf_counter()
         message = _final_message(reply, interrupted)
         usage = message.usage_metadata or {}
+        # After tool calls this turn generates again: the turn's usage and time add up.
+        before = state.get("trace") or {}
+        again = "generate" in before.get("path", [])
+        spent = before.get("usage", {}) if again else {}
+        took = before.get("timings", {}).get("generate_s", 0.0) if again else 0.0
+        ttft = before["timings"]["generate_ttft_s"] if again else round((first or ended) - started, 4)
         trace = trace_step(
             state,
             "generate",
-            timings={"generate_ttft_s": round((first or ended) - started, 4), "generate_s": round(ended - started, 4)},
-            usage={"prompt_tokens": usage.get("input_tokens", 0), "completion_tokens": usage.get("output_tokens", 0)},
+            timings={"generate_ttft_s": ttft, "generate_s": round(took + ended - started, 4)},
+            usage={
+                "prompt_tokens": usage.get("input_tokens", 0),
+                "completion_tokens": spent.get("completion_tokens", 0) + usage.get("output_tokens", 0),
+            },
             cache=dict(message.response_metadata.get("cache", {})),
             interrupted=interrupted,
         )

@@ -80,6 +80,7 @@ def test_model_calls_dice_and_answers_with_the_result() -> None:
     (entry,) = trace["tool_calls"]
     assert entry["name"] == "roll_dice" and entry["status"] == "ok" and entry["args"] == {"notation": "2d6+1"}
     assert model.bindings[0] == {"tools": ["roll_dice"], "tool_choice": "auto"}
+    assert trace["timings"]["generate_s"] >= 0 and set(trace["usage"]) == {"prompt_tokens", "completion_tokens"}
 
 
 def test_no_tools_means_no_binding_and_no_tools_node() -> None:
