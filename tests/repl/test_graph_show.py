@@ -1,0 +1,28 @@
+"""``agentmm graph show`` and the start-up cost of the CLI with the REPL in it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agentmm.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_graph_show_draws_the_turn_graph() -> None:
+    mermaid = run("graph", "show", "--format", "mermaid")
+    assert mermaid.returncode == 0, mermaid.stderr
+    assert "graph TD" in mermaid.stdout and "ingest --> " not in mermaid.stderr
+    for node in ("ingest", "perceive", "compose", "generate"):
+        assert node in mermaid.stdout
+    ascii_art = run("graph", "show")
+    assert ascii_art.returncode == 0 and "| generate |" in ascii_art.stdout
+    bad = run("graph", "show", "--format", "svg")
+    assert bad.returncode != 0 and "ascii, mermaid or png" in bad.stderr
+
+
+def test_the_cli_does_not_import_the_terminal_libraries() -> None:
+    code = "import sys, agentmm.cli; print([m for m in ('prompt_toolkit', 'agentmm.repl') if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
