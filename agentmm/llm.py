@@ -14,7 +14,7 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -67,6 +67,7 @@ class LoadedModel:
     stats: CallStats
     gpu_layers: int
     pieces: list[bytes] | None = None
+    start_bias: dict[tuple[str, ...], dict[int, float]] = field(default_factory=dict)
 
 
 _LOADED: dict[tuple[Any, ...], LoadedModel] = {}
@@ -151,6 +152,18 @@ def _vocab_pieces(loaded: LoadedModel) -> list[bytes]:
         model = loaded.llama._model
         loaded.pieces = [model.token_to_piece(i).rstrip(b"\x00") for i in range(loaded.llama.n_vocab())]
     return loaded.pieces
+
+
+def _start_bias(loaded: LoadedModel, choices: Sequence[str]) -> dict[int, float]:
+    """+100 for every token that can begin one of ``choices`` (cached per set of choices)."""
+    key = tuple(choices)
+    bias = loaded.start_bias.get(key)
+    if bias is None:
+        wanted = [name.encode() for name in choices]
+        pieces = _vocab_pieces(loaded)
+        starts = [i for i, piece in enumerate(pieces) if piece and any(w.startswith(piece) for w in wanted)]
+        bias = loaded.start_bias[key] = dict.fromkeys(starts, 100.0)
+    return bias
 
 
 def _add_stats(total: CallStats, call: CallStats) -> None:
@@ -356,7 +369,7 @@ class ChatLlamaCpp(BaseChatModel):
                 if not tools:
                     return None
                 by_name = {tool_name(t): t for t in tools}
-            question = {"role": "user", "content": decision_prompt(last_user_text(messages), allow_none)}
+            question = {"role": "user", "content": decision_prompt(last_user_text(messages))}
             choices = [*by_name, NO_TOOL] if allow_none else list(by_name)
             if self.constrain_tool_calls:
                 answer = self._choose(loaded, [*rendered, question], choices, params, spent)
@@ -386,10 +399,7 @@ class ChatLlamaCpp(BaseChatModel):
         finishes the pick among those.
         """
         llama = loaded.llama
-        wanted = [name.encode() for name in choices]
-        pieces = _vocab_pieces(loaded)
-        starts = [i for i, piece in enumerate(pieces) if piece and any(w.startswith(piece) for w in wanted)]
-        call = {**params, "max_tokens": 1, "stop": None, "temperature": 0.0, "logit_bias": dict.fromkeys(starts, 100.0)}
+        call = {**params, "max_tokens": 1, "stop": None, "temperature": 0.0, "logit_bias": _start_bias(loaded, choices)}
         result = llama.create_chat_completion(messages=messages, stream=False, **call)
         _add_stats(spent, loaded.stats)
         piece = str(result["choices"][0]["message"].get("content") or "")  # type: ignore[index,union-attr]
