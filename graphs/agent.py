@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, RemoveMessage
+from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
@@ -31,6 +33,8 @@ from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.threads import new_thread_id, open_checkpointer, thread_exists
 from agentmm.tools.perception import Perception
+
+RUN_KEY = "agentmm_run"
 
 
 class Usage(BaseModel):
@@ -324,6 +328,7 @@ class TurnStream:
             shared_memory=settings.shared_memory, attachments=[str(a) for a in attachments],
         )  # fmt: skip
         self._result: TurnResult | None = None
+        self.run_id = uuid.uuid4().hex  # tags the run's checkpoints (see _discard_failed_run)
         # Called with the turn's observations once perception is done, before the reply starts.
         self.on_observations: Callable[[list[dict[str, Any]]], None] | None = None
         # Asked when a tool needs the user's OK ({"tool", "args", "id"}); True runs the call.
@@ -341,6 +346,13 @@ class TurnStream:
 
     def __iter__(self) -> Iterator[str]:
         started = time.perf_counter()
+        try:
+            yield from self._run(started)
+        except Exception:
+            self._discard_failed_run()
+            raise
+
+    def _run(self, started: float) -> Iterator[str]:
         first: float | None = None
         final: dict[str, Any] = {}
         graph = self.agent.graph
@@ -349,7 +361,7 @@ class TurnStream:
             asked: Any = None
             for mode, payload in graph.stream(
                 run_input,
-                self.agent.config(self.thread_id),
+                {**self.agent.config(self.thread_id), "metadata": {RUN_KEY: self.run_id}},
                 context=self.context,
                 stream_mode=["messages", "values", "updates"],
             ):
@@ -367,6 +379,29 @@ class TurnStream:
             run_input = Command(resume=self._approve(asked)) if asked is not None else None
         total = time.perf_counter() - started
         self._result = self._build_result(final, first, started, total)
+
+    def _discard_failed_run(self) -> None:
+        """A turn that failed after ingest (a message too long for the context, a model that
+        would not load) must not leave its message in the thread, unanswered, to ride along
+        in every later prompt: restore the thread's messages to what they were before the run
+        (found through the run's first checkpoint, so the normal path reads nothing)."""
+        graph = self.agent.graph
+        config = self.agent.config(self.thread_id)
+        before: RunnableConfig | None = None
+        for snapshot in graph.get_state_history(config):
+            metadata = snapshot.metadata or {}
+            if metadata.get(RUN_KEY) == self.run_id and metadata.get("source") == "input":
+                before = snapshot.parent_config
+                break
+        else:
+            return  # nothing of this run was saved
+        kept = len(graph.get_state(before).values.get("messages", [])) if before is not None else 0
+        if kept == 0:
+            self.agent.checkpointer.delete_thread(self.thread_id)
+            return
+        added = graph.get_state(config).values.get("messages", [])[kept:]
+        if added:
+            graph.update_state(config, {"messages": [RemoveMessage(id=m.id) for m in added if m.id]})
 
     def _on_update(self, payload: dict[str, Any]) -> Any:
         """Report perception; return the approval asked for, if the run paused for one."""

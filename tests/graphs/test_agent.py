@@ -71,3 +71,22 @@ def test_unwritable_data_dir(tmp_path: Path, settings: Settings) -> None:
     agent = Agent(settings.model_copy(update={"data_dir": blocker / "data"}), model=FakeListChatModel(responses=["x"]))
     with pytest.raises(DataDirError, match="not writable"):
         agent.chat("hi")
+
+
+def test_a_turn_that_fails_after_ingest_leaves_the_thread_as_it_was(tmp_path: Path) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from agentmm.errors import InputTooLongError
+    from agentmm.threads import thread_exists
+
+    model = FakeListChatModel(responses=["Hello!", "Fine."])
+    with Agent(model=model, data_dir=tmp_path, memory=False, n_ctx=256, max_tokens=64) as agent:
+        agent.chat("hi", "t")
+        with pytest.raises(InputTooLongError):
+            agent.chat("word " * 2000, "t")  # compose fails: it cannot fit
+        messages = agent.graph.get_state(agent.config("t")).values["messages"]
+        assert [m.text for m in messages] == ["hi", "Hello!"]
+        assert agent.chat("and now?", "t").reply == "Fine."
+        with pytest.raises(InputTooLongError):
+            agent.chat("word " * 2000, "fresh")
+        assert not thread_exists(agent.checkpointer, "fresh")  # a new thread that failed is not kept
