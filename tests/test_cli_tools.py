@@ -32,7 +32,8 @@ def test_tools_list_shows_sources_personas_and_problems(isolated_env: Path) -> N
     tools = {t["name"]: t for t in data["tools"]}
     assert tools["roll_dice"] == {
         "name": "roll_dice",
-        "description": "Roll dice in standard notation, such as 2d6+1, d20, 4d6kh3 (keep highest 3) or d%.",
+        "description": "Roll dice: NdS is N dice of S sides (3d8), kh/kl keeps the highest/lowest (4d6kh3), +/- adds "
+        "a modifier.",
         "source": "agentmm",
         "enabled": True,
         "requires_approval": False,

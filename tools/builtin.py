@@ -12,10 +12,11 @@ import operator
 import random
 import re
 from datetime import datetime
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from langchain_core.tools import ToolException, tool
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, WithJsonSchema
 
 MAX_DICE = 1000
 MAX_SIDES = 1_000_000
@@ -44,17 +45,21 @@ def roll(notation: str, rng: random.Random | None = None) -> dict[str, object]:
             "total": sum(kept) + modifier}  # fmt: skip
 
 
-# For the JSON schema: a model constrained by it can only write notation this tool reads.
-DICE_PATTERN = r"^[0-9]{0,4}d([0-9]{1,7}|%)(k[hl]?[0-9]{1,3})?([+-][0-9]{1,4})?$"
+# The JSON schema's pattern: a model constrained by it can only write notation this tool reads.
+# Up to 99 of the usual dice; a 135M model given looser bounds wrote things like 1234d567890.
+DICE_PATTERN = r"^[1-9][0-9]?d(2|3|4|6|8|10|12|20|100|%)(k[hl]?[1-9][0-9]?)?([+-][0-9]{1,3})?$"
 
 
 class DiceArgs(BaseModel):
-    notation: str = Field(description="the dice to roll", pattern=DICE_PATTERN)
+    # The pattern is in the schema only: it steers a constrained model to plain notation,
+    # while the tool itself reads any notation ``roll`` does (``d20``, ``3d7``) and explains
+    # what it cannot read.
+    notation: Annotated[str, WithJsonSchema({"type": "string", "description": "the dice", "pattern": DICE_PATTERN})]
 
 
 @tool(args_schema=DiceArgs)
 def roll_dice(notation: str) -> str:
-    """Roll dice in standard notation, such as 2d6+1, d20, 4d6kh3 (keep highest 3) or d%."""
+    """Roll dice: NdS is N dice of S sides (3d8), kh/kl keeps the highest/lowest (4d6kh3), +/- adds a modifier."""
     try:
         result = roll(notation)
     except ValueError as exc:
@@ -125,12 +130,6 @@ def calculate(expression: str) -> str:
         raise ToolException(str(exc)) from exc
 
 
-def _bad_notation(error: ValidationError) -> str:
-    given = next((e.get("input") for e in error.errors()), "")
-    return f"not dice notation: {given!r} (try 2d6+1, d20 or 4d6kh3)"
-
-
 # A bad argument comes back to the model as the tool's message, so it can correct itself.
 for _tool in (roll_dice, current_datetime, calculate):
     _tool.handle_tool_error = True
-roll_dice.handle_validation_error = _bad_notation
