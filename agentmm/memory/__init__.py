@@ -50,11 +50,12 @@ __all__ = [
 
 def open_store(settings: Any) -> ChromaStore:
     """The configured memory store: a Chroma server by URL, else embedded in the data dir,
-    with the configured sentence-transformers embeddings (loaded on first use)."""
+    with the configured sentence-transformers embeddings (loaded on first use; their ONNX
+    export is cached in the data dir)."""
     from agentmm.memory.chroma_store import ChromaStore
     from agentmm.memory.embeddings import SentenceTransformerEmbeddings
 
-    index = SentenceTransformerEmbeddings(settings.embedding_model).index_config()
+    index = SentenceTransformerEmbeddings.from_settings(settings).index_config()
     if settings.memory_url:
         return ChromaStore.from_url(settings.memory_url, index=index)
     return ChromaStore.from_path(settings.data_dir / MEMORY_DIR, index=index)

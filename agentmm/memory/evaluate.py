@@ -106,9 +106,11 @@ def evaluate_file(
     from agentmm.memory.embeddings import SentenceTransformerEmbeddings
 
     samples = load_locomo(path)
-    index = SentenceTransformerEmbeddings(settings.embedding_model).index_config()
+    embedder = SentenceTransformerEmbeddings.from_settings(settings)
+    index = embedder.index_config()
     with tempfile.TemporaryDirectory(prefix="agentmm-eval-") as tmp, ChromaStore.from_path(tmp, index=index) as store:
         report = evaluate(store, samples, ks, retrieval=retrieval, progress=progress)
     report["config"]["file"] = str(path)
-    report["config"]["embedding_model"] = SentenceTransformerEmbeddings(settings.embedding_model).model_name
+    report["config"]["embedding_model"] = embedder.model_name
+    report["config"]["embedding_runtime"] = embedder.runtime
     return report

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from agentmm.memory import EmbedderError
+from agentmm.memory import EmbedderError, _onnx
 from agentmm.memory.chroma_store import ChromaStore
 from agentmm.memory.embeddings import DEFAULT_MODEL_DIMS, SentenceTransformerEmbeddings
 
@@ -19,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_importing_memory_loads_nothing_heavy() -> None:
     code = (
         "import sys, agentmm.memory as m; m.StoreInUseError; "
-        "heavy = ('chromadb', 'sentence_transformers', 'torch', 'langgraph', 'bm25s'); "
+        "heavy = ('chromadb', 'sentence_transformers', 'torch', 'langgraph', 'bm25s', 'onnxruntime', 'onnx'); "
         "print([n for n in heavy if n in sys.modules])"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -38,6 +40,51 @@ def test_default_model_dims_are_known_without_loading() -> None:
 def test_missing_model_path_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(EmbedderError, match="no embedding model at"):
         SentenceTransformerEmbeddings(tmp_path / "nope").embed_query("hello")
+    with pytest.raises(EmbedderError, match="unknown embedding backend"):
+        SentenceTransformerEmbeddings(backend="tensorflow")
+
+
+def test_only_transformer_plus_mean_pooling_models_are_exported() -> None:
+    def module(name: str, **config: object) -> object:
+        return type(name, (), {"get_config_dict": lambda self: config, "auto_model": None, "do_lower_case": False})()
+
+    class Model(list):
+        tokenizer = type("Tok", (), {"backend_tokenizer": None})()
+
+    minilm = Model([module("Transformer"), module("Pooling", pooling_mode="mean"), module("Normalize")])
+    assert _onnx.exportable(minilm)
+    assert not _onnx.exportable(Model([module("Transformer"), module("Pooling", pooling_mode="cls")]))
+    assert not _onnx.exportable(Model([*minilm, module("Dense")]))
+
+
+def test_onnx_runtime_gives_the_same_vectors_and_a_cached_export_needs_no_torch(tmp_path: Path) -> None:
+    texts = ["My sister is called Mira.", "What is my sister called?", "Pickle the cat " * 200]
+    cache = tmp_path / "cache"
+    embedder = SentenceTransformerEmbeddings(cache_dir=cache)
+    vectors = np.array(embedder.embed_documents(texts))
+    assert embedder.runtime == "onnx"
+    reference = np.array(SentenceTransformerEmbeddings(backend="torch").embed_documents(texts))
+    assert np.abs(vectors - reference).max() < 1e-5
+    assert np.allclose(embedder.embed_query(texts[1]), reference[1], atol=1e-5)
+    (export,) = cache.iterdir()
+    assert (export / "model.onnx").is_file()
+
+    code = (
+        "import sys, json; from agentmm.memory.embeddings import SentenceTransformerEmbeddings as E; "
+        f"e = E(cache_dir={str(cache)!r}); v = e.embed_query({texts[0]!r}); "
+        "print(json.dumps([e.runtime, [n for n in ('torch', 'sentence_transformers') if n in sys.modules], v]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    runtime, heavy, vector = json.loads(out.stdout)
+    assert runtime == "onnx" and heavy == []
+    assert np.abs(np.array(vector) - reference[0]).max() < 1e-5
+
+    # A damaged export is replaced, not trusted.
+    (export / "model.onnx").write_bytes(b"not a graph")
+    assert _onnx.load_cached(export) is None
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout)[0] == "onnx" and _onnx.load_cached(export) is not None
 
 
 @pytest.mark.slow

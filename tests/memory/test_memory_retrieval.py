@@ -77,8 +77,8 @@ def test_lexical_index_is_reused_and_updated_incrementally(
 ) -> None:
     _fill(vector_store)
     builds: list[int] = []
-    real_index = retrieval._index
-    monkeypatch.setattr(retrieval, "_index", lambda *a: builds.append(1) or real_index(*a))
+    real_build = retrieval._build_index
+    monkeypatch.setattr(retrieval, "_build_index", lambda *a: builds.append(1) or real_build(*a))
     reads: list[str] = []
     real_batch = vector_store.batch
 
@@ -101,8 +101,9 @@ def test_lexical_index_is_reused_and_updated_incrementally(
     reads.clear()
     hits = hybrid_search(vector_store, SCOPE, "black", k=1)
     assert hits[0].key == "tea" and hits[0].ranks.get("bm25") == 1
-    assert len(builds) == 2
+    assert len(builds) == 1  # updated in place, never rebuilt
     assert reads == ["SearchOp", "GetOp"]  # the dense query, then only the one item written in scope
+    assert all(h.key != "tea" for h in hybrid_search(vector_store, SCOPE, "green", k=5) if "bm25" in h.ranks)
 
 
 def test_any_langgraph_store_works(fake_embeddings: object) -> None:
@@ -110,6 +111,24 @@ def test_any_langgraph_store_works(fake_embeddings: object) -> None:
     _fill(store)
     hits = hybrid_search(store, SCOPE, "Quixotl", k=2)
     assert hits[0].key == "cat" and set(hits[0].found_by) == {"dense", "bm25"}
+
+
+def test_a_store_without_a_journal_is_reindexed_only_where_it_changed(
+    fake_embeddings: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = InMemoryStore(index={"dims": 64, "embed": fake_embeddings, "fields": ["text"]})  # type: ignore[typeddict-item]
+    _fill(store)
+    builds: list[int] = []
+    real_build = retrieval._build_index
+    monkeypatch.setattr(retrieval, "_build_index", lambda *a: builds.append(1) or real_build(*a))
+    assert hybrid_search(store, SCOPE, "Quixotl", k=1)[0].key == "cat"
+    store.put(SCOPE, "trip", {"text": "Next summer Alice flies to Zanzibar"})
+    store.put(SCOPE, "cat", {"text": "The cat is now called Mittens"})
+    store.delete(SCOPE, "code")
+    lexical = {h.key: h.ranks.get("bm25") for h in hybrid_search(store, SCOPE, "Zanzibar Mittens 7319", k=10)}
+    assert lexical["trip"] and lexical["cat"] and "code" not in lexical
+    assert all("bm25" not in h.ranks for h in hybrid_search(store, SCOPE, "Quixotl", k=10))
+    assert builds == [1]
 
 
 @pytest.mark.asyncio

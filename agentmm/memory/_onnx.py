@@ -1,0 +1,260 @@
+"""A sentence-transformers model run by onnxruntime: the same vectors, in less time.
+
+Why: on this 2-core CPU, embedding one recall query with sentence-transformers on torch took
+12-16 ms; the same graph on onnxruntime 5-7 ms, which is most of recall's budget. A process
+that finds the exported graph in its cache also never imports torch or sentence-transformers
+(several seconds). sentence-transformers' own ``backend="onnx"`` needs optimum-onnx, whose
+releases pin ``transformers<4.58`` (agentmm runs 5.x), so the graph is exported here with
+``torch.onnx`` (which needs the ``onnx`` package, once per model) and run with onnxruntime
+(installed with chromadb).
+
+Only models that are a transformer followed by mean pooling (and optionally L2 normalising),
+like all-MiniLM-L6-v2, are exported; the exported graph must reproduce sentence-transformers'
+vectors on sample texts (long ones included, for truncation) or it is not used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import warnings
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = 1  # bump whenever what is exported (graph, files) changes: old caches are then ignored
+GRAPH = "model.onnx"
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+TOKENIZER = "tokenizer.json"
+META = "agentmm-embedder.json"
+# The exported graph must give sentence-transformers' vectors to within float rounding.
+TOLERANCE = 1e-4
+_SAMPLES = [
+    "hello",
+    "[08 May 2023] Caroline: I went to the LGBTQ support group yesterday.\n(in reply to: Melanie: How are you?)",
+    "What did Mira's sister study in Lisbon?",
+    " ".join(["a long message that runs past the model's input limit"] * 60),
+]
+
+
+@dataclass
+class OnnxEncoder:
+    """Mean-pooled, L2-normalised sentence vectors from an exported transformer.
+
+    One session with one intra-op thread: a single query is fastest that way, and on a
+    busy 2-core machine (an LLM generating) more threads made queries several times slower.
+    Batches of texts are split across ``workers`` concurrent runs of that session instead.
+    """
+
+    session: Any
+    tokenizer: Any
+    input_names: tuple[str, ...]
+    dims: int
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Vectors of ``texts`` in order; texts are batched by length so little is padding."""
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        # At least one batch per worker: a turn's two messages are embedded side by side.
+        size = max(1, min(batch_size, -(-len(texts) // self.workers)))
+        batches = [order[i : i + size] for i in range(0, len(order), size)]
+        out = np.empty((len(texts), self.dims), dtype=np.float32)
+        pool = self._executor() if len(batches) > 1 else None
+        inputs = ([texts[i] for i in batch] for batch in batches)
+        results = pool.map(self._run, inputs) if pool is not None else map(self._run, inputs)
+        for batch, vectors in zip(batches, results, strict=True):
+            out[batch] = vectors
+        return out
+
+    def _run(self, texts: list[str]) -> np.ndarray:
+        encodings = self.tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+        if "token_type_ids" in self.input_names:
+            feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        return self.session.run(None, feed)[0]
+
+    def _executor(self) -> ThreadPoolExecutor | None:
+        if self.workers <= 1:
+            return None
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="agentmm-embed")
+            return self._pool
+
+
+def exportable(model: Any) -> bool:
+    """Whether the sentence-transformers model is a transformer + mean pooling (+ normalize)."""
+    modules = list(model)
+    names = [type(m).__name__ for m in modules]
+    if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+        return False
+    transformer, pooling = modules[0], modules[1]
+    config = pooling.get_config_dict() if hasattr(pooling, "get_config_dict") else {}
+    mean = config.get("pooling_mode") == "mean" or config.get("pooling_mode_mean_tokens") is True
+    return (
+        mean
+        and hasattr(transformer, "auto_model")
+        and hasattr(getattr(model, "tokenizer", None), "backend_tokenizer")
+        and not getattr(transformer, "do_lower_case", False)
+    )
+
+
+def cache_key(model_dir: Path) -> str:
+    """Names an export by the model's files (path, sizes, times) and FORMAT."""
+    digest = hashlib.blake2b(digest_size=8)
+    digest.update(repr((str(model_dir.resolve()), FORMAT)).encode())
+    for path in sorted(model_dir.rglob("*")):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(repr((str(path.relative_to(model_dir)), stat.st_size, stat.st_mtime_ns)).encode())
+    return f"{model_dir.name}-{digest.hexdigest()}"
+
+
+def load_cached(directory: Path, threads: int = 1) -> OnnxEncoder | None:
+    """An encoder from an earlier export in ``directory``; ``None`` if there is none (or it is unreadable)."""
+    try:
+        meta = json.loads((directory / META).read_text())
+        if meta.get("format") != FORMAT:
+            return None
+        return _encoder(str(directory / GRAPH), (directory / TOKENIZER).read_text(), meta, threads)
+    except Exception:
+        return None
+
+
+def export(model: Any, directory: Path | None, threads: int = 1) -> OnnxEncoder | None:
+    """Export a loaded sentence-transformers model, check it, and keep it in ``directory``
+    (``None``: in memory only). ``None`` when the model cannot be exported or does not match."""
+    if not exportable(model):
+        return None
+    try:
+        import onnx  # noqa: F401  (torch.onnx needs it to write the graph)
+    except ImportError:
+        return None
+    try:
+        graph, meta = _export_graph(model)
+        tokenizer = _tokenizer_json(model)
+        encoder = _encoder(graph, tokenizer, meta, threads)
+        if not _matches(encoder, model):
+            return None
+    except Exception:
+        return None
+    if directory is not None:
+        with contextlib.suppress(OSError):
+            _save(directory, graph, tokenizer, meta)
+    return encoder
+
+
+def _matches(encoder: OnnxEncoder, model: Any) -> bool:
+    """The export gives sentence-transformers' vectors, in a padded batch and one by one."""
+    expected = model.encode(_SAMPLES, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+    alone = np.concatenate([encoder.encode([text]) for text in _SAMPLES])
+    return max(float(np.abs(got - expected).max()) for got in (encoder.encode(_SAMPLES), alone)) <= TOLERANCE
+
+
+def _export_graph(model: Any) -> tuple[bytes, dict[str, Any]]:
+    import io
+
+    import torch
+
+    transformer = model[0]
+    names = tuple(n for n in model.tokenizer.model_input_names if n in INPUTS)
+    wrapper = _pooled_module(transformer.auto_model, names).eval()
+    sample = model.tokenizer(["hello world", "a second, longer sentence"], padding=True, return_tensors="pt")
+    args = tuple(sample[n] for n in names)
+    buffer = io.BytesIO()
+    # The tracer warns about shape checks it freezes; they hold for every input the graph gets
+    # (the mask always given, as long as the ids), and _matches checks the result anyway.
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            args,
+            buffer,
+            input_names=list(names),
+            output_names=["sentence_embedding"],
+            dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "sentence_embedding": {0: "batch"}},
+            opset_version=17,
+            dynamo=False,
+        )
+    dims = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else 0) or None
+    meta = {"format": FORMAT, "inputs": list(names), "max_seq_length": int(model.max_seq_length), "dims": dims}
+    return buffer.getvalue(), meta
+
+
+def _tokenizer_json(model: Any) -> str:
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
+    tokenizer.enable_truncation(int(model.max_seq_length))
+    tokenizer.enable_padding(pad_id=tokenizer.padding["pad_id"] if tokenizer.padding else 0)
+    return tokenizer.to_str()
+
+
+def _encoder(graph: bytes | str, tokenizer_json: str, meta: dict[str, Any], threads: int) -> OnnxEncoder:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_str(tokenizer_json)
+    dims = meta.get("dims") or int(session.get_outputs()[0].shape[-1])
+    return OnnxEncoder(session, tokenizer, tuple(meta["inputs"]), int(dims), workers=max(1, threads))
+
+
+def _save(directory: Path, graph: bytes, tokenizer_json: str, meta: dict[str, Any]) -> None:
+    """Write the three files into a temporary folder, then rename it into place: a reader
+    sees a whole export or none."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    if directory.exists():  # only called when the export there did not load: damaged
+        shutil.rmtree(directory, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
+    try:
+        (tmp / GRAPH).write_bytes(graph)
+        (tmp / TOKENIZER).write_text(tokenizer_json)
+        (tmp / META).write_text(json.dumps(meta))
+        tmp.chmod(0o755)
+        os.replace(tmp, directory)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (directory / META).exists():
+            raise
+
+
+def _pooled_module(transformer: Any, names: tuple[str, ...]) -> Any:
+    """The transformer, mean pooling over real tokens and L2 normalisation, as one module
+    (defined here so torch is imported only when a model is exported)."""
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, *inputs: Any) -> Any:
+            kwargs = dict(zip(names, inputs, strict=True))
+            hidden = self.transformer(**kwargs).last_hidden_state
+            mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    return Pooled()
