@@ -566,10 +566,9 @@ class ChromaStore(BaseStore):
                     },
                 )
             )
-            for j, (path, vector) in enumerate(item_vectors):
-                vector_rows.append(
-                    (rec.vector_id(record_id, j), vector, {**place, **scalars, rec.ITEM: record_id, rec.PATH: path})
-                )
+            placed = {**scalars, **rec.vector_metadata(namespace, record_id)}
+            for j, (_, vector) in enumerate(item_vectors):
+                vector_rows.append((rec.vector_id(record_id, j), vector, dict(placed)))
             written.add(namespace)
 
         stale = [i for i, m in existing.items() if int(m.get(rec.VECTOR_COUNT) or 0) > 0]
@@ -606,7 +605,9 @@ class ChromaStore(BaseStore):
         dims = int(self.index_config["dims"]) if self.index_config else None
         by_item: dict[ItemRef, list[tuple[str, list[float]]]] = defaultdict(list)
         for text, refs in plan.texts.items():
-            vector = [float(x) for x in text_vectors[text]]
+            vector = text_vectors[text]
+            if not (isinstance(vector, list) and all(type(x) is float for x in vector)):
+                vector = [float(x) for x in vector]  # e.g. numpy floats from another embedder
             if dims is not None and len(vector) != dims:
                 raise EmbeddingDimsMismatchError(
                     f"the embedder made a {len(vector)}-dim vector but the memory index is configured for {dims}"
