@@ -56,6 +56,11 @@ def vector_id(item: str, index: int) -> str:
     return f"{item}:{index}"
 
 
+def item_of_vector(vector: str) -> str:
+    """The item id a vector record id points at (ids are hex digests: no ':' of their own)."""
+    return vector.rsplit(":", 1)[0]
+
+
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 

@@ -271,6 +271,36 @@ class ChromaStore(BaseStore):
         """(namespace, key) of the items written since ``revision``, or ``None`` if unknown."""
         return self._journal.changed_since(revision) if self._journal is not None else None
 
+    # --- for callers that keep the items themselves -------------------------------------
+
+    def record_id(self, namespace: tuple[str, ...], key: str) -> str:
+        """The id :meth:`nearest_items` gives the item (namespace, key)."""
+        return rec.item_id(tuple(namespace), str(key))
+
+    def nearest_items(
+        self, query: str, n: int, namespace: tuple[str, ...] | None = None
+    ) -> tuple[list[tuple[str, float]], bool]:
+        """Ids of the items owning the ``n`` vectors nearest to ``query`` (only vectors under
+        ``namespace`` if given), best first with cosine similarity; and whether that was all.
+
+        No item is read: hybrid recall already holds the scope's items in its cache, and
+        reading 50 candidates' values from Chroma cost more than the search (measured).
+        """
+        if self.embeddings is None:
+            raise MemoryStoreError(f"memory store {self.location} has no embedding index")
+        vector = self.embeddings.embed_query(query)
+        where = rec.combine(rec.scope_clauses(namespace)) if namespace else None
+        n = max(1, min(n, self._max_candidates))
+        with self._mutex:
+            if self._closed:
+                raise MemoryStoreError(f"memory store {self.location} is closed")
+            got = self._vectors.query(query_embeddings=[vector], n_results=n, where=where, include=["distances"])
+        vector_ids = (got["ids"] or [[]])[0]
+        best: dict[str, float] = {}
+        for vector_id, distance in zip(vector_ids, (got["distances"] or [[]])[0], strict=True):
+            best.setdefault(rec.item_of_vector(vector_id), 1.0 - float(distance))
+        return list(best.items()), len(vector_ids) < n
+
     # --- BaseStore ----------------------------------------------------------------------
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
@@ -465,27 +495,38 @@ class ChromaStore(BaseStore):
         prefix: tuple[str, ...],
         items: dict[str, Item | None],
     ) -> tuple[list[tuple[Item, float]], bool]:
-        """The in-scope items passing the filter among the n nearest vectors; and whether that was all."""
-        got = self._vectors.query(
-            query_embeddings=[query_vector], n_results=n, where=where, include=["metadatas", "distances"]
-        )
-        metadatas = (got["metadatas"] or [[]])[0]
+        """The in-scope items passing the filter among the n nearest vectors, nearest first, as
+        many as the page needs; and whether the n were all there is.
+
+        The query returns distances only and items are fetched in rank order, a page at a time:
+        Chroma reading the metadata of every candidate cost more than the search itself (10 vs
+        3 ms for 100 candidates at 100k vectors, measured), and in one user's scope the first
+        page of candidates is usually the page.
+        """
+        got = self._vectors.query(query_embeddings=[query_vector], n_results=n, where=where, include=["distances"])
+        vector_ids = (got["ids"] or [[]])[0]
         distances = (got["distances"] or [[]])[0]
         best: dict[str, float] = {}
-        for metadata, distance in zip(metadatas, distances, strict=True):
-            if rec.namespace_of(metadata)[: len(prefix)] == prefix:
-                best.setdefault(str(metadata[rec.ITEM]), float(distance))
-        missing = [i for i in best if i not in items]
-        fetched = self._fetch_items(missing)
-        items.update({i: fetched.get(i) for i in missing})
-        ranked = [
-            (item, 1.0 - distance)
-            for record_id, distance in best.items()
-            if (item := items[record_id]) is not None
-            and item.namespace[: len(prefix)] == prefix
-            and matches(item.value, op.filter)
-        ]
-        return ranked, len(metadatas) < n
+        for vector_id, distance in zip(vector_ids, distances, strict=True):
+            best.setdefault(rec.item_of_vector(vector_id), float(distance))
+        want = op.offset + op.limit
+        order = list(best)
+        ranked: list[tuple[Item, float]] = []
+        start, size = 0, want
+        while start < len(order) and len(ranked) < want:
+            chunk = order[start : start + size]
+            start, size = start + len(chunk), 2 * size
+            missing = [i for i in chunk if i not in items]
+            fetched = self._fetch_items(missing)
+            items.update({i: fetched.get(i) for i in missing})
+            ranked += [
+                (item, 1.0 - best[record_id])
+                for record_id in chunk
+                if (item := items[record_id]) is not None
+                and item.namespace[: len(prefix)] == prefix
+                and matches(item.value, op.filter)
+            ]
+        return ranked, len(vector_ids) < n
 
     # --- namespaces ---------------------------------------------------------------------
 

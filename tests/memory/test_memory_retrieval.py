@@ -102,7 +102,7 @@ def test_lexical_index_is_reused_and_updated_incrementally(
     hits = hybrid_search(vector_store, SCOPE, "black", k=1)
     assert hits[0].key == "tea" and hits[0].ranks.get("bm25") == 1
     assert len(builds) == 1  # updated in place, never rebuilt
-    assert reads == ["SearchOp", "GetOp"]  # the dense query, then only the one item written in scope
+    assert reads == ["GetOp"]  # only the one item written in scope: dense hits map onto the cache
     assert all(h.key != "tea" for h in hybrid_search(vector_store, SCOPE, "green", k=5) if "bm25" in h.ranks)
 
 
@@ -111,6 +111,34 @@ def test_any_langgraph_store_works(fake_embeddings: object) -> None:
     _fill(store)
     hits = hybrid_search(store, SCOPE, "Quixotl", k=2)
     assert hits[0].key == "cat" and set(hits[0].found_by) == {"dense", "bm25"}
+
+
+def test_cached_dense_ranking_is_the_stores_own(vector_store: ChromaStore, fake_embeddings: object) -> None:
+    """Over an embedded store, dense hits come from vector ids mapped onto the cache; they must
+    be what ``store.search`` ranks, scores included, and the fused result what any store gives."""
+    _fill(vector_store)
+    vector_store.put(SCOPE, "gone", {"text": "Alice drinks tea"})
+    vector_store.delete(SCOPE, "gone")
+    reference = InMemoryStore(index={"dims": 64, "embed": fake_embeddings, "fields": ["text"]})  # type: ignore[typeddict-item]
+    _fill(reference)
+    for query in ("green tea in the morning", "Quixotl", "where does the sister live"):
+        hits = hybrid_search(vector_store, SCOPE, query, k=5)
+        expected = hybrid_search(reference, SCOPE, query, k=5)
+        assert [(h.key, h.ranks) for h in hits] == [(h.key, h.ranks) for h in expected]
+        dense = {h.key: h.score for h in vector_store.search(SCOPE, query=query, limit=10)}
+        for hit in hits:
+            assert hit.dense_score == pytest.approx(dense[hit.key], abs=1e-5)
+            assert hit.value == vector_store.get(SCOPE, hit.key).value  # type: ignore[union-attr]
+
+
+def test_cached_dense_search_finds_a_small_scope_among_many_others(vector_store: ChromaStore) -> None:
+    crowd = ("memories", "u2", "alice")
+    vector_store.batch([PutOp(crowd, f"tea{i}", {"text": f"Alice drinks green tea {i}"}) for i in range(300)])
+    vector_store.put(SCOPE, "mine", {"text": "Bob sails to Oslo"})
+    hybrid_search(vector_store, SCOPE, "warm up the cache", k=1)
+    # The nearest vectors overall are all the crowd's: the scope's own are asked for.
+    hits = hybrid_search(vector_store, SCOPE, "Alice drinks green tea 150", k=3, candidates=5)
+    assert [h.key for h in hits] == ["mine"] and hits[0].found_by == ("dense",)
 
 
 def test_a_store_without_a_journal_is_reindexed_only_where_it_changed(
