@@ -171,7 +171,11 @@ class SentenceTransformerEmbeddings(Embeddings):
             cached = _onnx.load_cached(directory, workers)
             if cached is not None:
                 return cached
-        return _onnx.export(self.sentence_transformer(), directory, workers)
+        encoder = _onnx.export(self.sentence_transformer(), directory, workers)
+        if encoder is not None and directory is not None:
+            with _models_lock:  # exported for good: the torch copy need not stay in memory
+                _models.pop((self.model_name, self.device), None)
+        return encoder
 
     def _set_torch_threads(self) -> None:
         if self.threads is not None:

@@ -78,6 +78,23 @@ def test_recall_across_threads_and_scope_isolation() -> None:
     ]
 
 
+def test_each_turn_recalls_what_the_turn_before_remembered_in_an_embedded_store(
+    tmp_path: Path, fake_embeddings: CharacterEmbeddings
+) -> None:
+    """The cached recall path (BM25 updated in place, dense hits mapped onto the cache) sees
+    every write at once: turn N's messages are recallable in turn N+1, in another thread."""
+    facts = ["My sister is called Mira.", "My cat Pickle hates rain.", "I sail to Oslo in June."]
+    questions = ["What is my sister called?", "What does Pickle hate?", "Where do I sail to?"]
+    index = {"dims": 64, "embed": fake_embeddings, "fields": ["text"]}
+    with ChromaStore.from_path(tmp_path / "store", index=index) as store:  # type: ignore[arg-type]
+        model = Recording(responses=["Noted!"] * 6, seen=[])
+        graph = build_graph(model, InMemorySaver(), store=store, counter=WORDS)
+        for i, (fact, question) in enumerate(zip(facts, questions, strict=True)):
+            turn(graph, fact, f"tell{i}")
+            recalled = turn(graph, question, f"ask{i}")["trace"]["recalled"]
+            assert fact in [r["text"] for r in recalled], (question, recalled)
+
+
 def test_memories_already_in_the_window_are_not_recalled() -> None:
     graph = build_graph(Recording(responses=["a", "b"], seen=[]), InMemorySaver(), store=memory_store(), counter=WORDS)
     turn(graph, "My sister is called Mira.", "a")
