@@ -51,9 +51,9 @@ def test_builtins_register_through_entry_points() -> None:
 
 
 def test_installed_package_tools_and_broken_plugins(site: Path) -> None:
-    install_fake_distribution(site, "agentmm-tarot", "agentmm_tarot", PLUGIN, """
+    install_fake_distribution(site, "agentmm-fake-tarot", "fake_tarot_plugin", PLUGIN, """
         [agentmm.tools]
-        draw_tarot = agentmm_tarot:draw_tarot
+        draw_tarot = fake_tarot_plugin:draw_tarot
     """)  # fmt: skip
     install_fake_distribution(site, "agentmm-broken", "agentmm_broken", "raise ImportError('no module named wand')", """
         [agentmm.tools]
@@ -63,7 +63,7 @@ def test_installed_package_tools_and_broken_plugins(site: Path) -> None:
     """)  # fmt: skip
     catalog = discover_tools()
     tarot = catalog.tools["draw_tarot"]
-    assert tarot.source == "agentmm-tarot" and tarot.requires_approval
+    assert tarot.source == "agentmm-fake-tarot" and tarot.requires_approval
     (problem,) = catalog.problems
     assert problem.startswith("wand (agentmm_broken:wand, from agentmm-broken): ImportError: no module named wand")
     graphs, graph_problems = discover_graphs()

@@ -80,7 +80,20 @@ def dumps(persona: Persona) -> str:
     """Persona -> TOML text. Lossy for cards: their raw card and image do not go in."""
     import tomli_w  # imported here: only exporting needs it
 
-    return tomli_w.dumps(to_dict(persona), multiline_strings=True)
+    data = to_dict(persona)
+    # Multi-line strings read best, but a TOML reader turns their "\r\n" into "\n": text
+    # holding a carriage return is written with escapes instead, so it comes back exactly.
+    return tomli_w.dumps(data, multiline_strings=not _has_carriage_return(data))
+
+
+def _has_carriage_return(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\r" in value
+    if isinstance(value, dict):
+        return any(_has_carriage_return(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_carriage_return(v) for v in value)
+    return False
 
 
 def _quote(text: str) -> str:

@@ -81,3 +81,8 @@ def test_round_trip_any_text(text, name, tags):
         lorebook={"entries": [{"keys": [text or "k"], "content": text}]},
     )
     assert loads(dumps(p)) == p
+
+
+def test_carriage_returns_survive_the_round_trip():
+    p = Persona(name="Crlf", description="line one\r\nline two", greetings=["\r\n", "x"])
+    assert loads(dumps(p)) == p

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -34,18 +35,29 @@ class Repl:
     """``agentmm chat`` in a 100x30 pseudo-terminal."""
 
     def __init__(self, *args: str) -> None:
-        env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1"}
+        env = {**os.environ, "TERM": "xterm-256color", "PROMPT_TOOLKIT_NO_CPR": "1", "PYTHONFAULTHANDLER": "1"}
         env.pop("NO_COLOR", None)
         self.child = pexpect.spawn(sys.executable, ["-m", "agentmm.cli", "chat", *args], env=env,
                                    dimensions=(30, 100), encoding="utf-8", timeout=120)  # fmt: skip
-        self.child.expect_exact(PROMPT_READY)
+        self.expect(PROMPT_READY)
         self.opening = plain(self.child.before)
+
+    def expect(self, text: str) -> None:
+        """Wait for ``text``; on a timeout, fail with every thread's stack of the child."""
+        try:
+            self.child.expect_exact(text)
+        except pexpect.TIMEOUT:
+            seen = self.child.before
+            self.child.kill(signal.SIGABRT)  # faulthandler prints the stacks
+            with contextlib.suppress(pexpect.TIMEOUT, pexpect.EOF):
+                self.child.expect(pexpect.EOF, timeout=20)
+            pytest.fail(f"no {text!r} within 120 s; the REPL wrote {seen[-2000:]!r}, then:\n{self.child.before}")
 
     def say(self, line: str) -> str:
         """Send a line, wait for the next prompt; what the REPL wrote in between."""
         self.child.send(line + "\r")
-        self.child.expect_exact(LINE_ACCEPTED)
-        self.child.expect_exact(PROMPT_READY)
+        self.expect(LINE_ACCEPTED)
+        self.expect(PROMPT_READY)
         return plain(self.child.before)
 
     def leave(self, key: str) -> str:
@@ -98,7 +110,7 @@ def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
         with contextlib.suppress(pexpect.TIMEOUT):
             streamed += repl.child.read_nonblocking(4096, timeout=1)
     repl.child.send("\x03\x03")  # a double tap: the second press must not cut the save
-    repl.child.expect_exact(PROMPT_READY)
+    repl.expect(PROMPT_READY)
     assert "[interrupted]" in plain(repl.child.before)
     repl.leave("\x03")  # Ctrl-C at an empty prompt leaves
     shown = thread_json(thread_id)
