@@ -170,14 +170,11 @@ def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) 
 
 def _show_observations(observations: list[dict[str, Any]]) -> None:
     """What perception made of the attachments, on stderr (stdout stays the reply)."""
+    from agentmm.tools.perception import user_note
+
     for o in observations:
-        name = Path(o["file"]).name
-        if o.get("error"):
-            sys.stderr.write(f"agentmm: {name}: {o['error']}\n")
-        elif o["kind"] == "audio":
-            sys.stderr.write(f"[you said ({name}): {o['text']}]\n")
-        else:
-            sys.stderr.write(f"[{name}: {o['text']}]\n")
+        error, line = user_note(o)
+        sys.stderr.write(f"agentmm: {line}\n" if error else f"{line}\n")
 
 
 @contextmanager

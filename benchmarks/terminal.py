@@ -32,22 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import pexpect
+from turn import QUESTIONS  # the same questions as the turn benchmark (benchmarks/ is on sys.path)
 
 from agentmm.graphs.agent import Agent
 from agentmm.settings import load_settings
 
 PROMPT_READY, LINE_ACCEPTED = "\x1b[?2004h", "\x1b[?2004l"
 ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
-QUESTIONS = [
-    "Describe a quiet harbour town at dawn.",
-    "What would a lighthouse keeper write in a diary?",
-    "Explain how sailors navigated by the stars.",
-    "Tell me about a market that sells only maps.",
-    "What does the sea smell like after a storm?",
-    "Invent a folk song about a lost ship.",
-    "How would you cook fish on a beach fire?",
-    "Describe the captain of an old merchant ship.",
-]
 
 
 class ReplUnderTest:

@@ -220,14 +220,11 @@ class ChatSession:
             self.terminal.info(f"{who}> {m.text}{mark}")
 
     def _show_observations(self, observations: list[dict[str, Any]]) -> None:
+        from agentmm.tools.perception import user_note
+
         for o in observations:
-            name = Path(o["file"]).name
-            if o.get("error"):
-                self.terminal.error(f"{name}: {o['error']}")
-            elif o["kind"] == "audio":
-                self.terminal.info(f"[you said ({name}): {o['text']}]")
-            else:
-                self.terminal.info(f"[{name}: {o['text']}]")
+            error, line = user_note(o)
+            (self.terminal.error if error else self.terminal.info)(line)
 
     # ------------------------------------------------------------------ commands
 
