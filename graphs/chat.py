@@ -92,8 +92,10 @@ class Composer:
         n_ctx: int,
         reply_tokens: int,
         summarize: Summarizer | None = None,
+        toolbox: ToolBox | None = None,
     ) -> None:
         self.counter = counter
+        self.toolbox = toolbox
         self.personas = personas
         self.system_prompt = system_prompt
         self.n_ctx = n_ctx
@@ -137,7 +139,7 @@ class Composer:
             state,
             "compose",
             prompt_parts=plan.parts,
-            budget={**plan.budget, "folded_this_turn": plan.folded_messages},
+            budget={**plan.budget, "folded_this_turn": plan.folded_messages, **self._reserve_split(state)},
             tokenizer="model" if self.counter.exact else "approximate",
             lore=lore,
             dropped_parts=plan.dropped,
@@ -152,12 +154,20 @@ class Composer:
             state.get("window_start", 0),
             self.counter,
             n_ctx=self.n_ctx,
-            reply_tokens=self.reply_tokens,
+            reply_tokens=self.reply_tokens + self._tool_reserve(state),
             head=[*parts.head, ("summary", summary_part)],
             turn=turn,
             tail=parts.tail,
             droppable=DROP_ORDER,
         )
+
+    def _reserve_split(self, state: ChatState) -> dict[str, int]:
+        """The budget's reply reserve, with the part kept for tools said apart."""
+        reserve = self._tool_reserve(state)
+        return {"reply_reserve": self.reply_tokens, "tool_reserve": reserve} if reserve else {}
+
+    def _tool_reserve(self, state: ChatState) -> int:
+        return self.toolbox.reserve_tokens(state, self.counter.text) if self.toolbox is not None else 0
 
     def _parts(self, state: ChatState, config: RunnableConfig, context: TurnContext) -> TurnParts:
         name = state.get("persona")
@@ -340,14 +350,14 @@ def build_graph(
     from agentmm.graphs.perceive import Perceive
 
     source = _persona_source(personas)
+    toolbox = ToolBox(tools, source, approve=approve_tools, timeout_s=tool_timeout_s, max_rounds=max_tool_rounds)
     composer = Composer(
         counter or TokenCounter.for_model(model), source, system_prompt, n_ctx, reply_tokens,
-        model_summarizer(model) if summarize else None,
+        model_summarizer(model) if summarize else None, toolbox if tools else None,
     )  # fmt: skip
     builder = StateGraph(ChatState, context_schema=TurnContext, input_schema=ChatInput)
     builder.add_node("ingest", Ingest(source))
     builder.add_node("compose", composer)
-    toolbox = ToolBox(tools, source, approve=approve_tools, timeout_s=tool_timeout_s, max_rounds=max_tool_rounds)
     builder.add_node("generate", Generator(model, toolbox if tools else None))
     builder.add_node("perceive", Perceive(perception))
     steps = ["ingest", "compose", "generate"]

@@ -26,14 +26,18 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentmm.personas import PersonaRegistry
 from agentmm.state import ACTIVE_TURN, ActiveTurn, ChatState, TurnContext, trace_step
+from agentmm.tool_calling import tools_section
 
-MAX_OUTPUT_CHARS = 4000
+MAX_OUTPUT_CHARS = 2000
+CHARS_PER_TOKEN = 3  # a cautious average for English text and JSON
+CALL_PROMPT_TOKENS = 96
 TRACE_OUTPUT_CHARS = 500
 APPROVAL = "tool_approval"
 
@@ -65,6 +69,16 @@ class ToolBox:
             return list(self.tools.values())
         allowed = set(self.personas().get(name).allowed_tools)
         return [tool for tool in self.tools.values() if tool.name in allowed]
+
+    def reserve_tokens(self, state: ChatState, count: Callable[[str], int]) -> int:
+        """Context to keep free for the tools this turn: their list in the system message, the
+        decision and call prompts, and one call's result. Later rounds of the same turn use
+        what the reply does not."""
+        offered = self.offered(state)
+        if not offered:
+            return 0
+        section = tools_section([convert_to_openai_tool(tool) for tool in offered])
+        return count(section) + CALL_PROMPT_TOKENS + self.max_output_chars // CHARS_PER_TOKEN
 
     def needs_approval(self, tool: BaseTool) -> bool:
         return tool.name in self.approve or bool((tool.metadata or {}).get("requires_approval"))

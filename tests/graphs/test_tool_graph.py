@@ -255,3 +255,12 @@ def test_agent_astream_events_for_a_web_app(tmp_path: Path) -> None:
     assert {"on_chat_model_stream", "on_tool_start", "on_tool_end", "on_chain_start", "on_chain_end"} <= kinds
     text = "".join(e["data"]["chunk"].text for e in events if e["event"] == "on_chat_model_stream")
     assert "Six it is." in text
+
+
+def test_compose_keeps_room_for_the_tools() -> None:
+    model = ScriptedToolModel(script=[AIMessage("Hello.")])
+    state = graph_with(model, [roll_dice], n_ctx=2048, reply_tokens=100).invoke({"input": "hi"}, CONFIG)
+    budget = state["trace"]["budget"]
+    assert budget["reply_reserve"] == 100
+    assert budget["tool_reserve"] > 2000 // 3  # the list of tools, the prompts, one result
+    assert budget["free"] == 2048 - 100 - budget["tool_reserve"] - budget["prompt_tokens"]
