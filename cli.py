@@ -215,7 +215,12 @@ def graph_show(
     settings = _settings()
     # The real graph's shape with stand-ins for the model and the store, which drawing never calls.
     store = InMemoryStore() if settings.memory else None
-    drawn = build_graph(FakeListChatModel(responses=[""]), store=store).get_graph()
+    tools: list[Any] = []
+    if settings.tools:
+        from agentmm.plugins import discover_tools
+
+        tools = discover_tools(settings.tools_dir).select(settings.tools)
+    drawn = build_graph(FakeListChatModel(responses=[""]), store=store, tools=tools).get_graph()
     if format == "png":
         try:
             data = drawn.draw_mermaid_png()

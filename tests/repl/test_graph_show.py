@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agentmm.cli", *args], capture_output=True, text=True, timeout=120)
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agentmm.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})  # fmt: skip
 
 
 def test_graph_show_draws_the_turn_graph() -> None:
@@ -18,6 +20,9 @@ def test_graph_show_draws_the_turn_graph() -> None:
         assert node in mermaid.stdout
     ascii_art = run("graph", "show")
     assert ascii_art.returncode == 0 and "| generate |" in ascii_art.stdout
+    assert "tools" not in mermaid.stdout
+    with_tools = run("graph", "show", "--format", "mermaid", env={"AGENTMM_TOOLS": '["roll_dice"]'})
+    assert "generate -.-> tools;" in with_tools.stdout and "tools --> generate;" in with_tools.stdout
     bad = run("graph", "show", "--format", "svg")
     assert bad.returncode != 0 and "ascii, mermaid or png" in bad.stderr
 
