@@ -7,11 +7,12 @@ against each other, and each hit records which retrievers found it and at what r
 the trace can show why a memory was recalled.
 
 Works over any LangGraph ``BaseStore``. The lexical side needs every text under the
-namespace. Reading them all costs ~1.3 s per 10k memories from Chroma (measured), so the
-corpus is cached: over an embedded ``ChromaStore``, which knows every write made to it
-(``revision``/``changed_since``), a later call re-reads only the items written since and
-re-indexes (~0.1 s per 10k texts); over any other store, the corpus is re-read each call and
-only the BM25 index is reused while nothing changed.
+namespace. Reading them all costs seconds per 10k memories from Chroma (measured), so the
+corpus is cached with an index updated in place (``bm25``): over an embedded ``ChromaStore``,
+which knows every write made to it (``revision``/``changed_since``), a later call re-reads
+only the items written since, and dense hits are mapped onto the cached items by id (no
+values read from Chroma); over any other store, the corpus is re-read each call and only
+the items that changed are re-indexed.
 """
 
 from __future__ import annotations
