@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -115,6 +116,51 @@ def _tracking_llama_class() -> type[llama_cpp.Llama]:
     return TrackingLlama
 
 
+class _NoRedirect:
+    """Stands in for llama-cpp-python's ``suppress_stdout_stderr``: does nothing."""
+
+    def __init__(self, disable: bool = True) -> None:
+        pass
+
+    def __enter__(self) -> _NoRedirect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_LOG_STATE: dict[str, Any] = {}
+
+
+def _quiet_without_redirecting(verbose: bool) -> None:
+    """Keep llama.cpp quiet without touching the process's stdout and stderr.
+
+    llama-cpp-python silences a model load by pointing ``sys.stdout``/``sys.stderr`` and file
+    descriptors 1 and 2 at /dev/null: for the whole process, not just the loading thread. The
+    chat loads its model on a background thread while the main thread prints its header and
+    starts the line editor; what the main thread wrote then was lost, and the line editor,
+    created in that window, kept writing to /dev/null for good (an empty terminal). So the
+    redirect is switched off and llama.cpp's log callback decides instead: silent unless
+    ``verbose``.
+    """
+    import llama_cpp
+    import llama_cpp._internals
+    import llama_cpp.llama
+
+    _LOG_STATE["verbose"] = verbose
+    if "callback" not in _LOG_STATE:
+
+        @llama_cpp.llama_log_callback
+        def log(level: int, text: bytes, user_data: Any) -> None:
+            if _LOG_STATE["verbose"]:
+                sys.stderr.write(text.decode("utf-8", "replace"))
+
+        _LOG_STATE["callback"] = log  # kept alive: llama.cpp holds only a pointer to it
+        llama_cpp.llama_log_set(log, None)
+        llama_cpp.llama.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
+        llama_cpp._internals.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
+
+
 def load_model(
     model_path: str, *, n_ctx: int, n_gpu_layers: GpuLayers, n_threads: int | None, n_batch: int,
     chat_format: str | None, verbose: bool,
@@ -133,6 +179,7 @@ def load_model(
         if layers == 0:
             check_fits_in_memory(info, n_ctx)
         llama_class = _tracking_llama_class()
+        _quiet_without_redirecting(verbose)
         try:
             llama = llama_class(
                 model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=layers, n_threads=n_threads,

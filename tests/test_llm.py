@@ -125,3 +125,23 @@ def test_corrupt_model_fails_typed(tmp_path: Path, shipped_model: Path) -> None:
         broken.write_bytes(f.read(1000))
     with pytest.raises(CorruptModelError):
         ChatLlamaCpp(model_path=str(broken)).invoke("hi")
+
+
+def test_loading_on_a_thread_never_redirects_the_process_output(shipped_model: Path) -> None:
+    """A chat loads its model in the background while the main thread prints and starts the
+    line editor: llama-cpp-python's own silencing pointed sys.stdout at /dev/null meanwhile."""
+    import os
+    import sys
+    import threading
+
+    stdout, stderr = sys.stdout, sys.stderr
+    fd1 = os.fstat(1)
+    seen: set[tuple[bool, bool, bool]] = set()
+    fresh = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=1536, max_tokens=4)  # a size no other test loads
+    loader = threading.Thread(target=fresh.load)
+    loader.start()
+    while loader.is_alive():
+        now = os.fstat(1)
+        seen.add((sys.stdout is stdout, sys.stderr is stderr, (now.st_dev, now.st_ino) == (fd1.st_dev, fd1.st_ino)))
+    loader.join()
+    assert seen <= {(True, True, True)}
