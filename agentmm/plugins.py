@@ -26,7 +26,6 @@ if TYPE_CHECKING:
 TOOLS_GROUP = "agentmm.tools"
 PERSONAS_GROUP = "agentmm.personas"
 GRAPHS_GROUP = "agentmm.graphs"
-BUILTIN = "agentmm"
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
