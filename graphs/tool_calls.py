@@ -111,10 +111,16 @@ class RunTools:
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         context = runtime.context or TurnContext()
-        ACTIVE_TURN.set(ActiveTurn(  # for tools that act on the thread's own data (memory)
+        token = ACTIVE_TURN.set(ActiveTurn(  # for tools that act on the thread's own data (memory)
             thread_id=str(config.get("configurable", {}).get("thread_id", "")), user_id=context.user_id,
             persona=state.get("persona"), shared_memory=context.shared_memory, store=runtime.store,
         ))  # fmt: skip
+        try:
+            return self._answer(state, config)
+        finally:
+            ACTIVE_TURN.reset(token)
+
+    def _answer(self, state: ChatState, config: RunnableConfig) -> dict[str, Any]:
         request = state["messages"][-1]
         assert isinstance(request, AIMessage)
         offered = {tool.name: tool for tool in self.toolbox.offered(state)}
