@@ -94,7 +94,6 @@ class ChatSession:
     def send(self, text: str, attachments: list[Path] | None = None) -> Outcome | None:
         """One turn: stream the reply; a failure is one line and the thread is left as it was."""
         files = self.attachments if attachments is None else attachments
-        before = thread_edit.message_count(self.agent, self.thread_id)
         try:
             turn = self.agent.stream(text, self.thread_id, persona=self.pending_persona, greeting=self.greeting,
                                      attachments=files)  # fmt: skip
@@ -102,8 +101,7 @@ class ChatSession:
             self.terminal.error(str(exc))
             return None
         outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations)
-        if outcome.error is not None:
-            thread_edit.discard_failed_turn(self.agent, self.thread_id, before)
+        if outcome.error is not None:  # the turn itself restored the thread (TurnStream)
             error = outcome.error
             if isinstance(error, AgentmmError):
                 self.terminal.error(str(error))

@@ -63,30 +63,6 @@ def undo_last_exchange(agent: Any, thread_id: str) -> UndoneTurn | None:
                       memories_forgotten=forgotten)  # fmt: skip
 
 
-def discard_failed_turn(agent: Any, thread_id: str, messages_before: int) -> None:
-    """A turn that raised after ingest (e.g. a message too long for the context) leaves its
-    message in the thread with no reply; take it out so the next turn does not carry it.
-    A thread that had nothing before is deleted whole."""
-    if not thread_exists(agent.checkpointer, thread_id):
-        return
-    values, _ = thread_values(agent.checkpointer, thread_id)
-    messages: list[AnyMessage] = values.get("messages", [])
-    if len(messages) <= messages_before:
-        return
-    if messages_before == 0:
-        agent.checkpointer.delete_thread(thread_id)
-        return
-    extra = messages[messages_before:]
-    _update(agent, thread_id, {"messages": [RemoveMessage(id=m.id) for m in extra if m.id]})
-
-
-def message_count(agent: Any, thread_id: str) -> int:
-    if not thread_exists(agent.checkpointer, thread_id):
-        return 0
-    values, _ = thread_values(agent.checkpointer, thread_id)
-    return len(values.get("messages", []))
-
-
 def forget_turn_memories(agent: Any, thread_id: str, turn: int, values: dict[str, Any]) -> list[str]:
     """Delete what turn ``turn`` wrote to long-term memory; the ids deleted.
 
