@@ -215,12 +215,9 @@ def graph_show(
     settings = _settings()
     # The real graph's shape with stand-ins for the model and the store, which drawing never calls.
     store = InMemoryStore() if settings.memory else None
-    tools: list[Any] = []
-    if settings.tools:
-        from agentmm.plugins import discover_tools
+    from agentmm.plugins import enabled_tools
 
-        tools = discover_tools(settings.tools_dir).select(settings.tools)
-    drawn = build_graph(FakeListChatModel(responses=[""]), store=store, tools=tools).get_graph()
+    drawn = build_graph(FakeListChatModel(responses=[""]), store=store, tools=enabled_tools(settings)).get_graph()
     if format == "png":
         try:
             data = drawn.draw_mermaid_png()
@@ -759,7 +756,7 @@ def images_search(
 def tools_list(as_json: JsonFlag = False) -> None:
     """Every tool found, where it came from, whether it is enabled and which personas may use it."""
     from agentmm.personas import PersonaRegistry
-    from agentmm.plugins import discover_tools
+    from agentmm.plugins import discover_tools, needs_approval
 
     settings = _settings()
     catalog = discover_tools(settings.tools_dir)
@@ -770,7 +767,7 @@ def tools_list(as_json: JsonFlag = False) -> None:
             "description": (info.tool.description or "").strip().splitlines()[0] if info.tool.description else "",
             "source": info.source,
             "enabled": info.name in settings.tools,
-            "requires_approval": info.requires_approval or info.name in settings.approve_tools,
+            "requires_approval": needs_approval(info.tool, settings.approve_tools),
             "personas": sorted(p.name for p in personas if info.name in p.allowed_tools),
         }
         for info in sorted(catalog.tools.values(), key=lambda i: i.name)

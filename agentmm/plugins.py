@@ -13,7 +13,7 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +22,8 @@ from agentmm.errors import AgentmmError
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
+
+    from agentmm.settings import Settings
 
 TOOLS_GROUP = "agentmm.tools"
 PERSONAS_GROUP = "agentmm.personas"
@@ -68,6 +70,18 @@ def load_entry_points(group: str) -> Iterator[Loaded]:
             yield Loaded(ep.name, source, problem=f"{ep.name} ({ep.value}, from {source}): {describe(exc)}")
 
 
+def needs_approval(tool: BaseTool, approve: Collection[str] = ()) -> bool:
+    """Whether a call must be allowed by the user first: its author marked it
+    (``metadata={"requires_approval": True}``) or the user listed it (``approve_tools``)."""
+    return tool.name in approve or bool((tool.metadata or {}).get("requires_approval"))
+
+
+def enabled_tools(settings: Settings) -> list[BaseTool]:
+    """The tools the settings enable (``tools``), found among every source; an unknown name
+    is a ``ToolNotFoundError``."""
+    return discover_tools(settings.tools_dir).select(settings.tools) if settings.tools else []
+
+
 @dataclass
 class ToolInfo:
     tool: BaseTool
@@ -79,7 +93,7 @@ class ToolInfo:
 
     @property
     def requires_approval(self) -> bool:
-        return bool((self.tool.metadata or {}).get("requires_approval"))
+        return needs_approval(self.tool)
 
 
 @dataclass

@@ -160,11 +160,9 @@ class Agent:
     def tools(self) -> list[BaseTool]:
         """The tools this agent's model may call (an unknown name in settings is an error)."""
         if self._tools is None:
-            if not self.settings.tools:
-                return []
-            from agentmm.plugins import discover_tools
+            from agentmm.plugins import enabled_tools
 
-            self._tools = discover_tools(self.settings.tools_dir).select(self.settings.tools)
+            self._tools = enabled_tools(self.settings)
         return self._tools
 
     @property

@@ -393,7 +393,7 @@ def make_graph() -> CompiledStateGraph:
     """The graph LangGraph's own server loads (``langgraph.json``): configured from Settings,
     without a checkpointer, because the server brings its own persistence."""
     from agentmm.llm import ChatLlamaCpp
-    from agentmm.plugins import discover_tools
+    from agentmm.plugins import enabled_tools
     from agentmm.settings import load_settings
 
     settings = load_settings()
@@ -402,7 +402,7 @@ def make_graph() -> CompiledStateGraph:
         system_prompt=settings.system_prompt,
         n_ctx=settings.n_ctx,
         reply_tokens=settings.max_tokens,
-        tools=discover_tools(settings.tools_dir).select(settings.tools) if settings.tools else (),
+        tools=enabled_tools(settings),
         approve_tools=settings.approve_tools,
         tool_timeout_s=settings.tool_timeout_s,
         max_tool_rounds=settings.max_tool_rounds,

@@ -32,6 +32,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentmm.personas import PersonaRegistry
+from agentmm.plugins import needs_approval
 from agentmm.state import ACTIVE_TURN, ActiveTurn, ChatState, TurnContext, trace_step
 from agentmm.tool_calling import tools_section
 
@@ -81,7 +82,7 @@ class ToolBox:
         return count(section) + CALL_PROMPT_TOKENS + self.max_output_chars // CHARS_PER_TOKEN
 
     def needs_approval(self, tool: BaseTool) -> bool:
-        return tool.name in self.approve or bool((tool.metadata or {}).get("requires_approval"))
+        return needs_approval(tool, self.approve)
 
 
 def rounds_this_turn(messages: Sequence[BaseMessage]) -> int:
