@@ -289,16 +289,9 @@ class Agent:
         progress (``on_custom_event``), for a web app to show as they happen. A tool call that
         needs approval ends the stream at an interrupt; resume with ``graph.astream_events(
         Command(resume=...), agent.config(thread_id), ...)``."""
-        thread_id = thread_id or new_thread_id()
-        context = TurnContext(
-            user_name=self.settings.user_name, persona=self.personas.get(persona).name if persona else None,
-            user_id=self.settings.user_id, shared_memory=self.settings.shared_memory,
-            attachments=[str(a) for a in attachments],
-        )  # fmt: skip
-        if not (text and text.strip()) and not attachments:
-            raise EmptyInputError("nothing to say: the message is empty")
-        return self.graph.astream_events({"input": text}, self.config(thread_id), context=context, version="v2",
-                                         **kwargs)  # fmt: skip
+        turn = self.stream(text, thread_id, persona=persona, attachments=attachments)  # checks, and the context
+        return self.graph.astream_events({"input": text}, self.config(turn.thread_id), context=turn.context,
+                                         version="v2", **kwargs)  # fmt: skip
 
     def config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}}
