@@ -170,7 +170,7 @@ def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) 
 
 def _show_observations(observations: list[dict[str, Any]]) -> None:
     """What perception made of the attachments, on stderr (stdout stays the reply)."""
-    from agentmm.tools.perception import user_note
+    from agentmm.repl.terminal import user_note  # how the chat shows it too
 
     for o in observations:
         error, line = user_note(o)

@@ -122,16 +122,6 @@ class UnsupportedAttachmentError(AgentmmError):
     """An attachment of a kind perception does not handle (e.g. video)."""
 
 
-def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
-    """How a chat shows the user one observation (a trace dict): (is it an error, the line)."""
-    name = Path(observation["file"]).name
-    if observation.get("error"):
-        return True, f"{name}: {observation['error']}"
-    if observation["kind"] == "audio":
-        return False, f"[you said ({name}): {observation['text']}]"
-    return False, f"[{name}: {observation['text']}]"
-
-
 def describe(observations: Sequence[Observation | dict[str, Any]], user_name: str, char_name: str) -> str:
     """Observations (or their trace dicts) as the turn's context, in the SillyTavern phrasing."""
     lines = []

@@ -18,7 +18,7 @@ from typing import Any
 from agentmm.errors import AgentmmError
 from agentmm.repl import thread_edit
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, parse
-from agentmm.repl.terminal import Terminal
+from agentmm.repl.terminal import Terminal, user_note
 from agentmm.repl.turns import Outcome, run_turn
 
 HISTORY_FILE = "repl_history"
@@ -218,8 +218,6 @@ class ChatSession:
             self.terminal.info(f"{who}> {m.text}{mark}")
 
     def _show_observations(self, observations: list[dict[str, Any]]) -> None:
-        from agentmm.tools.perception import user_note
-
         for o in observations:
             error, line = user_note(o)
             (self.terminal.error if error else self.terminal.info)(line)

@@ -239,3 +239,13 @@ class _BoundedFileHistory:
                     super().store_string(string)
 
         return Bounded(filename)
+
+
+def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
+    """How a chat shows the user one observation (a trace dict): (is it an error, the line)."""
+    name = Path(observation["file"]).name
+    if observation.get("error"):
+        return True, f"{name}: {observation['error']}"
+    if observation["kind"] == "audio":
+        return False, f"[you said ({name}): {observation['text']}]"
+    return False, f"[{name}: {observation['text']}]"
