@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import os
 import re
 import threading
@@ -32,6 +33,7 @@ from pydantic import BaseModel, Field
 from agentmm.errors import EmptyInputError
 from agentmm.tools._dirlock import DirectoryLock
 from agentmm.tools._openclip import load_openclip, weights_label
+from agentmm.tools.clip_text import TextEncoder, cache_key, text_encoder
 from agentmm.tools.errors import ImageIndexError, MediaError, UnsupportedMediaError
 from agentmm.tools.media import check_file, content_hash, open_image, sniff
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
 DEFAULT_CLIP_MODEL = "ViT-B-32"
 DEFAULT_CLIP_PRETRAINED = "laion2b_s34b_b79k"
 INDEX_DIRNAME = "images"
+EXPORT_DIRNAME = "embedders"  # the text tower's onnxruntime export, beside the memory embedder's
 SEARCH_EF = 400  # MODELS.md: HNSW recall 0.72 with Chroma's default, 0.97 with 400
 EMBED_BATCH = 16
 MAX_TOOL_RESULTS = 50
@@ -77,7 +80,11 @@ class IndexReport(BaseModel):
 
 
 class ClipEmbedder:
-    """open_clip image and text embeddings (unit length, so dot product = cosine)."""
+    """open_clip image and text embeddings (unit length, so dot product = cosine).
+
+    Text runs on the exported, int8 text tower (``clip_text``) where the model allows it,
+    kept in ``export_dir``; images and other models run on torch.
+    """
 
     def __init__(
         self,
@@ -85,13 +92,16 @@ class ClipEmbedder:
         pretrained: str | None = DEFAULT_CLIP_PRETRAINED,
         device: str = "cpu",
         cache_dir: Path | None = None,
+        export_dir: Path | None = None,
     ) -> None:
         self.model_name = model_name
         self.pretrained = pretrained
         self.device = device
         self.cache_dir = cache_dir
+        self.export_dir = export_dir
         self.name = f"{model_name}:{weights_label(pretrained)}"
         self._tokenizer: Any = None
+        self._text_encoder: TextEncoder | bool | None = False  # False: not looked for yet
 
     def load(self) -> tuple[Any, Any]:
         return load_openclip(self.model_name, self.pretrained, self.device, self.cache_dir)
@@ -112,15 +122,32 @@ class ClipEmbedder:
         return self.embed_prepared([self.prepare(image) for image in images])
 
     def embed_texts(self, texts: Sequence[str]) -> list[list[float]]:
-        import open_clip
         import torch
 
-        model = self.load()[0]
+        ids = self.tokenizer()(list(texts))
+        encoder = self.text_encoder()
+        if encoder is not None:
+            return encoder.encode(ids.numpy()).tolist()
+        with torch.inference_mode():
+            vectors = self.load()[0].encode_text(ids.to(self.device), normalize=True)
+        return vectors.float().cpu().tolist()
+
+    def tokenizer(self) -> Any:
+        import open_clip
+
         if self._tokenizer is None:
             self._tokenizer = open_clip.get_tokenizer(self.model_name)
-        with torch.inference_mode():
-            vectors = model.encode_text(self._tokenizer(list(texts)).to(self.device), normalize=True)
-        return vectors.float().cpu().tolist()
+        return self._tokenizer
+
+    def text_encoder(self) -> TextEncoder | None:
+        """The onnxruntime text tower (exported on first use), or None where torch runs text."""
+        if self._text_encoder is False:
+            encoder = None
+            if self.device == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
+                key = cache_key(self.model_name, self.pretrained)
+                encoder = text_encoder(lambda: self.load()[0], self.tokenizer(), key, self.export_dir)
+            self._text_encoder = encoder
+        return self._text_encoder  # type: ignore[return-value]
 
 
 @dataclass
@@ -145,7 +172,8 @@ class ImageIndex:
         models_dir: Path | None = None,
     ) -> None:
         self.directory = Path(data_dir).expanduser() / INDEX_DIRNAME
-        self.embedder = ClipEmbedder(model, pretrained, device, cache_dir=models_dir)
+        exports = Path(data_dir).expanduser() / EXPORT_DIRNAME
+        self.embedder = ClipEmbedder(model, pretrained, device, cache_dir=models_dir, export_dir=exports)
         self.batch_size = max(1, batch_size)
         self._mutex = threading.RLock()
         self._lock = DirectoryLock(self.directory)

@@ -18,9 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 import threading
 import warnings
 from collections.abc import Sequence
@@ -30,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from agentmm.onnx_files import cpu_session, save_folder
 
 FORMAT = 1  # bump whenever what is exported (graph, files) changes: old caches are then ignored
 GRAPH = "model.onnx"
@@ -207,37 +206,16 @@ def _tokenizer_json(model: Any) -> str:
 
 
 def _encoder(graph: bytes | str, tokenizer_json: str, meta: dict[str, Any], threads: int) -> OnnxEncoder:
-    import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+    session = cpu_session(graph, threads=1)
     tokenizer = Tokenizer.from_str(tokenizer_json)
     dims = meta.get("dims") or int(session.get_outputs()[0].shape[-1])
     return OnnxEncoder(session, tokenizer, tuple(meta["inputs"]), int(dims), workers=max(1, threads))
 
 
 def _save(directory: Path, graph: bytes, tokenizer_json: str, meta: dict[str, Any]) -> None:
-    """Write the three files into a temporary folder, then rename it into place: a reader
-    sees a whole export or none."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    if directory.exists():  # only called when the export there did not load: damaged
-        shutil.rmtree(directory, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}."))
-    try:
-        (tmp / GRAPH).write_bytes(graph)
-        (tmp / TOKENIZER).write_text(tokenizer_json)
-        (tmp / META).write_text(json.dumps(meta))
-        tmp.chmod(0o755)
-        os.replace(tmp, directory)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (directory / META).exists():
-            raise
+    save_folder(directory, {GRAPH: graph, TOKENIZER: tokenizer_json, META: json.dumps(meta)})
 
 
 def _pooled_module(transformer: Any, names: tuple[str, ...]) -> Any:
