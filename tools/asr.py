@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field
 
+from agentmm.tools.cpu_share import job_threads
 from agentmm.tools.errors import CorruptMediaError, SpeechModelError, UnsupportedMediaError
 from agentmm.tools.media import check_audio
 
@@ -151,7 +152,8 @@ def transcribe(
     path = Path(path).expanduser()
     check_audio(path)
     audio = decode_audio(path)  # a bad file fails here, before a model is loaded for it
-    whisper = load_speech_model(model, device=device, compute_type=compute_type, cpu_threads=cpu_threads)
+    threads = cpu_threads or job_threads()  # a share of the CPU when perceived beside other files
+    whisper = load_speech_model(model, device=device, compute_type=compute_type, cpu_threads=threads)
     duration = len(audio) / SAMPLE_RATE
     segments: list[Segment] = []
     language_found, probability = (language, 1.0) if language else ("", 0.0)

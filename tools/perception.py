@@ -19,6 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agentmm.errors import AgentmmError
+from agentmm.tools.cpu_share import sharing, threads_per_job, torch_threads
 from agentmm.tools.media import content_hash, sniff
 
 ObservationKind = Literal["image", "audio", "unsupported"]
@@ -81,25 +82,66 @@ class Perception:
         self._lock = threading.Lock()
 
     def perceive(self, files: Sequence[str | Path]) -> list[Observation]:
-        """One observation per file, in the order given."""
-        if not files:
-            return []
-        with ThreadPoolExecutor(max_workers=min(len(files), 4), thread_name_prefix="perceive") as pool:
-            return list(pool.map(self.observe, [Path(f) for f in files]))
+        """One observation per file, in the order given.
 
-    def observe(self, path: Path) -> Observation:
-        started = time.perf_counter()
-        try:
-            media = sniff(path)
-            key = f"{media.kind}:{content_hash(path)}"
+        Files are sniffed and hashed first; what the cache (or an earlier file of this call)
+        already holds is not run again. The rest run at the same time, each on its share of
+        the CPU (``cpu_share``), so two jobs do not fight over the same cores.
+        """
+        paths = [Path(f) for f in files]
+        results: list[Observation | None] = [None] * len(paths)
+        jobs: dict[str, list[int]] = {}  # content key -> positions of the files that have it
+        kinds: dict[str, tuple[Path, ObservationKind]] = {}
+        for position, path in enumerate(paths):
+            started = time.perf_counter()
+            try:
+                key, kind = self._identify(path)
+            except AgentmmError as exc:
+                results[position] = _failed(path, exc, started)
+                continue
             with self._lock:
                 cached = self._cache.get(key)
             if cached is not None:
-                return cached.model_copy(update={"file": str(path), "seconds": 0.0})
-            observation = self._run(path, media.kind, started)
+                results[position] = cached.model_copy(update={"file": str(path), "seconds": 0.0})
+                continue
+            jobs.setdefault(key, []).append(position)
+            kinds.setdefault(key, (path, kind))
+        share = threads_per_job(len(jobs))
+
+        def run(key: str) -> Observation:
+            with sharing(share):
+                return self._observe_new(key, *kinds[key])
+
+        if len(jobs) > 1:
+            with torch_threads(share), ThreadPoolExecutor(min(len(jobs), 4), thread_name_prefix="perceive") as pool:
+                observed = list(pool.map(run, jobs))
+        else:
+            observed = [run(key) for key in jobs]
+        for key, observation in zip(jobs, observed, strict=True):
+            first, *copies = jobs[key]
+            results[first] = observation
+            for position in copies:  # the same content attached twice: perceived once
+                results[position] = observation.model_copy(update={"file": str(paths[position]), "seconds": 0.0})
+        return [r for r in results if r is not None]
+
+    def observe(self, path: Path) -> Observation:
+        """The observation of one file."""
+        return self.perceive([path])[0]
+
+    def _identify(self, path: Path) -> tuple[str, ObservationKind]:
+        """The file's cache key (kind + content hash) and kind; a typed error if unusable."""
+        media = sniff(path)
+        if media.kind not in ("image", "audio"):
+            raise UnsupportedAttachmentError(f"{path} is {media.describe()}: only pictures and audio can be attached")
+        kind: ObservationKind = "image" if media.kind == "image" else "audio"
+        return f"{kind}:{content_hash(path)}", kind
+
+    def _observe_new(self, key: str, path: Path, kind: ObservationKind) -> Observation:
+        started = time.perf_counter()
+        try:
+            observation = self._run(path, kind, started)
         except AgentmmError as exc:
-            return Observation(kind="unsupported", file=str(path), error=str(exc),
-                               seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+            return _failed(path, exc, started)  # not cached: the user may fix the setup and resend
         with self._lock:
             self._cache[key] = observation
             while len(self._cache) > _CACHE_SIZE:
@@ -116,6 +158,11 @@ class Perception:
             return Observation(kind="audio", file=str(path), model=model, text=text, language=language,
                                seconds=round(time.perf_counter() - started, 3))  # fmt: skip
         raise UnsupportedAttachmentError(f"{path}: {kind} files are not supported as attachments")
+
+
+def _failed(path: Path, exc: Exception, started: float) -> Observation:
+    return Observation(kind="unsupported", file=str(path), error=str(exc),
+                       seconds=round(time.perf_counter() - started, 3))  # fmt: skip
 
 
 class UnsupportedAttachmentError(AgentmmError):
