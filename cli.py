@@ -82,6 +82,9 @@ def chat(
     model: Annotated[
         Optional[str], typer.Option("--model", help="Shipped name, .gguf path or owner/repo/file.gguf.")
     ] = None,
+    mmproj: Annotated[
+        Optional[str], typer.Option("--mmproj", help="The model's image projector: it then sees --image itself.")
+    ] = None,
     as_json: JsonFlag = False,
     n_ctx: Annotated[Optional[int], typer.Option("--n-ctx", help="Context window in tokens.")] = None,
     gpu_layers: Annotated[Optional[str], typer.Option("--gpu-layers", help="'auto', 0, N or -1 (all).")] = None,
@@ -103,7 +106,7 @@ def chat(
     from agentmm.threads import thread_exists
 
     settings = _settings(
-        model=model, n_ctx=n_ctx, n_gpu_layers=gpu_layers, max_tokens=max_tokens,
+        model=model, mmproj=mmproj, n_ctx=n_ctx, n_gpu_layers=gpu_layers, max_tokens=max_tokens,
         temperature=temperature, seed=seed, system_prompt=system, persona=persona,
     )  # fmt: skip
     if tool:

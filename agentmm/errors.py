@@ -52,3 +52,8 @@ class ModelTooLargeError(ModelError):
 
 class InputTooLongError(AgentmmError):
     """A message does not fit in the model's context window even on its own."""
+
+
+class UnsupportedContentError(AgentmmError):
+    """A message holds content the chat model cannot take: an image for a model without an
+    image projector (``mmproj``), audio or a file block, or an image llama.cpp cannot decode."""

@@ -5,6 +5,13 @@ JSON-schema constrained output, and multimodal handlers; this class adapts it to
 ``BaseChatModel`` (streaming, usage metadata, ``bind_tools``) and keeps one loaded ``Llama``
 per model file and context settings, shared by every turn, so llama.cpp's prefix KV cache is
 hit from one turn to the next.
+
+With an image projector (``mmproj_path``) the model also sees images: LangChain image blocks
+(``{"type": "image", "base64": ...}`` or ``{"type": "image_url", ...}``) on user messages go to
+llama-cpp-python's multimodal chat handler. Only calls that hold an image take that path (the
+handler clears the KV cache on every call); text-only calls keep the prefix cache. Without a
+projector an image is an ``UnsupportedContentError``: dropping it silently would let the model
+answer about a picture it never saw.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import json
 import sys
 import threading
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +38,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr
 
-from agentmm.errors import CorruptModelError
+from agentmm.errors import CorruptModelError, InputTooLongError, UnsupportedContentError
 from agentmm.tool_calling import (
     NO_TOOL,
     arguments_grammar,
@@ -69,6 +77,8 @@ class LoadedModel:
     gpu_layers: int
     pieces: list[bytes] | None = None
     start_bias: dict[tuple[str, ...], dict[int, float]] = field(default_factory=dict)
+    # The multimodal chat handler over the image projector, when the model has one.
+    vision: Any = None
 
 
 _LOADED: dict[tuple[Any, ...], LoadedModel] = {}
@@ -130,6 +140,8 @@ class _NoRedirect:
 
 
 _LOG_STATE: dict[str, Any] = {}
+_LOG_ERRORS: deque[str] = deque(maxlen=8)
+_GGML_LOG_LEVEL_ERROR = 4
 
 
 def _quiet_without_redirecting(verbose: bool) -> None:
@@ -152,22 +164,40 @@ def _quiet_without_redirecting(verbose: bool) -> None:
 
         @llama_cpp.llama_log_callback
         def log(level: int, text: bytes, user_data: Any) -> None:
+            line = text.decode("utf-8", "replace")
+            if level == _GGML_LOG_LEVEL_ERROR and line.strip():
+                _LOG_ERRORS.append(line.strip())
             if _LOG_STATE["verbose"]:
-                sys.stderr.write(text.decode("utf-8", "replace"))
+                sys.stderr.write(line)
 
         _LOG_STATE["callback"] = log  # kept alive: llama.cpp holds only a pointer to it
         llama_cpp.llama_log_set(log, None)
+        try:  # libmtmd (image projectors) logs through its own hook
+            import llama_cpp.mtmd_cpp
+
+            llama_cpp.mtmd_cpp.mtmd_log_set(log, None)
+            llama_cpp.mtmd_cpp.mtmd_helper_log_set(log, None)
+        except (ImportError, AttributeError, OSError, TypeError):  # built without libmtmd
+            pass
         llama_cpp.llama.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
         llama_cpp._internals.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
+        import llama_cpp.llama_chat_format  # the multimodal handlers redirect the same way
+
+        llama_cpp.llama_chat_format.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
 
 
 def load_model(
     model_path: str, *, n_ctx: int, n_gpu_layers: GpuLayers, n_threads: int | None, n_batch: int,
-    chat_format: str | None, verbose: bool,
+    chat_format: str | None, verbose: bool, mmproj_path: str | None = None,
 ) -> LoadedModel:  # fmt: skip
-    """The shared loaded model for these settings (loaded on first call, then reused)."""
+    """The shared loaded model for these settings (loaded on first call, then reused).
+
+    With ``mmproj_path`` the image projector is loaded too, at once, so a projector that does
+    not fit the model fails here, in one line, rather than on the first picture.
+    """
     layers = resolve_gpu_layers(n_gpu_layers)
-    key = (str(Path(model_path).resolve()), n_ctx, layers, n_threads, n_batch, chat_format)
+    mmproj = str(Path(mmproj_path).resolve()) if mmproj_path else None
+    key = (str(Path(model_path).resolve()), n_ctx, layers, n_threads, n_batch, chat_format, mmproj)
     with _LOAD_LOCK:
         loaded = _LOADED.get(key)
         if loaded is not None:
@@ -188,9 +218,68 @@ def load_model(
         except ValueError as exc:
             raise CorruptModelError(f"llama.cpp cannot load {model_path}: {exc}") from exc
         llama.stats = CallStats()
+        try:
+            vision = _load_vision(llama, model_path, mmproj, use_gpu=layers != 0) if mmproj else None
+        except BaseException:
+            llama.close()
+            raise
         offloaded = min(layers if layers >= 0 else 1 << 30, (info.block_count or 0) + 1)
-        loaded = _LOADED[key] = LoadedModel(llama, threading.Lock(), llama.stats, offloaded)
+        loaded = _LOADED[key] = LoadedModel(llama, threading.Lock(), llama.stats, offloaded, vision=vision)
         return loaded
+
+
+def _last_error(exc: Exception) -> str:
+    """llama.cpp's last logged error (it says why; the Python exception rarely does), on one line."""
+    text = _LOG_ERRORS[-1] if _LOG_ERRORS else str(exc)
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _vision_handler_class() -> type[Any]:
+    """llama-cpp-python's generic multimodal handler (libmtmd: any projector, the model's own
+    chat template), or the LLaVA 1.5 one on releases without it.
+
+    The mtmd handler puts a media marker where each image was but leaves the message content a
+    list of parts, which templates written for plain string content (SmolLM2's, most text
+    models') print as a Python list. Like llama.cpp's server, the subclass joins a message's
+    parts into one string when all of them are text by then.
+    """
+    from llama_cpp import llama_chat_format
+
+    base = getattr(llama_chat_format, "MTMDChatHandler", None)
+    if base is None:
+        return llama_chat_format.Llava15ChatHandler
+
+    class FlatContentHandler(base):  # type: ignore[misc,valid-type]
+        @classmethod
+        def _convert_message_for_template(cls, message: Any, media_marker: str) -> dict[str, Any]:
+            converted = super()._convert_message_for_template(message, media_marker)
+            content = converted.get("content")
+            if isinstance(content, list) and all(isinstance(p, dict) and p.get("type") == "text" for p in content):
+                converted["content"] = "\n".join(str(p.get("text", "")) for p in content)
+            return converted
+
+    return FlatContentHandler
+
+
+def _load_vision(llama: llama_cpp.Llama, model_path: str, mmproj: str, *, use_gpu: bool) -> Any:
+    """The multimodal chat handler over ``mmproj``, its projector loaded against ``llama``."""
+    from agentmm.gguf import read_gguf
+
+    name = Path(mmproj).name
+    info = read_gguf(Path(mmproj))
+    if info.architecture != "clip":
+        raise CorruptModelError(f"{name} is not an image projector (mmproj) GGUF: it is a {info.architecture} model")
+    _LOG_ERRORS.clear()
+    try:
+        handler = _vision_handler_class()(clip_model_path=mmproj, verbose=llama.verbose, use_gpu=use_gpu)
+        init = getattr(handler, "_init_mtmd_context", None)
+        if init is not None:
+            init(llama)
+    except (ValueError, RuntimeError, OSError) as exc:
+        why = _last_error(exc)
+        model = Path(model_path).name
+        raise CorruptModelError(f"llama.cpp cannot use {name} as the image projector of {model}: {why}") from exc
+    return handler
 
 
 def _vocab_pieces(loaded: LoadedModel) -> list[bytes]:
@@ -251,6 +340,9 @@ class ChatLlamaCpp(BaseChatModel):
     n_threads: int | None = None
     n_batch: int = 512
     chat_format: str | None = Field(None, description="llama-cpp-python chat format; default: the GGUF's template.")
+    mmproj_path: str | None = Field(
+        None, description="The model's image projector (mmproj .gguf): with it, user messages may hold images."
+    )
     temperature: float = 0.7
     top_p: float = 0.95
     top_k: int = 40
@@ -270,14 +362,15 @@ class ChatLlamaCpp(BaseChatModel):
     @classmethod
     def from_settings(cls, settings: Settings) -> ChatLlamaCpp:
         """Resolve ``settings.model`` (shipped, path or hub id) and configure from settings."""
-        from agentmm.models import resolve_model
+        from agentmm.models import resolve_gguf, resolve_model
 
         resolved = resolve_model(settings.model, settings.models_dir)
+        mmproj = str(resolve_gguf(settings.mmproj, "mmproj", settings.models_dir)) if settings.mmproj else None
         return cls(
             model_path=str(resolved.path), model_name=resolved.name, n_ctx=settings.n_ctx,
             n_gpu_layers=settings.n_gpu_layers, n_threads=settings.n_threads, n_batch=settings.n_batch,
             temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
-            seed=settings.seed, verbose=settings.verbose,
+            seed=settings.seed, verbose=settings.verbose, mmproj_path=mmproj,
         )  # fmt: skip
 
     @property
@@ -289,8 +382,15 @@ class ChatLlamaCpp(BaseChatModel):
         return self.model_name or Path(self.model_path).stem
 
     @property
+    def accepts_images(self) -> bool:
+        """Whether user messages may hold images (the model has an image projector). The turn
+        graph reads it to send pictures to the model instead of captioning them."""
+        return self.mmproj_path is not None
+
+    @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers}
+        return {"model_path": self.model_path, "n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers,
+                "mmproj_path": self.mmproj_path}  # fmt: skip
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(
@@ -312,7 +412,7 @@ class ChatLlamaCpp(BaseChatModel):
         if self._loaded is None:
             self._loaded = load_model(
                 self.model_path, n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=self.n_threads,
-                n_batch=self.n_batch, chat_format=self.chat_format, verbose=self.verbose,
+                n_batch=self.n_batch, chat_format=self.chat_format, verbose=self.verbose, mmproj_path=self.mmproj_path,
             )  # fmt: skip
         return self._loaded
 
@@ -353,24 +453,33 @@ class ChatLlamaCpp(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        loaded = self.load()
         tools: list[dict[str, Any]] = kwargs.pop("tools", None) or []
         choice = kwargs.pop("tool_choice", None) or "auto"
+        rendered, images = llama_messages(messages, tools)
+        if images and not self.accepts_images:
+            raise UnsupportedContentError(
+                f"{self.display_name} cannot see images: set mmproj to its image projector, or caption them first"
+            )
+        loaded = self.load()
         params = self._call_params(stop, **kwargs)
-        rendered = render_messages(messages, tools)
         finish_reason = None
         spent = CallStats()
         metadata: dict[str, Any] = {}
         with loaded.lock:
             call = None
             if tools and choice != "none":
-                call = self._call_tool(loaded, messages, rendered, tools, choice, params, spent, metadata)
+                # The tool steps are text questions about the conversation: no pictures needed.
+                text_only = without_images(rendered) if images else rendered
+                call = self._call_tool(loaded, messages, text_only, tools, choice, params, spent, metadata)
             if call is not None:
                 finish_reason = "tool_calls"
                 yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[call]))
             else:
                 started_calls: set[int] = set()
-                stream = loaded.llama.create_chat_completion(messages=rendered, stream=True, **params)
+                if images:
+                    stream = self._see(loaded, rendered, params)
+                else:
+                    stream = loaded.llama.create_chat_completion(messages=rendered, stream=True, **params)
                 for chunk in stream:
                     choice_ = chunk["choices"][0]
                     finish_reason = choice_.get("finish_reason") or finish_reason
@@ -381,6 +490,12 @@ class ChatLlamaCpp(BaseChatModel):
                     if run_manager is not None:
                         run_manager.on_llm_new_token(message.text, chunk=generation)
                     yield generation
+                if images:
+                    # The handler cleared the KV cache and filled it with image embeddings that
+                    # the token list cannot describe: start the next call cold rather than let
+                    # it "reuse" them as if they were the tokens once at those positions.
+                    loaded.stats.reused_tokens = 0
+                    loaded.llama.reset()
                 _add_stats(spent, loaded.stats)
         usage = {
             "input_tokens": spent.prompt_tokens,
@@ -398,6 +513,24 @@ class ChatLlamaCpp(BaseChatModel):
                 chunk_position="last",
             )
         )
+
+    def _see(self, loaded: LoadedModel, rendered: list[dict[str, Any]], params: dict[str, Any]) -> Iterator[Any]:
+        """Stream a reply to messages holding images, through the multimodal handler.
+
+        The handler encodes the images and evaluates the whole prompt before it returns the
+        stream, so what can go wrong with an image goes wrong here, as a typed error.
+        """
+        _LOG_ERRORS.clear()
+        try:
+            return iter(loaded.vision(llama=loaded.llama, messages=rendered, stream=True, **params))
+        except ValueError as exc:
+            loaded.llama.reset()
+            if "exceeds n_ctx" in str(exc):
+                raise InputTooLongError(
+                    f"the message and its images do not fit in the context (n_ctx={self.n_ctx}): {exc}"
+                ) from exc
+            why = _last_error(exc)
+            raise UnsupportedContentError(f"llama.cpp cannot read an image sent to {self.display_name}: {why}") from exc
 
     def _call_tool(
         self, loaded: LoadedModel, messages: list[BaseMessage], rendered: list[dict[str, Any]],
@@ -507,6 +640,61 @@ class ChatLlamaCpp(BaseChatModel):
         if choice not in ("auto", "any", "none", *names):
             raise ValueError(f"tool_choice {tool_choice!r} names no bound tool (bound: {', '.join(names)})")
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+
+
+def llama_messages(
+    messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]] = ()
+) -> tuple[list[dict[str, Any]], int]:
+    """Messages as llama-cpp-python takes them, and how many images they hold.
+
+    LangChain's image blocks, both the v1 standard ones (``{"type": "image", "base64": ...,
+    "mime_type": ...}`` or ``"url"``) and OpenAI-style ``{"type": "image_url", ...}``, become
+    ``{"type": "image_url", "image_url": {"url": ...}}`` parts, the form llama-cpp-python's
+    multimodal handlers read. A message whose parts are all text becomes one string (text
+    chat templates expect a string). Anything else (audio, files, an image by file id, an
+    image outside a user message) is an ``UnsupportedContentError``.
+    """
+    try:
+        rendered = render_messages(messages, tools)
+    except ValueError as exc:  # langchain-core's converter: e.g. an image given by file id
+        raise UnsupportedContentError(f"the chat model cannot take this message content: {exc}") from exc
+    images = 0
+    out: list[dict[str, Any]] = []
+    for message in rendered:
+        content = message.get("content")
+        if not isinstance(content, list):
+            out.append(message)
+            continue
+        parts: list[dict[str, Any]] = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+            if kind == "text":
+                parts.append({"type": "text", "text": str(part.get("text", ""))})
+            elif kind == "image_url":
+                if message.get("role") != "user":
+                    raise UnsupportedContentError("images can be sent only in user messages")
+                image = part["image_url"]
+                url = image.get("url") if isinstance(image, dict) else image
+                parts.append({"type": "image_url", "image_url": {"url": str(url)}})
+                images += 1
+            else:
+                raise UnsupportedContentError(f"the chat model takes text and images, not {kind} content")
+        if all(p["type"] == "text" for p in parts):
+            out.append({**message, "content": "".join(p["text"] for p in parts)})
+        else:
+            out.append({**message, "content": parts})
+    return out, images
+
+
+def without_images(rendered: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``llama_messages`` output with the images left out (each message's text kept)."""
+    out = []
+    for message in rendered:
+        content = message.get("content")
+        if isinstance(content, list):
+            message = {**message, "content": "".join(p["text"] for p in content if p["type"] == "text")}
+        out.append(message)
+    return out
 
 
 def _delta_to_chunk(delta: dict[str, Any], started_calls: set[int]) -> AIMessageChunk | None:

@@ -88,6 +88,23 @@ def resolve_model(spec: str, models_dir: Path | None = None, download: Downloade
     return ResolvedModel(spec, Path(filename).stem, path, "hub", read_gguf(path))
 
 
+def resolve_gguf(spec: str, setting: str, models_dir: Path | None = None) -> Path:
+    """A local GGUF path or a hub id ``owner/repo/file.gguf`` -> a file on disk.
+
+    For files that are not chat models (an image projector, a captioner's VLM): no shipped
+    names, and errors name the ``setting`` the user gave, since that is what they must fix.
+    """
+    spec = spec.strip()
+    local = Path(spec).expanduser()
+    if local.is_file():
+        return local.resolve()
+    if local.exists():
+        raise ModelNotFoundError(f"{setting} {spec} is not a file")
+    if _looks_like_hub_id(spec):
+        return download_from_hub(*split_hub_id(spec), models_dir)
+    raise ModelNotFoundError(f"{setting} not found: {spec} (give a local .gguf path or a hub id owner/repo/file.gguf)")
+
+
 def _looks_like_hub_id(spec: str) -> bool:
     parts = spec.split("/")
     return len(parts) >= 3 and spec.endswith(".gguf") and not spec.startswith(("/", ".", "~")) and all(parts)

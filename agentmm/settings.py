@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     embedding_model: str | None = Field(None, description="sentence-transformers model (default: shipped MiniLM).")
     caption_model: str | None = Field(None, description="Vision-language GGUF (path or hub id) for image captions.")
     caption_mmproj: str | None = Field(None, description="Its image projector (mmproj) GGUF.")
+    mmproj: str | None = Field(
+        None,
+        description="The chat model's image projector (mmproj GGUF, path or hub id): images then go to the chat "
+        "model itself instead of a captioner.",
+    )
     asr_model: str | None = Field(None, description="faster-whisper model (default: shipped Whisper tiny.en).")
     tools: list[str] = Field(
         default_factory=list,

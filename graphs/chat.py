@@ -107,8 +107,7 @@ class Composer:
         messages = state["messages"]
         parts = self._parts(state, config, context)
         memories = format_recalled(state.get("recalled") or [], context.user_name)
-        seen = describe_observations(state.get("observations") or [], context.user_name,
-                                     state.get("persona") or "you")  # fmt: skip
+        seen = describe_turn(state.get("observations") or [], context.user_name, state.get("persona") or "you")
         turn = [("memories", memories), *parts.turn, ("observations", seen)]
         summary = state.get("summary", "")
         plan = self._plan(state, parts, turn, summary)
@@ -187,6 +186,19 @@ class Composer:
         )
 
 
+def describe_turn(observations: Sequence[dict[str, Any]], user_name: str, char_name: str) -> str:
+    """The turn's observations as its stored context. A picture the model sees itself has no
+    caption: it is named as sent, so later turns (which no longer carry the image) still
+    know there was one."""
+    lines = []
+    for o in observations:
+        if o.get("native") and not o.get("error"):
+            lines.append(f"[{user_name} sends {char_name} a picture]")
+        elif line := describe_observations([o], user_name, char_name):
+            lines.append(line)
+    return "\n".join(lines)
+
+
 Summarizer = Callable[[str, list[BaseMessage], TurnContext, str], str]
 
 
@@ -227,11 +239,21 @@ class Generator:
 
     With tools offered to the thread the model may answer with tool calls instead; after
     ``max_rounds`` of them in one turn it must answer in words (``tool_choice="none"``).
+    With ``native_images`` the turn's pictures ride on its user message (for this call only).
     """
 
-    def __init__(self, model: BaseChatModel, toolbox: ToolBox | None = None) -> None:
+    def __init__(self, model: BaseChatModel, toolbox: ToolBox | None = None, native_images: bool = False) -> None:
         self.model = model
         self.toolbox = toolbox
+        self.native_images = native_images
+
+    def _prompt(self, state: ChatState) -> list[BaseMessage]:
+        prompt = prompt_messages(state)
+        if self.native_images and state.get("observations"):
+            from agentmm.graphs.perceive import with_images
+
+            prompt = with_images(prompt, state["observations"])
+        return prompt
 
     def _bound(self, state: ChatState) -> Runnable[Any, BaseMessage]:
         offered = self.toolbox.offered(state) if self.toolbox is not None else []
@@ -246,7 +268,7 @@ class Generator:
         first: float | None = None
         reply: AIMessageChunk | None = None
         interrupted = False
-        stream = self._bound(state).stream(prompt_messages(state))
+        stream = self._bound(state).stream(self._prompt(state))
         try:
             for chunk in stream:
                 if first is None and chunk.content:
@@ -330,6 +352,7 @@ def build_graph(
     approve_tools: Collection[str] = (),
     tool_timeout_s: float = 30.0,
     max_tool_rounds: int = 3,
+    native_images: bool | None = None,
 ) -> CompiledStateGraph:
     """The turn graph over ``model`` (any LangChain ``BaseChatModel``).
 
@@ -345,6 +368,8 @@ def build_graph(
     ``allowed_tools``); those named in ``approve_tools`` or marked ``requires_approval`` pause
     the turn for a yes/no (``interrupt``; resume with ``Command(resume=True|False)``). A call
     running past ``tool_timeout_s`` is abandoned; ``max_tool_rounds`` bounds the calls per turn.
+    ``native_images`` sends a turn's pictures to ``model`` itself instead of captioning them
+    (default: when the model says it ``accepts_images``, as ``ChatLlamaCpp`` with an mmproj does).
     """
     from agentmm.graphs.memory import Recall, Remember
     from agentmm.graphs.perceive import Perceive
@@ -358,8 +383,10 @@ def build_graph(
     builder = StateGraph(ChatState, context_schema=TurnContext, input_schema=ChatInput)
     builder.add_node("ingest", Ingest(source))
     builder.add_node("compose", composer)
-    builder.add_node("generate", Generator(model, toolbox if tools else None))
-    builder.add_node("perceive", Perceive(perception))
+    if native_images is None:
+        native_images = getattr(model, "accepts_images", False) is True
+    builder.add_node("generate", Generator(model, toolbox if tools else None, native_images))
+    builder.add_node("perceive", Perceive(perception, model_label(model) if native_images else None))
     steps = ["ingest", "compose", "generate"]
     if store is not None:
         builder.add_node("recall", Recall(k=recall_k))
@@ -387,6 +414,12 @@ def build_graph(
 
         builder.add_conditional_edges("generate", route, ["tools", after_generate])
     return builder.compile(checkpointer=checkpointer, store=store, name=GRAPH_NAME)
+
+
+def model_label(model: BaseChatModel) -> str:
+    """The model's name as the trace shows it."""
+    name = getattr(model, "display_name", None) or getattr(model, "model_name", None) or getattr(model, "model", None)
+    return str(name or type(model).__name__)
 
 
 def make_graph() -> CompiledStateGraph:

@@ -1,22 +1,35 @@
 """The perceive node: a turn's attachments become observations before recall and compose.
 
 A voice note with no typed text becomes the user's words (its transcript).
+
+When the chat model takes images itself (it has an image projector), pictures are not
+captioned: each is checked here (decoded in full, so a bad file is an error observation and
+the turn goes on) and recorded as a ``native`` observation with no text; generate then puts
+the picture on the turn's user message for the model call only (``with_images``), so the
+checkpointed thread keeps the message's words and the file's path, never the image's bytes.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 
+from agentmm.errors import AgentmmError
 from agentmm.state import ChatState, trace_step
-from agentmm.tools.perception import Perception
+from agentmm.tools.perception import Observation, Perception
 
 
 class Perceive:
-    def __init__(self, perception: Perception | None = None) -> None:
+    """Caption and transcribe attachments; with ``native_model`` (the chat model's name, when
+    it takes images itself) pictures are only checked and left for the model to see."""
+
+    def __init__(self, perception: Perception | None = None, native_model: str | None = None) -> None:
         self._perception = perception
+        self.native_model = native_model
 
     @property
     def perception(self) -> Perception:
@@ -26,12 +39,81 @@ class Perceive:
 
     def __call__(self, state: ChatState) -> dict[str, Any]:
         started = time.perf_counter()
-        observations = self.perception.perceive(state.get("attachments") or [])
-        update: dict[str, Any] = {"observations": [o.as_trace() for o in observations]}
+        observations = self._observe([Path(f) for f in state.get("attachments") or []])
+        update: dict[str, Any] = {"observations": observations}
         message = state["messages"][-1]
-        spoken = " ".join(o.text for o in observations if o.kind == "audio" and o.text and not o.error)
+        heard = [o for o in observations if o["kind"] == "audio" and not o.get("error")]
+        spoken = " ".join(o["text"] for o in heard if o.get("text"))
         if isinstance(message, HumanMessage) and not message.text.strip() and spoken:
             update["messages"] = [message.model_copy(update={"content": spoken})]
         timings = {"perceive_s": round(time.perf_counter() - started, 4)}
         update["trace"] = trace_step(state, "perceive", observations=update["observations"], timings=timings)
         return update
+
+    def _observe(self, files: list[Path]) -> list[dict[str, Any]]:
+        """One observation (a trace dict) per file, in the order given."""
+        native = {i: self._native(f) for i, f in enumerate(files) if self.native_model and _is_image(f)}
+        rest = [f for i, f in enumerate(files) if i not in native]
+        perceived = iter(self.perception.perceive(rest) if rest else [])
+        return [native[i] if i in native else next(perceived).as_trace() for i in range(len(files))]
+
+    def _native(self, path: Path) -> dict[str, Any]:
+        """A picture the chat model will see itself: decoded once here to catch a bad file."""
+        from agentmm.tools.media import open_image
+
+        started = time.perf_counter()
+        try:
+            open_image(path)
+        except AgentmmError as exc:
+            return Observation(kind="unsupported", file=str(path), error=str(exc),
+                               seconds=round(time.perf_counter() - started, 3)).as_trace()  # fmt: skip
+        seen = Observation(kind="image", file=str(path), model=f"{self.native_model} (native)",
+                           seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+        return {**seen.as_trace(), "native": True}
+
+
+def _is_image(path: Path) -> bool:
+    """Whether the file's bytes say it is an image (anything unreadable goes to perception,
+    which turns it into an error observation)."""
+    from agentmm.tools.media import sniff
+
+    try:
+        return sniff(path).kind == "image"
+    except AgentmmError:
+        return False
+
+
+def native_pictures(observations: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The observations whose picture goes to the chat model itself."""
+    return [o for o in observations if o.get("native") and not o.get("error")]
+
+
+def image_block(path: str | Path) -> dict[str, Any]:
+    """A LangChain standard image content block (PNG, base64) of the file, shrunk to the size
+    the captioner's VLM path uses: projectors resize to far less, and a smaller block is
+    cheaper to encode and pass."""
+    from agentmm.tools.caption import image_data_uri
+    from agentmm.tools.media import open_image
+
+    uri = image_data_uri(open_image(path))
+    return {"type": "image", "base64": uri.split(",", 1)[1], "mime_type": "image/png"}
+
+
+def with_images(prompt: list[BaseMessage], observations: Sequence[dict[str, Any]]) -> list[BaseMessage]:
+    """The prompt with the turn's native pictures (before its words) on its last user message.
+
+    Only the model call sees this copy; the thread keeps the plain message. A picture that
+    can no longer be read (deleted since perceive) is left out rather than failing the reply.
+    """
+    blocks = []
+    for o in native_pictures(observations):
+        try:
+            blocks.append(image_block(o["file"]))
+        except AgentmmError:
+            continue
+    last = next((i for i in range(len(prompt) - 1, -1, -1) if isinstance(prompt[i], HumanMessage)), None)
+    if not blocks or last is None:
+        return prompt
+    message = prompt[last]
+    content = [*blocks, {"type": "text", "text": message.text}]
+    return [*prompt[:last], message.model_copy(update={"content": content}), *prompt[last + 1 :]]

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel
 
-from agentmm.errors import ModelNotFoundError
+from agentmm.models import resolve_gguf
 from agentmm.tools._openclip import load_openclip, weights_label
 from agentmm.tools.errors import CaptionerUnavailableError, ToolModelError, VisionWeightsUnavailableError
 from agentmm.tools.media import open_image
@@ -210,22 +210,6 @@ def image_data_uri(image: Image.Image, max_side: int = VLM_IMAGE_SIDE) -> str:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def resolve_gguf(spec: str, setting: str, models_dir: Path | None = None) -> Path:
-    """A local GGUF path or a hub id ``owner/repo/file.gguf`` -> a file on disk."""
-    spec = spec.strip()
-    local = Path(spec).expanduser()
-    if local.is_file():
-        return local.resolve()
-    if local.exists():
-        raise ModelNotFoundError(f"{setting} {spec} is not a file")
-    parts = spec.split("/")
-    if len(parts) >= 3 and spec.endswith(".gguf") and not spec.startswith(("/", ".", "~")) and all(parts):
-        from agentmm.models import download_from_hub, split_hub_id
-
-        return download_from_hub(*split_hub_id(spec), models_dir)
-    raise ModelNotFoundError(f"{setting} not found: {spec} (give a local .gguf path or a hub id owner/repo/file.gguf)")
 
 
 # --- choosing one, and the tool ---------------------------------------------------------------

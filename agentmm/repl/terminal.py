@@ -248,4 +248,6 @@ def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
         return True, f"{name}: {observation['error']}"
     if observation["kind"] == "audio":
         return False, f"[you said ({name}): {observation['text']}]"
+    if observation.get("native"):  # the chat model sees the picture itself: no caption to show
+        return False, f"[{name}: sent to {observation.get('model', 'the model')}]"
     return False, f"[{name}: {observation['text']}]"
