@@ -712,42 +712,94 @@ def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
         raise typer.Exit(2)
 
 
+@contextmanager
+def _clip_errors(settings: Settings) -> Iterator[None]:
+    """Run an image-index command so that a CLIP model problem is one line with its remedy.
+
+    open_clip reports a failed download with ``logging.error`` before it raises, which would
+    configure the root logger and print a second, long line; a handler on the root logger for
+    the command's length keeps that quiet. Missing weights (offline, not in the hub cache) are
+    the common first-run case, so the line says how to get them.
+    """
+    import logging
+
+    from agentmm.tools.errors import VisionWeightsUnavailableError
+
+    quiet = logging.NullHandler()
+    root = logging.getLogger()
+    root.addHandler(quiet)
+    try:
+        yield
+    except VisionWeightsUnavailableError as exc:
+        weights = settings.clip_pretrained or ""
+        if Path(weights).expanduser().is_file():
+            raise  # a local checkpoint that does not load: its own message says why
+        raise VisionWeightsUnavailableError(
+            f"no CLIP weights for image search: {settings.clip_model} {weights!r} is not in the hub cache and "
+            "cannot be downloaded here; run once with a network, or set clip_pretrained to a local checkpoint "
+            "(AGENTMM_CLIP_PRETRAINED=/path/to/open_clip_model.safetensors)"
+        ) from exc
+    finally:
+        root.removeHandler(quiet)
+
+
 @images_app.command("index")
 def images_index(directory: Path, as_json: JsonFlag = False) -> None:
     """Index (incrementally) every image under DIR for search by description."""
     from agentmm.tools.clip_search import default_image_index
 
-    index = default_image_index(_settings())
-    if as_json:
-        report = index.index_dir(directory)
-    else:
-        from rich.progress import Progress
+    settings = _settings()
+    with _clip_errors(settings):
+        index = default_image_index(settings)
+        if as_json or not sys.stderr.isatty():  # a bar only where someone watches; stdout stays the report
+            report = index.index_dir(directory)
+        else:
+            from rich.console import Console
+            from rich.progress import Progress
 
-        with Progress(transient=True) as progress:
-            task = progress.add_task("indexing", total=None)
-            report = index.index_dir(directory, progress=lambda done, total: progress.update(task, completed=done,
-                                                                                            total=total))  # fmt: skip
-    data = report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(report.__dict__)
+            with Progress(transient=True, console=Console(stderr=True)) as progress:
+                task = progress.add_task("indexing", total=None)
+
+                def advance(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                report = index.index_dir(directory, progress=advance)
+    data = report.model_dump(mode="json")
     if as_json:
         _print_json(data)
         return
-    for path, reason in data.get("failed", []):
-        sys.stderr.write(f"agentmm: skipped {path}: {reason}\n")
+    for path, reason in report.failed:
+        sys.stderr.write(f"agentmm: skipped {path}: {' '.join(reason.split())}\n")
     sys.stdout.write(", ".join(f"{key} {len(v) if isinstance(v, list) else v}" for key, v in data.items()) + "\n")
 
 
 @images_app.command("search")
 def images_search(
-    query: str, k: Annotated[int, typer.Option("-k", help="How many results.")] = 5, as_json: JsonFlag = False
+    query: Annotated[Optional[str], typer.Argument(help="What the images show, in words.")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many results.")] = 5,
+    image: Annotated[Optional[Path], typer.Option("--image", help="Find images that look like this one.")] = None,
+    as_json: JsonFlag = False,
 ) -> None:
-    """The indexed images that best match a description."""
+    """The indexed images that best match a description, or (--image) look like a picture."""
+    if (query is None) == (image is None):
+        raise AgentmmError("search for a description or --image PATH (one of the two)")
+    if k < 1:
+        raise AgentmmError(f"-k must be at least 1, not {k}")
     from agentmm.tools.clip_search import default_image_index
 
-    hits = default_image_index(_settings()).search_text(query, k)
+    settings = _settings()
+    with _clip_errors(settings):
+        index = default_image_index(settings)
+        hits = index.search_image(image, k) if image is not None else index.search_text(query or "", k)
+        indexed = len(index)
     rows = [{"path": str(h.path), "score": round(float(h.score), 4)} for h in hits]
     if as_json:
-        _print_json({"results": rows})
+        _print_json({"results": rows, "indexed": indexed})
         return
+    if indexed == 0:
+        sys.stderr.write("agentmm: no images are indexed yet (index a folder first: agentmm images index DIR)\n")
+    elif not rows:
+        sys.stderr.write("agentmm: no indexed image is still on disk (run agentmm images index DIR again)\n")
     for row in rows:
         sys.stdout.write(f"{row['score']:.4f}  {row['path']}\n")
 

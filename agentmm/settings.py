@@ -86,6 +86,14 @@ class Settings(BaseSettings):
         "model itself instead of a captioner.",
     )
     asr_model: str | None = Field(None, description="faster-whisper model (default: shipped Whisper tiny.en).")
+    clip_model: str = Field(
+        "ViT-B-32", min_length=1, description="open_clip model for image search: a name, hf-hub:ID or local-dir:PATH."
+    )
+    clip_pretrained: str | None = Field(
+        "laion2b_s34b_b79k",
+        description="Its weights: a pretrained tag (downloaded on first use) or a local checkpoint path; "
+        "'random' or 'none' builds random weights (only for tests and benchmarks: search is meaningless).",
+    )
     tools: list[str] = Field(
         default_factory=list,
         description="Tools the model may call (names from `agentmm tools list`); a persona narrows them.",

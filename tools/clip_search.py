@@ -464,19 +464,46 @@ def _search(index: ImageIndex, query: str, k: int) -> str:
     return format_hits(hits, len(index))
 
 
-_defaults: dict[Path, ImageIndex] = {}
+# Values of the clip_pretrained setting that mean "random weights" (a config file has no null).
+RANDOM_WEIGHTS = frozenset({"random", "none", ""})
+
+_defaults: dict[tuple[Path, str, str | None, Path | None], ImageIndex] = {}
 _defaults_lock = threading.Lock()
 
 
+def pretrained_from_setting(value: str | None) -> str | None:
+    """The ``pretrained`` argument for a ``clip_pretrained`` setting: "random"/"none" -> None."""
+    if value is None or value.strip().lower() in RANDOM_WEIGHTS:
+        return None
+    return value.strip()
+
+
 def default_image_index(settings: Settings | None = None) -> ImageIndex:
-    """The index in the configured data dir (default CLIP weights), opened once per process."""
+    """The index in the configured data dir with the configured CLIP model and weights, opened
+    once per process and kept open (the CLI and the chat's tool calls share it).
+
+    The cache key holds the model and weights, not only the data dir: another model is another
+    vector space and so another collection (``ImageIndex`` keeps one per pair).
+    """
     from agentmm.settings import load_settings
 
     settings = settings or load_settings()
+    pretrained = pretrained_from_setting(settings.clip_pretrained)
+    key = (settings.data_dir, settings.clip_model, pretrained, settings.models_dir)
     with _defaults_lock:
-        if settings.data_dir not in _defaults:
-            _defaults[settings.data_dir] = ImageIndex(settings.data_dir, models_dir=settings.models_dir)
-        return _defaults[settings.data_dir]
+        if key not in _defaults:
+            _defaults[key] = ImageIndex(
+                settings.data_dir, model=settings.clip_model, pretrained=pretrained, models_dir=settings.models_dir
+            )
+        return _defaults[key]
+
+
+def close_default_image_indexes() -> None:
+    """Close every index ``default_image_index`` opened, so their directories can be reused by
+    another process (tests, or an app that switches data dirs)."""
+    with _defaults_lock:
+        while _defaults:
+            _defaults.popitem()[1].close()
 
 
 @tool(parse_docstring=True)
