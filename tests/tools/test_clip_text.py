@@ -13,8 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agentmm.tools import ImageIndex
-from agentmm.tools import clip_text
+from agentmm.tools import ImageIndex, clip_text
 from agentmm.tools.clip_search import ClipEmbedder
 from tests.tools.media_files import make_image
 
@@ -107,7 +106,9 @@ def test_search_ranks_as_open_clip_would(tmp_path: Path, image_dir: Path) -> Non
         assert (tmp_path / "data" / "embedders" / clip_text.cache_key("ViT-B-32", None) / clip_text.GRAPH).is_file()
         query = torch_vectors(index.embedder, ["a green square"])[0]
         stored = index.collection.get(include=["embeddings", "metadatas"])
-        scores = {m["path"]: float(np.dot(query, e)) for m, e in zip(stored["metadatas"], stored["embeddings"])}
+        scores = {
+            m["path"]: float(np.dot(query, e)) for m, e in zip(stored["metadatas"], stored["embeddings"], strict=True)
+        }
         fifth = sorted(scores.values(), reverse=True)[4]
         assert len(hits) == 5
         for hit in hits:  # the same five, up to near-ties (random weights score colours alike)
