@@ -694,8 +694,9 @@ def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
                                            models_dir=settings.models_dir)  # fmt: skip
                 results.append({"file": str(file), "kind": "image", **caption_file(file, captioner).model_dump()})
             elif kind == "audio":
-                results.append({"file": str(file), "kind": "audio",
-                                **transcribe(file, settings.asr_model).model_dump()})  # fmt: skip
+                with _audio_progress(file, show=not as_json) as progress:
+                    heard = transcribe(file, settings.asr_model, progress=progress)
+                results.append({"file": str(file), "kind": "audio", **heard.model_dump()})
             else:
                 raise AgentmmError(f"{file}: {kind} files are not supported")
         except AgentmmError as exc:
@@ -713,21 +714,25 @@ def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
 
 
 @contextmanager
+def _audio_progress(file: Path, show: bool) -> Iterator[Callable[[float], None] | None]:
+    """A bar on stderr while a recording is transcribed (30 s windows), where someone watches."""
+    if not show or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=Console(stderr=True)) as bar:
+        task = bar.add_task(f"transcribing {file.name}", total=1.0)
+        yield lambda done: bar.update(task, completed=done)
+
+
+@contextmanager
 def _clip_errors(settings: Settings) -> Iterator[None]:
-    """Run an image-index command so that a CLIP model problem is one line with its remedy.
-
-    open_clip reports a failed download with ``logging.error`` before it raises, which would
-    configure the root logger and print a second, long line; a handler on the root logger for
-    the command's length keeps that quiet. Missing weights (offline, not in the hub cache) are
-    the common first-run case, so the line says how to get them.
-    """
-    import logging
-
+    """Run an image-index command so that missing CLIP weights (offline, not in the hub cache:
+    the common first run) are one line that names the setting to change."""
     from agentmm.tools.errors import VisionWeightsUnavailableError
 
-    quiet = logging.NullHandler()
-    root = logging.getLogger()
-    root.addHandler(quiet)
     try:
         yield
     except VisionWeightsUnavailableError as exc:
@@ -739,8 +744,6 @@ def _clip_errors(settings: Settings) -> Iterator[None]:
             "cannot be downloaded here; run once with a network, or set clip_pretrained to a local checkpoint "
             "(AGENTMM_CLIP_PRETRAINED=/path/to/open_clip_model.safetensors)"
         ) from exc
-    finally:
-        root.removeHandler(quiet)
 
 
 @images_app.command("index")

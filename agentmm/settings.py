@@ -15,6 +15,7 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agentmm.errors import SettingsError
+from agentmm.observations import IMAGE_NOTE, NATIVE_IMAGE_NOTE, UNREADABLE_NOTE, VOICE_NOTE, check_note
 
 APP_NAME = "agentmm"
 ENV_PREFIX = "AGENTMM_"
@@ -94,6 +95,10 @@ class Settings(BaseSettings):
         description="Its weights: a pretrained tag (downloaded on first use) or a local checkpoint path; "
         "'random' or 'none' builds random weights (only for tests and benchmarks: search is meaningless).",
     )
+    image_note: str = Field(IMAGE_NOTE, description="How a captioned picture reads in the turn's context.")
+    native_image_note: str = Field(NATIVE_IMAGE_NOTE, description="How a picture the chat model sees itself reads.")
+    voice_note: str = Field(VOICE_NOTE, description="How a transcribed voice note reads in the turn's context.")
+    unreadable_note: str = Field(UNREADABLE_NOTE, description="How an attachment that could not be read is told.")
     tools: list[str] = Field(
         default_factory=list,
         description="Tools the model may call (names from `agentmm tools list`); a persona narrows them.",
@@ -110,6 +115,11 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
+
+    @field_validator("image_note", "native_image_note", "voice_note", "unreadable_note")
+    @classmethod
+    def _note(cls, value: str) -> str:  # {{user}}, {{char}}, {{text}}, {{file}}, {{error}}
+        return check_note(value)
 
     @field_validator("n_gpu_layers", mode="before")
     @classmethod

@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field
 
 from agentmm.errors import EmptyInputError
 from agentmm.graphs.chat import build_graph
+from agentmm.observations import ObservationPhrasing
 from agentmm.personas import PersonaRegistry
 from agentmm.personas import greeting as opening_greeting
 from agentmm.settings import Settings, load_settings
@@ -183,6 +184,7 @@ class Agent:
                     approve_tools=self.settings.approve_tools,
                     tool_timeout_s=self.settings.tool_timeout_s,
                     max_tool_rounds=self.settings.max_tool_rounds,
+                    phrasing=ObservationPhrasing.from_settings(self.settings),
                 )
         return self._graph
 

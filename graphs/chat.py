@@ -29,13 +29,13 @@ from agentmm.context import CONTEXT_KEY, WindowPlan, plan_window, render, turn_c
 from agentmm.errors import EmptyInputError
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.memory.conversation import format_recalled
+from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import PersonaRegistry, greeting
 from agentmm.settings import DEFAULT_SYSTEM_PROMPT
 from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
 from agentmm.summary import fold_into_summary
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
-from agentmm.tools.perception import describe as describe_observations
 
 GRAPH_NAME = "agentmm-chat"
 
@@ -93,8 +93,10 @@ class Composer:
         reply_tokens: int,
         summarize: Summarizer | None = None,
         toolbox: ToolBox | None = None,
+        phrasing: ObservationPhrasing | None = None,
     ) -> None:
         self.counter = counter
+        self.phrasing = phrasing or ObservationPhrasing()
         self.toolbox = toolbox
         self.personas = personas
         self.system_prompt = system_prompt
@@ -107,7 +109,8 @@ class Composer:
         messages = state["messages"]
         parts = self._parts(state, config, context)
         memories = format_recalled(state.get("recalled") or [], context.user_name)
-        seen = describe_turn(state.get("observations") or [], context.user_name, state.get("persona") or "you")
+        seen = describe_observations(state.get("observations") or [], context.user_name,
+                                     state.get("persona") or "you", self.phrasing)  # fmt: skip
         turn = [("memories", memories), *parts.turn, ("observations", seen)]
         summary = state.get("summary", "")
         plan = self._plan(state, parts, turn, summary)
@@ -184,19 +187,6 @@ class Composer:
             now=_when(state.get("started_at")),
             in_window="\n".join(turn_context(m) for m in window),
         )
-
-
-def describe_turn(observations: Sequence[dict[str, Any]], user_name: str, char_name: str) -> str:
-    """The turn's observations as its stored context. A picture the model sees itself has no
-    caption: it is named as sent, so later turns (which no longer carry the image) still
-    know there was one."""
-    lines = []
-    for o in observations:
-        if o.get("native") and not o.get("error"):
-            lines.append(f"[{user_name} sends {char_name} a picture]")
-        elif line := describe_observations([o], user_name, char_name):
-            lines.append(line)
-    return "\n".join(lines)
 
 
 Summarizer = Callable[[str, list[BaseMessage], TurnContext, str], str]
@@ -353,6 +343,7 @@ def build_graph(
     tool_timeout_s: float = 30.0,
     max_tool_rounds: int = 3,
     native_images: bool | None = None,
+    phrasing: ObservationPhrasing | None = None,
 ) -> CompiledStateGraph:
     """The turn graph over ``model`` (any LangChain ``BaseChatModel``).
 
@@ -370,6 +361,7 @@ def build_graph(
     running past ``tool_timeout_s`` is abandoned; ``max_tool_rounds`` bounds the calls per turn.
     ``native_images`` sends a turn's pictures to ``model`` itself instead of captioning them
     (default: when the model says it ``accepts_images``, as ``ChatLlamaCpp`` with an mmproj does).
+    ``phrasing`` says how observations read in the turn's context (default: SillyTavern's).
     """
     from agentmm.graphs.memory import Recall, Remember
     from agentmm.graphs.perceive import Perceive
@@ -378,7 +370,7 @@ def build_graph(
     toolbox = ToolBox(tools, source, approve=approve_tools, timeout_s=tool_timeout_s, max_rounds=max_tool_rounds)
     composer = Composer(
         counter or TokenCounter.for_model(model), source, system_prompt, n_ctx, reply_tokens,
-        model_summarizer(model) if summarize else None, toolbox if tools else None,
+        model_summarizer(model) if summarize else None, toolbox if tools else None, phrasing,
     )  # fmt: skip
     builder = StateGraph(ChatState, context_schema=TurnContext, input_schema=ChatInput)
     builder.add_node("ingest", Ingest(source))

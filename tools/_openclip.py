@@ -9,6 +9,8 @@ builds the same model: an index written by one run stays searchable by the next.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +41,23 @@ def load_openclip(
         return _loaded[key]
 
 
+@contextmanager
+def _quiet_root_logger() -> Iterator[None]:
+    """open_clip logs through the root logger (a failed download with ``logging.error`` before
+    it raises, random weights with ``logging.warning``); with no handler there, that call would
+    install one for good (``basicConfig``) and print a long line on stderr. The typed error
+    raised after a failure says it all."""
+    import logging
+
+    quiet = logging.NullHandler()
+    root = logging.getLogger()
+    root.addHandler(quiet)
+    try:
+        yield
+    finally:
+        root.removeHandler(quiet)
+
+
 def weights_label(pretrained: str | None) -> str:
     return "random" if pretrained is None else pretrained
 
@@ -62,19 +81,23 @@ def _create(
             raise VisionModelError(f"unknown pretrained weights {pretrained!r} for {model_name} (known: {known})")
     try:
         if weights is None:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=[]), _quiet_root_logger():
                 torch.manual_seed(RANDOM_INIT_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None, device=device)
         else:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                model_name, pretrained=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None
-            )
+            with _quiet_root_logger():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    model_name, pretrained=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None
+                )
     except (RuntimeError, OSError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if weights is None:
             raise VisionModelError(f"cannot build {model_name}: {reason}") from exc
+        if Path(weights).is_file():  # a local checkpoint that does not load
+            raise VisionWeightsUnavailableError(f"cannot load {model_name} weights {weights}: {reason[:200]}") from exc
         raise VisionWeightsUnavailableError(
-            f"cannot get {model_name} weights {pretrained!r} (no network and not in the hub cache?): {reason[:200]}"
+            f"no {model_name} weights {pretrained!r} here: not in the hub cache and cannot be downloaded "
+            f"(no network?); run once with a network, or use a local checkpoint file ({reason[:120]})"
         ) from exc
     model.eval()
     return model, preprocess

@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from agentmm.models import resolve_gguf
 from agentmm.tools._openclip import load_openclip, weights_label
+from agentmm.tools.cpu_share import follow_torch_share
 from agentmm.tools.errors import CaptionerUnavailableError, ToolModelError, VisionWeightsUnavailableError
 from agentmm.tools.media import open_image
 
@@ -117,6 +118,7 @@ def greedy_caption_tokens(model: Any, pixels: torch.Tensor, *, max_tokens: int, 
         tokens = torch.full((pixels.shape[0], 1), START_OF_TEXT, dtype=torch.long, device=pixels.device)
         done = torch.zeros(pixels.shape[0], dtype=torch.bool, device=pixels.device)
         for step in range(max_tokens):
+            follow_torch_share()  # perceived beside a voice note: take up its cores once it is done
             logits = model(pixels, tokens, image_latent=latent, image_embs=embeddings, output_labels=False)["logits"]
             logits = logits[:, -1]
             if step < min_tokens:

@@ -12,14 +12,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from agentmm.errors import AgentmmError
-from agentmm.tools.cpu_share import sharing, threads_per_job, torch_threads
+from agentmm.tools.cpu_share import Share, sharing, threads_per_job
 from agentmm.tools.media import content_hash, sniff
 
 ObservationKind = Literal["image", "audio", "unsupported"]
@@ -27,7 +27,7 @@ _CACHE_SIZE = 256
 
 
 class Observation(BaseModel):
-    """What perception made of one attachment."""
+    """What perception made of one attachment (``agentmm.observations`` phrases it for the prompt)."""
 
     kind: ObservationKind
     file: str
@@ -106,18 +106,22 @@ class Perception:
                 continue
             jobs.setdefault(key, []).append(position)
             kinds.setdefault(key, (path, kind))
-        share = threads_per_job(len(jobs))
+        share = Share(threads_per_job(len(jobs))) if len(jobs) > 1 else None
 
         def run(key: str) -> Observation:
             with sharing(share):
                 return self._observe_new(key, *kinds[key])
 
-        if len(jobs) > 1:
-            with torch_threads(share), ThreadPoolExecutor(min(len(jobs), 4), thread_name_prefix="perceive") as pool:
-                observed = list(pool.map(run, jobs))
+        observed: dict[str, Observation] = {}
+        if share is not None:
+            with ThreadPoolExecutor(min(len(jobs), 4), "perceive") as pool:
+                running = {pool.submit(run, key): key for key in jobs}
+                for done in as_completed(running):
+                    observed[running[done]] = done.result()
+                    share.threads = threads_per_job(len(jobs) - len(observed))  # the rest get the freed cores
         else:
-            observed = [run(key) for key in jobs]
-        for key, observation in zip(jobs, observed, strict=True):
+            observed = {key: run(key) for key in jobs}
+        for key, observation in observed.items():
             first, *copies = jobs[key]
             results[first] = observation
             for position in copies:  # the same content attached twice: perceived once
@@ -167,17 +171,3 @@ def _failed(path: Path, exc: Exception, started: float) -> Observation:
 
 class UnsupportedAttachmentError(AgentmmError):
     """An attachment of a kind perception does not handle (e.g. video)."""
-
-
-def describe(observations: Sequence[Observation | dict[str, Any]], user_name: str, char_name: str) -> str:
-    """Observations (or their trace dicts) as the turn's context, in the SillyTavern phrasing."""
-    lines = []
-    for item in observations:
-        o = item if isinstance(item, Observation) else Observation(**item)
-        if o.error:
-            lines.append(f"[{user_name} tried to send {Path(o.file).name}, but it could not be read: {o.error}]")
-        elif o.kind == "image":
-            lines.append(f"[{user_name} sends {char_name} a picture that contains: {o.text}]")
-        elif o.kind == "audio":
-            lines.append(f'[{user_name} sends {char_name} a voice note that says: "{o.text}"]')
-    return "\n".join(lines)

@@ -53,10 +53,10 @@ def two_torch_threads() -> object:
 
 
 def test_threads_per_job_splits_the_cores() -> None:
-    assert cpu_share.threads_per_job(1, cpus=16) is None  # alone: the library's own default
-    assert cpu_share.threads_per_job(2, cpus=2) == 1
-    assert cpu_share.threads_per_job(2, cpus=16) == 8
-    assert cpu_share.threads_per_job(3, cpus=2) == 1  # never below one
+    assert cpu_share.threads_per_job(1, cpu_count=16) == 16
+    assert cpu_share.threads_per_job(2, cpu_count=2) == 1
+    assert cpu_share.threads_per_job(2, cpu_count=16) == 8
+    assert cpu_share.threads_per_job(3, cpu_count=2) == 1  # never below one
 
 
 def test_a_picture_and_a_voice_note_run_together_each_on_its_share(
@@ -64,7 +64,7 @@ def test_a_picture_and_a_voice_note_run_together_each_on_its_share(
 ) -> None:
     import torch
 
-    monkeypatch.setattr(cpu_share.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(cpu_share, "cpus", lambda: 2)
     fake = Recorder()
     fake.wait_for_other = True
     perception = Perception(fake.caption, fake.transcribe)
@@ -117,3 +117,33 @@ def test_a_video_is_an_unsupported_attachment(tmp_path: Path) -> None:
     video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
     observation = Perception(Recorder().caption, Recorder().transcribe).perceive([video])[0]
     assert observation.kind == "unsupported" and "only pictures and audio" in (observation.error or "")
+
+
+def test_the_job_left_running_gets_the_cores_the_finished_one_freed(
+    tmp_path: Path, speech_wav: Path, two_torch_threads: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    import torch
+
+    monkeypatch.setattr(cpu_share, "cpus", lambda: 2)
+    heard = threading.Event()
+    seen: list[int] = []
+
+    def caption(path: Path) -> tuple[str, str]:
+        seen.append(torch.get_num_threads())  # while the voice note is still being heard
+        assert heard.wait(5)
+        deadline = time.monotonic() + 5
+        while torch.get_num_threads() != 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            cpu_share.follow_torch_share()  # as the CoCa captioner does between tokens
+        seen.append(torch.get_num_threads())  # after it was done
+        return "a long caption", "fake-captioner"
+
+    def transcribe(path: Path) -> tuple[str, str, str]:
+        time.sleep(0.1)
+        heard.set()
+        return "hi", "en", "fake-asr"
+
+    Perception(caption, transcribe).perceive([make_image(tmp_path / "cat.png"), speech_wav])
+    assert seen == [1, 2]
