@@ -136,6 +136,7 @@ def _one_turn(
 ) -> None:  # fmt: skip
     turn = agent.stream(message, thread, persona=persona, greeting=greeting, attachments=attachments)
     turn.on_observations = _show_observations
+    turn.on_tool_calls = _show_tool_calls
     turn.on_approval = _approver(yes)
     with _cancel_on_ctrl_c(turn.cancel):
         for text in turn:
@@ -178,6 +179,14 @@ def _show_observations(observations: list[dict[str, Any]]) -> None:
     for o in observations:
         error, line = user_note(o)
         sys.stderr.write(f"agentmm: {line}\n" if error else f"{line}\n")
+
+
+def _show_tool_calls(calls: list[dict[str, Any]]) -> None:
+    """What the tools the model called returned, on stderr (stdout stays the reply)."""
+    from agentmm.repl.terminal import tool_note
+
+    for call in calls:
+        sys.stderr.write(tool_note(call)[1] + "\n")
 
 
 @contextmanager

@@ -324,6 +324,10 @@ class TurnStream:
         self.run_id = uuid.uuid4().hex  # tags the run's checkpoints (see _discard_failed_run)
         # Called with the turn's observations once perception is done, before the reply starts.
         self.on_observations: Callable[[list[dict[str, Any]]], None] | None = None
+        # Called with each round of tool calls once they have run (trace entries: name, args,
+        # status, output...), so a chat can show what a tool found before the reply goes on.
+        self.on_tool_calls: Callable[[list[dict[str, Any]]], None] | None = None
+        self._calls_reported = 0
         # Asked when a tool needs the user's OK ({"tool", "args", "id"}); True runs the call.
         # Without it such calls are denied, and the model hears so.
         self.on_approval: Callable[[dict[str, Any]], bool] | None = None
@@ -397,10 +401,15 @@ class TurnStream:
             graph.update_state(config, {"messages": [RemoveMessage(id=m.id) for m in added if m.id]})
 
     def _on_update(self, payload: dict[str, Any]) -> Any:
-        """Report perception; return the approval asked for, if the run paused for one."""
+        """Report perception and tool calls; return the approval asked for, if the run paused for one."""
         perceived = (payload.get("perceive") or {}).get("observations")
         if perceived is not None and self.on_observations is not None:
             self.on_observations(perceived)
+        calls = ((payload.get("tools") or {}).get("trace") or {}).get("tool_calls") or []
+        if len(calls) > self._calls_reported:
+            new, self._calls_reported = calls[self._calls_reported :], len(calls)
+            if self.on_tool_calls is not None:
+                self.on_tool_calls(new)
         paused = payload.get("__interrupt__")
         return paused[0].value if paused else None
 

@@ -42,7 +42,8 @@ def describe_call(request: dict[str, Any]) -> str:
 
 
 def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lambda: False,
-             show_observations: Callable[[list[dict[str, Any]]], None] | None = None) -> Outcome:  # fmt: skip
+             show_observations: Callable[[list[dict[str, Any]]], None] | None = None,
+             show_tool_calls: Callable[[list[dict[str, Any]]], None] | None = None) -> Outcome:  # fmt: skip
     """Stream ``turn`` to ``terminal``; Ctrl-C stops it. Must run on the main thread."""
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
@@ -52,6 +53,8 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
         return answer.get()
 
     turn.on_observations = lambda observations: events.put(("observations", observations))
+    if hasattr(turn, "on_tool_calls"):
+        turn.on_tool_calls = lambda calls: events.put(("tool_calls", calls))
     if hasattr(turn, "on_approval"):
         turn.on_approval = ask
 
@@ -98,6 +101,10 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
                 terminal.stop_spinner()
                 if show_observations is not None:
                     show_observations(payload)
+            elif kind == "tool_calls":
+                terminal.stop_spinner()
+                if show_tool_calls is not None:
+                    show_tool_calls(payload)
             elif kind == "approve":
                 request, answer = payload
                 allowed = False

@@ -264,3 +264,25 @@ def test_compose_keeps_room_for_the_tools() -> None:
     assert budget["reply_reserve"] == 100
     assert budget["tool_reserve"] > 2000 // 3  # the list of tools, the prompts, one result
     assert budget["free"] == 2048 - 100 - budget["tool_reserve"] - budget["prompt_tokens"]
+
+
+def test_each_round_of_tool_calls_is_reported_as_it_ends(tmp_path: Path) -> None:
+    from agentmm.repl.terminal import tool_note
+
+    script = [call("roll_dice", "c1", notation="2d6"), call("broken_lamp", "c2"), AIMessage("Rolled.")]
+    model = ScriptedToolModel(script=script)
+    rounds: list[list[dict[str, Any]]] = []
+    with Agent(model=model, tools=[roll_dice, broken_lamp], data_dir=tmp_path, memory=False) as agent:
+        turn = agent.stream("roll 2d6 and light the lamp", "t")
+        turn.on_tool_calls = rounds.append
+        assert "".join(turn).strip() == "Rolled."
+    assert [[c["name"] for c in calls] for calls in rounds] == [["roll_dice"], ["broken_lamp"]]
+    failed, line = tool_note(rounds[0][0])
+    assert not failed and line.startswith("[tool roll_dice(notation='2d6'): ")
+    failed, line = tool_note(rounds[1][0])
+    assert failed and line.startswith("[tool broken_lamp() error: ") and "the wick is wet" in line
+    listing = {"name": "search_images", "args": {"query": "beach"}, "status": "ok",
+               "output": "\n".join(f"{n}. /photos/{n}.jpg (score 0.3)" for n in range(1, 13))}  # fmt: skip
+    failed, line = tool_note(listing)
+    assert not failed and "1. /photos/1.jpg" in line and "8. /photos/8.jpg" in line
+    assert "9. /photos" not in line and "… 4 more lines]" in line
