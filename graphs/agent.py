@@ -166,6 +166,14 @@ class Agent:
             self._tools = enabled_tools(self.settings)
         return self._tools
 
+    @staticmethod
+    def attachment_kind(path: str | Path) -> str:
+        """What an attachment really is by its bytes (``"image"``, ``"audio"``, ...), for a UI that
+        checks a file when it is attached; a missing, empty or unreadable file is a typed error."""
+        from agentmm.tools.media import sniff
+
+        return sniff(path).kind
+
     @property
     def graph(self) -> CompiledStateGraph:
         with self._lock:

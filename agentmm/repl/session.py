@@ -18,7 +18,7 @@ from typing import Any
 from agentmm.errors import AgentmmError
 from agentmm.repl import thread_edit
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, parse
-from agentmm.repl.terminal import Terminal, user_note
+from agentmm.repl.terminal import Terminal, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
 
 HISTORY_FILE = "repl_history"
@@ -100,7 +100,8 @@ class ChatSession:
         except AgentmmError as exc:
             self.terminal.error(str(exc))
             return None
-        outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations)
+        outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations,
+                           show_tool_calls=self._show_tool_calls)  # fmt: skip
         if outcome.error is not None:  # the turn itself restored the thread (TurnStream)
             error = outcome.error
             if isinstance(error, AgentmmError):
@@ -222,6 +223,11 @@ class ChatSession:
             error, line = user_note(o)
             (self.terminal.error if error else self.terminal.info)(line)
 
+    def _show_tool_calls(self, calls: list[dict[str, Any]]) -> None:
+        for call in calls:
+            failed, text = tool_note(call)
+            (self.terminal.error if failed else self.terminal.info)(text)
+
     # ------------------------------------------------------------------ commands
 
     def cmd_help(self, arg: str) -> None:
@@ -292,9 +298,7 @@ class ChatSession:
         path = Path(arg.strip("'\"")).expanduser()
         if not path.is_file():
             raise AgentmmError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-        from agentmm.tools.media import sniff
-
-        found = sniff(path).kind
+        found = self.agent.attachment_kind(path)
         if found != kind:
             raise AgentmmError(f"{path.name} is {'an' if found[0] in 'aeiou' else 'a'} {found} file, not {kind}")
         self.attachments.append(path)

@@ -98,6 +98,23 @@ def test_conversation_why_retry_save_undo(tmp_path: Path) -> None:
     assert term.lines == ["never read"]
 
 
+def test_attachments_are_checked_by_their_bytes_when_attached(tmp_path: Path) -> None:
+    from tests.tools.media_files import make_image, write_wav
+
+    agent = make_agent(tmp_path, [])
+    picture, voice = make_image(tmp_path / "p.png"), write_wav(tmp_path / "v.wav")
+    disguised = tmp_path / "v.png"
+    disguised.write_bytes(voice.read_bytes())
+    session = ChatSession(agent, ScriptedTerminal([f"/image {disguised}", f"/audio {picture}", f"/image {picture}",
+                                                    f"/audio {voice}", f"/image {tmp_path}"]))  # fmt: skip
+    session.run()
+    errors = [line for line in session.terminal.stderr.splitlines() if "error:" in line]  # type: ignore[attr-defined]
+    assert "v.png is an audio file, not image" in errors[0]
+    assert "p.png is an image file, not audio" in errors[1]
+    assert "not a file" in errors[2]
+    assert session.attachments == [picture, voice]
+
+
 def test_bad_input_is_one_line_and_the_session_goes_on(tmp_path: Path) -> None:
     agent = make_agent(tmp_path, ["Fine, thanks."])
     paste = "word " * 200_000  # a 1 MB paste
