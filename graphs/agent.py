@@ -92,7 +92,8 @@ class Agent:
         self._graph: CompiledStateGraph | None = None
         self._personas: PersonaRegistry | None = None
         self._store = store
-        self._tools = list(tools) if tools is not None else None
+        self._given_tools = list(tools) if tools is not None else None
+        self._tools: list[BaseTool] | None = None
         self._lock = threading.Lock()
 
     @property
@@ -159,11 +160,14 @@ class Agent:
 
     @property
     def tools(self) -> list[BaseTool]:
-        """The tools this agent's model may call (an unknown name in settings is an error)."""
+        """The tools this agent's model may call (an unknown name in settings is an error); the
+        built-in perception tools among them use this agent's settings (``configured_tools``)."""
         if self._tools is None:
             from agentmm.plugins import enabled_tools
+            from agentmm.tools.configured import configured_tools
 
-            self._tools = enabled_tools(self.settings)
+            chosen = self._given_tools if self._given_tools is not None else enabled_tools(self.settings)
+            self._tools = configured_tools(chosen, self.settings)
         return self._tools
 
     @staticmethod

@@ -19,6 +19,7 @@ import base64
 import io
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -34,6 +35,8 @@ from agentmm.tools.media import open_image
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+
+    from agentmm.settings import Settings
 
 DEFAULT_COCA_MODEL = "coca_ViT-B-32"
 DEFAULT_COCA_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"
@@ -237,6 +240,37 @@ def make_captioner(
             raise CaptionerUnavailableError(f"a VLM captioner needs both files: set {missing} too")
         return VLMCaptioner(caption_model, caption_mmproj, models_dir=models_dir)
     return CocaCaptioner(coca_model, coca_pretrained, device=device, cache_dir=models_dir)
+
+
+class LazyCaptioner:
+    """A captioner made on its first caption, so a configured VLM's files are found (or
+    downloaded) only when a picture needs them, once."""
+
+    def __init__(self, make: Callable[[], Captioner]) -> None:
+        self._make = make
+        self._made: Captioner | None = None
+        self._lock = threading.Lock()
+
+    def _captioner(self) -> Captioner:
+        with self._lock:
+            if self._made is None:
+                self._made = self._make()
+            return self._made
+
+    @property
+    def name(self) -> str:
+        return self._captioner().name
+
+    def describe(self, image: Image.Image) -> str:
+        return self._captioner().describe(image)
+
+
+def captioner_for(settings: Settings) -> LazyCaptioner:
+    """The captioner ``settings`` configure (``caption_model`` + ``caption_mmproj``, else CoCa),
+    made on its first caption; hub downloads go to ``models_dir``."""
+    return LazyCaptioner(
+        lambda: make_captioner(settings.caption_model, settings.caption_mmproj, models_dir=settings.models_dir)
+    )
 
 
 _default: Captioner | None = None

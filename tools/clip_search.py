@@ -453,8 +453,9 @@ def format_hits(hits: Sequence[Hit], indexed: int) -> str:
     return "\n".join(f"{rank}. {hit.path} (score {hit.score:.3f})" for rank, hit in enumerate(hits, 1))
 
 
-def make_search_images_tool(index: ImageIndex) -> BaseTool:
-    """A ``search_images`` tool over the given index."""
+def make_search_images_tool(index: ImageIndex | Callable[[], ImageIndex]) -> BaseTool:
+    """A ``search_images`` tool over the given index, or over the one ``index()`` opens on the
+    tool's first call (so an agent that never searches never opens Chroma)."""
 
     @tool("search_images", parse_docstring=True)
     def search_with(query: str, k: int = 5) -> str:
@@ -464,7 +465,7 @@ def make_search_images_tool(index: ImageIndex) -> BaseTool:
             query: What the images should show, in words.
             k: How many images to return (1 to 50).
         """
-        return _search(index, query, k)
+        return _search(index if isinstance(index, ImageIndex) else index(), query, k)
 
     return search_with
 

@@ -46,15 +46,12 @@ Transcriber = Callable[[Path], tuple[str, str, str]]  # path -> (transcript, lan
 
 
 def default_captioner(settings: Any | None = None) -> Captioner:
-    from agentmm.tools.caption import caption_file, make_captioner
+    from agentmm.tools.caption import caption_file, captioner_for, default_captioner
 
-    chosen: list[Any] = []
+    chosen = captioner_for(settings) if settings is not None else None
 
     def caption(path: Path) -> tuple[str, str]:
-        if not chosen:
-            chosen.append(make_captioner(getattr(settings, "caption_model", None),
-                                         getattr(settings, "caption_mmproj", None)))  # fmt: skip
-        result = caption_file(path, chosen[0])
+        result = caption_file(path, chosen or default_captioner())
         return result.text, result.model
 
     return caption
