@@ -689,18 +689,17 @@ def _run_eval(file: Path, ks: list[int], retrieval: str, show_progress: bool) ->
 def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
     """Caption images and transcribe audio (type read from the file's bytes, not its name)."""
     from agentmm.tools.asr import transcribe
-    from agentmm.tools.caption import caption_file, make_captioner
+    from agentmm.tools.caption import caption_file, captioner_for
     from agentmm.tools.media import sniff
 
     settings = _settings()
+    captioner = captioner_for(settings)  # made on the first picture, then kept for the rest
     results: list[dict[str, Any]] = []
     failed = False
     for file in files:
         try:
             kind = sniff(file).kind
             if kind == "image":
-                captioner = make_captioner(settings.caption_model, settings.caption_mmproj,
-                                           models_dir=settings.models_dir)  # fmt: skip
                 results.append({"file": str(file), "kind": "image", **caption_file(file, captioner).model_dump()})
             elif kind == "audio":
                 with _audio_progress(file, show=not as_json) as progress:

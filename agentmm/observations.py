@@ -18,6 +18,10 @@ IMAGE_NOTE = "[{{user}} sends {{char}} a picture that contains: {{text}}]"
 NATIVE_IMAGE_NOTE = "[{{user}} sends {{char}} a picture]"
 VOICE_NOTE = '[{{user}} sends {{char}} a voice note that says: "{{text}}"]'
 UNREADABLE_NOTE = "[{{user}} tried to send {{file}}, but it could not be read: {{error}}]"
+# A good file that no model here can perceive (no captioner offline): the reason is setup
+# advice for the user, shown to them; the character only learns that it cannot see or hear it.
+UNSEEN_IMAGE_NOTE = "[{{user}} sends {{char}} a picture, but {{char}} cannot see it]"
+UNHEARD_AUDIO_NOTE = "[{{user}} sends {{char}} a voice note, but {{char}} cannot hear it]"
 MACROS = ("user", "char", "text", "file", "error")
 _MACRO = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
 
@@ -33,7 +37,8 @@ def check_note(value: str) -> str:
 
 class ObservationPhrasing(BaseModel):
     """One template per kind of observation. ``native_image``: a picture the chat model sees
-    itself (no caption); ``unreadable``: a file that could not be perceived."""
+    itself (no caption); ``unreadable``: a file that could not be perceived; ``unseen_image``
+    and ``unheard_audio``: a good file whose model is not available here (``unavailable``)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -41,8 +46,10 @@ class ObservationPhrasing(BaseModel):
     native_image: str = NATIVE_IMAGE_NOTE
     audio: str = VOICE_NOTE
     unreadable: str = UNREADABLE_NOTE
+    unseen_image: str = UNSEEN_IMAGE_NOTE
+    unheard_audio: str = UNHEARD_AUDIO_NOTE
 
-    @field_validator("image", "native_image", "audio", "unreadable")
+    @field_validator("image", "native_image", "audio", "unreadable", "unseen_image", "unheard_audio")
     @classmethod
     def _known_macros(cls, value: str) -> str:
         return check_note(value)
@@ -54,11 +61,15 @@ class ObservationPhrasing(BaseModel):
             native_image=settings.native_image_note,
             audio=settings.voice_note,
             unreadable=settings.unreadable_note,
+            unseen_image=settings.unseen_image_note,
+            unheard_audio=settings.unheard_audio_note,
         )
 
     def line(self, observation: Mapping[str, Any], user_name: str, char_name: str) -> str:
         """One observation (a trace dict) as a line of context; "" for one with nothing to say."""
-        if observation.get("error"):
+        if observation.get("unavailable"):
+            template = self.unseen_image if observation.get("kind") == "image" else self.unheard_audio
+        elif observation.get("error"):
             template = self.unreadable
         elif observation.get("native"):
             template = self.native_image

@@ -15,7 +15,15 @@ from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from agentmm.errors import SettingsError
-from agentmm.observations import IMAGE_NOTE, NATIVE_IMAGE_NOTE, UNREADABLE_NOTE, VOICE_NOTE, check_note
+from agentmm.observations import (
+    IMAGE_NOTE,
+    NATIVE_IMAGE_NOTE,
+    UNHEARD_AUDIO_NOTE,
+    UNREADABLE_NOTE,
+    UNSEEN_IMAGE_NOTE,
+    VOICE_NOTE,
+    check_note,
+)
 
 APP_NAME = "agentmm"
 ENV_PREFIX = "AGENTMM_"
@@ -99,6 +107,12 @@ class Settings(BaseSettings):
     native_image_note: str = Field(NATIVE_IMAGE_NOTE, description="How a picture the chat model sees itself reads.")
     voice_note: str = Field(VOICE_NOTE, description="How a transcribed voice note reads in the turn's context.")
     unreadable_note: str = Field(UNREADABLE_NOTE, description="How an attachment that could not be read is told.")
+    unseen_image_note: str = Field(
+        UNSEEN_IMAGE_NOTE, description="How a picture reads when no captioner is available (the reason goes to you)."
+    )
+    unheard_audio_note: str = Field(
+        UNHEARD_AUDIO_NOTE, description="How a voice note reads when no speech model is available."
+    )
     tools: list[str] = Field(
         default_factory=list,
         description="Tools the model may call (names from `agentmm tools list`); a persona narrows them.",
@@ -116,7 +130,9 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path | None) -> Path | None:
         return value.expanduser() if value is not None else None
 
-    @field_validator("image_note", "native_image_note", "voice_note", "unreadable_note")
+    @field_validator(
+        "image_note", "native_image_note", "voice_note", "unreadable_note", "unseen_image_note", "unheard_audio_note"
+    )
     @classmethod
     def _note(cls, value: str) -> str:  # {{user}}, {{char}}, {{text}}, {{file}}, {{error}}
         return check_note(value)

@@ -23,6 +23,13 @@ SEEN: list[dict[str, Any]] = [
     {"kind": "audio", "file": "/notes/a.wav", "text": "see you at noon"},
     {"kind": "image", "file": "/photos/me.png", "text": "", "native": True},
     {"kind": "unsupported", "file": "/tmp/broken.png", "error": "truncated PNG"},
+    {
+        "kind": "image",
+        "file": "/photos/cat.png",
+        "error": "no image captioner is available offline",
+        "unavailable": True,
+    },
+    {"kind": "audio", "file": "/notes/b.wav", "error": "cannot load speech model", "unavailable": True},
 ]
 
 
@@ -32,6 +39,8 @@ def test_the_default_is_sillytaverns_phrasing() -> None:
         '[Ada sends Nora a voice note that says: "see you at noon"]',
         "[Ada sends Nora a picture]",
         "[Ada tried to send broken.png, but it could not be read: truncated PNG]",
+        "[Ada sends Nora a picture, but Nora cannot see it]",  # the setup advice is the user's, not Nora's
+        "[Ada sends Nora a voice note, but Nora cannot hear it]",
     ]
 
 
@@ -40,12 +49,16 @@ def test_each_line_is_a_setting(isolated_env: Path, monkeypatch: pytest.MonkeyPa
         'image_note = "*{{user}} shows {{char}} a photo: {{text}}*"\nvoice_note = "*{{USER}} says: \'{{ text }}\'*"\n'
     )
     monkeypatch.setenv("AGENTMM_UNREADABLE_NOTE", "({{file}} did not arrive)")
+    monkeypatch.setenv("AGENTMM_UNSEEN_IMAGE_NOTE", "({{char}} squints at {{file}})")
+    monkeypatch.setenv("AGENTMM_UNHEARD_AUDIO_NOTE", "({{file}}: static)")
     phrasing = ObservationPhrasing.from_settings(load_settings())
     assert describe_observations(SEEN, "Ada", "Nora", phrasing).splitlines() == [
         "*Ada shows Nora a photo: a dog on a beach*",
         "*Ada says: 'see you at noon'*",
         "[Ada sends Nora a picture]",
         "(broken.png did not arrive)",
+        "(Nora squints at cat.png)",
+        "(b.wav: static)",
     ]
 
 
@@ -72,3 +85,24 @@ def test_the_turn_uses_the_phrasing_it_was_built_with(tmp_path: Path) -> None:
     state = graph.invoke({"input": "look!"}, {"configurable": {"thread_id": "t"}},
                          context=TurnContext(user_name="Ada", attachments=[str(image)]))  # fmt: skip
     assert state["messages"][-2].additional_kwargs["agentmm_context"] == "<Ada attached dusk.png: a lighthouse at dusk>"
+
+
+def test_a_picture_no_model_can_see_reads_in_character(tmp_path: Path) -> None:
+    from agentmm.tools.errors import CaptionerUnavailableError
+
+    def unavailable(path: Path) -> tuple[str, str]:
+        raise CaptionerUnavailableError("no image captioner is available offline: set caption_model to ...")
+
+    def transcribe(path: Path) -> tuple[str, str, str]:
+        return "", "en", "fake-asr"
+
+    graph = build_graph(
+        FakeListChatModel(responses=["Describe it to me?"]), InMemorySaver(),
+        counter=TokenCounter(lambda text: len(text.split())), perception=Perception(unavailable, transcribe),
+    )  # fmt: skip
+    image = make_image(tmp_path / "dusk.png")
+    state = graph.invoke({"input": "look!"}, {"configurable": {"thread_id": "t"}},
+                         context=TurnContext(user_name="Ada", attachments=[str(image)]))  # fmt: skip
+    context = state["messages"][-2].additional_kwargs["agentmm_context"]
+    assert context == "[Ada sends you a picture, but you cannot see it]"  # no persona: {{char}} is "you"
+    assert "caption_model" in state["observations"][0]["error"]

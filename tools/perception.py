@@ -20,6 +20,7 @@ from pydantic import BaseModel
 
 from agentmm.errors import AgentmmError
 from agentmm.tools.cpu_share import Share, sharing, threads_per_job
+from agentmm.tools.errors import ToolModelError
 from agentmm.tools.media import content_hash, sniff
 
 ObservationKind = Literal["image", "audio", "unsupported"]
@@ -36,9 +37,13 @@ class Observation(BaseModel):
     seconds: float = 0.0
     language: str | None = None
     error: str | None = None
+    # The file is good but no model here can perceive it (e.g. no captioner offline): ``kind``
+    # stays the file's, ``error`` tells the user how to get one.
+    unavailable: bool = False
 
     def as_trace(self) -> dict[str, Any]:
-        return self.model_dump(exclude_none=True)
+        trace = self.model_dump(exclude_none=True, exclude={"unavailable"})
+        return {**trace, "unavailable": True} if self.unavailable else trace
 
 
 Captioner = Callable[[Path], tuple[str, str]]  # path -> (caption, model name)
@@ -141,8 +146,10 @@ class Perception:
         started = time.perf_counter()
         try:
             observation = self._run(path, kind, started)
+        except ToolModelError as exc:  # not cached: the user may fix the setup and resend
+            return _failed(path, exc, started).model_copy(update={"kind": kind, "unavailable": True})
         except AgentmmError as exc:
-            return _failed(path, exc, started)  # not cached: the user may fix the setup and resend
+            return _failed(path, exc, started)
         with self._lock:
             self._cache[key] = observation
             while len(self._cache) > _CACHE_SIZE:

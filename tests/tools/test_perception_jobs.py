@@ -107,7 +107,11 @@ def test_a_failed_tool_is_reported_and_not_cached(tmp_path: Path) -> None:
 
     perception = Perception(unavailable, Recorder().transcribe)
     image = make_image(tmp_path / "cat.png")
-    assert "offline" in (perception.perceive([image])[0].error or "")
+    observation = perception.perceive([image])[0]
+    assert "offline" in (observation.error or "")
+    # The picture itself is fine: it keeps its kind, and says no model could perceive it.
+    assert observation.kind == "image" and observation.as_trace()["unavailable"] is True
+    assert "unavailable" not in perception.perceive([tmp_path / "missing.png"])[0].as_trace()
     perception.perceive([image])
     assert len(attempts) == 2  # a fixed setup gets its chance on the next turn
 
