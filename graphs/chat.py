@@ -382,7 +382,7 @@ def build_graph(
     steps = ["ingest", "compose", "generate"]
     if store is not None:
         builder.add_node("recall", Recall(k=recall_k))
-        builder.add_node("remember", Remember())
+        builder.add_node("remember", Remember(phrasing))
         steps = ["ingest", "recall", "compose", "generate", "remember"]
     after_ingest = steps[1]
     builder.add_edge(START, "ingest")

@@ -16,6 +16,7 @@ from langgraph.runtime import Runtime
 
 from agentmm.context import turn_context
 from agentmm.memory.conversation import recall, remember_turn, scope
+from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.state import ChatState, TurnContext, trace_step
 
 DEFAULT_K = 5
@@ -64,7 +65,11 @@ class Recall:
 
 
 class Remember:
-    """Write the turn (the user's message and the reply) to long-term memory."""
+    """Write the turn to long-term memory: what the user showed or played (captions and
+    transcripts, phrased as the prompt had them), their message, and the reply."""
+
+    def __init__(self, phrasing: ObservationPhrasing | None = None) -> None:
+        self.phrasing = phrasing or ObservationPhrasing()
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -72,7 +77,8 @@ class Remember:
         messages = state["messages"]
         reply = messages[-1]  # tool calls and results may sit between the message and the reply
         message = next(m for m in reversed(messages) if isinstance(m, HumanMessage))
-        exchange = [("user", context.user_name, message.text)]
+        exchange = [("observation", context.user_name, self._perceived(state, message.text, context.user_name)),
+                    ("user", context.user_name, message.text)]  # fmt: skip
         if isinstance(reply, AIMessage) and not reply.response_metadata.get("interrupted"):
             exchange.append(("assistant", state.get("persona") or "assistant", reply.text))
         written: list[dict[str, Any]] = []
@@ -84,3 +90,10 @@ class Remember:
                                          exchange=exchange, when=when)  # fmt: skip
         timings = {"remember_s": round(time.perf_counter() - started, 4)}
         return {"trace": trace_step(state, "remember", remembered=written, timings=timings)}
+
+    def _perceived(self, state: ChatState, said: str, user_name: str) -> str:
+        """The turn's observations worth remembering: those with text (not a file that could not
+        be read, nor a picture the model saw itself), less a voice note that is the message."""
+        observations = state.get("observations") or []
+        kept = [o for o in observations if not o.get("error") and o.get("text") and o["text"] != said]
+        return describe_observations(kept, user_name, state.get("persona") or "you", self.phrasing)

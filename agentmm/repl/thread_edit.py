@@ -76,7 +76,7 @@ def forget_turn_memories(agent: Any, thread_id: str, turn: int, values: dict[str
     user = agent.settings.user_id
     targets: set[tuple[tuple[str, ...], str]] = set()
     namespace = scope(user, values.get("persona") or None)
-    for role in ("user", "assistant"):
+    for role in ("observation", "user", "assistant"):
         targets.add((namespace, f"{thread_id}:{turn}:{role}"))
     trace = values.get("trace") or {}
     if trace.get("turn") == turn:

@@ -180,3 +180,35 @@ def test_export_to_an_unwritable_place_is_a_typed_error(tmp_path: Path, fake_emb
         add_memory(s, "ada", None, "I like tea.")
         with pytest.raises(MemoryStoreError, match="cannot write"):
             export_jsonl(s, "ada", None, blocker / "out.jsonl")
+
+
+def test_what_the_user_showed_and_played_is_remembered(tmp_path: Path) -> None:
+    from agentmm.tools.perception import Perception
+    from tests.tools.media_files import make_image, write_wav
+
+    def caption(path: Path) -> tuple[str, str]:
+        return "a dog asleep on a beach", "fake-captioner"
+
+    def transcribe(path: Path) -> tuple[str, str, str]:
+        return "meet me at the pier at noon", "en", "fake-asr"
+
+    store = memory_store()
+    model = Recording(responses=["What a sweet dog!", "See you there.", "The sleeping dog on the beach."], seen=[])
+    graph = build_graph(model, InMemorySaver(), store=store, counter=WORDS, perception=Perception(caption, transcribe))
+    photo, voice = make_image(tmp_path / "dog.png"), write_wav(tmp_path / "v.wav")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"PK\x03\x04" + b"\0" * 64)  # a ZIP renamed .png: an error observation, never a memory
+    first = turn(graph, "look!", "a", attachments=[str(photo), str(broken)])
+    assert [w["id"] for w in first["trace"]["remembered"]] == ["a:1:observation", "a:1:user", "a:1:assistant"]
+    seen = store.get(scope("local", None), "a:1:observation")
+    assert seen is not None
+    assert seen.value["content"] == "[Ada sends you a picture that contains: a dog asleep on a beach]"
+    assert "broken" not in json.dumps([item.value for item in store.search(scope("local", None), limit=50)])
+
+    # A voice note alone is the user's words already: it is not written twice.
+    second = turn(graph, "", "a", attachments=[str(voice)])
+    assert [w["id"] for w in second["trace"]["remembered"]] == ["a:2:user", "a:2:assistant"]
+
+    # Another thread recalls the picture from what it showed.
+    third = turn(graph, "Do you remember the dog on the beach I showed you?", "b")
+    assert any("dog asleep on a beach" in r["text"] for r in third["trace"]["recalled"])
