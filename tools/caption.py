@@ -7,10 +7,10 @@
    where a network exists. Nothing ships them on PyPI, so offline and uncached there is no
    captioner at all, and ``CaptionerUnavailableError`` says in one line how to get one.
 
-CoCa captions are decoded greedily here, not with ``model.generate``: open_clip's ``generate``
-needs transformers' ``BeamSearchScorer``, which transformers 5 (required by
+CoCa captions are decoded greedily (``coca_decoding``), not with ``model.generate``: open_clip's
+``generate`` needs transformers' ``BeamSearchScorer``, which transformers 5 (required by
 sentence-transformers, which the memory uses) no longer has. Greedy decoding needs nothing
-beyond the model's own forward pass.
+beyond the model's own layers, and computes each token once.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from pydantic import BaseModel
 
 from agentmm.models import resolve_gguf
 from agentmm.tools._openclip import load_openclip, weights_label
-from agentmm.tools.cpu_share import follow_torch_share
+from agentmm.tools.coca_decoding import greedy_caption_tokens
 from agentmm.tools.errors import CaptionerUnavailableError, ToolModelError, VisionWeightsUnavailableError
 from agentmm.tools.media import open_image
 
 if TYPE_CHECKING:
-    import torch
     from PIL import Image
 
     from agentmm.settings import Settings
@@ -41,7 +40,6 @@ if TYPE_CHECKING:
 DEFAULT_COCA_MODEL = "coca_ViT-B-32"
 DEFAULT_COCA_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"
 DEFAULT_CAPTION_PROMPT = "Describe this image in one or two sentences."
-START_OF_TEXT, END_OF_TEXT = 49406, 49407  # open_clip's tokenizer
 VLM_IMAGE_SIDE = 1024  # projectors resize to far less; a smaller data URI is cheaper to pass
 
 
@@ -105,33 +103,6 @@ class CocaCaptioner:
         tokens = greedy_caption_tokens(model, pixels, max_tokens=self.max_tokens, min_tokens=self.min_tokens)
         text = open_clip.decode(tokens[0])
         return text.split("<end_of_text>")[0].replace("<start_of_text>", "").strip()
-
-
-def greedy_caption_tokens(model: Any, pixels: torch.Tensor, *, max_tokens: int, min_tokens: int) -> torch.Tensor:
-    """Token ids (start token first) of each image's caption, one most-likely token at a time.
-
-    The image is encoded once; each step runs the text decoder over the tokens so far.
-    Finished rows are padded with the end token, which decoding cuts at.
-    """
-    import torch
-
-    with torch.inference_mode():
-        encoded = model(pixels)
-        latent, embeddings = encoded["image_features"], encoded["image_embs"]
-        tokens = torch.full((pixels.shape[0], 1), START_OF_TEXT, dtype=torch.long, device=pixels.device)
-        done = torch.zeros(pixels.shape[0], dtype=torch.bool, device=pixels.device)
-        for step in range(max_tokens):
-            follow_torch_share()  # perceived beside a voice note: take up its cores once it is done
-            logits = model(pixels, tokens, image_latent=latent, image_embs=embeddings, output_labels=False)["logits"]
-            logits = logits[:, -1]
-            if step < min_tokens:
-                logits[:, END_OF_TEXT] = float("-inf")
-            chosen = logits.argmax(dim=-1).masked_fill(done, END_OF_TEXT)
-            tokens = torch.cat([tokens, chosen[:, None]], dim=1)
-            done |= chosen == END_OF_TEXT
-            if bool(done.all()):
-                break
-    return tokens
 
 
 # --- a VLM through llama-cpp-python -------------------------------------------------------------

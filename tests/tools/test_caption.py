@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import copy
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from agentmm.errors import ModelNotFoundError
 from agentmm.tools import caption as captioning
 from agentmm.tools import caption_image
+from agentmm.tools import coca_decoding as decoding
 from agentmm.tools.errors import CaptionerUnavailableError, CorruptMediaError
 from tests.tools.media_files import make_image
 
@@ -33,8 +36,54 @@ def test_greedy_decoding_shapes() -> None:
     model, _ = RANDOM_COCA.load()
     tokens = captioning.greedy_caption_tokens(model, torch.zeros(2, 3, 224, 224), max_tokens=3, min_tokens=3)
     assert tokens.shape == (2, 4)  # start token + 3, none may end early
-    assert tokens[:, 0].tolist() == [captioning.START_OF_TEXT] * 2
-    assert captioning.END_OF_TEXT not in tokens[:, 1:].tolist()
+    assert tokens[:, 0].tolist() == [decoding.START_OF_TEXT] * 2
+    assert decoding.END_OF_TEXT not in tokens[:, 1:].tolist()
+
+
+@pytest.fixture(scope="module")
+def noisy_coca() -> Any:
+    """CoCa ViT-B-32 with every weight perturbed: open_clip's random init leaves the decoder's
+    output at zero, which would make any two decoders agree."""
+    import torch
+
+    torch.manual_seed(0)
+    model, _ = captioning.CocaCaptioner(pretrained=None).load()
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for weights in model.parameters():
+            weights.add_(torch.randn_like(weights) * 0.02)
+    return model
+
+
+@pytest.mark.parametrize("correct_cls_mask", [False, True])
+def test_each_token_once_gives_open_clips_logits(noisy_coca: Any, correct_cls_mask: bool) -> None:
+    """The cached decoder's logits at every length are those of open_clip's full forward,
+    padding ids inside the caption included (open_clip masks them, in both of its modes)."""
+    import torch
+
+    noisy_coca.text.correct_cls_mask = correct_cls_mask
+    assert decoding.CocaDecoder.supports(noisy_coca)
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        encoded = noisy_coca(pixels)
+        latent, embeddings = encoded["image_features"], encoded["image_embs"]
+        tokens = torch.randint(1, 49000, (2, 12), generator=torch.Generator().manual_seed(2))
+        tokens[:, 0], tokens[0, 4], tokens[1, 2] = decoding.START_OF_TEXT, 0, 0  # 0 is the padding id
+        cached = decoding.CocaDecoder(noisy_coca, embeddings)
+        for length in range(1, tokens.shape[1] + 1):
+            full = noisy_coca(pixels, tokens[:, :length], image_latent=latent, image_embs=embeddings,
+                              output_labels=False)["logits"][:, -1]  # fmt: skip
+            torch.testing.assert_close(cached.next_logits(tokens[:, :length]), full, rtol=1e-4, atol=1e-4)
+    assert float(full.abs().max()) > 0.1  # the comparison compared something
+
+
+def test_greedy_captions_are_open_clips_greedy_captions(noisy_coca: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    pixels = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
+    fast = decoding.greedy_caption_tokens(noisy_coca, pixels, max_tokens=8, min_tokens=2)
+    monkeypatch.setattr(decoding.CocaDecoder, "supports", staticmethod(lambda model: False))
+    assert torch.equal(decoding.greedy_caption_tokens(noisy_coca, pixels, max_tokens=8, min_tokens=2), fast)
 
 
 def test_caption_tool_from_a_captioner(tmp_path: Path) -> None:
