@@ -17,9 +17,10 @@ What it measures, and how:
   the raw libraries on the same query (open_clip's ``encode_text`` on torch's default threads,
   then Chroma's query), alternating which goes first; plus how many of the raw top 5 agentmm
   also returned, and Chroma's query alone.
-- Captions: CoCa ViT-B-32 with random weights, greedy decoding. Random weights never emit the
-  end token, so every caption runs to ``max_tokens`` (30): an upper bound for real weights,
-  which stop at the end of the sentence.
+- Captions: CoCa ViT-B-32 with random weights, greedy decoding, side by side with the same
+  greedy loop over open_clip's own ``CoCa.forward`` (one full forward per token), alternating
+  which goes first. Random weights never emit the end token, so every caption runs to
+  ``max_tokens`` (30): an upper bound for real weights, which stop at the end of the sentence.
 - Concurrency: ``Perception.perceive`` on one image and a ~30 s voice note (all the sentences
   above), a fresh ``Perception`` each run so nothing is cached, divided by the caption and the
   transcription run alone one after the other with the libraries' default thread counts (goal
