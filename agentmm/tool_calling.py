@@ -28,6 +28,21 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 
 NO_TOOL = "none"
 MAX_QUOTE = 500
+# How an earlier call and its result read in the conversation. A small model answering after a
+# tool result tends to write one more such line itself: a call nobody runs, or a result nobody
+# got, with made-up file paths (3 and 2 of 8 image-search replies of the shipped 135M model),
+# so a reply stops where one would begin. Calls are made only through the tool step.
+CALL_MARK = "[calling "
+
+
+def result_mark(name: str) -> str:
+    return f"[{name} result:"
+
+
+def reply_stops(stop: Sequence[str] | None, tools: Sequence[dict[str, Any]]) -> list[str]:
+    """The stop sequences of a text reply when ``tools`` are bound: the caller's, and the start
+    of a call or of a result as the conversation renders them."""
+    return [*(stop or []), CALL_MARK, *(result_mark(tool_name(t)) for t in tools), result_mark("tool")]
 
 
 def tool_name(tool: dict[str, Any]) -> str:
@@ -99,7 +114,7 @@ def render_messages(messages: Sequence[BaseMessage], tools: Sequence[dict[str, A
         if isinstance(message, AIMessage) and (message.tool_calls or message.invalid_tool_calls):
             rendered.append({"role": "assistant", "content": _calls_text(message)})
         elif isinstance(message, ToolMessage):
-            rendered.append({"role": "user", "content": f"[{message.name or 'tool'} result: {message.text}]"})
+            rendered.append({"role": "user", "content": f"{result_mark(message.name or 'tool')} {message.text}]"})
         else:
             rendered.extend(convert_to_openai_messages([message]))  # type: ignore[arg-type]
     if tools:
@@ -114,9 +129,9 @@ def render_messages(messages: Sequence[BaseMessage], tools: Sequence[dict[str, A
 def _calls_text(message: AIMessage) -> str:
     parts = [message.text] if message.text else []
     for call in message.tool_calls:
-        parts.append(f"[calling {call['name']} {json.dumps(call['args'])}]")
+        parts.append(f"{CALL_MARK}{call['name']} {json.dumps(call['args'])}]")
     for bad in message.invalid_tool_calls:
-        parts.append(f"[calling {bad.get('name') or 'a tool'} {bad.get('args') or ''}]")
+        parts.append(f"{CALL_MARK}{bad.get('name') or 'a tool'} {bad.get('args') or ''}]")
     return "\n".join(parts)
 
 

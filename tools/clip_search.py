@@ -25,10 +25,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from langchain_core.tools import BaseTool, tool
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, WithJsonSchema
 
 from agentmm.errors import EmptyInputError
 from agentmm.tools._dirlock import DirectoryLock
@@ -453,18 +453,27 @@ def format_hits(hits: Sequence[Hit], indexed: int) -> str:
     return "\n".join(f"{rank}. {hit.path} (score {hit.score:.3f})" for rank, hit in enumerate(hits, 1))
 
 
+# The pattern is in the schema only: a model whose arguments are constrained by it writes a
+# query of words (the shipped 135M model wrote '', '][' and '{' when any string was allowed);
+# the tool itself searches for any text.
+QUERY_PATTERN = r"^[A-Za-z][A-Za-z0-9 ,.'-]{2,79}$"
+
+
+_QUERY_SCHEMA = {"type": "string", "description": "What the images should show, in words.", "pattern": QUERY_PATTERN}
+
+
+class SearchArgs(BaseModel):
+    query: Annotated[str, WithJsonSchema(_QUERY_SCHEMA)]
+    k: int = Field(5, description="How many images to return (1 to 50).")
+
+
 def make_search_images_tool(index: ImageIndex | Callable[[], ImageIndex]) -> BaseTool:
     """A ``search_images`` tool over the given index, or over the one ``index()`` opens on the
     tool's first call (so an agent that never searches never opens Chroma)."""
 
-    @tool("search_images", parse_docstring=True)
+    @tool("search_images", args_schema=SearchArgs)
     def search_with(query: str, k: int = 5) -> str:
-        """Find indexed images on this machine that match a description, best first.
-
-        Args:
-            query: What the images should show, in words.
-            k: How many images to return (1 to 50).
-        """
+        """Find indexed images on this machine that match a description, best first."""
         return _search(index if isinstance(index, ImageIndex) else index(), query, k)
 
     return search_with
@@ -517,12 +526,7 @@ def close_default_image_indexes() -> None:
             _defaults.popitem()[1].close()
 
 
-@tool(parse_docstring=True)
+@tool(args_schema=SearchArgs)
 def search_images(query: str, k: int = 5) -> str:
-    """Find indexed images on this machine that match a description, best first.
-
-    Args:
-        query: What the images should show, in words.
-        k: How many images to return (1 to 50).
-    """
+    """Find indexed images on this machine that match a description, best first."""
     return _search(default_image_index(), query, k)
