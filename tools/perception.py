@@ -51,12 +51,13 @@ Transcriber = Callable[[Path], tuple[str, str, str]]  # path -> (transcript, lan
 
 
 def default_captioner(settings: Any | None = None) -> Captioner:
-    from agentmm.tools.caption import caption_file, captioner_for, default_captioner
+    from agentmm.tools.caption import caption_file, captioner_for
+    from agentmm.tools.caption import default_captioner as shared_captioner
 
     chosen = captioner_for(settings) if settings is not None else None
 
     def caption(path: Path) -> tuple[str, str]:
-        result = caption_file(path, chosen or default_captioner())
+        result = caption_file(path, chosen or shared_captioner())
         return result.text, result.model
 
     return caption
