@@ -78,6 +78,7 @@ class LoadedModel:
     gpu_layers: int
     pieces: list[bytes] | None = None
     start_bias: dict[tuple[str, ...], dict[int, float]] = field(default_factory=dict)
+    no_bracket_bias: dict[int, float] | None = None
     # The multimodal chat handler over the image projector, when the model has one.
     vision: Any = None
 
@@ -305,12 +306,10 @@ def _start_bias(loaded: LoadedModel, choices: Sequence[str]) -> dict[int, float]
 
 def _no_bracket_bias(loaded: LoadedModel) -> dict[int, float]:
     """-100 for every token whose text opens a bracket (cached per model)."""
-    key = ("\0no-bracket",)
-    bias = loaded.start_bias.get(key)
-    if bias is None:
+    if loaded.no_bracket_bias is None:
         opening = [i for i, piece in enumerate(_vocab_pieces(loaded)) if piece.lstrip().startswith(b"[")]
-        bias = loaded.start_bias[key] = dict.fromkeys(opening, -100.0)
-    return bias
+        loaded.no_bracket_bias = dict.fromkeys(opening, -100.0)
+    return loaded.no_bracket_bias
 
 
 def _add_stats(total: CallStats, call: CallStats) -> None:

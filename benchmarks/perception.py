@@ -51,6 +51,7 @@ from typing import Any
 from agentmm.tools.asr import default_cpu_threads, load_speech_model, transcribe, word_error_rate
 from agentmm.tools.caption import CocaCaptioner, caption_file
 from agentmm.tools.clip_search import ImageIndex
+from agentmm.tools.coca_decoding import END_OF_TEXT, START_OF_TEXT
 from agentmm.tools.cpu_share import threads_per_job
 from agentmm.tools.perception import Perception
 
@@ -236,7 +237,7 @@ def bench_caption(images: list[Path], count: int) -> dict[str, Any]:
         ours_first = turn % 2 == 0
         if ours_first:
             ours.append(caption_file(path, captioner).seconds)
-        raw.append(timed(lambda path=path: raw_coca_caption(model, preprocess, path)))
+        raw.append(timed(lambda path=path: raw_coca_caption(model, preprocess, path, captioner.min_tokens)))
         if not ours_first:
             ours.append(caption_file(path, captioner).seconds)
     return {
@@ -251,7 +252,7 @@ def bench_caption(images: list[Path], count: int) -> dict[str, Any]:
     }
 
 
-def raw_coca_caption(model: Any, preprocess: Any, path: Path) -> str:
+def raw_coca_caption(model: Any, preprocess: Any, path: Path, min_tokens: int) -> str:
     """Greedy decoding the way open_clip's own CoCa forward allows it: the image encoded once,
     then the whole model run over all tokens so far for each new token."""
     import open_clip
@@ -262,12 +263,12 @@ def raw_coca_caption(model: Any, preprocess: Any, path: Path) -> str:
         pixels = preprocess(image.convert("RGB")).unsqueeze(0)
     with torch.inference_mode():
         encoded = model(pixels)
-        tokens = torch.full((1, 1), 49406, dtype=torch.long)
+        tokens = torch.full((1, 1), START_OF_TEXT, dtype=torch.long)
         for step in range(CAPTION_TOKENS):
             logits = model(pixels, tokens, image_latent=encoded["image_features"], image_embs=encoded["image_embs"],
                            output_labels=False)["logits"][:, -1]  # fmt: skip
-            if step < 5:
-                logits[:, 49407] = float("-inf")
+            if step < min_tokens:
+                logits[:, END_OF_TEXT] = float("-inf")
             tokens = torch.cat([tokens, logits.argmax(dim=-1, keepdim=True)], dim=1)
     return open_clip.decode(tokens[0])
 

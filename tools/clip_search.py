@@ -526,7 +526,6 @@ def close_default_image_indexes() -> None:
             _defaults.popitem()[1].close()
 
 
-@tool(args_schema=SearchArgs)
-def search_images(query: str, k: int = 5) -> str:
-    """Find indexed images on this machine that match a description, best first."""
-    return _search(default_image_index(), query, k)
+# Over the process's settings' index, opened on the first search (``configured_tools`` gives
+# an Agent one over its own).
+search_images = make_search_images_tool(default_image_index)

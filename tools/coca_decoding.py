@@ -62,8 +62,8 @@ class CocaDecoder:
             return False  # the text tower must be causal for its cache to hold
         if not (getattr(transformer, "batch_first", False) and getattr(decoder, "batch_first", False)):
             return False
-        blocks = [*transformer.resblocks, *decoder.resblocks, *getattr(decoder, "cross_attn", [])]
         crossing = getattr(decoder, "cross_attn", [])
+        blocks = [*transformer.resblocks, *decoder.resblocks, *crossing]
         return (
             bool(crossing)
             and all(hasattr(block, "ln_1_kv") for block in crossing)

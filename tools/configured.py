@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 
     from agentmm.settings import Settings
 
+PERCEPTION_TOOLS = frozenset({"caption_image", "transcribe_audio", "search_images"})
+
 
 def configured_tools(tools: Sequence[BaseTool], settings: Settings) -> list[BaseTool]:
     """``tools`` with each built-in perception tool replaced by one bound to ``settings``;
     every other tool is kept as it is."""
+    if not any(tool.name in PERCEPTION_TOOLS for tool in tools):
+        return list(tools)  # the usual chat: the perception modules need not even be imported
     makers = _makers()
     return [_bound(tool, makers[id(tool)], settings) if id(tool) in makers else tool for tool in tools]
 

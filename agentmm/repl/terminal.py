@@ -256,18 +256,22 @@ def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
 TOOL_NOTE_LINES = 8
 
 
+def call_text(name: str, args: dict[str, Any] | None) -> str:
+    """A tool call as the chat shows it: ``name(key='value', ...)``."""
+    return f"{name}({', '.join(f'{k}={v!r}' for k, v in (args or {}).items())})"
+
+
 def tool_note(call: dict[str, Any]) -> tuple[bool, str]:
     """How a chat shows the user one tool call that ran (a trace entry): (did it fail, the text).
 
     The output is shown as the model got it (a few lines), so the user sees what was found
     (e.g. the paths of matching pictures) whatever the reply makes of it.
     """
-    args = ", ".join(f"{k}={v!r}" for k, v in (call.get("args") or {}).items())
     output = str(call.get("output") or "").strip()
     lines = output.splitlines()
     if len(lines) > TOOL_NOTE_LINES:
         lines = [*lines[:TOOL_NOTE_LINES], f"… {len(lines) - TOOL_NOTE_LINES} more lines"]
     shown = "\n  ".join(lines)
     failed = call.get("status") != "ok"
-    head = f"[tool {call.get('name', '?')}({args})" + (f" {call.get('status')}" if failed else "")
+    head = f"[tool {call_text(call.get('name', '?'), call.get('args'))}" + (f" {call.get('status')}" if failed else "")
     return failed, f"{head}:\n  {shown}]" if len(lines) > 1 else f"{head}: {shown}]"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from agentmm.repl.terminal import Terminal
+from agentmm.repl.terminal import Terminal, call_text
 
 
 @dataclass
@@ -37,8 +37,7 @@ class Outcome:
 
 
 def describe_call(request: dict[str, Any]) -> str:
-    args = ", ".join(f"{k}={v!r}" for k, v in (request.get("args") or {}).items())
-    return f"{request.get('tool', '?')}({args})"
+    return call_text(request.get("tool", "?"), request.get("args"))
 
 
 def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lambda: False,
