@@ -201,16 +201,6 @@ def _words(text: str) -> list[str]:
 NO_SPEECH = "(no speech found)"
 
 
-@tool(parse_docstring=True)
-def transcribe_audio(path: str) -> str:
-    """Transcribe the speech in an audio file (WAV, MP3, OGG, FLAC, M4A, WebM) to text, offline.
-
-    Args:
-        path: Path of the audio file on this machine.
-    """
-    return transcribe(path).text or NO_SPEECH
-
-
 def make_transcribe_audio_tool(model: str | None = None, **options: Any) -> BaseTool:
     """A ``transcribe_audio`` tool bound to another model or options (e.g. ``device="cuda"``)."""
 
@@ -224,3 +214,8 @@ def make_transcribe_audio_tool(model: str | None = None, **options: Any) -> Base
         return transcribe(path, model, **options).text or NO_SPEECH
 
     return transcribe_with
+
+
+# The default speech model (the shipped Whisper tiny.en); ``configured_tools`` gives an Agent
+# one with its own ``asr_model``.
+transcribe_audio = make_transcribe_audio_tool()

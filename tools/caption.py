@@ -266,16 +266,6 @@ def caption_file(path: str | Path, captioner: Captioner | None = None) -> Captio
     return Caption(text=text, model=chosen.name, seconds=round(time.perf_counter() - started, 3))
 
 
-@tool(parse_docstring=True)
-def caption_image(path: str) -> str:
-    """Describe what an image file (PNG, JPEG, GIF, WebP, BMP) shows, in one line.
-
-    Args:
-        path: Path of the image file on this machine.
-    """
-    return caption_file(path).text
-
-
 def make_caption_image_tool(captioner: Captioner) -> BaseTool:
     """A ``caption_image`` tool that uses the given captioner (e.g. a configured VLM)."""
 
@@ -289,3 +279,8 @@ def make_caption_image_tool(captioner: Captioner) -> BaseTool:
         return caption_file(path, captioner).text
 
     return caption_with
+
+
+# The process-wide captioner (``default_captioner``), made on the first caption
+# (``configured_tools`` gives an Agent one of its own settings).
+caption_image = make_caption_image_tool(LazyCaptioner(default_captioner))
