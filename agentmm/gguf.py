@@ -19,10 +19,15 @@ from agentmm.errors import CorruptModelError, ModelNotFoundError, NotAGGUFError
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
 MAX_COUNT = 1 << 24  # more tensors or keys than this is a damaged header, not a model
+# llama.cpp's reader refuses arrays of arrays outright; a few levels are read here (the format
+# allows them), and deeper nesting is a damaged or hostile header, not a recursion crash.
+MAX_ARRAY_DEPTH = 4
+ALIGNMENT_KEY = "general.alignment"
 
 # GGUF metadata value types -> struct format (scalars only; 8 = string, 9 = array).
 _SCALARS: dict[int, str] = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 _STRING, _ARRAY = 8, 9
+_UINT32 = 4
 
 # ggml tensor types -> (elements per block, bytes per block), from ggml's type traits.
 _GGML_BLOCKS: dict[int, tuple[int, int]] = {
@@ -55,15 +60,18 @@ class GGUFInfo:
     def arch_value(self, key: str) -> Any:
         return self.metadata.get(f"{self.architecture}.{key}")
 
+    def arch_count(self, key: str) -> int | None:
+        """A size such as ``block_count``: None when absent or not a count (a damaged header may
+        hold a string, a NaN or a negative number there); a per-layer array gives its largest."""
+        return _count(self.arch_value(key))
+
     @property
     def block_count(self) -> int | None:
-        value = self.arch_value("block_count")
-        return int(value) if value is not None else None
+        return self.arch_count("block_count")
 
     @property
     def context_length(self) -> int | None:
-        value = self.arch_value("context_length")
-        return int(value) if value is not None else None
+        return self.arch_count("context_length")
 
     @property
     def chat_template(self) -> str | None:
@@ -73,9 +81,9 @@ class GGUFInfo:
     def kv_cache_bytes(self, n_ctx: int) -> int:
         """Bytes of an f16 KV cache for ``n_ctx`` tokens (0 when the header lacks the sizes)."""
         layers = self.block_count or 0
-        n_embd = int(self.arch_value("embedding_length") or 0)
-        n_head = int(self.arch_value("attention.head_count") or 0)
-        n_head_kv = int(self.arch_value("attention.head_count_kv") or n_head or 0)
+        n_embd = self.arch_count("embedding_length") or 0
+        n_head = self.arch_count("attention.head_count") or 0
+        n_head_kv = self.arch_count("attention.head_count_kv") or n_head
         if not (layers and n_embd and n_head):
             return 0
         return 2 * layers * n_ctx * (n_embd // n_head) * n_head_kv * 2
@@ -104,18 +112,20 @@ class _Reader:
     def string(self) -> str:
         return self.take(self.count("bytes in a string")).decode("utf-8", errors="replace")
 
-    def value(self, kind: int, keep: bool = True) -> Any:
+    def value(self, kind: int, keep: bool = True, depth: int = 0) -> Any:
         if kind in _SCALARS:
             return self.unpack(_SCALARS[kind])
         if kind == _STRING:
             return self.string()
         if kind == _ARRAY:
+            if depth >= MAX_ARRAY_DEPTH:
+                raise CorruptModelError(f"{self.path} is damaged: arrays nested more than {MAX_ARRAY_DEPTH} deep")
             item_kind = self.unpack("I")
             n = self.count("array items")
             if item_kind in _SCALARS and not keep:
                 self.take(struct.calcsize(_SCALARS[item_kind]) * n)
                 return None
-            items = [self.value(item_kind, keep) for _ in range(n)]
+            items = [self.value(item_kind, keep, depth + 1) for _ in range(n)]
             return items if keep else None
         raise CorruptModelError(f"{self.path} is damaged: unknown GGUF value type {kind}")
 
@@ -146,14 +156,34 @@ def read_gguf(path: Path) -> GGUFInfo:
             kind = reader.unpack("I")
             # Keep small values; skip big arrays such as the vocabulary.
             metadata[key] = reader.value(kind, keep=not key.startswith("tokenizer.ggml."))
+            if key == ALIGNMENT_KEY:
+                _check_alignment(path, kind, metadata[key])
         data_end = _tensor_data_end(reader, n_tensors)
-        alignment = int(metadata.get("general.alignment", DEFAULT_ALIGNMENT)) or DEFAULT_ALIGNMENT
+        alignment = metadata.get(ALIGNMENT_KEY, DEFAULT_ALIGNMENT)
         data_start = -(-stream.tell() // alignment) * alignment
-    if data_start + data_end > file_size:
+    if data_end and data_start + data_end > file_size:  # no tensor data: no padding is needed either
         raise CorruptModelError(
             f"{path} is truncated: {file_size:,} bytes, but its tensors need {data_start + data_end:,}"
         )
     return GGUFInfo(path=path, version=version, file_size=file_size, tensor_count=n_tensors, metadata=metadata)
+
+
+def _check_alignment(path: Path, kind: int, value: Any) -> None:
+    """llama.cpp reads the alignment with an assertion on its type (another type aborts the
+    process, no error message) and refuses one that is not a power of two."""
+    if kind != _UINT32:
+        raise CorruptModelError(f"{path} is damaged: its {ALIGNMENT_KEY} is not a uint32")
+    if value <= 0 or value & (value - 1):
+        raise CorruptModelError(f"{path} is damaged: its {ALIGNMENT_KEY} {value} is not a power of two")
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, list):
+        counts = [c for c in map(_count, value) if c is not None]
+        return max(counts) if counts and len(counts) == len(value) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
 
 
 def _tensor_data_end(reader: _Reader, n_tensors: int) -> int:
