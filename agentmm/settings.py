@@ -5,7 +5,9 @@ Only this module reads the environment; everything else is handed a ``Settings``
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +15,7 @@ from typing import Any, Literal
 import platformdirs
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from agentmm.errors import SettingsError
 from agentmm.observations import (
@@ -128,7 +131,14 @@ class Settings(BaseSettings):
     @field_validator("data_dir", "models_dir", "personas_dir", "tools_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
-        return value.expanduser() if value is not None else None
+        return usable_path(value).expanduser() if value is not None else None
+
+    @field_validator("model", "mmproj", "caption_model", "caption_mmproj")
+    @classmethod
+    def _model_path(cls, value: str | None) -> str | None:
+        if value is not None and not _looks_like_url(value):
+            usable_path(Path(value))
+        return value
 
     @field_validator(
         "image_note", "native_image_note", "voice_note", "unreadable_note", "unseen_image_note", "unheard_audio_note"
@@ -174,15 +184,19 @@ class Settings(BaseSettings):
 def read_config_file(path: Path) -> dict[str, Any]:
     """The settings in a TOML config file; an absent file is an empty config."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"config file {path} is not UTF-8 text (byte {exc.start} is not)") from exc
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
+    except RecursionError as exc:  # tomllib recurses once per level of [[[...]]] or {a = {a = ...}}
+        raise SettingsError(f"config file {path} nests arrays or tables too deeply") from exc
     known = set(Settings.model_fields)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -206,6 +220,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         settings = Settings(**layered, **explicit)
     except ValidationError as exc:
         raise SettingsError(_one_line(exc, from_file.keys() & layered.keys(), path)) from exc
+    except PydanticSettingsError as exc:  # an environment value that should be JSON (a list) is not
+        raise SettingsError(_env_one_line(exc)) from exc
     sources = {name: "default" for name in Settings.model_fields}
     sources.update({name: f"file {path}" for name in layered})
     sources.update({name: "env" for name in env_keys})
@@ -222,6 +238,40 @@ def _env_keys() -> set[str]:
     }
 
 
+def usable_path(path: Path) -> Path:
+    """``path`` if the OS can take it: a NUL byte, a ``~user`` naming no user or a name too long
+    fails here, as a bad setting, instead of as a ValueError, RuntimeError or OSError wherever
+    the path is first used."""
+    text = str(path)
+    if "\0" in text:
+        raise ValueError("a path cannot contain a NUL character")
+    try:
+        os.stat(path.expanduser())
+    except RuntimeError:
+        home = text.split("/", 1)[0]
+        raise ValueError(f"{home!r} names no user on this machine") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ValueError("the path is too long for this system") from None
+    return path
+
+
+def _clip(text: str, width: int = 80) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _looks_like_url(value: str) -> bool:
+    return "://" in value
+
+
+def _env_one_line(exc: PydanticSettingsError) -> str:
+    """pydantic-settings names the field but not the fix: list settings in the environment are JSON."""
+    found = re.search(r'field "(\w+)"', str(exc))
+    name = found.group(1) if found else "?"
+    example = '["a", "b"]'
+    return f"bad setting {name} (from {ENV_PREFIX}{name.upper()}): give a JSON list, e.g. {example}"
+
+
 def _one_line(exc: ValidationError, file_keys: set[str], path: Path) -> str:
     error = exc.errors()[0]
     name = str(error["loc"][0]) if error["loc"] else "?"
@@ -229,5 +279,5 @@ def _one_line(exc: ValidationError, file_keys: set[str], path: Path) -> str:
         return f"unknown setting {name!r}"
     origin = f" (from {path})" if name in file_keys else ""
     value = error.get("input")
-    shown = f" {value!r}" if isinstance(value, (str, int, float)) else ""
+    shown = f" {_clip(repr(value))}" if isinstance(value, (str, int, float)) else ""
     return f"bad setting {name}{shown}{origin}: {error['msg']}"
