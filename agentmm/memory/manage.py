@@ -111,9 +111,18 @@ def export_jsonl(store: BaseStore, user: str, persona: str | None, path: Path) -
 
 
 def read_export(path: Path) -> list[dict[str, Any]]:
-    """Every row of an export file, checked before anything is written."""
+    """Every row of an export file, checked before anything is written.
+
+    A row is refused if the store could not take it whole or could not read it back: a
+    namespace other than ``memories/<user>/<persona>`` (labels without ``.`` or NUL), text that
+    is not valid Unicode, nesting JSON libraries refuse to write again, or a timestamp that is
+    not an ISO date and time. Timestamps are normalised to the store's own form (UTC,
+    microseconds), which exports back to the same text.
+    """
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        # Lines end at "\n" only: JSON text may hold U+2028, U+0085 and friends unescaped
+        # (export writes them so), and str.splitlines() would cut a row in two at them.
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except FileNotFoundError as exc:
         raise ExportFileError(f"import file not found: {path}") from exc
     except (OSError, UnicodeDecodeError) as exc:
@@ -122,36 +131,93 @@ def read_export(path: Path) -> list[dict[str, Any]]:
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        where = f"{path}:{number}"
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ExportFileError(f"{path}:{number}: not JSON ({exc.msg})") from exc
+            raise ExportFileError(f"{where}: not JSON ({exc.msg})") from exc
+        except RecursionError as exc:
+            raise ExportFileError(f"{where}: nested too deeply") from exc
         if not isinstance(row, dict) or row.get("format") != EXPORT_FORMAT:
-            raise ExportFileError(f"{path}:{number}: not an agentmm memory export (format {EXPORT_FORMAT!r})")
+            raise ExportFileError(f"{where}: not an agentmm memory export (format {EXPORT_FORMAT!r})")
         namespace, value = row.get("namespace"), row.get("value")
         if (
             not isinstance(namespace, list)
-            or not namespace
+            or len(namespace) != len(SCOPE_SHAPE)
             or namespace[0] != ROOT
-            or not all(isinstance(p, str) and p for p in namespace)
+            or not all(_is_label(p) for p in namespace)
             or not isinstance(row.get("id"), str)
             or not isinstance(value, dict)
         ):
-            raise ExportFileError(f"{path}:{number}: a memory needs namespace, id and value")
+            raise ExportFileError(
+                f"{where}: a memory needs namespace [{', '.join(SCOPE_SHAPE)}] (no '.' in a name), id and value"
+            )
+        _check_writable(row, where)
+        for stamp in ("created_at", "updated_at"):
+            if row.get(stamp) is not None:
+                row[stamp] = _timestamp(row[stamp], f"{where}: {stamp}")
         rows.append(row)
     return rows
 
 
+SCOPE_SHAPE = (ROOT, "user", "persona")
+MAX_NESTING = 64
+
+
+def _is_label(label: Any) -> bool:
+    return isinstance(label, str) and bool(label) and "." not in label and "\0" not in label
+
+
+def _check_writable(row: dict[str, Any], where: str) -> None:
+    """The row as the store will write it: strict UTF-8 and JSON nesting the encoder takes."""
+    stack: list[tuple[Any, int]] = [(row, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise ExportFileError(f"{where}: nested more than {MAX_NESTING} levels deep")
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in [*item.keys(), *item.values()])
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ExportFileError(f"{where}: holds text that is not valid Unicode (a lone surrogate)") from None
+
+
+def _timestamp(value: Any, where: str) -> str:
+    try:
+        when = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        when = None
+    if when is None:
+        raise ExportFileError(f"{where} is not an ISO date and time ({str(value)[:40]!r})")
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).isoformat(timespec="microseconds")
+
+
 def import_jsonl(store: BaseStore, path: Path) -> int:
-    """Load an export: all rows are validated first, then written in one batch."""
-    rows = read_export(path)
+    """Load an export: all rows are validated first, then written in one batch; the number of
+    memories written (a memory given twice counts once: the later row wins)."""
+    latest = {(tuple(row["namespace"]), row["id"]): row for row in read_export(path)}
+    rows = list(latest.values())
     store.batch([PutOp(tuple(row["namespace"]), row["id"], row["value"]) for row in rows])
     _restore_timestamps(store, rows)
     return len(rows)
 
 
 def _restore_timestamps(store: BaseStore, rows: Sequence[dict[str, Any]]) -> None:
-    """Keep the exported created/updated times where the store lets us set them."""
+    """Keep the exported created/updated times where the store lets us set them (a row with
+    only one of them gets it for both; one with neither keeps the time of the import)."""
     restore = getattr(store, "restore_timestamps", None)
-    if restore is not None:
-        restore([(tuple(r["namespace"]), r["id"], r["created_at"], r["updated_at"]) for r in rows])
+    if restore is None:
+        return
+    stamped = []
+    for r in rows:
+        created, updated = r.get("created_at"), r.get("updated_at")
+        if created or updated:
+            stamped.append((tuple(r["namespace"]), r["id"], created or updated, updated or created))
+    if stamped:
+        restore(stamped)
