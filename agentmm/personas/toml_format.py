@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentmm.personas._fields import describe_validation_error
+from agentmm.personas._fields import check_nesting, describe_validation_error
 from agentmm.personas.errors import PersonaFormatError
 from agentmm.personas.model import Persona
 
@@ -28,6 +28,9 @@ def loads(text: str, *, where: str = "persona.toml", source: str = "") -> Person
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise PersonaFormatError(f"{where}: not valid TOML ({exc})") from None
+    except RecursionError:  # tomllib recurses once per level of [[[...]]] or {a = {a = ...}}
+        raise PersonaFormatError(f"{where}: arrays or tables nested too deeply") from None
+    check_nesting(data, where, PersonaFormatError)  # as for cards: deep data overflows copying later
     for key in _NOT_IN_TOML:
         if key in data:
             raise PersonaFormatError(f"{where}: unknown field '{key}'")
@@ -35,7 +38,8 @@ def loads(text: str, *, where: str = "persona.toml", source: str = "") -> Person
     if isinstance(book, dict):
         if "raw" in book:
             raise PersonaFormatError(f"{where}: unknown field 'lorebook.raw'")
-        for i, entry in enumerate(book.get("entries") or []):
+        entries = book.get("entries")
+        for i, entry in enumerate(entries if isinstance(entries, list) else []):  # else the model says what is wrong
             if isinstance(entry, dict):
                 if "raw" in entry:
                     raise PersonaFormatError(f"{where}: unknown field 'lorebook.entries.{i}.raw'")
