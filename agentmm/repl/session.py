@@ -62,8 +62,9 @@ class ChatSession:
                 line = self.terminal.read()
                 if line is None:
                     break
-                if not self.handle(line):
-                    break
+                with self.terminal.busy():  # keys typed meanwhile: Ctrl-C stops a reply, the rest is type-ahead
+                    if not self.handle(line):
+                        break
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)

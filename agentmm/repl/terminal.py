@@ -7,10 +7,11 @@ the environment, so ``agentmm chat < script.txt`` and ``NO_COLOR`` get plain tex
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,7 @@ class Terminal:
         self.out = Console(highlight=False, soft_wrap=not live, no_color=not live or None)
         self.err = Console(stderr=True, highlight=False, no_color=not live or None)
         self._session: Any = None
+        self._busy: Any = None  # BusyKeys while the chat works on a line
         self._streamed: list[str] = []
         self._spinner: Any = None
 
@@ -119,6 +121,29 @@ class Terminal:
                 self.err.print()
             return None
 
+    @contextlib.contextmanager
+    def busy(self) -> Iterator[None]:
+        """While the chat works on a line: the line editor's keys are read here, not echoed;
+        Ctrl-C is seen by ``ctrl_c_presses`` and the rest waits for the next prompt."""
+        if self._session is None or self._busy is not None:
+            yield
+            return
+        from agentmm.repl.busy_keys import BusyKeys
+
+        with BusyKeys(self._session.input) as self._busy:
+            try:
+                yield
+            finally:
+                self._busy = None
+
+    @property
+    def holds_keys(self) -> bool:
+        return self._busy is not None
+
+    def ctrl_c_presses(self) -> int:
+        """Ctrl-C presses since the last call, while ``busy`` (a signal does it otherwise)."""
+        return self._busy.poll() if self._busy is not None else 0
+
     def confirm(self, question: str) -> bool:
         """A y/N question (tool approval); anything but y/yes is no."""
         self.stop_spinner()
@@ -126,8 +151,11 @@ class Terminal:
         try:
             if self._session is not None:
                 from prompt_toolkit import prompt
+                from prompt_toolkit.input.typeahead import get_typeahead
 
                 answer = prompt(" [y/N] ")
+                if self._busy is not None:  # what was typed after the answer goes to the next prompt
+                    self._busy.keep(get_typeahead(self._session.input))
             else:
                 self.err.print(" [y/N] ", end="")
                 answer = input()

@@ -1,10 +1,12 @@
 """Running one turn under the REPL: the graph on a worker thread, the terminal on the main one.
 
 The worker iterates the ``TurnStream`` and posts what happens (text, observations, a tool
-asking for approval, the end) to a queue; the main thread renders it and owns Ctrl-C. The
-first Ctrl-C cancels the turn, which then finishes on its own: the partial reply is saved
-(marked interrupted) and remembered as usual. Further presses only say it is stopping, so no
-checkpoint or memory write is ever cut in half.
+asking for approval, the end) to a queue; the main thread renders it and owns Ctrl-C: a key
+it reads from the line editor's raw terminal (``Terminal.busy``), or SIGINT when there is no
+line editor. The first Ctrl-C cancels the turn, which then finishes on its own: the partial
+reply is saved (marked interrupted) and remembered as usual. Further presses only say it is
+stopping, so no checkpoint or memory write is ever cut in half. A model still loading cannot
+be stopped mid-load: the turn ends as soon as it has loaded.
 """
 
 from __future__ import annotations
@@ -68,14 +70,19 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
 
     presses = 0
 
-    def on_ctrl_c(signum: int, frame: FrameType | None) -> None:
+    def on_ctrl_c(signum: int = signal.SIGINT, frame: FrameType | None = None) -> None:
         nonlocal presses
         presses += 1
         turn.cancel()
 
+    def read_keys() -> None:
+        for _ in range(terminal.ctrl_c_presses()):
+            on_ctrl_c()
+
     outcome = Outcome()
     stack = contextlib.ExitStack()
-    stack.enter_context(_no_echo())
+    if not terminal.holds_keys:
+        stack.enter_context(_no_echo())
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
     worker = threading.Thread(target=work, name="agentmm-turn", daemon=True)
     if loading():
@@ -85,13 +92,16 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
     told = 0
     try:
         while True:
+            read_keys()
             if presses > told:
-                told = presses
                 terminal.stop_spinner()
                 if presses > 1:
                     terminal.info("\n(stopping: saving what was written first)")
+                elif not told and loading():
+                    terminal.start_spinner("stopping as soon as the model has loaded…")
+                told = presses
             try:
-                kind, payload = events.get(timeout=0.1)
+                kind, payload = events.get(timeout=0.05)
             except queue.Empty:
                 continue
             if kind == "text":
@@ -107,6 +117,7 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
             elif kind == "approve":
                 request, answer = payload
                 allowed = False
+                read_keys()  # a Ctrl-C already pressed is a no; keys typed before the question are type-ahead
                 try:
                     allowed = not presses and terminal.confirm(f"\nallow tool call {describe_call(request)}?")
                 finally:  # the worker waits for an answer, whatever happens here
@@ -134,8 +145,9 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
 
 @contextlib.contextmanager
 def _no_echo() -> Iterator[None]:
-    """While a reply streams, keys typed are not echoed into it (no ``^C`` in the text); they
-    wait in the terminal's buffer and reach the next prompt as typed-ahead input."""
+    """Without a line editor (``input()`` reads lines), keys typed while a reply streams are not
+    echoed into it (no ``^C`` in the text); they wait in the terminal's line buffer, and the next
+    ``input()`` reads them."""
     try:
         import termios
     except ImportError:  # not a POSIX terminal

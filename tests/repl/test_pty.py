@@ -127,3 +127,56 @@ def test_piped_script_runs_commands_in_plain_text(tmp_path: Path) -> None:
     assert "prompt parts" in done.stdout and "\x1b[" not in done.stdout
     assert "agentmm: error: unknown command /nope" in done.stderr
     assert (tmp_path / "out.md").read_text().count("**") >= 4
+
+
+def test_ctrl_c_while_the_model_loads_then_the_next_message_is_answered() -> None:
+    """The issue's steps: a message as soon as the prompt shows (the model still loading), Ctrl-C,
+    and the next message typed at once, while the first turn is still winding down. That line
+    used to reach the next prompt with Enter turned into a line feed (a new line, not "send"):
+    it sat under a ``....`` continuation until another Enter, and its reply never came."""
+    repl = Repl("--max-tokens", "200", "--seed", "3", "--temperature", "0")
+    repl.child.send("Hello, who are you?\r")
+    repl.expect(LINE_ACCEPTED)
+    repl.child.send("\x03")
+    repl.child.send("What is the capital of France?\r")
+    repl.expect(PROMPT_READY)  # the first turn ended
+    first = plain(repl.child.before)
+    assert "[interrupted]" in first
+    assert "capital of France" not in first  # type-ahead is not echoed into the reply
+    repl.expect(LINE_ACCEPTED)  # the typed-ahead line is sent from the next prompt, as typed
+    repl.expect(PROMPT_READY)
+    assert plain(repl.child.before).strip()
+    thread_id = re.search(r"\[thread (\w+)\]", repl.leave("\x04")).group(1)  # type: ignore[union-attr]
+    shown = thread_json(thread_id)["messages"]
+    assert [m["role"] for m in shown] == ["user", "assistant", "user", "assistant"]
+    assert shown[1]["interrupted"] is True
+    assert shown[2]["content"] == "What is the capital of France?"
+    assert shown[3]["content"].strip() and not shown[3].get("interrupted")
+
+
+def test_a_line_typed_while_a_reply_streams_is_the_next_message() -> None:
+    repl = Repl("--max-tokens", "120", "--seed", "3", "--temperature", "0")
+    repl.child.send("Tell me a very long story about a dragon and a knight.\r")
+    repl.expect(LINE_ACCEPTED)
+    streamed = ""
+    deadline = time.monotonic() + 120
+    while len(re.findall(r"\w", plain(streamed).replace("loading the model", ""))) < 20:
+        assert time.monotonic() < deadline, streamed
+        with contextlib.suppress(pexpect.TIMEOUT):
+            streamed += repl.child.read_nonblocking(4096, timeout=1)
+    assert PROMPT_READY not in streamed  # still streaming: what follows is type-ahead
+    repl.child.send("And then?\r")
+    repl.expect(PROMPT_READY)  # the story ended on its own
+    story = plain(streamed + repl.child.before)
+    assert "And then?" not in story and "[interrupted]" not in story
+    repl.expect(LINE_ACCEPTED)  # the next prompt shows the line and sends it
+    assert "you> And then?" in plain(repl.child.before)
+    repl.expect(PROMPT_READY)
+    assert plain(repl.child.before).strip()
+    thread_id = re.search(r"\[thread (\w+)\]", repl.leave("\x04")).group(1)  # type: ignore[union-attr]
+    shown = thread_json(thread_id)["messages"]
+    assert [m["content"] for m in shown if m["role"] == "user"] == [
+        "Tell me a very long story about a dragon and a knight.",
+        "And then?",
+    ]
+    assert [m["role"] for m in shown] == ["user", "assistant", "user", "assistant"]

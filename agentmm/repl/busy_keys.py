@@ -1,0 +1,58 @@
+"""Keys pressed while the chat is busy with a line (a reply streaming, a command running).
+
+Between two prompts the terminal used to be in its cooked mode: what the user typed then was
+echoed into the reply, a Ctrl-C flushed it, and the kernel turned Enter into a line feed, which
+the next prompt read as Ctrl-J ("new line") instead of "send": the line sat under a ``....``
+continuation until another Enter. So while the chat is busy the terminal stays raw, as the line
+editor has it: nothing is echoed, Ctrl-C is a key the REPL reads (it stops the reply), and every
+other key is handed to the next prompt as prompt_toolkit type-ahead, to be edited or sent there.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BusyKeys:
+    """The line editor's input held raw between prompts; ``poll()`` counts Ctrl-C presses and
+    keeps the rest, which go to the next prompt when the block ends."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source  # the PromptSession's Input: its parser state and type-ahead slot carry over
+        self.kept: list[Any] = []
+        self._raw: Any = None
+
+    def __enter__(self) -> BusyKeys:
+        self._raw = self.source.raw_mode()
+        self._raw.__enter__()
+        return self
+
+    def poll(self) -> int:
+        """Read what was typed since the last poll (never blocks); the number of Ctrl-C presses
+        among it. The other keys are kept, in order."""
+        from prompt_toolkit.keys import Keys
+
+        presses = 0
+        while keys := self.source.read_keys():  # a read takes 1 KiB at most: a paste takes several
+            for key in keys:
+                if key.key == Keys.ControlC:
+                    presses += 1  # never type-ahead: at an empty prompt it would end the chat
+                else:
+                    self.kept.append(key)
+        return presses
+
+    def keep(self, keys: list[Any]) -> None:
+        """Add keys read by someone else meanwhile (a y/N question's own prompt), after ours."""
+        from prompt_toolkit.keys import Keys
+
+        self.kept.extend(k for k in keys if k.key != Keys.ControlC)
+
+    def __exit__(self, *exc: object) -> None:
+        from prompt_toolkit.input.typeahead import store_typeahead
+
+        try:
+            self.poll()  # what was typed since the last poll; unread keys stay in the parser
+        finally:
+            self._raw.__exit__(*exc)
+            store_typeahead(self.source, self.kept)
+            self.kept = []

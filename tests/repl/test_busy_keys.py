@@ -1,0 +1,108 @@
+"""Keys typed while the chat is busy, on a real pseudo-terminal but without a model: they are not
+echoed, Ctrl-C is counted (never kept), and the rest is the next prompt's input, Enter included."""
+
+from __future__ import annotations
+
+import os
+import select
+import termios
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from agentmm.repl.busy_keys import BusyKeys
+from agentmm.repl.terminal import Terminal
+from agentmm.repl.turns import run_turn
+from tests.repl.test_session import FakeTurn, ScriptedTerminal
+
+pytest.importorskip("prompt_toolkit")
+
+
+@pytest.fixture
+def tty() -> Iterator[tuple[int, Any]]:
+    """(the keyboard's end, the line editor's Input over the terminal's end)."""
+    from prompt_toolkit.input.vt100 import Vt100Input
+
+    keyboard, terminal = os.openpty()
+    with os.fdopen(terminal, "r", encoding="utf-8") as stdin:
+        yield keyboard, Vt100Input(stdin)
+    os.close(keyboard)
+
+
+def type_keys(keyboard: int, source: Any, data: bytes) -> None:
+    os.write(keyboard, data)
+    assert select.select([source.fileno()], [], [], 10)[0], "the typed keys never arrived"
+
+
+def test_typed_ahead_keys_reach_the_next_prompt_and_send_the_line(tty: tuple[int, Any]) -> None:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.keys import Keys
+    from prompt_toolkit.output import DummyOutput
+
+    keyboard, source = tty
+    cooked = termios.tcgetattr(source.fileno())
+    with BusyKeys(source) as keys:
+        type_keys(keyboard, source, b"and th\x03en?\r")
+        assert keys.poll() == 1
+        assert [k.key for k in keys.kept][-1] == Keys.ControlM  # Enter, not a line feed (Ctrl-J: a new line)
+        type_keys(keyboard, source, b"\x03")  # pressed after the last poll: read, and dropped, at the end
+    assert termios.tcgetattr(source.fileno()) == cooked
+    assert not select.select([keyboard], [], [], 0)[0], "keys were echoed"
+    line = PromptSession(input=source, output=DummyOutput()).prompt("you> ")
+    assert line == "and then?"
+
+
+def test_a_y_n_question_during_the_turn_keeps_later_keys_after_earlier_ones(tty: tuple[int, Any]) -> None:
+    from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
+    from prompt_toolkit.key_binding import KeyPress
+    from prompt_toolkit.keys import Keys
+
+    keyboard, source = tty
+    with BusyKeys(source) as keys:
+        type_keys(keyboard, source, b"ab")
+        keys.poll()
+        store_typeahead(source, [KeyPress("c"), KeyPress(Keys.ControlC)])  # what the question's prompt left over
+        keys.keep(get_typeahead(source))
+    assert [k.key for k in get_typeahead(source)] == ["a", "b", "c"]
+
+
+class KeyboardTerminal(ScriptedTerminal):
+    """A terminal whose user presses Ctrl-C on the keyboard (a key, no signal) at the second chunk."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.polls = 0
+
+    @property
+    def holds_keys(self) -> bool:
+        return True
+
+    def ctrl_c_presses(self) -> int:
+        self.polls += 1
+        return 1 if self.polls == 3 else 0
+
+
+def test_ctrl_c_read_as_a_key_stops_the_reply() -> None:
+    class SlowTurn(FakeTurn):
+        def __iter__(self) -> Iterator[str]:
+            import time
+
+            for chunk in self.chunks:
+                if self.cancelled:
+                    break
+                yield chunk
+                time.sleep(0.2)
+            self.result = type("Result", (), {"interrupted": self.cancelled, "trace": {}})()
+
+    term = KeyboardTerminal()
+    turn = SlowTurn(["a", "b", "c", "d", "e", "f"])
+    outcome = run_turn(turn, term)
+    assert turn.cancelled and outcome.cancelled and outcome.interrupted
+    assert term.stdout.endswith(" [interrupted]\n") and "f" not in term.stdout
+
+
+def test_busy_is_a_no_op_without_a_line_editor() -> None:
+    term = Terminal(editor=False, live=False)
+    with term.busy():
+        assert not term.holds_keys and term.ctrl_c_presses() == 0
