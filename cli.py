@@ -122,10 +122,12 @@ def chat(
     attachments = [*(image or []), *(audio or [])]
     if attachments and message is None:
         message = ""  # a voice note or a picture alone is a turn
+    if message is None and as_json:
+        raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
+    # A model that would crash this process (a native fault) is said in one line before anyone types.
+    agent.check_model()
     if message is not None:
         _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
-    elif as_json:
-        raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
     else:
         _repl(agent, thread, chosen, greeting)
 

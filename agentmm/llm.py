@@ -38,6 +38,7 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import Field, PrivateAttr
 
+from agentmm.cpu_buffers import CpuExtraBuffers, buffered_llama_class, choose_extra_buffers, cpu_flags
 from agentmm.errors import CorruptModelError, InputTooLongError, UnsupportedContentError
 from agentmm.tool_calling import (
     NO_TOOL,
@@ -56,6 +57,8 @@ from agentmm.tool_calling import (
 if TYPE_CHECKING:
     import llama_cpp
 
+    from agentmm.gguf import GGUFInfo
+    from agentmm.native_probe import NativeCheck
     from agentmm.settings import Settings
 
 GpuLayers = int | Literal["auto"]
@@ -110,7 +113,7 @@ def _tracking_llama_class() -> type[llama_cpp.Llama]:
     """
     import llama_cpp
 
-    class TrackingLlama(llama_cpp.Llama):
+    class TrackingLlama(buffered_llama_class()):  # type: ignore[misc,valid-type]
         stats: CallStats
 
         def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:
@@ -188,34 +191,42 @@ def _quiet_without_redirecting(verbose: bool) -> None:
         llama_cpp.llama_chat_format.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
 
 
+def check_model_file(model_path: str, n_ctx: int, layers: int) -> GGUFInfo:
+    """What can be told from the file before llama.cpp opens it: a damaged GGUF, or a model that
+    cannot fit in free memory (typed errors, before any load or probe)."""
+    from agentmm.gguf import read_gguf
+    from agentmm.models import check_fits_in_memory
+
+    info = read_gguf(Path(model_path))
+    if layers == 0:
+        check_fits_in_memory(info, n_ctx)
+    return info
+
+
 def load_model(
     model_path: str, *, n_ctx: int, n_gpu_layers: GpuLayers, n_threads: int | None, n_batch: int,
-    chat_format: str | None, verbose: bool, mmproj_path: str | None = None,
+    chat_format: str | None, verbose: bool, mmproj_path: str | None = None, extra_buffers: bool = True,
 ) -> LoadedModel:  # fmt: skip
     """The shared loaded model for these settings (loaded on first call, then reused).
 
     With ``mmproj_path`` the image projector is loaded too, at once, so a projector that does
     not fit the model fails here, in one line, rather than on the first picture.
+    ``extra_buffers`` is llama.cpp's ``use_extra_bufts`` (``agentmm.cpu_buffers`` decides it).
     """
     layers = resolve_gpu_layers(n_gpu_layers)
     mmproj = str(Path(mmproj_path).resolve()) if mmproj_path else None
-    key = (str(Path(model_path).resolve()), n_ctx, layers, n_threads, n_batch, chat_format, mmproj)
+    key = (str(Path(model_path).resolve()), n_ctx, layers, n_threads, n_batch, chat_format, mmproj, extra_buffers)
     with _LOAD_LOCK:
         loaded = _LOADED.get(key)
         if loaded is not None:
             return loaded
-        from agentmm.gguf import read_gguf
-        from agentmm.models import check_fits_in_memory
-
-        info = read_gguf(Path(model_path))
-        if layers == 0:
-            check_fits_in_memory(info, n_ctx)
+        info = check_model_file(model_path, n_ctx, layers)
         llama_class = _tracking_llama_class()
         _quiet_without_redirecting(verbose)
         try:
             llama = llama_class(
                 model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=layers, n_threads=n_threads,
-                n_batch=n_batch, chat_format=chat_format, verbose=verbose,
+                n_batch=n_batch, chat_format=chat_format, verbose=verbose, extra_buffers=extra_buffers,
             )  # fmt: skip
         except ValueError as exc:
             raise CorruptModelError(f"llama.cpp cannot load {model_path}: {exc}") from exc
@@ -362,12 +373,22 @@ class ChatLlamaCpp(BaseChatModel):
     stop: list[str] | None = None
     seed: int | None = None
     streaming: bool = False
+    cpu_extra_buffers: CpuExtraBuffers = Field(
+        "auto", description="llama.cpp's extra CPU buffer types (repacked weights): 'auto' (off with AMX), True, False."
+    )
+    probe_dir: str | None = Field(
+        None,
+        description="Where native-probe verdicts are cached. Set, the first load proves the model answers one token "
+        "in a child process (a native crash becomes NativeCrashError); None: no probe, the CPU's flags decide.",
+    )
     constrain_tool_calls: bool = Field(
         True, description="Constrain tool choice and arguments with grammars (off only to measure the difference)."
     )
     verbose: bool = False
 
     _loaded: LoadedModel | None = PrivateAttr(default=None)
+    _native: NativeCheck | None = PrivateAttr(default=None)
+    _native_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChatLlamaCpp:
@@ -381,6 +402,7 @@ class ChatLlamaCpp(BaseChatModel):
             n_gpu_layers=settings.n_gpu_layers, n_threads=settings.n_threads, n_batch=settings.n_batch,
             temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
             seed=settings.seed, verbose=settings.verbose, mmproj_path=mmproj,
+            cpu_extra_buffers=settings.cpu_extra_buffers, probe_dir=str(settings.cache_dir),
         )  # fmt: skip
 
     @property
@@ -417,12 +439,35 @@ class ChatLlamaCpp(BaseChatModel):
 
     # -- the loaded model ----------------------------------------------------------------
 
+    def native_check(self, *, fresh: bool = False) -> NativeCheck:
+        """Which CPU buffers this model loads with, proven by a cached one-token probe in a child
+        process when ``probe_dir`` is set (``fresh`` probes again); ``NativeCrashError`` when the
+        model would crash this process. ``doctor`` and the chat call it before the first turn."""
+        from agentmm.native_probe import NativeCheck, ProbeCache, check_native
+
+        with self._native_lock:
+            if self._native is not None and not fresh:
+                return self._native
+            if self.probe_dir is None:
+                self._native = NativeCheck(choose_extra_buffers(self.cpu_extra_buffers, cpu_flags()), [])
+            else:
+                layers = resolve_gpu_layers(self.n_gpu_layers)
+                check_model_file(self.model_path, self.n_ctx, layers)  # no child for a file that cannot load
+                self._native = check_native(
+                    Path(self.model_path), self.cpu_extra_buffers, cpu_flags(),
+                    n_gpu_layers=layers, n_threads=self.n_threads,
+                    cache=ProbeCache(Path(self.probe_dir)), fresh=fresh,
+                )  # fmt: skip
+            return self._native
+
     def load(self) -> LoadedModel:
         """Load (or find already loaded) this model; errors are agentmm's typed ones."""
         if self._loaded is None:
+            extra_buffers = self.native_check().choice.enabled
             self._loaded = load_model(
                 self.model_path, n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=self.n_threads,
                 n_batch=self.n_batch, chat_format=self.chat_format, verbose=self.verbose, mmproj_path=self.mmproj_path,
+                extra_buffers=extra_buffers,
             )  # fmt: skip
         return self._loaded
 

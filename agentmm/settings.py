@@ -58,6 +58,10 @@ def default_data_dir() -> Path:
     return platformdirs.user_data_path(APP_NAME)
 
 
+def default_cache_dir() -> Path:
+    return platformdirs.user_cache_path(APP_NAME)
+
+
 class Settings(BaseSettings):
     """Everything a user can set. Field names are the config-file keys and, upper-cased
     with the ``AGENTMM_`` prefix, the environment variables."""
@@ -76,6 +80,11 @@ class Settings(BaseSettings):
     )
     n_threads: int | None = Field(None, ge=1, description="CPU threads for generation (default: llama.cpp's choice).")
     n_batch: int = Field(512, ge=1, description="Prompt tokens processed per batch.")
+    cpu_extra_buffers: bool | Literal["auto"] = Field(
+        "auto",
+        description="llama.cpp's extra CPU buffer types (repacked weights for faster CPU kernels): 'auto' (off on "
+        "CPUs with AMX, where they crash, and wherever a one-token probe crashes with them), true or false.",
+    )
     max_tokens: int = Field(512, ge=1, description="Longest reply in tokens; this much context is kept free for it.")
     temperature: float = Field(0.7, ge=0.0, le=5.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -125,10 +134,14 @@ class Settings(BaseSettings):
     tool_timeout_s: float = Field(30.0, gt=0, le=3600, description="A tool call running longer is stopped.")
     max_tool_rounds: int = Field(3, ge=0, le=20, description="Tool calls the model may make per turn at most.")
     data_dir: Path = Field(default_factory=default_data_dir, description="Threads, memory and indexes live here.")
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="What agentmm learns about this machine (the native-probe verdicts) lives here.",
+    )
     models_dir: Path | None = Field(None, description="Where hub downloads go (default: the Hugging Face cache).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
-    @field_validator("data_dir", "models_dir", "personas_dir", "tools_dir", mode="after")
+    @field_validator("data_dir", "models_dir", "personas_dir", "tools_dir", "cache_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return usable_path(value).expanduser() if value is not None else None

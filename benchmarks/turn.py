@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agentmm.cpu_buffers import buffered_llama_class
 from agentmm.graphs.agent import Agent
 from agentmm.llm import ChatLlamaCpp
 from agentmm.models import resolve_model
@@ -68,12 +69,13 @@ def decode_rate(run: dict[str, float]) -> float:
 
 def side_by_side(model_path: Path, pairs: int, max_tokens: int, n_ctx: int) -> dict[str, Any]:
     """Alternate raw and agentmm turns on two separate Llama instances with the same settings."""
-    import llama_cpp
-
-    raw = llama_cpp.Llama(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, verbose=False)
     data_dir = Path(tempfile.mkdtemp(prefix="agentmm-bench-"))
     model = ChatLlamaCpp(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, max_tokens=max_tokens,
                          **SAMPLING)  # fmt: skip
+    # Raw llama.cpp gets the same CPU buffers as agentmm (off on AMX CPUs, where they crash).
+    extra_buffers = model.native_check().choice.enabled
+    raw = buffered_llama_class()(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, verbose=False,
+                                 extra_buffers=extra_buffers)  # fmt: skip
     agent = Agent(load_settings(data_dir=data_dir, n_ctx=n_ctx, max_tokens=max_tokens), model=model)
     agent_turn(agent, "warm up")  # load + graph build outside the timed runs, as for raw
     raw_turn(raw, [{"role": "user", "content": "warm up"}], 8)

@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, RemoveMessage
@@ -34,6 +34,9 @@ from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.threads import new_thread_id, open_checkpointer, thread_exists
 from agentmm.tools.perception import Perception
+
+if TYPE_CHECKING:
+    from agentmm.native_probe import NativeCheck
 
 RUN_KEY = "agentmm_run"
 
@@ -123,6 +126,13 @@ class Agent:
 
             self._store = open_store(self.settings)
         return self._store
+
+    def check_model(self, *, fresh: bool = False) -> NativeCheck | None:
+        """Prove the chat model runs on this machine before the first turn: the built-in model
+        answers one token in a child process (cached per build, model and CPU), so a native crash
+        is a ``NativeCrashError`` here rather than a dead process mid-chat. None for other models."""
+        check = getattr(self.model, "native_check", None)
+        return check(fresh=fresh) if check is not None else None
 
     def warm_up(self) -> None:
         """Build the graph and load the chat model and the embedder now (e.g. on a background

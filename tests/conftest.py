@@ -11,8 +11,15 @@ from agentmm.models import SHIPPED_MODELS
 from agentmm.settings import Settings, load_settings
 
 
+@pytest.fixture(scope="session")
+def machine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache dir per test session: the native probe's verdicts hold for the whole run, as they
+    would for a user (its own tests use a fresh one)."""
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture(autouse=True)
-def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, machine_cache: Path) -> Path:
     """No AGENTMM_* variable from the caller's shell leaks in; config and data live in tmp."""
     for name in list(os.environ):
         if name.startswith("AGENTMM_"):
@@ -21,6 +28,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("AGENTMM_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("AGENTMM_PERSONAS_DIR", str(tmp_path / "personas"))
     monkeypatch.setenv("AGENTMM_TOOLS_DIR", str(tmp_path / "tools"))
+    monkeypatch.setenv("AGENTMM_CACHE_DIR", str(machine_cache))
     # Long-term memory loads sentence-transformers (seconds); tests about memory turn it on.
     monkeypatch.setenv("AGENTMM_MEMORY", "false")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

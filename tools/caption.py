@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel
 
+from agentmm.cpu_buffers import CpuExtraBuffers, buffered_llama_class, choose_extra_buffers, cpu_flags
 from agentmm.models import resolve_gguf
 from agentmm.tools._openclip import load_openclip, weights_label
 from agentmm.tools.coca_decoding import greedy_caption_tokens
@@ -125,7 +126,9 @@ class VLMCaptioner:
         n_gpu_layers: int = 0,
         max_tokens: int = 96,
         models_dir: Path | None = None,
+        cpu_extra_buffers: CpuExtraBuffers = "auto",
     ) -> None:
+        self.cpu_extra_buffers = cpu_extra_buffers
         self.model_path = resolve_gguf(model, "caption_model", models_dir)
         self.mmproj_path = resolve_gguf(mmproj, "caption_mmproj", models_dir)
         self.prompt = prompt
@@ -138,7 +141,7 @@ class VLMCaptioner:
 
     def _load(self) -> Any:
         try:
-            from llama_cpp import Llama, llama_chat_format
+            from llama_cpp import llama_chat_format
         except ImportError as exc:
             raise CaptionerUnavailableError(
                 "a VLM captioner needs llama-cpp-python: pip install llama-cpp-python"
@@ -148,8 +151,9 @@ class VLMCaptioner:
         handler_class = getattr(llama_chat_format, "MTMDChatHandler", None) or llama_chat_format.Llava15ChatHandler
         try:
             handler = handler_class(clip_model_path=str(self.mmproj_path), verbose=False)
-            return Llama(
+            return buffered_llama_class()(
                 model_path=str(self.model_path),
+                extra_buffers=choose_extra_buffers(self.cpu_extra_buffers, cpu_flags()).enabled,
                 chat_handler=handler,
                 n_ctx=self.n_ctx,
                 n_gpu_layers=self.n_gpu_layers,
@@ -199,6 +203,7 @@ def make_captioner(
     coca_pretrained: str | None = DEFAULT_COCA_PRETRAINED,
     device: str = "cpu",
     models_dir: Path | None = None,
+    cpu_extra_buffers: CpuExtraBuffers = "auto",
 ) -> Captioner:
     """The VLM when one is configured (both files needed), CoCa otherwise.
 
@@ -209,7 +214,7 @@ def make_captioner(
         if not (caption_model and caption_mmproj):
             missing = "caption_mmproj (its image projector)" if caption_model else "caption_model (the GGUF)"
             raise CaptionerUnavailableError(f"a VLM captioner needs both files: set {missing} too")
-        return VLMCaptioner(caption_model, caption_mmproj, models_dir=models_dir)
+        return VLMCaptioner(caption_model, caption_mmproj, models_dir=models_dir, cpu_extra_buffers=cpu_extra_buffers)
     return CocaCaptioner(coca_model, coca_pretrained, device=device, cache_dir=models_dir)
 
 
@@ -240,7 +245,12 @@ def captioner_for(settings: Settings) -> LazyCaptioner:
     """The captioner ``settings`` configure (``caption_model`` + ``caption_mmproj``, else CoCa),
     made on its first caption; hub downloads go to ``models_dir``."""
     return LazyCaptioner(
-        lambda: make_captioner(settings.caption_model, settings.caption_mmproj, models_dir=settings.models_dir)
+        lambda: make_captioner(
+            settings.caption_model,
+            settings.caption_mmproj,
+            models_dir=settings.models_dir,
+            cpu_extra_buffers=settings.cpu_extra_buffers,
+        )
     )
 
 
