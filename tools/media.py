@@ -118,34 +118,46 @@ def _reading(path: Path) -> Iterator[None]:
     try:
         yield
     except FileNotFoundError as exc:
-        raise MediaNotFoundError(path, f"{path} disappeared while it was being read") from exc
+        raise MediaNotFoundError(path, f"{_shown(path)} disappeared while it was being read") from exc
     except PermissionError as exc:
-        raise MediaUnreadableError(path, f"cannot read {path}: permission denied") from exc
+        raise MediaUnreadableError(path, f"cannot read {_shown(path)}: permission denied") from exc
     except IsADirectoryError as exc:
-        raise NotAFileError(path, f"{path} is a directory, not a file") from exc
+        raise NotAFileError(path, f"{_shown(path)} is a directory, not a file") from exc
     except OSError as exc:
-        raise MediaUnreadableError(path, f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise MediaUnreadableError(path, f"cannot read {_shown(path)}: {exc.strerror or exc}") from exc
+
+
+def _shown(path: str | Path) -> str:
+    """A path as messages print it: quoted when it holds a newline or another control character,
+    so the message stays one line whatever name a user or a model gave."""
+    text = str(path)
+    return repr(text) if any(not ch.isprintable() and ch != " " for ch in text) else text
 
 
 def check_file(path: str | Path) -> Path:
     """The path, if it names a non-empty regular file; a typed error saying why not otherwise."""
-    path = Path(path).expanduser()
+    try:
+        path = Path(path).expanduser()
+    except RuntimeError as exc:  # ~user naming no user on this machine
+        raise MediaNotFoundError(path, f"no such file: {_shown(path)} (no such user's home)") from exc
     try:
         info = path.stat()
+    except ValueError as exc:  # a NUL byte: no file can have that name
+        raise MediaNotFoundError(path, f"no such file: {_shown(path)}") from exc
     except FileNotFoundError as exc:
         if path.is_symlink():
-            raise MediaNotFoundError(path, f"{path} is a broken symlink") from exc
-        raise MediaNotFoundError(path, f"no such file: {path}") from exc
+            raise MediaNotFoundError(path, f"{_shown(path)} is a broken symlink") from exc
+        raise MediaNotFoundError(path, f"no such file: {_shown(path)}") from exc
     except PermissionError as exc:
-        raise MediaUnreadableError(path, f"cannot reach {path}: permission denied") from exc
+        raise MediaUnreadableError(path, f"cannot reach {_shown(path)}: permission denied") from exc
     except OSError as exc:  # e.g. ENAMETOOLONG, ELOOP
-        raise MediaNotFoundError(path, f"cannot use {path}: {exc.strerror or exc}") from exc
+        raise MediaNotFoundError(path, f"cannot use {_shown(path)}: {exc.strerror or exc}") from exc
     if stat.S_ISDIR(info.st_mode):
-        raise NotAFileError(path, f"{path} is a directory, not a file")
+        raise NotAFileError(path, f"{_shown(path)} is a directory, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise NotAFileError(path, f"{path} is not a regular file")
+        raise NotAFileError(path, f"{_shown(path)} is not a regular file")
     if info.st_size == 0:
-        raise EmptyMediaError(path, f"{path} is empty (0 bytes)")
+        raise EmptyMediaError(path, f"{_shown(path)} is empty (0 bytes)")
     return path
 
 
@@ -157,7 +169,7 @@ def sniff(path: str | Path) -> MediaType:
     media = sniff_bytes(head)
     if media is None:
         known = "PNG, JPEG, GIF, WebP, BMP, WAV, FLAC, OGG, MP3, M4A/MP4, WebM/MKV"
-        raise UnsupportedMediaError(path, f"{path} is not a supported image or audio file (known: {known})")
+        raise UnsupportedMediaError(path, f"{_shown(path)} is not a supported image or audio file (known: {known})")
     return media
 
 
@@ -201,7 +213,7 @@ def open_image(
     path = Path(path)
     media = sniff(path)
     if media.kind != "image":
-        raise UnsupportedMediaError(path, f"{path} is {media.describe()}, not an image")
+        raise UnsupportedMediaError(path, f"{_shown(path)} is {media.describe()}, not an image")
     _pillow()
     from PIL import Image, UnidentifiedImageError
 
@@ -213,7 +225,7 @@ def open_image(
             width, height = image.size
             if width * height > max_pixels:
                 raise ImageTooLargeError(
-                    path, f"{path} is too large to decode safely: {width}x{height} pixels, over {max_pixels:,}"
+                    path, f"{_shown(path)} is too large to decode safely: {width}x{height} pixels, over {max_pixels:,}"
                 )
             if min_side is not None and media == JPEG:
                 image.draft("RGB", (min_side, min_side))
@@ -224,12 +236,12 @@ def open_image(
                 image = image.convert("RGBA")
             return image.convert(mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(path, f"{path} is too large to decode safely: {exc}") from exc
+        raise ImageTooLargeError(path, f"{_shown(path)} is too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise CorruptMediaError(path, f"{path} starts like a {label} image but cannot be decoded") from exc
+        raise CorruptMediaError(path, f"{_shown(path)} starts like a {label} image but cannot be decoded") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CorruptMediaError(path, f"{path} is a truncated or damaged {label} image ({detail})") from exc
+        raise CorruptMediaError(path, f"{_shown(path)} is a truncated or damaged {label} image ({detail})") from exc
 
 
 # --- audio ------------------------------------------------------------------------------------
@@ -249,7 +261,7 @@ def check_audio(path: str | Path) -> MediaType:
     path = Path(path)
     media = sniff(path)
     if media.kind == "image":
-        raise UnsupportedMediaError(path, f"{path} is {media.describe()}, not audio")
+        raise UnsupportedMediaError(path, f"{_shown(path)} is {media.describe()}, not audio")
     if media == WAV:
         with _reading(path), path.open("rb") as file:
             _check_wav_header(path, file)
@@ -270,18 +282,20 @@ def _check_wav_header(path: Path, file: IO[bytes]) -> None:
             fmt_seen = True
         elif chunk_id == b"data":
             if not fmt_seen:
-                raise CorruptMediaError(path, f"{path} is a corrupt WAV file: audio data before its format chunk")
+                corrupt = f"{_shown(path)} is a corrupt WAV file"
+                raise CorruptMediaError(path, f"{corrupt}: audio data before its format chunk")
             return
         else:
             file.seek(size + (size & 1), 1)
     if not fmt_seen:
-        raise CorruptMediaError(path, f"{path} is a corrupt WAV file: no format chunk")
-    raise CorruptMediaError(path, f"{path} is a corrupt WAV file: no audio data chunk")
+        raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: no format chunk")
+    raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: no audio data chunk")
 
 
 def _check_wav_format(path: Path, body: bytes, declared: int) -> None:
     if declared < 16 or len(body) < 16:
-        raise CorruptMediaError(path, f"{path} is a corrupt WAV file: format chunk of {len(body)} bytes (needs 16)")
+        corrupt = f"{_shown(path)} is a corrupt WAV file"
+        raise CorruptMediaError(path, f"{corrupt}: format chunk of {len(body)} bytes (needs 16)")
     fmt, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
     problem = None
     if fmt not in _WAV_FORMATS and fmt != _WAV_EXTENSIBLE:
@@ -295,4 +309,4 @@ def _check_wav_format(path: Path, body: bytes, declared: int) -> None:
     elif fmt in (1, 3) and (bits == 0 or block_align != channels * ((bits + 7) // 8)):
         problem = f"{bits}-bit samples in {block_align}-byte frames for {channels} channel(s)"
     if problem:
-        raise CorruptMediaError(path, f"{path} is a corrupt WAV file: its header declares {problem}")
+        raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: its header declares {problem}")
