@@ -257,8 +257,9 @@ class Generator:
         started = time.perf_counter()
         first: float | None = None
         reply: AIMessageChunk | None = None
-        interrupted = False
-        stream = self._bound(state).stream(self._prompt(state))
+        interrupted = cancel is not None and cancel.is_set()
+        # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
+        stream = iter(()) if interrupted else self._bound(state).stream(self._prompt(state))
         try:
             for chunk in stream:
                 if first is None and chunk.content:

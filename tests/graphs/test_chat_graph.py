@@ -79,6 +79,25 @@ def test_empty_input_is_refused_before_anything_is_saved() -> None:
     assert not graph.get_state(config()).values.get("messages")
 
 
+def test_cancel_before_generation_starts_asks_the_model_nothing() -> None:
+    """Ctrl-C while the model is still loading: no prefill, no token, an empty reply marked interrupted."""
+    context = TurnContext()
+    context.cancel.set()
+    asked: list[int] = []
+
+    class CountingModel(GenericFakeChatModel):
+        def _stream(self, *args: Any, **kwargs: Any) -> Iterator[Any]:
+            asked.append(1)
+            yield from super()._stream(*args, **kwargs)
+
+    graph = build_graph(CountingModel(messages=iter([AIMessage("I am here")])), InMemorySaver(), counter=WORDS)
+    state = graph.invoke({"input": "talk"}, config(), context=context)
+    reply = state["messages"][-1]
+    assert asked == []
+    assert reply.content == "" and reply.response_metadata["interrupted"] is True
+    assert state["trace"]["interrupted"] is True
+
+
 def test_cancel_keeps_partial_reply_marked_interrupted() -> None:
     context = TurnContext()
 
