@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from pathlib import Path
+
+from agentmm.errors import AgentmmError
 
 
 @dataclass(frozen=True)
@@ -54,15 +57,41 @@ class UnknownCommand(ValueError):
 
 
 def parse(line: str) -> Parsed | str:
-    """A command, or the text to send (``//text`` sends ``/text``)."""
+    """A command, or the text to send (``//text`` sends ``/text``).
+
+    Any whitespace ends the command's name (a tab, or a newline from a paste), so the name
+    never swallows its argument, and the unknown-command line never holds a newline.
+    """
     stripped = line.strip()
     if not stripped.startswith("/") or stripped.startswith("//"):
-        return line[1:] if stripped.startswith("//") else line
-    word, _, rest = stripped[1:].partition(" ")
+        return line.lstrip()[1:] if stripped.startswith("//") else line
+    word, *rest = stripped[1:].split(None, 1)
     name = ALIASES.get(word.lower(), word.lower())
     if name not in BY_NAME:
         raise UnknownCommand(unknown_message(word))
-    return Parsed(name, rest.strip())
+    return Parsed(name, rest[0].strip() if rest else "")
+
+
+def path_arg(arg: str) -> Path:
+    """A file argument as a path: surrounding quotes dropped, ``~`` expanded. A name no file can
+    have (a NUL byte) or a ``~user`` naming no user is one error line, not a ValueError or
+    RuntimeError out of pathlib; so is a line break, which in a one-line command comes from a
+    paste of several lines (and would split every message naming the file)."""
+    text = arg.strip("'\"")
+    if "\0" in text:
+        raise AgentmmError(f"{text!r}: a file name cannot contain a NUL character")
+    if "\n" in text or "\r" in text:
+        raise AgentmmError(f"{text!r}: one file per command, on one line")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise AgentmmError(f"{text.split('/', 1)[0]!r} names no user on this machine") from None
+
+
+def index_arg(arg: str) -> int | None:
+    """A number such as /greeting's N, typed in ASCII digits; None for anything else, including
+    digits ``int()`` refuses ('²') and numbers too long to index anything."""
+    return int(arg) if arg.isascii() and arg.isdigit() and len(arg) <= 9 else None
 
 
 def unknown_message(word: str) -> str:

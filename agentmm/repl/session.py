@@ -17,7 +17,7 @@ from typing import Any
 
 from agentmm.errors import AgentmmError
 from agentmm.repl import thread_edit
-from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, parse
+from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
 from agentmm.repl.terminal import Terminal, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
 
@@ -281,11 +281,11 @@ class ChatSession:
             if not persona.greetings:
                 self.terminal.show(f"{persona.name} has no greetings")
             return
-        if not arg.isdigit():
+        n = index_arg(arg)
+        if n is None:
             raise AgentmmError(f"/greeting takes a number, 0 to {max(len(persona.greetings) - 1, 0)}")
         if self._thread_values().get("messages"):
             raise AgentmmError("a greeting opens a thread: /new first, then /greeting N")
-        n = int(arg)
         if n >= max(len(persona.greetings), 1):
             raise AgentmmError(f"{persona.name} has {len(persona.greetings)} greetings (0 to "
                                f"{max(len(persona.greetings) - 1, 0)})")  # fmt: skip
@@ -296,7 +296,7 @@ class ChatSession:
     def _attach(self, arg: str, kind: str) -> None:
         if not arg:
             raise AgentmmError(f"/{kind} needs a file: /{kind} PATH")
-        path = Path(arg.strip("'\"")).expanduser()
+        path = path_arg(arg)
         if not path.is_file():
             raise AgentmmError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
         found = self.agent.attachment_kind(path)
@@ -437,7 +437,7 @@ class ChatSession:
             raise AgentmmError("/save needs a file name ending in .md or .json")
         from agentmm.repl.transcript import format_of, save, transcript
 
-        path = Path(arg.strip("'\"")).expanduser()
+        path = path_arg(arg)
         format_of(path)
         values = self._thread_values()
         if not values.get("messages"):
