@@ -21,12 +21,14 @@ from agentmm.memory.errors import MemoryStoreError
 from agentmm.memory.manage import EXPORT_FORMAT, add_memory, export_jsonl, import_jsonl, list_memories, stats
 from tests.memory.conftest import CharacterEmbeddings
 
-HOSTILE = settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+HOSTILE = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 # Characters that break line-based readers, JSON or SQLite in the wild.
 TRICKY = ["\u2028", "\u2029", "\x85", "\x1c", "\x0b", "\x0c", "\r", "\n", "\ufeff", "\x00", ".", "é", "😀"]
 text = st.text(st.sampled_from(TRICKY) | st.characters(exclude_categories=["Cs"]), max_size=30)
-label = st.sampled_from(["ada", "nora", "_assistant", "_shared"]) | text
+plain = st.text(st.characters(exclude_categories=["Cs", "Cc"], exclude_characters="."), max_size=12)
+label = st.sampled_from(["ada", "nora", "_assistant", "_shared"]) | plain
+bad_label = st.sampled_from(["", "a.b", "a\x00b", "memories"]) | text
 json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text
 json_values = st.recursive(
     json_scalars,
@@ -34,8 +36,9 @@ json_values = st.recursive(
     max_leaves=10,
 )
 timestamps = st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()) | st.sampled_from(
-    ["2024-03-01T10:00:00+00:00", "2024-03-01T10:00:00.123456+00:00", "2024-03-01", "yesterday", "", "9999-99-99"]
+    ["2024-03-01T10:00:00+00:00", "2024-03-01T10:00:00.123456+00:00", "2024-03-01"]
 )
+bad_timestamps = st.sampled_from(["yesterday", "", "9999-99-99", "2024-03-01T25:00"]) | json_values
 
 
 @st.composite
@@ -49,13 +52,17 @@ def export_rows(draw: st.DrawFn) -> dict[str, Any]:
         "created_at": draw(timestamps),
         "updated_at": draw(timestamps),
     }
-    if draw(st.booleans()):
+    if draw(st.integers(0, 4)) == 3:  # not 0: hypothesis tries 0 first and often
         key = draw(st.sampled_from(sorted(row)))
         if draw(st.booleans()):
             del row[key]
+        elif key.endswith("_at"):
+            row[key] = draw(bad_timestamps)
+        elif key == "namespace":
+            row[key] = draw(st.lists(label | bad_label, max_size=5).map(lambda ls: [ROOT, *ls]) | json_values)
         else:
-            row[key] = draw(json_values | st.lists(label, max_size=5))
-    if isinstance(row.get("value"), dict) and draw(st.integers(0, 5)) == 0:
+            row[key] = draw(json_values)
+    if isinstance(row.get("value"), dict) and draw(st.integers(0, 9)) == 7:
         row["value"]["deep"] = draw(st.sampled_from([DEEP, SURROGATE]))
     return row
 
@@ -74,7 +81,7 @@ def encode(row: dict[str, Any]) -> str:
 @st.composite
 def export_files(draw: st.DrawFn) -> str:
     lines = [encode(row) for row in draw(st.lists(export_rows(), min_size=1, max_size=4))]
-    if draw(st.integers(0, 4)) == 0:  # a line that is not a row at all
+    if draw(st.integers(0, 4)) == 3:  # a line that is not a row at all
         lines.insert(draw(st.integers(0, len(lines))), draw(text | st.sampled_from(["{", "[1]", "null", "NaN"])))
     return "\n".join(lines) + draw(st.sampled_from(["\n", "", "\r\n", "\n\n"]))
 
