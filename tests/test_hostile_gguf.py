@@ -20,7 +20,9 @@ from agentmm.errors import CorruptModelError, ModelError
 from agentmm.gguf import GGUFInfo, read_gguf
 from agentmm.models import check_fits_in_memory
 
-HOSTILE = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+HOSTILE = settings(
+    max_examples=120, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # GGUF value types (see agentmm/gguf.py): scalars by struct format, 8 = string, 9 = array.
 SCALAR_FORMATS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}

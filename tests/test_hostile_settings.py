@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime, time
@@ -24,7 +26,9 @@ from agentmm.errors import AgentmmError, ModelError, ModelNotFoundError, Setting
 from agentmm.models import resolve_gguf, resolve_model
 from agentmm.settings import ENV_PREFIX, Settings, load_settings
 
-HOSTILE = settings(max_examples=100, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+HOSTILE = settings(
+    max_examples=100, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 FIELDS = sorted(Settings.model_fields)
 PATH_FIELDS = ["data_dir", "models_dir", "personas_dir", "tools_dir"]
 
@@ -159,7 +163,7 @@ def test_any_environment_value_loads_or_is_one_typed_line(config_dir: Path, env:
     load_or_typed_error(config_dir / "absent.toml", {ENV_PREFIX + name.upper(): v for name, v in env.items()})
 
 
-@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(HOSTILE, max_examples=40)
 @given(table=config_tables, env=st.dictionaries(st.sampled_from(FIELDS), env_text, max_size=2))
 def test_config_show_prints_or_exits_with_one_line(
     config_dir: Path, table: dict[str, Any], env: dict[str, str]
@@ -195,3 +199,28 @@ def test_any_model_name_resolves_or_is_one_typed_line(spec: str) -> None:
             resolve()
         except ModelError as exc:
             one_line(exc)
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "needle"),
+    [
+        (b"\xff\xfe not utf-8", {}, "not UTF-8"),
+        (b"tools = " + b"[" * 2000 + b"]" * 2000, {}, "too deeply"),
+        (b"", {"AGENTMM_TOOLS": "roll_dice"}, "JSON list"),
+        (b'data_dir = "~nosuchuser_xyz/agentmm"', {}, "names no user"),
+    ],
+)
+def test_the_command_prints_one_line_and_exits_non_zero(
+    tmp_path: Path, config: bytes, env: dict[str, str], needle: str
+) -> None:
+    """The real entry point (main() in a subprocess): no traceback, one line, exit 2."""
+    path = tmp_path / "config.toml"
+    path.write_bytes(config)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    done = subprocess.run(
+        [sys.executable, "-m", "agentmm.cli", "--config", str(path), "config", "show"],
+        capture_output=True, text=True, timeout=120, env={**clean, **env},
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("agentmm: error: ") and needle in lines[0], done.stderr

@@ -21,7 +21,9 @@ from agentmm.memory.errors import MemoryStoreError
 from agentmm.memory.manage import EXPORT_FORMAT, add_memory, export_jsonl, import_jsonl, list_memories, stats
 from tests.memory.conftest import CharacterEmbeddings
 
-HOSTILE = settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+HOSTILE = settings(
+    max_examples=60, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 # Characters that break line-based readers, JSON or SQLite in the wild.
 TRICKY = ["\u2028", "\u2029", "\x85", "\x1c", "\x0b", "\x0c", "\r", "\n", "\ufeff", "\x00", ".", "é", "😀"]

@@ -26,7 +26,9 @@ from agentmm.personas.files import render
 from agentmm.personas.png import embed_cards, placeholder_png
 from tests.personas.conftest import make_v2_card
 
-HOSTILE = settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+HOSTILE = settings(
+    max_examples=80, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 FIELDS = sorted(Persona.model_fields)
 ENTRY_KEYS = ["keys", "secondary_keys", "content", "selective", "constant", "priority", "enabled", "name",
               "insertion_order", "position", "scan_depth", "raw", "case_sensitive"]  # fmt: skip

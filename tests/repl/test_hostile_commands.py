@@ -5,6 +5,7 @@ a command, text to send, or one ``UnknownCommand`` line.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from agentmm.repl.session import ChatSession
 from tests.memory.conftest import CharacterEmbeddings
 from tests.repl.test_session import ScriptedTerminal, make_agent
 
-HOSTILE = settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+HOSTILE = settings(
+    max_examples=150, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 words = st.text(max_size=30) | st.sampled_from(["0", "1", "²", "٣", "9" * 5000, "-1", "nora", "Nora Quill"])
-paths = st.sampled_from(["~nosuchuser_xyz/t.md", "~/t.md", "a\x00b.md", "x" * 300 + ".md", "'quoted.json'", "/", "."])
+paths = st.sampled_from(["~nosuchuser_xyz/t.md", "a\x00b.md", "x" * 300 + ".md", "'quoted.json'", "/", ".", "sub/t.md"])
 separators = st.sampled_from([" ", "  ", "\t", "\n", "\u3000", "\xa0"])
 
 
@@ -65,10 +68,15 @@ class RecordingTerminal(ScriptedTerminal):
 
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatSession]:
-    """One REPL over the real Agent (fake chat model), with memory and one exchange in the thread."""
+    """One REPL over the real Agent (fake chat model), with memory and one exchange in the thread,
+    working in a folder of its own (a /save of a relative name writes there)."""
     base = tmp_path_factory.mktemp("repl")
+    (base / "cwd").mkdir()
     embeddings = CharacterEmbeddings(dims=16)
-    with ChromaStore.from_path(base / "store", index={"dims": 16, "embed": embeddings, "fields": ["text"]}) as store:
+    with (
+        contextlib.chdir(base / "cwd"),
+        ChromaStore.from_path(base / "store", index={"dims": 16, "embed": embeddings, "fields": ["text"]}) as store,
+    ):
         agent = make_agent(base, ["Hello there.", "Again."], store=store)
         chat = ChatSession(agent, RecordingTerminal())
         chat.handle("Hi, I am Ada.")

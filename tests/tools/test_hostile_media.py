@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 from agentmm.tools import media
 from agentmm.tools.errors import MediaError
 
-HOSTILE = settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+HOSTILE = settings(
+    max_examples=120, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 MAGICS = [
     b"\x89PNG\r\n\x1a\n",
     b"\xff\xd8\xff",
