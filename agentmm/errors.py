@@ -38,6 +38,11 @@ class ModelNotFoundError(ModelError):
     """The model path or id names no file, shipped model or reachable hub file."""
 
 
+class NotAChatModelError(ModelError, TypeError):
+    """What was given as the chat model is neither a LangChain ``BaseChatModel`` instance nor a
+    model setting (a GGUF path, a shipped model's name or a hub id)."""
+
+
 class NotAGGUFError(ModelError):
     """The file exists but is not a GGUF model."""
 

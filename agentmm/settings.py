@@ -193,6 +193,19 @@ class Settings(BaseSettings):
         """JSON-ready values, paths as strings."""
         return self.model_dump(mode="json")
 
+    def updated(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied and checked as ``load_settings`` checks a flag (a bad
+        value is one ``SettingsError`` line); ``model_copy`` would take any value unchecked.
+        ``model_validate`` skips the settings sources, so nothing is re-read from the environment."""
+        if not changes:
+            return self
+        try:
+            copy = type(self).model_validate({**self.model_dump(), **changes})
+        except ValidationError as exc:
+            raise SettingsError(_one_line(exc, set(), None)) from exc
+        copy._sources = {**self.sources, **dict.fromkeys(changes, "argument")}
+        return copy
+
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """The settings in a TOML config file; an absent file is an empty config."""
@@ -285,7 +298,7 @@ def _env_one_line(exc: PydanticSettingsError) -> str:
     return f"bad setting {name} (from {ENV_PREFIX}{name.upper()}): give a JSON list, e.g. {example}"
 
 
-def _one_line(exc: ValidationError, file_keys: set[str], path: Path) -> str:
+def _one_line(exc: ValidationError, file_keys: set[str], path: Path | None) -> str:
     error = exc.errors()[0]
     name = str(error["loc"][0]) if error["loc"] else "?"
     if error["type"] == "extra_forbidden":

@@ -8,6 +8,7 @@ LangGraph threads: pass a ``thread_id`` to continue one.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import uuid
@@ -25,15 +26,13 @@ from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
-from agentmm.errors import EmptyInputError
+from agentmm.errors import EmptyInputError, NotAChatModelError
 from agentmm.graphs.chat import build_graph
-from agentmm.observations import ObservationPhrasing
 from agentmm.personas import PersonaRegistry
 from agentmm.personas import greeting as opening_greeting
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.threads import new_thread_id, open_checkpointer, thread_exists
-from agentmm.tools.perception import Perception
 
 if TYPE_CHECKING:
     from agentmm.native_probe import NativeCheck
@@ -71,25 +70,32 @@ class Agent:
 
     With no arguments it runs the configured GGUF model (``Settings.model``), keeps threads in
     the data dir and, unless ``settings.memory`` is off, long-term memory in a Chroma store
-    there. Pass ``model`` (any ``BaseChatModel``), ``checkpointer`` (any saver) or ``store``
-    (any ``BaseStore``) to replace one; keyword ``overrides`` are settings (``Agent(n_ctx=2048)``).
-    ``tools`` are the tools the model may call; by default those named in ``settings.tools``,
-    found among the built-ins, ``agentmm.tools`` plugins and ``settings.tools_dir``.
+    there. ``model`` is either a chat model to use (any ``BaseChatModel`` instance) or the
+    model setting itself (a ``.gguf`` path as ``str`` or ``Path``, a shipped model's name such
+    as ``"smollm2"``, or a hub id): ``Agent(model="m.gguf")`` is ``Agent(load_settings(model=
+    "m.gguf"))``, resolved when the model is first needed. Pass ``checkpointer`` (any saver) or
+    ``store`` (any ``BaseStore``) to replace one; keyword ``overrides`` are settings
+    (``Agent(n_ctx=2048)``), checked as a flag is. ``tools`` are the tools the model may call; by
+    default those named in ``settings.tools``, found among the built-ins, ``agentmm.tools``
+    plugins and ``settings.tools_dir``.
     """
 
     def __init__(
         self,
         settings: Settings | None = None,
         *,
-        model: BaseChatModel | None = None,
+        model: BaseChatModel | str | os.PathLike[str] | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
         store: BaseStore | None = None,
         tools: Sequence[BaseTool] | None = None,
         **overrides: Any,
     ) -> None:
-        self.settings = settings if settings is not None else load_settings(**overrides)
-        if settings is not None and overrides:
-            self.settings = settings.model_copy(update=overrides)
+        if isinstance(model, (str, os.PathLike)):
+            overrides["model"] = os.fspath(model)
+            model = None
+        elif model is not None and not isinstance(model, BaseChatModel):
+            raise NotAChatModelError(_not_a_chat_model(model))
+        self.settings = settings.updated(**overrides) if settings is not None else load_settings(**overrides)
         self._model = model
         self._checkpointer = checkpointer
         self._graph: CompiledStateGraph | None = None
@@ -192,22 +198,8 @@ class Agent:
     def graph(self) -> CompiledStateGraph:
         with self._lock:
             if self._graph is None:
-                self._graph = build_graph(
-                    self.model,
-                    self.checkpointer,
-                    system_prompt=self.settings.system_prompt,
-                    n_ctx=self.settings.n_ctx,
-                    reply_tokens=self.settings.max_tokens,
-                    personas=self.personas,
-                    store=self.store,
-                    recall_k=self.settings.memory_k,
-                    perception=Perception(settings=self.settings),
-                    tools=self.tools,
-                    approve_tools=self.settings.approve_tools,
-                    tool_timeout_s=self.settings.tool_timeout_s,
-                    max_tool_rounds=self.settings.max_tool_rounds,
-                    phrasing=ObservationPhrasing.from_settings(self.settings),
-                )
+                self._graph = build_graph(self.settings, model=self.model, checkpointer=self.checkpointer,
+                                          store=self.store, tools=self.tools, personas=self.personas)  # fmt: skip
         return self._graph
 
     def chat(
@@ -319,6 +311,17 @@ class Agent:
 
     def config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}}
+
+
+def _not_a_chat_model(model: object) -> str:
+    """Why ``model`` cannot be the agent's chat model, in one line."""
+    if isinstance(model, type):
+        hint = f": pass an instance, {model.__name__}(...)" if issubclass(model, BaseChatModel) else ""
+        return f"model is the class {model.__name__}, not a chat model{hint}"
+    shown = " ".join(repr(model).split())
+    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    return (f"model must be a LangChain BaseChatModel or a model name or path (str or Path), "
+            f"not {type(model).__name__} {shown}")  # fmt: skip
 
 
 class TurnStream:
