@@ -118,5 +118,5 @@ def test_save_writes_nothing_half_way(session: ChatSession, tmp_path: Path) -> N
     session.handle("/new")
     session.handle("Something to save.")
     session.handle(f"/save {target}")
-    assert target.is_file()
+    assert target.is_file(), session.terminal.errors[-3:]  # type: ignore[attr-defined]
     assert [p.name for p in target.parent.iterdir()] == ["t.json"]  # no temp file left beside it
