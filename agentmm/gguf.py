@@ -93,6 +93,7 @@ class _Reader:
     def __init__(self, stream: BinaryIO, path: Path) -> None:
         self.stream = stream
         self.path = path
+        self.last_array: tuple[int, int] = (0, 0)  # (item type, length) of the last top-level array
 
     def take(self, size: int) -> bytes:
         data = self.stream.read(size)
@@ -122,6 +123,8 @@ class _Reader:
                 raise CorruptModelError(f"{self.path} is damaged: arrays nested more than {MAX_ARRAY_DEPTH} deep")
             item_kind = self.unpack("I")
             n = self.count("array items")
+            if depth == 0:
+                self.last_array = (item_kind, n)
             if item_kind in _SCALARS and not keep:
                 self.take(struct.calcsize(_SCALARS[item_kind]) * n)
                 return None
@@ -151,6 +154,7 @@ def read_gguf(path: Path) -> GGUFInfo:
         n_tensors = reader.count("tensors")
         n_kv = reader.count("metadata keys")
         metadata: dict[str, Any] = {}
+        vocab: dict[str, tuple[int, int]] = {}  # tokenizer array -> (item type, length); None: not an array
         for _ in range(n_kv):
             key = reader.string()
             kind = reader.unpack("I")
@@ -158,6 +162,9 @@ def read_gguf(path: Path) -> GGUFInfo:
             metadata[key] = reader.value(kind, keep=not key.startswith("tokenizer.ggml."))
             if key == ALIGNMENT_KEY:
                 _check_alignment(path, kind, metadata[key])
+            if key in _VOCAB_ARRAYS:
+                vocab[key] = reader.last_array if kind == _ARRAY else (kind, -1)
+        _check_vocab(path, vocab)
         data_end = _tensor_data_end(reader, n_tensors)
         alignment = metadata.get(ALIGNMENT_KEY, DEFAULT_ALIGNMENT)
         data_start = -(-stream.tell() // alignment) * alignment
@@ -175,6 +182,26 @@ def _check_alignment(path: Path, kind: int, value: Any) -> None:
         raise CorruptModelError(f"{path} is damaged: its {ALIGNMENT_KEY} is not a uint32")
     if value <= 0 or value & (value - 1):
         raise CorruptModelError(f"{path} is damaged: its {ALIGNMENT_KEY} {value} is not a power of two")
+
+
+# The tokenizer arrays llama.cpp reads as raw C arrays (llama-vocab.cpp): a wrong item type is a
+# GGML_ASSERT that aborts the process, a short scores or token_type array is read past its end.
+_VOCAB_ARRAYS = {
+    "tokenizer.ggml.tokens": (_STRING, "strings"),
+    "tokenizer.ggml.merges": (_STRING, "strings"),
+    "tokenizer.ggml.scores": (6, "float32 numbers"),
+    "tokenizer.ggml.token_type": (5, "int32 numbers"),
+}
+
+
+def _check_vocab(path: Path, arrays: dict[str, tuple[int, int]]) -> None:
+    n_tokens = arrays.get("tokenizer.ggml.tokens", (0, -1))[1]
+    for key, (item_kind, n) in arrays.items():
+        wanted, words = _VOCAB_ARRAYS[key]
+        if n < 0 or item_kind != wanted:
+            raise CorruptModelError(f"{path} is damaged: its {key} is not a list of {words}")
+        if key in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type") and n_tokens >= 0 and n != n_tokens:
+            raise CorruptModelError(f"{path} is damaged: its {key} has {n} entries for {n_tokens} tokens")
 
 
 def _count(value: Any) -> int | None:

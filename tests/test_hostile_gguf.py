@@ -39,6 +39,9 @@ KNOWN_KEYS = [
     f"{ARCH}.attention.head_count_kv",
     "tokenizer.chat_template",
     "tokenizer.ggml.tokens",
+    "tokenizer.ggml.scores",
+    "tokenizer.ggml.token_type",
+    "tokenizer.ggml.merges",
 ]
 
 
@@ -233,3 +236,41 @@ def test_sizes_of_the_wrong_type_do_not_break_doctor(model_file: Path, kind: int
     model_file.write_bytes(header(pairs))
     info = read_gguf(model_file)
     use_header(info)
+
+
+VOCAB = {"tokenizer.ggml.tokens": STRING, "tokenizer.ggml.scores": 6, "tokenizer.ggml.token_type": 5}
+
+
+@HOSTILE
+@given(
+    arrays=st.dictionaries(
+        st.sampled_from(sorted(VOCAB)),
+        st.tuples(st.sampled_from([*SCALAR_FORMATS, STRING, ARRAY]), st.integers(0, 4)),
+        min_size=1,
+    ),
+    scalar_instead=st.sampled_from([None, *sorted(VOCAB)]),
+)
+def test_vocab_arrays_llama_cpp_reads_raw_are_checked(
+    model_file: Path, arrays: dict[str, tuple[int, int]], scalar_instead: str | None
+) -> None:
+    """llama.cpp reads the vocabulary arrays as raw C arrays: an item type it does not expect
+    aborts the process (GGML_ASSERT), and scores or token types shorter than the tokens are read
+    past their end. Such a header is a typed error before llama.cpp ever sees it."""
+    samples = {STRING: "t", 6: 0.5, 12: 0.5, 7: True}
+    pairs: list[tuple[str, int, object]] = [
+        (key, ARRAY, (item_kind, [] if item_kind == ARRAY else [samples.get(item_kind, 0)] * n))
+        for key, (item_kind, n) in arrays.items()
+    ]
+    if scalar_instead in arrays:
+        pairs = [(k, STRING, "x") if k == scalar_instead else (k, kind, v) for k, kind, v in pairs]
+    model_file.write_bytes(header(pairs))
+    n_tokens = arrays.get("tokenizer.ggml.tokens", (STRING, -1))[1]
+    fits = scalar_instead not in arrays and all(
+        item_kind == VOCAB[key] and (key == "tokenizer.ggml.tokens" or n_tokens < 0 or n == n_tokens)
+        for key, (item_kind, n) in arrays.items()
+    )
+    if fits:
+        read_gguf(model_file)
+    else:
+        with pytest.raises(CorruptModelError, match=r"tokenizer\.ggml"):
+            read_gguf(model_file)
