@@ -75,8 +75,8 @@ def test_bad_persona_input_is_one_line(tmp_path: Path) -> None:
     bad_spec.write_text(json.dumps({"spec": "chara_card_v9", "data": {"name": "x"}}))
     assert_one_line_error(agentmm("personas", "import", str(fake_png)), "")
     assert_one_line_error(agentmm("personas", "import", str(bad_spec)), "spec")
-    assert_one_line_error(agentmm("personas", "show", "Nobody At All"), "Nobody At All")
-    assert_one_line_error(agentmm("chat", "-m", "hi", "--persona", "Nobody At All"), "Nobody At All")
+    assert_one_line_error(agentmm("personas", "show", "Nobody At All"), "no persona named 'Nobody At All'")
+    assert_one_line_error(agentmm("chat", "-m", "hi", "--persona", "Nobody At All"), "no persona named 'Nobody At All'")
     assert_one_line_error(agentmm("chat", "-m", "hi", "--persona", "Ilse Varga", "--greeting", "9"), "greeting 9")
     invalid = agentmm("personas", "validate", str(bad_spec), "--json")
     assert invalid.returncode == 1 and json.loads(invalid.stdout)["ok"] is False
@@ -92,7 +92,9 @@ def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path) -> None:
     trace = first["trace"]
     assert trace["persona"] == "Captain Rell"
     assert trace["greeting"] == "Back again, User?"
-    assert [e["entry"] for e in trace["lore"]] == ["Halcyon"] or trace["lore"][0]["content"].startswith("The Halcyon")
+    (lore,) = trace["lore"]  # the card's one entry, fired by its key in the message
+    assert (lore["entry"], lore["why"]) == ("Halcyon", "key 'Halcyon' in chat")
+    assert lore["content"] == "The Halcyon is a brass-hulled airship." and lore["tokens"] > 0
     parts = [p["part"] for p in trace["prompt_parts"]]
     assert parts[:2] == ["system_prompt", "description"] and "lore" in parts
     assert first["reply"].strip()

@@ -67,7 +67,7 @@ def roll_dice(notation: str) -> str:
     return f"{result['notation']}: rolled {result['rolls']}, total {result['total']}"
 
 
-@tool
+@tool(parse_docstring=True)
 def current_datetime(timezone: str = "UTC") -> str:
     """The current date and time, in an IANA time zone such as Europe/Lisbon.
 
@@ -117,7 +117,7 @@ def _eval(node: ast.AST) -> float | int:
     raise ValueError("only numbers and + - * / // % ** ( ) are allowed")
 
 
-@tool
+@tool(parse_docstring=True)
 def calculate(expression: str) -> str:
     """Work out an arithmetic expression such as (3 + 4) * 2.5 or 2 ** 10.
 

@@ -22,7 +22,7 @@ def _turn() -> ActiveTurn:
     return turn
 
 
-@tool
+@tool(parse_docstring=True)
 def search_memory(query: str) -> str:
     """Search your long-term memory of this user: what they told you in earlier conversations.
 
@@ -41,7 +41,7 @@ def search_memory(query: str) -> str:
     return "\n".join(f"- {r.text} ({r.value.get('when', '?')}, id {r.key})" for r in found)
 
 
-@tool
+@tool(parse_docstring=True)
 def save_memory(fact: str) -> str:
     """Save one fact about the user to long-term memory, to recall in later conversations.
 

@@ -157,7 +157,8 @@ def test_persona_greeting_and_model(tmp_path: Path) -> None:
     term = chat(agent, ["/persona nora", "/greeting", "/greeting 1", "/persona Nobody At All", "/model", "Hello"])
     assert "playing Nora Quill" in term.stderr
     assert "[0]" in term.stdout and "[1]" in term.stdout
-    assert "no persona" in term.stderr.lower() or "Nobody At All" in term.stderr
+    assert ("agentmm: error: no persona named 'Nobody At All' (known: Bram Tolliver, Ilse Varga, Nora Quill)"
+            in term.stderr.splitlines())  # fmt: skip
     assert "model smollm2 · n_ctx 2048" in term.stdout
     thread = thread_of(term)
     history = messages(agent, thread)
