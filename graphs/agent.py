@@ -32,6 +32,7 @@ from agentmm.personas import PersonaRegistry
 from agentmm.personas import greeting as opening_greeting
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
+from agentmm.thread_lock import turn_on
 from agentmm.threads import new_thread_id, open_checkpointer, thread_exists
 
 if TYPE_CHECKING:
@@ -368,11 +369,13 @@ class TurnStream:
 
     def __iter__(self) -> Iterator[str]:
         started = time.perf_counter()
-        try:
-            yield from self._run(started)
-        except Exception:
-            self._discard_failed_run()
-            raise
+        # Another process's turn on this thread at the same time would be lost under this one.
+        with turn_on(self.agent.checkpointer, self.thread_id):
+            try:
+                yield from self._run(started)
+            except Exception:
+                self._discard_failed_run()
+                raise
 
     def _run(self, started: float) -> Iterator[str]:
         first: float | None = None

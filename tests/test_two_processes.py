@@ -60,7 +60,7 @@ def assert_refused(done: subprocess.CompletedProcess[str], what: str, pid: int) 
     assert done.returncode != 0, done.stdout
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, done.stderr
-    assert re.match(rf"agentmm: error: {what} \S+ is in use by PID {pid}; ", lines[0]), lines[0]
+    assert re.match(rf"agentmm: error: {what} \S+ is in use by PID {pid}\b", lines[0]), lines[0]
 
 
 @pytest.fixture
@@ -131,3 +131,68 @@ def test_refusals_in_the_library_are_typed(isolated_env: Path) -> None:
         assert store_refused.value.pid == index_refused.value.pid == holder.pid
     finally:
         holder.communicate("", timeout=120)
+
+
+# Runs one quick turn to make thread T, then a second turn whose model waits for a gate file:
+# a process that is in the middle of a reply on T, for as long as the test wants.
+ANSWERING = """
+import sys, time
+from pathlib import Path
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from agentmm.graphs.agent import Agent
+from agentmm.settings import load_settings
+
+class GatedModel(BaseChatModel):
+    gate: str
+
+    @property
+    def _llm_type(self) -> str:
+        return "gated"
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs):
+        if Path(self.gate).with_suffix(".open").exists():
+            print("answering", flush=True)
+            while not Path(self.gate).exists():
+                time.sleep(0.05)
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(content="a reply"))])
+
+gate = sys.argv[1]
+agent = Agent(load_settings(), model=GatedModel(gate=gate))
+first = agent.chat("the first message")
+print("thread", first.thread_id, flush=True)
+Path(gate).with_suffix(".open").touch()
+agent.chat("the second message", first.thread_id)
+agent.close()
+print("done", flush=True)
+"""
+
+
+def test_a_turn_on_a_thread_another_process_is_answering_in_is_refused(isolated_env: Path) -> None:
+    """Memory off (no store lock): a second process's turn on the thread another process is
+    answering in is refused with one line, and the thread keeps whole turns; it used to go
+    through and be lost under the other process's turn."""
+    gate = isolated_env / "gate"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    answering = subprocess.Popen([sys.executable, "-c", ANSWERING, str(gate)], env=env, text=True,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    try:
+        assert answering.stdout is not None
+        thread = answering.stdout.readline().split()[-1]
+        assert answering.stdout.readline().strip() == "answering", answering.stderr
+        second = agentmm("chat", "-m", "a message from another process", "--thread", thread, "--max-tokens", "4")
+        assert_refused(second, "thread", answering.pid)
+        elsewhere = agentmm("chat", "-m", "a message in a thread of its own", "--max-tokens", "4", "--json")
+        assert elsewhere.returncode == 0, elsewhere.stderr  # other threads are not held up
+    finally:
+        gate.touch()
+        out, err = answering.communicate(timeout=120)
+    assert answering.returncode == 0 and out.strip().endswith("done"), err
+    shown = json.loads(agentmm("threads", "show", thread, "--json").stdout)
+    assert [(m["role"], m["content"]) for m in shown["messages"]] == [
+        ("user", "the first message"), ("assistant", "a reply"),
+        ("user", "the second message"), ("assistant", "a reply"),
+    ]  # fmt: skip
+    after = agentmm("chat", "-m", "now it may", "--thread", thread, "--max-tokens", "4")
+    assert after.returncode == 0, after.stderr
