@@ -176,16 +176,19 @@ def read_gguf(path: Path) -> GGUFInfo:
 
 
 def _check_alignment(path: Path, kind: int, value: Any) -> None:
-    """llama.cpp reads the alignment with an assertion on its type (another type aborts the
-    process, no error message) and refuses one that is not a power of two."""
+    """The alignment must be a uint32 power of two. The llama.cpp pinned here refuses anything
+    else with a generic "failed to load model" (the reason only in its log); older builds read
+    it through an assertion on its type, which aborts the process. This names the key."""
     if kind != _UINT32:
         raise CorruptModelError(f"{path} is damaged: its {ALIGNMENT_KEY} is not a uint32")
     if value <= 0 or value & (value - 1):
         raise CorruptModelError(f"{path} is damaged: its {ALIGNMENT_KEY} {value} is not a power of two")
 
 
-# The tokenizer arrays llama.cpp reads as raw C arrays (llama-vocab.cpp): a wrong item type is a
-# GGML_ASSERT that aborts the process, a short scores or token_type array is read past its end.
+# The tokenizer arrays llama.cpp reads as raw C arrays (llama-vocab.cpp). The build pinned here
+# checks their types and lengths but says only "failed to load model" (the reason goes to its
+# log); older builds read them unchecked (a type assertion that aborts, a short array read past
+# its end). Checked here, the error names the key.
 _VOCAB_ARRAYS = {
     "tokenizer.ggml.tokens": (_STRING, "strings"),
     "tokenizer.ggml.merges": (_STRING, "strings"),

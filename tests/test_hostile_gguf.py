@@ -213,8 +213,8 @@ def test_arrays_nested_deeply_are_refused_not_a_recursion_crash(model_file: Path
 @HOSTILE
 @given(kind_value=any_value)
 def test_alignment_must_be_a_uint32_power_of_two(model_file: Path, kind_value: tuple[int, object]) -> None:
-    """llama.cpp reads ``general.alignment`` with an assertion on its type (a wrong type aborts
-    the process) and refuses one that is not a power of two; both are a typed error here first."""
+    """llama.cpp refuses an alignment that is not a uint32 power of two only as "failed to load
+    model" (older builds assert on its type and abort); here it is a typed error naming the key."""
     kind, value = kind_value
     model_file.write_bytes(header([("general.alignment", kind, value)]))
     fits = kind == 4 and value > 0 and value & (value - 1) == 0  # type: ignore[operator]
@@ -253,9 +253,9 @@ VOCAB = {"tokenizer.ggml.tokens": STRING, "tokenizer.ggml.scores": 6, "tokenizer
 def test_vocab_arrays_llama_cpp_reads_raw_are_checked(
     model_file: Path, arrays: dict[str, tuple[int, int]], scalar_instead: str | None
 ) -> None:
-    """llama.cpp reads the vocabulary arrays as raw C arrays: an item type it does not expect
-    aborts the process (GGML_ASSERT), and scores or token types shorter than the tokens are read
-    past their end. Such a header is a typed error before llama.cpp ever sees it."""
+    """llama.cpp reads the vocabulary arrays as raw C arrays; the pinned build refuses a wrong item
+    type or a short scores/token_type array only as "failed to load model" (older builds abort or
+    read past the end). Such a header is a typed error naming the key before llama.cpp sees it."""
     samples = {STRING: "t", 6: 0.5, 12: 0.5, 7: True}
     pairs: list[tuple[str, int, object]] = [
         (key, ARRAY, (item_kind, [] if item_kind == ARRAY else [samples.get(item_kind, 0)] * n))
