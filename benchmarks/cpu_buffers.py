@@ -5,20 +5,20 @@
 AMX CPUs, where that path crashes. This measures what "off" costs, per model:
 
 - prefill tokens/s: a fixed prompt of ``--prompt-tokens`` (512) tokens through ``Llama.eval`` in
-  ``n_batch`` (512) batches, wall time around the call (llama.cpp's own perf counters are recorded
-  in the JSON beside it);
+  ``n_batch`` (512) batches;
 - decode tokens/s: ``--decode-tokens`` (128) tokens, greedy (argmax of the last logits, end of text
-  ignored so every run decodes the same count), one ``Llama.eval`` per token, wall time;
+  ignored so every run decodes the same count), one ``Llama.eval`` per token;
+- both timed three ways: wall time around the ``eval`` calls, llama.cpp's own perf counters
+  (``llama_perf_context``) and the process's CPU time;
 - load time (wall time of building the ``Llama``: the repacking happens there) and the child's peak
   RSS (the repacked copy of the weights lives beside the mmapped file).
 
 Every configuration runs in a child process of its own, on and off alternating in ABBA order per
-round, so neither side always loads first or finds a warmer page cache. Besides wall time, each pass
-records process CPU time: tokens per CPU-second is the figure that stays put when other work shares
-the CPU. ``--n-threads`` defaults to 1 for that reason: on the shared 2-core machine (load average
-7-9), 2 threads decoded the 135M model at 2.2 tok/s against 19 tok/s with 1 thread, most CPU time
-going to llama.cpp's threads waiting on each other (5-6 tokens per CPU-second against 86); use
-``--n-threads 2`` on a quiet machine. Each child
+round, so neither side always loads first or finds a warmer page cache. Tokens per CPU-second is
+the figure that stays put when other work shares the CPU. ``--n-threads`` defaults to 1 for that
+reason: on the shared 2-core machine (load average 7-9), 2 threads decoded the 135M model at 2.2
+tok/s against 19 tok/s with 1 thread, most CPU time going to llama.cpp's threads waiting on each
+other (5 tokens per CPU-second against 86); use ``--n-threads 2`` on a quiet machine. Each child
 warms up, times ``--reps`` prefill+decode passes and reports their medians; the table gives the
 median over rounds per side and the ratio of medians off ÷ on. Each child also reports the buffer
 lines llama.cpp logs at load (``CPU_REPACK model buffer size = ...``) as proof of which side it ran,
