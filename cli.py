@@ -220,18 +220,14 @@ def graph_show(
 ) -> None:
     """Draw the turn graph as configured (LangGraph's own drawing); no model is loaded."""
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
-    from langgraph.store.memory import InMemoryStore
 
     from agentmm.graphs.chat import build_graph
 
     if format not in ("ascii", "mermaid", "png"):
         raise typer.BadParameter("--format is ascii, mermaid or png", param_hint="--format")
-    settings = _settings()
-    # The real graph's shape with stand-ins for the model and the store, which drawing never calls.
-    store = InMemoryStore() if settings.memory else None
-    from agentmm.plugins import enabled_tools
-
-    drawn = build_graph(FakeListChatModel(responses=[""]), store=store, tools=enabled_tools(settings)).get_graph()
+    # The graph the Agent runs, built by the same builder from the same settings, with a
+    # stand-in for the model, which drawing never calls.
+    drawn = build_graph(_settings(), model=FakeListChatModel(responses=[""])).get_graph()
     if format == "png":
         try:
             data = drawn.draw_mermaid_png()

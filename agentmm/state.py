@@ -63,8 +63,11 @@ class ChatState(TypedDict, total=False):
     persona: str
     # When the thread began (ISO 8601): fixes the persona's {{date}}/{{time}} macros.
     started_at: str
-    # The rolling summary of the turns that have left the window.
+    # The rolling summary of the turns that have left the window, and the index into ``messages``
+    # it covers up to: the summarize node folds ``messages[summary_through:window_start]`` after
+    # the reply, so the turn that moved the window never waits for it.
     summary: str
+    summary_through: int
     # What recall found for this turn (compose places it with the turn's message).
     recalled: list[dict[str, Any]]
     # This turn's attachments and what perception made of them.

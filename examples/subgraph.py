@@ -3,9 +3,9 @@
     python examples/subgraph.py "Hello, who keeps this tavern?"
 
 The outer graph checks the message, runs agentmm's whole turn (compose, generate, tools,
-memory when given a store) as a subgraph, then post-processes the reply. State keys the two
-graphs share (``input``, ``messages``, ``trace``) flow between them; the outer graph's
-checkpointer keeps the thread, the subgraph's included.
+memory with the outer graph's store when it has one) as a subgraph, then post-processes the
+reply. State keys the two graphs share (``input``, ``messages``, ``trace``) flow between them;
+the outer graph's checkpointer keeps the thread, the subgraph's included.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from agentmm import build_graph
-from agentmm.llm import ChatLlamaCpp
 from agentmm.settings import load_settings
 
 
@@ -57,8 +56,7 @@ def build_app(turn: Any) -> Any:
 
 
 def main() -> None:
-    settings = load_settings()
-    turn = build_graph(ChatLlamaCpp.from_settings(settings), n_ctx=settings.n_ctx, reply_tokens=settings.max_tokens)
+    turn = build_graph(load_settings())  # the Agent's turn, from the same settings
     app = build_app(turn)
     config = {"configurable": {"thread_id": "demo"}}
     for text in sys.argv[1:] or ["Hello!"]:

@@ -1,17 +1,17 @@
-"""The default turn graph: ingest -> compose -> generate, over any LangChain chat model.
+"""The turn graph: ingest -> [perceive] -> [recall] -> compose -> generate <-> [tools] -> [remember]
+-> [summarize], over any LangChain chat model.
 
-A thread may play a persona (``TurnContext.persona``): compose then builds the prompt from it.
-
-``build_graph`` returns a compiled LangGraph graph; give it a checkpointer for threads that
-survive the process. Later capabilities (perceive, recall, remember) are nodes added here.
+``build_graph`` is the one place the graph is built from ``Settings``: the ``Agent``, LangGraph's
+server (``langgraph.json``, through ``agentmm.graphs.server``) and ``agentmm graph show`` all call
+it. A thread may play a persona (``TurnContext.persona``): compose then builds the prompt from it.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
@@ -31,9 +31,8 @@ from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants
 from agentmm.memory.conversation import format_recalled
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import PersonaRegistry, greeting
-from agentmm.settings import DEFAULT_SYSTEM_PROMPT
+from agentmm.settings import Settings, load_settings
 from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
-from agentmm.summary import fold_into_summary
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
 
@@ -44,11 +43,13 @@ class Ingest:
     """Validate this turn's text and append it to the thread; start a fresh trace.
 
     A persona asked for in the run's context becomes the thread's persona (checked first, so
-    a bad name saves nothing); a new thread with a persona opens with its greeting.
+    a bad name saves nothing); a new thread asking for none plays ``default_persona`` (the
+    ``persona`` setting); a new thread with a persona opens with its greeting.
     """
 
-    def __init__(self, personas: PersonaSource) -> None:
+    def __init__(self, personas: PersonaSource, default_persona: str | None = None) -> None:
         self.personas = personas
+        self.default_persona = default_persona
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         text = (state.get("input") or "").strip()
@@ -58,8 +59,9 @@ class Ingest:
         history = state.get("messages", [])
         update: dict[str, Any] = {}
         persona_name = state.get("persona")
-        if context.persona:
-            persona_name = update["persona"] = self.personas().get(context.persona).name
+        asked = context.persona or (self.default_persona if not history and not persona_name else None)
+        if asked:
+            persona_name = update["persona"] = self.personas().get(asked).name
         started_at = state.get("started_at") or datetime.now(UTC).isoformat(timespec="seconds")
         opening: list[AIMessage] = []
         if not history and persona_name:
@@ -81,8 +83,13 @@ class Ingest:
 class Composer:
     """Plans the prompt: the head (system prompt or persona, then the rolling summary), as much
     of the thread as fits, this turn's context (recalled memories, fired lore) with its message,
-    then the post-history instructions. When old turns leave the window they are folded into
-    the summary (``summarize``), all at once."""
+    then the post-history instructions.
+
+    When old turns leave the window (many at once), the window moves on here and the prompt
+    keeps the summary it had; the ``summarize`` node folds those turns into the summary after
+    the reply, so no user waits for that extra generation before the first token, and the
+    next turn's prompt starts with the new summary.
+    """
 
     def __init__(
         self,
@@ -91,7 +98,6 @@ class Composer:
         system_prompt: str,
         n_ctx: int,
         reply_tokens: int,
-        summarize: Summarizer | None = None,
         toolbox: ToolBox | None = None,
         phrasing: ObservationPhrasing | None = None,
     ) -> None:
@@ -102,7 +108,6 @@ class Composer:
         self.system_prompt = system_prompt
         self.n_ctx = n_ctx
         self.reply_tokens = reply_tokens
-        self.summarize = summarize
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         context = runtime.context or TurnContext()
@@ -114,16 +119,13 @@ class Composer:
         turn = [("memories", memories), *parts.turn, ("observations", seen)]
         summary = state.get("summary", "")
         plan = self._plan(state, parts, turn, summary)
-        update: dict[str, Any] = {"window_start": plan.window_start}
+        # Threads saved before the summary had its own node: their summary covers the messages
+        # before their window.
+        covered = state.get("summary_through", state.get("window_start", 0))
+        update: dict[str, Any] = {"window_start": plan.window_start, "summary_through": covered}
         trace: dict[str, Any] = {}
-        if plan.folded_messages and self.summarize is not None:
-            folded = messages[state.get("window_start", 0) : plan.window_start]
-            summary = self.summarize(summary, folded, context, state.get("persona") or "Assistant")
-            plan = self._plan({**state, "window_start": plan.window_start}, parts, turn, summary)
-            update["summary"] = summary
-            trace["summary"] = {"updated": True, "folded_messages": len(folded), "text": summary}
-        elif summary:
-            trace["summary"] = {"updated": False, "text": summary}
+        if summary or plan.window_start > covered:
+            trace["summary"] = {"updated": False, "text": summary, "to_fold": plan.window_start - covered}
         head_names = [name for name, _ in parts.head] + ["summary"]
         update["system_prompt"] = "\n\n".join(plan.kept[name] for name in head_names if name in plan.kept)
         update["post_history"] = plan.kept.get("post_history", "")
@@ -187,18 +189,6 @@ class Composer:
             now=_when(state.get("started_at")),
             in_window="\n".join(turn_context(m) for m in window),
         )
-
-
-Summarizer = Callable[[str, list[BaseMessage], TurnContext, str], str]
-
-
-def model_summarizer(model: BaseChatModel) -> Summarizer:
-    """Fold turns into the summary with the chat model itself."""
-
-    def summarize(previous: str, folded: list[BaseMessage], context: TurnContext, char_name: str) -> str:
-        return fold_into_summary(model, previous, folded, user_name=context.user_name, char_name=char_name)
-
-    return summarize
 
 
 def thread_seed(config: RunnableConfig) -> str:
@@ -314,98 +304,109 @@ def _final_message(reply: AIMessageChunk | None, interrupted: bool) -> AIMessage
 PersonaSource = Callable[[], PersonaRegistry]
 
 
-def _persona_source(registry: PersonaRegistry | None) -> PersonaSource:
-    """The registry, created on first use: threads without a persona never load one."""
+def _persona_source(registry: PersonaRegistry | None, folder: Path | None = None) -> PersonaSource:
+    """The registry (built-ins, ``agentmm.personas`` entry points, ``folder``), created on first
+    use: threads without a persona never load one."""
     holder: list[PersonaRegistry] = [registry] if registry is not None else []
 
     def source() -> PersonaRegistry:
         if not holder:
-            holder.append(PersonaRegistry())
+            holder.append(PersonaRegistry(folder))
         return holder[0]
 
     return source
 
 
 def build_graph(
-    model: BaseChatModel,
-    checkpointer: BaseCheckpointSaver | None = None,
+    settings: Settings | None = None,
     *,
+    model: BaseChatModel | None = None,
+    checkpointer: BaseCheckpointSaver | None = None,
     store: BaseStore | None = None,
-    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
-    n_ctx: int = 4096,
-    reply_tokens: int = 512,
-    counter: TokenCounter | None = None,
+    tools: Sequence[BaseTool] | None = None,
     personas: PersonaRegistry | None = None,
-    summarize: bool = True,
-    recall_k: int = 5,
     perception: Perception | None = None,
-    tools: Sequence[BaseTool] = (),
-    approve_tools: Collection[str] = (),
-    tool_timeout_s: float = 30.0,
-    max_tool_rounds: int = 3,
-    native_images: bool | None = None,
-    phrasing: ObservationPhrasing | None = None,
+    counter: TokenCounter | None = None,
 ) -> CompiledStateGraph:
-    """The turn graph over ``model`` (any LangChain ``BaseChatModel``).
+    """The turn graph, configured by ``settings`` (default: ``load_settings()``).
 
-    ``n_ctx`` and ``reply_tokens`` size the window; ``counter`` counts tokens (default: the
-    model's own tokenizer where it has one); ``personas`` finds the personas a thread may
-    play (default: the built-ins and the ``agentmm.personas`` entry points, loaded on first use).
-    With a ``store`` (any LangGraph ``BaseStore``) each turn recalls up to ``recall_k``
-    memories before compose and remembers the exchange after generate. ``summarize`` folds
-    turns that leave the window into a rolling summary written by ``model``. A turn with
-    attachments (``TurnContext.attachments``) runs ``perception`` (default: the shipped
-    speech model and the configured captioner, loaded on first use) before recall.
-    ``tools`` are the tools the model may call (a persona narrows them with its
-    ``allowed_tools``); those named in ``approve_tools`` or marked ``requires_approval`` pause
-    the turn for a yes/no (``interrupt``; resume with ``Command(resume=True|False)``). A call
-    running past ``tool_timeout_s`` is abandoned; ``max_tool_rounds`` bounds the calls per turn.
-    ``native_images`` sends a turn's pictures to ``model`` itself instead of captioning them
-    (default: when the model says it ``accepts_images``, as ``ChatLlamaCpp`` with an mmproj does).
-    ``phrasing`` says how observations read in the turn's context (default: SillyTavern's).
+    Each argument replaces what the settings would give: ``model`` (any LangChain
+    ``BaseChatModel``; default: the configured GGUF, loaded on its first turn), ``checkpointer``
+    (none: the caller's server or outer graph brings one), ``store`` (any LangGraph ``BaseStore``),
+    ``tools`` (default: those named in ``settings.tools``), ``personas`` (default: the built-ins,
+    the ``agentmm.personas`` entry points and ``settings.personas_dir``), ``perception`` (the
+    captioner and speech model attachments go through) and ``counter`` (default: the model's own
+    tokenizer where it has one).
+
+    Long-term memory (recall before compose, remember after the reply) is part of the turn when
+    ``settings.memory`` is on or a ``store`` is given; its nodes use the store the graph runs
+    with (LangGraph's ``Runtime.store``): the one given here, or the one LangGraph's server
+    hands the graph. Pictures go to ``model`` itself when it says it ``accepts_images``
+    (``ChatLlamaCpp`` with an mmproj), to the captioner otherwise. Tools named in
+    ``settings.approve_tools`` or marked ``requires_approval`` pause the turn for a yes/no
+    (``interrupt``; resume with ``Command(resume=True|False)``).
     """
     from agentmm.graphs.memory import Recall, Remember
     from agentmm.graphs.perceive import Perceive
+    from agentmm.graphs.summarize import Summarize, summary_pending
+    from agentmm.plugins import enabled_tools
+    from agentmm.tools.configured import configured_tools
 
-    source = _persona_source(personas)
-    toolbox = ToolBox(tools, source, approve=approve_tools, timeout_s=tool_timeout_s, max_rounds=max_tool_rounds)
-    composer = Composer(
-        counter or TokenCounter.for_model(model), source, system_prompt, n_ctx, reply_tokens,
-        model_summarizer(model) if summarize else None, toolbox if tools else None, phrasing,
-    )  # fmt: skip
+    settings = settings if settings is not None else load_settings()
+    if model is None:
+        from agentmm.llm import ChatLlamaCpp
+
+        model = ChatLlamaCpp.from_settings(settings)
+    memory = settings.memory or store is not None
+    source = _persona_source(personas, settings.personas_dir)
+    chosen = configured_tools(enabled_tools(settings) if tools is None else tools, settings)
+    toolbox = ToolBox(chosen, source, approve=settings.approve_tools, timeout_s=settings.tool_timeout_s,
+                      max_rounds=settings.max_tool_rounds) if chosen else None  # fmt: skip
+    phrasing = ObservationPhrasing.from_settings(settings)
+    native_images = getattr(model, "accepts_images", False) is True
+
     builder = StateGraph(ChatState, context_schema=TurnContext, input_schema=ChatInput)
-    builder.add_node("ingest", Ingest(source))
-    builder.add_node("compose", composer)
-    if native_images is None:
-        native_images = getattr(model, "accepts_images", False) is True
-    builder.add_node("generate", Generator(model, toolbox if tools else None, native_images))
-    builder.add_node("perceive", Perceive(perception, model_label(model) if native_images else None))
-    steps = ["ingest", "compose", "generate"]
-    if store is not None:
-        builder.add_node("recall", Recall(k=recall_k))
-        builder.add_node("remember", Remember(phrasing))
-        steps = ["ingest", "recall", "compose", "generate", "remember"]
-    after_ingest = steps[1]
-    builder.add_edge(START, "ingest")
-    # perceive runs only for a turn with attachments, between ingest and the next step.
-    builder.add_conditional_edges(
-        "ingest", lambda state: "perceive" if state.get("attachments") else after_ingest, ["perceive", after_ingest]
-    )
-    builder.add_edge("perceive", after_ingest)
-    after_generate = steps[steps.index("generate") + 1] if steps[-1] != "generate" else END
-    for before, after in itertools.pairwise([*steps[1:], END]):
-        if before != "generate" or not tools:
-            builder.add_edge(before, after)
-    if tools:  # generate -> tools -> generate, until the reply is words (or the rounds run out)
+    builder.add_node("ingest", Ingest(source, settings.persona))
+    builder.add_node("perceive", Perceive(perception or Perception(settings=settings),
+                                          model_label(model) if native_images else None))  # fmt: skip
+    if memory:
+        builder.add_node("recall", Recall(k=settings.memory_k))
+    builder.add_node("compose", Composer(counter or TokenCounter.for_model(model), source, settings.system_prompt,
+                                         settings.n_ctx, settings.max_tokens, toolbox, phrasing))  # fmt: skip
+    builder.add_node("generate", Generator(model, toolbox, native_images))
+    if toolbox is not None:
         builder.add_node("tools", RunTools(toolbox))
+    if memory:
+        builder.add_node("remember", Remember(phrasing))
+    builder.add_node("summarize", Summarize(model))
+
+    # The edges, as ARCHITECTURE.md draws the turn:
+    # ingest -> [perceive] -> [recall] -> compose -> generate <-> [tools] -> [remember] -> [summarize]
+    gather = "recall" if memory else "compose"  # where the turn goes once its input is read
+    builder.add_edge(START, "ingest")
+    builder.add_conditional_edges("ingest", lambda s: "perceive" if s.get("attachments") else gather,
+                                  ["perceive", gather])  # fmt: skip
+    builder.add_edge("perceive", gather)
+    if memory:
+        builder.add_edge("recall", "compose")
+    builder.add_edge("compose", "generate")
+
+    def fold_or_end(state: ChatState) -> str:
+        return "summarize" if summary_pending(state) else END
+
+    def after_generate(state: ChatState) -> str:
+        messages = state["messages"]
+        if toolbox is not None and wants_tools(messages[-1]) and rounds_this_turn(messages) <= toolbox.max_rounds:
+            return "tools"
+        return "remember" if memory else fold_or_end(state)
+
+    replied = ["remember"] if memory else ["summarize", END]
+    builder.add_conditional_edges("generate", after_generate, (["tools"] if toolbox else []) + replied)
+    if toolbox is not None:
         builder.add_edge("tools", "generate")
-
-        def route(state: ChatState) -> str:
-            messages = state["messages"]
-            more = wants_tools(messages[-1]) and rounds_this_turn(messages) <= max_tool_rounds
-            return "tools" if more else after_generate
-
-        builder.add_conditional_edges("generate", route, ["tools", after_generate])
+    if memory:
+        builder.add_conditional_edges("remember", fold_or_end, ["summarize", END])
+    builder.add_edge("summarize", END)
     return builder.compile(checkpointer=checkpointer, store=store, name=GRAPH_NAME)
 
 
@@ -413,23 +414,3 @@ def model_label(model: BaseChatModel) -> str:
     """The model's name as the trace shows it."""
     name = getattr(model, "display_name", None) or getattr(model, "model_name", None) or getattr(model, "model", None)
     return str(name or type(model).__name__)
-
-
-def make_graph() -> CompiledStateGraph:
-    """The graph LangGraph's own server loads (``langgraph.json``): configured from Settings,
-    without a checkpointer, because the server brings its own persistence."""
-    from agentmm.llm import ChatLlamaCpp
-    from agentmm.plugins import enabled_tools
-    from agentmm.settings import load_settings
-
-    settings = load_settings()
-    return build_graph(
-        ChatLlamaCpp.from_settings(settings),
-        system_prompt=settings.system_prompt,
-        n_ctx=settings.n_ctx,
-        reply_tokens=settings.max_tokens,
-        tools=enabled_tools(settings),
-        approve_tools=settings.approve_tools,
-        tool_timeout_s=settings.tool_timeout_s,
-        max_tool_rounds=settings.max_tool_rounds,
-    )

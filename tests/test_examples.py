@@ -135,13 +135,34 @@ def test_subgraph_example_runs_the_turn_inside_another_graph() -> None:
     assert "[blocked by the outer graph]" in done.stdout
 
 
-def test_langgraph_dev_server_serves_the_graph(tmp_path: Path) -> None:
-    (tmp_path / "langgraph.json").write_text((ROOT / "langgraph.json").read_text())
+@contextmanager
+def langgraph_dev(folder: Path, env: dict[str, str]) -> Iterator[str]:
+    """LangGraph's dev server on the project's ``langgraph.json``, run from ``folder`` (its
+    ``.langgraph_api`` state stays there), with the file paths the config names (relative to
+    the project folder, where ``langgraph dev`` runs) made absolute; yields the base URL."""
+    config = json.loads((ROOT / "langgraph.json").read_text())
+    index = config["store"]["index"]
+    embed_file, embed_name = index["embed"].rsplit(":", 1)
+    assert (ROOT / embed_file).is_file(), index["embed"]
+    index["embed"] = f"{(ROOT / embed_file).resolve()}:{embed_name}"
+    (folder / "langgraph.json").write_text(json.dumps(config))
     port = free_port()
-    env = {**QUICK, "LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "1"}
+    quiet = {"LANGGRAPH_CLI_NO_ANALYTICS": "1", "LANGGRAPH_NO_VERSION_CHECK": "1"}
     command = [str(BIN / "langgraph"), "dev", "--no-browser", "--no-reload", "--host", "127.0.0.1", "--port", str(port)]
     base = f"http://127.0.0.1:{port}"
-    with server(command, f"{base}/ok", tmp_path, env):
+    with server(command, f"{base}/ok", folder, {**QUICK, **quiet, **env}):
+        yield base
+
+
+def server_turn(base: str, thread: str, text: str) -> dict[str, Any]:
+    run = {"assistant_id": "chat", "input": {"input": text}}
+    reply = httpx.post(f"{base}/threads/{thread}/runs/wait", json=run, timeout=300)
+    assert reply.status_code == 200, reply.text
+    return dict(reply.json())
+
+
+def test_langgraph_dev_server_serves_the_graph(tmp_path: Path) -> None:
+    with langgraph_dev(tmp_path, {}) as base:
         thread = httpx.post(f"{base}/threads", json={}, timeout=30).json()["thread_id"]
         run = {"assistant_id": "chat", "input": {"input": "Hello there!"}}
         state = httpx.post(f"{base}/threads/{thread}/runs/wait", json=run, timeout=180).json()
@@ -150,3 +171,29 @@ def test_langgraph_dev_server_serves_the_graph(tmp_path: Path) -> None:
         again = httpx.post(f"{base}/threads/{thread}/runs/wait", json={**run, "input": {"input": "And again?"}},
                            timeout=180).json()  # fmt: skip
         assert len(again["messages"]) == 4  # the server's own checkpointer keeps the thread
+
+
+WREN = """name = "Captain Wren"
+description = "{{char}} captains the airship Kestrel over the salt flats of Varrow and logs every passenger's story."
+personality = "brisk, curious, fond of weather"
+"""
+
+
+def test_langgraph_dev_server_remembers_across_threads_and_plays_the_users_persona(tmp_path: Path) -> None:
+    """Under ``langgraph dev`` the turn has long-term memory in the server's own store (its
+    index embedding with agentmm's embedder) and plays a persona from the user's folder."""
+    (tmp_path / "personas").mkdir(exist_ok=True)  # AGENTMM_PERSONAS_DIR (tests/conftest.py)
+    (tmp_path / "personas" / "wren.toml").write_text(WREN)
+    with langgraph_dev(tmp_path, {"AGENTMM_MEMORY": "true", "AGENTMM_PERSONA": "Captain Wren"}) as base:
+        told, asked = (httpx.post(f"{base}/threads", json={}, timeout=30).json()["thread_id"] for _ in range(2))
+        first = server_turn(base, told, "My sister Ottoline breeds racing pigeons in Dunmore.")["trace"]
+        assert first["path"] == ["ingest", "recall", "compose", "generate", "remember"]
+        assert first["persona"] == "Captain Wren"
+        assert {w["scope"] for w in first["remembered"]} == {"local/Captain Wren"}
+        second = server_turn(base, asked, "What does Ottoline breed?")["trace"]
+    assert second["persona"] == "Captain Wren"
+    parts = [p["part"] for p in second["prompt_parts"]]
+    assert "description" in parts and "memories" in parts
+    (fact,) = [r for r in second["recalled"] if r["speaker"] == "User"]
+    assert fact["thread"] == told and "Ottoline breeds racing pigeons" in fact["text"]
+    assert fact["similarity"] is not None and fact["similarity"] > 0.25  # the server's index embedded it

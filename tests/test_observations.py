@@ -12,7 +12,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from agentmm.errors import SettingsError
 from agentmm.graphs.chat import build_graph
 from agentmm.observations import ObservationPhrasing, describe_observations
-from agentmm.settings import load_settings
+from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
@@ -77,9 +77,9 @@ def test_the_turn_uses_the_phrasing_it_was_built_with(tmp_path: Path) -> None:
         return "", "en", "fake-asr"
 
     graph = build_graph(
-        FakeListChatModel(responses=["How lovely."]), InMemorySaver(),
+        Settings(image_note="<{{user}} attached {{file}}: {{text}}>"),
+        model=FakeListChatModel(responses=["How lovely."]), checkpointer=InMemorySaver(),
         counter=TokenCounter(lambda text: len(text.split())), perception=Perception(caption, transcribe),
-        phrasing=ObservationPhrasing(image="<{{user}} attached {{file}}: {{text}}>"),
     )  # fmt: skip
     image = make_image(tmp_path / "dusk.png")
     state = graph.invoke({"input": "look!"}, {"configurable": {"thread_id": "t"}},
@@ -97,7 +97,7 @@ def test_a_picture_no_model_can_see_reads_in_character(tmp_path: Path) -> None:
         return "", "en", "fake-asr"
 
     graph = build_graph(
-        FakeListChatModel(responses=["Describe it to me?"]), InMemorySaver(),
+        Settings(), model=FakeListChatModel(responses=["Describe it to me?"]), checkpointer=InMemorySaver(),
         counter=TokenCounter(lambda text: len(text.split())), perception=Perception(unavailable, transcribe),
     )  # fmt: skip
     image = make_image(tmp_path / "dusk.png")

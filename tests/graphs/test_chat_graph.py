@@ -14,6 +14,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from agentmm.errors import EmptyInputError
 from agentmm.graphs.chat import build_graph
+from agentmm.settings import Settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 
@@ -29,7 +30,12 @@ def config(thread: str = "t1") -> dict[str, Any]:
 
 
 def test_one_turn_trace_and_reply() -> None:
-    graph = build_graph(replies("Hello there, traveller."), InMemorySaver(), counter=WORDS, system_prompt="Be kind.")
+    graph = build_graph(
+        Settings(system_prompt="Be kind."),
+        model=replies("Hello there, traveller."),
+        checkpointer=InMemorySaver(),
+        counter=WORDS,
+    )
     state = graph.invoke({"input": "hi"}, config())
     assert state["messages"][-1].content == "Hello there, traveller."
     trace = state["trace"]
@@ -48,7 +54,9 @@ def test_threads_keep_history_and_prompt_order() -> None:
             seen.append(list(messages))
             return super()._stream(messages, *args, **kwargs)
 
-    graph = build_graph(Recording(responses=["one", "two", "three"]), InMemorySaver(), counter=WORDS)
+    graph = build_graph(
+        Settings(), model=Recording(responses=["one", "two", "three"]), checkpointer=InMemorySaver(), counter=WORDS
+    )
     graph.invoke({"input": "first"}, config("a"))
     graph.invoke({"input": "second"}, config("a"))
     graph.invoke({"input": "other thread"}, config("b"))
@@ -61,7 +69,7 @@ def test_threads_keep_history_and_prompt_order() -> None:
 
 
 def test_tokens_stream_in_messages_mode() -> None:
-    graph = build_graph(replies("a b c d"), InMemorySaver(), counter=WORDS)
+    graph = build_graph(Settings(), model=replies("a b c d"), checkpointer=InMemorySaver(), counter=WORDS)
     chunks = [
         chunk.content
         for chunk, meta in graph.stream({"input": "go"}, config(), stream_mode="messages")
@@ -73,7 +81,7 @@ def test_tokens_stream_in_messages_mode() -> None:
 
 def test_empty_input_is_refused_before_anything_is_saved() -> None:
     saver = InMemorySaver()
-    graph = build_graph(replies("x"), saver, counter=WORDS)
+    graph = build_graph(Settings(), model=replies("x"), checkpointer=saver, counter=WORDS)
     with pytest.raises(EmptyInputError):
         graph.invoke({"input": "   "}, config())
     assert not graph.get_state(config()).values.get("messages")
@@ -90,7 +98,12 @@ def test_cancel_before_generation_starts_asks_the_model_nothing() -> None:
             asked.append(1)
             yield from super()._stream(*args, **kwargs)
 
-    graph = build_graph(CountingModel(messages=iter([AIMessage("I am here")])), InMemorySaver(), counter=WORDS)
+    graph = build_graph(
+        Settings(),
+        model=CountingModel(messages=iter([AIMessage("I am here")])),
+        checkpointer=InMemorySaver(),
+        counter=WORDS,
+    )
     state = graph.invoke({"input": "talk"}, config(), context=context)
     reply = state["messages"][-1]
     assert asked == []
@@ -108,22 +121,22 @@ def test_cancel_keeps_partial_reply_marked_interrupted() -> None:
                     context.cancel.set()
                 yield chunk
 
-    graph = build_graph(SlowModel(messages=iter([AIMessage("w1 w2 w3 w4 w5 w6 w7 w8")])), InMemorySaver(),
-                        counter=WORDS)  # fmt: skip
+    slow = SlowModel(messages=iter([AIMessage("w1 w2 w3 w4 w5 w6 w7 w8")]))
+    graph = build_graph(Settings(), model=slow, checkpointer=InMemorySaver(), counter=WORDS)
     state = graph.invoke({"input": "talk"}, config(), context=context)
     reply = state["messages"][-1]
     assert reply.response_metadata["interrupted"] is True
     assert 0 < len(reply.content) < len("w1 w2 w3 w4 w5 w6 w7 w8")
     assert state["trace"]["interrupted"] is True
     # The thread goes on normally afterwards.
-    graph2 = build_graph(replies("fine"), graph.checkpointer, counter=WORDS)
+    graph2 = build_graph(Settings(), model=replies("fine"), checkpointer=graph.checkpointer, counter=WORDS)
     state = graph2.invoke({"input": "again"}, config(), context=TurnContext())
     assert [type(m) for m in state["messages"]] == [HumanMessage, AIMessage, HumanMessage, AIMessage]
 
 
 def test_small_context_folds_old_turns_and_keeps_window() -> None:
-    graph = build_graph(FakeListChatModel(responses=["word " * 20] * 40), InMemorySaver(), counter=WORDS,
-                        n_ctx=300, reply_tokens=50)  # fmt: skip
+    model = FakeListChatModel(responses=["word " * 20] * 40)
+    graph = build_graph(Settings(n_ctx=300, max_tokens=50), model=model, checkpointer=InMemorySaver(), counter=WORDS)
     starts = []
     for i in range(12):
         state = graph.invoke({"input": f"message number {i} " + "pad " * 10}, config())
@@ -135,7 +148,9 @@ def test_small_context_folds_old_turns_and_keeps_window() -> None:
 
 
 def test_concurrent_threads_are_isolated() -> None:
-    graph = build_graph(FakeListChatModel(responses=["r"] * 20), InMemorySaver(), counter=WORDS)
+    graph = build_graph(
+        Settings(), model=FakeListChatModel(responses=["r"] * 20), checkpointer=InMemorySaver(), counter=WORDS
+    )
 
     def run(thread: str) -> None:
         for i in range(3):
@@ -152,6 +167,6 @@ def test_concurrent_threads_are_isolated() -> None:
 
 
 def test_default_counter_falls_back_when_model_has_no_tokenizer() -> None:
-    graph = build_graph(replies("ok"), InMemorySaver())
+    graph = build_graph(Settings(), model=replies("ok"), checkpointer=InMemorySaver())
     state = graph.invoke({"input": "hello"}, config())
     assert state["trace"]["tokenizer"] == "approximate"

@@ -15,6 +15,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from agentmm.graphs.chat import build_graph
 from agentmm.repl.terminal import user_note
+from agentmm.settings import Settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
@@ -50,7 +51,9 @@ class Perceivers:
 
 def graph_for(model: ScriptedToolModel, perceivers: Perceivers, **kwargs: Any) -> CompiledStateGraph:
     perception = Perception(perceivers.caption, perceivers.transcribe)
-    return build_graph(model, InMemorySaver(), counter=WORDS, summarize=False, perception=perception, **kwargs)
+    return build_graph(
+        Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, perception=perception, **kwargs
+    )
 
 
 def run(graph: CompiledStateGraph, text: str, attachments: list[Path] = ()) -> dict[str, Any]:  # type: ignore[assignment]
@@ -167,11 +170,6 @@ def test_a_model_that_cannot_see_gets_captions(tmp_path: Path) -> None:
     state = run(graph_for(blind, perceivers), "look", [make_image(tmp_path / "photo.png")])
     assert len(perceivers.captioned) == 1 and not image_blocks(last_user(blind.prompts[-1]))
     assert state["trace"]["observations"][0]["text"] == "a caption nobody asked for"
-
-    # build_graph's flag wins over the model's property, both ways.
-    forced = SeeingModel(script=[AIMessage("Nice.")], accepts_images=False)
-    run(graph_for(forced, perceivers, native_images=True), "look", [make_image(tmp_path / "photo.png")])
-    assert len(perceivers.captioned) == 1 and len(image_blocks(last_user(forced.prompts[-1]))) == 1
 
 
 def test_the_chat_shows_a_native_picture_without_an_empty_caption() -> None:

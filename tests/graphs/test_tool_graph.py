@@ -16,6 +16,7 @@ from langgraph.types import Command
 from agentmm.graphs.agent import Agent
 from agentmm.graphs.chat import build_graph
 from agentmm.personas import PersonaRegistry
+from agentmm.settings import Settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 from agentmm.tools.builtin import roll_dice
@@ -60,8 +61,11 @@ def _clear() -> None:
     RAN.clear()
 
 
-def graph_with(model: ScriptedToolModel, tools: list[Any], **kw: Any) -> Any:
-    return build_graph(model, InMemorySaver(), counter=WORDS, summarize=False, tools=tools, **kw)
+def graph_with(
+    model: ScriptedToolModel, tools: list[Any], personas: PersonaRegistry | None = None, **settings: Any
+) -> Any:
+    return build_graph(Settings(**settings), model=model, checkpointer=InMemorySaver(), counter=WORDS, tools=tools,
+                       personas=personas)  # fmt: skip
 
 
 def tool_messages(state: dict[str, Any]) -> list[ToolMessage]:
@@ -192,7 +196,9 @@ def test_memory_remembers_the_user_message_not_the_tool_result(tmp_path: Path) -
 
     store = InMemoryStore()
     model = ScriptedToolModel(script=[call("roll_dice", notation="d6"), AIMessage("A fine roll.")])
-    graph = build_graph(model, InMemorySaver(), counter=WORDS, summarize=False, tools=[roll_dice], store=store)
+    graph = build_graph(
+        Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, tools=[roll_dice], store=store
+    )
     state = graph.invoke({"input": "Roll a d6 for the duel"}, CONFIG)
     assert [w["id"] for w in state["trace"]["remembered"]] == ["t:1:user", "t:1:assistant"]
     (user,) = [item.value for item in store.search(("memories",), limit=10) if item.key == "t:1:user"]
@@ -212,8 +218,8 @@ def test_memory_tools_write_and_read_the_threads_own_scope() -> None:
         AIMessage("Grace, I believe."),
     ]
     model = ScriptedToolModel(script=script)
-    graph = build_graph(model, InMemorySaver(), counter=WORDS, summarize=False, tools=[save_memory, search_memory],
-                        store=store, recall_k=0)  # fmt: skip
+    graph = build_graph(Settings(memory_k=0), model=model, checkpointer=InMemorySaver(), counter=WORDS,
+                        tools=[save_memory, search_memory], store=store)  # fmt: skip
     ctx = TurnContext(user_id="ada")
     saved = graph.invoke({"input": "Remember my sister Grace."}, CONFIG, context=ctx)
     assert saved["trace"]["tool_calls"][0]["status"] == "ok"
@@ -259,7 +265,7 @@ def test_agent_astream_events_for_a_web_app(tmp_path: Path) -> None:
 
 def test_compose_keeps_room_for_the_tools() -> None:
     model = ScriptedToolModel(script=[AIMessage("Hello.")])
-    state = graph_with(model, [roll_dice], n_ctx=2048, reply_tokens=100).invoke({"input": "hi"}, CONFIG)
+    state = graph_with(model, [roll_dice], n_ctx=2048, max_tokens=100).invoke({"input": "hi"}, CONFIG)
     budget = state["trace"]["budget"]
     assert budget["reply_reserve"] == 100
     assert budget["tool_reserve"] > 2000 // 3  # the list of tools, the prompts, one result

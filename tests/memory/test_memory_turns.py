@@ -27,6 +27,7 @@ from agentmm.memory.manage import (
     list_memories,
     stats,
 )
+from agentmm.settings import Settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 from tests.memory.conftest import CharacterEmbeddings
@@ -55,7 +56,7 @@ def turn(graph: Any, text: str, thread: str, **context: Any) -> dict[str, Any]:
 def test_recall_across_threads_and_scope_isolation() -> None:
     store = memory_store()
     model = Recording(responses=["Noted!", "Your sister is Mira.", "Hm?", "ok"], seen=[])
-    graph = build_graph(model, InMemorySaver(), store=store, counter=WORDS)
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), store=store, counter=WORDS)
     first = turn(graph, "My sister is called Mira.", "a")
     assert first["trace"]["path"] == ["ingest", "recall", "compose", "generate", "remember"]
     assert [w["id"] for w in first["trace"]["remembered"]] == ["a:1:user", "a:1:assistant"]
@@ -88,7 +89,7 @@ def test_each_turn_recalls_what_the_turn_before_remembered_in_an_embedded_store(
     index = {"dims": 64, "embed": fake_embeddings, "fields": ["text"]}
     with ChromaStore.from_path(tmp_path / "store", index=index) as store:  # type: ignore[arg-type]
         model = Recording(responses=["Noted!"] * 6, seen=[])
-        graph = build_graph(model, InMemorySaver(), store=store, counter=WORDS)
+        graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), store=store, counter=WORDS)
         for i, (fact, question) in enumerate(zip(facts, questions, strict=True)):
             turn(graph, fact, f"tell{i}")
             recalled = turn(graph, question, f"ask{i}")["trace"]["recalled"]
@@ -96,7 +97,13 @@ def test_each_turn_recalls_what_the_turn_before_remembered_in_an_embedded_store(
 
 
 def test_memories_already_in_the_window_are_not_recalled() -> None:
-    graph = build_graph(Recording(responses=["a", "b"], seen=[]), InMemorySaver(), store=memory_store(), counter=WORDS)
+    graph = build_graph(
+        Settings(),
+        model=Recording(responses=["a", "b"], seen=[]),
+        checkpointer=InMemorySaver(),
+        store=memory_store(),
+        counter=WORDS,
+    )
     turn(graph, "My sister is called Mira.", "a")
     again = turn(graph, "Mira says hello.", "a")
     assert all(r["thread"] != "a" for r in again["trace"]["recalled"])
@@ -106,23 +113,10 @@ def test_interrupted_reply_is_not_remembered() -> None:
     store = memory_store()
     context = TurnContext()
     context.cancel.set()
-    graph = build_graph(Recording(responses=["a long reply here"], seen=[]), InMemorySaver(), store=store,
-                        counter=WORDS)  # fmt: skip
+    model = Recording(responses=["a long reply here"], seen=[])
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), store=store, counter=WORDS)
     state = graph.invoke({"input": "hello"}, {"configurable": {"thread_id": "t"}}, context=context)
     assert [w["id"] for w in state["trace"]["remembered"]] == ["t:1:user"]
-
-
-def test_rolling_summary_folds_old_turns() -> None:
-    model = Recording(responses=["word " * 30, "SUMMARY: Ada likes boats."], seen=[])
-    graph = build_graph(model, InMemorySaver(), counter=WORDS, n_ctx=260, reply_tokens=40)
-    state: dict[str, Any] = {}
-    for i in range(12):
-        state = turn(graph, f"message {i} " + "pad " * 12, "t")
-        if state.get("summary"):
-            break
-    assert "summary" in state["trace"] and state["trace"]["summary"]["updated"] is True
-    assert state["summary"]
-    assert "summary" in [p["part"] for p in state["trace"]["prompt_parts"]]
 
 
 def test_owner_operations_round_trip(tmp_path: Path, fake_embeddings: CharacterEmbeddings) -> None:
@@ -194,7 +188,14 @@ def test_what_the_user_showed_and_played_is_remembered(tmp_path: Path) -> None:
 
     store = memory_store()
     model = Recording(responses=["What a sweet dog!", "See you there.", "The sleeping dog on the beach."], seen=[])
-    graph = build_graph(model, InMemorySaver(), store=store, counter=WORDS, perception=Perception(caption, transcribe))
+    graph = build_graph(
+        Settings(),
+        model=model,
+        checkpointer=InMemorySaver(),
+        store=store,
+        counter=WORDS,
+        perception=Perception(caption, transcribe),
+    )
     photo, voice = make_image(tmp_path / "dog.png"), write_wav(tmp_path / "v.wav")
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"PK\x03\x04" + b"\0" * 64)  # a ZIP renamed .png: an error observation, never a memory

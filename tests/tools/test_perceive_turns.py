@@ -13,6 +13,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agentmm.graphs.chat import build_graph
+from agentmm.settings import Settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
@@ -55,8 +56,8 @@ def run(graph: Any, text: str, attachments: list[str]) -> dict[str, Any]:
 def test_image_and_voice_note_run_concurrently_and_reach_the_prompt(tmp_path: Path, speech_wav: Path) -> None:
     fake = Slow()
     image = make_image(tmp_path / "photo.png")
-    graph = build_graph(FakeListChatModel(responses=["Lovely."]), InMemorySaver(), counter=WORDS,
-                        perception=Perception(fake.caption, fake.transcribe))  # fmt: skip
+    graph = build_graph(Settings(), model=FakeListChatModel(responses=["Lovely."]), checkpointer=InMemorySaver(),
+                        counter=WORDS, perception=Perception(fake.caption, fake.transcribe))  # fmt: skip
     started = time.perf_counter()
     state = run(graph, "", [str(image), str(speech_wav)])
     assert fake.overlapped and time.perf_counter() - started < 0.6 + 0.5
@@ -76,8 +77,8 @@ def test_bad_attachment_is_an_observation_and_the_turn_goes_on(tmp_path: Path) -
     renamed = tmp_path / "photo.png"
     with zipfile.ZipFile(renamed, "w") as z:
         z.writestr("a.txt", "hello")
-    graph = build_graph(FakeListChatModel(responses=["Hm."]), InMemorySaver(), counter=WORDS,
-                        perception=Perception(fake.caption, fake.transcribe))  # fmt: skip
+    graph = build_graph(Settings(), model=FakeListChatModel(responses=["Hm."]), checkpointer=InMemorySaver(),
+                        counter=WORDS, perception=Perception(fake.caption, fake.transcribe))  # fmt: skip
     state = run(graph, "look at this", [str(renamed), str(tmp_path / "missing.wav")])
     errors = [o.get("error") for o in state["trace"]["observations"]]
     assert all(errors) and len(errors) == 2

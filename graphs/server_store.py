@@ -1,0 +1,15 @@
+"""The embedder of LangGraph's server store's semantic index, named in ``langgraph.json``
+(``store.index.embed``): the configured sentence-transformers model, so memories written under
+``langgraph dev`` are embedded as the ``Agent``'s Chroma store embeds them.
+
+The server loads this file by its path (it takes ``embed`` as a file path, never as a module
+name), so it holds only the embedder. ``store.index.dims`` in ``langgraph.json`` is the shipped
+model's 384; another ``embedding_model`` needs its own width there.
+"""
+
+from __future__ import annotations
+
+from agentmm.memory.embeddings import SentenceTransformerEmbeddings
+from agentmm.settings import load_settings
+
+embeddings = SentenceTransformerEmbeddings.from_settings(load_settings())

@@ -1,0 +1,147 @@
+"""The rolling summary is its own node after the reply: a folding turn streams its first token
+before the summary is written, the next turn's prompt starts with the new summary, and the
+trace shows the node."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph.state import CompiledStateGraph
+
+from agentmm.graphs.chat import build_graph
+from agentmm.settings import Settings
+from agentmm.state import TurnContext
+from agentmm.summary import INSTRUCTIONS
+from agentmm.tokens import TokenCounter
+
+WORDS = TokenCounter(lambda text: len(text.split()))
+CONFIG = {"configurable": {"thread_id": "t"}}
+
+
+def is_summary_call(messages: list[BaseMessage]) -> bool:
+    return bool(messages) and messages[0].content == INSTRUCTIONS
+
+
+class CallLog(FakeListChatModel):
+    """Replies from ``responses``; writes ``summaries`` in turn when asked to fold. Every call is
+    logged in order ("reply" or "summary"), with the system message of each reply's prompt."""
+
+    log: list[str]
+    heads: list[str]
+    summaries: list[str]
+    fail_summaries: int = 0
+
+    def _summary(self) -> str:
+        self.log.append("summary")
+        if self.fail_summaries:
+            self.fail_summaries -= 1
+            raise RuntimeError("the model fell over")
+        return self.summaries.pop(0)
+
+    def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+        if is_summary_call(messages):
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(self._summary()))])
+        return super()._generate(messages, *args, **kwargs)
+
+    def _stream(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        if is_summary_call(messages):
+            yield ChatGenerationChunk(message=AIMessageChunk(content=self._summary()))
+            return
+        self.log.append("reply")
+        self.heads.append(str(messages[0].content))
+        yield from super()._stream(messages, *args, **kwargs)
+
+
+def call_log(**fields: Any) -> CallLog:
+    return CallLog(responses=["word " * 30], log=[], heads=[], summaries=["Ada likes boats.", "Ada rows at dawn."],
+                   **fields)  # fmt: skip
+
+
+def graph_over(model: CallLog) -> CompiledStateGraph:
+    return build_graph(Settings(n_ctx=260, max_tokens=40), model=model, checkpointer=InMemorySaver(), counter=WORDS)
+
+
+def streamed_turn(graph: CompiledStateGraph, model: CallLog, text: str) -> dict[str, Any]:
+    """One turn streamed as a chat shows it; the log gets "first token shown" when it arrives."""
+    shown = False
+    for chunk, meta in graph.stream({"input": text}, CONFIG, context=TurnContext(user_name="Ada"),
+                                    stream_mode="messages"):  # fmt: skip
+        if meta["langgraph_node"] == "generate" and chunk.content and not shown:
+            model.log.append("first token shown")
+            shown = True
+    return graph.get_state(CONFIG).values
+
+
+def turns_until_fold(graph: CompiledStateGraph, model: CallLog) -> tuple[dict[str, Any], list[str]]:
+    """Turns until one folds; that turn's state and the calls it made."""
+    for i in range(12):
+        before = len(model.log)
+        state = streamed_turn(graph, model, f"message {i} " + "pad " * 12)
+        if "summarize" in state["trace"]["path"]:
+            return state, model.log[before:]
+        assert "summary" not in model.log
+    raise AssertionError("no turn folded")
+
+
+def test_a_folding_turn_streams_its_reply_before_the_summary_is_written() -> None:
+    model = call_log()
+    graph = graph_over(model)
+    state, calls = turns_until_fold(graph, model)
+    assert calls == ["reply", "first token shown", "summary"]
+    trace = state["trace"]
+    assert trace["path"] == ["ingest", "compose", "generate", "summarize"]
+    assert trace["summary"]["updated"] is True and trace["summary"]["text"] == "Ada likes boats."
+    assert trace["summary"]["folded_messages"] == state["window_start"] > 0
+    assert "summarize_s" in trace["timings"] and "generate_s" in trace["timings"]
+    assert state["summary"] == "Ada likes boats." and state["summary_through"] == state["window_start"]
+    # The folding turn's own prompt had no summary yet: the fold did not wait for it.
+    assert "summary" not in [p["part"] for p in trace["prompt_parts"]]
+    assert "Ada likes boats." not in model.heads[-1]
+
+
+def test_the_next_turn_starts_with_the_new_summary_and_keeps_it() -> None:
+    model = call_log()
+    graph = graph_over(model)
+    folded, _ = turns_until_fold(graph, model)
+    after = [streamed_turn(graph, model, f"later {i}") for i in range(2)]
+    assert "Summary of the conversation so far:\nAda likes boats." in model.heads[-2]
+    assert model.heads[-1] == model.heads[-2]  # append-only again: the head changes once per fold
+    assert [p["part"] for p in after[0]["trace"]["prompt_parts"]][:2] == ["system", "summary"]
+    assert all("summarize" not in s["trace"]["path"] for s in after)
+    assert all(s["trace"]["summary"] == {"updated": False, "text": "Ada likes boats.", "to_fold": 0} for s in after)
+    assert folded["window_start"] == after[-1]["window_start"]
+
+
+def test_a_summary_that_fails_costs_no_turn_and_is_folded_next_time() -> None:
+    model = call_log(fail_summaries=1)
+    graph = graph_over(model)
+    state, calls = turns_until_fold(graph, model)
+    assert calls == ["reply", "first token shown", "summary"]
+    assert state["messages"][-1].content == "word " * 30  # the reply stands
+    assert "RuntimeError: the model fell over" in state["trace"]["summary"]["deferred"]
+    assert not state.get("summary") and state["summary_through"] < state["window_start"]
+    again = streamed_turn(graph, model, "and now?")
+    assert again["trace"]["path"][-1] == "summarize" and again["summary"] == "Ada likes boats."
+    assert again["summary_through"] == again["window_start"]
+
+
+def test_a_stopped_turn_leaves_the_fold_for_the_next_one() -> None:
+    model = call_log()
+    graph = graph_over(model)
+    for i in range(30):
+        stopped = TurnContext(user_name="Ada")
+        stopped.cancel.set()  # Ctrl-C before the reply: no model call at all
+        state = graph.invoke({"input": f"message {i} " + "pad " * 12}, CONFIG, context=stopped)
+        if "summarize" in state["trace"]["path"]:
+            break
+    else:
+        raise AssertionError("no turn folded")
+    assert state["trace"]["summary"]["deferred"] == "the turn was stopped" and model.log == []
+    again = graph.invoke({"input": "go on"}, CONFIG, context=TurnContext(user_name="Ada"))
+    assert model.log == ["reply", "summary"] and again["summary"] == "Ada likes boats."
+    assert again["summary_through"] == again["window_start"] > 0
