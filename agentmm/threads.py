@@ -2,6 +2,16 @@
 
 LangGraph's saver API has no "list threads" call; for the SQLite saver the catalogue reads
 its ``checkpoints`` table (read-only), for any other saver it walks ``saver.list``.
+
+A turn is checkpointed node by node (``DURABILITY``), so a process killed in the middle of one
+(``kill -9``, a closed terminal, a power cut) leaves the thread at the last node it finished.
+Such a turn is settled by the next process that touches the thread, as SQLite rolls back a hot
+journal on the next open: cut off before its reply, it is rolled back (the thread is again as it
+was before the turn: whole turns only, the cut-off message gone); cut off after its reply (while
+remembering, or folding the summary), it is finished (``settle_thread``, before the next turn).
+A run is only settled when no process holds the thread (``agentmm.thread_lock``), so a turn
+another process is still answering is never touched, nor a run paused for a tool approval on
+purpose (only a new turn on that thread abandons it).
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     BaseCheckpointSaver,
@@ -23,12 +33,20 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    create_checkpoint,
 )
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agentmm.errors import DataDirError, ThreadNotFoundError
+from agentmm.errors import AgentmmError, DataDirError, ThreadNotFoundError
+from agentmm.thread_lock import ThreadInUseError, sqlite_file, turn_on
 
 CHECKPOINT_FILE = "threads.sqlite"
+# A turn's checkpoint after each node is written before the next node starts: a kill during
+# remember or the summary fold then always finds the reply saved (with "async" it may not be yet,
+# and with "exit" nothing of the turn is, though the user has read the reply).
+DURABILITY = "sync"
+# LangGraph's channel for a run paused by ``interrupt()`` (a tool call waiting for approval).
+_INTERRUPT = "__interrupt__"
 
 
 def ensure_data_dir(path: Path) -> Path:
@@ -108,11 +126,113 @@ class ThreadSummary:
 
 
 def thread_values(saver: BaseCheckpointSaver, thread_id: str) -> tuple[dict[str, Any], str]:
-    """The thread's latest state values and checkpoint timestamp; ThreadNotFoundError if none."""
-    found = saver.get_tuple({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}})
+    """The thread's latest state values and checkpoint timestamp; ThreadNotFoundError if none.
+
+    A turn whose process died before its reply is rolled back first (``roll_back_dead_turn``),
+    so a reader never sees a message without its reply unless a live process is answering it.
+    """
+    found = saver.get_tuple(_config(thread_id))
+    if found is not None and _cut_off(found) and roll_back_dead_turn(saver, thread_id):
+        found = saver.get_tuple(_config(thread_id))
     if found is None:
         raise ThreadNotFoundError(f"unknown thread {thread_id!r} (see: agentmm threads list)")
     return dict(found.checkpoint.get("channel_values", {})), str(found.checkpoint.get("ts", ""))
+
+
+def roll_back_dead_turn(saver: BaseCheckpointSaver, thread_id: str) -> bool:
+    """If the thread's last turn was cut off before its reply and no process is running a turn
+    on it (its process died), put the thread back as it was before that turn; whether it did.
+
+    Only an SQLite saver is settled here: its thread lock tells a dead run from a live one. A
+    thread whose only turn was cut off is deleted (it never held a whole turn). The rollback is
+    a copy of the checkpoint before the turn written as the newest one, as LangGraph's own
+    ``update_state(..., as_node="__copy__")`` does: the cut-off steps stay in the history.
+    """
+    if sqlite_file(saver) is None:
+        return False
+    try:
+        with turn_on(saver, thread_id):
+            latest = saver.get_tuple(_config(thread_id))
+            if latest is None or not _cut_off(latest):
+                return False  # settled meanwhile
+            return _restore_before_run(saver, thread_id, latest)
+    except ThreadInUseError:
+        return False  # a live process is answering in it
+    except AgentmmError:
+        return False  # the lock cannot be taken here (a read-only data dir): show the thread as it is
+
+
+def settle_thread(graph: Any, thread_id: str, *, context: Any = None) -> str | None:
+    """Settle a turn a dead process left unfinished on ``thread_id``, before a new turn runs.
+
+    ``graph`` is the compiled turn graph and the caller holds the thread (``turn_on``), so no
+    live process runs the unfinished turn. Cut off before its reply: rolled back (``"rolled
+    back"``). Cut off after it, with remembering or the summary fold still to do: finished by
+    resuming the run from its last checkpoint with ``context`` (``"finished"``), as LangGraph's
+    durable execution intends. A run paused for a tool approval is abandoned by the new turn,
+    so it is rolled back too. None when the thread's last turn finished.
+    """
+    saver = graph.checkpointer
+    config = {"configurable": {"thread_id": thread_id}}
+    snapshot = graph.get_state(config)
+    if not snapshot.next:
+        return None
+    latest = saver.get_tuple(_config(thread_id))
+    if latest is None:
+        return None
+    start = _run_start(saver, thread_id)
+    before = saver.get_tuple(start.parent_config) if start is not None and start.parent_config else None
+    kept = len(before.checkpoint.get("channel_values", {}).get("messages", [])) if before is not None else 0
+    added = list(snapshot.values.get("messages", []))[kept:]
+    replied = any(isinstance(m, HumanMessage) for m in added) and _whole(added)
+    if replied and not _paused(latest):
+        graph.invoke(None, config, context=context, durability=DURABILITY)
+        return "finished"
+    _restore_before_run(saver, thread_id, latest)
+    return "rolled back"
+
+
+def _config(thread_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+
+
+def _whole(messages: Sequence[AnyMessage]) -> bool:
+    """Whether ``messages`` end between turns: empty, or with a reply (not a tool call)."""
+    if not messages:
+        return True
+    last = messages[-1]
+    return isinstance(last, AIMessage) and not last.tool_calls
+
+
+def _paused(found: CheckpointTuple) -> bool:
+    return any(write[1] == _INTERRUPT for write in found.pending_writes or [])
+
+
+def _cut_off(found: CheckpointTuple) -> bool:
+    """A checkpoint in the middle of a turn, before its reply, and not paused on purpose."""
+    messages = found.checkpoint.get("channel_values", {}).get("messages", [])
+    return not _whole(messages) and not _paused(found)
+
+
+def _run_start(saver: BaseCheckpointSaver, thread_id: str) -> CheckpointTuple | None:
+    """The input checkpoint of the thread's last run (a resumed run starts none of its own)."""
+    return next((c for c in saver.list(_config(thread_id)) if (c.metadata or {}).get("source") == "input"), None)
+
+
+def _restore_before_run(saver: BaseCheckpointSaver, thread_id: str, latest: CheckpointTuple) -> bool:
+    start = _run_start(saver, thread_id)
+    if start is None:
+        return False
+    if start.parent_config is None:
+        saver.delete_thread(thread_id)
+        return True
+    before = saver.get_tuple(start.parent_config)
+    if before is None:
+        return False
+    step = int((latest.metadata or {}).get("step", 0)) + 1
+    copy = create_checkpoint(before.checkpoint, None, step)
+    saver.put(latest.config, copy, {"source": "fork", "step": step, "parents": {}}, {})
+    return True
 
 
 def thread_exists(saver: BaseCheckpointSaver, thread_id: str) -> bool:
@@ -148,7 +268,13 @@ def summarize_thread(saver: BaseCheckpointSaver, thread_id: str) -> ThreadSummar
 
 
 def list_threads(saver: BaseCheckpointSaver) -> list[ThreadSummary]:
-    return [summarize_thread(saver, tid) for tid in thread_ids(saver)]
+    found = []
+    for tid in thread_ids(saver):
+        try:
+            found.append(summarize_thread(saver, tid))
+        except ThreadNotFoundError:
+            continue  # its only turn was cut off by a dead process: rolled back to nothing
+    return found
 
 
 def delete_thread(saver: BaseCheckpointSaver, thread_id: str) -> None:

@@ -33,7 +33,7 @@ from agentmm.personas import greeting as opening_greeting
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
-from agentmm.threads import new_thread_id, open_checkpointer, thread_exists
+from agentmm.threads import DURABILITY, new_thread_id, open_checkpointer, settle_thread, thread_exists
 
 if TYPE_CHECKING:
     from agentmm.native_probe import NativeCheck
@@ -371,6 +371,8 @@ class TurnStream:
         started = time.perf_counter()
         # Another process's turn on this thread at the same time would be lost under this one.
         with turn_on(self.agent.checkpointer, self.thread_id):
+            # A turn a killed process left half done is rolled back or finished first.
+            settle_thread(self.agent.graph, self.thread_id, context=self._settle_context())
             try:
                 yield from self._run(started)
             except Exception:
@@ -389,6 +391,7 @@ class TurnStream:
                 {**self.agent.config(self.thread_id), "metadata": {RUN_KEY: self.run_id}},
                 context=self.context,
                 stream_mode=["messages", "values", "updates"],
+                durability=DURABILITY,
             ):
                 if mode == "values":
                     final = payload
@@ -404,6 +407,11 @@ class TurnStream:
             run_input = Command(resume=self._approve(asked)) if asked is not None else None
         total = time.perf_counter() - started
         self._result = self._build_result(final, first, started, total)
+
+    def _settle_context(self) -> TurnContext:
+        """The context a dead turn is finished with: this agent's user, none of this turn's input."""
+        return TurnContext(user_name=self.context.user_name, user_id=self.context.user_id,
+                           shared_memory=self.context.shared_memory)  # fmt: skip
 
     def _discard_failed_run(self) -> None:
         """A turn that failed after ingest (a message too long for the context, a model that
