@@ -154,8 +154,8 @@ def langgraph_dev(folder: Path, env: dict[str, str]) -> Iterator[str]:
         yield base
 
 
-def server_turn(base: str, thread: str, text: str) -> dict[str, Any]:
-    run = {"assistant_id": "chat", "input": {"input": text}}
+def server_turn(base: str, thread: str, text: str, **context: Any) -> dict[str, Any]:
+    run = {"assistant_id": "chat", "input": {"input": text}, **({"context": context} if context else {})}
     reply = httpx.post(f"{base}/threads/{thread}/runs/wait", json=run, timeout=300)
     assert reply.status_code == 200, reply.text
     return dict(reply.json())
@@ -191,6 +191,9 @@ def test_langgraph_dev_server_remembers_across_threads_and_plays_the_users_perso
         assert first["persona"] == "Captain Wren"
         assert {w["scope"] for w in first["remembered"]} == {"local/Captain Wren"}
         second = server_turn(base, asked, "What does Ottoline breed?")["trace"]
+        other = httpx.post(f"{base}/threads", json={}, timeout=30).json()["thread_id"]
+        chosen = server_turn(base, other, "Evening!", persona="Bram Tolliver")["trace"]  # the run's context
+    assert chosen["persona"] == "Bram Tolliver" and "greeting" in chosen
     assert second["persona"] == "Captain Wren"
     parts = [p["part"] for p in second["prompt_parts"]]
     assert "description" in parts and "memories" in parts
