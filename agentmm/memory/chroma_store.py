@@ -539,11 +539,12 @@ class ChromaStore(BaseStore):
         return sorted(set(namespaces))[op.offset : op.offset + op.limit]
 
     def _register(self, namespaces: Iterable[tuple[str, ...]]) -> None:
-        """Make sure the namespaces are listed; called after their items are written.
+        """Make sure the namespaces are listed; called before their items are written, so an
+        item is never in a namespace that listing does not show (a killed write at worst lists
+        a namespace that holds nothing). Writes run under the store's mutex and no other process
+        writes its directory, so no emptying of the namespace can come in between.
 
         Reading first spares a write (each costs a disk sync) for namespaces already listed.
-        Reading *after* the item write keeps this safe against a concurrent emptying of the
-        namespace, whose re-check (``_unregister_if_empty``) then sees the new item.
         """
         rows = {rec.namespace_id(ns): rec.namespace_metadata(ns) for ns in namespaces}
         for chunk in _chunks(list(rows), self._max_batch):
@@ -580,6 +581,7 @@ class ChromaStore(BaseStore):
         item_rows: list[tuple[str, str, dict[str, Any]]] = []
         vector_rows: list[tuple[str, list[float], dict[str, Any]]] = []
         deleted: list[str] = []
+        counts: dict[str, int] = {}  # item -> vectors it has after this batch
         written: set[tuple[str, ...]] = set()
         emptied: set[tuple[str, ...]] = set()
         for (namespace, key), op in plan.puts.items():
@@ -607,12 +609,30 @@ class ChromaStore(BaseStore):
                     },
                 )
             )
+            counts[record_id] = len(item_vectors)
             placed = {**scalars, **rec.vector_metadata(namespace, record_id)}
             for j, (_, vector) in enumerate(item_vectors):
                 vector_rows.append((rec.vector_id(record_id, j), vector, dict(placed)))
             written.add(namespace)
 
-        stale = [i for i, m in existing.items() if int(m.get(rec.VECTOR_COUNT) or 0) > 0]
+        # Each Chroma call is atomic, but a batch is several: ordered so that a process killed
+        # between any two leaves no item that search cannot find. An item is visible only once
+        # its row is written, so its namespace is listed and its vectors are in place before
+        # that row; vectors without a row (a killed batch's, or a deleted item's) match nothing
+        # and are replaced when the key is written again. (Rows first, the soak in
+        # benchmarks/soak.py found imports killed after them with every vector missing.)
+        surplus = [  # an updated item's old vectors past its new count
+            rec.vector_id(i, j)
+            for i, count in counts.items()
+            for j in range(count, int(existing.get(i, {}).get(rec.VECTOR_COUNT) or 0))
+        ]
+        self._register(written)
+        for chunk in _chunks(vector_rows, self._max_batch):
+            self._vectors.upsert(
+                ids=[i for i, _, _ in chunk], embeddings=[v for _, v, _ in chunk], metadatas=[m for _, _, m in chunk]
+            )
+        for chunk in _chunks(surplus, self._max_batch):
+            self._vectors.delete(ids=list(chunk))
         for chunk in _chunks(deleted, self._max_batch):
             self._items.delete(ids=chunk)
         for chunk in _chunks(item_rows, self._max_batch):
@@ -622,13 +642,9 @@ class ChromaStore(BaseStore):
                 documents=[d for _, d, _ in chunk],
                 metadatas=[m for _, _, m in chunk],
             )
-        for chunk in _chunks(stale, self._max_batch):
-            self._vectors.delete(where={rec.ITEM: {"$in": chunk}})
-        for chunk in _chunks(vector_rows, self._max_batch):
-            self._vectors.upsert(
-                ids=[i for i, _, _ in chunk], embeddings=[v for _, v, _ in chunk], metadatas=[m for _, _, m in chunk]
-            )
-        self._register(written)
+        gone = [i for i in deleted if int(existing[i].get(rec.VECTOR_COUNT) or 0) > 0]
+        for chunk in _chunks(gone, self._max_batch):
+            self._vectors.delete(where={rec.ITEM: {"$in": list(chunk)}})
         self._unregister_if_empty(emptied - written)
         if self._journal is not None:
             self._journal.record(plan.puts)

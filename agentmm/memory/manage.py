@@ -91,10 +91,13 @@ def forget(store: BaseStore, user: str, persona: str | None, memory_id: str) -> 
 
 
 def stats(store: BaseStore, user: str | None = None) -> dict[str, Any]:
+    """Memories per scope that holds any (a store may list a namespace that holds none: one
+    whose first write was cut short, see ``ChromaStore._apply_puts``), and their total."""
     prefix = (ROOT, user) if user else (ROOT,)
     scopes = {}
     for namespace in store.list_namespaces(prefix=prefix, limit=10_000):
-        scopes["/".join(namespace[1:])] = sum(1 for _ in iter_items(store, namespace))
+        if count := sum(1 for _ in iter_items(store, namespace)):
+            scopes["/".join(namespace[1:])] = count
     return {"scopes": scopes, "total": sum(scopes.values())}
 
 
