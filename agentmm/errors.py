@@ -30,6 +30,10 @@ class ThreadNotFoundError(AgentmmError):
     """A thread id names no saved conversation."""
 
 
+class NothingToUndoError(AgentmmError):
+    """An undo or retry was asked of a thread that holds no message yet."""
+
+
 class ModelError(AgentmmError):
     """A model cannot be found, read or loaded."""
 

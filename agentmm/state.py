@@ -105,6 +105,11 @@ class TurnContext:
     shared_memory: bool = False
     # Files sent with this turn (images, audio), perceived before the reply.
     attachments: list[str] = field(default_factory=list)
+    # This turn answers the thread's last message again (``Agent.retry``): ingest takes the last
+    # exchange out first, and remember replaces what that turn had written.
+    retry: bool = False
+    # The sampling seed of this turn's reply (None: the model's own), passed to the model's call.
+    seed: int | None = None
 
 
 @dataclass(frozen=True)

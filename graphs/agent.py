@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import threading
 import time
 import uuid
@@ -17,8 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, RemoveMessage
-from langchain_core.runnables import RunnableConfig
+from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
@@ -26,8 +26,10 @@ from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
-from agentmm.errors import EmptyInputError, NotAChatModelError
+from agentmm.errors import EmptyInputError, NotAChatModelError, NothingToUndoError
 from agentmm.graphs.chat import build_graph
+from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, restore, take_out
+from agentmm.memory.conversation import forget_turn
 from agentmm.personas import PersonaRegistry
 from agentmm.personas import greeting as opening_greeting
 from agentmm.settings import Settings, load_settings
@@ -313,6 +315,49 @@ class Agent:
     def config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}}
 
+    def undo(self, thread_id: str) -> UndoneTurn:
+        """Take the thread's last exchange back out: the user's last message and everything after
+        it (the reply, tool calls and their results), and the memories that turn wrote, so it is
+        neither in later prompts nor recalled. The thread's greeting and persona stay; ``/why``
+        explains the reply before it again. Returns what was taken out (``text``,
+        ``attachments``: enough to send it again). ``ThreadNotFoundError`` for an unknown thread,
+        ``NothingToUndoError`` for one with no message. The edit is a new checkpoint: LangGraph's
+        history keeps the old ones."""
+        with turn_on(self.checkpointer, thread_id):
+            settle_thread(self.graph, thread_id, context=self._settle_context())
+            exchange = last_exchange(self.graph, thread_id)
+            if exchange is None:
+                raise NothingToUndoError(f"nothing to undo in thread {thread_id}: it has no message yet")
+            take_out(self.graph, exchange)
+            forgotten = forget_turn(self.store, thread_id, exchange.turn) if self.store is not None else []
+        return UndoneTurn(text=exchange.text, attachments=list(exchange.attachments), persona=exchange.persona,
+                          turn=exchange.turn, messages_removed=exchange.messages,
+                          memories_forgotten=forgotten)  # fmt: skip
+
+    def retry(self, thread_id: str, *, seed: int | None = None) -> TurnStream:
+        """Answer the thread's last message again: a ``TurnStream`` (iterate it as ``stream``'s)
+        whose turn takes the last exchange out and sends the same message, with the same
+        attachments, as the same turn; what that turn remembered is replaced once the new reply
+        is saved. Nothing changes until it is iterated, and a retry that fails leaves the thread
+        as it was. ``seed`` samples the new reply; by default a fresh one when the model samples
+        with a fixed seed (``settings.seed``), so it does not write the same reply again.
+        ``ThreadNotFoundError`` / ``NothingToUndoError`` as ``undo``."""
+        with turn_on(self.checkpointer, thread_id):
+            settle_thread(self.graph, thread_id, context=self._settle_context())
+            exchange = last_exchange(self.graph, thread_id)
+        if exchange is None:
+            raise NothingToUndoError(f"nothing to retry in thread {thread_id}: it has no message yet")
+        if seed is None and getattr(self.model, "seed", None) is not None:
+            seed = random.randrange(2**31)
+        return TurnStream(self, exchange.text, thread_id, attachments=exchange.attachments, retry=True, seed=seed)
+
+    def _settle_context(self) -> TurnContext:
+        """The context a turn a dead process left unfinished is finished with: this agent's
+        user, none of a new turn's input."""
+        settings = self.settings
+        return TurnContext(user_name=settings.user_name, user_id=settings.user_id,
+                           shared_memory=settings.shared_memory)  # fmt: skip
+
 
 def _not_a_chat_model(model: object) -> str:
     """Why ``model`` cannot be the agent's chat model, in one line."""
@@ -334,7 +379,7 @@ class TurnStream:
 
     def __init__(
         self, agent: Agent, text: str, thread_id: str, *, persona: str | None = None, greeting: int = 0,
-        attachments: Sequence[str | Path] = (),
+        attachments: Sequence[str | Path] = (), retry: bool = False, seed: int | None = None,
     ) -> None:  # fmt: skip
         if not (text and text.strip()) and not attachments:
             raise EmptyInputError("nothing to say: the message is empty")
@@ -344,7 +389,8 @@ class TurnStream:
         settings = agent.settings
         self.context = TurnContext(
             user_name=settings.user_name, persona=persona, greeting=greeting, user_id=settings.user_id,
-            shared_memory=settings.shared_memory, attachments=[str(a) for a in attachments],
+            shared_memory=settings.shared_memory, attachments=[str(a) for a in attachments], retry=retry,
+            seed=seed,
         )  # fmt: skip
         self._result: TurnResult | None = None
         self.run_id = uuid.uuid4().hex  # tags the run's checkpoints (see _discard_failed_run)
@@ -372,7 +418,7 @@ class TurnStream:
         # Another process's turn on this thread at the same time would be lost under this one.
         with turn_on(self.agent.checkpointer, self.thread_id):
             # A turn a killed process left half done is rolled back or finished first.
-            settle_thread(self.agent.graph, self.thread_id, context=self._settle_context())
+            settle_thread(self.agent.graph, self.thread_id, context=self.agent._settle_context())
             try:
                 yield from self._run(started)
             except Exception:
@@ -408,19 +454,15 @@ class TurnStream:
         total = time.perf_counter() - started
         self._result = self._build_result(final, first, started, total)
 
-    def _settle_context(self) -> TurnContext:
-        """The context a dead turn is finished with: this agent's user, none of this turn's input."""
-        return TurnContext(user_name=self.context.user_name, user_id=self.context.user_id,
-                           shared_memory=self.context.shared_memory)  # fmt: skip
-
     def _discard_failed_run(self) -> None:
         """A turn that failed after ingest (a message too long for the context, a model that
         would not load) must not leave its message in the thread, unanswered, to ride along
-        in every later prompt: restore the thread's messages to what they were before the run
-        (found through the run's first checkpoint, so the normal path reads nothing)."""
+        in every later prompt, nor a retry the exchange it took out: the checkpoint the run
+        started from becomes the thread's newest again (found through the run's first
+        checkpoint, so the normal path reads nothing). A new thread's failed first turn leaves
+        no thread."""
         graph = self.agent.graph
         config = self.agent.config(self.thread_id)
-        before: RunnableConfig | None = None
         for snapshot in graph.get_state_history(config):
             metadata = snapshot.metadata or {}
             if metadata.get(RUN_KEY) == self.run_id and metadata.get("source") == "input":
@@ -428,13 +470,10 @@ class TurnStream:
                 break
         else:
             return  # nothing of this run was saved
-        kept = len(graph.get_state(before).values.get("messages", [])) if before is not None else 0
-        if kept == 0:
+        if before is None or not graph.get_state(before).values.get("messages"):
             self.agent.checkpointer.delete_thread(self.thread_id)
             return
-        added = graph.get_state(config).values.get("messages", [])[kept:]
-        if added:
-            graph.update_state(config, {"messages": [RemoveMessage(id=m.id) for m in added if m.id]})
+        restore(graph, before)
 
     def _on_update(self, payload: dict[str, Any]) -> Any:
         """Report perception and tool calls; return the approval asked for, if the run paused for one."""

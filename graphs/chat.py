@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
@@ -27,6 +27,7 @@ from langgraph.store.base import BaseStore
 from agentmm.compose import DROP_ORDER, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import CONTEXT_KEY, WindowPlan, plan_window, render, turn_context
 from agentmm.errors import EmptyInputError
+from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.memory.conversation import format_recalled
 from agentmm.observations import ObservationPhrasing, describe_observations
@@ -44,7 +45,9 @@ class Ingest:
 
     A persona asked for in the run's context becomes the thread's persona (checked first, so
     a bad name saves nothing); a new thread asking for none plays ``default_persona`` (the
-    ``persona`` setting); a new thread with a persona opens with its greeting.
+    ``persona`` setting); a new thread with a persona opens with its greeting. A retry
+    (``TurnContext.retry``) takes the thread's last exchange out in the same update, so the
+    message is answered again in its place, as the same turn.
     """
 
     def __init__(self, personas: PersonaSource, default_persona: str | None = None) -> None:
@@ -58,6 +61,11 @@ class Ingest:
             raise EmptyInputError("nothing to say: the message is empty")
         history = state.get("messages", [])
         update: dict[str, Any] = {}
+        removed: list[AnyMessage] = []
+        if context.retry and (taken := take_out_last_exchange(state)) is not None:
+            removed = taken.pop("messages")
+            history = history[: last_exchange_start(history)]
+            update.update(taken)
         persona_name = state.get("persona")
         asked = context.persona or (self.default_persona if not history and not persona_name else None)
         if asked:
@@ -77,7 +85,8 @@ class Ingest:
         if opening:
             trace["greeting"] = opening[0].text
         update.update(attachments=list(context.attachments), observations=[], recalled=[])
-        return {**update, "messages": [*opening, HumanMessage(text)], "started_at": started_at, "trace": trace}
+        messages = [*removed, *opening, HumanMessage(text)]
+        return {**update, "messages": messages, "started_at": started_at, "trace": trace}
 
 
 class Composer:
@@ -249,7 +258,8 @@ class Generator:
         reply: AIMessageChunk | None = None
         interrupted = cancel is not None and cancel.is_set()
         # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
-        stream = iter(()) if interrupted else self._bound(state).stream(self._prompt(state))
+        seed = {"seed": runtime.context.seed} if runtime.context and runtime.context.seed is not None else {}
+        stream = iter(()) if interrupted else self._bound(state).stream(self._prompt(state), **seed)
         try:
             for chunk in stream:
                 if first is None and chunk.content:
@@ -396,7 +406,8 @@ def build_graph(
 
     def after_generate(state: ChatState) -> str:
         messages = state["messages"]
-        if toolbox is not None and wants_tools(messages[-1]) and rounds_this_turn(messages) <= toolbox.max_rounds:
+        wants = bool(messages) and wants_tools(messages[-1])  # empty after an undo of the only exchange
+        if toolbox is not None and wants and rounds_this_turn(messages) <= toolbox.max_rounds:
             return "tools"
         return "remember" if memory else fold_or_end(state)
 

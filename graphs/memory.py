@@ -66,7 +66,8 @@ class Recall:
 
 class Remember:
     """Write the turn to long-term memory: what the user showed or played (captions and
-    transcripts, phrased as the prompt had them), their message, and the reply."""
+    transcripts, phrased as the prompt had them), their message, and the reply. A retry's
+    turn replaces what the turn it answers again had written."""
 
     def __init__(self, phrasing: ObservationPhrasing | None = None) -> None:
         self.phrasing = phrasing or ObservationPhrasing()
@@ -87,7 +88,7 @@ class Remember:
             when = datetime.now(UTC)
             for namespace in _scopes(state, context)[:1]:
                 written += remember_turn(runtime.store, namespace, thread_id=_thread_id(config), turn=turn,
-                                         exchange=exchange, when=when)  # fmt: skip
+                                         exchange=exchange, when=when, replace=context.retry)  # fmt: skip
         timings = {"remember_s": round(time.perf_counter() - started, 4)}
         return {"trace": trace_step(state, "remember", remembered=written, timings=timings)}
 

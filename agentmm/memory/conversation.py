@@ -14,13 +14,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from langgraph.store.base import BaseStore, PutOp
+from langgraph.store.base import BaseStore, Item, PutOp
 
 from agentmm.memory.retrieval import hybrid_search
 
 ROOT = "memories"
 SHARED = "_shared"
 NO_PERSONA = "_assistant"
+# More than a turn ever writes (an observation, the message and the reply, times a few retries
+# under personas switched between them).
+_TURN_ROWS = 100
 
 
 def scope(user: str, persona: str | None = None, *, shared: bool = False) -> tuple[str, str, str]:
@@ -112,14 +115,18 @@ def remember_turn(
     turn: int,
     exchange: Sequence[tuple[str, str, str]],
     when: datetime,
+    replace: bool = False,
 ) -> list[dict[str, Any]]:
     """Store one turn's messages, ``exchange`` being (role, speaker, text) in order.
 
-    Keys are ``thread:turn:role``, so writing a turn again (a retry) replaces it. The messages
-    go in one batch: one embedding call and one write for the whole turn.
+    Keys are ``thread:turn:role``, and each value records its ``thread`` and ``turn``. With
+    ``replace`` (a retry of the turn) what the turn wrote before and this write does not
+    overwrite (the old reply when the new one was stopped, rows in the scope of a persona
+    switched since) is deleted in the same batch. The messages go in one batch: one embedding
+    call and one write for the whole turn.
     """
     written = []
-    ops = []
+    ops: list[PutOp] = []
     previous: str | None = None
     for role, speaker, text in exchange:
         if not text.strip():
@@ -137,6 +144,25 @@ def remember_turn(
         ops.append(PutOp(namespace, key, value))
         written.append({"id": key, "speaker": speaker, "scope": "/".join(namespace[1:])})
         previous = f"{speaker}: {text}"[:300]
+    if replace:
+        kept = {(op.namespace, op.key) for op in ops}
+        ops += [PutOp(item.namespace, item.key, None) for item in turn_memories(store, thread_id, turn)
+                if (item.namespace, item.key) not in kept]  # fmt: skip
     if ops:
         store.batch(ops)
     return written
+
+
+def turn_memories(store: BaseStore, thread_id: str, turn: int) -> list[Item]:
+    """What ``remember_turn`` wrote for turn ``turn`` of ``thread_id``, in every user's and
+    persona's scope (found by the ``thread`` and ``turn`` it records, not by its key)."""
+    return store.search((ROOT,), filter={"thread": thread_id, "turn": turn}, limit=_TURN_ROWS)
+
+
+def forget_turn(store: BaseStore, thread_id: str, turn: int) -> list[str]:
+    """Delete what turn ``turn`` of ``thread_id`` wrote to long-term memory, in one batch, so
+    an undone exchange is not recalled later; the keys deleted."""
+    items = turn_memories(store, thread_id, turn)
+    if items:
+        store.batch([PutOp(item.namespace, item.key, None) for item in items])
+    return [item.key for item in items]

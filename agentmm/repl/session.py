@@ -8,18 +8,19 @@ Ctrl-D and Ctrl-C at an empty prompt end the session.
 from __future__ import annotations
 
 import contextlib
-import random
 import signal
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agentmm.errors import AgentmmError
-from agentmm.repl import thread_edit
+from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
 from agentmm.repl.terminal import Terminal, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
+
+if TYPE_CHECKING:
+    from agentmm.graphs.agent import Agent, TurnStream
 
 HISTORY_FILE = "repl_history"
 
@@ -27,7 +28,7 @@ HISTORY_FILE = "repl_history"
 class ChatSession:
     """The interactive ``agentmm chat`` over an ``Agent``."""
 
-    def __init__(self, agent: Any, terminal: Terminal, thread_id: str | None = None, *,
+    def __init__(self, agent: Agent, terminal: Terminal, thread_id: str | None = None, *,
                  persona: str | None = None, greeting: int = 0) -> None:  # fmt: skip
         from agentmm.threads import new_thread_id
 
@@ -92,18 +93,26 @@ class ChatSession:
             self.terminal.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return True
 
-    def send(self, text: str, attachments: list[Path] | None = None) -> Outcome | None:
+    def send(self, text: str) -> Outcome | None:
         """One turn: stream the reply; a failure is one line and the thread is left as it was."""
-        files = self.attachments if attachments is None else attachments
         try:
             turn = self.agent.stream(text, self.thread_id, persona=self.pending_persona, greeting=self.greeting,
-                                     attachments=files)  # fmt: skip
+                                     attachments=self.attachments)  # fmt: skip
         except AgentmmError as exc:
             self.terminal.error(str(exc))
             return None
+        outcome = self._play(turn)
+        if outcome.error is None:
+            self.pending_persona = None
+            self.attachments = []
+        return outcome
+
+    def _play(self, turn: TurnStream) -> Outcome:
+        """Show ``turn`` as it streams; its error, if any, as one line (the turn itself restored
+        the thread)."""
         outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations,
                            show_tool_calls=self._show_tool_calls)  # fmt: skip
-        if outcome.error is not None:  # the turn itself restored the thread (TurnStream)
+        if outcome.error is not None:
             error = outcome.error
             if isinstance(error, AgentmmError):
                 self.terminal.error(str(error))
@@ -112,8 +121,6 @@ class ChatSession:
             else:
                 self.terminal.error(f"the turn failed: {type(error).__name__}: {error}")
             return outcome
-        self.pending_persona = None
-        self.attachments = []
         self.last_trace = outcome.result.trace
         self.persona = outcome.result.trace.get("persona") or self.persona
         return outcome
@@ -126,7 +133,7 @@ class ChatSession:
         if self.terminal.editor:  # load the models while the user types the first message
             self._warm_up(self.agent)
 
-    def _warm_up(self, agent: Any) -> None:
+    def _warm_up(self, agent: Agent) -> None:
         def work() -> None:
             with contextlib.suppress(Exception):  # the first turn reports it, with its one line
                 agent.warm_up()
@@ -416,21 +423,24 @@ class ChatSession:
             self.pending_persona = self.persona
 
     def cmd_undo(self, arg: str) -> None:
-        undone = thread_edit.undo_last_exchange(self.agent, self.thread_id)
-        if undone is None:
-            raise AgentmmError("nothing to undo in this thread")
+        try:
+            undone = self.agent.undo(self.thread_id)
+        except ThreadNotFoundError:  # this session's thread, not saved until its first message
+            raise NothingToUndoError("nothing to undo in this thread") from None
         self.last_trace = None
         forgot = f", forgot {len(undone.memories_forgotten)} memories" if undone.memories_forgotten else ""
-        self.terminal.info(f"undone: {_clip(undone.text)} ({undone.messages_removed} messages{forgot})")
+        self.terminal.info(
+            f"undone: {_said(undone.text, undone.attachments)} ({undone.messages_removed} messages{forgot})"
+        )
 
     def cmd_retry(self, arg: str) -> None:
-        undone = thread_edit.undo_last_exchange(self.agent, self.thread_id)
-        if undone is None:
-            raise AgentmmError("nothing to retry in this thread")
+        try:
+            turn = self.agent.retry(self.thread_id)
+        except ThreadNotFoundError:
+            raise NothingToUndoError("nothing to retry in this thread") from None
         self.last_trace = None
-        self.terminal.info(f"retrying: {_clip(undone.text)}")
-        with _fresh_seed(self.agent):
-            self.send(undone.text, attachments=[Path(a) for a in undone.attachments])
+        self.terminal.info(f"retrying: {_said(turn.text, turn.context.attachments)}")
+        self._play(turn)
 
     def cmd_save(self, arg: str) -> None:
         if not arg:
@@ -456,8 +466,7 @@ class ChatSession:
                 + (" (loading…)" if self._loading() else "")
             )
             return
-        agent = type(self.agent)(settings.model_copy(update={"model": arg}), checkpointer=self.agent.checkpointer,
-                                 store=self.agent.store)  # fmt: skip
+        agent = type(self.agent)(settings, model=arg, checkpointer=self.agent.checkpointer, store=self.agent.store)
         _ = agent.model  # resolves the name: a bad one is one line, and the old model stays
         self.agent = agent
         self._warm_up(agent)
@@ -473,24 +482,12 @@ def _clip(text: str, width: int = 60) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-class _fresh_seed:  # used as a context manager, so it reads like one
-    """``/retry`` asks for a different reply: with a fixed seed the model would repeat itself,
-    so the retry samples with a new one (the setting is restored afterwards)."""
-
-    def __init__(self, agent: Any) -> None:
-        self.model = agent.model
-        self.seed = getattr(self.model, "seed", None)
-
-    def __enter__(self) -> None:
-        if self.seed is not None:
-            self.model.seed = random.randrange(2**31)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.seed is not None:
-            self.model.seed = self.seed
+def _said(text: str, attachments: list[str]) -> str:
+    """A message as the chat shows it in one line: its words, else the files it sent."""
+    return _clip(text) or ", ".join(Path(a).name for a in attachments)
 
 
-def run_chat(agent: Any, thread_id: str | None, persona: str | None, greeting: int,
+def run_chat(agent: Agent, thread_id: str | None, persona: str | None, greeting: int,
              terminal: Terminal | None = None) -> None:  # fmt: skip
     """The interactive chat: a line editor on a terminal, plain lines when piped."""
     history = Path(agent.settings.data_dir) / HISTORY_FILE

@@ -1,0 +1,225 @@
+"""``Agent.undo`` and ``Agent.retry``: the thread's last exchange taken out, or answered again, in
+the library (the REPL's /undo and /retry only call them), with langchain-core's fake chat model,
+the real SQLite checkpointer and, where memory matters, the real Chroma store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, BaseMessage
+from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import Field
+
+from agentmm import Agent
+from agentmm.errors import NothingToUndoError, ThreadNotFoundError
+from agentmm.graphs.chat import build_graph
+from agentmm.graphs.thread_edit import last_exchange, take_out
+from agentmm.memory.chroma_store import ChromaStore
+from agentmm.memory.conversation import remember_turn, turn_memories
+from agentmm.settings import Settings
+from agentmm.state import TurnContext
+from agentmm.tokens import TokenCounter
+from agentmm.tools.builtin import roll_dice
+from agentmm.tools.perception import Perception
+from tests.graphs.scripted_model import ScriptedToolModel, call
+from tests.memory.conftest import CharacterEmbeddings
+
+
+class Replies(GenericFakeChatModel):
+    """GenericFakeChatModel that records the seed each call was given, samples with a fixed one
+    of its own (as ``settings.seed`` makes the built-in model do), and fails a call on request."""
+
+    seed: int | None = 11
+    seeds: list[int | None] = Field(default_factory=list)
+    fail_next: bool = False
+
+    def _stream(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Iterator:
+        self.seeds.append(kw.get("seed"))
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("the model fell over")
+        return super()._stream(messages, stop, run_manager, **kw)
+
+
+def replies(*texts: str) -> Replies:
+    return Replies(messages=iter([AIMessage(t) for t in texts]))
+
+
+def said(agent: Agent, thread: str) -> list[tuple[str, str]]:
+    values = agent.graph.get_state({"configurable": {"thread_id": thread}}).values
+    return [(m.type, m.text) for m in values.get("messages", [])]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ChromaStore]:
+    index = {"dims": 64, "embed": CharacterEmbeddings(dims=64), "fields": ["text"]}
+    with ChromaStore.from_path(tmp_path / "store", index=index) as opened:
+        yield opened
+
+
+def stored(store: ChromaStore, thread: str, turn: int) -> list[tuple[str, str]]:
+    return sorted((item.key, item.value["content"]) for item in turn_memories(store, thread, turn))
+
+
+def test_undo_takes_the_last_exchange_out_and_the_thread_goes_on(settings: Settings) -> None:
+    agent = Agent(settings, model=replies("Hello Mira.", "Your name is Mira.", "Green, I think."))
+    agent.chat("Hi, I am Mira.", "t")
+    agent.chat("What is my name?", "t")
+    undone = agent.undo("t")
+    assert (undone.text, undone.turn, undone.messages_removed, undone.memories_forgotten) == (
+        "What is my name?", 2, 2, [])  # fmt: skip
+    assert said(agent, "t") == [("human", "Hi, I am Mira."), ("ai", "Hello Mira.")]
+    state = agent.graph.get_state({"configurable": {"thread_id": "t"}})
+    assert state.next == ()  # between turns
+    assert state.values["trace"]["turn"] == 1  # /why explains the reply still there
+    result = agent.chat("What is my favourite colour?", "t")
+    assert result.trace["turn"] == 2 and result.reply == "Green, I think."
+    assert said(agent, "t")[-2:] == [("human", "What is my favourite colour?"), ("ai", "Green, I think.")]
+
+
+def test_undo_errors_are_typed(settings: Settings) -> None:
+    agent = Agent(settings, model=replies("One."))
+    with pytest.raises(ThreadNotFoundError, match="unknown thread 'nope'"):
+        agent.undo("nope")
+    agent.chat("only", "t")
+    agent.undo("t")
+    assert said(agent, "t") == []
+    with pytest.raises(NothingToUndoError, match="nothing to undo in thread t"):
+        agent.undo("t")
+    with pytest.raises(NothingToUndoError, match="nothing to retry in thread t"):
+        agent.retry("t")
+
+
+def test_undo_keeps_a_personas_greeting_and_the_persona(settings: Settings) -> None:
+    agent = Agent(settings, model=replies("*nods*"))
+    agent.chat("Evening, Nora.", "t", persona="Nora Quill", greeting=1)
+    greeting = said(agent, "t")[0]
+    undone = agent.undo("t")
+    assert undone.persona == "Nora Quill" and undone.messages_removed == 2
+    assert said(agent, "t") == [greeting]
+    assert agent.graph.get_state({"configurable": {"thread_id": "t"}}).values["persona"] == "Nora Quill"
+    with pytest.raises(NothingToUndoError):
+        agent.undo("t")
+
+
+def test_undo_takes_tool_calls_out_with_the_exchange_even_when_nothing_is_left(settings: Settings) -> None:
+    model = ScriptedToolModel(script=[call("roll_dice", notation="2d6"), AIMessage("Seven."), AIMessage("Hi.")])
+    agent = Agent(settings, model=model, tools=[roll_dice])
+    agent.chat("roll 2d6", "t")
+    assert [kind for kind, _ in said(agent, "t")] == ["human", "ai", "tool", "ai"]
+    assert agent.undo("t").messages_removed == 4
+    # The emptied thread was written as the graph's last node (generate, routing on its last
+    # message): it is left between turns, and goes on.
+    assert said(agent, "t") == []
+    assert agent.graph.get_state({"configurable": {"thread_id": "t"}}).next == ()
+    assert agent.chat("hello", "t").reply == "Hi."
+
+
+def test_undo_forgets_what_the_turn_remembered_and_nothing_else(settings: Settings, store: ChromaStore) -> None:
+    agent = Agent(settings, model=replies("Noted, tea.", "Noted, cats."), store=store)
+    agent.chat("I like tea", "t")
+    agent.chat("I like cats", "t")
+    kept = stored(store, "t", 1)
+    assert stored(store, "t", 2) == [("t:2:assistant", "Noted, cats."), ("t:2:user", "I like cats")]
+    undone = agent.undo("t")
+    assert sorted(undone.memories_forgotten) == ["t:2:assistant", "t:2:user"]
+    assert stored(store, "t", 2) == [] and stored(store, "t", 1) == kept
+
+
+def test_retry_answers_the_same_message_again_as_the_same_turn(settings: Settings, store: ChromaStore) -> None:
+    model = replies("Hello Mira.", "Your name is Maria.", "Your name is Mira.")
+    agent = Agent(settings, model=model, store=store)
+    agent.chat("Hi, I am Mira.", "t")
+    agent.chat("What is my name?", "t")
+    turn = agent.retry("t")
+    assert turn.text == "What is my name?"
+    assert said(agent, "t")[-1] == ("ai", "Your name is Maria.")  # nothing changes until it runs
+    assert "".join(turn) == "Your name is Mira."
+    assert turn.result.trace["turn"] == 2
+    assert said(agent, "t") == [("human", "Hi, I am Mira."), ("ai", "Hello Mira."), ("human", "What is my name?"),
+                                ("ai", "Your name is Mira.")]  # fmt: skip
+    assert stored(store, "t", 2) == [("t:2:assistant", "Your name is Mira."), ("t:2:user", "What is my name?")]
+    # A fixed-seed model samples the retry with a new seed; an ordinary turn passes none.
+    assert model.seeds[:2] == [None, None] and isinstance(model.seeds[2], int) and model.seeds[2] != model.seed
+
+
+def test_retry_takes_the_seed_it_is_given(settings: Settings) -> None:
+    model = replies("A.", "B.")
+    agent = Agent(settings, model=model)
+    agent.chat("hi", "t")
+    agent.retry("t", seed=7)  # never iterated: nothing runs, nothing changes
+    assert model.seeds == [None] and said(agent, "t") == [("human", "hi"), ("ai", "A.")]
+    list(agent.retry("t", seed=42))
+    assert model.seeds == [None, 42] and said(agent, "t") == [("human", "hi"), ("ai", "B.")]
+
+
+def test_a_stopped_retry_replaces_the_old_reply_in_memory(settings: Settings, store: ChromaStore) -> None:
+    agent = Agent(settings, model=replies("Tea it is."), store=store)
+    agent.chat("I like tea", "t")
+    turn = agent.retry("t")
+    turn.cancel()  # stopped before the model started: an empty reply, marked interrupted
+    list(turn)
+    assert turn.result.interrupted
+    assert said(agent, "t") == [("human", "I like tea"), ("ai", "")]
+    assert stored(store, "t", 1) == [("t:1:user", "I like tea")]  # the old reply is not recalled later
+
+
+def test_a_retry_that_fails_leaves_the_thread_and_memory_as_they_were(settings: Settings, store: ChromaStore) -> None:
+    model = replies("Hello Mira.", "Noted, tea.")
+    agent = Agent(settings, model=model, store=store)
+    agent.chat("Hi, I am Mira.", "t")
+    agent.chat("I like tea", "t")
+    before = said(agent, "t")
+    remembered = stored(store, "t", 2)
+    model.fail_next = True
+    with pytest.raises(RuntimeError, match="fell over"):
+        list(agent.retry("t"))
+    assert said(agent, "t") == before
+    assert agent.graph.get_state({"configurable": {"thread_id": "t"}}).values["trace"]["turn"] == 2
+    assert stored(store, "t", 2) == remembered
+
+
+def test_the_exchange_is_read_from_the_checkpoint_history(tmp_path: Path) -> None:
+    """A voice note sent alone: the thread's message became its transcript, but a retry sends
+    what the user sent (no words, the file) again; the attachments are that turn's, whatever
+    a later failed turn left in the state."""
+    from tests.tools.media_files import write_wav
+
+    voice = write_wav(tmp_path / "note.wav")
+
+    def transcribe(path: Path) -> tuple[str, str, str]:
+        return "meet me at noon", "en", "fake-asr"
+
+    def caption(path: Path) -> tuple[str, str]:
+        return "a cat", "fake-caption"
+
+    graph = build_graph(Settings(memory=False), model=GenericFakeChatModel(messages=iter([AIMessage("Noon it is.")])),
+                        checkpointer=InMemorySaver(), counter=TokenCounter(lambda text: len(text.split())),
+                        perception=Perception(caption, transcribe))  # fmt: skip
+    config = {"configurable": {"thread_id": "v"}}
+    graph.invoke({"input": ""}, config, context=TurnContext(attachments=[str(voice)]))
+    assert graph.get_state(config).values["messages"][0].text == "meet me at noon"
+    exchange = last_exchange(graph, "v")
+    assert exchange is not None
+    assert (exchange.text, exchange.attachments, exchange.turn, exchange.messages) == ("", (str(voice),), 1, 2)
+    take_out(graph, exchange)
+    values = graph.get_state(config).values
+    assert values["messages"] == [] and values["attachments"] == [] and values["trace"] == {}
+
+
+def test_remember_turn_with_replace_deletes_the_rows_it_does_not_write_again(store: ChromaStore) -> None:
+    from datetime import UTC, datetime
+
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    first = [("observation", "Mira", "[Mira sends a picture of a cat]"), ("user", "Mira", "look"),
+             ("assistant", "Nora", "A cat!")]  # fmt: skip
+    remember_turn(store, ("memories", "local", "Nora"), thread_id="t", turn=3, exchange=first, when=when)
+    remember_turn(store, ("memories", "local", "Ilse"), thread_id="t", turn=3, exchange=[("user", "Mira", "look")],
+                  when=when, replace=True)  # fmt: skip
+    rows = [(item.namespace, item.key) for item in turn_memories(store, "t", 3)]
+    assert rows == [(("memories", "local", "Ilse"), "t:3:user")]
+    assert store.get(("memories", "local", "Nora"), "t:3:assistant") is None
