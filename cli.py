@@ -686,9 +686,8 @@ def _run_eval(file: Path, ks: list[int], retrieval: str, show_progress: bool) ->
 @app.command()
 def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
     """Caption images and transcribe audio (type read from the file's bytes, not its name)."""
-    from agentmm.tools.asr import transcribe
-    from agentmm.tools.caption import caption_file, captioner_for
-    from agentmm.tools.media import sniff
+    from agentmm.tools.caption import captioner_for
+    from agentmm.tools.perception import perceivable_kind, perceive_file
 
     settings = _settings()
     captioner = captioner_for(settings)  # made on the first picture, then kept for the rest
@@ -696,15 +695,10 @@ def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
     failed = False
     for file in files:
         try:
-            kind = sniff(file).kind
-            if kind == "image":
-                results.append({"file": str(file), "kind": "image", **caption_file(file, captioner).model_dump()})
-            elif kind == "audio":
-                with _audio_progress(file, show=not as_json) as progress:
-                    heard = transcribe(file, settings.asr_model, progress=progress)
-                results.append({"file": str(file), "kind": "audio", **heard.model_dump()})
-            else:
-                raise AgentmmError(f"{file}: {kind} files are not supported")
+            kind = perceivable_kind(file)
+            with _audio_progress(file, show=not as_json and kind == "audio") as progress:
+                found = perceive_file(file, settings, captioner=captioner, progress=progress)
+            results.append({"file": str(file), "kind": kind, **found.model_dump()})
         except AgentmmError as exc:
             failed = True
             results.append({"file": str(file), "error": str(exc)})

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
@@ -22,6 +22,12 @@ from agentmm.errors import AgentmmError
 from agentmm.tools.cpu_share import Share, sharing, threads_per_job
 from agentmm.tools.errors import ToolModelError
 from agentmm.tools.media import content_hash, sniff
+
+if TYPE_CHECKING:
+    from agentmm.settings import Settings
+    from agentmm.tools.asr import Transcript
+    from agentmm.tools.caption import Caption
+    from agentmm.tools.caption import Captioner as CaptionModel
 
 ObservationKind = Literal["image", "audio", "unsupported"]
 _CACHE_SIZE = 256
@@ -48,6 +54,32 @@ class Observation(BaseModel):
 
 Captioner = Callable[[Path], tuple[str, str]]  # path -> (caption, model name)
 Transcriber = Callable[[Path], tuple[str, str, str]]  # path -> (transcript, language, model name)
+
+
+def perceivable_kind(path: str | Path) -> Literal["image", "audio"]:
+    """What perception makes of a file, by its bytes (not its name): ``"image"`` (captioned) or
+    ``"audio"`` (transcribed). Any other file is an ``UnsupportedAttachmentError``, a missing or
+    unreadable one a ``MediaError``. The one file-type dispatch: ``Perception`` and
+    ``agentmm perceive`` both ask it."""
+    media = sniff(path)
+    if media.kind == "image" or media.kind == "audio":
+        return media.kind
+    raise UnsupportedAttachmentError(f"{path} is {media.describe()}: only pictures and audio can be perceived")
+
+
+def perceive_file(
+    path: str | Path, settings: Settings, *, captioner: CaptionModel | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Caption | Transcript:  # fmt: skip
+    """One file perceived in full with the models ``settings`` configure: a ``Caption`` of a
+    picture, a ``Transcript`` (with its segments) of a recording, ``progress`` told how far it
+    is. ``captioner`` reuses one already made (``captioner_for(settings)``) across files."""
+    from agentmm.tools.asr import transcribe
+    from agentmm.tools.caption import caption_file, captioner_for
+
+    if perceivable_kind(path) == "image":
+        return caption_file(path, captioner or captioner_for(settings))
+    return transcribe(path, settings.asr_model, progress=progress)
 
 
 def default_captioner(settings: Any | None = None) -> Captioner:
@@ -137,10 +169,7 @@ class Perception:
 
     def _identify(self, path: Path) -> tuple[str, ObservationKind]:
         """The file's cache key (kind + content hash) and kind; a typed error if unusable."""
-        media = sniff(path)
-        if media.kind not in ("image", "audio"):
-            raise UnsupportedAttachmentError(f"{path} is {media.describe()}: only pictures and audio can be attached")
-        kind: ObservationKind = "image" if media.kind == "image" else "audio"
+        kind = perceivable_kind(path)
         return f"{kind}:{content_hash(path)}", kind
 
     def _observe_new(self, key: str, path: Path, kind: ObservationKind) -> Observation:
