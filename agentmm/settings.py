@@ -9,12 +9,20 @@ import errno
 import os
 import re
 import tomllib
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
 from pydantic import Field, PrivateAttr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from agentmm.errors import SettingsError
@@ -178,8 +186,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Explicit values (CLI flags, keyword arguments) beat the environment; the config file
-        # is read in load_settings() and passed as the lowest-priority explicit source.
+        # Settings(...) is explicit values over the environment; load_settings() adds the config
+        # file beneath both (ConfigFileSource) and records where each value came from.
         return (init_settings, env_settings)
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
@@ -207,27 +215,41 @@ class Settings(BaseSettings):
         return copy
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """The settings in a TOML config file; an absent file is an empty config."""
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise SettingsError(f"config file {path} is not UTF-8 text (byte {exc.start} is not)") from exc
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from exc
-    except RecursionError as exc:  # tomllib recurses once per level of [[[...]]] or {a = {a = ...}}
-        raise SettingsError(f"config file {path} nests arrays or tables too deeply") from exc
-    known = set(Settings.model_fields)
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise SettingsError(f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})")
-    return data
+class ConfigFileSource(TomlConfigSettingsSource):
+    """pydantic-settings' TOML source for the config file, with what can go wrong in a user's file
+    as one ``SettingsError`` line naming it. The library lets a file it cannot read (OSError,
+    UnicodeDecodeError), bad TOML and tomllib's RecursionError (``[[[...]]]`` nested a thousand deep)
+    out as tracebacks, reads without the BOM some editors write, skips a path that is not a file as if
+    absent, and hands unknown keys (``modle``) to validation, whose message would not name the file."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path) -> None:
+        self.path = path
+        try:
+            if path.expanduser().is_dir():
+                raise SettingsError(f"cannot read config file {path}: it is a directory")
+            super().__init__(settings_cls, toml_file=path)
+        except OSError as exc:  # an unusable path (too long, ...) that is_file() does not swallow
+            raise SettingsError(f"cannot read config file {path}: {exc.strerror}") from exc
+        known = set(settings_cls.model_fields)
+        unknown = sorted(set(self.toml_data) - known)  # raw keys: the source would fold MODEL into model
+        if unknown:
+            raise SettingsError(
+                f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})"
+            )
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            text = file_path.read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {self.path}: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise SettingsError(f"config file {self.path} is not UTF-8 text (byte {exc.start} is not)") from exc
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {self.path} is not valid TOML: {exc}") from exc
+        except RecursionError as exc:  # tomllib recurses once per level of [[[...]]] or {a = {a = ...}}
+            raise SettingsError(f"config file {self.path} nests arrays or tables too deeply") from exc
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -235,33 +257,35 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     ``overrides`` whose value is ``None`` are ignored, so CLI flags that were not given
     do not hide the environment or the file.
+
+    Each layer is one of pydantic-settings' own sources (``ConfigFileSource`` over its
+    ``TomlConfigSettingsSource``, ``EnvSettingsSource``, ``InitSettingsSource``); only their
+    order is written here, because ``Settings.sources`` needs to know which layer gave each value:
+    ``BaseSettings.__init__`` merges its sources and keeps no record of that, and its
+    ``settings_customise_sources`` is a classmethod with no way to be told a per-call ``--config``
+    path. The merged values are validated once, as ``BaseSettings`` would.
     """
     path = config_file if config_file is not None else default_config_file()
-    from_file = read_config_file(path)
     explicit = {key: value for key, value in overrides.items() if value is not None}
-    env_keys = _env_keys()
-    # The file is the lowest source: drop its keys where the environment or a flag speaks.
-    layered = {k: v for k, v in from_file.items() if k not in env_keys and k not in explicit}
+    layers: list[tuple[str, PydanticBaseSettingsSource]] = [(f"file {path}", ConfigFileSource(Settings, path))]
     try:
-        settings = Settings(**layered, **explicit)
-    except ValidationError as exc:
-        raise SettingsError(_one_line(exc, from_file.keys() & layered.keys(), path)) from exc
+        layers.append(("env", EnvSettingsSource(Settings)))
+        layers.append(("flag", InitSettingsSource(Settings, init_kwargs=explicit)))
+        values: dict[str, Any] = {}
+        sources = dict.fromkeys(Settings.model_fields, "default")
+        for origin, source in layers:  # lowest first: a later layer wins
+            found = source()
+            values.update(found)
+            sources.update(dict.fromkeys(found, origin))
     except PydanticSettingsError as exc:  # an environment value that should be JSON (a list) is not
         raise SettingsError(_env_one_line(exc)) from exc
-    sources = {name: "default" for name in Settings.model_fields}
-    sources.update({name: f"file {path}" for name in layered})
-    sources.update({name: "env" for name in env_keys})
-    sources.update({name: "flag" for name in explicit})
-    settings._sources = sources
+    try:
+        settings = Settings.model_validate(values)
+    except ValidationError as exc:
+        from_file = {name for name, origin in sources.items() if origin.startswith("file ")}
+        raise SettingsError(_one_line(exc, from_file, path)) from exc
+    settings._sources = {name: sources[name] for name in Settings.model_fields}
     return settings
-
-
-def _env_keys() -> set[str]:
-    return {
-        name
-        for name in Settings.model_fields
-        if f"{ENV_PREFIX}{name.upper()}" in os.environ or f"{ENV_PREFIX}{name}" in os.environ
-    }
 
 
 def usable_path(path: Path) -> Path:

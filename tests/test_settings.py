@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from agentmm.errors import SettingsError
-from agentmm.settings import load_settings
+from agentmm.settings import Settings, load_settings
 
 
 def test_defaults(isolated_env: Path) -> None:
@@ -59,3 +59,29 @@ def test_bad_values_are_one_line(
 def test_gpu_layers_accepts_numbers_from_strings(isolated_env: Path) -> None:
     assert load_settings(n_gpu_layers="12").n_gpu_layers == 12
     assert load_settings(n_gpu_layers="-1").n_gpu_layers == -1
+
+
+def test_the_file_is_read_as_editors_write_it_and_refused_with_its_name(isolated_env: Path) -> None:
+    config = isolated_env / "config.toml"
+    config.write_bytes(b"\xef\xbb\xbfn_ctx = 1024\n")  # a BOM, as some editors save UTF-8
+    assert load_settings().n_ctx == 1024
+    config.write_text("MODEL = 'x.gguf'\n")  # the environment is case-blind; the file's keys are not
+    with pytest.raises(SettingsError, match=r"config file .*config.toml: unknown setting 'MODEL'"):
+        load_settings()
+    config.write_text("n_ctx = 12\n")
+    with pytest.raises(SettingsError, match=r"bad setting n_ctx 12 \(from .*config.toml\)"):
+        load_settings()
+    with pytest.raises(SettingsError, match=r"cannot read config file .*: it is a directory"):
+        load_settings(isolated_env)
+
+
+def test_sources_name_the_layer_that_won(isolated_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (isolated_env / "config.toml").write_text("n_ctx = 1024\nseed = 1\nmemory = false\n")
+    monkeypatch.setenv("AGENTMM_SEED", "2")
+    monkeypatch.setenv("agentmm_top_p", "0.5")  # as case-blind as before
+    settings = load_settings(memory=True, max_tokens=None)
+    assert (settings.n_ctx, settings.seed, settings.top_p, settings.memory) == (1024, 2, 0.5, True)
+    assert settings.sources["n_ctx"] == f"file {isolated_env / 'config.toml'}"
+    assert (settings.sources["seed"], settings.sources["top_p"]) == ("env", "env")
+    assert (settings.sources["memory"], settings.sources["max_tokens"]) == ("flag", "default")
+    assert set(settings.sources) == set(Settings.model_fields)
