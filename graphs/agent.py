@@ -324,7 +324,7 @@ class Agent:
         ``NothingToUndoError`` for one with no message. The edit is a new checkpoint: LangGraph's
         history keeps the old ones."""
         with turn_on(self.checkpointer, thread_id):
-            settle_thread(self.graph, thread_id, context=self._settle_context())
+            self._settle(thread_id)
             exchange = last_exchange(self.graph, thread_id)
             if exchange is None:
                 raise NothingToUndoError(f"nothing to undo in thread {thread_id}: it has no message yet")
@@ -343,13 +343,25 @@ class Agent:
         with a fixed seed (``settings.seed``), so it does not write the same reply again.
         ``ThreadNotFoundError`` / ``NothingToUndoError`` as ``undo``."""
         with turn_on(self.checkpointer, thread_id):
-            settle_thread(self.graph, thread_id, context=self._settle_context())
+            paused = self._settle(thread_id)
             exchange = last_exchange(self.graph, thread_id)
         if exchange is None:
             raise NothingToUndoError(f"nothing to retry in thread {thread_id}: it has no message yet")
         if seed is None and getattr(self.model, "seed", None) is not None:
             seed = random.randrange(2**31)
-        return TurnStream(self, exchange.text, thread_id, attachments=exchange.attachments, retry=True, seed=seed)
+        # A turn paused for a tool approval is rolled back when the next turn starts: its message
+        # is then simply sent again, with nothing else to take out.
+        return TurnStream(self, exchange.text, thread_id, attachments=exchange.attachments, retry=not paused,
+                          seed=seed)  # fmt: skip
+
+    def _settle(self, thread_id: str) -> bool:
+        """Settle a turn a dead process left unfinished (``settle_thread``) before the thread's
+        last exchange is read; a turn paused for a tool approval is left as it is, since it is
+        that last exchange. True when the thread is paused so."""
+        if thread_exists(self.checkpointer, thread_id) and self.graph.get_state(self.config(thread_id)).interrupts:
+            return True
+        settle_thread(self.graph, thread_id, context=self._settle_context())
+        return False
 
     def _settle_context(self) -> TurnContext:
         """The context a turn a dead process left unfinished is finished with: this agent's

@@ -119,6 +119,35 @@ def test_undo_takes_tool_calls_out_with_the_exchange_even_when_nothing_is_left(s
     assert agent.chat("hello", "t").reply == "Hi."
 
 
+def paused_agent(settings: Settings, *after: AIMessage) -> Agent:
+    """An agent whose thread "t" holds one exchange and a turn paused for a tool approval (as a
+    caller of ``astream_events`` may leave it: the run stops at the interrupt)."""
+    script = [AIMessage("Hello."), call("roll_dice", notation="2d6"), *after]
+    agent = Agent(settings.updated(approve_tools=["roll_dice"]), model=ScriptedToolModel(script=script),
+                  tools=[roll_dice])  # fmt: skip
+    agent.chat("hi", "t")
+    agent.graph.invoke({"input": "roll 2d6"}, {"configurable": {"thread_id": "t"}}, context=TurnContext())
+    assert agent.graph.get_state({"configurable": {"thread_id": "t"}}).interrupts
+    return agent
+
+
+def test_undo_of_a_turn_paused_for_approval_takes_out_that_turn_only(settings: Settings) -> None:
+    agent = paused_agent(settings, AIMessage("Next."))
+    undone = agent.undo("t")
+    assert (undone.text, undone.messages_removed) == ("roll 2d6", 2)
+    assert said(agent, "t") == [("human", "hi"), ("ai", "Hello.")]
+    assert agent.graph.get_state({"configurable": {"thread_id": "t"}}).next == ()
+    assert agent.chat("next", "t").reply == "Next."
+
+
+def test_retry_of_a_turn_paused_for_approval_sends_that_message_again(settings: Settings) -> None:
+    agent = paused_agent(settings, call("roll_dice", "c2", notation="2d6"), AIMessage("No dice, then."))
+    turn = agent.retry("t")  # no one to approve: the call is denied and the model answers in words
+    assert "".join(turn) == "No dice, then." and turn.result.trace["turn"] == 2
+    assert said(agent, "t")[:3] == [("human", "hi"), ("ai", "Hello."), ("human", "roll 2d6")]
+    assert said(agent, "t")[-1] == ("ai", "No dice, then.")
+
+
 def test_undo_forgets_what_the_turn_remembered_and_nothing_else(settings: Settings, store: ChromaStore) -> None:
     agent = Agent(settings, model=replies("Noted, tea.", "Noted, cats."), store=store)
     agent.chat("I like tea", "t")
