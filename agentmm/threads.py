@@ -16,7 +16,7 @@ purpose (only a new turn on that thread abandons it).
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -27,14 +27,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import (
-    BaseCheckpointSaver,
-    ChannelVersions,
-    Checkpoint,
-    CheckpointMetadata,
-    CheckpointTuple,
-    create_checkpoint,
-)
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, create_checkpoint
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import AgentmmError, DataDirError, ThreadNotFoundError
@@ -61,52 +54,40 @@ def ensure_data_dir(path: Path) -> Path:
     return path
 
 
-class ThreadedSqliteSaver(SqliteSaver):
-    """LangGraph's SQLite saver with its async methods run on a worker thread.
-
-    ``SqliteSaver`` is sync-only, so an async run (``graph.astream``, ``astream_events``) over
-    it fails; ``AsyncSqliteSaver`` would need a second connection bound to one event loop.
-    The sync saver already serialises access with its own lock, so the async twins simply
-    call it off the loop.
-    """
-
-    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
-
-    async def alist(
-        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
-        before: RunnableConfig | None = None, limit: int | None = None,
-    ) -> AsyncIterator[CheckpointTuple]:  # fmt: skip
-        found = await asyncio.to_thread(lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
-        for item in found:
-            yield item
-
-    async def aput(
-        self, config: RunnableConfig, checkpoint: Checkpoint, metadata: CheckpointMetadata,
-        new_versions: ChannelVersions,
-    ) -> RunnableConfig:  # fmt: skip
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
-    ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id: str) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id)
-
-
 def open_checkpointer(data_dir: Path) -> SqliteSaver:
-    """The SQLite saver in ``data_dir`` (created on first use), usable from sync and async runs."""
+    """The SQLite saver in ``data_dir`` (created on first use); an async run uses
+    ``async_checkpointer`` over it."""
     ensure_data_dir(data_dir)
     db = data_dir / CHECKPOINT_FILE
     try:
         conn = sqlite3.connect(db, check_same_thread=False)
-        saver = ThreadedSqliteSaver(conn)
+        saver = SqliteSaver(conn)
         saver.setup()
     except sqlite3.DatabaseError as exc:
         raise DataDirError(f"cannot open the thread database {db}: {exc}") from exc
     return saver
+
+
+@contextlib.asynccontextmanager
+async def async_checkpointer(saver: BaseCheckpointSaver) -> AsyncIterator[BaseCheckpointSaver]:
+    """A saver for an async run (``astream``, ``astream_events``, ``aget_state``) over the threads
+    ``saver`` keeps.
+
+    LangGraph's ``SqliteSaver`` is sync-only (its async methods raise), and its async sibling
+    ``AsyncSqliteSaver`` holds an aiosqlite connection bound to the event loop that opened it, so
+    it cannot serve the sync turns too. For a saver kept in an SQLite file this opens
+    ``AsyncSqliteSaver`` on that file for the run, in the run's loop, and closes it after; both
+    connections use SQLite's WAL journal, so each sees what the other wrote. Any other saver (in
+    memory, Postgres) has its own async methods and is yielded as it is.
+    """
+    database = sqlite_file(saver) if isinstance(saver, SqliteSaver) else None
+    if database is None:
+        yield saver
+        return
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+    async with AsyncSqliteSaver.from_conn_string(str(database)) as twin:
+        yield twin
 
 
 def new_thread_id() -> str:

@@ -8,6 +8,7 @@ LangGraph threads: pass a ``thread_id`` to continue one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import threading
@@ -35,7 +36,14 @@ from agentmm.personas import greeting as opening_greeting
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
-from agentmm.threads import DURABILITY, new_thread_id, open_checkpointer, settle_thread, thread_exists
+from agentmm.threads import (
+    DURABILITY,
+    async_checkpointer,
+    new_thread_id,
+    open_checkpointer,
+    settle_thread,
+    thread_exists,
+)
 
 if TYPE_CHECKING:
     from agentmm.native_probe import NativeCheck
@@ -294,7 +302,7 @@ class Agent:
             turn.cancel()
             await worker
 
-    def astream_events(
+    async def astream_events(
         self,
         text: str,
         thread_id: str | None = None,
@@ -306,11 +314,21 @@ class Agent:
         """LangChain's event stream of one turn (``version="v2"``): model tokens
         (``on_chat_model_stream``), node starts and ends, tool runs, and the nodes' custom
         progress (``on_custom_event``), for a web app to show as they happen. A tool call that
-        needs approval ends the stream at an interrupt; resume with ``graph.astream_events(
-        Command(resume=...), agent.config(thread_id), ...)``."""
+        needs approval ends the stream at an interrupt; resume it in ``async_graph()`` with
+        ``graph.astream_events(Command(resume=...), agent.config(thread_id), ...)``."""
         turn = self.stream(text, thread_id, persona=persona, attachments=attachments)  # checks, and the context
-        return self.graph.astream_events({"input": text}, self.config(turn.thread_id), context=turn.context,
-                                         version="v2", **kwargs)  # fmt: skip
+        async with self.async_graph() as graph:
+            async for event in graph.astream_events({"input": text}, self.config(turn.thread_id),
+                                                    context=turn.context, version="v2", **kwargs):  # fmt: skip
+                yield event
+
+    @contextlib.asynccontextmanager
+    async def async_graph(self) -> AsyncIterator[CompiledStateGraph]:
+        """The turn graph for async LangGraph calls (``astream``, ``astream_events``, ``aget_state``)
+        in the running event loop: over this agent's SQLite threads it checkpoints through
+        LangGraph's ``AsyncSqliteSaver`` on the same file (``async_checkpointer``), closed on exit."""
+        async with async_checkpointer(self.checkpointer) as saver:
+            yield self.graph if saver is self.checkpointer else self.graph.copy(update={"checkpointer": saver})
 
     def config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}}
