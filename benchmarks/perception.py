@@ -284,20 +284,16 @@ def bench_concurrency(image: Path, audio: Path, tokens: int = CAPTION_TOKENS, re
     the other, each with its library's default threads (a fresh Perception per run: no cache)."""
     captioner = CocaCaptioner(pretrained=None, max_tokens=tokens, min_tokens=min(5, tokens - 1))
 
-    def caption(path: Path) -> tuple[str, str]:
-        result = caption_file(path, captioner)
-        return result.text, result.model
-
     def hear(path: Path) -> tuple[str, str, str]:
         result = transcribe(path)
         return result.text, result.language, result.model
 
     caption_s, asr_s, together_s, ratios, cores_used = [], [], [], [], []
     load_before = os.getloadavg()[0]
-    caption(image), hear(audio), Perception(caption, hear).perceive([image, audio])  # warm every model copy
+    caption_file(image, captioner), hear(audio), Perception(captioner, hear).perceive([image, audio])  # warm all
     for _ in range(repeats):
-        one, two = timed(lambda: caption(image)), timed(lambda: hear(audio))
-        perception = Perception(caption, hear)
+        one, two = timed(lambda: caption_file(image, captioner)), timed(lambda: hear(audio))
+        perception = Perception(captioner, hear)
         cpu_before, started = cpu_seconds(), time.perf_counter()
         observations = perception.perceive([image, audio])
         together = time.perf_counter() - started

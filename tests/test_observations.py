@@ -16,6 +16,7 @@ from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
+from tests.tools.fake_captioner import FakeCaptioner
 from tests.tools.media_files import make_image
 
 SEEN: list[dict[str, Any]] = [
@@ -70,16 +71,14 @@ def test_an_unknown_macro_is_a_one_line_settings_error(isolated_env: Path) -> No
 
 
 def test_the_turn_uses_the_phrasing_it_was_built_with(tmp_path: Path) -> None:
-    def caption(path: Path) -> tuple[str, str]:
-        return "a lighthouse at dusk", "fake-captioner"
-
     def transcribe(path: Path) -> tuple[str, str, str]:
         return "", "en", "fake-asr"
 
     graph = build_graph(
         Settings(image_note="<{{user}} attached {{file}}: {{text}}>"),
         model=FakeListChatModel(responses=["How lovely."]), checkpointer=InMemorySaver(),
-        counter=TokenCounter(lambda text: len(text.split())), perception=Perception(caption, transcribe),
+        counter=TokenCounter(lambda text: len(text.split())),
+        perception=Perception(FakeCaptioner("a lighthouse at dusk"), transcribe),
     )  # fmt: skip
     image = make_image(tmp_path / "dusk.png")
     state = graph.invoke({"input": "look!"}, {"configurable": {"thread_id": "t"}},
@@ -90,7 +89,7 @@ def test_the_turn_uses_the_phrasing_it_was_built_with(tmp_path: Path) -> None:
 def test_a_picture_no_model_can_see_reads_in_character(tmp_path: Path) -> None:
     from agentmm.tools.errors import CaptionerUnavailableError
 
-    def unavailable(path: Path) -> tuple[str, str]:
+    def unavailable(image: object) -> str:
         raise CaptionerUnavailableError("no image captioner is available offline: set caption_model to ...")
 
     def transcribe(path: Path) -> tuple[str, str, str]:
@@ -98,7 +97,8 @@ def test_a_picture_no_model_can_see_reads_in_character(tmp_path: Path) -> None:
 
     graph = build_graph(
         Settings(), model=FakeListChatModel(responses=["Describe it to me?"]), checkpointer=InMemorySaver(),
-        counter=TokenCounter(lambda text: len(text.split())), perception=Perception(unavailable, transcribe),
+        counter=TokenCounter(lambda text: len(text.split())),
+        perception=Perception(FakeCaptioner(unavailable), transcribe),
     )  # fmt: skip
     image = make_image(tmp_path / "dusk.png")
     state = graph.invoke({"input": "look!"}, {"configurable": {"thread_id": "t"}},

@@ -26,8 +26,7 @@ from agentmm.tools.media import content_hash, sniff
 if TYPE_CHECKING:
     from agentmm.settings import Settings
     from agentmm.tools.asr import Transcript
-    from agentmm.tools.caption import Caption
-    from agentmm.tools.caption import Captioner as CaptionModel
+    from agentmm.tools.caption import Caption, Captioner
 
 ObservationKind = Literal["image", "audio", "unsupported"]
 _CACHE_SIZE = 256
@@ -52,7 +51,6 @@ class Observation(BaseModel):
         return {**trace, "unavailable": True} if self.unavailable else trace
 
 
-Captioner = Callable[[Path], tuple[str, str]]  # path -> (caption, model name)
 Transcriber = Callable[[Path], tuple[str, str, str]]  # path -> (transcript, language, model name)
 
 
@@ -68,7 +66,7 @@ def perceivable_kind(path: str | Path) -> Literal["image", "audio"]:
 
 
 def perceive_file(
-    path: str | Path, settings: Settings, *, captioner: CaptionModel | None = None,
+    path: str | Path, settings: Settings, *, captioner: Captioner | None = None,
     progress: Callable[[float], None] | None = None,
 ) -> Caption | Transcript:  # fmt: skip
     """One file perceived in full with the models ``settings`` configure: a ``Caption`` of a
@@ -82,19 +80,6 @@ def perceive_file(
     return transcribe(path, settings.asr_model, progress=progress)
 
 
-def default_captioner(settings: Any | None = None) -> Captioner:
-    from agentmm.tools.caption import caption_file, captioner_for
-    from agentmm.tools.caption import default_captioner as shared_captioner
-
-    chosen = captioner_for(settings) if settings is not None else None
-
-    def caption(path: Path) -> tuple[str, str]:
-        result = caption_file(path, chosen or shared_captioner())
-        return result.text, result.model
-
-    return caption
-
-
 def default_transcriber(settings: Any | None = None) -> Transcriber:
     from agentmm.tools.asr import transcribe
 
@@ -106,12 +91,19 @@ def default_transcriber(settings: Any | None = None) -> Transcriber:
 
 
 class Perception:
-    """Caption and transcribe attachments, concurrently, with a content-hash cache."""
+    """Caption and transcribe attachments, concurrently, with a content-hash cache.
+
+    ``captioner`` is any ``agentmm.tools.caption.Captioner`` (default: the one ``settings``
+    configure, made on its first picture; without settings, the shared CoCa one)."""
 
     def __init__(
         self, captioner: Captioner | None = None, transcriber: Transcriber | None = None, settings: Any = None
     ) -> None:
-        self.captioner = captioner or default_captioner(settings)
+        if captioner is None:
+            from agentmm.tools.caption import captioner_for, default_captioner
+
+            captioner = captioner_for(settings) if settings is not None else default_captioner()
+        self.captioner = captioner
         self.transcriber = transcriber or default_transcriber(settings)
         self._cache: OrderedDict[str, Observation] = OrderedDict()
         self._lock = threading.Lock()
@@ -188,8 +180,10 @@ class Perception:
 
     def _run(self, path: Path, kind: str, started: float) -> Observation:
         if kind == "image":
-            text, model = self.captioner(path)
-            return Observation(kind="image", file=str(path), model=model, text=text,
+            from agentmm.tools.caption import caption_file
+
+            caption = caption_file(path, self.captioner)
+            return Observation(kind="image", file=str(path), model=caption.model, text=caption.text,
                                seconds=round(time.perf_counter() - started, 3))  # fmt: skip
         if kind == "audio":
             text, language, model = self.transcriber(path)

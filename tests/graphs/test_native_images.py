@@ -20,6 +20,7 @@ from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
 from tests.graphs.scripted_model import ScriptedToolModel, call
+from tests.tools.fake_captioner import FakeCaptioner
 from tests.tools.media_files import make_image, write_wav
 
 WORDS = TokenCounter(lambda text: len(text.split()))
@@ -37,12 +38,12 @@ class Perceivers:
     """A captioner that must never run, and a transcriber that records its calls."""
 
     def __init__(self) -> None:
-        self.captioned: list[Path] = []
+        self.captioned: list[object] = []
         self.transcribed: list[Path] = []
 
-    def caption(self, path: Path) -> tuple[str, str]:
-        self.captioned.append(path)
-        return "a caption nobody asked for", "fake-captioner"
+    def caption(self, image: object) -> str:
+        self.captioned.append(image)
+        return "a caption nobody asked for"
 
     def transcribe(self, path: Path) -> tuple[str, str, str]:
         self.transcribed.append(path)
@@ -50,7 +51,7 @@ class Perceivers:
 
 
 def graph_for(model: ScriptedToolModel, perceivers: Perceivers, **kwargs: Any) -> CompiledStateGraph:
-    perception = Perception(perceivers.caption, perceivers.transcribe)
+    perception = Perception(FakeCaptioner(perceivers.caption), perceivers.transcribe)
     return build_graph(
         Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, perception=perception, **kwargs
     )

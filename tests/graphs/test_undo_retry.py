@@ -27,6 +27,7 @@ from agentmm.tools.builtin import roll_dice
 from agentmm.tools.perception import Perception
 from tests.graphs.scripted_model import ScriptedToolModel, call
 from tests.memory.conftest import CharacterEmbeddings
+from tests.tools.fake_captioner import FakeCaptioner
 
 
 class Replies(GenericFakeChatModel):
@@ -223,12 +224,9 @@ def test_the_exchange_is_read_from_the_checkpoint_history(tmp_path: Path) -> Non
     def transcribe(path: Path) -> tuple[str, str, str]:
         return "meet me at noon", "en", "fake-asr"
 
-    def caption(path: Path) -> tuple[str, str]:
-        return "a cat", "fake-caption"
-
     graph = build_graph(Settings(memory=False), model=GenericFakeChatModel(messages=iter([AIMessage("Noon it is.")])),
                         checkpointer=InMemorySaver(), counter=TokenCounter(lambda text: len(text.split())),
-                        perception=Perception(caption, transcribe))  # fmt: skip
+                        perception=Perception(FakeCaptioner("a cat"), transcribe))  # fmt: skip
     config = {"configurable": {"thread_id": "v"}}
     graph.invoke({"input": ""}, config, context=TurnContext(attachments=[str(voice)]))
     assert graph.get_state(config).values["messages"][0].text == "meet me at noon"

@@ -178,10 +178,8 @@ def test_export_to_an_unwritable_place_is_a_typed_error(tmp_path: Path, fake_emb
 
 def test_what_the_user_showed_and_played_is_remembered(tmp_path: Path) -> None:
     from agentmm.tools.perception import Perception
+    from tests.tools.fake_captioner import FakeCaptioner
     from tests.tools.media_files import make_image, write_wav
-
-    def caption(path: Path) -> tuple[str, str]:
-        return "a dog asleep on a beach", "fake-captioner"
 
     def transcribe(path: Path) -> tuple[str, str, str]:
         return "meet me at the pier at noon", "en", "fake-asr"
@@ -194,7 +192,7 @@ def test_what_the_user_showed_and_played_is_remembered(tmp_path: Path) -> None:
         checkpointer=InMemorySaver(),
         store=store,
         counter=WORDS,
-        perception=Perception(caption, transcribe),
+        perception=Perception(FakeCaptioner("a dog asleep on a beach"), transcribe),
     )
     photo, voice = make_image(tmp_path / "dog.png"), write_wav(tmp_path / "v.wav")
     broken = tmp_path / "broken.png"

@@ -18,6 +18,7 @@ from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
 from tests.test_cli import agentmm, assert_one_line_error, ok_json
+from tests.tools.fake_captioner import FakeCaptioner
 from tests.tools.media_files import make_image
 
 WORDS = TokenCounter(lambda text: len(text.split()))
@@ -39,9 +40,9 @@ class Slow:
         with self.lock:
             self.running -= 1
 
-    def caption(self, path: Path) -> tuple[str, str]:
+    def caption(self, image: object) -> str:
         self._work()
-        return "a red square on a table", "fake-captioner"
+        return "a red square on a table"
 
     def transcribe(self, path: Path) -> tuple[str, str, str]:
         self._work()
@@ -57,7 +58,7 @@ def test_image_and_voice_note_run_concurrently_and_reach_the_prompt(tmp_path: Pa
     fake = Slow()
     image = make_image(tmp_path / "photo.png")
     graph = build_graph(Settings(), model=FakeListChatModel(responses=["Lovely."]), checkpointer=InMemorySaver(),
-                        counter=WORDS, perception=Perception(fake.caption, fake.transcribe))  # fmt: skip
+                        counter=WORDS, perception=Perception(FakeCaptioner(fake.caption), fake.transcribe))  # fmt: skip
     started = time.perf_counter()
     state = run(graph, "", [str(image), str(speech_wav)])
     assert fake.overlapped and time.perf_counter() - started < 0.6 + 0.5
@@ -78,7 +79,7 @@ def test_bad_attachment_is_an_observation_and_the_turn_goes_on(tmp_path: Path) -
     with zipfile.ZipFile(renamed, "w") as z:
         z.writestr("a.txt", "hello")
     graph = build_graph(Settings(), model=FakeListChatModel(responses=["Hm."]), checkpointer=InMemorySaver(),
-                        counter=WORDS, perception=Perception(fake.caption, fake.transcribe))  # fmt: skip
+                        counter=WORDS, perception=Perception(FakeCaptioner(fake.caption), fake.transcribe))  # fmt: skip
     state = run(graph, "look at this", [str(renamed), str(tmp_path / "missing.wav")])
     errors = [o.get("error") for o in state["trace"]["observations"]]
     assert all(errors) and len(errors) == 2

@@ -9,6 +9,7 @@ import pytest
 
 from agentmm.tools import cpu_share
 from agentmm.tools.perception import Perception
+from tests.tools.fake_captioner import FakeCaptioner
 from tests.tools.media_files import make_image
 
 
@@ -33,9 +34,13 @@ class Recorder:
         if self.wait_for_other:
             self.both_started.wait()  # fails (BrokenBarrierError) unless the two really overlap
 
-    def caption(self, path: Path) -> tuple[str, str]:
+    @property
+    def caption(self) -> FakeCaptioner:
+        return FakeCaptioner(self._describe)
+
+    def _describe(self, image: object) -> str:
         self._note("image")
-        return f"a picture named {path.stem}", "fake-captioner"
+        return "a picture"
 
     def transcribe(self, path: Path) -> tuple[str, str, str]:
         self._note("audio")
@@ -99,13 +104,13 @@ def test_the_same_content_is_perceived_once_per_call_and_then_cached(tmp_path: P
 def test_a_failed_tool_is_reported_and_not_cached(tmp_path: Path) -> None:
     from agentmm.tools.errors import CaptionerUnavailableError
 
-    attempts: list[Path] = []
+    attempts: list[object] = []
 
-    def unavailable(path: Path) -> tuple[str, str]:
-        attempts.append(path)
+    def unavailable(image: object) -> str:
+        attempts.append(image)
         raise CaptionerUnavailableError("no image captioner is available offline")
 
-    perception = Perception(unavailable, Recorder().transcribe)
+    perception = Perception(FakeCaptioner(unavailable), Recorder().transcribe)
     image = make_image(tmp_path / "cat.png")
     observation = perception.perceive([image])[0]
     assert "offline" in (observation.error or "")
@@ -134,7 +139,7 @@ def test_the_job_left_running_gets_the_cores_the_finished_one_freed(
     heard = threading.Event()
     seen: list[int] = []
 
-    def caption(path: Path) -> tuple[str, str]:
+    def caption(image: object) -> str:
         seen.append(torch.get_num_threads())  # while the voice note is still being heard
         assert heard.wait(5)
         deadline = time.monotonic() + 5
@@ -142,12 +147,12 @@ def test_the_job_left_running_gets_the_cores_the_finished_one_freed(
             time.sleep(0.01)
             cpu_share.follow_torch_share()  # as the CoCa captioner does between tokens
         seen.append(torch.get_num_threads())  # after it was done
-        return "a long caption", "fake-captioner"
+        return "a long caption"
 
     def transcribe(path: Path) -> tuple[str, str, str]:
         time.sleep(0.1)
         heard.set()
         return "hi", "en", "fake-asr"
 
-    Perception(caption, transcribe).perceive([make_image(tmp_path / "cat.png"), speech_wav])
+    Perception(FakeCaptioner(caption), transcribe).perceive([make_image(tmp_path / "cat.png"), speech_wav])
     assert seen == [1, 2]
