@@ -68,9 +68,9 @@ def test_anything_else_is_a_typed_one_line_error_at_construction(given: Any, sai
 
 
 def test_a_bad_setting_given_with_settings_is_checked_as_a_flag_is(settings: Settings) -> None:
-    with pytest.raises(SettingsError, match="^bad setting model ''"):
+    with pytest.raises(SettingsError, match=r"^bad setting model ''"):
         Agent(settings, model="")
-    with pytest.raises(SettingsError, match="^bad setting n_ctx 5"):
+    with pytest.raises(SettingsError, match=r"^bad setting n_ctx 5"):
         Agent(settings, n_ctx=5)
-    with pytest.raises(SettingsError, match="^unknown setting 'colour'"):
+    with pytest.raises(SettingsError, match=r"^unknown setting 'colour'"):
         Agent(settings, colour="red")
