@@ -10,10 +10,11 @@ from __future__ import annotations
 import threading
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Annotated, Any, NotRequired, TypedDict
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict
 
 
 class PromptPart(TypedDict):
@@ -41,7 +42,6 @@ class Trace(TypedDict, total=False):
     remembered: list[dict[str, Any]]
     observations: list[dict[str, Any]]
     summary: dict[str, Any]
-    observations: list[dict[str, Any]]
     tool_calls: list[dict[str, Any]]
     interrupted: bool
 
@@ -77,16 +77,10 @@ class ChatState(TypedDict, total=False):
 
 
 class ChatInput(TypedDict):
+    """What a run is given: the user's message. Who plays it and which greeting opens a new
+    thread are the run's context (``TurnContext``), checked by ingest before anything is saved."""
+
     input: str
-    # Play this persona from this turn on (a new thread opens with its greeting).
-    persona: NotRequired[str]
-    # Which greeting opens a new thread: 0 the main one, 1.. the alternates.
-    greeting: NotRequired[int]
-
-
-class ChatOutput(TypedDict, total=False):
-    messages: list[AnyMessage]
-    trace: Trace
 
 
 @dataclass

@@ -1,0 +1,26 @@
+"""The turn graph's input is the user's message only: who plays the thread, and which greeting opens
+it, come from the run's context (``TurnContext``), where ingest checks them."""
+
+from __future__ import annotations
+
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agentmm.graphs.chat import build_graph
+from agentmm.settings import Settings
+from agentmm.tokens import TokenCounter
+
+WORDS = TokenCounter(lambda text: len(text.split()))
+
+
+def test_the_input_is_the_message_and_the_schemas_can_be_served() -> None:
+    graph = build_graph(Settings(memory=False), model=FakeListChatModel(responses=["Hi."]),
+                        checkpointer=InMemorySaver(), counter=WORDS)  # fmt: skip
+    # What LangGraph's server publishes for the graph (pydantic builds it from the TypedDicts).
+    given = graph.get_input_jsonschema()
+    assert set(given["properties"]) == {"input"} and given["required"] == ["input"]
+    assert {"messages", "trace", "persona"} <= set(graph.get_output_jsonschema()["properties"])
+    # A persona in the input is not a side door around ingest's check of the context's persona.
+    state = graph.invoke({"input": "hello", "persona": "Nobody Such"}, {"configurable": {"thread_id": "t"}})
+    assert "persona" not in state and "persona" not in state["trace"]
+    assert state["messages"][-1].text == "Hi."
