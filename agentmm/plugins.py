@@ -1,10 +1,15 @@
 """Plugins: what other packages (and the user's tools folder) add to agentmm.
 
-Three entry-point groups, read the way simonw/llm reads its own: ``agentmm.tools`` (LangChain
-tools), ``agentmm.personas`` (personas and cards; read by ``PersonaRegistry``) and
-``agentmm.graphs`` (turn-graph factories). agentmm's built-ins register through the same
-groups, so they are found by the same code as any plugin. A plugin that fails to import or
-gives something unusable is one line in ``problems`` and is skipped; it never stops the app.
+Two entry-point groups, read the way simonw/llm reads its own: ``agentmm.tools`` (LangChain
+tools) and ``agentmm.personas`` (personas and cards; read by ``PersonaRegistry``). agentmm's
+built-ins register through the same groups, so they are found by the same code as any plugin.
+A plugin that fails to import or gives something unusable is one line in ``problems`` and is
+skipped; it never stops the app.
+
+There is no group for turn graphs: the Agent, undo/retry, the rollback of a failed turn and the
+trace all read the turn graph's own nodes and state, so a plugin's graph could not be run in its
+place. A different graph embeds agentmm's turn as a subgraph (``examples/subgraph.py``) and is
+served by naming it in its own ``langgraph.json``.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +32,6 @@ if TYPE_CHECKING:
 
 TOOLS_GROUP = "agentmm.tools"
 PERSONAS_GROUP = "agentmm.personas"
-GRAPHS_GROUP = "agentmm.graphs"
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -191,17 +195,3 @@ def tools_in_file(path: Path) -> list[BaseTool]:
         raise
     names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
     return [obj for n in names if isinstance(obj := getattr(module, n, None), BaseTool)]
-
-
-def discover_graphs() -> tuple[dict[str, Callable[..., Any]], list[str]]:
-    """Turn-graph factories by name (``agentmm.graphs`` entry points) and the problems found."""
-    graphs: dict[str, Callable[..., Any]] = {}
-    problems: list[str] = []
-    for loaded in load_entry_points(GRAPHS_GROUP):
-        if loaded.problem is not None:
-            problems.append(loaded.problem)
-        elif not callable(loaded.value):
-            problems.append(f"{loaded.name} (from {loaded.source}): not a graph factory")
-        else:
-            graphs[loaded.name] = loaded.value
-    return graphs, problems

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmm.plugins import ToolNotFoundError, discover_graphs, discover_tools
+from agentmm.plugins import ToolNotFoundError, discover_tools
 
 PLUGIN = '''
 from langchain_core.tools import tool
@@ -58,16 +58,12 @@ def test_installed_package_tools_and_broken_plugins(site: Path) -> None:
     install_fake_distribution(site, "agentmm-broken", "agentmm_broken", "raise ImportError('no module named wand')", """
         [agentmm.tools]
         wand = agentmm_broken:wand
-        [agentmm.graphs]
-        haunted = agentmm_broken:graph
     """)  # fmt: skip
     catalog = discover_tools()
     tarot = catalog.tools["draw_tarot"]
     assert tarot.source == "agentmm-fake-tarot" and tarot.requires_approval
     (problem,) = catalog.problems
     assert problem.startswith("wand (agentmm_broken:wand, from agentmm-broken): ImportError: no module named wand")
-    graphs, graph_problems = discover_graphs()
-    assert "chat" in graphs and len(graph_problems) == 1
 
 
 def test_user_tools_folder(tmp_path: Path) -> None:
