@@ -3,11 +3,12 @@
 A 135M model given tools in its prompt and free to answer (``tool_choice="auto"``) almost
 never calls one (0 of 40 tries here, ``MODELS.md``). Asked a narrow question instead, it does
 well: *which tool answers the last message, or none?*, answered under a grammar that allows
-only the tool names and ``none``. So ``ChatLlamaCpp`` calls tools in two constrained steps:
+only the tool names and ``none``. So the constrained strategy (``agentmm.tool_strategies``) calls
+tools in two constrained steps:
 
 1. **decide**: the conversation, then one more user message listing the tools and asking
    which one answers; the reply is constrained to a name or ``none`` (greedy; one token
-   usually decides, see ``ChatLlamaCpp._choose``).
+   usually decides, see ``ConstrainedToolCalling.choose``).
 2. **call**: the conversation, then a message naming the chosen tool and its arguments'
    JSON schema; the reply is constrained by a grammar built from that schema, so it is
    always well-formed JSON of the right shape.

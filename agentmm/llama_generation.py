@@ -1,0 +1,143 @@
+"""One reply's llama.cpp calls on a loaded model, as LangChain message chunks, usage summed.
+
+A reply may take several generations (a tool decision, a call's arguments, the answer, a
+retry): ``Generation`` runs each against the shared loaded model (whose lock its caller
+holds, see ``agentmm.llama_runtime.generated_apart``), and adds up what they cost for the
+reply's ``usage_metadata``. The tool-calling strategies (``agentmm.tool_strategies``) decide
+which calls a reply makes; this module only makes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from langchain_core.messages import AIMessageChunk
+from langchain_core.messages.tool import tool_call_chunk
+
+from agentmm.errors import InputTooLongError, UnsupportedContentError
+from agentmm.llama_runtime import CallStats, LoadedModel, add_stats, clear_errors, last_error
+
+
+class Generation:
+    """The calls that make one reply, and what they cost together.
+
+    ``finish_reason`` and ``said`` (whether a streamed reply held any words or call) describe
+    the last streamed reply; ``metadata`` gathers what the strategy reports (its name, a tool
+    decision) for the reply's ``response_metadata``.
+    """
+
+    def __init__(self, loaded: LoadedModel, params: dict[str, Any], *, model_name: str, n_ctx: int) -> None:
+        self.loaded = loaded
+        self.params = params
+        self.model_name = model_name
+        self.n_ctx = n_ctx
+        self.spent = CallStats()
+        self.metadata: dict[str, Any] = {}
+        self.finish_reason: str | None = None
+        self.said = False
+
+    def complete(
+        self, messages: list[dict[str, Any]], grammar: str | None = None, *, max_tokens: int, greedy: bool = False,
+        **extra: Any,
+    ) -> str:  # fmt: skip
+        """One whole (not streamed) answer's text, under ``grammar`` when given."""
+        from llama_cpp import LlamaGrammar
+
+        call = {**self.params, "max_tokens": max_tokens, "stop": None, **extra}
+        if greedy:
+            call["temperature"] = 0.0
+        if grammar is not None:
+            call["grammar"] = LlamaGrammar.from_string(grammar, verbose=False)
+        result = self.loaded.llama.create_chat_completion(messages=messages, stream=False, **call)
+        add_stats(self.spent, self.loaded.stats)
+        return str(result["choices"][0]["message"].get("content") or "")  # type: ignore[index,union-attr]
+
+    def stream(self, rendered: list[dict[str, Any]], images: int = 0, **extra: Any) -> Iterator[AIMessageChunk]:
+        """Stream one reply (``extra`` overrides this reply's parameters: stop, logit_bias,
+        tools...); ``finish_reason`` and ``said`` describe it when it ends."""
+        params = {**self.params, **extra}
+        started_calls: set[int] = set()
+        self.said = False
+        if images:
+            chunks = self._see(rendered, params)
+        else:
+            chunks = self.loaded.llama.create_chat_completion(messages=rendered, stream=True, **params)
+        for chunk in chunks:
+            choice = chunk["choices"][0]
+            self.finish_reason = choice.get("finish_reason") or self.finish_reason
+            message = delta_to_chunk(choice.get("delta") or {}, started_calls)
+            if message is None:
+                continue
+            self.said = self.said or bool(message.text.strip()) or bool(message.tool_call_chunks)
+            yield message
+        if images:
+            # The handler cleared the KV cache and filled it with image embeddings that the
+            # token list cannot describe: start the next call cold rather than let it "reuse"
+            # them as if they were the tokens once at those positions.
+            self.loaded.stats.reused_tokens = 0
+            self.loaded.llama.reset()
+        add_stats(self.spent, self.loaded.stats)
+
+    def _see(self, rendered: list[dict[str, Any]], params: dict[str, Any]) -> Iterator[Any]:
+        """Stream a reply to messages holding images, through the multimodal handler.
+
+        The handler encodes the images and evaluates the whole prompt before it returns the
+        stream, so what can go wrong with an image goes wrong here, as a typed error.
+        """
+        loaded = self.loaded
+        clear_errors()
+        try:
+            return iter(loaded.vision(llama=loaded.llama, messages=rendered, stream=True, **params))
+        except ValueError as exc:
+            loaded.llama.reset()
+            if "exceeds n_ctx" in str(exc):
+                raise InputTooLongError(
+                    f"the message and its images do not fit in the context (n_ctx={self.n_ctx}): {exc}"
+                ) from exc
+            why = last_error(exc)
+            raise UnsupportedContentError(f"llama.cpp cannot read an image sent to {self.model_name}: {why}") from exc
+
+    def last_chunk(self) -> AIMessageChunk:
+        """The reply's closing chunk: usage over all its calls, cache reuse, finish reason."""
+        spent = self.spent
+        usage = {
+            "input_tokens": spent.prompt_tokens,
+            "output_tokens": spent.completion_tokens,
+            "total_tokens": spent.prompt_tokens + spent.completion_tokens,
+            "input_token_details": {"cache_read": spent.reused_tokens},
+        }
+        cache = {"prompt_tokens": spent.prompt_tokens, "reused_tokens": spent.reused_tokens}
+        metadata = {**self.metadata, "finish_reason": self.finish_reason, "model_name": self.model_name, "cache": cache}
+        return AIMessageChunk(
+            content="",
+            usage_metadata=usage,  # type: ignore[arg-type]
+            response_metadata=metadata,
+            chunk_position="last",
+        )
+
+
+def delta_to_chunk(delta: dict[str, Any], started_calls: set[int]) -> AIMessageChunk | None:
+    """One streamed OpenAI-style delta as a LangChain message chunk (None when it is empty).
+
+    llama-cpp-python repeats a tool call's name and id in every chunk of it; LangChain
+    concatenates chunk fields, so only the first chunk of each call may carry them.
+    """
+    content = delta.get("content") or ""
+    calls = []
+    for i, call in enumerate(delta.get("tool_calls") or []):
+        index = call.get("index", i)
+        function = call.get("function") or {}
+        first = index not in started_calls
+        started_calls.add(index)
+        calls.append(
+            tool_call_chunk(
+                name=function.get("name") if first else None,
+                args=function.get("arguments"),
+                id=call.get("id") if first else None,
+                index=index,
+            )
+        )
+    if not content and not calls:
+        return None
+    return AIMessageChunk(content=content, tool_call_chunks=calls)

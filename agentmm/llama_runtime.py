@@ -1,0 +1,334 @@
+"""The llama.cpp runtime under ``ChatLlamaCpp``: loading GGUF models and sharing them.
+
+One loaded ``Llama`` per model file and context settings (``_LOADED``), shared by every
+``ChatLlamaCpp`` that names them, so llama.cpp's prefix KV cache is hit from one turn to the
+next; its lock lets one generation run at a time (``generated_apart`` says how it is held).
+Loading also: checks the file first (``check_model_file``: typed errors before llama.cpp
+opens it), resolves GPU layers, takes the CPU-buffer choice (``agentmm.cpu_buffers``, proven
+by ``agentmm.native_probe``), loads the image projector when there is one, and routes
+llama.cpp's log through a callback instead of llama-cpp-python's process-wide redirect of
+stdout/stderr (``_quiet_without_redirecting`` says why).
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from agentmm.cpu_buffers import buffered_llama_class
+from agentmm.errors import CorruptModelError
+from agentmm.llama_images import vision_handler_class
+
+if TYPE_CHECKING:
+    import llama_cpp
+
+    from agentmm.gguf import GGUFInfo
+
+T = TypeVar("T")
+
+GpuLayers = int | Literal["auto"]
+
+
+@dataclass
+class CallStats:
+    """What the last generation cost: filled in by the tracking ``Llama`` subclass."""
+
+    prompt_tokens: int = 0
+    reused_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class LoadedModel:
+    """One loaded ``Llama`` and what is kept with it: its lock (one generation at a time), its
+    usage counters and per-vocabulary caches the tool-calling strategies fill."""
+
+    llama: llama_cpp.Llama
+    lock: threading.Lock
+    stats: CallStats
+    gpu_layers: int
+    pieces: list[bytes] | None = None
+    start_bias: dict[tuple[str, ...], dict[int, float]] = field(default_factory=dict)
+    no_bracket_bias: dict[int, float] | None = None
+    # The multimodal chat handler over the image projector, when the model has one.
+    vision: Any = None
+
+    @property
+    def chat_template(self) -> str:
+        """The GGUF's own chat template ('' when it has none)."""
+        return str(self.llama.metadata.get("tokenizer.chat_template", ""))
+
+
+_LOADED: dict[tuple[Any, ...], LoadedModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def gpu_offload_available() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
+def resolve_gpu_layers(setting: GpuLayers) -> int:
+    """'auto' -> -1 (every layer) where llama.cpp was built with GPU offload, else 0."""
+    if setting == "auto":
+        return -1 if gpu_offload_available() else 0
+    return int(setting)
+
+
+def _tracking_llama_class() -> type[llama_cpp.Llama]:
+    """A ``Llama`` that records, per call, prompt size, prefix-cache reuse and tokens generated.
+
+    ``Llama.generate`` is where llama-cpp-python matches the new prompt against the tokens
+    already in the KV cache; wrapping it is the one place to see the reuse.
+    """
+    import llama_cpp
+
+    class TrackingLlama(buffered_llama_class()):  # type: ignore[misc,valid-type]
+        stats: CallStats
+
+        def generate(self, tokens: Sequence[int], *args: Any, **kwargs: Any) -> Iterator[int]:
+            stats = self.stats
+            stats.prompt_tokens = len(tokens)
+            prefix = self.longest_token_prefix(self._input_ids.tolist(), tokens) if self.n_tokens else 0
+            stats.reused_tokens = min(prefix, max(len(tokens) - 1, 0))
+            stats.completion_tokens = 0
+            vocab = self._model.vocab
+            for token in super().generate(tokens, *args, **kwargs):
+                if not llama_cpp.llama_vocab_is_eog(vocab, token):
+                    stats.completion_tokens += 1
+                yield token
+
+    return TrackingLlama
+
+
+class _NoRedirect:
+    """Stands in for llama-cpp-python's ``suppress_stdout_stderr``: does nothing."""
+
+    def __init__(self, disable: bool = True) -> None:
+        pass
+
+    def __enter__(self) -> _NoRedirect:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_LOG_STATE: dict[str, Any] = {}
+_LOG_ERRORS: deque[str] = deque(maxlen=8)
+_GGML_LOG_LEVEL_ERROR = 4
+
+
+def _quiet_without_redirecting(verbose: bool) -> None:
+    """Keep llama.cpp quiet without touching the process's stdout and stderr.
+
+    llama-cpp-python silences a model load by pointing ``sys.stdout``/``sys.stderr`` and file
+    descriptors 1 and 2 at /dev/null: for the whole process, not just the loading thread. The
+    chat loads its model on a background thread while the main thread prints its header and
+    starts the line editor; what the main thread wrote then was lost, and the line editor,
+    created in that window, kept writing to /dev/null for good (an empty terminal). So the
+    redirect is switched off and llama.cpp's log callback decides instead: silent unless
+    ``verbose``.
+    """
+    import llama_cpp
+    import llama_cpp._internals
+    import llama_cpp.llama
+
+    _LOG_STATE["verbose"] = verbose
+    if "callback" not in _LOG_STATE:
+
+        @llama_cpp.llama_log_callback
+        def log(level: int, text: bytes, user_data: Any) -> None:
+            line = text.decode("utf-8", "replace")
+            if level == _GGML_LOG_LEVEL_ERROR and line.strip():
+                _LOG_ERRORS.append(line.strip())
+            if _LOG_STATE["verbose"]:
+                sys.stderr.write(line)
+
+        _LOG_STATE["callback"] = log  # kept alive: llama.cpp holds only a pointer to it
+        llama_cpp.llama_log_set(log, None)
+        try:  # libmtmd (image projectors) logs through its own hook
+            import llama_cpp.mtmd_cpp
+
+            llama_cpp.mtmd_cpp.mtmd_log_set(log, None)
+            llama_cpp.mtmd_cpp.mtmd_helper_log_set(log, None)
+        except (ImportError, AttributeError, OSError, TypeError):  # built without libmtmd
+            pass
+        llama_cpp.llama.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
+        llama_cpp._internals.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
+        import llama_cpp.llama_chat_format  # the multimodal handlers redirect the same way
+
+        llama_cpp.llama_chat_format.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
+
+
+def check_model_file(model_path: str, n_ctx: int, layers: int) -> GGUFInfo:
+    """What can be told from the file before llama.cpp opens it: a damaged GGUF, or a model that
+    cannot fit in free memory (typed errors, before any load or probe)."""
+    from agentmm.gguf import read_gguf
+    from agentmm.models import check_fits_in_memory
+
+    info = read_gguf(Path(model_path))
+    if layers == 0:
+        check_fits_in_memory(info, n_ctx)
+    return info
+
+
+def load_model(
+    model_path: str, *, n_ctx: int, n_gpu_layers: GpuLayers, n_threads: int | None, n_batch: int,
+    chat_format: str | None, verbose: bool, mmproj_path: str | None = None, extra_buffers: bool = True,
+) -> LoadedModel:  # fmt: skip
+    """The shared loaded model for these settings (loaded on first call, then reused).
+
+    With ``mmproj_path`` the image projector is loaded too, at once, so a projector that does
+    not fit the model fails here, in one line, rather than on the first picture.
+    ``extra_buffers`` is llama.cpp's ``use_extra_bufts`` (``agentmm.cpu_buffers`` decides it).
+    """
+    layers = resolve_gpu_layers(n_gpu_layers)
+    mmproj = str(Path(mmproj_path).resolve()) if mmproj_path else None
+    key = (str(Path(model_path).resolve()), n_ctx, layers, n_threads, n_batch, chat_format, mmproj, extra_buffers)
+    with _LOAD_LOCK:
+        loaded = _LOADED.get(key)
+        if loaded is not None:
+            return loaded
+        info = check_model_file(model_path, n_ctx, layers)
+        llama_class = _tracking_llama_class()
+        _quiet_without_redirecting(verbose)
+        try:
+            llama = llama_class(
+                model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=layers, n_threads=n_threads,
+                n_batch=n_batch, chat_format=chat_format, verbose=verbose, extra_buffers=extra_buffers,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise CorruptModelError(f"llama.cpp cannot load {model_path}: {exc}") from exc
+        llama.stats = CallStats()
+        try:
+            vision = _load_vision(llama, model_path, mmproj, use_gpu=layers != 0) if mmproj else None
+        except BaseException:
+            llama.close()
+            raise
+        offloaded = min(layers if layers >= 0 else 1 << 30, (info.block_count or 0) + 1)
+        loaded = _LOADED[key] = LoadedModel(llama, threading.Lock(), llama.stats, offloaded, vision=vision)
+        return loaded
+
+
+def last_error(exc: Exception) -> str:
+    """llama.cpp's last logged error (it says why; the Python exception rarely does), on one line."""
+    text = _LOG_ERRORS[-1] if _LOG_ERRORS else str(exc)
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _load_vision(llama: llama_cpp.Llama, model_path: str, mmproj: str, *, use_gpu: bool) -> Any:
+    """The multimodal chat handler over ``mmproj``, its projector loaded against ``llama``."""
+    from agentmm.gguf import read_gguf
+
+    name = Path(mmproj).name
+    info = read_gguf(Path(mmproj))
+    if info.architecture != "clip":
+        raise CorruptModelError(f"{name} is not an image projector (mmproj) GGUF: it is a {info.architecture} model")
+    clear_errors()
+    try:
+        handler = vision_handler_class()(clip_model_path=mmproj, verbose=llama.verbose, use_gpu=use_gpu)
+        init = getattr(handler, "_init_mtmd_context", None)
+        if init is not None:
+            init(llama)
+    except (ValueError, RuntimeError, OSError) as exc:
+        why = last_error(exc)
+        model = Path(model_path).name
+        raise CorruptModelError(f"llama.cpp cannot use {name} as the image projector of {model}: {why}") from exc
+    return handler
+
+
+def vocab_pieces(loaded: LoadedModel) -> list[bytes]:
+    """Each token's text, by id (read once per loaded model, ~0.1 s)."""
+    if loaded.pieces is None:
+        model = loaded.llama._model
+        loaded.pieces = [model.token_to_piece(i).rstrip(b"\x00") for i in range(loaded.llama.n_vocab())]
+    return loaded.pieces
+
+
+def add_stats(total: CallStats, call: CallStats) -> None:
+    """Usage over the generations of one reply (a tool decision, a call, the answer): prompt
+    size and reuse of the last, tokens generated by all."""
+    total.prompt_tokens, total.reused_tokens = call.prompt_tokens, call.reused_tokens
+    total.completion_tokens += call.completion_tokens
+
+
+def clear_errors() -> None:
+    """Forget llama.cpp's logged errors, so the next ``last_error`` is about the next call."""
+    _LOG_ERRORS.clear()
+
+
+def unload_all() -> None:
+    """Free every loaded model (at exit, and for tests and benchmarks that start cold)."""
+    with _LOAD_LOCK:
+        for loaded in _LOADED.values():
+            loaded.llama.close()
+        _LOADED.clear()
+
+
+# Free models while the interpreter is whole: llama-cpp-python's finaliser fails noisily
+# when it runs during shutdown, after the modules it needs are gone.
+atexit.register(unload_all)
+
+
+def generated_apart(lock: threading.Lock, produce: Callable[[], Iterator[T]]) -> Iterator[T]:
+    """Run ``produce()`` under ``lock`` on a thread of its own, and yield what it yields.
+
+    The model lock guards llama.cpp's one context: it must be held while tokens are made, but
+    not while the *caller* runs between two chunks. Held across a ``yield``, as a generator
+    holding it would, a consumer that stops iterating without closing the stream (or takes
+    minutes over each chunk) keeps every other turn waiting on the model, forever if it never
+    lets go of the generator. So generation runs on its own thread into an unbounded queue: the
+    lock is held for as long as making the tokens takes (bounded by ``max_tokens``), whatever
+    the consumer does. Closing this generator (``close()``, garbage collection, an exception
+    in the consumer) asks the producer to stop after the chunk it is making, and waits for that
+    when it has begun, so the model is free when ``close()`` returns. Errors raised while
+    producing (typed ones included) are raised here, in the consumer.
+    """
+    items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+    stop = threading.Event()
+    started = threading.Event()
+
+    def work() -> None:
+        try:
+            with lock:
+                if stop.is_set():
+                    return
+                started.set()
+                chunks = produce()
+                try:
+                    for chunk in chunks:
+                        items.put(("item", chunk))
+                        if stop.is_set():
+                            break
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()  # stops llama-cpp-python's own stream now, under the lock
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put(("error", exc))
+        finally:
+            items.put(("done", None))
+
+    producer = threading.Thread(target=work, name="llama-generate", daemon=True)
+    producer.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        stop.set()
+        if started.is_set():
+            producer.join()
