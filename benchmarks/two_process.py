@@ -28,7 +28,11 @@ its nearest neighbour (the corruption MODELS.md measured), the thread database p
 integrity check and holds only whole turns, and the image index holds every image an ``ok`` try
 indexed, each vector readable and its own nearest neighbour.
 
-Run: ``python benchmarks/two_process.py [--tries 50] [--seed 13] [--json /tmp/two_process.json]``.
+With ``--memory off`` the REPL and the chats keep no long-term memory, so no store lock keeps a
+second chat out: it shares the data dir, and only a turn on the very thread the REPL is answering
+in must be refused (half the ``chat -m`` tries continue the REPL's thread).
+
+Run: ``python benchmarks/two_process.py [--tries 50] [--seed 13] [--memory on|off] [--json PATH]``.
 Everything lives in a temporary folder that is removed at the end (``--keep`` keeps it).
 """
 
@@ -160,7 +164,7 @@ class Repl:
 
 
 class Bench:
-    def __init__(self, root: Path, rng: random.Random, time_limit_s: float) -> None:
+    def __init__(self, root: Path, rng: random.Random, time_limit_s: float, memory: bool = True) -> None:
         self.root = root
         self.rng = rng
         self.deadline = time.monotonic() + time_limit_s
@@ -176,6 +180,7 @@ class Bench:
             "AGENTMM_CACHE_DIR": str(root / "cache"),
             "AGENTMM_CLIP_PRETRAINED": "random",  # no CLIP weights offline: random ones, real code
             "AGENTMM_SEED": "13",
+            "AGENTMM_MEMORY": "true" if memory else "false",
             "HF_HUB_OFFLINE": "1",
             "TERM": "xterm-256color",
             "PROMPT_TOOLKIT_NO_CPR": "1",
@@ -183,6 +188,7 @@ class Bench:
         }
         self.env.pop("NO_COLOR", None)
         self.repl: Repl | None = None
+        self.running: subprocess.Popen[bytes] | None = None  # the second command, while it runs
         self.thread = ""  # the REPL's thread once it holds a turn; a restarted REPL resumes it
         self.repl_turns = 0
         self.repl_events: Counter[str] = Counter()
@@ -281,12 +287,14 @@ class Bench:
             proc = subprocess.Popen([sys.executable, "-m", "agentmm.cli", *t.argv], env=self.env, stdout=stdout,
                                     stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
             t.pid = proc.pid
+            self.running = proc
             while proc.poll() is None:
                 repl.pump(0.1)
                 if time.monotonic() - started > COMMAND_TIMEOUT_S:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     t.detail = f"timed out after {COMMAND_TIMEOUT_S:.0f} s"
+        self.running = None
         t.seconds = round(time.monotonic() - started, 2)
         t.rc = proc.returncode
         t.stderr_tail = err.read_text(errors="replace")[-3000:]
@@ -313,7 +321,9 @@ class Bench:
             t.repl = "up"
             if t.phase == "mid-reply":
                 self.repl_turns += 1
-            if REPL_IN_USE.search(shown):
+            # A resumed REPL shows the thread's last turns before its prompt: only what came after counts.
+            fresh = plain(repl.text[ready:]) if t.phase == "startup" else shown
+            if REPL_IN_USE.search(fresh):
                 t.repl = "up, a tool call was refused (in use)"
         elif not repl.alive:
             found = REPL_IN_USE.search(shown)
@@ -400,14 +410,21 @@ def _memory_collections(bench: Bench) -> list[Any]:
 
 
 def _self_nearest(handles: list[Any]) -> list[str]:
-    """Ids whose vector cannot be read back or is not among its own nearest neighbours."""
+    """Ids whose vector cannot be read back or is not among its own nearest neighbours.
+
+    Identical vectors (the same message remembered in many turns) tie at distance 0, so each
+    record is looked for among as many neighbours as it has twins, plus ten.
+    """
     *collections, owner = handles
     broken: list[str] = []
     try:
         for collection in collections:
             got = collection.get(include=["embeddings"])
-            for record, vector in zip(got["ids"], got["embeddings"], strict=True):
-                found = collection.query(query_embeddings=[list(vector)], n_results=min(10, len(got["ids"])))
+            keys = [tuple(round(float(x), 5) for x in vector) for vector in got["embeddings"]]
+            twins = Counter(keys)
+            for record, vector, key in zip(got["ids"], got["embeddings"], keys, strict=True):
+                wanted = min(len(keys), twins[key] + 10)
+                found = collection.query(query_embeddings=[list(vector)], n_results=wanted)
                 if record not in found["ids"][0]:
                     broken.append(record)
     except Exception as exc:  # Chroma's "Error getting embedding" is the corruption measured in MODELS.md
@@ -516,10 +533,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path(tempfile.gettempdir()) / "agentmm-two-process.json")
     parser.add_argument("--time-limit", type=float, default=5400.0, help="stop starting tries after this many s")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
+    parser.add_argument("--memory", choices=("on", "off"), default="on",
+                        help="long-term memory (off: no store lock to keep a second chat out)")  # fmt: skip
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="agentmm-two-process-")).resolve()
-    bench = Bench(root, rng, args.time_limit)
+    bench = Bench(root, rng, args.time_limit, memory=args.memory == "on")
     plan = [(command, rng.choice(PHASES)) for command in COMMANDS for _ in range(args.tries)]
     rng.shuffle(plan)
     tries: list[Try] = []
@@ -538,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         report["threads"] = check_threads(bench, tries)
         report["images"] = check_images(bench, tries)
     finally:
+        if bench.running is not None and bench.running.poll() is None:
+            os.killpg(bench.running.pid, signal.SIGKILL)
+            bench.running.wait()
         if bench.repl is not None:
             bench.repl.child.terminate(force=True)
         if not args.keep:
@@ -545,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     complete = len(tries) == len(plan)
     summary = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seed": args.seed, "tries_per_command": args.tries, "complete": complete,
+        "seed": args.seed, "tries_per_command": args.tries, "memory": args.memory, "complete": complete,
         "wall_s": round(time.monotonic() - started, 1),
         "outcomes": {c: dict(Counter(t.outcome for t in tries if t.command == c)) for c in COMMANDS},
         "by_phase": {f"{c} / {p}": dict(Counter(t.outcome for t in tries if t.command == c and t.phase == p))
