@@ -198,8 +198,12 @@ class NativeToolCalling:
         if not tools or choice == "none":
             yield from gen.stream(rendered, images)
             return
-        if images:
-            # The multimodal handler renders no tools: decide and call on the text.
+        if images and choice == "auto":
+            # The multimodal handler renders no tools, and here the call and the reply are one
+            # generation: a message with pictures is answered in words, seeing them.
+            yield from gen.stream(rendered, images)
+            return
+        if images:  # a call is required: made on the text
             rendered = without_images(rendered)
         if choice == "any":
             call = ConstrainedToolCalling().call_tool(gen, messages, rendered, tools, choice)

@@ -99,6 +99,7 @@ class FakeGeneration:
     def __init__(self, *replies: list[str]) -> None:
         self.replies = list(replies)
         self.calls: list[dict[str, Any]] = []
+        self.images: list[int] = []
         self.params: dict[str, Any] = {"stop": None, "max_tokens": 64}
         self.metadata: dict[str, Any] = {}
         self.finish_reason: str | None = None
@@ -107,6 +108,7 @@ class FakeGeneration:
 
     def stream(self, rendered: list[dict[str, Any]], images: int = 0, **extra: Any) -> Iterator[AIMessageChunk]:
         self.calls.append(extra)
+        self.images.append(images)
         pieces = self.replies.pop(0)
         self.said = any(p.strip() for p in pieces)
         self.finish_reason = "stop"
@@ -170,3 +172,12 @@ def test_a_reply_that_begins_like_json_but_is_no_call_is_given_back_as_words() -
     scanner = CallScanner()
     assert scanner.feed('{"mood": "grim"} says the sign.') == ""
     assert scanner.finish() == ('{"mood": "grim"} says the sign.', [])
+
+
+def test_native_reply_to_pictures_sees_them_instead_of_calling() -> None:
+    gen = FakeGeneration(["A red door."])
+    picture = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    rendered = [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, picture]}]
+    reply = joined(NativeToolCalling().reply(gen, [HumanMessage("What is this?")], rendered, 1, [DICE], "auto"))  # type: ignore[arg-type]
+    assert reply.text == "A red door."
+    assert gen.calls == [{}] and gen.images == [1]  # the images went to the stream, no tools
