@@ -122,6 +122,7 @@ class ChatLlamaCpp(BaseChatModel):
             temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
             seed=settings.seed, verbose=settings.verbose, mmproj_path=mmproj,
             cpu_extra_buffers=settings.cpu_extra_buffers, probe_dir=str(settings.cache_dir),
+            tool_calling=settings.tool_calling,
         )  # fmt: skip
 
     @property

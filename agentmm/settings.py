@@ -138,6 +138,11 @@ class Settings(BaseSettings):
         description="Tools the model may call (names from `agentmm tools list`); a persona narrows them.",
     )
     tools_dir: Path = Field(default_factory=default_tools_dir, description="Your own tools: *.py files of @tool's.")
+    tool_calling: Literal["auto", "constrained", "native"] = Field(
+        "auto",
+        description="How the built-in model calls tools: 'constrained' (two grammar-bound steps, for small models), "
+        "'native' (the GGUF chat template's own tool calls), 'auto' (native where the template renders tools).",
+    )
     approve_tools: list[str] = Field(default_factory=list, description="Tools that ask you before each call.")
     tool_timeout_s: float = Field(30.0, gt=0, le=3600, description="A tool call running longer is stopped.")
     max_tool_rounds: int = Field(3, ge=0, le=20, description="Tool calls the model may make per turn at most.")

@@ -232,3 +232,16 @@ def test_buffered_llama_really_switches_repacking(shipped_model: Path) -> None:
     assert "CPU_REPACK" not in off.stderr
     if "CPU_REPACK" not in on.stderr:
         pytest.skip("this llama.cpp build offers no CPU_REPACK buffer on this CPU: nothing to switch off")
+
+
+def test_settings_reach_the_built_in_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """cpu_extra_buffers, cache_dir and tool_calling configure ChatLlamaCpp as the Agent builds it."""
+    from agentmm.llm import ChatLlamaCpp
+    from agentmm.settings import load_settings
+
+    monkeypatch.setenv("AGENTMM_CPU_EXTRA_BUFFERS", "false")
+    monkeypatch.setenv("AGENTMM_TOOL_CALLING", "constrained")
+    model = ChatLlamaCpp.from_settings(load_settings(cache_dir=tmp_path / "verdicts"))
+    assert model.cpu_extra_buffers is False
+    assert model.tool_calling == "constrained"
+    assert model.probe_dir == str(tmp_path / "verdicts")
