@@ -74,6 +74,17 @@ def thread_json(thread_id: str) -> dict:
     return json.loads(done.stdout)
 
 
+def read_until_streaming(repl: Repl) -> str:
+    """What the chat shows until some 20 word characters of a reply have streamed (not the spinner)."""
+    streamed = ""
+    deadline = time.monotonic() + 120
+    while len(re.findall(r"\w", plain(streamed).replace("loading the model", ""))) < 20:
+        assert time.monotonic() < deadline, streamed
+        with contextlib.suppress(pexpect.TIMEOUT):
+            streamed += repl.child.read_nonblocking(4096, timeout=1)
+    return streamed
+
+
 def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
     repl = Repl("--max-tokens", "24", "--seed", "3", "--temperature", "0")
     assert "/help for commands" in repl.opening and "Alt-Enter" in repl.opening
@@ -103,12 +114,7 @@ def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
     assert "Hi, I am Mira." in repl.opening
     repl.child.send("Tell me a very long story about a dragon and a knight.\r")
     repl.child.expect_exact(LINE_ACCEPTED)
-    streamed = ""
-    deadline = time.monotonic() + 120
-    while len(re.findall(r"\w", plain(streamed).replace("loading the model", ""))) < 20:
-        assert time.monotonic() < deadline, streamed
-        with contextlib.suppress(pexpect.TIMEOUT):
-            streamed += repl.child.read_nonblocking(4096, timeout=1)
+    read_until_streaming(repl)
     repl.child.send("\x03\x03")  # a double tap: the second press must not cut the save
     repl.expect(PROMPT_READY)
     assert "[interrupted]" in plain(repl.child.before)
@@ -158,12 +164,7 @@ def test_a_line_typed_while_a_reply_streams_is_the_next_message() -> None:
     repl = Repl("--max-tokens", "120", "--seed", "3", "--temperature", "0")
     repl.child.send("Tell me a very long story about a dragon and a knight.\r")
     repl.expect(LINE_ACCEPTED)
-    streamed = ""
-    deadline = time.monotonic() + 120
-    while len(re.findall(r"\w", plain(streamed).replace("loading the model", ""))) < 20:
-        assert time.monotonic() < deadline, streamed
-        with contextlib.suppress(pexpect.TIMEOUT):
-            streamed += repl.child.read_nonblocking(4096, timeout=1)
+    streamed = read_until_streaming(repl)
     assert PROMPT_READY not in streamed  # still streaming: what follows is type-ahead
     repl.child.send("And then?\r")
     repl.expect(PROMPT_READY)  # the story ended on its own
