@@ -30,7 +30,8 @@ indexed, each vector readable and its own nearest neighbour.
 
 With ``--memory off`` the REPL and the chats keep no long-term memory, so no store lock keeps a
 second chat out: it shares the data dir, and only a turn on the very thread the REPL is answering
-in must be refused (half the ``chat -m`` tries continue the REPL's thread).
+in must be refused (every ``chat -m`` continues the REPL's thread; ``--reply-tokens 400`` makes
+the REPL's replies long enough for the two turns to overlap).
 
 Run: ``python benchmarks/two_process.py [--tries 50] [--seed 13] [--memory on|off] [--json PATH]``.
 Everything lives in a temporary folder that is removed at the end (``--keep`` keeps it).
@@ -164,8 +165,12 @@ class Repl:
 
 
 class Bench:
-    def __init__(self, root: Path, rng: random.Random, time_limit_s: float, memory: bool = True) -> None:
+    def __init__(
+        self, root: Path, rng: random.Random, time_limit_s: float, memory: bool = True, reply_tokens: int = 96
+    ) -> None:
         self.root = root
+        self.memory = memory
+        self.reply_tokens = reply_tokens
         self.rng = rng
         self.deadline = time.monotonic() + time_limit_s
         self.data = root / "data"
@@ -199,7 +204,7 @@ class Bench:
     # --- the REPL -------------------------------------------------------------------------
 
     def start_repl(self) -> Repl:
-        args = ["--tool", "search_images", "--max-tokens", "96"]
+        args = ["--tool", "search_images", "--max-tokens", str(self.reply_tokens)]
         if self.thread:
             args += ["--thread", self.thread]
         self.repl = Repl(args, self.env)
@@ -262,7 +267,8 @@ class Bench:
         if command == "chat -m":
             text = f"Try {number}: what is the capital of France?"
             argv = ["chat", "-m", text, "--max-tokens", "16", "--json"]
-            if self.thread and self.rng.random() < 0.5:
+            # Memory off, nothing but the thread lock keeps two turns on one thread apart: always aim there.
+            if self.thread and (not self.memory or self.rng.random() < 0.5):
                 argv += ["--thread", self.thread]  # the very thread the REPL has open
             return argv, {"text": text}
         if command == "memory add":
@@ -535,16 +541,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dir")
     parser.add_argument("--memory", choices=("on", "off"), default="on",
                         help="long-term memory (off: no store lock to keep a second chat out)")  # fmt: skip
+    parser.add_argument("--reply-tokens", type=int, default=96, help="the REPL's longest reply (longer: more overlap)")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     root = Path(tempfile.mkdtemp(prefix="agentmm-two-process-")).resolve()
-    bench = Bench(root, rng, args.time_limit, memory=args.memory == "on")
+    bench = Bench(root, rng, args.time_limit, memory=args.memory == "on", reply_tokens=args.reply_tokens)
     plan = [(command, rng.choice(PHASES)) for command in COMMANDS for _ in range(args.tries)]
     rng.shuffle(plan)
     tries: list[Try] = []
     report: dict[str, Any] = {}
     started = time.monotonic()
     try:
+        if not bench.memory:  # a thread for the REPL from the start, for the chats to aim at
+            bench.ready_repl().turn("Hello!")
+            bench.repl_turns += 1
+            bench.stop_repl()
         for number, (command, phase) in enumerate(plan, 1):
             if bench.out_of_time():
                 break
@@ -568,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": args.seed, "tries_per_command": args.tries, "memory": args.memory, "complete": complete,
+        "reply_tokens": args.reply_tokens,
         "wall_s": round(time.monotonic() - started, 1),
         "outcomes": {c: dict(Counter(t.outcome for t in tries if t.command == c)) for c in COMMANDS},
         "by_phase": {f"{c} / {p}": dict(Counter(t.outcome for t in tries if t.command == c and t.phase == p))
