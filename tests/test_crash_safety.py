@@ -4,8 +4,9 @@ Each test runs turns in real child processes (the code a user runs, with a scrip
 embedder entering through their LangChain interfaces), kills one with SIGKILL at a known point
 (the child writes a marker file there, then waits), and checks what the next process sees:
 a turn cut off before its reply is gone, one cut off while remembering is finished by the next
-turn, and a turn a live process is still answering is left alone. ``benchmarks/soak.py`` does
-the same with the real model at random moments.
+turn, and a turn a live process is still answering is left alone. An import killed mid-write
+leaves a temporary file that the next import sweeps up. ``benchmarks/soak.py`` does the same
+with the real model and commands at random moments.
 """
 
 from __future__ import annotations
@@ -203,3 +204,24 @@ def test_a_thread_whose_only_turn_was_cut_off_is_gone(tmp_path: Path) -> None:
         assert not thread_exists(saver, THREAD)
     finally:
         saver.conn.close()
+
+
+def test_an_import_sweeps_up_what_imports_killed_mid_write_left(tmp_path: Path) -> None:
+    from agentmm.personas import PersonaRegistry
+
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    dead = [folder / ".nora.json.k2j4x9.tmp", folder / ".old-friend.png.a8d0qq.tmp"]  # atomic_write's names
+    live = folder / ".ada.json.p1z7mm.tmp"  # a write in progress right now
+    for path in [*dead, live]:
+        path.write_bytes(b"{")
+    for path in dead:
+        os.utime(path, (time.time() - 3600, time.time() - 3600))
+    card = tmp_path / "card.json"
+    card.write_text('{"name": "Nora", "description": "a sailor"}')
+
+    PersonaRegistry(folder).install(card)
+
+    assert not any(path.exists() for path in dead)
+    assert live.exists()
+    assert sorted(p.name for p in folder.iterdir()) == [".ada.json.p1z7mm.tmp", "nora.json"]

@@ -11,10 +11,13 @@ anyone from chatting with the other forty-nine.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import glob
 import importlib.metadata
 import importlib.resources
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +41,9 @@ ENTRY_POINT_GROUP = "agentmm.personas"
 BUILTIN_PACKAGE = "agentmm.personas_data"
 PERSONA_SUFFIXES = (".toml", ".json", ".png")
 _KIND_SUFFIX = {"png": ".png", "json": ".json", "toml": ".toml"}
+# atomic_write renames its temporary file over a persona within milliseconds: one this old
+# was left by a process killed before the rename.
+DEAD_WRITE_S = 60.0
 
 __all__ = ["PersonaRegistry", "export", "import_file", "validate"]
 
@@ -241,6 +247,7 @@ class PersonaRegistry:
         dest = folder / (slug(persona.name) + _KIND_SUFFIX[sniff(data, str(src))])
         if dest.exists() and not overwrite:
             raise PersonaError(f"{dest}: already exists (pass overwrite to replace it)")
+        _sweep_dead_writes(dest)
         atomic_write(dest, data)
         self.reload()
         return self.get(persona.name)
@@ -252,6 +259,20 @@ class PersonaRegistry:
         dest = self._user_folder() / (slug(name) + ".toml")
         if dest.exists() and not overwrite:
             raise PersonaError(f"{dest}: already exists")
+        _sweep_dead_writes(dest)
         atomic_write(dest, toml_format.template(name).encode("utf-8"))
         self._loaded = False
         return dest
+
+
+def _sweep_dead_writes(dest: Path) -> None:
+    """Delete the temporary files killed writes of personas left in ``dest``'s folder
+    (``atomic_write``'s ``.NAME.*.tmp``, older than ``DEAD_WRITE_S``) before writing another.
+    The registry never reads them, but each import killed mid-write left one for good
+    (benchmarks/soak.py: 2 in 15 killed imports)."""
+    cutoff = time.time() - DEAD_WRITE_S
+    for suffix in PERSONA_SUFFIXES:
+        for leftover in dest.parent.glob(f".*{glob.escape(suffix)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
