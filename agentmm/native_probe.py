@@ -14,6 +14,7 @@ GPU layers): the probe costs about a second once, then nothing. Run as
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
@@ -111,11 +112,13 @@ def run_probe(
     return ProbeResult(extra_buffers, n_gpu_layers, "crashed", detail, seconds)
 
 
+@functools.cache
 def llama_build_id() -> str:
     """What identifies the installed llama.cpp build: the package's version and its shared libraries.
 
     A rebuild (another ``CMAKE_ARGS``, another machine's ``-march=native``) changes the
-    libraries' size or time, and so the key, without importing llama_cpp.
+    libraries' size or time, and so the key, without importing llama_cpp. Read once per
+    process: a running process keeps the build it loaded.
     """
     spec = importlib.util.find_spec("llama_cpp")
     if spec is None or not spec.submodule_search_locations:
@@ -224,14 +227,13 @@ def check_native(
         second = attempt(False)
         if not second.crashed:
             return NativeCheck(choose_extra_buffers(setting, flags, crashed_with_buffers=True), [first, second])
-        message = crash_message(model_path, second, setting, n_gpu_layers, also=first)
+        message = crash_message(model_path, second, n_gpu_layers, also=first)
         raise NativeCrashError(message, [first, second])
-    raise NativeCrashError(crash_message(model_path, first, setting, n_gpu_layers), [first])
+    raise NativeCrashError(crash_message(model_path, first, n_gpu_layers), [first])
 
 
 def crash_message(
-    model_path: Path, result: ProbeResult, setting: CpuExtraBuffers, n_gpu_layers: int, *,
-    also: ProbeResult | None = None,
+    model_path: Path, result: ProbeResult, n_gpu_layers: int, *, also: ProbeResult | None = None,
 ) -> str:  # fmt: skip
     """One line: what died, with which settings, and what to change."""
     buffers = "on" if result.extra_buffers else "off"

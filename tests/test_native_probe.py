@@ -174,7 +174,7 @@ def test_a_timeout_or_python_error_is_no_verdict(model_file: Path, tmp_path: Pat
 
 def test_crash_message_names_the_signal() -> None:
     result = native_probe.ProbeResult(True, 0, "crashed", "SIGILL", 0.5)
-    line = crash_message(Path("/m/x.gguf"), result, "auto", 0)
+    line = crash_message(Path("/m/x.gguf"), result, 0)
     assert line.startswith("llama.cpp crashed (SIGILL) generating one token with x.gguf")
     assert signal.Signals.SIGILL.name in line
 
