@@ -66,3 +66,7 @@ class InputTooLongError(AgentmmError):
 class UnsupportedContentError(AgentmmError):
     """A message holds content the chat model cannot take: an image for a model without an
     image projector (``mmproj``), audio or a file block, or an image llama.cpp cannot decode."""
+
+
+class RuntimeClosedError(AgentmmError):
+    """A resource was asked of a runtime (an ``Agent``) that has been closed."""
