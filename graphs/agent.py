@@ -33,6 +33,7 @@ from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, restore, take_
 from agentmm.memory.conversation import forget_turn
 from agentmm.personas import PersonaRegistry
 from agentmm.personas import greeting as opening_greeting
+from agentmm.runtime import Runtime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
@@ -115,6 +116,9 @@ class Agent:
         self._given_tools = list(tools) if tools is not None else None
         self._tools: list[BaseTool] | None = None
         self._lock = threading.Lock()
+        # What this agent opens (models, embedder, store, indexes) lives here and is closed by
+        # ``close``; what the caller passed in is never registered, so never closed by it.
+        self.runtime = Runtime("agent")
 
     @property
     def model(self) -> BaseChatModel:
