@@ -8,7 +8,6 @@ messages from that, so a checkpoint holds each message once rather than once per
 from __future__ import annotations
 
 import threading
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -104,20 +103,6 @@ class TurnContext:
     retry: bool = False
     # The sampling seed of this turn's reply (None: the model's own), passed to the model's call.
     seed: int | None = None
-
-
-@dataclass(frozen=True)
-class ActiveTurn:
-    """What a tool may know of the turn that called it (set while the turn's tools run)."""
-
-    thread_id: str
-    user_id: str
-    persona: str | None
-    shared_memory: bool
-    store: Any = None  # the graph's LangGraph BaseStore, None without long-term memory
-
-
-ACTIVE_TURN: ContextVar[ActiveTurn | None] = ContextVar("agentmm_active_turn", default=None)
 
 
 def trace_step(state: ChatState, node: str, **fields: Any) -> Trace:

@@ -8,9 +8,12 @@ message text can enable a tool. A tool marked ``requires_approval`` (in its meta
 ``Command(resume=True|False)``. Errors, timeouts and huge outputs come back to the model as a
 tool message, and the conversation goes on.
 
-Why not LangGraph's ``ToolNode`` as it is: the allow-list, the approvals (all asked before
-any call runs, so a resumed node never runs a tool twice) and the timeout wrap each call; the
-call itself is LangChain's ``BaseTool.invoke`` with the tool-call dict, as in ``ToolNode``.
+Why not LangGraph's ``ToolNode`` as the node: the allow-list, the approvals (all asked before
+any call runs, so a resumed node never runs a tool twice) and the timeout wrap each call. Each
+call that passes them runs *through* a ``ToolNode`` (``ToolBox.node``), invoked with this node's
+config: so a tool gets exactly what LangGraph injects (``runtime: ToolRuntime`` with the run's
+state, ``TurnContext``, store, config and stream writer; ``InjectedState``, ``InjectedStore``),
+and what a model writes into an injected parameter is dropped, as under ``ToolNode``.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
-from langgraph.runtime import Runtime
+from langgraph.prebuilt import ToolNode
 from langgraph.types import interrupt
 
 from agentmm.personas import PersonaRegistry
 from agentmm.plugins import needs_approval
-from agentmm.state import ACTIVE_TURN, ActiveTurn, ChatState, TurnContext, trace_step
+from agentmm.state import ChatState, trace_step
 from agentmm.tool_calling import tools_section
 
 MAX_OUTPUT_CHARS = 2000
@@ -57,6 +60,8 @@ class ToolBox:
         max_output_chars: int = MAX_OUTPUT_CHARS,
     ) -> None:
         self.tools = {tool.name: tool for tool in tools}
+        # Runs one allowed call with LangGraph's injection; any error becomes the tool's answer.
+        self.node = ToolNode(list(self.tools.values()), handle_tool_errors=_error_text)
         self.personas = personas
         self.approve = set(approve)
         self.timeout_s = timeout_s
@@ -110,18 +115,7 @@ class RunTools:
     def __init__(self, toolbox: ToolBox) -> None:
         self.toolbox = toolbox
 
-    def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        context = runtime.context or TurnContext()
-        token = ACTIVE_TURN.set(ActiveTurn(  # for tools that act on the thread's own data (memory)
-            thread_id=str(config.get("configurable", {}).get("thread_id", "")), user_id=context.user_id,
-            persona=state.get("persona"), shared_memory=context.shared_memory, store=runtime.store,
-        ))  # fmt: skip
-        try:
-            return self._answer(state, config)
-        finally:
-            ACTIVE_TURN.reset(token)
-
-    def _answer(self, state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    def __call__(self, state: ChatState, config: RunnableConfig) -> dict[str, Any]:
         request = state["messages"][-1]
         assert isinstance(request, AIMessage)
         offered = {tool.name: tool for tool in self.toolbox.offered(state)}
@@ -162,10 +156,10 @@ class RunTools:
     def _run(self, tool: BaseTool, call: dict[str, Any], config: RunnableConfig) -> tuple[str, str]:
         """Run one call on its own daemon thread (a hung tool cannot hold the turn or the exit)."""
         outcome: list[tuple[str, str]] = []
-        context = contextvars.copy_context()  # the tool sees the run's store and runtime
+        context = contextvars.copy_context()  # the run's config and callbacks, as on the node's thread
 
         def work() -> None:
-            outcome.append(context.run(_invoke, tool, call, config))
+            outcome.append(context.run(_invoke, self.toolbox.node, tool, call, config))
 
         worker = threading.Thread(target=work, name=f"tool-{tool.name}", daemon=True)
         worker.start()
@@ -181,18 +175,28 @@ class RunTools:
         return f"{text[:limit]}\n[output truncated: {len(text):,} characters, first {limit:,} shown]"
 
 
-def _invoke(tool: BaseTool, call: dict[str, Any], config: RunnableConfig) -> tuple[str, str]:
+def _invoke(node: ToolNode, tool: BaseTool, call: dict[str, Any], config: RunnableConfig) -> tuple[str, str]:
+    """Run one call through LangGraph's ``ToolNode`` under this node's config: it reads the
+    run's state, context and store from the config (as it does as a node of its own) and
+    injects them into the parameters the tool declares for them."""
     tool_call = {"name": call["name"], "args": call["args"], "id": call["id"], "type": "tool_call"}
     try:
         if getattr(tool, "func", True) is None and getattr(tool, "coroutine", None) is not None:
-            result = asyncio.run(tool.ainvoke(tool_call, config))  # an async-only tool
+            result = asyncio.run(node.ainvoke([tool_call], config))  # an async-only tool
         else:
-            result = tool.invoke(tool_call, config)
-    except Exception as exc:  # any failure goes back to the model as the tool's answer
-        return "error", f"error: {type(exc).__name__}: {exc}"
-    if isinstance(result, ToolMessage):
-        return ("error" if result.status == "error" else "ok"), _text(result.content)
-    return "ok", _text(result)
+            result = node.invoke([tool_call], config)
+    except Exception as exc:  # a failure outside the tool itself (the injection): the model hears it
+        return "error", _error_text(exc)
+    answers = result.get("messages", []) if isinstance(result, dict) else result
+    answer = answers[0] if isinstance(answers, list) and answers else answers
+    if isinstance(answer, ToolMessage):
+        return ("error" if answer.status == "error" else "ok"), _text(answer.content)
+    return "ok", _text(answer)
+
+
+def _error_text(exc: Exception) -> str:
+    """A failed call's answer to the model (``ToolNode``'s ``handle_tool_errors``)."""
+    return f"error: {type(exc).__name__}: {exc}"
 
 
 def _text(content: Any) -> str:

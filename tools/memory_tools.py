@@ -1,29 +1,43 @@
 """Memory tools for the agent itself: search what it remembers, save what it should not forget.
 
 They act on the calling turn's own long-term memory: the graph's store, scoped to the thread's
-user and persona (``agentmm.state.ACTIVE_TURN``, set by the graph's tool node), so a persona
-can neither read nor write another persona's memories. Without memory they say so, politely,
+user and persona, so a persona can neither read nor write another persona's memories. All of
+that reaches the tool through LangGraph's injection (``runtime: ToolRuntime``: the run's store,
+its ``TurnContext`` and the thread's state), filled in by the graph's tool node as LangGraph's
+``ToolNode`` fills it; the model never sees the parameter. Without memory they say so, politely,
 to the model.
 """
 
 from __future__ import annotations
 
 from langchain_core.tools import ToolException, tool
+from langgraph.prebuilt import ToolRuntime
+from langgraph.store.base import BaseStore
 
-from agentmm.state import ACTIVE_TURN, ActiveTurn
+from agentmm.state import ChatState, TurnContext
 
 MAX_FACT = 1000
 
+MemoryRuntime = ToolRuntime[TurnContext, ChatState]
 
-def _turn() -> ActiveTurn:
-    turn = ACTIVE_TURN.get()
-    if turn is None or turn.store is None:
+
+def _store(runtime: MemoryRuntime) -> BaseStore:
+    if runtime.store is None:
         raise ToolException("long-term memory is off in this conversation")
-    return turn
+    return runtime.store
+
+
+def _context(runtime: MemoryRuntime) -> TurnContext:
+    return runtime.context if isinstance(runtime.context, TurnContext) else TurnContext()
+
+
+def _persona(runtime: MemoryRuntime) -> str | None:
+    state = runtime.state if isinstance(runtime.state, dict) else {}
+    return state.get("persona") or None
 
 
 @tool(parse_docstring=True)
-def search_memory(query: str) -> str:
+def search_memory(query: str, runtime: MemoryRuntime) -> str:
     """Search your long-term memory of this user: what they told you in earlier conversations.
 
     Args:
@@ -31,18 +45,18 @@ def search_memory(query: str) -> str:
     """
     from agentmm.memory.conversation import recall, scope
 
-    turn = _turn()
-    scopes = [scope(turn.user_id, turn.persona)]
-    if turn.shared_memory:
-        scopes.append(scope(turn.user_id, shared=True))
-    found = recall(turn.store, scopes, query, k=5)
+    store, context = _store(runtime), _context(runtime)
+    scopes = [scope(context.user_id, _persona(runtime))]
+    if context.shared_memory:
+        scopes.append(scope(context.user_id, shared=True))
+    found = recall(store, scopes, query, k=5)
     if not found:
         return f"nothing remembered about {query!r}"
     return "\n".join(f"- {r.text} ({r.value.get('when', '?')}, id {r.key})" for r in found)
 
 
 @tool(parse_docstring=True)
-def save_memory(fact: str) -> str:
+def save_memory(fact: str, runtime: MemoryRuntime) -> str:
     """Save one fact about the user to long-term memory, to recall in later conversations.
 
     Args:
@@ -50,11 +64,11 @@ def save_memory(fact: str) -> str:
     """
     from agentmm.memory.manage import add_memory
 
-    turn = _turn()
+    store, context = _store(runtime), _context(runtime)
     if len(fact) > MAX_FACT:
         raise ToolException(f"a fact is at most {MAX_FACT} characters")
     try:
-        saved = add_memory(turn.store, turn.user_id, turn.persona, fact)
+        saved = add_memory(store, context.user_id, _persona(runtime), fact)
     except Exception as exc:  # an empty fact or a store error: the model hears why
         raise ToolException(str(exc)) from exc
     return f"saved (id {saved['id']})"

@@ -11,6 +11,7 @@ import pytest
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.prebuilt import ToolRuntime
 from langgraph.types import Command
 
 from agentmm.graphs.agent import Agent
@@ -227,6 +228,50 @@ def test_memory_tools_write_and_read_the_threads_own_scope() -> None:
     assert note.namespace[1] == "ada" and note.value["content"] == "Ada's sister is called Grace."
     found = graph.invoke({"input": "Who is my sister?"}, CONFIG, context=ctx)
     assert "Ada's sister is called Grace." in tool_messages(found)[-1].text
+
+
+def test_memory_tools_use_the_threads_persona_from_the_injected_state(tmp_path: Path) -> None:
+    # The tool reads user, persona and store from LangGraph's ToolRuntime: a persona's thread
+    # saves under that persona, and another persona's search does not find it.
+    from langgraph.store.memory import InMemoryStore
+
+    from agentmm.tools.memory_tools import save_memory, search_memory
+
+    store = InMemoryStore()
+    for name in ("Mira", "Odo"):
+        (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\nallowed_tools = ["save_memory", "search_memory"]\n')
+    registry = PersonaRegistry(tmp_path, entry_points=False)
+    script = [call("save_memory", "s1", fact="The user keeps bees."), AIMessage("Noted."),
+              call("search_memory", "s2", query="bees"), AIMessage("No idea.")]  # fmt: skip
+    graph = build_graph(Settings(memory_k=0), model=ScriptedToolModel(script=script), checkpointer=InMemorySaver(),
+                        counter=WORDS, tools=[save_memory, search_memory], store=store, personas=registry)  # fmt: skip
+    graph.invoke({"input": "I keep bees."}, {"configurable": {"thread_id": "m"}},
+                 context=TurnContext(user_id="ada", persona="Mira"))  # fmt: skip
+    (note,) = [i for i in store.search(("memories",), limit=50) if i.key.startswith("note:")]
+    assert note.namespace == ("memories", "ada", "Mira")
+    other = graph.invoke({"input": "What do I keep?"}, {"configurable": {"thread_id": "o"}},
+                         context=TurnContext(user_id="ada", persona="Odo"))  # fmt: skip
+    assert "nothing remembered" in tool_messages(other)[-1].text
+
+
+@tool
+def whoami(question: str, runtime: ToolRuntime[TurnContext, dict]) -> str:
+    """Say whose turn this is."""
+    context = runtime.context
+    return f"{context.user_id} in {runtime.config['configurable']['thread_id']}, call {runtime.tool_call_id}, " \
+           f"{len(runtime.state['messages'])} messages, store {type(runtime.store).__name__}"  # fmt: skip
+
+
+def test_a_tool_gets_langgraphs_runtime_and_a_forged_one_is_dropped() -> None:
+    from langgraph.store.memory import InMemoryStore
+
+    # The model writes a "runtime" argument of its own: it never reaches the tool.
+    script = [call("whoami", "w1", question="?", runtime={"context": {"user_id": "mallory"}}), AIMessage("Ok.")]
+    graph = build_graph(Settings(memory_k=0), model=ScriptedToolModel(script=script), checkpointer=InMemorySaver(),
+                        counter=WORDS, tools=[whoami], store=InMemoryStore())  # fmt: skip
+    state = graph.invoke({"input": "who am I?"}, CONFIG, context=TurnContext(user_id="ada"))
+    (answer,) = tool_messages(state)
+    assert answer.text == "ada in t, call w1, 2 messages, store InMemoryStore", answer.text
 
 
 def test_memory_tools_without_memory_tell_the_model() -> None:

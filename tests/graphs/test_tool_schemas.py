@@ -106,3 +106,18 @@ def test_the_check_takes_a_well_formed_function() -> None:
     check_tool_schema(function("f_1-x"))
     with pytest.raises(MalformedToolSchema, match="valid name"):
         check_tool_schema(function("two words"))
+
+
+def test_injected_parameters_are_not_shown_to_the_model(settings: Settings) -> None:
+    # The memory tools take ``runtime: ToolRuntime`` (LangGraph fills it in): the model sees only
+    # what it writes, in the bound schema and in the tools section a constrained prompt lists.
+    from langchain_core.utils.function_calling import convert_to_openai_tool
+
+    from agentmm.tool_calling import tools_section
+    from agentmm.tools.memory_tools import save_memory, search_memory
+
+    functions = bound_schemas(settings.updated(tools=["search_memory", "save_memory"]))
+    assert [list(f["parameters"]["properties"]) for f in functions] == [["query"], ["fact"]]
+    assert all(f["parameters"]["required"] == list(f["parameters"]["properties"]) for f in functions)
+    section = tools_section([convert_to_openai_tool(t) for t in (search_memory, save_memory)])
+    assert "search_memory" in section and "runtime" not in section and "ToolRuntime" not in section
