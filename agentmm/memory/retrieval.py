@@ -8,21 +8,22 @@ the trace can show why a memory was recalled.
 
 Works over any LangGraph ``BaseStore``. The lexical side needs every text under the
 namespace. Reading them all costs seconds per 10k memories from Chroma (measured), so the
-corpus is cached with an index updated in place (``bm25``): over an embedded ``ChromaStore``,
-which knows every write made to it (``revision``/``changed_since``), a later call re-reads
-only the items written since, and dense hits are mapped onto the cached items by id (no
-values read from Chroma); over any other store, the corpus is re-read each call and only
-the items that changed are re-indexed.
+corpus is cached with an index updated in place (``bm25``), in a ``RecallCache`` that belongs
+to the store (``recall_cache``): over an ``IncrementalStore`` (the embedded ``ChromaStore``,
+which knows every write made to it) a later call re-reads only the items written since, and
+dense hits are mapped onto the cached items by id (no values read from Chroma); over any other
+store, the corpus is re-read each call (the "full read" path, logged once per store and named
+by ``recall_path``) and only the items that changed are re-indexed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,9 @@ from langgraph.store.base import BaseStore, GetOp, Item, SearchItem, get_text_at
 from agentmm.memory._journal import ItemRef
 from agentmm.memory.bm25 import IncrementalBM25
 from agentmm.memory.filters import matches
+from agentmm.memory.incremental import FULL_READ, IncrementalStore, recall_path
+
+log = logging.getLogger(__name__)
 
 DENSE = "dense"
 LEXICAL = "bm25"
@@ -87,18 +91,20 @@ def hybrid_search(
     rrf_k: int = DEFAULT_RRF_K,
     max_corpus: int = 100_000,
     weights: Mapping[str, float] | None = None,
+    cache: RecallCache | None = None,
 ) -> list[HybridHit]:
     """The ``k`` best items under ``namespace`` for ``query``, dense and BM25 fused by RRF.
 
     ``candidates`` is how deep each retriever's ranking is read; ``fields`` are the value
     paths BM25 reads (default: the store's index fields, else the whole value);
-    ``max_corpus`` caps how many items a full read of the scope takes.
+    ``max_corpus`` caps how many items a full read of the scope takes; ``cache`` keeps the
+    scope's corpus between calls over a store that cannot keep its own (``recall_cache``).
     """
     if not query.strip() or k <= 0:
         return []
     flt = dict(filter) if filter else None
-    lookup = _Lookup(store, namespace, flt, _fields(store, fields))
-    if lookup.journaled and hasattr(store, "nearest_items"):
+    lookup = _Lookup(store, namespace, flt, _fields(store, fields), recall_cache(store, cache))
+    if lookup.journaled:
         dense, lexical = _search_cached(store, lookup, query, candidates, max_corpus)
     else:
         dense = [h for h in store.search(namespace, query=query, filter=flt, limit=candidates) if h.score is not None]
@@ -117,7 +123,7 @@ def _lexical(store: BaseStore, lookup: _Lookup, query: str, candidates: int, max
 
 
 def _search_cached(
-    store: Any, lookup: _Lookup, query: str, candidates: int, max_corpus: int
+    store: IncrementalStore, lookup: _Lookup, query: str, candidates: int, max_corpus: int
 ) -> tuple[list[SearchItem], list[Item]]:
     """Dense and BM25 rankings over an embedded store whose writes the cache follows exactly.
 
@@ -126,7 +132,7 @@ def _search_cached(
     and the BM25 side (re-reading the last turn's writes, scoring) runs while the query is
     being embedded. At 100k memories this took recall from 22 to ~14 ms (BENCHMARKS.md).
     """
-    lexical_job = _executor().submit(_lexical, store, lookup, query, candidates, max_corpus)
+    lexical_job = _Job(_lexical, store, lookup, query, candidates, max_corpus)  # type: ignore[arg-type]
     hits, exhausted = store.nearest_items(query, 2 * candidates)
     lexical = lexical_job.result()
     dense = lookup.dense(hits, candidates)
@@ -137,16 +143,27 @@ def _search_cached(
     return dense, lexical
 
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
+class _Job:
+    """One call run on a short-lived thread beside the caller's (a thread costs ~0.1 ms, a
+    turn's recall ~10: no pool to keep alive, own and close)."""
 
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn, *args), name="agentmm-recall", daemon=True)
+        self._thread.start()
 
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(2, thread_name_prefix="agentmm-recall")
-        return _pool
+    def _run(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            self._result = fn(*args)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 async def ahybrid_search(
@@ -161,13 +178,14 @@ async def ahybrid_search(
     rrf_k: int = DEFAULT_RRF_K,
     max_corpus: int = 100_000,
     weights: Mapping[str, float] | None = None,
+    cache: RecallCache | None = None,
 ) -> list[HybridHit]:
     """Async twin of :func:`hybrid_search`."""
     if not query.strip() or k <= 0:
         return []
     flt = dict(filter) if filter else None
-    lookup = _Lookup(store, namespace, flt, _fields(store, fields))
-    if lookup.journaled and hasattr(store, "nearest_items"):
+    lookup = _Lookup(store, namespace, flt, _fields(store, fields), recall_cache(store, cache))
+    if lookup.journaled:
         dense, lexical = await asyncio.to_thread(_search_cached, store, lookup, query, candidates, max_corpus)
         chosen = DEFAULT_WEIGHTS if weights is None else weights
         return fuse({DENSE: dense, LEXICAL: lexical}, k, rrf_k=rrf_k, weights=chosen)
@@ -244,33 +262,78 @@ class _Corpus:
             self.index.add(ref, tokens)
 
 
-_cache: OrderedDict[tuple[Any, ...], _Corpus] = OrderedDict()
-# Serialises updates and searches of cached corpora: BM25 work is ~1 ms, never worth a race.
-_cache_lock = threading.RLock()
+class RecallCache:
+    """The scopes' corpora hybrid recall has indexed over one store (the ``_CACHE_SIZE`` most
+    recently used), owned by that store (``recall_cache``): it goes when the store goes, and
+    two stores never share one."""
+
+    def __init__(self) -> None:
+        self.corpora: OrderedDict[tuple[Any, ...], _Corpus] = OrderedDict()
+        # Serialises updates and searches of cached corpora: BM25 work is ~1 ms, never worth a race.
+        self.lock = threading.RLock()
+        self.full_read_logged = False
+
+    def note_full_read(self, store: BaseStore) -> None:
+        """Say once per store that each recall over it reads the whole scope."""
+        with self.lock:
+            if self.full_read_logged:
+                return
+            self.full_read_logged = True
+        log.warning(
+            "memory: %s is not an incremental store (agentmm.memory.IncrementalStore): each recall re-reads "
+            "the whole scope (up to max_corpus items)",
+            type(store).__name__,
+        )
+
+
+_CACHE_ATTRIBUTE = "_agentmm_recall_cache"
+
+
+def recall_cache(store: BaseStore, fallback: RecallCache | None = None) -> RecallCache:
+    """The store's own ``RecallCache``, made on first use and kept on the store object. A store
+    that cannot carry one (``__slots__``, as LangGraph's ``InMemoryStore``) uses ``fallback``,
+    the cache of whoever recalls over it (the graph's recall node keeps one); without one, a
+    fresh cache: correct, but nothing is kept for the next call."""
+    cache = getattr(store, _CACHE_ATTRIBUTE, None)
+    if isinstance(cache, RecallCache):
+        return cache
+    try:
+        return vars(store).setdefault(_CACHE_ATTRIBUTE, RecallCache())  # type: ignore[no-any-return]
+    except TypeError:  # no __dict__
+        return fallback if fallback is not None else RecallCache()
 
 
 class _Lookup:
     """One call's view of the cache: the refs to re-read, or a full read to do (or neither)."""
 
     def __init__(
-        self, store: BaseStore, namespace: tuple[str, ...], filter: Mapping[str, Any] | None, fields: tuple[str, ...]
+        self,
+        store: BaseStore,
+        namespace: tuple[str, ...],
+        filter: Mapping[str, Any] | None,
+        fields: tuple[str, ...],
+        cache: RecallCache,
     ) -> None:
         self.namespace = namespace
         self.filter = filter
         self.fields = fields
-        self.key = (id(store), namespace, fields, json.dumps(filter, sort_keys=True, default=str))
-        self.id_of: Callable[[tuple[str, ...], str], str] | None = getattr(store, "record_id", None)
+        self.cache = cache
+        self.key = (namespace, fields, json.dumps(filter, sort_keys=True, default=str))
+        incremental = isinstance(store, IncrementalStore)
+        self.id_of: Callable[[tuple[str, ...], str], str] | None = store.record_id if incremental else None
         # Read the revision before any item, so a write racing this call is seen next time.
-        self.revision = getattr(store, "revision", None)
+        self.revision = store.revision if incremental else None
+        if recall_path(store) == FULL_READ:
+            self.cache.note_full_read(store)
         self.changed: list[ItemRef] | None = None
         self.full_read = True
-        with _cache_lock:
-            self.corpus = _cache.get(self.key)
+        with self.cache.lock:
+            self.corpus = self.cache.corpora.get(self.key)
             if self.corpus is not None:
-                _cache.move_to_end(self.key)
+                self.cache.corpora.move_to_end(self.key)
         if self.corpus is None or self.revision is None or self.corpus.revision is None:
             return
-        changed = store.changed_since(self.corpus.revision)  # type: ignore[attr-defined]
+        changed = store.changed_since(self.corpus.revision)  # type: ignore[union-attr]
         if changed is None:
             return
         self.full_read = False
@@ -283,7 +346,7 @@ class _Lookup:
     def refresh(self, items: Sequence[Item | None]) -> None:
         """Apply re-read items (``None``: deleted) to the cached corpus."""
         assert self.corpus is not None and self.changed is not None
-        with _cache_lock:
+        with self.cache.lock:
             self.corpus.apply(self.changed, items, self._keep)
             self.corpus.revision = self.revision
 
@@ -291,13 +354,13 @@ class _Lookup:
         """Bring the cache in line with a full read of the scope: index it the first time,
         afterwards re-index only the items added, updated or gone since."""
         by_ref = {(item.namespace, item.key): item for item in items}
-        with _cache_lock:
+        with self.cache.lock:
             corpus = self.corpus
             if corpus is None:
                 corpus = _build_index(by_ref, self.fields, self.id_of)
-                _cache[self.key] = corpus
-                while len(_cache) > _CACHE_SIZE:
-                    _cache.popitem(last=False)
+                self.cache.corpora[self.key] = corpus
+                while len(self.cache.corpora) > _CACHE_SIZE:
+                    self.cache.corpora.popitem(last=False)
                 self.corpus = corpus
             else:
                 gone = [ref for ref in corpus.items if ref not in by_ref]
@@ -307,12 +370,13 @@ class _Lookup:
 
     def search(self, query: str, limit: int) -> list[Item]:
         assert self.corpus is not None
-        with _cache_lock:
+        with self.cache.lock:
             return self.corpus.search(query, limit)
 
     @property
     def journaled(self) -> bool:
-        """Whether the store reports every write, so the cached corpus is exactly the scope."""
+        """Whether the store reports every write (an ``IncrementalStore`` with a revision), so
+        the cached corpus is exactly the scope."""
         return self.revision is not None and self.id_of is not None
 
     @property
@@ -325,7 +389,7 @@ class _Lookup:
         others are out of scope or filtered out."""
         assert self.corpus is not None
         found: list[SearchItem] = []
-        with _cache_lock:
+        with self.cache.lock:
             for record_id, score in hits:
                 ref = self.corpus.ids.get(record_id)
                 if ref is not None:

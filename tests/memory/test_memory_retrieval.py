@@ -149,14 +149,44 @@ def test_a_store_without_a_journal_is_reindexed_only_where_it_changed(
     builds: list[int] = []
     real_build = retrieval._build_index
     monkeypatch.setattr(retrieval, "_build_index", lambda *a: builds.append(1) or real_build(*a))
-    assert hybrid_search(store, SCOPE, "Quixotl", k=1)[0].key == "cat"
+    cache = retrieval.RecallCache()  # InMemoryStore cannot carry one: the caller's is kept
+    assert hybrid_search(store, SCOPE, "Quixotl", k=1, cache=cache)[0].key == "cat"
     store.put(SCOPE, "trip", {"text": "Next summer Alice flies to Zanzibar"})
     store.put(SCOPE, "cat", {"text": "The cat is now called Mittens"})
     store.delete(SCOPE, "code")
-    lexical = {h.key: h.ranks.get("bm25") for h in hybrid_search(store, SCOPE, "Zanzibar Mittens 7319", k=10)}
+    found = hybrid_search(store, SCOPE, "Zanzibar Mittens 7319", k=10, cache=cache)
+    lexical = {h.key: h.ranks.get("bm25") for h in found}
     assert lexical["trip"] and lexical["cat"] and "code" not in lexical
-    assert all("bm25" not in h.ranks for h in hybrid_search(store, SCOPE, "Quixotl", k=10))
+    assert all("bm25" not in h.ranks for h in hybrid_search(store, SCOPE, "Quixotl", k=10, cache=cache))
     assert builds == [1]
+
+
+def test_the_recall_path_is_declared_and_a_full_read_is_logged_once_per_store(
+    vector_store: ChromaStore, fake_embeddings: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentmm.memory.incremental import IncrementalStore, recall_path
+
+    index = {"dims": 64, "embed": fake_embeddings, "fields": ["text"]}
+    plain, other = InMemoryStore(index=index), InMemoryStore(index=index)  # type: ignore[arg-type]
+    assert isinstance(vector_store, IncrementalStore) and not isinstance(plain, IncrementalStore)
+    assert recall_path(vector_store) == "incremental" and recall_path(plain) == "full read"
+    cache, other_cache = retrieval.RecallCache(), retrieval.RecallCache()
+    with caplog.at_level("WARNING", logger="agentmm.memory.retrieval"):
+        hybrid_search(vector_store, SCOPE, "tea", k=1)
+        assert caplog.records == []  # the incremental path says nothing
+        for _ in range(3):
+            hybrid_search(plain, SCOPE, "tea", k=1, cache=cache)
+        hybrid_search(other, SCOPE, "tea", k=1, cache=other_cache)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and all("InMemoryStore is not an incremental store" in w for w in warned)
+
+
+def test_the_recall_cache_belongs_to_the_store(vector_store: ChromaStore) -> None:
+    _fill(vector_store)
+    hybrid_search(vector_store, SCOPE, "tea", k=1)
+    cache = retrieval.recall_cache(vector_store)
+    assert cache is retrieval.recall_cache(vector_store) and len(cache.corpora) == 1
+    assert not hasattr(retrieval, "_cache") and not hasattr(retrieval, "_pool")
 
 
 @pytest.mark.asyncio
