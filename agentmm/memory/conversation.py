@@ -16,7 +16,7 @@ from typing import Any
 
 from langgraph.store.base import BaseStore, Item, PutOp
 
-from agentmm.memory.retrieval import hybrid_search
+from agentmm.memory.retrieval import RecallCache, hybrid_search
 
 ROOT = "memories"
 SHARED = "_shared"
@@ -70,15 +70,18 @@ def recall(
     k: int = 5,
     min_similarity: float = 0.25,
     skip: Any = None,
+    cache: RecallCache | None = None,
 ) -> list[Recalled]:
     """The best ``k`` memories for ``query`` across ``namespaces``, dense and BM25 fused.
 
     A memory found only by BM25 is kept; one found only by dense search must reach
     ``min_similarity``. ``skip(value) -> bool`` drops memories the prompt already holds.
+    ``cache`` keeps the scopes' corpora between calls over a store that cannot keep its own
+    (``agentmm.memory.retrieval.recall_cache``).
     """
     found: list[Recalled] = []
     for namespace in namespaces:
-        for hit in hybrid_search(store, namespace, query, k=k * 2):
+        for hit in hybrid_search(store, namespace, query, k=k * 2, cache=cache):
             value = dict(hit.value)
             if "bm25" not in hit.ranks and (hit.dense_score or 0.0) < min_similarity:
                 continue
