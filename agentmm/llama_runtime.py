@@ -1,21 +1,33 @@
-"""The llama.cpp runtime under ``ChatLlamaCpp``: loading GGUF models and sharing them.
+"""The llama.cpp runtime under ``ChatLlamaCpp``: loading GGUF models into a ``Runtime``.
 
-One loaded ``Llama`` per model file and context settings (``_LOADED``), shared by every
-``ChatLlamaCpp`` that names them, so llama.cpp's prefix KV cache is hit from one turn to the
-next; its lock lets one generation run at a time (``generated_apart`` says how it is held).
+A loaded ``Llama`` belongs to the ``agentmm.runtime.Runtime`` it was loaded into (an Agent's,
+or a ``ChatLlamaCpp``'s private one): one per model file and context settings there, shared by
+every model object of that runtime (and by their copies and tool bindings), so llama.cpp's
+prefix KV cache is hit from one turn to the next; closing the runtime frees it. Two runtimes
+never share one, so two agents with different settings cannot see each other's KV cache. Its
+lock lets one generation run at a time (``generated_apart`` says how it is held). A model no
+runtime closes is freed when its ``LoadedModel`` is collected, or at exit (``weakref.finalize``:
+llama-cpp-python's own finaliser fails noisily during interpreter shutdown).
+
 Loading also: checks the file first (``check_model_file``: typed errors before llama.cpp
 opens it), resolves GPU layers, takes the CPU-buffer choice (``agentmm.cpu_buffers``, proven
 by ``agentmm.native_probe``), loads the image projector when there is one, and routes
 llama.cpp's log through a callback instead of llama-cpp-python's process-wide redirect of
 stdout/stderr (``_quiet_without_redirecting`` says why).
+
+Module-level state, and why it is not a cache: llama.cpp has one log callback per process (a C
+global, ``llama_log_set``), so the callback, its verbosity switch (``_LOG_STATE``: the last
+loaded model's ``verbose`` wins, for the whole process) and the errors it saw
+(``_LOG_ERRORS``, read by ``last_error`` right after a failing call) are process-wide facts,
+kept where that one callback can reach them.
 """
 
 from __future__ import annotations
 
-import atexit
 import queue
 import sys
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from agentmm.cpu_buffers import buffered_llama_class
 from agentmm.errors import CorruptModelError
 from agentmm.llama_images import vision_handler_class
+from agentmm.runtime import Runtime
 
 if TYPE_CHECKING:
     import llama_cpp
@@ -60,14 +73,24 @@ class LoadedModel:
     # The multimodal chat handler over the image projector, when the model has one.
     vision: Any = None
 
+    def __post_init__(self) -> None:
+        # Freed when this object goes, or at exit while the interpreter is whole, whichever is
+        # first; ``close`` frees it at once. Closing a Llama twice is harmless.
+        self._finalizer = weakref.finalize(self, self.llama.close)
+
     @property
     def chat_template(self) -> str:
         """The GGUF's own chat template ('' when it has none)."""
         return str(self.llama.metadata.get("tokenizer.chat_template", ""))
 
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
 
-_LOADED: dict[tuple[Any, ...], LoadedModel] = {}
-_LOAD_LOCK = threading.Lock()
+    def close(self) -> None:
+        """Free the model's memory now, under its lock (a generation running finishes first)."""
+        with self.lock:
+            self._finalizer()
 
 
 def gpu_offload_available() -> bool:
@@ -184,8 +207,11 @@ def check_model_file(model_path: str, n_ctx: int, layers: int) -> GGUFInfo:
 def load_model(
     model_path: str, *, n_ctx: int, n_gpu_layers: GpuLayers, n_threads: int | None, n_batch: int,
     chat_format: str | None, verbose: bool, mmproj_path: str | None = None, extra_buffers: bool = True,
+    runtime: Runtime | None = None,
 ) -> LoadedModel:  # fmt: skip
-    """The shared loaded model for these settings (loaded on first call, then reused).
+    """The loaded model for these settings in ``runtime`` (loaded there on first call, then
+    shared; closed with the runtime). Without a runtime a new one is loaded each call and the
+    caller owns it (``LoadedModel.close``).
 
     With ``mmproj_path`` the image projector is loaded too, at once, so a projector that does
     not fit the model fails here, in one line, rather than on the first picture.
@@ -193,30 +219,40 @@ def load_model(
     """
     layers = resolve_gpu_layers(n_gpu_layers)
     mmproj = str(Path(mmproj_path).resolve()) if mmproj_path else None
-    key = (str(Path(model_path).resolve()), n_ctx, layers, n_threads, n_batch, chat_format, mmproj, extra_buffers)
-    with _LOAD_LOCK:
-        loaded = _LOADED.get(key)
-        if loaded is not None:
-            return loaded
-        info = check_model_file(model_path, n_ctx, layers)
-        llama_class = _tracking_llama_class()
-        _quiet_without_redirecting(verbose)
-        try:
-            llama = llama_class(
-                model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=layers, n_threads=n_threads,
-                n_batch=n_batch, chat_format=chat_format, verbose=verbose, extra_buffers=extra_buffers,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise CorruptModelError(f"llama.cpp cannot load {model_path}: {exc}") from exc
-        llama.stats = CallStats()
-        try:
-            vision = _load_vision(llama, model_path, mmproj, use_gpu=layers != 0) if mmproj else None
-        except BaseException:
-            llama.close()
-            raise
-        offloaded = min(layers if layers >= 0 else 1 << 30, (info.block_count or 0) + 1)
-        loaded = _LOADED[key] = LoadedModel(llama, threading.Lock(), llama.stats, offloaded, vision=vision)
-        return loaded
+
+    def open_() -> LoadedModel:
+        return _load(model_path, n_ctx=n_ctx, layers=layers, n_threads=n_threads, n_batch=n_batch,
+                     chat_format=chat_format, verbose=verbose, mmproj=mmproj, extra_buffers=extra_buffers)  # fmt: skip
+
+    if runtime is None:
+        return open_()
+    key = ("llama", str(Path(model_path).resolve()), n_ctx, layers, n_threads, n_batch, chat_format, mmproj,
+           extra_buffers)  # fmt: skip
+    return runtime.get(key, open_, close=LoadedModel.close)
+
+
+def _load(
+    model_path: str, *, n_ctx: int, layers: int, n_threads: int | None, n_batch: int, chat_format: str | None,
+    verbose: bool, mmproj: str | None, extra_buffers: bool,
+) -> LoadedModel:  # fmt: skip
+    info = check_model_file(model_path, n_ctx, layers)
+    llama_class = _tracking_llama_class()
+    _quiet_without_redirecting(verbose)
+    try:
+        llama = llama_class(
+            model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=layers, n_threads=n_threads,
+            n_batch=n_batch, chat_format=chat_format, verbose=verbose, extra_buffers=extra_buffers,
+        )  # fmt: skip
+    except ValueError as exc:
+        raise CorruptModelError(f"llama.cpp cannot load {model_path}: {exc}") from exc
+    llama.stats = CallStats()
+    try:
+        vision = _load_vision(llama, model_path, mmproj, use_gpu=layers != 0) if mmproj else None
+    except BaseException:
+        llama.close()
+        raise
+    offloaded = min(layers if layers >= 0 else 1 << 30, (info.block_count or 0) + 1)
+    return LoadedModel(llama, threading.Lock(), llama.stats, offloaded, vision=vision)
 
 
 def last_error(exc: Exception) -> str:
@@ -264,19 +300,6 @@ def add_stats(total: CallStats, call: CallStats) -> None:
 def clear_errors() -> None:
     """Forget llama.cpp's logged errors, so the next ``last_error`` is about the next call."""
     _LOG_ERRORS.clear()
-
-
-def unload_all() -> None:
-    """Free every loaded model (at exit, and for tests and benchmarks that start cold)."""
-    with _LOAD_LOCK:
-        for loaded in _LOADED.values():
-            loaded.llama.close()
-        _LOADED.clear()
-
-
-# Free models while the interpreter is whole: llama-cpp-python's finaliser fails noisily
-# when it runs during shutdown, after the modules it needs are gone.
-atexit.register(unload_all)
 
 
 def generated_apart(lock: threading.Lock, produce: Callable[[], Iterator[T]]) -> Iterator[T]:

@@ -4,8 +4,9 @@ llama-cpp-python does the templating (the GGUF's own chat template), grammars, J
 constrained output and multimodal handlers; this class adapts it to ``BaseChatModel``
 (streaming, usage metadata, ``bind_tools``). The rest is in modules of its own:
 
-- ``agentmm.llama_runtime``: loading and sharing models (one per file and context settings,
-  so the prefix KV cache carries over turns), GPU layers, llama.cpp's log, the model lock;
+- ``agentmm.llama_runtime``: loading models into a ``Runtime`` (one per file and context
+  settings there, so the prefix KV cache carries over turns), GPU layers, llama.cpp's log,
+  the model lock;
 - ``agentmm.llama_images``: image blocks and the multimodal handler;
 - ``agentmm.llama_generation``: one reply's llama.cpp calls, usage summed;
 - ``agentmm.tool_strategies``: how a reply calls tools, per model (``tool_calling``).
@@ -41,8 +42,8 @@ from agentmm.llama_runtime import (
     generated_apart,
     load_model,
     resolve_gpu_layers,
-    unload_all,
 )
+from agentmm.runtime import Runtime
 from agentmm.tool_calling import tool_name
 from agentmm.tool_strategies import ToolCalling, ToolCallingSetting, tool_calling_for
 
@@ -53,19 +54,24 @@ if TYPE_CHECKING:
 # Names other modules and tests import from here.
 __all__ = [
     "CallStats", "ChatLlamaCpp", "GpuLayers", "LoadedModel", "_vision_handler_class", "llama_messages",
-    "load_model", "resolve_gpu_layers", "unload_all", "without_images",
+    "load_model", "resolve_gpu_layers", "without_images",
 ]  # fmt: skip
 
 
 class ChatLlamaCpp(BaseChatModel):
     """A local GGUF chat model run by llama.cpp. Nothing loads until the first call.
 
+    The loaded model lives in ``runtime`` (an ``agentmm.runtime.Runtime``: the Agent passes its
+    own, which frees it on ``Agent.close``); made without one, the model owns a private runtime,
+    freed by ``close()``. Copies (``model_copy``) and tool bindings share the runtime, hence the
+    loaded model and its prefix KV cache.
+
     Example:
         .. code-block:: python
 
-            model = ChatLlamaCpp(model_path="model.gguf", n_ctx=4096)
-            for chunk in model.stream("Hello"):
-                print(chunk.content, end="")
+            with ChatLlamaCpp(model_path="model.gguf", n_ctx=4096) as model:
+                for chunk in model.stream("Hello"):
+                    print(chunk.content, end="")
     """
 
     model_path: str = Field(description="Path of the .gguf file.")
@@ -105,12 +111,20 @@ class ChatLlamaCpp(BaseChatModel):
     )
     verbose: bool = False
 
+    _runtime: Runtime = PrivateAttr()
+    _owns_runtime: bool = PrivateAttr(default=True)
     _loaded: LoadedModel | None = PrivateAttr(default=None)
     _native: NativeCheck | None = PrivateAttr(default=None)
     _native_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
+    def __init__(self, *, runtime: Runtime | None = None, **data: Any) -> None:
+        super().__init__(**data)
+        # Made here, not on first load, so that copies taken before the first call share it.
+        self._runtime = runtime if runtime is not None else Runtime(f"model {Path(self.model_path).name}")
+        self._owns_runtime = runtime is None
+
     @classmethod
-    def from_settings(cls, settings: Settings) -> ChatLlamaCpp:
+    def from_settings(cls, settings: Settings, *, runtime: Runtime | None = None) -> ChatLlamaCpp:
         """Resolve ``settings.model`` (shipped, path or hub id) and configure from settings."""
         from agentmm.models import resolve_gguf, resolve_model
 
@@ -122,7 +136,7 @@ class ChatLlamaCpp(BaseChatModel):
             temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
             seed=settings.seed, verbose=settings.verbose, mmproj_path=mmproj,
             cpu_extra_buffers=settings.cpu_extra_buffers, probe_dir=str(settings.cache_dir),
-            tool_calling=settings.tool_calling,
+            tool_calling=settings.tool_calling, runtime=runtime,
         )  # fmt: skip
 
     @property
@@ -180,16 +194,35 @@ class ChatLlamaCpp(BaseChatModel):
                 )  # fmt: skip
             return self._native
 
+    @property
+    def runtime(self) -> Runtime:
+        """Where the loaded model lives (shared with copies and bindings of this model)."""
+        return self._runtime
+
     def load(self) -> LoadedModel:
-        """Load (or find already loaded) this model; errors are agentmm's typed ones."""
-        if self._loaded is None:
+        """Load (or find already loaded in its runtime) this model; errors are agentmm's typed
+        ones, ``RuntimeClosedError`` once the runtime is closed."""
+        loaded = self._loaded
+        if loaded is None or loaded.closed:
             extra_buffers = self.native_check().choice.enabled
-            self._loaded = load_model(
+            loaded = self._loaded = load_model(
                 self.model_path, n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=self.n_threads,
                 n_batch=self.n_batch, chat_format=self.chat_format, verbose=self.verbose, mmproj_path=self.mmproj_path,
-                extra_buffers=extra_buffers,
+                extra_buffers=extra_buffers, runtime=self._runtime,
             )  # fmt: skip
-        return self._loaded
+        return loaded
+
+    def close(self) -> None:
+        """Free the loaded model when this model owns its runtime (made without one); a runtime
+        passed in is its owner's to close (an Agent's: ``Agent.close``). Closing twice is a no-op."""
+        if self._owns_runtime:
+            self._runtime.close()
+
+    def __enter__(self) -> ChatLlamaCpp:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def gpu_layers_in_use(self) -> int:

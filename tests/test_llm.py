@@ -54,9 +54,33 @@ def test_prefix_cache_is_reused_between_calls(model: ChatLlamaCpp) -> None:
     assert second.usage_metadata["input_token_details"]["cache_read"] == cache["reused_tokens"]
 
 
-def test_shared_instance_across_model_objects(shipped_model: Path, model: ChatLlamaCpp) -> None:
-    twin = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=2048)
-    assert twin.load().llama is model.load().llama
+def test_copies_and_bindings_share_the_loaded_model_other_runtimes_do_not(
+    shipped_model: Path, model: ChatLlamaCpp
+) -> None:
+    from agentmm.runtime import Runtime
+
+    assert model.model_copy(update={"temperature": 0.5}).load() is model.load()
+    assert model.bind_tools([Roll]).bound.load() is model.load()  # type: ignore[attr-defined]
+    with Runtime() as runtime:
+        one = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=512, runtime=runtime)
+        two = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=512, max_tokens=8, runtime=runtime)
+        assert one.load() is two.load()  # one runtime: one model per file and context settings
+        assert one.load() is not model.load()  # another runtime never shares it
+        two.close()  # the runtime is not the model's: it stays loaded
+        shared = one.load()
+        assert not shared.closed
+    assert shared.closed and one.runtime.closed  # closing the runtime freed it
+
+
+def test_close_frees_the_model_of_its_own_runtime(shipped_model: Path) -> None:
+    from agentmm.errors import RuntimeClosedError
+
+    with ChatLlamaCpp(model_path=str(shipped_model), n_ctx=512, max_tokens=2) as own:
+        loaded = own.load()
+        copy = own.model_copy()
+    assert loaded.closed
+    with pytest.raises(RuntimeClosedError, match="closed"):
+        copy.invoke("hi")
 
 
 def test_token_counting_uses_the_model_tokenizer(model: ChatLlamaCpp) -> None:
@@ -137,11 +161,12 @@ def test_loading_on_a_thread_never_redirects_the_process_output(shipped_model: P
     stdout, stderr = sys.stdout, sys.stderr
     fd1 = os.fstat(1)
     seen: set[tuple[bool, bool, bool]] = set()
-    fresh = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=1536, max_tokens=4)  # a size no other test loads
+    fresh = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=1536, max_tokens=4)  # its own runtime: loads afresh
     loader = threading.Thread(target=fresh.load)
     loader.start()
     while loader.is_alive():
         now = os.fstat(1)
         seen.add((sys.stdout is stdout, sys.stderr is stderr, (now.st_dev, now.st_ino) == (fd1.st_dev, fd1.st_ino)))
     loader.join()
+    fresh.close()
     assert seen <= {(True, True, True)}
