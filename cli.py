@@ -507,13 +507,12 @@ PersonaOpt = Annotated[Optional[str], typer.Option("--persona", help="One person
 
 @contextmanager
 def _memory_store() -> Iterator[Any]:
+    """The memory store and its embedder, opened in a runtime of their own and closed with it."""
     from agentmm.memory import open_store
+    from agentmm.runtime import Runtime
 
-    store = open_store(_settings())
-    try:
-        yield store
-    finally:
-        store.close()
+    with Runtime("memory") as runtime:
+        yield open_store(_settings(), runtime=runtime)
 
 
 def _user(user: str | None) -> str:

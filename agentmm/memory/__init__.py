@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from agentmm.memory.chroma_store import ChromaStore
     from agentmm.memory.embeddings import SentenceTransformerEmbeddings
     from agentmm.memory.retrieval import HybridHit, ahybrid_search, hybrid_search
+    from agentmm.runtime import Runtime
 
 _LAZY = {
     "ChromaStore": "agentmm.memory.chroma_store",
@@ -48,17 +49,27 @@ __all__ = [
 ]
 
 
-def open_store(settings: Any) -> ChromaStore:
+def open_store(settings: Any, *, runtime: Runtime | None = None) -> ChromaStore:
     """The configured memory store: a Chroma server by URL, else embedded in the data dir,
     with the configured sentence-transformers embeddings (loaded on first use; their ONNX
-    export is cached in the data dir)."""
+    export is cached per machine in ``settings.cache_dir``).
+
+    With ``runtime`` (an Agent's) the store and its embedder are opened there, once, and closed
+    with it (the Chroma client, the data dir's lock, the loaded model); without one the caller
+    owns the store and closes it."""
     from agentmm.memory.chroma_store import ChromaStore
     from agentmm.memory.embeddings import SentenceTransformerEmbeddings
 
-    index = SentenceTransformerEmbeddings.from_settings(settings).index_config()
-    if settings.memory_url:
-        return ChromaStore.from_url(settings.memory_url, index=index)
-    return ChromaStore.from_path(settings.data_dir / MEMORY_DIR, index=index)
+    def open_() -> ChromaStore:
+        index = SentenceTransformerEmbeddings.from_settings(settings, runtime=runtime).index_config()
+        if settings.memory_url:
+            return ChromaStore.from_url(settings.memory_url, index=index)
+        return ChromaStore.from_path(settings.data_dir / MEMORY_DIR, index=index)
+
+    if runtime is None:
+        return open_()
+    where = settings.memory_url or str(settings.data_dir / MEMORY_DIR)
+    return runtime.get(("memory store", where), open_, close=ChromaStore.close)
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,15 @@ releases pin ``transformers<4.58`` (agentmm runs 5.x), so the graph is exported 
 Only models that are a transformer followed by mean pooling (and optionally L2 normalising),
 like all-MiniLM-L6-v2, are exported; the exported graph must reproduce sentence-transformers'
 vectors on sample texts (long ones included, for truncation) or it is not used.
+
+Run as ``python -m agentmm.memory._onnx MODEL_DIR EXPORT_DIR``, this module exports a model into
+a cache folder in a process of its own (``SentenceTransformerEmbeddings`` starts it), so that
+torch is imported there and not in the chat's process. Processes exporting the same model at
+once take turns on a lock file beside the folder; the one that comes second finds the export
+done. The folder is written whole and renamed into place (``save_folder``), so a reader sees a
+whole export or none. Exit status: 0 exported (or already there), ``NOT_EXPORTABLE`` the model
+cannot run on onnxruntime (recorded in the folder, so later processes go to torch without
+trying again), anything else an error (said on stderr).
 """
 
 from __future__ import annotations
@@ -18,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import sys
 import threading
 import warnings
 from collections.abc import Sequence
@@ -37,6 +47,7 @@ TOKENIZER = "tokenizer.json"
 META = "agentmm-embedder.json"
 # The exported graph must give sentence-transformers' vectors to within float rounding.
 TOLERANCE = 1e-4
+NOT_EXPORTABLE = 3  # the child's exit status for a model that cannot run on onnxruntime
 _SAMPLES = [
     "hello",
     "[08 May 2023] Caroline: I went to the LGBTQ support group yesterday.\n(in reply to: Melanie: How are you?)",
@@ -88,6 +99,13 @@ class OnnxEncoder:
             feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
         return self.session.run(None, feed)[0]
 
+    def close(self) -> None:
+        """Stop the worker threads (the session is freed with this object)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False)
+
     def _executor(self) -> ThreadPoolExecutor | None:
         if self.workers <= 1:
             return None
@@ -136,6 +154,15 @@ def load_cached(directory: Path, threads: int = 1) -> OnnxEncoder | None:
         return None
 
 
+def unusable(directory: Path) -> bool:
+    """Whether an earlier export found that this model cannot run on onnxruntime."""
+    try:
+        meta = json.loads((directory / META).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(meta.get("format") == FORMAT and meta.get("unusable"))
+
+
 def export(model: Any, directory: Path | None, threads: int = 1) -> OnnxEncoder | None:
     """Export a loaded sentence-transformers model, check it, and keep it in ``directory``
     (``None``: in memory only). ``None`` when the model cannot be exported or does not match."""
@@ -157,6 +184,41 @@ def export(model: Any, directory: Path | None, threads: int = 1) -> OnnxEncoder 
         with contextlib.suppress(OSError):
             _save(directory, graph, tokenizer, meta)
     return encoder
+
+
+def export_into(model_dir: Path, directory: Path) -> int:
+    """The child's work: export the model at ``model_dir`` into ``directory`` unless another
+    process did while this one waited for the lock. Returns the exit status (module docstring)."""
+    from filelock import FileLock
+
+    from agentmm.memory.embeddings import load_sentence_transformer
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(directory.parent / f".{directory.name}.lock")):
+        if unusable(directory):
+            return NOT_EXPORTABLE
+        if load_cached(directory) is not None:
+            return 0
+        model = load_sentence_transformer(str(model_dir), "cpu", local=True)
+        if export(model, directory) is not None:
+            return 0
+        if exportable(model):  # onnx missing, or an export that did not match: try again next time
+            print(f"{model_dir.name} could not be exported for onnxruntime", file=sys.stderr)
+            return NOT_EXPORTABLE
+        save_folder(directory, {META: json.dumps({"format": FORMAT, "unusable": True})})
+        return NOT_EXPORTABLE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m agentmm.memory._onnx MODEL_DIR EXPORT_DIR", file=sys.stderr)
+        return 2
+    try:
+        return export_into(Path(args[0]), Path(args[1]))
+    except Exception as exc:  # one line for the parent, which reports it or falls back to torch
+        print(f"{type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
 
 
 def _matches(encoder: OnnxEncoder, model: Any) -> bool:
@@ -236,3 +298,7 @@ def _pooled_module(transformer: Any, names: tuple[str, ...]) -> Any:
             return torch.nn.functional.normalize(pooled, p=2, dim=1)
 
     return Pooled()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

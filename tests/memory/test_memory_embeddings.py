@@ -66,7 +66,7 @@ def test_onnx_runtime_gives_the_same_vectors_and_a_cached_export_needs_no_torch(
     reference = np.array(SentenceTransformerEmbeddings(backend="torch").embed_documents(texts))
     assert np.abs(vectors - reference).max() < 1e-5
     assert np.allclose(embedder.embed_query(texts[1]), reference[1], atol=1e-5)
-    (export,) = cache.iterdir()
+    (export,) = [path for path in cache.iterdir() if path.is_dir()]
     assert (export / "model.onnx").is_file()
 
     code = (
@@ -85,6 +85,41 @@ def test_onnx_runtime_gives_the_same_vectors_and_a_cached_export_needs_no_torch(
     assert _onnx.load_cached(export) is None
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=True)
     assert json.loads(out.stdout)[0] == "onnx" and _onnx.load_cached(export) is not None
+
+
+def test_first_export_runs_in_a_child_so_the_process_never_imports_torch(tmp_path: Path) -> None:
+    """The export needs torch (about a gigabyte resident); the chat's process only loads the result.
+    Two processes exporting into one empty cache at once both end up on the one whole export."""
+    cache = tmp_path / "cache"
+    code = (
+        "import sys, json; from agentmm.memory.embeddings import SentenceTransformerEmbeddings as E; "
+        f"e = E(cache_dir={str(cache)!r}); v = e.embed_query('hello'); "
+        "print(json.dumps([e.runtime, [n for n in ('torch', 'sentence_transformers') if n in sys.modules]]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    both = [
+        subprocess.Popen(
+            [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    for process in both:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        assert json.loads(out) == ["onnx", []]
+    (export,) = [path for path in cache.iterdir() if path.is_dir()]
+    assert _onnx.load_cached(export) is not None
+
+
+def test_a_closed_embedder_lets_its_model_go_and_says_so() -> None:
+    from agentmm.errors import RuntimeClosedError
+
+    embedder = SentenceTransformerEmbeddings(backend="torch")
+    assert len(embedder.embed_query("hello")) == DEFAULT_MODEL_DIMS
+    embedder.close()
+    assert embedder._encoder is None and embedder._model is None
+    with pytest.raises(RuntimeClosedError, match="closed"):
+        embedder.embed_query("hello again")
 
 
 @pytest.mark.slow
@@ -113,6 +148,9 @@ def test_shipped_minilm_recalls_by_meaning(tmp_path: Path) -> None:
             assert hits[0].key == key, (query, [(h.key, h.score) for h in hits])
             assert hits[0].score is not None and hits[0].score > hits[1].score
     assert os.environ.get("HF_HUB_OFFLINE") == offline_before
-    # Loaded once per process: another embedder of the same model shares it.
-    assert SentenceTransformerEmbeddings().load() is embedder.load()
+    # The loaded model is the embedder's own: another embedder of the same model loads its own.
+    other = SentenceTransformerEmbeddings()
+    assert other.load() is not embedder.load()
     assert len(embedder.embed_query("x")) == 384
+    other.close()
+    assert len(embedder.embed_query("y")) == 384
