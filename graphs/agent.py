@@ -27,7 +27,7 @@ from langgraph.store.base import BaseStore
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
-from agentmm.errors import EmptyInputError, NotAChatModelError, NothingToUndoError
+from agentmm.errors import EmptyInputError, NotAChatModelError, NothingToUndoError, RuntimeClosedError
 from agentmm.graphs.chat import build_graph
 from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, restore, take_out
 from agentmm.memory.conversation import forget_turn
@@ -122,10 +122,15 @@ class Agent:
 
     @property
     def model(self) -> BaseChatModel:
+        """The chat model: the one passed in, else the configured GGUF, loaded into this agent's
+        runtime (freed by ``close``)."""
+        self._check_open()
         if self._model is None:
             from agentmm.llm import ChatLlamaCpp
 
-            self._model = ChatLlamaCpp.from_settings(self.settings)
+            self._model = self.runtime.get(
+                "chat model", lambda: ChatLlamaCpp.from_settings(self.settings, runtime=self.runtime)
+            )
         return self._model
 
     @property
@@ -135,17 +140,24 @@ class Agent:
 
     @property
     def checkpointer(self) -> BaseCheckpointSaver:
+        """The saver passed in, else the SQLite one in the data dir (opened in this agent's
+        runtime, closed by ``close``)."""
+        self._check_open()
         if self._checkpointer is None:
-            self._checkpointer = open_checkpointer(self.settings.data_dir)
+            self._checkpointer = self.runtime.get(
+                "checkpointer", lambda: open_checkpointer(self.settings.data_dir), close=_close_saver
+            )
         return self._checkpointer
 
     @property
     def store(self) -> BaseStore | None:
-        """Long-term memory (None when ``settings.memory`` is off and none was given)."""
+        """Long-term memory (None when ``settings.memory`` is off and none was given): the store
+        passed in, else the configured one, opened with its embedder in this agent's runtime."""
+        self._check_open()
         if self._store is None and self.settings.memory:
             from agentmm.memory import open_store
 
-            self._store = open_store(self.settings)
+            self._store = open_store(self.settings, runtime=self.runtime)
         return self._store
 
     def check_model(self, *, fresh: bool = False) -> NativeCheck | None:
@@ -168,13 +180,15 @@ class Agent:
         del graph
 
     def close(self) -> None:
-        """Release the memory store (its directory lock) and the thread database."""
-        close = getattr(self._store, "close", None)
-        if close is not None:
-            close()
-        conn = getattr(self._checkpointer, "conn", None)
-        if conn is not None:
-            conn.close()
+        """Close what this agent opened, newest first: the memory store (its Chroma client and
+        the data dir's lock), the embedder, the loaded chat model, the thread database. What the
+        caller passed in (a model, store or checkpointer) is theirs and stays usable. The agent
+        is then closed for good: using it is a ``RuntimeClosedError``. Closing twice is a no-op."""
+        self.runtime.close()
+
+    def _check_open(self) -> None:
+        if self.runtime.closed:
+            raise RuntimeClosedError("this agent is closed: make a new Agent to go on")
 
     def __enter__(self) -> Agent:
         return self
@@ -185,6 +199,7 @@ class Agent:
     @property
     def personas(self) -> PersonaRegistry:
         """Built-ins, ``agentmm.personas`` entry points and ``settings.personas_dir``."""
+        self._check_open()
         if self._personas is None:
             self._personas = PersonaRegistry(self.settings.personas_dir)
         return self._personas
@@ -391,6 +406,13 @@ class Agent:
         settings = self.settings
         return TurnContext(user_name=settings.user_name, user_id=settings.user_id,
                            shared_memory=settings.shared_memory)  # fmt: skip
+
+
+def _close_saver(saver: BaseCheckpointSaver) -> None:
+    """Close the SQLite connection of a saver the agent opened."""
+    conn = getattr(saver, "conn", None)
+    if conn is not None:
+        conn.close()
 
 
 def _not_a_chat_model(model: object) -> str:

@@ -5,11 +5,24 @@ Built once per server process from ``Settings``, like the ``Agent``'s, by the sa
 and its store into the graph for each run, and the memory nodes use that store (its semantic
 index, configured in ``langgraph.json``, embeds with agentmm's embedder: ``server_store.py``).
 A module-level graph, not a factory, because the server calls a factory for every request.
+
+``RUNTIME`` is the server process's ``agentmm.runtime.Runtime``: what the graph opens (the
+loaded chat model) lives there, as an ``Agent``'s lives in ``Agent.runtime``. It is
+module-level because this module is loaded once per server process and the graph lives as long
+as the process; it is closed at exit, while the interpreter is whole.
 """
 
 from __future__ import annotations
 
+import atexit
+
 from agentmm.graphs.chat import build_graph
+from agentmm.llm import ChatLlamaCpp
+from agentmm.runtime import Runtime
 from agentmm.settings import load_settings
 
-graph = build_graph(load_settings())
+RUNTIME = Runtime("langgraph server")
+atexit.register(RUNTIME.close)
+
+_settings = load_settings()
+graph = build_graph(_settings, model=ChatLlamaCpp.from_settings(_settings, runtime=RUNTIME))

@@ -22,10 +22,11 @@ def test_a_path_is_the_model_setting_and_runs_a_turn(as_type: type, shipped_mode
         assert agent.settings == load_settings(model=str(shipped_model), max_tokens=6, seed=3)
         assert agent.settings.sources["model"] == "flag"
         result = agent.chat("Say hi.")
+        model = agent.model
     finally:
         agent.close()
-    assert type(agent.model).__name__ == "ChatLlamaCpp"
-    assert Path(agent.model.model_path).resolve() == shipped_model.resolve()
+    assert type(model).__name__ == "ChatLlamaCpp"
+    assert Path(model.model_path).resolve() == shipped_model.resolve()  # type: ignore[attr-defined]
     assert 0 < result.usage.completion_tokens <= 6
     assert result.trace["path"][-1] == "generate"
 
