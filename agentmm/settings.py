@@ -104,6 +104,11 @@ class Settings(BaseSettings):
     memory: bool = Field(True, description="Long-term memory: recall before each reply, remember after it.")
     memory_url: str | None = Field(None, description="A Chroma server (http://host:port) instead of the data dir.")
     memory_k: int = Field(5, ge=0, le=100, description="Memories recalled per turn at most.")
+    memory_min_similarity: float = Field(
+        0.3, ge=0.0, le=1.01, description="Relevance bar: a recalled memory enters the prompt only at this cosine "
+        "similarity to the message or more."
+    )
+    memory_max_tokens: int = Field(200, ge=0, description="Recalled memories placed in a prompt, in tokens at most.")
     shared_memory: bool = Field(False, description="Also recall what the user told any persona.")
     user_id: str = Field("local", min_length=1, description="Whose memories these are (scopes memory).")
     embedding_model: str | None = Field(None, description="sentence-transformers model (default: shipped MiniLM).")

@@ -379,9 +379,11 @@ def build_graph(
     builder.add_node("ingest", Ingest(source, settings.persona))
     builder.add_node("perceive", Perceive(perception or Perception(settings=settings),
                                           model_label(model) if native_images else None))  # fmt: skip
+    counter = counter or TokenCounter.for_model(model)
     if memory:
-        builder.add_node("recall", Recall(k=settings.memory_k))
-    builder.add_node("compose", Composer(counter or TokenCounter.for_model(model), source, settings.system_prompt,
+        builder.add_node("recall", Recall(settings.memory_k, counter=counter, relevance=settings.memory_min_similarity,
+                                          max_tokens=settings.memory_max_tokens))  # fmt: skip
+    builder.add_node("compose", Composer(counter, source, settings.system_prompt,
                                          settings.n_ctx, settings.max_tokens, toolbox, phrasing))  # fmt: skip
     builder.add_node("generate", Generator(model, toolbox, native_images))
     if toolbox is not None:

@@ -16,8 +16,10 @@ from langgraph.runtime import Runtime
 
 from agentmm.context import turn_context
 from agentmm.memory.conversation import recall, remember_turn, scope
+from agentmm.memory.selection import select_memories
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.state import ChatState, TurnContext, trace_step
+from agentmm.tokens import TokenCounter, approximate_tokens
 
 DEFAULT_K = 5
 
@@ -36,9 +38,21 @@ def _thread_id(config: RunnableConfig) -> str:
 class Recall:
     """Search long-term memory with this turn's message; skip what the prompt already holds."""
 
-    def __init__(self, k: int = DEFAULT_K, min_similarity: float = 0.25) -> None:
+    def __init__(
+        self,
+        k: int = DEFAULT_K,
+        min_similarity: float = 0.25,
+        *,
+        counter: TokenCounter | None = None,
+        relevance: float = 0.0,
+        max_tokens: int = 1 << 30,
+    ) -> None:
         self.k = k
         self.min_similarity = min_similarity
+        # What enters the prompt (agentmm.memory.selection): the relevance bar and token cap.
+        self.count = (counter or TokenCounter(approximate_tokens, exact=False)).text
+        self.relevance = relevance
+        self.max_tokens = max_tokens
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -59,9 +73,12 @@ class Recall:
             query = f"{messages[-1].text} {seen}".strip()
             found = recall(runtime.store, _scopes(state, context), query, k=self.k,
                            min_similarity=self.min_similarity, skip=already_in_prompt)  # fmt: skip
-        recalled = [r.as_trace() for r in found]
+        chosen = select_memories([r.as_trace() for r in found], self.count, user_name=context.user_name,
+                                 min_similarity=self.relevance, max_tokens=self.max_tokens)  # fmt: skip
         timings = {"recall_s": round(time.perf_counter() - started, 4)}
-        return {"recalled": recalled, "trace": trace_step(state, "recall", recalled=recalled, timings=timings)}
+        trace = trace_step(state, "recall", recalled=chosen.kept, recall_dropped=chosen.dropped,
+                           recall_tokens=chosen.tokens, timings=timings)  # fmt: skip
+        return {"recalled": chosen.kept, "trace": trace}
 
 
 class Remember:
