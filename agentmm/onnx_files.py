@@ -1,7 +1,8 @@
 """What every onnxruntime export in agentmm shares: a CPU session, and a folder written whole.
 
-Models exported from PyTorch (the memory embedder, the CLIP text tower) are kept in
-``<data_dir>/embedders/<key>/`` so that a later process loads them without exporting again.
+Models exported from PyTorch are kept so that a later process loads them without exporting
+again: the memory embedder in ``<cache_dir>/embedders/<key>/`` (per machine, exported by a child
+process: ``agentmm.memory._onnx``), the CLIP text tower in ``<data_dir>/embedders/<key>/``.
 """
 
 from __future__ import annotations

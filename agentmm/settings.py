@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default_factory=default_data_dir, description="Threads, memory and indexes live here.")
     cache_dir: Path = Field(
         default_factory=default_cache_dir,
-        description="What agentmm learns about this machine (the native-probe verdicts) lives here.",
+        description="What agentmm learns about this machine (native-probe verdicts, the embedder's ONNX export).",
     )
     models_dir: Path | None = Field(None, description="Where hub downloads go (default: the Hugging Face cache).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
