@@ -16,6 +16,8 @@ from langgraph.runtime import Runtime
 
 from agentmm.context import turn_context
 from agentmm.memory.conversation import recall, remember_turn, scope
+from agentmm.memory.incremental import recall_path
+from agentmm.memory.retrieval import RecallCache
 from agentmm.memory.selection import select_memories
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.state import ChatState, TurnContext, trace_step
@@ -36,7 +38,12 @@ def _thread_id(config: RunnableConfig) -> str:
 
 
 class Recall:
-    """Search long-term memory with this turn's message; skip what the prompt already holds."""
+    """Search long-term memory with this turn's message; skip what the prompt already holds.
+
+    The trace's ``recall_path`` says how: ``"incremental"`` over an ``IncrementalStore`` (the
+    embedded Chroma store), ``"full read"`` over any other (the whole scope read each turn).
+    ``cache`` keeps the scopes' corpora for a store that cannot keep its own (LangGraph's
+    ``InMemoryStore``); it belongs to this node, so to the graph that built it."""
 
     def __init__(
         self,
@@ -53,6 +60,7 @@ class Recall:
         self.count = (counter or TokenCounter(approximate_tokens, exact=False)).text
         self.relevance = relevance
         self.max_tokens = max_tokens
+        self.cache = RecallCache()
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -68,16 +76,18 @@ class Recall:
             return same_thread or str(value.get("content", "")) in in_window
 
         found = []
+        path: dict[str, Any] = {}
         if runtime.store is not None:
             seen = " ".join(str(o.get("text", "")) for o in state.get("observations") or [])
             query = f"{messages[-1].text} {seen}".strip()
             found = recall(runtime.store, _scopes(state, context), query, k=self.k,
-                           min_similarity=self.min_similarity, skip=already_in_prompt)  # fmt: skip
+                           min_similarity=self.min_similarity, skip=already_in_prompt, cache=self.cache)  # fmt: skip
+            path = {"recall_path": recall_path(runtime.store)}
         chosen = select_memories([r.as_trace() for r in found], self.count, user_name=context.user_name,
                                  min_similarity=self.relevance, max_tokens=self.max_tokens)  # fmt: skip
         timings = {"recall_s": round(time.perf_counter() - started, 4)}
         trace = trace_step(state, "recall", recalled=chosen.kept, recall_dropped=chosen.dropped,
-                           recall_tokens=chosen.tokens, timings=timings)  # fmt: skip
+                           recall_tokens=chosen.tokens, timings=timings, **path)  # fmt: skip
         return {"recalled": chosen.kept, "trace": trace}
 
 

@@ -206,3 +206,25 @@ def test_fuse_weights_scale_each_retriever() -> None:
     rankings = {"dense": [a, b], "bm25": [b]}
     assert [h.key for h in fuse(rankings, 2)] == ["b", "a"]  # equal weights: b is found twice
     assert [h.key for h in fuse(rankings, 2, weights={"dense": 1.0, "bm25": 0.01})] == ["a", "b"]
+
+
+def test_the_turns_trace_says_which_recall_path_ran(vector_store: ChromaStore, fake_embeddings: object) -> None:
+    from langchain_core.language_models import GenericFakeChatModel
+    from langchain_core.messages import AIMessage
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from agentmm.graphs.chat import build_graph
+    from agentmm.settings import Settings
+    from agentmm.tokens import TokenCounter
+
+    plain = InMemoryStore(index={"dims": 64, "embed": fake_embeddings, "fields": ["text"]})  # type: ignore[typeddict-item]
+    paths = {}
+    for name, store in (("chroma", vector_store), ("in memory", plain)):
+        model = GenericFakeChatModel(messages=iter([AIMessage("Noted."), AIMessage("Tea, I think.")]))
+        graph = build_graph(Settings(memory_min_similarity=0.0), model=model, checkpointer=InMemorySaver(), store=store,
+                            counter=TokenCounter(lambda t: len(t.split())))  # fmt: skip
+        config = {"configurable": {"thread_id": name}}
+        graph.invoke({"input": "Alice drinks green tea every morning"}, config)
+        state = graph.invoke({"input": "What does Alice drink?"}, config)
+        paths[name] = state["trace"]["recall_path"]
+    assert paths == {"chroma": "incremental", "in memory": "full read"}
