@@ -6,6 +6,16 @@ built-ins register through the same groups, so they are found by the same code a
 A plugin that fails to import or gives something unusable is one line in ``problems`` and is
 skipped; it never stops the app.
 
+A tool plugin (an entry point, or a name in a ``tools_dir`` file) is a ``BaseTool``, a list of
+them, or a *tool factory*: a function marked with ``@tool_factory`` that is called with the
+agent's ``Settings`` and its ``Runtime`` (where what the tools open belongs, closed with the
+agent) and returns a tool or a list. A factory should open nothing itself: its tools open what
+they need on their first call, in the runtime. A tool can also name the factory that rebuilds
+it for an agent (``metadata[FACTORY_KEY] = "module:function"``): the built-in perception tools
+do, so the module-level ``caption_image`` another app imports runs on the process's settings,
+while an ``Agent`` given it (or naming it) gets one built over its own settings and runtime
+(``build_tools``).
+
 There is no group for turn graphs: the Agent, undo/retry, the rollback of a failed turn and the
 trace all read the turn graph's own nodes and state, so a plugin's graph could not be run in its
 place. A different graph embeds agentmm's turn as a subgraph (``examples/subgraph.py``) and is
@@ -18,7 +28,7 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,11 +38,28 @@ from agentmm.errors import AgentmmError
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
 
+    from agentmm.runtime import Runtime
     from agentmm.settings import Settings
 
 TOOLS_GROUP = "agentmm.tools"
 PERSONAS_GROUP = "agentmm.personas"
 TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# In a tool's metadata: "module:function", the factory that builds this tool for settings and a runtime.
+FACTORY_KEY = "agentmm_factory"
+_FACTORY_MARK = "agentmm_tool_factory"
+
+ToolFactory = Callable[["Settings", "Runtime | None"], Any]
+
+
+def tool_factory(factory: ToolFactory) -> ToolFactory:
+    """Mark ``factory(settings, runtime) -> BaseTool | list[BaseTool]`` as a tool factory, so a
+    plugin gives it instead of a tool (unmarked, a plain function would be made a tool itself)."""
+    setattr(factory, _FACTORY_MARK, True)
+    return factory
+
+
+def is_tool_factory(obj: Any) -> bool:
+    return callable(obj) and getattr(obj, _FACTORY_MARK, False) is True
 
 
 class ToolNotFoundError(AgentmmError):
@@ -80,10 +107,32 @@ def needs_approval(tool: BaseTool, approve: Collection[str] = ()) -> bool:
     return tool.name in approve or bool((tool.metadata or {}).get("requires_approval"))
 
 
-def enabled_tools(settings: Settings) -> list[BaseTool]:
-    """The tools the settings enable (``tools``), found among every source; an unknown name
-    is a ``ToolNotFoundError``."""
-    return discover_tools(settings.tools_dir).select(settings.tools) if settings.tools else []
+def enabled_tools(settings: Settings, runtime: Runtime | None = None) -> list[BaseTool]:
+    """The tools the settings enable (``tools``), found among every source and built for
+    ``settings`` and ``runtime`` (``build_tools``); an unknown name is a ``ToolNotFoundError``."""
+    if not settings.tools:
+        return []
+    catalog = discover_tools(settings.tools_dir, settings=settings, runtime=runtime)
+    return build_tools(catalog.select(settings.tools), settings, runtime)
+
+
+def build_tools(tools: Sequence[BaseTool], settings: Settings, runtime: Runtime | None = None) -> list[BaseTool]:
+    """``tools`` with each one that names its factory (``metadata[FACTORY_KEY]``) built again by
+    it for ``settings`` and ``runtime``, carrying what the original's author set on it (errors
+    handled, approval metadata, tags); every other tool is kept as it is."""
+    built = []
+    for tool in tools:
+        path = (tool.metadata or {}).get(FACTORY_KEY)
+        if not isinstance(path, str):
+            built.append(tool)
+            continue
+        module, _, name = path.partition(":")
+        made = getattr(importlib.import_module(module), name)(settings, runtime)
+        made.handle_tool_error = tool.handle_tool_error
+        made.metadata = {**(made.metadata or {}), **(tool.metadata or {})}
+        made.tags = list(tool.tags) if tool.tags else None
+        built.append(made)
+    return built
 
 
 @dataclass
@@ -106,14 +155,33 @@ class ToolCatalog:
 
     tools: dict[str, ToolInfo] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    # What a tool factory is called with (settings: the process's when not given).
+    settings: Settings | None = None
+    runtime: Runtime | None = None
 
     def add(self, tool: Any, source: str, where: str) -> None:
+        if is_tool_factory(tool):
+            try:
+                made = tool(self._settings(), self.runtime)
+            except Exception as exc:  # third-party code: report it, never crash
+                self.problems.append(f"{where}: {describe(exc)}")
+                return
+            for each in made if isinstance(made, list | tuple) else [made]:
+                self.add(each, source, where)
+            return
         try:
             checked = check_tool(tool)
         except (TypeError, ValueError) as exc:
             self.problems.append(f"{where}: {describe(exc)}")
             return
         self.tools[checked.name] = ToolInfo(checked, source)  # later sources override earlier ones
+
+    def _settings(self) -> Settings:
+        if self.settings is None:
+            from agentmm.settings import load_settings
+
+            self.settings = load_settings()
+        return self.settings
 
     def select(self, names: Iterable[str]) -> list[BaseTool]:
         """The named tools, in order; an unknown name is a ``ToolNotFoundError``."""
@@ -154,9 +222,17 @@ def _check_constrainable(schema: dict[str, Any]) -> None:
         check_schema(schema)
 
 
-def discover_tools(tools_dir: Path | None = None, *, entry_points: bool = True) -> ToolCatalog:
-    """Built-ins and ``agentmm.tools`` entry points, then the ``*.py`` files of ``tools_dir``."""
-    catalog = ToolCatalog()
+def discover_tools(
+    tools_dir: Path | None = None,
+    *,
+    entry_points: bool = True,
+    settings: Settings | None = None,
+    runtime: Runtime | None = None,
+) -> ToolCatalog:
+    """Built-ins and ``agentmm.tools`` entry points, then the ``*.py`` files of ``tools_dir``;
+    tool factories among them are called with ``settings`` (default: the process's) and
+    ``runtime``."""
+    catalog = ToolCatalog(settings=settings, runtime=runtime)
     if entry_points:
         for loaded in load_entry_points(TOOLS_GROUP):
             if loaded.problem is not None:
@@ -178,8 +254,9 @@ def discover_tools(tools_dir: Path | None = None, *, entry_points: bool = True) 
     return catalog
 
 
-def tools_in_file(path: Path) -> list[BaseTool]:
-    """The LangChain tools a Python file defines at module level (``__all__`` if it has one)."""
+def tools_in_file(path: Path) -> list[Any]:
+    """The LangChain tools and tool factories a Python file defines at module level (``__all__``
+    if it has one)."""
     from langchain_core.tools import BaseTool
 
     module_name = f"agentmm_user_tools.{path.stem}"
@@ -194,4 +271,4 @@ def tools_in_file(path: Path) -> list[BaseTool]:
         sys.modules.pop(module_name, None)
         raise
     names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
-    return [obj for n in names if isinstance(obj := getattr(module, n, None), BaseTool)]
+    return [obj for n in names if isinstance(obj := getattr(module, n, None), BaseTool) or is_tool_factory(obj)]

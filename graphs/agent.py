@@ -206,14 +206,17 @@ class Agent:
 
     @property
     def tools(self) -> list[BaseTool]:
-        """The tools this agent's model may call (an unknown name in settings is an error); the
-        built-in perception tools among them use this agent's settings (``configured_tools``)."""
+        """The tools this agent's model may call (an unknown name in settings is an error). Tools
+        that name a factory (the built-in perception tools, given or named in settings) are built
+        by it over this agent's settings and runtime (``agentmm.plugins.build_tools``): they use
+        this agent's data dir and models, and what they open is closed by ``close``."""
         if self._tools is None:
-            from agentmm.plugins import enabled_tools
-            from agentmm.tools.configured import configured_tools
+            from agentmm.plugins import build_tools, enabled_tools
 
-            chosen = self._given_tools if self._given_tools is not None else enabled_tools(self.settings)
-            self._tools = configured_tools(chosen, self.settings)
+            if self._given_tools is not None:
+                self._tools = build_tools(self._given_tools, self.settings, self.runtime)
+            else:
+                self._tools = enabled_tools(self.settings, self.runtime)
         return self._tools
 
     @staticmethod
@@ -229,7 +232,8 @@ class Agent:
         with self._lock:
             if self._graph is None:
                 self._graph = build_graph(self.settings, model=self.model, checkpointer=self.checkpointer,
-                                          store=self.store, tools=self.tools, personas=self.personas)  # fmt: skip
+                                          store=self.store, tools=self.tools, personas=self.personas,
+                                          runtime=self.runtime)  # fmt: skip
         return self._graph
 
     def chat(

@@ -32,6 +32,7 @@ from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants
 from agentmm.memory.conversation import format_recalled
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import PersonaRegistry, greeting
+from agentmm.runtime import Runtime as ResourceRuntime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
 from agentmm.tokens import TokenCounter
@@ -337,6 +338,7 @@ def build_graph(
     personas: PersonaRegistry | None = None,
     perception: Perception | None = None,
     counter: TokenCounter | None = None,
+    runtime: ResourceRuntime | None = None,
 ) -> CompiledStateGraph:
     """The turn graph, configured by ``settings`` (default: ``load_settings()``).
 
@@ -346,7 +348,10 @@ def build_graph(
     ``tools`` (default: those named in ``settings.tools``), ``personas`` (default: the built-ins,
     the ``agentmm.personas`` entry points and ``settings.personas_dir``), ``perception`` (the
     captioner and speech model attachments go through) and ``counter`` (default: the model's own
-    tokenizer where it has one).
+    tokenizer where it has one). ``runtime`` is where the tools and perception open what they
+    load (models, the image index): the ``Agent``'s, closed with it (default: the tools
+    package's process runtime, ``agentmm.tools.shared_runtime``); tools that name a factory are
+    built over it and ``settings`` (``agentmm.plugins.build_tools``).
 
     Long-term memory (recall before compose, remember after the reply) is part of the turn when
     ``settings.memory`` is on or a ``store`` is given; its nodes use the store the graph runs
@@ -359,8 +364,7 @@ def build_graph(
     from agentmm.graphs.memory import Recall, Remember
     from agentmm.graphs.perceive import Perceive
     from agentmm.graphs.summarize import Summarize, summary_pending
-    from agentmm.plugins import enabled_tools
-    from agentmm.tools.configured import configured_tools
+    from agentmm.plugins import build_tools, enabled_tools
 
     settings = settings if settings is not None else load_settings()
     if model is None:
@@ -369,7 +373,7 @@ def build_graph(
         model = ChatLlamaCpp.from_settings(settings)
     memory = settings.memory or store is not None
     source = _persona_source(personas, settings.personas_dir)
-    chosen = configured_tools(enabled_tools(settings) if tools is None else tools, settings)
+    chosen = enabled_tools(settings, runtime) if tools is None else build_tools(tools, settings, runtime)
     toolbox = ToolBox(chosen, source, approve=settings.approve_tools, timeout_s=settings.tool_timeout_s,
                       max_rounds=settings.max_tool_rounds) if chosen else None  # fmt: skip
     phrasing = ObservationPhrasing.from_settings(settings)
@@ -377,7 +381,7 @@ def build_graph(
 
     builder = StateGraph(ChatState, context_schema=TurnContext, input_schema=ChatInput)
     builder.add_node("ingest", Ingest(source, settings.persona))
-    builder.add_node("perceive", Perceive(perception or Perception(settings=settings),
+    builder.add_node("perceive", Perceive(perception or Perception(settings=settings, runtime=runtime),
                                           model_label(model) if native_images else None))  # fmt: skip
     counter = counter or TokenCounter.for_model(model)
     if memory:

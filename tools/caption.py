@@ -7,6 +7,10 @@
    where a network exists. Nothing ships them on PyPI, so offline and uncached there is no
    captioner at all, and ``CaptionerUnavailableError`` says in one line how to get one.
 
+What a captioner loads (the CoCa model, the VLM's ``Llama``) is opened in a ``Runtime``: an
+``Agent``'s (closed by ``Agent.close()``), else the tools package's process runtime
+(``shared_runtime``), where the module-level ``caption_image`` tool's captioner lives.
+
 CoCa captions are decoded greedily (``coca_decoding``), not with ``model.generate``: open_clip's
 ``generate`` needs transformers' ``BeamSearchScorer``, which transformers 5 (required by
 sentence-transformers, which the memory uses) no longer has. Greedy decoding needs nothing
@@ -28,6 +32,7 @@ from pydantic import BaseModel
 
 from agentmm.cpu_buffers import CpuExtraBuffers, buffered_llama_class, choose_extra_buffers, cpu_flags
 from agentmm.models import resolve_gguf
+from agentmm.plugins import FACTORY_KEY
 from agentmm.tools._openclip import load_openclip, weights_label
 from agentmm.tools.coca_decoding import greedy_caption_tokens
 from agentmm.tools.errors import CaptionerUnavailableError, ToolModelError, VisionWeightsUnavailableError
@@ -36,6 +41,7 @@ from agentmm.tools.media import open_image
 if TYPE_CHECKING:
     from PIL import Image
 
+    from agentmm.runtime import Runtime
     from agentmm.settings import Settings
 
 DEFAULT_COCA_MODEL = "coca_ViT-B-32"
@@ -75,6 +81,7 @@ class CocaCaptioner:
         max_tokens: int = 30,
         min_tokens: int = 5,
         cache_dir: Path | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         if not 0 <= min_tokens < max_tokens <= 75:
             raise ValueError("need 0 <= min_tokens < max_tokens <= 75 (CoCa's text context)")
@@ -84,12 +91,13 @@ class CocaCaptioner:
         self.max_tokens = max_tokens
         self.min_tokens = min_tokens
         self.cache_dir = cache_dir
+        self.runtime = runtime
         self.name = f"{model_name}:{weights_label(pretrained)}"
 
     def load(self) -> tuple[Any, Any]:
         """The model and its preprocessing; ``CaptionerUnavailableError`` when weights cannot be had."""
         try:
-            return load_openclip(self.model_name, self.pretrained, self.device, self.cache_dir)
+            return load_openclip(self.model_name, self.pretrained, self.device, self.cache_dir, self.runtime)
         except VisionWeightsUnavailableError as exc:
             raise CaptionerUnavailableError(
                 "no image captioner is available offline: set caption_model to a local VLM GGUF + mmproj, "
@@ -113,7 +121,8 @@ class VLMCaptioner:
     """A GGUF vision-language model and its mmproj, loaded on the first caption.
 
     ``model`` and ``mmproj`` are local paths or hub ids ``owner/repo/file.gguf``; both are
-    found (or downloaded) when the captioner is made, so a wrong path fails at once.
+    found (or downloaded) when the captioner is made, so a wrong path fails at once. The
+    ``Llama`` is opened in ``runtime`` (default: the process runtime), which closes it.
     """
 
     def __init__(
@@ -127,8 +136,10 @@ class VLMCaptioner:
         max_tokens: int = 96,
         models_dir: Path | None = None,
         cpu_extra_buffers: CpuExtraBuffers = "auto",
+        runtime: Runtime | None = None,
     ) -> None:
         self.cpu_extra_buffers = cpu_extra_buffers
+        self.runtime = runtime
         self.model_path = resolve_gguf(model, "caption_model", models_dir)
         self.mmproj_path = resolve_gguf(mmproj, "caption_mmproj", models_dir)
         self.prompt = prompt
@@ -136,7 +147,6 @@ class VLMCaptioner:
         self.n_gpu_layers = n_gpu_layers
         self.max_tokens = max_tokens
         self.name = self.model_path.stem
-        self._llama: Any = None
         self._lock = threading.Lock()  # one Llama context: one caption at a time
 
     def _load(self) -> Any:
@@ -162,11 +172,17 @@ class VLMCaptioner:
         except (ValueError, RuntimeError, OSError) as exc:
             raise ToolModelError(f"cannot load VLM {self.model_path.name} with {self.mmproj_path.name}: {exc}") from exc
 
+    def llama(self) -> Any:
+        """The loaded VLM, from the runtime (loaded there on the first caption)."""
+        from agentmm.tools.shared_runtime import process_runtime
+
+        key = ("vlm captioner", str(self.model_path), str(self.mmproj_path), self.n_ctx, self.n_gpu_layers,
+               self.cpu_extra_buffers)  # fmt: skip
+        return (self.runtime or process_runtime()).get(key, self._load, close=lambda llama: llama.close())
+
     def describe(self, image: Image.Image) -> str:
         with self._lock:
-            if self._llama is None:
-                self._llama = self._load()
-            reply = self._llama.create_chat_completion(
+            reply = self.llama().create_chat_completion(
                 messages=[
                     {
                         "role": "user",
@@ -204,18 +220,20 @@ def make_captioner(
     device: str = "cpu",
     models_dir: Path | None = None,
     cpu_extra_buffers: CpuExtraBuffers = "auto",
+    runtime: Runtime | None = None,
 ) -> Captioner:
     """The VLM when one is configured (both files needed), CoCa otherwise.
 
     ``models_dir`` is where hub downloads go (the ``models_dir`` setting; default: the
-    Hugging Face cache).
+    Hugging Face cache); the model loads into ``runtime`` (default: the process runtime).
     """
     if caption_model or caption_mmproj:
         if not (caption_model and caption_mmproj):
             missing = "caption_mmproj (its image projector)" if caption_model else "caption_model (the GGUF)"
             raise CaptionerUnavailableError(f"a VLM captioner needs both files: set {missing} too")
-        return VLMCaptioner(caption_model, caption_mmproj, models_dir=models_dir, cpu_extra_buffers=cpu_extra_buffers)
-    return CocaCaptioner(coca_model, coca_pretrained, device=device, cache_dir=models_dir)
+        return VLMCaptioner(caption_model, caption_mmproj, models_dir=models_dir, cpu_extra_buffers=cpu_extra_buffers,
+                            runtime=runtime)  # fmt: skip
+    return CocaCaptioner(coca_model, coca_pretrained, device=device, cache_dir=models_dir, runtime=runtime)
 
 
 class LazyCaptioner:
@@ -241,43 +259,47 @@ class LazyCaptioner:
         return self._captioner().describe(image)
 
 
-def captioner_for(settings: Settings) -> LazyCaptioner:
+def captioner_for(settings: Settings, runtime: Runtime | None = None) -> LazyCaptioner:
     """The captioner ``settings`` configure (``caption_model`` + ``caption_mmproj``, else CoCa),
-    made on its first caption; hub downloads go to ``models_dir``."""
+    made on its first caption, its model loaded into ``runtime`` (default: the process
+    runtime); hub downloads go to ``models_dir``."""
     return LazyCaptioner(
         lambda: make_captioner(
             settings.caption_model,
             settings.caption_mmproj,
             models_dir=settings.models_dir,
             cpu_extra_buffers=settings.cpu_extra_buffers,
+            runtime=runtime,
         )
     )
 
 
-_default: Captioner | None = None
-_default_lock = threading.Lock()
+def default_captioner(runtime: Runtime | None = None) -> Captioner:
+    """CoCa with its pretrained weights, made once per runtime (default: the process runtime;
+    loading waits for the first caption)."""
+    from agentmm.tools.shared_runtime import process_runtime
+
+    runtime = runtime or process_runtime()
+    return runtime.get(("default captioner",), lambda: make_captioner(runtime=runtime))
 
 
-def default_captioner() -> Captioner:
-    """CoCa with its pretrained weights, made once (loading waits for the first caption)."""
-    global _default
-    with _default_lock:
-        if _default is None:
-            _default = make_captioner()
-        return _default
-
-
-def caption_file(path: str | Path, captioner: Captioner | None = None) -> Caption:
-    """Caption an image file (its type checked by its bytes, decoded in full first)."""
+def caption_file(path: str | Path, captioner: Captioner | None = None, runtime: Runtime | None = None) -> Caption:
+    """Caption an image file (its type checked by its bytes, decoded in full first); without a
+    ``captioner``, with ``default_captioner(runtime)``."""
     started = time.perf_counter()
     image = open_image(path)
-    chosen = captioner or default_captioner()
+    chosen = captioner or default_captioner(runtime)
     text = chosen.describe(image)
     return Caption(text=text, model=chosen.name, seconds=round(time.perf_counter() - started, 3))
 
 
-def make_caption_image_tool(captioner: Captioner) -> BaseTool:
-    """A ``caption_image`` tool that uses the given captioner (e.g. a configured VLM)."""
+def make_caption_image_tool(
+    settings: Settings | None = None, runtime: Runtime | None = None, *, captioner: Captioner | None = None
+) -> BaseTool:
+    """The ``caption_image`` tool: with ``captioner`` if given, else with the one ``settings``
+    configure (default: the process's settings, read on the first caption), its model loaded
+    into ``runtime`` (default: the process runtime)."""
+    chosen = captioner
 
     @tool("caption_image", parse_docstring=True)
     def caption_with(path: str) -> str:
@@ -286,11 +308,25 @@ def make_caption_image_tool(captioner: Captioner) -> BaseTool:
         Args:
             path: Path of the image file on this machine.
         """
-        return caption_file(path, captioner).text
+        return caption_file(path, chosen or _configured(settings, runtime)).text
 
+    if captioner is None:
+        caption_with.metadata = {FACTORY_KEY: f"{__name__}:make_caption_image_tool"}
     return caption_with
 
 
-# The process-wide captioner (``default_captioner``), made on the first caption
-# (``configured_tools`` gives an Agent one of its own settings).
-caption_image = make_caption_image_tool(LazyCaptioner(default_captioner))
+def _configured(settings: Settings | None, runtime: Runtime | None) -> Captioner:
+    """The captioner of ``settings`` (default: the process's), made once per runtime."""
+    from agentmm.settings import load_settings
+    from agentmm.tools.shared_runtime import process_runtime
+
+    settings = settings or load_settings()
+    runtime = runtime or process_runtime()
+    key = ("captioner", settings.caption_model, settings.caption_mmproj, settings.models_dir,
+           settings.cpu_extra_buffers)  # fmt: skip
+    return runtime.get(key, lambda: captioner_for(settings, runtime))
+
+
+# For other LangChain apps: the process's settings' captioner, in the process runtime, made on the
+# first caption. An Agent builds its own with the factory above, over its settings and runtime.
+caption_image = make_caption_image_tool()

@@ -11,6 +11,10 @@ completes.
 
 Vectors are always computed here and passed to Chroma: its default embedding function
 downloads a model.
+
+The models an index uses and the index ``default_image_index`` opens live in a ``Runtime``:
+an ``Agent``'s (closed, lock released, by ``Agent.close()``), else the tools package's process
+runtime (``shared_runtime``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field, WithJsonSchema
 
 from agentmm.errors import EmptyInputError
+from agentmm.plugins import FACTORY_KEY
 from agentmm.tools._dirlock import DirectoryLock
 from agentmm.tools._openclip import load_openclip, weights_label
 from agentmm.tools.clip_text import TextEncoder, cache_key, text_encoder
@@ -43,6 +48,7 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from PIL import Image
 
+    from agentmm.runtime import Runtime
     from agentmm.settings import Settings
 
 DEFAULT_CLIP_MODEL = "ViT-B-32"
@@ -83,7 +89,8 @@ class ClipEmbedder:
     """open_clip image and text embeddings (unit length, so dot product = cosine).
 
     Text runs on the exported, int8 text tower (``clip_text``) where the model allows it,
-    kept in ``export_dir``; images and other models run on torch.
+    kept in ``export_dir``; images and other models run on torch. The models are opened in
+    ``runtime`` (default: the process runtime).
     """
 
     def __init__(
@@ -93,8 +100,10 @@ class ClipEmbedder:
         device: str = "cpu",
         cache_dir: Path | None = None,
         export_dir: Path | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.model_name = model_name
+        self.runtime = runtime
         self.pretrained = pretrained
         self.device = device
         self.cache_dir = cache_dir
@@ -104,7 +113,7 @@ class ClipEmbedder:
         self._text_encoder: TextEncoder | bool | None = False  # False: not looked for yet
 
     def load(self) -> tuple[Any, Any]:
-        return load_openclip(self.model_name, self.pretrained, self.device, self.cache_dir)
+        return load_openclip(self.model_name, self.pretrained, self.device, self.cache_dir, self.runtime)
 
     def prepare(self, image: Image.Image) -> torch.Tensor:
         """The model's input tensor for one image (resized, cropped, normalised)."""
@@ -145,7 +154,7 @@ class ClipEmbedder:
             encoder = None
             if self.device == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
                 key = cache_key(self.model_name, self.pretrained)
-                encoder = text_encoder(lambda: self.load()[0], self.tokenizer(), key, self.export_dir)
+                encoder = text_encoder(lambda: self.load()[0], self.tokenizer(), key, self.export_dir, self.runtime)
             self._text_encoder = encoder
         return self._text_encoder  # type: ignore[return-value]
 
@@ -170,10 +179,12 @@ class ImageIndex:
         device: str = "cpu",
         batch_size: int = EMBED_BATCH,
         models_dir: Path | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
         self.directory = Path(data_dir).expanduser() / INDEX_DIRNAME
         exports = Path(data_dir).expanduser() / EXPORT_DIRNAME
-        self.embedder = ClipEmbedder(model, pretrained, device, cache_dir=models_dir, export_dir=exports)
+        self.embedder = ClipEmbedder(model, pretrained, device, cache_dir=models_dir, export_dir=exports,
+                                     runtime=runtime)  # fmt: skip
         self.batch_size = max(1, batch_size)
         self._mutex = threading.RLock()
         self._lock = DirectoryLock(self.directory)
@@ -467,15 +478,21 @@ class SearchArgs(BaseModel):
     k: int = Field(5, description="How many images to return (1 to 50).")
 
 
-def make_search_images_tool(index: ImageIndex | Callable[[], ImageIndex]) -> BaseTool:
-    """A ``search_images`` tool over the given index, or over the one ``index()`` opens on the
-    tool's first call (so an agent that never searches never opens Chroma)."""
+def make_search_images_tool(
+    settings: Settings | None = None, runtime: Runtime | None = None, *, index: ImageIndex | None = None
+) -> BaseTool:
+    """The ``search_images`` tool: over ``index`` if given, else over the index of
+    ``settings`` (data dir, CLIP model and weights; default: the process's settings) that
+    ``default_image_index`` opens in ``runtime`` on the tool's first call (so an agent that
+    never searches never opens Chroma, and closing the runtime releases the index's lock)."""
 
     @tool("search_images", args_schema=SearchArgs)
     def search_with(query: str, k: int = 5) -> str:
         """Find indexed images on this machine that match a description, best first."""
-        return _search(index if isinstance(index, ImageIndex) else index(), query, k)
+        return _search(index if index is not None else default_image_index(settings, runtime), query, k)
 
+    if index is None:
+        search_with.metadata = {FACTORY_KEY: f"{__name__}:make_search_images_tool"}
     return search_with
 
 
@@ -487,9 +504,6 @@ def _search(index: ImageIndex, query: str, k: int) -> str:
 # Values of the clip_pretrained setting that mean "random weights" (a config file has no null).
 RANDOM_WEIGHTS = frozenset({"random", "none", ""})
 
-_defaults: dict[tuple[Path, str, str | None, Path | None], ImageIndex] = {}
-_defaults_lock = threading.Lock()
-
 
 def pretrained_from_setting(value: str | None) -> str | None:
     """The ``pretrained`` argument for a ``clip_pretrained`` setting: "random"/"none" -> None."""
@@ -498,34 +512,38 @@ def pretrained_from_setting(value: str | None) -> str | None:
     return value.strip()
 
 
-def default_image_index(settings: Settings | None = None) -> ImageIndex:
+def default_image_index(settings: Settings | None = None, runtime: Runtime | None = None) -> ImageIndex:
     """The index in the configured data dir with the configured CLIP model and weights, opened
-    once per process and kept open (the CLI and the chat's tool calls share it).
+    once per runtime (default: the tools package's process runtime) and kept open until it
+    closes: the CLI and the chat's tool calls share it.
 
-    The cache key holds the model and weights, not only the data dir: another model is another
+    The key holds the model and weights, not only the data dir: another model is another
     vector space and so another collection (``ImageIndex`` keeps one per pair).
     """
     from agentmm.settings import load_settings
+    from agentmm.tools.shared_runtime import process_runtime
 
     settings = settings or load_settings()
+    runtime = runtime or process_runtime()
     pretrained = pretrained_from_setting(settings.clip_pretrained)
-    key = (settings.data_dir, settings.clip_model, pretrained, settings.models_dir)
-    with _defaults_lock:
-        if key not in _defaults:
-            _defaults[key] = ImageIndex(
-                settings.data_dir, model=settings.clip_model, pretrained=pretrained, models_dir=settings.models_dir
-            )
-        return _defaults[key]
+    key = ("image index", settings.data_dir, settings.clip_model, pretrained, settings.models_dir)
+
+    def open_index() -> ImageIndex:
+        return ImageIndex(settings.data_dir, model=settings.clip_model, pretrained=pretrained,
+                          models_dir=settings.models_dir, runtime=runtime)  # fmt: skip
+
+    return runtime.get(key, open_index, close=ImageIndex.close)
 
 
 def close_default_image_indexes() -> None:
-    """Close every index ``default_image_index`` opened, so their directories can be reused by
+    """Close what the tools package's process runtime holds (the indexes ``default_image_index``
+    opened without an agent's runtime, and the models), so their directories can be reused by
     another process (tests, or an app that switches data dirs)."""
-    with _defaults_lock:
-        while _defaults:
-            _defaults.popitem()[1].close()
+    from agentmm.tools.shared_runtime import close_process_runtime
+
+    close_process_runtime()
 
 
-# Over the process's settings' index, opened on the first search (``configured_tools`` gives
-# an Agent one over its own).
-search_images = make_search_images_tool(default_image_index)
+# For other LangChain apps: the process's settings' index, in the process runtime, opened on the
+# first search. An Agent builds its own with the factory above, over its settings and runtime.
+search_images = make_search_images_tool()

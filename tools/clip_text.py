@@ -25,16 +25,18 @@ import hashlib
 import io
 import json
 import logging
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from agentmm.onnx_files import cpu_session, save_folder
+
+if TYPE_CHECKING:
+    from agentmm.runtime import Runtime
 
 FORMAT = 1  # bump whenever the exported graph or files change: old exports are then ignored
 GRAPH = "text.onnx"
@@ -47,10 +49,6 @@ _SAMPLES = [
     "two people hiking up a snowy mountain at sunrise, with a dog running ahead of them",
     " ".join(["a very long description that runs past the tokenizer's limit"] * 12),
 ]
-
-# One encoder per (model, weights) per process: every index in the process shares it.
-_encoders: dict[str, TextEncoder | None] = {}
-_encoders_lock = threading.Lock()
 
 
 @dataclass
@@ -109,18 +107,23 @@ def cache_key(model_name: str, pretrained: str | None) -> str:
     return f"clip-text-{slug}-{digest}"
 
 
-def text_encoder(load_model: Callable[[], Any], tokenizer: Any, key: str, directory: Path | None) -> TextEncoder | None:
-    """The exported text tower: this process's, else the one saved in ``directory / key``,
-    else a new export of ``load_model()`` (saved there). ``None``: stay on torch. The model
-    is loaded only to export: a saved export needs no torch weights at all."""
-    with _encoders_lock:
-        if key in _encoders:
-            encoder = _encoders[key]
-        else:
-            encoder = load_cached(directory / key) if directory is not None else None
-            if encoder is None:
-                encoder = export(load_model(), tokenizer, directory / key if directory is not None else None)
-            _encoders[key] = encoder
+def text_encoder(
+    load_model: Callable[[], Any], tokenizer: Any, key: str, directory: Path | None, runtime: Runtime | None = None
+) -> TextEncoder | None:
+    """The exported text tower: the one ``runtime`` (default: the process runtime) already
+    holds, else the one saved in ``directory / key``, else a new export of ``load_model()``
+    (saved there). ``None``: stay on torch. The model is loaded only to export: a saved export
+    needs no torch weights at all. One encoder per (model, weights) per runtime: every index
+    of an agent shares it."""
+    from agentmm.tools.shared_runtime import process_runtime
+
+    def load() -> TextEncoder | None:
+        encoder = load_cached(directory / key) if directory is not None else None
+        if encoder is None:
+            encoder = export(load_model(), tokenizer, directory / key if directory is not None else None)
+        return encoder
+
+    encoder: TextEncoder | None = (runtime or process_runtime()).get(("clip text encoder", key), load)
     if encoder is not None and directory is not None and not (directory / key / META).exists():
         with contextlib.suppress(OSError):  # made in another data dir of this process: save it here too
             _save(directory / key, encoder)

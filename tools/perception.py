@@ -24,6 +24,7 @@ from agentmm.tools.errors import ToolModelError
 from agentmm.tools.media import content_hash, sniff
 
 if TYPE_CHECKING:
+    from agentmm.runtime import Runtime
     from agentmm.settings import Settings
     from agentmm.tools.asr import Transcript
     from agentmm.tools.caption import Caption, Captioner
@@ -67,24 +68,25 @@ def perceivable_kind(path: str | Path) -> Literal["image", "audio"]:
 
 def perceive_file(
     path: str | Path, settings: Settings, *, captioner: Captioner | None = None,
-    progress: Callable[[float], None] | None = None,
+    progress: Callable[[float], None] | None = None, runtime: Runtime | None = None,
 ) -> Caption | Transcript:  # fmt: skip
     """One file perceived in full with the models ``settings`` configure: a ``Caption`` of a
     picture, a ``Transcript`` (with its segments) of a recording, ``progress`` told how far it
-    is. ``captioner`` reuses one already made (``captioner_for(settings)``) across files."""
+    is. ``captioner`` reuses one already made (``captioner_for(settings)``) across files; the
+    models load into ``runtime`` (default: the tools' process runtime)."""
     from agentmm.tools.asr import transcribe
     from agentmm.tools.caption import caption_file, captioner_for
 
     if perceivable_kind(path) == "image":
-        return caption_file(path, captioner or captioner_for(settings))
-    return transcribe(path, settings.asr_model, progress=progress)
+        return caption_file(path, captioner or captioner_for(settings, runtime))
+    return transcribe(path, settings.asr_model, progress=progress, runtime=runtime)
 
 
-def default_transcriber(settings: Any | None = None) -> Transcriber:
+def default_transcriber(settings: Any | None = None, runtime: Runtime | None = None) -> Transcriber:
     from agentmm.tools.asr import transcribe
 
     def run(path: Path) -> tuple[str, str, str]:
-        result = transcribe(path, getattr(settings, "asr_model", None))
+        result = transcribe(path, getattr(settings, "asr_model", None), runtime=runtime)
         return result.text, result.language, result.model
 
     return run
@@ -94,17 +96,24 @@ class Perception:
     """Caption and transcribe attachments, concurrently, with a content-hash cache.
 
     ``captioner`` is any ``agentmm.tools.caption.Captioner`` (default: the one ``settings``
-    configure, made on its first picture; without settings, the shared CoCa one)."""
+    configure, made on its first picture; without settings, CoCa). The default captioner and
+    transcriber load their models into ``runtime`` (an ``Agent``'s; default: the tools'
+    process runtime)."""
 
     def __init__(
-        self, captioner: Captioner | None = None, transcriber: Transcriber | None = None, settings: Any = None
+        self,
+        captioner: Captioner | None = None,
+        transcriber: Transcriber | None = None,
+        settings: Any = None,
+        runtime: Runtime | None = None,
     ) -> None:
         if captioner is None:
-            from agentmm.tools.caption import captioner_for, default_captioner
+            from agentmm.tools.caption import LazyCaptioner, captioner_for, default_captioner
 
-            captioner = captioner_for(settings) if settings is not None else default_captioner()
+            captioner = (captioner_for(settings, runtime) if settings is not None
+                         else LazyCaptioner(lambda: default_captioner(runtime)))  # fmt: skip
         self.captioner = captioner
-        self.transcriber = transcriber or default_transcriber(settings)
+        self.transcriber = transcriber or default_transcriber(settings, runtime)
         self._cache: OrderedDict[str, Observation] = OrderedDict()
         self._lock = threading.Lock()
 

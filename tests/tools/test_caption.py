@@ -87,7 +87,7 @@ def test_greedy_captions_are_open_clips_greedy_captions(noisy_coca: Any, monkeyp
 
 
 def test_caption_tool_from_a_captioner(tmp_path: Path) -> None:
-    tool = captioning.make_caption_image_tool(RANDOM_COCA)
+    tool = captioning.make_caption_image_tool(captioner=RANDOM_COCA)
     assert tool.name == "caption_image"
     assert isinstance(tool.invoke({"path": str(make_image(tmp_path / "x.png"))}), str)
 

@@ -152,7 +152,7 @@ def test_other_weights_get_their_own_collection(tmp_path: Path) -> None:
 
 
 def test_search_tool_over_an_index(index: ImageIndex, image_dir: Path, photos: dict[str, Path]) -> None:
-    tool = make_search_images_tool(index)
+    tool = make_search_images_tool(index=index)
     assert tool.name == "search_images"
     assert tool.invoke({"query": "blue", "k": 2}) == "no images are indexed yet"
     index.index_dir(image_dir)

@@ -15,6 +15,7 @@ import pytest
 
 from agentmm.tools import ImageIndex, clip_text
 from agentmm.tools.clip_search import ClipEmbedder
+from agentmm.tools.shared_runtime import close_process_runtime
 from tests.tools.media_files import make_image
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -36,9 +37,11 @@ def torch_vectors(embedder: ClipEmbedder, texts: list[str]) -> np.ndarray:
 
 @pytest.fixture
 def fresh_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """As if this were a new process: no encoder exported or loaded yet."""
-    monkeypatch.setattr(clip_text, "_encoders", {})
+    """As if this were a new process: no encoder exported or loaded yet (the tools' process
+    runtime, where encoders made without an agent's runtime live, starts empty)."""
+    close_process_runtime()
     yield
+    close_process_runtime()
 
 
 def test_exported_tower_gives_open_clips_vectors_for_every_length(tmp_path: Path) -> None:
@@ -62,7 +65,7 @@ def test_an_export_is_saved_and_a_new_process_loads_it_without_the_torch_model(
     assert (saved / clip_text.GRAPH).stat().st_size > 10_000_000 and (saved / clip_text.META).is_file()
     assert not list(tmp_path.glob(".*"))  # no temporary folder left behind
 
-    clip_text._encoders.clear()
+    close_process_runtime()  # the encoder this process made is gone: only the saved one is left
 
     def no_model() -> Any:
         raise AssertionError("the saved export should be used: the model must not load")
