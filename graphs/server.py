@@ -7,7 +7,8 @@ index, configured in ``langgraph.json``, embeds with agentmm's embedder: ``serve
 A module-level graph, not a factory, because the server calls a factory for every request.
 
 ``RUNTIME`` is the server process's ``agentmm.runtime.Runtime``: what the graph opens (the
-loaded chat model) lives there, as an ``Agent``'s lives in ``Agent.runtime``. It is
+loaded chat model, the tools' and perception's models, the image index) lives there, as an
+``Agent``'s lives in ``Agent.runtime``. It is
 module-level because this module is loaded once per server process and the graph lives as long
 as the process; it is closed at exit, while the interpreter is whole.
 """
@@ -25,4 +26,4 @@ RUNTIME = Runtime("langgraph server")
 atexit.register(RUNTIME.close)
 
 _settings = load_settings()
-graph = build_graph(_settings, model=ChatLlamaCpp.from_settings(_settings, runtime=RUNTIME))
+graph = build_graph(_settings, model=ChatLlamaCpp.from_settings(_settings, runtime=RUNTIME), runtime=RUNTIME)
