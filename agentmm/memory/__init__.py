@@ -23,13 +23,17 @@ MEMORY_DIR = "memory"
 if TYPE_CHECKING:
     from agentmm.memory.chroma_store import ChromaStore
     from agentmm.memory.embeddings import SentenceTransformerEmbeddings
-    from agentmm.memory.retrieval import HybridHit, ahybrid_search, hybrid_search
+    from agentmm.memory.incremental import IncrementalStore, recall_path
+    from agentmm.memory.retrieval import HybridHit, RecallCache, ahybrid_search, hybrid_search
     from agentmm.runtime import Runtime
 
 _LAZY = {
     "ChromaStore": "agentmm.memory.chroma_store",
     "SentenceTransformerEmbeddings": "agentmm.memory.embeddings",
     "HybridHit": "agentmm.memory.retrieval",
+    "IncrementalStore": "agentmm.memory.incremental",
+    "RecallCache": "agentmm.memory.retrieval",
+    "recall_path": "agentmm.memory.incremental",
     "hybrid_search": "agentmm.memory.retrieval",
     "ahybrid_search": "agentmm.memory.retrieval",
 }
@@ -39,13 +43,16 @@ __all__ = [
     "EmbedderError",
     "EmbeddingDimsMismatchError",
     "HybridHit",
+    "IncrementalStore",
     "InvalidFilterError",
     "MemoryStoreError",
+    "RecallCache",
     "SentenceTransformerEmbeddings",
     "StoreInUseError",
     "StoreUnreachableError",
     "ahybrid_search",
     "hybrid_search",
+    "recall_path",
 ]
 
 

@@ -164,7 +164,7 @@ def test_a_store_without_a_journal_is_reindexed_only_where_it_changed(
 def test_the_recall_path_is_declared_and_a_full_read_is_logged_once_per_store(
     vector_store: ChromaStore, fake_embeddings: object, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from agentmm.memory.incremental import IncrementalStore, recall_path
+    from agentmm.memory import IncrementalStore, recall_path
 
     index = {"dims": 64, "embed": fake_embeddings, "fields": ["text"]}
     plain, other = InMemoryStore(index=index), InMemoryStore(index=index)  # type: ignore[arg-type]
