@@ -138,7 +138,9 @@ class SentenceTransformerEmbeddings(Embeddings):
             self._check_open()
             encoder = self._encoder
             if encoder is None:
-                encoder = self._encoder = self._load_encoder()
+                encoder = self._load_encoder()
+                self._check_open()  # closed while it loaded: let it go rather than keep it
+                self._encoder = encoder
         if isinstance(encoder, _TorchEncoder):
             self._set_torch_threads()
         return encoder
@@ -147,16 +149,20 @@ class SentenceTransformerEmbeddings(Embeddings):
         """The model as a (torch) ``SentenceTransformer``, loaded once per embedder."""
         with self._load_lock:
             self._check_open()
-            if self._model is None:
-                self._model = load_sentence_transformer(self.model_name, self.device, local=self._is_local())
-            return self._model
+            model = self._model
+            if model is None:
+                model = load_sentence_transformer(self.model_name, self.device, local=self._is_local())
+                self._check_open()
+                self._model = model
+            return model
 
     def close(self) -> None:
         """Let the loaded model go (its memory is freed once no search still runs on it); the
-        embedder is then closed for good (``RuntimeClosedError``). Closing twice is a no-op."""
-        with self._load_lock:
-            self._closed = True
-            encoder, self._encoder, self._model = self._encoder, None, None
+        embedder is then closed for good (``RuntimeClosedError``). Closing twice is a no-op.
+        It does not wait for a load in progress (an export takes seconds): that load ends in
+        ``RuntimeClosedError`` and keeps nothing."""
+        self._closed = True
+        encoder, self._encoder, self._model = self._encoder, None, None
         shutdown = getattr(encoder, "close", None)
         if shutdown is not None:
             shutdown()

@@ -122,6 +122,44 @@ def test_a_closed_embedder_lets_its_model_go_and_says_so() -> None:
         embedder.embed_query("hello again")
 
 
+def test_close_does_not_wait_for_a_load_in_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A first export takes seconds: quitting meanwhile must not wait for it, and what it loads
+    is not kept."""
+    import threading
+
+    from agentmm.errors import RuntimeClosedError
+
+    embedder = SentenceTransformerEmbeddings()
+    started, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def slow_load() -> object:
+        started.set()
+        release.wait(60)
+        return object()
+
+    def load() -> None:
+        try:
+            embedder.load()
+        except BaseException as exc:
+            errors.append(exc)
+
+    monkeypatch.setattr(embedder, "_load_encoder", slow_load)
+    loader = threading.Thread(target=load)
+    loader.start()
+    assert started.wait(60)
+    closer = threading.Thread(target=embedder.close)
+    closer.start()
+    closer.join(30)  # a close that waited for the load would still be blocked here
+    blocked = closer.is_alive()
+    release.set()
+    loader.join(60)
+    closer.join(60)
+    assert not blocked
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeClosedError)
+    assert embedder._encoder is None
+
+
 @pytest.mark.slow
 def test_shipped_minilm_recalls_by_meaning(tmp_path: Path) -> None:
     offline_before = os.environ.get("HF_HUB_OFFLINE")
