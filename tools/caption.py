@@ -1,8 +1,9 @@
 """Image -> one-line caption, with the best captioner this machine has.
 
-1. A vision-language model in GGUF with its image projector (mmproj), run by llama-cpp-python's
-   multimodal chat handlers, when one is configured (local paths or hub ids). It follows a
-   prompt and knows far more than a captioning model, so it wins when it is there.
+1. A vision-language model in GGUF with its image projector (mmproj), loaded like the chat
+   model (``agentmm.llama_runtime.load_model``) and run by its multimodal chat handler, when one
+   is configured (local paths or hub ids). It follows a prompt and knows far more than a
+   captioning model, so it wins when it is there.
 2. Otherwise open_clip's CoCa, a small captioning model; its weights download from the hub
    where a network exists. Nothing ships them on PyPI, so offline and uncached there is no
    captioner at all, and ``CaptionerUnavailableError`` says in one line how to get one.
@@ -20,6 +21,7 @@ beyond the model's own layers, and computes each token once.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import threading
 import time
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel
 
-from agentmm.cpu_buffers import CpuExtraBuffers, buffered_llama_class, choose_extra_buffers, cpu_flags
+from agentmm.cpu_buffers import CpuExtraBuffers, choose_extra_buffers, cpu_flags
 from agentmm.models import resolve_gguf
 from agentmm.plugins import FACTORY_KEY
 from agentmm.tools._openclip import load_openclip, weights_label
@@ -41,12 +43,14 @@ from agentmm.tools.media import open_image
 if TYPE_CHECKING:
     from PIL import Image
 
+    from agentmm.llama_runtime import LoadedModel
     from agentmm.runtime import Runtime
     from agentmm.settings import Settings
 
 DEFAULT_COCA_MODEL = "coca_ViT-B-32"
 DEFAULT_COCA_PRETRAINED = "mscoco_finetuned_laion2b_s13b_b90k"
 DEFAULT_CAPTION_PROMPT = "Describe this image in one or two sentences."
+VLM_BATCH = 512  # llama.cpp's default prompt batch
 VLM_IMAGE_SIDE = 1024  # projectors resize to far less; a smaller data URI is cheaper to pass
 
 
@@ -147,54 +151,34 @@ class VLMCaptioner:
         self.n_gpu_layers = n_gpu_layers
         self.max_tokens = max_tokens
         self.name = self.model_path.stem
-        self._lock = threading.Lock()  # one Llama context: one caption at a time
 
-    def _load(self) -> Any:
-        try:
-            from llama_cpp import llama_chat_format
-        except ImportError as exc:
-            raise CaptionerUnavailableError(
-                "a VLM captioner needs llama-cpp-python: pip install llama-cpp-python"
-            ) from exc
-        # MTMDChatHandler (libmtmd, any projector, the model's own chat template) where this
-        # llama-cpp-python has it; the LLaVA 1.5 handler on older releases.
-        handler_class = getattr(llama_chat_format, "MTMDChatHandler", None) or llama_chat_format.Llava15ChatHandler
-        try:
-            handler = handler_class(clip_model_path=str(self.mmproj_path), verbose=False)
-            return buffered_llama_class()(
-                model_path=str(self.model_path),
-                extra_buffers=choose_extra_buffers(self.cpu_extra_buffers, cpu_flags()).enabled,
-                chat_handler=handler,
-                n_ctx=self.n_ctx,
-                n_gpu_layers=self.n_gpu_layers,
-                verbose=False,
-            )
-        except (ValueError, RuntimeError, OSError) as exc:
-            raise ToolModelError(f"cannot load VLM {self.model_path.name} with {self.mmproj_path.name}: {exc}") from exc
-
-    def llama(self) -> Any:
-        """The loaded VLM, from the runtime (loaded there on the first caption)."""
+    def loaded(self) -> LoadedModel:
+        """The VLM and its projector, loaded by ``agentmm.llama_runtime.load_model`` into the
+        runtime (default: the process runtime) on the first caption, and closed with it."""
+        from agentmm.errors import AgentmmError
+        from agentmm.llama_runtime import load_model
         from agentmm.tools.shared_runtime import process_runtime
 
-        key = ("vlm captioner", str(self.model_path), str(self.mmproj_path), self.n_ctx, self.n_gpu_layers,
-               self.cpu_extra_buffers)  # fmt: skip
-        return (self.runtime or process_runtime()).get(key, self._load, close=lambda llama: llama.close())
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise CaptionerUnavailableError("a VLM captioner needs llama-cpp-python: pip install llama-cpp-python")
+        try:
+            return load_model(
+                str(self.model_path), n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=None,
+                n_batch=VLM_BATCH, chat_format=None, verbose=False, mmproj_path=str(self.mmproj_path),
+                extra_buffers=choose_extra_buffers(self.cpu_extra_buffers, cpu_flags()).enabled,
+                runtime=self.runtime or process_runtime(),
+            )  # fmt: skip
+        except (AgentmmError, ValueError, RuntimeError, OSError) as exc:
+            raise ToolModelError(f"cannot load VLM {self.model_path.name} with {self.mmproj_path.name}: {exc}") from exc
 
     def describe(self, image: Image.Image) -> str:
-        with self._lock:
-            reply = self.llama().create_chat_completion(
-                messages=[
-                    {
-                        "role": "user",
-                        "content": [
-                            {"type": "image_url", "image_url": {"url": image_data_uri(image)}},
-                            {"type": "text", "text": self.prompt},
-                        ],
-                    }
-                ],
-                max_tokens=self.max_tokens,
-                temperature=0.2,
-            )
+        loaded = self.loaded()
+        messages = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": image_data_uri(image)}},
+                                                 {"type": "text", "text": self.prompt}]}]  # fmt: skip
+        with loaded.lock:  # one generation at a time on one context
+            # The model's multimodal chat handler, as Llama.create_chat_completion calls it.
+            reply = loaded.vision(llama=loaded.llama, messages=messages, max_tokens=self.max_tokens,
+                                  temperature=0.2, stream=False)  # fmt: skip
         return str(reply["choices"][0]["message"]["content"] or "").strip()
 
 

@@ -146,3 +146,23 @@ def test_image_data_uri_is_a_shrunk_png() -> None:
     assert uri.startswith("data:image/png;base64,")
     decoded = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
     assert decoded.size == (1024, 512)
+
+
+@pytest.mark.e2e
+def test_a_vlm_captions_through_llama_cpp_and_closes_with_its_runtime(tmp_path: Path, shipped_model: Path) -> None:
+    # The shipped SmolLM2-135M (576 wide) with a tiny random projector: meaningless words, but
+    # the picture goes through llama.cpp's projector and the model's chat handler for real.
+    pytest.importorskip("gguf", reason="the test extra's gguf package writes the projector")
+    from agentmm.runtime import Runtime
+    from tests.tiny_mmproj import write_tiny_mmproj
+
+    projector = write_tiny_mmproj(tmp_path / "tiny-mmproj.gguf", n_embd_text=576)
+    runtime = Runtime()
+    captioner = captioning.VLMCaptioner(str(shipped_model), str(projector), n_ctx=512,
+                                        max_tokens=6, runtime=runtime)  # fmt: skip
+    caption = captioning.caption_file(make_image(tmp_path / "red.png"), captioner)
+    assert caption.text and caption.model == captioner.name
+    loaded = captioner.loaded()
+    assert loaded is captioner.loaded() and not loaded.closed  # loaded once, in the runtime
+    runtime.close()
+    assert loaded.closed
