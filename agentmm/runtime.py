@@ -24,8 +24,9 @@ class Runtime:
     """Resources opened once per key, closed together (thread-safe; resources under different
     keys open concurrently, e.g. the chat model on a background thread while the embedder loads)."""
 
-    def __init__(self, name: str = "runtime") -> None:
+    def __init__(self, name: str = "runtime", *, reopen_hint: str = "make a new Agent to go on") -> None:
         self.name = name
+        self.reopen_hint = reopen_hint
         self._lock = threading.Lock()
         self._key_locks: dict[Hashable, threading.Lock] = {}
         self._opened: dict[Hashable, tuple[Any, Callable[[Any], None] | None]] = {}
@@ -90,7 +91,7 @@ class Runtime:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeClosedError(f"{self.name} is closed: make a new Agent to go on")
+            raise RuntimeClosedError(f"{self.name} is closed: {self.reopen_hint}")
 
     def __enter__(self) -> Runtime:
         return self
