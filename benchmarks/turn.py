@@ -1,11 +1,15 @@
 """Turn benchmark: agentmm's Agent vs raw llama-cpp-python, side by side in one run.
 
-Measures, on the same model, prompts and sampling settings:
-- turn wall time through ``Agent.stream`` ÷ a raw ``Llama.create_chat_completion(stream=True)``
-  call with the exact same messages (goal ≤ 1.05);
-- decode tokens/s through agentmm ÷ raw (goal ≥ 0.97);
-- time to first token at turn 30 ÷ turn 2 of one conversation (goal ≤ 1.5: prefix reuse);
-- ``agentmm --help`` wall time (goal ≤ 0.3 s) and peak RSS of a one-turn chat (goal ≤ 1.5 GB).
+Measures, on the same model, prompts and sampling settings (issue 14's targets in brackets):
+- memory off: turn wall time through ``Agent.stream`` ÷ a raw ``Llama.create_chat_completion(stream=True)``
+  call with the exact same messages, as a ratio of medians and a median of per-pair ratios (≤ 1.05);
+- memory on (the default), over a store seeded with a few hundred memories written through the agent's
+  own store: the same ratios, raw's messages carrying exactly the memories the agentmm turn placed
+  (≤ 1.10), and what memory adds per turn (prompt tokens, first-token time);
+- decode tokens/s through agentmm ÷ raw (≥ 0.97);
+- time to first token at turn 30 ÷ turn 2 of one conversation, memory on and off (≤ 1.5: prefix reuse);
+- ``agentmm --help`` wall time (≤ 0.3 s) and peak RSS of a one-shot ``agentmm chat -m`` with memory on,
+  first run (fresh data and cache dirs) and warm, and memory off (≤ 1.0 GB with memory on).
 
 Run: ``python benchmarks/turn.py [--pairs 8] [--turns 30] [--json out.json]``.
 """
@@ -15,20 +19,30 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from langchain_core.messages import HumanMessage
+from langgraph.runtime import Runtime
+
+from agentmm.context import turn_context
 from agentmm.cpu_buffers import buffered_llama_class
 from agentmm.graphs.agent import Agent
+from agentmm.graphs.chat import prompt_messages
+from agentmm.graphs.memory import Recall
 from agentmm.llm import ChatLlamaCpp
+from agentmm.memory.conversation import format_recalled, remember_turn, scope
 from agentmm.models import resolve_model
-from agentmm.settings import DEFAULT_SYSTEM_PROMPT, load_settings
+from agentmm.settings import DEFAULT_SYSTEM_PROMPT, Settings, load_settings
+from agentmm.state import TurnContext
+from agentmm.tokens import TokenCounter
 
 SAMPLING = {"temperature": 0.0, "top_p": 0.95, "top_k": 40, "min_p": 0.05, "repeat_penalty": 1.1, "seed": 1}
 QUESTIONS = [
@@ -41,9 +55,35 @@ QUESTIONS = [
     "How would you cook fish on a beach fire?",
     "Describe the captain of an old merchant ship.",
 ]
+# Seeded memories: some near the questions' topics (so recall finds them), most about other things.
+NEAR = ["the harbour town where I grew up", "my uncle, who kept a lighthouse", "learning the stars on a sailing trip",
+        "an old shop full of sea maps", "the smell of the sea after storms", "a folk song my grandmother sang",
+        "grilling fish on the beach last summer", "a merchant ship captain I once met"]  # fmt: skip
+FAR = ["my sister Mira in Lisbon", "my grey cat Pickle", "the bakery job I started", "my knee surgery",
+       "the chess club on Thursdays", "my cousin's wedding in June", "the jazz records I collect",
+       "my plan to learn Japanese", "the vegetable garden on my balcony", "the marathon I am training for",
+       "my old laptop that keeps crashing", "the book club reading Tolstoy"]  # fmt: skip
+SAYINGS = ["I keep thinking about {}.", "Let me tell you about {}.", "Did I ever mention {}?",
+           "Something about {} made me smile today.", "I dreamt about {} last night."]  # fmt: skip
 
 
-def raw_turn(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> dict[str, float]:
+def seed_memories(agent: Agent, count: int) -> int:
+    """Write ``count`` memories (user message and reply, as turns write them) into the agent's store."""
+    settings = agent.settings
+    namespace = scope(settings.user_id)
+    topics = NEAR + FAR * 2  # about a fifth near the questions
+    written = 0
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    for i in range(count // 2):
+        topic = topics[i % len(topics)]
+        said = SAYINGS[(i // len(topics)) % len(SAYINGS)].format(topic)
+        exchange = [("user", settings.user_name, said), ("assistant", "assistant", f"That sounds lovely. ({i})")]
+        written += len(remember_turn(agent.store, namespace, thread_id=f"seed{i}", turn=1, exchange=exchange,
+                                     when=when + timedelta(hours=i)))  # fmt: skip
+    return written
+
+
+def _raw_stream(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
     started = time.perf_counter()
     first = None
     text = []
@@ -55,98 +95,166 @@ def raw_turn(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> dic
     return {"total_s": total, "ttft_s": (first or started) - started, "text": "".join(text)}
 
 
-def agent_turn(agent: Agent, text: str) -> dict[str, float]:
-    turn = agent.stream(text)
+# Raw llama.cpp runs on a thread of its own, as agentmm's model does: on a loaded machine,
+# llama.cpp's batch evaluation called from the process's main thread measured 3-20x slower
+# than from another thread (25 tokens: 0.9-4.6 s vs 0.2-0.4 s at load average 5 on 2 cores).
+_RAW_THREAD = ThreadPoolExecutor(1, thread_name_prefix="raw-llama")
+
+
+def raw_turn(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+    return _RAW_THREAD.submit(_raw_stream, llama, messages, max_tokens).result()
+
+
+def agent_turn(agent: Agent, text: str, thread_id: str) -> dict[str, Any]:
+    turn = agent.stream(text, thread_id=thread_id)
     for _ in turn:
         pass
     result = turn.result
-    return {"total_s": result.timings.total_s, "ttft_s": result.timings.ttft_s, "text": result.reply}
+    return {"total_s": result.timings.total_s, "ttft_s": result.timings.ttft_s, "text": result.reply,
+            "prompt_tokens": result.usage.prompt_tokens, "recalled": len(result.trace.get("recalled", [])),
+            "recall_dropped": len(result.trace.get("recall_dropped", []))}  # fmt: skip
 
 
 def decode_rate(run: dict[str, float]) -> float:
     return (run["tokens"] - 1) / max(run["total_s"] - run["ttft_s"], 1e-9)
 
 
-def side_by_side(model_path: Path, pairs: int, max_tokens: int, n_ctx: int) -> dict[str, Any]:
-    """Alternate raw and agentmm turns on two separate Llama instances with the same settings."""
+def make_agent(model_path: Path, n_ctx: int, max_tokens: int, memory: bool) -> tuple[Agent, ChatLlamaCpp]:
     data_dir = Path(tempfile.mkdtemp(prefix="agentmm-bench-"))
     model = ChatLlamaCpp(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, max_tokens=max_tokens,
                          **SAMPLING)  # fmt: skip
+    settings = load_settings(data_dir=data_dir, n_ctx=n_ctx, max_tokens=max_tokens, memory=memory)
+    return Agent(settings, model=model), model
+
+
+def recalled_block(agent: Agent, counter: TokenCounter, question: str, thread_id: str) -> str:
+    """The memories a new thread's turn on ``question`` would place, as compose places them: the
+    graph's own recall node, run on the store as it is now."""
+    settings: Settings = agent.settings
+    node = Recall(settings.memory_k, counter=counter, relevance=settings.memory_min_similarity,
+                  max_tokens=settings.memory_max_tokens)  # fmt: skip
+    context = TurnContext(user_name=settings.user_name, user_id=settings.user_id)
+    update = node({"messages": [HumanMessage(question)]}, {"configurable": {"thread_id": thread_id}},
+                  Runtime(context=context, store=agent.store))  # fmt: skip
+    return format_recalled(update["recalled"], settings.user_name)
+
+
+def placed_context(agent: Agent, thread_id: str) -> str:
+    """The context the agentmm turn stored with its message (what its prompt carried)."""
+    messages = agent.graph.get_state(agent.config(thread_id)).values["messages"]
+    return turn_context(next(m for m in reversed(messages) if isinstance(m, HumanMessage)))
+
+
+def side_by_side(model_path: Path, pairs: int, max_tokens: int, n_ctx: int, memory: bool, seed: int) -> dict[str, Any]:
+    """Alternate raw and agentmm turns on two separate Llama instances with the same settings.
+
+    With memory on, raw's user message carries the memories the agentmm turn placed: found
+    before the pair by the graph's recall node on the same store, and checked after it against
+    what the agentmm turn stored with its message."""
+    agent, model = make_agent(model_path, n_ctx, max_tokens, memory)
     # Raw llama.cpp gets the same CPU buffers as agentmm (off on AMX CPUs, where they crash).
     extra_buffers = model.native_check().choice.enabled
     raw = buffered_llama_class()(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, verbose=False,
                                  extra_buffers=extra_buffers)  # fmt: skip
-    agent = Agent(load_settings(data_dir=data_dir, n_ctx=n_ctx, max_tokens=max_tokens), model=model)
-    agent_turn(agent, "warm up")  # load + graph build outside the timed runs, as for raw
-    raw_turn(raw, [{"role": "user", "content": "warm up"}], 8)
+    seeded = seed_memories(agent, seed) if memory and seed else 0
+    counter = TokenCounter.for_model(model)
+    # Load and first allocations outside the timed runs, the same turn on both sides.
+    agent_turn(agent, "warm up", "warm-up")
+    raw_turn(raw, [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "warm up"}],
+             max_tokens)  # fmt: skip
     rows = []
     for i in range(pairs):
         question = QUESTIONS[i % len(QUESTIONS)] + f" (take {i})"
-        messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": question}]
+        thread = f"pair{i}"
+        block = recalled_block(agent, counter, question, thread) if memory else ""
+        said = f"{block}\n\n{question}" if block else question
+        messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": said}]
         if i % 2:  # alternate who goes first, so drift in machine load hits both sides alike
-            a = agent_turn(agent, question)
+            a = agent_turn(agent, question, thread)
             r = raw_turn(raw, messages, max_tokens)
         else:
             r = raw_turn(raw, messages, max_tokens)
-            a = agent_turn(agent, question)
+            a = agent_turn(agent, question, thread)
         for run in (r, a):  # count both sides' tokens the same way
             run["tokens"] = len(raw.tokenize(run.pop("text").encode(), add_bos=False))
+        a["same_memories_as_raw"] = placed_context(agent, thread) == block
+        a["memory_tokens"] = counter.text(block)
         rows.append({"raw": r, "agentmm": a})
+    agent.close()
+    return summarise(rows, pairs, seeded)
+
+
+def summarise(rows: list[dict[str, Any]], pairs: int, seeded: int) -> dict[str, Any]:
+    def median(side: str, key: str) -> float:
+        return statistics.median(row[side][key] for row in rows)
+
     ratios = [row["agentmm"]["total_s"] / row["raw"]["total_s"] for row in rows]
-    same_length = [row for row in rows if row["agentmm"]["tokens"] == row["raw"]["tokens"]]
     decode = [decode_rate(row["agentmm"]) / decode_rate(row["raw"]) for row in rows]
     return {
         "pairs": pairs,
-        "pairs_with_equal_reply_length": len(same_length),
-        "raw_total_s_median": statistics.median(r["raw"]["total_s"] for r in rows),
-        "agentmm_total_s_median": statistics.median(r["agentmm"]["total_s"] for r in rows),
+        "seeded_memories": seeded,
+        "pairs_with_equal_reply_length": sum(row["agentmm"]["tokens"] == row["raw"]["tokens"] for row in rows),
+        "pairs_raw_given_same_memories": sum(row["agentmm"]["same_memories_as_raw"] for row in rows),
+        "raw_total_s_median": median("raw", "total_s"),
+        "agentmm_total_s_median": median("agentmm", "total_s"),
+        "turn_time_ratio_of_medians": median("agentmm", "total_s") / median("raw", "total_s"),
         "turn_time_ratio_median": statistics.median(ratios),
-        "turn_time_ratio_of_medians": statistics.median(r["agentmm"]["total_s"] for r in rows)
-        / statistics.median(r["raw"]["total_s"] for r in rows),
-        "raw_ttft_s_median": statistics.median(r["raw"]["ttft_s"] for r in rows),
-        "agentmm_ttft_s_median": statistics.median(r["agentmm"]["ttft_s"] for r in rows),
+        "raw_ttft_s_median": median("raw", "ttft_s"),
+        "agentmm_ttft_s_median": median("agentmm", "ttft_s"),
         "raw_decode_tok_s_median": statistics.median(decode_rate(r["raw"]) for r in rows),
         "agentmm_decode_tok_s_median": statistics.median(decode_rate(r["agentmm"]) for r in rows),
         "decode_ratio_median": statistics.median(decode),
-        "tokens_per_reply_median": statistics.median(r["agentmm"]["tokens"] for r in rows),
+        "tokens_per_reply_median": median("agentmm", "tokens"),
+        "prompt_tokens_median": median("agentmm", "prompt_tokens"),
+        "memory_tokens_median": median("agentmm", "memory_tokens"),
+        "memories_placed_median": median("agentmm", "recalled"),
+        "memories_dropped_median": median("agentmm", "recall_dropped"),
+        "per_pair": rows,
     }
 
 
-def conversation(model_path: Path, turns: int, n_ctx: int) -> dict[str, Any]:
+def memory_cost(off: dict[str, Any], on: dict[str, Any]) -> dict[str, Any]:
+    """What memory adds to a turn: prompt tokens and first-token time, agentmm and raw alike."""
+    return {
+        "prompt_tokens_added_median": on["prompt_tokens_median"] - off["prompt_tokens_median"],
+        "agentmm_ttft_added_s": on["agentmm_ttft_s_median"] - off["agentmm_ttft_s_median"],
+        "raw_ttft_added_s": on["raw_ttft_s_median"] - off["raw_ttft_s_median"],
+        "agentmm_turn_added_s": on["agentmm_total_s_median"] - off["agentmm_total_s_median"],
+    }
+
+
+def conversation(model_path: Path, turns: int, n_ctx: int, memory: bool, seed: int, cold: bool) -> dict[str, Any]:
     """One long conversation: time to first token per turn, and how much of each prompt was re-used."""
-    data_dir = Path(tempfile.mkdtemp(prefix="agentmm-bench-"))
-    model = ChatLlamaCpp(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, max_tokens=48, **SAMPLING)
-    agent = Agent(load_settings(data_dir=data_dir, n_ctx=n_ctx, max_tokens=48), model=model)
+    agent, model = make_agent(model_path, n_ctx, 48, memory)
+    seeded = seed_memories(agent, seed) if memory and seed else 0
     thread = "bench"
     rows = []
     for i in range(turns):
         result = agent.chat(QUESTIONS[i % len(QUESTIONS)] + f" Turn {i + 1}.", thread_id=thread)
         cache = result.trace.get("cache", {})
-        ttft = result.trace["timings"]["generate_ttft_s"]
-        reused = cache.get("reused_tokens", 0)
-        rows.append(
-            {"turn": i + 1, "ttft_s": ttft, "prompt_tokens": cache.get("prompt_tokens", 0), "reused_tokens": reused}
-        )
-    # The same turn-30 prompt without the cache: what every turn would cost if the head moved.
-    last_prompt = agent.graph.get_state(agent.config(thread)).values
-    from agentmm.graphs.chat import prompt_messages
-
-    messages = prompt_messages(last_prompt)[:-1]  # the prompt of the last turn (drop its reply)
-    model.load().llama.reset()
-    cold_started = time.perf_counter()
-    next(iter(model.stream(messages)))
-    cold = time.perf_counter() - cold_started
+        rows.append({"turn": i + 1, "ttft_s": result.timings.ttft_s,
+                     "generate_ttft_s": result.trace["timings"]["generate_ttft_s"],
+                     "prompt_tokens": cache.get("prompt_tokens", 0), "reused_tokens": cache.get("reused_tokens", 0),
+                     "recalled": len(result.trace.get("recalled", []))})  # fmt: skip
     t2, tn = rows[1], rows[-1]
-    return {
+    report = {
         "turns": turns,
+        "seeded_memories": seeded,
         "ttft_turn2_s": t2["ttft_s"],
-        f"ttft_turn{turns}_s": tn["ttft_s"],
+        "ttft_last_turn_s": tn["ttft_s"],
         "ttft_ratio": tn["ttft_s"] / t2["ttft_s"],
-        f"turn{turns}_prompt_tokens": tn["prompt_tokens"],
-        f"turn{turns}_reused_tokens": tn["reused_tokens"],
-        f"turn{turns}_ttft_without_cache_s": cold,
+        "last_turn_prompt_tokens": tn["prompt_tokens"],
+        "last_turn_reused_tokens": tn["reused_tokens"],
         "per_turn": rows,
     }
+    if cold:  # the same last prompt without the cache: what every turn would cost if the head moved
+        messages = prompt_messages(agent.graph.get_state(agent.config(thread)).values)[:-1]
+        model.load().llama.reset()
+        started = time.perf_counter()
+        next(iter(model.stream(messages)))
+        report["last_turn_ttft_without_cache_s"] = time.perf_counter() - started
+    agent.close()
+    return report
 
 
 def help_time(runs: int = 10) -> float:
@@ -159,13 +267,36 @@ def help_time(runs: int = 10) -> float:
     return statistics.median(times)
 
 
-def chat_peak_rss_mb() -> float:
+# Runs the command and prints the peak RSS (kB) of the largest process it started, children included.
+_PEAK = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
+         "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
+         "print(done.stderr[-2000:], file=sys.stderr)")  # fmt: skip
+
+
+def chat_peak_rss(data_dir: Path, cache_dir: Path, memory: bool) -> dict[str, float]:
+    """Peak RSS and wall time of one ``agentmm chat -m`` in a process of its own."""
     exe = Path(sys.executable).with_name("agentmm")
-    with tempfile.TemporaryDirectory() as data_dir:
-        env = {**os.environ, "AGENTMM_DATA_DIR": data_dir}
-        subprocess.run([str(exe), "chat", "-m", "Hello, who are you?", "--max-tokens", "64"], env=env,
-                       capture_output=True, check=True)  # fmt: skip
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    env = {**os.environ, "AGENTMM_DATA_DIR": str(data_dir), "AGENTMM_CACHE_DIR": str(cache_dir),
+           "AGENTMM_MEMORY": str(memory).lower(), "AGENTMM_CONFIG": str(data_dir / "no-config.toml")}  # fmt: skip
+    command = [str(exe), "chat", "-m", "Hello, who are you?", "--max-tokens", "64"]
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _PEAK, *command], env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    code, peak_kb = done.stdout.split()
+    if code != "0":
+        raise RuntimeError(f"agentmm chat failed ({code}): {done.stderr}")
+    return {"peak_rss_mb": round(int(peak_kb) / 1024, 1), "wall_s": round(wall, 2)}
+
+
+def chat_memory() -> dict[str, Any]:
+    """Peak RSS of a one-shot chat: memory on with fresh data and cache dirs (the embedder is
+    prepared), then again warm, and memory off."""
+    with tempfile.TemporaryDirectory(prefix="agentmm-bench-") as tmp:
+        data, cache = Path(tmp) / "data", Path(tmp) / "cache"
+        first = chat_peak_rss(data, cache, memory=True)
+        warm = chat_peak_rss(data, cache, memory=True)
+        off = chat_peak_rss(Path(tmp) / "data-off", cache, memory=False)
+    return {"memory_on_first_run": first, "memory_on_warm": warm, "memory_off": off}
 
 
 def main() -> None:
@@ -175,19 +306,23 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--n-ctx", type=int, default=4096)
+    parser.add_argument("--seed-memories", type=int, default=300, help="memories in the store for memory-on runs")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["rss", "conversation"], help="parts not to run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     path = resolve_model(args.model).path
-    results = {
-        "model": str(path),
-        "cpu_count": os.cpu_count(),
-        "help_s_median": help_time(),
-        "chat_peak_rss_mb": chat_peak_rss_mb(),
-        "side_by_side": side_by_side(path, args.pairs, args.max_tokens, args.n_ctx),
-        "conversation": conversation(path, args.turns, args.n_ctx),
-    }
-    summary = {k: v for k, v in results.items() if k != "conversation"}
-    summary["conversation"] = {k: v for k, v in results["conversation"].items() if k != "per_turn"}
+    results: dict[str, Any] = {"model": str(path), "cpu_count": os.cpu_count(), "help_s_median": help_time()}
+    if "rss" not in args.skip:
+        results["chat_peak_rss"] = chat_memory()
+    off = side_by_side(path, args.pairs, args.max_tokens, args.n_ctx, memory=False, seed=0)
+    on = side_by_side(path, args.pairs, args.max_tokens, args.n_ctx, memory=True, seed=args.seed_memories)
+    results.update(memory_off=off, memory_on=on, memory_adds=memory_cost(off, on))
+    if "conversation" not in args.skip:
+        results["conversation_memory_on"] = conversation(path, args.turns, args.n_ctx, True, args.seed_memories,
+                                                         cold=False)  # fmt: skip
+        results["conversation_memory_off"] = conversation(path, args.turns, args.n_ctx, False, 0, cold=True)
+    summary = {k: ({kk: vv for kk, vv in v.items() if kk not in ("per_turn", "per_pair")} if isinstance(v, dict) else v)
+               for k, v in results.items()}  # fmt: skip
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
