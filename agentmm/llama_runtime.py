@@ -24,12 +24,14 @@ kept where that one callback can reach them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import queue
 import sys
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -302,6 +304,42 @@ def clear_errors() -> None:
     _LOG_ERRORS.clear()
 
 
+def _produce_apart(
+    lock: threading.Lock, produce: Callable[[], Iterator[T]], put: Callable[[tuple[str, Any]], None]
+) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """Start ``produce()`` under ``lock`` on a thread of its own, handing each item to ``put`` as
+    ``("item", x)``, then an ``("error", exc)`` if it raised, then ``("done", None)``; the
+    thread, the event that asks it to stop after the item it is making, and the one it sets once
+    it holds the lock (so a stop that finds it unset knows the producer will never start)."""
+    stop = threading.Event()
+    started = threading.Event()
+
+    def work() -> None:
+        try:
+            with lock:
+                started.set()
+                if stop.is_set():
+                    return
+                chunks = produce()
+                try:
+                    for chunk in chunks:
+                        put(("item", chunk))
+                        if stop.is_set():
+                            break
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()  # stops llama-cpp-python's own stream now, under the lock
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+        finally:
+            put(("done", None))
+
+    producer = threading.Thread(target=work, name="llama-generate", daemon=True)
+    producer.start()
+    return producer, stop, started
+
+
 def generated_apart(lock: threading.Lock, produce: Callable[[], Iterator[T]]) -> Iterator[T]:
     """Run ``produce()`` under ``lock`` on a thread of its own, and yield what it yields.
 
@@ -314,35 +352,11 @@ def generated_apart(lock: threading.Lock, produce: Callable[[], Iterator[T]]) ->
     the consumer does. Closing this generator (``close()``, garbage collection, an exception
     in the consumer) asks the producer to stop after the chunk it is making, and waits for that
     when it has begun, so the model is free when ``close()`` returns. Errors raised while
-    producing (typed ones included) are raised here, in the consumer.
+    producing (typed ones included) are raised here, in the consumer. ``agenerated_apart`` is
+    the async twin.
     """
     items: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-    stop = threading.Event()
-    started = threading.Event()
-
-    def work() -> None:
-        try:
-            with lock:
-                if stop.is_set():
-                    return
-                started.set()
-                chunks = produce()
-                try:
-                    for chunk in chunks:
-                        items.put(("item", chunk))
-                        if stop.is_set():
-                            break
-                finally:
-                    close = getattr(chunks, "close", None)
-                    if close is not None:
-                        close()  # stops llama-cpp-python's own stream now, under the lock
-        except BaseException as exc:  # handed to the consumer, raised there
-            items.put(("error", exc))
-        finally:
-            items.put(("done", None))
-
-    producer = threading.Thread(target=work, name="llama-generate", daemon=True)
-    producer.start()
+    producer, stop, started = _produce_apart(lock, produce, items.put)
     try:
         while True:
             kind, value = items.get()
@@ -355,3 +369,33 @@ def generated_apart(lock: threading.Lock, produce: Callable[[], Iterator[T]]) ->
         stop.set()
         if started.is_set():
             producer.join()
+
+
+async def agenerated_apart(lock: threading.Lock, produce: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """``generated_apart`` for an event loop: the producer thread hands each item to the loop
+    (``call_soon_threadsafe``), so waiting for the next token never blocks the loop. Cancelling
+    the task that iterates it (``CancelledError`` at the wait) or closing it (``aclose``) asks
+    the producer to stop after the chunk it is making, and waits, without blocking the loop,
+    until it has let go of the model: the lock is free when the cancellation has gone through."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+
+    def put(item: tuple[str, Any]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed under an abandoned stream
+            loop.call_soon_threadsafe(items.put_nowait, item)
+
+    _producer, stop, started = _produce_apart(lock, produce, put)
+    kind = ""
+    try:
+        while True:
+            kind, value = await items.get()
+            if kind == "error":
+                raise value
+            if kind == "done":
+                return
+            yield value
+    finally:
+        stop.set()
+        if started.is_set():
+            while kind != "done":  # the producer's last word: the lock is released before it
+                kind, _ = await items.get()

@@ -14,14 +14,20 @@ constrained output and multimodal handlers; this class adapts it to ``BaseChatMo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.language_models.chat_models import LangSmithParams, generate_from_stream
+from langchain_core.language_models.chat_models import (
+    LangSmithParams,
+    agenerate_from_stream,
+    generate_from_stream,
+)
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
@@ -38,6 +44,7 @@ from agentmm.llama_runtime import (
     CallStats,
     GpuLayers,
     LoadedModel,
+    agenerated_apart,
     check_model_file,
     generated_apart,
     load_model,
@@ -110,6 +117,9 @@ class ChatLlamaCpp(BaseChatModel):
         True, description="Constrain tool choice and arguments with grammars (off only to measure the difference)."
     )
     verbose: bool = False
+    # A call may pass ``stop_event=threading.Event()``: set, the reply ends after the current
+    # token (how the turn graph stops a reply cancelled mid-way, see ``_reply``).
+    accepts_stop_event: ClassVar[bool] = True
 
     _runtime: Runtime = PrivateAttr()
     _owns_runtime: bool = PrivateAttr(default=True)
@@ -120,7 +130,11 @@ class ChatLlamaCpp(BaseChatModel):
     def __init__(self, *, runtime: Runtime | None = None, **data: Any) -> None:
         super().__init__(**data)
         # Made here, not on first load, so that copies taken before the first call share it.
-        self._runtime = runtime if runtime is not None else Runtime(f"model {Path(self.model_path).name}")
+        self._runtime = (
+            runtime
+            if runtime is not None
+            else Runtime(f"model {Path(self.model_path).name}", reopen_hint="make a new ChatLlamaCpp to go on")
+        )
         self._owns_runtime = runtime is None
 
     @classmethod
@@ -261,6 +275,15 @@ class ChatLlamaCpp(BaseChatModel):
     ) -> ChatResult:
         return generate_from_stream(self._stream(messages, stop=stop, run_manager=run_manager, **kwargs))
 
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return await agenerate_from_stream(self._astream(messages, stop=stop, run_manager=run_manager, **kwargs))
+
     def _stream(
         self,
         messages: list[BaseMessage],
@@ -271,6 +294,42 @@ class ChatLlamaCpp(BaseChatModel):
         """Stream the reply. The model lock is held only while tokens are made, on a thread of
         its own (``generated_apart``): a caller slow between chunks, or one that drops the
         stream, never keeps another turn off the model; closing the stream stops generation."""
+        lock, produce = self._reply(messages, stop, kwargs)
+        for message in generated_apart(lock, produce):
+            generation = ChatGenerationChunk(message=message)
+            if run_manager is not None and message.chunk_position != "last":
+                run_manager.on_llm_new_token(message.text, chunk=generation)
+            yield generation
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        """``_stream`` for an event loop (``astream``, the Agent's turns): loading and the prompt
+        are prepared on a worker thread, tokens are awaited from the generation thread
+        (``agenerated_apart``), so the loop is never blocked; cancelling the task or closing the
+        stream stops generation after the current token and frees the model before it returns."""
+        lock, produce = await asyncio.to_thread(self._reply, messages, stop, kwargs)
+        async for message in agenerated_apart(lock, produce):
+            generation = ChatGenerationChunk(message=message)
+            if run_manager is not None and message.chunk_position != "last":
+                await run_manager.on_llm_new_token(message.text, chunk=generation)
+            yield generation
+
+    def _reply(
+        self, messages: list[BaseMessage], stop: list[str] | None, kwargs: dict[str, Any]
+    ) -> tuple[threading.Lock, Callable[[], Iterator[AIMessageChunk]]]:
+        """What one reply needs before its first token (the model loaded, the prompt rendered by
+        the tool-calling strategy): the model's lock and the function that makes the reply's
+        chunks under it, its usage last. ``stop_event`` (a ``threading.Event`` in the call's
+        kwargs, see ``accepts_stop_event``) ends the reply after the token being made when it is
+        set: the stream then ends as a whole one does, its usage chunk last, and nothing is left
+        to close."""
+        kwargs = dict(kwargs)
+        stop_event: threading.Event | None = kwargs.pop("stop_event", None)
         tools: list[dict[str, Any]] = kwargs.pop("tools", None) or []
         choice = kwargs.pop("tool_choice", None) or "auto"
         if not self.accepts_images and llama_messages(messages)[1]:  # before any load
@@ -283,14 +342,14 @@ class ChatLlamaCpp(BaseChatModel):
         gen = Generation(loaded, self._call_params(stop, **kwargs), model_name=self.display_name, n_ctx=self.n_ctx)
 
         def produce() -> Iterator[AIMessageChunk]:
-            yield from strategy.reply(gen, messages, rendered, images, tools, choice)
+            with contextlib.closing(strategy.reply(gen, messages, rendered, images, tools, choice)) as chunks:
+                for chunk in chunks:
+                    yield chunk
+                    if stop_event is not None and stop_event.is_set():
+                        break  # closes llama-cpp-python's stream: the lock is let go after this token
             yield gen.last_chunk()
 
-        for message in generated_apart(loaded.lock, produce):
-            generation = ChatGenerationChunk(message=message)
-            if run_manager is not None and message.chunk_position != "last":
-                run_manager.on_llm_new_token(message.text, chunk=generation)
-            yield generation
+        return loaded.lock, produce
 
     # -- tools ---------------------------------------------------------------------------
 

@@ -7,40 +7,32 @@ LangGraph threads: pass a ``thread_id`` to continue one.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
 import threading
-import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.tools import BaseTool
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
-from langgraph.types import Command
-from pydantic import BaseModel, Field
 
-from agentmm.errors import EmptyInputError, NotAChatModelError, NothingToUndoError, RuntimeClosedError
+from agentmm.errors import NotAChatModelError, NothingToUndoError, RuntimeClosedError
 from agentmm.graphs.chat import build_graph
-from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, restore, take_out
+from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, take_out
+from agentmm.graphs.turn import Timings, TurnResult, TurnStream, Usage  # noqa: F401  (re-exported)
 from agentmm.memory.conversation import forget_turn
 from agentmm.personas import PersonaRegistry
-from agentmm.personas import greeting as opening_greeting
 from agentmm.runtime import Runtime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
 from agentmm.threads import (
-    DURABILITY,
     async_checkpointer,
-    new_thread_id,
     open_checkpointer,
     settle_thread,
     thread_exists,
@@ -48,33 +40,6 @@ from agentmm.threads import (
 
 if TYPE_CHECKING:
     from agentmm.native_probe import NativeCheck
-
-RUN_KEY = "agentmm_run"
-
-
-class Usage(BaseModel):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class Timings(BaseModel):
-    ttft_s: float = 0.0
-    total_s: float = 0.0
-
-
-class TurnResult(BaseModel):
-    """One turn's outcome; ``to_json()`` is the CLI's ``--json`` contract."""
-
-    reply: str
-    thread_id: str
-    model: str
-    usage: Usage = Field(default_factory=Usage)
-    timings: Timings = Field(default_factory=Timings)
-    trace: dict[str, Any] = Field(default_factory=dict)
-    interrupted: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
 
 
 class Agent:
@@ -264,18 +229,7 @@ class Agent:
         greeting: int = 0,
         attachments: Sequence[str | Path] = (),
     ) -> TurnStream:
-        """Run one turn, yielding the reply's text as it is generated."""
-        thread_id = thread_id or new_thread_id()
-        # Only a persona needs to know whether the thread is new (for its greeting).
-        new_thread = bool(persona or self.settings.persona) and not thread_exists(self.checkpointer, thread_id)
-        if persona is None and self.settings.persona and new_thread:
-            persona = self.settings.persona
-        if persona is not None:
-            # A bad name or greeting fails here, before anything is saved.
-            chosen = self.personas.get(persona)
-            if new_thread:
-                opening_greeting(chosen, greeting, self.settings.user_name, seed=thread_id)
-            persona = chosen.name
+        """One turn, yielding the reply's text as it is generated (``graphs/turn.py``)."""
         return TurnStream(self, text, thread_id, persona=persona, greeting=greeting, attachments=attachments)
 
     async def achat(
@@ -286,11 +240,14 @@ class Agent:
         persona: str | None = None,
         greeting: int = 0,
         attachments: Sequence[str | Path] = (),
+        on_approval: Callable[[dict[str, Any]], Any] | None = None,
     ) -> TurnResult:
-        # llama.cpp generation is blocking native code: run the turn on a worker thread.
-        return await asyncio.to_thread(
-            self.chat, text, thread_id, persona=persona, greeting=greeting, attachments=attachments
-        )
+        """``chat`` from a coroutine. Cancelling the task stops generation after the current
+        token, frees the model, and keeps the partial reply, marked interrupted, before the
+        ``CancelledError`` goes on. ``on_approval`` (may be async) answers tool approvals."""
+        turn = self.stream(text, thread_id, persona=persona, greeting=greeting, attachments=attachments)
+        turn.on_approval = on_approval
+        return await turn.achat()
 
     async def astream(
         self,
@@ -300,30 +257,15 @@ class Agent:
         persona: str | None = None,
         greeting: int = 0,
         attachments: Sequence[str | Path] = (),
+        on_approval: Callable[[dict[str, Any]], Any] | None = None,
     ) -> AsyncIterator[str]:
-        """Async twin of ``stream``: yields text chunks; cancelling the iteration stops the reply."""
+        """Async twin of ``stream``: yields text chunks; cancelling or closing the iteration
+        stops the reply as ``achat`` says."""
         turn = self.stream(text, thread_id, persona=persona, greeting=greeting, attachments=attachments)
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-
-        def pump() -> None:
-            try:
-                for chunk in turn:
-                    loop.call_soon_threadsafe(queue.put_nowait, chunk)
-            except BaseException as exc:
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            else:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        worker = loop.run_in_executor(None, pump)
-        try:
-            while (item := await queue.get()) is not None:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            turn.cancel()
-            await worker
+        turn.on_approval = on_approval
+        async with contextlib.aclosing(turn.astream()) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def astream_events(
         self,
@@ -332,17 +274,18 @@ class Agent:
         *,
         persona: str | None = None,
         attachments: Sequence[str | Path] = (),
-        **kwargs: Any,
+        on_approval: Callable[[dict[str, Any]], Any] | None = None,
+        **filters: Any,
     ) -> AsyncIterator[Any]:
         """LangChain's event stream of one turn (``version="v2"``): model tokens
         (``on_chat_model_stream``), node starts and ends, tool runs, and the nodes' custom
-        progress (``on_custom_event``), for a web app to show as they happen. A tool call that
-        needs approval ends the stream at an interrupt; resume it in ``async_graph()`` with
-        ``graph.astream_events(Command(resume=...), agent.config(thread_id), ...)``."""
-        turn = self.stream(text, thread_id, persona=persona, attachments=attachments)  # checks, and the context
-        async with self.async_graph() as graph:
-            async for event in graph.astream_events({"input": text}, self.config(turn.thread_id),
-                                                    context=turn.context, version="v2", **kwargs):  # fmt: skip
+        progress (``on_custom_event``), for a web app to show as they happen. The turn is the
+        same as ``achat``'s (greeting, approvals through ``on_approval``, rollback of a failed
+        run); ``filters`` are ``astream_events``' ``include_``/``exclude_`` names, types, tags."""
+        turn = self.stream(text, thread_id, persona=persona, attachments=attachments)
+        turn.on_approval = on_approval
+        async with contextlib.aclosing(turn.aevents(**filters)) as events:
+            async for event in events:
                 yield event
 
     @contextlib.asynccontextmanager
@@ -428,145 +371,3 @@ def _not_a_chat_model(model: object) -> str:
     shown = shown if len(shown) <= 60 else shown[:59] + "…"
     return (f"model must be a LangChain BaseChatModel or a model name or path (str or Path), "
             f"not {type(model).__name__} {shown}")  # fmt: skip
-
-
-class TurnStream:
-    """An iterator over one turn's reply text; ``result`` once it is exhausted.
-
-    ``cancel()`` (from any thread, e.g. a Ctrl-C handler) stops generation after the
-    current token; the partial reply is kept in the thread, marked interrupted.
-    """
-
-    def __init__(
-        self, agent: Agent, text: str, thread_id: str, *, persona: str | None = None, greeting: int = 0,
-        attachments: Sequence[str | Path] = (), retry: bool = False, seed: int | None = None,
-    ) -> None:  # fmt: skip
-        if not (text and text.strip()) and not attachments:
-            raise EmptyInputError("nothing to say: the message is empty")
-        self.agent = agent
-        self.text = text
-        self.thread_id = thread_id
-        settings = agent.settings
-        self.context = TurnContext(
-            user_name=settings.user_name, persona=persona, greeting=greeting, user_id=settings.user_id,
-            shared_memory=settings.shared_memory, attachments=[str(a) for a in attachments], retry=retry,
-            seed=seed,
-        )  # fmt: skip
-        self._result: TurnResult | None = None
-        self.run_id = uuid.uuid4().hex  # tags the run's checkpoints (see _discard_failed_run)
-        # Called with the turn's observations once perception is done, before the reply starts.
-        self.on_observations: Callable[[list[dict[str, Any]]], None] | None = None
-        # Called with each round of tool calls once they have run (trace entries: name, args,
-        # status, output...), so a chat can show what a tool found before the reply goes on.
-        self.on_tool_calls: Callable[[list[dict[str, Any]]], None] | None = None
-        self._calls_reported = 0
-        # Asked when a tool needs the user's OK ({"tool", "args", "id"}); True runs the call.
-        # Without it such calls are denied, and the model hears so.
-        self.on_approval: Callable[[dict[str, Any]], bool] | None = None
-
-    def cancel(self) -> None:
-        self.context.cancel.set()
-
-    @property
-    def result(self) -> TurnResult:
-        if self._result is None:
-            raise RuntimeError("the turn has not finished: iterate the stream first")
-        return self._result
-
-    def __iter__(self) -> Iterator[str]:
-        started = time.perf_counter()
-        # Another process's turn on this thread at the same time would be lost under this one.
-        with turn_on(self.agent.checkpointer, self.thread_id):
-            # A turn a killed process left half done is rolled back or finished first.
-            settle_thread(self.agent.graph, self.thread_id, context=self.agent._settle_context())
-            try:
-                yield from self._run(started)
-            except Exception:
-                self._discard_failed_run()
-                raise
-
-    def _run(self, started: float) -> Iterator[str]:
-        first: float | None = None
-        final: dict[str, Any] = {}
-        graph = self.agent.graph
-        run_input: Any = {"input": self.text}
-        while run_input is not None:
-            asked: Any = None
-            for mode, payload in graph.stream(
-                run_input,
-                {**self.agent.config(self.thread_id), "metadata": {RUN_KEY: self.run_id}},
-                context=self.context,
-                stream_mode=["messages", "values", "updates"],
-                durability=DURABILITY,
-            ):
-                if mode == "values":
-                    final = payload
-                elif mode == "updates":
-                    asked = self._on_update(payload) or asked
-                else:
-                    chunk, meta = payload
-                    if meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessageChunk) and chunk.text:
-                        if first is None:
-                            first = time.perf_counter()
-                        yield chunk.text
-            # A tool call waits for the user's yes or no: ask, then resume the same run.
-            run_input = Command(resume=self._approve(asked)) if asked is not None else None
-        total = time.perf_counter() - started
-        self._result = self._build_result(final, first, started, total)
-
-    def _discard_failed_run(self) -> None:
-        """A turn that failed after ingest (a message too long for the context, a model that
-        would not load) must not leave its message in the thread, unanswered, to ride along
-        in every later prompt, nor a retry the exchange it took out: the checkpoint the run
-        started from becomes the thread's newest again (found through the run's first
-        checkpoint, so the normal path reads nothing). A new thread's failed first turn leaves
-        no thread."""
-        graph = self.agent.graph
-        config = self.agent.config(self.thread_id)
-        for snapshot in graph.get_state_history(config):
-            metadata = snapshot.metadata or {}
-            if metadata.get(RUN_KEY) == self.run_id and metadata.get("source") == "input":
-                before = snapshot.parent_config
-                break
-        else:
-            return  # nothing of this run was saved
-        if before is None or not graph.get_state(before).values.get("messages"):
-            self.agent.checkpointer.delete_thread(self.thread_id)
-            return
-        restore(graph, before)
-
-    def _on_update(self, payload: dict[str, Any]) -> Any:
-        """Report perception and tool calls; return the approval asked for, if the run paused for one."""
-        perceived = (payload.get("perceive") or {}).get("observations")
-        if perceived is not None and self.on_observations is not None:
-            self.on_observations(perceived)
-        calls = ((payload.get("tools") or {}).get("trace") or {}).get("tool_calls") or []
-        if len(calls) > self._calls_reported:
-            new, self._calls_reported = calls[self._calls_reported :], len(calls)
-            if self.on_tool_calls is not None:
-                self.on_tool_calls(new)
-        paused = payload.get("__interrupt__")
-        return paused[0].value if paused else None
-
-    def _approve(self, request: dict[str, Any]) -> bool:
-        if self.on_approval is None or self.context.cancel.is_set():
-            return False
-        return bool(self.on_approval(request))
-
-    def _build_result(self, final: dict[str, Any], first: float | None, started: float, total: float) -> TurnResult:
-        reply = final["messages"][-1]
-        assert isinstance(reply, AIMessage)
-        trace = dict(final.get("trace", {}))
-        usage = trace.get("usage", {})
-        timings = {**trace.get("timings", {}), "ttft_s": round((first or started + total) - started, 4),
-                   "total_s": round(total, 4)}  # fmt: skip
-        trace["timings"] = timings
-        return TurnResult(
-            reply=reply.text,
-            thread_id=self.thread_id,
-            model=self.agent.model_name,
-            usage=Usage(**usage),
-            timings=Timings(ttft_s=timings["ttft_s"], total_s=timings["total_s"]),
-            trace=trace,
-            interrupted=bool(reply.response_metadata.get("interrupted")),
-        )

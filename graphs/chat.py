@@ -18,6 +18,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
@@ -259,8 +260,7 @@ class Generator:
         reply: AIMessageChunk | None = None
         interrupted = cancel is not None and cancel.is_set()
         # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
-        seed = {"seed": runtime.context.seed} if runtime.context and runtime.context.seed is not None else {}
-        stream = iter(()) if interrupted else self._bound(state).stream(self._prompt(state), **seed)
+        stream = iter(()) if interrupted else self._bound(state).stream(self._prompt(state), **_seed(runtime))
         try:
             for chunk in stream:
                 if first is None and chunk.content:
@@ -273,6 +273,42 @@ class Generator:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+        return self._reply(state, reply, interrupted, started, first)
+
+    async def acall(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """``__call__`` in an async run (the ``Agent``'s turns): the model's ``astream``, so the
+        loop is not blocked while tokens come. A model that ``accepts_stop_event``
+        (``ChatLlamaCpp``) is handed the run's cancel flag and ends the reply itself after the
+        current token, its stream closed from the inside (an async stream closed from outside
+        closes its inner generators only when the loop gets to them, generation going on
+        meanwhile); any other model's stream is closed when the flag is seen."""
+        cancel = runtime.context.cancel if runtime.context else None
+        started = time.perf_counter()
+        first: float | None = None
+        reply: AIMessageChunk | None = None
+        interrupted = cancel is not None and cancel.is_set()
+        if not interrupted:
+            kwargs = _seed(runtime)
+            stops_itself = cancel is not None and getattr(self.model, "accepts_stop_event", False) is True
+            if stops_itself:
+                kwargs["stop_event"] = cancel
+            stream = self._bound(state).astream(self._prompt(state), **kwargs)
+            try:
+                async for chunk in stream:
+                    if first is None and chunk.content:
+                        first = time.perf_counter()
+                    reply = chunk if reply is None else reply + chunk  # type: ignore[assignment]
+                    if cancel is not None and cancel.is_set():
+                        interrupted = True
+                        if not stops_itself:
+                            break
+            finally:
+                await stream.aclose()  # type: ignore[attr-defined]
+        return self._reply(state, reply, interrupted, started, first)
+
+    def _reply(
+        self, state: ChatState, reply: AIMessageChunk | None, interrupted: bool, started: float, first: float | None
+    ) -> dict[str, Any]:
         ended = time.perf_counter()
         message = _final_message(reply, interrupted)
         usage = message.usage_metadata or {}
@@ -294,6 +330,11 @@ class Generator:
             interrupted=interrupted,
         )
         return {"messages": [message], "trace": trace}
+
+
+def _seed(runtime: Runtime[TurnContext]) -> dict[str, Any]:
+    """The reply's sampling seed from the run's context (``Agent.retry``), as the model's kwargs."""
+    return {"seed": runtime.context.seed} if runtime.context and runtime.context.seed is not None else {}
 
 
 def _final_message(reply: AIMessageChunk | None, interrupted: bool) -> AIMessage:
@@ -389,7 +430,9 @@ def build_graph(
                                           max_tokens=settings.memory_max_tokens))  # fmt: skip
     builder.add_node("compose", Composer(counter, source, settings.system_prompt,
                                          settings.n_ctx, settings.max_tokens, toolbox, phrasing))  # fmt: skip
-    builder.add_node("generate", Generator(model, toolbox, native_images))
+    generator = Generator(model, toolbox, native_images)
+    # Both paths: sync runs call the model's stream, async ones (the Agent's) its astream.
+    builder.add_node("generate", RunnableCallable(generator, generator.acall, name="generate", trace=False))
     if toolbox is not None:
         builder.add_node("tools", RunTools(toolbox))
     if memory:

@@ -11,7 +11,6 @@ import pytest
 from langchain_core.messages import AIMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-from langgraph.types import Command
 
 from agentmm.graphs.agent import Agent
 from agentmm.threads import async_checkpointer, list_threads, open_checkpointer, thread_values
@@ -19,24 +18,32 @@ from agentmm.tools.builtin import roll_dice
 from tests.graphs.scripted_model import ScriptedToolModel, call
 
 
-def test_an_async_turn_paused_for_approval_resumes_and_sync_turns_go_on(tmp_path: Path) -> None:
+def test_an_async_turn_asks_for_approval_and_sync_turns_go_on(tmp_path: Path) -> None:
+    """``astream_events`` runs the turn through the Agent's one runner: a tool call that needs
+    approval is asked through ``on_approval`` (here a coroutine) and the run resumes in the
+    same stream; the async saver's checkpoints are what the sync turns read after it."""
     script = [call("roll_dice", notation="d6"), AIMessage("Six it is."), AIMessage("Bye.")]
     agent = Agent(model=ScriptedToolModel(script=script), tools=[roll_dice], data_dir=tmp_path, memory=False,
                   approve_tools=["roll_dice"])  # fmt: skip
+    asked: list[dict[str, Any]] = []
 
-    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        paused = [e async for e in agent.astream_events("roll", "web")]
-        async with agent.async_graph() as graph:
+    async def approve(request: dict[str, Any]) -> bool:
+        asked.append(request)
+        return True
+
+    async def run() -> list[dict[str, Any]]:
+        events = [e async for e in agent.astream_events("roll", "web", on_approval=approve)]
+        async with agent.async_graph() as graph:  # for a caller's own async LangGraph calls
             assert isinstance(graph.checkpointer, AsyncSqliteSaver)
-            assert (await graph.aget_state(agent.config("web"))).interrupts
-            resumed = [e async for e in graph.astream_events(Command(resume=True), agent.config("web"), version="v2")]
-        return paused, resumed
+            assert not (await graph.aget_state(agent.config("web"))).interrupts
+        return events
 
     with agent:
-        paused, resumed = asyncio.run(run())
-        assert not any(e["event"] == "on_chat_model_stream" and e["data"]["chunk"].text for e in paused)
-        text = "".join(e["data"]["chunk"].text for e in resumed if e["event"] == "on_chat_model_stream")
+        events = asyncio.run(run())
+        assert [(a["tool"], a["args"]) for a in asked] == [("roll_dice", {"notation": "d6"})]
+        text = "".join(e["data"]["chunk"].text for e in events if e["event"] == "on_chat_model_stream")
         assert text == "Six it is."
+        assert {e["event"] for e in events} >= {"on_chain_start", "on_chain_end", "on_tool_start", "on_tool_end"}
         assert agent.chat("thanks", "web").reply == "Bye."  # the sync saver reads what the async one wrote
         values, _ = thread_values(agent.checkpointer, "web")
         assert [m.type for m in values["messages"]] == ["human", "ai", "tool", "ai", "human", "ai"]

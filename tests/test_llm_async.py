@@ -1,0 +1,129 @@
+"""``agenerated_apart`` and ``ChatLlamaCpp._astream``: tokens awaited without blocking the event
+loop; cancelling or closing the stream stops the producer and frees the model lock. The
+``acquire(timeout=...)`` guards turn a deadlock into a failure; the one bound asserted is the
+issue's "frees the model within a second" on the shipped model."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agentmm.llama_runtime import agenerated_apart
+from agentmm.llm import ChatLlamaCpp
+
+DEADLOCK_GUARD_S = 120
+
+
+def endless(made: list[int]) -> Iterator[int]:
+    n = 0
+    while True:
+        made.append(n)
+        time.sleep(0.001)
+        yield n
+        n += 1
+
+
+def test_closing_an_async_stream_frees_the_lock_and_stops_the_producer() -> None:
+    lock = threading.Lock()
+    made: list[int] = []
+
+    async def run() -> None:
+        stream = agenerated_apart(lock, lambda: endless(made))
+        assert await anext(stream) == 0
+        await stream.aclose()
+        assert not lock.locked()  # free as soon as aclose() returns
+        count = len(made)
+        await asyncio.sleep(0.05)
+        assert len(made) == count  # the producer stopped, it did not go on in the background
+
+    asyncio.run(run())
+
+
+def test_cancelling_the_consuming_task_frees_the_lock() -> None:
+    lock = threading.Lock()
+    made: list[int] = []
+
+    async def run() -> None:
+        async def consume() -> None:
+            async for _ in agenerated_apart(lock, lambda: endless(made)):
+                pass
+
+        task = asyncio.create_task(consume())
+        while len(made) < 5:
+            await asyncio.sleep(0.001)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert not lock.locked()
+
+    asyncio.run(run())
+
+
+def test_errors_while_producing_are_raised_in_the_consumer() -> None:
+    def broken() -> Iterator[int]:
+        yield 1
+        raise ValueError("boom")
+
+    async def run() -> list[int]:
+        return [x async for x in agenerated_apart(threading.Lock(), broken)]
+
+    with pytest.raises(ValueError, match="boom"):
+        asyncio.run(run())
+
+
+def test_the_loop_keeps_running_while_tokens_are_awaited() -> None:
+    lock = threading.Lock()
+    ticks: list[float] = []
+
+    def slow() -> Iterator[int]:
+        for i in range(3):
+            time.sleep(0.1)
+            yield i
+
+    async def run() -> list[int]:
+        async def tick() -> None:
+            while True:
+                ticks.append(time.perf_counter())
+                await asyncio.sleep(0.01)
+
+        ticker = asyncio.create_task(tick())
+        got = [x async for x in agenerated_apart(lock, slow)]
+        ticker.cancel()
+        return got
+
+    assert asyncio.run(run()) == [0, 1, 2]
+    assert len(ticks) > 5  # the loop ran other work while the producer slept
+
+
+def test_cancelling_astream_on_the_shipped_model_frees_it(shipped_model: Path) -> None:
+    model = ChatLlamaCpp(model_path=str(shipped_model), n_ctx=2048, max_tokens=2048)
+
+    async def run() -> None:
+        async def story() -> None:
+            async for _ in model.astream("Write a very long story about a dragon, in many chapters."):
+                started.set()
+
+        started = asyncio.Event()
+        task = asyncio.create_task(story())
+        await started.wait()
+        lock = model.load().lock
+        assert lock.locked()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert lock.acquire(timeout=DEADLOCK_GUARD_S)
+        lock.release()
+        reply = await model.ainvoke("Say hi.")  # the model answers the next call
+        assert reply.text and reply.usage_metadata
+
+    try:
+        asyncio.run(run())
+    finally:
+        close = getattr(model, "close", None)
+        if close is not None:
+            close()
