@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 
 import uvicorn
 from starlette.applications import Starlette
-from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -36,9 +35,10 @@ def make_app(agent: Agent) -> Starlette:
 
         async def events() -> AsyncIterator[str]:
             try:
-                # llama.cpp blocks while it generates: the turn runs on a worker thread.
+                # The turn runs on the agent's own loop thread; a client that goes away cancels
+                # this iteration, which stops generation and keeps the partial reply.
                 turn = agent.stream(body.get("message", ""), body.get("thread_id"), persona=body.get("persona"))
-                async for piece in iterate_in_threadpool(iter(turn)):
+                async for piece in turn.astream():
                     yield sse("token", piece)
             except AgentmmError as exc:
                 yield sse("error", str(exc))
