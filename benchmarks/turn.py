@@ -235,14 +235,22 @@ def conversation(model_path: Path, turns: int, n_ctx: int, memory: bool, seed: i
         rows.append({"turn": i + 1, "ttft_s": result.timings.ttft_s,
                      "generate_ttft_s": result.trace["timings"]["generate_ttft_s"],
                      "prompt_tokens": cache.get("prompt_tokens", 0), "reused_tokens": cache.get("reused_tokens", 0),
-                     "recalled": len(result.trace.get("recalled", []))})  # fmt: skip
+                     "recalled": len(result.trace.get("recalled", [])),
+                     "folded": result.trace.get("budget", {}).get("folded_this_turn", 0) > 0})  # fmt: skip
     t2, tn = rows[1], rows[-1]
+    # A turn where the window folds (and the one after, whose head has the new summary) prefills
+    # the whole prompt by design; the last turn clear of both says what the cache keeps.
+    folds = [row["turn"] for row in rows if row["folded"]]
+    clear = [row for row in rows[2:] if row["turn"] not in folds and row["turn"] - 1 not in folds]
     report = {
         "turns": turns,
         "seeded_memories": seeded,
         "ttft_turn2_s": t2["ttft_s"],
         "ttft_last_turn_s": tn["ttft_s"],
         "ttft_ratio": tn["ttft_s"] / t2["ttft_s"],
+        "fold_turns": folds,
+        "last_clear_turn": clear[-1]["turn"] if clear else None,
+        "ttft_ratio_last_clear_turn": clear[-1]["ttft_s"] / t2["ttft_s"] if clear else None,
         "last_turn_prompt_tokens": tn["prompt_tokens"],
         "last_turn_reused_tokens": tn["reused_tokens"],
         "per_turn": rows,
@@ -267,25 +275,35 @@ def help_time(runs: int = 10) -> float:
     return statistics.median(times)
 
 
-# Runs the command and prints the peak RSS (kB) of the largest process it started, children included.
-_PEAK = ("import resource, subprocess, sys; done = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
-         "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); "
-         "print(done.stderr[-2000:], file=sys.stderr)")  # fmt: skip
+# Runs ``agentmm`` in this process and, at exit, writes its own peak RSS and its largest child's
+# (the embedder's one-time ONNX export runs in a child process), in kB.
+_PEAK = ("import atexit, os, resource, sys\n"
+         "def report():\n"
+         "    with open(os.environ['PEAK_OUT'], 'w') as out:\n"
+         "        out.write(f'{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss} '\n"
+         "                  f'{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}')\n"
+         "atexit.register(report)\n"
+         "sys.argv = ['agentmm', *sys.argv[1:]]\n"
+         "from agentmm.cli import main\n"
+         "main()\n")  # fmt: skip
 
 
 def chat_peak_rss(data_dir: Path, cache_dir: Path, memory: bool) -> dict[str, float]:
-    """Peak RSS and wall time of one ``agentmm chat -m`` in a process of its own."""
-    exe = Path(sys.executable).with_name("agentmm")
+    """Peak RSS (of the chat process, and of its largest child) and wall time of one
+    ``agentmm chat -m``, in a process of its own."""
+    peak_file = data_dir.parent / f"peak-{data_dir.name}.txt"
     env = {**os.environ, "AGENTMM_DATA_DIR": str(data_dir), "AGENTMM_CACHE_DIR": str(cache_dir),
-           "AGENTMM_MEMORY": str(memory).lower(), "AGENTMM_CONFIG": str(data_dir / "no-config.toml")}  # fmt: skip
-    command = [str(exe), "chat", "-m", "Hello, who are you?", "--max-tokens", "64"]
+           "AGENTMM_MEMORY": str(memory).lower(), "AGENTMM_CONFIG": str(data_dir.parent / "no-config.toml"),
+           "PEAK_OUT": str(peak_file)}  # fmt: skip
+    command = ["chat", "-m", "Hello, who are you?", "--max-tokens", "64"]
     started = time.perf_counter()
     done = subprocess.run([sys.executable, "-c", _PEAK, *command], env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
-    code, peak_kb = done.stdout.split()
-    if code != "0":
-        raise RuntimeError(f"agentmm chat failed ({code}): {done.stderr}")
-    return {"peak_rss_mb": round(int(peak_kb) / 1024, 1), "wall_s": round(wall, 2)}
+    if done.returncode != 0:
+        raise RuntimeError(f"agentmm chat failed ({done.returncode}): {done.stderr[-2000:]}")
+    own, child = (int(kb) / 1024 for kb in peak_file.read_text().split())
+    return {"peak_rss_mb": round(max(own, child), 1), "chat_process_mb": round(own, 1),
+            "largest_child_mb": round(child, 1), "wall_s": round(wall, 2)}  # fmt: skip
 
 
 def chat_memory() -> dict[str, Any]:
