@@ -202,3 +202,18 @@ def test_a_turn_stream_runs_once(settings: Settings) -> None:
         assert "".join(turn) == "one"
         with pytest.raises(RuntimeError, match="already run"):
             list(turn)
+
+
+def test_astream_events_filters_what_it_hands_on_not_the_turn(settings: Settings) -> None:
+    """The runner reads the graph's own stream events whatever the caller keeps: a filter that
+    keeps only the model's events still gets a whole, saved turn."""
+    with Agent(settings, model=FakeListChatModel(responses=["Just tokens."])) as agent:
+
+        async def run() -> list[dict[str, Any]]:
+            return [e async for e in agent.astream_events("hi", "f", include_types=["chat_model"])]
+
+        events = asyncio.run(run())
+        assert events and {e["event"] for e in events} <= {
+            "on_chat_model_start", "on_chat_model_stream", "on_chat_model_end",
+        }  # fmt: skip
+        assert last_reply(agent, "f").text == "Just tokens."
