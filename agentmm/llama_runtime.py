@@ -78,7 +78,7 @@ class LoadedModel:
     def __post_init__(self) -> None:
         # Freed when this object goes, or at exit while the interpreter is whole, whichever is
         # first; ``close`` frees it at once. Closing a Llama twice is harmless.
-        self._finalizer = weakref.finalize(self, self.llama.close)
+        self._finalizer = weakref.finalize(self, _free, self.llama, self.lock)
 
     @property
     def chat_template(self) -> str:
@@ -92,7 +92,23 @@ class LoadedModel:
     def close(self) -> None:
         """Free the model's memory now, under its lock (a generation running finishes first)."""
         with self.lock:
-            self._finalizer()
+            self._finalizer.detach()
+            self.llama.close()
+
+
+EXIT_WAIT_S = 5.0
+
+
+def _free(llama: llama_cpp.Llama, lock: threading.Lock) -> None:
+    """Free a model nobody closed (collected, or at exit): under its lock, as ``close`` does, since
+    freeing it under a generation thread still making tokens crashes llama.cpp (SIGSEGV). A
+    generation that does not let go within ``EXIT_WAIT_S`` keeps the model: the process is going,
+    and the OS frees its memory."""
+    if lock.acquire(timeout=EXIT_WAIT_S):
+        try:
+            llama.close()
+        finally:
+            lock.release()
 
 
 def gpu_offload_available() -> bool:

@@ -81,3 +81,33 @@ def test_an_abandoned_model_stream_does_not_block_the_next_caller(shipped_model:
     closed.close()
     assert not model.load().lock.locked()
     abandoned.close()
+
+
+def test_a_model_nobody_closed_is_freed_only_once_its_generation_lets_go() -> None:
+    """The exit/collection finaliser takes the model lock, as ``close`` does: freeing a Llama
+    under a generation thread still making tokens is a native crash."""
+    import threading
+    import time
+
+    from agentmm.llama_runtime import _free
+
+    events: list[str] = []
+
+    class FakeLlama:
+        def close(self) -> None:
+            events.append("closed")
+
+    lock = threading.Lock()
+    lock.acquire()
+
+    def generation() -> None:
+        time.sleep(0.2)
+        events.append("released")
+        lock.release()
+
+    worker = threading.Thread(target=generation)
+    worker.start()
+    _free(FakeLlama(), lock)  # type: ignore[arg-type]
+    worker.join()
+    assert events == ["released", "closed"]
+    assert not lock.locked()
