@@ -103,7 +103,6 @@ def chat(
 ) -> None:
     """Chat with the model: interactive, or one turn with -m."""
     from agentmm.graphs.agent import Agent
-    from agentmm.threads import thread_exists
 
     settings = _settings(
         model=model, mmproj=mmproj, n_ctx=n_ctx, n_gpu_layers=gpu_layers, max_tokens=max_tokens,
@@ -111,7 +110,16 @@ def chat(
     )  # fmt: skip
     if tool:
         settings = settings.model_copy(update={"tools": [*settings.tools, *tool]})
-    agent = Agent(settings)
+    with Agent(settings) as agent:  # closed on the way out: the model freed, the memory store shut cleanly
+        _chat_with(agent, message, thread, as_json, persona, greeting, [*(image or []), *(audio or [])], yes)
+
+
+def _chat_with(
+    agent: Agent, message: str | None, thread: str | None, as_json: bool, persona: str | None, greeting: int,
+    attachments: list[Path], yes: bool,
+) -> None:  # fmt: skip
+    from agentmm.threads import thread_exists
+
     _ = agent.tools  # an unknown tool name fails here, before anything is loaded or saved
     if thread is not None and not thread_exists(agent.checkpointer, thread):
         from agentmm.errors import ThreadNotFoundError
@@ -119,7 +127,6 @@ def chat(
         raise ThreadNotFoundError(f"unknown thread {thread!r} (see: agentmm threads list; omit --thread to start one)")
     # Check the persona and greeting before anything is loaded or saved.
     chosen = agent.personas.get(persona).name if persona else None
-    attachments = [*(image or []), *(audio or [])]
     if attachments and message is None:
         message = ""  # a voice note or a picture alone is a turn
     if message is None and as_json:

@@ -33,6 +33,9 @@ class ChatSession:
         from agentmm.threads import new_thread_id
 
         self.agent = agent
+        # The agent the session was given: it owns the thread database and the memory store,
+        # which the agents /model makes share; the caller closes it.
+        self.owner = agent
         self.terminal = terminal
         self.resumed = thread_id is not None
         self.thread_id = thread_id or new_thread_id()
@@ -69,6 +72,8 @@ class ChatSession:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            if self.agent is not self.owner:
+                self.agent.close()
         self.terminal.info(f"[thread {self.thread_id}]")
 
     def handle(self, line: str) -> bool:
@@ -468,7 +473,11 @@ class ChatSession:
             return
         agent = type(self.agent)(settings, model=arg, checkpointer=self.agent.checkpointer, store=self.agent.store)
         _ = agent.model  # resolves the name: a bad one is one line, and the old model stays
-        self.agent = agent
+        previous, self.agent = self.agent, agent
+        if previous is not self.owner:
+            # An agent /model made owns only its model and what its turns opened (the thread
+            # database and the memory store are the first agent's, passed in): free them now.
+            previous.close()
         self._warm_up(agent)
         self.terminal.info(f"model {arg}: loading in the background; this thread goes on with it")
 
