@@ -95,14 +95,13 @@ def _raw_stream(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> 
     return {"total_s": total, "ttft_s": (first or started) - started, "text": "".join(text)}
 
 
-# Raw llama.cpp runs on a thread of its own, as agentmm's model does: on a loaded machine,
-# llama.cpp's batch evaluation called from the process's main thread measured 3-20x slower
-# than from another thread (25 tokens: 0.9-4.6 s vs 0.2-0.4 s at load average 5 on 2 cores).
-_RAW_THREAD = ThreadPoolExecutor(1, thread_name_prefix="raw-llama")
-
-
 def raw_turn(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
-    return _RAW_THREAD.submit(_raw_stream, llama, messages, max_tokens).result()
+    """One raw turn on a new thread, as agentmm's model makes each reply on a producer thread of
+    its own. On this loaded 2-core machine llama.cpp's batch evaluation run again and again from
+    one thread (the main one, or one pool thread) measured 3-20x slower now and then than from a
+    new thread (25 tokens: 0.9-4.6 s vs 0.2-0.4 s at load average 5), which made raw look slow."""
+    with ThreadPoolExecutor(1, thread_name_prefix="raw-llama") as pool:
+        return pool.submit(_raw_stream, llama, messages, max_tokens).result()
 
 
 def agent_turn(agent: Agent, text: str, thread_id: str) -> dict[str, Any]:
