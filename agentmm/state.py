@@ -34,6 +34,11 @@ class Trace(TypedDict, total=False):
     timings: dict[str, float]
     usage: dict[str, int]
     recalled: list[dict[str, Any]]
+    # Recalled but not placed (each: id, similarity, reason), the placed block's tokens, and
+    # how recall read the store ("incremental" or "full read").
+    recall_dropped: list[dict[str, Any]]
+    recall_tokens: int
+    recall_path: str
     lore: list[dict[str, Any]]
     persona: str
     greeting: str
