@@ -26,12 +26,21 @@ from agentmm.tokens import PER_MESSAGE_OVERHEAD, TokenCounter
 
 # Where a turn's context (lore, memories, observations) is stored on its HumanMessage.
 CONTEXT_KEY = "agentmm_context"
+# The tokens of the recalled-memory block in that context: recall bounds what all the turns in
+# the window hold together (agentmm.memory.selection).
+MEMORY_TOKENS_KEY = "agentmm_memory_tokens"
 
 Parts = Sequence[tuple[str, str]]
 
 
 def turn_context(message: BaseMessage) -> str:
     return str(message.additional_kwargs.get(CONTEXT_KEY, "")) if isinstance(message, HumanMessage) else ""
+
+
+def memory_tokens(message: BaseMessage) -> int:
+    """The tokens of recalled memories stored with ``message`` (0: none, or a turn saved before
+    they were counted)."""
+    return int(message.additional_kwargs.get(MEMORY_TOKENS_KEY, 0)) if isinstance(message, HumanMessage) else 0
 
 
 def render(message: BaseMessage) -> str:

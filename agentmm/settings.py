@@ -105,10 +105,21 @@ class Settings(BaseSettings):
     memory_url: str | None = Field(None, description="A Chroma server (http://host:port) instead of the data dir.")
     memory_k: int = Field(5, ge=0, le=100, description="Memories recalled per turn at most.")
     memory_min_similarity: float = Field(
-        0.3, ge=0.0, le=1.01, description="Relevance bar: a recalled memory enters the prompt only at this cosine "
-        "similarity to the message or more."
+        0.3,
+        ge=0.0,
+        le=1.01,
+        description="Relevance bar: a recalled memory enters the prompt only at this cosine "
+        "similarity to the message or more.",
     )
     memory_max_tokens: int = Field(200, ge=0, description="Recalled memories placed in a prompt, in tokens at most.")
+    memory_window_share: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="Recalled memories all the turns in the window hold together, as a share of the context left "
+        "after the reply's reserve (each turn's block stays in the prompt: this bounds how much sooner memory makes "
+        "the window fold).",
+    )
     shared_memory: bool = Field(False, description="Also recall what the user told any persona.")
     user_id: str = Field("local", min_length=1, description="Whose memories these are (scopes memory).")
     embedding_model: str | None = Field(None, description="sentence-transformers model (default: shipped MiniLM).")
@@ -201,6 +212,12 @@ class Settings(BaseSettings):
         return (init_settings, env_settings)
 
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    @property
+    def memory_window_tokens(self) -> int:
+        """``memory_window_share`` in tokens: of the context compose can fill (n_ctx less the
+        reply's reserve)."""
+        return int(self.memory_window_share * max(self.n_ctx - self.max_tokens, 0))
 
     @property
     def sources(self) -> dict[str, str]:

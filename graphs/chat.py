@@ -26,7 +26,7 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TurnParts, persona_turn_parts, plain_parts
-from agentmm.context import CONTEXT_KEY, WindowPlan, plan_window, render, turn_context
+from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_window, render, turn_context
 from agentmm.errors import EmptyInputError
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
@@ -146,6 +146,9 @@ class Composer:
         if stored:  # the turn's context is stored with its message, so later prompts repeat it exactly
             newest = messages[-1]
             extra = {**newest.additional_kwargs, CONTEXT_KEY: stored}
+            extra.pop(MEMORY_TOKENS_KEY, None)
+            if memory_part := next((p for p in plan.parts if p["part"] == "memories"), None):
+                extra[MEMORY_TOKENS_KEY] = memory_part["tokens"]  # recall bounds the window's memories with it
             update["messages"] = [newest.model_copy(update={"additional_kwargs": extra})]
         lore = parts.lore
         if "lore" in plan.dropped:
@@ -427,7 +430,8 @@ def build_graph(
     counter = counter or TokenCounter.for_model(model)
     if memory:
         builder.add_node("recall", Recall(settings.memory_k, counter=counter, relevance=settings.memory_min_similarity,
-                                          max_tokens=settings.memory_max_tokens))  # fmt: skip
+                                          max_tokens=settings.memory_max_tokens,
+                                          window_tokens=settings.memory_window_tokens))  # fmt: skip
     builder.add_node("compose", Composer(counter, source, settings.system_prompt,
                                          settings.n_ctx, settings.max_tokens, toolbox, phrasing))  # fmt: skip
     generator = Generator(model, toolbox, native_images)

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from agentmm.context import turn_context
+from agentmm.context import memory_tokens, turn_context
 from agentmm.memory.conversation import recall, remember_turn, scope
 from agentmm.memory.incremental import recall_path
 from agentmm.memory.retrieval import RecallCache
@@ -40,6 +40,10 @@ def _thread_id(config: RunnableConfig) -> str:
 class Recall:
     """Search long-term memory with this turn's message; skip what the prompt already holds.
 
+    ``window_tokens`` bounds the recalled memories that all the turns in the window hold
+    together (each turn's block stays in the append-only prompt): this turn's block gets what
+    the earlier blocks left, best memories first, and the trace's ``recall_window`` says how much.
+
     The trace's ``recall_path`` says how: ``"incremental"`` over an ``IncrementalStore`` (the
     embedded Chroma store), ``"full read"`` over any other (the whole scope read each turn).
     ``cache`` keeps the scopes' corpora for a store that cannot keep its own (LangGraph's
@@ -53,6 +57,7 @@ class Recall:
         counter: TokenCounter | None = None,
         relevance: float = 0.0,
         max_tokens: int = 1 << 30,
+        window_tokens: int | None = None,
     ) -> None:
         self.k = k
         self.min_similarity = min_similarity
@@ -60,6 +65,8 @@ class Recall:
         self.count = (counter or TokenCounter(approximate_tokens, exact=False)).text
         self.relevance = relevance
         self.max_tokens = max_tokens
+        # Recalled memories all the turns in the window may hold together (None: no bound).
+        self.window_tokens = window_tokens
         self.cache = RecallCache()
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
@@ -83,11 +90,18 @@ class Recall:
             found = recall(runtime.store, _scopes(state, context), query, k=self.k,
                            min_similarity=self.min_similarity, skip=already_in_prompt, cache=self.cache)  # fmt: skip
             path = {"recall_path": recall_path(runtime.store)}
+        window: dict[str, Any] = {}
+        room = None
+        if self.window_tokens is not None:
+            held = sum(memory_tokens(m) for m in messages[start:])
+            room = max(self.window_tokens - held, 0)
+            window = {"recall_window": {"budget": self.window_tokens, "held": held, "room": room}}
         chosen = select_memories([r.as_trace() for r in found], self.count, user_name=context.user_name,
-                                 min_similarity=self.relevance, max_tokens=self.max_tokens)  # fmt: skip
+                                 min_similarity=self.relevance, max_tokens=self.max_tokens,
+                                 window_room=room)  # fmt: skip
         timings = {"recall_s": round(time.perf_counter() - started, 4)}
         trace = trace_step(state, "recall", recalled=chosen.kept, recall_dropped=chosen.dropped,
-                           recall_tokens=chosen.tokens, timings=timings, **path)  # fmt: skip
+                           recall_tokens=chosen.tokens, timings=timings, **window, **path)  # fmt: skip
         return {"recalled": chosen.kept, "trace": trace}
 
 

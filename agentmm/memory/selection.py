@@ -1,9 +1,15 @@
-"""Which recalled memories enter the prompt: those relevant enough, within a token budget.
+"""Which recalled memories enter the prompt: those relevant enough, within two token budgets.
 
 Recall always finds something (BM25 matches common words, the nearest vector is near in some
 way), and every memory placed in the prompt is prefilled before the first token of the reply.
 So a memory must clear a relevance bar (its cosine similarity to the query) and the block of
 memories must fit ``max_tokens``; the rest are dropped, each with the reason, for the trace.
+
+A turn's block also stays in the window for the turns after it (the prompt is append-only, so
+the next turn re-uses the KV cache), so the blocks add up: without a bound for the window,
+memory filled it several times faster than the conversation and made it fold (a full prefill)
+that much sooner. So the block must also fit ``window_room``: what is left of the window's
+budget for recalled memories once the blocks earlier turns in the window placed are counted.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from agentmm.memory.conversation import format_recalled
 
 BELOW_BAR = "below the relevance bar"
 OVER_CAP = "over the token cap"
+OVER_WINDOW = "over the window's memory budget"
 
 
 @dataclass(frozen=True)
@@ -32,12 +39,15 @@ def select_memories(
     user_name: str,
     min_similarity: float,
     max_tokens: int,
+    window_room: int | None = None,
 ) -> Selection:
     """Keep ``recalled`` (``Recalled.as_trace()`` dicts, best first) that reach ``min_similarity``
     and fit, in order, in a block of ``max_tokens`` (header included, counted with
     ``count_tokens``). A memory without a similarity (found by BM25 alone: not among the
     nearest vectors at all) does not clear the bar. A memory too long to fit is skipped and a
-    shorter one after it may still go in. ``max_tokens`` 0 keeps none.
+    shorter one after it may still go in. ``max_tokens`` 0 keeps none. ``window_room`` (None:
+    no bound) caps the block the same way; a memory that fits ``max_tokens`` but not it is
+    dropped as over the window's budget, so the trace tells the two apart.
     """
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
@@ -50,6 +60,9 @@ def select_memories(
         size = count_tokens(format_recalled([*kept, memory], user_name))
         if size > max_tokens:
             dropped.append(_dropped(memory, OVER_CAP))
+            continue
+        if window_room is not None and size > window_room:
+            dropped.append(_dropped(memory, OVER_WINDOW))
             continue
         kept.append(memory)
         tokens = size

@@ -1,4 +1,5 @@
-"""Only relevant memories, within a token cap, enter the prompt; the trace says what was dropped."""
+"""Only relevant memories, within a token cap and the window's memory budget, enter the prompt; the trace says
+what was dropped."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.store.memory import InMemoryStore
 
+from agentmm.context import MEMORY_TOKENS_KEY
 from agentmm.graphs.chat import build_graph
 from agentmm.memory.conversation import format_recalled
-from agentmm.memory.selection import BELOW_BAR, OVER_CAP, select_memories
+from agentmm.memory.selection import BELOW_BAR, OVER_CAP, OVER_WINDOW, select_memories
 from agentmm.settings import Settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
@@ -77,3 +79,59 @@ def test_recall_node_places_only_selected_memories_and_traces_the_rest() -> None
     assert kept and all(words(r["text"]) < 40 for r in kept)
     assert OVER_CAP in {d["reason"] for d in result["trace"]["recall_dropped"]}
     assert result["trace"]["recall_tokens"] <= 40
+
+
+def test_the_window_budget_bounds_the_block_and_is_told_apart_from_the_cap() -> None:
+    recalled = [memory("a", "one two three", 0.8), memory("long", " ".join(["word"] * 10), 0.9),
+                memory("b", "four five", 0.7)]  # fmt: skip
+    room = words(format_recalled([recalled[0], recalled[2]], "Ada"))
+    chosen = select_memories(recalled, words, user_name="Ada", min_similarity=0.3, max_tokens=1000, window_room=room)
+    assert [m["id"] for m in chosen.kept] == ["a", "b"]
+    assert chosen.dropped == [{"id": "long", "similarity": 0.9, "reason": OVER_WINDOW}]
+    assert chosen.tokens <= room
+    none = select_memories(recalled, words, user_name="Ada", min_similarity=0.3, max_tokens=1000, window_room=0)
+    assert none.kept == [] and {d["reason"] for d in none.dropped} == {OVER_WINDOW}
+    # The per-turn cap is checked first, so a memory over both is traced as over the cap.
+    both = select_memories(recalled, words, user_name="Ada", min_similarity=0.3, max_tokens=room, window_room=room)
+    assert both.dropped == [{"id": "long", "similarity": 0.9, "reason": OVER_CAP}]
+
+
+def test_recall_counts_the_memories_earlier_turns_in_the_window_hold() -> None:
+    """Turn 1 places a block; turn 2 of the same thread gets only what the window's budget has
+    left, so a memory it would place on a fresh budget is dropped as over the window's budget,
+    and turn 1's stored context is untouched (the prompt stays append-only)."""
+    store = InMemoryStore(index={"dims": 64, "embed": CharacterEmbeddings(64), "fields": ["text"]})
+    counter = TokenCounter(words)
+
+    def turn(graph: Any, text: str, thread: str) -> dict[str, Any]:
+        return graph.invoke({"input": text}, {"configurable": {"thread_id": thread}},
+                            context=TurnContext(user_name="Ada"))  # fmt: skip
+
+    def graph(share: float) -> Any:
+        # n_ctx less the reply's reserve is 1000 tokens, so the window's budget is 1000 * share.
+        settings = Settings(memory_min_similarity=0.0, memory_max_tokens=25, memory_window_share=share,
+                            n_ctx=1001, max_tokens=1)  # fmt: skip
+        return build_graph(settings, model=FakeListChatModel(responses=["Noted!"]), checkpointer=InMemorySaver(),
+                           store=store, counter=counter)  # fmt: skip
+
+    writer = graph(1.0)
+    turn(writer, "My sister is called Mira and she lives in Lisbon.", "a")
+    turn(writer, "My brother is called Tomas and he lives in Porto.", "b")
+
+    bounded = graph(0.03)
+    first = turn(bounded, "Where does my sister live?", "w")
+    placed = first["trace"]["recall_tokens"]
+    assert first["trace"]["recall_window"] == {"budget": 30, "held": 0, "room": 30}
+    assert 0 < placed <= 25
+    context_before = dict(first["messages"][-2].additional_kwargs)
+    assert context_before[MEMORY_TOKENS_KEY] == placed
+    second = turn(bounded, "Where does my brother live?", "w")
+    assert second["trace"]["recall_window"] == {"budget": 30, "held": placed, "room": 30 - placed}
+    assert second["trace"]["recall_tokens"] <= 30 - placed
+    assert OVER_WINDOW in {d["reason"] for d in second["trace"]["recall_dropped"]}
+    assert second["messages"][-4].additional_kwargs == context_before
+    # The same two turns on a thread whose budget is not spent: the second turn places a memory.
+    free = turn(writer, "Where does my sister live?", "x")
+    assert free["trace"]["recall_tokens"] > 0
+    again = turn(writer, "Where does my brother live?", "x")
+    assert again["trace"]["recalled"] and OVER_WINDOW not in {d["reason"] for d in again["trace"]["recall_dropped"]}
