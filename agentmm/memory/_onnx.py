@@ -14,12 +14,15 @@ vectors on sample texts (long ones included, for truncation) or it is not used.
 
 Run as ``python -m agentmm.memory._onnx MODEL_DIR EXPORT_DIR``, this module exports a model into
 a cache folder in a process of its own (``SentenceTransformerEmbeddings`` starts it), so that
-torch is imported there and not in the chat's process. Processes exporting the same model at
-once take turns on a lock file beside the folder; the one that comes second finds the export
-done. The folder is written whole and renamed into place (``save_folder``), so a reader sees a
-whole export or none. Exit status: 0 exported (or already there), ``NOT_EXPORTABLE`` the model
-cannot run on onnxruntime (recorded in the folder, so later processes go to torch without
-trying again), anything else an error (said on stderr).
+torch is imported there and not in the chat's process. A BERT model like the default one is not
+traced at all: ``bert_onnx`` writes its graph from the model's files without torch (the torch
+export peaked at 1.3 GB resident, this at a fraction of that), and only a model it does not
+implement goes to ``torch.onnx``; the folder's meta says which ``builder`` made it.
+Processes exporting the same model at once take turns on a lock file beside the folder; the
+one that comes second finds the export done. The folder is written whole and renamed into
+place (``save_folder``), so a reader sees a whole export or none. Exit status: 0 exported (or
+already there), ``NOT_EXPORTABLE`` the model cannot run on onnxruntime (recorded in the folder,
+so later processes go to torch without trying again), anything else an error (said on stderr).
 """
 
 from __future__ import annotations
@@ -191,14 +194,16 @@ def export_into(model_dir: Path, directory: Path) -> int:
     process did while this one waited for the lock. Returns the exit status (module docstring)."""
     from filelock import FileLock
 
-    from agentmm.memory.embeddings import load_sentence_transformer
-
     directory.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(directory.parent / f".{directory.name}.lock")):
         if unusable(directory):
             return NOT_EXPORTABLE
         if load_cached(directory) is not None:
             return 0
+        if _build_without_torch(model_dir, directory):
+            return 0
+        from agentmm.memory.embeddings import load_sentence_transformer
+
         model = load_sentence_transformer(str(model_dir), "cpu", local=True)
         if export(model, directory) is not None:
             return 0
@@ -207,6 +212,31 @@ def export_into(model_dir: Path, directory: Path) -> int:
             return NOT_EXPORTABLE
         save_folder(directory, {META: json.dumps({"format": FORMAT, "unusable": True})})
         return NOT_EXPORTABLE
+
+
+def _build_without_torch(model_dir: Path, directory: Path) -> bool:
+    """Write the graph with ``bert_onnx`` (no torch) and keep it, if the model is one it builds.
+    What it builds must load into onnxruntime and give finite unit vectors; its equivalence with
+    sentence-transformers is proved by the tests (``bert_onnx``'s docstring says why not here).
+    ``False`` sends the export to torch."""
+    from agentmm.memory import bert_onnx
+
+    try:
+        built = bert_onnx.build(model_dir)
+        if built is None:
+            return False
+        meta = {"format": FORMAT, **built.meta, "builder": "bert_onnx"}
+        vectors = _encoder(built.graph, built.tokenizer_json, meta, 1).encode(_SAMPLES)
+    except Exception as exc:  # a model that looked like BERT but is not quite: torch exports it instead
+        print(
+            f"{model_dir.name}: built without torch failed ({type(exc).__name__}), exporting with torch",
+            file=sys.stderr,
+        )
+        return False
+    if not (np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)):
+        return False
+    _save(directory, built.graph, built.tokenizer_json, meta)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -254,7 +284,13 @@ def _export_graph(model: Any) -> tuple[bytes, dict[str, Any]]:
             dynamo=False,
         )
     dims = int(model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else 0) or None
-    meta = {"format": FORMAT, "inputs": list(names), "max_seq_length": int(model.max_seq_length), "dims": dims}
+    meta = {
+        "format": FORMAT,
+        "inputs": list(names),
+        "max_seq_length": int(model.max_seq_length),
+        "dims": dims,
+        "builder": "torch.onnx",
+    }
     return buffer.getvalue(), meta
 
 

@@ -68,6 +68,7 @@ def test_onnx_runtime_gives_the_same_vectors_and_a_cached_export_needs_no_torch(
     assert np.allclose(embedder.embed_query(texts[1]), reference[1], atol=1e-5)
     (export,) = [path for path in cache.iterdir() if path.is_dir()]
     assert (export / "model.onnx").is_file()
+    assert json.loads((export / _onnx.META).read_text())["builder"] == "bert_onnx"  # written without torch
 
     code = (
         "import sys, json; from agentmm.memory.embeddings import SentenceTransformerEmbeddings as E; "
@@ -88,8 +89,9 @@ def test_onnx_runtime_gives_the_same_vectors_and_a_cached_export_needs_no_torch(
 
 
 def test_first_export_runs_in_a_child_so_the_process_never_imports_torch(tmp_path: Path) -> None:
-    """The export needs torch (about a gigabyte resident); the chat's process only loads the result.
-    Two processes exporting into one empty cache at once both end up on the one whole export."""
+    """A torch export needs about a gigabyte resident (the default model is built without torch, in
+    the child all the same); the chat's process only loads the result. Two processes exporting
+    into one empty cache at once both end up on the one whole export."""
     cache = tmp_path / "cache"
     code = (
         "import sys, json; from agentmm.memory.embeddings import SentenceTransformerEmbeddings as E; "
