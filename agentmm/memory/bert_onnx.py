@@ -169,29 +169,31 @@ def _input_names(transformer_dir: Path) -> tuple[str, ...] | None:
 
 
 class _Graph:
-    """A model under construction: nodes, and initializers written straight into the model's
-    protobuf (building a graph from a list of them copies each, which tripled the peak memory)."""
+    """A model under construction: nodes, and initializers kept as serialised protobuf fields.
+
+    Why serialised: a protobuf holding the 90 MB of weights, serialised at the end, peaked at
+    over 600 MB (its copies, and the serialiser's buffer). Serialised protobuf messages merge
+    when concatenated (repeated fields append), so the model is written as its small part (nodes,
+    inputs, outputs) followed by one ``ModelProto.graph.initializer`` field per weight, and the
+    weights are copied about twice instead.
+    """
+
+    GRAPH_FIELD = 7  # ModelProto.graph
+    INITIALIZER_FIELD = 5  # GraphProto.initializer
+    RAW_DATA_FIELD = 9  # TensorProto.raw_data
 
     def __init__(self) -> None:
-        from onnx import helper
-
-        self.model = helper.make_model(
-            helper.make_graph([], "sentence_embedding", [], []),
-            opset_imports=[helper.make_opsetid("", OPSET)],
-            producer_name="agentmm.bert_onnx",
-        )
-        self.model.ir_version = IR_VERSION
         self.nodes: list[Any] = []
+        self.initializers: list[bytes] = []
         self._count = 0
 
     def const(self, name: str, value: np.ndarray) -> str:
-        from onnx import helper
+        from onnx import TensorProto, helper
 
-        tensor = self.model.graph.initializer.add()
-        tensor.name = name
-        tensor.data_type = helper.np_dtype_to_tensor_dtype(value.dtype)
-        tensor.dims.extend(value.shape)
-        tensor.raw_data = np.ascontiguousarray(value).astype(value.dtype.newbyteorder("<"), copy=False).tobytes()
+        header = TensorProto(name=name, data_type=helper.np_dtype_to_tensor_dtype(value.dtype), dims=value.shape)
+        raw = np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("<")).tobytes()
+        tensor = header.SerializeToString() + _field(self.RAW_DATA_FIELD, raw)
+        self.initializers.append(_field(self.GRAPH_FIELD, _field(self.INITIALIZER_FIELD, tensor)))
         return name
 
     def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
@@ -282,9 +284,21 @@ def _graph(config: dict[str, Any], weights: _Weights, names: tuple[str, ...]) ->
     norm = g.op("Sqrt", g.op("ReduceSum", g.op("Mul", pooled, pooled), axis_1, keepdims=1))
     g.nodes.append(helper.make_node("Div", [pooled, g.op("Max", norm, f32("min_norm", 1e-12))], ["sentence_embedding"]))
 
-    graph = g.model.graph
-    graph.node.extend(g.nodes)
-    graph.input.extend(helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "tokens"]) for n in names)
-    graph.output.append(helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden]))
-    model = g.model
-    return model.SerializeToString()
+    inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "tokens"]) for n in names]
+    output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])
+    graph = helper.make_graph(g.nodes, "sentence_embedding", inputs, [output])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="agentmm.bert_onnx")
+    model.ir_version = IR_VERSION
+    chunks, g.initializers = [model.SerializeToString(), *g.initializers], []
+    return b"".join(chunks)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: its key, the payload's length as a varint, the payload."""
+    prefix = bytearray()
+    for value in (number << 3 | 2, len(payload)):
+        while value > 0x7F:
+            prefix.append(value & 0x7F | 0x80)
+            value >>= 7
+        prefix.append(value)
+    return bytes(prefix) + payload
