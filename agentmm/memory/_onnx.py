@@ -4,8 +4,9 @@ Why: on this 2-core CPU, embedding one recall query with sentence-transformers o
 12-16 ms; the same graph on onnxruntime 5-7 ms, which is most of recall's budget. A process
 that finds the exported graph in its cache also never imports torch or sentence-transformers
 (several seconds). sentence-transformers' own ``backend="onnx"`` needs optimum-onnx, whose
-releases pin ``transformers<4.58`` (agentmm runs 5.x), so the graph is exported here with
-``torch.onnx`` (which needs the ``onnx`` package, once per model) and run with onnxruntime
+releases pin ``transformers<4.58`` (agentmm runs 5.x), so the graph is made here, once per
+model: written from the model's files without torch where ``bert_onnx`` implements the model
+(the default does), else exported with ``torch.onnx``; either way run with onnxruntime
 (installed with chromadb).
 
 Only models that are a transformer followed by mean pooling (and optionally L2 normalising),
