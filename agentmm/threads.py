@@ -4,7 +4,8 @@ LangGraph's saver API has no "list threads" call; for the SQLite saver the catal
 its ``checkpoints`` table (read-only), for any other saver it walks ``saver.list``.
 
 A turn is checkpointed node by node (``DURABILITY``), so a process killed in the middle of one
-(``kill -9``, a closed terminal, a power cut) leaves the thread at the last node it finished.
+(``kill -9``, a closed terminal) leaves the thread at the last node it finished; a power cut, at
+that node or an earlier one (the turn's commits reach the disk when it ends, ``sync_to_disk``).
 Such a turn is settled by the next process that touches the thread, as SQLite rolls back a hot
 journal on the next open: cut off before its reply, it is rolled back (the thread is again as it
 was before the turn: whole turns only, the cut-off message gone); cut off after its reply (while
@@ -17,6 +18,7 @@ purpose (only a new turn on that thread abandons it).
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -69,7 +71,9 @@ def open_checkpointer(data_dir: Path) -> SqliteSaver:
 
 
 @contextlib.asynccontextmanager
-async def async_checkpointer(saver: BaseCheckpointSaver) -> AsyncIterator[BaseCheckpointSaver]:
+async def async_checkpointer(
+    saver: BaseCheckpointSaver, *, wait_for_disk: bool = True
+) -> AsyncIterator[BaseCheckpointSaver]:
     """A saver for an async run (``astream``, ``astream_events``, ``aget_state``) over the threads
     ``saver`` keeps.
 
@@ -79,6 +83,10 @@ async def async_checkpointer(saver: BaseCheckpointSaver) -> AsyncIterator[BaseCh
     ``AsyncSqliteSaver`` on that file for the run, in the run's loop, and closes it after; both
     connections use SQLite's WAL journal, so each sees what the other wrote. Any other saver (in
     memory, Postgres) has its own async methods and is yielded as it is.
+
+    ``wait_for_disk=False`` (the Agent's turns): commits do not wait for the disk (SQLite's
+    synchronous=NORMAL), which a killed process cannot tell apart, and the caller flushes what
+    it wrote with ``sync_to_disk`` when that must survive a power cut too.
     """
     database = sqlite_file(saver) if isinstance(saver, SqliteSaver) else None
     if database is None:
@@ -87,7 +95,27 @@ async def async_checkpointer(saver: BaseCheckpointSaver) -> AsyncIterator[BaseCh
     from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
     async with AsyncSqliteSaver.from_conn_string(str(database)) as twin:
+        if not wait_for_disk:
+            # A commit that reaches the OS survives kill -9; waiting for the disk on each of a
+            # turn's ~10 checkpoint commits (SQLite's default, FULL: ~1.8 ms each here) is what
+            # power-cut safety costs, and a turn pays it once instead, at its end.
+            await twin.conn.execute("PRAGMA synchronous=NORMAL")
         yield twin
+
+
+def sync_to_disk(saver: BaseCheckpointSaver) -> None:
+    """Flush an SQLite saver's file and its WAL to the disk (``fsync``); any other saver: nothing.
+
+    The turn's async saver commits without waiting for the disk (``async_checkpointer``), which
+    is as safe against a killed process, and in WAL mode keeps the file whole through a power
+    cut too, but may lose its last commits then; the turn calls this before it returns, so a
+    finished turn, reply and all, is on the disk as with SQLite's FULL mode."""
+    database = sqlite_file(saver)
+    if database is None:
+        return
+    for path in (database.with_name(database.name + "-wal"), database):
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as file:
+            os.fsync(file.fileno())
 
 
 def new_thread_id() -> str:

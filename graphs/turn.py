@@ -50,7 +50,14 @@ from agentmm.graphs.thread_edit import restore
 from agentmm.personas import greeting as opening_greeting
 from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
-from agentmm.threads import DURABILITY, async_checkpointer, new_thread_id, settle_thread, thread_exists
+from agentmm.threads import (
+    DURABILITY,
+    async_checkpointer,
+    new_thread_id,
+    settle_thread,
+    sync_to_disk,
+    thread_exists,
+)
 
 if TYPE_CHECKING:
     from agentmm.graphs.agent import Agent
@@ -101,7 +108,8 @@ class TurnLoop:
             if self._graph is None:
                 graph = await asyncio.to_thread(lambda: self.agent.graph)  # may build it
                 stack = contextlib.AsyncExitStack()
-                saver = await stack.enter_async_context(async_checkpointer(graph.checkpointer))
+                # Commits without waiting for the disk: each turn flushes its own once, at its end.
+                saver = await stack.enter_async_context(async_checkpointer(graph.checkpointer, wait_for_disk=False))
                 self._saver = stack
                 self._graph = graph if saver is graph.checkpointer else graph.copy(update={"checkpointer": saver})
             return self._graph
@@ -357,6 +365,7 @@ class TurnStream:
                             put(chunk.text)
             # A tool call waits for the user's yes or no: ask, then resume the same run.
             run_input = Command(resume=await self._approve(asked, put)) if asked is not None else None
+        await asyncio.to_thread(sync_to_disk, self.agent.checkpointer)  # the whole turn, before it returns
         self._result = self._build_result(final, first, time.perf_counter() - self._started)
 
     async def _parts(
