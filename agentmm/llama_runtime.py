@@ -431,8 +431,9 @@ async def agenerated_batches(
                 yield items
             if error is not None:
                 raise error
-            if every and not done:
-                await asyncio.sleep(every)
+            if every and not done:  # gather the next batch, unless the producer ends first
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(handover.ended.wait(), every)
     finally:
         stop.set()
         if started.is_set():
@@ -449,15 +450,23 @@ class _Handover(Generic[T]):
         self.items: deque[tuple[str, Any]] = deque()
         self.mutex = threading.Lock()
         self.waiter: asyncio.Future[None] | None = None
+        self.ended = asyncio.Event()  # set once the producer's last word is in
 
     def put(self, item: tuple[str, Any]) -> None:
         """On the producer's thread."""
         with self.mutex:
             self.items.append(item)
             waiter, self.waiter = self.waiter, None
-        if waiter is not None:
+        last = item[0] != "item"
+        if waiter is not None or last:
             with contextlib.suppress(RuntimeError):  # the loop closed under an abandoned stream
-                self.loop.call_soon_threadsafe(_wake, waiter)
+                self.loop.call_soon_threadsafe(self._wake, waiter, last)
+
+    def _wake(self, waiter: asyncio.Future[None] | None, last: bool) -> None:
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if last:
+            self.ended.set()
 
     async def take(self) -> list[tuple[str, Any]]:
         """On the loop: everything put since the last take, waiting for at least one item."""
@@ -469,8 +478,3 @@ class _Handover(Generic[T]):
                     return taken
                 waiter = self.waiter = self.loop.create_future()
             await waiter
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
