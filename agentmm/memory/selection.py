@@ -46,8 +46,11 @@ def select_memories(
     ``count_tokens``). A memory without a similarity (found by BM25 alone: not among the
     nearest vectors at all) does not clear the bar. A memory too long to fit is skipped and a
     shorter one after it may still go in. ``max_tokens`` 0 keeps none. ``window_room`` (None:
-    no bound) caps the block the same way; a memory that fits ``max_tokens`` but not it is
-    dropped as over the window's budget, so the trace tells the two apart.
+    no bound) caps the block the same way, past its first memory: a memory that fits
+    ``max_tokens`` but not the room is dropped as over the window's budget (the trace tells the
+    two apart), except the turn's best one, which goes in whatever the room. So once the
+    window's budget is spent, memory keeps answering one memory a turn, and the window grows
+    by at most that until the next fold moves old blocks out.
     """
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
@@ -61,7 +64,7 @@ def select_memories(
         if size > max_tokens:
             dropped.append(_dropped(memory, OVER_CAP))
             continue
-        if window_room is not None and size > window_room:
+        if window_room is not None and size > window_room and kept:
             dropped.append(_dropped(memory, OVER_WINDOW))
             continue
         kept.append(memory)
