@@ -107,7 +107,10 @@ def turn_table(r: dict[str, Any]) -> str:
     conv_on, conv_off = r.get("conversation_memory_on"), r.get("conversation_memory_off")
     if conv_on and conv_off:
         turns = conv_on["turns"]
-        rows.append((f"time to first token, turn {turns} ÷ turn 2, memory on / off",
+        runs = conv_on.get("runs", 1)
+        rows.append((f"time to first token, turn {turns} ÷ turn 2, memory on / off (ratio of the medians over "
+                     f"{runs} runs of the conversation; each run's: "
+                     f"{', '.join(f'{x:.2f}' for x in conv_on.get('ttft_ratio_per_run', []))} on)",
                      f"**{conv_on['ttft_ratio']:.2f}** ({conv_on['ttft_last_turn_s']:.3f} s vs "
                      f"{conv_on['ttft_turn2_s']:.3f} s; {conv_on['last_turn_reused_tokens']:,} of "
                      f"{conv_on['last_turn_prompt_tokens']:,} prompt tokens re-used) / {conv_off['ttft_ratio']:.2f}",
