@@ -316,7 +316,8 @@ class Generator:
         ended = time.perf_counter()
         # Added up once here, not chunk by chunk while tokens come (each addition builds a
         # message: ~3.5 ms of a 128-token reply on the loop the tokens come through, vs ~0.9).
-        reply = add_ai_message_chunks(chunks[0], *chunks[1:]) if chunks else None
+        # A model that does not stream yields its whole message once (an AIMessage, not a chunk).
+        reply = add_ai_message_chunks(chunks[0], *chunks[1:]) if len(chunks) > 1 else (chunks[0] if chunks else None)
         message = _final_message(reply, interrupted)
         usage = message.usage_metadata or {}
         # After tool calls this turn generates again: the turn's usage and time add up.
