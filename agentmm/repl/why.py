@@ -20,6 +20,25 @@ def _bar(part: int, whole: int) -> str:
     return "█" * filled + "·" * (BAR - filled)
 
 
+def _left_out(trace: dict[str, Any]) -> list[str]:
+    """What recall found but did not place (by reason), and the window's memory budget."""
+    lines: list[str] = []
+    dropped = trace.get("recall_dropped") or []
+    if dropped:
+        reasons: dict[str, int] = {}
+        for d in dropped:
+            reasons[str(d.get("reason", "?"))] = reasons.get(str(d.get("reason", "?")), 0) + 1
+        said = ", ".join(f"{n} {reason}" for reason, n in reasons.items())
+        lines.append(f"left out: {said}")
+    window = trace.get("recall_window")
+    if window:
+        lines.append(
+            f"memories in the window: {window.get('held', 0)} of {window.get('budget', 0)} tokens "
+            f"held, {window.get('room', 0)} room; this turn placed {trace.get('recall_tokens', 0)}"
+        )
+    return lines
+
+
 def render_trace(trace: dict[str, Any]) -> Any:
     """A rich renderable of ``trace`` (plain text when the console is not a terminal)."""
     from rich.console import Group
@@ -73,6 +92,7 @@ def render_trace(trace: dict[str, Any]) -> Any:
             parts.append(table)
         else:
             parts.append(Text("recalled memories: none above the threshold"))
+        parts.extend(Text(line) for line in _left_out(trace))
 
     lore = trace.get("lore") or []
     if lore:
