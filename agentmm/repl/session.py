@@ -20,7 +20,7 @@ from agentmm.repl.terminal import Terminal, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
 
 if TYPE_CHECKING:
-    from agentmm.graphs.agent import Agent, TurnStream
+    from agentmm.repl.ports import ChatAgent, ChatTurn
 
 HISTORY_FILE = "repl_history"
 
@@ -28,7 +28,7 @@ HISTORY_FILE = "repl_history"
 class ChatSession:
     """The interactive ``agentmm chat`` over an ``Agent``."""
 
-    def __init__(self, agent: Agent, terminal: Terminal, thread_id: str | None = None, *,
+    def __init__(self, agent: ChatAgent, terminal: Terminal, thread_id: str | None = None, *,
                  persona: str | None = None, greeting: int = 0) -> None:  # fmt: skip
         from agentmm.threads import new_thread_id
 
@@ -112,7 +112,7 @@ class ChatSession:
             self.attachments = []
         return outcome
 
-    def _play(self, turn: TurnStream) -> Outcome:
+    def _play(self, turn: ChatTurn) -> Outcome:
         """Show ``turn`` as it streams; its error, if any, as one line (the turn itself restored
         the thread)."""
         outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations,
@@ -138,7 +138,7 @@ class ChatSession:
         if self.terminal.editor:  # load the models while the user types the first message
             self._warm_up(self.agent)
 
-    def _warm_up(self, agent: Agent) -> None:
+    def _warm_up(self, agent: ChatAgent) -> None:
         def work() -> None:
             with contextlib.suppress(Exception):  # the first turn reports it, with its one line
                 agent.warm_up()
@@ -496,7 +496,7 @@ def _said(text: str, attachments: list[str]) -> str:
     return _clip(text) or ", ".join(Path(a).name for a in attachments)
 
 
-def run_chat(agent: Agent, thread_id: str | None, persona: str | None, greeting: int,
+def run_chat(agent: ChatAgent, thread_id: str | None, persona: str | None, greeting: int,
              terminal: Terminal | None = None) -> None:  # fmt: skip
     """The interactive chat: a line editor on a terminal, plain lines when piped."""
     history = Path(agent.settings.data_dir) / HISTORY_FILE
