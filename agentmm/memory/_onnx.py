@@ -299,8 +299,17 @@ def _tokenizer_json(model: Any) -> str:
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(model.tokenizer.backend_tokenizer.to_str())
-    tokenizer.enable_truncation(int(model.max_seq_length))
-    tokenizer.enable_padding(pad_id=tokenizer.padding["pad_id"] if tokenizer.padding else 0)
+    return batch_tokenizer_json(tokenizer, int(model.max_seq_length))
+
+
+def batch_tokenizer_json(tokenizer: Any, max_seq_length: int) -> str:
+    """``tokenizer`` (a ``tokenizers.Tokenizer``) as sentence-transformers calls it, saved: it
+    truncates at ``max_seq_length`` and pads a batch to its longest text (whatever truncation
+    and fixed padding its file had are replaced; the pad token is the file's, else ``[PAD]``)."""
+    pad_token = tokenizer.padding["pad_token"] if tokenizer.padding else "[PAD]"
+    pad_id = tokenizer.padding["pad_id"] if tokenizer.padding else tokenizer.token_to_id(pad_token)
+    tokenizer.enable_truncation(max_seq_length)
+    tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
     return tokenizer.to_str()
 
 

@@ -146,14 +146,9 @@ def _tokenizer_json(transformer_dir: Path, max_seq_length: int) -> str | None:
         return None
     from tokenizers import Tokenizer
 
-    tokenizer = Tokenizer.from_file(str(path))
-    pad_id = tokenizer.padding["pad_id"] if tokenizer.padding else tokenizer.token_to_id("[PAD]")
-    pad_token = tokenizer.padding["pad_token"] if tokenizer.padding else "[PAD]"
-    tokenizer.no_truncation()
-    tokenizer.enable_truncation(max_seq_length)
-    tokenizer.no_padding()
-    tokenizer.enable_padding(pad_id=0 if pad_id is None else pad_id, pad_token=pad_token)
-    return tokenizer.to_str()
+    from agentmm.memory._onnx import batch_tokenizer_json
+
+    return batch_tokenizer_json(Tokenizer.from_file(str(path)), max_seq_length)
 
 
 def _input_names(transformer_dir: Path) -> tuple[str, ...] | None:
