@@ -332,12 +332,14 @@ def models_list(as_json: JsonFlag = False) -> None:
         _print_json({"models": [m.__dict__ for m in models]})
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table("name", "source", "installed", "size", "path")
     for m in models:
         size = f"{m.size_bytes / 2**20:.0f} MiB" if m.size_bytes else ""
-        table.add_row(m.name, m.source, "yes" if m.installed else "no", size, m.path or "")
+        where = m.path or ("joined from its parts on first use" if m.installed else "")
+        table.add_row(m.name, escape(m.source), "yes" if m.installed else "no", size, escape(where))
     Console().print(table)
 
 

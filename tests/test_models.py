@@ -99,4 +99,4 @@ def test_hub_download_offline_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_list_models_finds_hub_cache(tmp_path: Path, shipped_model: Path) -> None:
     names = [m.name for m in list_models(tmp_path / "empty")]
-    assert names == ["smollm2"]
+    assert names == ["smollm2", "qwen0.5b"]
