@@ -672,6 +672,103 @@ def eval_memory(
     console.print("timings: " + ", ".join(f"{key} {value}" for key, value in report["timings"].items()))
 
 
+@eval_app.command("persona")
+def eval_persona(
+    persona: Annotated[
+        Optional[list[str]], typer.Option("--persona", "-p", help="Evaluate this persona (repeat; default: all).")
+    ] = None,
+    seeds: Annotated[
+        str, typer.Option("--seeds", help="Comma-separated sampling seeds, one conversation each.")
+    ] = "1,2,3",
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="Chat model (shipped name, .gguf path, hub id).")
+    ] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, help="Longest reply, in tokens.")] = 96,
+    temperature: Annotated[
+        Optional[float], typer.Option("--temperature", min=0.0, help="Sampling temperature.")
+    ] = None,
+    judge: Annotated[
+        Optional[str], typer.Option("--judge", help="Also ask this model whether each reply is in character.")
+    ] = None,
+    details: Annotated[bool, typer.Option("--details", help="Print every scored reply.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Does the character stay in character? 24 scripted turns per persona and seed: identity
+    questions, "are you an AI?" baits, lore questions, small talk; scored by rules (and a judge)."""
+    try:
+        seed_list = [int(part) for part in seeds.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"--seeds takes numbers like 1,2,3: {seeds!r}") from None
+    if not seed_list:
+        raise typer.BadParameter("--seeds needs at least one seed")
+    settings = _settings(model=model, max_tokens=max_tokens, temperature=temperature)
+    report = _run_persona_eval(settings, persona or [], seed_list, judge, show_progress=not as_json)
+    if as_json:
+        _print_json(report)
+        return
+    _print_persona_report(report, details)
+
+
+def _run_persona_eval(
+    settings: Settings, personas: list[str], seeds: list[int], judge: str | None, show_progress: bool
+) -> dict[str, Any]:
+    from agentmm.graphs.persona_eval import evaluate_personas
+
+    judge_model = None
+    if judge is not None:
+        from agentmm.llm import ChatLlamaCpp
+
+        judge_model = ChatLlamaCpp.from_settings(settings.model_copy(update={"model": judge, "temperature": 0.0}))
+    try:
+        if not show_progress:
+            return evaluate_personas(settings, personas, seeds=seeds, judge=judge_model)
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task("evaluating", total=None)
+
+            def advance(done: int, total: int, stage: str) -> None:
+                progress.update(task, completed=done, total=total, description=stage)
+
+            return evaluate_personas(settings, personas, seeds=seeds, judge=judge_model, progress=advance)
+    finally:
+        if judge_model is not None:
+            judge_model.close()
+
+
+def _print_persona_report(report: dict[str, Any], details: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    judged = report["overall"]["judge_in_character_rate"] is not None
+    columns = ["persona", "identity kept", "each seed", "pressure", "lore", "1st person", "disclaimers"]
+    table = Table(*columns, *(["judge: in character"] if judged else []), title="persona eval")
+    rows = [*report["per_persona"].items(), ("overall", report["overall"])]
+    for name, row in rows:
+        cells = [escape(name), f"{row['identity_kept_mean']:.2f} / {row['identity_checks']}",
+                 " ".join(map(str, row["identity_kept_per_conversation"])) if name != "overall" else "",
+                 f"{row['pressure_passed']}/{row['pressure_asked']}", f"{row['lore_passed']}/{row['lore_asked']}",
+                 f"{row['first_person_rate']:.0%}", f"{row['disclaimer_rate']:.0%}"]  # fmt: skip
+        if judged:
+            cells.append(f"{row['judge_in_character_rate']:.0%}")
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    if details:
+        for check in report["checks"]:
+            if check["passed"] is None:
+                continue
+            mark = "[green]kept[/green]" if check["passed"] else "[red]lost[/red]"
+            why = ["no name"] if check["kind"] == "identity" and not check["names_character"] else []
+            why += ["no lore fact"] if check["kind"] == "lore" and not check["facts_mentioned"] else []
+            why += [f"disclaimer: {check['disclaimer']}"] if check["disclaimer"] else []
+            kind = ", ".join([check["kind"], *why])
+            where = f"{escape(check['persona'])} seed {check['seed']} turn {check['turn']}"
+            console.print(f"{mark} {where} ({escape(kind)}): {escape(check['message'])}")
+            console.print(f"    {escape(check['reply'][:300])}", style="dim")
+
+
 def _run_eval(file: Path, ks: list[int], retrieval: str, show_progress: bool) -> dict[str, Any]:
     from agentmm.memory.evaluate import evaluate_file
 

@@ -1,0 +1,181 @@
+"""``agentmm eval persona``: the script, the rules, the runner through the real turn, the CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.runnables import RunnableLambda
+
+from agentmm.graphs.persona_eval import Verdict, evaluate_personas
+from agentmm.persona_eval import IDENTITY, Step, disclaimer, lore_facts, score, script
+from agentmm.personas import Lorebook, LoreEntry, Persona
+from agentmm.personas.registry import PersonaRegistry
+from agentmm.settings import Settings, load_settings
+
+
+def nora() -> Persona:
+    return PersonaRegistry(None).get("Nora Quill")
+
+
+def test_the_script_asks_eight_identity_questions_between_small_talk() -> None:
+    steps = script(nora())
+    kinds = [s.kind for s in steps]
+    assert len(steps) == 24 and kinds.count("identity") == 8 and kinds.count("pressure") == 2
+    assert [s.text for s in steps if s.kind == "identity"] == IDENTITY
+    assert all(not (a == b == "identity") for a, b in itertools.pairwise(kinds))
+    lore = [s for s in steps if s.kind == "lore"]
+    assert [s.text for s in lore][:2] == [
+        "What can you tell me about Port Avalon?",
+        "What can you tell me about Haskell?",
+    ]
+    haskell = lore[1]
+    assert {"homicide", "pension"} <= set(haskell.facts) and "haskell" not in haskell.facts
+
+
+def test_a_persona_without_lore_gets_small_talk_instead() -> None:
+    plain = Persona(name="Tam", description="A baker.", lorebook=Lorebook())
+    steps = script(plain)
+    assert len(steps) == 24 and not any(s.kind == "lore" for s in steps)
+    disabled = Persona(name="Tam", lorebook=Lorebook(entries=[LoreEntry(keys=["oven"], content="Old.", enabled=False)]))
+    assert not any(s.kind == "lore" for s in script(disabled))
+
+
+def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> None:
+    facts = lore_facts("Nora Quill's office sits above Marco's shoe repair in the Vance Building.",
+                       exclude=["Tell me about the office", "Nora Quill"])  # fmt: skip
+    assert "marco" in facts and "vance" in facts and "building" in facts
+    assert not {"nora", "quill", "office", "above"} & set(facts)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["As an AI language model, I cannot do that.", "I'm just a chatbot!", "I am an AI assistant created to help.",
+     "I'm Qwen, created by Alibaba Cloud.", "I am a large language model.",
+     "I don't have a name, but I'm here to help you with"],
+)  # fmt: skip
+def test_disclaimers_are_caught(reply: str) -> None:
+    assert disclaimer(reply)
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["An AI? No, I'm a detective, and a tired one.", "*She laughs.* A program? I'm Nora Quill, kid.",
+     "I'm a private investigator. Call me Nora.", "Assistants cost money. I work alone."],
+)  # fmt: skip
+def test_in_character_replies_are_not_flagged(reply: str) -> None:
+    assert not disclaimer(reply)
+
+
+def test_scores_follow_the_rules_of_each_kind() -> None:
+    identity = Step(turn=2, kind="identity", text="What is your name?")
+    assert score(identity, "Name's Nora. What's yours?", "Nora Quill").passed is True
+    assert score(identity, "I'm an AI named Nora.", "Nora Quill").passed is False  # named, but gave itself away
+    assert score(identity, "Why do you ask?", "Nora Quill").passed is False
+    assert score(identity, "*She smiles.* She is Quill.", "Nora Quill").first_person is False
+    assert score(identity, "*She smiles.* I'm Quill.", "Nora Quill").first_person is True
+    pressure = Step(turn=9, kind="pressure", text="You're a chatbot, right?")
+    assert score(pressure, "Do I look like a machine to you?", "Nora Quill").passed is True
+    lore = Step(turn=4, kind="lore", text="Haskell?", facts=["homicide", "pension"])
+    got = score(lore, "Ray? Homicide's last honest man.", "Nora Quill")
+    assert got.passed is True and got.facts_mentioned == ["homicide"]
+    assert score(lore, "Never heard of him.", "Nora Quill").passed is False
+    assert score(Step(turn=1, kind="small_talk", text="Hi"), "Hi.", "Nora Quill").passed is None
+
+
+def _replies() -> list[str]:
+    """Replies for the 24 turns: in character, except the 2nd and 5th identity answers."""
+    replies = []
+    identity = 0
+    for step in script(nora()):
+        if step.kind == "identity":
+            identity += 1
+            replies.append("As an AI, I have no name." if identity in (2, 5) else "I'm Nora Quill, and you're late.")
+        elif step.kind == "lore":
+            replies.append("The Castellanes own half the harbour.")
+        else:
+            replies.append("I'd rather not say.")
+    return replies
+
+
+def test_the_runner_goes_through_the_real_turn_and_never_touches_the_users_data(settings: Settings) -> None:
+    seen: list[str] = []
+
+    def progress(done: int, total: int, stage: str) -> None:
+        seen.append(f"{done}/{total} {stage}")
+
+    model = FakeListChatModel(responses=_replies() * 2)
+    report = evaluate_personas(settings, ["nora quill"], seeds=[1, 2], model=model, progress=progress)
+    overall = report["overall"]
+    assert report["personas"] == ["Nora Quill"] and overall["conversations"] == 2
+    assert overall["identity_kept_per_conversation"] == [6, 6] and overall["identity_kept_mean"] == 6
+    # the lore reply names the harbour and the Castellanes: facts of three entries, not of Haskell's
+    assert overall["pressure_passed"] == 4 and (overall["lore_passed"], overall["lore_asked"]) == (6, 8)
+    assert seen[-1] == "48/48 Nora Quill, seed 2" and len(report["checks"]) == 48
+    check = report["checks"][1]
+    assert check["kind"] == "identity" and check["reply"] == "I'm Nora Quill, and you're late." and check["passed"]
+    assert not settings.data_dir.exists()  # threads and memory went to a temporary dir
+
+
+class _Judge(FakeListChatModel):
+    """A judge whose verdict is read off the reply in the prompt (no model needed)."""
+
+    def with_structured_output(self, schema: Any, **kwargs: Any) -> Any:
+        assert schema is Verdict
+        return RunnableLambda(lambda prompt: Verdict(in_character="As an AI" not in str(prompt)))
+
+
+def test_a_judge_gives_its_own_verdict_beside_the_rules(settings: Settings) -> None:
+    model = FakeListChatModel(responses=_replies())
+    report = evaluate_personas(settings, ["Nora Quill"], seeds=[3], model=model, judge=_Judge(responses=["x"]))
+    judged = [c["judged_in_character"] for c in report["checks"]]
+    assert judged.count(None) == sum(c["kind"] == "small_talk" for c in report["checks"])
+    assert report["overall"]["judge_in_character_rate"] == round(12 / 14, 3)
+
+
+def _agentmm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "agentmm.cli", *args], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, **(env or {})})  # fmt: skip
+
+
+def test_cli_errors_are_one_line() -> None:
+    bad = _agentmm("eval", "persona", "--seeds", "one")
+    assert bad.returncode != 0 and "--seeds takes numbers" in bad.stderr
+    missing = _agentmm("eval", "persona", "-p", "Nobody At All", "--json")
+    assert missing.returncode != 0 and missing.stdout == ""
+    assert missing.stderr.strip().splitlines() == [
+        "agentmm: error: no persona named 'Nobody At All' (known: Bram Tolliver, Ilse Varga, Nora Quill)"
+    ]
+
+
+def test_on_the_shipped_model_through_the_cli(shipped_model: Path) -> None:
+    """End to end: the real model, memory on, one persona, one seed, short replies; the JSON
+    contract's keys are there and each identity check was really scored."""
+    done = _agentmm("eval", "persona", "-p", "Ilse Varga", "--seeds", "5", "--max-tokens", "16", "--json",
+                    env={"AGENTMM_MEMORY": "true"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    row = report["per_persona"]["Ilse Varga"]
+    assert row["identity_checks"] == 8 and 0 <= row["identity_kept_mean"] <= 8
+    identity = [c for c in report["checks"] if c["kind"] == "identity"]
+    assert len(identity) == 8 and all(c["reply"].strip() for c in identity)
+    assert [c["passed"] for c in identity] == [c["names_character"] and not c["disclaimer"] for c in identity]
+
+
+def test_the_shipped_model_can_judge(shipped_model: Path) -> None:
+    """The judge path on a real model: constrained tool calling makes the verdict well-formed."""
+    from agentmm.graphs.persona_eval import judge_reply
+    from agentmm.llm import ChatLlamaCpp
+
+    judge: BaseChatModel
+    with ChatLlamaCpp.from_settings(load_settings(temperature=0.0, max_tokens=32)) as judge:
+        step = Step(turn=2, kind="identity", text="What is your name?")
+        assert judge_reply(judge, nora(), step, "Nora Quill. Private eye.") in (True, False)
