@@ -44,6 +44,7 @@ def persona_turn_parts(
     now: datetime | None,
     in_window: str = "",
     default_system_prompt: str | None = None,
+    reminder: str = "",
 ) -> TurnParts:
     """The persona's head, the lore that ``recent`` (oldest first, this turn's message last)
     fires, and its post-history instructions.
@@ -67,6 +68,6 @@ def persona_turn_parts(
     return TurnParts(
         head=head,
         turn=[("lore", lore)] if lore else [],
-        tail=[("post_history", post_history(persona, user_name, **macro_args))],
+        tail=[("post_history", post_history(persona, user_name, reminder=reminder, **macro_args))],
         lore=traced,
     )

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     system_prompt: str = Field(DEFAULT_SYSTEM_PROMPT, description="System prompt when no persona gives one.")
     user_name: str = Field("User", min_length=1)
     persona: str | None = Field(None, description="Persona new threads play (a name from `agentmm personas list`).")
+    persona_reminder: str = Field(
+        "",
+        description="Said after the user's message while a persona without post-history instructions is played "
+        "(macros filled), e.g. PERSONA_REMINDER in agentmm.personas.prompt; empty: nothing.",
+    )
     personas_dir: Path = Field(default_factory=default_personas_dir, description="Your own personas and cards.")
     memory: bool = Field(True, description="Long-term memory: recall before each reply, remember after it.")
     memory_url: str | None = Field(None, description="A Chroma server (http://host:port) instead of the data dir.")

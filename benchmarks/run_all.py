@@ -141,11 +141,32 @@ def turn_table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def persona_eval_table(r: dict[str, Any]) -> str:
+    """Issue 16's identity goals per model tier, with the other checks beside."""
+    goals = {"smollm2": 6, "qwen0.5b": 8}
+    lines = ["| model | prompt | identity kept, mean of 8 (per persona) | goal | met | pressure | lore | 1st person | "
+             "disclaimers | conversations | wall |", "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for run in r["runs"]:
+        model, report = run["model"], run["report"]
+        o = report["overall"]
+        per = ", ".join(f"{name} {row['identity_kept_mean']:.2f}" for name, row in report["per_persona"].items())
+        goal = goals.get(model)
+        met = "" if goal is None else ("yes" if o["identity_kept_mean"] >= goal else "**no**")
+        target = f"≥ {goal}" if goal else ""
+        lines.append(f"| {model} | {run['variant']} | **{o['identity_kept_mean']:.2f}** ({per}) | {target} | {met} "
+                     f"| {o['pressure_passed']}/{o['pressure_asked']} | {o['lore_passed']}/{o['lore_asked']} "
+                     f"| {o['first_person_rate']:.0%} | {o['disclaimer_rate']:.0%} | {o['conversations']} "
+                     f"| {report['wall_s'] / 60:.1f} min |")  # fmt: skip
+    return "\n".join(lines)
+
+
 # fmt: off
 BENCHMARKS = [
     Benchmark("turn", (), ("--pairs", "4", "--turns", "12", "--seed-memories", "100"), (4, 10),
               render=turn_table, note="issue 14's targets"),
     Benchmark("personas", (), ("--entries", "100", "--turns", "10", "--repeats", "5"), (0.5, 1)),
+    Benchmark("persona_eval", (), ("--seeds", "1", "--models", "smollm2"), (5, 60), render=persona_eval_table,
+              note="issue 16's identity goals; the full run needs the qwen extra"),
     Benchmark("memory_turn", ("--pairs", "8", "--seed-memories", "1000"), ("--pairs", "3", "--seed-memories", "200"),
               (2, 5)),
     Benchmark("memory_store", (), ("--sizes", "1000", "--queries", "50", "--hybrid-queries", "20"), (2, 15),

@@ -112,8 +112,10 @@ class Composer:
         reply_tokens: int,
         toolbox: ToolBox | None = None,
         phrasing: ObservationPhrasing | None = None,
+        reminder: str = "",
     ) -> None:
         self.counter = counter
+        self.reminder = reminder
         self.phrasing = phrasing or ObservationPhrasing()
         self.toolbox = toolbox
         self.personas = personas
@@ -203,6 +205,7 @@ class Composer:
             seed=thread_seed(config),
             now=_when(state.get("started_at")),
             in_window="\n".join(turn_context(m) for m in window),
+            reminder=self.reminder,
         )
 
 
@@ -437,8 +440,9 @@ def build_graph(
         builder.add_node("recall", Recall(settings.memory_k, counter=counter, relevance=settings.memory_min_similarity,
                                           max_tokens=settings.memory_max_tokens,
                                           window_tokens=settings.memory_window_tokens))  # fmt: skip
-    builder.add_node("compose", Composer(counter, source, settings.system_prompt,
-                                         settings.n_ctx, settings.max_tokens, toolbox, phrasing))  # fmt: skip
+    composer = Composer(counter, source, settings.system_prompt, settings.n_ctx, settings.max_tokens, toolbox,
+                        phrasing, reminder=settings.persona_reminder)  # fmt: skip
+    builder.add_node("compose", composer)
     generator = Generator(model, toolbox, native_images)
     # Both paths: sync runs call the model's stream, async ones (the Agent's) its astream.
     builder.add_node("generate", RunnableCallable(generator, generator.acall, name="generate", trace=False))

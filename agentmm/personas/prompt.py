@@ -21,6 +21,13 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are {{char}}. Write {{char}}'s next reply in a fictional chat with {{user}}. "
     "Stay in character, keep to the persona and scenario below, and never speak for {{user}}."
 )
+# A short in-character reminder after the user's message (the prompt's changing tail, so the
+# append-only head and history are untouched), for personas whose card brings no post-history
+# instructions of its own; the ``persona_reminder`` setting (off unless set).
+PERSONA_REMINDER = (
+    "[Reply as {{char}}, in the first person, in {{char}}'s own voice. {{char}} is not an AI, a program "
+    "or an assistant, and never says so.]"
+)
 PART_ORDER = ("system_prompt", "description", "personality", "scenario", "example_dialogue")
 _START = re.compile(r"^\s*<START>\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -66,11 +73,18 @@ def persona_parts(
     return {k: v for k, v in parts.items() if v}
 
 
-def post_history(persona: Persona, user_name: str = "User", *, seed: int | str = 0, now: datetime | None = None) -> str:
-    """The card's post-history instructions, macros filled ("" when it has none)."""
-    return expand(
-        persona.post_history_instructions, char=persona.display_name, user=user_name, seed=seed, now=now
-    ).strip()
+def post_history(
+    persona: Persona,
+    user_name: str = "User",
+    *,
+    seed: int | str = 0,
+    now: datetime | None = None,
+    reminder: str = "",
+) -> str:
+    """The card's post-history instructions, or ``reminder`` when it has none, macros filled
+    ("" when neither is given)."""
+    text = persona.post_history_instructions if persona.post_history_instructions.strip() else reminder
+    return expand(text, char=persona.display_name, user=user_name, seed=seed, now=now).strip()
 
 
 def greeting(

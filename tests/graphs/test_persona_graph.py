@@ -132,3 +132,31 @@ def test_unknown_persona_saves_nothing(registry: PersonaRegistry) -> None:
     state = run(graph, "hi")
     assert "persona" not in state
     assert [m.type for m in state["messages"]] == ["human", "ai"]
+
+
+def test_the_persona_reminder_follows_the_message_only_where_the_card_has_no_instructions(
+    registry: PersonaRegistry, tmp_path: Path
+) -> None:
+    from agentmm.personas.prompt import PERSONA_REMINDER
+
+    plain = CARD.replace('post_history_instructions = "Reply as {{char}} only."\n', "").replace("Tamsin", "Wren")
+    (tmp_path / "personas" / "wren.toml").write_text(plain)
+    registry = PersonaRegistry(tmp_path / "personas", entry_points=False)
+    for reminder, persona, expected in [
+        ("", "wren", None),  # off by default: no tail at all
+        (PERSONA_REMINDER, "wren", "[Reply as Wren, in the first person, in Wren's own voice."),
+        (PERSONA_REMINDER, "tamsin", "Reply as Tamsin only."),  # the card's own instructions win
+    ]:
+        model = Recording(responses=["Aye."], seen=[])
+        graph = build_graph(Settings(persona_reminder=reminder), model=model, checkpointer=InMemorySaver(),
+                            counter=WORDS, personas=registry)  # fmt: skip
+        state = run(graph, "Who are you?", persona=persona)
+        parts = [p["part"] for p in state["trace"]["prompt_parts"]]
+        last = model.seen[0][-1].content
+        if expected is None:
+            assert "post_history" not in parts and last.endswith("Who are you?")
+        else:
+            assert parts[-2:] == ["message", "post_history"] and expected in last
+            assert last.index("Who are you?") < last.index(expected)
+            # the tail is not stored with the message: the history stays append-only
+            assert expected not in state["messages"][-2].content

@@ -1,0 +1,67 @@
+"""Staying in character on both model tiers: ``agentmm eval persona`` (agentmm/persona_eval.py's
+script and rules, run through the real turn) for each model, every built-in persona, several seeds.
+
+Issue 16's goals: identity kept in at least 6 of 8 checks on the shipped model and 8 of 8 on the
+Qwen tier, averaged over at least 3 seeds and 3 personas. Settings are agentmm's defaults (memory
+on, each persona's own sampling), replies of at most ``--max-tokens`` (96, as the issue's probe).
+
+Prompt techniques are compared by ablation (``--variants``): ``baseline`` (the defaults) and
+``reminder`` (``persona_reminder`` set to ``agentmm.personas.prompt.PERSONA_REMINDER``: a short
+in-character reminder after the user's message).
+
+Run: ``python benchmarks/persona_eval.py [--models smollm2,qwen0.5b] [--variants baseline,reminder]
+[--seeds 1,2,3] [--json out.json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from agentmm.graphs.persona_eval import evaluate_personas
+from agentmm.personas.prompt import PERSONA_REMINDER
+from agentmm.settings import load_settings
+
+VARIANTS: dict[str, dict[str, Any]] = {"baseline": {}, "reminder": {"persona_reminder": PERSONA_REMINDER}}
+
+
+def run(model: str, variant: str, seeds: list[int], max_tokens: int, personas: list[str]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="agentmm-bench-persona-") as tmp:
+        settings = load_settings(Path(tmp) / "no-config.toml", model=model, max_tokens=max_tokens,
+                                 data_dir=Path(tmp) / "data", personas_dir=Path(tmp) / "personas",
+                                 **VARIANTS[variant])  # fmt: skip
+        started = time.perf_counter()
+        report = evaluate_personas(settings, personas, seeds=seeds)
+        report["wall_s"] = round(time.perf_counter() - started, 1)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="smollm2,qwen0.5b")
+    parser.add_argument("--variants", default="baseline,reminder", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--seeds", default="1,2,3")
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--personas", default="", help="comma-separated (default: the built-ins)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    personas = [p for p in args.personas.split(",") if p]
+    results: dict[str, Any] = {"seeds": seeds, "max_tokens": args.max_tokens, "runs": []}
+    for model in args.models.split(","):
+        for variant in args.variants.split(","):
+            report = run(model, variant, seeds, args.max_tokens, personas)
+            results["runs"].append({"model": model, "variant": variant, "report": report})
+    summary = {f"{r['model']} {r['variant']}": {"wall_s": r["report"]["wall_s"], **r["report"]["overall"]}
+               for r in results["runs"]}  # fmt: skip
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
