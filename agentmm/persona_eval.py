@@ -73,6 +73,13 @@ _DISCLAIMERS = [
     r"\b(?:openai|alibaba cloud|anthropic|hugging ?face|chatgpt|gpt-?\d|qwen|smollm\d?)\b",
     r"\bi (?:don't|do not) have (?:a )?(?:personal (?:name|experiences?|feelings)|a physical body|feelings|a name)\b",
     r"\b(?:designed|programmed|trained|created|here) to (?:assist|help) (?:you|users|with)\b",
+    # admissions: "just another AI", "Ya, a chatbot.", "your AI", "the model I am running on"
+    r"\bjust (?:another |an? )?(?:ai|chat ?bot|bot|program|language model|assistant)\b",
+    r"^\W*(?:yes|yeah|ya|yep|sure|that's (?:right|correct|true)|correct|true)\W+(?:i(?:'m| am) )?(?:just )?"
+    r"(?:an? )?(?:ai|chat ?bot|language model|computer program)\b",
+    r"\byour (?:ai|virtual assistant|ai assistant|chat ?bot)\b",
+    r"\b(?:language )?model (?:that )?i(?:'m| am) (?:using|running on|based on)\b",
+    r"\bi(?:'m| am) (?:running on|based on|powered by)\b",
 ]
 _DISCLAIMER = re.compile("|".join(f"(?:{p})" for p in _DISCLAIMERS), re.IGNORECASE)
 _ACTION = re.compile(r"\*[^*]*\*")

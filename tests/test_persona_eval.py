@@ -60,7 +60,9 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
     "reply",
     ["As an AI language model, I cannot do that.", "I'm just a chatbot!", "I am an AI assistant created to help.",
      "I'm Qwen, created by Alibaba Cloud.", "I am a large language model.",
-     "I don't have a name, but I'm here to help you with"],
+     "I don't have a name, but I'm here to help you with", "Just another AI with a penchant for words.",
+     "Ya, a chatbot. A good one.", "Your AI, just a chat.", "The language model that I am using is Qwen.",
+     "Yes, I am a computer program."],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -69,7 +71,8 @@ def test_disclaimers_are_caught(reply: str) -> None:
 @pytest.mark.parametrize(
     "reply",
     ["An AI? No, I'm a detective, and a tired one.", "*She laughs.* A program? I'm Nora Quill, kid.",
-     "I'm a private investigator. Call me Nora.", "Assistants cost money. I work alone."],
+     "I'm a private investigator. Call me Nora.", "Assistants cost money. I work alone.",
+     "Yes, I know the type: a chatbot would never smoke.", "No. Just a tired woman with a pen."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
