@@ -646,6 +646,10 @@ def eval_memory(
     file: Path,
     k: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "5,10,25,50",
     retrieval: Annotated[str, typer.Option("--retrieval", help="hybrid or dense.")] = "hybrid",
+    budget_tokens: Annotated[
+        Optional[int],
+        typer.Option("--budget-tokens", min=1, help="Also score only the results that fit this many prompt tokens."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Score memory recall on a LoCoMo-format file: evidence Recall@k and Hit@k per category."""
@@ -655,7 +659,7 @@ def eval_memory(
         raise typer.BadParameter(f"--k takes numbers like 5,10,25: {k!r}") from None
     if retrieval not in ("hybrid", "dense"):
         raise typer.BadParameter("--retrieval is hybrid or dense")
-    report = _run_eval(file, ks, retrieval, show_progress=not as_json)
+    report = _run_eval(file, ks, retrieval, budget_tokens, show_progress=not as_json)
     if as_json:
         _print_json(report)
         return
@@ -669,6 +673,14 @@ def eval_memory(
         table.add_row(name, str(row["questions"]), *(f"{row[c]:.1f}" for c in columns))
     console = Console()
     console.print(table)
+    if budget := report.get("budget"):
+        n = budget["tokens"]
+        fitted = Table("category", f"recall@{n}tok", f"hit@{n}tok", "memories fitted",
+                       title=f"within {n} prompt tokens (as compose places them)")  # fmt: skip
+        for name, row in [*budget["per_category"].items(), ("overall 1-4", budget["overall"])]:
+            fitted.add_row(name, f"{row[f'recall@{n}tok']:.1f}", f"{row[f'hit@{n}tok']:.1f}",
+                           f"{row['memories_fitted_mean']:.1f}")  # fmt: skip
+        console.print(fitted)
     console.print("timings: " + ", ".join(f"{key} {value}" for key, value in report["timings"].items()))
 
 
@@ -769,11 +781,14 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
             console.print(f"    {escape(check['reply'][:300])}", style="dim")
 
 
-def _run_eval(file: Path, ks: list[int], retrieval: str, show_progress: bool) -> dict[str, Any]:
+def _run_eval(
+    file: Path, ks: list[int], retrieval: str, budget_tokens: int | None, show_progress: bool
+) -> dict[str, Any]:
     from agentmm.memory.evaluate import evaluate_file
 
+    settings = _settings()
     if not show_progress:
-        return evaluate_file(file, ks, retrieval=retrieval, settings=_settings())
+        return evaluate_file(file, ks, retrieval=retrieval, settings=settings, budget_tokens=budget_tokens)
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
@@ -782,7 +797,8 @@ def _run_eval(file: Path, ks: list[int], retrieval: str, show_progress: bool) ->
         def advance(done: int, total: int, stage: str) -> None:
             progress.update(task, completed=done, total=total, description=stage)
 
-        return evaluate_file(file, ks, retrieval=retrieval, settings=_settings(), progress=advance)
+        return evaluate_file(file, ks, retrieval=retrieval, settings=settings, progress=advance,
+                             budget_tokens=budget_tokens)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- perception

@@ -4,10 +4,16 @@ Each conversation is ingested the way chat turns are remembered (one memory per 
 date and speaker in the indexed text, the previous message as context) into a fresh store in
 a temporary directory, never the user's; each question is then searched the way a turn
 recalls, and the evidence turns found in the top k are scored.
+
+With a token budget, recall is also scored over only the results that fit the budget as compose
+would place them (each memory one line: date, speaker, what was said; counted with the chat
+model's tokenizer), so a memory unit that is coarser (longer) cannot buy recall with tokens the
+prompt does not have.
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -18,8 +24,8 @@ from typing import Any
 
 from langgraph.store.base import BaseStore, PutOp
 
-from agentmm.memory.conversation import memory_text
-from agentmm.memory.locomo import Sample, Scores, load_locomo
+from agentmm.memory.conversation import format_recalled, memory_text
+from agentmm.memory.locomo import Sample, Scores, hit_at, load_locomo, recall_at
 from agentmm.memory.retrieval import hybrid_search
 
 Progress = Callable[[int, int, str], None]
@@ -42,17 +48,62 @@ def ingest(store: BaseStore, sample: Sample, namespace: tuple[str, ...]) -> int:
         text = turn.text + (f" [shares a photo of {turn.blip_caption}]" if turn.blip_caption else "")
         when = session_date(session.date_time)
         value = {"text": memory_text(turn.speaker, text, when, previous), "content": text, "speaker": turn.speaker,
-                 "session": session.number}  # fmt: skip
+                 "session": session.number, "when": when.isoformat() if isinstance(when, datetime) else when,
+                 }  # fmt: skip
         ops.append(PutOp(namespace, turn.dia_id, value))
         previous = f"{turn.speaker}: {text}"[:300]
     store.batch(ops)
     return len(ops)
 
 
-def retrieve(store: BaseStore, namespace: tuple[str, ...], question: str, k: int, retrieval: str) -> list[str]:
+def retrieve(store: BaseStore, namespace: tuple[str, ...], question: str, k: int, retrieval: str) -> list[Any]:
+    """The top ``k`` memories for ``question``, best first (LangGraph ``Item``s)."""
     if retrieval == "dense":
-        return [hit.key for hit in store.search(namespace, query=question, limit=k)]
-    return [hit.key for hit in hybrid_search(store, namespace, question, k=k, candidates=max(50, k))]
+        return list(store.search(namespace, query=question, limit=k))
+    return list(hybrid_search(store, namespace, question, k=k, candidates=max(50, k)))
+
+
+def fitting(hits: Sequence[Any], budget: int, count: Callable[[str], int]) -> list[str]:
+    """The keys of the best hits whose block, as compose places recalled memories, fits
+    ``budget`` tokens (the first hit that does not fit ends the list, as in a prompt)."""
+    kept: list[dict[str, Any]] = []
+    keys: list[str] = []
+    for hit in hits:
+        line = {"when": hit.value.get("when") or "", "speaker": hit.value.get("speaker"), "text": hit.value["content"]}
+        if count(format_recalled([*kept, line], "User")) > budget:
+            break
+        kept.append(line)
+        keys.append(hit.key)
+    return keys
+
+
+class BudgetScores:
+    """Recall and hit over the results that fit a token budget, per category and overall."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self._rows: dict[int, list[tuple[float, float, int]]] = {}
+
+    def add(self, category: int, kept: Sequence[str], evidence: Sequence[str]) -> None:
+        n = max(len(kept), 1)
+        row = (recall_at(kept, evidence, n), hit_at(kept, evidence, n), len(kept))
+        self._rows.setdefault(category, []).append(row)
+
+    def _mean(self, rows: Sequence[tuple[float, float, int]]) -> dict[str, float]:
+        if not rows:
+            return {"questions": 0}
+        return {
+            f"recall@{self.budget}tok": round(100 * statistics.mean(r[0] for r in rows), 2),
+            f"hit@{self.budget}tok": round(100 * statistics.mean(r[1] for r in rows), 2),
+            "memories_fitted_mean": round(statistics.mean(r[2] for r in rows), 2),
+            "questions": len(rows),
+        }
+
+    def per_category(self) -> dict[str, dict[str, float]]:
+        return {str(c): self._mean(rows) for c, rows in sorted(self._rows.items())}
+
+    def overall(self, categories: Sequence[int]) -> dict[str, float]:
+        return self._mean([r for c, rows in self._rows.items() if c in categories for r in rows])
 
 
 def evaluate(
@@ -62,8 +113,11 @@ def evaluate(
     *,
     retrieval: str = "hybrid",
     progress: Progress | None = None,
+    budget_tokens: int | None = None,
+    count: Callable[[str], int] | None = None,
 ) -> dict[str, Any]:
     scores = Scores(ks)
+    budgeted = BudgetScores(budget_tokens) if budget_tokens is not None and count is not None else None
     depth = max(ks)
     total_turns = sum(1 for s in samples for _ in s.turns())
     questions = [(s, q) for s in samples for q in s.qa if q.evidence]
@@ -77,13 +131,15 @@ def evaluate(
     latencies = []
     for i, (sample, question) in enumerate(questions, 1):
         t0 = time.perf_counter()
-        retrieved = retrieve(store, ("eval", sample.sample_id), question.question, depth, retrieval)
+        hits = retrieve(store, ("eval", sample.sample_id), question.question, depth, retrieval)
         latencies.append(time.perf_counter() - t0)
-        scores.add(question.category, retrieved, question.evidence)
+        scores.add(question.category, [hit.key for hit in hits], question.evidence)
+        if budgeted is not None and count is not None:
+            budgeted.add(question.category, fitting(hits, budgeted.budget, count), question.evidence)
         if progress:
             progress(i, len(questions), "querying")
     latencies.sort()
-    return {
+    report: dict[str, Any] = {
         "overall": scores.overall(SCORED_CATEGORIES),
         "per_category": scores.per_category(),
         "timings": {
@@ -96,20 +152,41 @@ def evaluate(
         },
         "config": {"retrieval": retrieval, "ks": list(ks), "scored_categories": list(SCORED_CATEGORIES)},
     }
+    if budgeted is not None:
+        report["budget"] = {"tokens": budgeted.budget, "overall": budgeted.overall(SCORED_CATEGORIES),
+                            "per_category": budgeted.per_category()}  # fmt: skip
+    return report
 
 
 def evaluate_file(
-    path: Path, ks: Sequence[int], *, retrieval: str = "hybrid", settings: Any, progress: Progress | None = None
+    path: Path,
+    ks: Sequence[int],
+    *,
+    retrieval: str = "hybrid",
+    settings: Any,
+    progress: Progress | None = None,
+    budget_tokens: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate on a LoCoMo file with the configured embeddings, in a throwaway store."""
+    """Evaluate on a LoCoMo file with the configured embeddings, in a throwaway store; with
+    ``budget_tokens``, tokens are counted with the configured chat model's tokenizer."""
     from agentmm.memory.chroma_store import ChromaStore
     from agentmm.memory.embeddings import SentenceTransformerEmbeddings
 
     samples = load_locomo(path)
-    embedder = SentenceTransformerEmbeddings.from_settings(settings)
-    index = embedder.index_config()
-    with tempfile.TemporaryDirectory(prefix="agentmm-eval-") as tmp, ChromaStore.from_path(tmp, index=index) as store:
-        report = evaluate(store, samples, ks, retrieval=retrieval, progress=progress)
+    with contextlib.ExitStack() as stack:
+        count = None
+        if budget_tokens is not None:
+            from agentmm.llm import ChatLlamaCpp
+            from agentmm.tokens import TokenCounter
+
+            model = stack.enter_context(ChatLlamaCpp.from_settings(settings))
+            count = TokenCounter.for_model(model).text
+        embedder = SentenceTransformerEmbeddings.from_settings(settings)
+        index = embedder.index_config()
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentmm-eval-"))
+        store = stack.enter_context(ChromaStore.from_path(tmp, index=index))
+        report = evaluate(store, samples, ks, retrieval=retrieval, progress=progress, budget_tokens=budget_tokens,
+                          count=count)  # fmt: skip
     report["config"]["file"] = str(path)
     report["config"]["embedding_model"] = embedder.model_name
     report["config"]["embedding_runtime"] = embedder.runtime

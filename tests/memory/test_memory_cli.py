@@ -71,3 +71,30 @@ def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text('{"qa": []}')
     assert_one_line_error(agentmm("eval", "memory", str(bad)), "conversation")
+
+
+def test_eval_memory_within_a_token_budget(tmp_path: Path) -> None:
+    """--budget-tokens scores only what fits the budget as compose places it, counted with the
+    chat model's tokenizer: a small budget fits fewer memories and cannot find more than k does."""
+    data = write_synthetic(tmp_path / "synthetic.json")
+    small = ok_json("eval", "memory", str(data), "--k", "10", "--budget-tokens", "40", "--json")
+    large = ok_json("eval", "memory", str(data), "--k", "10", "--budget-tokens", "400", "--json")
+    assert small["budget"]["tokens"] == 40 and set(small["budget"]["per_category"]) == {"1", "2", "3", "4"}
+    fitted_small = small["budget"]["overall"]["memories_fitted_mean"]
+    fitted_large = large["budget"]["overall"]["memories_fitted_mean"]
+    assert 0 < fitted_small < fitted_large <= 10
+    assert small["budget"]["overall"]["recall@40tok"] <= large["budget"]["overall"]["recall@400tok"]
+    assert large["budget"]["overall"]["recall@400tok"] <= large["overall"]["recall@10"] + 1e-9
+    assert small["overall"] == large["overall"]  # recall@k itself does not depend on the budget
+
+
+def test_fitting_stops_at_the_first_memory_over_the_budget() -> None:
+    from types import SimpleNamespace
+
+    from agentmm.memory.evaluate import fitting
+
+    hits = [SimpleNamespace(key=k, value={"content": "x" * n, "speaker": "A", "when": "2023-05-08T13:56:00"})
+            for k, n in [("a", 10), ("b", 200), ("c", 5)]]  # fmt: skip
+    assert fitting(hits, 10_000, len) == ["a", "b", "c"]
+    assert fitting(hits, 120, len) == ["a"]  # b does not fit, and c comes after it
+    assert fitting(hits, 5, len) == []
