@@ -19,7 +19,6 @@ purpose (only a new turn on that thread abandons it).
 from __future__ import annotations
 
 import contextlib
-import os
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -109,18 +108,27 @@ async def async_checkpointer(
 
 
 def sync_to_disk(saver: BaseCheckpointSaver) -> None:
-    """Flush an SQLite saver's file and its WAL to the disk (``fsync``); any other saver: nothing.
+    """Make what an SQLite saver's file holds durable (any other saver: nothing).
 
     The turn's async saver commits without waiting for the disk (``async_checkpointer``), which
     is as safe against a killed process, and in WAL mode keeps the file whole through a power
     cut too, but may lose its last commits then; the turn calls this before it returns, so a
-    finished turn, reply and all, is on the disk as with SQLite's FULL mode."""
-    database = sqlite_file(saver)
-    if database is None:
+    finished turn, reply and all, is on the disk as with SQLite's FULL mode.
+
+    SQLite does it (a passive WAL checkpoint syncs the WAL first, then the database after the
+    pages it copies; it waits for no reader or writer). Never by opening the file to ``fsync``
+    it: closing any descriptor of the database releases every POSIX lock this process holds on
+    it, its SQLite connections' included, and another process then checkpoints under a reader
+    that still believes itself locked: the file is corrupted ("database disk image is
+    malformed"; SQLite's "How To Corrupt", 2.2). That is what an earlier version of this
+    function did, found when a second process wrote to the file during a turn.
+    """
+    conn = getattr(saver, "conn", None)
+    if not isinstance(conn, sqlite3.Connection) or sqlite_file(saver) is None:
         return
-    for path in (database.with_name(database.name + "-wal"), database):
-        with contextlib.suppress(FileNotFoundError), open(path, "rb") as file:
-            os.fsync(file.fileno())
+    guard = getattr(saver, "lock", None)
+    with guard if guard is not None else contextlib.nullcontext():
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
 
 def new_thread_id() -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -189,6 +190,10 @@ def test_a_turn_on_a_thread_another_process_is_answering_in_is_refused(isolated_
         gate.touch()
         out, err = answering.communicate(timeout=120)
     assert answering.returncode == 0 and out.strip().endswith("done"), err
+    # The answering process's end-of-turn flush once closed a descriptor of the database and so
+    # dropped its SQLite locks while this process wrote: the file came out corrupted.
+    with sqlite3.connect(isolated_env / "data" / "threads.sqlite") as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     shown = json.loads(agentmm("threads", "show", thread, "--json").stdout)
     assert [(m["role"], m["content"]) for m in shown["messages"]] == [
         ("user", "the first message"), ("assistant", "a reply"),
