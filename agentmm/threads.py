@@ -107,8 +107,9 @@ async def async_checkpointer(
         yield twin
 
 
-def sync_to_disk(saver: BaseCheckpointSaver) -> None:
-    """Make what an SQLite saver's file holds durable (any other saver: nothing).
+def sync_to_disk(saver: BaseCheckpointSaver) -> tuple[int, int, int] | None:
+    """Make what an SQLite saver's file holds durable (any other saver: nothing, None); SQLite's
+    answer: (1 if the checkpoint could not finish for a writer, WAL frames, frames copied).
 
     The turn's async saver commits without waiting for the disk (``async_checkpointer``), which
     is as safe against a killed process, and in WAL mode keeps the file whole through a power
@@ -125,10 +126,11 @@ def sync_to_disk(saver: BaseCheckpointSaver) -> None:
     """
     conn = getattr(saver, "conn", None)
     if not isinstance(conn, sqlite3.Connection) or sqlite_file(saver) is None:
-        return
+        return None
     guard = getattr(saver, "lock", None)
     with guard if guard is not None else contextlib.nullcontext():
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(busy), int(frames), int(copied)
 
 
 def new_thread_id() -> str:

@@ -74,25 +74,27 @@ def test_only_a_file_backed_sqlite_saver_gets_an_async_twin(tmp_path: Path) -> N
 def test_a_turn_is_flushed_to_the_disk_once_before_it_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The async saver commits without waiting for the disk (a killed process loses nothing
     of a commit; SQLite's FULL mode would wait ~2 ms on each of a turn's commits); the turn
-    flushes the thread database's WAL once, after its last checkpoint, before it returns."""
-    import os
+    has SQLite checkpoint the thread database's WAL once (the WAL synced, then its pages
+    copied), after its last checkpoint, before it returns."""
+    from agentmm.graphs import turn as turn_module
+    from agentmm.threads import sync_to_disk
 
-    flushed: list[str] = []
-    real_fsync = os.fsync
+    flushed: list[tuple[int, tuple[int, int, int] | None]] = []
 
-    def fsync(fd: int) -> None:
-        flushed.append(os.readlink(f"/proc/self/fd/{fd}"))
-        real_fsync(fd)
+    def spy(saver: Any) -> tuple[int, int, int] | None:
+        written = saver.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+        flushed.append((written, result := sync_to_disk(saver)))
+        return result
 
+    monkeypatch.setattr(turn_module, "sync_to_disk", spy)
     agent = Agent(model=ScriptedToolModel(script=[AIMessage("Hello.")]), data_dir=tmp_path, memory=False)
     with agent:
-        monkeypatch.setattr(os, "fsync", fsync)
         turn = agent.stream("hi", "t")
         for _ in turn:
             pass
-        database = agent.checkpointer.conn.execute("PRAGMA database_list").fetchall()[0][2]
-        assert any(path == database + "-wal" for path in flushed)
-        monkeypatch.setattr(os, "fsync", real_fsync)
+        ((written, answer),) = flushed
+        assert written == agent.checkpointer.conn.execute("SELECT count(*) FROM checkpoints").fetchone()[0]
+        assert answer is not None and answer[0] == 0 and answer[1] == answer[2] > 0  # every frame copied
 
         async def synchronous() -> int:
             graph = await turn_loop(agent).graph()
