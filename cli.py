@@ -650,6 +650,10 @@ def eval_memory(
         Optional[int],
         typer.Option("--budget-tokens", min=1, help="Also score only the results that fit this many prompt tokens."),
     ] = None,
+    rounds: Annotated[
+        Optional[int],
+        typer.Option("--rounds", min=1, max=2, help="Recall rounds (default: the memory_rounds setting)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Score memory recall on a LoCoMo-format file: evidence Recall@k and Hit@k per category."""
@@ -659,7 +663,7 @@ def eval_memory(
         raise typer.BadParameter(f"--k takes numbers like 5,10,25: {k!r}") from None
     if retrieval not in ("hybrid", "dense"):
         raise typer.BadParameter("--retrieval is hybrid or dense")
-    report = _run_eval(file, ks, retrieval, budget_tokens, show_progress=not as_json)
+    report = _run_eval(file, ks, retrieval, budget_tokens, rounds, show_progress=not as_json)
     if as_json:
         _print_json(report)
         return
@@ -782,13 +786,15 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
 
 
 def _run_eval(
-    file: Path, ks: list[int], retrieval: str, budget_tokens: int | None, show_progress: bool
+    file: Path, ks: list[int], retrieval: str, budget_tokens: int | None, rounds: int | None, show_progress: bool
 ) -> dict[str, Any]:
     from agentmm.memory.evaluate import evaluate_file
 
-    settings = _settings()
+    settings = _settings(memory_rounds=rounds)
+    options: dict[str, Any] = {"retrieval": retrieval, "settings": settings, "budget_tokens": budget_tokens,
+                               "rounds": settings.memory_rounds}  # fmt: skip
     if not show_progress:
-        return evaluate_file(file, ks, retrieval=retrieval, settings=settings, budget_tokens=budget_tokens)
+        return evaluate_file(file, ks, **options)
     from rich.progress import Progress
 
     with Progress(transient=True) as progress:
@@ -797,8 +803,7 @@ def _run_eval(
         def advance(done: int, total: int, stage: str) -> None:
             progress.update(task, completed=done, total=total, description=stage)
 
-        return evaluate_file(file, ks, retrieval=retrieval, settings=settings, progress=advance,
-                             budget_tokens=budget_tokens)  # fmt: skip
+        return evaluate_file(file, ks, progress=advance, **options)
 
 
 # --------------------------------------------------------------------------- perception

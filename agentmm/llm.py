@@ -361,6 +361,24 @@ class ChatLlamaCpp(BaseChatModel):
 
         return loaded.lock, produce
 
+    def choose(self, messages: Sequence[BaseMessage], choices: Sequence[str], *, tools: Sequence[Any] = ()) -> str:
+        """The model's greedy pick among ``choices`` as the answer to ``messages``: the tool
+        step's one constrained decision (``ConstrainedToolCalling.choose``), for any question
+        with a closed set of answers (the turn's intent). ``tools`` are rendered as a reply
+        offered them would render them, so the prompt shares the reply's prefix and the KV cache
+        this fills is the one the reply starts from. Pictures are left out: a choice about the
+        conversation needs none."""
+        from agentmm.tool_strategies import ConstrainedToolCalling
+
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        rendered, images = self.tool_strategy().render(messages, formatted)
+        if images:
+            rendered = without_images(rendered)
+        loaded = self.load()
+        gen = Generation(loaded, self._call_params(None), model_name=self.display_name, n_ctx=self.n_ctx)
+        with loaded.lock:
+            return ConstrainedToolCalling.choose(gen, rendered, list(choices))
+
     # -- tools ---------------------------------------------------------------------------
 
     def bind_tools(

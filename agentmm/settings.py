@@ -26,6 +26,7 @@ from pydantic_settings import (
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from agentmm.errors import SettingsError
+from agentmm.intent import Intent
 from agentmm.observations import (
     IMAGE_NOTE,
     NATIVE_IMAGE_NOTE,
@@ -106,9 +107,30 @@ class Settings(BaseSettings):
         "(macros filled), e.g. PERSONA_REMINDER in agentmm.personas.prompt; empty: nothing.",
     )
     personas_dir: Path = Field(default_factory=default_personas_dir, description="Your own personas and cards.")
+    intent: bool = Field(
+        False,
+        description="Decide each turn's intent first (chat, recall, tool, attachment, ooc) and route on it: recall "
+        "only for intent_recall, tools only when asked for, an out-of-character message answered as such.",
+    )
+    intent_classifier: Literal["examples", "model"] = Field(
+        "examples",
+        description="How a turn's intent is decided: 'examples' (nearest labelled examples by sentence embedding) "
+        "or 'model' (the chat model's constrained pick; far less accurate on the shipped models).",
+    )
+    intent_recall: list[Intent] = Field(
+        default_factory=lambda: ["chat", "recall", "attachment"],
+        description="With intent on: the intents whose turns recall long-term memory.",
+    )
     memory: bool = Field(True, description="Long-term memory: recall before each reply, remember after it.")
     memory_url: str | None = Field(None, description="A Chroma server (http://host:port) instead of the data dir.")
     memory_k: int = Field(5, ge=0, le=100, description="Memories recalled per turn at most.")
+    memory_rounds: int = Field(
+        1,
+        ge=1,
+        le=2,
+        description="2: a second recall round seeded by the names the best memory brings (multi-hop; "
+        "about twice recall's time).",
+    )
     memory_min_similarity: float = Field(
         0.3,
         ge=0.0,

@@ -44,10 +44,13 @@ class Trace(TypedDict, total=False):
     greeting: str
     dropped_parts: list[str]
     remembered: list[dict[str, Any]]
+    remember_skipped: str
     observations: list[dict[str, Any]]
     summary: dict[str, Any]
     tool_calls: list[dict[str, Any]]
     interrupted: bool
+    # The turn's intent, how it was decided, and the routes it took (``agentmm.intent``).
+    intent: dict[str, Any]
 
 
 class ChatState(TypedDict, total=False):
@@ -77,6 +80,8 @@ class ChatState(TypedDict, total=False):
     # This turn's attachments and what perception made of them.
     attachments: list[str]
     observations: list[dict[str, Any]]
+    # This turn's intent ("" when the graph does not decide one): the later nodes route on it.
+    intent: str
     trace: Trace
 
 

@@ -21,7 +21,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
-from agentmm.errors import NotAChatModelError, NothingToUndoError, RuntimeClosedError
+from agentmm.errors import NotAChatModelError, NothingToUndoError, RuntimeClosedError, SettingsError
 from agentmm.graphs.chat import build_graph
 from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, take_out
 from agentmm.graphs.turn import Timings, TurnResult, TurnStream, Usage  # noqa: F401  (re-exported)
@@ -64,7 +64,7 @@ class Agent:
         model: BaseChatModel | str | os.PathLike[str] | None = None,
         checkpointer: BaseCheckpointSaver | None = None,
         store: BaseStore | None = None,
-        tools: Sequence[BaseTool] | None = None,
+        tools: Sequence[BaseTool | str] | None = None,
         **overrides: Any,
     ) -> None:
         if isinstance(model, (str, os.PathLike)):
@@ -72,13 +72,17 @@ class Agent:
             model = None
         elif model is not None and not isinstance(model, BaseChatModel):
             raise NotAChatModelError(_not_a_chat_model(model))
+        if tools is not None and all(isinstance(tool, str) for tool in tools):
+            overrides["tools"], tools = list(tools), None  # names, as the tools setting takes them
+        elif tools is not None and not all(isinstance(tool, BaseTool) for tool in tools):
+            raise SettingsError("tools takes LangChain tools (BaseTool) or tool names, not a mix or anything else")
         self.settings = settings.updated(**overrides) if settings is not None else load_settings(**overrides)
         self._model = model
         self._checkpointer = checkpointer
         self._graph: CompiledStateGraph | None = None
         self._personas: PersonaRegistry | None = None
         self._store = store
-        self._given_tools = list(tools) if tools is not None else None
+        self._given_tools = [t for t in tools if isinstance(t, BaseTool)] if tools is not None else None
         self._tools: list[BaseTool] | None = None
         self._lock = threading.Lock()
         # What this agent opens (models, embedder, store, indexes) lives here and is closed by

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_win
 from agentmm.errors import EmptyInputError
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
+from agentmm.intent import ExampleClassifier
 from agentmm.memory.conversation import format_recalled
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import PersonaRegistry, greeting
@@ -87,7 +89,7 @@ class Ingest:
             trace["persona"] = persona_name
         if opening:
             trace["greeting"] = opening[0].text
-        update.update(attachments=list(context.attachments), observations=[], recalled=[])
+        update.update(attachments=list(context.attachments), observations=[], recalled=[], intent="")
         messages = [*removed, *opening, HumanMessage(text)]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
 
@@ -127,6 +129,11 @@ class Composer:
         context = runtime.context or TurnContext()
         messages = state["messages"]
         parts = self._parts(state, config, context)
+        if state.get("intent") == "ooc" and state.get("persona"):
+            from agentmm.graphs.intent import ooc_instruction
+
+            character = self.personas().get(state["persona"]).name  # type: ignore[arg-type]
+            parts = replace(parts, tail=[("post_history", ooc_instruction(character))])
         memories = format_recalled(state.get("recalled") or [], context.user_name)
         seen = describe_observations(state.get("observations") or [], context.user_name,
                                      state.get("persona") or "you", self.phrasing)  # fmt: skip
@@ -258,7 +265,9 @@ class Generator:
         if not offered:
             return self.model
         done = rounds_this_turn(state["messages"]) >= self.toolbox.max_rounds  # type: ignore[union-attr]
-        return self.model.bind_tools(offered, tool_choice="none" if done else "auto")
+        # A turn whose intent is not a tool's gets none (still rendered: the prompt's prefix stays).
+        not_asked = bool(state.get("intent")) and state.get("intent") != "tool"
+        return self.model.bind_tools(offered, tool_choice="none" if done or not_asked else "auto")
 
     def __call__(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         cancel = runtime.context.cancel if runtime.context else None
@@ -322,6 +331,8 @@ class Generator:
         # A model that does not stream yields its whole message once (an AIMessage, not a chunk).
         reply = add_ai_message_chunks(chunks[0], *chunks[1:]) if len(chunks) > 1 else (chunks[0] if chunks else None)
         message = _final_message(reply, interrupted)
+        if state.get("intent") == "ooc":
+            message.response_metadata["ooc"] = True  # said out of character: the UIs mark it
         usage = message.usage_metadata or {}
         # After tool calls this turn generates again: the turn's usage and time add up.
         before = state.get("trace") or {}
@@ -413,6 +424,7 @@ def build_graph(
     ``settings.approve_tools`` or marked ``requires_approval`` pause the turn for a yes/no
     (``interrupt``; resume with ``Command(resume=True|False)``).
     """
+    from agentmm.graphs.intent import DecideIntent
     from agentmm.graphs.memory import Recall, Remember
     from agentmm.graphs.perceive import Perceive
     from agentmm.graphs.summarize import Summarize, summary_pending
@@ -436,10 +448,15 @@ def build_graph(
     builder.add_node("perceive", Perceive(perception or Perception(settings=settings, runtime=runtime),
                                           model_label(model) if native_images else None))  # fmt: skip
     counter = counter or TokenCounter.for_model(model)
+    if settings.intent:
+        examples = intent_examples(settings, runtime) if settings.intent_classifier == "examples" else None
+        builder.add_node("intent", DecideIntent(model, source, toolbox, memory=memory,
+                                                recall_for=settings.intent_recall, examples=examples))  # fmt: skip
     if memory:
         builder.add_node("recall", Recall(settings.memory_k, counter=counter, relevance=settings.memory_min_similarity,
                                           max_tokens=settings.memory_max_tokens,
-                                          window_tokens=settings.memory_window_tokens))  # fmt: skip
+                                          window_tokens=settings.memory_window_tokens,
+                                          rounds=settings.memory_rounds))  # fmt: skip
     composer = Composer(counter, source, settings.system_prompt, settings.n_ctx, settings.max_tokens, toolbox,
                         phrasing, reminder=settings.persona_reminder)  # fmt: skip
     builder.add_node("compose", composer)
@@ -453,12 +470,18 @@ def build_graph(
     builder.add_node("summarize", Summarize(model))
 
     # The edges, as ARCHITECTURE.md draws the turn:
-    # ingest -> [perceive] -> [recall] -> compose -> generate <-> [tools] -> [remember] -> [summarize]
-    gather = "recall" if memory else "compose"  # where the turn goes once its input is read
+    # ingest -> [perceive] -> [intent] -> [recall] -> compose -> generate <-> [tools] -> [remember] -> [summarize]
+    after_input = "recall" if memory else "compose"
+    gather = "intent" if settings.intent else after_input  # where the turn goes once its input is read
     builder.add_edge(START, "ingest")
     builder.add_conditional_edges("ingest", lambda s: "perceive" if s.get("attachments") else gather,
                                   ["perceive", gather])  # fmt: skip
     builder.add_edge("perceive", gather)
+    if settings.intent and memory:
+        builder.add_conditional_edges("intent", lambda s: "recall" if s.get("intent") in settings.intent_recall
+                                      else "compose", ["recall", "compose"])  # fmt: skip
+    elif settings.intent:
+        builder.add_edge("intent", "compose")
     if memory:
         builder.add_edge("recall", "compose")
     builder.add_edge("compose", "generate")
@@ -481,6 +504,20 @@ def build_graph(
         builder.add_conditional_edges("remember", fold_or_end, ["summarize", END])
     builder.add_edge("summarize", END)
     return builder.compile(checkpointer=checkpointer, store=store, name=GRAPH_NAME)
+
+
+def intent_examples(settings: Settings, runtime: ResourceRuntime | None) -> ExampleClassifier:
+    """The examples classifier over the configured embedder, made on the first turn it decides:
+    the runtime's, which the memory store shares, so recall's search of the same text finds
+    its vector in the embedder's query cache (default: the tools package's process runtime)."""
+
+    def embedder() -> Any:
+        from agentmm.memory.embeddings import SentenceTransformerEmbeddings
+        from agentmm.tools.shared_runtime import process_runtime
+
+        return SentenceTransformerEmbeddings.from_settings(settings, runtime=runtime or process_runtime())
+
+    return ExampleClassifier(embedder)
 
 
 def model_label(model: BaseChatModel) -> str:

@@ -58,8 +58,10 @@ class Recall:
         relevance: float = 0.0,
         max_tokens: int = 1 << 30,
         window_tokens: int | None = None,
+        rounds: int = 1,
     ) -> None:
         self.k = k
+        self.rounds = rounds
         self.min_similarity = min_similarity
         # What enters the prompt (agentmm.memory.selection): the relevance bar and token cap.
         self.count = (counter or TokenCounter(approximate_tokens, exact=False)).text
@@ -88,7 +90,8 @@ class Recall:
             seen = " ".join(str(o.get("text", "")) for o in state.get("observations") or [])
             query = f"{messages[-1].text} {seen}".strip()
             found = recall(runtime.store, _scopes(state, context), query, k=self.k,
-                           min_similarity=self.min_similarity, skip=already_in_prompt, cache=self.cache)  # fmt: skip
+                           min_similarity=self.min_similarity, skip=already_in_prompt, cache=self.cache,
+                           rounds=self.rounds)  # fmt: skip
             path = {"recall_path": recall_path(runtime.store)}
         window: dict[str, Any] = {}
         room = None
@@ -124,6 +127,8 @@ class Remember:
         if isinstance(reply, AIMessage) and not reply.response_metadata.get("interrupted"):
             exchange.append(("assistant", state.get("persona") or "assistant", reply.text))
         written: list[dict[str, Any]] = []
+        if state.get("intent") == "ooc":  # said out of character: not part of the story to recall
+            return {"trace": trace_step(state, "remember", remembered=[], remember_skipped="out of character")}
         if runtime.store is not None:
             turn = sum(isinstance(m, HumanMessage) for m in messages)
             when = datetime.now(UTC)

@@ -95,8 +95,8 @@ def judge_reply(judge: BaseChatModel, persona: Persona, step: Step, reply: str) 
         f"Does the reply stay in character as {persona.name} (speaking as {persona.name}, not as an AI "
         "assistant or a narrator)?"
     )
-    verdict = judge.with_structured_output(Verdict).invoke(prompt)
-    return bool(verdict.in_character if isinstance(verdict, Verdict) else verdict["in_character"])  # type: ignore[index]
+    verdict: Any = judge.with_structured_output(Verdict).invoke(prompt)
+    return bool(verdict.in_character if isinstance(verdict, Verdict) else verdict["in_character"])
 
 
 def _share(rows: Sequence[CheckResult], kind: str) -> tuple[int, int]:

@@ -86,6 +86,10 @@ class TurnResult(BaseModel):
     timings: Timings = Field(default_factory=Timings)
     trace: dict[str, Any] = Field(default_factory=dict)
     interrupted: bool = False
+    # The turn's intent ("" unless the ``intent`` setting is on) and whether the reply was said
+    # out of character (an ``ooc`` turn).
+    intent: str = ""
+    out_of_character: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -446,6 +450,8 @@ class TurnStream:
             timings=Timings(ttft_s=timings["ttft_s"], total_s=timings["total_s"]),
             trace=trace,
             interrupted=bool(reply.response_metadata.get("interrupted")),
+            intent=str(final.get("intent") or ""),
+            out_of_character=bool(reply.response_metadata.get("ooc")),
         )
 
 

@@ -71,17 +71,22 @@ def recall(
     min_similarity: float = 0.25,
     skip: Any = None,
     cache: RecallCache | None = None,
+    rounds: int = 1,
 ) -> list[Recalled]:
     """The best ``k`` memories for ``query`` across ``namespaces``, dense and BM25 fused.
 
     A memory found only by BM25 is kept; one found only by dense search must reach
     ``min_similarity``. ``skip(value) -> bool`` drops memories the prompt already holds.
     ``cache`` keeps the scopes' corpora between calls over a store that cannot keep its own
-    (``agentmm.memory.retrieval.recall_cache``).
+    (``agentmm.memory.retrieval.recall_cache``). ``rounds=2`` adds the multi-hop second round
+    (``agentmm.memory.multihop``).
     """
     found: list[Recalled] = []
+    search = hybrid_search
+    if rounds >= 2:
+        from agentmm.memory.multihop import two_round_search as search
     for namespace in namespaces:
-        for hit in hybrid_search(store, namespace, query, k=k * 2, cache=cache):
+        for hit in search(store, namespace, query, k=k * 2, cache=cache):
             value = dict(hit.value)
             if "bm25" not in hit.ranks and (hit.dense_score or 0.0) < min_similarity:
                 continue

@@ -56,10 +56,17 @@ def ingest(store: BaseStore, sample: Sample, namespace: tuple[str, ...]) -> int:
     return len(ops)
 
 
-def retrieve(store: BaseStore, namespace: tuple[str, ...], question: str, k: int, retrieval: str) -> list[Any]:
-    """The top ``k`` memories for ``question``, best first (LangGraph ``Item``s)."""
+def retrieve(
+    store: BaseStore, namespace: tuple[str, ...], question: str, k: int, retrieval: str, rounds: int = 1
+) -> list[Any]:
+    """The top ``k`` memories for ``question``, best first (LangGraph ``Item``s); ``rounds=2``
+    adds the multi-hop second round (``agentmm.memory.multihop``)."""
     if retrieval == "dense":
         return list(store.search(namespace, query=question, limit=k))
+    if rounds >= 2:
+        from agentmm.memory.multihop import two_round_search
+
+        return list(two_round_search(store, namespace, question, k=k, candidates=max(50, k)))
     return list(hybrid_search(store, namespace, question, k=k, candidates=max(50, k)))
 
 
@@ -115,6 +122,7 @@ def evaluate(
     progress: Progress | None = None,
     budget_tokens: int | None = None,
     count: Callable[[str], int] | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     scores = Scores(ks)
     budgeted = BudgetScores(budget_tokens) if budget_tokens is not None and count is not None else None
@@ -131,7 +139,7 @@ def evaluate(
     latencies = []
     for i, (sample, question) in enumerate(questions, 1):
         t0 = time.perf_counter()
-        hits = retrieve(store, ("eval", sample.sample_id), question.question, depth, retrieval)
+        hits = retrieve(store, ("eval", sample.sample_id), question.question, depth, retrieval, rounds)
         latencies.append(time.perf_counter() - t0)
         scores.add(question.category, [hit.key for hit in hits], question.evidence)
         if budgeted is not None and count is not None:
@@ -150,7 +158,12 @@ def evaluate(
             "query_p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
             "query_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 2) if latencies else None,
         },
-        "config": {"retrieval": retrieval, "ks": list(ks), "scored_categories": list(SCORED_CATEGORIES)},
+        "config": {
+            "retrieval": retrieval,
+            "rounds": rounds,
+            "ks": list(ks),
+            "scored_categories": list(SCORED_CATEGORIES),
+        },
     }
     if budgeted is not None:
         report["budget"] = {"tokens": budgeted.budget, "overall": budgeted.overall(SCORED_CATEGORIES),
@@ -166,6 +179,7 @@ def evaluate_file(
     settings: Any,
     progress: Progress | None = None,
     budget_tokens: int | None = None,
+    rounds: int = 1,
 ) -> dict[str, Any]:
     """Evaluate on a LoCoMo file with the configured embeddings, in a throwaway store; with
     ``budget_tokens``, tokens are counted with the configured chat model's tokenizer."""
@@ -186,7 +200,7 @@ def evaluate_file(
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentmm-eval-"))
         store = stack.enter_context(ChromaStore.from_path(tmp, index=index))
         report = evaluate(store, samples, ks, retrieval=retrieval, progress=progress, budget_tokens=budget_tokens,
-                          count=count)  # fmt: skip
+                          count=count, rounds=rounds)  # fmt: skip
     report["config"]["file"] = str(path)
     report["config"]["embedding_model"] = embedder.model_name
     report["config"]["embedding_runtime"] = embedder.runtime

@@ -175,8 +175,9 @@ class Terminal:
         self.out.file.write(text)
         self.out.file.flush()
 
-    def reply_end(self, interrupted: bool) -> None:
-        """Finish the reply: re-render it as Markdown on a live terminal, mark it if stopped."""
+    def reply_end(self, interrupted: bool, out_of_character: bool = False) -> None:
+        """Finish the reply: re-render it as Markdown on a live terminal, mark it if stopped or
+        said out of character."""
         self.stop_spinner()
         text = "".join(self._streamed)
         rendered = bool(self.live and text.strip() and looks_like_markdown(text) and self._erase(text))
@@ -188,6 +189,10 @@ class Terminal:
             self.out.file.write(" [interrupted]\n")
         elif not rendered and not text.endswith("\n"):
             self.out.file.write("\n")
+        if out_of_character and self.live:
+            self.out.print("[dim]\\[out of character][/]")
+        elif out_of_character:
+            self.out.file.write("[out of character]\n")
         self.out.file.flush()
 
     def reply_abort(self) -> None:

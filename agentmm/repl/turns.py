@@ -37,6 +37,11 @@ class Outcome:
     def interrupted(self) -> bool:
         return bool(self.result is not None and self.result.interrupted)
 
+    @property
+    def out_of_character(self) -> bool:
+        # An agent whose results predate the key (or a test's fake) says nothing of it.
+        return bool(self.result is not None and getattr(self.result, "out_of_character", False))
+
 
 def describe_call(request: dict[str, Any]) -> str:
     return call_text(request.get("tool", "?"), request.get("args"))
@@ -137,7 +142,7 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
         stack.close()
         outcome.cancelled = presses > 0
         if outcome.error is None:
-            terminal.reply_end(outcome.interrupted)
+            terminal.reply_end(outcome.interrupted, outcome.out_of_character)
         else:
             terminal.reply_abort()
     return outcome

@@ -39,6 +39,20 @@ def _left_out(trace: dict[str, Any]) -> list[str]:
     return lines
 
 
+def intent_line(intent: dict[str, Any]) -> str:
+    """The turn's intent, how it was decided, and the routes it opened, in one line."""
+    route = intent.get("route") or {}
+    taken = [name.replace("_", " ") for name in ("recall", "tools") if route.get(name)]
+    skipped = [name for name in ("recall", "tools") if name in route and not route[name]]
+    said = "in character" if route.get("in_character", True) else "out of character"
+    line = f"intent: {intent.get('intent')} ({intent.get('decided_by')}, of {'/'.join(intent.get('choices') or [])})"
+    line += f" · route: {', '.join(taken) or 'no recall, no tools'}"
+    if skipped and taken:
+        line += f" (skipped {', '.join(skipped)})"
+    seconds = intent.get("seconds")
+    return line + f" · {said}" + (f" · {seconds:.3f} s" if isinstance(seconds, int | float) else "")
+
+
 def render_trace(trace: dict[str, Any]) -> Any:
     """A rich renderable of ``trace`` (plain text when the console is not a terminal)."""
     from rich.console import Group
@@ -52,6 +66,9 @@ def render_trace(trace: dict[str, Any]) -> Any:
     if trace.get("interrupted"):
         head += " · interrupted"
     parts.append(Text(head, style="bold"))
+    intent = trace.get("intent")
+    if intent:
+        parts.append(Text(intent_line(intent)))
 
     budget = trace.get("budget") or {}
     n_ctx = int(budget.get("n_ctx") or 0)

@@ -75,3 +75,15 @@ def test_a_bad_setting_given_with_settings_is_checked_as_a_flag_is(settings: Set
         Agent(settings, n_ctx=5)
     with pytest.raises(SettingsError, match=r"^unknown setting 'colour'"):
         Agent(settings, colour="red")
+
+
+def test_tools_are_given_as_tools_or_as_names(settings: Settings) -> None:
+    from agentmm.tools.builtin import roll_dice
+
+    model = FakeListChatModel(responses=["fine"])
+    assert [t.name for t in Agent(settings, model=model, tools=["roll_dice", "calculate"]).tools] == [
+        "roll_dice", "calculate"]  # fmt: skip
+    assert Agent(settings, model=model, tools=["roll_dice"]).settings.tools == ["roll_dice"]
+    assert [t.name for t in Agent(settings, model=model, tools=[roll_dice]).tools] == ["roll_dice"]
+    with pytest.raises(SettingsError, match="tools takes LangChain tools"):
+        Agent(settings, model=model, tools=[roll_dice, "calculate"])  # type: ignore[list-item]
