@@ -72,6 +72,7 @@ class LoadedModel:
     pieces: list[bytes] | None = None
     start_bias: dict[tuple[str, ...], dict[int, float]] = field(default_factory=dict)
     no_bracket_bias: dict[int, float] | None = None
+    no_call_bias: dict[int, float] | None = None
     # The multimodal chat handler over the image projector, when the model has one.
     vision: Any = None
 

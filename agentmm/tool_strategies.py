@@ -195,10 +195,17 @@ class NativeToolCalling:
         tools: list[dict[str, Any]], choice: str,
     ) -> Iterator[AIMessageChunk]:  # fmt: skip
         gen.metadata["tool_calling"] = self.name
-        if not tools or choice == "none":
+        if not tools:
             yield from gen.stream(rendered, images)
             return
-        if images and choice == "auto":
+        if choice == "none" and not images:
+            # The tools stay in the prompt as on the turns that may call them (the template puts
+            # them at its head: dropping them would change the prefix, and the next turn with
+            # tools would prefill the whole prompt again); the call itself is kept out.
+            yield from gen.stream(rendered, 0, tools=tools, tool_choice="none", stop=_with(gen.params.get("stop"),
+                                  CALL_OPEN), logit_bias=no_call_bias(gen.loaded))  # fmt: skip
+            return
+        if choice == "none" or (images and choice == "auto"):
             # The multimodal handler renders no tools, and here the call and the reply are one
             # generation: a message with pictures is answered in words, seeing them.
             yield from gen.stream(rendered, images)
@@ -355,6 +362,21 @@ def start_bias(loaded: LoadedModel, choices: Sequence[str]) -> dict[int, float]:
         ]
         bias = loaded.start_bias[key] = dict.fromkeys(starts, 100.0)
     return bias
+
+
+def no_call_bias(loaded: LoadedModel) -> dict[int, float]:
+    """-100 for the token that opens a native tool call (``<tool_call>``), where the vocabulary
+    has one (cached per model)."""
+    if loaded.no_call_bias is None:
+        opening = [i for i, piece in enumerate(vocab_pieces(loaded)) if piece == CALL_OPEN.encode()]
+        loaded.no_call_bias = dict.fromkeys(opening, -100.0)
+    return loaded.no_call_bias
+
+
+def _with(stops: Any, stop: str) -> list[str]:
+    """``stops`` (None, one string or a list) with ``stop`` added."""
+    given = [stops] if isinstance(stops, str) else list(stops or [])
+    return given if stop in given else [*given, stop]
 
 
 def no_bracket_bias(loaded: LoadedModel) -> dict[int, float]:

@@ -14,9 +14,10 @@ chat model, so it answers alike on both tiers (run on each anyway, as a check).
 Latency: the same eight messages (two per intent but attachment, to Bram Tolliver, whose thread
 has tools) as real turns with memory on, once with intent off (recall every turn, the tool
 decision every turn) and once with intent on and ``intent_recall = ["recall"]`` (the lean
-route), each after the same opening; per-turn medians of the whole turn, recall's and the
-intent decision's time, and for the recall questions whether the memory they ask for (the sister's
-name, said in the opening) was recalled.
+route), each after the same opening said in another thread; per-turn medians of the whole turn,
+the time to the first token, recall's and the intent decision's time, and for the recall
+questions whether the memory they ask for (the sister's name, said in the other thread) was
+recalled.
 
 Run: ``python benchmarks/intent_eval.py [--models smollm2,qwen0.5b] [--json out.json]``.
 """
@@ -128,18 +129,21 @@ def latency(model: str) -> dict[str, Any]:
             settings = _settings(Path(tmp), model, memory=True, max_tokens=32, **extra)
             turns: list[dict[str, Any]] = []
             with Agent(settings) as agent:
-                thread = "latency"
+                # The opening (the sister's name) is said in another thread, so only recall can
+                # bring it into this one (a memory already in the prompt is never recalled).
                 for i, text in enumerate(OPENINGS[LATENCY_PERSONA]):
-                    agent.chat(text, thread, persona=LATENCY_PERSONA if i == 0 else None)
-                for label, text in LATENCY_MESSAGES:
-                    result = agent.chat(text, thread)
+                    agent.chat(text, "earlier", persona=LATENCY_PERSONA if i == 0 else None)
+                for i, (label, text) in enumerate(LATENCY_MESSAGES):
+                    result = agent.chat(text, "latency", persona=LATENCY_PERSONA if i == 0 else None)
                     trace, timings = result.trace, result.trace.get("timings", {})
                     recalled = " ".join(str(r.get("text", "")) for r in trace.get("recalled") or [])
                     turns.append({"label": label, "intent": result.intent, "total_s": result.timings.total_s,
+                                  "ttft_s": result.timings.ttft_s,
                                   "recall_s": timings.get("recall_s"), "intent_s": timings.get("intent_s"),
                                   "recalled": "recall" in trace.get("path", []), "found_sister": "Marta" in recalled,
                                   "tool_calls": len(trace.get("tool_calls") or [])})  # fmt: skip
             runs[name] = {"turns": turns, "total_p50_s": _median([t["total_s"] for t in turns]),
+                          "ttft_p50_s": _median([t["ttft_s"] for t in turns]),
                           "recall_p50_s": _median([t["recall_s"] for t in turns if t["recall_s"] is not None]),
                           "intent_p50_s": _median([t["intent_s"] for t in turns if t["intent_s"] is not None]),
                           "recall_turns": sum(t["recalled"] for t in turns),
@@ -174,7 +178,8 @@ def main() -> None:
     args = parser.parse_args()
     results: dict[str, Any] = {"messages": len(SET), "models": {}}
     for model in args.models.split(","):
-        entry: dict[str, Any] = {"accuracy": {c: accuracy(model, c) for c in args.classifiers.split(",")}}
+        classifiers = [c for c in args.classifiers.split(",") if c]
+        entry: dict[str, Any] = {"accuracy": {c: accuracy(model, c) for c in classifiers}}
         entry["persona_script"] = persona_script(model)
         print(json.dumps({f"{model} persona script": entry["persona_script"]}), flush=True)
         if not args.skip_latency:

@@ -104,7 +104,7 @@ class FakeGeneration:
         self.metadata: dict[str, Any] = {}
         self.finish_reason: str | None = None
         self.said = False
-        self.loaded = SimpleNamespace(no_bracket_bias={7: -100.0}, pieces=None)
+        self.loaded = SimpleNamespace(no_bracket_bias={7: -100.0}, no_call_bias={9: -100.0}, pieces=None)
 
     def stream(self, rendered: list[dict[str, Any]], images: int = 0, **extra: Any) -> Iterator[AIMessageChunk]:
         self.calls.append(extra)
@@ -181,3 +181,15 @@ def test_native_reply_to_pictures_sees_them_instead_of_calling() -> None:
     reply = joined(NativeToolCalling().reply(gen, [HumanMessage("What is this?")], rendered, 1, [DICE], "auto"))  # type: ignore[arg-type]
     assert reply.text == "A red door."
     assert gen.calls == [{}] and gen.images == [1]  # the images went to the stream, no tools
+
+
+def test_native_reply_without_a_call_keeps_the_tools_in_the_prompt() -> None:
+    """tool_choice="none" (an intent that is no tool's, or the last round): the template still
+    renders the tools, so the prompt's prefix (and the KV cache) is that of the turns that may
+    call them; the call token is banned and stops the reply if it comes anyway."""
+    gen = FakeGeneration(["Evening."])
+    reply = joined(NativeToolCalling().reply(gen, [HumanMessage("Hi.")], [], 0, [DICE], "none"))  # type: ignore[arg-type]
+    assert reply.text == "Evening." and not reply.tool_calls
+    (call,) = gen.calls
+    assert call["tools"] == [DICE] and call["tool_choice"] == "none"
+    assert call["logit_bias"] == {9: -100.0} and call["stop"] == ["<tool_call>"]
