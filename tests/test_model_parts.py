@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
 import sys
 import threading
 from pathlib import Path
@@ -28,15 +27,6 @@ def _install_parts(root: Path, prefix: str, pieces: list[bytes]) -> tuple[Part, 
         (package / "data" / f"part{i:02d}.bin").write_bytes(piece)
         parts.append(Part(f"{prefix}_{i}", f"{prefix}-{i}", f"data/part{i:02d}.bin"))
     return tuple(parts)
-
-
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    importlib.invalidate_caches()
-    return root
 
 
 def _split(parts: tuple[Part, ...], pieces: list[bytes], sha: str | None = None) -> SplitFile:

@@ -34,15 +34,6 @@ def install_fake_distribution(root: Path, name: str, module: str, code: str, ent
     importlib.invalidate_caches()  # importlib.metadata caches a folder's listing by its mtime
 
 
-@pytest.fixture
-def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    root = tmp_path / "site"
-    root.mkdir()
-    monkeypatch.syspath_prepend(str(root))
-    importlib.invalidate_caches()
-    return root
-
-
 def test_builtins_register_through_entry_points() -> None:
     catalog = discover_tools()
     for name in ("roll_dice", "current_datetime", "calculate", "caption_image", "transcribe_audio", "search_images"):
