@@ -371,11 +371,15 @@ class ChatLlamaCpp(BaseChatModel):
         from agentmm.tool_strategies import ConstrainedToolCalling
 
         formatted = [convert_to_openai_tool(tool) for tool in tools]
-        rendered, images = self.tool_strategy().render(messages, formatted)
+        strategy = self.tool_strategy()
+        rendered, images = strategy.render(messages, formatted)
         if images:
             rendered = without_images(rendered)
+        params = self._call_params(None)
+        if formatted and strategy.name == "native":  # the template renders them, as for a reply
+            params.update(tools=formatted, tool_choice="none")
         loaded = self.load()
-        gen = Generation(loaded, self._call_params(None), model_name=self.display_name, n_ctx=self.n_ctx)
+        gen = Generation(loaded, params, model_name=self.display_name, n_ctx=self.n_ctx)
         with loaded.lock:
             return ConstrainedToolCalling.choose(gen, rendered, list(choices))
 
