@@ -6,7 +6,7 @@ import json
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -654,9 +654,36 @@ def eval_memory(
         Optional[int],
         typer.Option("--rounds", min=1, max=2, help="Recall rounds (default: the memory_rounds setting)."),
     ] = None,
+    answer: Annotated[
+        bool, typer.Option("--answer", help="Let the chat model answer each question from what recall finds; F1/EM.")
+    ] = False,
+    limit: Annotated[
+        Optional[int], typer.Option("--limit", min=1, help="--answer: the first N questions only.")
+    ] = None,
+    answers: Annotated[
+        Optional[Path], typer.Option("--answers", help="--answer: the answers file to write and go on from.")
+    ] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="--answer: start over instead of going on.")] = False,
+    model: Annotated[
+        Optional[str], typer.Option("--model", help="--answer: chat model (shipped name, .gguf path, hub id).")
+    ] = None,
+    judge: Annotated[
+        Optional[str], typer.Option("--judge", help="--answer: also ask this model whether each answer is right.")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Score memory recall on a LoCoMo-format file: evidence Recall@k and Hit@k per category."""
+    """Score memory recall on a LoCoMo-format file: evidence Recall@k and Hit@k per category; with
+    --answer, the chat model's answers from what recall finds, by LoCoMo's F1 and exact match."""
+    if not answer and (limit is not None or answers is not None or fresh or model is not None or judge is not None):
+        raise typer.BadParameter("--limit, --answers, --fresh, --model and --judge go with --answer")
+    if answer:
+        settings = _settings(memory_rounds=rounds, model=model)
+        report = _run_answers(file, settings, limit, answers, fresh, judge, show_progress=not as_json)
+        if as_json:
+            _print_json(report)
+        else:
+            _print_answer_report(report, file)
+        return
     try:
         ks = sorted({int(part) for part in k.split(",") if part.strip()})
     except ValueError:
@@ -686,6 +713,54 @@ def eval_memory(
                            f"{row['memories_fitted_mean']:.1f}")  # fmt: skip
         console.print(fitted)
     console.print("timings: " + ", ".join(f"{key} {value}" for key, value in report["timings"].items()))
+
+
+def _run_answers(
+    file: Path, settings: Settings, limit: int | None, answers: Path | None, fresh: bool, judge: str | None,
+    show_progress: bool,
+) -> dict[str, Any]:  # fmt: skip
+    from agentmm.graphs.memory_answers import answer_file
+
+    with ExitStack() as stack:
+        judge_model = None
+        if judge is not None:
+            from agentmm.llm import ChatLlamaCpp
+
+            judge_model = stack.enter_context(
+                ChatLlamaCpp.from_settings(settings.model_copy(update={"model": judge, "temperature": 0.0}))
+            )
+        options: dict[str, Any] = {"limit": limit, "answers": answers, "fresh": fresh, "judge": judge_model,
+                                   "judge_name": judge}  # fmt: skip
+        if not show_progress:
+            return answer_file(file, settings, **options)
+        from rich.progress import Progress
+
+        with Progress(transient=True) as progress:
+            task = progress.add_task("answering", total=None)
+
+            def advance(done: int, total: int, stage: str) -> None:
+                progress.update(task, completed=done, total=total, description=stage)
+
+            return answer_file(file, settings, progress=advance, **options)
+
+
+def _print_answer_report(report: dict[str, Any], file: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    judged = report["overall"]["judge_correct"] is not None
+    columns = ["category", "questions", "F1", "exact match", "memories placed", *(["judge: right"] if judged else [])]
+    table = Table(*columns, title=f"memory eval, answers: {file.name} ({report['config']['model']})")
+    for name, row in [*report["per_category"].items(), ("overall 1-4", report["overall"])]:
+        cells = [name, str(row["questions"]), f"{row['f1']:.1f}", f"{row['exact_match']:.1f}",
+                 f"{row['memories_mean']:.1f}"]  # fmt: skip
+        if judged:
+            cells.append(f"{row['judge_correct']:.1f}" if row["judge_correct"] is not None else "")
+        table.add_row(*cells)
+    console = Console()
+    console.print(table)
+    where = report["config"]["answers_file"]
+    console.print(f"answers: {where} (the same command goes on from it; --fresh starts over)")
 
 
 @eval_app.command("persona")
