@@ -16,6 +16,7 @@ from typing import Any
 
 from langgraph.store.base import BaseStore, Item, PutOp
 
+from agentmm.memory.dates import annotate, day
 from agentmm.memory.retrieval import RecallCache, hybrid_search
 
 ROOT = "memories"
@@ -108,11 +109,22 @@ def recall(
 
 
 def format_recalled(recalled: Sequence[dict[str, Any]], user_name: str) -> str:
-    """The recalled memories (``Recalled.as_trace()`` dicts) as one block placed with the turn."""
+    """The recalled memories (``Recalled.as_trace()`` dicts) as one block placed with the turn:
+    each with the day it was said ("24 July 2023") and what its "yesterday", "last week", ...
+    meant then (``agentmm.memory.dates``)."""
     if not recalled:
         return ""
-    lines = [f"- ({str(r.get('when') or '')[:10]}) {r.get('speaker') or ''}: {r['text']}" for r in recalled]
+    lines = [f"- ({_said_on(r.get('when'))}) {r.get('speaker') or ''}: {annotate(str(r['text']), r.get('when'))}"
+             for r in recalled]  # fmt: skip
     return f"[Things you remember from earlier conversations with {user_name}:]\n" + "\n".join(lines)
+
+
+def _said_on(when: Any) -> str:
+    """The day a memory was said, in words; what was stored when it is not a date."""
+    try:
+        return day(datetime.fromisoformat(str(when)).date())
+    except ValueError:
+        return str(when or "")
 
 
 def remember_turn(
