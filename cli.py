@@ -731,17 +731,7 @@ def _run_answers(
             )
         options: dict[str, Any] = {"limit": limit, "answers": answers, "fresh": fresh, "judge": judge_model,
                                    "judge_name": judge}  # fmt: skip
-        if not show_progress:
-            return answer_file(file, settings, **options)
-        from rich.progress import Progress
-
-        with Progress(transient=True) as progress:
-            task = progress.add_task("answering", total=None)
-
-            def advance(done: int, total: int, stage: str) -> None:
-                progress.update(task, completed=done, total=total, description=stage)
-
-            return answer_file(file, settings, progress=advance, **options)
+        return _with_progress("answering", show_progress, lambda p: answer_file(file, settings, progress=p, **options))
 
 
 def _print_answer_report(report: dict[str, Any], file: Path) -> None:
@@ -811,17 +801,11 @@ def _run_persona_eval(
 
         judge_model = ChatLlamaCpp.from_settings(settings.model_copy(update={"model": judge, "temperature": 0.0}))
     try:
-        if not show_progress:
-            return evaluate_personas(settings, personas, seeds=seeds, judge=judge_model)
-        from rich.progress import Progress
-
-        with Progress(transient=True) as progress:
-            task = progress.add_task("evaluating", total=None)
-
-            def advance(done: int, total: int, stage: str) -> None:
-                progress.update(task, completed=done, total=total, description=stage)
-
-            return evaluate_personas(settings, personas, seeds=seeds, judge=judge_model, progress=advance)
+        return _with_progress(
+            "evaluating",
+            show_progress,
+            lambda p: evaluate_personas(settings, personas, seeds=seeds, judge=judge_model, progress=p),
+        )
     finally:
         if judge_model is not None:
             judge_model.close()
@@ -868,17 +852,23 @@ def _run_eval(
     settings = _settings(memory_rounds=rounds)
     options: dict[str, Any] = {"retrieval": retrieval, "settings": settings, "budget_tokens": budget_tokens,
                                "rounds": settings.memory_rounds}  # fmt: skip
-    if not show_progress:
-        return evaluate_file(file, ks, **options)
+    return _with_progress("evaluating", show_progress, lambda p: evaluate_file(file, ks, progress=p, **options))
+
+
+def _with_progress(label: str, show: bool, run: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """``run(progress)``: with a transient progress bar that ``progress(done, total, stage)``
+    advances, or quietly (``progress`` None) for ``--json``."""
+    if not show:
+        return run(None)
     from rich.progress import Progress
 
-    with Progress(transient=True) as progress:
-        task = progress.add_task("evaluating", total=None)
+    with Progress(transient=True) as bar:
+        task = bar.add_task(label, total=None)
 
         def advance(done: int, total: int, stage: str) -> None:
-            progress.update(task, completed=done, total=total, description=stage)
+            bar.update(task, completed=done, total=total, description=stage)
 
-        return evaluate_file(file, ks, progress=advance, **options)
+        return run(advance)
 
 
 # --------------------------------------------------------------------------- perception
