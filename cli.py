@@ -722,13 +722,7 @@ def _run_answers(
     from agentmm.graphs.memory_answers import answer_file
 
     with ExitStack() as stack:
-        judge_model = None
-        if judge is not None:
-            from agentmm.llm import ChatLlamaCpp
-
-            judge_model = stack.enter_context(
-                ChatLlamaCpp.from_settings(settings.model_copy(update={"model": judge, "temperature": 0.0}))
-            )
+        judge_model = _judge_model(stack, settings, judge)
         options: dict[str, Any] = {"limit": limit, "answers": answers, "fresh": fresh, "judge": judge_model,
                                    "judge_name": judge}  # fmt: skip
         return _with_progress("answering", show_progress, lambda p: answer_file(file, settings, progress=p, **options))
@@ -795,20 +789,24 @@ def _run_persona_eval(
 ) -> dict[str, Any]:
     from agentmm.graphs.persona_eval import evaluate_personas
 
-    judge_model = None
-    if judge is not None:
-        from agentmm.llm import ChatLlamaCpp
-
-        judge_model = ChatLlamaCpp.from_settings(settings.model_copy(update={"model": judge, "temperature": 0.0}))
-    try:
+    with ExitStack() as stack:
+        judge_model = _judge_model(stack, settings, judge)
         return _with_progress(
             "evaluating",
             show_progress,
             lambda p: evaluate_personas(settings, personas, seeds=seeds, judge=judge_model, progress=p),
         )
-    finally:
-        if judge_model is not None:
-            judge_model.close()
+
+
+def _judge_model(stack: ExitStack, settings: Settings, judge: str | None) -> Any:
+    """The ``--judge`` model (greedy), closed with ``stack``; None without ``--judge``."""
+    if judge is None:
+        return None
+    from agentmm.llm import ChatLlamaCpp
+
+    return stack.enter_context(
+        ChatLlamaCpp.from_settings(settings.model_copy(update={"model": judge, "temperature": 0.0}))
+    )
 
 
 def _print_persona_report(report: dict[str, Any], details: bool) -> None:
@@ -850,8 +848,7 @@ def _run_eval(
     from agentmm.memory.evaluate import evaluate_file
 
     settings = _settings(memory_rounds=rounds)
-    options: dict[str, Any] = {"retrieval": retrieval, "settings": settings, "budget_tokens": budget_tokens,
-                               "rounds": settings.memory_rounds}  # fmt: skip
+    options: dict[str, Any] = {"retrieval": retrieval, "settings": settings, "budget_tokens": budget_tokens}
     return _with_progress("evaluating", show_progress, lambda p: evaluate_file(file, ks, progress=p, **options))
 
 

@@ -52,9 +52,9 @@ def pick(model: BaseChatModel, prompt: Sequence[BaseMessage], choices: Sequence[
     choose = getattr(model, "choose", None)
     if callable(choose):
         answer = str(choose(list(prompt), list(choices), tools=list(tools)))
-        found = intent_in(answer, choices)
-        return (found, "model") if found else (DEFAULT_INTENT, "fallback")
-    found = intent_in(model.invoke(list(prompt)).text, choices)
+    else:
+        answer = model.invoke(list(prompt)).text
+    found = intent_in(answer, choices)
     return (found, "model") if found else (DEFAULT_INTENT, "fallback")
 
 

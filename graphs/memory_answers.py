@@ -84,14 +84,16 @@ def answer_file(
     samples = load_locomo(path)
     questions = [(s, i, q) for s in samples for i, q in enumerate(s.qa) if q.category in SCORED_CATEGORIES]
     questions = questions[:limit] if limit is not None else questions
-    config = _config(path, settings, judge_name)
-    answers = answers or default_answers_path(path, settings)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    config = _config(digest, settings, judge_name)
+    answers = answers or default_answers_path(path, digest, settings)
     done = {} if fresh else read_answers(answers, config)
     pending = [(s, i, q) for s, i, q in questions if (s.sample_id, i) not in done]
     with _journal(answers, config, fresh or not done) as write:
         if pending:
             _answer(pending, settings, model, judge, write, progress, len(questions) - len(pending), len(questions))
-    rows = [row for s, i, _ in questions if (row := read_answers(answers, config).get((s.sample_id, i)))]
+    answered = read_answers(answers, config)
+    rows = [row for s, i, _ in questions if (row := answered.get((s.sample_id, i)))]
     return report(rows, config, answers)
 
 
@@ -159,19 +161,20 @@ def _by_sample(pending: Sequence[tuple[Sample, int, Question]]) -> Iterator[tupl
     yield from groups.values()
 
 
-def _config(path: Path, settings: Settings, judge_name: str | None) -> dict[str, Any]:
-    """What the answers depend on: a file of answers from another configuration is not reused."""
-    return {"file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16], "model": str(settings.model),
+def _config(digest: str, settings: Settings, judge_name: str | None) -> dict[str, Any]:
+    """What the answers depend on (``digest``: the input file's SHA-256): a file of answers from
+    another configuration is not reused."""
+    return {"file_sha256": digest[:16], "model": str(settings.model),
             "memory_k": settings.memory_k, "memory_max_tokens": settings.memory_max_tokens,
             "memory_min_similarity": settings.memory_min_similarity, "memory_rounds": settings.memory_rounds,
             "embedding_model": str(settings.embedding_model), "answer_tokens": ANSWER_TOKENS,
             "judge": judge_name}  # fmt: skip
 
 
-def default_answers_path(path: Path, settings: Settings) -> Path:
+def default_answers_path(path: Path, digest: str, settings: Settings) -> Path:
+    """One answers file per input file (``digest``: its SHA-256) and model, in the cache dir."""
     model = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(settings.model)).name)[:60]
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
-    return Path(settings.cache_dir) / "eval-answers" / f"{path.stem}-{digest}-{model}.jsonl"
+    return Path(settings.cache_dir) / "eval-answers" / f"{path.stem}-{digest[:8]}-{model}.jsonl"
 
 
 def read_answers(answers: Path, config: dict[str, Any]) -> dict[tuple[str, int], AnswerRow]:

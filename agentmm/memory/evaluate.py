@@ -179,7 +179,6 @@ def evaluate_file(
     settings: Any,
     progress: Progress | None = None,
     budget_tokens: int | None = None,
-    rounds: int = 1,
 ) -> dict[str, Any]:
     """Evaluate on a LoCoMo file with the configured embeddings, in a throwaway store; with
     ``budget_tokens``, tokens are counted with the configured chat model's tokenizer."""
@@ -200,7 +199,7 @@ def evaluate_file(
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentmm-eval-"))
         store = stack.enter_context(ChromaStore.from_path(tmp, index=index))
         report = evaluate(store, samples, ks, retrieval=retrieval, progress=progress, budget_tokens=budget_tokens,
-                          count=count, rounds=rounds)  # fmt: skip
+                          count=count, rounds=settings.memory_rounds)  # fmt: skip
     report["config"]["file"] = str(path)
     report["config"]["embedding_model"] = embedder.model_name
     report["config"]["embedding_runtime"] = embedder.runtime
