@@ -391,3 +391,27 @@ def test_reads_are_paged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
         evens = store.search(("p",), filter={"even": True, "i": {"$ne": 4}}, limit=100)
         assert sorted(i.value["i"] for i in evens) == [0, 2, 6, 8, 10, 12, 14, 16, 18]
         assert store.list_namespaces() == [("p", f"n{i}") for i in range(4)]
+
+
+def test_chroma_log_is_saved_often(tmp_path: Path) -> None:
+    """Chroma rereads its whole write log on every write until the HNSW index is next saved;
+    a store made with Chroma's own threshold (1,000) is brought down to agentmm's on reopen,
+    and the log then stays under it however many writes come."""
+    import sqlite3
+
+    import chromadb
+    from chromadb.config import Settings
+
+    client = chromadb.PersistentClient(str(tmp_path / "s"), settings=Settings(anonymized_telemetry=False))
+    hnsw = {"hnsw": {"space": "l2"}}
+    made = client.get_or_create_collection("agentmm-items", embedding_function=None, configuration=hnsw)
+    assert made.configuration["hnsw"]["sync_threshold"] != chroma_store.SYNC_THRESHOLD
+    with ChromaStore.from_path(tmp_path / "s") as store:
+        for collection in (store._items, store._namespaces, store._vectors):
+            assert collection.configuration["hnsw"]["sync_threshold"] == chroma_store.SYNC_THRESHOLD
+        for i in range(3 * chroma_store.SYNC_THRESHOLD):
+            store.put(("t",), f"k{i}", {"v": i})
+        assert len(store.search(("t",), limit=1000)) == 3 * chroma_store.SYNC_THRESHOLD
+    with sqlite3.connect(tmp_path / "s" / "chroma.sqlite3") as db:
+        (waiting,) = db.execute("SELECT count(*) FROM embeddings_queue").fetchone()
+    assert waiting < 2 * chroma_store.SYNC_THRESHOLD  # two collections written, each under its threshold
