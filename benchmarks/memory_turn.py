@@ -73,7 +73,9 @@ def main() -> None:
         off = timed_turn(without, text)
         on = timed_turn(with_memory, text)
         rows.append({"without_s": off["total_s"], "with_s": on["total_s"], **{k: on[k] for k in MEASURES}})
+    runtime = getattr(getattr(with_memory.store, "embeddings", None), "runtime", None)
     with_memory.close()
+    without.close()
     results = {
         "seed_memories": args.seed_memories,
         "seed_s": round(seed_s, 2),
@@ -84,7 +86,7 @@ def main() -> None:
         "recall_plus_remember_s_median": round(statistics.median(r["memory_s"] for r in rows), 4),
         "recall_s_median": round(statistics.median(r["recall_s"] for r in rows), 4),
         "remember_s_median": round(statistics.median(r["remember_s"] for r in rows), 4),
-        "embedder_runtime": getattr(getattr(with_memory.store, "embeddings", None), "runtime", None),
+        "embedder_runtime": runtime,
         # Replies differ in length with and without recalled context, so the overhead is also
         # taken from the nodes' own timings: (turn without memory + recall + remember) / turn.
         "overhead_ratio_median": round(

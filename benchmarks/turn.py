@@ -11,11 +11,15 @@ Measures, on the same model, prompts and sampling settings (issue 14's targets i
 - ``agentmm --help`` wall time (≤ 0.3 s) and peak RSS of a one-shot ``agentmm chat -m`` with memory on,
   first run (fresh data and cache dirs) and warm, and memory off (≤ 1.0 GB with memory on).
 
-Why 24 pairs (three for each of the 8 questions): single pairs on this shared 2-core machine swing
+Why 48 pairs (six for each of the 8 questions): single pairs on this shared 2-core machine swing
 by -5% to +19%, and two runs of 8 pairs back to back on the same code read memory on 1.030 / 1.041
 and 1.106 / 1.119 (ratio of medians / median of pair ratios), so 8 pairs cannot settle a 5% goal.
+At 24 pairs the ratio of medians still moved by 3-4% between runs on the same code (memory on
+1.109 and 1.074 at b58617b; memory off 1.035 and 1.052 at b58617b and 6fb5d94), because the
+median turn falls on a different question's reply length from run to run; the median of pair
+ratios moved by ~1%. Twice the pairs narrows that spread (by about √2 for a median).
 
-Run: ``python benchmarks/turn.py [--pairs 24] [--turns 30] [--json out.json]``.
+Run: ``python benchmarks/turn.py [--pairs 48] [--turns 30] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -342,7 +346,7 @@ def chat_memory() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="smollm2")
-    parser.add_argument("--pairs", type=int, default=24, help="pairs of turns, each side; the 8 questions in turn")
+    parser.add_argument("--pairs", type=int, default=48, help="pairs of turns, each side; the 8 questions in turn")
     parser.add_argument("--turns", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--n-ctx", type=int, default=4096)
