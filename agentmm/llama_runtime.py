@@ -44,6 +44,7 @@ from agentmm.runtime import Runtime
 if TYPE_CHECKING:
     import llama_cpp
 
+    from agentmm.character_guard import GuardTokens
     from agentmm.gguf import GGUFInfo
 
 T = TypeVar("T")
@@ -73,6 +74,7 @@ class LoadedModel:
     start_bias: dict[tuple[str, ...], dict[int, float]] = field(default_factory=dict)
     no_bracket_bias: dict[int, float] | None = None
     no_call_bias: dict[int, float] | None = None
+    guard_tokens: GuardTokens | None = None  # ``agentmm.character_guard``, built on first use
     # The multimodal chat handler over the image projector, when the model has one.
     vision: Any = None
 

@@ -127,6 +127,9 @@ class ChatLlamaCpp(BaseChatModel):
     # A call may pass ``stop_event=threading.Event()``: set, the reply ends after the current
     # token (how the turn graph stops a reply cancelled mid-way, see ``_reply``).
     accepts_stop_event: ClassVar[bool] = True
+    # A call may pass ``character_guard=True``: while a persona is played, the reply cannot call
+    # itself an AI or an assistant (``agentmm.character_guard``; the ``persona_guard`` setting).
+    accepts_character_guard: ClassVar[bool] = True
 
     _runtime: Runtime = PrivateAttr()
     _owns_runtime: bool = PrivateAttr(default=True)
@@ -340,6 +343,7 @@ class ChatLlamaCpp(BaseChatModel):
         to close."""
         kwargs = dict(kwargs)
         stop_event: threading.Event | None = kwargs.pop("stop_event", None)
+        guarded = bool(kwargs.pop("character_guard", False))
         tools: list[dict[str, Any]] = kwargs.pop("tools", None) or []
         choice = kwargs.pop("tool_choice", None) or "auto"
         if not self.accepts_images and llama_messages(messages)[1]:  # before any load
@@ -349,6 +353,8 @@ class ChatLlamaCpp(BaseChatModel):
         strategy = self.tool_strategy()
         rendered, images = strategy.render(messages, tools)
         loaded = self.load()
+        if guarded:
+            kwargs["logits_processor"] = character_guard(loaded)
         gen = Generation(loaded, self._call_params(stop, **kwargs), model_name=self.display_name, n_ctx=self.n_ctx)
 
         def produce() -> Iterator[AIMessageChunk]:
@@ -411,6 +417,18 @@ class ChatLlamaCpp(BaseChatModel):
         if choice not in ("auto", "any", "none", *names):
             raise ValueError(f"tool_choice {tool_choice!r} names no bound tool (bound: {', '.join(names)})")
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+
+
+def character_guard(loaded: LoadedModel) -> Any:
+    """A reply's ``logits_processor`` keeping a played character from calling itself an
+    assistant (``agentmm.character_guard``); the vocabulary's tokens are found once per model."""
+    from llama_cpp import LogitsProcessorList
+
+    from agentmm.character_guard import CharacterGuard, GuardTokens
+
+    if loaded.guard_tokens is None:
+        loaded.guard_tokens = GuardTokens.of(loaded.llama)
+    return LogitsProcessorList([CharacterGuard(loaded.llama, loaded.guard_tokens)])
 
 
 def _merged(batch: list[AIMessageChunk]) -> list[AIMessageChunk]:

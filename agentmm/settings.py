@@ -106,6 +106,11 @@ class Settings(BaseSettings):
         description="Said after the user's message while a persona without post-history instructions is played "
         "(macros filled), e.g. PERSONA_REMINDER in agentmm.personas.prompt; empty: nothing.",
     )
+    persona_guard: bool = Field(
+        False,
+        description="While a persona is played, keep the reply from calling itself an AI or an assistant "
+        '(a sampling guard after openings like "I\'m an"; llama.cpp models only, see agentmm.character_guard).',
+    )
     personas_dir: Path = Field(default_factory=default_personas_dir, description="Your own personas and cards.")
     intent: bool = Field(
         False,

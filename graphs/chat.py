@@ -245,12 +245,24 @@ class Generator:
     With tools offered to the thread the model may answer with tool calls instead; after
     ``max_rounds`` of them in one turn it must answer in words (``tool_choice="none"``).
     With ``native_images`` the turn's pictures ride on its user message (for this call only).
+    With ``guard``, a model that ``accepts_character_guard`` is asked to keep a played persona
+    from calling itself an assistant (not on a turn said out of character).
     """
 
-    def __init__(self, model: BaseChatModel, toolbox: ToolBox | None = None, native_images: bool = False) -> None:
+    def __init__(
+        self, model: BaseChatModel, toolbox: ToolBox | None = None, native_images: bool = False, guard: bool = False
+    ) -> None:
         self.model = model
         self.toolbox = toolbox
         self.native_images = native_images
+        self.guard = guard and getattr(model, "accepts_character_guard", False) is True
+
+    def _kwargs(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        """The reply's call options: its seed (``Agent.retry``), the character guard."""
+        kwargs = _seed(runtime)
+        if self.guard and state.get("persona") and state.get("intent") != "ooc":
+            kwargs["character_guard"] = True
+        return kwargs
 
     def _prompt(self, state: ChatState) -> list[BaseMessage]:
         prompt = prompt_messages(state)
@@ -276,7 +288,8 @@ class Generator:
         chunks: list[AIMessageChunk] = []
         interrupted = cancel is not None and cancel.is_set()
         # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
-        stream = iter(()) if interrupted else self._bound(state).stream(self._prompt(state), **_seed(runtime))
+        kwargs = self._kwargs(state, runtime)
+        stream = iter(()) if interrupted else self._bound(state).stream(self._prompt(state), **kwargs)
         try:
             for chunk in stream:
                 if first is None and chunk.content:
@@ -304,7 +317,7 @@ class Generator:
         chunks: list[AIMessageChunk] = []
         interrupted = cancel is not None and cancel.is_set()
         if not interrupted:
-            kwargs = _seed(runtime)
+            kwargs = self._kwargs(state, runtime)
             stops_itself = cancel is not None and getattr(self.model, "accepts_stop_event", False) is True
             if stops_itself:
                 kwargs["stop_event"] = cancel
@@ -460,7 +473,7 @@ def build_graph(
     composer = Composer(counter, source, settings.system_prompt, settings.n_ctx, settings.max_tokens, toolbox,
                         phrasing, reminder=settings.persona_reminder)  # fmt: skip
     builder.add_node("compose", composer)
-    generator = Generator(model, toolbox, native_images)
+    generator = Generator(model, toolbox, native_images, guard=settings.persona_guard)
     # Both paths: sync runs call the model's stream, async ones (the Agent's) its astream.
     builder.add_node("generate", RunnableCallable(generator, generator.acall, name="generate", trace=False))
     if toolbox is not None:
