@@ -7,7 +7,8 @@ on, each persona's own sampling), replies of at most ``--max-tokens`` (96, as th
 
 Prompt techniques are compared by ablation (``--variants``): ``baseline`` (the defaults) and
 ``reminder`` (``persona_reminder`` set to ``agentmm.personas.prompt.PERSONA_REMINDER``: a short
-in-character reminder after the user's message).
+in-character reminder after the user's message), ``guard`` (``persona_guard``: the sampling
+guard of ``agentmm.character_guard`` against assistant disclaimers).
 
 Run: ``python benchmarks/persona_eval.py [--models smollm2,qwen0.5b] [--variants baseline,reminder]
 [--seeds 1,2,3] [--json out.json]``.
@@ -26,7 +27,11 @@ from agentmm.graphs.persona_eval import evaluate_personas
 from agentmm.personas.prompt import PERSONA_REMINDER
 from agentmm.settings import load_settings
 
-VARIANTS: dict[str, dict[str, Any]] = {"baseline": {}, "reminder": {"persona_reminder": PERSONA_REMINDER}}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "reminder": {"persona_reminder": PERSONA_REMINDER},
+    "guard": {"persona_guard": True},
+}
 
 
 def run(model: str, variant: str, seeds: list[int], max_tokens: int, personas: list[str]) -> dict[str, Any]:
