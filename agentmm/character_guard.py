@@ -40,7 +40,10 @@ _RULES: list[tuple[re.Pattern[str], list[str]]] = [
         _IDENTITY,
     ),
     (re.compile(rf"{_I_AM}{_QUALIFIER}\s*$", re.IGNORECASE), ["ai", "a.i.", "chatbot", "assistant", "llm"]),
-    (re.compile(rf"(?:{_I_AM}|\bam)(?:\s+(?:just|only|always))?\s+here\s+to\s*$", re.IGNORECASE), ["help", "assist"]),
+    (
+        re.compile(rf"(?:{_I_AM}|\bam|\bbeen)(?:\s+(?:just|only|always))?\s+here\s+to\s*$", re.IGNORECASE),
+        ["help", "assist"],
+    ),
     (re.compile(r"\b(?:designed|programmed|trained|created|built)\s+to\s*$", re.IGNORECASE), ["help", "assist"]),
     (re.compile(r"\bi\s+(?:don't|do not|dont)\s+have(?:\s+a)?\s*$", re.IGNORECASE), ["name", "personal", "physical"]),
     (re.compile(r"\bopen\s*$", re.IGNORECASE), ["ai"]),  # "OpenAI", written as two tokens

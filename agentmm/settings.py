@@ -107,7 +107,7 @@ class Settings(BaseSettings):
         "(macros filled), e.g. PERSONA_REMINDER in agentmm.personas.prompt; empty: nothing.",
     )
     persona_guard: bool = Field(
-        False,
+        True,
         description="While a persona is played, keep the reply from calling itself an AI or an assistant "
         '(a sampling guard after openings like "I\'m an"; llama.cpp models only, see agentmm.character_guard).',
     )

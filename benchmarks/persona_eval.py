@@ -5,12 +5,12 @@ Issue 16's goals: identity kept in at least 6 of 8 checks on the shipped model a
 Qwen tier, averaged over at least 3 seeds and 3 personas. Settings are agentmm's defaults (memory
 on, each persona's own sampling), replies of at most ``--max-tokens`` (96, as the issue's probe).
 
-Prompt techniques are compared by ablation (``--variants``): ``baseline`` (the defaults) and
-``reminder`` (``persona_reminder`` set to ``agentmm.personas.prompt.PERSONA_REMINDER``: a short
+Prompt techniques are compared by ablation (``--variants``), each alone: ``baseline`` (none of
+them), ``reminder`` (``persona_reminder`` set to ``agentmm.personas.prompt.PERSONA_REMINDER``: a short
 in-character reminder after the user's message), ``guard`` (``persona_guard``: the sampling
-guard of ``agentmm.character_guard`` against assistant disclaimers).
+guard of ``agentmm.character_guard`` against assistant disclaimers; on by default).
 
-Run: ``python benchmarks/persona_eval.py [--models smollm2,qwen0.5b] [--variants baseline,reminder]
+Run: ``python benchmarks/persona_eval.py [--models smollm2,qwen0.5b] [--variants baseline,guard]
 [--seeds 1,2,3] [--json out.json]``.
 """
 
@@ -27,9 +27,10 @@ from agentmm.graphs.persona_eval import evaluate_personas
 from agentmm.personas.prompt import PERSONA_REMINDER
 from agentmm.settings import load_settings
 
+# Each technique alone against a baseline with none (the guard is on by default since it won).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {},
-    "reminder": {"persona_reminder": PERSONA_REMINDER},
+    "baseline": {"persona_guard": False},
+    "reminder": {"persona_reminder": PERSONA_REMINDER, "persona_guard": False},
     "guard": {"persona_guard": True},
 }
 
@@ -48,7 +49,7 @@ def run(model: str, variant: str, seeds: list[int], max_tokens: int, personas: l
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default="smollm2,qwen0.5b")
-    parser.add_argument("--variants", default="baseline,reminder", help=f"comma-separated, of: {', '.join(VARIANTS)}")
+    parser.add_argument("--variants", default="baseline,guard", help=f"comma-separated, of: {', '.join(VARIANTS)}")
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--personas", default="", help="comma-separated (default: the built-ins)")

@@ -43,6 +43,7 @@ def test_the_giveaway_words_are_forbidden_only_after_an_opening(model: ChatLlama
     assert {" AI", " assistant", " artificial"} <= after_i_am_an
     assert " art" not in after_i_am_an and " old" not in after_i_am_an  # "I'm an old healer" stays possible
     assert {" help", " assist"} <= pieces(model, tokens.banned_after("Of course! I'm here to"))
+    assert " help" in pieces(model, tokens.banned_after("I've been here to"))
     assert " name" in pieces(model, tokens.banned_after("Sorry, I don't have a"))
     for free in ("She is here to", "The lighthouse keeper", "I have a name", ""):
         assert not tokens.banned_after(free), free
@@ -107,8 +108,8 @@ class Recording(FakeListChatModel):
 @pytest.mark.parametrize(
     ("settings", "message", "guarded"),
     [
-        ({"persona": "nora-quill", "persona_guard": True}, "Are you an AI?", True),
-        ({"persona": "nora-quill", "persona_guard": False}, "Are you an AI?", False),  # the default
+        ({"persona": "nora-quill"}, "Are you an AI?", True),  # the default
+        ({"persona": "nora-quill", "persona_guard": False}, "Are you an AI?", False),
         ({"persona_guard": True}, "Are you an AI?", False),  # no persona: an assistant may say so
         ({"persona": "nora-quill", "persona_guard": True, "intent": True}, "((OOC: which model is this?))", False),
     ],
