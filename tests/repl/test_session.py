@@ -223,8 +223,9 @@ def test_tool_approval_goes_through_the_terminal() -> None:
 def test_ctrl_c_twice_stops_the_reply_and_waits_for_the_save() -> None:
     term = ScriptedTerminal([], answers=[True])
     turn = FakeTurn(["a", "b", "c"], press_ctrl_c=2)
+    before = signal.getsignal(signal.SIGINT)  # Python's default, or "ignored" in a background job
     outcome = run_turn(turn, term)  # no KeyboardInterrupt escapes
     assert turn.cancelled and outcome.cancelled and outcome.interrupted
     assert term.stdout == "a [interrupted]\n"
     assert "saving what was written first" in term.stderr
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the turn's own handler is gone
