@@ -119,12 +119,9 @@ class ChromaStore(BaseStore):
         self._journal = dir_lock.journal if dir_lock is not None else None
         self._mutex = threading.RLock()
         self._closed = False
-        self._items = self._collection(f"{collection_prefix}-items", {"space": "l2"})
-        self._namespaces = self._collection(f"{collection_prefix}-namespaces", {"space": "l2"})
-        self._vectors = self._collection(f"{collection_prefix}-vectors", {"space": "cosine", "ef_search": search_ef})
-        _tune_hnsw(self._items, {"sync_threshold": SYNC_THRESHOLD})
-        _tune_hnsw(self._namespaces, {"sync_threshold": SYNC_THRESHOLD})
-        _tune_hnsw(self._vectors, {"sync_threshold": SYNC_THRESHOLD, "ef_search": search_ef})
+        self._items = self._collection(f"{collection_prefix}-items", "l2")
+        self._namespaces = self._collection(f"{collection_prefix}-namespaces", "l2")
+        self._vectors = self._collection(f"{collection_prefix}-vectors", "cosine", ef_search=search_ef)
         self._check_dims()
         # Chroma turns one read into one SQL statement with a variable per record, and SQLite
         # refuses more than 32,766: every unbounded read is paged at the write batch size.
@@ -197,12 +194,17 @@ class ChromaStore(BaseStore):
             raise StoreUnreachableError(f"no Chroma server answers at {url}: {exc}") from exc
         return cls(client, index=index, collection_prefix=collection_prefix, search_ef=search_ef, location=url)
 
-    def _collection(self, name: str, hnsw: dict[str, Any]) -> Collection:
-        return self._client.get_or_create_collection(
+    def _collection(self, name: str, space: str, **tuned: int) -> Collection:
+        """The collection, made with these HNSW settings; one made earlier is brought to the
+        ``tuned`` ones (``space`` cannot change after creation)."""
+        tuned = {"sync_threshold": SYNC_THRESHOLD, **tuned}
+        collection = self._client.get_or_create_collection(
             name,
             embedding_function=None,
-            configuration={"hnsw": {**hnsw, "sync_threshold": SYNC_THRESHOLD}},  # type: ignore[arg-type, typeddict-item]
+            configuration={"hnsw": {"space": space, **tuned}},  # type: ignore[arg-type, typeddict-item]
         )
+        _tune_hnsw(collection, tuned)
+        return collection
 
     def _check_dims(self) -> None:
         """Refuse an embedder whose vectors are not as wide as the ones already stored."""
