@@ -77,13 +77,13 @@ class CharacterGuard:
     def __init__(self, llama: Llama, tokens: GuardTokens) -> None:
         self.llama = llama
         self.tokens = tokens
-        self._prompt_length: int | None = None
-        self._last = -1
+        self._prompt_length = 0
+        self._last = -1  # no call yet: the first token is always a call's first
 
     def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
         # llama-cpp-python hands over its whole token buffer; what was evaluated is n_tokens of it.
         n = self.llama.n_tokens
-        if self._prompt_length is None or n != self._last + 1:  # a reply's first token, or a new call's
+        if n != self._last + 1:  # a call's first token
             self._prompt_length = n
         self._last = n
         if self.tokens.brands:
