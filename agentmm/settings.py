@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import platformdirs
-from pydantic import Field, PrivateAttr, ValidationError, field_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -128,6 +128,24 @@ class Settings(BaseSettings):
     )
     memory: bool = Field(True, description="Long-term memory: recall before each reply, remember after it.")
     memory_url: str | None = Field(None, description="A Chroma server (http://host:port) instead of the data dir.")
+    store_url: str | None = Field(
+        None,
+        description="Long-term memory in Postgres with pgvector (postgresql://user@host:port/db): LangGraph's "
+        "PostgresStore, shared by every worker; instead of Chroma (memory_url or the data dir).",
+    )
+    checkpointer_url: str | None = Field(
+        None,
+        description="Threads in Postgres (postgresql://user@host:port/db): LangGraph's Postgres saver, shared by "
+        "every worker; instead of the SQLite file in the data dir.",
+    )
+    model_url: str | None = Field(
+        None,
+        description="An OpenAI-compatible model server (http://host:port/v1: llama.cpp's server, vLLM, Ollama) "
+        "instead of loading the model in this process; `model` then names the model on the server.",
+    )
+    model_api_key: str | None = Field(
+        None, description="The model server's API key, if it wants one (sent as a bearer token)."
+    )
     memory_k: int = Field(5, ge=0, le=100, description="Memories recalled per turn at most.")
     memory_rounds: int = Field(
         1,
@@ -220,6 +238,26 @@ class Settings(BaseSettings):
     @classmethod
     def _note(cls, value: str) -> str:  # {{user}}, {{char}}, {{text}}, {{file}}, {{error}}
         return check_note(value)
+
+    @field_validator("store_url", "checkpointer_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a Postgres URL: postgresql://user:password@host:port/database")
+        return value
+
+    @field_validator("model_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
+        return value.rstrip("/") if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_memory_store(self) -> Settings:
+        if self.memory_url and self.store_url:
+            raise ValueError("memory_url (a Chroma server) and store_url (Postgres) both name the memory store: set one")
+        return self
 
     @field_validator("n_gpu_layers", mode="before")
     @classmethod
@@ -383,7 +421,9 @@ def _env_one_line(exc: PydanticSettingsError) -> str:
 
 def _one_line(exc: ValidationError, file_keys: set[str], path: Path | None) -> str:
     error = exc.errors()[0]
-    name = str(error["loc"][0]) if error["loc"] else "?"
+    if not error["loc"]:  # a check across settings (model_validator): its message names them
+        return f"bad settings: {str(error['msg']).removeprefix('Value error, ')}"
+    name = str(error["loc"][0])
     if error["type"] == "extra_forbidden":
         return f"unknown setting {name!r}"
     origin = f" (from {path})" if name in file_keys else ""

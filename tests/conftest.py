@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agentmm.models import SHIPPED_MODELS
 from agentmm.settings import Settings, load_settings
+from tests.pg_server import PostgresServer
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +58,16 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(root))
     importlib.invalidate_caches()
     return root
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real Postgres (with pgvector) for the session, on a free loopback port."""
+    with PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A fresh database on the session's Postgres: its URL."""
+    return postgres_server.new_database()
