@@ -256,7 +256,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _one_memory_store(self) -> Settings:
         if self.memory_url and self.store_url:
-            raise ValueError("memory_url (a Chroma server) and store_url (Postgres) both name the memory store: set one")
+            raise ValueError("memory_url (a Chroma server) and store_url (Postgres) both name the memory store")
         return self
 
     @field_validator("n_gpu_layers", mode="before")

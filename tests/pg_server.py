@@ -90,8 +90,21 @@ class PostgresServer:
         self.port = free_port()
         log = (self.root / "postgres.log").open("wb")
         self.process = subprocess.Popen(
-            [str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.root),
-             "-c", "max_connections=200", "-c", "fsync=off"],
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(data),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.root),
+                "-c",
+                "max_connections=200",
+                "-c",
+                "fsync=off",
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             user=user,
@@ -105,7 +118,8 @@ class PostgresServer:
             except psycopg.OperationalError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     self.stop()
-                    raise RuntimeError(f"Postgres did not start: {(self.root / 'postgres.log').read_text()[-2000:]}")
+                    log_tail = (self.root / "postgres.log").read_text()[-2000:]
+                    raise RuntimeError(f"Postgres did not start: {log_tail}") from None
                 time.sleep(0.1)
 
     def url(self, database: str = "postgres") -> str:
