@@ -117,8 +117,8 @@ class PostgresServer:
                 return self
             except psycopg.OperationalError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
-                    self.stop()
                     log_tail = (self.root / "postgres.log").read_text()[-2000:]
+                    self.stop()
                     raise RuntimeError(f"Postgres did not start: {log_tail}") from None
                 time.sleep(0.1)
 
