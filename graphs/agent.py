@@ -33,7 +33,7 @@ from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
 from agentmm.threads import (
     async_checkpointer,
-    open_checkpointer,
+    open_saver,
     settle_thread,
     thread_exists,
 )
@@ -109,12 +109,12 @@ class Agent:
 
     @property
     def checkpointer(self) -> BaseCheckpointSaver:
-        """The saver passed in, else the SQLite one in the data dir (opened in this agent's
-        runtime, closed by ``close``)."""
+        """The saver passed in, else the configured one (Postgres by ``checkpointer_url``, else
+        the SQLite file in the data dir), opened in this agent's runtime, closed by ``close``."""
         self._check_open()
         if self._checkpointer is None:
             self._checkpointer = self.runtime.get(
-                "checkpointer", lambda: open_checkpointer(self.settings.data_dir), close=_close_saver
+                "checkpointer", lambda: open_saver(self.settings), close=_close_saver
             )
         return self._checkpointer
 
@@ -360,7 +360,7 @@ class Agent:
 
 
 def _close_saver(saver: BaseCheckpointSaver) -> None:
-    """Close the SQLite connection of a saver the agent opened."""
+    """Close the connection (SQLite) or pool (Postgres) of a saver the agent opened."""
     conn = getattr(saver, "conn", None)
     if conn is not None:
         conn.close()

@@ -1,0 +1,91 @@
+"""Postgres connections the way LangGraph's Postgres saver and store use them, with agentmm's errors.
+
+LangGraph's ``PostgresSaver``/``PostgresStore`` want autocommit connections, no server-side
+prepared statements (``prepare_threshold=0``: safe behind PgBouncer) and dict rows; their
+``from_conn_string`` opens one connection, which a worker serving many turns at once would
+serialise on, so agentmm hands them a pool with those settings instead. psycopg (the ``fleet``
+extra) is imported only when a Postgres URL is configured.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from agentmm.errors import AgentmmError
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
+# Connections a worker's pool keeps at most: a turn holds one for its thread lock while the
+# saver and the store take others for a moment each.
+POOL_MAX = 16
+CONNECT_TIMEOUT_S = 10.0
+FLEET_HINT = "pip install 'agentmm[fleet]'"
+
+
+class DatabaseError(AgentmmError):
+    """A Postgres database cannot be reached or used."""
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password replaced, for messages and ``doctor``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connection_kwargs() -> dict[str, Any]:
+    """What LangGraph's Postgres saver and store need of every connection."""
+    from psycopg.rows import dict_row
+
+    return {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+
+
+def _require_psycopg(what: str) -> None:
+    try:
+        import psycopg  # noqa: F401
+        import psycopg_pool  # noqa: F401
+    except ImportError as exc:
+        raise DatabaseError(f"{what} in Postgres needs psycopg: {FLEET_HINT}") from exc
+
+
+def open_pool(url: str, *, what: str) -> ConnectionPool:
+    """A connection pool for ``url``, opened once one connection is proven (``what`` names the
+    use in the one-line error: "threads", "long-term memory")."""
+    _require_psycopg(what)
+    from psycopg_pool import ConnectionPool
+
+    check_reachable(url, what=what)  # the pool would retry quietly, then say only that it timed out
+    pool = ConnectionPool(
+        url, min_size=1, max_size=POOL_MAX, kwargs=connection_kwargs(), open=False, name=f"agentmm {what}"
+    )
+    pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+    return pool
+
+
+async def open_async_pool(url: str, *, what: str) -> AsyncConnectionPool:
+    """``open_pool``'s async twin, bound to the running event loop."""
+    _require_psycopg(what)
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(
+        url, min_size=1, max_size=POOL_MAX, kwargs=connection_kwargs(), open=False, name=f"agentmm {what} (async)"
+    )
+    await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
+    return pool
+
+
+def check_reachable(url: str, *, what: str) -> str:
+    """Connect once; the server's version, or ``DatabaseError`` saying why not in one line."""
+    _require_psycopg(what)
+    import psycopg
+
+    try:
+        with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
+            return str(conn.info.parameter_status("server_version") or "")
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split())
+        raise DatabaseError(f"cannot reach Postgres for {what} at {redacted(url)}: {reason}") from exc

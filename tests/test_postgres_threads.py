@@ -1,0 +1,135 @@
+"""Threads in Postgres (``checkpointer_url``): LangGraph's Postgres saver as agentmm configures it,
+on a real Postgres the tests start (``tests/pg_server.py``).
+
+What a fleet of workers needs of it: every worker sees every thread, a turn holds its thread
+against every other worker (a Postgres advisory lock, freed when a worker dies), and a turn a
+killed worker left half done is settled by the next one, as with SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+
+from agentmm.graphs.agent import Agent
+from agentmm.postgres import DatabaseError
+from agentmm.settings import load_settings
+from agentmm.thread_lock import ThreadInUseError, turn_on
+from agentmm.threads import async_checkpointer, list_threads, open_saver, thread_values
+from tests.test_crash_safety import THREAD, EchoModel, kill_at, start_turn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_the_async_saver_agentmm_opens_passes_langgraphs_conformance_suite(postgres_url: str) -> None:
+    saver = open_saver(load_settings(checkpointer_url=postgres_url))
+
+    @checkpointer_test(name="agentmm Postgres")
+    async def agentmm_postgres():  # type: ignore[no-untyped-def]
+        async with async_checkpointer(saver) as twin:
+            yield twin
+
+    try:
+        report = asyncio.run(validate(agentmm_postgres))
+    finally:
+        saver.conn.close()
+    assert report.passed_all_base(), report.print_report()
+
+
+def test_every_agent_on_the_url_sees_the_thread(postgres_url: str) -> None:
+    with Agent(checkpointer_url=postgres_url, model=EchoModel()) as first:
+        first.chat("the lighthouse keeper", "t1")
+    with Agent(checkpointer_url=postgres_url, model=EchoModel()) as second:
+        reply = second.chat("and the boat", "t1")
+        values, _ = thread_values(second.checkpointer, "t1")
+        assert reply.reply.strip() == "Reply to: and the boat"
+    texts = [m.text.strip() for m in values["messages"]]
+    assert texts == ["the lighthouse keeper", "Reply to: the lighthouse keeper", "and the boat",
+                     "Reply to: and the boat"]  # fmt: skip
+
+
+def test_threads_commands_read_postgres(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with Agent(checkpointer_url=postgres_url, model=EchoModel()) as agent:
+        agent.chat("first thread", "a1")
+        agent.chat("second thread", "b2")
+    saver = open_saver(load_settings(checkpointer_url=postgres_url))
+    try:
+        assert [t.thread_id for t in list_threads(saver)] == ["b2", "a1"]  # newest first
+    finally:
+        saver.conn.close()
+    monkeypatch.setenv("AGENTMM_CHECKPOINTER_URL", postgres_url)
+    cli = [sys.executable, "-m", "agentmm.cli"]
+    shown = subprocess.run([*cli, "threads", "show", "a1", "--json"], capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert '"first thread"' in shown.stdout
+    deleted = subprocess.run([*cli, "threads", "delete", "a1"], capture_output=True, text=True, timeout=120)
+    assert deleted.returncode == 0, deleted.stderr
+    listed = subprocess.run([*cli, "threads", "list", "--json"], capture_output=True, text=True, timeout=120)
+    assert '"b2"' in listed.stdout and '"a1"' not in listed.stdout
+
+
+def test_a_turn_holds_its_thread_against_every_other_worker(postgres_url: str) -> None:
+    settings = load_settings(checkpointer_url=postgres_url)
+    one, other = open_saver(settings), open_saver(settings)  # two pools: two workers
+    try:
+        with turn_on(one, "busy"):
+            with pytest.raises(ThreadInUseError, match="thread busy is in use"), turn_on(other, "busy"):
+                pass
+            with turn_on(other, "free"):  # other threads are not held up
+                pass
+        with turn_on(other, "busy"):  # released with the turn
+            pass
+    finally:
+        one.conn.close()
+        other.conn.close()
+
+
+def test_a_killed_workers_lock_is_freed_and_its_cut_off_turn_rolled_back(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTMM_CHECKPOINTER_URL", postgres_url)
+    with Agent(model=EchoModel()) as agent:
+        agent.chat("before the crash", THREAD)
+    marker = tmp_path / "replying"
+    proc = start_turn(tmp_path / "data", "cut off", memory=False, reply_marker=str(marker))
+    kill_at(proc, marker)  # SIGKILL while it holds the thread, before its reply
+    with Agent(model=EchoModel()) as agent:
+        result = agent.chat("after the crash", THREAD)  # the lock went with the worker's session
+        values, _ = thread_values(agent.checkpointer, THREAD)
+    assert result.reply.strip() == "Reply to: after the crash"
+    texts = [m.text.strip() for m in values["messages"]]
+    assert texts == ["before the crash", "Reply to: before the crash", "after the crash", "Reply to: after the crash"]
+
+
+def test_an_unreachable_database_is_one_line(isolated_env: Path) -> None:
+    from tests.pg_server import free_port
+
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    with pytest.raises(DatabaseError, match=r"cannot reach Postgres for threads at postgresql://postgres@127\.0\.0\.1"):
+        open_saver(load_settings(checkpointer_url=url))
+    done = subprocess.run([sys.executable, "-m", "agentmm.cli", "threads", "list"], capture_output=True, text=True,
+                          timeout=120, env={**_env(), "AGENTMM_CHECKPOINTER_URL": url})  # fmt: skip
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return dict(os.environ)
+
+
+def test_doctor_checks_the_thread_database(postgres_url: str) -> None:
+    from agentmm.doctor import threads_check
+    from tests.pg_server import free_port
+
+    good = threads_check(load_settings(checkpointer_url=postgres_url))
+    assert good["ok"] and "Postgres at postgresql://postgres@127.0.0.1" in good["detail"]
+    bad = threads_check(load_settings(checkpointer_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x"))
+    assert not bad["ok"] and bad["detail"].startswith("cannot reach Postgres for threads")
