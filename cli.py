@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -253,6 +254,47 @@ def graph_show(
         sys.stdout.write(text.rstrip("\n") + "\n")
 
 
+# --------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each holds one agent).")] = 1,
+    model: Annotated[Optional[str], typer.Option("--model", help="Model setting for every worker.")] = None,
+    persona: Annotated[Optional[str], typer.Option("--persona", help="Persona new threads play.")] = None,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve the agent over HTTP: turns (JSON or server-sent events), threads, memory, personas
+    (README: "HTTP API")."""
+    flags = {name: value for name, value in (("model", model), ("persona", persona)) if value is not None}
+    settings = _settings(**flags)  # a bad setting fails here, once, not in every worker
+    if workers > 1 and settings.memory and not (settings.store_url or settings.memory_url):
+        raise AgentmmError(
+            "several workers need a shared memory store: set store_url (Postgres) or memory_url (a Chroma "
+            "server), or memory = false; the embedded store in the data dir is one process's"
+        )
+    # Each worker loads its settings as this process did: the same config file, data dir and flags.
+    if Globals.config_file is not None:
+        os.environ["AGENTMM_CONFIG"] = str(Globals.config_file)
+    if Globals.data_dir is not None:
+        os.environ["AGENTMM_DATA_DIR"] = str(Globals.data_dir)
+    for name, value in flags.items():
+        os.environ[f"AGENTMM_{name.upper()}"] = value
+    import uvicorn
+
+    uvicorn.run("agentmm.cli:serve_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def serve_app() -> Any:
+    """The ASGI app of one ``agentmm serve`` worker (uvicorn calls this in each worker)."""
+    from agentmm.graphs.agent import Agent
+    from agentmm.http_api import make_app
+
+    return make_app(lambda: Agent(_settings()))
+
+
 # --------------------------------------------------------------------------- threads
 
 
@@ -283,28 +325,17 @@ def threads_list(as_json: JsonFlag = False) -> None:
 @threads_app.command("show")
 def threads_show(thread_id: str, as_json: JsonFlag = False) -> None:
     """Every message of a thread."""
-    from agentmm.threads import summarize_thread, thread_values
+    from agentmm.threads import thread_dict
 
-    saver = _checkpointer()
-    values, _ = thread_values(saver, thread_id)
-    summary = summarize_thread(saver, thread_id)
-    messages = [_message_dict(m) for m in values.get("messages", [])]
+    shown = thread_dict(_checkpointer(), thread_id)
     if as_json:
-        _print_json({**summary.to_dict(), "window_start": values.get("window_start", 0), "messages": messages,
-                     "system_prompt": values.get("system_prompt", "")})  # fmt: skip
+        _print_json(shown)
         return
-    sys.stdout.write(f"thread {thread_id} · {summary.turns} turns · updated {summary.updated_at}\n")
+    summary, messages = shown, shown["messages"]
+    sys.stdout.write(f"thread {thread_id} · {summary['turns']} turns · updated {summary['updated_at']}\n")
     for m in messages:
         mark = " [interrupted]" if m.get("interrupted") else ""
         sys.stdout.write(f"{m['role']}> {m['content']}{mark}\n")
-
-
-def _message_dict(message: Any) -> dict[str, Any]:
-    role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
-    data: dict[str, Any] = {"role": role, "content": message.text}
-    if message.response_metadata.get("interrupted"):
-        data["interrupted"] = True
-    return data
 
 
 @threads_app.command("delete")
@@ -392,26 +423,13 @@ def _registry() -> Any:
     return PersonaRegistry(_settings().personas_dir)
 
 
-def _persona_summary(persona: Any) -> dict[str, Any]:
-    from agentmm.personas import expand
-
-    description = expand(persona.description, char=persona.display_name, user="you")
-    return {
-        "name": persona.name,
-        "source": persona.source,
-        "description": " ".join(description.split())[:200],
-        "greetings": len(persona.greetings),
-        "lore_entries": len(persona.lorebook.entries),
-        "allowed_tools": persona.allowed_tools,
-        "tags": persona.tags,
-    }
-
-
 @personas_app.command("list")
 def personas_list(as_json: JsonFlag = False) -> None:
     """Every persona found: built-ins, plugins and your personas folder."""
+    from agentmm.personas import persona_summary
+
     registry = _registry()
-    personas = [_persona_summary(p) for p in registry]
+    personas = [persona_summary(p) for p in registry]
     if as_json:
         _print_json({"personas": personas, "problems": registry.problems})
         return
@@ -469,7 +487,9 @@ def personas_import(
     """Copy a card (JSON or PNG, V1/V2/V3) or TOML persona into your personas folder, unchanged."""
     persona = _registry().install(file, overwrite=force)
     if as_json:
-        _print_json(_persona_summary(persona))
+        from agentmm.personas import persona_summary
+
+        _print_json(persona_summary(persona))
     else:
         sys.stdout.write(f"imported {persona.name} ({persona.source})\n")
 

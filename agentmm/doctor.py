@@ -61,12 +61,24 @@ def memory_check(settings: Settings) -> dict[str, Any]:
     from agentmm.memory import MEMORY_DIR, open_store
 
     where = settings.memory_url or str(settings.data_dir / MEMORY_DIR)
+    embeddings = f"embeddings {settings.embedding_model or 'shipped MiniLM'}"
     try:
         store = open_store(settings)
     except AgentmmError as exc:
         return _check("memory", False, str(exc))
-    store.close()
-    return _check("memory", True, f"store at {where}, embeddings {settings.embedding_model or 'shipped MiniLM'}")
+    try:
+        if settings.store_url:  # Postgres: reachable (it opened), pgvector's version, how many memories
+            from agentmm.memory.conversation import ROOT
+
+            count = store.count((ROOT,))  # type: ignore[union-attr]
+            detail = (f"Postgres store at {store.location} (pgvector {store.pgvector_version()}), "  # type: ignore[union-attr]
+                      f"{count} memories, {embeddings}")  # fmt: skip
+            return _check("memory", True, detail, memories=count)
+    except AgentmmError as exc:
+        return _check("memory", False, str(exc))
+    finally:
+        store.close()
+    return _check("memory", True, f"store at {where}, {embeddings}")
 
 
 def native_check(settings: Settings, model_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -122,13 +134,22 @@ def speech_check() -> dict[str, Any]:
     return _check("speech", found, detail)
 
 
-def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str, Any]:
-    from agentmm.models import check_fits_in_memory, resolve_model
-    from agentmm.threads import CHECKPOINT_FILE, ensure_data_dir
+def model_server_check(settings: Settings) -> dict[str, Any]:
+    """The model server's check (``model_url``): reachable, the models it serves, whether
+    ``settings.model`` is one of them, how tokens are counted; no GGUF is loaded or probed."""
+    from agentmm.model_server import endpoint_check
 
-    checks = []
-    gpu = gpu_offload()
-    model_data: dict[str, Any] = {"spec": settings.model}
+    report = endpoint_check(settings)
+    return {"check": _check("model server", report.ok, report.detail), **report.to_json()}
+
+
+def _local_model_checks(
+    settings: Settings, gpu: dict[str, Any], model_data: dict[str, Any], checks: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The local GGUF's checks (file, free memory, the one-token native probe) into ``checks``
+    and ``model_data``; returns the CPU-buffer choice with its probes."""
+    from agentmm.models import check_fits_in_memory, resolve_model
+
     cpu_buffers: dict[str, Any] = {}
     try:
         resolved = resolve_model(settings.model, settings.models_dir)
@@ -153,6 +174,22 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         checks.append(native)
     except AgentmmError as exc:
         checks.append(_check("model", False, str(exc)))
+    return cpu_buffers
+
+
+def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str, Any]:
+    from agentmm.threads import CHECKPOINT_FILE, ensure_data_dir
+
+    checks: list[dict[str, Any]] = []
+    gpu = gpu_offload()
+    model_data: dict[str, Any] = {"spec": settings.model}
+    cpu_buffers: dict[str, Any] = {}
+    if settings.model_url is not None:  # the model runs on the server: no GGUF to load or probe here
+        server = model_server_check(settings)
+        checks.append(server.pop("check"))
+        model_data.update(server)
+    else:
+        cpu_buffers = _local_model_checks(settings, gpu, model_data, checks)
     checks.append(
         _check(
             "gpu",

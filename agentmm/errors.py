@@ -70,3 +70,8 @@ class UnsupportedContentError(AgentmmError):
 
 class RuntimeClosedError(AgentmmError):
     """A resource was asked of a runtime (an ``Agent``) that has been closed."""
+
+
+class ModelServerError(ModelError):
+    """The model server (``model_url``) cannot be reached, refuses the key, does not serve the
+    model asked for, or answers a request with an error."""

@@ -9,6 +9,9 @@ extra) is imported only when a Postgres URL is configured.
 
 from __future__ import annotations
 
+import contextlib
+import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -21,6 +24,10 @@ if TYPE_CHECKING:
 # saver and the store take others for a moment each.
 POOL_MAX = 16
 CONNECT_TIMEOUT_S = 10.0
+# The advisory lock held while LangGraph's tables are set up (any fixed 64-bit number): workers
+# starting together would otherwise race in its migrations (CREATE TABLE of one name, twice).
+SETUP_LOCK = 0x6167656E746D6D  # "agentmm"
+SETUP_WAIT_S = 120.0
 FLEET_HINT = "pip install 'agentmm[fleet]'"
 
 
@@ -89,3 +96,29 @@ def check_reachable(url: str, *, what: str) -> str:
     except psycopg.Error as exc:
         reason = " ".join(str(exc).split())
         raise DatabaseError(f"cannot reach Postgres for {what} at {redacted(url)}: {reason}") from exc
+
+
+@contextlib.contextmanager
+def setup_lock(pool: ConnectionPool, timeout_s: float = SETUP_WAIT_S) -> Iterator[Any]:
+    """Hold the setup advisory lock on one of ``pool``'s connections, which is yielded: one process
+    at a time runs a saver's or store's migrations.
+
+    Waited for by trying again every 0.1 s, never by ``pg_advisory_lock``: a session blocked in
+    that call is a running statement, and LangGraph's saver migrations include ``CREATE INDEX
+    CONCURRENTLY``, which waits for every running statement to end, so the holder would wait for
+    the waiter, forever (Postgres does not detect it; found with two ``agentmm serve`` workers
+    starting together)."""
+    with pool.connection() as conn:
+        deadline = time.monotonic() + timeout_s
+        while not _held(conn.execute("SELECT pg_try_advisory_lock(%s)", (SETUP_LOCK,)).fetchone()):
+            if time.monotonic() > deadline:
+                raise DatabaseError(f"another process has been setting up the database for over {timeout_s:.0f} s")
+            time.sleep(0.1)
+        try:
+            yield conn
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+
+
+def _held(row: Any) -> bool:
+    return bool(next(iter(row.values())) if isinstance(row, dict) else row[0])

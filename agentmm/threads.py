@@ -84,7 +84,7 @@ def open_saver(settings: Any) -> BaseCheckpointSaver:
 
 def open_postgres_checkpointer(url: str) -> BaseCheckpointSaver:
     """LangGraph's ``PostgresSaver`` over a pool for ``url``, its tables set up (idempotent)."""
-    from agentmm.postgres import FLEET_HINT, DatabaseError, open_pool
+    from agentmm.postgres import FLEET_HINT, DatabaseError, open_pool, setup_lock
 
     try:
         from langgraph.checkpoint.postgres import PostgresSaver
@@ -93,7 +93,8 @@ def open_postgres_checkpointer(url: str) -> BaseCheckpointSaver:
     pool = open_pool(url, what="threads")
     saver = PostgresSaver(pool)
     try:
-        saver.setup()
+        with setup_lock(pool):  # workers starting together would race in its migrations
+            saver.setup()
     except Exception:
         pool.close()
         raise
@@ -360,6 +361,25 @@ def summarize_thread(saver: BaseCheckpointSaver, thread_id: str) -> ThreadSummar
         updated_at=_iso(ts),
         title=" ".join(first_user.split())[:60],
     )
+
+
+def message_dict(message: AnyMessage) -> dict[str, Any]:
+    """One message as ``threads show --json`` (and the HTTP API) gives it: role, content, and
+    ``interrupted`` for a reply the user stopped."""
+    role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
+    data: dict[str, Any] = {"role": role, "content": message.text}
+    if message.response_metadata.get("interrupted"):
+        data["interrupted"] = True
+    return data
+
+
+def thread_dict(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any]:
+    """A thread as ``threads show --json`` prints it: its summary, window start, messages and
+    system prompt; ``ThreadNotFoundError`` for an unknown one."""
+    values, _ = thread_values(saver, thread_id)
+    messages = [message_dict(m) for m in values.get("messages", [])]
+    return {**summarize_thread(saver, thread_id).to_dict(), "window_start": values.get("window_start", 0),
+            "messages": messages, "system_prompt": values.get("system_prompt", "")}  # fmt: skip
 
 
 def list_threads(saver: BaseCheckpointSaver) -> list[ThreadSummary]:

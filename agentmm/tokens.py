@@ -23,10 +23,16 @@ def approximate_tokens(text: str) -> int:
 
 
 class TokenCounter:
-    def __init__(self, count_text: Callable[[str], int], exact: bool = True) -> None:
+    def __init__(self, count_text: Callable[[str], int], exact: bool | Callable[[], bool] = True) -> None:
         self._count_text = count_text
-        self.exact = exact
+        self._exact = exact
         self._cache: dict[str, int] = {}
+
+    @property
+    def exact(self) -> bool:
+        """Whether counts are the model's own tokenizer's (a callable ``exact`` is asked each time:
+        a model server's model learns it on its first count)."""
+        return self._exact() if callable(self._exact) else self._exact
 
     @classmethod
     def for_model(cls, model: BaseChatModel) -> TokenCounter:
@@ -36,6 +42,9 @@ class TokenCounter:
         own: a model only counts as having a tokenizer if it overrides the counting.
         """
         own = type(model)
+        learns = getattr(model, "counts_exactly", None)
+        if callable(learns):  # a model server's: its tokenize endpoint, or the approximation without one
+            return cls(model.get_num_tokens, exact=learns)
         if own.get_num_tokens is not BaseLanguageModel.get_num_tokens or (
             own.get_token_ids is not BaseLanguageModel.get_token_ids
         ):

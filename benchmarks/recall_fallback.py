@@ -14,6 +14,15 @@ side in one run, turns interleaved so they share the machine's noise:
 - ``full read (InMemoryStore)``: LangGraph's own in-memory store with the same embedder (its
   full read is a walk over a dict, not a Chroma read), with the recall node's ``RecallCache``.
 
+With ``--postgres`` two more, in a real Postgres with pgvector started for the run
+(``tests/pg_server.py``'s ``PostgresServer``, on loopback):
+
+- ``incremental (PostgresMemoryStore)``: agentmm's Postgres store (``store_url``): the change
+  log says what each turn must re-read, pgvector's HNSW index answers dense search by id;
+- ``full read (Postgres behind BaseStore)``: the same store behind the forwarding ``BaseStore``,
+  which is what LangGraph's plain ``PostgresStore`` gets (its own search for dense, the scope
+  re-read for BM25).
+
 Each turn writes the turn's two messages (one batch, as ``remember_turn`` does) and then recalls
 with ``conversation.recall`` (k=5, as the graph's recall node calls it); the recall is timed.
 Vectors for the N memories are computed once and shared by the three stores; queries and the
@@ -41,6 +50,7 @@ from langgraph.store.base import BaseStore, Op, PutOp, Result
 from langgraph.store.memory import InMemoryStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.pg_server for --postgres
 from memory_store import NAMES, THINGS, PooledEmbeddings, make_texts, percentile
 
 from agentmm.memory.chroma_store import ChromaStore
@@ -81,8 +91,15 @@ def commit() -> str:
         return "?"
 
 
-def run(sizes: list[int], turns: int, threads: int | None) -> None:
-    with tempfile.TemporaryDirectory(prefix="agentmm-bench-") as tmp:
+def run(sizes: list[int], turns: int, threads: int | None, postgres: bool = False) -> None:
+    import contextlib
+
+    with tempfile.TemporaryDirectory(prefix="agentmm-bench-") as tmp, contextlib.ExitStack() as stack:
+        server = None
+        if postgres:
+            from tests.pg_server import PostgresServer
+
+            server = stack.enter_context(PostgresServer())
         embedder = SentenceTransformerEmbeddings(threads=threads, cache_dir=Path(tmp) / "embedders")
         embedder.load()
         print(f"commit {commit()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {platform.machine()}, "
@@ -111,6 +128,14 @@ def run(sizes: list[int], turns: int, threads: int | None) -> None:
                 "full read (Chroma behind BaseStore)": (Forwarding(chroma), None),
                 "full read (InMemoryStore)": (in_memory, RecallCache()),
             }
+            pg = None
+            if server is not None:
+                from agentmm.memory.postgres_store import PostgresMemoryStore
+
+                pg = PostgresMemoryStore.from_url(server.new_database(), index=index)
+                fill(pg, texts)
+                stores["incremental (PostgresMemoryStore)"] = (pg, None)
+                stores["full read (Postgres behind BaseStore)"] = (Forwarding(pg), None)
             times: dict[str, list[float]] = {name: [] for name in stores}
             first: dict[str, float] = {}
             for turn, ((said, reply), query) in enumerate(zip(messages, queries, strict=True)):
@@ -131,6 +156,8 @@ def run(sizes: list[int], turns: int, threads: int | None) -> None:
                 print(f"| {n:,} | {name} | {recall_path(store)} | {median:.1f} | {percentile(times[name], 0.9):.1f} "
                       f"| {median / base:.2f} | {first[name]:.0f} |", flush=True)  # fmt: skip
             chroma.close()
+            if pg is not None:
+                pg.close()
             print(f"<!-- {n:,}: embedded {len(pool):,} texts in {embed_s:.1f} s -->", flush=True)
         print(f"\n{turns} turns per store and size after a cold first one; each turn puts 2 memories, then "
               "recall(k=5) is timed (query embedding included)")  # fmt: skip
@@ -141,8 +168,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,10000", help="comma-separated numbers of memories")
     parser.add_argument("--turns", type=int, default=30, help="timed turns per store and size")
     parser.add_argument("--threads", type=int, default=None, help="embedder threads")
+    parser.add_argument("--postgres", action="store_true", help="add the Postgres store (starts a local Postgres)")
     args = parser.parse_args()
-    run([int(s) for s in args.sizes.split(",")], args.turns, args.threads)
+    run([int(s) for s in args.sizes.split(",")], args.turns, args.threads, postgres=args.postgres)
 
 
 if __name__ == "__main__":

@@ -173,6 +173,8 @@ BENCHMARKS = [
               json_flag=None),
     Benchmark("recall_fallback", (), ("--sizes", "1000", "--turns", "10"), (2, 10), json_flag=None),
     Benchmark("terminal", (), ("--pairs", "3"), (1, 3)),
+    Benchmark("model_server", (), ("--turns", "6", "--rounds", "1"), (1, 4),
+              note="agentmm on an OpenAI-compatible server vs the openai client"),
     Benchmark("tools", (), ("--rounds", "1", "--tries", "5"), (2, 15)),
     Benchmark("tool_strategies", ("--rounds", "2"), ("--rounds", "1"), (5, 15),
               note="needs the Qwen2.5-Coder-0.5B GGUF (see the script)"),

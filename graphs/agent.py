@@ -11,7 +11,7 @@ import contextlib
 import os
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from agentmm.personas import PersonaRegistry
 from agentmm.runtime import Runtime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
-from agentmm.thread_lock import turn_on
+from agentmm.thread_lock import ThreadInUseError, turn_on
 from agentmm.threads import (
     async_checkpointer,
     open_saver,
@@ -85,20 +85,23 @@ class Agent:
         self._given_tools = [t for t in tools if isinstance(t, BaseTool)] if tools is not None else None
         self._tools: list[BaseTool] | None = None
         self._lock = threading.Lock()
+        self._running: set[str] = set()  # threads with a turn running in this agent
+        self._running_lock = threading.Lock()
         # What this agent opens (models, embedder, store, indexes) lives here and is closed by
         # ``close``; what the caller passed in is never registered, so never closed by it.
         self.runtime = Runtime("agent")
 
     @property
     def model(self) -> BaseChatModel:
-        """The chat model: the one passed in, else the configured GGUF, loaded into this agent's
-        runtime (freed by ``close``)."""
+        """The chat model: the one passed in, else the configured one: on the model server when
+        ``settings.model_url`` is set (``agentmm.model_server``), else the GGUF, loaded into this
+        agent's runtime (freed by ``close``)."""
         self._check_open()
         if self._model is None:
-            from agentmm.llm import ChatLlamaCpp
+            from agentmm.model_server import chat_model
 
             self._model = self.runtime.get(
-                "chat model", lambda: ChatLlamaCpp.from_settings(self.settings, runtime=self.runtime)
+                "chat model", lambda: chat_model(self.settings, runtime=self.runtime), close=_close_model
             )
         return self._model
 
@@ -113,9 +116,7 @@ class Agent:
         the SQLite file in the data dir), opened in this agent's runtime, closed by ``close``."""
         self._check_open()
         if self._checkpointer is None:
-            self._checkpointer = self.runtime.get(
-                "checkpointer", lambda: open_saver(self.settings), close=_close_saver
-            )
+            self._checkpointer = self.runtime.get("checkpointer", lambda: open_saver(self.settings), close=_close_saver)
         return self._checkpointer
 
     @property
@@ -342,6 +343,22 @@ class Agent:
         return TurnStream(self, exchange.text, thread_id, attachments=exchange.attachments, retry=not paused,
                           seed=seed)  # fmt: skip
 
+    @contextlib.contextmanager
+    def running_turn(self, thread_id: str) -> Iterator[None]:
+        """Mark a turn running on ``thread_id`` in this agent; ``ThreadInUseError`` if one already
+        is. The thread lock (``turn_on``) holds a thread against other processes but is
+        re-entrant within one, so two concurrent turns of one agent (an async web app's two
+        requests) would otherwise both run and interleave their messages."""
+        with self._running_lock:
+            if thread_id in self._running:
+                raise ThreadInUseError(thread_id, os.getpid())
+            self._running.add(thread_id)
+        try:
+            yield
+        finally:
+            with self._running_lock:
+                self._running.discard(thread_id)
+
     def _settle(self, thread_id: str) -> bool:
         """Settle a turn a dead process left unfinished (``settle_thread``) before the thread's
         last exchange is read; a turn paused for a tool approval is left as it is, since it is
@@ -357,6 +374,14 @@ class Agent:
         settings = self.settings
         return TurnContext(user_name=settings.user_name, user_id=settings.user_id,
                            shared_memory=settings.shared_memory)  # fmt: skip
+
+
+def _close_model(model: BaseChatModel) -> None:
+    """Close what a chat model the agent made holds of its own (a model server's HTTP client);
+    the GGUF model's memory is its runtime's, the agent's, closed with it."""
+    close = getattr(model, "close", None)
+    if close is not None:
+        close()
 
 
 def _close_saver(saver: BaseCheckpointSaver) -> None:

@@ -419,7 +419,8 @@ def build_graph(
     """The turn graph, configured by ``settings`` (default: ``load_settings()``).
 
     Each argument replaces what the settings would give: ``model`` (any LangChain
-    ``BaseChatModel``; default: the configured GGUF, loaded on its first turn), ``checkpointer``
+    ``BaseChatModel``; default: the configured one, on ``settings.model_url``'s server or the GGUF,
+    loaded on its first turn), ``checkpointer``
     (none: the caller's server or outer graph brings one), ``store`` (any LangGraph ``BaseStore``),
     ``tools`` (default: those named in ``settings.tools``), ``personas`` (default: the built-ins,
     the ``agentmm.personas`` entry points and ``settings.personas_dir``), ``perception`` (the
@@ -445,9 +446,9 @@ def build_graph(
 
     settings = settings if settings is not None else load_settings()
     if model is None:
-        from agentmm.llm import ChatLlamaCpp
+        from agentmm.model_server import chat_model
 
-        model = ChatLlamaCpp.from_settings(settings)
+        model = chat_model(settings)
     memory = settings.memory or store is not None
     source = _persona_source(personas, settings.personas_dir)
     chosen = enabled_tools(settings, runtime) if tools is None else build_tools(tools, settings, runtime)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 
 from agentmm.graphs.chat import build_graph
-from agentmm.llm import ChatLlamaCpp
+from agentmm.model_server import chat_model
 from agentmm.runtime import Runtime
 from agentmm.settings import load_settings
 
@@ -26,4 +26,4 @@ RUNTIME = Runtime("langgraph server")
 atexit.register(RUNTIME.close)
 
 _settings = load_settings()
-graph = build_graph(_settings, model=ChatLlamaCpp.from_settings(_settings, runtime=RUNTIME), runtime=RUNTIME)
+graph = build_graph(_settings, model=chat_model(_settings, runtime=RUNTIME), runtime=RUNTIME)

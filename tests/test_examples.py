@@ -1,5 +1,6 @@
-"""Every example in examples/ runs: the plugin packages installed by pip, the SSE service and
-LangGraph's own dev server on free loopback ports, the subgraph on the shipped model."""
+"""Every example in examples/ runs: the plugin packages installed by pip, LangGraph's own dev
+server on a free loopback port, the subgraph on the shipped model. (``agentmm serve``, which the
+SSE example became, is tested in tests/test_http_api.py.)"""
 
 from __future__ import annotations
 
@@ -104,27 +105,6 @@ def test_plugin_tool_runs_in_a_persona_turn(plugins_site: Path, monkeypatch: pyt
     (entry,) = result.trace["tool_calls"]
     assert entry["status"] == "ok" and len(entry["output"].split(", ")) == 3
     assert result.reply == "The cards have spoken."
-
-
-def test_sse_chat_service_streams_a_reply(tmp_path: Path) -> None:
-    port = free_port()
-    command = [sys.executable, str(EXAMPLES / "sse_chat.py"), "--port", str(port)]
-    with server(command, f"http://127.0.0.1:{port}/health", tmp_path, QUICK):
-        events = []
-        with httpx.stream("POST", f"http://127.0.0.1:{port}/chat", json={"message": "Hello!"}, timeout=120) as reply:
-            assert reply.headers["content-type"].startswith("text/event-stream")
-            for line in reply.iter_lines():
-                if line.startswith("event: "):
-                    events.append([line[7:]])
-                elif line.startswith("data: "):
-                    events[-1].append(json.loads(line[6:]))
-        kinds = [kind for kind, _ in events]
-        assert kinds[-1] == "done" and kinds.count("token") >= 1
-        done = events[-1][1]
-        assert done["reply"] == "".join(data for kind, data in events if kind == "token")
-        assert done["thread_id"] and done["usage"]["completion_tokens"] > 0
-        bad = httpx.post(f"http://127.0.0.1:{port}/chat", json={"message": "  "}, timeout=60).text
-        assert bad.startswith("event: error") and "empty" in bad
 
 
 def test_subgraph_example_runs_the_turn_inside_another_graph() -> None:

@@ -34,7 +34,11 @@ class StoreInUseError(MemoryStoreError):
 
 
 class StoreUnreachableError(MemoryStoreError):
-    """A Chroma server URL does not answer."""
+    """A store's server (a Chroma server URL, a Postgres ``store_url``) does not answer."""
+
+
+class VectorExtensionError(MemoryStoreError):
+    """A Postgres memory store's database lacks pgvector and it cannot be created there."""
 
 
 class EmbeddingDimsMismatchError(MemoryStoreError):

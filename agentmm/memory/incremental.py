@@ -4,14 +4,15 @@ Hybrid recall (``agentmm.memory.retrieval``) keeps each scope's texts and their 
 a cache. Over a store that reports every write made to it (a ``revision`` token and the items
 ``changed_since`` one) and answers dense search with record ids (``nearest_items``, mapped onto
 the cached items by ``record_id``), a turn re-reads only the items written since the last one.
-Any other ``BaseStore`` (LangGraph's ``InMemoryStore``, the dev server's store, Postgres) works
-too, but each turn then reads the whole scope again (up to ``max_corpus`` items): the *full
+Any other ``BaseStore`` (LangGraph's ``InMemoryStore``, the dev server's store, LangGraph's plain
+``PostgresStore``) works too, but each turn then reads the whole scope again (up to ``max_corpus`` items): the *full
 read* path, measured in BENCHMARKS.md ("Recall without an incremental store"), said in the
 trace (``recall_path``) and logged once per store.
 
-The embedded ``ChromaStore`` is the one implementation here; a Chroma server store has no
-journal of its own (others write to it), so its ``revision`` is ``None`` and it takes the full
-read path.
+Two implementations here: the embedded ``ChromaStore`` (its process's write journal) and
+``PostgresMemoryStore`` (``store_url``: a change log filled by a trigger, read by snapshot, so
+exact with any number of worker processes). A Chroma server store has no journal of its own
+(others write to it), so its ``revision`` is ``None`` and it takes the full read path.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from agentmm.personas.macros import expand
 from agentmm.personas.model import Lorebook, LoreEntry, Persona
 from agentmm.personas.png import load_card_png
 from agentmm.personas.prompt import greeting, lore_text, persona_parts, post_history
-from agentmm.personas.registry import PersonaRegistry
+from agentmm.personas.registry import PersonaRegistry, persona_summary
 from agentmm.personas.toml_format import template
 from agentmm.personas.worldinfo import load_world_info
 
@@ -73,6 +73,7 @@ __all__ = [
     "lore_text",
     "persona_from_card",
     "persona_parts",
+    "persona_summary",
     "post_history",
     "template",
     "validate",

@@ -276,3 +276,20 @@ def _sweep_dead_writes(dest: Path) -> None:
             with contextlib.suppress(OSError):
                 if leftover.stat().st_mtime < cutoff:
                     leftover.unlink()
+
+
+def persona_summary(persona: Persona) -> dict[str, Any]:
+    """A persona in one line's worth of fields, as ``personas list --json`` (and the HTTP API)
+    give it."""
+    from agentmm.personas.macros import expand
+
+    description = expand(persona.description, char=persona.display_name, user="you")
+    return {
+        "name": persona.name,
+        "source": persona.source,
+        "description": " ".join(description.split())[:200],
+        "greetings": len(persona.greetings),
+        "lore_entries": len(persona.lorebook.entries),
+        "allowed_tools": persona.allowed_tools,
+        "tags": persona.tags,
+    }

@@ -1,0 +1,341 @@
+"""``agentmm serve``: the agent behind an HTTP API (Starlette, run by uvicorn).
+
+Every worker process holds one agent (``open_agent()``, made by the CLI: this module sits under
+``agentmm/`` and names no graph class, as the terminal chat does not). Workers keep nothing of a
+thread between requests: threads live in the configured saver (Postgres for a fleet), memory in
+the configured store, so any worker can answer any thread. A turn on a thread that is already
+answering (in this worker or another) is refused with 409, never interleaved.
+
+Routes (JSON in and out; errors are ``{"error": "<one line>"}`` with a status code):
+
+- ``POST /chat`` ``{"message", "thread_id"?, "persona"?, "greeting"?, "stream"?}``: one turn. The
+  answer is the turn as ``agentmm chat --json`` prints it; with ``"stream": true`` (or ``Accept:
+  text/event-stream``) server-sent events instead: ``token`` (data: a JSON string) as the reply
+  is generated, then ``done`` (data: that same turn object), or ``error`` (data: ``{"error",
+  "status"}``) if the turn fails after it started. A client that goes away stops the reply.
+- ``GET /threads``, ``GET /threads/{id}``, ``DELETE /threads/{id}``: as ``agentmm threads
+  list/show/delete --json``.
+- ``GET /memories?persona=&user=&limit=``, ``GET /memories/search?q=&persona=&user=&k=``,
+  ``POST /memories`` ``{"text", "persona"?, "user"?, "shared"?}``, ``DELETE /memories/{id}?persona=&user=``:
+  as ``agentmm memory list/search/add/forget --json``.
+- ``GET /personas``, ``GET /personas/{name}``: as ``agentmm personas list/show --json``.
+- ``GET /health`` (the process answers) and ``GET /ready`` (503 until the agent is open and its
+  model and stores answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agentmm.errors import AgentmmError, ThreadNotFoundError
+from agentmm.thread_lock import ThreadInUseError
+
+if TYPE_CHECKING:
+    from langgraph.checkpoint.base import BaseCheckpointSaver
+    from langgraph.store.base import BaseStore
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    from agentmm.personas import PersonaRegistry
+    from agentmm.settings import Settings
+
+
+class ServedTurn(Protocol):
+    """One turn as the API plays it (``Agent.stream``'s ``TurnStream``)."""
+
+    def astream(self) -> AsyncIterator[str]: ...
+
+    async def achat(self) -> Any: ...
+
+    @property
+    def result(self) -> Any: ...
+
+
+class ServedAgent(Protocol):
+    """What the API needs of an agent (``agentmm.graphs.agent.Agent`` satisfies it)."""
+
+    settings: Settings
+
+    @property
+    def checkpointer(self) -> BaseCheckpointSaver: ...
+
+    @property
+    def store(self) -> BaseStore | None: ...
+
+    @property
+    def personas(self) -> PersonaRegistry: ...
+
+    def check_model(self) -> Any: ...
+
+    def warm_up(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def stream(self, text: str, thread_id: str | None = None, *, persona: str | None = None,
+               greeting: int = 0) -> ServedTurn: ...  # fmt: skip
+
+
+class BadRequestError(AgentmmError):
+    """A request the API cannot take (not JSON, a field of the wrong type)."""
+
+
+def status_of(exc: BaseException) -> int:
+    """The HTTP status of an agentmm error: 409 a busy thread, 404 something unknown, 400 the rest."""
+    from agentmm.memory.manage import MemoryNotFoundError
+    from agentmm.personas import PersonaNotFoundError
+
+    if isinstance(exc, ThreadInUseError):
+        return 409
+    if isinstance(exc, (ThreadNotFoundError, MemoryNotFoundError, PersonaNotFoundError)):
+        return 404
+    return 400
+
+
+def make_app(open_agent: Callable[[], ServedAgent]) -> Starlette:
+    """The ASGI app; ``open_agent`` is called once per worker, at startup (its agent is closed at
+    shutdown)."""
+    from starlette.applications import Starlette
+    from starlette.routing import Route
+
+    holder: dict[str, Any] = {"agent": None, "ready": False, "error": None}
+
+    async def warm(agent: ServedAgent) -> None:
+        try:
+            await asyncio.to_thread(_warm, agent)
+            holder["ready"] = True
+        except AgentmmError as exc:  # not ready, and /ready says why; /health still answers
+            holder["error"] = str(exc)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        agent = await asyncio.to_thread(open_agent)
+        holder["agent"] = agent
+        # The worker answers /health at once and /ready once the model and stores are open: a
+        # model may take a while to load, and a load balancer should wait for ready, not health.
+        warming = asyncio.create_task(warm(agent))
+        try:
+            yield
+        finally:
+            await asyncio.gather(warming, return_exceptions=True)
+            await asyncio.to_thread(agent.close)
+
+    def agent_of() -> ServedAgent:
+        if holder["agent"] is None:
+            raise AgentmmError("the agent is not open yet")
+        return holder["agent"]  # type: ignore[no-any-return]
+
+    api = _Routes(agent_of)
+    routes = [
+        Route("/health", lambda request: _json({"ok": True, "pid": os.getpid()})),
+        Route("/ready", lambda request: _ready(holder)),
+        Route("/chat", api.chat, methods=["POST"]),
+        Route("/threads", api.threads),
+        Route("/threads/{thread_id}", api.thread, methods=["GET", "DELETE"]),
+        Route("/memories", api.memories, methods=["GET", "POST"]),
+        Route("/memories/search", api.memory_search),
+        Route("/memories/{memory_id}", api.memory_forget, methods=["DELETE"]),
+        Route("/personas", api.personas),
+        Route("/personas/{name}", api.persona),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _warm(agent: ServedAgent) -> None:
+    """Open what a turn needs (model, saver, store) before the worker says it is ready."""
+    agent.check_model()  # a model that would crash this CPU is a NativeCrashError here, not a dead worker
+    agent.warm_up()  # builds the graph: opens the saver and the store too
+
+
+class _Routes:
+    def __init__(self, agent_of: Callable[[], ServedAgent]) -> None:
+        self.agent_of = agent_of
+
+    async def chat(self, request: Request) -> Response:
+        return await _guarded(self._chat, request)
+
+    async def _chat(self, request: Request) -> Response:
+        body = await _body(request)
+        message = _field(body, "message", str, required=True)
+        thread_id = _field(body, "thread_id", str)
+        persona = _field(body, "persona", str)
+        greeting = _field(body, "greeting", int) or 0
+        wants_events = bool(_field(body, "stream", bool)) or "text/event-stream" in request.headers.get("accept", "")
+        agent = self.agent_of()
+        turn = agent.stream(message, thread_id, persona=persona, greeting=greeting)
+        if not wants_events:
+            result = await turn.achat()
+            return _json(result.to_json())
+        return await _event_stream(turn)
+
+    async def threads(self, request: Request) -> Response:
+        from agentmm.threads import list_threads
+
+        agent = self.agent_of()
+        found = await asyncio.to_thread(list_threads, agent.checkpointer)
+        return _json({"threads": [t.to_dict() for t in found]})
+
+    async def thread(self, request: Request) -> Response:
+        return await _guarded(self._thread, request)
+
+    async def _thread(self, request: Request) -> Response:
+        from agentmm.threads import delete_thread, thread_dict
+
+        agent = self.agent_of()
+        thread_id = request.path_params["thread_id"]
+        if request.method == "DELETE":
+            await asyncio.to_thread(delete_thread, agent.checkpointer, thread_id)
+            return _json({"deleted": thread_id})
+        return _json(await asyncio.to_thread(thread_dict, agent.checkpointer, thread_id))
+
+    async def memories(self, request: Request) -> Response:
+        return await _guarded(self._memories, request)
+
+    async def _memories(self, request: Request) -> Response:
+        from agentmm.memory.manage import add_memory, list_memories
+
+        store = self._store()
+        if request.method == "POST":
+            body = await _body(request)
+            text = _field(body, "text", str, required=True)
+            user = _field(body, "user", str) or self.agent_of().settings.user_id
+            persona, shared = _field(body, "persona", str), bool(_field(body, "shared", bool))
+            row = await asyncio.to_thread(add_memory, store, user, persona, text, shared=shared)
+            return _json(row, status=201)
+        query = request.query_params
+        limit = _int_param(query.get("limit"), 50)
+        rows = await asyncio.to_thread(list_memories, store, self._user(query), query.get("persona"), limit)
+        return _json({"memories": rows})
+
+    async def memory_search(self, request: Request) -> Response:
+        return await _guarded(self._memory_search, request)
+
+    async def _memory_search(self, request: Request) -> Response:
+        from agentmm.memory.conversation import recall
+        from agentmm.memory.manage import user_scopes
+
+        store, query = self._store(), request.query_params
+        text = query.get("q")
+        if not text:
+            raise BadRequestError("q (the text to search for) is required")
+
+        def search() -> list[dict[str, Any]]:
+            scopes = user_scopes(store, self._user(query), query.get("persona"))
+            found = recall(store, scopes, text, k=_int_param(query.get("k"), 10), min_similarity=0.0)
+            return [r.as_trace() for r in found]
+
+        return _json({"results": await asyncio.to_thread(search)})
+
+    async def memory_forget(self, request: Request) -> Response:
+        return await _guarded(self._memory_forget, request)
+
+    async def _memory_forget(self, request: Request) -> Response:
+        from agentmm.memory.manage import forget
+
+        store, query = self._store(), request.query_params
+        memory_id = request.path_params["memory_id"]
+        return _json(await asyncio.to_thread(forget, store, self._user(query), query.get("persona"), memory_id))
+
+    async def personas(self, request: Request) -> Response:
+        from agentmm.personas import persona_summary
+
+        registry = self.agent_of().personas
+        found = await asyncio.to_thread(lambda: [persona_summary(p) for p in registry])
+        return _json({"personas": found, "problems": registry.problems})
+
+    async def persona(self, request: Request) -> Response:
+        return await _guarded(self._persona, request)
+
+    async def _persona(self, request: Request) -> Response:
+        persona = self.agent_of().personas.get(request.path_params["name"])
+        return _json(persona.model_dump(mode="json", exclude={"card", "image"}))
+
+    def _store(self) -> BaseStore:
+        store = self.agent_of().store
+        if store is None:
+            raise BadRequestError("long-term memory is off (memory = false)")
+        return store
+
+    def _user(self, query: Any) -> str:
+        return str(query.get("user") or self.agent_of().settings.user_id)
+
+
+async def _event_stream(turn: ServedTurn) -> Response:
+    """The turn as server-sent events. Its first piece is awaited before the response starts, so
+    a refused turn (a busy thread: 409, a bad persona: 404) is a plain JSON error, not a stream."""
+    from sse_starlette import EventSourceResponse
+
+    chunks = turn.astream()
+    try:
+        first: str | None = await anext(chunks)
+    except StopAsyncIteration:
+        first = None
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        async with contextlib.aclosing(chunks):
+            try:
+                if first is not None:
+                    yield {"event": "token", "data": json.dumps(first, ensure_ascii=False)}
+                async for piece in chunks:
+                    yield {"event": "token", "data": json.dumps(piece, ensure_ascii=False)}
+            except AgentmmError as exc:
+                yield {"event": "error", "data": json.dumps({"error": str(exc), "status": status_of(exc)})}
+                return
+        yield {"event": "done", "data": json.dumps(turn.result.to_json(), ensure_ascii=False)}
+
+    return EventSourceResponse(events(), ping=15)
+
+
+async def _guarded(handler: Callable[[Request], Any], request: Request) -> Response:
+    """``handler``'s response, or an agentmm error as ``{"error": ...}`` with its status."""
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except AgentmmError as exc:
+        return _json({"error": str(exc)}, status=status_of(exc))
+
+
+def _ready(holder: dict[str, Any]) -> Response:
+    if holder["ready"]:
+        return _json({"ready": True, "pid": os.getpid()})
+    return _json({"ready": False, "error": holder["error"] or "starting"}, status=503)
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequestError(f"the request body is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise BadRequestError("the request body must be a JSON object")
+    return body
+
+
+def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = False) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise BadRequestError(f"{name} is required")
+        return None
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadRequestError(f"{name} must be a {kind.__name__}")
+    return value
+
+
+def _int_param(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise BadRequestError(f"not a whole number: {value!r}") from None
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(data, status_code=status)

@@ -1,0 +1,220 @@
+"""``agentmm serve``'s HTTP API: in-process over a scripted model for every route, and as real
+``agentmm serve --workers 2`` processes on Postgres threads and the shipped model."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from agentmm.graphs.agent import Agent
+from agentmm.http_api import make_app
+from agentmm.memory.chroma_store import ChromaStore
+from agentmm.settings import load_settings
+from agentmm.thread_lock import ThreadInUseError
+from tests.memory.conftest import CharacterEmbeddings
+from tests.test_crash_safety import EchoModel
+from tests.test_examples import free_port, server
+
+
+class SlowEcho(EchoModel):
+    """Echo, a word every ``pause`` seconds: a turn that is still answering when asked again."""
+
+    pause: float = 0.15
+
+    def _stream(self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        for chunk in super()._stream(messages, stop, run_manager, **kw):
+            time.sleep(self.pause)
+            yield chunk
+
+
+@pytest.fixture
+def client(isolated_env: Path) -> Iterator[TestClient]:
+    def open_agent() -> Agent:
+        store = ChromaStore.from_path(
+            isolated_env / "memory", index={"dims": 64, "embed": CharacterEmbeddings(dims=64), "fields": ["text"]}
+        )
+        return Agent(load_settings(memory=True), model=SlowEcho(pause=0.0), store=store)
+
+    with TestClient(make_app(open_agent)) as test_client:
+        yield test_client
+
+
+def events_of(text: str) -> list[tuple[str, Any]]:
+    """``(event, data)`` pairs of a server-sent event stream."""
+    found: list[tuple[str, Any]] = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and not line.startswith(":"))
+        if "event" in lines:
+            found.append((lines["event"], json.loads(lines["data"])))
+    return found
+
+
+def test_a_turn_answers_as_chat_json_does(client: TestClient) -> None:
+    assert client.get("/health").json()["ok"] is True
+    deadline = time.monotonic() + 60
+    while (ready := client.get("/ready")).status_code != 200:  # 503 while the agent warms up
+        assert ready.json()["ready"] is False and time.monotonic() < deadline
+        time.sleep(0.05)
+    assert ready.json()["ready"] is True
+    turn = client.post("/chat", json={"message": "the red door", "thread_id": "t1"})
+    assert turn.status_code == 200
+    body = turn.json()
+    assert body["reply"].strip() == "Reply to: the red door" and body["thread_id"] == "t1"
+    assert {"reply", "thread_id", "model", "usage", "timings", "trace", "interrupted"} <= body.keys()
+    again = client.post("/chat", json={"message": "and the blue one", "thread_id": "t1"}).json()
+    assert again["trace"]["turn"] == 2
+
+
+def test_a_streamed_turn_is_server_sent_events(client: TestClient) -> None:
+    with client.stream("POST", "/chat", json={"message": "stream me", "stream": True}) as reply:
+        assert reply.headers["content-type"].startswith("text/event-stream")
+        events = events_of(reply.read().decode())
+    kinds = [kind for kind, _ in events]
+    assert kinds.count("token") >= 2 and kinds[-1] == "done"
+    done = events[-1][1]
+    assert done["reply"] == "".join(data for kind, data in events if kind == "token")
+    by_header = client.post("/chat", json={"message": "again"}, headers={"accept": "text/event-stream"})
+    assert events_of(by_header.text)[-1][0] == "done"
+
+
+def test_bad_requests_are_one_line_errors(client: TestClient) -> None:
+    assert client.post("/chat", content=b"not json").json()["error"].startswith("the request body is not JSON")
+    missing = client.post("/chat", json={})
+    assert missing.status_code == 400 and missing.json() == {"error": "message is required"}
+    assert client.post("/chat", json={"message": "  "}).status_code == 400  # an empty message
+    unknown = client.post("/chat", json={"message": "hi", "persona": "Nobody At All"})
+    assert unknown.status_code == 404 and "Nobody At All" in unknown.json()["error"]
+    assert client.get("/threads/nope").status_code == 404
+    assert client.delete("/memories/nope").status_code == 404
+
+
+def test_threads_memories_and_personas(client: TestClient) -> None:
+    client.post("/chat", json={"message": "first", "thread_id": "a"})
+    client.post("/chat", json={"message": "second", "thread_id": "b"})
+    assert [t["thread_id"] for t in client.get("/threads").json()["threads"]] == ["b", "a"]
+    shown = client.get("/threads/a").json()
+    assert [m["content"].strip() for m in shown["messages"]] == ["first", "Reply to: first"]
+    assert client.delete("/threads/a").json() == {"deleted": "a"}
+    assert [t["thread_id"] for t in client.get("/threads").json()["threads"]] == ["b"]
+
+    added = client.post("/memories", json={"text": "Mira keeps bees behind the mill"})
+    assert added.status_code == 201
+    memory_id = added.json()["id"]
+    listed = client.get("/memories").json()["memories"]
+    assert memory_id in [row["id"] for row in listed]
+    found = client.get("/memories/search", params={"q": "who keeps bees?"}).json()["results"]
+    assert found and "bees" in json.dumps(found)
+    assert client.delete(f"/memories/{memory_id}").status_code == 200
+    assert memory_id not in [row["id"] for row in client.get("/memories").json()["memories"]]
+
+    names = [p["name"] for p in client.get("/personas").json()["personas"]]
+    assert "Bram Tolliver" in names
+    assert client.get("/personas/Bram Tolliver").json()["name"] == "Bram Tolliver"
+
+
+def test_a_second_turn_on_a_busy_thread_is_refused_with_409(isolated_env: Path) -> None:
+    with TestClient(make_app(lambda: Agent(model=SlowEcho(pause=0.2)))) as client:
+        first: dict[str, Any] = {}
+        running = threading.Thread(
+            target=lambda: first.update(
+                client.post("/chat", json={"message": "one two three", "thread_id": "x"}).json()
+            )
+        )
+        running.start()
+        time.sleep(0.4)
+        refused = client.post("/chat", json={"message": "meanwhile", "thread_id": "x"})
+        streamed = client.post("/chat", json={"message": "meanwhile", "thread_id": "x", "stream": True})
+        other = client.post("/chat", json={"message": "elsewhere", "thread_id": "y"})
+        running.join(30)
+        after = client.get("/threads/x").json()["messages"]
+    assert refused.status_code == 409 and "thread x is in use" in refused.json()["error"]
+    assert streamed.status_code == 409  # refused before the stream starts: a plain JSON error
+    assert other.status_code == 200
+    assert first["reply"].strip() == "Reply to: one two three"
+    assert [m["content"].strip() for m in after] == ["one two three", "Reply to: one two three"]
+
+
+def test_one_agent_refuses_a_second_concurrent_turn_on_a_thread(isolated_env: Path) -> None:
+    async def both() -> None:
+        with Agent(model=SlowEcho(pause=0.2)) as agent:
+            running = asyncio.create_task(agent.achat("one two", "t"))
+            await asyncio.sleep(0.3)
+            with pytest.raises(ThreadInUseError):
+                await agent.achat("two", "t")
+            assert (await agent.achat("elsewhere", "u")).reply.strip() == "Reply to: elsewhere"
+            assert (await running).reply.strip() == "Reply to: one two"
+
+    asyncio.run(both())
+
+
+def test_several_workers_need_a_shared_memory_store(isolated_env: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "agentmm.cli", "serve", "--workers", "2"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "AGENTMM_MEMORY": "true"})  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("agentmm: error: several workers need a shared memory store")
+
+
+@pytest.mark.e2e
+def test_two_serve_workers_share_postgres_threads(postgres_url: str, tmp_path: Path) -> None:
+    """Real ``agentmm serve --workers 2`` on the shipped model: both workers answer, every turn of
+    every thread is kept in order, and a turn on a thread that is answering is refused (409)."""
+    port = free_port()
+    env = {"AGENTMM_CHECKPOINTER_URL": postgres_url, "AGENTMM_MAX_TOKENS": "12", "AGENTMM_N_CTX": "1024",
+           "AGENTMM_SEED": "3"}  # fmt: skip
+    command = [sys.executable, "-m", "agentmm.cli", "serve", "--port", str(port), "--workers", "2",
+               "--log-level", "warning"]  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    with server(command, f"{base}/health", tmp_path, env) as proc:
+        deadline = time.monotonic() + 180
+        pids: set[int] = set()
+        while len(pids) < 2:
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-1500:]
+            assert time.monotonic() < deadline, f"two ready workers never answered: {pids}"
+            pids |= _ready(base)
+            time.sleep(0.1)
+        with httpx.Client(base_url=base, timeout=120) as http:
+            for round_ in range(3):
+                for thread in ("p", "q"):
+                    reply = http.post("/chat", json={"message": f"{thread} message {round_}", "thread_id": thread})
+                    assert reply.status_code == 200, reply.text
+            for thread in ("p", "q"):
+                messages = http.get(f"/threads/{thread}").json()["messages"]
+                users = [m["content"] for m in messages if m["role"] == "user"]
+                assert users == [f"{thread} message {n}" for n in range(3)]
+                assert [m["role"] for m in messages] == ["user", "assistant"] * 3
+            codes = _at_once(
+                base, [{"message": "race one", "thread_id": "r"}, {"message": "race two", "thread_id": "r"}]
+            )
+            assert sorted(codes) in ([200, 409], [200, 200]), codes  # refused, or the first was done already
+            kept = [m["content"] for m in http.get("/threads/r").json()["messages"] if m["role"] == "user"]
+            assert len(kept) == codes.count(200)
+
+
+def _ready(base: str) -> set[int]:
+    """The PID of a worker that answered ready (empty if none did)."""
+    try:
+        answer = httpx.get(f"{base}/ready", timeout=5)
+    except httpx.HTTPError:
+        return set()
+    return {answer.json()["pid"]} if answer.status_code == 200 else set()
+
+
+def _at_once(base: str, bodies: list[dict[str, Any]]) -> list[int]:
+    async def send() -> list[int]:
+        async with httpx.AsyncClient(base_url=base, timeout=120) as http:
+            replies = await asyncio.gather(*(http.post("/chat", json=body) for body in bodies))
+        return [r.status_code for r in replies]
+
+    return asyncio.run(send())
