@@ -6,7 +6,9 @@ thread between requests: threads live in the configured saver (Postgres for a fl
 the configured store, so any worker can answer any thread. A turn on a thread that is already
 answering (in this worker or another) is refused with 409, never interleaved.
 
-Routes (JSON in and out; errors are ``{"error": "<one line>"}`` with a status code):
+Routes (JSON in and out; errors are ``{"error": "<one line>"}`` with a status code: 400 a bad request,
+404 an unknown thread, memory or persona, 409 a busy thread, 503 the model server or a database
+failing):
 
 - ``POST /chat`` ``{"message", "thread_id"?, "persona"?, "greeting"?, "stream"?}``: one turn. The
   answer is the turn as ``agentmm chat --json`` prints it; with ``"stream": true`` (or ``Accept:
@@ -86,14 +88,20 @@ class BadRequestError(AgentmmError):
 
 
 def status_of(exc: BaseException) -> int:
-    """The HTTP status of an agentmm error: 409 a busy thread, 404 something unknown, 400 the rest."""
+    """The HTTP status of an agentmm error: 409 a busy thread, 404 something unknown, 503 what the
+    worker depends on failing (the model server, the database, the memory store), 400 the rest."""
+    from agentmm.errors import ModelServerError
+    from agentmm.memory.errors import StoreUnreachableError
     from agentmm.memory.manage import MemoryNotFoundError
     from agentmm.personas import PersonaNotFoundError
+    from agentmm.postgres import DatabaseError
 
     if isinstance(exc, ThreadInUseError):
         return 409
     if isinstance(exc, (ThreadNotFoundError, MemoryNotFoundError, PersonaNotFoundError)):
         return 404
+    if isinstance(exc, (ModelServerError, DatabaseError, StoreUnreachableError)):
+        return 503
     return 400
 
 

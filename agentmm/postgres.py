@@ -10,6 +10,7 @@ extra) is imported only when a Postgres URL is configured.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -122,3 +123,58 @@ def setup_lock(pool: ConnectionPool, timeout_s: float = SETUP_WAIT_S) -> Iterato
 
 def _held(row: Any) -> bool:
     return bool(next(iter(row.values())) if isinstance(row, dict) else row[0])
+
+
+def saver_conninfo(saver: Any) -> str | None:
+    """The connection string of LangGraph's (sync) Postgres saver; None for any other saver."""
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+    except ImportError:
+        return None
+    if not isinstance(saver, PostgresSaver):
+        return None
+    from psycopg.conninfo import make_conninfo
+    from psycopg_pool import ConnectionPool
+
+    conn = saver.conn
+    if isinstance(conn, ConnectionPool):
+        return str(conn.conninfo)
+    return make_conninfo(conn.info.dsn, password=conn.info.password)
+
+
+class AdvisoryLocks:
+    """Session advisory locks taken on one connection of their own (not a pool's), so holding
+    locks for many turns at once never takes connections the saver needs: with each turn's lock
+    on a pooled connection, 16 concurrent turns held all 16 and each then waited for a 17th to
+    read its thread (found by benchmarks/fleet.py). Tries only, never waits (``try_lock``).
+    Shared by the threads of one process; psycopg serialises its use."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._conn: Any = None
+        self._guard = threading.Lock()
+
+    def try_lock(self, key: str) -> bool:
+        return _held(self._execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", key))
+
+    def unlock(self, key: str) -> None:
+        self._execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", key)
+
+    def close(self) -> None:
+        with self._guard:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _execute(self, sql: str, key: str) -> Any:
+        import psycopg
+
+        with self._guard:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
+            try:
+                return self._conn.execute(sql, (key,)).fetchone()
+            except psycopg.OperationalError:  # the connection broke: its locks went with it
+                self._conn.close()
+                self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
+                return self._conn.execute(sql, (key,)).fetchone()

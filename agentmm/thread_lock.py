@@ -17,12 +17,16 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from agentmm.dirlock import DirectoryLock
 from agentmm.errors import AgentmmError, DataDirError
+
+LOCKS_ATTRIBUTE = "_agentmm_thread_locks"
+_LOCKS_GUARD = threading.Lock()  # makes one AdvisoryLocks per saver when turns start together
 
 
 class ThreadInUseError(AgentmmError):
@@ -98,28 +102,41 @@ def postgres_saver(checkpointer: Any) -> bool:
 
 @contextlib.contextmanager
 def _advisory_lock(saver: Any, thread_id: str) -> Iterator[None]:
-    """A Postgres session advisory lock on the thread, on a connection held for the turn.
+    """A Postgres session advisory lock on the thread, held for the turn.
 
     Every worker on the database sees it; one that dies (even by SIGKILL) loses its session and
     with it the lock, so its thread is free again for the next turn, which settles what it left.
-    A saver built on a single connection (not a pool) shares that session among its turns, and
-    Postgres's advisory locks are re-entrant within a session: such a saver locks against other
-    processes only.
+    The locks of one saver live on one connection of their own (``AdvisoryLocks``), kept on the
+    saver, never on the saver's pool. Within one process they are re-entrant, as Postgres's are
+    per session: ``Agent.running_turn`` refuses a second turn of one agent on a thread.
     """
-    from psycopg_pool import ConnectionPool
-
     key = f"agentmm thread {thread_id}"
-    conn_or_pool = saver.conn
-    with (
-        conn_or_pool.connection()
-        if isinstance(conn_or_pool, ConnectionPool)
-        else contextlib.nullcontext(conn_or_pool) as conn
-    ):
-        row = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0)) AS held", (key,)).fetchone()
-        held = row["held"] if isinstance(row, dict) else row[0]
-        if not held:
-            raise ThreadInUseError(thread_id, None)
-        try:
-            yield
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (key,))
+    locks = _locks_of(saver)
+    if not locks.try_lock(key):
+        raise ThreadInUseError(thread_id, None)
+    try:
+        yield
+    finally:
+        locks.unlock(key)
+
+
+def _locks_of(saver: Any) -> Any:
+    """The saver's ``AdvisoryLocks`` (made on first use, kept as an attribute of the saver, closed
+    by ``close_locks``)."""
+    from agentmm.postgres import AdvisoryLocks, saver_conninfo
+
+    locks = getattr(saver, LOCKS_ATTRIBUTE, None)
+    if locks is None:
+        with _LOCKS_GUARD:
+            locks = getattr(saver, LOCKS_ATTRIBUTE, None)
+            if locks is None:
+                locks = AdvisoryLocks(saver_conninfo(saver) or "")
+                setattr(saver, LOCKS_ATTRIBUTE, locks)
+    return locks
+
+
+def close_locks(saver: Any) -> None:
+    """Close the connection holding a Postgres saver's thread locks, if it has one."""
+    locks = getattr(saver, LOCKS_ATTRIBUTE, None)
+    if locks is not None:
+        locks.close()

@@ -33,6 +33,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, crea
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import AgentmmError, DataDirError, ThreadNotFoundError
+from agentmm.postgres import saver_conninfo
 from agentmm.thread_lock import ThreadInUseError, lockable, sqlite_file, turn_on
 
 CHECKPOINT_FILE = "threads.sqlite"
@@ -101,23 +102,6 @@ def open_postgres_checkpointer(url: str) -> BaseCheckpointSaver:
     return saver
 
 
-def postgres_conninfo(saver: BaseCheckpointSaver) -> str | None:
-    """The connection string of a LangGraph Postgres saver (sync); None for any other saver."""
-    try:
-        from langgraph.checkpoint.postgres import PostgresSaver
-    except ImportError:
-        return None
-    if not isinstance(saver, PostgresSaver):
-        return None
-    from psycopg.conninfo import make_conninfo
-    from psycopg_pool import ConnectionPool
-
-    conn = saver.conn
-    if isinstance(conn, ConnectionPool):
-        return str(conn.conninfo)
-    return make_conninfo(conn.info.dsn, password=conn.info.password)
-
-
 def _postgres_connection(saver: Any) -> contextlib.AbstractContextManager[Any]:
     """A connection of a Postgres saver: one from its pool, or the one it was given."""
     from psycopg_pool import ConnectionPool
@@ -145,7 +129,7 @@ async def async_checkpointer(
     synchronous=NORMAL), which a killed process cannot tell apart, and the caller flushes what
     it wrote with ``sync_to_disk`` when that must survive a power cut too.
     """
-    conninfo = postgres_conninfo(saver)
+    conninfo = saver_conninfo(saver)
     if conninfo is not None:  # PostgresSaver is sync-only too: its async twin on a pool of this loop
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
@@ -338,7 +322,7 @@ def thread_ids(saver: BaseCheckpointSaver) -> list[str]:
         with saver.cursor(transaction=False) as cur:
             cur.execute(newest_first)
             return [row[0] for row in cur.fetchall()]
-    if postgres_conninfo(saver) is not None:  # one query, not every checkpoint of every thread
+    if saver_conninfo(saver) is not None:  # one query, not every checkpoint of every thread
         from psycopg.rows import tuple_row
 
         with _postgres_connection(saver) as conn, conn.cursor(row_factory=tuple_row) as cur:

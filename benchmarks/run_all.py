@@ -175,6 +175,8 @@ BENCHMARKS = [
     Benchmark("terminal", (), ("--pairs", "3"), (1, 3)),
     Benchmark("model_server", (), ("--turns", "6", "--rounds", "1"), (1, 4),
               note="agentmm on an OpenAI-compatible server vs the openai client"),
+    Benchmark("fleet", ("--memory", "postgres"), ("--users", "6", "--turns", "2", "--overhead-turns", "4"), (2, 8),
+              note="issue 15: serve workers on Postgres and one model server"),
     Benchmark("tools", (), ("--rounds", "1", "--tries", "5"), (2, 15)),
     Benchmark("tool_strategies", ("--rounds", "2"), ("--rounds", "1"), (5, 15),
               note="needs the Qwen2.5-Coder-0.5B GGUF (see the script)"),

@@ -30,7 +30,7 @@ from agentmm.personas import PersonaRegistry
 from agentmm.runtime import Runtime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
-from agentmm.thread_lock import ThreadInUseError, turn_on
+from agentmm.thread_lock import ThreadInUseError, close_locks, turn_on
 from agentmm.threads import (
     async_checkpointer,
     open_saver,
@@ -385,7 +385,9 @@ def _close_model(model: BaseChatModel) -> None:
 
 
 def _close_saver(saver: BaseCheckpointSaver) -> None:
-    """Close the connection (SQLite) or pool (Postgres) of a saver the agent opened."""
+    """Close the connection (SQLite) or pool (Postgres, and its thread locks' connection) of a
+    saver the agent opened."""
+    close_locks(saver)
     conn = getattr(saver, "conn", None)
     if conn is not None:
         conn.close()

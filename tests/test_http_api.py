@@ -218,3 +218,12 @@ def _at_once(base: str, bodies: list[dict[str, Any]]) -> list[int]:
         return [r.status_code for r in replies]
 
     return asyncio.run(send())
+
+
+def test_a_dead_model_server_is_503(isolated_env: Path) -> None:
+    """What the worker depends on failing is the service's trouble, not the client's (503)."""
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    with TestClient(make_app(lambda: Agent(load_settings(model_url=dead)))) as client:
+        answer = client.post("/chat", json={"message": "hello"})
+    assert answer.status_code == 503
+    assert answer.json()["error"].startswith("cannot reach the model server")

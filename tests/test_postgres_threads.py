@@ -133,3 +133,20 @@ def test_doctor_checks_the_thread_database(postgres_url: str) -> None:
     assert good["ok"] and "Postgres at postgresql://postgres@127.0.0.1" in good["detail"]
     bad = threads_check(load_settings(checkpointer_url=f"postgresql://postgres@127.0.0.1:{free_port()}/x"))
     assert not bad["ok"] and bad["detail"].startswith("cannot reach Postgres for threads")
+
+
+def test_more_concurrent_turns_than_the_pool_has_connections(postgres_url: str) -> None:
+    """Each turn holds its thread's lock for the whole turn; the locks live on a connection of
+    their own, so turns past the pool's size still get connections to read and write their
+    threads (with the locks on pooled connections, 16 turns held all 16 and waited forever)."""
+    from agentmm.postgres import POOL_MAX
+    from tests.test_http_api import SlowEcho
+
+    async def many() -> list[str]:
+        with Agent(checkpointer_url=postgres_url, model=SlowEcho(pause=0.05)) as agent:
+            turns = [agent.achat(f"message {n}", f"thread{n}") for n in range(POOL_MAX + 8)]
+            results = await asyncio.wait_for(asyncio.gather(*turns), timeout=120)
+        return [r.reply.strip() for r in results]
+
+    replies = asyncio.run(many())
+    assert replies == [f"Reply to: message {n}" for n in range(POOL_MAX + 8)]
