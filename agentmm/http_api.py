@@ -119,6 +119,9 @@ def make_app(open_agent: Callable[[], ServedAgent]) -> Starlette:
             holder["ready"] = True
         except AgentmmError as exc:  # not ready, and /ready says why; /health still answers
             holder["error"] = str(exc)
+        except Exception as exc:  # a bug: /ready says it too, rather than "starting" for ever
+            holder["error"] = f"{type(exc).__name__}: {exc}"
+            raise
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
