@@ -239,6 +239,27 @@ def server_error(exc: BaseException, model_url: str, model: str) -> ModelServerE
 # -------------------------------------------------------------------------------- the chat model
 
 
+class _StreamWatch:
+    """What a streamed reply showed so far: whether the server sent usage, how many content
+    chunks (a token each on llama-cpp-python's server) and whether it said the reply finished."""
+
+    def __init__(self) -> None:
+        self.usage = False
+        self.pieces = 0
+        self.finished = False
+
+    def see(self, chunk: Any) -> Any:
+        self.usage = _note_cache(chunk) or self.usage
+        self.pieces += bool(chunk.message.content)
+        self.finished = self.finished or _finishes(chunk)
+        return chunk
+
+    def check_finished(self, url: str) -> None:
+        """A stream that ended without a finish reason was cut short by the server."""
+        if not self.finished:
+            raise ModelServerError(cut_short(url))
+
+
 def _usage_chunk(tokenizer: ServerTokenizer, messages: list[Any], pieces: int) -> Any:
     """The closing chunk of a stream the server sent no usage for: counted, and marked so."""
     from langchain_core.messages import AIMessageChunk
@@ -342,37 +363,31 @@ def server_chat_class() -> type[BaseChatModel]:
 
         def _stream(self, messages: list[Any], stop: list[str] | None = None, run_manager: Any = None,
                     **kwargs: Any) -> Iterator[Any]:  # fmt: skip
-            usage, pieces, finished = False, 0, False
+            watch = _StreamWatch()
             try:
                 for chunk in super()._stream(messages, stop=stop, run_manager=run_manager, **kwargs):
-                    usage = _note_cache(chunk) or usage
-                    pieces += bool(chunk.message.content)
-                    finished = finished or _finishes(chunk)
-                    yield chunk
+                    yield watch.see(chunk)
             except Exception as exc:
                 self._raise_typed(exc)
-            if not finished:
-                raise ModelServerError(cut_short(str(self.openai_api_base)))
-            if not usage:
-                yield _usage_chunk(self._tokenizer, messages, pieces)
+            watch.check_finished(str(self.openai_api_base))
+            if not watch.usage:
+                yield _usage_chunk(self._tokenizer, messages, watch.pieces)
 
         async def _astream(self, messages: list[Any], stop: list[str] | None = None, run_manager: Any = None,
                            **kwargs: Any) -> AsyncIterator[Any]:  # fmt: skip
             import asyncio
 
-            usage, pieces, finished = False, 0, False
+            watch = _StreamWatch()
             try:
                 async for chunk in super()._astream(messages, stop=stop, run_manager=run_manager, **kwargs):
-                    usage = _note_cache(chunk) or usage
-                    pieces += bool(chunk.message.content)
-                    finished = finished or _finishes(chunk)
-                    yield chunk
+                    yield watch.see(chunk)
             except Exception as exc:
                 self._raise_typed(exc)
-            if not finished:
-                raise ModelServerError(cut_short(str(self.openai_api_base)))
-            if not usage:  # counting may ask the server: off the loop
-                yield await asyncio.to_thread(self._error_free, lambda: _usage_chunk(self._tokenizer, messages, pieces))
+            watch.check_finished(str(self.openai_api_base))
+            if not watch.usage:  # counting may ask the server: off the loop
+                yield await asyncio.to_thread(
+                    self._error_free, lambda: _usage_chunk(self._tokenizer, messages, watch.pieces)
+                )
 
         def _generate(self, messages: list[Any], stop: list[str] | None = None, run_manager: Any = None,
                       **kwargs: Any) -> Any:  # fmt: skip

@@ -63,10 +63,9 @@ def _require_psycopg(what: str) -> None:
 def open_pool(url: str, *, what: str) -> ConnectionPool:
     """A connection pool for ``url``, opened once one connection is proven (``what`` names the
     use in the one-line error: "threads", "long-term memory")."""
-    _require_psycopg(what)
+    check_reachable(url, what=what)  # the pool would retry quietly, then say only that it timed out
     from psycopg_pool import ConnectionPool
 
-    check_reachable(url, what=what)  # the pool would retry quietly, then say only that it timed out
     pool = ConnectionPool(
         url, min_size=1, max_size=POOL_MAX, kwargs=connection_kwargs(), open=False, name=f"agentmm {what}"
     )
@@ -171,10 +170,15 @@ class AdvisoryLocks:
 
         with self._guard:
             if self._conn is None or self._conn.closed:
-                self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
+                self._conn = self._connect()
             try:
                 return self._conn.execute(sql, (key,)).fetchone()
             except psycopg.OperationalError:  # the connection broke: its locks went with it
                 self._conn.close()
-                self._conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
+                self._conn = self._connect()
                 return self._conn.execute(sql, (key,)).fetchone()
+
+    def _connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))

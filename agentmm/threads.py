@@ -34,7 +34,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import AgentmmError, DataDirError, ThreadNotFoundError
 from agentmm.postgres import saver_conninfo
-from agentmm.thread_lock import ThreadInUseError, lockable, sqlite_file, turn_on
+from agentmm.thread_lock import ThreadInUseError, lockable, postgres_saver, sqlite_file, turn_on
 
 CHECKPOINT_FILE = "threads.sqlite"
 # A turn's checkpoint after each node is written while the next node runs ("async"), and the run
@@ -322,7 +322,7 @@ def thread_ids(saver: BaseCheckpointSaver) -> list[str]:
         with saver.cursor(transaction=False) as cur:
             cur.execute(newest_first)
             return [row[0] for row in cur.fetchall()]
-    if saver_conninfo(saver) is not None:  # one query, not every checkpoint of every thread
+    if postgres_saver(saver):  # one query, not every checkpoint of every thread
         from psycopg.rows import tuple_row
 
         with _postgres_connection(saver) as conn, conn.cursor(row_factory=tuple_row) as cur:

@@ -62,8 +62,9 @@ def message(user: int, turn: int) -> str:
 
 
 @contextmanager
-def serve(workers: int, env: dict[str, str], folder: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """``agentmm serve`` with ``workers`` on a free port, in its own process group; stopped by PID."""
+def serve(workers: int, env: dict[str, str], folder: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, set[int]]]:
+    """``agentmm serve`` with ``workers`` on a free port, in its own process group, once every worker
+    is ready: the process, its base URL and the workers' PIDs. Stopped by PID."""
     port = free_port()
     log = (folder / f"serve-{workers}.log").open("wb")
     command = [sys.executable, "-m", "agentmm.cli", "serve", "--port", str(port), "--workers", str(workers),
@@ -72,8 +73,7 @@ def serve(workers: int, env: dict[str, str], folder: Path) -> Iterator[tuple[sub
                             start_new_session=True)  # fmt: skip
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for_workers(base, workers, proc, folder / f"serve-{workers}.log")
-        yield proc, base
+        yield proc, base, wait_for_workers(base, workers, proc, folder / f"serve-{workers}.log")
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -209,8 +209,7 @@ def run_config(name: str, workers: int, kill: bool, pg: PostgresServer, llm: Lla
     env = settings_env(pg.new_database(), llm, args)
     users = [User(i, args.turns) for i in range(args.users)]
     killed: dict[str, Any] = {}
-    with serve(workers, env, folder) as (proc, base):
-        pids = wait_for_workers(base, workers, proc, folder / f"serve-{workers}.log")
+    with serve(workers, env, folder) as (proc, base, pids):
         warm_up(base, workers)
 
         def kill_one() -> None:
@@ -272,7 +271,7 @@ def worker_overhead(pg: PostgresServer, llm: LlamaServer, args: argparse.Namespa
     env = settings_env(pg.new_database(), llm, args)
     direct: list[float] = []
     served: list[float] = []
-    with serve(1, env, folder) as (_, base), httpx.Client(base_url=base, timeout=300) as http:
+    with serve(1, env, folder) as (_, base, _pids), httpx.Client(base_url=base, timeout=300) as http:
         settings = load_settings(**{k.removeprefix("AGENTMM_").lower(): v for k, v in env.items()})
         with Agent(settings) as agent:
             for turn in range(args.overhead_turns):
