@@ -19,7 +19,14 @@ At 24 pairs the ratio of medians still moved by 3-4% between runs on the same co
 median turn falls on a different question's reply length from run to run; the median of pair
 ratios moved by ~1%. Twice the pairs narrows that spread (by about √2 for a median).
 
-Run: ``python benchmarks/turn.py [--pairs 48] [--turns 30] [--json out.json]``.
+Why every reply is ``--max-tokens`` long (the end-of-turn tokens banned by a logit bias, the same on
+both sides): with replies left to end where the model ends them (8-128 tokens on these questions),
+the raw side's sorted turn times had a gap right at their median (1.13-1.17 s, then 1.41 s at
+f29ac49), and agentmm's few percent per pair moved its median across it: memory on read 1.057 and
+1.172 as a ratio of medians on nearly the same code while the median of pair ratios read 1.056.
+One reply length makes both medians measure the same work; ``--natural-length`` measures the old way.
+
+Run: ``python benchmarks/turn.py [--pairs 48] [--turns 30] [--natural-length] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -91,11 +98,42 @@ def seed_memories(agent: Agent, count: int) -> int:
     return written
 
 
-def _raw_stream(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+END_BIAS = -1000.0  # far below any logit: the token is never sampled
+
+
+def end_bias(llama: Any) -> dict[int, float]:
+    """A logit bias that bans the tokens ending a reply: the model's end-of-text token and the
+    chat template's turn markers (``<|im_end|>``, ``<|im_start|>``, ``<|endoftext|>``) where they are
+    one special token. Given to both sides, every reply is ``max_tokens`` long."""
+    banned = {int(llama.token_eos())}
+    for marker in ("<|im_end|>", "<|im_start|>", "<|endoftext|>", "<|eot_id|>"):
+        ids = llama.tokenize(marker.encode(), add_bos=False, special=True)
+        if len(ids) == 1:
+            banned.add(int(ids[0]))
+    return dict.fromkeys(sorted(banned), END_BIAS)
+
+
+class FullLengthChatLlamaCpp(ChatLlamaCpp):
+    """agentmm's chat model with ``reply_logit_bias`` added to every reply's parameters (the
+    benchmark's ``end_bias``), as raw's calls get it."""
+
+    reply_logit_bias: dict[int, float] | None = None
+
+    def _call_params(self, stop: list[str] | None, **kwargs: Any) -> dict[str, Any]:
+        params = super()._call_params(stop, **kwargs)
+        if self.reply_logit_bias and "logit_bias" not in kwargs:
+            params["logit_bias"] = self.reply_logit_bias
+        return params
+
+
+def _raw_stream(llama: Any, messages: list[dict[str, str]], max_tokens: int,
+                logit_bias: dict[int, float] | None = None) -> dict[str, Any]:  # fmt: skip
     started = time.perf_counter()
     first = None
     text = []
-    for chunk in llama.create_chat_completion(messages=messages, stream=True, max_tokens=max_tokens, **SAMPLING):
+    extra = {"logit_bias": logit_bias} if logit_bias else {}
+    for chunk in llama.create_chat_completion(messages=messages, stream=True, max_tokens=max_tokens, **SAMPLING,
+                                              **extra):  # fmt: skip
         if piece := chunk["choices"][0]["delta"].get("content"):
             text.append(piece)
             first = first or time.perf_counter()
@@ -103,13 +141,14 @@ def _raw_stream(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> 
     return {"total_s": total, "ttft_s": (first or started) - started, "text": "".join(text)}
 
 
-def raw_turn(llama: Any, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
+def raw_turn(llama: Any, messages: list[dict[str, str]], max_tokens: int,
+             logit_bias: dict[int, float] | None = None) -> dict[str, Any]:  # fmt: skip
     """One raw turn on a new thread, as agentmm's model makes each reply on a producer thread of
     its own. On this loaded 2-core machine llama.cpp's batch evaluation run again and again from
     one thread (the main one, or one pool thread) measured 3-20x slower now and then than from a
     new thread (25 tokens: 0.9-4.6 s vs 0.2-0.4 s at load average 5), which made raw look slow."""
     with ThreadPoolExecutor(1, thread_name_prefix="raw-llama") as pool:
-        return pool.submit(_raw_stream, llama, messages, max_tokens).result()
+        return pool.submit(_raw_stream, llama, messages, max_tokens, logit_bias).result()
 
 
 def agent_turn(agent: Agent, text: str, thread_id: str) -> dict[str, Any]:
@@ -130,10 +169,10 @@ def decode_rate(run: dict[str, float]) -> float:
     return (run["tokens"] - 1) / max(run.get("decode_s", run["total_s"] - run["ttft_s"]), 1e-9)
 
 
-def make_agent(model_path: Path, n_ctx: int, max_tokens: int, memory: bool) -> tuple[Agent, ChatLlamaCpp]:
+def make_agent(model_path: Path, n_ctx: int, max_tokens: int, memory: bool) -> tuple[Agent, FullLengthChatLlamaCpp]:
     data_dir = Path(tempfile.mkdtemp(prefix="agentmm-bench-"))
-    model = ChatLlamaCpp(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, max_tokens=max_tokens,
-                         **SAMPLING)  # fmt: skip
+    model = FullLengthChatLlamaCpp(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, max_tokens=max_tokens,
+                                   **SAMPLING)  # fmt: skip
     settings = load_settings(data_dir=data_dir, n_ctx=n_ctx, max_tokens=max_tokens, memory=memory)
     return Agent(settings, model=model), model
 
@@ -156,7 +195,8 @@ def placed_context(agent: Agent, thread_id: str) -> str:
     return turn_context(next(m for m in reversed(messages) if isinstance(m, HumanMessage)))
 
 
-def side_by_side(model_path: Path, pairs: int, max_tokens: int, n_ctx: int, memory: bool, seed: int) -> dict[str, Any]:
+def side_by_side(model_path: Path, pairs: int, max_tokens: int, n_ctx: int, memory: bool, seed: int,
+                 full_length: bool = True) -> dict[str, Any]:  # fmt: skip
     """Alternate raw and agentmm turns on two separate Llama instances with the same settings.
 
     With memory on, raw's user message carries the memories the agentmm turn placed: found
@@ -167,12 +207,14 @@ def side_by_side(model_path: Path, pairs: int, max_tokens: int, n_ctx: int, memo
     extra_buffers = model.native_check().choice.enabled
     raw = buffered_llama_class()(model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=0, verbose=False,
                                  extra_buffers=extra_buffers)  # fmt: skip
+    bias = end_bias(raw) if full_length else None
+    model.reply_logit_bias = bias
     seeded = seed_memories(agent, seed) if memory and seed else 0
     counter = TokenCounter.for_model(model)
     # Load and first allocations outside the timed runs, the same turn on both sides.
     agent_turn(agent, "warm up", "warm-up")
     raw_turn(raw, [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": "warm up"}],
-             max_tokens)  # fmt: skip
+             max_tokens, bias)  # fmt: skip
     rows = []
     for i in range(pairs):
         question = QUESTIONS[i % len(QUESTIONS)] + f" (take {i})"
@@ -182,9 +224,9 @@ def side_by_side(model_path: Path, pairs: int, max_tokens: int, n_ctx: int, memo
         messages = [{"role": "system", "content": DEFAULT_SYSTEM_PROMPT}, {"role": "user", "content": said}]
         if i % 2:  # alternate who goes first, so drift in machine load hits both sides alike
             a = agent_turn(agent, question, thread)
-            r = raw_turn(raw, messages, max_tokens)
+            r = raw_turn(raw, messages, max_tokens, bias)
         else:
-            r = raw_turn(raw, messages, max_tokens)
+            r = raw_turn(raw, messages, max_tokens, bias)
             a = agent_turn(agent, question, thread)
         for run in (r, a):  # count both sides' tokens the same way
             run["tokens"] = len(raw.tokenize(run.pop("text").encode(), add_bos=False))
@@ -192,7 +234,7 @@ def side_by_side(model_path: Path, pairs: int, max_tokens: int, n_ctx: int, memo
         a["memory_tokens"] = counter.text(block)
         rows.append({"raw": r, "agentmm": a})
     agent.close()
-    return summarise(rows, pairs, seeded)
+    return {**summarise(rows, pairs, seeded), "reply_length": "max_tokens" if full_length else "natural"}
 
 
 def summarise(rows: list[dict[str, Any]], pairs: int, seeded: int) -> dict[str, Any]:
@@ -353,14 +395,18 @@ def main() -> None:
     parser.add_argument("--seed-memories", type=int, default=300, help="memories in the store for memory-on runs")
     parser.add_argument("--conversations", type=int, default=3, help="runs of the long conversation, each side")
     parser.add_argument("--skip", nargs="*", default=[], choices=["rss", "conversation"], help="parts not to run")
+    parser.add_argument("--natural-length", action="store_true",
+                        help="let replies end where the model ends them (default: every reply max-tokens long)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     path = resolve_model(args.model).path
     results: dict[str, Any] = {"model": str(path), "cpu_count": os.cpu_count(), "help_s_median": help_time()}
     if "rss" not in args.skip:
         results["chat_peak_rss"] = chat_memory()
-    off = side_by_side(path, args.pairs, args.max_tokens, args.n_ctx, memory=False, seed=0)
-    on = side_by_side(path, args.pairs, args.max_tokens, args.n_ctx, memory=True, seed=args.seed_memories)
+    full = not args.natural_length
+    off = side_by_side(path, args.pairs, args.max_tokens, args.n_ctx, memory=False, seed=0, full_length=full)
+    on = side_by_side(path, args.pairs, args.max_tokens, args.n_ctx, memory=True, seed=args.seed_memories,
+                      full_length=full)
     results.update(memory_off=off, memory_on=on, memory_adds=memory_cost(off, on))
     if "conversation" not in args.skip:
         runs = args.conversations
