@@ -86,6 +86,9 @@ def chat(
     mmproj: Annotated[
         Optional[str], typer.Option("--mmproj", help="The model's image projector: it then sees --image itself.")
     ] = None,
+    model_url: Annotated[
+        Optional[str], typer.Option("--model-url", help="An OpenAI-compatible model server (http://host:port/v1).")
+    ] = None,
     as_json: JsonFlag = False,
     n_ctx: Annotated[Optional[int], typer.Option("--n-ctx", help="Context window in tokens.")] = None,
     gpu_layers: Annotated[Optional[str], typer.Option("--gpu-layers", help="'auto', 0, N or -1 (all).")] = None,
@@ -106,8 +109,8 @@ def chat(
     from agentmm.graphs.agent import Agent
 
     settings = _settings(
-        model=model, mmproj=mmproj, n_ctx=n_ctx, n_gpu_layers=gpu_layers, max_tokens=max_tokens,
-        temperature=temperature, seed=seed, system_prompt=system, persona=persona,
+        model=model, mmproj=mmproj, model_url=model_url, n_ctx=n_ctx, n_gpu_layers=gpu_layers,
+        max_tokens=max_tokens, temperature=temperature, seed=seed, system_prompt=system, persona=persona,
     )  # fmt: skip
     if tool:
         settings = settings.model_copy(update={"tools": [*settings.tools, *tool]})
@@ -263,12 +266,16 @@ def serve(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each holds one agent).")] = 1,
     model: Annotated[Optional[str], typer.Option("--model", help="Model setting for every worker.")] = None,
+    model_url: Annotated[
+        Optional[str], typer.Option("--model-url", help="The model server every worker uses (http://host:port/v1).")
+    ] = None,
     persona: Annotated[Optional[str], typer.Option("--persona", help="Persona new threads play.")] = None,
     log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the agent over HTTP: turns (JSON or server-sent events), threads, memory, personas
     (README: "HTTP API")."""
-    flags = {name: value for name, value in (("model", model), ("persona", persona)) if value is not None}
+    given = (("model", model), ("model_url", model_url), ("persona", persona))
+    flags = {name: value for name, value in given if value is not None}
     settings = _settings(**flags)  # a bad setting fails here, once, not in every worker
     if workers > 1 and settings.memory and not (settings.store_url or settings.memory_url):
         raise AgentmmError(

@@ -190,15 +190,12 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         model_data.update(server)
     else:
         cpu_buffers = _local_model_checks(settings, gpu, model_data, checks)
-    checks.append(
-        _check(
-            "gpu",
-            True,
-            f"{gpu['detail']}; n_gpu_layers={settings.n_gpu_layers} -> "
-            f"{model_data.get('gpu_layers', 0)} layers offloaded",
-            offload_available=gpu["available"],
-        )
-    )
+    if settings.model_url is not None:  # the server's GPU, if any, is the server's business
+        gpu_detail = f"the model runs on the server at {settings.model_url}, not on this machine ({gpu['detail']})"
+    else:
+        layers = model_data.get("gpu_layers", 0)
+        gpu_detail = f"{gpu['detail']}; n_gpu_layers={settings.n_gpu_layers} -> {layers} layers offloaded"
+    checks.append(_check("gpu", True, gpu_detail, offload_available=gpu["available"]))
     try:
         ensure_data_dir(settings.data_dir)
         checks.append(_check("data_dir", True, f"{settings.data_dir} (writable)"))

@@ -52,7 +52,7 @@ from agentmm.llama_runtime import (
     resolve_gpu_layers,
 )
 from agentmm.runtime import Runtime
-from agentmm.tool_calling import tool_name
+from agentmm.tool_calling import normalized_choice, tool_name
 from agentmm.tool_strategies import ToolCalling, ToolCallingSetting, tool_calling_for
 
 if TYPE_CHECKING:
@@ -406,16 +406,7 @@ class ChatLlamaCpp(BaseChatModel):
         is always well-formed, even from a 135M model.
         """
         formatted = [convert_to_openai_tool(tool) for tool in tools]
-        names = [tool_name(tool) for tool in formatted]
-        choice: Any = tool_choice
-        if isinstance(choice, dict):
-            choice = (choice.get("function") or {}).get("name") or choice.get("name")
-        if choice in ("any", "required", True):
-            choice = names[0] if len(names) == 1 else "any"
-        elif choice in (None, False, "auto"):
-            choice = "none" if choice is False else "auto"
-        if choice not in ("auto", "any", "none", *names):
-            raise ValueError(f"tool_choice {tool_choice!r} names no bound tool (bound: {', '.join(names)})")
+        choice = normalized_choice(tool_choice, [tool_name(tool) for tool in formatted])
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
 
 

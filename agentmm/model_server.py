@@ -21,6 +21,12 @@ pointed at the server, with what a turn needs on top:
   and not a truncated reply saved as if whole.
 - ``max_tokens`` sent as ``max_tokens`` (``ChatOpenAI`` renames it ``max_completion_tokens``,
   which llama-cpp-python's server ignores).
+- **tool calls** by ``tool_calling``: ``"native"``, the server's own (``tools``/``tool_choice``
+  as OpenAI's API has them: vLLM with ``--enable-auto-tool-choice``, llama.cpp's server with
+  ``--jinja``, Ollama); ``"constrained"``, agentmm's two steps with each answer constrained by
+  the server's JSON-schema support (``agentmm.server_tool_calling``); ``"auto"``, constrained on
+  llama-cpp-python's server (it answers ``tool_choice="auto"`` in plain text with a GGUF's own
+  template, so no tool would ever be called), native elsewhere.
 
 ``endpoint_check(settings)`` is ``agentmm doctor``'s look at the server (``GET /models``);
 it needs only httpx, not langchain-openai.
@@ -31,13 +37,15 @@ so ``import agentmm`` and ``agentmm --help`` stay light.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentmm.errors import ModelServerError, SettingsError
+from agentmm.server_tool_calling import RESPONSE_FORMATS, Ask, Decided, arun_steps, run_steps, tool_call_steps
 from agentmm.tokens import PER_MESSAGE_OVERHEAD, approximate_tokens
 
 if TYPE_CHECKING:
@@ -293,6 +301,68 @@ def _finishes(chunk: Any) -> bool:
     return bool(info.get("finish_reason") or chunk.message.response_metadata.get("finish_reason"))
 
 
+def no_schema_support(model_url: str) -> str:
+    return (
+        f"the model server at {model_url} took no JSON-schema response_format, which the constrained tool "
+        "calls need: set tool_calling = 'native' if the server calls tools itself"
+    )
+
+
+def _format_refused(exc: BaseException) -> bool:
+    """Whether the server refused the request for its form (400, 422), so another
+    ``response_format`` may do."""
+    import openai
+
+    return isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 422)
+
+
+def _no_usage() -> dict[str, int]:
+    return {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
+
+
+def _answer_text(response: Any, usage: dict[str, int]) -> str:
+    """A non-streamed completion's text; its token counts added to ``usage``."""
+    counted = getattr(response, "usage", None)
+    if counted is not None:
+        usage["input_tokens"] += int(counted.prompt_tokens or 0)
+        usage["output_tokens"] += int(counted.completion_tokens or 0)
+        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
+    return str(response.choices[0].message.content or "")
+
+
+def _call_chunk(decided: Decided, usage: dict[str, int]) -> Any:
+    """The reply that is a tool call, as the one chunk of its stream."""
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk
+
+    metadata = {"finish_reason": "tool_calls", "tool_calling": "constrained", "tool_decision": decided.decision}
+    message = AIMessageChunk(content="", tool_call_chunks=[decided.call], usage_metadata=usage,  # type: ignore[arg-type,list-item]
+                             response_metadata=metadata, chunk_position="last")  # fmt: skip
+    return ChatGenerationChunk(message=message, generation_info={"finish_reason": "tool_calls"})
+
+
+def _decision_chunk(decided: Decided, usage: dict[str, int]) -> Any:
+    """The head of a text reply the constrained steps decided on: what the decision cost and said."""
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGenerationChunk
+
+    metadata = {"tool_calling": "constrained", "tool_decision": decided.decision}
+    return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata))  # type: ignore[arg-type]
+
+
+def _text_reply(messages: list[Any], tools: list[dict[str, Any]], stop: list[str] | None) -> tuple[list[Any], Any]:
+    """A text reply's messages when tools are bound (earlier calls and results as text, the tools
+    listed in the system message, as the steps saw them; pictures kept) and its stop sequences
+    (the start of a call or a result: only the steps call tools)."""
+    from langchain_core.messages import convert_to_messages
+
+    from agentmm.tool_calling import render_messages, reply_stops
+
+    if not tools:
+        return messages, stop
+    return convert_to_messages(render_messages(messages, tools)), reply_stops(stop, tools)
+
+
 @functools.cache
 def server_chat_class() -> type[BaseChatModel]:
     """``ChatModelServer``, made on first use so that langchain-openai is imported only then
@@ -307,9 +377,12 @@ def server_chat_class() -> type[BaseChatModel]:
 
     class ChatModelServer(ChatOpenAI):  # type: ignore[misc]
         """``ChatOpenAI`` on an OpenAI-compatible server, counting tokens with the server's
-        tokenizer, reporting usage on every stream and failing with ``ModelServerError``."""
+        tokenizer, reporting usage on every stream, calling tools as ``tool_calling`` says and
+        failing with ``ModelServerError``."""
 
+        tool_calling: Literal["auto", "constrained", "native"] = "auto"
         _tokenizer: ServerTokenizer = PrivateAttr()
+        _format: int | None = PrivateAttr(default=None)  # the RESPONSE_FORMATS entry the server took
 
         def __init__(self, **data: Any) -> None:
             super().__init__(**data)
@@ -355,6 +428,123 @@ def server_chat_class() -> type[BaseChatModel]:
                     raise
                 raise error from exc
 
+        # -- tools -------------------------------------------------------------------------
+
+        def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
+            """Bind tools; how they are called is decided per request (``tool_strategy``). The
+            native form is ``ChatOpenAI``'s own binding, kept beside agentmm's."""
+            from langchain_core.utils.function_calling import convert_to_openai_tool
+
+            from agentmm.tool_calling import normalized_choice, tool_name
+
+            formatted = [convert_to_openai_tool(tool) for tool in tools]
+            choice = normalized_choice(tool_choice, [tool_name(tool) for tool in formatted])
+            native = super().bind_tools(formatted, tool_choice=tool_choice, **kwargs).kwargs  # type: ignore[attr-defined]
+            return self.bind(agentmm_tools=formatted, agentmm_tool_choice=choice, agentmm_native=native)
+
+        def tool_strategy(self) -> str:
+            """``"native"`` or ``"constrained"``: ``tool_calling``, with ``"auto"`` decided by the
+            server's kind (the tokenize endpoint it has, found once)."""
+            if self.tool_calling != "auto":
+                return self.tool_calling
+            return "constrained" if self._server_kind() == "llama-cpp-python" else "native"
+
+        def _server_kind(self) -> str | None:
+            endpoint = self._error_free(lambda: self._tokenizer.endpoint)
+            return endpoint.server if endpoint is not None else None
+
+        def _tools_of(self, kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]], str] | None:
+            """The bound tools and choice when they are to be called by the constrained steps
+            (taken out of ``kwargs``); None otherwise, ``kwargs`` then carrying the native form."""
+            tools = kwargs.pop("agentmm_tools", None)
+            choice = kwargs.pop("agentmm_tool_choice", "auto")
+            native = kwargs.pop("agentmm_native", {})
+            if tools is None:
+                return None
+            if self.tool_strategy() == "native":
+                kwargs.update(native)
+                return None
+            return tools, choice
+
+        def _ask_payload(self, ask: Ask) -> dict[str, Any]:
+            greedy = {"temperature": 0.0} if ask.greedy else {}
+            payload = self._get_request_payload(ask.messages, stop=None, max_tokens=ask.max_tokens, **greedy)
+            payload.pop("stream", None)
+            payload.pop("stream_options", None)
+            return payload
+
+        def _formats(self) -> list[int]:
+            """The response formats to try, the one that worked first; llama-cpp-python's server
+            (which refuses OpenAI's ``json_schema`` with HTTP 422) starts with its own."""
+            if self._format is not None:
+                return [self._format]
+            order = list(range(len(RESPONSE_FORMATS)))
+            return order[::-1] if self._server_kind() == "llama-cpp-python" else order
+
+        def _answer(self, ask: Ask, usage: dict[str, int]) -> str:
+            """One constrained answer (not streamed); its tokens added to ``usage``."""
+            payload = self._ask_payload(ask)
+            for index in self._formats():
+                payload["response_format"] = RESPONSE_FORMATS[index](ask.schema)
+                try:
+                    response = self.client.create(**payload)
+                except Exception as exc:
+                    if self._format is None and _format_refused(exc):
+                        continue
+                    self._raise_typed(exc)
+                self._format = index
+                return _answer_text(response, usage)
+            raise ModelServerError(no_schema_support(str(self.openai_api_base)))
+
+        async def _aanswer(self, ask: Ask, usage: dict[str, int]) -> str:
+            payload = await asyncio.to_thread(self._ask_payload, ask)
+            for index in await asyncio.to_thread(self._formats):
+                payload["response_format"] = RESPONSE_FORMATS[index](ask.schema)
+                try:
+                    response = await self.async_client.create(**payload)
+                except Exception as exc:
+                    if self._format is None and _format_refused(exc):
+                        continue
+                    self._raise_typed(exc)
+                self._format = index
+                return _answer_text(response, usage)
+            raise ModelServerError(no_schema_support(str(self.openai_api_base)))
+
+        def _constrained_stream(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
+                                stop: list[str] | None, run_manager: Any,
+                                kwargs: dict[str, Any]) -> Iterator[Any]:  # fmt: skip
+            tools, choice = found
+            usage = _no_usage()
+            decided = Decided(None)
+            if tools and choice != "none":
+                steps = tool_call_steps(messages, tools, choice, max_tokens=self.max_tokens)
+                decided = run_steps(steps, lambda ask: self._answer(ask, usage))
+            if decided.call is not None:
+                yield _call_chunk(decided, usage)
+                return
+            reply, stops = _text_reply(messages, tools, stop)
+            yield _decision_chunk(decided, usage)
+            yield from self._stream(reply, stop=stops, run_manager=run_manager, **kwargs)
+
+        async def _aconstrained_stream(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
+                                       stop: list[str] | None, run_manager: Any,
+                                       kwargs: dict[str, Any]) -> AsyncIterator[Any]:  # fmt: skip
+            tools, choice = found
+            usage = _no_usage()
+            decided = Decided(None)
+            if tools and choice != "none":
+                steps = tool_call_steps(messages, tools, choice, max_tokens=self.max_tokens)
+                decided = await arun_steps(steps, lambda ask: self._aanswer(ask, usage))
+            if decided.call is not None:
+                yield _call_chunk(decided, usage)
+                return
+            reply, stops = _text_reply(messages, tools, stop)
+            yield _decision_chunk(decided, usage)
+            async for chunk in self._astream(reply, stop=stops, run_manager=run_manager, **kwargs):
+                yield chunk
+
+        # -- requests ----------------------------------------------------------------------
+
         def _get_request_payload(self, input_: Any, *, stop: list[str] | None = None, **kwargs: Any) -> dict:
             payload = super()._get_request_payload(input_, stop=stop, **kwargs)
             if "max_completion_tokens" in payload:  # what every OpenAI-compatible server reads
@@ -363,6 +553,9 @@ def server_chat_class() -> type[BaseChatModel]:
 
         def _stream(self, messages: list[Any], stop: list[str] | None = None, run_manager: Any = None,
                     **kwargs: Any) -> Iterator[Any]:  # fmt: skip
+            if (found := self._tools_of(kwargs)) is not None:
+                yield from self._constrained_stream(messages, found, stop, run_manager, kwargs)
+                return
             watch = _StreamWatch()
             try:
                 for chunk in super()._stream(messages, stop=stop, run_manager=run_manager, **kwargs):
@@ -375,8 +568,10 @@ def server_chat_class() -> type[BaseChatModel]:
 
         async def _astream(self, messages: list[Any], stop: list[str] | None = None, run_manager: Any = None,
                            **kwargs: Any) -> AsyncIterator[Any]:  # fmt: skip
-            import asyncio
-
+            if (found := await asyncio.to_thread(self._tools_of, kwargs)) is not None:
+                async for chunk in self._aconstrained_stream(messages, found, stop, run_manager, kwargs):
+                    yield chunk
+                return
             watch = _StreamWatch()
             try:
                 async for chunk in super()._astream(messages, stop=stop, run_manager=run_manager, **kwargs):
@@ -391,6 +586,10 @@ def server_chat_class() -> type[BaseChatModel]:
 
         def _generate(self, messages: list[Any], stop: list[str] | None = None, run_manager: Any = None,
                       **kwargs: Any) -> Any:  # fmt: skip
+            from langchain_core.language_models.chat_models import generate_from_stream
+
+            if (found := self._tools_of(kwargs)) is not None:
+                return generate_from_stream(self._constrained_stream(messages, found, stop, run_manager, kwargs))
             try:
                 return super()._generate(messages, stop=stop, run_manager=run_manager, **kwargs)
             except Exception as exc:
@@ -398,6 +597,11 @@ def server_chat_class() -> type[BaseChatModel]:
 
         async def _agenerate(self, messages: list[Any], stop: list[str] | None = None, run_manager: Any = None,
                              **kwargs: Any) -> Any:  # fmt: skip
+            from langchain_core.language_models.chat_models import agenerate_from_stream
+
+            if (found := await asyncio.to_thread(self._tools_of, kwargs)) is not None:
+                stream = self._aconstrained_stream(messages, found, stop, run_manager, kwargs)
+                return await agenerate_from_stream(stream)
             try:
                 return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
             except Exception as exc:
@@ -421,7 +625,7 @@ def server_chat_model(settings: Settings) -> BaseChatModel:
         base_url=settings.model_url, model=settings.model, api_key=settings.model_api_key or PLACEHOLDER_KEY,
         temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens, seed=settings.seed,
         stream_usage=True, use_responses_api=False, max_retries=MAX_RETRIES, timeout=REQUEST_TIMEOUT_S,
-        http_async_client=loop_safe_async_client(),
+        http_async_client=loop_safe_async_client(), tool_calling=settings.tool_calling,
     )  # fmt: skip
 
 

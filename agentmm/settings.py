@@ -206,8 +206,10 @@ class Settings(BaseSettings):
     tools_dir: Path = Field(default_factory=default_tools_dir, description="Your own tools: *.py files of @tool's.")
     tool_calling: Literal["auto", "constrained", "native"] = Field(
         "auto",
-        description="How the built-in model calls tools: 'constrained' (two grammar-bound steps, for small models), "
-        "'native' (the GGUF chat template's own tool calls), 'auto' (native where the template renders tools).",
+        description="How the model calls tools: 'constrained' (two steps, each answer bound by a grammar, or on a "
+        "model server by its JSON-schema support: for small models), 'native' (the GGUF chat template's, or the "
+        "server's, own tool calls), 'auto' (built-in model: native where the template renders tools; model server: "
+        "constrained on llama-cpp-python's, which answers tool_choice auto in text, native elsewhere).",
     )
     approve_tools: list[str] = Field(default_factory=list, description="Tools that ask you before each call.")
     tool_timeout_s: float = Field(30.0, gt=0, le=3600, description="A tool call running longer is stopped.")

@@ -10,12 +10,20 @@ on that thread (``agentmm.dirlock``, a file beside the database named by a hash 
 id), and another process's turn on it is refused with one line naming the holder. A thread kept
 in Postgres (``checkpointer_url``: several workers, maybe on several machines) is held by a
 Postgres advisory lock instead. Turns on other threads, and readers, are not held up.
+
+Within one process the hold is not re-entrant, whatever keeps the thread: a second turn on a held
+thread (another request of an async web app, another Agent on the same file) is refused as
+another process's is, and so is a reader's rollback (``threads.roll_back_dead_turn``), which
+would otherwise take the mid-turn checkpoint of a live turn for a dead one's and write a rollback
+under it. Neither flock nor a Postgres session lock says that by itself: both are counted per
+process (or session), so ``turn_on`` first claims the thread in this process (``_claimed``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -27,6 +35,9 @@ from agentmm.errors import AgentmmError, DataDirError
 
 LOCKS_ATTRIBUTE = "_agentmm_thread_locks"
 _LOCKS_GUARD = threading.Lock()  # makes one AdvisoryLocks per saver when turns start together
+# The threads this process holds for a turn, by (where they are kept, thread id); see ``_claimed``.
+_CLAIMED: set[tuple[str, str]] = set()
+_CLAIMED_GUARD = threading.Lock()
 
 
 class ThreadInUseError(AgentmmError):
@@ -35,7 +46,7 @@ class ThreadInUseError(AgentmmError):
     def __init__(self, thread_id: str, pid: int | None) -> None:
         self.thread_id = thread_id
         self.pid = pid
-        holder = f"PID {pid}" if pid else "another process"
+        holder = "another turn in this process" if pid == os.getpid() else f"PID {pid}" if pid else "another process"
         super().__init__(
             f"thread {thread_id} is in use by {holder}, which is answering in it; "
             "wait for its reply, or continue in another thread"
@@ -44,17 +55,48 @@ class ThreadInUseError(AgentmmError):
 
 @contextlib.contextmanager
 def turn_on(checkpointer: Any, thread_id: str) -> Iterator[None]:
-    """Hold ``thread_id`` for one turn if ``checkpointer`` keeps threads in an SQLite file or in
-    Postgres (any other saver: a no-op, its storage is not ours to lock); raise
-    :class:`ThreadInUseError` if another process (or another turn of this one) holds it."""
+    """Hold ``thread_id`` for one turn: against other processes if ``checkpointer`` keeps threads
+    in an SQLite file or in Postgres (any other saver's storage is not ours to lock), and against
+    other turns of this process whatever the saver; raise :class:`ThreadInUseError` if another
+    process, or another turn of this one, holds it."""
     if postgres_saver(checkpointer):
-        with _advisory_lock(checkpointer, thread_id):
+        with _claimed(_postgres_place(checkpointer), thread_id), _advisory_lock(checkpointer, thread_id):
             yield
         return
     database = sqlite_file(checkpointer)
     if database is None:
-        yield
+        with _claimed(f"saver {id(checkpointer)}", thread_id):  # held while the caller holds the saver
+            yield
         return
+    with _claimed(f"sqlite {database.resolve()}", thread_id), _file_lock(database, thread_id):
+        yield
+
+
+@contextlib.contextmanager
+def _claimed(place: str, thread_id: str) -> Iterator[None]:
+    """Claim ``thread_id`` of the threads kept at ``place`` in this process; ``ThreadInUseError``
+    naming this process if a turn of it holds the thread already."""
+    key = (place, thread_id)
+    with _CLAIMED_GUARD:
+        if key in _CLAIMED:
+            raise ThreadInUseError(thread_id, os.getpid())
+        _CLAIMED.add(key)
+    try:
+        yield
+    finally:
+        with _CLAIMED_GUARD:
+            _CLAIMED.discard(key)
+
+
+def _postgres_place(saver: Any) -> str:
+    from agentmm.postgres import saver_conninfo
+
+    return f"postgres {saver_conninfo(saver) or id(saver)}"
+
+
+@contextlib.contextmanager
+def _file_lock(database: Path, thread_id: str) -> Iterator[None]:
+    """The thread's lock file beside an SQLite database, held against other processes."""
     name = hashlib.sha256(thread_id.encode()).hexdigest()[:32]
     lock = DirectoryLock(
         database.with_name(f"{database.name}.locks"),
@@ -107,8 +149,8 @@ def _advisory_lock(saver: Any, thread_id: str) -> Iterator[None]:
     Every worker on the database sees it; one that dies (even by SIGKILL) loses its session and
     with it the lock, so its thread is free again for the next turn, which settles what it left.
     The locks of one saver live on one connection of their own (``AdvisoryLocks``), kept on the
-    saver, never on the saver's pool. Within one process they are re-entrant, as Postgres's are
-    per session: ``Agent.running_turn`` refuses a second turn of one agent on a thread.
+    saver, never on the saver's pool. They are re-entrant per session, so ``turn_on`` claims the
+    thread in this process first.
     """
     key = f"agentmm thread {thread_id}"
     locks = _locks_of(saver)

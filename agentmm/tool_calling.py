@@ -22,6 +22,7 @@ render (many GGUF templates have no ``tool`` role).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -44,6 +45,26 @@ def reply_stops(stop: Sequence[str] | None, tools: Sequence[dict[str, Any]]) -> 
     """The stop sequences of a text reply when ``tools`` are bound: the caller's, and the start
     of a call or of a result as the conversation renders them."""
     return [*(stop or []), CALL_MARK, *(result_mark(tool_name(t)) for t in tools), result_mark("tool")]
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:16]}"
+
+
+def normalized_choice(tool_choice: str | dict[str, Any] | bool | None, names: Sequence[str]) -> str:
+    """``tool_choice`` in any of LangChain's forms as one of ``"auto"`` (the model decides, maybe
+    no tool), ``"any"`` (some tool), ``"none"`` or a bound tool's name; ValueError for a name
+    that is not bound."""
+    choice: Any = tool_choice
+    if isinstance(choice, dict):
+        choice = (choice.get("function") or {}).get("name") or choice.get("name")
+    if choice in ("any", "required", True):
+        choice = names[0] if len(names) == 1 else "any"
+    elif choice in (None, False, "auto"):
+        choice = "none" if choice is False else "auto"
+    if choice not in ("auto", "any", "none", *names):
+        raise ValueError(f"tool_choice {tool_choice!r} names no bound tool (bound: {', '.join(names)})")
+    return str(choice)
 
 
 def tool_name(tool: dict[str, Any]) -> str:

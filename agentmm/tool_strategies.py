@@ -19,7 +19,6 @@ it picks and the measurement behind it, BENCHMARKS.md "Tool-calling strategies")
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator, Sequence
 from functools import lru_cache
 from typing import Any, Literal, Protocol
@@ -38,6 +37,7 @@ from agentmm.tool_calling import (
     decision_grammar,
     decision_prompt,
     last_user_text,
+    new_call_id,
     pending_tools,
     reply_stops,
     tool_name,
@@ -339,10 +339,6 @@ def _native_message(message: BaseMessage) -> dict[str, Any]:
         ]  # fmt: skip
         return {"role": "assistant", "content": message.text, "tool_calls": calls}
     return convert_to_openai_messages([message])[0]  # type: ignore[index]
-
-
-def new_call_id() -> str:
-    return f"call_{uuid.uuid4().hex[:16]}"
 
 
 @lru_cache(maxsize=64)

@@ -395,8 +395,11 @@ def main() -> None:
     parser.add_argument("--seed-memories", type=int, default=300, help="memories in the store for memory-on runs")
     parser.add_argument("--conversations", type=int, default=3, help="runs of the long conversation, each side")
     parser.add_argument("--skip", nargs="*", default=[], choices=["rss", "conversation"], help="parts not to run")
-    parser.add_argument("--natural-length", action="store_true",
-                        help="let replies end where the model ends them (default: every reply max-tokens long)")
+    parser.add_argument(
+        "--natural-length",
+        action="store_true",
+        help="let replies end where the model ends them (default: every reply max-tokens long)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     path = resolve_model(args.model).path
@@ -405,8 +408,9 @@ def main() -> None:
         results["chat_peak_rss"] = chat_memory()
     full = not args.natural_length
     off = side_by_side(path, args.pairs, args.max_tokens, args.n_ctx, memory=False, seed=0, full_length=full)
-    on = side_by_side(path, args.pairs, args.max_tokens, args.n_ctx, memory=True, seed=args.seed_memories,
-                      full_length=full)
+    on = side_by_side(
+        path, args.pairs, args.max_tokens, args.n_ctx, memory=True, seed=args.seed_memories, full_length=full
+    )
     results.update(memory_off=off, memory_on=on, memory_adds=memory_cost(off, on))
     if "conversation" not in args.skip:
         runs = args.conversations

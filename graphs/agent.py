@@ -11,7 +11,7 @@ import contextlib
 import os
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from agentmm.personas import PersonaRegistry
 from agentmm.runtime import Runtime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
-from agentmm.thread_lock import ThreadInUseError, close_locks, turn_on
+from agentmm.thread_lock import close_locks, turn_on
 from agentmm.threads import (
     async_checkpointer,
     open_saver,
@@ -85,8 +85,6 @@ class Agent:
         self._given_tools = [t for t in tools if isinstance(t, BaseTool)] if tools is not None else None
         self._tools: list[BaseTool] | None = None
         self._lock = threading.Lock()
-        self._running: set[str] = set()  # threads with a turn running in this agent
-        self._running_lock = threading.Lock()
         # What this agent opens (models, embedder, store, indexes) lives here and is closed by
         # ``close``; what the caller passed in is never registered, so never closed by it.
         self.runtime = Runtime("agent")
@@ -342,22 +340,6 @@ class Agent:
         # is then simply sent again, with nothing else to take out.
         return TurnStream(self, exchange.text, thread_id, attachments=exchange.attachments, retry=not paused,
                           seed=seed)  # fmt: skip
-
-    @contextlib.contextmanager
-    def running_turn(self, thread_id: str) -> Iterator[None]:
-        """Mark a turn running on ``thread_id`` in this agent; ``ThreadInUseError`` if one already
-        is. The thread lock (``turn_on``) holds a thread against other processes but is
-        re-entrant within one, so two concurrent turns of one agent (an async web app's two
-        requests) would otherwise both run and interleave their messages."""
-        with self._running_lock:
-            if thread_id in self._running:
-                raise ThreadInUseError(thread_id, os.getpid())
-            self._running.add(thread_id)
-        try:
-            yield
-        finally:
-            with self._running_lock:
-                self._running.discard(thread_id)
 
     def _settle(self, thread_id: str) -> bool:
         """Settle a turn a dead process left unfinished (``settle_thread``) before the thread's

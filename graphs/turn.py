@@ -339,7 +339,7 @@ class TurnStream:
         graph = await turn_loop(agent).graph()
         # Another turn on this thread at the same time (this agent's, or another process's)
         # would be lost under this one, or interleave with it: refused.
-        with agent.running_turn(self.thread_id), turn_on(agent.checkpointer, self.thread_id):
+        with turn_on(agent.checkpointer, self.thread_id):
             # A turn a killed process left half done is rolled back or finished first.
             await asyncio.to_thread(settle_thread, agent.graph, self.thread_id, context=agent._settle_context())
             try:

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from agentmm.graphs.agent import Agent
 from agentmm.model_server import ServerTokenizer, endpoint_check, server_chat_class, server_chat_model
 from agentmm.settings import load_settings
 from agentmm.tokens import TokenCounter, approximate_tokens
+from agentmm.tools.builtin import roll_dice
 from tests.llama_server import LlamaServer, free_port
 
 N_CTX = 1024
@@ -121,15 +125,64 @@ def test_a_request_meanwhile_waits_instead_of_cutting_the_reply(agent: Agent) ->
     assert any(chunk.response_metadata.get("finish_reason") for chunk in chunks)
 
 
-def test_tool_calls_use_the_servers_own_tool_calling(agent: Agent) -> None:
-    @tool
-    def get_weather(city: str) -> str:
-        """The weather in a city."""
-        return "sunny"
+@tool
+def get_weather(city: str) -> str:
+    """The weather in a city."""
+    return "sunny"
 
-    reply = agent.model.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather in Paris?")
+
+def test_tool_calls_use_the_servers_own_tool_calling(server: LlamaServer, isolated_env: Path) -> None:
+    # llama-cpp-python's server forces a named tool with a grammar of its own.
+    model = server_chat_model(load_settings(model_url=server.url, tool_calling="native", **SMALL))
+    assert model.tool_strategy() == "native"
+    reply = model.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather in Paris?")
     assert reply.tool_calls and reply.tool_calls[0]["name"] == "get_weather"
     assert set(reply.tool_calls[0]["args"]) == {"city"}
+    assert "tool_decision" not in reply.response_metadata  # not agentmm's steps
+
+
+def test_llama_cpp_pythons_server_gets_the_constrained_steps(agent: Agent) -> None:
+    """It answers tool_choice="auto" in text, so "auto" picks agentmm's two steps there; each
+    answer is constrained by the server's JSON-schema support, so a call is always well formed."""
+    model = agent.model
+    assert model.tool_strategy() == "constrained"
+    reply = model.bind_tools([get_weather, roll_dice], tool_choice="any").invoke("What is the weather in Oslo?")
+    assert len(reply.tool_calls) == 1 and not reply.invalid_tool_calls
+    call = reply.tool_calls[0]
+    schema = {"get_weather": {"city"}, "roll_dice": {"notation"}}
+    assert set(call["args"]) == schema[call["name"]] and all(isinstance(v, str) for v in call["args"].values())
+    assert reply.response_metadata["tool_calling"] == "constrained"
+    assert reply.response_metadata["tool_decision"] == call["name"]
+    assert reply.usage_metadata and reply.usage_metadata["output_tokens"] > 0  # both steps counted
+
+
+def test_a_named_tool_skips_the_decision(agent: Agent) -> None:
+    reply = agent.model.bind_tools([roll_dice], tool_choice="roll_dice").invoke("Roll two six-sided dice.")
+    assert [c["name"] for c in reply.tool_calls] == ["roll_dice"]
+    assert set(reply.tool_calls[0]["args"]) == {"notation"}
+
+
+def test_a_server_that_refuses_openais_schema_form_gets_the_other(server: LlamaServer, isolated_env: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    model = server_chat_model(load_settings(model_url=server.url, tool_calling="constrained", **SMALL))
+    # As if the server were of an unknown kind: OpenAI's json_schema first, which this one refuses (422).
+    monkeypatch.setattr(type(model), "_server_kind", lambda self: None)
+    reply = model.bind_tools([get_weather], tool_choice="get_weather").invoke("Weather in Rome?")
+    assert [c["name"] for c in reply.tool_calls] == ["get_weather"]
+    assert model._format == 1  # json_object with a schema: llama-cpp-python's form, kept for next time
+
+
+def test_an_agent_turn_calls_a_tool_through_the_constrained_steps(server: LlamaServer, isolated_env: Path) -> None:
+    with Agent(model_url=server.url, tools=["roll_dice"], **SMALL) as made:
+        result = made.chat("Roll 2d6 for me, please.")
+        messages = made.graph.get_state(made.config(result.thread_id)).values["messages"]
+    calls = [call for m in messages if m.type == "ai" for call in m.tool_calls]
+    decisions = [m.response_metadata.get("tool_decision") for m in messages if m.type == "ai"]
+    assert decisions[0] in ("roll_dice", "none")
+    if decisions[0] == "roll_dice":  # then it was run, and answered with its result
+        assert calls and calls[0]["name"] == "roll_dice" and set(calls[0]["args"]) == {"notation"}
+        assert any(m.type == "tool" and m.name == "roll_dice" for m in messages)
+    assert messages[-1].type == "ai" and not messages[-1].tool_calls
 
 
 def test_doctor_checks_a_live_server(server: LlamaServer, isolated_env: Path) -> None:
@@ -140,6 +193,8 @@ def test_doctor_checks_a_live_server(server: LlamaServer, isolated_env: Path) ->
     assert check["ok"], check
     assert "under any name (llama-cpp-python)" in check["detail"] and "counted by the server" in check["detail"]
     assert report["model"]["models"] == [str(server.model)] and report["model"]["model_served"]
+    gpu = report["checks"][names.index("gpu")]
+    assert gpu["detail"].startswith(f"the model runs on the server at {server.url}, not on this machine")
 
 
 def test_doctor_names_a_dead_server_in_one_line(isolated_env: Path) -> None:
@@ -230,3 +285,24 @@ def test_usage_and_cached_tokens_the_server_reports_are_kept() -> None:
     assert reply.text == "Hi!" and reply.usage_metadata["input_tokens"] == 120
     assert reply.response_metadata["cache"] == {"prompt_tokens": 120, "reused_tokens": 100}
     assert "usage_counted" not in reply.response_metadata
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENTMM_MEMORY": "false"}
+    return subprocess.run([sys.executable, "-m", "agentmm.cli", *args], capture_output=True, text=True, timeout=120,
+                          env=env)  # fmt: skip
+
+
+def test_chat_takes_the_server_by_flag(server: LlamaServer, isolated_env: Path) -> None:
+    done = _cli("chat", "-m", "Say hello.", "--model-url", server.url, "--max-tokens", "8", "--json")
+    assert done.returncode == 0, done.stderr
+    reply = json.loads(done.stdout)
+    assert reply["reply"] and reply["usage"]["completion_tokens"] <= 8
+
+
+def test_chat_on_a_dead_server_is_one_line(isolated_env: Path) -> None:
+    url = dead_url()
+    done = _cli("chat", "-m", "Hello?", "--model-url", url)
+    assert done.returncode != 0
+    assert done.stderr.startswith(f"agentmm: error: cannot reach the model server at {url}")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

@@ -1,0 +1,76 @@
+"""A thread held for a turn is held within its own process too: a second turn on it is refused
+whatever keeps the thread, and a reader in the same process never takes the live turn's
+mid-turn checkpoint for a dead one's (no rollback written under it)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+from langgraph.checkpoint.memory import InMemorySaver
+
+from agentmm.graphs.agent import Agent
+from agentmm.thread_lock import ThreadInUseError, turn_on
+from agentmm.threads import thread_values
+from tests.test_http_api import SlowEcho
+
+
+def test_a_second_hold_in_the_same_process_is_refused_and_names_it(isolated_env: Path) -> None:
+    with Agent(model=SlowEcho(pause=0.0), memory=False) as agent:
+        agent.chat("hello", "t")
+        with turn_on(agent.checkpointer, "t"):
+            with (
+                pytest.raises(ThreadInUseError, match="another turn in this process") as refused,
+                turn_on(agent.checkpointer, "t"),
+            ):
+                pass
+            with turn_on(agent.checkpointer, "u"):  # another thread is not held up
+                pass
+        assert refused.value.pid == os.getpid()
+        with turn_on(agent.checkpointer, "t"):  # given back
+            pass
+
+
+def test_two_agents_on_one_file_cannot_answer_in_one_thread_at_once(isolated_env: Path) -> None:
+    async def both() -> None:
+        with Agent(model=SlowEcho(pause=0.2), memory=False) as first, Agent(model=SlowEcho(), memory=False) as second:
+            running = asyncio.create_task(first.achat("one two three", "t"))
+            await asyncio.sleep(0.3)
+            with pytest.raises(ThreadInUseError):
+                await second.achat("meanwhile", "t")
+            assert (await running).reply.strip() == "Reply to: one two three"
+            assert (await second.achat("after", "t")).reply.strip() == "Reply to: after"
+
+    asyncio.run(both())
+
+
+def test_turns_on_an_in_memory_saver_are_held_too(isolated_env: Path) -> None:
+    async def both() -> None:
+        with Agent(model=SlowEcho(pause=0.2), memory=False, checkpointer=InMemorySaver()) as agent:
+            running = asyncio.create_task(agent.achat("one two", "t"))
+            await asyncio.sleep(0.3)
+            with pytest.raises(ThreadInUseError):
+                await agent.achat("two", "t")
+            await running
+            messages = agent.graph.get_state(agent.config("t")).values["messages"]
+            assert [m.text.strip() for m in messages] == ["one two", "Reply to: one two"]
+
+    asyncio.run(both())
+
+
+def test_a_reader_during_a_live_turn_writes_no_rollback(isolated_env: Path) -> None:
+    async def read_while_answering() -> tuple[list[str], list[str]]:
+        with Agent(model=SlowEcho(pause=0.2), memory=False) as agent:
+            agent.chat("first", "t")
+            running = asyncio.create_task(agent.achat("second message here", "t"))
+            await asyncio.sleep(0.4)  # the reply is being written: the thread's newest checkpoint is mid-turn
+            seen, _ = await asyncio.to_thread(thread_values, agent.checkpointer, "t")
+            await running
+            sources = [c.metadata.get("source") for c in agent.checkpointer.list(agent.config("t"))]
+            return [m.text.strip() for m in seen["messages"]], sources
+
+    seen, sources = asyncio.run(read_while_answering())
+    assert seen[-1] == "second message here"  # shown as it is: a live process is answering it
+    assert "fork" not in sources  # no rollback was written under the live turn
