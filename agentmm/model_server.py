@@ -309,11 +309,13 @@ def no_schema_support(model_url: str) -> str:
 
 
 def _format_refused(exc: BaseException) -> bool:
-    """Whether the server refused the request for its form (400, 422), so another
-    ``response_format`` may do."""
+    """Whether the server refused the request's ``response_format`` (400 or 422; llama-cpp-python's
+    server answers its validation error with 500 naming the field), so another form may do."""
     import openai
 
-    return isinstance(exc, openai.APIStatusError) and exc.status_code in (400, 422)
+    if not isinstance(exc, openai.APIStatusError):
+        return False
+    return exc.status_code in (400, 422) or (exc.status_code == 500 and "response_format" in str(exc.message))
 
 
 def _no_usage() -> dict[str, int]:
