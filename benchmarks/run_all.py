@@ -175,6 +175,7 @@ BENCHMARKS = [
     Benchmark("terminal", (), ("--pairs", "3"), (1, 3)),
     Benchmark("model_server", (), ("--turns", "6", "--rounds", "1"), (1, 4),
               note="agentmm on an OpenAI-compatible server vs the openai client"),
+    Benchmark("server_tools", (), (), (1, 1), note="issue 15: tool calls on a model server without its own"),
     Benchmark("fleet", ("--memory", "postgres"), ("--users", "6", "--turns", "2", "--overhead-turns", "4"), (2, 8),
               note="issue 15: serve workers on Postgres and one model server"),
     Benchmark("tools", (), ("--rounds", "1", "--tries", "5"), (2, 15)),

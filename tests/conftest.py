@@ -13,6 +13,12 @@ from agentmm.models import SHIPPED_MODELS
 from agentmm.settings import Settings, load_settings
 from tests.pg_server import PostgresServer
 
+# huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported: a test module importing it
+# at collection, before ``isolated_env`` sets the variable, left the whole run online, and every
+# hub lookup then waited ~11 s for DNS on a machine without the hub (4 tests, ~2 min). Set before
+# any test module is imported; ``isolated_env`` keeps it set for each test.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 
 @pytest.fixture(scope="session")
 def machine_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
