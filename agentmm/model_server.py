@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentmm.errors import ModelServerError, SettingsError
-from agentmm.server_tool_calling import RESPONSE_FORMATS, Ask, Decided, arun_steps, run_steps, tool_call_steps
+from agentmm.server_tool_calling import RESPONSE_FORMATS, Ask, Decided, run_steps, tool_call_steps
 from agentmm.tokens import PER_MESSAGE_OVERHEAD, approximate_tokens
 
 if TYPE_CHECKING:
@@ -498,23 +498,11 @@ def server_chat_class() -> type[BaseChatModel]:
                 return _answer_text(response, usage)
             raise ModelServerError(no_schema_support(str(self.openai_api_base)))
 
-        async def _aanswer(self, ask: Ask, usage: dict[str, int]) -> str:
-            payload = await asyncio.to_thread(self._ask_payload, ask)
-            for index in await asyncio.to_thread(self._formats):
-                payload["response_format"] = RESPONSE_FORMATS[index](ask.schema)
-                try:
-                    response = await self.async_client.create(**payload)
-                except Exception as exc:
-                    if self._format is None and _format_refused(exc):
-                        continue
-                    self._raise_typed(exc)
-                self._format = index
-                return _answer_text(response, usage)
-            raise ModelServerError(no_schema_support(str(self.openai_api_base)))
-
-        def _constrained_stream(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
-                                stop: list[str] | None, run_manager: Any,
-                                kwargs: dict[str, Any]) -> Iterator[Any]:  # fmt: skip
+        def _decide(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
+                    stop: list[str] | None) -> tuple[Any, list[Any] | None, Any]:  # fmt: skip
+            """The constrained steps' outcome: the reply's head chunk (the tool call, or what the
+            decision cost and said), then the text reply's messages and stop sequences (None
+            when the head is the call). Blocking: the async stream runs it in a thread."""
             tools, choice = found
             usage = _no_usage()
             decided = Decided(None)
@@ -522,28 +510,26 @@ def server_chat_class() -> type[BaseChatModel]:
                 steps = tool_call_steps(messages, tools, choice, max_tokens=self.max_tokens)
                 decided = run_steps(steps, lambda ask: self._answer(ask, usage))
             if decided.call is not None:
-                yield _call_chunk(decided, usage)
-                return
+                return _call_chunk(decided, usage), None, None
             reply, stops = _text_reply(messages, tools, stop)
-            yield _decision_chunk(decided, usage)
-            yield from self._stream(reply, stop=stops, run_manager=run_manager, **kwargs)
+            return _decision_chunk(decided, usage), reply, stops
+
+        def _constrained_stream(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
+                                stop: list[str] | None, run_manager: Any,
+                                kwargs: dict[str, Any]) -> Iterator[Any]:  # fmt: skip
+            head, reply, stops = self._decide(messages, found, stop)
+            yield head
+            if reply is not None:
+                yield from self._stream(reply, stop=stops, run_manager=run_manager, **kwargs)
 
         async def _aconstrained_stream(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
                                        stop: list[str] | None, run_manager: Any,
                                        kwargs: dict[str, Any]) -> AsyncIterator[Any]:  # fmt: skip
-            tools, choice = found
-            usage = _no_usage()
-            decided = Decided(None)
-            if tools and choice != "none":
-                steps = tool_call_steps(messages, tools, choice, max_tokens=self.max_tokens)
-                decided = await arun_steps(steps, lambda ask: self._aanswer(ask, usage))
-            if decided.call is not None:
-                yield _call_chunk(decided, usage)
-                return
-            reply, stops = _text_reply(messages, tools, stop)
-            yield _decision_chunk(decided, usage)
-            async for chunk in self._astream(reply, stop=stops, run_manager=run_manager, **kwargs):
-                yield chunk
+            head, reply, stops = await asyncio.to_thread(self._decide, messages, found, stop)
+            yield head
+            if reply is not None:
+                async for chunk in self._astream(reply, stop=stops, run_manager=run_manager, **kwargs):
+                    yield chunk
 
         # -- requests ----------------------------------------------------------------------
 

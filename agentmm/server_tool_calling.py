@@ -13,8 +13,8 @@ questions instead, each answer constrained to a JSON schema:
 2. **call**: the conversation, then ``call_prompt``; the answer is constrained by the tool's own
    arguments schema.
 
-The steps are written once, as a generator of ``Ask`` requests (``tool_call_steps``), run by a
-sync or an async driver (``run_steps`` / ``arun_steps``) around the chat model's own request.
+The steps are a generator of ``Ask`` requests (``tool_call_steps``), run by ``run_steps`` around
+the chat model's own request, so the steps know nothing of HTTP and the model nothing of them.
 
 ``RESPONSE_FORMATS`` are the two ways servers take a schema: OpenAI's ``json_schema`` (vLLM,
 llama.cpp's server, Ollama, OpenAI) and ``json_object`` with a ``schema`` (llama-cpp-python's
@@ -25,7 +25,7 @@ accepts.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,15 +149,5 @@ def run_steps(steps: Steps, answer: Callable[[Ask], str]) -> Decided:
         request = next(steps)
         while True:
             request = steps.send(answer(request))
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
-async def arun_steps(steps: Steps, answer: Callable[[Ask], Awaitable[str]]) -> Decided:
-    """``run_steps`` with an async ``answer``."""
-    try:
-        request = next(steps)
-        while True:
-            request = steps.send(await answer(request))
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
