@@ -24,15 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tool_strategies: its messages, tools and scoring
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # tests.llama_server
 
-from langchain_core.messages import HumanMessage, SystemMessage
-from tool_strategies import LABELLED, SYSTEM, TOOLS, args_right, summary, well_formed
+from tool_strategies import LABELLED, TOOLS, answer_labelled, summary
 
 from agentmm.llm import ChatLlamaCpp
 from agentmm.model_server import server_chat_model
@@ -43,23 +41,8 @@ from tests.llama_server import LlamaServer
 N_CTX = 2048
 
 
-def run(model: Any, way: str) -> list[dict[str, Any]]:
-    bound = model.bind_tools(list(TOOLS.values()), tool_choice="auto")
-    rows = []
-    for i, (message, tool, expected) in enumerate(LABELLED):
-        started = time.perf_counter()
-        reply = bound.invoke([SystemMessage(SYSTEM), HumanMessage(message)], seed=100 + i)
-        seconds = time.perf_counter() - started
-        called = [c["name"] for c in reply.tool_calls] + [c.get("name") or "?" for c in reply.invalid_tool_calls]
-        first = reply.tool_calls[0] if reply.tool_calls else None
-        rows.append({
-            "way": way, "message": message, "expected": tool, "called": called, "seconds": round(seconds, 3),
-            "made_call": bool(called), "well_formed": bool(called) and well_formed(reply),
-            "right_tool": (called[:1] == [tool]) if tool else not called,
-            "args_right": bool(tool and first and first["name"] == tool and args_right(tool, first["args"], expected)),
-            "args": first["args"] if first else None, "text": reply.text[:120],
-        })  # fmt: skip
-    return rows
+def run(model: Any) -> list[dict[str, Any]]:
+    return answer_labelled(model.bind_tools(list(TOOLS.values()), tool_choice="auto"))
 
 
 def main() -> None:
@@ -74,14 +57,14 @@ def main() -> None:
     rows: dict[str, list[dict[str, Any]]] = {}
     local = ChatLlamaCpp(model_path=str(path), n_ctx=N_CTX, n_gpu_layers=0, tool_calling="constrained", **sampling)
     local.invoke("Hello.")  # loaded outside the timed replies
-    rows["in-process constrained"] = run(local, "in-process constrained")
+    rows["in-process constrained"] = run(local)
     local.close()
     with LlamaServer(path, n_ctx=N_CTX) as server:
         for way, setting in (("server constrained", "constrained"), ("server native", "native")):
             model = server_chat_model(load_settings(model_url=server.url, memory=False, tool_calling=setting,
                                                     **sampling))  # fmt: skip
             model.invoke("Hello.")
-            rows[way] = run(model, way)
+            rows[way] = run(model)
     report = {
         "model": path.name,
         "messages": len(LABELLED),

@@ -91,21 +91,27 @@ def well_formed(reply: Any) -> bool:
     return True
 
 
-def run_block(model: ChatLlamaCpp, rows: dict[str, list[dict[str, Any]]]) -> None:
-    bound = model.bind_tools(list(TOOLS.values()))
+def answer_labelled(bound: Any) -> list[dict[str, Any]]:
+    """Each labelled message answered by ``bound`` (a chat model with the tools bound), scored."""
+    rows = []
     for i, (message, tool, expected) in enumerate(LABELLED):
         started = time.perf_counter()
         reply = bound.invoke([SystemMessage(SYSTEM), HumanMessage(message)], seed=100 + i)
         seconds = time.perf_counter() - started
         called = [c["name"] for c in reply.tool_calls] + [c.get("name") or "?" for c in reply.invalid_tool_calls]
         first = reply.tool_calls[0] if reply.tool_calls else None
-        rows[model.tool_calling].append({
+        rows.append({
             "message": message, "expected": tool, "called": called, "seconds": round(seconds, 3),
             "made_call": bool(called), "well_formed": bool(called) and well_formed(reply),
             "right_tool": (called[:1] == [tool]) if tool else not called,
             "args_right": bool(tool and first and first["name"] == tool and args_right(tool, first["args"], expected)),
             "args": first["args"] if first else None, "text": reply.text[:120],
         })  # fmt: skip
+    return rows
+
+
+def run_block(model: ChatLlamaCpp, rows: dict[str, list[dict[str, Any]]]) -> None:
+    rows[model.tool_calling].extend(answer_labelled(model.bind_tools(list(TOOLS.values()))))
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
