@@ -40,12 +40,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentmm.errors import ModelServerError, SettingsError
-from agentmm.server_tool_calling import RESPONSE_FORMATS, Ask, Decided, run_steps, tool_call_steps
 from agentmm.tokens import PER_MESSAGE_OVERHEAD, approximate_tokens
 
 if TYPE_CHECKING:
@@ -57,7 +56,10 @@ if TYPE_CHECKING:
 
 PLACEHOLDER_KEY = "not-needed"  # most local servers want no key; the openai client wants one
 REQUEST_TIMEOUT_S = 120.0  # a whole reply, the prefill of a long prompt included
-CHECK_TIMEOUT_S = 5.0  # doctor's look, a tokenize call
+CHECK_TIMEOUT_S = 5.0  # doctor's look
+# A turn's tokenize call waits its turn behind replies on a server that answers one request at a
+# time (llama-cpp-python's): with 5 s, as doctor's look, 7 of 24 turns failed under 8 users.
+TOKENIZE_TIMEOUT_S = REQUEST_TIMEOUT_S
 MAX_RETRIES = 1  # the openai client's default (2) makes a dead server take ~2 s to report
 
 
@@ -301,70 +303,6 @@ def _finishes(chunk: Any) -> bool:
     return bool(info.get("finish_reason") or chunk.message.response_metadata.get("finish_reason"))
 
 
-def no_schema_support(model_url: str) -> str:
-    return (
-        f"the model server at {model_url} took no JSON-schema response_format, which the constrained tool "
-        "calls need: set tool_calling = 'native' if the server calls tools itself"
-    )
-
-
-def _format_refused(exc: BaseException) -> bool:
-    """Whether the server refused the request's ``response_format`` (400 or 422; llama-cpp-python's
-    server answers its validation error with 500 naming the field), so another form may do."""
-    import openai
-
-    if not isinstance(exc, openai.APIStatusError):
-        return False
-    return exc.status_code in (400, 422) or (exc.status_code == 500 and "response_format" in str(exc.message))
-
-
-def _no_usage() -> dict[str, int]:
-    return {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}
-
-
-def _answer_text(response: Any, usage: dict[str, int]) -> str:
-    """A non-streamed completion's text; its token counts added to ``usage``."""
-    counted = getattr(response, "usage", None)
-    if counted is not None:
-        usage["input_tokens"] += int(counted.prompt_tokens or 0)
-        usage["output_tokens"] += int(counted.completion_tokens or 0)
-        usage["total_tokens"] = usage["input_tokens"] + usage["output_tokens"]
-    return str(response.choices[0].message.content or "")
-
-
-def _call_chunk(decided: Decided, usage: dict[str, int]) -> Any:
-    """The reply that is a tool call, as the one chunk of its stream."""
-    from langchain_core.messages import AIMessageChunk
-    from langchain_core.outputs import ChatGenerationChunk
-
-    metadata = {"finish_reason": "tool_calls", "tool_calling": "constrained", "tool_decision": decided.decision}
-    message = AIMessageChunk(content="", tool_call_chunks=[decided.call], usage_metadata=usage,  # type: ignore[arg-type,list-item]
-                             response_metadata=metadata, chunk_position="last")  # fmt: skip
-    return ChatGenerationChunk(message=message, generation_info={"finish_reason": "tool_calls"})
-
-
-def _decision_chunk(decided: Decided, usage: dict[str, int]) -> Any:
-    """The head of a text reply the constrained steps decided on: what the decision cost and said."""
-    from langchain_core.messages import AIMessageChunk
-    from langchain_core.outputs import ChatGenerationChunk
-
-    metadata = {"tool_calling": "constrained", "tool_decision": decided.decision}
-    return ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=usage, response_metadata=metadata))  # type: ignore[arg-type]
-
-
-def _text_reply(messages: list[Any], tools: list[dict[str, Any]], stop: list[str] | None) -> tuple[list[Any], Any]:
-    """A text reply's messages when tools are bound (earlier calls and results as text, the tools
-    listed in the system message, as the steps saw them; pictures kept) and its stop sequences
-    (the start of a call or a result: only the steps call tools)."""
-    from langchain_core.messages import convert_to_messages
-
-    from agentmm.tool_calling import render_messages, reply_stops
-
-    if not tools:
-        return messages, stop
-    return convert_to_messages(render_messages(messages, tools)), reply_stops(stop, tools)
-
-
 @functools.cache
 def server_chat_class() -> type[BaseChatModel]:
     """``ChatModelServer``, made on first use so that langchain-openai is imported only then
@@ -377,7 +315,9 @@ def server_chat_class() -> type[BaseChatModel]:
         ) from exc
     from pydantic import PrivateAttr
 
-    class ChatModelServer(ChatOpenAI):  # type: ignore[misc]
+    from agentmm.server_tool_calling import ServerToolCalling
+
+    class ChatModelServer(ServerToolCalling, ChatOpenAI):  # type: ignore[misc]
         """``ChatOpenAI`` on an OpenAI-compatible server, counting tokens with the server's
         tokenizer, reporting usage on every stream, calling tools as ``tool_calling`` says and
         failing with ``ModelServerError``."""
@@ -390,7 +330,10 @@ def server_chat_class() -> type[BaseChatModel]:
             super().__init__(**data)
             key = self.openai_api_key.get_secret_value() if self.openai_api_key is not None else None
             self._tokenizer = ServerTokenizer(
-                str(self.openai_api_base), self.model_name, None if key == PLACEHOLDER_KEY else key
+                str(self.openai_api_base),
+                self.model_name,
+                None if key == PLACEHOLDER_KEY else key,
+                timeout_s=TOKENIZE_TIMEOUT_S,
             )
 
         @property
@@ -429,107 +372,6 @@ def server_chat_class() -> type[BaseChatModel]:
                 if error is None or error is exc:
                     raise
                 raise error from exc
-
-        # -- tools -------------------------------------------------------------------------
-
-        def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Any:
-            """Bind tools; how they are called is decided per request (``tool_strategy``). The
-            native form is ``ChatOpenAI``'s own binding, kept beside agentmm's."""
-            from langchain_core.utils.function_calling import convert_to_openai_tool
-
-            from agentmm.tool_calling import normalized_choice, tool_name
-
-            formatted = [convert_to_openai_tool(tool) for tool in tools]
-            choice = normalized_choice(tool_choice, [tool_name(tool) for tool in formatted])
-            native = super().bind_tools(formatted, tool_choice=tool_choice, **kwargs).kwargs  # type: ignore[attr-defined]
-            return self.bind(agentmm_tools=formatted, agentmm_tool_choice=choice, agentmm_native=native)
-
-        def tool_strategy(self) -> str:
-            """``"native"`` or ``"constrained"``: ``tool_calling``, with ``"auto"`` decided by the
-            server's kind (the tokenize endpoint it has, found once)."""
-            if self.tool_calling != "auto":
-                return self.tool_calling
-            return "constrained" if self._server_kind() == "llama-cpp-python" else "native"
-
-        def _server_kind(self) -> str | None:
-            endpoint = self._error_free(lambda: self._tokenizer.endpoint)
-            return endpoint.server if endpoint is not None else None
-
-        def _tools_of(self, kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]], str] | None:
-            """The bound tools and choice when they are to be called by the constrained steps
-            (taken out of ``kwargs``); None otherwise, ``kwargs`` then carrying the native form."""
-            tools = kwargs.pop("agentmm_tools", None)
-            choice = kwargs.pop("agentmm_tool_choice", "auto")
-            native = kwargs.pop("agentmm_native", {})
-            if tools is None:
-                return None
-            if self.tool_strategy() == "native":
-                kwargs.update(native)
-                return None
-            return tools, choice
-
-        def _ask_payload(self, ask: Ask) -> dict[str, Any]:
-            greedy = {"temperature": 0.0} if ask.greedy else {}
-            payload = self._get_request_payload(ask.messages, stop=None, max_tokens=ask.max_tokens, **greedy)
-            payload.pop("stream", None)
-            payload.pop("stream_options", None)
-            return payload
-
-        def _formats(self) -> list[int]:
-            """The response formats to try, the one that worked first; llama-cpp-python's server
-            (which refuses OpenAI's ``json_schema`` with HTTP 422) starts with its own."""
-            if self._format is not None:
-                return [self._format]
-            order = list(range(len(RESPONSE_FORMATS)))
-            return order[::-1] if self._server_kind() == "llama-cpp-python" else order
-
-        def _answer(self, ask: Ask, usage: dict[str, int]) -> str:
-            """One constrained answer (not streamed); its tokens added to ``usage``."""
-            payload = self._ask_payload(ask)
-            for index in self._formats():
-                payload["response_format"] = RESPONSE_FORMATS[index](ask.schema)
-                try:
-                    response = self.client.create(**payload)
-                except Exception as exc:
-                    if self._format is None and _format_refused(exc):
-                        continue
-                    self._raise_typed(exc)
-                self._format = index
-                return _answer_text(response, usage)
-            raise ModelServerError(no_schema_support(str(self.openai_api_base)))
-
-        def _decide(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
-                    stop: list[str] | None) -> tuple[Any, list[Any] | None, Any]:  # fmt: skip
-            """The constrained steps' outcome: the reply's head chunk (the tool call, or what the
-            decision cost and said), then the text reply's messages and stop sequences (None
-            when the head is the call). Blocking: the async stream runs it in a thread."""
-            tools, choice = found
-            usage = _no_usage()
-            decided = Decided(None)
-            if tools and choice != "none":
-                steps = tool_call_steps(messages, tools, choice, max_tokens=self.max_tokens)
-                decided = run_steps(steps, lambda ask: self._answer(ask, usage))
-            if decided.call is not None:
-                return _call_chunk(decided, usage), None, None
-            reply, stops = _text_reply(messages, tools, stop)
-            return _decision_chunk(decided, usage), reply, stops
-
-        def _constrained_stream(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
-                                stop: list[str] | None, run_manager: Any,
-                                kwargs: dict[str, Any]) -> Iterator[Any]:  # fmt: skip
-            head, reply, stops = self._decide(messages, found, stop)
-            yield head
-            if reply is not None:
-                yield from self._stream(reply, stop=stops, run_manager=run_manager, **kwargs)
-
-        async def _aconstrained_stream(self, messages: list[Any], found: tuple[list[dict[str, Any]], str],
-                                       stop: list[str] | None, run_manager: Any,
-                                       kwargs: dict[str, Any]) -> AsyncIterator[Any]:  # fmt: skip
-            head, reply, stops = await asyncio.to_thread(self._decide, messages, found, stop)
-            yield head
-            if reply is not None:
-                async for chunk in self._astream(reply, stop=stops, run_manager=run_manager, **kwargs):
-                    yield chunk
 
         # -- requests ----------------------------------------------------------------------
 

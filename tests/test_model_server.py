@@ -19,7 +19,13 @@ from langchain_core.tools import tool
 from agentmm.doctor import run_checks
 from agentmm.errors import ModelServerError
 from agentmm.graphs.agent import Agent
-from agentmm.model_server import ServerTokenizer, endpoint_check, server_chat_class, server_chat_model
+from agentmm.model_server import (
+    REQUEST_TIMEOUT_S,
+    ServerTokenizer,
+    endpoint_check,
+    server_chat_class,
+    server_chat_model,
+)
 from agentmm.settings import load_settings
 from agentmm.tokens import TokenCounter, approximate_tokens
 from agentmm.tools.builtin import roll_dice
@@ -73,6 +79,8 @@ def test_tokens_are_counted_by_the_servers_tokenizer(agent: Agent, shipped_model
 
     model = agent.model
     assert model.counts_exactly() and TokenCounter.for_model(model).exact
+    # A turn's tokenize call may wait behind other replies on a busy one-at-a-time server.
+    assert model.tokenizer.timeout_s == REQUEST_TIMEOUT_S
     local = llama_cpp.Llama(str(shipped_model), vocab_only=True, verbose=False)
     for text in ("Hello there, how are you?", "Ünïcödé — and emoji 🙂 <|im_start|>", "a " * 300):
         expected = local.tokenize(text.encode(), add_bos=False, special=True)
