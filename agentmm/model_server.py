@@ -398,7 +398,7 @@ def server_chat_class() -> type[BaseChatModel]:
 
         async def _astream(self, messages: list[Any], stop: list[str] | None = None, run_manager: Any = None,
                            **kwargs: Any) -> AsyncIterator[Any]:  # fmt: skip
-            if (found := await asyncio.to_thread(self._tools_of, kwargs)) is not None:
+            if (found := await self._atools_of(kwargs)) is not None:
                 async for chunk in self._aconstrained_stream(messages, found, stop, run_manager, kwargs):
                     yield chunk
                 return
@@ -429,7 +429,7 @@ def server_chat_class() -> type[BaseChatModel]:
                              **kwargs: Any) -> Any:  # fmt: skip
             from langchain_core.language_models.chat_models import agenerate_from_stream
 
-            if (found := await asyncio.to_thread(self._tools_of, kwargs)) is not None:
+            if (found := await self._atools_of(kwargs)) is not None:
                 stream = self._aconstrained_stream(messages, found, stop, run_manager, kwargs)
                 return await agenerate_from_stream(stream)
             try:

@@ -34,6 +34,7 @@ from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messag
 from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 
 from agentmm.errors import ModelServerError
+from agentmm.llama_images import without_images
 from agentmm.tool_calling import (
     NO_TOOL,
     call_prompt,
@@ -95,13 +96,7 @@ def decision_schema(choices: Sequence[str]) -> dict[str, Any]:
 def text_only(messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]]) -> list[BaseMessage]:
     """The conversation as the steps show it: calls and results as text, the tools in the system
     message, pictures left out (a question about which tool needs none)."""
-    rendered = []
-    for message in render_messages(messages, tools):
-        content = message.get("content")
-        if isinstance(content, list):
-            message = {**message, "content": "".join(p.get("text", "") for p in content if p.get("type") == "text")}
-        rendered.append(message)
-    return convert_to_messages(rendered)
+    return convert_to_messages(without_images(render_messages(messages, tools)))
 
 
 def tool_call_steps(
@@ -257,6 +252,13 @@ class ServerToolCalling:
             kwargs.update(native)
             return None
         return tools, choice
+
+    async def _atools_of(self, kwargs: dict[str, Any]) -> tuple[list[dict[str, Any]], str] | None:
+        """``_tools_of`` for an event loop: off the loop only when tools are bound (deciding the
+        strategy may ask the server once); a turn without tools pays no thread hop."""
+        if "agentmm_tools" not in kwargs:
+            return None
+        return await asyncio.to_thread(self._tools_of, kwargs)
 
     def _ask_payload(self, ask: Ask) -> dict[str, Any]:
         greedy = {"temperature": 0.0} if ask.greedy else {}

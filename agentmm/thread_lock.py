@@ -60,7 +60,8 @@ def turn_on(checkpointer: Any, thread_id: str) -> Iterator[None]:
     other turns of this process whatever the saver; raise :class:`ThreadInUseError` if another
     process, or another turn of this one, holds it."""
     if postgres_saver(checkpointer):
-        with _claimed(_postgres_place(checkpointer), thread_id), _advisory_lock(checkpointer, thread_id):
+        locks = _locks_of(checkpointer)
+        with _claimed(f"postgres {locks.conninfo}", thread_id), _advisory_lock(locks, thread_id):
             yield
         return
     database = sqlite_file(checkpointer)
@@ -86,12 +87,6 @@ def _claimed(place: str, thread_id: str) -> Iterator[None]:
     finally:
         with _CLAIMED_GUARD:
             _CLAIMED.discard(key)
-
-
-def _postgres_place(saver: Any) -> str:
-    from agentmm.postgres import saver_conninfo
-
-    return f"postgres {saver_conninfo(saver) or id(saver)}"
 
 
 @contextlib.contextmanager
@@ -143,7 +138,7 @@ def postgres_saver(checkpointer: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _advisory_lock(saver: Any, thread_id: str) -> Iterator[None]:
+def _advisory_lock(locks: Any, thread_id: str) -> Iterator[None]:
     """A Postgres session advisory lock on the thread, held for the turn.
 
     Every worker on the database sees it; one that dies (even by SIGKILL) loses its session and
@@ -153,7 +148,6 @@ def _advisory_lock(saver: Any, thread_id: str) -> Iterator[None]:
     thread in this process first.
     """
     key = f"agentmm thread {thread_id}"
-    locks = _locks_of(saver)
     if not locks.try_lock(key):
         raise ThreadInUseError(thread_id, None)
     try:
