@@ -45,6 +45,7 @@ def persona_turn_parts(
     in_window: str = "",
     default_system_prompt: str | None = None,
     reminder: str = "",
+    introduction: str = "",
 ) -> TurnParts:
     """The persona's head, the lore that ``recent`` (oldest first, this turn's message last)
     fires, and its post-history instructions.
@@ -53,7 +54,7 @@ def persona_turn_parts(
     is not inserted again: the model sees it once, and the trace says so.
     """
     macro_args: dict[str, Any] = {"seed": seed, "now": now}
-    head_kwargs = dict(macro_args)
+    head_kwargs: dict[str, Any] = {**macro_args, "introduction": introduction}
     if default_system_prompt:
         head_kwargs["default_system_prompt"] = default_system_prompt
     head = list(persona_parts(persona, user_name, **head_kwargs).items())

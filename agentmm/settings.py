@@ -106,10 +106,28 @@ class Settings(BaseSettings):
         description="Said after the user's message while a persona without post-history instructions is played "
         "(macros filled), e.g. PERSONA_REMINDER in agentmm.personas.prompt; empty: nothing.",
     )
+    persona_introduction: str = Field(
+        "",
+        description="An exchange in which the played character says who it is, put first among its example "
+        "dialogue (macros filled), e.g. PERSONA_INTRODUCTION in agentmm.personas.prompt; empty: none.",
+    )
     persona_guard: bool = Field(
         True,
         description="While a persona is played, keep the reply from calling itself an AI or an assistant "
         '(a sampling guard after openings like "I\'m an"; llama.cpp models only, see agentmm.character_guard).',
+    )
+    persona_copy_limit: int = Field(
+        0,
+        ge=0,
+        description="While a persona is played, a reply cannot repeat this many tokens in a row from its prompt or "
+        "from itself (a sampling guard against copied greetings, lore and earlier replies; llama.cpp models only, "
+        "see agentmm.copy_guard); 0: off.",
+    )
+    persona_names: bool = Field(
+        False,
+        description="While a persona is played, its name goes before its past replies in the prompt and is written "
+        'into the prompt before each reply ("Ilse Varga:", not shown); llama.cpp models only, see '
+        "agentmm.speaker_names.",
     )
     personas_dir: Path = Field(default_factory=default_personas_dir, description="Your own personas and cards.")
     intent: bool = Field(
@@ -254,6 +272,13 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL of an OpenAI-compatible API, e.g. http://host:8000/v1")
         return value.rstrip("/") if value is not None else None
+
+    @field_validator("persona_copy_limit")
+    @classmethod
+    def _copy_limit(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("must be 0 (off) or a run of at least 2 tokens")
+        return value
 
     @model_validator(mode="after")
     def _one_memory_store(self) -> Settings:

@@ -8,7 +8,9 @@ on, each persona's own sampling), replies of at most ``--max-tokens`` (96, as th
 Prompt techniques are compared by ablation (``--variants``), each alone: ``baseline`` (none of
 them), ``reminder`` (``persona_reminder`` set to ``agentmm.personas.prompt.PERSONA_REMINDER``: a short
 in-character reminder after the user's message), ``guard`` (``persona_guard``: the sampling
-guard of ``agentmm.character_guard`` against assistant disclaimers; on by default).
+guard of ``agentmm.character_guard`` against assistant disclaimers; on by default), ``names``
+(``persona_names`` on top of the guard: the character's name before its past replies and
+prefilled before each new one, ``agentmm.speaker_names``).
 
 Run: ``python benchmarks/persona_eval.py [--models smollm2,qwen0.5b] [--variants baseline,guard]
 [--seeds 1,2,3] [--json out.json]``.
@@ -24,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from agentmm.graphs.persona_eval import evaluate_personas
-from agentmm.personas.prompt import PERSONA_REMINDER
+from agentmm.personas.prompt import PERSONA_INTRODUCTION, PERSONA_REMINDER
 from agentmm.settings import load_settings
 
 # Each technique alone against a baseline with none (the guard is on by default since it won).
@@ -32,6 +34,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"persona_guard": False},
     "reminder": {"persona_reminder": PERSONA_REMINDER, "persona_guard": False},
     "guard": {"persona_guard": True},
+    "names": {"persona_guard": True, "persona_names": True},
+    "introduction": {"persona_guard": True, "persona_introduction": PERSONA_INTRODUCTION},
+    "nocopy": {"persona_guard": True, "persona_copy_limit": 10},
+    "introduction+nocopy": {
+        "persona_guard": True,
+        "persona_introduction": PERSONA_INTRODUCTION,
+        "persona_copy_limit": 10,
+    },
 }
 
 

@@ -28,6 +28,10 @@ PERSONA_REMINDER = (
     "[Reply as {{char}}, in the first person, in {{char}}'s own voice. {{char}} is not an AI, a program "
     "or an assistant, and never says so.]"
 )
+# An exchange in which the character says its name, put first among its example dialogue (the
+# ``persona_introduction`` setting, off unless set): small models asked who they are answer with
+# the name they were trained with, or none.
+PERSONA_INTRODUCTION = "{{user}}: Who are you?\n{{char}}: I'm {{char}}."
 PART_ORDER = ("system_prompt", "description", "personality", "scenario", "example_dialogue")
 _START = re.compile(r"^\s*<START>\s*$", re.IGNORECASE | re.MULTILINE)
 
@@ -39,12 +43,14 @@ def persona_parts(
     default_system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     seed: int | str = 0,
     now: datetime | None = None,
+    introduction: str = "",
 ) -> dict[str, str]:
     """The stable-head parts, macros filled, in ``PART_ORDER``; empty parts are left out.
 
     The card's own ``system_prompt`` replaces ``default_system_prompt`` (which its
     ``{{original}}`` brings back); ``seed`` and ``now`` fix ``{{random}}`` and the clock
-    macros for the thread (pass the thread id and its start time).
+    macros for the thread (pass the thread id and its start time); ``introduction`` (e.g.
+    ``PERSONA_INTRODUCTION``) is the first example of how the character talks.
     """
     char = persona.display_name
 
@@ -66,8 +72,10 @@ def persona_parts(
         parts["personality"] = f"{char}'s personality: {parts['personality']}"
     if parts["scenario"]:
         parts["scenario"] = f"Scenario: {parts['scenario']}"
-    if parts["example_dialogue"]:
+    intro = fill(introduction)
+    if parts["example_dialogue"] or intro:
         blocks = [b.strip() for b in _START.split(parts["example_dialogue"]) if b.strip()]
+        blocks = [intro, *blocks] if intro else blocks
         body = "\n\n".join(blocks)
         parts["example_dialogue"] = f"Examples of how {char} talks (not part of this chat):\n{body}"
     return {k: v for k, v in parts.items() if v}

@@ -160,3 +160,21 @@ def test_the_persona_reminder_follows_the_message_only_where_the_card_has_no_ins
             assert last.index("Who are you?") < last.index(expected)
             # the tail is not stored with the message: the history stays append-only
             assert expected not in state["messages"][-2].content
+
+
+def test_the_introduction_setting_puts_the_persona_s_own_name_first_among_its_examples(
+    registry: PersonaRegistry,
+) -> None:
+    from agentmm.personas.prompt import PERSONA_INTRODUCTION
+
+    for introduction, expected in [("", None), (PERSONA_INTRODUCTION, "Ada: Who are you?\nTamsin: I'm Tamsin.")]:
+        model = Recording(responses=["Aye."], seen=[])
+        graph = build_graph(Settings(persona_introduction=introduction), model=model, checkpointer=InMemorySaver(),
+                            counter=WORDS, personas=registry)  # fmt: skip
+        state = run(graph, "Hello", persona="tamsin")
+        system = model.seen[0][0].content
+        parts = [p["part"] for p in state["trace"]["prompt_parts"]]
+        if expected is None:
+            assert "example_dialogue" not in parts and "Who are you?" not in system
+        else:
+            assert "example_dialogue" in parts and expected in system

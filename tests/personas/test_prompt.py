@@ -17,7 +17,7 @@ from agentmm.personas import (
     persona_parts,
     post_history,
 )
-from agentmm.personas.prompt import PART_ORDER
+from agentmm.personas.prompt import PART_ORDER, PERSONA_INTRODUCTION
 
 P = Persona(
     name="Ilse",
@@ -46,6 +46,16 @@ def test_parts_are_stable_and_skip_empty():
     assert a == persona_parts(P, "Sam", seed="t1", now=datetime(2024, 1, 1))
     bare = persona_parts(Persona(name="Bare"), "Sam")
     assert list(bare) == ["system_prompt"] and "Bare" in bare["system_prompt"]
+
+
+def test_the_introduction_is_the_first_example_even_for_a_card_without_any():
+    parts = persona_parts(P, "Sam", introduction=PERSONA_INTRODUCTION)
+    examples = "Sam: Who are you?\nIlse: I'm Ilse.\n\nSam: hi\nIlse: yo\n\nSam: bye\nIlse: later"
+    assert parts["example_dialogue"].endswith(examples)
+    bare = persona_parts(Persona(name="Bare"), "Sam", introduction=PERSONA_INTRODUCTION)
+    assert list(bare) == ["system_prompt", "example_dialogue"]
+    heading = "Examples of how Bare talks (not part of this chat):"
+    assert bare["example_dialogue"] == f"{heading}\nSam: Who are you?\nBare: I'm Bare."
 
 
 def test_greetings_and_post_history():
