@@ -17,7 +17,6 @@ from langchain_core.messages.tool import tool_call_chunk
 
 from agentmm.errors import InputTooLongError, UnsupportedContentError
 from agentmm.llama_runtime import CallStats, LoadedModel, add_stats, clear_errors, last_error
-from agentmm.speaker_names import LeadingName, prefilled_handler, speaker_tag
 
 
 class Generation:
@@ -37,8 +36,6 @@ class Generation:
         self.metadata: dict[str, Any] = {}
         self.finish_reason: str | None = None
         self.said = False
-        # The played character's name, prefilled before a reply in words (``agentmm.speaker_names``).
-        self.speaker = ""
 
     def complete(
         self, messages: list[dict[str, Any]], grammar: str | None = None, *, max_tokens: int, greedy: bool = False,
@@ -62,32 +59,18 @@ class Generation:
         params = {**self.params, **extra}
         started_calls: set[int] = set()
         self.said = False
-        trim: LeadingName | None = None
         if images:
             chunks = self._see(rendered, params)
-        elif (
-            self.speaker
-            and params.get("tool_choice") in (None, "none")
-            and (handler := prefilled_handler(self.loaded, speaker_tag(self.speaker)))
-        ):
-            trim = LeadingName(self.speaker)
-            chunks = handler(llama=self.loaded.llama, messages=rendered, stream=True, **params)
         else:
             chunks = self.loaded.llama.create_chat_completion(messages=rendered, stream=True, **params)
         for chunk in chunks:
             choice = chunk["choices"][0]
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
-            delta = choice.get("delta") or {}
-            if trim is not None and delta.get("content"):
-                delta = {**delta, "content": trim.feed(delta["content"])}
-            message = delta_to_chunk(delta, started_calls)
+            message = delta_to_chunk(choice.get("delta") or {}, started_calls)
             if message is None:
                 continue
             self.said = self.said or bool(message.text.strip()) or bool(message.tool_call_chunks)
             yield message
-        if trim is not None and (rest := trim.finish()):
-            self.said = True
-            yield AIMessageChunk(content=rest)
         if images:
             # The handler cleared the KV cache and filled it with image embeddings that the
             # token list cannot describe: start the next call cold rather than let it "reuse"

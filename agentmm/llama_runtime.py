@@ -75,7 +75,6 @@ class LoadedModel:
     no_bracket_bias: dict[int, float] | None = None
     no_call_bias: dict[int, float] | None = None
     guard_tokens: GuardTokens | None = None  # ``agentmm.character_guard``, built on first use
-    chat_formatter: Any = None  # the GGUF template's formatter, for a prefilled reply (``agentmm.speaker_names``)
     # The multimodal chat handler over the image projector, when the model has one.
     vision: Any = None
 

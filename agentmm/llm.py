@@ -52,7 +52,6 @@ from agentmm.llama_runtime import (
     resolve_gpu_layers,
 )
 from agentmm.runtime import Runtime
-from agentmm.speaker_names import named_replies
 from agentmm.tool_calling import normalized_choice, tool_name
 from agentmm.tool_strategies import ToolCalling, ToolCallingSetting, tool_calling_for
 
@@ -131,9 +130,6 @@ class ChatLlamaCpp(BaseChatModel):
     # A call may pass ``character_guard=True``: while a persona is played, the reply cannot call
     # itself an AI or an assistant (``agentmm.character_guard``; the ``persona_guard`` setting).
     accepts_character_guard: ClassVar[bool] = True
-    # A call may pass ``speaker="Ilse Varga"``: the played character's name goes before its past
-    # replies in the prompt and is prefilled before this one (``agentmm.speaker_names``).
-    accepts_speaker: ClassVar[bool] = True
     # A call may pass ``copy_limit=N``: the reply cannot repeat N tokens in a row from its prompt
     # or itself (``agentmm.copy_guard``; the ``persona_copy_limit`` setting).
     accepts_copy_limit: ClassVar[bool] = True
@@ -351,7 +347,6 @@ class ChatLlamaCpp(BaseChatModel):
         kwargs = dict(kwargs)
         stop_event: threading.Event | None = kwargs.pop("stop_event", None)
         guarded = bool(kwargs.pop("character_guard", False))
-        speaker = str(kwargs.pop("speaker", None) or "")
         copy_limit = int(kwargs.pop("copy_limit", None) or 0)
         tools: list[dict[str, Any]] = kwargs.pop("tools", None) or []
         choice = kwargs.pop("tool_choice", None) or "auto"
@@ -361,13 +356,10 @@ class ChatLlamaCpp(BaseChatModel):
             )
         strategy = self.tool_strategy()
         rendered, images = strategy.render(messages, tools)
-        if speaker:
-            rendered = named_replies(rendered, speaker)
         loaded = self.load()
         if guarded or copy_limit:
             kwargs["logits_processor"] = reply_guards(loaded, character=guarded, copy_limit=copy_limit)
         gen = Generation(loaded, self._call_params(stop, **kwargs), model_name=self.display_name, n_ctx=self.n_ctx)
-        gen.speaker = speaker
 
         def produce() -> Iterator[AIMessageChunk]:
             with contextlib.closing(strategy.reply(gen, messages, rendered, images, tools, choice)) as chunks:

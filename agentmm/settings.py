@@ -123,12 +123,6 @@ class Settings(BaseSettings):
         "from itself (a sampling guard against copied greetings, lore and earlier replies; llama.cpp models only, "
         "see agentmm.copy_guard); 0: off.",
     )
-    persona_names: bool = Field(
-        False,
-        description="While a persona is played, its name goes before its past replies in the prompt and is written "
-        'into the prompt before each reply ("Ilse Varga:", not shown); llama.cpp models only, see '
-        "agentmm.speaker_names.",
-    )
     personas_dir: Path = Field(default_factory=default_personas_dir, description="Your own personas and cards.")
     intent: bool = Field(
         False,

@@ -5,12 +5,13 @@ Issue 16's goals: identity kept in at least 6 of 8 checks on the shipped model a
 Qwen tier, averaged over at least 3 seeds and 3 personas. Settings are agentmm's defaults (memory
 on, each persona's own sampling), replies of at most ``--max-tokens`` (96, as the issue's probe).
 
-Prompt techniques are compared by ablation (``--variants``), each alone: ``baseline`` (none of
-them), ``reminder`` (``persona_reminder`` set to ``agentmm.personas.prompt.PERSONA_REMINDER``: a short
+Prompt techniques are compared by ablation (``--variants``): ``baseline`` (none of them),
+``reminder`` (``persona_reminder`` set to ``agentmm.personas.prompt.PERSONA_REMINDER``: a short
 in-character reminder after the user's message), ``guard`` (``persona_guard``: the sampling
-guard of ``agentmm.character_guard`` against assistant disclaimers; on by default), ``names``
-(``persona_names`` on top of the guard: the character's name before its past replies and
-prefilled before each new one, ``agentmm.speaker_names``).
+guard of ``agentmm.character_guard`` against assistant disclaimers; on by default), and on top
+of the guard: ``introduction`` (``persona_introduction`` set to ``PERSONA_INTRODUCTION``: an
+exchange in which the character says its name, first among its examples), ``nocopy``
+(``persona_copy_limit`` 10: ``agentmm.copy_guard``), ``introduction+nocopy`` (both).
 
 Run: ``python benchmarks/persona_eval.py [--models smollm2,qwen0.5b] [--variants baseline,guard]
 [--seeds 1,2,3] [--json out.json]``.
@@ -34,7 +35,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"persona_guard": False},
     "reminder": {"persona_reminder": PERSONA_REMINDER, "persona_guard": False},
     "guard": {"persona_guard": True},
-    "names": {"persona_guard": True, "persona_names": True},
     "introduction": {"persona_guard": True, "persona_introduction": PERSONA_INTRODUCTION},
     "nocopy": {"persona_guard": True, "persona_copy_limit": 10},
     "introduction+nocopy": {

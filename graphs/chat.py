@@ -249,37 +249,28 @@ class Generator:
     ``max_rounds`` of them in one turn it must answer in words (``tool_choice="none"``).
     With ``native_images`` the turn's pictures ride on its user message (for this call only).
     With ``guard``, a model that ``accepts_character_guard`` is asked to keep a played persona
-    from calling itself an assistant; with ``names`` (and ``personas`` to find its name), a model
-    that ``accepts_speaker`` speaks each reply after the persona's name; with ``copy_limit``, a
-    model that ``accepts_copy_limit`` cannot copy that many tokens of its prompt (none of these on
-    a turn said out of character).
+    from calling itself an assistant; with ``copy_limit``, a model that ``accepts_copy_limit``
+    cannot copy that many tokens of its prompt (neither on a turn said out of character).
     """
 
     def __init__(
         self, model: BaseChatModel, toolbox: ToolBox | None = None, native_images: bool = False, guard: bool = False,
-        names: bool = False, personas: PersonaSource | None = None, copy_limit: int = 0,
+        copy_limit: int = 0,
     ) -> None:  # fmt: skip
         self.model = model
         self.toolbox = toolbox
         self.native_images = native_images
         self.guard = guard and getattr(model, "accepts_character_guard", False) is True
-        self.personas = personas if names and getattr(model, "accepts_speaker", False) is True else None
         self.copy_limit = copy_limit if getattr(model, "accepts_copy_limit", False) is True else 0
 
     def _kwargs(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        """The reply's call options: its seed (``Agent.retry``), the character guard, the
-        speaker's name."""
+        """The reply's call options: its seed (``Agent.retry``), the character and copy guards."""
         kwargs = _seed(runtime)
         played = state.get("persona") if state.get("intent") != "ooc" else None
         if self.guard and played:
             kwargs["character_guard"] = True
         if self.copy_limit and played:
             kwargs["copy_limit"] = self.copy_limit
-        if self.personas is not None and played:
-            kwargs["speaker"] = self.personas().get(played).display_name
-            # Lines reading "Name: ..." invite the model to write the user's next line too.
-            user = runtime.context.user_name if runtime.context else "User"
-            kwargs["stop"] = [*(getattr(self.model, "stop", None) or []), f"\n{user}:"]
         return kwargs
 
     def _prompt(self, state: ChatState) -> list[BaseMessage]:
@@ -493,8 +484,8 @@ def build_graph(
                         phrasing, reminder=settings.persona_reminder,
                         introduction=settings.persona_introduction)  # fmt: skip
     builder.add_node("compose", composer)
-    generator = Generator(model, toolbox, native_images, guard=settings.persona_guard, names=settings.persona_names,
-                          personas=source, copy_limit=settings.persona_copy_limit)  # fmt: skip
+    generator = Generator(model, toolbox, native_images, guard=settings.persona_guard,
+                          copy_limit=settings.persona_copy_limit)  # fmt: skip
     # Both paths: sync runs call the model's stream, async ones (the Agent's) its astream.
     builder.add_node("generate", RunnableCallable(generator, generator.acall, name="generate", trace=False))
     if toolbox is not None:
