@@ -88,9 +88,11 @@ def test_a_guarded_reply_on_the_shipped_model_never_takes_a_forbidden_token(mode
 
 
 class Recording(FakeListChatModel):
-    """A fake chat model that, like ``ChatLlamaCpp``, takes ``character_guard``."""
+    """A fake chat model that, like ``ChatLlamaCpp``, takes ``character_guard`` and ``copy_limit``
+    (``tests/test_copy_guard.py``)."""
 
     accepts_character_guard: ClassVar[bool] = True
+    accepts_copy_limit: ClassVar[bool] = True
     calls: list[dict[str, Any]] = Field(default_factory=list)
 
     def _stream(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Iterator[Any]:

@@ -6,21 +6,21 @@ model's real generation; the graph seam (who asks for it, when) with a recording
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import HumanMessage, SystemMessage
-from pydantic import Field, ValidationError
+from pydantic import ValidationError
 
 from agentmm.copy_guard import CopyGuard
 from agentmm.graphs.agent import Agent
 from agentmm.llm import ChatLlamaCpp
 from agentmm.settings import Settings
+from tests.test_character_guard import Recording
 
 VOCAB = 50
 
@@ -96,24 +96,6 @@ def test_a_guarded_reply_on_the_shipped_model_copies_no_run_of_the_limit(model: 
     runs = {tuple(reply[i : i + limit]) for i in range(len(reply) - limit + 1)}
     # Tokenized apart from its prompt, a run may split differently at its edges; the body may not copy.
     assert len(runs & prompt) <= 1, guarded
-
-
-class Recording(FakeListChatModel):
-    """A fake chat model that, like ``ChatLlamaCpp``, takes ``copy_limit``."""
-
-    accepts_copy_limit: ClassVar[bool] = True
-    calls: list[dict[str, Any]] = Field(default_factory=list)
-
-    def _stream(self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any) -> Iterator[Any]:
-        self.calls.append(kwargs)
-        return super()._stream(messages, stop, run_manager, **kwargs)
-
-    async def _astream(
-        self, messages: list[Any], stop: Any = None, run_manager: Any = None, **kwargs: Any
-    ) -> AsyncIterator[Any]:
-        self.calls.append(kwargs)
-        async for chunk in super()._astream(messages, stop, run_manager, **kwargs):
-            yield chunk
 
 
 @pytest.mark.parametrize(
