@@ -41,10 +41,13 @@ class Generation:
         self, messages: list[dict[str, Any]], grammar: str | None = None, *, max_tokens: int, greedy: bool = False,
         **extra: Any,
     ) -> str:  # fmt: skip
-        """One whole (not streamed) answer's text, under ``grammar`` when given."""
+        """One whole (not streamed) answer's text, under ``grammar`` when given: a tool step's
+        decision or a call's arguments, never the character's words, so the reply's guards
+        (``logits_processor``: a copy guard would forbid quoting the user) are left out."""
         from llama_cpp import LlamaGrammar
 
         call = {**self.params, "max_tokens": max_tokens, "stop": None, **extra}
+        call.pop("logits_processor", None)
         if greedy:
             call["temperature"] = 0.0
         if grammar is not None:
@@ -57,6 +60,8 @@ class Generation:
         """Stream one reply (``extra`` overrides this reply's parameters: stop, logit_bias,
         tools...); ``finish_reason`` and ``said`` describe it when it ends."""
         params = {**self.params, **extra}
+        if isinstance(params.get("tool_choice"), dict):  # a forced call's arguments: no reply guards
+            params.pop("logits_processor", None)
         started_calls: set[int] = set()
         self.said = False
         if images:

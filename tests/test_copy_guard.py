@@ -115,3 +115,26 @@ def test_the_turn_asks_for_the_copy_guard_while_a_persona_is_played(
         agent.chat(message)
     [call] = model.calls
     assert call.get("copy_limit") == limit
+
+
+def test_tool_steps_and_forced_calls_are_made_without_the_reply_guards() -> None:
+    """A call's arguments may quote the user at length; only the character's words are guarded."""
+    from agentmm.llama_generation import Generation
+    from agentmm.llama_runtime import CallStats
+
+    calls: list[dict[str, Any]] = []
+
+    def create_chat_completion(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        if kwargs["stream"]:
+            return iter([{"choices": [{"delta": {"content": "ok"}, "finish_reason": "stop"}]}])
+        return {"choices": [{"message": {"content": "ok"}}]}
+
+    loaded = SimpleNamespace(llama=SimpleNamespace(create_chat_completion=create_chat_completion), stats=CallStats())
+    guards = object()
+    gen = Generation(loaded, {"logits_processor": guards, "temperature": 0.7}, model_name="m", n_ctx=64)  # type: ignore[arg-type]
+    gen.complete([{"role": "user", "content": "hi"}], max_tokens=4)
+    list(gen.stream([{"role": "user", "content": "hi"}], tools=[], tool_choice={"type": "function"}))
+    list(gen.stream([{"role": "user", "content": "hi"}], tools=[], tool_choice="none"))
+    list(gen.stream([{"role": "user", "content": "hi"}]))
+    assert [call.get("logits_processor") for call in calls] == [None, None, guards, guards]
