@@ -1,12 +1,12 @@
 """Keeping a reply from copying its prompt: a sampling guard for llama.cpp (``persona_copy_limit``).
 
 Small models playing a persona answer a question they cannot place by copying text they can see:
-in ``agentmm eval persona`` five of Qwen2.5-0.5B's seven identity misses (with the introduction
+in ``agentmm eval persona`` five of Qwen2.5-Coder-0.5B's seven identity misses (with the introduction
 example) were verbatim copies of the greeting, of a lore entry, of the user's own message or of
 an earlier reply (BENCHMARKS.md), and the 135M model repeats whole earlier replies turn after
 turn. This guard forbids the token that would make the reply repeat ``limit`` tokens in a row
 that already stand in the prompt or earlier in the reply, as Hugging Face's
-``no_repeat_ngram_size`` does, with an ``limit`` long enough that names and short phrases
+``no_repeat_ngram_size`` does, with a ``limit`` long enough that names and short phrases
 ("I'm Ilse Varga, the navigator") stay free; the model has to go on in words of its own.
 
 It is a llama-cpp-python logits processor, one per reply: the prompt's n-grams are indexed on
