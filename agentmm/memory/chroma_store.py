@@ -14,7 +14,11 @@ it) or a Chroma server (``from_url``: any number of processes). Records are laid
 - ``created_at`` survives updates; ``updated_at`` moves.
 
 Writes are built in full (JSON, metadata, vectors) before the first one reaches Chroma, so
-a bad value or a failing embedder leaves the store untouched.
+a bad value or a failing embedder leaves the store untouched. A batch with more than
+``PIPELINE_CHUNK`` texts (an import, an evaluation's conversation) is embedded and written
+chunk by chunk, the next chunk embedding while the last is written; its values are all
+serialised first, and what its written chunks replaced is read before each is written, so a
+failure part way is undone (``_undo``) and the promise holds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import threading
 import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -49,6 +54,7 @@ from langgraph.store.base import (
 )
 
 from agentmm.memory import _records as rec
+from agentmm.memory import _undo
 from agentmm.memory._journal import ItemRef, Revision
 from agentmm.memory._lock import DirectoryLock
 from agentmm.memory.errors import EmbeddingDimsMismatchError, MemoryStoreError, StoreUnreachableError
@@ -68,6 +74,10 @@ DEFAULT_SEARCH_EF = 400
 # 8.2 s; a save itself writes only the changed HNSW elements (p99 of a 2-vector upsert at
 # 30,000 vectors: 30 ms, mean 6.5 ms against 7.7 ms).
 SYNC_THRESHOLD = 100
+# A batch with more texts than this is embedded in chunks of this many puts, each while the
+# chunk before it is written: the embedder and Chroma's writes each leave part of the CPU idle,
+# so overlapping them ingests 10k memories at 416-419 texts/s instead of 346-371 (2 cores).
+PIPELINE_CHUNK = 256
 DEFAULT_COLLECTION_PREFIX = "agentmm"
 DEFAULT_PORT = 8000
 MAX_PAGE = 5000
@@ -312,14 +322,16 @@ class ChromaStore(BaseStore):
         vectors: dict[str, list[float]] = {}
         if self.embeddings is not None:
             queries = {q: self.embeddings.embed_query(q) for q in plan.queries}
-            texts = list(plan.texts)
-            if texts:
-                vectors = dict(zip(texts, self.embeddings.embed_documents(texts), strict=True))
+            if len(plan.texts) > PIPELINE_CHUNK:
+                return self._execute_pipelined(plan, queries)
+            vectors = self._embed(plan)
         return self._execute(plan, queries, vectors)
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
         """Async twin of :meth:`batch`: embeds with the async API, runs Chroma in a thread."""
         plan = self._plan(ops)
+        if self.embeddings is not None and len(plan.texts) > PIPELINE_CHUNK:
+            return await asyncio.to_thread(self.batch, plan.ops)
         queries: dict[str, list[float]] = {}
         vectors: dict[str, list[float]] = {}
         if self.embeddings is not None:
@@ -392,6 +404,50 @@ class ChromaStore(BaseStore):
             if plan.puts:
                 self._apply_puts(plan, vectors)
             return results
+
+    def _embed(self, plan: _Plan) -> dict[str, list[float]]:
+        texts = list(plan.texts)
+        if not texts or self.embeddings is None:
+            return {}
+        return dict(zip(texts, self.embeddings.embed_documents(texts), strict=True))
+
+    def _execute_pipelined(self, plan: _Plan, queries: Mapping[str, list[float]]) -> list[Result]:
+        """Reads first (against the store as it was), then the puts in chunks, each chunk's texts
+        embedded in a worker thread while the chunk before it is written. A value that cannot
+        be stored fails before the first write; a failure after it undoes the written chunks."""
+        for op in plan.puts.values():
+            if op.value is not None:
+                json.dumps(dict(op.value), ensure_ascii=False)
+        results = self._execute(_Plan(ops=plan.ops), queries, {})
+        chunks = []
+        for refs in _chunks(list(plan.puts), PIPELINE_CHUNK):
+            puts = {ref: plan.puts[ref] for ref in refs}
+            chunks.append(_Plan(ops=[], puts=puts, texts=self._texts_to_embed(puts)))
+        written: list[tuple[_Plan, _undo.Backup]] = []
+        # The mutex is held throughout, so other threads see the batch whole or not at all.
+        with self._mutex, ThreadPoolExecutor(1, thread_name_prefix="agentmm-embed") as worker:
+            pending: Future[dict[str, list[float]]] = worker.submit(self._embed, chunks[0])
+            try:
+                for i, chunk in enumerate(chunks):
+                    vectors = pending.result()
+                    if i + 1 < len(chunks):
+                        pending = worker.submit(self._embed, chunks[i + 1])
+                    ids = [rec.item_id(*ref) for ref in chunk.puts]
+                    written.append((chunk, _undo.backup(self._items, self._vectors, ids)))
+                    self._execute(chunk, {}, vectors)
+            except BaseException:
+                pending.cancel()
+                self._undo(written)
+                raise
+        return results
+
+    def _undo(self, written: Sequence[tuple[_Plan, _undo.Backup]]) -> None:
+        """Put back what the written chunks of a failed batch replaced, newest chunk first."""
+        for chunk, saved in reversed(written):
+            _undo.restore(self._items, self._vectors, saved)
+            self._unregister_if_empty({namespace for namespace, _ in chunk.puts})
+            if self._journal is not None:
+                self._journal.record(chunk.puts)
 
     def _scan(
         self, collection: Collection, where: dict[str, Any] | None, *, documents: bool = False
