@@ -740,6 +740,17 @@ def eval_memory(
                            f"{row['memories_fitted_mean']:.1f}")  # fmt: skip
         console.print(fitted)
     console.print("timings: " + ", ".join(f"{key} {value}" for key, value in report["timings"].items()))
+    console.print(_evidence_line(report["evidence"], report["short_results"]))
+
+
+def _evidence_line(evidence: dict[str, Any], short: int) -> str:
+    line = (f"evidence: {evidence['ids']} ids, {evidence['rewritten']} read from a non-standard form, "
+            f"{evidence['naming_no_turn']} naming no turn (not scored), {evidence['shared_turn_ids']} dia_ids "
+            f"shared by two turns, {evidence['questions_without_findable_evidence']} questions left unscored; "
+            f"{short} searches returned fewer results than asked")  # fmt: skip
+    if evidence["examples_naming_no_turn"]:
+        line += " (naming no turn: " + ", ".join(evidence["examples_naming_no_turn"]) + ")"
+    return line
 
 
 def _run_answers(

@@ -25,7 +25,7 @@ from typing import Any
 from langgraph.store.base import BaseStore, PutOp
 
 from agentmm.memory.conversation import format_recalled, memory_text
-from agentmm.memory.locomo import Sample, Scores, hit_at, load_locomo, recall_at
+from agentmm.memory.locomo import Sample, Scores, evidence_report, found_ids, hit_at, load_locomo, recall_at
 from agentmm.memory.retrieval import hybrid_search
 
 Progress = Callable[[int, int, str], None]
@@ -44,16 +44,22 @@ def session_date(raw: str) -> datetime | str:
 def ingest(store: BaseStore, sample: Sample, namespace: tuple[str, ...]) -> int:
     ops = []
     previous: str | None = None
-    for session, _, turn in sample.turns():
-        text = turn.text + (f" [shares a photo of {turn.blip_caption}]" if turn.blip_caption else "")
+    for session, key, turn in sample.keyed_turns():
+        text = turn.text + (f" [shares {photo(turn.blip_caption)}]" if turn.blip_caption else "")
         when = session_date(session.date_time)
         value = {"text": memory_text(turn.speaker, text, when, previous), "content": text, "speaker": turn.speaker,
                  "session": session.number, "when": when.isoformat() if isinstance(when, datetime) else when,
                  }  # fmt: skip
-        ops.append(PutOp(namespace, turn.dia_id, value))
+        ops.append(PutOp(namespace, key, value))
         previous = f"{turn.speaker}: {text}"[:300]
     store.batch(ops)
     return len(ops)
+
+
+def photo(caption: str) -> str:
+    """BLIP writes 'a photo of a dog'; a shared picture then reads 'a photo of a dog', not 'a photo of a photo of'."""
+    caption = caption.strip()
+    return caption if caption.lower().startswith(("a photo", "a picture", "an image")) else f"a photo of {caption}"
 
 
 def retrieve(
@@ -128,22 +134,26 @@ def evaluate(
     budgeted = BudgetScores(budget_tokens) if budget_tokens is not None and count is not None else None
     depth = max(ks)
     total_turns = sum(1 for s in samples for _ in s.turns())
-    questions = [(s, q) for s in samples for q in s.qa if q.evidence]
+    questions = [(s, q, found) for s in samples for q in s.qa if (found := s.findable(q))]
     started = time.perf_counter()
     ingested = 0
+    sizes: dict[str, int] = {}
     for sample in samples:
-        ingested += ingest(store, sample, ("eval", sample.sample_id))
+        sizes[sample.sample_id] = ingest(store, sample, ("eval", sample.sample_id))
+        ingested += sizes[sample.sample_id]
         if progress:
             progress(ingested, total_turns, "ingesting")
     ingest_s = time.perf_counter() - started
     latencies = []
-    for i, (sample, question) in enumerate(questions, 1):
+    short = 0
+    for i, (sample, question, evidence) in enumerate(questions, 1):
         t0 = time.perf_counter()
         hits = retrieve(store, ("eval", sample.sample_id), question.question, depth, retrieval, rounds)
         latencies.append(time.perf_counter() - t0)
-        scores.add(question.category, [hit.key for hit in hits], question.evidence)
+        short += len(hits) < min(depth, sizes[sample.sample_id])
+        scores.add(question.category, found_ids(hit.key for hit in hits), evidence)
         if budgeted is not None and count is not None:
-            budgeted.add(question.category, fitting(hits, budgeted.budget, count), question.evidence)
+            budgeted.add(question.category, found_ids(fitting(hits, budgeted.budget, count)), evidence)
         if progress:
             progress(i, len(questions), "querying")
     latencies.sort()
@@ -158,6 +168,8 @@ def evaluate(
             "query_p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
             "query_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 2) if latencies else None,
         },
+        "evidence": evidence_report(samples),
+        "short_results": short,
         "config": {
             "retrieval": retrieval,
             "rounds": rounds,

@@ -4,6 +4,14 @@ A LoCoMo file is a JSON list of samples. Each has ``conversation`` (``speaker_a`
 ``speaker_b``, ``session_N_date_time`` and ``session_N``: a list of turns ``{speaker, dia_id,
 text}``, optionally ``blip_caption`` for a shared photo) and ``qa`` (``question``,
 ``answer``/``adversarial_answer``, ``evidence``: dia_ids like ``"D1:3"``, ``category``).
+
+The public file is not always that clean, and an evidence id read wrong is evidence no search
+can find. So ids are read leniently and written one way (:func:`dia_ids`): several ids in one
+entry (``"D8:6; D9:17"``), a stray colon (``"D:11:26"``), zero padding (``"D30:05"``) and case
+all give the canonical ``D<session>:<turn>``, for evidence and turns alike. A dia_id two turns
+share keeps both turns (the second stored as ``D3:4#2``), either one counting as found. Evidence
+that still names no turn of its conversation is left out of the scores and counted
+(:func:`evidence_report`), so a broken label lowers no one's recall, and shows.
 """
 
 from __future__ import annotations
@@ -11,15 +19,32 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agentmm.memory.errors import MemoryStoreError
 
 _SESSION = re.compile(r"^session_(\d+)$")
+_DIA_ID = re.compile(r"D\s*:?\s*(\d+)\s*:\s*(\d+)", re.IGNORECASE)
+COPY_MARK = "#"
+
+
+def dia_ids(raw: str) -> list[str]:
+    """Every dialogue id written in ``raw``, canonical: ``"D8:6; d9:017"`` -> ``["D8:6", "D9:17"]``."""
+    return [f"D{int(session)}:{int(turn)}" for session, turn in _DIA_ID.findall(raw)]
+
+
+def canonical_dia_id(raw: Any) -> str:
+    found = dia_ids(str(raw))
+    return found[0] if len(found) == 1 else str(raw).strip()
+
+
+def evidence_id(key: str) -> str:
+    """The dia_id a stored turn's key stands for (``D3:4#2``, a second turn written ``D3:4``: ``D3:4``)."""
+    return key.split(COPY_MARK, 1)[0]
 
 
 class EvalFileError(MemoryStoreError):
@@ -33,6 +58,11 @@ class Turn(BaseModel):
     dia_id: str
     text: str = ""
     blip_caption: str | None = None
+
+    @field_validator("dia_id", mode="before")
+    @classmethod
+    def _canonical_id(cls, value: Any) -> str:
+        return canonical_dia_id(value)
 
 
 class Session(BaseModel):
@@ -48,6 +78,20 @@ class Question(BaseModel):
     answer: Any = None
     evidence: list[str] = Field(default_factory=list)
     category: int = 0
+    evidence_as_written: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_evidence(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        written = data.get("evidence") or []
+        entries = [written] if isinstance(written, str) else list(written) if isinstance(written, list) else [written]
+        ids: list[str] = []
+        for entry in entries:
+            ids.extend(dia_ids(str(entry)) or [str(entry).strip()])  # unreadable: kept, names no turn
+        return {**data, "evidence": list(dict.fromkeys(i for i in ids if i)),
+                "evidence_as_written": [str(e) for e in entries]}  # fmt: skip
 
 
 class Sample(BaseModel):
@@ -60,6 +104,20 @@ class Sample(BaseModel):
         for session in self.sessions:
             for i, turn in enumerate(session.turns):
                 yield session, i, turn
+
+    def keyed_turns(self) -> Iterator[tuple[Session, str, Turn]]:
+        """Each turn with a key of its own: its dia_id, or ``dia_id#n`` for the n-th turn written
+        with an id an earlier turn has."""
+        seen: dict[str, int] = {}
+        for session, _, turn in self.turns():
+            seen[turn.dia_id] = seen.get(turn.dia_id, 0) + 1
+            copies = seen[turn.dia_id]
+            yield session, turn.dia_id if copies == 1 else f"{turn.dia_id}{COPY_MARK}{copies}", turn
+
+    def findable(self, question: Question) -> list[str]:
+        """The question's evidence ids that name a turn of this conversation."""
+        ids = {turn.dia_id for _, _, turn in self.turns()}
+        return [e for e in question.evidence if e in ids]
 
 
 def load_locomo(path: Path) -> list[Sample]:
@@ -104,6 +162,33 @@ def _sample(item: Any, index: int, path: Path) -> Sample:
     speakers = (str(conversation.get("speaker_a", "A")), str(conversation.get("speaker_b", "B")))
     sessions.sort(key=lambda s: s.number)
     return Sample(sample_id=str(item.get("sample_id", index)), speakers=speakers, sessions=sessions, qa=qa)
+
+
+def found_ids(keys: Iterable[str]) -> list[str]:
+    """Retrieved store keys as evidence ids, best first, each once."""
+    return list(dict.fromkeys(evidence_id(key) for key in keys))
+
+
+def evidence_report(samples: Sequence[Sample]) -> dict[str, Any]:
+    """How the file's evidence was read: ids rewritten to be found, ids that name no turn
+    (left out of the scores), dia_ids two turns share, questions with nothing left to find."""
+    report: dict[str, Any] = {"ids": 0, "rewritten": 0, "naming_no_turn": 0, "shared_turn_ids": 0,
+                              "questions_without_findable_evidence": 0, "examples_naming_no_turn": []}  # fmt: skip
+    for sample in samples:
+        ids = [turn.dia_id for _, _, turn in sample.turns()]
+        report["shared_turn_ids"] += len(ids) - len(set(ids))
+        for question in sample.qa:
+            if not question.evidence:
+                continue
+            findable = sample.findable(question)
+            report["ids"] += len(question.evidence)
+            report["rewritten"] += sum(1 for e in question.evidence_as_written if dia_ids(e) not in ([], [e.strip()]))
+            missing = [e for e in question.evidence if e not in findable]
+            report["naming_no_turn"] += len(missing)
+            report["questions_without_findable_evidence"] += not findable
+            examples = report["examples_naming_no_turn"]
+            examples.extend(f"{sample.sample_id}: {e}" for e in missing[: max(0, 5 - len(examples))])
+    return report
 
 
 def recall_at(retrieved: Sequence[str], evidence: Sequence[str], k: int) -> float:
