@@ -166,6 +166,11 @@ class Settings(BaseSettings):
         description="2: a second recall round seeded by the names the best memory brings (multi-hop; "
         "about twice recall's time).",
     )
+    memory_by_date: bool = Field(
+        True,
+        description="A question that names a time ('what did I say yesterday?', 'in May 2023') also recalls "
+        "the memories that speak of those days; false: dense + BM25 only.",
+    )
     memory_min_similarity: float = Field(
         0.3,
         ge=0.0,

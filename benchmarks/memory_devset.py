@@ -9,7 +9,9 @@ someone else) make retrieval work for it. Questions use LoCoMo's categories:
 1. multi-hop: the answer joins two facts said in different sessions ("What does the cousin who
    lives in Oslo do?": one session says where the cousin lives, another what she does);
 2. temporal: when something happened, said relative to a session's date ("yesterday", "last
-   week"), answered with the date;
+   week"), answered with the date; and the other way round, what happened on a day or in a
+   month the question names ("Where did Ada go on 23 July 2023?", the memory saying
+   "yesterday" on the 24th), which only recall by date finds;
 3. open-domain: an inference from two or three facts about a habit or a taste;
 4. single-hop: one fact, said once (some inside a shared photo's caption, as LoCoMo's
    ``blip_caption``).
@@ -172,6 +174,7 @@ def _plant(conv: Conversation, sessions: int) -> list[tuple[int, int, str, str |
         s_hobby = rng.randrange(sessions)
         took_up = plant(s_hobby, speaker, f"I've taken up {hobby}, a class every Thursday.")
         conv.ask(f"Which hobby did {who} take up?", hobby, [took_up], 4)
+        conv.ask(f"What did {who} take up in {conv.dates[s_hobby]:%B %Y}?", hobby, [took_up], 2)
         # temporal: events said relative to the session's date
         for event in rng.sample(EVENTS, 3):
             session = rng.randrange(sessions)
@@ -182,6 +185,8 @@ def _plant(conv: Conversation, sessions: int) -> list[tuple[int, int, str, str |
             conv.ask(
                 f"When did {who} go to {event.replace('my friend', who + chr(39) + 's friend')}?", answer, [went], 2
             )
+            if ago != 7:  # the other way round: the day is asked, the memory says "yesterday"
+                conv.ask(f"Where did {who} go on {day:%-d %B %Y}?", event.replace("my friend", "a friend"), [went], 2)
         # open-domain: two habits, each told in pieces over sessions
         for facts, question, answer in rng.sample(HABITS, 2):
             spread = rng.sample(range(sessions), len(facts))

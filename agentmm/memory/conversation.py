@@ -17,7 +17,7 @@ from typing import Any
 from langgraph.store.base import BaseStore, Item, PutOp
 
 from agentmm.memory.dates import annotate, day
-from agentmm.memory.retrieval import RecallCache, hybrid_search
+from agentmm.memory.retrieval import LEXICAL, WHEN, WITHOUT_DATES, RecallCache, hybrid_search
 
 ROOT = "memories"
 SHARED = "_shared"
@@ -73,23 +73,27 @@ def recall(
     skip: Any = None,
     cache: RecallCache | None = None,
     rounds: int = 1,
+    now: datetime | None = None,
+    by_date: bool = True,
 ) -> list[Recalled]:
-    """The best ``k`` memories for ``query`` across ``namespaces``, dense and BM25 fused.
+    """The best ``k`` memories for ``query`` across ``namespaces``, dense and BM25 fused (and
+    by date, when the query names a time: ``now`` is when it is asked).
 
-    A memory found only by BM25 is kept; one found only by dense search must reach
+    A memory found by BM25 or by date is kept; one found only by dense search must reach
     ``min_similarity``. ``skip(value) -> bool`` drops memories the prompt already holds.
     ``cache`` keeps the scopes' corpora between calls over a store that cannot keep its own
     (``agentmm.memory.retrieval.recall_cache``). ``rounds=2`` adds the multi-hop second round
-    (``agentmm.memory.multihop``).
+    (``agentmm.memory.multihop``); ``by_date=False`` leaves recall by date out.
     """
     found: list[Recalled] = []
     search = hybrid_search
     if rounds >= 2:
         from agentmm.memory.multihop import two_round_search as search
     for namespace in namespaces:
-        for hit in search(store, namespace, query, k=k * 2, cache=cache):
+        weights = None if by_date else WITHOUT_DATES
+        for hit in search(store, namespace, query, k=k * 2, cache=cache, now=now, weights=weights):
             value = dict(hit.value)
-            if "bm25" not in hit.ranks and (hit.dense_score or 0.0) < min_similarity:
+            if not {LEXICAL, WHEN} & hit.ranks.keys() and (hit.dense_score or 0.0) < min_similarity:
                 continue
             if skip is not None and skip(value):
                 continue

@@ -26,7 +26,7 @@ from langgraph.store.base import BaseStore, PutOp
 
 from agentmm.memory.conversation import format_recalled, memory_text
 from agentmm.memory.locomo import Sample, Scores, evidence_report, found_ids, hit_at, load_locomo, recall_at
-from agentmm.memory.retrieval import hybrid_search
+from agentmm.memory.retrieval import WITHOUT_DATES, hybrid_search
 
 Progress = Callable[[int, int, str], None]
 SCORED_CATEGORIES = (1, 2, 3, 4)
@@ -63,17 +63,27 @@ def photo(caption: str) -> str:
 
 
 def retrieve(
-    store: BaseStore, namespace: tuple[str, ...], question: str, k: int, retrieval: str, rounds: int = 1
-) -> list[Any]:
+    store: BaseStore, namespace: tuple[str, ...], question: str, k: int, retrieval: str, rounds: int = 1,
+    now: datetime | None = None, by_date: bool = True,
+) -> list[Any]:  # fmt: skip
     """The top ``k`` memories for ``question``, best first (LangGraph ``Item``s); ``rounds=2``
-    adds the multi-hop second round (``agentmm.memory.multihop``)."""
+    adds the multi-hop second round (``agentmm.memory.multihop``); ``now`` is when the question
+    is asked (its "last week"); ``by_date=False`` leaves recall by date out."""
     if retrieval == "dense":
         return list(store.search(namespace, query=question, limit=k))
+    options: dict[str, Any] = {"k": k, "candidates": max(50, k), "now": now,
+                               "weights": None if by_date else WITHOUT_DATES}  # fmt: skip
     if rounds >= 2:
         from agentmm.memory.multihop import two_round_search
 
-        return list(two_round_search(store, namespace, question, k=k, candidates=max(50, k)))
-    return list(hybrid_search(store, namespace, question, k=k, candidates=max(50, k)))
+        return list(two_round_search(store, namespace, question, **options))
+    return list(hybrid_search(store, namespace, question, **options))
+
+
+def asked_on(sample: Sample) -> datetime | None:
+    """When a sample's questions are asked: after its last dated session."""
+    dates = [when for s in sample.sessions if isinstance(when := session_date(s.date_time), datetime)]
+    return max(dates) if dates else None
 
 
 def fitting(hits: Sequence[Any], budget: int, count: Callable[[str], int]) -> list[str]:
@@ -129,6 +139,7 @@ def evaluate(
     budget_tokens: int | None = None,
     count: Callable[[str], int] | None = None,
     rounds: int = 1,
+    by_date: bool = True,
 ) -> dict[str, Any]:
     scores = Scores(ks)
     budgeted = BudgetScores(budget_tokens) if budget_tokens is not None and count is not None else None
@@ -148,7 +159,8 @@ def evaluate(
     short = 0
     for i, (sample, question, evidence) in enumerate(questions, 1):
         t0 = time.perf_counter()
-        hits = retrieve(store, ("eval", sample.sample_id), question.question, depth, retrieval, rounds)
+        hits = retrieve(store, ("eval", sample.sample_id), question.question, depth, retrieval, rounds,
+                        asked_on(sample), by_date)  # fmt: skip
         latencies.append(time.perf_counter() - t0)
         short += len(hits) < min(depth, sizes[sample.sample_id])
         scores.add(question.category, found_ids(hit.key for hit in hits), evidence)
@@ -173,6 +185,7 @@ def evaluate(
         "config": {
             "retrieval": retrieval,
             "rounds": rounds,
+            "by_date": by_date,
             "ks": list(ks),
             "scored_categories": list(SCORED_CATEGORIES),
         },
@@ -211,7 +224,7 @@ def evaluate_file(
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentmm-eval-"))
         store = stack.enter_context(ChromaStore.from_path(tmp, index=index))
         report = evaluate(store, samples, ks, retrieval=retrieval, progress=progress, budget_tokens=budget_tokens,
-                          count=count, rounds=settings.memory_rounds)  # fmt: skip
+                          count=count, rounds=settings.memory_rounds, by_date=settings.memory_by_date)  # fmt: skip
     report["config"]["file"] = str(path)
     report["config"]["embedding_model"] = embedder.model_name
     report["config"]["embedding_runtime"] = embedder.runtime

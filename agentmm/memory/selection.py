@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentmm.memory.conversation import format_recalled
+from agentmm.memory.retrieval import WHEN
 
 BELOW_BAR = "below the relevance bar"
 OVER_CAP = "over the token cap"
@@ -44,7 +45,8 @@ def select_memories(
     """Keep ``recalled`` (``Recalled.as_trace()`` dicts, best first) that reach ``min_similarity``
     and fit, in order, in a block of ``max_tokens`` (header included, counted with
     ``count_tokens``). A memory without a similarity (found by BM25 alone: not among the
-    nearest vectors at all) does not clear the bar. A memory too long to fit is skipped and a
+    nearest vectors at all) does not clear the bar; one found by the date the query names
+    ("what did I say yesterday?") needs none. A memory too long to fit is skipped and a
     shorter one after it may still go in. ``max_tokens`` 0 keeps none. ``window_room`` (None:
     no bound) caps the block the same way, past its first memory: a memory that fits
     ``max_tokens`` but not the room is dropped as over the window's budget (the trace tells the
@@ -57,7 +59,8 @@ def select_memories(
     tokens = 0
     for memory in recalled:
         similarity = memory.get("similarity")
-        if similarity is None or similarity < min_similarity:
+        by_date = WHEN in (memory.get("found_by") or ())
+        if not by_date and (similarity is None or similarity < min_similarity):
             dropped.append(_dropped(memory, BELOW_BAR))
             continue
         size = count_tokens(format_recalled([*kept, memory], user_name))

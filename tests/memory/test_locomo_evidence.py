@@ -30,8 +30,12 @@ def messy_file(path: Path) -> Path:
     ]
     qa = [
         {"question": "What is Ada's cat called?", "answer": "Pepper", "evidence": ["D1:1"], "category": 4},
-        {"question": "Who teaches Bo and what instrument?", "answer": "Mr Okafor, cello",
-         "evidence": ["D1:2; D2:1"], "category": 1},  # fmt: skip
+        {
+            "question": "Who teaches Bo and what instrument?",
+            "answer": "Mr Okafor, cello",
+            "evidence": ["D1:2; D2:1"],
+            "category": 1,
+        },
         {"question": "Where did Mara move?", "answer": "Lisbon", "evidence": ["D:1:3"], "category": 4},
         {"question": "What did Pepper break?", "answer": "a vase", "evidence": "D2:01", "category": 4},
         {"question": "What did Bo fly?", "answer": "a kite", "evidence": ["D2:3", "D9:9"], "category": 4},
