@@ -480,7 +480,8 @@ def build_graph(
                                           max_tokens=settings.memory_max_tokens,
                                           window_tokens=settings.memory_window_tokens,
                                           rounds=settings.memory_rounds,
-                                          by_date=settings.memory_by_date))  # fmt: skip
+                                          by_date=settings.memory_by_date,
+                                          rerank=settings.memory_rerank))  # fmt: skip
     composer = Composer(counter, source, settings.system_prompt, settings.n_ctx, settings.max_tokens, toolbox,
                         phrasing, reminder=settings.persona_reminder,
                         introduction=settings.persona_introduction)  # fmt: skip

@@ -60,10 +60,12 @@ class Recall:
         window_tokens: int | None = None,
         rounds: int = 1,
         by_date: bool = True,
+        rerank: bool = False,
     ) -> None:
         self.k = k
         self.rounds = rounds
         self.by_date = by_date
+        self.rerank = rerank
         self.min_similarity = min_similarity
         # What enters the prompt (agentmm.memory.selection): the relevance bar and token cap.
         self.count = (counter or TokenCounter(approximate_tokens, exact=False)).text
@@ -93,7 +95,8 @@ class Recall:
             query = f"{messages[-1].text} {seen}".strip()
             found = recall(runtime.store, _scopes(state, context), query, k=self.k,
                            min_similarity=self.min_similarity, skip=already_in_prompt, cache=self.cache,
-                           rounds=self.rounds, now=datetime.now(UTC), by_date=self.by_date)  # fmt: skip
+                           rounds=self.rounds, now=datetime.now(UTC), by_date=self.by_date,
+                           rerank=self.rerank)  # fmt: skip
             path = {"recall_path": recall_path(runtime.store)}
         window: dict[str, Any] = {}
         room = None

@@ -167,7 +167,7 @@ def _config(digest: str, settings: Settings, judge_name: str | None) -> dict[str
     return {"file_sha256": digest[:16], "model": str(settings.model),
             "memory_k": settings.memory_k, "memory_max_tokens": settings.memory_max_tokens,
             "memory_min_similarity": settings.memory_min_similarity, "memory_rounds": settings.memory_rounds,
-            "memory_by_date": settings.memory_by_date,
+            "memory_by_date": settings.memory_by_date, "memory_rerank": settings.memory_rerank,
             "embedding_model": str(settings.embedding_model), "answer_tokens": ANSWER_TOKENS,
             "judge": judge_name}  # fmt: skip
 

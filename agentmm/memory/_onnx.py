@@ -44,11 +44,13 @@ import numpy as np
 
 from agentmm.onnx_files import cpu_session, save_folder
 
-FORMAT = 1  # bump whenever what is exported (graph, files) changes: old caches are then ignored
+FORMAT = 2  # bump whenever what is exported (graph, files) changes: old caches are then ignored
 GRAPH = "model.onnx"
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 TOKENIZER = "tokenizer.json"
 META = "agentmm-embedder.json"
+SENTENCE = "sentence_embedding"
+TOKENS = "token_embeddings"  # the last hidden states, for late-interaction reranking
 # The exported graph must give sentence-transformers' vectors to within float rounding.
 TOLERANCE = 1e-4
 NOT_EXPORTABLE = 3  # the child's exit status for a model that cannot run on onnxruntime
@@ -101,7 +103,19 @@ class OnnxEncoder:
         feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        return self.session.run(None, feed)[0]
+        return self.session.run([SENTENCE], feed)[0]
+
+    def token_vectors(self, texts: Sequence[str], batch_size: int = 64) -> list[np.ndarray]:
+        """Each text's token vectors (``[CLS]``/``[SEP]`` and padding left out), each row of unit
+        length: what late interaction compares (``agentmm.memory.rerank``)."""
+        out: list[np.ndarray] = []
+        for start in range(0, len(texts), batch_size):
+            encodings = self.tokenizer.encode_batch(list(texts[start : start + batch_size]))
+            feed = {name: np.array([_input(e, name) for e in encodings], dtype=np.int64) for name in self.input_names}
+            hidden = self.session.run([TOKENS], feed)[0]
+            for rows, encoding in zip(hidden, encodings, strict=True):
+                out.append(unit_rows(rows[np.array(encoding.attention_mask, dtype=bool)]))
+        return out
 
     def close(self) -> None:
         """Stop the worker threads (the session is freed with this object)."""
@@ -117,6 +131,16 @@ class OnnxEncoder:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="agentmm-embed")
             return self._pool
+
+
+def unit_rows(hidden: np.ndarray) -> np.ndarray:
+    """A text's token vectors without its first and last ([CLS], [SEP]), rows scaled to unit length."""
+    rows = hidden[1:-1] if len(hidden) > 2 else hidden
+    return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _input(encoding: Any, name: str) -> list[int]:
+    return {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask}.get(name, encoding.type_ids)
 
 
 def exportable(model: Any) -> bool:
@@ -279,8 +303,8 @@ def _export_graph(model: Any) -> tuple[bytes, dict[str, Any]]:
             args,
             buffer,
             input_names=list(names),
-            output_names=["sentence_embedding"],
-            dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in names}, "sentence_embedding": {0: "batch"}},
+            output_names=[SENTENCE, TOKENS],
+            dynamic_axes={**{n: {0: "batch", 1: "tokens"} for n in [*names, TOKENS]}, SENTENCE: {0: "batch"}},
             opset_version=17,
             dynamo=False,
         )
@@ -318,7 +342,7 @@ def _encoder(graph: bytes | str, tokenizer_json: str, meta: dict[str, Any], thre
 
     session = cpu_session(graph, threads=1)
     tokenizer = Tokenizer.from_str(tokenizer_json)
-    dims = meta.get("dims") or int(session.get_outputs()[0].shape[-1])
+    dims = meta.get("dims") or int(next(o for o in session.get_outputs() if o.name == SENTENCE).shape[-1])
     return OnnxEncoder(session, tokenizer, tuple(meta["inputs"]), int(dims), workers=max(1, threads))
 
 
@@ -341,7 +365,7 @@ def _pooled_module(transformer: Any, names: tuple[str, ...]) -> Any:
             hidden = self.transformer(**kwargs).last_hidden_state
             mask = kwargs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1), hidden
 
     return Pooled()
 

@@ -9,7 +9,8 @@ read with ``safetensors.numpy``), ``modules.json``, ``1_Pooling/config.json`` an
 ``sentence_bert_config.json`` (the pipeline and its sequence limit), and ``tokenizer.json``.
 The graph is the one ``_onnx._pooled_module`` traces: embeddings -> encoder layers -> mean
 pooling over real tokens -> L2 normalisation, with inputs named as the tokenizer names them and
-one output, ``sentence_embedding``, dynamic in batch and tokens.
+two outputs, dynamic in batch and tokens: ``sentence_embedding``, and ``token_embeddings`` (the
+last hidden states, for late-interaction reranking; onnxruntime computes only what is asked).
 
 Only what is implemented here is accepted (``build`` returns ``None`` otherwise, and the torch
 export runs as before): ``model_type == "bert"``, absolute position embeddings, erf GELU, a
@@ -279,9 +280,14 @@ def _graph(config: dict[str, Any], weights: _Weights, names: tuple[str, ...]) ->
     norm = g.op("Sqrt", g.op("ReduceSum", g.op("Mul", pooled, pooled), axis_1, keepdims=1))
     g.nodes.append(helper.make_node("Div", [pooled, g.op("Max", norm, f32("min_norm", 1e-12))], ["sentence_embedding"]))
 
+    g.nodes.append(helper.make_node("Identity", [x], ["token_embeddings"]))
+
     inputs = [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "tokens"]) for n in names]
-    output = helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden])
-    graph = helper.make_graph(g.nodes, "sentence_embedding", inputs, [output])
+    outputs = [
+        helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", hidden]),
+        helper.make_tensor_value_info("token_embeddings", TensorProto.FLOAT, ["batch", "tokens", hidden]),
+    ]
+    graph = helper.make_graph(g.nodes, "sentence_embedding", inputs, outputs)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="agentmm.bert_onnx")
     model.ir_version = IR_VERSION
     chunks, g.initializers = [model.SerializeToString(), *g.initializers], []

@@ -17,7 +17,9 @@ from typing import Any
 from langgraph.store.base import BaseStore, Item, PutOp
 
 from agentmm.memory.dates import annotate, day
-from agentmm.memory.retrieval import LEXICAL, WHEN, WITHOUT_DATES, RecallCache, hybrid_search
+from agentmm.memory.rerank import DEPTH, token_embedder
+from agentmm.memory.rerank import rerank as rerank_hits
+from agentmm.memory.retrieval import LEXICAL, WHEN, WITHOUT_DATES, RecallCache, hybrid_search, recall_cache
 
 ROOT = "memories"
 SHARED = "_shared"
@@ -75,6 +77,7 @@ def recall(
     rounds: int = 1,
     now: datetime | None = None,
     by_date: bool = True,
+    rerank: bool = False,
 ) -> list[Recalled]:
     """The best ``k`` memories for ``query`` across ``namespaces``, dense and BM25 fused (and
     by date, when the query names a time: ``now`` is when it is asked).
@@ -83,7 +86,8 @@ def recall(
     ``min_similarity``. ``skip(value) -> bool`` drops memories the prompt already holds.
     ``cache`` keeps the scopes' corpora between calls over a store that cannot keep its own
     (``agentmm.memory.retrieval.recall_cache``). ``rounds=2`` adds the multi-hop second round
-    (``agentmm.memory.multihop``); ``by_date=False`` leaves recall by date out.
+    (``agentmm.memory.multihop``); ``by_date=False`` leaves recall by date out; ``rerank``
+    reorders the best candidates by late interaction (``agentmm.memory.rerank``).
     """
     found: list[Recalled] = []
     search = hybrid_search
@@ -91,7 +95,12 @@ def recall(
         from agentmm.memory.multihop import two_round_search as search
     for namespace in namespaces:
         weights = None if by_date else WITHOUT_DATES
-        for hit in search(store, namespace, query, k=k * 2, cache=cache, now=now, weights=weights):
+        embedder = token_embedder(store) if rerank else None
+        hits = search(store, namespace, query, k=max(k * 2, DEPTH) if embedder else k * 2, cache=cache, now=now,
+                      weights=weights)  # fmt: skip
+        if embedder is not None:
+            hits = rerank_hits(hits, query, embedder, recall_cache(store, cache))[: k * 2]
+        for hit in hits:
             value = dict(hit.value)
             if not {LEXICAL, WHEN} & hit.ranks.keys() and (hit.dense_score or 0.0) < min_similarity:
                 continue

@@ -197,6 +197,11 @@ class SentenceTransformerEmbeddings(Embeddings):
                 self._queries.popitem(last=False)
         return list(vector)
 
+    def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Each text's unit token vectors, for late-interaction reranking (``agentmm.memory.rerank``)."""
+        self._check_open()
+        return self.load().token_vectors(list(texts), self.batch_size)
+
     def index_config(self, fields: Sequence[str] = ("text",)) -> IndexConfig:
         """A LangGraph ``IndexConfig`` that embeds ``fields`` of each stored value with this model."""
         return {"dims": self.dims, "embed": self, "fields": list(fields)}
@@ -269,6 +274,8 @@ class Encoder(Protocol):
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray: ...
 
+    def token_vectors(self, texts: Sequence[str], batch_size: int = 64) -> list[np.ndarray]: ...
+
 
 class _TorchEncoder:
     """sentence-transformers' own ``encode``."""
@@ -286,6 +293,15 @@ class _TorchEncoder:
             convert_to_numpy=True,
             show_progress_bar=False,
         )
+
+    def token_vectors(self, texts: Sequence[str], batch_size: int = 64) -> list[np.ndarray]:
+        import numpy as np
+
+        from agentmm.memory._onnx import unit_rows
+
+        hidden = self.model.encode(list(texts), batch_size=batch_size, output_value="token_embeddings",
+                                   show_progress_bar=False)  # fmt: skip
+        return [unit_rows(np.asarray(h.float().cpu() if hasattr(h, "cpu") else h)) for h in hidden]
 
 
 def default_model_path() -> Path:

@@ -26,7 +26,9 @@ from langgraph.store.base import BaseStore, PutOp
 
 from agentmm.memory.conversation import format_recalled, memory_text
 from agentmm.memory.locomo import Sample, Scores, evidence_report, found_ids, hit_at, load_locomo, recall_at
-from agentmm.memory.retrieval import WITHOUT_DATES, hybrid_search
+from agentmm.memory.rerank import DEPTH, token_embedder
+from agentmm.memory.rerank import rerank as rerank_hits
+from agentmm.memory.retrieval import WITHOUT_DATES, hybrid_search, recall_cache
 
 Progress = Callable[[int, int, str], None]
 SCORED_CATEGORIES = (1, 2, 3, 4)
@@ -64,20 +66,26 @@ def photo(caption: str) -> str:
 
 def retrieve(
     store: BaseStore, namespace: tuple[str, ...], question: str, k: int, retrieval: str, rounds: int = 1,
-    now: datetime | None = None, by_date: bool = True,
+    now: datetime | None = None, by_date: bool = True, rerank: bool = False,
 ) -> list[Any]:  # fmt: skip
     """The top ``k`` memories for ``question``, best first (LangGraph ``Item``s); ``rounds=2``
     adds the multi-hop second round (``agentmm.memory.multihop``); ``now`` is when the question
-    is asked (its "last week"); ``by_date=False`` leaves recall by date out."""
+    is asked (its "last week"); ``by_date=False`` leaves recall by date out; ``rerank`` reorders
+    the best candidates by late interaction (``agentmm.memory.rerank``)."""
     if retrieval == "dense":
         return list(store.search(namespace, query=question, limit=k))
-    options: dict[str, Any] = {"k": k, "candidates": max(50, k), "now": now,
+    embedder = token_embedder(store) if rerank else None
+    options: dict[str, Any] = {"k": max(k, DEPTH) if embedder else k, "candidates": max(50, k), "now": now,
                                "weights": None if by_date else WITHOUT_DATES}  # fmt: skip
     if rounds >= 2:
         from agentmm.memory.multihop import two_round_search
 
-        return list(two_round_search(store, namespace, question, **options))
-    return list(hybrid_search(store, namespace, question, **options))
+        hits = two_round_search(store, namespace, question, **options)
+    else:
+        hits = hybrid_search(store, namespace, question, **options)
+    if embedder is not None:
+        hits = rerank_hits(hits, question, embedder, recall_cache(store))
+    return list(hits[:k])
 
 
 def asked_on(sample: Sample) -> datetime | None:
@@ -140,6 +148,7 @@ def evaluate(
     count: Callable[[str], int] | None = None,
     rounds: int = 1,
     by_date: bool = True,
+    rerank: bool = False,
 ) -> dict[str, Any]:
     scores = Scores(ks)
     budgeted = BudgetScores(budget_tokens) if budget_tokens is not None and count is not None else None
@@ -160,7 +169,7 @@ def evaluate(
     for i, (sample, question, evidence) in enumerate(questions, 1):
         t0 = time.perf_counter()
         hits = retrieve(store, ("eval", sample.sample_id), question.question, depth, retrieval, rounds,
-                        asked_on(sample), by_date)  # fmt: skip
+                        asked_on(sample), by_date, rerank)  # fmt: skip
         latencies.append(time.perf_counter() - t0)
         short += len(hits) < min(depth, sizes[sample.sample_id])
         scores.add(question.category, found_ids(hit.key for hit in hits), evidence)
@@ -186,6 +195,7 @@ def evaluate(
             "retrieval": retrieval,
             "rounds": rounds,
             "by_date": by_date,
+            "rerank": rerank,
             "ks": list(ks),
             "scored_categories": list(SCORED_CATEGORIES),
         },
@@ -224,7 +234,8 @@ def evaluate_file(
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentmm-eval-"))
         store = stack.enter_context(ChromaStore.from_path(tmp, index=index))
         report = evaluate(store, samples, ks, retrieval=retrieval, progress=progress, budget_tokens=budget_tokens,
-                          count=count, rounds=settings.memory_rounds, by_date=settings.memory_by_date)  # fmt: skip
+                          count=count, rounds=settings.memory_rounds, by_date=settings.memory_by_date,
+                          rerank=settings.memory_rerank)  # fmt: skip
     report["config"]["file"] = str(path)
     report["config"]["embedding_model"] = embedder.model_name
     report["config"]["embedding_runtime"] = embedder.runtime

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 DENSE = "dense"
 LEXICAL = "bm25"
 WHEN = "date"
+RERANKED = "rerank"
 DEFAULT_RRF_K = 60
 # Measured with `agentmm eval memory` on the synthetic LoCoMo set (BENCHMARKS.md): BM25 finds
 # exact names that dense search ranks low (multi-hop questions), but at equal weight its noise
@@ -79,8 +80,9 @@ class HybridHit(SearchItem):
 
     @property
     def found_by(self) -> tuple[str, ...]:
-        """The retrievers that found this item, best rank first."""
-        return tuple(sorted(self.ranks, key=self.ranks.__getitem__))
+        """The retrievers that found this item, best rank first (a reranker's rank, kept in
+        ``ranks``, found nothing)."""
+        return tuple(sorted((r for r in self.ranks if r != RERANKED), key=self.ranks.__getitem__))
 
     def dict(self) -> dict[str, Any]:
         result = super().dict()
@@ -301,6 +303,8 @@ class RecallCache:
 
     def __init__(self) -> None:
         self.corpora: OrderedDict[tuple[Any, ...], _Corpus] = OrderedDict()
+        # Texts' token vectors for late-interaction reranking (agentmm.memory.rerank), LRU.
+        self.token_vectors: OrderedDict[str, Any] = OrderedDict()
         # Serialises updates and searches of cached corpora: BM25 work is ~1 ms, never worth a race.
         self.lock = threading.RLock()
         self.full_read_logged = False
