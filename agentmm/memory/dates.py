@@ -14,9 +14,9 @@ from datetime import date, datetime, timedelta
 
 _NUMBERS = {"one": 1, "a": 1, "an": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
             "a couple of": 2, "a few": 3}  # fmt: skip
-_DAYS_AGO = re.compile(r"\b(\d+|one|two|three|four|five|six|seven|a couple of|a few|a|an)\s+days?\s+ago\b", re.I)
-_WEEKS_AGO = re.compile(r"\b(\d+|one|two|three|four|a couple of|a few|a|an)\s+weeks?\s+ago\b", re.I)
-_SIMPLE = re.compile(
+DAYS_AGO = re.compile(r"\b(\d+|one|two|three|four|five|six|seven|a couple of|a few|a|an)\s+days?\s+ago\b", re.I)
+WEEKS_AGO = re.compile(r"\b(\d+|one|two|three|four|a couple of|a few|a|an)\s+weeks?\s+ago\b", re.I)
+SIMPLE = re.compile(
     r"\b(yesterday|today|tonight|this morning|this afternoon|this evening|tomorrow|last night|last week|"
     r"last weekend|last month|last year|next week|next month)\b",
     re.I,
@@ -31,19 +31,19 @@ def day(value: date) -> str:
 def resolved(text: str, when: datetime | date | str | None) -> list[tuple[str, str]]:
     """Each relative time expression in ``text`` with what it means on ``when`` (the day it was
     said), in order of appearance; none when the day is unknown."""
-    said = _as_date(when)
+    said = as_date(when)
     if said is None:
         return []
     found: list[tuple[int, str, str]] = []
-    for match in _SIMPLE.finditer(text):
+    for match in SIMPLE.finditer(text):
         meaning = _simple(match.group(1).lower(), said)
         if meaning:
             found.append((match.start(), match.group(0), meaning))
-    for match in _DAYS_AGO.finditer(text):
-        n = _count(match.group(1))
+    for match in DAYS_AGO.finditer(text):
+        n = count_of(match.group(1))
         found.append((match.start(), match.group(0), day(said - timedelta(days=n))))
-    for match in _WEEKS_AGO.finditer(text):
-        n = _count(match.group(1))
+    for match in WEEKS_AGO.finditer(text):
+        n = count_of(match.group(1))
         found.append((match.start(), match.group(0), f"about {day(said - timedelta(weeks=n))}"))
     seen: set[str] = set()
     out = []
@@ -75,12 +75,12 @@ def _simple(phrase: str, said: date) -> str:
     return meanings.get(phrase, "")
 
 
-def _count(word: str) -> int:
+def count_of(word: str) -> int:
     word = word.lower()
     return int(word) if word.isdigit() else _NUMBERS.get(word, 1)
 
 
-def _as_date(when: datetime | date | str | None) -> date | None:
+def as_date(when: datetime | date | str | None) -> date | None:
     if isinstance(when, datetime):
         return when.date()
     if isinstance(when, date):

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from agentmm.memory.dates import _DAYS_AGO, _SIMPLE, _WEEKS_AGO, _as_date, _count
+from agentmm.memory.dates import DAYS_AGO, SIMPLE, WEEKS_AGO, as_date, count_of
 
 Span = tuple[date, date]
 R = TypeVar("R")
@@ -51,7 +51,7 @@ def question_span(question: str, now: date | datetime | None) -> Span | None:
     running this morning" asks for nothing from this morning."""
     if not _ASKS.search(question):
         return None
-    today = _as_date(now)
+    today = as_date(now)
     for finder in (_explicit_day, _month, _year):
         span = finder(question, today)
         if span is not None:
@@ -65,7 +65,7 @@ def question_span(question: str, now: date | datetime | None) -> Span | None:
 def memory_spans(value: Mapping[str, Any]) -> list[Span]:
     """The days a stored memory speaks of: the day it was said, and what each relative
     expression in it meant then."""
-    said = _as_date(value.get("when"))
+    said = as_date(value.get("when"))
     if said is None:
         return []
     text = str(value.get("content", value.get("text", "")))
@@ -76,15 +76,15 @@ def memory_spans(value: Mapping[str, Any]) -> list[Span]:
 def relative_spans(text: str, said: date) -> list[Span]:
     """What the relative time expressions of ``text`` meant on the day ``said``, in order."""
     found: list[tuple[int, Span]] = []
-    for match in _SIMPLE.finditer(text):
+    for match in SIMPLE.finditer(text):
         span = _simple_span(match.group(1).lower(), said)
         if span is not None:
             found.append((match.start(), span))
-    for match in _DAYS_AGO.finditer(text):
-        then = said - timedelta(days=_count(match.group(1)))
+    for match in DAYS_AGO.finditer(text):
+        then = said - timedelta(days=count_of(match.group(1)))
         found.append((match.start(), (then, then)))
-    for match in _WEEKS_AGO.finditer(text):
-        then = said - timedelta(weeks=_count(match.group(1)))
+    for match in WEEKS_AGO.finditer(text):
+        then = said - timedelta(weeks=count_of(match.group(1)))
         found.append((match.start(), (then - timedelta(days=3), then + timedelta(days=3))))
     return [span for _, span in sorted(found)]
 
