@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, Optional
@@ -589,12 +590,15 @@ def memory_search(
     query: str, user: UserOpt = None, persona: PersonaOpt = None,
     k: Annotated[int, typer.Option("-k")] = 10, as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
-    """Search memories the way a turn recalls them (dense + BM25, fused)."""
+    """Search memories the way a turn recalls them (dense + BM25 fused, by date, reranked if set)."""
     from agentmm.memory.conversation import recall
     from agentmm.memory.manage import user_scopes
 
+    settings = _settings()
     with _memory_store() as store:
-        found = recall(store, user_scopes(store, _user(user), persona), query, k=k, min_similarity=0.0)
+        found = recall(store, user_scopes(store, _user(user), persona), query, k=k, min_similarity=0.0,
+                       now=datetime.now(UTC), by_date=settings.memory_by_date,
+                       rerank=settings.memory_rerank)  # fmt: skip
         _print_memories([r.as_trace() for r in found], as_json, key="results")
 
 

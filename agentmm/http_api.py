@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agentmm.errors import AgentmmError, ThreadNotFoundError
@@ -237,7 +238,10 @@ class _Routes:
 
         def search() -> list[dict[str, Any]]:
             scopes = user_scopes(store, self._user(query), query.get("persona"))
-            found = recall(store, scopes, text, k=_int_param(query.get("k"), 10), min_similarity=0.0)
+            settings = self.agent_of().settings
+            found = recall(store, scopes, text, k=_int_param(query.get("k"), 10), min_similarity=0.0,
+                           now=datetime.now(UTC), by_date=settings.memory_by_date,
+                           rerank=settings.memory_rerank)  # fmt: skip
             return [r.as_trace() for r in found]
 
         return _json({"results": await asyncio.to_thread(search)})
