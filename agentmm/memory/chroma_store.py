@@ -418,7 +418,6 @@ class ChromaStore(BaseStore):
         for op in plan.puts.values():
             if op.value is not None:
                 json.dumps(dict(op.value), ensure_ascii=False)
-        results = self._execute(_Plan(ops=plan.ops), queries, {})
         chunks = []
         for refs in _chunks(list(plan.puts), PIPELINE_CHUNK):
             puts = {ref: plan.puts[ref] for ref in refs}
@@ -427,6 +426,7 @@ class ChromaStore(BaseStore):
         # The mutex is held throughout, so other threads see the batch whole or not at all.
         with self._mutex, ThreadPoolExecutor(1, thread_name_prefix="agentmm-embed") as worker:
             pending: Future[dict[str, list[float]]] = worker.submit(self._embed, chunks[0])
+            results = self._execute(_Plan(ops=plan.ops), queries, {})  # while the first chunk embeds
             try:
                 for i, chunk in enumerate(chunks):
                     vectors = pending.result()

@@ -93,9 +93,9 @@ def recall(
     search = hybrid_search
     if rounds >= 2:
         from agentmm.memory.multihop import two_round_search as search
+    weights = None if by_date else WITHOUT_DATES
+    embedder = token_embedder(store) if rerank else None
     for namespace in namespaces:
-        weights = None if by_date else WITHOUT_DATES
-        embedder = token_embedder(store) if rerank else None
         hits = search(store, namespace, query, k=max(k * 2, DEPTH) if embedder else k * 2, cache=cache, now=now,
                       weights=weights)  # fmt: skip
         if embedder is not None:
