@@ -32,19 +32,21 @@ def resolved(text: str, when: datetime | date | str | None) -> list[tuple[str, s
     """Each relative time expression in ``text`` with what it means on ``when`` (the day it was
     said), in order of appearance; none when the day is unknown."""
     said = as_date(when)
-    if said is None:
-        return []
+    if said is None or not date.min + timedelta(days=400) < said < date.max - timedelta(days=400):
+        return []  # at the ends of the calendar "last year" has no meaning to give
     found: list[tuple[int, str, str]] = []
     for match in SIMPLE.finditer(text):
         meaning = _simple(match.group(1).lower(), said)
         if meaning:
             found.append((match.start(), match.group(0), meaning))
-    for match in DAYS_AGO.finditer(text):
-        n = count_of(match.group(1))
-        found.append((match.start(), match.group(0), day(said - timedelta(days=n))))
-    for match in WEEKS_AGO.finditer(text):
-        n = count_of(match.group(1))
-        found.append((match.start(), match.group(0), f"about {day(said - timedelta(weeks=n))}"))
+    for match in (*DAYS_AGO.finditer(text), *WEEKS_AGO.finditer(text)):
+        weeks = match.re is WEEKS_AGO
+        try:
+            then = said - timedelta(weeks=count_of(match.group(1))) if weeks else said - timedelta(
+                days=count_of(match.group(1)))  # fmt: skip
+        except OverflowError:  # "99999999 days ago"
+            continue
+        found.append((match.start(), match.group(0), f"about {day(then)}" if weeks else day(then)))
     seen: set[str] = set()
     out = []
     for _, phrase, meaning in sorted(found):

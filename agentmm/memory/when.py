@@ -53,7 +53,10 @@ def question_span(question: str, now: date | datetime | None) -> Span | None:
         return None
     today = as_date(now)
     for finder in (_explicit_day, _month, _year):
-        span = finder(question, today)
+        try:
+            span = finder(question, today)
+        except (ValueError, OverflowError):  # "in 0000": no such year
+            span = None
         if span is not None:
             return span
     if today is None:
@@ -76,17 +79,24 @@ def memory_spans(value: Mapping[str, Any]) -> list[Span]:
 def relative_spans(text: str, said: date) -> list[Span]:
     """What the relative time expressions of ``text`` meant on the day ``said``, in order."""
     found: list[tuple[int, Span]] = []
-    for match in SIMPLE.finditer(text):
-        span = _simple_span(match.group(1).lower(), said)
+    for match in (*SIMPLE.finditer(text), *DAYS_AGO.finditer(text), *WEEKS_AGO.finditer(text)):
+        try:
+            span = _span_of(match, said)
+        except OverflowError:  # a day before 1 January 1 or after 9999
+            continue
         if span is not None:
             found.append((match.start(), span))
-    for match in DAYS_AGO.finditer(text):
-        then = said - timedelta(days=count_of(match.group(1)))
-        found.append((match.start(), (then, then)))
-    for match in WEEKS_AGO.finditer(text):
-        then = said - timedelta(weeks=count_of(match.group(1)))
-        found.append((match.start(), (then - timedelta(days=3), then + timedelta(days=3))))
     return [span for _, span in sorted(found)]
+
+
+def _span_of(match: re.Match[str], said: date) -> Span | None:
+    if match.re is SIMPLE:
+        return _simple_span(match.group(1).lower(), said)
+    if match.re is DAYS_AGO:
+        then = said - timedelta(days=count_of(match.group(1)))
+        return then, then
+    then = said - timedelta(weeks=count_of(match.group(1)))
+    return then - timedelta(days=3), then + timedelta(days=3)
 
 
 def _simple_span(phrase: str, said: date) -> Span | None:

@@ -10,6 +10,7 @@ import pytest
 
 from agentmm.memory.chroma_store import ChromaStore
 from agentmm.memory.conversation import recall
+from agentmm.memory.dates import annotate
 from agentmm.memory.retrieval import WHEN, ahybrid_search, hybrid_search
 from agentmm.memory.selection import select_memories
 from agentmm.memory.when import DateIndex, memory_spans, question_span
@@ -40,6 +41,19 @@ D = date
 )
 def test_the_days_a_question_asks_about(question: str, span: tuple[date, date] | None) -> None:
     assert question_span(question, NOW) == span
+
+
+def test_dates_out_of_range_are_no_dates() -> None:
+    assert question_span("What happened in 0000?", NOW) is None
+    assert question_span("What did I do on 1 January 0001?", NOW) == (D(1, 1, 1), D(1, 1, 1))
+    assert question_span("what did I say yesterday?", D(1, 1, 1)) is None
+    assert memory_spans({"when": "0001-01-01T00:00:00", "content": "yesterday and last month"}) == [(D(1, 1, 1),) * 2]
+    assert question_span("what did I do 99999999999 days ago?", NOW) is None
+    # The prompt's resolved dates skip what the calendar cannot hold, too.
+    assert annotate("seen 99999999 days ago, and yesterday", "2023-07-24") == (
+        "seen 99999999 days ago, and yesterday [yesterday: 23 July 2023]"
+    )
+    assert annotate("yesterday", "0001-01-01") == "yesterday"
 
 
 def test_without_a_day_to_count_from_only_full_dates_are_read() -> None:
