@@ -98,12 +98,14 @@ class OnnxEncoder:
         return out
 
     def _run(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}
+        return self.session.run([SENTENCE], self._feed(self.tokenizer.encode_batch(texts)))[0]
+
+    def _feed(self, encodings: Sequence[Any]) -> dict[str, np.ndarray]:
+        feed = {"input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64)}  # fmt: skip
         if "token_type_ids" in self.input_names:
             feed["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
-        return self.session.run([SENTENCE], feed)[0]
+        return feed
 
     def token_vectors(self, texts: Sequence[str], batch_size: int = 64) -> list[np.ndarray]:
         """Each text's token vectors (``[CLS]``/``[SEP]`` and padding left out), each row of unit
@@ -111,10 +113,10 @@ class OnnxEncoder:
         out: list[np.ndarray] = []
         for start in range(0, len(texts), batch_size):
             encodings = self.tokenizer.encode_batch(list(texts[start : start + batch_size]))
-            feed = {name: np.array([_input(e, name) for e in encodings], dtype=np.int64) for name in self.input_names}
+            feed = self._feed(encodings)
             hidden = self.session.run([TOKENS], feed)[0]
-            for rows, encoding in zip(hidden, encodings, strict=True):
-                out.append(unit_rows(rows[np.array(encoding.attention_mask, dtype=bool)]))
+            for rows, mask in zip(hidden, feed["attention_mask"].astype(bool), strict=True):
+                out.append(unit_rows(rows[mask]))
         return out
 
     def close(self) -> None:
@@ -137,10 +139,6 @@ def unit_rows(hidden: np.ndarray) -> np.ndarray:
     """A text's token vectors without its first and last ([CLS], [SEP]), rows scaled to unit length."""
     rows = hidden[1:-1] if len(hidden) > 2 else hidden
     return (rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-
-
-def _input(encoding: Any, name: str) -> list[int]:
-    return {"input_ids": encoding.ids, "attention_mask": encoding.attention_mask}.get(name, encoding.type_ids)
 
 
 def exportable(model: Any) -> bool:

@@ -28,6 +28,11 @@ class Backup:
     items: dict[str, Any] = field(default_factory=dict)
     vectors: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def existing(self) -> dict[str, Any]:
+        """The stored metadata of the items that existed, by id: what the write itself reads."""
+        return dict(zip(self.items.get("ids") or [], self.items.get("metadatas") or [], strict=True))
+
 
 def backup(items: Collection, vectors: Collection, ids: Sequence[str]) -> Backup:
     """Read what writing ``ids`` would overwrite (``ids`` within Chroma's batch size)."""

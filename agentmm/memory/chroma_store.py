@@ -432,9 +432,10 @@ class ChromaStore(BaseStore):
                     vectors = pending.result()
                     if i + 1 < len(chunks):
                         pending = worker.submit(self._embed, chunks[i + 1])
-                    ids = [rec.item_id(*ref) for ref in chunk.puts]
-                    written.append((chunk, _undo.backup(self._items, self._vectors, ids)))
-                    self._execute(chunk, {}, vectors)
+                    saved = _undo.backup(self._items, self._vectors, [rec.item_id(*ref) for ref in chunk.puts])
+                    written.append((chunk, saved))
+                    # The reads above checked the store open, and close() waits for the mutex.
+                    self._apply_puts(chunk, vectors, existing=saved.existing)
             except BaseException:
                 pending.cancel()
                 self._undo(written)
@@ -630,10 +631,18 @@ class ChromaStore(BaseStore):
 
     # --- writes -------------------------------------------------------------------------
 
-    def _apply_puts(self, plan: _Plan, text_vectors: Mapping[str, list[float]]) -> None:
+    def _apply_puts(
+        self,
+        plan: _Plan,
+        text_vectors: Mapping[str, list[float]],
+        existing: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Write the plan's puts; ``existing`` (the items' stored metadata by id) when the caller
+        has just read it."""
         now = rec.now_iso()
         ids = {ref: rec.item_id(*ref) for ref in plan.puts}
-        existing = self._existing_metadata(list(ids.values()))
+        if existing is None:
+            existing = self._existing_metadata(list(ids.values()))
         by_item = self._vectors_by_item(plan, text_vectors)
 
         item_rows: list[tuple[str, str, dict[str, Any]]] = []

@@ -19,7 +19,15 @@ from langgraph.store.base import BaseStore, Item, PutOp
 from agentmm.memory.dates import annotate, day
 from agentmm.memory.rerank import DEPTH, token_embedder
 from agentmm.memory.rerank import rerank as rerank_hits
-from agentmm.memory.retrieval import LEXICAL, WHEN, WITHOUT_DATES, RecallCache, hybrid_search, recall_cache
+from agentmm.memory.retrieval import (
+    LEXICAL,
+    WHEN,
+    WITHOUT_DATES,
+    HybridHit,
+    RecallCache,
+    hybrid_search,
+    recall_cache,
+)
 
 ROOT = "memories"
 SHARED = "_shared"
@@ -90,16 +98,9 @@ def recall(
     reorders the best candidates by late interaction (``agentmm.memory.rerank``).
     """
     found: list[Recalled] = []
-    search = hybrid_search
-    if rounds >= 2:
-        from agentmm.memory.multihop import two_round_search as search
-    weights = None if by_date else WITHOUT_DATES
-    embedder = token_embedder(store) if rerank else None
     for namespace in namespaces:
-        hits = search(store, namespace, query, k=max(k * 2, DEPTH) if embedder else k * 2, cache=cache, now=now,
-                      weights=weights)  # fmt: skip
-        if embedder is not None:
-            hits = rerank_hits(hits, query, embedder, recall_cache(store, cache))[: k * 2]
+        hits = search_scope(store, namespace, query, k=k * 2, rounds=rounds, now=now, by_date=by_date,
+                            rerank=rerank, cache=cache)  # fmt: skip
         for hit in hits:
             value = dict(hit.value)
             if not {LEXICAL, WHEN} & hit.ranks.keys() and (hit.dense_score or 0.0) < min_similarity:
@@ -119,6 +120,33 @@ def recall(
             )
     found.sort(key=lambda r: r.score, reverse=True)
     return found[:k]
+
+
+def search_scope(
+    store: BaseStore,
+    namespace: tuple[str, ...],
+    query: str,
+    *,
+    k: int,
+    rounds: int = 1,
+    now: datetime | None = None,
+    by_date: bool = True,
+    rerank: bool = False,
+    cache: RecallCache | None = None,
+    candidates: int = 50,
+) -> list[HybridHit]:
+    """The best ``k`` hits in one scope, as a turn searches it: hybrid search (and its second
+    round with ``rounds=2``), by date unless ``by_date`` is off, the best ``DEPTH`` reordered by
+    late interaction with ``rerank`` (where the store's embedder gives token vectors)."""
+    search = hybrid_search
+    if rounds >= 2:
+        from agentmm.memory.multihop import two_round_search as search
+    embedder = token_embedder(store) if rerank else None
+    hits = search(store, namespace, query, k=max(k, DEPTH) if embedder else k, candidates=candidates, cache=cache,
+                  now=now, weights=None if by_date else WITHOUT_DATES)  # fmt: skip
+    if embedder is not None:
+        hits = rerank_hits(hits, query, embedder, recall_cache(store, cache))
+    return hits[:k]
 
 
 def format_recalled(recalled: Sequence[dict[str, Any]], user_name: str) -> str:

@@ -42,8 +42,7 @@ def resolved(text: str, when: datetime | date | str | None) -> list[tuple[str, s
     for match in (*DAYS_AGO.finditer(text), *WEEKS_AGO.finditer(text)):
         weeks = match.re is WEEKS_AGO
         try:
-            then = said - timedelta(weeks=count_of(match.group(1))) if weeks else said - timedelta(
-                days=count_of(match.group(1)))  # fmt: skip
+            then = said - timedelta(**{"weeks" if weeks else "days": count_of(match.group(1))})
         except OverflowError:  # "99999999 days ago"
             continue
         found.append((match.start(), match.group(0), f"about {day(then)}" if weeks else day(then)))

@@ -24,11 +24,8 @@ from typing import Any
 
 from langgraph.store.base import BaseStore, PutOp
 
-from agentmm.memory.conversation import format_recalled, memory_text
+from agentmm.memory.conversation import format_recalled, memory_text, search_scope
 from agentmm.memory.locomo import Sample, Scores, evidence_report, found_ids, hit_at, load_locomo, recall_at
-from agentmm.memory.rerank import DEPTH, token_embedder
-from agentmm.memory.rerank import rerank as rerank_hits
-from agentmm.memory.retrieval import WITHOUT_DATES, hybrid_search, recall_cache
 
 Progress = Callable[[int, int, str], None]
 SCORED_CATEGORIES = (1, 2, 3, 4)
@@ -74,18 +71,8 @@ def retrieve(
     the best candidates by late interaction (``agentmm.memory.rerank``)."""
     if retrieval == "dense":
         return list(store.search(namespace, query=question, limit=k))
-    embedder = token_embedder(store) if rerank else None
-    options: dict[str, Any] = {"k": max(k, DEPTH) if embedder else k, "candidates": max(50, k), "now": now,
-                               "weights": None if by_date else WITHOUT_DATES}  # fmt: skip
-    if rounds >= 2:
-        from agentmm.memory.multihop import two_round_search
-
-        hits = two_round_search(store, namespace, question, **options)
-    else:
-        hits = hybrid_search(store, namespace, question, **options)
-    if embedder is not None:
-        hits = rerank_hits(hits, question, embedder, recall_cache(store))
-    return list(hits[:k])
+    return list(search_scope(store, namespace, question, k=k, rounds=rounds, now=now, by_date=by_date,
+                             rerank=rerank, candidates=max(50, k)))  # fmt: skip
 
 
 def asked_on(sample: Sample) -> datetime | None:

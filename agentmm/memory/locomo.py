@@ -20,6 +20,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,13 @@ class Sample(BaseModel):
             copies = seen[turn.dia_id]
             yield session, turn.dia_id if copies == 1 else f"{turn.dia_id}{COPY_MARK}{copies}", turn
 
+    @cached_property
+    def turn_ids(self) -> frozenset[str]:
+        return frozenset(turn.dia_id for _, _, turn in self.turns())
+
     def findable(self, question: Question) -> list[str]:
         """The question's evidence ids that name a turn of this conversation."""
-        ids = {turn.dia_id for _, _, turn in self.turns()}
-        return [e for e in question.evidence if e in ids]
+        return [e for e in question.evidence if e in self.turn_ids]
 
 
 def load_locomo(path: Path) -> list[Sample]:

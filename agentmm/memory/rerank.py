@@ -61,12 +61,11 @@ def rerank(
     scores = [float((question @ doc.T.astype(question.dtype)).max(axis=1).mean()) if len(doc) else 0.0
               for doc in vectors]  # fmt: skip
     by_score = sorted(range(len(head)), key=lambda i: -scores[i])
-    fused = {i: 1.0 / (rrf_k + i + 1) for i in range(len(head))}
-    for rank, i in enumerate(by_score, start=1):
-        fused[i] += 1.0 / (rrf_k + rank)
-        head[i] = HybridHit(head[i], head[i].score or 0.0, {**head[i].ranks, RERANKED: rank}, head[i].dense_score)
+    reranked = {i: rank for rank, i in enumerate(by_score, start=1)}
+    fused = {i: 1.0 / (rrf_k + i + 1) + 1.0 / (rrf_k + reranked[i]) for i in range(len(head))}
     order = sorted(range(len(head)), key=lambda i: (-fused[i], i))
-    return [HybridHit(head[i], fused[i], head[i].ranks, head[i].dense_score) for i in order] + tail
+    return [HybridHit(head[i], fused[i], {**head[i].ranks, RERANKED: reranked[i]}, head[i].dense_score)
+            for i in order] + tail  # fmt: skip
 
 
 def _text(hit: HybridHit) -> str:

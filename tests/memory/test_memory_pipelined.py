@@ -60,9 +60,9 @@ def test_next_chunk_embeds_while_the_last_is_written(
 
     original = ChromaStore._apply_puts
 
-    def slow_apply(self: ChromaStore, plan: Any, vectors: Any) -> None:
+    def slow_apply(self: ChromaStore, plan: Any, vectors: Any, **kwargs: Any) -> None:
         writing.set()
-        original(self, plan, vectors)
+        original(self, plan, vectors, **kwargs)
 
     monkeypatch.setattr(ChromaStore, "_apply_puts", slow_apply)
     with make_vector_store(tmp_path / "s", Waiting(32), ["text"]) as store:
