@@ -117,13 +117,13 @@ def threads_check(settings: Settings) -> dict[str, Any]:
 
         return _check("threads", True, f"SQLite file {settings.data_dir / CHECKPOINT_FILE}")
     from agentmm.postgres import redacted
-    from agentmm.threads import open_postgres_checkpointer
+    from agentmm.threads import close_saver, open_postgres_checkpointer
 
     try:
         saver = open_postgres_checkpointer(settings.checkpointer_url)
     except AgentmmError as exc:
         return _check("threads", False, str(exc))
-    saver.conn.close()
+    close_saver(saver)
     return _check("threads", True, f"Postgres at {redacted(settings.checkpointer_url)} (LangGraph's saver, set up)")
 
 

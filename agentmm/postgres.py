@@ -10,6 +10,8 @@ extra) is imported only when a Postgres URL is configured.
 from __future__ import annotations
 
 import contextlib
+import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +32,21 @@ CONNECT_TIMEOUT_S = 10.0
 SETUP_LOCK = 0x6167656E746D6D  # "agentmm"
 SETUP_WAIT_S = 120.0
 FLEET_HINT = "pip install 'agentmm[fleet]'"
+# The fence against a dead worker's late writes (``AdvisoryLocks.fence``): two advisory-lock
+# namespaces (the first of the two int4 keys; the second is the process's ``process_key``).
+ALIVE_LOCKS = 0x616D6D61  # "amma": held (shared) by a process's lock connection while it lives
+WRITER_LOCKS = 0x616D6D77  # "ammw": held (shared) by each connection of its thread pools
+FENCE_WAIT_S = 10.0
+_ORPHAN_WRITERS = """
+SELECT w.pid FROM pg_locks w
+WHERE w.locktype = 'advisory' AND w.granted AND w.objsubid = 2 AND w.classid::bigint = %(writers)s
+  AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND NOT EXISTS (
+    SELECT 1 FROM pg_locks a
+    WHERE a.locktype = 'advisory' AND a.granted AND a.objsubid = 2 AND a.classid::bigint = %(alive)s
+      AND a.objid = w.objid AND a.database = w.database)
+"""
+_process_key: tuple[int, int] | None = None  # (pid, key), made anew in a forked child
 
 
 class DatabaseError(AgentmmError):
@@ -60,27 +77,48 @@ def _require_psycopg(what: str) -> None:
         raise DatabaseError(f"{what} in Postgres needs psycopg: {FLEET_HINT}") from exc
 
 
-def open_pool(url: str, *, what: str) -> ConnectionPool:
+def process_key() -> int:
+    """This process's key in the fence's lock namespaces: random (process ids repeat across
+    machines), made anew in a forked child."""
+    global _process_key
+    if _process_key is None or _process_key[0] != os.getpid():
+        _process_key = (os.getpid(), secrets.randbits(31))
+    return _process_key[1]
+
+
+def _mark_writer(conn: Any) -> None:
+    conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (WRITER_LOCKS, process_key()))
+
+
+async def _mark_writer_async(conn: Any) -> None:
+    await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (WRITER_LOCKS, process_key()))
+
+
+def open_pool(url: str, *, what: str, writer: bool = False) -> ConnectionPool:
     """A connection pool for ``url``, opened once one connection is proven (``what`` names the
-    use in the one-line error: "threads", "long-term memory")."""
+    use in the one-line error: "threads", "long-term memory"). ``writer``: each connection is
+    marked as this process's thread writer, for the fence (``AdvisoryLocks.fence``); open this
+    process's ``AdvisoryLocks`` first, or other workers take the pool for a dead one's."""
     check_reachable(url, what=what)  # the pool would retry quietly, then say only that it timed out
     from psycopg_pool import ConnectionPool
 
     pool = ConnectionPool(
-        url, min_size=1, max_size=POOL_MAX, kwargs=connection_kwargs(), open=False, name=f"agentmm {what}"
-    )
+        url, min_size=1, max_size=POOL_MAX, kwargs=connection_kwargs(), open=False, name=f"agentmm {what}",
+        configure=_mark_writer if writer else None,
+    )  # fmt: skip
     pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
     return pool
 
 
-async def open_async_pool(url: str, *, what: str) -> AsyncConnectionPool:
+async def open_async_pool(url: str, *, what: str, writer: bool = False) -> AsyncConnectionPool:
     """``open_pool``'s async twin, bound to the running event loop."""
     _require_psycopg(what)
     from psycopg_pool import AsyncConnectionPool
 
     pool = AsyncConnectionPool(
-        url, min_size=1, max_size=POOL_MAX, kwargs=connection_kwargs(), open=False, name=f"agentmm {what} (async)"
-    )
+        url, min_size=1, max_size=POOL_MAX, kwargs=connection_kwargs(), open=False, name=f"agentmm {what} (async)",
+        configure=_mark_writer_async if writer else None,
+    )  # fmt: skip
     await pool.open(wait=True, timeout=CONNECT_TIMEOUT_S)
     return pool
 
@@ -121,7 +159,7 @@ def setup_lock(pool: ConnectionPool, timeout_s: float = SETUP_WAIT_S) -> Iterato
 
 
 def _held(row: Any) -> bool:
-    return bool(next(iter(row.values())) if isinstance(row, dict) else row[0])
+    return bool(_first(row))
 
 
 def saver_conninfo(saver: Any) -> str | None:
@@ -146,18 +184,50 @@ class AdvisoryLocks:
     locks for many turns at once never takes connections the saver needs: with each turn's lock
     on a pooled connection, 16 concurrent turns held all 16 and each then waited for a 17th to
     read its thread (found by benchmarks/fleet.py). Tries only, never waits (``try_lock``).
-    Shared by the threads of one process; psycopg serialises its use."""
+    Shared by the threads of one process; psycopg serialises its use.
+
+    The connection also says this process is alive (``ALIVE_LOCKS``), which the fence against a
+    dead worker's late writes reads (``fence``)."""
 
     def __init__(self, conninfo: str) -> None:
         self.conninfo = conninfo
         self._conn: Any = None
         self._guard = threading.Lock()
 
+    def open(self) -> None:
+        """Connect now (else on the first lock): before this process's writer pools open."""
+        self._run(lambda conn: None)
+
     def try_lock(self, key: str) -> bool:
         return _held(self._execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", key))
 
     def unlock(self, key: str) -> None:
         self._execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", key)
+
+    def fence(self, timeout_s: float = FENCE_WAIT_S) -> bool:
+        """End the sessions a dead worker left writing threads; whether none is left.
+
+        A worker killed mid-turn loses its lock connection at once, and with it the thread's
+        lock, but a pooled connection of its may still hold statements the server has received
+        and not yet run: a checkpoint of the cut-off turn that lands after the next worker took
+        the thread and settled it, so that worker's turn is written after the cut-off message
+        (found by the killed-worker test on a loaded CI machine). Every connection of a writer
+        pool holds its process's ``WRITER_LOCKS`` key and the lock connection its ``ALIVE_LOCKS``
+        key, both until they end; a writer whose process has no lock connection left is ended
+        here (``pg_terminate_backend``), and waited for, before the thread is read. False if one
+        outlives ``timeout_s`` (the role may not end other sessions): the thread is not safe
+        to take."""
+        keys = {"writers": WRITER_LOCKS, "alive": ALIVE_LOCKS}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pids = [_first(row) for row in self._fetchall(_ORPHAN_WRITERS, keys)]
+            if not pids:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            for pid in pids:
+                self._fetchall("SELECT pg_terminate_backend(%(pid)s)", {"pid": pid})
+            time.sleep(0.01)
 
     def close(self) -> None:
         with self._guard:
@@ -166,19 +236,31 @@ class AdvisoryLocks:
             conn.close()
 
     def _execute(self, sql: str, key: str) -> Any:
+        return self._run(lambda conn: conn.execute(sql, (key,)).fetchone())
+
+    def _fetchall(self, sql: str, params: dict[str, Any]) -> list[Any]:
+        return self._run(lambda conn: conn.execute(sql, params).fetchall())
+
+    def _run(self, work: Any) -> Any:
         import psycopg
 
         with self._guard:
             if self._conn is None or self._conn.closed:
                 self._conn = self._connect()
             try:
-                return self._conn.execute(sql, (key,)).fetchone()
+                return work(self._conn)
             except psycopg.OperationalError:  # the connection broke: its locks went with it
                 self._conn.close()
                 self._conn = self._connect()
-                return self._conn.execute(sql, (key,)).fetchone()
+                return work(self._conn)
 
     def _connect(self) -> Any:
         import psycopg
 
-        return psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
+        conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
+        conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (ALIVE_LOCKS, process_key()))
+        return conn
+
+
+def _first(row: Any) -> Any:
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]

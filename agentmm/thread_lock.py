@@ -151,6 +151,8 @@ def _advisory_lock(locks: Any, thread_id: str) -> Iterator[None]:
     if not locks.try_lock(key):
         raise ThreadInUseError(thread_id, None)
     try:
+        if not locks.fence():  # a dead holder's writes may still land: not safe to take
+            raise ThreadInUseError(thread_id, None)
         yield
     finally:
         locks.unlock(key)
@@ -169,6 +171,16 @@ def _locks_of(saver: Any) -> Any:
                 locks = AdvisoryLocks(saver_conninfo(saver) or "")
                 setattr(saver, LOCKS_ATTRIBUTE, locks)
     return locks
+
+
+def keep_locks(saver: Any, locks: Any) -> None:
+    """Give a Postgres saver the ``AdvisoryLocks`` its opener connected before its writer pool."""
+    setattr(saver, LOCKS_ATTRIBUTE, locks)
+
+
+def open_locks(saver: Any) -> None:
+    """Connect a Postgres saver's ``AdvisoryLocks`` now: before a writer pool for it opens."""
+    _locks_of(saver).open()
 
 
 def close_locks(saver: Any) -> None:

@@ -18,6 +18,7 @@ purpose (only a new turn on that thread abandons it).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import uuid
@@ -34,7 +35,16 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import AgentmmError, DataDirError, ThreadNotFoundError
 from agentmm.postgres import saver_conninfo
-from agentmm.thread_lock import ThreadInUseError, lockable, postgres_saver, sqlite_file, turn_on
+from agentmm.thread_lock import (
+    ThreadInUseError,
+    close_locks,
+    keep_locks,
+    lockable,
+    open_locks,
+    postgres_saver,
+    sqlite_file,
+    turn_on,
+)
 
 CHECKPOINT_FILE = "threads.sqlite"
 # A turn's checkpoint after each node is written while the next node runs ("async"), and the run
@@ -85,21 +95,39 @@ def open_saver(settings: Any) -> BaseCheckpointSaver:
 
 def open_postgres_checkpointer(url: str) -> BaseCheckpointSaver:
     """LangGraph's ``PostgresSaver`` over a pool for ``url``, its tables set up (idempotent)."""
-    from agentmm.postgres import FLEET_HINT, DatabaseError, open_pool, setup_lock
+    from agentmm.postgres import FLEET_HINT, AdvisoryLocks, DatabaseError, check_reachable, open_pool, setup_lock
 
     try:
         from langgraph.checkpoint.postgres import PostgresSaver
     except ImportError as exc:
         raise DatabaseError(f"threads in Postgres need langgraph-checkpoint-postgres: {FLEET_HINT}") from exc
-    pool = open_pool(url, what="threads")
+    check_reachable(url, what="threads")
+    # The lock connection first: it tells other workers the writer pool's process is alive.
+    locks = AdvisoryLocks(url)
+    locks.open()
+    try:
+        pool = open_pool(url, what="threads", writer=True)
+    except Exception:
+        locks.close()
+        raise
     saver = PostgresSaver(pool)
+    keep_locks(saver, locks)
     try:
         with setup_lock(pool):  # workers starting together would race in its migrations
             saver.setup()
     except Exception:
-        pool.close()
+        close_saver(saver)
         raise
     return saver
+
+
+def close_saver(saver: BaseCheckpointSaver) -> None:
+    """Close a saver agentmm opened: its connection (SQLite) or pool (Postgres), then its thread
+    locks' connection (after the pool, whose writers it vouches for)."""
+    conn = getattr(saver, "conn", None)
+    if conn is not None:
+        conn.close()
+    close_locks(saver)
 
 
 def _postgres_connection(saver: Any) -> contextlib.AbstractContextManager[Any]:
@@ -135,7 +163,8 @@ async def async_checkpointer(
 
         from agentmm.postgres import open_async_pool
 
-        pool = await open_async_pool(conninfo, what="threads")
+        await asyncio.to_thread(open_locks, saver)  # before the writer pool: see AdvisoryLocks.fence
+        pool = await open_async_pool(conninfo, what="threads", writer=True)
         try:
             yield AsyncPostgresSaver(pool, serde=saver.serde)
         finally:

@@ -30,9 +30,10 @@ from agentmm.personas import PersonaRegistry
 from agentmm.runtime import Runtime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import TurnContext
-from agentmm.thread_lock import close_locks, turn_on
+from agentmm.thread_lock import turn_on
 from agentmm.threads import (
     async_checkpointer,
+    close_saver,
     open_saver,
     settle_thread,
     thread_exists,
@@ -114,7 +115,7 @@ class Agent:
         the SQLite file in the data dir), opened in this agent's runtime, closed by ``close``."""
         self._check_open()
         if self._checkpointer is None:
-            self._checkpointer = self.runtime.get("checkpointer", lambda: open_saver(self.settings), close=_close_saver)
+            self._checkpointer = self.runtime.get("checkpointer", lambda: open_saver(self.settings), close=close_saver)
         return self._checkpointer
 
     @property
@@ -364,15 +365,6 @@ def _close_model(model: BaseChatModel) -> None:
     close = getattr(model, "close", None)
     if close is not None:
         close()
-
-
-def _close_saver(saver: BaseCheckpointSaver) -> None:
-    """Close the connection (SQLite) or pool (Postgres, and its thread locks' connection) of a
-    saver the agent opened."""
-    close_locks(saver)
-    conn = getattr(saver, "conn", None)
-    if conn is not None:
-        conn.close()
 
 
 def _not_a_chat_model(model: object) -> str:

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langgraph.checkpoint.conformance import checkpointer_test, validate
@@ -20,7 +22,7 @@ from agentmm.graphs.agent import Agent
 from agentmm.postgres import DatabaseError
 from agentmm.settings import load_settings
 from agentmm.thread_lock import ThreadInUseError, turn_on
-from agentmm.threads import async_checkpointer, list_threads, open_saver, thread_values
+from agentmm.threads import async_checkpointer, close_saver, list_threads, open_saver, thread_values
 from tests.test_crash_safety import THREAD, EchoModel, kill_at, start_turn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -150,3 +152,76 @@ def test_more_concurrent_turns_than_the_pool_has_connections(postgres_url: str) 
 
     replies = asyncio.run(many())
     assert replies == [f"Reply to: message {n}" for n in range(POOL_MAX + 8)]
+
+
+LATE_WRITE_GATE = 0x6C617465  # an advisory lock the test holds, so the dead worker's write waits
+
+
+def late_writer(url: str, marker: str) -> None:
+    """A worker that holds thread "late" and has sent a write its server has not run yet (it
+    waits for the test's lock): what a worker killed mid-turn leaves (run by the test as a child)."""
+    saver = open_saver(load_settings(checkpointer_url=url))
+    with turn_on(saver, "late"), saver.conn.connection() as conn:  # type: ignore[union-attr]
+        sql = f"SELECT pg_advisory_lock({LATE_WRITE_GATE}); INSERT INTO late_writes VALUES ('cut off')"
+        conn.pgconn.send_query(sql.encode())
+        while conn.pgconn.flush():
+            pass
+        Path(marker).write_text("sent")
+        time.sleep(600)
+
+
+def test_a_dead_workers_late_write_cannot_land_after_the_next_worker_takes_its_thread(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The killed worker's lock goes with its lock connection at once, but a write its pooled
+    connection had sent still runs when the server gets to it; the next holder of the thread ends
+    that connection first (``AdvisoryLocks.fence``), and leaves a live worker's alone."""
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as gate:
+        gate.execute("CREATE TABLE late_writes (text TEXT)")
+        gate.execute("SELECT pg_advisory_lock(%s)", (LATE_WRITE_GATE,))
+        live = open_saver(load_settings(checkpointer_url=postgres_url))  # another worker, alive
+        marker = tmp_path / "sent"
+        code = "import sys; from tests.test_postgres_threads import late_writer; late_writer(*sys.argv[1:])"
+        child = subprocess.Popen([sys.executable, "-c", code, postgres_url, str(marker)], cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        try:
+            _wait_for(lambda: marker.exists() and _waiting_writes(gate) == 1, child)
+            child.kill()
+            child.wait(30)
+            nxt = open_saver(load_settings(checkpointer_url=postgres_url))
+            try:
+                _wait_for(lambda: _took(nxt, "late"), None)  # once the dead lock connection is gone
+            finally:
+                close_saver(nxt)
+            gate.execute("SELECT pg_advisory_unlock(%s)", (LATE_WRITE_GATE,))
+            time.sleep(0.5)  # a write still queued would run now
+            assert gate.execute("SELECT count(*) FROM late_writes").fetchone()[0] == 0
+            with live.conn.connection() as conn:  # type: ignore[union-attr]
+                assert conn.execute("SELECT 1").fetchone() is not None  # the live worker's pool is untouched
+        finally:
+            child.kill()
+            close_saver(live)
+
+
+def _waiting_writes(conn: Any) -> int:
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%late_writes%'"
+    return int(conn.execute(sql).fetchone()[0])
+
+
+def _took(saver: Any, thread_id: str) -> bool:
+    try:
+        with turn_on(saver, thread_id):
+            return True
+    except ThreadInUseError:
+        return False
+
+
+def _wait_for(done: Any, child: Any) -> None:
+    deadline = time.monotonic() + 60
+    while not done():
+        if child is not None:
+            assert child.poll() is None, child.communicate()[1]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
