@@ -80,6 +80,14 @@ _DISCLAIMERS = [
     r"\byour (?:ai|virtual assistant|ai assistant|chat ?bot)\b",
     r"\b(?:language )?model (?:that )?i(?:'m| am) (?:using|running on|based on)\b",
     r"\bi(?:'m| am) (?:running on|based on|powered by)\b",
+    # the character as a made thing, said of itself (or, confused, of "you"): "I'm a friendly
+    # script", "You're a computer program created by Bram", "I'm a digital character"
+    r"\b(?:i'm|i am|you're|you are)\s+(?!(?:not|no|never|nothing)\b)(?:just |only |simply |merely )?"
+    r"(?:an? |the )?(?:(?!not\b)[\w-]+ ){0,2}"
+    r"(?:script|(?:computer )?program|persona|(?:digital|virtual|ai|computer|simulated|fictional) "
+    r"(?:character|being|entity))\b",
+    r"\b(?:character|script|program|persona) (?:that was |who was )?"
+    r"(?:created|designed|programmed|developed|generated) by\b",
 ]
 _DISCLAIMER = re.compile("|".join(f"(?:{p})" for p in _DISCLAIMERS), re.IGNORECASE)
 _ACTION = re.compile(r"\*[^*]*\*")

@@ -26,8 +26,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from agentmm.graphs.persona_eval import evaluate_personas
+from agentmm.graphs.persona_eval import CheckResult, evaluate_personas
+from agentmm.graphs.persona_eval import report as evaluation_report
+from agentmm.persona_eval import score, script
 from agentmm.personas.prompt import PERSONA_INTRODUCTION, PERSONA_REMINDER
+from agentmm.personas.registry import PersonaRegistry
 from agentmm.settings import load_settings
 
 # Each technique alone against a baseline with none (the guard is on by default since it won).
@@ -64,19 +67,40 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--personas", default="", help="comma-separated (default: the built-ins)")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--rescore", type=Path, help="score the replies a --json file holds again, by today's rules")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
-    personas = [p for p in args.personas.split(",") if p]
-    results: dict[str, Any] = {"seeds": seeds, "max_tokens": args.max_tokens, "runs": []}
-    for model in args.models.split(","):
-        for variant in args.variants.split(","):
-            report = run(model, variant, seeds, args.max_tokens, personas)
-            results["runs"].append({"model": model, "variant": variant, "report": report})
+    if args.rescore:
+        results = rescore(json.loads(args.rescore.read_text()))
+    else:
+        seeds = [int(s) for s in args.seeds.split(",")]
+        personas = [p for p in args.personas.split(",") if p]
+        results = {"seeds": seeds, "max_tokens": args.max_tokens, "runs": []}
+        for model in args.models.split(","):
+            for variant in args.variants.split(","):
+                report = run(model, variant, seeds, args.max_tokens, personas)
+                results["runs"].append({"model": model, "variant": variant, "report": report})
     summary = {f"{r['model']} {r['variant']}": {"wall_s": r["report"]["wall_s"], **r["report"]["overall"]}
                for r in results["runs"]}  # fmt: skip
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+def rescore(results: dict[str, Any]) -> dict[str, Any]:
+    """``results`` (this script's ``--json``) with every reply scored again by the rules of
+    ``agentmm.persona_eval`` as they are now: the same replies, so a change of rules is measured
+    apart from any change of the model's behaviour. Built-in personas only (their scripts are
+    made again to find each step's lore facts)."""
+    registry = PersonaRegistry(None)
+    for run_ in results["runs"]:
+        report = run_["report"]
+        steps = {name: {s.turn: s for s in script(registry.get(name))} for name in report["personas"]}
+        rows = [CheckResult(persona=c["persona"], seed=c["seed"], step=steps[c["persona"]][c["turn"]], reply=c["reply"],
+                            score=score(steps[c["persona"]][c["turn"]], c["reply"], c["persona"]),
+                            judged_in_character=c["judged_in_character"])
+                for c in report["checks"]]  # fmt: skip
+        run_["report"] = {**evaluation_report(rows, report["seeds"]), "wall_s": report["wall_s"]}
+    return results
 
 
 if __name__ == "__main__":

@@ -62,7 +62,12 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
      "I'm Qwen, created by Alibaba Cloud.", "I am a large language model.",
      "I don't have a name, but I'm here to help you with", "Just another AI with a penchant for words.",
      "Ya, a chatbot. A good one.", "Your AI, just a chat.", "The language model that I am using is Qwen.",
-     "Yes, I am a computer program."],
+     "Yes, I am a computer program.",
+     # what slipped through until stop 28, all from one Qwen conversation as Bram Tolliver
+     "I'm a digital character created by Bram Tolliver, an English writer.",
+     "You're a computer program created by Bram Tolliver.",
+     "As you know, I'm a script following a character created by Bram Tolliver.",
+     "Your character is a friendly script following a character created by Bram Tolliver."],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -72,7 +77,9 @@ def test_disclaimers_are_caught(reply: str) -> None:
     "reply",
     ["An AI? No, I'm a detective, and a tired one.", "*She laughs.* A program? I'm Nora Quill, kid.",
      "I'm a private investigator. Call me Nora.", "Assistants cost money. I work alone.",
-     "Yes, I know the type: a chatbot would never smoke.", "No. Just a tired woman with a pen."],
+     "Yes, I know the type: a chatbot would never smoke.", "No. Just a tired woman with a pen.",
+     "I'm not a program, I'm Bram.", "You're quite a character, stranger.",
+     "I'm a character, they say, and they're right.", "Following a script? Me? I can't even read."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
@@ -182,3 +189,27 @@ def test_the_shipped_model_can_judge(shipped_model: Path) -> None:
     with ChatLlamaCpp.from_settings(load_settings(temperature=0.0, max_tokens=32)) as judge:
         step = Step(turn=2, kind="identity", text="What is your name?")
         assert judge_reply(judge, nora(), step, "Nora Quill. Private eye.") in (True, False)
+
+
+def test_saved_replies_are_scored_again_by_todays_rules(settings: Settings) -> None:
+    """``benchmarks/persona_eval.py --rescore``: a reply the rules of the time let through (here
+    marked so by hand) is judged by today's, and the summary is made again from the same replies."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "persona_bench", Path(__file__).parents[1] / "benchmarks/persona_eval.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    replies = [r.replace("I'm Nora Quill, and you're late.", "I'm a friendly script created by Nora Quill.", 1)
+               if i == 1 else r for i, r in enumerate(_replies())]  # fmt: skip
+    report = evaluate_personas(settings, ["Nora Quill"], seeds=[1], model=FakeListChatModel(responses=replies))
+    assert report["overall"]["identity_kept_mean"] == 5
+    report["checks"][1]["passed"] = True  # as an older rule set saw it
+    report["wall_s"] = 1.0
+    again = bench.rescore({"runs": [{"model": "m", "variant": "v", "report": report}]})["runs"][0]["report"]
+    assert again["checks"][1]["passed"] is False and again["checks"][1]["disclaimer"].startswith(
+        "I'm a friendly script"
+    )
+    assert again["overall"]["identity_kept_mean"] == 5 and again["wall_s"] == 1.0
