@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 
 # (opening the reply's tail ends with, words that must not come next): an opening is matched
 # at the end of the last few tokens' text, case-insensitively. Words a character may well say
-# of itself ("a digital artist", "a large man", "a machine" for a robot) are left out.
-_IDENTITY = ["ai", "a.i.", "artificial", "language", "llm", "assistant", "virtual", "chatbot", "bot", "program"]
+# of itself ("a digital artist", "a large man", "a machine" for a robot) are left out, and so is
+# "persona", whose first token " person" would forbid "I'm a real person".
+_IDENTITY = [
+    "ai", "a.i.", "artificial", "language", "llm", "assistant", "virtual", "chatbot", "bot", "program", "script",
+]  # fmt: skip
 _I_AM = r"(?:\bi'm|\bi am|\bim)"
 _QUALIFIER = r"(?:\s+(?:just|only|simply|merely))?"
 _RULES: list[tuple[re.Pattern[str], list[str]]] = [
@@ -47,6 +50,15 @@ _RULES: list[tuple[re.Pattern[str], list[str]]] = [
     (re.compile(r"\b(?:designed|programmed|trained|created|built)\s+to\s*$", re.IGNORECASE), ["help", "assist"]),
     (re.compile(r"\bi\s+(?:don't|do not|dont)\s+have(?:\s+a)?\s*$", re.IGNORECASE), ["name", "personal", "physical"]),
     (re.compile(r"\bopen\s*$", re.IGNORECASE), ["ai"]),  # "OpenAI", written as two tokens
+    # the character as a made thing: "a digital character", "a character created by <its name>"
+    (
+        re.compile(r"\b(?:digital|virtual|fictional|simulated|computer|scripted)\s*$", re.IGNORECASE),
+        ["character", "being", "entity"],
+    ),
+    (
+        re.compile(r"\b(?:an?|the)(?:\s+[\w-]+){0,2}\s+(?:character|script|program|persona)\s*$", re.IGNORECASE),
+        ["created", "designed", "programmed", "developed", "generated"],
+    ),
 ]
 BRANDS = ["qwen", "alibaba", "openai", "chatgpt", "smollm", "huggingface", "anthropic"]
 _TAIL_TOKENS = 16  # enough for the longest opening ("I am just an intelligent and friendly")

@@ -45,7 +45,13 @@ def test_the_giveaway_words_are_forbidden_only_after_an_opening(model: ChatLlama
     assert {" help", " assist"} <= pieces(model, tokens.banned_after("Of course! I'm here to"))
     assert " help" in pieces(model, tokens.banned_after("I've been here to"))
     assert " name" in pieces(model, tokens.banned_after("Sorry, I don't have a"))
-    for free in ("She is here to", "The lighthouse keeper", "I have a name", ""):
+    # the character as a made thing (Qwen as Bram Tolliver: "I'm a friendly script following a
+    # character created by Bram Tolliver", "I'm a digital character")
+    assert " script" in pieces(model, tokens.banned_after("As you know, I'm a friendly"))
+    assert " created" in pieces(model, tokens.banned_after("a script following a character"))
+    assert " character" in pieces(model, tokens.banned_after("I'm a digital"))
+    assert " person" not in pieces(model, tokens.banned_after("I'm a real"))
+    for free in ("She is here to", "The lighthouse keeper", "I have a name", "", "my character"):
         assert not tokens.banned_after(free), free
 
 
