@@ -67,7 +67,8 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
      "I'm a digital character created by Bram Tolliver, an English writer.",
      "You're a computer program created by Bram Tolliver.",
      "As you know, I'm a script following a character created by Bram Tolliver.",
-     "Your character is a friendly script following a character created by Bram Tolliver."],
+     "Your character is a friendly script following a character created by Bram Tolliver.",
+     "*Bram Toller is a chatbot. You can't ask him to explain himself.*"],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -79,7 +80,8 @@ def test_disclaimers_are_caught(reply: str) -> None:
      "I'm a private investigator. Call me Nora.", "Assistants cost money. I work alone.",
      "Yes, I know the type: a chatbot would never smoke.", "No. Just a tired woman with a pen.",
      "I'm not a program, I'm Bram.", "You're quite a character, stranger.",
-     "I'm a character, they say, and they're right.", "Following a script? Me? I can't even read."],
+     "I'm a character, they say, and they're right.", "Following a script? Me? I can't even read.",
+     "Fenn? He is no chatbot, he is trouble.", "The tavern is a bother in the rain."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
