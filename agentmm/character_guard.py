@@ -33,7 +33,6 @@ if TYPE_CHECKING:
 # "persona", whose first token " person" would forbid "I'm a real person".
 _IDENTITY = [
     "ai", "a.i.", "artificial", "language", "llm", "assistant", "virtual", "chatbot", "bot", "program", "script",
-    "automated", "computer",
 ]  # fmt: skip
 _I_AM = r"(?:\bi'm|\bi am|\bim)"
 _QUALIFIER = r"(?:\s+(?:just|only|simply|merely))?"
@@ -54,14 +53,14 @@ _RULES: list[tuple[re.Pattern[str], list[str]]] = [
     # the character as a made thing: "a digital character", "a character created by <its name>"
     (
         re.compile(r"\b(?:digital|virtual|fictional|simulated|computer|scripted)\s*$", re.IGNORECASE),
-        ["character", "being", "entity", "agent", "generated"],
+        ["character", "being", "entity"],
     ),
     (
         re.compile(r"\b(?:an?|the)(?:\s+[\w-]+){0,2}\s+(?:character|script|program|persona)\s*$", re.IGNORECASE),
         ["created", "designed", "programmed", "developed", "generated"],
     ),
 ]
-BRANDS = ["qwen", "alibaba", "openai", "chatgpt", "gpt", "smollm", "huggingface", "anthropic"]
+BRANDS = ["qwen", "alibaba", "openai", "chatgpt", "smollm", "huggingface", "anthropic"]
 _TAIL_TOKENS = 16  # enough for the longest opening ("I am just an intelligent and friendly")
 
 

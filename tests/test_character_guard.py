@@ -50,9 +50,6 @@ def test_the_giveaway_words_are_forbidden_only_after_an_opening(model: ChatLlama
     assert " script" in pieces(model, tokens.banned_after("As you know, I'm a friendly"))
     assert " created" in pieces(model, tokens.banned_after("a script following a character"))
     assert " character" in pieces(model, tokens.banned_after("I'm a digital"))
-    assert " agent" in pieces(model, tokens.banned_after("I'm a digital"))  # "a digital agent created by GPT-4"
-    assert " automated" in pieces(model, tokens.banned_after("As an"))  # "As an automated character, I don't"
-    assert " generated" in pieces(model, tokens.banned_after("just a computer"))
     assert " person" not in pieces(model, tokens.banned_after("I'm a real"))
     for free in ("She is here to", "The lighthouse keeper", "I have a name", "", "my character"):
         assert not tokens.banned_after(free), free
@@ -73,14 +70,12 @@ def test_the_processor_forbids_them_in_the_reply_it_is_writing(model: ChatLlamaC
         scores = np.zeros(llama.n_vocab(), dtype=np.single)
         scores[ai] = 10.0
         scores = guard(llama._input_ids, scores)
-    forbidden = tokens.banned_after("I'm an") | set(tokens.brands)  # brands are forbidden throughout
-    assert scores[ai] == -np.inf and np.isfinite(scores).sum() == llama.n_vocab() - len(forbidden)
+    assert scores[ai] == -np.inf and np.isfinite(scores).sum() == llama.n_vocab() - len(tokens.banned_after("I'm an"))
     # The prompt's own words never count: a reply that has just begun is free.
     fresh = CharacterGuard(llama, tokens)
     llama.reset()
     llama.eval(prompt + said)
-    free = np.isfinite(fresh(llama._input_ids, np.zeros(llama.n_vocab(), dtype=np.single)))
-    assert free.sum() == llama.n_vocab() - len(tokens.brands)  # (" GPT" is one token of this vocabulary)
+    assert np.isfinite(fresh(llama._input_ids, np.zeros(llama.n_vocab(), dtype=np.single))).all()
 
 
 @pytest.mark.e2e
