@@ -37,8 +37,10 @@ FLEET_HINT = "pip install 'agentmm[fleet]'"
 ALIVE_LOCKS = 0x616D6D61  # "amma": held (shared) by a process's lock connection while it lives
 WRITER_LOCKS = 0x616D6D77  # "ammw": held (shared) by each connection of its thread pools
 FENCE_WAIT_S = 10.0
-_ORPHAN_WRITERS = """
-SELECT w.pid FROM pg_locks w
+_MARK = "SELECT pg_advisory_lock_shared(%s, %s)"  # a session's mark, in one namespace, held until it ends
+# Ends each writer session whose process has no lock connection left (one row per session).
+_END_ORPHAN_WRITERS = """
+SELECT pg_terminate_backend(w.pid) FROM pg_locks w
 WHERE w.locktype = 'advisory' AND w.granted AND w.objsubid = 2 AND w.classid::bigint = %(writers)s
   AND w.database = (SELECT oid FROM pg_database WHERE datname = current_database())
   AND NOT EXISTS (
@@ -87,11 +89,11 @@ def process_key() -> int:
 
 
 def _mark_writer(conn: Any) -> None:
-    conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (WRITER_LOCKS, process_key()))
+    conn.execute(_MARK, (WRITER_LOCKS, process_key()))
 
 
 async def _mark_writer_async(conn: Any) -> None:
-    await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (WRITER_LOCKS, process_key()))
+    await conn.execute(_MARK, (WRITER_LOCKS, process_key()))
 
 
 def open_pool(url: str, *, what: str, writer: bool = False) -> ConnectionPool:
@@ -132,8 +134,26 @@ def check_reachable(url: str, *, what: str) -> str:
         with psycopg.connect(url, connect_timeout=int(CONNECT_TIMEOUT_S)) as conn:
             return str(conn.info.parameter_status("server_version") or "")
     except psycopg.Error as exc:
-        reason = " ".join(str(exc).split())
-        raise DatabaseError(f"cannot reach Postgres for {what} at {redacted(url)}: {reason}") from exc
+        raise _unreachable(url, what, exc) from exc
+
+
+def connect_locks(url: str, *, what: str) -> AdvisoryLocks:
+    """An ``AdvisoryLocks`` for ``url``, connected now (before this process's writer pool
+    opens), or ``DatabaseError`` in one line, as ``check_reachable``."""
+    _require_psycopg(what)
+    import psycopg
+
+    locks = AdvisoryLocks(url)
+    try:
+        locks.open()
+    except psycopg.Error as exc:
+        raise _unreachable(url, what, exc) from exc
+    return locks
+
+
+def _unreachable(url: str, what: str, exc: Exception) -> DatabaseError:
+    reason = " ".join(str(exc).split())
+    return DatabaseError(f"cannot reach Postgres for {what} at {redacted(url)}: {reason}")
 
 
 @contextlib.contextmanager
@@ -159,7 +179,7 @@ def setup_lock(pool: ConnectionPool, timeout_s: float = SETUP_WAIT_S) -> Iterato
 
 
 def _held(row: Any) -> bool:
-    return bool(_first(row))
+    return bool(next(iter(row.values())) if isinstance(row, dict) else row[0])
 
 
 def saver_conninfo(saver: Any) -> str | None:
@@ -219,15 +239,11 @@ class AdvisoryLocks:
         to take."""
         keys = {"writers": WRITER_LOCKS, "alive": ALIVE_LOCKS}
         deadline = time.monotonic() + timeout_s
-        while True:
-            pids = [_first(row) for row in self._fetchall(_ORPHAN_WRITERS, keys)]
-            if not pids:
-                return True
+        while self._fetchall(_END_ORPHAN_WRITERS, keys):  # ended (or told to end) this round
             if time.monotonic() > deadline:
                 return False
-            for pid in pids:
-                self._fetchall("SELECT pg_terminate_backend(%(pid)s)", {"pid": pid})
             time.sleep(0.01)
+        return True
 
     def close(self) -> None:
         with self._guard:
@@ -258,9 +274,5 @@ class AdvisoryLocks:
         import psycopg
 
         conn = psycopg.connect(self.conninfo, autocommit=True, connect_timeout=int(CONNECT_TIMEOUT_S))
-        conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", (ALIVE_LOCKS, process_key()))
+        conn.execute(_MARK, (ALIVE_LOCKS, process_key()))
         return conn
-
-
-def _first(row: Any) -> Any:
-    return next(iter(row.values())) if isinstance(row, dict) else row[0]

@@ -95,16 +95,14 @@ def open_saver(settings: Any) -> BaseCheckpointSaver:
 
 def open_postgres_checkpointer(url: str) -> BaseCheckpointSaver:
     """LangGraph's ``PostgresSaver`` over a pool for ``url``, its tables set up (idempotent)."""
-    from agentmm.postgres import FLEET_HINT, AdvisoryLocks, DatabaseError, check_reachable, open_pool, setup_lock
+    from agentmm.postgres import FLEET_HINT, DatabaseError, connect_locks, open_pool, setup_lock
 
     try:
         from langgraph.checkpoint.postgres import PostgresSaver
     except ImportError as exc:
         raise DatabaseError(f"threads in Postgres need langgraph-checkpoint-postgres: {FLEET_HINT}") from exc
-    check_reachable(url, what="threads")
     # The lock connection first: it tells other workers the writer pool's process is alive.
-    locks = AdvisoryLocks(url)
-    locks.open()
+    locks = connect_locks(url, what="threads")
     try:
         pool = open_pool(url, what="threads", writer=True)
     except Exception:
