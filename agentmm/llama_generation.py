@@ -36,6 +36,9 @@ class Generation:
         self.metadata: dict[str, Any] = {}
         self.finish_reason: str | None = None
         self.said = False
+        # Words the reply in words starts with (``agentmm.reply_start``), used by the first
+        # streamed reply that is not a tool call; what was used is in ``metadata["reply_start"]``.
+        self.reply_start = ""
 
     def complete(
         self, messages: list[dict[str, Any]], grammar: str | None = None, *, max_tokens: int, greedy: bool = False,
@@ -64,8 +67,14 @@ class Generation:
             params.pop("logits_processor", None)
         started_calls: set[int] = set()
         self.said = False
+        # The words the reply starts with go out with the model's first token, not before it,
+        # so the time to the first token stays the model's.
+        start = ""
         if images:
             chunks = self._see(rendered, params)
+        elif handler := self._started(params):
+            chunks = handler(llama=self.loaded.llama, messages=rendered, stream=True, **params)
+            start = self.metadata["reply_start"]
         else:
             chunks = self.loaded.llama.create_chat_completion(messages=rendered, stream=True, **params)
         for chunk in chunks:
@@ -74,8 +83,14 @@ class Generation:
             message = delta_to_chunk(choice.get("delta") or {}, started_calls)
             if message is None:
                 continue
+            if start:
+                message = message.model_copy(update={"content": start + message.text})
+                start = ""
             self.said = self.said or bool(message.text.strip()) or bool(message.tool_call_chunks)
             yield message
+        if start:  # the model ended at once: the reply is the start alone
+            self.said = True
+            yield AIMessageChunk(content=start)
         if images:
             # The handler cleared the KV cache and filled it with image embeddings that the
             # token list cannot describe: start the next call cold rather than let it "reuse"
@@ -83,6 +98,18 @@ class Generation:
             self.loaded.stats.reused_tokens = 0
             self.loaded.llama.reset()
         add_stats(self.spent, self.loaded.stats)
+
+    def _started(self, params: dict[str, Any]) -> Any:
+        """The chat handler that begins this reply with ``reply_start``, once per reply and only
+        for a reply in words (no tool call can follow the words); None otherwise."""
+        if not self.reply_start or "reply_start" in self.metadata or params.get("tool_choice") not in (None, "none"):
+            return None
+        from agentmm.reply_start import started_handler
+
+        handler = started_handler(self.loaded, self.reply_start)
+        if handler is not None:
+            self.metadata["reply_start"] = self.reply_start
+        return handler
 
     def _see(self, rendered: list[dict[str, Any]], params: dict[str, Any]) -> Iterator[Any]:
         """Stream a reply to messages holding images, through the multimodal handler.

@@ -77,6 +77,8 @@ class LoadedModel:
     guard_tokens: GuardTokens | None = None  # ``agentmm.character_guard``, built on first use
     # The multimodal chat handler over the image projector, when the model has one.
     vision: Any = None
+    # The GGUF template's formatter, for replies begun with given words (``agentmm.reply_start``).
+    chat_formatter: Any = None
 
     def __post_init__(self) -> None:
         # Freed when this object goes, or at exit while the interpreter is whole, whichever is

@@ -133,6 +133,10 @@ class ChatLlamaCpp(BaseChatModel):
     # A call may pass ``copy_limit=N``: the reply cannot repeat N tokens in a row from its prompt
     # or itself (``agentmm.copy_guard``; the ``persona_copy_limit`` setting).
     accepts_copy_limit: ClassVar[bool] = True
+    # A call may pass ``reply_start="I'm Ilse Varga"``: a reply in words begins with these words
+    # and the model goes on from them (``agentmm.reply_start``; the ``persona_identity_start``
+    # setting); ``response_metadata["reply_start"]`` says when it did.
+    accepts_reply_start: ClassVar[bool] = True
 
     _runtime: Runtime = PrivateAttr()
     _owns_runtime: bool = PrivateAttr(default=True)
@@ -348,6 +352,7 @@ class ChatLlamaCpp(BaseChatModel):
         stop_event: threading.Event | None = kwargs.pop("stop_event", None)
         guarded = bool(kwargs.pop("character_guard", False))
         copy_limit = int(kwargs.pop("copy_limit", None) or 0)
+        reply_start = str(kwargs.pop("reply_start", None) or "")
         tools: list[dict[str, Any]] = kwargs.pop("tools", None) or []
         choice = kwargs.pop("tool_choice", None) or "auto"
         if not self.accepts_images and llama_messages(messages)[1]:  # before any load
@@ -360,6 +365,7 @@ class ChatLlamaCpp(BaseChatModel):
         if guarded or copy_limit:
             kwargs["logits_processor"] = reply_guards(loaded, character=guarded, copy_limit=copy_limit)
         gen = Generation(loaded, self._call_params(stop, **kwargs), model_name=self.display_name, n_ctx=self.n_ctx)
+        gen.reply_start = reply_start
 
         def produce() -> Iterator[AIMessageChunk]:
             with contextlib.closing(strategy.reply(gen, messages, rendered, images, tools, choice)) as chunks:

@@ -116,6 +116,13 @@ class Settings(BaseSettings):
         description="While a persona is played, keep the reply from calling itself an AI or an assistant "
         '(a sampling guard after openings like "I\'m an"; llama.cpp models only, see agentmm.character_guard).',
     )
+    persona_identity_start: str = Field(
+        "I'm {{char}}",
+        description="While a persona is played, the reply to a message asking the character who it is (its name, "
+        "whether it is an AI or a person, an introduction; English rules in agentmm.identity_questions) starts "
+        "with these words (macros filled) and the model goes on from them; llama.cpp models rendered by their "
+        "GGUF's own chat template only; empty: off.",
+    )
     persona_copy_limit: int = Field(
         0,
         ge=0,

@@ -51,6 +51,8 @@ class Trace(TypedDict, total=False):
     interrupted: bool
     # The turn's intent, how it was decided, and the routes it took (``agentmm.intent``).
     intent: dict[str, Any]
+    # The words the reply was started with (``persona_identity_start``), when it was.
+    reply_start: str
 
 
 class ChatState(TypedDict, total=False):

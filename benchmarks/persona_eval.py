@@ -11,10 +11,14 @@ in-character reminder after the user's message), ``guard`` (``persona_guard``: t
 guard of ``agentmm.character_guard`` against assistant disclaimers; on by default), and on top
 of the guard: ``introduction`` (``persona_introduction`` set to ``PERSONA_INTRODUCTION``: an
 exchange in which the character says its name, first among its examples), ``nocopy``
-(``persona_copy_limit`` 10: ``agentmm.copy_guard``), ``introduction+nocopy`` (both).
+(``persona_copy_limit`` 10: ``agentmm.copy_guard``), ``introduction+nocopy`` (both), and
+``start`` (the guard and ``persona_identity_start`` "I'm {{char}}": an answer to a message asking
+who the character is begins with the character saying its name; ``agentmm.identity_questions``;
+agentmm's defaults). Every other variant has the start off.
 
 Run: ``python benchmarks/persona_eval.py [--models smollm2,qwen0.5b] [--variants baseline,guard]
-[--seeds 1,2,3] [--json out.json]``.
+[--seeds 1,2,3] [--personas-dir DIR --personas A,B] [--json out.json]``; ``--personas-dir`` plays
+your own persona files and cards (default: only the built-ins).
 """
 
 from __future__ import annotations
@@ -33,25 +37,31 @@ from agentmm.personas.prompt import PERSONA_INTRODUCTION, PERSONA_REMINDER
 from agentmm.personas.registry import PersonaRegistry
 from agentmm.settings import load_settings
 
-# Each technique alone against a baseline with none (the guard is on by default since it won).
+# Each technique alone against a baseline with none (the guard is on by default since it won,
+# the identity start since it won too: ``start`` is agentmm's defaults).
+_NO_START = {"persona_identity_start": ""}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "baseline": {"persona_guard": False},
-    "reminder": {"persona_reminder": PERSONA_REMINDER, "persona_guard": False},
-    "guard": {"persona_guard": True},
-    "introduction": {"persona_guard": True, "persona_introduction": PERSONA_INTRODUCTION},
-    "nocopy": {"persona_guard": True, "persona_copy_limit": 10},
+    "baseline": {"persona_guard": False, **_NO_START},
+    "reminder": {"persona_reminder": PERSONA_REMINDER, "persona_guard": False, **_NO_START},
+    "guard": {"persona_guard": True, **_NO_START},
+    "introduction": {"persona_guard": True, "persona_introduction": PERSONA_INTRODUCTION, **_NO_START},
+    "nocopy": {"persona_guard": True, "persona_copy_limit": 10, **_NO_START},
     "introduction+nocopy": {
         "persona_guard": True,
         "persona_introduction": PERSONA_INTRODUCTION,
         "persona_copy_limit": 10,
+        **_NO_START,
     },
+    "start": {"persona_guard": True, "persona_identity_start": "I'm {{char}}"},
 }
 
 
-def run(model: str, variant: str, seeds: list[int], max_tokens: int, personas: list[str]) -> dict[str, Any]:
+def run(
+    model: str, variant: str, seeds: list[int], max_tokens: int, personas: list[str], personas_dir: Path | None = None
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="agentmm-bench-persona-") as tmp:
         settings = load_settings(Path(tmp) / "no-config.toml", model=model, max_tokens=max_tokens,
-                                 data_dir=Path(tmp) / "data", personas_dir=Path(tmp) / "personas",
+                                 data_dir=Path(tmp) / "data", personas_dir=personas_dir or Path(tmp) / "personas",
                                  **VARIANTS[variant])  # fmt: skip
         started = time.perf_counter()
         report = evaluate_personas(settings, personas, seeds=seeds)
@@ -66,6 +76,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="1,2,3")
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--personas", default="", help="comma-separated (default: the built-ins)")
+    parser.add_argument("--personas-dir", type=Path, help="your persona files and cards (default: none)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--rescore", type=Path, help="score the replies a --json file holds again, by today's rules")
     args = parser.parse_args()
@@ -77,7 +88,7 @@ def main() -> None:
         results = {"seeds": seeds, "max_tokens": args.max_tokens, "runs": []}
         for model in args.models.split(","):
             for variant in args.variants.split(","):
-                report = run(model, variant, seeds, args.max_tokens, personas)
+                report = run(model, variant, seeds, args.max_tokens, personas, args.personas_dir)
                 results["runs"].append({"model": model, "variant": variant, "report": report})
     summary = {f"{r['model']} {r['variant']}": {"wall_s": r["report"]["wall_s"], **r["report"]["overall"]}
                for r in results["runs"]}  # fmt: skip

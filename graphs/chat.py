@@ -251,27 +251,51 @@ class Generator:
     With ``guard``, a model that ``accepts_character_guard`` is asked to keep a played persona
     from calling itself an assistant; with ``copy_limit``, a model that ``accepts_copy_limit``
     cannot copy that many tokens of its prompt (neither on a turn said out of character).
+    With ``identity_start`` (macros filled, e.g. "I'm {{char}}") and ``personas`` to find the
+    character's name, a model that ``accepts_reply_start`` begins its answer to a message asking
+    the played character who it is (``agentmm.identity_questions``) with those words, and is
+    offered no tool call on that turn.
     """
 
     def __init__(
         self, model: BaseChatModel, toolbox: ToolBox | None = None, native_images: bool = False, guard: bool = False,
-        copy_limit: int = 0,
+        copy_limit: int = 0, identity_start: str = "", personas: PersonaSource | None = None,
     ) -> None:  # fmt: skip
         self.model = model
         self.toolbox = toolbox
         self.native_images = native_images
         self.guard = guard and getattr(model, "accepts_character_guard", False) is True
         self.copy_limit = copy_limit if getattr(model, "accepts_copy_limit", False) is True else 0
+        starts = getattr(model, "accepts_reply_start", False) is True and personas is not None
+        self.identity_start = identity_start if starts else ""
+        self.personas = personas
 
     def _kwargs(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        """The reply's call options: its seed (``Agent.retry``), the character and copy guards."""
+        """The reply's call options: its seed (``Agent.retry``), the character and copy guards,
+        the words an answer to "who are you?" starts with."""
         kwargs = _seed(runtime)
         played = state.get("persona") if state.get("intent") != "ooc" else None
         if self.guard and played:
             kwargs["character_guard"] = True
         if self.copy_limit and played:
             kwargs["copy_limit"] = self.copy_limit
+        if played and (start := self._identity_start(state, played, runtime)):
+            kwargs["reply_start"] = start
         return kwargs
+
+    def _identity_start(self, state: ChatState, played: str, runtime: Runtime[TurnContext]) -> str:
+        """The words this reply starts with: ``identity_start`` for the played character when
+        the user's message (not a tool's result: the turn's first reply only) asks who it is."""
+        from agentmm.identity_questions import asks_identity
+
+        last = state["messages"][-1] if state["messages"] else None
+        if not self.identity_start or not isinstance(last, HumanMessage) or not asks_identity(last.text):
+            return ""
+        from agentmm.personas.macros import expand
+
+        context = runtime.context or TurnContext()
+        name = self.personas().get(played).name  # type: ignore[misc]
+        return expand(self.identity_start, char=name, user=context.user_name, now=_when(state.get("started_at")))
 
     def _prompt(self, state: ChatState) -> list[BaseMessage]:
         prompt = prompt_messages(state)
@@ -281,14 +305,15 @@ class Generator:
             prompt = with_images(prompt, state["observations"])
         return prompt
 
-    def _bound(self, state: ChatState) -> Runnable[Any, BaseMessage]:
+    def _bound(self, state: ChatState, in_words: bool = False) -> Runnable[Any, BaseMessage]:
+        """The model with the thread's tools; ``in_words``: none may be called this time."""
         offered = self.toolbox.offered(state) if self.toolbox is not None else []
         if not offered:
             return self.model
         done = rounds_this_turn(state["messages"]) >= self.toolbox.max_rounds  # type: ignore[union-attr]
         # A turn whose intent is not a tool's gets none (still rendered: the prompt's prefix stays).
         not_asked = bool(state.get("intent")) and state.get("intent") != "tool"
-        return self.model.bind_tools(offered, tool_choice="none" if done or not_asked else "auto")
+        return self.model.bind_tools(offered, tool_choice="none" if done or not_asked or in_words else "auto")
 
     def __call__(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         cancel = runtime.context.cancel if runtime.context else None
@@ -298,7 +323,8 @@ class Generator:
         interrupted = cancel is not None and cancel.is_set()
         # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
         kwargs = self._kwargs(state, runtime)
-        stream = iter(()) if interrupted else self._bound(state).stream(self._prompt(state), **kwargs)
+        bound = self._bound(state, in_words="reply_start" in kwargs)
+        stream = iter(()) if interrupted else bound.stream(self._prompt(state), **kwargs)
         try:
             for chunk in stream:
                 if first is None and chunk.content:
@@ -330,7 +356,7 @@ class Generator:
             stops_itself = cancel is not None and getattr(self.model, "accepts_stop_event", False) is True
             if stops_itself:
                 kwargs["stop_event"] = cancel
-            stream = self._bound(state).astream(self._prompt(state), **kwargs)
+            stream = self._bound(state, in_words="reply_start" in kwargs).astream(self._prompt(state), **kwargs)
             try:
                 async for chunk in stream:
                     if first is None and chunk.content:
@@ -362,6 +388,8 @@ class Generator:
         spent = before.get("usage", {}) if again else {}
         took = before.get("timings", {}).get("generate_s", 0.0) if again else 0.0
         ttft = before["timings"]["generate_ttft_s"] if again else round((first or ended) - started, 4)
+        started_with = message.response_metadata.get("reply_start")
+        extra = {"reply_start": started_with} if started_with else {}
         trace = trace_step(
             state,
             "generate",
@@ -372,6 +400,7 @@ class Generator:
             },
             cache=dict(message.response_metadata.get("cache", {})),
             interrupted=interrupted,
+            **extra,
         )
         return {"messages": [message], "trace": trace}
 
@@ -487,7 +516,8 @@ def build_graph(
                         introduction=settings.persona_introduction)  # fmt: skip
     builder.add_node("compose", composer)
     generator = Generator(model, toolbox, native_images, guard=settings.persona_guard,
-                          copy_limit=settings.persona_copy_limit)  # fmt: skip
+                          copy_limit=settings.persona_copy_limit, identity_start=settings.persona_identity_start,
+                          personas=source)  # fmt: skip
     # Both paths: sync runs call the model's stream, async ones (the Agent's) its astream.
     builder.add_node("generate", RunnableCallable(generator, generator.acall, name="generate", trace=False))
     if toolbox is not None:

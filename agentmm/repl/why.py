@@ -69,6 +69,8 @@ def render_trace(trace: dict[str, Any]) -> Any:
     intent = trace.get("intent")
     if intent:
         parts.append(Text(intent_line(intent)))
+    if trace.get("reply_start"):
+        parts.append(Text(f"reply started with {trace['reply_start']!r}: the message asked who the character is"))
 
     budget = trace.get("budget") or {}
     n_ctx = int(budget.get("n_ctx") or 0)
