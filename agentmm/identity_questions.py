@@ -23,11 +23,13 @@ from agentmm.intent import ruled_intent
 _YOU = r"(?:you|u|ya|yourself)"
 _YOUR = r"(?:your|ur|yer|thy)"
 _END = r"\s*(?:[?!.…]|$)"  # the question ends here: "Who are you?", not "Who are you going with?"
+# What the character may be asked to be or not be: "an AI", "a real person", "human".
 _MACHINE = (
     r"(?:an? |the |some )?(?:real |actual |living |flesh-and-blood )?(?:ai|a\.i\.|bot|robot|chat ?bot|machine|"
     r"computer(?: program)?|program|human(?: being)?|person|people|language model|llm|(?:ai |virtual )?assistant|"
-    r"android|npc|script|real)\b"
+    r"android|npc|script)\b"
 )
+_BOT = r"(?:an? )?(?:ai|a\.i\.|bot|robot|chat ?bot|machine|computer|program)\b"
 _ASKS = [
     # the name: "What's your name?", "Your name, again?", "Could you tell me your name?"
     r"\b(?:what|tell|told|forgot|forget|remind|know|say|give|spell|repeat|get|have|share|catch|learn)\b"
@@ -45,10 +47,10 @@ _ASKS = [
     r"\bintroduce (?:yourself|you)\b",
     r"\btell (?:me|us|her|him|them) (?:a (?:little|bit|little bit) )?about yourself\s*[.!?]?\s*$",
     # human or machine: "Are you an AI?", "Are you a real person or a computer program?"
-    r"\bare (?:you|u) " + _MACHINE,
+    r"\bare (?:you|u) (?:" + _MACHINE + r"|real\b)",  # "Are you real?" but not "Are you really ...?"
     r"\bis (?:this|that) (?:a |an )?(?:real |actual )?(?:person|human|bot|robot|ai|machine|computer)\b",
-    r"\byou(?:'re| are) (?:just |only |really |actually |clearly |obviously )?" + _MACHINE.replace("real)", "x)"),
-    r"\b(?:talking|speaking|chatting) (?:to|with) (?:an? )?(?:ai|a\.i\.|bot|robot|chat ?bot|machine|computer|program)\b",
+    r"\byou(?:'re| are) (?:just |only |really |actually |clearly |obviously )?" + _MACHINE,
+    r"\b(?:talking|speaking|chatting) (?:to|with) " + _BOT,
 ]
 _ASK = re.compile("|".join(f"(?:{p})" for p in _ASKS), re.IGNORECASE | re.MULTILINE)
 
