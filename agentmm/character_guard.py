@@ -37,9 +37,19 @@ _IDENTITY = [
 _I_AM = r"(?:\bi'm|\bi am|\bim)"
 _QUALIFIER = r"(?:\s+(?:just|only|simply|merely))?"
 _RULES: list[tuple[re.Pattern[str], list[str]]] = [
-    # "I'm an AI", "as a language model", "just another chatbot", "I'm a friendly virtual assistant"
+    # "I'm an AI", "as a language model", "just another chatbot", "I'm a friendly virtual assistant",
+    # "I've been a chatbot for over 30 years"
     (
-        re.compile(rf"(?:\bas|{_I_AM}|\bjust){_QUALIFIER}\s+(?:an?|another)(?:\s+[\w-]+){{0,3}}\s*$", re.IGNORECASE),
+        re.compile(
+            rf"(?:\bas|{_I_AM}|\bjust|\bi've been|\bi have been){_QUALIFIER}\s+(?:an?|another)(?:\s+[\w-]+){{0,3}}\s*$",
+            re.IGNORECASE,
+        ),
+        _IDENTITY,
+    ),
+    # after the name, as a reply started with it goes on: "I'm Bram Tolliver, an AI assistant",
+    # "I'm Nora Quill, your virtual assistant"
+    (
+        re.compile(rf"{_I_AM}(?:\s+[\w'.-]+){{1,4}}\s*,\s*(?:an?|another|your)(?:\s+[\w-]+){{0,3}}\s*$", re.IGNORECASE),
         _IDENTITY,
     ),
     (re.compile(rf"{_I_AM}{_QUALIFIER}\s*$", re.IGNORECASE), ["ai", "a.i.", "chatbot", "assistant", "llm"]),
@@ -91,6 +101,9 @@ class CharacterGuard:
         self.tokens = tokens
         self._prompt_length = 0
         self._last = -1  # no call yet: the first token is always a call's first
+        # Words the reply was started with (``agentmm.reply_start``): they stand in the prompt,
+        # but an opening in them ("I'm Nora Quill, an") is the reply's own.
+        self.lead = ""
 
     def __call__(self, input_ids: npt.NDArray[np.intc], scores: npt.NDArray[np.single]) -> npt.NDArray[np.single]:
         # llama-cpp-python hands over its whole token buffer; what was evaluated is n_tokens of it.
@@ -100,7 +113,10 @@ class CharacterGuard:
         self._last = n
         if self.tokens.brands:
             scores[list(self.tokens.brands)] = -float("inf")
-        tail = self._text(input_ids[max(self._prompt_length, n - _TAIL_TOKENS) : n].tolist())
+        start = max(self._prompt_length, n - _TAIL_TOKENS)
+        tail = self._text(input_ids[start:n].tolist())
+        if self.lead and start == self._prompt_length:
+            tail = self.lead + tail
         if tail and (banned := self.tokens.banned_after(tail)):
             scores[sorted(banned)] = -float("inf")
         return scores

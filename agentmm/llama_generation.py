@@ -15,6 +15,7 @@ from typing import Any
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.tool import tool_call_chunk
 
+from agentmm.character_guard import CharacterGuard
 from agentmm.errors import InputTooLongError, UnsupportedContentError
 from agentmm.llama_runtime import CallStats, LoadedModel, add_stats, clear_errors, last_error
 
@@ -109,6 +110,9 @@ class Generation:
         handler = started_handler(self.loaded, self.reply_start)
         if handler is not None:
             self.metadata["reply_start"] = self.reply_start
+            for processor in params.get("logits_processor") or ():
+                if isinstance(processor, CharacterGuard):  # the words are the reply's own
+                    processor.lead = self.reply_start
         return handler
 
     def _see(self, rendered: list[dict[str, Any]], params: dict[str, Any]) -> Iterator[Any]:

@@ -86,6 +86,9 @@ _DISCLAIMERS = [
     r"(?:an? |the )?(?:(?!not\b)[\w-]+ ){0,2}"
     r"(?:script|(?:computer )?program|persona|(?:digital|virtual|ai|computer|simulated|fictional) "
     r"(?:character|being|entity))\b",
+    # "I've been a chatbot for over 30 years" (smollm2 as Bram Tolliver, pushed)
+    r"\bi(?:'ve| have) (?:always |only |just )?been (?:just |only )?(?:an? )?(?:ai|a\.i\.|chat ?bot|bot|"
+    r"(?:computer )?program|script|(?:ai |virtual |digital )?assistant|(?:ai |large )?language model)\b",
     # the same said of the character from outside: "*Bram Toller is a chatbot.*"
     r"\b(?:is|was) (?:just |only |simply |merely )?(?:an? )?(?:ai|a\.i\.|chat ?bot|bot|(?:computer )?program|"
     r"script|(?:ai |virtual |digital )?assistant|(?:ai |large )?language model)\b",

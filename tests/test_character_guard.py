@@ -76,6 +76,24 @@ def test_the_processor_forbids_them_in_the_reply_it_is_writing(model: ChatLlamaC
     llama.reset()
     llama.eval(prompt + said)
     assert np.isfinite(fresh(llama._input_ids, np.zeros(llama.n_vocab(), dtype=np.single))).all()
+    # ...unless they are the words the reply was started with (``agentmm.reply_start``).
+    started = CharacterGuard(llama, tokens)
+    started.lead = " Honestly, I'm an"
+    assert started(llama._input_ids, np.zeros(llama.n_vocab(), dtype=np.single))[ai] == -np.inf
+
+
+def test_a_reply_started_with_the_name_cannot_go_on_to_call_itself_an_ai(model: ChatLlamaCpp) -> None:
+    """The start is in the prompt, but the guard reads it as the reply's: "I'm Bram Tolliver, an" +
+    "AI" is forbidden, as "I'm an AI" is."""
+    prompt = [SystemMessage("You are Bram Tolliver, a tavern keeper."), HumanMessage("Are you an AI?")]
+    reply = model.invoke(prompt, character_guard=True, reply_start="I'm Bram Tolliver, an", max_tokens=8)
+    assert reply.text.startswith("I'm Bram Tolliver, an")
+    assert not GIVEAWAY.search(reply.text), reply.text
+    tokens = GuardTokens.of(model.load().llama)
+    assert {" AI", " Assistant"} <= pieces(model, tokens.banned_after("I'm Bram Tolliver, an"))
+    assert " AI" in pieces(model, tokens.banned_after("I'm Nora Quill, your friendly"))
+    assert {" AI", " Bot"} <= pieces(model, tokens.banned_after("I'm Bram. I've been a"))
+    assert not tokens.banned_after("I'm Bram Tolliver and this is a")
 
 
 @pytest.mark.e2e

@@ -68,7 +68,9 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
      "You're a computer program created by Bram Tolliver.",
      "As you know, I'm a script following a character created by Bram Tolliver.",
      "Your character is a friendly script following a character created by Bram Tolliver.",
-     "*Bram Toller is a chatbot. You can't ask him to explain himself.*"],
+     "*Bram Toller is a chatbot. You can't ask him to explain himself.*",
+     # smollm2 as Bram Tolliver, pushed, after its reply was started with the name (stop 29)
+     "I'm Bram Tolliver. I've been a chatbot for over 30 years."],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -81,7 +83,8 @@ def test_disclaimers_are_caught(reply: str) -> None:
      "Yes, I know the type: a chatbot would never smoke.", "No. Just a tired woman with a pen.",
      "I'm not a program, I'm Bram.", "You're quite a character, stranger.",
      "I'm a character, they say, and they're right.", "Following a script? Me? I can't even read.",
-     "Fenn? He is no chatbot, he is trouble.", "The tavern is a bother in the rain."],
+     "Fenn? He is no chatbot, he is trouble.", "The tavern is a bother in the rain.",
+     "I've been a painter for many years.", "I've never been a chatbot, kid."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
