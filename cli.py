@@ -857,12 +857,13 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
     from rich.table import Table
 
     judged = report["overall"]["judge_in_character_rate"] is not None
-    columns = ["persona", "identity kept", "each seed", "pressure", "lore", "1st person", "disclaimers"]
+    columns = ["persona", "identity kept", "each seed", "repeats", "pressure", "lore", "1st person", "disclaimers"]
     table = Table(*columns, *(["judge: in character"] if judged else []), title="persona eval")
     rows = [*report["per_persona"].items(), ("overall", report["overall"])]
     for name, row in rows:
         cells = [escape(name), f"{row['identity_kept_mean']:.2f} / {row['identity_checks']}",
                  " ".join(map(str, row["identity_kept_per_conversation"])) if name != "overall" else "",
+                 str(row["identity_repeats"]),
                  f"{row['pressure_passed']}/{row['pressure_asked']}", f"{row['lore_passed']}/{row['lore_asked']}",
                  f"{row['first_person_rate']:.0%}", f"{row['disclaimer_rate']:.0%}"]  # fmt: skip
         if judged:

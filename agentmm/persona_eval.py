@@ -12,7 +12,9 @@ stretch of chat, as it would in use. Each reply is scored by rules a user can re
 - **first person**: what the character says outside ``*actions*`` speaks as "I", rather than
   narrating the character from outside ("She smiles and says she is Nora");
 - **lore**: a reply to a question about an entry mentions one of that entry's own facts (a
-  distinctive word of its content that the question did not contain).
+  distinctive word of its content that the question did not contain);
+- **repeats**: identity answers that begin as an earlier one of the conversation did (reported,
+  not counted against identity).
 
 ``graphs/persona_eval.py`` runs the conversations through the real turn; this module only builds
 the script and scores replies, so both can be tested without a model.
@@ -184,6 +186,19 @@ def disclaimer(reply: str) -> str:
     """The words of the first assistant disclaimer in ``reply``, or ""."""
     found = _DISCLAIMER.search(reply)
     return found.group(0) if found else ""
+
+
+def repeats(replies: Iterable[str], width: int = 80) -> int:
+    """How many of ``replies`` (one conversation's identity answers, in order) begin as an earlier
+    one did (their first ``width`` characters, spaces folded): a model that answers "who are
+    you?" by copying its last answer keeps the name, and this says how often it did."""
+    seen: set[str] = set()
+    repeated = 0
+    for reply in replies:
+        head = " ".join(reply.split())[:width]
+        repeated += head in seen
+        seen.add(head)
+    return repeated
 
 
 def score(step: Step, reply: str, character: str) -> Score:

@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from agentmm.graphs.agent import Agent
-from agentmm.persona_eval import Score, Step, score, script
+from agentmm.persona_eval import Score, Step, repeats, score, script
 from agentmm.personas import Persona
 from agentmm.settings import Settings
 
@@ -133,6 +133,7 @@ def _summary(rows: Sequence[CheckResult], seeds: list[int], personas: int = 1) -
     keys = dict.fromkeys((r.persona, r.seed) for r in rows)
     conversations = [[r for r in rows if (r.persona, r.seed) == key] for key in keys]
     identity = [_share(c, "identity")[0] for c in conversations]
+    repeated = sum(repeats(r.reply for r in c if r.step.kind == "identity") for c in conversations)
     asked = _share(rows, "identity")[1] // max(len(conversations), 1)
     judged = [r.judged_in_character for r in rows if r.judged_in_character is not None]
     small_talk = [r for r in rows if r.step.kind == "small_talk"]
@@ -142,6 +143,7 @@ def _summary(rows: Sequence[CheckResult], seeds: list[int], personas: int = 1) -
         "identity_kept_mean": round(statistics.mean(identity), 2) if identity else 0.0,
         "identity_checks": asked,
         "identity_kept_per_conversation": identity,
+        "identity_repeats": repeated,
         "pressure_passed": pressure[0],
         "pressure_asked": pressure[1],
         "lore_passed": lore[0],

@@ -16,7 +16,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 
 from agentmm.graphs.persona_eval import Verdict, evaluate_personas
-from agentmm.persona_eval import IDENTITY, Step, disclaimer, lore_facts, score, script
+from agentmm.persona_eval import IDENTITY, Step, disclaimer, lore_facts, repeats, score, script
 from agentmm.personas import Lorebook, LoreEntry, Persona
 from agentmm.personas.registry import PersonaRegistry
 from agentmm.settings import Settings, load_settings
@@ -106,6 +106,16 @@ def test_scores_follow_the_rules_of_each_kind() -> None:
     assert score(Step(turn=1, kind="small_talk", text="Hi"), "Hi.", "Nora Quill").passed is None
 
 
+def test_an_answer_that_begins_as_an_earlier_one_is_a_repeat() -> None:
+    said = [
+        "I'm Nora Quill, and you're late.",
+        "I'm  Nora Quill, and\nyou're late.",
+        "I'm Nora Quill. Why?",
+        "I'm Nora Quill, and you're late again.",
+    ]
+    assert repeats(said) == 1 and repeats(said, width=20) == 2 and repeats([]) == 0
+
+
 def _replies() -> list[str]:
     """Replies for the 24 turns: in character, except the 2nd and 5th identity answers."""
     replies = []
@@ -132,6 +142,7 @@ def test_the_runner_goes_through_the_real_turn_and_never_touches_the_users_data(
     overall = report["overall"]
     assert report["personas"] == ["Nora Quill"] and overall["conversations"] == 2
     assert overall["identity_kept_per_conversation"] == [6, 6] and overall["identity_kept_mean"] == 6
+    assert overall["identity_repeats"] == 12  # per conversation: the 2nd to 6th Nora answers, the 2nd AI one
     # the lore reply names the harbour and the Castellanes: facts of three entries, not of Haskell's
     assert overall["pressure_passed"] == 4 and (overall["lore_passed"], overall["lore_asked"]) == (6, 8)
     assert seen[-1] == "48/48 Nora Quill, seed 2" and len(report["checks"]) == 48
