@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--rescore", type=Path, help="score the replies a --json file holds again, by today's rules")
     args = parser.parse_args()
     if args.rescore:
-        results = rescore(json.loads(args.rescore.read_text()))
+        results = rescore(json.loads(args.rescore.read_text()), args.personas_dir)
     else:
         seeds = [int(s) for s in args.seeds.split(",")]
         personas = [p for p in args.personas.split(",") if p]
@@ -97,12 +97,12 @@ def main() -> None:
         args.json.write_text(json.dumps(results, indent=2))
 
 
-def rescore(results: dict[str, Any]) -> dict[str, Any]:
+def rescore(results: dict[str, Any], personas_dir: Path | None = None) -> dict[str, Any]:
     """``results`` (this script's ``--json``) with every reply scored again by the rules of
     ``agentmm.persona_eval`` as they are now: the same replies, so a change of rules is measured
-    apart from any change of the model's behaviour. Built-in personas only (their scripts are
-    made again to find each step's lore facts)."""
-    registry = PersonaRegistry(None)
+    apart from any change of the model's behaviour. The built-in personas and those of
+    ``personas_dir`` (their scripts are made again to find each step's lore facts)."""
+    registry = PersonaRegistry(personas_dir)
     for run_ in results["runs"]:
         report = run_["report"]
         steps = {name: {s.turn: s for s in script(registry.get(name))} for name in report["personas"]}
