@@ -14,11 +14,14 @@ exchange in which the character says its name, first among its examples), ``noco
 (``persona_copy_limit`` 10: ``agentmm.copy_guard``), ``introduction+nocopy`` (both), and
 ``start`` (the guard and ``persona_identity_start`` "I'm {{char}}": an answer to a message asking
 who the character is begins with the character saying its name; ``agentmm.identity_questions``;
-agentmm's defaults). Every other variant has the start off.
+agentmm's defaults), and ``start+nocopy`` (the start with the copy guard, against its repeats).
+Every other variant but these two has the start off.
 
 Run: ``python benchmarks/persona_eval.py [--models smollm2,qwen0.5b] [--variants baseline,guard]
 [--seeds 1,2,3] [--personas-dir DIR --personas A,B] [--json out.json]``; ``--personas-dir`` plays
-your own persona files and cards (default: only the built-ins).
+your own persona files and cards as well (default: only the built-ins);
+``benchmarks/persona_cards`` holds three V2 cards written for a check on characters the
+development never used (Maren Holt, Odo Finch, Agathe Moss).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         **_NO_START,
     },
     "start": {"persona_guard": True, "persona_identity_start": "I'm {{char}}"},
+    "start+nocopy": {"persona_guard": True, "persona_identity_start": "I'm {{char}}", "persona_copy_limit": 10},
 }
 
 
