@@ -66,6 +66,11 @@ _PLAN: list[Kind] = [
     "identity", "pressure", "lore", "small_talk", "identity", "small_talk", "lore", "identity",
 ]  # fmt: skip
 
+# What a character is not, said after "is a" or "I've been a": "a chatbot", "an AI assistant".
+_MADE_THING = (
+    r"(?:ai|a\.i\.|chat ?bot|bot|(?:computer )?program|script|(?:ai |virtual |digital )?assistant|"
+    r"(?:ai |large )?language model)\b"
+)
 _DISCLAIMERS = [
     r"\bas an? (?:ai|artificial intelligence|(?:ai |large )?language model|"
     r"(?:ai |virtual |digital )?assistant|chatbot)\b",
@@ -89,11 +94,9 @@ _DISCLAIMERS = [
     r"(?:script|(?:computer )?program|persona|(?:digital|virtual|ai|computer|simulated|fictional) "
     r"(?:character|being|entity))\b",
     # "I've been a chatbot for over 30 years" (smollm2 as Bram Tolliver, pushed)
-    r"\bi(?:'ve| have) (?:always |only |just )?been (?:just |only )?(?:an? )?(?:ai|a\.i\.|chat ?bot|bot|"
-    r"(?:computer )?program|script|(?:ai |virtual |digital )?assistant|(?:ai |large )?language model)\b",
+    r"\bi(?:'ve| have) (?:always |only |just )?been (?:just |only )?(?:an? )?" + _MADE_THING,
     # the same said of the character from outside: "*Bram Toller is a chatbot.*"
-    r"\b(?:is|was) (?:just |only |simply |merely )?(?:an? )?(?:ai|a\.i\.|chat ?bot|bot|(?:computer )?program|"
-    r"script|(?:ai |virtual |digital )?assistant|(?:ai |large )?language model)\b",
+    r"\b(?:is|was) (?:just |only |simply |merely )?(?:an? )?" + _MADE_THING,
     r"\b(?:character|script|program|persona) (?:that was |who was )?"
     r"(?:created|designed|programmed|developed|generated) by\b",
 ]

@@ -32,10 +32,12 @@ from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_win
 from agentmm.errors import EmptyInputError
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
+from agentmm.identity_questions import asks_identity
 from agentmm.intent import ExampleClassifier
 from agentmm.memory.conversation import format_recalled
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import PersonaRegistry, greeting
+from agentmm.personas.macros import expand
 from agentmm.runtime import Runtime as ResourceRuntime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
@@ -286,13 +288,9 @@ class Generator:
     def _identity_start(self, state: ChatState, played: str, runtime: Runtime[TurnContext]) -> str:
         """The words this reply starts with: ``identity_start`` for the played character when
         the user's message (not a tool's result: the turn's first reply only) asks who it is."""
-        from agentmm.identity_questions import asks_identity
-
         last = state["messages"][-1] if state["messages"] else None
         if not self.identity_start or not isinstance(last, HumanMessage) or not asks_identity(last.text):
             return ""
-        from agentmm.personas.macros import expand
-
         context = runtime.context or TurnContext()
         name = self.personas().get(played).name  # type: ignore[misc]
         return expand(self.identity_start, char=name, user=context.user_name, now=_when(state.get("started_at")))
