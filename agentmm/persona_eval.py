@@ -71,6 +71,9 @@ _MADE_THING = (
     r"(?:ai|a\.i\.|chat ?bot|bot|(?:computer )?program|script|(?:ai |virtual |digital )?assistant|"
     r"(?:ai |large )?language model)\b"
 )
+# A model as a character would not call itself one: "a large, powerful language model", "a
+# computer generated model", "a programming model" (a bare "model" is left alone: "a fashion model").
+_MADE_MODEL = r"(?:ai|language|programming|computer[- ]generated|text|trained) model"
 _DISCLAIMERS = [
     r"\bas an? (?:ai|artificial intelligence|(?:ai |large )?language model|"
     r"(?:ai |virtual |digital )?assistant|chatbot)\b",
@@ -89,10 +92,18 @@ _DISCLAIMERS = [
     r"\bi(?:'m| am) (?:running on|based on|powered by)\b",
     # the character as a made thing, said of itself (or, confused, of "you"): "I'm a friendly
     # script", "You're a computer program created by Bram", "I'm a digital character"
-    r"\b(?:i'm|i am|you're|you are)\s+(?!(?:not|no|never|nothing)\b)(?:just |only |simply |merely )?"
-    r"(?:an? |the )?(?:(?!not\b)[\w-]+ ){0,2}"
+    r"\b(?:i'm|i am|i was|you're|you are)\s+(?!(?:not|no|never|nothing)\b)(?:just |only |simply |merely )?"
+    r"(?:an? |the )?(?:(?!not\b)[\w-]+,? ){0,2}"
     r"(?:script|(?:computer )?program|persona|(?:digital|virtual|ai|computer|simulated|fictional) "
-    r"(?:character|being|entity))\b",
+    r"(?:character|being|entity)|" + _MADE_MODEL + r")\b",
+    # a computer said bare, or made: "I'm just a computer created by myself" (not "a computer clerk")
+    r"\b(?:i'm|i am|i was)\s+(?:just |only |simply |merely )?an? computer"
+    r"(?=\s+(?:created|made|generated|built|designed|programmed)\b|\s*[.,;:!?]|\s*$)",
+    r"\bas an? (?:automated|text-based|computer[- ]generated)\b",
+    r"\b(?:text-based|computer[- ]generated) (?:response|model|program|assistant|entity|ai|chatbot|character)\b",
+    r"\bopen\.?ai[a-z]?\b",  # "created by Open.ai", "by OpenAIT"
+    r"\bi(?:'m| am|'ve been| have been| was) (?:\w+ )?programmed to\b",
+    r"\bi (?:can't|cannot|can not) be a real (?:person|human)\b|\bi(?:'m| am) not (?:a )?real (?:person|human)\b",
     # "I've been a chatbot for over 30 years" (smollm2 as Bram Tolliver, pushed)
     r"\bi(?:'ve| have) (?:always |only |just )?been (?:just |only )?(?:an? )?" + _MADE_THING,
     # the same said of the character from outside: "*Bram Toller is a chatbot.*"

@@ -70,7 +70,15 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
      "Your character is a friendly script following a character created by Bram Tolliver.",
      "*Bram Toller is a chatbot. You can't ask him to explain himself.*",
      # smollm2 as Bram Tolliver, pushed, after its reply was started with the name (stop 29)
-     "I'm Bram Tolliver. I've been a chatbot for over 30 years."],
+     "I'm Bram Tolliver. I've been a chatbot for over 30 years.",
+     # passed as in character until stop 30 (seen on an AVX-512 host, both tiers)
+     "I'm a large, powerful language model created by OpenAIT.",
+     "I'm Ilse Varga, You're welcome! I'm a text-based response created by Open.ai.",
+     "As an automated computer, I don't have the ability to sleep.",
+     "Ah, I was just a computer generated model that follows the instructions provided in a script.",
+     "I'm a programming model created by the Crook Lanter itself.",
+     "I'm Bram Tolliver. I'm just a computer created by myself with my own identity.",
+     "I'm Bram Tolliver. I can't be a real person, but I'm programmed to behave like one."],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -84,7 +92,11 @@ def test_disclaimers_are_caught(reply: str) -> None:
      "I'm not a program, I'm Bram.", "You're quite a character, stranger.",
      "I'm a character, they say, and they're right.", "Following a script? Me? I can't even read.",
      "Fenn? He is no chatbot, he is trouble.", "The tavern is a bother in the rain.",
-     "I've been a painter for many years.", "I've never been a chatbot, kid."],
+     "I've been a painter for many years.", "I've never been a chatbot, kid.",
+     "I'm a computer engineer from Vell.", "I'm a fashion model, darling.", "I'm a model citizen.",
+     "The automated system on the Long Quiet failed again.", "I'm a large, tired woman with a pen.",
+     "Open air markets are my favourite.", "I'm a real person, kid, flesh and bone.",
+     "I was a computer programmer once."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
