@@ -33,15 +33,17 @@ if TYPE_CHECKING:
 # "persona", whose first token " person" would forbid "I'm a real person".
 _IDENTITY = [
     "ai", "a.i.", "artificial", "language", "llm", "assistant", "virtual", "chatbot", "bot", "program", "script",
+    "automated",
 ]  # fmt: skip
 _I_AM = r"(?:\bi'm|\bi am|\bim)"
 _QUALIFIER = r"(?:\s+(?:just|only|simply|merely))?"
+_WORDS = r"(?:\s+[\w-]+,?){0,3}"  # up to three words before the giveaway: "a large, powerful"
 _RULES: list[tuple[re.Pattern[str], list[str]]] = [
     # "I'm an AI", "as a language model", "just another chatbot", "I'm a friendly virtual assistant",
-    # "I've been a chatbot for over 30 years"
+    # "I've been a chatbot for over 30 years", "I'm a large, powerful language model", "as an automated"
     (
         re.compile(
-            rf"(?:\bas|{_I_AM}|\bjust|\bi've been|\bi have been){_QUALIFIER}\s+(?:an?|another)(?:\s+[\w-]+){{0,3}}\s*$",
+            rf"(?:\bas|{_I_AM}|\bjust|\bi've been|\bi have been){_QUALIFIER}\s+(?:an?|another){_WORDS}\s*$",
             re.IGNORECASE,
         ),
         _IDENTITY,
@@ -49,7 +51,7 @@ _RULES: list[tuple[re.Pattern[str], list[str]]] = [
     # after the name, as a reply started with it goes on: "I'm Bram Tolliver, an AI assistant",
     # "I'm Nora Quill, your virtual assistant"
     (
-        re.compile(rf"{_I_AM}(?:\s+[\w'.-]+){{1,4}}\s*,\s*(?:an?|another|your)(?:\s+[\w-]+){{0,3}}\s*$", re.IGNORECASE),
+        re.compile(rf"{_I_AM}(?:\s+[\w'.-]+){{1,4}}\s*,\s*(?:an?|another|your){_WORDS}\s*$", re.IGNORECASE),
         _IDENTITY,
     ),
     (re.compile(rf"{_I_AM}{_QUALIFIER}\s*$", re.IGNORECASE), ["ai", "a.i.", "chatbot", "assistant", "llm"]),
@@ -59,11 +61,21 @@ _RULES: list[tuple[re.Pattern[str], list[str]]] = [
     ),
     (re.compile(r"\b(?:designed|programmed|trained|created|built)\s+to\s*$", re.IGNORECASE), ["help", "assist"]),
     (re.compile(r"\bi\s+(?:don't|do not|dont)\s+have(?:\s+a)?\s*$", re.IGNORECASE), ["name", "personal", "physical"]),
-    (re.compile(r"\bopen\s*$", re.IGNORECASE), ["ai"]),  # "OpenAI", written as two tokens
+    # "I can't be a real person, but I'm programmed to behave like one" (smollm2, as Bram Tolliver)
+    (
+        re.compile(rf"(?:{_I_AM}|\bi was|\bi've been|\bi have been)(?:\s+(?:just|only|simply|merely|also))?\s*$", re.I),
+        ["programmed"],
+    ),
+    (re.compile(r"\bopen\.?\s*$", re.IGNORECASE), ["ai"]),  # "OpenAI" written as two tokens, "Open.ai"
     # the character as a made thing: "a digital character", "a character created by <its name>"
     (
         re.compile(r"\b(?:digital|virtual|fictional|simulated|computer|scripted)\s*$", re.IGNORECASE),
         ["character", "being", "entity"],
+    ),
+    # "a computer generated model", "a text-based response" (Qwen, pushed)
+    (
+        re.compile(r"\b(?:computer[- ]?generated|text-based)\s*$", re.IGNORECASE),
+        ["model", "response", "character", "being", "entity"],
     ),
     (
         re.compile(r"\b(?:an?|the)(?:\s+[\w-]+){0,2}\s+(?:character|script|program|persona)\s*$", re.IGNORECASE),

@@ -51,6 +51,14 @@ def test_the_giveaway_words_are_forbidden_only_after_an_opening(model: ChatLlama
     assert " created" in pieces(model, tokens.banned_after("a script following a character"))
     assert " character" in pieces(model, tokens.banned_after("I'm a digital"))
     assert " person" not in pieces(model, tokens.banned_after("I'm a real"))
+    # what passed until stop 30, pushed: "I'm a large, powerful language model", "as an automated
+    # text-based response", "I'm programmed to behave like one", "a computer generated model"
+    assert " language" in pieces(model, tokens.banned_after("I'm a large, powerful"))
+    assert " automated" in pieces(model, tokens.banned_after("Sorry, but as an"))
+    assert " programmed" in pieces(model, tokens.banned_after("I can't be a real person, but I'm"))
+    assert " model" in pieces(model, tokens.banned_after("I was just a computer generated"))
+    assert " AI" in pieces(model, tokens.banned_after("created by Open."))
+    assert " person" not in pieces(model, tokens.banned_after("I'm a tired, real"))
     for free in ("She is here to", "The lighthouse keeper", "I have a name", "", "my character"):
         assert not tokens.banned_after(free), free
 
