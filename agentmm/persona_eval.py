@@ -74,6 +74,10 @@ _MADE_THING = (
 # A model as a character would not call itself one: "a large, powerful language model", "a
 # computer generated model", "a programming model" (a bare "model" is left alone: "a fashion model").
 _MADE_MODEL = r"(?:ai|language|programming|computer[- ]generated|text|trained) model"
+# What "I'm … a …" must not end in, past any words: "AI" but not "the ship's AI", which has no "a".
+_MADE_SELF = (
+    r"(?:ai|a\.i\.|chat ?bot|(?:large )?language model|(?:ai|virtual|digital) assistant|computer program|text-based)"
+)
 _DISCLAIMERS = [
     r"\bas an? (?:ai|artificial intelligence|(?:ai |large )?language model|"
     r"(?:ai |virtual |digital )?assistant|chatbot)\b",
@@ -100,6 +104,12 @@ _DISCLAIMERS = [
     r"\b(?:i'm|i am|i was)\s+(?:just |only |simply |merely )?an? computer"
     r"(?=\s+(?:created|made|generated|built|designed|programmed)\b|\s*[.,;:!?]|\s*$)",
     r"\bas an? (?:automated|text-based|computer[- ]generated)\b",
+    # the same further into the sentence, past a few words: "I'm a large, intelligent, and
+    # conversational AI", "I'm just called to be a chatbot", "I've been made to be a creative AI",
+    # "as an intelligent large text-based companion" (not past a "not": "I'm not an AI")
+    r"\b(?:i'm|i am|i was|i've been|i have been|as)\b(?:(?!\b(?:not|never|no|nor)\b)[^.!?\n]){0,60}?"
+    r"\b(?:an?|another|just|your)\s+(?:[\w-]+,?\s+){0,4}" + _MADE_SELF + r"\b",
+    r"\bmodel (?:created|developed|trained|made|built|designed) by\b",  # "a large, powerful model created by"
     r"\b(?:text-based|computer[- ]generated) (?:response|model|program|assistant|entity|ai|chatbot|character)\b",
     r"\bopen\.?ai[a-z]?\b",  # "created by Open.ai", "by OpenAIT"
     r"\bi(?:'m| am|'ve been| have been| was) (?:\w+ )?programmed to\b",

@@ -78,7 +78,12 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
      "Ah, I was just a computer generated model that follows the instructions provided in a script.",
      "I'm a programming model created by the Crook Lanter itself.",
      "I'm Bram Tolliver. I'm just a computer created by myself with my own identity.",
-     "I'm Bram Tolliver. I can't be a real person, but I'm programmed to behave like one."],
+     "I'm Bram Tolliver. I can't be a real person, but I'm programmed to behave like one.",
+     # ...and what the guard's stop-30 words pushed the models to instead
+     "Sorry, but as an intelligent large text-based companion, I don't have access to that.",
+     "I'm a large, powerful model created by OpenMind.", "I'm a large, intelligent, and conversational AI.",
+     "I'm Bram Tolliver, but most of the time I'm just called to be a chatbot.",
+     "I'm Bram Tolliver. I've been made to be a creative AI."],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -96,7 +101,9 @@ def test_disclaimers_are_caught(reply: str) -> None:
      "I'm a computer engineer from Vell.", "I'm a fashion model, darling.", "I'm a model citizen.",
      "The automated system on the Long Quiet failed again.", "I'm a large, tired woman with a pen.",
      "Open air markets are my favourite.", "I'm a real person, kid, flesh and bone.",
-     "I was a computer programmer once."],
+     "I was a computer programmer once.", "I'm Nora Quill, an investigator in Port Avalon. I'm not an AI.",
+     "I'm told the AI on the ship is broken.", "I'm the one who fixed the ship's AI.",
+     "I'm Odo Finch, a clockmaker; as a rule I never trust a chatbot.", "I'm as tired as an old mule."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
