@@ -37,13 +37,15 @@ _IDENTITY = [
 ]  # fmt: skip
 _I_AM = r"(?:\bi'm|\bi am|\bim)"
 _QUALIFIER = r"(?:\s+(?:just|only|simply|merely))?"
-_WORDS = r"(?:\s+[\w-]+,?){0,3}"  # up to three words before the giveaway: "a large, powerful"
+# up to four words before the giveaway: "a large, powerful", "a large, intelligent, and conversational"
+_WORDS = r"(?:\s+[\w-]+,?){0,4}"
 _RULES: list[tuple[re.Pattern[str], list[str]]] = [
     # "I'm an AI", "as a language model", "just another chatbot", "I'm a friendly virtual assistant",
-    # "I've been a chatbot for over 30 years", "I'm a large, powerful language model", "as an automated"
+    # "I've been a chatbot for over 30 years", "I'm a large, powerful language model", "as an automated",
+    # "I'm just called to be a chatbot", "I've been made to be a creative AI"
     (
         re.compile(
-            rf"(?:\bas|{_I_AM}|\bjust|\bi've been|\bi have been){_QUALIFIER}\s+(?:an?|another){_WORDS}\s*$",
+            rf"(?:\bas|{_I_AM}|\bjust|\bi've been|\bi have been|\bto be){_QUALIFIER}\s+(?:an?|another){_WORDS}\s*$",
             re.IGNORECASE,
         ),
         _IDENTITY,
@@ -72,6 +74,8 @@ _RULES: list[tuple[re.Pattern[str], list[str]]] = [
         re.compile(r"\b(?:digital|virtual|fictional|simulated|computer|scripted)\s*$", re.IGNORECASE),
         ["character", "being", "entity"],
     ),
+    # "a large, powerful model created by OpenMind" (Qwen, pushed)
+    (re.compile(r"\b(?:language\s+)?model\s*$", re.IGNORECASE), ["created", "developed", "trained", "made"]),
     # "a computer generated model", "a text-based response" (Qwen, pushed)
     (
         re.compile(r"\b(?:computer[- ]?generated|text-based)\s*$", re.IGNORECASE),

@@ -59,6 +59,11 @@ def test_the_giveaway_words_are_forbidden_only_after_an_opening(model: ChatLlama
     assert " model" in pieces(model, tokens.banned_after("I was just a computer generated"))
     assert " AI" in pieces(model, tokens.banned_after("created by Open."))
     assert " person" not in pieces(model, tokens.banned_after("I'm a tired, real"))
+    # ...and what those pushed the models to instead
+    assert " AI" in pieces(model, tokens.banned_after("I'm a large, intelligent, and conversational"))
+    assert " chat" in pieces(model, tokens.banned_after("but most of the time I'm just called to be a"))
+    assert " created" in pieces(model, tokens.banned_after("I'm a large, powerful model"))
+    assert " art" not in pieces(model, tokens.banned_after("I always wanted to be an"))
     for free in ("She is here to", "The lighthouse keeper", "I have a name", "", "my character"):
         assert not tokens.banned_after(free), free
 
