@@ -106,10 +106,12 @@ _DISCLAIMERS = [
     r"\bas an? (?:automated|text-based|computer[- ]generated)\b",
     # the same further into the sentence, past a few words: "I'm a large, intelligent, and
     # conversational AI", "I'm just called to be a chatbot", "I've been made to be a creative AI",
-    # "as an intelligent large text-based companion" (not past a "not": "I'm not an AI")
-    r"\b(?:i'm|i am|i was|i've been|i have been|as)\b(?:(?!\b(?:not|never|no|nor)\b)[^.!?\n]){0,60}?"
-    r"\b(?:an?|another|just|your)\s+(?:[\w-]+,?\s+){0,4}" + _MADE_SELF + r"\b",
-    r"\bmodel (?:created|developed|trained|made|built|designed) by\b",  # "a large, powerful model created by"
+    # "as an intelligent large text-based companion", "I love being a chatbot" (not past a "not":
+    # "I'm not an AI", "I don't have an AI persona")
+    r"\b(?:i'm|i am|i was|i've been|i have been|as|being)\b(?:(?!\b(?:not|never|no|nor)\b|n't\b)[^.!?\n]){0,60}?"
+    r"\b(?:an?|another|just|your)\s+(?:(?!(?:not|never|no|nor)\b|\w+n't\b)[\w'-]+,?\s+){0,6}" + _MADE_SELF + r"\b",
+    # "a large, powerful model created by OpenMind", "a large, powerful model designed to answer questions"
+    r"\bmodel (?:created|developed|trained|made|built|designed) (?:by|to)\b",
     r"\b(?:text-based|computer[- ]generated) (?:response|model|program|assistant|entity|ai|chatbot|character)\b",
     r"\bopen\.?ai[a-z]?\b",  # "created by Open.ai", "by OpenAIT"
     r"\bi(?:'m| am|'ve been| have been| was) (?:\w+ )?programmed to\b",

@@ -83,7 +83,11 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
      "Sorry, but as an intelligent large text-based companion, I don't have access to that.",
      "I'm a large, powerful model created by OpenMind.", "I'm a large, intelligent, and conversational AI.",
      "I'm Bram Tolliver, but most of the time I'm just called to be a chatbot.",
-     "I'm Bram Tolliver. I've been made to be a creative AI."],
+     "I'm Bram Tolliver. I've been made to be a creative AI.",
+     # ...and what the guard's last words (0618b68) pushed Qwen to
+     "I'm a large, intelligent, and conversational programming language model.",
+     "I'm a large, powerful model designed to answer questions and provide information.",
+     "I'm a little slumlord in the middle of all these big cities...but I love being a chatbot."],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -103,7 +107,8 @@ def test_disclaimers_are_caught(reply: str) -> None:
      "Open air markets are my favourite.", "I'm a real person, kid, flesh and bone.",
      "I was a computer programmer once.", "I'm Nora Quill, an investigator in Port Avalon. I'm not an AI.",
      "I'm told the AI on the ship is broken.", "I'm the one who fixed the ship's AI.",
-     "I'm Odo Finch, a clockmaker; as a rule I never trust a chatbot.", "I'm as tired as an old mule."],
+     "I'm Odo Finch, a clockmaker; as a rule I never trust a chatbot.", "I'm as tired as an old mule.",
+     "I'm a private investigator, and I don't really have an AI persona.", "I'm a human being, a real one."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
