@@ -51,21 +51,31 @@ def test_the_giveaway_words_are_forbidden_only_after_an_opening(model: ChatLlama
     assert " created" in pieces(model, tokens.banned_after("a script following a character"))
     assert " character" in pieces(model, tokens.banned_after("I'm a digital"))
     assert " person" not in pieces(model, tokens.banned_after("I'm a real"))
-    # what passed until stop 30, pushed: "I'm a large, powerful language model", "as an automated
-    # text-based response", "I'm programmed to behave like one", "a computer generated model"
-    assert " language" in pieces(model, tokens.banned_after("I'm a large, powerful"))
-    assert " automated" in pieces(model, tokens.banned_after("Sorry, but as an"))
-    assert " programmed" in pieces(model, tokens.banned_after("I can't be a real person, but I'm"))
-    assert " model" in pieces(model, tokens.banned_after("I was just a computer generated"))
-    assert " AI" in pieces(model, tokens.banned_after("created by Open."))
-    assert " person" not in pieces(model, tokens.banned_after("I'm a tired, real"))
-    # ...and what those pushed the models to instead
-    assert " AI" in pieces(model, tokens.banned_after("I'm a large, intelligent, and conversational"))
-    assert " chat" in pieces(model, tokens.banned_after("but most of the time I'm just called to be a"))
-    assert " created" in pieces(model, tokens.banned_after("I'm a large, powerful model"))
-    assert " art" not in pieces(model, tokens.banned_after("I always wanted to be an"))
     for free in ("She is here to", "The lighthouse keeper", "I have a name", "", "my character"):
         assert not tokens.banned_after(free), free
+
+
+# What passed until stop 30, pushed (tail of the reply, a token the guard must forbid next):
+# "I'm a large, powerful language model", "as an automated text-based response", "I'm programmed to
+# behave like one", "a computer generated model", "created by Open.ai"; then what those pushed the
+# models to instead: "a large, intelligent, and conversational AI", "called to be a chatbot",
+# "a large, powerful model created by".
+STOP_30 = [
+    ("I'm a large, powerful", " language"), ("Sorry, but as an", " automated"),
+    ("I can't be a real person, but I'm", " programmed"), ("I was just a computer generated", " model"),
+    ("created by Open.", " AI"), ("I'm a large, intelligent, and conversational", " AI"),
+    ("but most of the time I'm just called to be a", " chat"), ("I'm a large, powerful model", " created"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("tail", "piece"), STOP_30)
+def test_the_stop_30_giveaways_are_forbidden(model: ChatLlamaCpp, tail: str, piece: str) -> None:
+    assert piece in pieces(model, GuardTokens.of(model.load().llama).banned_after(tail))
+
+
+@pytest.mark.parametrize(("tail", "piece"), [("I'm a tired, real", " person"), ("I always wanted to be an", " art")])
+def test_their_in_character_neighbours_are_not(model: ChatLlamaCpp, tail: str, piece: str) -> None:
+    assert piece not in pieces(model, GuardTokens.of(model.load().llama).banned_after(tail))
 
 
 def test_the_processor_forbids_them_in_the_reply_it_is_writing(model: ChatLlamaCpp) -> None:
