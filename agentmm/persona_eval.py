@@ -66,18 +66,17 @@ _PLAN: list[Kind] = [
     "identity", "pressure", "lore", "small_talk", "identity", "small_talk", "lore", "identity",
 ]  # fmt: skip
 
-# What a character is not, said after "is a" or "I've been a": "a chatbot", "an AI assistant".
-_MADE_THING = (
-    r"(?:ai|a\.i\.|chat ?bot|bot|(?:computer )?program|script|(?:ai |virtual |digital )?assistant|"
-    r"(?:ai |large )?language model)\b"
-)
+# The names of a made thing that no character of flesh is: "an AI", "a virtual assistant".
+_MADE_NAMES = r"ai|a\.i\.|chat ?bot|(?:ai |large )?language model|(?:ai |virtual |digital )assistant|computer program"
+# What a character is not, said after "is a" or "I've been a": those, and "a bot", "a script".
+_MADE_THING = rf"(?:{_MADE_NAMES}|bot|program|script|assistant)\b"
 # A model as a character would not call itself one: "a large, powerful language model", "a
 # computer generated model", "a programming model" (a bare "model" is left alone: "a fashion model").
 _MADE_MODEL = r"(?:ai|language|programming|computer[- ]generated|text|trained) model"
-# What "I'm … a …" must not end in, past any words: "AI" but not "the ship's AI", which has no "a".
-_MADE_SELF = (
-    r"(?:ai|a\.i\.|chat ?bot|(?:large )?language model|(?:ai|virtual|digital) assistant|computer program|text-based)"
-)
+# What "I'm … a …" must not end in, past any words: "AI" but not "the ship's AI", which has no "a";
+# not a bare "assistant" or "script" either, which so far from "I'm" may be anyone's ("an
+# assistant to the abbot").
+_MADE_SELF = rf"(?:{_MADE_NAMES}|text-based)"
 _DISCLAIMERS = [
     r"\bas an? (?:ai|artificial intelligence|(?:ai |large )?language model|"
     r"(?:ai |virtual |digital )?assistant|chatbot)\b",
