@@ -897,12 +897,16 @@ def _run_eval(
 
 def _with_progress(label: str, show: bool, run: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
     """``run(progress)``: with a transient progress bar that ``progress(done, total, stage)``
-    advances, or quietly (``progress`` None) for ``--json``."""
-    if not show:
+    advances on stderr, or quietly (``progress`` None) for ``--json`` or when stderr is not a terminal
+    (a bar drawn into a log file is noise, and rich leaves a blank line there)."""
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    if not show or not console.is_terminal:
         return run(None)
     from rich.progress import Progress
 
-    with Progress(transient=True) as bar:
+    with Progress(transient=True, console=console) as bar:
         task = bar.add_task(label, total=None)
 
         def advance(done: int, total: int, stage: str) -> None:

@@ -70,7 +70,9 @@ def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path) -> None:
     assert report["timings"]["memories"] > 0 and report["timings"]["query_p50_ms"] > 0
     bad = tmp_path / "bad.json"
     bad.write_text('{"qa": []}')
-    assert_one_line_error(agentmm("eval", "memory", str(bad)), "conversation")
+    refused = agentmm("eval", "memory", str(bad))
+    assert_one_line_error(refused, "conversation")
+    assert refused.stdout == "" and not refused.stderr.startswith("\n")  # no progress bar's blank line off a terminal
 
 
 def test_eval_memory_within_a_token_budget(tmp_path: Path) -> None:
