@@ -183,12 +183,15 @@ def download_from_hub(repo_id: str, filename: str, models_dir: Path | None) -> P
         RepositoryNotFoundError,
     )
 
+    from agentmm.hub import offline_unless_reachable
+
     try:
-        return Path(
-            huggingface_hub.hf_hub_download(
-                repo_id=repo_id, filename=filename, cache_dir=str(models_dir) if models_dir else None
+        with offline_unless_reachable():
+            return Path(
+                huggingface_hub.hf_hub_download(
+                    repo_id=repo_id, filename=filename, cache_dir=str(models_dir) if models_dir else None
+                )
             )
-        )
     except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: test it first
         raise ModelNotFoundError(
             f"cannot download {repo_id}/{filename}: no network and not in the local cache"

@@ -12,11 +12,12 @@ builds the same model: an index written by one run stays searchable by the next.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentmm.hub import offline_unless_reachable
 from agentmm.tools.errors import VisionModelError, VisionWeightsUnavailableError
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ def load_openclip(
     return (runtime or process_runtime()).get(key, lambda: _create(model_name, pretrained, device, cache_dir))
 
 
-@contextmanager
+@contextlib.contextmanager
 def _quiet_root_logger() -> Iterator[None]:
     """open_clip logs through the root logger (a failed download with ``logging.error`` before
     it raises, random weights with ``logging.warning``); with no handler there, that call would
@@ -83,13 +84,15 @@ def _create(
         elif not open_clip.is_pretrained_cfg(model_name, pretrained):
             known = ", ".join(open_clip.list_pretrained_tags_by_model(model_name)) or "none"
             raise VisionModelError(f"unknown pretrained weights {pretrained!r} for {model_name} (known: {known})")
+    from_hub = model_name.startswith("hf-hub:") or (weights is not None and not Path(weights).is_file())
+    fetch = offline_unless_reachable() if from_hub else contextlib.nullcontext(True)
     try:
         if weights is None:
-            with torch.random.fork_rng(devices=[]), _quiet_root_logger():
+            with torch.random.fork_rng(devices=[]), _quiet_root_logger(), fetch:
                 torch.manual_seed(RANDOM_INIT_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None, device=device)
         else:
-            with _quiet_root_logger():
+            with _quiet_root_logger(), fetch:
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     model_name, pretrained=weights, device=device, cache_dir=str(cache_dir) if cache_dir else None
                 )

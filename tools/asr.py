@@ -13,6 +13,7 @@ them; ``progress`` is called after each segment with the fraction of the audio d
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field
 
+from agentmm.hub import offline_unless_reachable
 from agentmm.plugins import FACTORY_KEY
 from agentmm.tools.cpu_share import job_threads
 from agentmm.tools.errors import CorruptMediaError, SpeechModelError, UnsupportedMediaError
@@ -113,11 +115,15 @@ def load_speech_model(
     def load() -> WhisperModel:
         from faster_whisper import WhisperModel
 
-        try:
-            return WhisperModel(resolved, device=device, compute_type=compute_type, cpu_threads=threads)
-        except (OSError, RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SpeechModelError(f"cannot load speech model {model or DEFAULT_SPEECH_MODEL}: {reason}") from exc
+        fetch = contextlib.nullcontext(True) if Path(resolved).is_dir() else offline_unless_reachable()
+        with fetch as online:
+            try:
+                return WhisperModel(resolved, device=device, compute_type=compute_type, cpu_threads=threads)
+            except (OSError, RuntimeError, ValueError) as exc:
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                if not online:
+                    reason = "not in the hub cache, and the hub cannot be reached (no network?)"
+                raise SpeechModelError(f"cannot load speech model {model or DEFAULT_SPEECH_MODEL}: {reason}") from exc
 
     # The runtime loads a key once, even for two threads asking at once.
     key = ("speech model", resolved, device, compute_type, threads)

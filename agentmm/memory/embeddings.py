@@ -18,7 +18,6 @@ that chats never imports torch when the model can run on onnxruntime, even on th
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 import os
@@ -26,13 +25,14 @@ import subprocess
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from langchain_core.embeddings import Embeddings
 
 from agentmm.errors import RuntimeClosedError
+from agentmm.hub import hub_offline, offline_unless_reachable
 from agentmm.memory import _onnx
 from agentmm.memory._onnx import OnnxEncoder
 from agentmm.memory.errors import EmbedderError
@@ -325,35 +325,12 @@ def load_sentence_transformer(name: str, device: str, *, local: bool) -> Any:
     transformers_logging.disable_progress_bar()  # no "Loading weights" bar in a chat or a --json run
     try:
         if local:
-            with _hub_offline():
+            with hub_offline():
                 return SentenceTransformer(str(path), device=device, local_files_only=True)
-        return SentenceTransformer(name, device=device)
+        with offline_unless_reachable():
+            return SentenceTransformer(name, device=device)
     except Exception as exc:
         raise EmbedderError(f"embedding model {name} cannot be loaded: {exc}") from exc
-
-
-@contextlib.contextmanager
-def _hub_offline() -> Iterator[None]:
-    """Forbid hub requests while a local model loads, and only then.
-
-    ``huggingface_hub`` reads ``HF_HUB_OFFLINE`` once, at import, so the environment variable
-    alone would be ignored (already imported) or would stick (imported inside the block).
-    Both the variable and the module's flag are set, then restored.
-    """
-    import huggingface_hub.constants as hub_constants
-
-    saved_env = os.environ.get("HF_HUB_OFFLINE")
-    saved_flag = hub_constants.HF_HUB_OFFLINE
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    hub_constants.HF_HUB_OFFLINE = True
-    try:
-        yield
-    finally:
-        hub_constants.HF_HUB_OFFLINE = saved_flag
-        if saved_env is None:
-            os.environ.pop("HF_HUB_OFFLINE", None)
-        else:
-            os.environ["HF_HUB_OFFLINE"] = saved_env
 
 
 __all__ = ["DEFAULT_MODEL_DIMS", "SentenceTransformerEmbeddings", "default_model_path"]
