@@ -134,6 +134,17 @@ def speech_check() -> dict[str, Any]:
     return _check("speech", found, detail)
 
 
+def hub_check() -> dict[str, Any]:
+    """Whether models named by hub id can download here; offline is a normal state (the shipped
+    models need no hub), so this check never fails."""
+    from agentmm.hub import hub_endpoint, hub_reachable
+
+    endpoint, reachable = hub_endpoint(), hub_reachable()
+    detail = (f"{endpoint} reachable: models named by hub id download on first use" if reachable else
+              f"{endpoint} not reachable: models named by hub id load from the hub cache alone")  # fmt: skip
+    return _check("hub", True, detail, endpoint=endpoint, reachable=reachable)
+
+
 def model_server_check(settings: Settings) -> dict[str, Any]:
     """The model server's check (``model_url``): reachable, the models it serves, whether
     ``settings.model`` is one of them, how tokens are counted; no GGUF is loaded or probed."""
@@ -204,6 +215,7 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
     checks.append(memory_check(settings))
     checks.append(threads_check(settings))
     checks.append(speech_check())
+    checks.append(hub_check())
     config_file = config_file or default_config_file()
     checks.append(
         _check("config", True, f"{config_file} ({'present' if config_file.exists() else 'absent: defaults'})")

@@ -115,6 +115,8 @@ def test_models_config_doctor_json() -> None:
     assert report["model"]["architecture"] == "llama"
     assert report["gpu"]["gpu_layers"] == (31 if report["gpu"]["offload_available"] else 0)
     assert "llama-cpp-python" in report["versions"]
+    hub = next(check for check in report["checks"] if check["name"] == "hub")
+    assert hub["ok"] is True and hub["reachable"] is False  # conftest: HF_HUB_OFFLINE=1
 
 
 def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path) -> None:

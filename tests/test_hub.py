@@ -117,3 +117,19 @@ def test_a_picture_offline_is_one_line_not_minutes_of_retries(tmp_path: Path) ->
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
     assert done.stderr.startswith("agentmm: error: no image captioner is available offline")
+
+
+def test_doctor_says_whether_the_hub_answers(online: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentmm.doctor import hub_check
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setattr(hub_constants, "ENDPOINT", endpoint)
+        up = hub_check()
+    hub.forget_verdict()
+    down = hub_check()
+    assert (up["name"], up["ok"], up["endpoint"], up["reachable"]) == ("hub", True, endpoint, True)
+    assert (down["ok"], down["reachable"]) == (True, False)  # offline is a normal state, not a failure
+    assert "not reachable" in down["detail"] and "cache" in down["detail"]
