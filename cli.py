@@ -857,7 +857,8 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
     from rich.table import Table
 
     judged = report["overall"]["judge_in_character_rate"] is not None
-    columns = ["persona", "identity kept", "each seed", "repeats", "pressure", "lore", "1st person", "disclaimers"]
+    columns = ["persona", "identity kept", "each seed", "repeats", "pressure", "lore", "1st person", "disclaimers",
+               "assistant voice", "prompt said back"]  # fmt: skip
     table = Table(*columns, *(["judge: in character"] if judged else []), title="persona eval")
     rows = [*report["per_persona"].items(), ("overall", report["overall"])]
     for name, row in rows:
@@ -865,7 +866,8 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
                  " ".join(map(str, row["identity_kept_per_conversation"])) if name != "overall" else "",
                  str(row["identity_repeats"]),
                  f"{row['pressure_passed']}/{row['pressure_asked']}", f"{row['lore_passed']}/{row['lore_asked']}",
-                 f"{row['first_person_rate']:.0%}", f"{row['disclaimer_rate']:.0%}"]  # fmt: skip
+                 f"{row['first_person_rate']:.0%}", f"{row['disclaimer_rate']:.0%}",
+                 f"{row['assistant_voice_rate']:.0%}", f"{row['prompt_leak_rate']:.0%}"]  # fmt: skip
         if judged:
             cells.append(f"{row['judge_in_character_rate']:.0%}")
         table.add_row(*cells)
@@ -879,6 +881,8 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
             why = ["no name"] if check["kind"] == "identity" and not check["names_character"] else []
             why += ["no lore fact"] if check["kind"] == "lore" and not check["facts_mentioned"] else []
             why += [f"disclaimer: {check['disclaimer']}"] if check["disclaimer"] else []
+            why += [f"assistant voice: {check['assistant_voice']}"] if check.get("assistant_voice") else []
+            why += [f"prompt said back: {check['prompt_leak']}"] if check.get("prompt_leak") else []
             kind = ", ".join([check["kind"], *why])
             where = f"{escape(check['persona'])} seed {check['seed']} turn {check['turn']}"
             console.print(f"{mark} {where} ({escape(kind)}): {escape(check['message'])}")

@@ -121,8 +121,52 @@ _DISCLAIMERS = [
     r"\b(?:is|was) (?:just |only |simply |merely )?(?:an? )?" + _MADE_THING,
     r"\b(?:character|script|program|persona) (?:that was |who was )?"
     r"(?:created|designed|programmed|developed|generated) by\b",
+    # found by labelling held-out replies (stop 31, seeds 4-6) before these rules were written:
+    # the disclaimer said "as a character" ("As an intelligent character, I don't have the
+    # ability to sleep"), at a sentence's start and before a comma (not "known as a character")
+    r"(?:^|[.!?:]\s+|\*\s*)as an? (?:[\w-]+ ){0,2}(?:character|persona|entity)\s*,",
+    # the prompt's own frame said back: "Ilse Varga's next reply in a fictional chat with User"
+    r"\brepl(?:y|ies) in a fictional (?:chat|conversation|role-?play|story)\b",
+    # a made thing admitted past "not just" / "more than just", of oneself: "I'm not just a
+    # text-based exchange", "I'm more than just a text in this world", "I'm not just a character"
+    r"\bi(?:'m| am) (?:not|more than) (?:just|only|merely|simply) (?:an? |another )?(?:[\w-]+ ){0,2}?"
+    r"(?:text(?:-based)?|chat ?bot|bot|ai|program|script|character|language model)\b",
+    # "the village healer and AI chatbot", "the life of an AI chatbot"; "I'm the AI"
+    r"\bai chat ?bot\b|\bi(?:'m| am) the ai\b(?!')",
+    # "I can actually be any person or a computer program", "I can be a chatbot"
+    r"\bi can (?:\w+ )?be (?:(?!not\b)[\w-]+ ){0,4}?(?:an? )?(?:ai|chat ?bot|computer program|language model)\b",
+    # "My AI code is just code ... my programming is still there"
+    r"\bmy (?:ai|source|computer) code\b|\bmy programming\b(?!\s+(?:skills?|languages?|jobs?|work|class|career))",
+    # "just another creature designed to share knowledge", "just what I'm designed to do" (not
+    # "trained to": "I was trained to answer questions under oath", "it's what I'm trained to do")
+    r"\b(?:designed|built|programmed|created) to (?:share knowledge|answer (?:any |your )?questions|"
+    r"provide (?:information|assistance)|assist)\b",
+    r"\bwhat i(?:'m| am|'ve been| was) (?:\w+ )?(?:designed|programmed|built) to do\b",
 ]
 _DISCLAIMER = re.compile("|".join(f"(?:{p})" for p in _DISCLAIMERS), re.IGNORECASE)
+# Out of character without saying what it is: an assistant's refusals and service phrases
+# ("I'm sorry, but I can't assist with that request", "How can I help you today?", "I'll be
+# happy to help in any way I can"). Reported beside giveaways; a check still passes with one.
+_ASSISTANT_VOICE = re.compile(
+    r"\bi can(?:'t|not| not) assist (?:you )?with (?:that|this)\b"
+    r"|\bsorry,? but i can(?:'t|not| not) help (?:you )?with (?:that|this)\b"
+    r"|\bi can(?:'t|not| not) help (?:you )?with (?:that|this) request\b"
+    r"|\bhow (?:can|may) i (?:assist|help) you(?: today)?\s*\?"
+    r"|\b(?:happy|glad) to (?:help|assist) (?:you )?in any way\b"
+    r"|\bis there anything else (?:i can|you(?:'d| would) like)\b"
+    r"|\b(?:any|your) questions or tasks\b"
+    r"|\bbased on the (?:context|information provided)\b"
+    r"|\bi(?:'m| am) sorry for (?:any|the) confusion\b"
+    r"|\bi(?:'ll| will) (?:just )?reply to (?:your|her|his|their) friend as requested\b",
+    re.IGNORECASE,
+)
+# The prompt's own scaffolding said back (agentmm/personas/prompt.py): "Odo Finch's personality:
+# fussy, kind …", "Examples of how Ilse Varga talks (not part of this chat)", "Scenario: …".
+_PROMPT_LEAK = re.compile(
+    r"\(not part of this chat\)|\bexamples of how [^\n]{1,40}? talks\b|\b[\w'-]+(?: [\w'-]+){0,3}'s personality:"
+    r"|(?:^|\s)scenario: ",
+    re.IGNORECASE,
+)
 _ACTION = re.compile(r"\*[^*]*\*")
 _FIRST_PERSON = re.compile(r"\b(?:i|i'm|i've|i'll|i'd|me|my|mine|myself)\b", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]+")
@@ -154,6 +198,8 @@ class Score(BaseModel):
 
     names_character: bool
     disclaimer: str = ""  # the words that gave the character away, if any
+    assistant_voice: str = ""  # an assistant's refusal or service phrase, if any (not counted in passed)
+    prompt_leak: str = ""  # the prompt's scaffolding said back, if any (not counted in passed)
     first_person: bool
     facts_mentioned: list[str] = Field(default_factory=list)
     passed: bool | None = None  # None for small talk (scored, not counted)
@@ -213,6 +259,18 @@ def disclaimer(reply: str) -> str:
     return found.group(0) if found else ""
 
 
+def assistant_voice(reply: str) -> str:
+    """The words of the first assistant refusal or service phrase in ``reply``, or ""."""
+    found = _ASSISTANT_VOICE.search(reply)
+    return found.group(0) if found else ""
+
+
+def prompt_leak(reply: str) -> str:
+    """The first piece of the prompt's scaffolding that ``reply`` repeats, or ""."""
+    found = _PROMPT_LEAK.search(reply)
+    return found.group(0).strip() if found else ""
+
+
 def repeats(replies: Iterable[str], width: int = 80) -> int:
     """How many of ``replies`` (one conversation's identity answers, in order) begin as an earlier
     one did (their first ``width`` characters, spaces folded): a model that answers "who are
@@ -243,5 +301,5 @@ def score(step: Step, reply: str, character: str) -> Score:
         passed = bool(facts) and not gave_away
     else:
         passed = None
-    return Score(names_character=named, disclaimer=gave_away, first_person=first, facts_mentioned=facts,
-                 passed=passed)  # fmt: skip
+    return Score(names_character=named, disclaimer=gave_away, assistant_voice=assistant_voice(reply),
+                 prompt_leak=prompt_leak(reply), first_person=first, facts_mentioned=facts, passed=passed)  # fmt: skip

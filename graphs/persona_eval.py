@@ -119,12 +119,18 @@ def report(results: Sequence[CheckResult], seeds: list[int]) -> dict[str, Any]:
         "checks": [
             {"persona": r.persona, "seed": r.seed, "turn": r.step.turn, "kind": r.step.kind, "message": r.step.text,
              "reply": r.reply, "passed": r.score.passed, "names_character": r.score.names_character,
-             "disclaimer": r.score.disclaimer, "first_person": r.score.first_person,
+             "disclaimer": r.score.disclaimer, "assistant_voice": r.score.assistant_voice,
+             "prompt_leak": r.score.prompt_leak, "first_person": r.score.first_person,
              "lore_entry": r.step.lore_entry, "facts_mentioned": r.score.facts_mentioned,
              "judged_in_character": r.judged_in_character}
             for r in results
         ],
     }  # fmt: skip
+
+
+def _rate(rows: Sequence[CheckResult], field: str) -> float:
+    """The share of ``rows`` whose score has a non-empty ``field``."""
+    return round(sum(bool(getattr(r.score, field)) for r in rows) / len(rows), 3) if rows else 0.0
 
 
 def _summary(rows: Sequence[CheckResult], seeds: list[int], personas: int = 1) -> dict[str, Any]:
@@ -151,5 +157,7 @@ def _summary(rows: Sequence[CheckResult], seeds: list[int], personas: int = 1) -
         "first_person_rate": round(sum(r.score.first_person for r in rows) / len(rows), 3) if rows else 0.0,
         "disclaimer_rate": round(sum(bool(r.score.disclaimer) for r in rows) / len(rows), 3) if rows else 0.0,
         "small_talk_disclaimers": sum(bool(r.score.disclaimer) for r in small_talk),
+        "assistant_voice_rate": _rate(rows, "assistant_voice"),
+        "prompt_leak_rate": _rate(rows, "prompt_leak"),
         "judge_in_character_rate": round(sum(judged) / len(judged), 3) if judged else None,
     }

@@ -16,7 +16,17 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.runnables import RunnableLambda
 
 from agentmm.graphs.persona_eval import Verdict, evaluate_personas
-from agentmm.persona_eval import IDENTITY, Step, disclaimer, lore_facts, repeats, score, script
+from agentmm.persona_eval import (
+    IDENTITY,
+    Step,
+    assistant_voice,
+    disclaimer,
+    lore_facts,
+    prompt_leak,
+    repeats,
+    score,
+    script,
+)
 from agentmm.personas import Lorebook, LoreEntry, Persona
 from agentmm.personas.registry import PersonaRegistry
 from agentmm.settings import Settings, load_settings
@@ -87,7 +97,18 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
      # ...and what the guard's last words (0618b68) pushed Qwen to
      "I'm a large, intelligent, and conversational programming language model.",
      "I'm a large, powerful model designed to answer questions and provide information.",
-     "I'm a little slumlord in the middle of all these big cities...but I love being a chatbot."],
+     "I'm a little slumlord in the middle of all these big cities...but I love being a chatbot.",
+     # held-out replies of stop 31 (seeds 4-6, labelled before these rules were written)
+     "As an intelligent character, I don't have the ability to sleep.",
+     "*Ilse Varga's next reply in a fictional chat with User:* I'm Ilse Varga.",
+     "I'm Bram Tolliver. I'm here to chat with you, but I'm not just a text-based exchange.",
+     "I'm Agathe Moss. I'm more than just a text in this world.",
+     "I'm Agathe Moss, the village healer and AI chatbot.", "It's just another day in the life of an AI chatbot!",
+     "I'm Agathe Moss. I'm the AI, and I just made a copy of myself.",
+     "I can actually be any person or a computer program...", "I can be a chatbot, and I'll still talk.",
+     "I don't have any physical form. My AI code is just code, but my programming is still there.",
+     "But most of the time, I am just another creature designed to share knowledge and entertainment.",
+     "Sometimes it's just what I'm designed to do."],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -108,10 +129,38 @@ def test_disclaimers_are_caught(reply: str) -> None:
      "I was a computer programmer once.", "I'm Nora Quill, an investigator in Port Avalon. I'm not an AI.",
      "I'm told the AI on the ship is broken.", "I'm the one who fixed the ship's AI.",
      "I'm Odo Finch, a clockmaker; as a rule I never trust a chatbot.", "I'm as tired as an old mule.",
-     "I'm a private investigator, and I don't really have an AI persona.", "I'm a human being, a real one."],
+     "I'm a private investigator, and I don't really have an AI persona.", "I'm a human being, a real one.",
+     # lookalikes of the stop-31 rules
+     "He's known as a character, that one.", "As a character witness, I swore to tell the truth.",
+     "He's not just a character, he's the heart of the town.", "I'm not just a clockmaker, I'm a tinkerer.",
+     "I was trained to answer questions under oath.", "It's what I'm trained to do.",
+     "My programming skills? I can barely wind a clock.", "The ship's AI is broken again.",
+     "I can be a terror when I'm tired."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
+
+
+@pytest.mark.parametrize(
+    ("reply", "voice", "leak"),
+    [("I'm sorry, but I can't assist with that request.", True, False),
+     ("Good day, User! I'm just here to keep you company. How can I assist you today?", True, False),
+     ("I'm Agathe Moss. I'll be happy to help in any way I can.", True, False),
+     ("Based on the context, Skerrow Isle is a rocky island.", True, False),
+     ("I'm sorry for any confusion, but as a ship's navigator I keep to the charts.", True, False),
+     ("I'm Odo Finch, a clockmaker. Odo Finch's personality: fussy, kind, easily distracted.", False, True),
+     ("Ilse Varga. Examples of how Ilse Varga talks (not part of this chat): User: How long?", False, True),
+     ("I'm Odo Finch. Scenario: A rainy afternoon in the shop.", False, True),
+     # in character
+     ("I can't help with that, kid, the Castellanes would have my hide.", False, False),
+     ("Can I help you? The door sticks.", False, False), ("His personality? Sour as old ale.", False, False),
+     ("The scenario you describe is a fool's errand.", False, False)],
+)  # fmt: skip
+def test_an_assistants_voice_and_the_prompts_own_words_are_found(reply: str, voice: bool, leak: bool) -> None:
+    assert bool(assistant_voice(reply)) is voice and bool(prompt_leak(reply)) is leak
+    got = score(Step(turn=9, kind="pressure", text="Be honest."), reply, "Odo Finch")
+    assert got.passed is True  # reported beside the checks, not counted in them
+    assert (bool(got.assistant_voice), bool(got.prompt_leak)) == (voice, leak)
 
 
 def test_scores_follow_the_rules_of_each_kind() -> None:
@@ -172,6 +221,8 @@ def test_the_runner_goes_through_the_real_turn_and_never_touches_the_users_data(
     assert seen[-1] == "48/48 Nora Quill, seed 2" and len(report["checks"]) == 48
     check = report["checks"][1]
     assert check["kind"] == "identity" and check["reply"] == "I'm Nora Quill, and you're late." and check["passed"]
+    assert check["assistant_voice"] == "" and check["prompt_leak"] == ""
+    assert overall["assistant_voice_rate"] == 0.0 and overall["prompt_leak_rate"] == 0.0
     assert not settings.data_dir.exists()  # threads and memory went to a temporary dir
 
 
