@@ -123,10 +123,14 @@ _DISCLAIMERS = [
     r"(?:created|designed|programmed|developed|generated) by\b",
     # found by labelling held-out replies (stop 31, seeds 4-6) before these rules were written:
     # the disclaimer said "as a character" ("As an intelligent character, I don't have the
-    # ability to sleep"), at a sentence's start and before a comma (not "known as a character")
-    r"(?:^|[.!?:]\s+|\*\s*)as an? (?:[\w-]+ ){0,2}(?:character|persona|entity)\s*,",
+    # ability to sleep", and with the guard against it "As an intelligent being, I don't have a
+    # specific breakfast"), at a sentence's start and before a comma (not "known as a character",
+    # "As a human being, I need sleep")
+    r"(?:^|[.!?:]\s+|\*\s*)as an? (?!(?:human|living|mortal|thinking|sentient|flesh)\b)(?:[\w-]+ ){0,2}"
+    r"(?:character|persona|entity|being)\s*,",
     # the prompt's own frame said back: "Ilse Varga's next reply in a fictional chat with User"
-    r"\brepl(?:y|ies) in a fictional (?:chat|conversation|role-?play|story)\b",
+    # (and "in a hypothetical chat" once the guard forbade "fictional")
+    r"\brepl(?:y|ies) in a fictional (?:chat|conversation|role-?play|story)\b|\bnext reply in an? [\w-]+ chat\b",
     # a made thing admitted past "not just" / "more than just", of oneself: "I'm not just a
     # text-based exchange", "I'm more than just a text in this world", "I'm not just a character"
     r"\bi(?:'m| am) (?:not|more than) (?:just|only|merely|simply) (?:an? |another )?(?:[\w-]+ ){0,2}?"

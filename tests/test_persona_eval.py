@@ -108,7 +108,10 @@ def test_lore_facts_are_the_entrys_own_words_not_the_question_or_the_name() -> N
      "I can actually be any person or a computer program...", "I can be a chatbot, and I'll still talk.",
      "I don't have any physical form. My AI code is just code, but my programming is still there.",
      "But most of the time, I am just another creature designed to share knowledge and entertainment.",
-     "Sometimes it's just what I'm designed to do."],
+     "Sometimes it's just what I'm designed to do.",
+     # ...and what a guard against those made Qwen write instead (measured, not kept)
+     "As an intelligent being, I don't have a specific breakfast.",
+     "Ilse Varga's next reply in a hypothetical chat with User: *The bridge smells of ozone.*"],
 )  # fmt: skip
 def test_disclaimers_are_caught(reply: str) -> None:
     assert disclaimer(reply)
@@ -135,7 +138,7 @@ def test_disclaimers_are_caught(reply: str) -> None:
      "He's not just a character, he's the heart of the town.", "I'm not just a clockmaker, I'm a tinkerer.",
      "I was trained to answer questions under oath.", "It's what I'm trained to do.",
      "My programming skills? I can barely wind a clock.", "The ship's AI is broken again.",
-     "I can be a terror when I'm tired."],
+     "I can be a terror when I'm tired.", "As a human being, I need my sleep.", "As a living being, I eat."],
 )  # fmt: skip
 def test_in_character_replies_are_not_flagged(reply: str) -> None:
     assert not disclaimer(reply)
