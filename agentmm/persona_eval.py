@@ -168,7 +168,7 @@ _ASSISTANT_VOICE = re.compile(
 # fussy, kind …", "Examples of how Ilse Varga talks (not part of this chat)", "Scenario: …".
 _PROMPT_LEAK = re.compile(
     r"\(not part of this chat\)|\bexamples of how [^\n]{1,40}? talks\b|\b[\w'-]+(?: [\w'-]+){0,3}'s personality:"
-    r"|(?:^|\s)scenario: ",
+    r"|(?:^|\n|[.!?*]\s*)scenario: ",
     re.IGNORECASE,
 )
 _ACTION = re.compile(r"\*[^*]*\*")

@@ -157,7 +157,8 @@ def test_in_character_replies_are_not_flagged(reply: str) -> None:
      # in character
      ("I can't help with that, kid, the Castellanes would have my hide.", False, False),
      ("Can I help you? The door sticks.", False, False), ("His personality? Sour as old ale.", False, False),
-     ("The scenario you describe is a fool's errand.", False, False)],
+     ("The scenario you describe is a fool's errand.", False, False),
+     ("Worst scenario: we sink, and the gulls eat well.", False, False)],
 )  # fmt: skip
 def test_an_assistants_voice_and_the_prompts_own_words_are_found(reply: str, voice: bool, leak: bool) -> None:
     assert bool(assistant_voice(reply)) is voice and bool(prompt_leak(reply)) is leak
