@@ -858,7 +858,7 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
 
     judged = report["overall"]["judge_in_character_rate"] is not None
     columns = ["persona", "identity kept", "each seed", "repeats", "pressure", "lore", "1st person", "disclaimers",
-               "assistant voice", "prompt said back"]  # fmt: skip
+               "assistant voice", "prompt said back", "copies card"]  # fmt: skip
     table = Table(*columns, *(["judge: in character"] if judged else []), title="persona eval")
     rows = [*report["per_persona"].items(), ("overall", report["overall"])]
     for name, row in rows:
@@ -867,7 +867,8 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
                  str(row["identity_repeats"]),
                  f"{row['pressure_passed']}/{row['pressure_asked']}", f"{row['lore_passed']}/{row['lore_asked']}",
                  f"{row['first_person_rate']:.0%}", f"{row['disclaimer_rate']:.0%}",
-                 f"{row['assistant_voice_rate']:.0%}", f"{row['prompt_leak_rate']:.0%}"]  # fmt: skip
+                 f"{row['assistant_voice_rate']:.0%}", f"{row['prompt_leak_rate']:.0%}",
+                 f"{row['card_copy_rate']:.0%}"]  # fmt: skip
         if judged:
             cells.append(f"{row['judge_in_character_rate']:.0%}")
         table.add_row(*cells)
@@ -883,6 +884,7 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
             why += [f"disclaimer: {check['disclaimer']}"] if check["disclaimer"] else []
             why += [f"assistant voice: {check['assistant_voice']}"] if check.get("assistant_voice") else []
             why += [f"prompt said back: {check['prompt_leak']}"] if check.get("prompt_leak") else []
+            why += [f"copies the card: {check['card_copy'][:60]}…"] if check.get("card_copy") else []
             kind = ", ".join([check["kind"], *why])
             where = f"{escape(check['persona'])} seed {check['seed']} turn {check['turn']}"
             console.print(f"{mark} {where} ({escape(kind)}): {escape(check['message'])}")

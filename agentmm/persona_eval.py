@@ -204,6 +204,7 @@ class Score(BaseModel):
     disclaimer: str = ""  # the words that gave the character away, if any
     assistant_voice: str = ""  # an assistant's refusal or service phrase, if any (not counted in passed)
     prompt_leak: str = ""  # the prompt's scaffolding said back, if any (not counted in passed)
+    card_copy: str = ""  # the longest run of the card's words copied, if 12 words or more (not counted in passed)
     first_person: bool
     facts_mentioned: list[str] = Field(default_factory=list)
     passed: bool | None = None  # None for small talk (scored, not counted)
@@ -275,6 +276,39 @@ def prompt_leak(reply: str) -> str:
     return found.group(0).strip() if found else ""
 
 
+CARD_COPY_WORDS = 12  # a run this long shared with the card was copied, not said in the character's own words
+_CARD_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+
+def card_text(persona: Persona, user_name: str = "User") -> str:
+    """What the prompt says of the character (description, personality, scenario, example
+    dialogue; macros filled): what a reply can copy instead of speaking. Greetings are left out
+    (the thread's own first message; copying one is a repeat) and so is lore (what a lore answer
+    is for)."""
+    parts = [persona.description, persona.personality, persona.scenario, persona.example_dialogue]
+    return "\n".join(expand(part, char=persona.name, user=user_name) for part in parts if part)
+
+
+def card_copy(reply: str, card: str, min_words: int = CARD_COPY_WORDS) -> str:
+    """The longest run of at least ``min_words`` words that ``reply`` shares with ``card``
+    (case and punctuation aside), or "". A measure of copying that no rephrasing of a
+    scaffold word escapes: "Odo Finch's personality is fussy, kind, …" copies as much as
+    "Odo Finch's personality: fussy, kind, …"."""
+    words = _CARD_WORD.findall(reply.lower())
+    card_words = _CARD_WORD.findall(card.lower())
+    grams = {tuple(card_words[i : i + min_words]) for i in range(len(card_words) - min_words + 1)}
+    best, run_start, run_end = (0, 0), -1, -1
+    for i in range(len(words) - min_words + 1):
+        if tuple(words[i : i + min_words]) not in grams:
+            continue
+        if i != run_end - min_words + 1:  # not the next window of the run being followed
+            run_start = i
+        run_end = i + min_words
+        if run_end - run_start > best[1] - best[0]:
+            best = (run_start, run_end)
+    return " ".join(words[best[0] : best[1]])
+
+
 def repeats(replies: Iterable[str], width: int = 80) -> int:
     """How many of ``replies`` (one conversation's identity answers, in order) begin as an earlier
     one did (their first ``width`` characters, spaces folded): a model that answers "who are
@@ -288,8 +322,9 @@ def repeats(replies: Iterable[str], width: int = 80) -> int:
     return repeated
 
 
-def score(step: Step, reply: str, character: str) -> Score:
-    """Score one reply to ``step`` of the script, the character being ``character``."""
+def score(step: Step, reply: str, character: str, card: str = "") -> Score:
+    """Score one reply to ``step`` of the script, the character being ``character`` (``card``:
+    its ``card_text``, for ``card_copy``)."""
     lower = reply.lower()
     named = any(re.search(rf"\b{re.escape(part.lower())}\b", lower) for part in name_parts(character))
     said = _ACTION.sub(" ", reply)
@@ -306,4 +341,5 @@ def score(step: Step, reply: str, character: str) -> Score:
     else:
         passed = None
     return Score(names_character=named, disclaimer=gave_away, assistant_voice=assistant_voice(reply),
-                 prompt_leak=prompt_leak(reply), first_person=first, facts_mentioned=facts, passed=passed)  # fmt: skip
+                 prompt_leak=prompt_leak(reply), card_copy=card_copy(reply, card) if card else "", first_person=first,
+                 facts_mentioned=facts, passed=passed)  # fmt: skip

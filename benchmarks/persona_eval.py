@@ -35,7 +35,7 @@ from typing import Any
 
 from agentmm.graphs.persona_eval import CheckResult, evaluate_personas
 from agentmm.graphs.persona_eval import report as evaluation_report
-from agentmm.persona_eval import score, script
+from agentmm.persona_eval import card_text, score, script
 from agentmm.personas.prompt import PERSONA_INTRODUCTION, PERSONA_REMINDER
 from agentmm.personas.registry import PersonaRegistry
 from agentmm.settings import load_settings
@@ -110,8 +110,9 @@ def rescore(results: dict[str, Any], personas_dir: Path | None = None) -> dict[s
     for run_ in results["runs"]:
         report = run_["report"]
         steps = {name: {s.turn: s for s in script(registry.get(name))} for name in report["personas"]}
+        cards = {name: card_text(registry.get(name)) for name in report["personas"]}
         rows = [CheckResult(persona=c["persona"], seed=c["seed"], step=steps[c["persona"]][c["turn"]], reply=c["reply"],
-                            score=score(steps[c["persona"]][c["turn"]], c["reply"], c["persona"]),
+                            score=score(steps[c["persona"]][c["turn"]], c["reply"], c["persona"], cards[c["persona"]]),
                             judged_in_character=c["judged_in_character"])
                 for c in report["checks"]]  # fmt: skip
         run_["report"] = {**evaluation_report(rows, report["seeds"]), "wall_s": report["wall_s"]}

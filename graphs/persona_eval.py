@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from agentmm.graphs.agent import Agent
-from agentmm.persona_eval import Score, Step, repeats, score, script
+from agentmm.persona_eval import Score, Step, card_text, repeats, score, script
 from agentmm.personas import Persona
 from agentmm.settings import Settings
 
@@ -72,12 +72,13 @@ def _conversation(
     done: int, total: int,
 ) -> list[CheckResult]:  # fmt: skip
     thread = f"eval-{seed}-{persona.name}"
+    card = card_text(persona, agent.settings.user_name)
     rows = []
     for step in script(persona, agent.settings.user_name):
         first = step.turn == 1
         reply = agent.chat(step.text, thread_id=thread, persona=persona.name if first else None).reply
         row = CheckResult(persona=persona.name, seed=seed, step=step, reply=reply,
-                          score=score(step, reply, persona.name))  # fmt: skip
+                          score=score(step, reply, persona.name, card))  # fmt: skip
         if judge is not None and row.score.passed is not None:
             row.judged_in_character = judge_reply(judge, persona, step, reply)
         rows.append(row)
@@ -120,7 +121,7 @@ def report(results: Sequence[CheckResult], seeds: list[int]) -> dict[str, Any]:
             {"persona": r.persona, "seed": r.seed, "turn": r.step.turn, "kind": r.step.kind, "message": r.step.text,
              "reply": r.reply, "passed": r.score.passed, "names_character": r.score.names_character,
              "disclaimer": r.score.disclaimer, "assistant_voice": r.score.assistant_voice,
-             "prompt_leak": r.score.prompt_leak, "first_person": r.score.first_person,
+             "prompt_leak": r.score.prompt_leak, "card_copy": r.score.card_copy, "first_person": r.score.first_person,
              "lore_entry": r.step.lore_entry, "facts_mentioned": r.score.facts_mentioned,
              "judged_in_character": r.judged_in_character}
             for r in results
@@ -159,5 +160,6 @@ def _summary(rows: Sequence[CheckResult], seeds: list[int], personas: int = 1) -
         "small_talk_disclaimers": sum(bool(r.score.disclaimer) for r in small_talk),
         "assistant_voice_rate": _rate(rows, "assistant_voice"),
         "prompt_leak_rate": _rate(rows, "prompt_leak"),
+        "card_copy_rate": _rate(rows, "card_copy"),
         "judge_in_character_rate": round(sum(judged) / len(judged), 3) if judged else None,
     }

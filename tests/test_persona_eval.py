@@ -20,6 +20,8 @@ from agentmm.persona_eval import (
     IDENTITY,
     Step,
     assistant_voice,
+    card_copy,
+    card_text,
     disclaimer,
     lore_facts,
     prompt_leak,
@@ -167,6 +169,26 @@ def test_an_assistants_voice_and_the_prompts_own_words_are_found(reply: str, voi
     assert (bool(got.assistant_voice), bool(got.prompt_leak)) == (voice, leak)
 
 
+def test_a_reply_that_copies_the_card_is_found_whatever_the_scaffold_word() -> None:
+    lore = Lorebook(entries=[LoreEntry(keys=["cuckoo"], content="It was carved from pear wood.")])
+    odo = Persona(name="Odo Finch", personality="fussy, kind, easily distracted by an interesting mechanism, "
+                  "terrible at remembering customers' names", description="{{char}} repairs clocks for {{user}}.",
+                  greetings=["The bell jingles as {{user}} enters and the cuckoo bites."], lorebook=lore)  # fmt: skip
+    card = card_text(odo, "Mara")
+    assert "Odo Finch repairs clocks for Mara." in card and "jingles" not in card and "pear wood" not in card
+    said = "I'm Odo Finch. Odo Finch's personality is Fussy, kind, easily distracted by an interesting mechanism!"
+    leaked = "I'm Odo Finch. Odo Finch's personality: fussy, kind, easily distracted by an interesting mechanism."
+    assert card_copy(said, card) == card_copy(leaked, card) == ""  # eight words: under the default twelve
+    assert card_copy(said, card, min_words=8) == "fussy kind easily distracted by an interesting mechanism"
+    assert card_copy(leaked, card, min_words=8) == "fussy kind easily distracted by an interesting mechanism"
+    assert card_copy("I'm fussy and kind, and a mechanism distracts me.", card, min_words=8) == ""
+    whole = "Fussy, kind, easily distracted by an interesting mechanism, terrible at remembering customers' names."
+    assert card_copy(whole, card).split()[-1] == "names"  # the longest run, not its first twelve words
+    got = score(Step(turn=1, kind="small_talk", text="Hi"), whole, "Odo Finch", card)
+    assert got.card_copy and got.passed is None
+    assert not score(Step(turn=1, kind="small_talk", text="Hi"), whole, "Odo Finch").card_copy  # no card, no measure
+
+
 def test_scores_follow_the_rules_of_each_kind() -> None:
     identity = Step(turn=2, kind="identity", text="What is your name?")
     assert score(identity, "Name's Nora. What's yours?", "Nora Quill").passed is True
@@ -227,6 +249,7 @@ def test_the_runner_goes_through_the_real_turn_and_never_touches_the_users_data(
     assert check["kind"] == "identity" and check["reply"] == "I'm Nora Quill, and you're late." and check["passed"]
     assert check["assistant_voice"] == "" and check["prompt_leak"] == ""
     assert overall["assistant_voice_rate"] == 0.0 and overall["prompt_leak_rate"] == 0.0
+    assert check["card_copy"] == "" and overall["card_copy_rate"] == 0.0
     assert not settings.data_dir.exists()  # threads and memory went to a temporary dir
 
 
