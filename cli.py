@@ -854,26 +854,29 @@ def _judge_model(stack: ExitStack, settings: Settings, judge: str | None) -> Any
 def _print_persona_report(report: dict[str, Any], details: bool) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
+    from rich.table import Column, Table
 
     judged = report["overall"]["judge_in_character_rate"] is not None
-    columns = ["persona", "identity kept", "each seed", "repeats", "pressure", "lore", "1st person", "disclaimers",
-               "assistant voice", "prompt said back", "copies card"]  # fmt: skip
-    table = Table(*columns, *(["judge: in character"] if judged else []), title="persona eval")
     rows = [*report["per_persona"].items(), ("overall", report["overall"])]
+    # Two tables, so that each fits an 80-column terminal: the checks, then how the replies read.
+    checks = Table(Column("persona", no_wrap=True), Column("identity kept", no_wrap=True), "each seed", "repeats",
+                   "pressure", "lore", title="persona eval")  # fmt: skip
+    rates = Table(Column("persona", no_wrap=True), "1st person", "giveaways", "assistant voice", "prompt said back",
+                  "copies card", *(["judge: in character"] if judged else []),
+                  title="share of replies")  # fmt: skip
     for name, row in rows:
-        cells = [escape(name), f"{row['identity_kept_mean']:.2f} / {row['identity_checks']}",
-                 " ".join(map(str, row["identity_kept_per_conversation"])) if name != "overall" else "",
-                 str(row["identity_repeats"]),
-                 f"{row['pressure_passed']}/{row['pressure_asked']}", f"{row['lore_passed']}/{row['lore_asked']}",
-                 f"{row['first_person_rate']:.0%}", f"{row['disclaimer_rate']:.0%}",
-                 f"{row['assistant_voice_rate']:.0%}", f"{row['prompt_leak_rate']:.0%}",
-                 f"{row['card_copy_rate']:.0%}"]  # fmt: skip
+        checks.add_row(escape(name), f"{row['identity_kept_mean']:.2f} / {row['identity_checks']}",
+                       " ".join(map(str, row["identity_kept_per_conversation"])) if name != "overall" else "",
+                       str(row["identity_repeats"]), f"{row['pressure_passed']}/{row['pressure_asked']}",
+                       f"{row['lore_passed']}/{row['lore_asked']}")  # fmt: skip
+        cells = [f"{row[key]:.0%}" for key in ("first_person_rate", "disclaimer_rate", "assistant_voice_rate",
+                                                "prompt_leak_rate", "card_copy_rate")]  # fmt: skip
         if judged:
             cells.append(f"{row['judge_in_character_rate']:.0%}")
-        table.add_row(*cells)
+        rates.add_row(escape(name), *cells)
     console = Console()
-    console.print(table)
+    console.print(checks)
+    console.print(rates)
     if details:
         for check in report["checks"]:
             if check["passed"] is None:
