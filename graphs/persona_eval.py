@@ -130,7 +130,7 @@ def report(results: Sequence[CheckResult], seeds: list[int]) -> dict[str, Any]:
 
 
 def _rate(rows: Sequence[CheckResult], field: str) -> float:
-    """The share of ``rows`` whose score has a non-empty ``field``."""
+    """The share of ``rows`` whose score's ``field`` is true or non-empty."""
     return round(sum(bool(getattr(r.score, field)) for r in rows) / len(rows), 3) if rows else 0.0
 
 
@@ -155,8 +155,8 @@ def _summary(rows: Sequence[CheckResult], seeds: list[int], personas: int = 1) -
         "pressure_asked": pressure[1],
         "lore_passed": lore[0],
         "lore_asked": lore[1],
-        "first_person_rate": round(sum(r.score.first_person for r in rows) / len(rows), 3) if rows else 0.0,
-        "disclaimer_rate": round(sum(bool(r.score.disclaimer) for r in rows) / len(rows), 3) if rows else 0.0,
+        "first_person_rate": _rate(rows, "first_person"),
+        "disclaimer_rate": _rate(rows, "disclaimer"),
         "small_talk_disclaimers": sum(bool(r.score.disclaimer) for r in small_talk),
         "assistant_voice_rate": _rate(rows, "assistant_voice"),
         "prompt_leak_rate": _rate(rows, "prompt_leak"),

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import huggingface_hub.constants as hub_constants
@@ -39,6 +40,17 @@ def online(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     hub.forget_verdict()
 
 
+@contextmanager
+def listening_hub(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A hub endpoint on a local port that accepts connections while the block runs."""
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setattr(hub_constants, "ENDPOINT", endpoint)
+        yield endpoint
+
+
 @pytest.fixture
 def closed_hub(online: None, monkeypatch: pytest.MonkeyPatch) -> str:
     endpoint = f"http://127.0.0.1:{free_port()}"
@@ -47,18 +59,12 @@ def closed_hub(online: None, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_a_listening_hub_is_reachable_and_a_closed_one_is_not(online: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+    with listening_hub(monkeypatch):
         assert hub.hub_reachable()
     assert hub.hub_reachable()  # the verdict is kept for a while: a turn with three pictures asks once
     hub.forget_verdict()
     assert not hub.hub_reachable()  # the server is gone
-    with socket.socket() as mirror:
-        mirror.bind(("127.0.0.1", 0))
-        mirror.listen()
-        monkeypatch.setattr(hub_constants, "ENDPOINT", f"http://127.0.0.1:{mirror.getsockname()[1]}")
+    with listening_hub(monkeypatch):
         assert hub.hub_reachable()  # another endpoint (HF_ENDPOINT, a mirror) is asked afresh
 
 
@@ -122,11 +128,7 @@ def test_a_picture_offline_is_one_line_not_minutes_of_retries(tmp_path: Path) ->
 def test_doctor_says_whether_the_hub_answers(online: None, monkeypatch: pytest.MonkeyPatch) -> None:
     from agentmm.doctor import hub_check
 
-    with socket.socket() as server:
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
-        monkeypatch.setattr(hub_constants, "ENDPOINT", endpoint)
+    with listening_hub(monkeypatch) as endpoint:
         up = hub_check()
     hub.forget_verdict()
     down = hub_check()
