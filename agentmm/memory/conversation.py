@@ -9,10 +9,12 @@ twice") is found by what it answered.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 from langgraph.store.base import BaseStore, Item, PutOp
 
@@ -37,9 +39,30 @@ NO_PERSONA = "_assistant"
 _TURN_ROWS = 100
 
 
+_NEEDS_ESCAPE = re.compile(r"[.\x00]|%(?=[0-9A-Fa-f]{2})|^_")
+
+
+def label(name: str) -> str:
+    """A user id or persona name as a namespace label: LangGraph refuses a ``.`` in a label
+    ("Dr. Who", "john.doe"), and ``_shared``/``_assistant`` are the store's own, so those are
+    %-escaped (``.`` -> ``%2E``, a leading ``_`` -> ``%5F``, and a ``%`` that would read as an
+    escape -> ``%25``). Every other name is its own label, as before escaping existed."""
+    return _NEEDS_ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", name)
+
+
 def scope(user: str, persona: str | None = None, *, shared: bool = False) -> tuple[str, str, str]:
     """The namespace of one user's memories with one persona (or the shared one)."""
-    return (ROOT, user, SHARED if shared else (persona or NO_PERSONA))
+    return (ROOT, label(user), SHARED if shared else (label(persona) if persona else NO_PERSONA))
+
+
+def user_prefix(user: str) -> tuple[str, str]:
+    """The namespace prefix of every scope of one user."""
+    return (ROOT, label(user))
+
+
+def scope_text(namespace: Sequence[str]) -> str:
+    """A namespace as people read it, "user/persona", names unescaped."""
+    return "/".join(unquote(part) for part in namespace[1:])
 
 
 def memory_text(speaker: str, text: str, when: datetime | str, previous: str | None = None) -> str:
@@ -66,7 +89,7 @@ class Recalled:
             "score": round(self.score, 5),
             "similarity": None if self.similarity is None else round(self.similarity, 4),
             "found_by": list(self.found_by),
-            "scope": "/".join(self.namespace[1:]),
+            "scope": scope_text(self.namespace),
             "speaker": self.value.get("speaker"),
             "thread": self.value.get("thread"),
             "when": self.value.get("when"),
@@ -203,7 +226,7 @@ def remember_turn(
             "when": when.isoformat(timespec="seconds"),
         }
         ops.append(PutOp(namespace, key, value))
-        written.append({"id": key, "speaker": speaker, "scope": "/".join(namespace[1:])})
+        written.append({"id": key, "speaker": speaker, "scope": scope_text(namespace)})
         previous = f"{speaker}: {text}"[:300]
     if replace:
         kept = {(op.namespace, op.key) for op in ops}

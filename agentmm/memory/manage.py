@@ -17,7 +17,7 @@ from typing import Any
 from langgraph.store.base import BaseStore, Item, PutOp
 
 from agentmm.fileio import atomic_write
-from agentmm.memory.conversation import ROOT, memory_text, scope
+from agentmm.memory.conversation import ROOT, memory_text, scope, scope_text, user_prefix
 from agentmm.memory.errors import MemoryStoreError
 
 EXPORT_FORMAT = "agentmm-memory/1"
@@ -36,7 +36,7 @@ def user_scopes(store: BaseStore, user: str, persona: str | None) -> list[tuple[
     """The namespaces to look in: one persona's, or every scope of the user."""
     if persona is not None:
         return [scope(user, persona)]
-    return store.list_namespaces(prefix=(ROOT, user), max_depth=3, limit=10_000)
+    return store.list_namespaces(prefix=user_prefix(user), max_depth=3, limit=10_000)
 
 
 def iter_items(store: BaseStore, namespace: tuple[str, ...]) -> Iterator[Item]:
@@ -52,7 +52,7 @@ def iter_items(store: BaseStore, namespace: tuple[str, ...]) -> Iterator[Item]:
 def item_dict(item: Item) -> dict[str, Any]:
     return {
         "id": item.key,
-        "scope": "/".join(item.namespace[1:]),
+        "scope": scope_text(item.namespace),
         "namespace": list(item.namespace),
         "value": item.value,
         "created_at": item.created_at.isoformat(),
@@ -93,11 +93,11 @@ def forget(store: BaseStore, user: str, persona: str | None, memory_id: str) -> 
 def stats(store: BaseStore, user: str | None = None) -> dict[str, Any]:
     """Memories per scope that holds any (a store may list a namespace that holds none: one
     whose first write was cut short, see ``ChromaStore._apply_puts``), and their total."""
-    prefix = (ROOT, user) if user else (ROOT,)
+    prefix = user_prefix(user) if user else (ROOT,)
     scopes = {}
     for namespace in store.list_namespaces(prefix=prefix, limit=10_000):
         if count := sum(1 for _ in iter_items(store, namespace)):
-            scopes["/".join(namespace[1:])] = count
+            scopes[scope_text(namespace)] = count
     return {"scopes": scopes, "total": sum(scopes.values())}
 
 
