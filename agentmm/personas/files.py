@@ -8,6 +8,7 @@ directory, then ``os.replace``), so a crash or a full disk never leaves half a p
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -42,8 +43,13 @@ _IMAGE_KINDS = ("JPEG image", "WebP image", "GIF image")
 
 
 def slug(name: str) -> str:
-    """A file-name-safe form of a persona name: ``Ilse Varga`` -> ``ilse-varga``."""
-    return re.sub(r"[^\w]+", "-", name.casefold()).strip("-_") or "persona"
+    """A file-name-safe form of a persona name: ``Ilse Varga`` -> ``ilse-varga``.
+
+    A name with no letter or digit ("🐉", "???") gets ``persona-`` and a digest of the name,
+    so two such names never share a file or answer to each other's lookups.
+    """
+    words = re.sub(r"[^\w]+", "-", name.casefold()).strip("-_")
+    return words or "persona-" + hashlib.blake2b(name.strip().encode(), digest_size=4).hexdigest()
 
 
 def sniff(data: bytes, where: str = "file") -> FileKind:

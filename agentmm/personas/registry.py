@@ -245,22 +245,43 @@ class PersonaRegistry:
         persona = import_bytes(data, where=str(src), limits=self.limits)
         folder = self._user_folder()
         dest = folder / (slug(persona.name) + _KIND_SUFFIX[sniff(data, str(src))])
-        if dest.exists() and not overwrite:
-            raise PersonaError(f"{dest}: already exists (pass overwrite to replace it)")
+        replaced = self._installed_file(persona.name)
+        if not overwrite:
+            if replaced is not None:
+                raise PersonaError(f"{persona.name!r} is already installed ({replaced}); --force replaces it")
+            if dest.exists():
+                raise PersonaError(f"{dest}: already exists; --force replaces it")
         _sweep_dead_writes(dest)
         atomic_write(dest, data)
+        if replaced is not None and replaced != dest:
+            replaced.unlink(missing_ok=True)  # after the new file is whole: never neither
         self.reload()
         return self.get(persona.name)
+
+    def _installed_file(self, name: str) -> Path | None:
+        """The user-folder file that holds a persona of this name (any format), if one does."""
+        self._ensure()
+        persona = self._personas.get(name.casefold().strip())
+        prefix = "user:"
+        if persona is None or not persona.source.startswith(prefix):
+            return None
+        return Path(persona.source.removeprefix(prefix))
 
     def create(self, name: str, *, overwrite: bool = False) -> Path:
         """Write a commented template for a new persona into the user folder."""
         if not name.strip():
             raise PersonaError("a persona needs a name")
         dest = self._user_folder() / (slug(name) + ".toml")
-        if dest.exists() and not overwrite:
-            raise PersonaError(f"{dest}: already exists")
+        replaced = self._installed_file(name)
+        if not overwrite:
+            if replaced is not None:
+                raise PersonaError(f"{name.strip()!r} is already installed ({replaced}); --force replaces it")
+            if dest.exists():
+                raise PersonaError(f"{dest}: already exists; --force replaces it")
         _sweep_dead_writes(dest)
         atomic_write(dest, toml_format.template(name).encode("utf-8"))
+        if replaced is not None and replaced != dest:
+            replaced.unlink(missing_ok=True)
         self._loaded = False
         return dest
 

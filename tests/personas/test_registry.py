@@ -178,7 +178,7 @@ def test_install_and_create(tmp_path: Path):
     src.write_bytes(embed_cards(make_png(), {"chara": make_v2_card()}))
     persona = reg.install(src)
     assert persona.name == "Testa Rossa" and (user / "testa-rossa.png").exists()
-    with pytest.raises(PersonaError, match="already exists"):
+    with pytest.raises(PersonaError, match=r"'Testa Rossa' is already installed .*; --force replaces it"):
         reg.install(src)
     path = reg.create("New Friend")
     assert path == user / "new-friend.toml"
@@ -193,3 +193,34 @@ def test_async_forms(tmp_path: Path):
     persona = PersonaRegistry(entry_points=False).get("Ilse Varga")
     out = asyncio.run(aexport(persona, "card-v3", tmp_path))
     assert asyncio.run(aimport_file(out)).name == "Ilse Varga"
+
+
+def test_a_card_of_an_installed_name_in_another_format_replaces_it_only_with_force(tmp_path: Path):
+    user = tmp_path / "personas"
+    reg = PersonaRegistry(user, entry_points=False)
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps(make_v2_card()))
+    reg.install(first)
+    second_card = make_v2_card()
+    second_card["data"]["description"] = "the second one"
+    second = tmp_path / "second.png"
+    second.write_bytes(embed_cards(make_png(), {"chara": second_card}))
+    with pytest.raises(PersonaError, match="already installed"):
+        reg.install(second)
+    assert sorted(p.name for p in user.iterdir()) == ["testa-rossa.json"]
+    assert reg.install(second, overwrite=True).description == "the second one"
+    assert sorted(p.name for p in user.iterdir()) == ["testa-rossa.png"]
+    assert reg.problems == []
+    with pytest.raises(PersonaError, match="already installed"):
+        reg.create("testa rossa")
+    reg.create("Testa Rossa", overwrite=True)
+    assert sorted(p.name for p in user.iterdir()) == ["testa-rossa.toml"]
+
+
+def test_names_without_letters_get_files_and_lookups_of_their_own(tmp_path: Path):
+    reg = PersonaRegistry(tmp_path / "personas", builtins=False, entry_points=False)
+    for name in ["🐉", "🔥", "???"]:
+        reg.create(name)
+    assert len({p.source for p in reg}) == 3 and reg.problems == []
+    assert [reg.get(name).name for name in ["🐉", "🔥", "???"]] == ["🐉", "🔥", "???"]
+    assert reg.find("😀") is None and reg.find("...") is None and reg.find("persona") is None
