@@ -136,12 +136,27 @@ def _chat_with(
         message = ""  # a voice note or a picture alone is a turn
     if message is None and as_json:
         raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
+    _play_on_persona_model(agent, chosen, thread, as_json)
     # A model that would crash this process (a native fault) is said in one line before anyone types.
     agent.check_model()
     if message is not None:
         _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
     else:
         _repl(agent, thread, chosen, greeting)
+
+
+def _play_on_persona_model(agent: Agent, chosen: str | None, thread: str | None, as_json: bool) -> None:
+    """The persona this run plays (-p, else the thread's, else the configured one for a new
+    thread) runs on its own model where it names one and the user named none."""
+    played = chosen
+    if played is None and thread is not None:
+        from agentmm.threads import thread_values
+
+        played = thread_values(agent.checkpointer, thread)[0].get("persona")
+    elif played is None:
+        played = agent.settings.persona
+    if (model := agent.use_persona_model(played)) is not None and not as_json:
+        sys.stderr.write(f"{played} plays on its own model: {model} (--model names another)\n")
 
 
 def _one_turn(

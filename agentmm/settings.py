@@ -337,17 +337,24 @@ class Settings(BaseSettings):
         """JSON-ready values, paths as strings."""
         return self.model_dump(mode="json")
 
-    def updated(self, **changes: Any) -> Settings:
+    def given_for_this_run(self) -> frozenset[str]:
+        """The settings given for this run itself (a flag, the environment, an argument), which
+        a played persona's own ``model`` and ``[sampling]`` leave alone; a config file's or a
+        default value gives way to them."""
+        return frozenset(name for name, origin in self.sources.items() if origin in ("flag", "env", "argument"))
+
+    def updated(self, *, origin: str = "argument", **changes: Any) -> Settings:
         """A copy with ``changes`` applied and checked as ``load_settings`` checks a flag (a bad
         value is one ``SettingsError`` line); ``model_copy`` would take any value unchecked.
-        ``model_validate`` skips the settings sources, so nothing is re-read from the environment."""
+        ``model_validate`` skips the settings sources, so nothing is re-read from the environment.
+        ``origin`` is what ``sources`` says of them ("persona": a played persona's choice)."""
         if not changes:
             return self
         try:
             copy = type(self).model_validate({**self.model_dump(), **changes})
         except ValidationError as exc:
             raise SettingsError(_one_line(exc, set(), None)) from exc
-        copy._sources = {**self.sources, **dict.fromkeys(changes, "argument")}
+        copy._sources = {**self.sources, **dict.fromkeys(changes, origin)}
         return copy
 
 

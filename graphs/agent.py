@@ -22,7 +22,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
 from agentmm.errors import NotAChatModelError, NothingToUndoError, RuntimeClosedError, SettingsError
-from agentmm.graphs.chat import build_graph
+from agentmm.graphs.chat import build_graph, persona_model
 from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, take_out
 from agentmm.graphs.turn import Timings, TurnResult, TurnStream, Usage  # noqa: F401  (re-exported)
 from agentmm.memory.conversation import forget_turn
@@ -78,6 +78,8 @@ class Agent:
         elif tools is not None and not all(isinstance(tool, BaseTool) for tool in tools):
             raise SettingsError("tools takes LangChain tools (BaseTool) or tool names, not a mix or anything else")
         self.settings = settings.updated(**overrides) if settings is not None else load_settings(**overrides)
+        # The model this agent was set up with, before a played persona's own took its place.
+        self.configured_model = self.settings.model
         self._model = model
         self._checkpointer = checkpointer
         self._graph: CompiledStateGraph | None = None
@@ -103,6 +105,18 @@ class Agent:
                 "chat model", lambda: chat_model(self.settings, runtime=self.runtime), close=_close_model
             )
         return self._model
+
+    def use_persona_model(self, persona: str | None) -> str | None:
+        """Before anything is loaded: run on the played persona's own model (its ``model =``)
+        instead of the configured one, unless a model was given for this run or passed in.
+        The model now set, or None where the agent keeps its own."""
+        if self._model is not None or self._graph is not None or not persona:
+            return None
+        wanted = persona_model(self.settings, self.personas.find(persona))
+        if wanted is None or wanted == self.settings.model:
+            return None
+        self.settings = self.settings.updated(origin="persona", model=wanted)
+        return wanted
 
     @property
     def model_name(self) -> str:

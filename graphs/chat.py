@@ -36,7 +36,7 @@ from agentmm.identity_questions import asks_identity
 from agentmm.intent import ExampleClassifier
 from agentmm.memory.conversation import format_recalled
 from agentmm.observations import ObservationPhrasing, describe_observations
-from agentmm.personas import PersonaRegistry, greeting
+from agentmm.personas import Persona, PersonaRegistry, greeting
 from agentmm.personas.macros import expand
 from agentmm.runtime import Runtime as ResourceRuntime
 from agentmm.settings import Settings, load_settings
@@ -118,7 +118,9 @@ class Composer:
         phrasing: ObservationPhrasing | None = None,
         reminder: str = "",
         introduction: str = "",
+        fixed: frozenset[str] = frozenset(),
     ) -> None:
+        self.fixed = fixed
         self.counter = counter
         self.reminder = reminder
         self.introduction = introduction
@@ -186,7 +188,7 @@ class Composer:
             state.get("window_start", 0),
             self.counter,
             n_ctx=self.n_ctx,
-            reply_tokens=self.reply_tokens + self._tool_reserve(state),
+            reply_tokens=self._reply_tokens(state) + self._tool_reserve(state),
             head=[*parts.head, ("summary", summary_part)],
             turn=turn,
             tail=parts.tail,
@@ -196,7 +198,12 @@ class Composer:
     def _reserve_split(self, state: ChatState) -> dict[str, int]:
         """The budget's reply reserve, with the part kept for tools said apart."""
         reserve = self._tool_reserve(state)
-        return {"reply_reserve": self.reply_tokens, "tool_reserve": reserve} if reserve else {}
+        return {"reply_reserve": self._reply_tokens(state), "tool_reserve": reserve} if reserve else {}
+
+    def _reply_tokens(self, state: ChatState) -> int:
+        """Room kept for the reply: the played persona's ``max_tokens`` where it sets one."""
+        sampling = persona_sampling(self.personas, state.get("persona"), self.fixed)
+        return int(sampling.get("max_tokens", self.reply_tokens))
 
     def _tool_reserve(self, state: ChatState) -> int:
         return self.toolbox.reserve_tokens(state, self.counter.text) if self.toolbox is not None else 0
@@ -262,7 +269,9 @@ class Generator:
     def __init__(
         self, model: BaseChatModel, toolbox: ToolBox | None = None, native_images: bool = False, guard: bool = False,
         copy_limit: int = 0, identity_start: str = "", personas: PersonaSource | None = None,
+        fixed: frozenset[str] = frozenset(),
     ) -> None:  # fmt: skip
+        self.fixed = fixed
         self.model = model
         self.toolbox = toolbox
         self.native_images = native_images
@@ -273,9 +282,9 @@ class Generator:
         self.personas = personas
 
     def _kwargs(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        """The reply's call options: its seed (``Agent.retry``), the character and copy guards,
-        the words an answer to "who are you?" starts with."""
-        kwargs = _seed(runtime)
+        """The reply's call options: the persona's sampling, its seed (``Agent.retry``), the
+        character and copy guards, the words an answer to "who are you?" starts with."""
+        kwargs = {**persona_sampling(self.personas, state.get("persona"), self.fixed), **_seed(runtime)}
         played = state.get("persona") if state.get("intent") != "ooc" else None
         if self.guard and played:
             kwargs["character_guard"] = True
@@ -387,7 +396,9 @@ class Generator:
         took = before.get("timings", {}).get("generate_s", 0.0) if again else 0.0
         ttft = before["timings"]["generate_ttft_s"] if again else round((first or ended) - started, 4)
         started_with = message.response_metadata.get("reply_start")
-        extra = {"reply_start": started_with} if started_with else {}
+        extra: dict[str, Any] = {"reply_start": started_with} if started_with else {}
+        if sampling := persona_sampling(self.personas, state.get("persona"), self.fixed):
+            extra["persona_sampling"] = sampling
         trace = trace_step(
             state,
             "generate",
@@ -425,6 +436,23 @@ def _final_message(reply: AIMessageChunk | None, interrupted: bool) -> AIMessage
 
 
 PersonaSource = Callable[[], PersonaRegistry]
+
+
+def persona_sampling(personas: PersonaSource | None, name: str | None, fixed: frozenset[str]) -> dict[str, Any]:
+    """A played persona's sampling (``[sampling]``, a card's ``extensions.agentmm.sampling``),
+    less what the user set for this run (``fixed``: a flag, the environment or an argument),
+    which wins over the persona's file; a config file's value does not."""
+    persona = personas().find(name) if personas is not None and name else None
+    sampling = (persona.sampling or {}) if persona is not None else {}
+    return {key: value for key, value in sampling.items() if value is not None and key not in fixed}
+
+
+def persona_model(settings: Settings, persona: Persona | None) -> str | None:
+    """The model a played persona asks for (``model = ...``, a card's
+    ``extensions.agentmm.model``), unless a model was given for this run itself."""
+    if persona is None or not persona.model or "model" in settings.given_for_this_run():
+        return None
+    return persona.model
 
 
 def _persona_source(registry: PersonaRegistry | None, folder: Path | None = None) -> PersonaSource:
@@ -511,11 +539,11 @@ def build_graph(
                                           rerank=settings.memory_rerank))  # fmt: skip
     composer = Composer(counter, source, settings.system_prompt, settings.n_ctx, settings.max_tokens, toolbox,
                         phrasing, reminder=settings.persona_reminder,
-                        introduction=settings.persona_introduction)  # fmt: skip
+                        introduction=settings.persona_introduction, fixed=settings.given_for_this_run())  # fmt: skip
     builder.add_node("compose", composer)
     generator = Generator(model, toolbox, native_images, guard=settings.persona_guard,
                           copy_limit=settings.persona_copy_limit, identity_start=settings.persona_identity_start,
-                          personas=source)  # fmt: skip
+                          personas=source, fixed=settings.given_for_this_run())  # fmt: skip
     # Both paths: sync runs call the model's stream, async ones (the Agent's) its astream.
     builder.add_node("generate", RunnableCallable(generator, generator.acall, name="generate", trace=False))
     if toolbox is not None:

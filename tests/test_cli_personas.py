@@ -103,3 +103,28 @@ def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path) -> None:
     # The thread keeps its persona in a second process.
     second = ok_json("chat", "-m", "Who are you?", "--thread", first["thread_id"], "--json", "--max-tokens", "20")
     assert second["trace"]["persona"] == "Captain Rell"
+
+
+def test_a_personas_model_and_sampling_are_used_unless_the_run_names_its_own(tmp_path: Path) -> None:
+    personas = tmp_path / "personas"
+    personas.mkdir(exist_ok=True)
+    missing = tmp_path / "missing.gguf"
+    (personas / "mo.toml").write_text(f'name = "Model Mo"\ndescription = "A tester."\nmodel = "{missing}"\n'
+                                      "[sampling]\ntemperature = 0.1\nmax_tokens = 3\n")  # fmt: skip
+    assert_one_line_error(agentmm("chat", "-p", "Model Mo", "-m", "hi", "--json"), str(missing))
+
+    flagged = ok_json("chat", "-p", "Model Mo", "-m", "hi", "--json", "--model", "smollm2")
+    assert flagged["model"] == "smollm2" and flagged["usage"]["completion_tokens"] <= 3
+    assert flagged["trace"]["persona_sampling"] == {"temperature": 0.1, "max_tokens": 3}
+    by_env = ok_json("chat", "-p", "Model Mo", "-m", "hi", "--json", env={"AGENTMM_MODEL": "smollm2"})
+    assert by_env["model"] == "smollm2"
+    longer = ok_json("chat", "-p", "Model Mo", "-m", "hi", "--json", "--model", "smollm2", "--max-tokens", "9")
+    assert longer["trace"]["persona_sampling"] == {"temperature": 0.1}
+
+    # The persona's own model wins over the config file's, and the chat says which it runs.
+    (personas / "mo.toml").write_text('name = "Model Mo"\nmodel = "smollm2"\n')
+    (tmp_path / "config.toml").write_text(f'model = "{missing}"\n')
+    done = agentmm("chat", "-p", "Model Mo", "-m", "hi", "--max-tokens", "3")
+    assert done.returncode == 0, done.stderr
+    assert "Model Mo plays on its own model: smollm2" in done.stderr
+    assert_one_line_error(agentmm("chat", "-m", "hi"), str(missing))

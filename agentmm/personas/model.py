@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SelectiveLogic = Literal["and_any", "and_all", "not_any", "not_all"]
 LorePosition = Literal["before_char", "after_char"]
@@ -74,6 +74,20 @@ class Lorebook(BaseModel):
     """The book as it was in the card, without ``entries`` (those keep their own raw)."""
 
 
+class Sampling(BaseModel):
+    """What a persona may set of how its replies are sampled; anything else is a typo."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    temperature: float | None = Field(None, ge=0.0, le=5.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repeat_penalty: float | None = Field(None, gt=0.0)
+    max_tokens: int | None = Field(None, ge=1)
+    stop: list[str] | None = Field(None, max_length=16)
+
+
 class Persona(BaseModel):
     """Who the agent plays: the character's text, greetings, lore, tools and model hints.
 
@@ -102,11 +116,27 @@ class Persona(BaseModel):
     allowed_tools: list[str] = Field(default_factory=list)
     model: str | None = None
     sampling: dict[str, Any] | None = None
-    """Sampling overrides for this persona (temperature, top_p, min_p, repeat_penalty, ...)."""
+    """Sampling overrides for this persona: the fields of ``Sampling``, as given."""
     source: str = ""
     """Where it came from: ``builtin:<file>``, ``user:<path>``, ``entrypoint:<name>`` or a path."""
     card: dict[str, Any] | None = Field(default=None, repr=False)
     image: bytes | None = Field(default=None, repr=False)
+
+    @field_validator("name")
+    @classmethod
+    def _has_a_name(cls, name: str) -> str:
+        if not name.strip():
+            raise ValueError("a persona needs a name, not only spaces")
+        return name
+
+    @field_validator("sampling")
+    @classmethod
+    def _known_sampling(cls, sampling: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Checked as ``Sampling`` (a typo or ``temperature = "hot"`` is an error where the
+        persona is read), kept as the dict given, so an export writes back what was read."""
+        if sampling:
+            Sampling.model_validate(sampling)
+        return sampling
 
     @property
     def display_name(self) -> str:

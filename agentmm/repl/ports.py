@@ -52,6 +52,7 @@ class ChatAgent(Protocol):
     thread database and the memory store)."""
 
     settings: Settings
+    configured_model: str
 
     def __init__(
         self,

@@ -21,6 +21,7 @@ from agentmm.repl.turns import Outcome, run_turn
 
 if TYPE_CHECKING:
     from agentmm.repl.ports import ChatAgent, ChatTurn
+    from agentmm.settings import Settings
 
 HISTORY_FILE = "repl_history"
 
@@ -263,6 +264,7 @@ class ChatSession:
             self.terminal.show(f"playing: {current}\npersonas: " + ", ".join(names))
             return
         chosen = self._find_persona(arg)
+        self._follow_persona_model(chosen)  # first: a model that cannot load leaves the persona too
         self.pending_persona = self.persona = chosen.name
         if self._thread_values().get("messages"):
             self.terminal.info(f"{chosen.name} plays from your next message on")
@@ -471,15 +473,34 @@ class ChatSession:
                 + (" (loading…)" if self._loading() else "")
             )
             return
-        agent = type(self.agent)(settings, model=arg, checkpointer=self.agent.checkpointer, store=self.agent.store)
+        self._switch_model(settings.updated(model=arg))
+        self.terminal.info(f"model {arg}: loading in the background; this thread goes on with it")
+
+    def _follow_persona_model(self, persona: Any) -> None:
+        """A persona switched to runs on its own model where it names one, and the one the chat
+        was set up with where it does not; unless the user chose the model (flag, environment,
+        /model), which then stays."""
+        settings = self.agent.settings
+        if "model" in settings.given_for_this_run():
+            return
+        wanted = persona.model or self.agent.configured_model
+        if wanted == settings.model:
+            return
+        self._switch_model(settings.updated(origin="persona", model=wanted), configured=self.agent.configured_model)
+        self.terminal.info(f"model {wanted} for {persona.name}: loading in the background")
+
+    def _switch_model(self, settings: Settings, configured: str | None = None) -> None:
+        """Go on with another agent on ``settings.model``, sharing the thread database and memory."""
+        agent = type(self.agent)(settings, checkpointer=self.agent.checkpointer, store=self.agent.store)
         _ = agent.model  # resolves the name: a bad one is one line, and the old model stays
+        if configured is not None:
+            agent.configured_model = configured
         previous, self.agent = self.agent, agent
         if previous is not self.owner:
             # An agent /model made owns only its model and what its turns opened (the thread
             # database and the memory store are the first agent's, passed in): free them now.
             previous.close()
         self._warm_up(agent)
-        self.terminal.info(f"model {arg}: loading in the background; this thread goes on with it")
 
 
 def _ignore(signum: int, frame: Any) -> None:

@@ -178,3 +178,35 @@ def test_the_introduction_setting_puts_the_persona_s_own_name_first_among_its_ex
             assert "example_dialogue" not in parts and "Who are you?" not in system
         else:
             assert "example_dialogue" in parts and expected in system
+
+
+class KwargsLog(FakeListChatModel):
+    calls: list[dict[str, Any]]
+
+    def _stream(self, messages: list[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
+        self.calls.append(kwargs)
+        return super()._stream(messages, *args, **kwargs)
+
+
+def test_a_personas_sampling_reaches_the_model_unless_the_user_set_it(registry: PersonaRegistry) -> None:
+    folder = registry.user_dir
+    assert folder is not None
+    (folder / "tamsin.toml").write_text(CARD + "\n[sampling]\ntemperature = 0.2\ntop_k = 7\nmax_tokens = 64\n")
+    registry.reload()
+    model = KwargsLog(responses=["Aye."] * 3, calls=[])
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
+    state = run(graph, "Hello!", persona="tamsin")
+    assert {k: model.calls[0][k] for k in ("temperature", "top_k", "max_tokens")} == {
+        "temperature": 0.2, "top_k": 7, "max_tokens": 64}  # fmt: skip
+    assert state["trace"]["persona_sampling"] == {"temperature": 0.2, "top_k": 7, "max_tokens": 64}
+    assert state["trace"]["budget"]["reply_reserve"] == 64
+
+    flagged = Settings().updated(temperature=1.1)  # as `--temperature 1.1` gives it
+    graph = build_graph(flagged, model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
+    state = run(graph, "Hello!", persona="tamsin")
+    assert "temperature" not in model.calls[1] and model.calls[1]["top_k"] == 7
+    assert state["trace"]["persona_sampling"] == {"top_k": 7, "max_tokens": 64}
+
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
+    state = run(graph, "Hello!")
+    assert "temperature" not in model.calls[2] and "persona_sampling" not in state["trace"]

@@ -229,3 +229,20 @@ def test_ctrl_c_twice_stops_the_reply_and_waits_for_the_save() -> None:
     assert term.stdout == "a [interrupted]\n"
     assert "saving what was written first" in term.stderr
     assert signal.getsignal(signal.SIGINT) is before  # the turn's own handler is gone
+
+
+def test_persona_switch_follows_its_own_model_unless_the_user_chose_one(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.gguf"
+    personas = tmp_path / "personas"
+    personas.mkdir(exist_ok=True)
+    (personas / "mo.toml").write_text(f'name = "Model Mo"\nmodel = "{missing}"\n')
+    agent = make_agent(tmp_path, ["Evening."])
+    term = chat(agent, ["/persona mo", "/persona", "/persona nora", "/model"])
+    errors = [line for line in term.stderr.splitlines() if line.startswith("agentmm: error:")]
+    assert len(errors) == 1 and str(missing) in errors[0]
+    assert "playing: none" in term.stdout  # the persona whose model cannot load is not played
+    assert "playing Nora Quill" in term.stderr and "model smollm2 ·" in term.stdout  # no model of its own
+
+    chosen = Agent(load_settings(data_dir=tmp_path / "data", model="smollm2"), model=FakeListChatModel(responses=["x"]))
+    term = chat(chosen, ["/persona mo", "/persona"])
+    assert "agentmm: error" not in term.stderr and "playing: Model Mo" in term.stdout
