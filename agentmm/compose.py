@@ -20,6 +20,8 @@ from agentmm.tokens import TokenCounter
 DROP_ORDER = (
     "example_dialogue", "lore", "memories", "scenario", "personality", "summary", "description", "post_history",
 )  # fmt: skip
+# The character's own text may be cut short rather than left out (agentmm.context.plan_window).
+TRUNCATABLE = ("example_dialogue", "scenario", "personality", "description")
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,8 @@ class WindowPlan:
     folded_messages: int  # messages that left the window this turn
     kept: dict[str, str] = field(default_factory=dict)  # the parts that fit, by name
     dropped: list[str] = field(default_factory=list)  # parts left out to fit, lowest priority first
+    # parts cut short to fit: {"part", "tokens" (kept), "full_tokens"}
+    truncated: list[dict[str, object]] = field(default_factory=list)
 
 
 def plan_window(
@@ -70,13 +72,17 @@ def plan_window(
     turn: Parts = (),
     tail: Parts = (),
     droppable: Sequence[str] = (),
+    truncatable: Sequence[str] = (),
     fold_to: float = 0.5,
 ) -> WindowPlan:
     """Choose the window for a turn whose user message is ``messages[-1]``.
 
     ``head`` and ``tail`` are named text parts placed before and after the history; ``turn``
     is this turn's context placed with its message. ``droppable`` names parts that may be
-    left out, lowest priority first, when the turn would not fit otherwise.
+    left out, lowest priority first, when the turn would not fit otherwise. Parts dropped on
+    the way that fit again once a bigger one is gone come back (highest priority first), and
+    the highest-priority part still out, if ``truncatable``, comes back cut to half the room
+    the other head and tail parts leave (the other half stays for the turn and the history).
     """
     named = {name: text for name, text in (*head, *turn, *tail) if text}
     sizes_of = {name: counter.text(text) for name, text in named.items()}
@@ -93,6 +99,23 @@ def plan_window(
         if name in named:
             del named[name], sizes_of[name]
             dropped.append(name)
+    full = {name: text for name, text in (*head, *turn, *tail) if text}
+    for name in reversed(list(dropped)):  # a small part dropped before a big one may fit again
+        if fixed() + (size := counter.text(full[name])) <= available:
+            named[name], sizes_of[name] = full[name], size
+            dropped.remove(name)
+    truncated = []
+    if dropped and dropped[-1] in truncatable and fixed() <= available:
+        name = dropped[-1]
+        # Half the room the head and tail leave, which does not change from turn to turn (the
+        # prompt's head stays the same, and llama.cpp's cache with it), unless this turn's
+        # message and context leave less.
+        framed = sum(size for part, size in sizes_of.items() if part in dict((*head, *tail)))
+        cut = clip_to_tokens(full[name], min((available - framed) // 2, available - fixed()), counter)
+        if cut:
+            named[name], sizes_of[name] = cut, counter.text(cut)
+            dropped.remove(name)
+            truncated.append({"part": name, "tokens": sizes_of[name], "full_tokens": counter.text(full[name])})
     if fixed() > available:
         raise InputTooLongError(
             f"the message is {message_tokens} tokens but only {max(available - fixed() + message_tokens, 0)} "
@@ -125,7 +148,32 @@ def plan_window(
         "history_messages": len(sizes) - new_start,
         "folded_messages_total": new_start,
     }
-    return WindowPlan(new_start, parts, budget, new_start - start, kept=named, dropped=dropped)
+    return WindowPlan(new_start, parts, budget, new_start - start, kept=named, dropped=dropped, truncated=truncated)
+
+
+MIN_CLIP_TOKENS = 32
+
+
+def clip_to_tokens(text: str, tokens: int, counter: TokenCounter) -> str:
+    """The longest start of ``text`` within ``tokens`` (found by bisection, the counter being
+    the model's tokenizer), ended at a sentence or word and marked with "…"; "" where fewer
+    than ``MIN_CLIP_TOKENS`` would be left, too little to carry a character."""
+    if tokens < MIN_CLIP_TOKENS:
+        return ""
+    low, high = 0, len(text)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if counter.text(text[:mid] + "…") <= tokens:
+            low = mid
+        else:
+            high = mid - 1
+    head = text[:low]
+    for ends in (". ", "\n", " "):
+        at = head.rfind(ends)
+        if at > len(head) // 2:
+            head = head[: at + 1]
+            break
+    return head.rstrip() + "…"
 
 
 def _fold_point(messages: Sequence[BaseMessage], sizes: list[int], start: int, budget: int, fold_to: float) -> int:

@@ -43,6 +43,8 @@ class Trace(TypedDict, total=False):
     persona: str
     greeting: str
     dropped_parts: list[str]
+    truncated_parts: list[dict[str, Any]]
+    persona_sampling: dict[str, Any]
     remembered: list[dict[str, Any]]
     remember_skipped: str
     observations: list[dict[str, Any]]

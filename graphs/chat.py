@@ -27,7 +27,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
-from agentmm.compose import DROP_ORDER, TurnParts, persona_turn_parts, plain_parts
+from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_window, render, turn_context
 from agentmm.errors import EmptyInputError
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
@@ -177,6 +177,7 @@ class Composer:
             tokenizer="model" if self.counter.exact else "approximate",
             lore=lore,
             dropped_parts=plan.dropped,
+            **({"truncated_parts": plan.truncated} if plan.truncated else {}),
             **trace,
         )
         return update
@@ -193,6 +194,7 @@ class Composer:
             turn=turn,
             tail=parts.tail,
             droppable=DROP_ORDER,
+            truncatable=TRUNCATABLE,
         )
 
     def _reserve_split(self, state: ChatState) -> dict[str, int]:

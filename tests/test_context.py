@@ -50,3 +50,33 @@ def test_window_never_moves_back() -> None:
 def test_message_too_long_for_the_context() -> None:
     with pytest.raises(InputTooLongError, match="shorten it or raise n_ctx"):
         plan([HumanMessage("word " * 1000)])
+
+
+def persona_plan(description: str, message: str = "now", n_ctx: int = 400) -> object:
+    head = [("description", description), ("personality", "wry and patient " * 5), ("scenario", "a lighthouse " * 5)]
+    return plan_window([HumanMessage(message)], 0, WORDS, n_ctx=n_ctx, reply_tokens=100, head=head,
+                       droppable=("scenario", "personality", "description"), truncatable=("description",))  # fmt: skip
+
+
+def test_parts_dropped_before_a_big_one_come_back_and_the_big_one_is_cut_short() -> None:
+    sentences = " ".join(f"Fact {i} about the keeper." for i in range(2000))  # 10,000 words
+    result = persona_plan(sentences)
+    assert result.dropped == []
+    assert set(result.kept) == {"description", "personality", "scenario"}
+    cut = result.truncated[0]
+    assert cut["part"] == "description" and cut["full_tokens"] == 10_000
+    # Half of what the other head parts leave ((300 - 15 - 10) // 2) stays for the turn and history.
+    assert 120 <= cut["tokens"] <= 137 and result.kept["description"].endswith("keeper.…")
+    assert result.kept["description"].startswith("Fact 0 about the keeper.")
+    assert result.budget["free"] >= 130
+
+
+def test_the_cut_is_the_same_whatever_the_message() -> None:
+    sentences = " ".join(f"Fact {i} about the keeper." for i in range(2000))
+    cuts = {persona_plan(sentences, message).kept["description"] for message in ["hi", "tell me more " * 10]}
+    assert len(cuts) == 1  # the prompt's head stays put from turn to turn
+
+
+def test_too_little_room_leaves_the_part_out() -> None:
+    result = persona_plan("word " * 5000, n_ctx=180)  # 80 tokens left: too few to cut to
+    assert result.dropped == ["description"] and result.truncated == []

@@ -90,6 +90,9 @@ def render_trace(trace: dict[str, Any]) -> Any:
                               f"({budget.get('free', 0)} free)"))  # fmt: skip
     if trace.get("dropped_parts"):
         parts.append(Text("dropped to fit the context: " + ", ".join(trace["dropped_parts"]), style="yellow"))
+    for cut in trace.get("truncated_parts") or []:
+        kept = f"{cut['tokens']} of {cut['full_tokens']} tokens"
+        parts.append(Text(f"cut short to fit the context: {cut['part']} ({kept})", style="yellow"))
 
     cache, usage = trace.get("cache") or {}, trace.get("usage") or {}
     if cache or usage:
