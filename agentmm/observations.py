@@ -22,6 +22,9 @@ UNREADABLE_NOTE = "[{{user}} tried to send {{file}}, but it could not be read: {
 # advice for the user, shown to them; the character only learns that it cannot see or hear it.
 UNSEEN_IMAGE_NOTE = "[{{user}} sends {{char}} a picture, but {{char}} cannot see it]"
 UNHEARD_AUDIO_NOTE = "[{{user}} sends {{char}} a voice note, but {{char}} cannot hear it]"
+# A voice note the speech model found no words in (silence, noise, a clip too short to say
+# anything): told as such, never as a quote of nothing.
+SILENT_AUDIO_NOTE = "[{{user}} sends {{char}} a voice note with no words in it]"
 MACROS = ("user", "char", "text", "file", "error")
 _MACRO = re.compile(r"\{\{\s*([A-Za-z_]+)\s*\}\}")
 
@@ -38,7 +41,8 @@ def check_note(value: str) -> str:
 class ObservationPhrasing(BaseModel):
     """One template per kind of observation. ``native_image``: a picture the chat model sees
     itself (no caption); ``unreadable``: a file that could not be perceived; ``unseen_image``
-    and ``unheard_audio``: a good file whose model is not available here (``unavailable``)."""
+    and ``unheard_audio``: a good file whose model is not available here (``unavailable``);
+    ``silent_audio``: a voice note in which no words were found."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -48,8 +52,9 @@ class ObservationPhrasing(BaseModel):
     unreadable: str = UNREADABLE_NOTE
     unseen_image: str = UNSEEN_IMAGE_NOTE
     unheard_audio: str = UNHEARD_AUDIO_NOTE
+    silent_audio: str = SILENT_AUDIO_NOTE
 
-    @field_validator("image", "native_image", "audio", "unreadable", "unseen_image", "unheard_audio")
+    @field_validator("image", "native_image", "audio", "unreadable", "unseen_image", "unheard_audio", "silent_audio")
     @classmethod
     def _known_macros(cls, value: str) -> str:
         return check_note(value)
@@ -63,6 +68,7 @@ class ObservationPhrasing(BaseModel):
             unreadable=settings.unreadable_note,
             unseen_image=settings.unseen_image_note,
             unheard_audio=settings.unheard_audio_note,
+            silent_audio=settings.silent_audio_note,
         )
 
     def line(self, observation: Mapping[str, Any], user_name: str, char_name: str) -> str:
@@ -76,7 +82,7 @@ class ObservationPhrasing(BaseModel):
         elif observation.get("kind") == "image":
             template = self.image
         elif observation.get("kind") == "audio":
-            template = self.audio
+            template = self.audio if str(observation.get("text") or "").strip() else self.silent_audio
         else:
             return ""
         values = {

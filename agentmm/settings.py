@@ -30,6 +30,7 @@ from agentmm.intent import Intent
 from agentmm.observations import (
     IMAGE_NOTE,
     NATIVE_IMAGE_NOTE,
+    SILENT_AUDIO_NOTE,
     UNHEARD_AUDIO_NOTE,
     UNREADABLE_NOTE,
     UNSEEN_IMAGE_NOTE,
@@ -229,6 +230,9 @@ class Settings(BaseSettings):
     unheard_audio_note: str = Field(
         UNHEARD_AUDIO_NOTE, description="How a voice note reads when no speech model is available."
     )
+    silent_audio_note: str = Field(
+        SILENT_AUDIO_NOTE, description="How a voice note reads when no words were found in it."
+    )
     tools: list[str] = Field(
         default_factory=list,
         description="Tools the model may call (names from `agentmm tools list`); a persona narrows them.",
@@ -265,7 +269,13 @@ class Settings(BaseSettings):
         return value
 
     @field_validator(
-        "image_note", "native_image_note", "voice_note", "unreadable_note", "unseen_image_note", "unheard_audio_note"
+        "image_note",
+        "native_image_note",
+        "voice_note",
+        "unreadable_note",
+        "unseen_image_note",
+        "unheard_audio_note",
+        "silent_audio_note",
     )
     @classmethod
     def _note(cls, value: str) -> str:  # {{user}}, {{char}}, {{text}}, {{file}}, {{error}}

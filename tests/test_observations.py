@@ -31,6 +31,7 @@ SEEN: list[dict[str, Any]] = [
         "unavailable": True,
     },
     {"kind": "audio", "file": "/notes/b.wav", "error": "cannot load speech model", "unavailable": True},
+    {"kind": "audio", "file": "/notes/c.wav", "text": ""},
 ]
 
 
@@ -42,6 +43,7 @@ def test_the_default_is_sillytaverns_phrasing() -> None:
         "[Ada tried to send broken.png, but it could not be read: truncated PNG]",
         "[Ada sends Nora a picture, but Nora cannot see it]",  # the setup advice is the user's, not Nora's
         "[Ada sends Nora a voice note, but Nora cannot hear it]",
+        "[Ada sends Nora a voice note with no words in it]",  # never a quote of nothing
     ]
 
 
@@ -52,6 +54,7 @@ def test_each_line_is_a_setting(isolated_env: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AGENTMM_UNREADABLE_NOTE", "({{file}} did not arrive)")
     monkeypatch.setenv("AGENTMM_UNSEEN_IMAGE_NOTE", "({{char}} squints at {{file}})")
     monkeypatch.setenv("AGENTMM_UNHEARD_AUDIO_NOTE", "({{file}}: static)")
+    monkeypatch.setenv("AGENTMM_SILENT_AUDIO_NOTE", "({{file}}: only breathing)")
     phrasing = ObservationPhrasing.from_settings(load_settings())
     assert describe_observations(SEEN, "Ada", "Nora", phrasing).splitlines() == [
         "*Ada shows Nora a photo: a dog on a beach*",
@@ -60,6 +63,7 @@ def test_each_line_is_a_setting(isolated_env: Path, monkeypatch: pytest.MonkeyPa
         "(broken.png did not arrive)",
         "(Nora squints at cat.png)",
         "(b.wav: static)",
+        "(c.wav: only breathing)",
     ]
 
 

@@ -280,6 +280,8 @@ def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
     if observation.get("error"):
         return True, f"{name}: {observation['error']}"
     if observation["kind"] == "audio":
+        if not str(observation.get("text") or "").strip():
+            return False, f"[no speech found in {name}]"
         return False, f"[you said ({name}): {observation['text']}]"
     if observation.get("native"):  # the chat model sees the picture itself: no caption to show
         return False, f"[{name}: sent to {observation.get('model', 'the model')}]"

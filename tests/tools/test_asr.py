@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import subprocess
+import wave
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -57,6 +59,29 @@ def test_silence_is_no_speech(tmp_path: Path) -> None:
     assert result.text == "" and result.segments == []
     assert abs(result.duration_s - 2.0) < 0.01
     assert transcribe_audio.invoke({"path": str(silent)}) == asr.NO_SPEECH
+
+
+def test_a_clip_too_short_for_a_word_is_no_speech(short_speech_wav: Path, tmp_path: Path) -> None:
+    """Whisper writes "Thank you for watching." or " ." for a tenth of a second of speech."""
+    with wave.open(str(short_speech_wav)) as clip:
+        rate, frames = clip.getframerate(), clip.readframes(clip.getnframes())
+    for start in (0.3, 0.6, 0.9, 1.2, 1.5):
+        for length in (0.1, 0.2, 0.25):
+            part = frames[int(start * rate) * 2 : int((start + length) * rate) * 2]
+            result = transcribe(write_wav(tmp_path / f"{start}-{length}.wav", part, rate))
+            assert (result.text, result.segments) == ("", []), (start, length)
+
+
+def test_segments_whisper_made_up_are_left_out() -> None:
+    def piece(text: str, start: float = 0.0, no_speech: float = 0.1, logprob: float = -0.3) -> SimpleNamespace:
+        return SimpleNamespace(text=text, start=start, no_speech_prob=no_speech, avg_logprob=logprob)
+
+    assert not asr.made_up(piece(" I'll have a coffee."), 2.0)
+    assert asr.made_up(piece(" Thank you very much.", start=1.0), 0.9)  # after the audio's end
+    assert asr.made_up(piece(" ."), 2.0) and asr.made_up(piece(" ..."), 2.0)  # no word at all
+    assert asr.made_up(piece(" Thank you for watching.", no_speech=0.577, logprob=-1.046), 2.0)
+    assert not asr.made_up(piece(" mumbled words", no_speech=0.3, logprob=-1.2), 2.0)  # doubted, but speech
+    assert not asr.made_up(piece(" quiet words", no_speech=0.7, logprob=-0.5), 2.0)  # quiet, but sure
 
 
 def test_bad_media_fails_before_the_model_is_touched(tmp_path: Path) -> None:
