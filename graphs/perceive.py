@@ -59,11 +59,12 @@ class Perceive:
 
     def _native(self, path: Path) -> dict[str, Any]:
         """A picture the chat model will see itself: decoded once here to catch a bad file."""
+        from agentmm.tools.caption import VLM_IMAGE_SIDE
         from agentmm.tools.media import open_image
 
         started = time.perf_counter()
         try:
-            open_image(path)
+            open_image(path, min_side=VLM_IMAGE_SIDE)
         except AgentmmError as exc:
             return Observation(kind="unsupported", file=str(path), error=str(exc),
                                seconds=round(time.perf_counter() - started, 3)).as_trace()  # fmt: skip
@@ -92,10 +93,10 @@ def image_block(path: str | Path) -> dict[str, Any]:
     """A LangChain standard image content block (PNG, base64) of the file, shrunk to the size
     the captioner's VLM path uses: projectors resize to far less, and a smaller block is
     cheaper to encode and pass."""
-    from agentmm.tools.caption import image_data_uri
+    from agentmm.tools.caption import VLM_IMAGE_SIDE, image_data_uri
     from agentmm.tools.media import open_image
 
-    uri = image_data_uri(open_image(path))
+    uri = image_data_uri(open_image(path, min_side=VLM_IMAGE_SIDE))
     return {"type": "image", "base64": uri.split(",", 1)[1], "mime_type": "image/png"}
 
 

@@ -271,7 +271,7 @@ def caption_file(path: str | Path, captioner: Captioner | None = None, runtime: 
     """Caption an image file (its type checked by its bytes, decoded in full first); without a
     ``captioner``, with ``default_captioner(runtime)``."""
     started = time.perf_counter()
-    image = open_image(path)
+    image = open_image(path, min_side=VLM_IMAGE_SIDE)  # no captioner looks at more
     chosen = captioner or default_captioner(runtime)
     text = chosen.describe(image)
     return Caption(text=text, model=chosen.name, seconds=round(time.perf_counter() - started, 3))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import stat
 import struct
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -208,7 +209,11 @@ def open_image(
     The image is fully decoded here, so a truncated file fails now with a typed error rather
     than later inside a model's preprocessing. The returned image holds no open file.
     ``min_side`` lets a JPEG decode at a reduced scale that still keeps at least that many
-    pixels per side: a model that resizes to 224 px need not decode 12 megapixels.
+    pixels per side: a model that resizes to 224 px need not decode 12 megapixels, and a
+    108-megapixel phone photo is checked against ``max_pixels`` at the scale it is decoded at.
+    The image is turned the way its EXIF orientation says (as viewers show it); converted to a
+    ``mode``, 16-bit greyscale is scaled to 8 bits (not clipped to white) and transparent
+    pixels are laid on white (not black, which would erase a black logo).
     """
     path = Path(path)
     media = sniff(path)
@@ -221,20 +226,19 @@ def open_image(
     with _reading(path):
         file = path.open("rb")
     try:
-        with file, Image.open(file) as image:
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageTooLargeError(
-                    path, f"{_shown(path)} is too large to decode safely: {width}x{height} pixels, over {max_pixels:,}"
-                )
-            if min_side is not None and media == JPEG:
-                image.draft("RGB", (min_side, min_side))
-            image.load()
-            if mode is None:
-                return image.copy()
-            if "transparency" in image.info and image.mode in ("P", "L", "RGB"):
-                image = image.convert("RGBA")
-            return image.convert(mode)
+        with file, warnings.catch_warnings():
+            # Pillow warns on stderr past its own limit; the size is checked here instead.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                if min_side is not None and media == JPEG:
+                    image.draft("RGB", (min_side, min_side))
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageTooLargeError(path, f"{_shown(path)} is too large to decode safely: "
+                                                   f"{width}x{height} pixels, over {max_pixels:,}")  # fmt: skip
+                image.load()
+                upright = _upright(image)
+                return upright.copy() if mode is None else _in_mode(upright, mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageTooLargeError(path, f"{_shown(path)} is too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
@@ -242,6 +246,28 @@ def open_image(
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CorruptMediaError(path, f"{_shown(path)} is a truncated or damaged {label} image ({detail})") from exc
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation says (a phone photo taken sideways)."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image) or image
+
+
+def _in_mode(image: Image.Image, mode: str) -> Image.Image:
+    """``image`` in ``mode``: 16-bit and 32-bit greyscale scaled, transparency laid on white."""
+    from PIL import Image
+
+    if image.mode.startswith("I"):  # I;16, I;16B, I: 0..65535 greyscale
+        image = image.convert("I").point(lambda value: value * (1 / 257)).convert("L")
+    if "transparency" in image.info and image.mode in ("P", "L", "RGB"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") and mode not in ("RGBA", "LA"):
+        white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        white.alpha_composite(image.convert("RGBA"))
+        image = white
+    return image.convert(mode)
 
 
 # --- audio ------------------------------------------------------------------------------------

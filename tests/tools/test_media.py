@@ -243,3 +243,55 @@ def test_every_media_error_is_an_agentmm_error_with_the_path(tmp_path: Path) -> 
         media.sniff(tmp_path / "x.ogg")
     assert error.value.path == tmp_path / "x.ogg"
     assert error.value.exit_code == 2
+
+
+def test_a_photo_taken_sideways_is_turned_as_its_exif_says(tmp_path: Path) -> None:
+    from PIL import Image
+
+    upright = Image.new("RGB", (30, 40), "white")
+    upright.paste((255, 0, 0), (0, 0, 30, 10))  # red across the top, as it is shown
+    sideways = upright.transpose(Image.Transpose.ROTATE_90)  # as the camera stored it: 40x30
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to show
+    sideways.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    decoded = media.open_image(tmp_path / "phone.jpg")
+    assert decoded.size == (30, 40)
+    red, green, blue = decoded.getpixel((15, 2))
+    assert red > 200 and green < 60 and blue < 60
+
+
+def test_16_bit_greyscale_is_scaled_not_clipped_to_white(tmp_path: Path) -> None:
+    from PIL import Image
+
+    gradient = Image.new("I;16", (256, 1))
+    gradient.putdata([i * 257 for i in range(256)])
+    gradient.save(tmp_path / "gradient16.png")
+    decoded = media.open_image(tmp_path / "gradient16.png")
+    assert [decoded.getpixel((x, 0))[0] for x in (0, 64, 128, 255)] == [0, 64, 128, 255]
+
+
+def test_transparent_pixels_are_laid_on_white(tmp_path: Path) -> None:
+    from PIL import Image
+
+    logo = Image.new("RGBA", (20, 20), (0, 0, 0, 0))
+    logo.paste((0, 0, 0, 255), (5, 5, 15, 15))  # a black square on nothing
+    logo.save(tmp_path / "logo.png")
+    decoded = media.open_image(tmp_path / "logo.png")
+    assert decoded.getpixel((0, 0)) == (255, 255, 255) and decoded.getpixel((10, 10)) == (0, 0, 0)
+    palette = logo.convert("P")  # transparency in a palette image is a tRNS index
+    palette.info["transparency"] = palette.getpixel((0, 0))
+    palette.save(tmp_path / "logo-p.png", transparency=palette.getpixel((0, 0)))
+    assert media.open_image(tmp_path / "logo-p.png").getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_a_big_jpeg_is_checked_at_the_scale_it_is_decoded_at(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from PIL import Image
+
+    Image.new("RGB", (4000, 3000), "teal").save(tmp_path / "big.jpg", quality=50)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 7_000_000)  # Pillow warns past it (and fails past twice it)
+    with pytest.raises(ImageTooLargeError):
+        media.open_image(tmp_path / "big.jpg", max_pixels=2_000_000)
+    assert media.open_image(tmp_path / "big.jpg", max_pixels=2_000_000, min_side=700).size == (1000, 750)
+    assert "DecompressionBombWarning" not in capfd.readouterr().err
