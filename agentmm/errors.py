@@ -26,6 +26,20 @@ class EmptyInputError(AgentmmError):
     """A turn was asked for with nothing to say."""
 
 
+class InvalidTextError(AgentmmError):
+    """Text that is not valid Unicode: a lone surrogate, from a JSON ``"\\ud800"`` or from bytes
+    that are not UTF-8 on a command line. No tokenizer, embedder or database can take it."""
+
+    @classmethod
+    def check(cls, text: str, what: str) -> str:
+        """``text`` if it can be written as UTF-8, else this error naming ``what`` it is."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise cls(f"{what} is not valid Unicode text (at character {exc.start + 1}; was it UTF-8?)") from None
+        return text
+
+
 class ThreadNotFoundError(AgentmmError):
     """A thread id names no saved conversation."""
 

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -86,6 +87,11 @@ class ServedAgent(Protocol):
 
 class BadRequestError(AgentmmError):
     """A request the API cannot take (not JSON, a field of the wrong type)."""
+
+
+# A thread a client names itself must be reachable at /threads/{id}: no "/", no control
+# characters, nothing a URL path normalises away ("..").
+NEW_THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 
 def status_of(exc: BaseException) -> int:
@@ -179,6 +185,12 @@ class _Routes:
         greeting = _field(body, "greeting", int) or 0
         wants_events = bool(_field(body, "stream", bool)) or "text/event-stream" in request.headers.get("accept", "")
         agent = self.agent_of()
+        if thread_id is not None and not NEW_THREAD_ID.fullmatch(thread_id):
+            from agentmm.threads import thread_exists
+
+            if not await asyncio.to_thread(thread_exists, agent.checkpointer, thread_id):
+                raise BadRequestError(f"thread_id {thread_id!r} cannot name a new thread: use up to 128 letters, "
+                                      "digits and . _ : @ -, starting with a letter or digit")  # fmt: skip
         turn = agent.stream(message, thread_id, persona=persona, greeting=greeting)
         if not wants_events:
             result = await turn.achat()

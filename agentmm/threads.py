@@ -404,9 +404,13 @@ def list_threads(saver: BaseCheckpointSaver) -> list[ThreadSummary]:
 
 
 def delete_thread(saver: BaseCheckpointSaver, thread_id: str) -> None:
+    """Delete a thread, holding it as a turn does: a turn running on it would write its
+    checkpoints back after the delete and bring the whole thread back, so that is refused
+    (``ThreadInUseError``) while the turn runs."""
     if not thread_exists(saver, thread_id):
         raise ThreadNotFoundError(f"unknown thread {thread_id!r} (see: agentmm threads list)")
-    saver.delete_thread(thread_id)
+    with turn_on(saver, thread_id):
+        saver.delete_thread(thread_id)
 
 
 def _iso(ts: str) -> str:

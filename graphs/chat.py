@@ -29,7 +29,7 @@ from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_window, render, turn_context
-from agentmm.errors import EmptyInputError
+from agentmm.errors import EmptyInputError, InvalidTextError
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
@@ -66,6 +66,7 @@ class Ingest:
         context = runtime.context or TurnContext()
         if not text and not context.attachments:
             raise EmptyInputError("nothing to say: the message is empty")
+        InvalidTextError.check(text, "the message")
         history = state.get("messages", [])
         update: dict[str, Any] = {}
         removed: list[AnyMessage] = []

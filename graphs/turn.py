@@ -44,7 +44,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
-from agentmm.errors import EmptyInputError
+from agentmm.errors import EmptyInputError, InvalidTextError
 from agentmm.event_loop import LoopThread
 from agentmm.graphs.thread_edit import restore
 from agentmm.personas import greeting as opening_greeting
@@ -183,6 +183,7 @@ class TurnStream:
     ) -> None:  # fmt: skip
         if not (text and text.strip()) and not attachments:
             raise EmptyInputError("nothing to say: the message is empty")
+        InvalidTextError.check(text, "the message")
         self.agent = agent
         self.text = text
         self.thread_id = thread_id or new_thread_id()

@@ -145,3 +145,10 @@ def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path) -> None:
     ]
     for args, env, needle in cases:
         assert_one_line_error(agentmm(*args, env=env), needle)
+
+
+def test_text_that_is_not_utf8_is_one_line(isolated_env: Path) -> None:
+    latin1 = os.fsdecode(b"caf\xe9")  # a Latin-1 terminal's "café": a lone surrogate once decoded
+    assert_one_line_error(agentmm("chat", "-m", latin1), "the message is not valid Unicode text")
+    memory = {"AGENTMM_MEMORY": "true"}
+    assert_one_line_error(agentmm("memory", "add", latin1, env=memory), "the memory is not valid Unicode text")

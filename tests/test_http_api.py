@@ -227,3 +227,16 @@ def test_a_dead_model_server_is_503(isolated_env: Path) -> None:
         answer = client.post("/chat", json={"message": "hello"})
     assert answer.status_code == 503
     assert answer.json()["error"].startswith("cannot reach the model server")
+
+
+def test_new_thread_ids_must_be_reachable_and_text_must_be_unicode(client: TestClient) -> None:
+    for bad in ["a/b", "../x", "..", "a\u0000b", "x" * 129, " padded"]:
+        refused = client.post("/chat", json={"message": "hi", "thread_id": bad})
+        assert refused.status_code == 400 and "cannot name a new thread" in refused.json()["error"], bad
+    assert client.get("/threads").json()["threads"] == []
+    assert client.post("/chat", json={"message": "hi", "thread_id": "user-42:chat@2026.1"}).status_code == 200
+    assert client.get("/threads/user-42:chat@2026.1").status_code == 200
+    for route, body in [("/chat", {"message": "caf\ud800"}), ("/memories", {"text": "caf\ud800"})]:
+        refused = client.post(route, content=json.dumps(body).encode())  # "\ud800" escaped, as JSON allows
+        assert refused.status_code == 400 and "not valid Unicode" in refused.json()["error"], route
+    assert client.get("/memories/search", params={"q": "x"}).status_code == 200

@@ -74,3 +74,16 @@ def test_a_reader_during_a_live_turn_writes_no_rollback(isolated_env: Path) -> N
     seen, sources = asyncio.run(read_while_answering())
     assert seen[-1] == "second message here"  # shown as it is: a live process is answering it
     assert "fork" not in sources  # no rollback was written under the live turn
+
+
+def test_a_thread_cannot_be_deleted_while_a_turn_runs_on_it(isolated_env: Path) -> None:
+    """Deleted mid-turn, the turn's checkpoints were written back after it: the thread returned."""
+    from agentmm.threads import delete_thread, thread_exists
+
+    with Agent(model=SlowEcho(pause=0.0), memory=False) as agent:
+        agent.chat("hello", "t")
+        with turn_on(agent.checkpointer, "t"), pytest.raises(ThreadInUseError, match="thread t is in use"):
+            delete_thread(agent.checkpointer, "t")
+        assert thread_exists(agent.checkpointer, "t")
+        delete_thread(agent.checkpointer, "t")
+        assert not thread_exists(agent.checkpointer, "t")

@@ -18,6 +18,7 @@ from urllib.parse import unquote
 
 from langgraph.store.base import BaseStore, Item, PutOp
 
+from agentmm.errors import InvalidTextError
 from agentmm.memory.dates import annotate, day
 from agentmm.memory.rerank import DEPTH, token_embedder
 from agentmm.memory.rerank import rerank as rerank_hits
@@ -120,6 +121,7 @@ def recall(
     (``agentmm.memory.multihop``); ``by_date=False`` leaves recall by date out; ``rerank``
     reorders the best candidates by late interaction (``agentmm.memory.rerank``).
     """
+    InvalidTextError.check(query, "the search")
     found: list[Recalled] = []
     for namespace in namespaces:
         hits = search_scope(store, namespace, query, k=k * 2, rounds=rounds, now=now, by_date=by_date,

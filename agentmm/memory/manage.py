@@ -16,6 +16,7 @@ from typing import Any
 
 from langgraph.store.base import BaseStore, Item, PutOp
 
+from agentmm.errors import InvalidTextError
 from agentmm.fileio import atomic_write
 from agentmm.memory.conversation import ROOT, memory_text, scope, scope_text, user_prefix
 from agentmm.memory.errors import MemoryStoreError
@@ -70,6 +71,7 @@ def add_memory(store: BaseStore, user: str, persona: str | None, text: str, *, s
     """A memory the owner writes by hand (speaker: the user)."""
     if not text.strip():
         raise MemoryStoreError("nothing to remember: the text is empty")
+    InvalidTextError.check(text, "the memory")
     namespace = scope(user, persona, shared=shared)
     when = datetime.now(UTC)
     key = f"note:{uuid.uuid4().hex[:12]}"
