@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
+from agentmm.console_text import plain, printable
 from agentmm.errors import AgentmmError
 
 if TYPE_CHECKING:
@@ -341,7 +342,7 @@ def threads_list(as_json: JsonFlag = False) -> None:
 
     table = Table("thread", "turns", "updated", "first message")
     for t in threads:
-        table.add_row(t.thread_id, str(t.turns), t.updated_at, t.title)
+        table.add_row(plain(t.thread_id), str(t.turns), t.updated_at, plain(t.title))
     Console().print(table if threads else "no threads yet: agentmm chat starts one")
 
 
@@ -358,7 +359,7 @@ def threads_show(thread_id: str, as_json: JsonFlag = False) -> None:
     sys.stdout.write(f"thread {thread_id} · {summary['turns']} turns · updated {summary['updated_at']}\n")
     for m in messages:
         mark = " [interrupted]" if m.get("interrupted") else ""
-        sys.stdout.write(f"{m['role']}> {m['content']}{mark}\n")
+        sys.stdout.write(f"{m['role']}> {printable(m['content'])}{mark}\n")
 
 
 @threads_app.command("delete")
@@ -413,7 +414,7 @@ def config_show(as_json: JsonFlag = False) -> None:
 
     table = Table("setting", "value", "from", title=f"config file: {path}")
     for name, value in values.items():
-        table.add_row(name, str(value), settings.sources[name])
+        table.add_row(name, plain(value), plain(settings.sources[name]))
     Console().print(table)
 
 
@@ -430,8 +431,8 @@ def doctor(as_json: JsonFlag = False) -> None:
 
         console = Console()
         for check in report["checks"]:
-            mark = "[green]ok[/]" if check["ok"] else "[red]problem[/]"
-            console.print(f"{mark:>18}  [bold]{check['name']}[/]: {check['detail']}")
+            mark = plain(f"{'ok' if check['ok'] else 'problem':>7}", style="green" if check["ok"] else "red")
+            console.print(mark + "  " + plain(check["name"], style="bold") + ": " + plain(check["detail"]))
         console.print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     if not report["ok"]:
         raise typer.Exit(1)
@@ -461,11 +462,12 @@ def personas_list(as_json: JsonFlag = False) -> None:
 
     table = Table("name", "source", "greetings", "lore", "description")
     for p in personas:
-        table.add_row(p["name"], p["source"], str(p["greetings"]), str(p["lore_entries"]), p["description"][:60])
+        table.add_row(plain(p["name"]), plain(p["source"]), str(p["greetings"]), str(p["lore_entries"]),
+                      plain(p["description"][:60]))  # fmt: skip
     console = Console()
     console.print(table)
     for problem in registry.problems:
-        console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+        console.print(plain("skipped: ", style="yellow") + plain(problem), highlight=False)
 
 
 @personas_app.command("show")
@@ -581,9 +583,10 @@ def _print_memories(rows: list[dict[str, Any]], as_json: bool, key: str = "memor
     table = Table("id", "scope", "when", "text", *(["score"] if rows and "score" in rows[0] else []))
     for row in rows:
         value = row.get("value", row)
-        cells = [row["id"], row.get("scope", ""), str(value.get("when", ""))[:19], str(value.get("content", ""))]
+        text = value.get("content") or row.get("text", "")  # a search row holds the indexed text
+        cells = [plain(row["id"]), plain(row.get("scope", "")), str(value.get("when", ""))[:19], plain(text)]
         if "score" in row:
-            cells.append(f"{row['score']:.4f}")
+            cells.append(plain(f"{row['score']:.4f}"))
         table.add_row(*cells)
     Console().print(table if rows else "no memories")
 
@@ -1097,8 +1100,9 @@ def tools_list(as_json: JsonFlag = False) -> None:
 
     table = Table("tool", "enabled", "asks", "from", "personas", "what it does", box=None)
     for row in rows:
-        table.add_row(row["name"], "yes" if row["enabled"] else "-", "yes" if row["requires_approval"] else "-",
-                      row["source"], ", ".join(row["personas"]) or "-", row["description"])  # fmt: skip
+        table.add_row(plain(row["name"]), "yes" if row["enabled"] else "-", "yes" if row["requires_approval"] else "-",
+                      plain(row["source"]), plain(", ".join(row["personas"]) or "-"),
+                      plain(row["description"]))  # fmt: skip
     Console().print(table)
     for problem in catalog.problems:
         sys.stderr.write(f"agentmm: skipped a plugin: {problem}\n")

@@ -152,3 +152,19 @@ def test_text_that_is_not_utf8_is_one_line(isolated_env: Path) -> None:
     assert_one_line_error(agentmm("chat", "-m", latin1), "the message is not valid Unicode text")
     memory = {"AGENTMM_MEMORY": "true"}
     assert_one_line_error(agentmm("memory", "add", latin1, env=memory), "the memory is not valid Unicode text")
+
+
+def test_brackets_and_escapes_in_messages_are_shown_as_written(isolated_env: Path) -> None:
+    """'[/i]' crashed threads list and memory list (rich markup); '[ooc]' and 'list[int]' vanished."""
+    said = "I wrote list[int] in [bold]Python[/bold] [/i] [ooc] \x1b[31mred"
+    memory = {"AGENTMM_MEMORY": "true", "COLUMNS": "300"}
+    turn = ok_json("chat", "-m", said, "--json", "--max-tokens", "3", env=memory)
+    listed = agentmm("threads", "list", env={"COLUMNS": "300"})
+    assert listed.returncode == 0, listed.stderr
+    assert "list[int] in [bold]Python[/bold] [/i] [ooc]" in listed.stdout and "\x1b[31m" not in listed.stdout
+    shown = agentmm("threads", "show", turn["thread_id"])
+    assert "[/i] [ooc] red" in shown.stdout and "\x1b" not in shown.stdout
+    remembered = agentmm("memory", "list", env=memory)
+    assert remembered.returncode == 0 and "[/i] [ooc]" in remembered.stdout, remembered.stderr
+    found = agentmm("memory", "search", "Python list", env=memory)
+    assert found.returncode == 0 and "[/i]" in found.stdout, found.stderr  # the text column was empty

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agentmm.console_text import plain
 from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
 from agentmm.repl.terminal import Terminal, tool_note, user_note
@@ -352,9 +353,10 @@ class ChatSession:
         table = Table("id", "when", "text", *(["score"] if arg else []), show_edge=False, pad_edge=False)
         for row in rows:
             value = row.get("value", row)
-            cells = [row["id"], str(value.get("when", ""))[:16], " ".join(str(value.get("content", "")).split())[:80]]
+            text = value.get("content") or row.get("text", "")  # a search row holds the indexed text
+            cells = [plain(row["id"]), str(value.get("when", ""))[:16], plain(" ".join(str(text).split())[:80])]
             if arg:
-                cells.append(f"{row.get('score', 0):.4f}")
+                cells.append(plain(f"{row.get('score', 0):.4f}"))
             table.add_row(*cells)
         self.terminal.show(table)
 
@@ -392,7 +394,7 @@ class ChatSession:
         table = Table("", "thread", "turns", "updated", "first message", show_edge=False, pad_edge=False)
         for t in threads[:30]:
             mark = "*" if t.thread_id == self.thread_id else ""
-            table.add_row(mark, t.thread_id, str(t.turns), t.updated_at, t.title)
+            table.add_row(mark, plain(t.thread_id), str(t.turns), t.updated_at, plain(t.title))
         self.terminal.show(table)
 
     def cmd_resume(self, arg: str) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 from rich.cells import cell_len
 from rich.console import Console
 
+from agentmm.console_text import printable
+
 # Markup worth re-rendering a reply for (role-play's *actions* included).
 _MARKDOWN = re.compile(
     r"\*\*|__|`|^\s{0,3}#{1,6} |^\s*[-*+] |^\s*\d+\. |^\s*> |\[[^\]]+\]\([^)]+\)|^\|.*\|\s*$"
@@ -229,7 +231,7 @@ class Terminal:
         self.out.print(renderable)
 
     def info(self, text: str) -> None:
-        self.err.print(text, style="dim" if self.live else None, markup=False, highlight=False)
+        self.err.print(printable(text), style="dim" if self.live else None, markup=False, highlight=False)
 
     def note(self, markup: str) -> None:
         """A notice with rich markup (the header, hints)."""
@@ -238,7 +240,7 @@ class Terminal:
     def error(self, text: str) -> None:
         self.stop_spinner()
         if self.live:
-            self.err.print(f"[bold red]error:[/] {_escape(text)}", highlight=False)
+            self.err.print(f"[bold red]error:[/] {_escape(printable(text))}", highlight=False)
         else:
             self.err.file.write(f"agentmm: error: {text}\n")
             self.err.file.flush()

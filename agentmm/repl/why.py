@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from agentmm.console_text import plain
+
 BAR = 24
 
 
@@ -110,7 +112,7 @@ def render_trace(trace: dict[str, Any]) -> Any:
             for r in recalled:
                 found_by = "+".join(r.get("found_by") or [])
                 table.add_row(f"{r.get('score', 0):.4f}", f"{r.get('similarity', 0):.3f}", found_by,
-                              str(r.get("id", "")), _clip(r.get("text", ""), 70))  # fmt: skip
+                              plain(r.get("id", "")), plain(_clip(r.get("text", ""), 70)))  # fmt: skip
             parts.append(table)
         else:
             parts.append(Text("recalled memories: none above the threshold"))
@@ -123,14 +125,14 @@ def render_trace(trace: dict[str, Any]) -> Any:
             table.add_column(column)
         for entry in lore:
             inserted = "yes" if entry.get("inserted", True) else f"no ({entry.get('note', '')})"
-            table.add_row(str(entry.get("entry", "")), _clip(entry.get("why", ""), 40), str(entry.get("tokens", "")),
-                          inserted)  # fmt: skip
+            table.add_row(plain(entry.get("entry", "")), plain(_clip(entry.get("why", ""), 40)),
+                          str(entry.get("tokens", "")), plain(inserted))  # fmt: skip
         parts.append(table)
 
     for o in trace.get("observations") or []:
         what = f"error: {o['error']}" if o.get("error") else _clip(o.get("text", ""))
         seconds = f" ({o['seconds']:.2f} s)" if isinstance(o.get("seconds"), int | float) else ""
-        parts.append(Text(f"observed {o.get('kind', 'file')} {o.get('file', '')}{seconds}: {what}"))
+        parts.append(plain(f"observed {o.get('kind', 'file')} {o.get('file', '')}{seconds}: {what}"))
 
     calls = trace.get("tool_calls") or []
     if calls:
@@ -140,8 +142,8 @@ def render_trace(trace: dict[str, Any]) -> Any:
         for c in calls:
             duration = c.get("duration_s")
             seconds = f"{duration:.3f}" if isinstance(duration, int | float) else ""
-            table.add_row(str(c.get("name", "")), _clip(c.get("args", ""), 40), str(c.get("status", "")),
-                          _clip(c.get("output", ""), 50), seconds)  # fmt: skip
+            table.add_row(plain(c.get("name", "")), plain(_clip(c.get("args", ""), 40)), plain(c.get("status", "")),
+                          plain(_clip(c.get("output", ""), 50)), seconds)  # fmt: skip
         parts.append(table)
 
     summary = trace.get("summary") or {}
