@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import threading
 import warnings
 from collections import defaultdict
@@ -57,7 +58,12 @@ from agentmm.memory import _records as rec
 from agentmm.memory import _undo
 from agentmm.memory._journal import ItemRef, Revision
 from agentmm.memory._lock import DirectoryLock
-from agentmm.memory.errors import EmbeddingDimsMismatchError, MemoryStoreError, StoreUnreachableError
+from agentmm.memory.errors import (
+    EmbeddingDimsMismatchError,
+    MemoryStoreError,
+    StoreDamagedError,
+    StoreUnreachableError,
+)
 from agentmm.memory.filters import matches, namespace_matches, pushdown, scalar_metadata, validate
 
 if TYPE_CHECKING:
@@ -158,15 +164,20 @@ class ChromaStore(BaseStore):
             import chromadb
             from chromadb.config import Settings
 
-            client = chromadb.PersistentClient(path=str(lock.directory), settings=Settings(anonymized_telemetry=False))
-            return cls(
-                client,
-                index=index,
-                collection_prefix=collection_prefix,
-                search_ef=search_ef,
-                location=str(lock.directory),
-                dir_lock=lock,
-            )
+            try:
+                client = chromadb.PersistentClient(
+                    path=str(lock.directory), settings=Settings(anonymized_telemetry=False)
+                )
+                return cls(
+                    client,
+                    index=index,
+                    collection_prefix=collection_prefix,
+                    search_ef=search_ef,
+                    location=str(lock.directory),
+                    dir_lock=lock,
+                )
+            except (chromadb.errors.InternalError, sqlite3.DatabaseError) as exc:
+                raise StoreDamagedError(_damaged(lock.directory, exc)) from exc
         except BaseException:
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -741,6 +752,13 @@ class ChromaStore(BaseStore):
             for namespace, key, path in refs:
                 by_item[(namespace, key)].append((path, vector))
         return by_item
+
+
+def _damaged(directory: Path, exc: BaseException) -> str:
+    """One line for a store whose database will not open: what SQLite said, and what to do."""
+    said = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return (f"the memory store in {directory} is damaged and cannot be opened ({said}); move that folder away "
+            "to start an empty one, or put back a copy (agentmm memory import FILE restores an export)")  # fmt: skip
 
 
 def _tune_hnsw(collection: Collection, wanted: Mapping[str, int]) -> None:

@@ -33,6 +33,10 @@ class StoreInUseError(MemoryStoreError):
         )
 
 
+class StoreDamagedError(MemoryStoreError):
+    """The embedded store's database file is not a database, or is damaged (cut short, overwritten)."""
+
+
 class StoreUnreachableError(MemoryStoreError):
     """A store's server (a Chroma server URL, a Postgres ``store_url``) does not answer."""
 
