@@ -98,7 +98,7 @@ def status_of(exc: BaseException) -> int:
     """The HTTP status of an agentmm error: 409 a busy thread, 404 something unknown, 503 what the
     worker depends on failing (the model server, the database, the memory store), 400 the rest."""
     from agentmm.errors import ModelServerError
-    from agentmm.memory.errors import StoreUnreachableError
+    from agentmm.memory.errors import StoreInUseError, StoreUnreachableError
     from agentmm.memory.manage import MemoryNotFoundError
     from agentmm.personas import PersonaNotFoundError
     from agentmm.postgres import DatabaseError
@@ -107,7 +107,7 @@ def status_of(exc: BaseException) -> int:
         return 409
     if isinstance(exc, (ThreadNotFoundError, MemoryNotFoundError, PersonaNotFoundError)):
         return 404
-    if isinstance(exc, (ModelServerError, DatabaseError, StoreUnreachableError)):
+    if isinstance(exc, (ModelServerError, DatabaseError, StoreUnreachableError, StoreInUseError)):
         return 503
     return 400
 

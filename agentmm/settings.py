@@ -256,6 +256,14 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(None, description="Where hub downloads go (default: the Hugging Face cache).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
+    @field_validator("data_dir", "models_dir", "personas_dir", "tools_dir", "cache_dir", mode="before")
+    @classmethod
+    def _not_empty(cls, value: Any) -> Any:
+        """``AGENTMM_DATA_DIR=`` would be ``Path("")``, the current directory: refused instead."""
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("a folder is needed, not an empty value")
+        return value
+
     @field_validator("data_dir", "models_dir", "personas_dir", "tools_dir", "cache_dir", mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
@@ -436,7 +444,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         settings = Settings.model_validate(values)
     except ValidationError as exc:
         from_file = {name for name, origin in sources.items() if origin.startswith("file ")}
-        raise SettingsError(_one_line(exc, from_file, path)) from exc
+        from_env = frozenset(name for name, origin in sources.items() if origin == "env")
+        raise SettingsError(_one_line(exc, from_file, path, from_env)) from exc
     settings._sources = {name: sources[name] for name in Settings.model_fields}
     return settings
 
@@ -475,14 +484,17 @@ def _env_one_line(exc: PydanticSettingsError) -> str:
     return f"bad setting {name} (from {ENV_PREFIX}{name.upper()}): give a JSON list, e.g. {example}"
 
 
-def _one_line(exc: ValidationError, file_keys: set[str], path: Path | None) -> str:
+def _one_line(
+    exc: ValidationError, file_keys: set[str], path: Path | None, env_keys: frozenset[str] = frozenset()
+) -> str:
     error = exc.errors()[0]
+    error["msg"] = str(error["msg"]).removeprefix("Value error, ")
     if not error["loc"]:  # a check across settings (model_validator): its message names them
         return f"bad settings: {str(error['msg']).removeprefix('Value error, ')}"
     name = str(error["loc"][0])
     if error["type"] == "extra_forbidden":
         return f"unknown setting {name!r}"
-    origin = f" (from {path})" if name in file_keys else ""
+    origin = f" (from {path})" if name in file_keys else f" (from AGENTMM_{name.upper()})" if name in env_keys else ""
     value = error.get("input")
     shown = f" {_clip(repr(value))}" if isinstance(value, (str, int, float)) else ""
     return f"bad setting {name}{shown}{origin}: {error['msg']}"

@@ -240,3 +240,10 @@ def test_new_thread_ids_must_be_reachable_and_text_must_be_unicode(client: TestC
         refused = client.post(route, content=json.dumps(body).encode())  # "\ud800" escaped, as JSON allows
         assert refused.status_code == 400 and "not valid Unicode" in refused.json()["error"], route
     assert client.get("/memories/search", params={"q": "x"}).status_code == 200
+
+
+def test_a_memory_store_held_by_another_process_is_503_as_ready_says() -> None:
+    from agentmm.http_api import status_of
+    from agentmm.memory.errors import StoreInUseError
+
+    assert status_of(StoreInUseError(Path("/data/memory"), 4242)) == 503  # try again: not the request's fault
