@@ -28,6 +28,19 @@ def transcript(messages: Sequence[BaseMessage], user_name: str, char_name: str) 
     return text[-MAX_TRANSCRIPT_CHARS:]
 
 
+SUMMARY_TOKENS = 200
+MIN_SUMMARY_TOKENS = 32
+
+
+def summary_tokens(n_ctx: int) -> int:
+    """The longest summary for a context of ``n_ctx``: a sixteenth of it, 32 to 200 tokens.
+
+    A fixed 200 filled 40% of a 512-token context: the history had ~2 messages of room, so
+    every turn folded and ran the summary again (4-12 s each); at 256 it was written and then
+    dropped to fit."""
+    return max(MIN_SUMMARY_TOKENS, min(SUMMARY_TOKENS, n_ctx // 16))
+
+
 def fold_into_summary(
     model: BaseChatModel,
     previous: str,
@@ -35,7 +48,7 @@ def fold_into_summary(
     *,
     user_name: str,
     char_name: str,
-    max_tokens: int = 200,
+    max_tokens: int = SUMMARY_TOKENS,
 ) -> str:
     """The new summary: ``previous`` with ``folded`` merged in (``previous`` if none fold)."""
     if not folded:

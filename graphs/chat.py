@@ -41,6 +41,7 @@ from agentmm.personas.macros import expand
 from agentmm.runtime import Runtime as ResourceRuntime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
+from agentmm.summary import summary_tokens
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
 
@@ -553,7 +554,7 @@ def build_graph(
         builder.add_node("tools", RunTools(toolbox))
     if memory:
         builder.add_node("remember", Remember(phrasing))
-    builder.add_node("summarize", Summarize(model))
+    builder.add_node("summarize", Summarize(model, summary_tokens(settings.n_ctx)))
 
     # The edges, as ARCHITECTURE.md draws the turn:
     # ingest -> [perceive] -> [intent] -> [recall] -> compose -> generate <-> [tools] -> [remember] -> [summarize]

@@ -16,7 +16,7 @@ from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 
 from agentmm.state import ChatState, TurnContext, trace_step
-from agentmm.summary import fold_into_summary
+from agentmm.summary import SUMMARY_TOKENS, fold_into_summary
 
 
 def summary_pending(state: ChatState) -> bool:
@@ -32,8 +32,9 @@ class Summarize:
     trace says why; the messages are folded with the next turn's).
     """
 
-    def __init__(self, model: BaseChatModel) -> None:
+    def __init__(self, model: BaseChatModel, max_tokens: int = SUMMARY_TOKENS) -> None:
         self.model = model
+        self.max_tokens = max_tokens
 
     def __call__(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -48,7 +49,8 @@ class Summarize:
         else:
             try:
                 text = fold_into_summary(self.model, previous, folded, user_name=context.user_name,
-                                         char_name=state.get("persona") or "Assistant")  # fmt: skip
+                                         char_name=state.get("persona") or "Assistant",
+                                         max_tokens=self.max_tokens)  # fmt: skip
             except Exception as exc:  # any model failure: the turn's reply stands
                 summary["deferred"] = f"{type(exc).__name__}: {exc}"
             else:

@@ -145,3 +145,32 @@ def test_a_stopped_turn_leaves_the_fold_for_the_next_one() -> None:
     again = graph.invoke({"input": "go on"}, CONFIG, context=TurnContext(user_name="Ada"))
     assert model.log == ["reply", "summary"] and again["summary"] == "Ada likes boats."
     assert again["summary_through"] == again["window_start"] > 0
+
+
+def test_the_summary_is_sized_to_the_context() -> None:
+    """A fixed 200 tokens filled 40% of a 512-token context, and every turn folded again."""
+    from agentmm.summary import summary_tokens
+
+    assert [summary_tokens(n) for n in (256, 512, 2048, 4096, 32768)] == [32, 32, 128, 200, 200]
+
+    class Sized(CallLog):
+        max_tokens: int | None = None
+        asked: list[Any]
+
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+            if is_summary_call(messages):
+                self.asked.append(kwargs.get("max_tokens"))
+            return super()._generate(messages, *args, **kwargs)
+
+        def _stream(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+            if is_summary_call(messages):  # a graph streamed in "messages" mode streams the summary call too
+                self.asked.append(kwargs.get("max_tokens"))
+            yield from super()._stream(messages, *args, **kwargs)
+
+    model = Sized(responses=["word " * 30], log=[], heads=[], summaries=["Ada likes boats."] * 3, asked=[])
+    graph = build_graph(Settings(n_ctx=512, max_tokens=40), model=model, checkpointer=InMemorySaver(), counter=WORDS)
+    for i in range(12):
+        streamed_turn(graph, model, f"message {i} " + "pad " * 30)
+        if model.asked:
+            break
+    assert model.asked and set(model.asked) == {32}
