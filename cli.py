@@ -280,7 +280,7 @@ def graph_show(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free one).")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each holds one agent).")] = 1,
     model: Annotated[Optional[str], typer.Option("--model", help="Model setting for every worker.")] = None,
     model_url: Annotated[
@@ -594,7 +594,7 @@ def _print_memories(rows: list[dict[str, Any]], as_json: bool, key: str = "memor
 @memory_app.command("list")
 def memory_list(
     user: UserOpt = None, persona: PersonaOpt = None,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50, as_json: JsonFlag = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1)] = 50, as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
     """The newest memories."""
     from agentmm.memory.manage import list_memories
@@ -630,7 +630,7 @@ def memory_add(
     from agentmm.memory.manage import add_memory
 
     with _memory_store() as store:
-        row = add_memory(store, _user(user), persona, text, shared=shared)
+        row = add_memory(store, _user(user), persona, text, shared=shared, speaker=_settings().user_name)
     if as_json:
         _print_json(row)
     else:

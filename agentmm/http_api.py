@@ -229,7 +229,8 @@ class _Routes:
             text = _field(body, "text", str, required=True)
             user = _field(body, "user", str) or self.agent_of().settings.user_id
             persona, shared = _field(body, "persona", str), bool(_field(body, "shared", bool))
-            row = await asyncio.to_thread(add_memory, store, user, persona, text, shared=shared)
+            speaker = self.agent_of().settings.user_name
+            row = await asyncio.to_thread(add_memory, store, user, persona, text, shared=shared, speaker=speaker)
             return _json(row, status=201)
         query = request.query_params
         limit = _int_param(query.get("limit"), 50)
@@ -357,9 +358,12 @@ def _int_param(value: str | None, default: int) -> int:
     if value is None:
         return default
     try:
-        return max(0, int(value))
+        number = int(value)
     except ValueError:
         raise BadRequestError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise BadRequestError(f"must be 1 or more: {value!r}")
+    return number
 
 
 def _json(data: Any, status: int = 200) -> Response:

@@ -247,3 +247,12 @@ def test_a_memory_store_held_by_another_process_is_503_as_ready_says() -> None:
     from agentmm.memory.errors import StoreInUseError
 
     assert status_of(StoreInUseError(Path("/data/memory"), 4242)) == 503  # try again: not the request's fault
+
+
+def test_a_note_is_said_by_the_user_and_limits_are_counts(client: TestClient) -> None:
+    added = client.post("/memories", json={"text": "My sister lives in Oslo"}).json()
+    assert added["value"]["speaker"] == "User" and added["value"]["text"].endswith("User: My sister lives in Oslo")
+    for query in ({"limit": "-5"}, {"limit": "0"}):
+        refused = client.get("/memories", params=query)
+        assert refused.status_code == 400 and "1 or more" in refused.json()["error"]
+    assert len(client.get("/memories", params={"limit": "1"}).json()["memories"]) == 1

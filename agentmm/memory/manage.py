@@ -67,15 +67,20 @@ def list_memories(store: BaseStore, user: str, persona: str | None, limit: int =
     return [item_dict(i) for i in items[:limit]]
 
 
-def add_memory(store: BaseStore, user: str, persona: str | None, text: str, *, shared: bool = False) -> dict[str, Any]:
-    """A memory the owner writes by hand (speaker: the user)."""
+def add_memory(
+    store: BaseStore, user: str, persona: str | None, text: str, *, shared: bool = False, speaker: str | None = None
+) -> dict[str, Any]:
+    """A memory the owner writes by hand; ``speaker``: the name it is said by, as the chat
+    calls the user (``user_name``; default: the user id). Recalled, it reads "[date] User: ..."
+    as the user's own messages do, not "local: ..."."""
     if not text.strip():
         raise MemoryStoreError("nothing to remember: the text is empty")
     InvalidTextError.check(text, "the memory")
     namespace = scope(user, persona, shared=shared)
     when = datetime.now(UTC)
     key = f"note:{uuid.uuid4().hex[:12]}"
-    value = {"text": memory_text(user, text, when), "content": text, "speaker": user, "role": "note",
+    said_by = speaker or user
+    value = {"text": memory_text(said_by, text, when), "content": text, "speaker": said_by, "role": "note",
              "when": when.isoformat(timespec="seconds")}  # fmt: skip
     store.put(namespace, key, value)
     item = store.get(namespace, key)

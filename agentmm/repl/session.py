@@ -363,7 +363,8 @@ class ChatSession:
     def cmd_remember(self, arg: str) -> None:
         from agentmm.memory.manage import add_memory
 
-        row = add_memory(self._store(), self.agent.settings.user_id, self.persona, arg)
+        settings = self.agent.settings
+        row = add_memory(self._store(), settings.user_id, self.persona, arg, speaker=settings.user_name)
         self.terminal.info(f"remembered {row['id']}")
 
     def cmd_forget(self, arg: str) -> None:
