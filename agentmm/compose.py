@@ -19,9 +19,11 @@ from agentmm.tokens import TokenCounter
 # prompt and the user's message are never dropped.
 DROP_ORDER = (
     "example_dialogue", "lore", "memories", "scenario", "personality", "summary", "description", "post_history",
+    "observations",
 )  # fmt: skip
-# The character's own text may be cut short rather than left out (agentmm.context.plan_window).
-TRUNCATABLE = ("example_dialogue", "scenario", "personality", "description")
+# The character's own text, and what was seen and heard (a long voice note's transcript), may be
+# cut short rather than left out (agentmm.context.plan_window).
+TRUNCATABLE = ("example_dialogue", "scenario", "personality", "description", "observations")
 
 
 @dataclass(frozen=True)

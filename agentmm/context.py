@@ -119,7 +119,8 @@ def plan_window(
     if fixed() > available:
         raise InputTooLongError(
             f"the message is {message_tokens} tokens but only {max(available - fixed() + message_tokens, 0)} "
-            f"fit in the context (n_ctx={n_ctx}, {reply_tokens} kept for the reply); shorten it or raise n_ctx"
+            f"fit in the context (n_ctx={n_ctx}, {reply_tokens} kept for the reply"
+            f"{_beside(sizes_of, dict(turn))}); shorten it or raise n_ctx"
         )
     history_budget = available - fixed()
     sizes = [counter.message_text(render(m)) for m in messages[:-1]]
@@ -149,6 +150,12 @@ def plan_window(
         "folded_messages_total": new_start,
     }
     return WindowPlan(new_start, parts, budget, new_start - start, kept=named, dropped=dropped, truncated=truncated)
+
+
+def _beside(sizes_of: dict[str, int], turn: dict[str, str]) -> str:
+    """What else this turn brings that takes room (its observations, memories, lore), said."""
+    beside = [f"{name} {size}" for name, size in sizes_of.items() if name in turn]
+    return f", this turn's {', '.join(beside)} tokens" if beside else ""
 
 
 MIN_CLIP_TOKENS = 32

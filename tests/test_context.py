@@ -80,3 +80,9 @@ def test_the_cut_is_the_same_whatever_the_message() -> None:
 def test_too_little_room_leaves_the_part_out() -> None:
     result = persona_plan("word " * 5000, n_ctx=180)  # 80 tokens left: too few to cut to
     assert result.dropped == ["description"] and result.truncated == []
+
+
+def test_a_message_that_cannot_fit_names_what_else_the_turn_brings() -> None:
+    with pytest.raises(InputTooLongError, match=r"this turn's observations 50 tokens\); shorten it"):
+        plan_window([HumanMessage("word " * 260)], 0, WORDS, n_ctx=400, reply_tokens=100, head=[("system", "hi")],
+                    turn=[("observations", "seen " * 50)])  # fmt: skip

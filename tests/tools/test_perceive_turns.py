@@ -108,3 +108,22 @@ def test_cli_perceive_and_a_voice_note_chat(tmp_path: Path, speech_wav: Path) ->
     if seen.get("error"):  # no captioner weights offline: the setup advice is in the trace
         assert seen["unavailable"] is True and "caption_model" in seen["error"]
     assert pictured["reply"] is not None  # no captioner weights offline: said in one line, the turn goes on
+
+
+def test_a_voice_note_too_long_for_the_context_is_cut_short_not_the_turn(speech_wav: Path) -> None:
+    """At n_ctx 512 a 1,000-token transcript failed the turn with 'the message is 12 tokens but
+    only 0 fit', blaming the typed words."""
+    transcript = " ".join(f"Sentence {i} of a long voice note." for i in range(150))  # 1,050 words
+
+    def long_note(path: Path) -> tuple[str, str, str]:
+        return transcript, "en", "fake-asr"
+
+    graph = build_graph(Settings(n_ctx=512, max_tokens=40), model=FakeListChatModel(responses=["Long one."]),
+                        checkpointer=InMemorySaver(), counter=WORDS,
+                        perception=Perception(FakeCaptioner(lambda image: ""), long_note))  # fmt: skip
+    state = run(graph, "summarise my voice note", [str(speech_wav)])
+    cut = state["trace"]["truncated_parts"]
+    assert [c["part"] for c in cut] == ["observations"] and cut[0]["tokens"] < 512 / 2
+    context = state["messages"][-2].additional_kwargs["agentmm_context"]
+    assert context.startswith("[Ada sends") and context.endswith("…") and "Sentence 0 of" in context
+    assert state["messages"][-1].content == "Long one."
