@@ -137,6 +137,7 @@ def _chat_with(
         message = ""  # a voice note or a picture alone is a turn
     if message is None and as_json:
         raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
+    _check_new_thread_options(agent, thread, _played(agent, chosen, thread), greeting)
     _play_on_persona_model(agent, chosen, thread, as_json)
     # A model that would crash this process (a native fault) is said in one line before anyone types.
     agent.check_model()
@@ -146,16 +147,31 @@ def _chat_with(
         _repl(agent, thread, chosen, greeting)
 
 
-def _play_on_persona_model(agent: Agent, chosen: str | None, thread: str | None, as_json: bool) -> None:
-    """The persona this run plays (-p, else the thread's, else the configured one for a new
-    thread) runs on its own model where it names one and the user named none."""
-    played = chosen
-    if played is None and thread is not None:
+def _played(agent: Agent, chosen: str | None, thread: str | None) -> str | None:
+    """The persona this run plays: -p, else the thread's, else the configured one for a new thread."""
+    if chosen is not None:
+        return chosen
+    if thread is not None:
         from agentmm.threads import thread_values
 
-        played = thread_values(agent.checkpointer, thread)[0].get("persona")
-    elif played is None:
-        played = agent.settings.persona
+        return thread_values(agent.checkpointer, thread)[0].get("persona") or None
+    return agent.settings.persona
+
+
+def _check_new_thread_options(agent: Agent, thread: str | None, played: str | None, greeting: int) -> None:
+    """--greeting and --system shape a new thread: on one that has begun, or with no persona to
+    greet, they would be ignored without a word."""
+    if greeting and thread is not None:
+        raise AgentmmError(f"--greeting opens a new thread; thread {thread} has begun (leave --thread out)")
+    if greeting and played is None:
+        raise AgentmmError("--greeting picks a persona's greeting: add -p NAME")
+    if thread is not None and agent.settings.sources.get("system_prompt") == "flag":
+        raise AgentmmError(f"--system sets a new thread's system prompt; thread {thread} keeps its own")
+
+
+def _play_on_persona_model(agent: Agent, chosen: str | None, thread: str | None, as_json: bool) -> None:
+    """The persona this run plays runs on its own model where it names one and the user named none."""
+    played = _played(agent, chosen, thread)
     if (model := agent.use_persona_model(played)) is not None and not as_json:
         sys.stderr.write(f"{played} plays on its own model: {model} (--model names another)\n")
 
@@ -280,7 +296,7 @@ def graph_show(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port to listen on (0: any free one).")] = 8000,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes (each holds one agent).")] = 1,
     model: Annotated[Optional[str], typer.Option("--model", help="Model setting for every worker.")] = None,
     model_url: Annotated[

@@ -36,7 +36,7 @@ from agentmm.identity_questions import asks_identity
 from agentmm.intent import ExampleClassifier
 from agentmm.memory.conversation import format_recalled
 from agentmm.observations import ObservationPhrasing, describe_observations
-from agentmm.personas import Persona, PersonaRegistry, greeting
+from agentmm.personas import Persona, PersonaNotFoundError, PersonaRegistry, greeting
 from agentmm.personas.macros import expand
 from agentmm.runtime import Runtime as ResourceRuntime
 from agentmm.settings import Settings, load_settings
@@ -79,6 +79,11 @@ class Ingest:
         asked = context.persona or (self.default_persona if not history and not persona_name else None)
         if asked:
             persona_name = update["persona"] = self.personas().get(asked).name
+        elif persona_name and self.personas().find(persona_name) is None:
+            raise PersonaNotFoundError(
+                f"this thread plays {persona_name!r}, which is no longer installed (agentmm personas list); "
+                "play another in it with -p NAME"
+            )
         started_at = state.get("started_at") or datetime.now(UTC).isoformat(timespec="seconds")
         opening: list[AIMessage] = []
         if not history and persona_name:

@@ -169,3 +169,22 @@ def test_brackets_and_escapes_in_messages_are_shown_as_written(isolated_env: Pat
     assert remembered.returncode == 0 and "[/i] [ooc]" in remembered.stdout, remembered.stderr
     found = agentmm("memory", "search", "Python list", env=memory)
     assert found.returncode == 0 and "[/i]" in found.stdout, found.stderr  # the text column was empty
+
+
+def test_options_for_a_new_thread_are_refused_where_they_would_be_ignored(isolated_env: Path) -> None:
+    thread = ok_json("chat", "-m", "hi", "--json", "--max-tokens", "2")["thread_id"]
+    assert_one_line_error(agentmm("chat", "--greeting", "1", "-m", "hi"), "--greeting picks a persona's greeting")
+    assert_one_line_error(agentmm("chat", "-t", thread, "-p", "Nora Quill", "--greeting", "1", "-m", "hi"),
+                          f"thread {thread} has begun")  # fmt: skip
+    assert_one_line_error(agentmm("chat", "-t", thread, "--system", "Be brief.", "-m", "hi"), "keeps its own")
+    ok_json("chat", "-p", "Nora Quill", "--greeting", "1", "-m", "hi", "--json", "--max-tokens", "2")
+
+
+def test_a_thread_whose_persona_was_removed_says_so(isolated_env: Path) -> None:
+    card = isolated_env / "personas" / "wren.toml"
+    card.parent.mkdir(exist_ok=True)
+    card.write_text('name = "Wren"\ndescription = "A wren."\n')
+    thread = ok_json("chat", "-p", "Wren", "-m", "hi", "--json", "--max-tokens", "2")["thread_id"]
+    card.unlink()
+    assert_one_line_error(agentmm("chat", "-t", thread, "-m", "hi"), "this thread plays 'Wren', which is no longer")
+    ok_json("chat", "-t", thread, "-p", "Nora Quill", "-m", "hi", "--json", "--max-tokens", "2")
