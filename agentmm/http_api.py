@@ -116,6 +116,7 @@ def make_app(open_agent: Callable[[], ServedAgent]) -> Starlette:
     """The ASGI app; ``open_agent`` is called once per worker, at startup (its agent is closed at
     shutdown)."""
     from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
     from starlette.routing import Route
 
     holder: dict[str, Any] = {"agent": None, "ready": False, "error": None}
@@ -161,7 +162,14 @@ def make_app(open_agent: Callable[[], ServedAgent]) -> Starlette:
         Route("/personas", api.personas),
         Route("/personas/{name}", api.persona),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 (no such route) and 405 (a method the route does not take), as JSON
+    like every other error, instead of text/plain."""
+    status = getattr(exc, "status_code", 500)
+    return _json({"error": f"{getattr(exc, 'detail', '')}: {request.method} {request.url.path}"}, status=status)
 
 
 def _warm(agent: ServedAgent) -> None:
@@ -350,7 +358,8 @@ def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = Fals
             raise BadRequestError(f"{name} is required")
         return None
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise BadRequestError(f"{name} must be a {kind.__name__}")
+        article = "an" if kind.__name__[0] in "aeiou" else "a"
+        raise BadRequestError(f"{name} must be {article} {kind.__name__}")
     return value
 
 

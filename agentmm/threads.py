@@ -66,6 +66,9 @@ def ensure_data_dir(path: Path) -> Path:
         probe = path / f".write-test-{uuid.uuid4().hex}"
         probe.write_bytes(b"")
         probe.unlink()
+    except (FileExistsError, NotADirectoryError) as exc:  # a file where a folder must be, here or above
+        blocker = next((p for p in (path, *path.parents) if p.is_file()), path)
+        raise DataDirError(f"data dir {path} cannot be made: {blocker} is a file, not a folder") from exc
     except OSError as exc:
         raise DataDirError(f"data dir {path} is not writable: {exc.strerror or exc}") from exc
     return path

@@ -140,7 +140,8 @@ def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path) -> None:
         (["chat", "-m", "hi"], {"AGENTMM_N_CTX": "lots"}, "bad setting n_ctx 'lots' (from AGENTMM_N_CTX)"),
         (["threads", "list"], {"AGENTMM_DATA_DIR": ""}, "bad setting data_dir '' (from AGENTMM_DATA_DIR): a folder"),
         (["chat", "-m", "   "], {}, "message is empty"),
-        (["chat", "-m", "hi"], {"AGENTMM_DATA_DIR": str(blocker / "data")}, "not writable"),
+        (["chat", "-m", "hi"], {"AGENTMM_DATA_DIR": str(blocker / "data")}, f"{blocker} is a file, not a folder"),
+        (["threads", "list"], {"AGENTMM_DATA_DIR": str(blocker)}, f"{blocker} is a file, not a folder"),
         (["chat", "-m", "word " * 5000, "--n-ctx", "512"], {}, "shorten it or raise n_ctx"),
         (["threads", "delete", "nope"], {}, "unknown thread"),
     ]

@@ -256,3 +256,11 @@ def test_a_note_is_said_by_the_user_and_limits_are_counts(client: TestClient) ->
         refused = client.get("/memories", params=query)
         assert refused.status_code == 400 and "1 or more" in refused.json()["error"]
     assert len(client.get("/memories", params={"limit": "1"}).json()["memories"]) == 1
+
+
+def test_unknown_routes_and_methods_are_json_errors(client: TestClient) -> None:
+    missing = client.get("/nope")
+    assert missing.status_code == 404 and missing.json() == {"error": "Not Found: GET /nope"}
+    wrong = client.put("/threads")
+    assert wrong.status_code == 405 and wrong.json()["error"].startswith("Method Not Allowed")
+    assert client.post("/chat", json={"message": "hi", "greeting": "1"}).json() == {"error": "greeting must be an int"}

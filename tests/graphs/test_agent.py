@@ -69,7 +69,7 @@ def test_unwritable_data_dir(tmp_path: Path, settings: Settings) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
     agent = Agent(settings.model_copy(update={"data_dir": blocker / "data"}), model=FakeListChatModel(responses=["x"]))
-    with pytest.raises(DataDirError, match="not writable"):
+    with pytest.raises(DataDirError, match="is a file, not a folder"):
         agent.chat("hi")
 
 
