@@ -44,7 +44,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
-from agentmm.errors import EmptyInputError, InvalidTextError
+from agentmm.errors import EmptyInputError, InputTooLongError, InvalidTextError
 from agentmm.event_loop import LoopThread
 from agentmm.graphs.thread_edit import restore
 from agentmm.personas import greeting as opening_greeting
@@ -184,6 +184,7 @@ class TurnStream:
         if not (text and text.strip()) and not attachments:
             raise EmptyInputError("nothing to say: the message is empty")
         InvalidTextError.check(text, "the message")
+        _check_size(text, agent.settings.n_ctx)
         self.agent = agent
         self.text = text
         self.thread_id = thread_id or new_thread_id()
@@ -454,6 +455,22 @@ class TurnStream:
             interrupted=bool(reply.response_metadata.get("interrupted")),
             intent=str(final.get("intent") or ""),
             out_of_character=bool(reply.response_metadata.get("ooc")),
+        )
+
+
+# No tokenizer packs more than this many characters into a token of ordinary text (English
+# averages ~4); a message longer than this times n_ctx cannot fit, whatever the model.
+MAX_CHARS_PER_TOKEN = 32
+
+
+def _check_size(text: str, n_ctx: int) -> None:
+    """Refuse a message far too long for the context before the turn starts: a 10 MB message was
+    tokenized, refused by compose, and its checkpoints (written, then rolled back) left the thread
+    database 84 MB bigger and the thread's time moved."""
+    if len(text) > MAX_CHARS_PER_TOKEN * n_ctx:
+        raise InputTooLongError(
+            f"the message is {len(text):,} characters, far more than fit in the context (n_ctx={n_ctx}); "
+            "shorten it or raise n_ctx"
         )
 
 

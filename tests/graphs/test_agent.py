@@ -83,10 +83,26 @@ def test_a_turn_that_fails_after_ingest_leaves_the_thread_as_it_was(tmp_path: Pa
     with Agent(model=model, data_dir=tmp_path, memory=False, n_ctx=256, max_tokens=64) as agent:
         agent.chat("hi", "t")
         with pytest.raises(InputTooLongError):
-            agent.chat("word " * 2000, "t")  # compose fails: it cannot fit
+            agent.chat("word " * 1500, "t")  # compose fails: it cannot fit (7,500 characters pass the size check)
         messages = agent.graph.get_state(agent.config("t")).values["messages"]
         assert [m.text for m in messages] == ["hi", "Hello!"]
         assert agent.chat("and now?", "t").reply == "Fine."
         with pytest.raises(InputTooLongError):
-            agent.chat("word " * 2000, "fresh")
+            agent.chat("word " * 1500, "fresh")
         assert not thread_exists(agent.checkpointer, "fresh")  # a new thread that failed is not kept
+
+
+def test_a_message_far_too_long_is_refused_before_the_turn_touches_the_thread(tmp_path: Path) -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    from agentmm.errors import InputTooLongError
+    from agentmm.threads import summarize_thread
+
+    model = FakeListChatModel(responses=["Hello!"])
+    with Agent(model=model, data_dir=tmp_path, memory=False, n_ctx=256, max_tokens=64) as agent:
+        agent.chat("hi", "t")
+        before = (summarize_thread(agent.checkpointer, "t"), len(list(agent.checkpointer.list(agent.config("t")))))
+        with pytest.raises(InputTooLongError, match="8,193 characters, far more than fit"):
+            agent.chat("x" * (32 * 256 + 1), "t")
+        after = (summarize_thread(agent.checkpointer, "t"), len(list(agent.checkpointer.list(agent.config("t")))))
+        assert after == before  # no checkpoint written and rolled back: the thread's time did not move
