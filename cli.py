@@ -471,7 +471,7 @@ def personas_list(as_json: JsonFlag = False) -> None:
     registry = _registry()
     personas = [persona_summary(p) for p in registry]
     if as_json:
-        _print_json({"personas": personas, "problems": registry.problems})
+        _print_json({"personas": personas, "problems": registry.problems, "notes": registry.notes})
         return
     from rich.console import Console
     from rich.table import Table
@@ -484,6 +484,8 @@ def personas_list(as_json: JsonFlag = False) -> None:
     console.print(table)
     for problem in registry.problems:
         console.print(plain("skipped: ", style="yellow") + plain(problem), highlight=False)
+    for note in registry.notes:  # loaded, but not all of it (a damaged ccv3 chunk read from chara)
+        console.print(plain("note: ", style="yellow") + plain(note), highlight=False)
 
 
 @personas_app.command("show")

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from agentmm.personas import Persona, activate, lore_text, persona_parts, post_history
+from agentmm.personas.macros import expand
 from agentmm.tokens import TokenCounter
 
 # Left out first when a turn does not fit the context, lowest priority first. The system
@@ -62,12 +64,15 @@ def persona_turn_parts(
     if default_system_prompt:
         head_kwargs["default_system_prompt"] = default_system_prompt
     head = list(persona_parts(persona, user_name, **head_kwargs).items())
-    fired = activate(persona.lorebook, recent, counter.text) if persona.lorebook.entries else []
+    # Keys and content macro-filled before matching, as SillyTavern's substituteParams does: a
+    # "{{user}}" key fires on this chat's user; the content, filled once, is not filled again.
+    fill = partial(expand, char=persona.display_name, user=user_name, **macro_args)
+    fired = activate(persona.lorebook, recent, counter.text, transform=fill) if persona.lorebook.entries else []
     fresh, repeated = [], []
     for entry in fired:
-        text = lore_text([entry], persona, user_name, **macro_args)
+        text = lore_text([entry])
         (repeated if text and text in in_window else fresh).append(entry)
-    lore = lore_text(fresh, persona, user_name, **macro_args)
+    lore = lore_text(fresh)
     traced = [{**a.as_trace(), "inserted": True} for a in fresh]
     traced += [{**a.as_trace(), "inserted": False, "note": "already in the window"} for a in repeated]
     return TurnParts(

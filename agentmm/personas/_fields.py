@@ -213,9 +213,12 @@ def _kind(value: Any) -> str:
     return type(value).__name__
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """The first pydantic error as ``field.path: what is wrong`` (one line for users)."""
-    err = exc.errors()[0]
+def describe_validation_errors(exc: ValidationError) -> list[str]:
+    """Every pydantic error as ``field.path: what is wrong`` (one line each, for users)."""
+    return [_describe(err) for err in exc.errors()]
+
+
+def _describe(err: Mapping[str, Any]) -> str:
     loc = ".".join(str(p) for p in err.get("loc", ()))
     if err.get("type") == "extra_forbidden":
         return f"unknown field '{loc}'"

@@ -28,7 +28,7 @@ from agentmm.personas._fields import (
     CardPath,
     Reader,
     check_nesting,
-    describe_validation_error,
+    describe_validation_errors,
     json_copy,
     overlay,
     size_text,
@@ -270,7 +270,7 @@ def persona_from_card(
     try:
         return Persona(**fields, source=source, card=card, image=image)
     except ValidationError as exc:
-        raise CardSpecError(f"{where}: {describe_validation_error(exc)}") from None
+        raise CardSpecError.listing(where, describe_validation_errors(exc)) from None
 
 
 def card_from_persona(persona: Persona, spec: Literal["v2", "v3"] = "v2") -> dict[str, Any]:

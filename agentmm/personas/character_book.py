@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentmm.personas._fields import MISSING, CardPath, Reader, describe_validation_error, overlay
+from agentmm.personas._fields import MISSING, CardPath, Reader, describe_validation_errors, overlay
 from agentmm.personas.errors import CardSpecError
 from agentmm.personas.model import Lorebook, LoreEntry
 
@@ -63,7 +63,7 @@ def entry_from_raw(raw: Mapping[str, Any], where: str) -> LoreEntry:
     try:
         return LoreEntry(**fields, raw=dict(raw))
     except ValidationError as exc:
-        raise CardSpecError(f"{where}: {describe_validation_error(exc)}") from None
+        raise CardSpecError.listing(where, describe_validation_errors(exc)) from None
 
 
 def _non_negative(value: int | None) -> int | None:
@@ -132,7 +132,7 @@ def book_from_raw(raw: Mapping[str, Any], where: str) -> Lorebook:
             raw={k: v for k, v in raw.items() if k != "entries"},
         )
     except ValidationError as exc:
-        raise CardSpecError(f"{where}: {describe_validation_error(exc)}") from None
+        raise CardSpecError.listing(where, describe_validation_errors(exc)) from None
 
 
 def _book_view(b: Lorebook) -> dict[CardPath, Any]:

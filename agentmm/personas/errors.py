@@ -7,11 +7,31 @@ on; they never carry a traceback or a wall of bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Self
+
 from agentmm.errors import AgentmmError
 
 
 class PersonaError(AgentmmError):
-    """Base class of every persona problem a user can cause and fix."""
+    """Base class of every persona problem a user can cause and fix.
+
+    The message is one line; ``problems`` holds every problem found (each one line naming
+    the file), so ``personas validate`` can list them all instead of making the author fix
+    one, run again, and meet the next.
+    """
+
+    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) or [message]
+
+    @classmethod
+    def listing(cls, where: str, problems: Sequence[str]) -> Self:
+        """One error for several problems of the file ``where`` (at least one): its message is
+        the first and a count of the rest."""
+        lines = [f"{where}: {problem}" for problem in problems]
+        more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
+        return cls(lines[0] + more, problems=lines)
 
 
 class PersonaNotFoundError(PersonaError):

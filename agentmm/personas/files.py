@@ -8,6 +8,7 @@ directory, then ``os.replace``), so a crash or a full disk never leaves half a p
 from __future__ import annotations
 
 import asyncio
+import codecs
 import hashlib
 import os
 import re
@@ -40,6 +41,14 @@ ExportFormat = Literal["toml", "card-v2", "card-v3", "png"]
 EXPORT_FORMATS: dict[str, str] = {"toml": ".toml", "card-v2": ".json", "card-v3": ".json", "png": ".png"}
 FileKind = Literal["png", "json", "toml"]
 _IMAGE_KINDS = ("JPEG image", "WebP image", "GIF image")
+# UTF-32 first: its little-endian mark starts with UTF-16's. Python's codecs read the mark.
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+_BLANK = b"\xef\xbb\xbf \t\r\n"
 
 
 def slug(name: str) -> str:
@@ -52,14 +61,33 @@ def slug(name: str) -> str:
     return words or "persona-" + hashlib.blake2b(name.strip().encode(), digest_size=4).hexdigest()
 
 
+def as_utf8(data: bytes, where: str = "file") -> bytes:
+    """Text saved as UTF-16 or UTF-32 with a byte order mark (Windows tools write cards so)
+    as UTF-8; any other bytes as they are."""
+    codec = next((name for bom, name in _WIDE_BOMS if data.startswith(bom)), None)
+    if codec is None:
+        return data
+    try:
+        return data.decode(codec).encode("utf-8")
+    except UnicodeError:
+        name = codec.upper()
+        raise UnknownFormatError(
+            f"{where}: starts like {name} text (byte order mark) but is not valid {name}"
+        ) from None
+
+
 def sniff(data: bytes, where: str = "file") -> FileKind:
     """Which persona format some bytes are, from their content."""
     if data.startswith(PNG_SIGNATURE):
         return "png"
+    data = as_utf8(data, where)
+    if not data.strip(_BLANK):  # else an empty .json reads as TOML: "missing field 'name'"
+        error = NotAPNGError if where.lower().endswith(".png") else UnknownFormatError
+        raise error(f"{where}: the file is empty")
     kind = sniff_kind(data)
     if kind in _IMAGE_KINDS:
         raise NotAPNGError(f"{where}: it is a {kind}; character card images must be PNG")
-    if kind == "JSON text" or data.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
+    if kind == "JSON text" or data.lstrip(_BLANK).startswith(b"{"):
         return "json"
     if b"\0" in data[:4096]:
         if where.lower().endswith(".png"):
@@ -96,6 +124,7 @@ def read_limited(path: Path, limits: Limits = DEFAULT_LIMITS) -> bytes:
 def import_bytes(data: bytes, *, where: str = "persona", source: str = "", limits: Limits = DEFAULT_LIMITS) -> Persona:
     """Bytes of a persona TOML, card JSON or card PNG -> Persona."""
     kind = sniff(data, where)
+    data = data if kind == "png" else as_utf8(data, where)
     if kind == "png":
         return load_card_png(data, where=where, source=source, limits=limits)
     if kind == "json":
@@ -194,9 +223,10 @@ def lint(persona: Persona) -> list[str]:
 
 
 def validate(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> list[str]:
-    """Problems with a persona file, one line each; empty when it is fine."""
+    """Problems with a persona file, one line each (every one found, not only the first);
+    empty when it is fine."""
     try:
         persona = import_file(path, limits=limits)
     except PersonaError as exc:
-        return [str(exc)]
-    return [f"{path}: {problem}" for problem in lint(persona)]
+        return list(exc.problems)
+    return [*persona.notes, *(f"{path}: {problem}" for problem in lint(persona))]

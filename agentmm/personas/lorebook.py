@@ -1,8 +1,12 @@
 """Lorebook activation: which entries fire for the latest messages, and why.
 
-Semantics follow SillyTavern's world info where the card specs leave gaps: keys match as
-case-insensitive substrings unless an entry says ``case_sensitive`` / ``match_whole_words``;
-``/pattern/flags`` keys and ``use_regex`` entries are regular expressions; the secondary-key
+Semantics follow SillyTavern's world info where the card specs leave gaps: each key is
+macro-filled (``transform``) and trimmed before it is matched, as SillyTavern does with
+``substituteParams(key).trim()``; keys match as case-insensitive substrings unless an entry
+says ``case_sensitive`` / ``match_whole_words``; a ``/pattern/flags`` key is a regular
+expression whose own flags alone decide its case (SillyTavern's ``parseRegexFromString``
+overrides the entry's settings; a key that does not parse as one is plain text), and so are
+the keys of ``use_regex`` entries (case from the entry); the secondary-key
 filter (``selective``) combines with AND ANY (default), AND ALL, NOT ANY or NOT ALL; fired
 entries' contents are scanned again when the book is ``recursive_scanning``, for at most
 ``max_recursion_depth`` rounds; the token budget is filled highest priority first and stops
@@ -31,7 +35,10 @@ _TRIE_MAX_KEY = 64  # longer literal keys are checked with `in`: keeps the regex
 _MESSAGE_CACHE = 4096  # messages per book, and at most this many characters in all:
 _MESSAGE_CACHE_CHARS = 4_000_000
 _BOOK_CACHE = 16
-_REGEX_KEY = re.compile(r"^/(.+)/([a-z]*)$", re.DOTALL)
+# SillyTavern's parseRegexFromString (utils.js): /pattern/flags with JavaScript's flags, and
+# no unescaped "/" inside the pattern. Of the flags, g, u and y change nothing here.
+_REGEX_KEY = re.compile(r"/(.+?)/([gimsuy]*)", re.DOTALL)
+_UNESCAPED_SLASH = re.compile(r"(?:^|[^\\])/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,38 +181,64 @@ def _first_char_patterns(words: Iterable[str]) -> list[tuple[str, re.Pattern[str
     return out
 
 
-def _key_spec(key: str, entry: LoreEntry) -> _KeySpec | None:
-    if not key.strip():
+def _slash_regex(key: str) -> re.Pattern[str] | None:
+    """``key`` as SillyTavern reads a ``/pattern/flags`` key, or None when it is not one
+    (then SillyTavern matches it as plain text)."""
+    m = _REGEX_KEY.fullmatch(key)
+    if m is None or _UNESCAPED_SLASH.search(m.group(1)):
         return None
-    rx = _REGEX_KEY.match(key)
-    if rx or entry.use_regex:
+    flags_text = m.group(2)
+    flags = re.IGNORECASE if "i" in flags_text else 0
+    flags |= re.DOTALL if "s" in flags_text else 0
+    flags |= re.MULTILINE if "m" in flags_text else 0
+    return _try_compile(m.group(1), flags)
+
+
+def _try_compile(source: str, flags: int) -> re.Pattern[str] | None:
+    try:
+        return re.compile(source, flags)
+    except (re.error, RecursionError, OverflowError):
+        return None
+
+
+def _key_spec(key: str, entry: LoreEntry) -> _KeySpec | None:
+    """How one (already filled and trimmed) key is matched; None for an empty key."""
+    if not key:
+        return None
+    if _slash_regex(key) is not None:
+        return _KeySpec(key, True, False, True)  # case_sensitive unused: the flags decide
+    if entry.use_regex:
         return _KeySpec(key, entry.case_sensitive, False, True)
     text = key if entry.case_sensitive else key.lower()
     return _KeySpec(text, entry.case_sensitive, entry.match_whole_words, False)
 
 
 def _compile_regex(spec: _KeySpec) -> re.Pattern[str] | None:
-    m = _REGEX_KEY.match(spec.text)
-    source, flags_text = (m.group(1), m.group(2)) if m else (spec.text, "")
-    flags = 0 if spec.case_sensitive and "i" not in flags_text else re.IGNORECASE
-    if "s" in flags_text:
-        flags |= re.DOTALL
-    if "m" in flags_text:
-        flags |= re.MULTILINE
-    try:
-        return re.compile(source, flags)
-    except (re.error, RecursionError, OverflowError):
-        return None  # a broken pattern matches nothing rather than breaking the turn
+    """A regex key's pattern; a broken ``use_regex`` key matches nothing rather than
+    breaking the turn."""
+    slash = _slash_regex(spec.text)
+    if slash is not None:
+        return slash
+    return _try_compile(spec.text, 0 if spec.case_sensitive else re.IGNORECASE)
 
 
-def _compile(book: Lorebook) -> _Compiled:
+_FilledKeys = tuple[tuple[tuple[str, str], ...], ...]
+"""Per entry: (the key as the entry spells it, the key as matched) pairs."""
+
+
+def _filled(keys: Iterable[Sequence[str]], transform: Callable[[str], str] | None) -> _FilledKeys:
+    """Each entry's keys macro-filled and trimmed, as SillyTavern matches them."""
+    return tuple(tuple((raw, (transform(raw) if transform else raw).strip()) for raw in ks) for ks in keys)
+
+
+def _compile(book: Lorebook, primary_keys: _FilledKeys, secondary_keys: _FilledKeys) -> _Compiled:
     ids: dict[_KeySpec, int] = {}
     keys: list[_KeySpec] = []
 
-    def key_ids(entry: LoreEntry, raw_keys: list[str]) -> list[tuple[int, str]]:
+    def key_ids(entry: LoreEntry, pairs: tuple[tuple[str, str], ...]) -> list[tuple[int, str]]:
         out = []
-        for raw in raw_keys:
-            spec = _key_spec(raw, entry)
+        for raw, key in pairs:
+            spec = _key_spec(key, entry)
             if spec is None:
                 continue
             if spec not in ids:
@@ -214,8 +247,8 @@ def _compile(book: Lorebook) -> _Compiled:
             out.append((ids[spec], raw))
         return out
 
-    primary = [key_ids(e, e.keys) for e in book.entries]
-    secondary = [key_ids(e, e.secondary_keys) for e in book.entries]
+    primary = [key_ids(e, p) for e, p in zip(book.entries, primary_keys, strict=True)]
+    secondary = [key_ids(e, s) for e, s in zip(book.entries, secondary_keys, strict=True)]
     by_key: dict[int, list[int]] = {}
     for i, (p, s) in enumerate(zip(primary, secondary, strict=True)):
         for k in {k for k, _ in (*p, *s)}:
@@ -263,23 +296,23 @@ _books: OrderedDict[tuple, _Compiled] = OrderedDict()
 _books_lock = threading.Lock()  # graph nodes may run in worker threads
 
 
-def _fingerprint(book: Lorebook) -> tuple:
-    return tuple(
-        (tuple(e.keys), tuple(e.secondary_keys), e.case_sensitive, e.match_whole_words, e.use_regex, e.scan_depth)
-        for e in book.entries
+def compiled(book: Lorebook, transform: Callable[[str], str] | None = None) -> _Compiled:
+    """The compiled matcher for ``book`` with its keys filled by ``transform``, cached on
+    the fields that affect matching, filled keys included (a Lorebook is a mutable model,
+    so identity alone would serve stale matchers; a key like ``{{user}}`` matches another
+    text in another thread)."""
+    primary = _filled((e.keys for e in book.entries), transform)
+    secondary = _filled((e.secondary_keys for e in book.entries), transform)
+    fp = tuple(
+        (p, s, e.case_sensitive, e.match_whole_words, e.use_regex, e.scan_depth)
+        for e, p, s in zip(book.entries, primary, secondary, strict=True)
     )
-
-
-def compiled(book: Lorebook) -> _Compiled:
-    """The compiled matcher for ``book``, cached on the fields that affect matching (a
-    Lorebook is a mutable model, so identity alone would serve stale matchers)."""
-    fp = _fingerprint(book)
     with _books_lock:
         hit = _books.get(fp)
         if hit is not None:
             _books.move_to_end(fp)
             return hit
-    fresh = _compile(book)
+    fresh = _compile(book, primary, secondary)
     with _books_lock:
         hit = _books.setdefault(fp, fresh)
         if len(_books) > _BOOK_CACHE:
@@ -348,12 +381,14 @@ def activate(
 
     ``messages`` is the chat, oldest first; the last ``scan_depth`` of them are scanned
     (argument, else the book's, else 2; an entry's own ``scan_depth`` overrides it).
-    ``token_budget`` overrides the book's (None or <= 0: unlimited). ``transform`` (e.g. macro
-    expansion) is applied to each fired entry's content before it is counted and returned.
+    ``token_budget`` overrides the book's (None or <= 0: unlimited). ``transform`` (macro
+    expansion) is applied, as SillyTavern's ``substituteParams`` is, to every key before it is
+    matched (so ``{{user}}`` / ``{{char}}`` keys name the people of this chat) and to each fired
+    entry's content before it is counted, scanned for recursion and returned.
     """
     if not book.entries:
         return []
-    c = compiled(book)
+    c = compiled(book, transform)
     depth = scan_depth if scan_depth is not None else book.scan_depth
     depth = DEFAULT_SCAN_DEPTH if depth is None else depth
     budget = token_budget if token_budget is not None else book.token_budget

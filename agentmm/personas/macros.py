@@ -1,13 +1,15 @@
 """SillyTavern-style macros in persona text: ``{{char}}``, ``{{user}}``, ``{{random:a,b}}``...
 
-Macro names are case-insensitive, as in SillyTavern. Expansion is a single pass, so what a
-macro expands to (a user name with braces in it, a random pick) is never expanded again.
+Macro names are case-insensitive, as in SillyTavern. Macros nest, innermost first, so
+``{{random:{{user}},{{char}}}}`` picks between the two names (SillyTavern gets the same
+result by filling names before it runs ``{{random}}``). What a macro expands to (a user
+name with braces in it, a random pick) is never expanded again.
 
 Stability matters more here than in SillyTavern: the persona is the head of the prompt and
 llama.cpp only reuses the KV cache for an unchanged prefix. So ``{{random}}`` / ``{{pick}}``
-draw from a generator seeded by the ``seed`` argument (pass the thread id: same thread, same
-picks, every turn), and ``{{date}}`` / ``{{time}}`` read ``now``, which the caller should fix
-per thread (e.g. its start time) rather than leave to the clock.
+/ ``{{roll}}`` draw from a generator seeded by the ``seed`` argument (pass the thread id:
+same thread, same picks and dice, every turn), and ``{{date}}`` / ``{{time}}`` read ``now``,
+which the caller should fix per thread (e.g. its start time) rather than leave to the clock.
 
 Unknown macros are left as they are, so text for other tools survives.
 """
@@ -16,10 +18,19 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from datetime import datetime
 
-_MACRO = re.compile(r"\{\{([^{}]*)\}\}|<(BOT|USER|CHAR)>", re.IGNORECASE)
-_UNESCAPED_COMMA = re.compile(r"(?<!\\),")
+# "{{" that is not the first of "{{{" (so "{{{user}}}" keeps its outer braces), "}}", or a
+# legacy tag; nesting is tracked by `_fill`.
+_TOKEN = re.compile(r"\{\{(?!\{)|\}\}|<(BOT|USER|CHAR|CHARIFNOTGROUP|GROUP)>", re.IGNORECASE)
+# SillyTavern's /{{random\s?::?([^}]+)}}/ and /{{roll[ : ]([^}]+)}}/ (macros.js), applied to
+# a macro's body once its inner macros are filled; bodies may then hold any character.
+_RANDOM = re.compile(r"(random|pick)\s?::?(.+)", re.IGNORECASE | re.DOTALL)
+_ROLL = re.compile(r"roll[ :](.+)", re.IGNORECASE | re.DOTALL)
+# droll's formula, which SillyTavern rolls with: [count]d<sides>[+-modifier].
+_DICE = re.compile(r"([1-9]\d*)?d([1-9]\d*)([+-]\d+)?", re.IGNORECASE | re.ASCII)
+_MAX_DICE = 1000  # a formula is prompt text: "{{roll:999999999d6}}" must not hang the turn
 
 
 def _date(now: datetime) -> str:
@@ -31,12 +42,68 @@ def _time(now: datetime) -> str:
     return f"{hour}:{now:%M} {'AM' if now.hour < 12 else 'PM'}"
 
 
-def _choices(args: str) -> list[str]:
-    """``:a,b,c`` (commas, ``\\,`` escapes one) or ``::a::b`` (items may hold commas)."""
-    if args.startswith("::"):
-        return args[2:].split("::")
-    items = _UNESCAPED_COMMA.split(args[1:]) if args.startswith(":") else []
-    return [item.replace("\\,", ",").strip() for item in items]
+_CLOCK: dict[str, Callable[[datetime], str]] = {
+    "date": _date,
+    "time": _time,
+    "weekday": lambda now: f"{now:%A}",
+    "isodate": lambda now: now.date().isoformat(),
+    "isotime": lambda now: f"{now:%H:%M}",
+}
+
+
+def _choices(items: str) -> list[str]:
+    """SillyTavern's list split: on ``::`` when the list holds one (items kept as written),
+    else on commas, each item trimmed and ``\\,`` kept as a comma."""
+    if "::" in items:
+        return items.split("::")
+    parts = re.split(r"(?<!\\),", items)
+    return [part.replace("\\,", ",").strip() for part in parts]
+
+
+def _roll(formula: str, rng: random.Random) -> str:
+    """The total of a dice formula as SillyTavern's ``{{roll}}`` gives it: a bare number
+    ``n`` is ``1dn``; an invalid (or, here, oversized) formula gives ""."""
+    formula = formula.strip()
+    if formula.isascii() and formula.isdigit():
+        formula = f"1d{formula}"
+    m = _DICE.fullmatch(formula)
+    if m is None:
+        return ""
+    count = int(m.group(1) or 1)
+    if count > _MAX_DICE:
+        return ""
+    sides = int(m.group(2))
+    total = sum(rng.randint(1, sides) for _ in range(count)) + int(m.group(3) or 0)
+    return str(total)
+
+
+def _fill(text: str, evaluate: Callable[[str], str], legacy: Callable[[str], str]) -> str:
+    """``text`` with each ``{{...}}`` replaced by ``evaluate(body)``, inner macros first.
+
+    An inner macro's value becomes plain text in the outer body: it is read as the outer
+    macro's argument but never scanned for macros again. An unclosed ``{{`` stays as is.
+    """
+    frames: list[list[str]] = [[]]
+    pos = 0
+    for m in _TOKEN.finditer(text):
+        frames[-1].append(text[pos : m.start()])
+        pos = m.end()
+        token = m.group(0)
+        if token == "{{":
+            frames.append([])
+        elif token == "}}":
+            if len(frames) == 1:
+                frames[-1].append(token)
+            else:
+                body = "".join(frames.pop())
+                frames[-1].append(evaluate(body))
+        else:
+            frames[-1].append(legacy(m.group(1)))
+    frames[-1].append(text[pos:])
+    while len(frames) > 1:
+        unclosed = "".join(frames.pop())
+        frames[-1].append("{{" + unclosed)
+    return "".join(frames[0])
 
 
 def expand(
@@ -52,8 +119,9 @@ def expand(
 
     ``original`` is what ``{{original}}`` stands for in a card's own system prompt: the
     default system prompt it extends (SillyTavern substitutes it once; later ones are
-    dropped). ``seed`` makes ``{{random}}`` / ``{{pick}}`` repeatable. ``now`` feeds the date
-    and time macros (default: the current time, which changes the prompt every minute).
+    dropped). ``seed`` makes ``{{random}}`` / ``{{pick}}`` / ``{{roll}}`` repeatable. ``now``
+    feeds the date and time macros (default: the current time, which changes the prompt
+    every minute).
     """
     if "{{" not in text and "<" not in text:
         return text
@@ -66,43 +134,39 @@ def expand(
             clock = datetime.now()
         return clock
 
-    def replace(match: re.Match[str]) -> str:
-        legacy = match.group(2)
-        if legacy is not None:
-            return user if legacy.lower() == "user" else char
-        body = match.group(1)
-        name, _, _ = body.strip().partition(":")
-        name = name.strip().lower()
+    def rng(body: str) -> random.Random:
+        state["count"] += 1
+        return random.Random(f"{seed}\x00{state['count']}\x00{body}")
+
+    def legacy(tag: str) -> str:
+        return user if tag.lower() == "user" else char
+
+    def evaluate(body: str) -> str:
+        stripped = body.strip()
+        name = stripped.partition(":")[0].strip().lower()
+        if stripped.startswith("//") or name in ("noop", "trim"):
+            return ""
         if name in ("char", "charifnotgroup", "group"):
             return char
         if name == "user":
             return user
+        if name == "newline":
+            return "\n"
+        if name in _CLOCK:
+            return _CLOCK[name](when())
         if name == "original":
             if state["original_used"]:
                 return ""
             state["original_used"] = True
             return expand(original or "", char=char, user=user, seed=seed, now=when())
-        if name in ("random", "pick"):
-            items = _choices(body.strip()[len(name) :])
-            state["count"] += 1
-            if not items:
-                return ""
-            rng = random.Random(f"{seed}\x00{state['count']}\x00{body}")
-            return rng.choice(items)
-        if name == "date":
-            return _date(when())
-        if name == "time":
-            return _time(when())
-        if name == "weekday":
-            return f"{when():%A}"
-        if name == "isodate":
-            return when().date().isoformat()
-        if name == "isotime":
-            return f"{when():%H:%M}"
-        if name == "newline":
-            return "\n"
-        if name in ("noop", "trim") or body.lstrip().startswith("//"):
+        picked = _RANDOM.fullmatch(stripped)
+        if picked is not None:
+            return rng(body).choice(_choices(picked.group(2)))
+        if name in ("random", "pick"):  # no list at all: nothing to pick from
             return ""
-        return match.group(0)
+        rolled = _ROLL.fullmatch(stripped)
+        if rolled is not None:
+            return _roll(rolled.group(1), rng(body))
+        return "{{" + body + "}}"
 
-    return _MACRO.sub(replace, text)
+    return _fill(text, evaluate, legacy)

@@ -121,6 +121,10 @@ class Persona(BaseModel):
     """Where it came from: ``builtin:<file>``, ``user:<path>``, ``entrypoint:<name>`` or a path."""
     card: dict[str, Any] | None = Field(default=None, repr=False)
     image: bytes | None = Field(default=None, repr=False)
+    notes: list[str] = Field(default_factory=list, repr=False)
+    """What reading the file got past, one line each (a ``ccv3`` chunk that could not be read,
+    so the card came from ``chara``): not part of the character and never written out, but
+    said where the persona is listed or validated rather than lost in silence."""
 
     @field_validator("name")
     @classmethod

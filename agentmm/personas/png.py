@@ -26,6 +26,7 @@ from agentmm.personas._fields import size_text
 from agentmm.personas.cards import DEFAULT_LIMITS, Limits, dumps_card, parse_json_object, persona_from_card
 from agentmm.personas.errors import (
     CardEncodingError,
+    CardError,
     CardTooLargeError,
     CorruptPNGError,
     NoCardInPNGError,
@@ -141,8 +142,8 @@ def _decode_base64(text: bytes, where: str, keyword: str) -> bytes:
         raise CardEncodingError(f"{where}: the '{keyword}' chunk is not valid base64") from None
 
 
-def read_card_png(png: bytes, *, where: str = "image", limits: Limits = DEFAULT_LIMITS) -> tuple[dict[str, Any], bytes]:
-    """PNG bytes -> (card JSON object, the PNG with its card chunks removed)."""
+def _card_chunks(png: bytes, where: str, limits: Limits) -> tuple[dict[str, Chunk], bytes]:
+    """The card chunks of a PNG by keyword (the first of each), and the PNG without them."""
     if len(png) > limits.max_file_bytes:
         raise CardTooLargeError(
             f"{where}: file is {size_text(len(png))}, over the {size_text(limits.max_file_bytes)} limit"
@@ -155,22 +156,44 @@ def read_card_png(png: bytes, *, where: str = "image", limits: Limits = DEFAULT_
             found.setdefault(keyword, chunk)
         else:
             kept.append(png[chunk.start : chunk.end])
-    keyword = "ccv3" if "ccv3" in found else "chara" if "chara" in found else None
-    if keyword is None:
+    if not found:
         raise NoCardInPNGError(f"{where}: PNG has no character card in it (no 'chara' or 'ccv3' chunk)")
+    return found, b"".join(kept)
+
+
+def _chunk_card(chunk: Chunk, keyword: str, where: str, limits: Limits) -> dict[str, Any]:
+    """The card JSON object one card chunk holds."""
     b64_cap = limits.max_card_bytes * 4 // 3 + 8
-    text = _text_value(found[keyword], where, b64_cap)
+    text = _text_value(chunk, where, b64_cap)
     if len(text) > b64_cap:
         raise CardTooLargeError(f"{where}: card is over the {size_text(limits.max_card_bytes)} limit")
     raw = _decode_base64(text, where, keyword)
-    card = parse_json_object(raw, where=f"{where} ({keyword} chunk)", limits=limits)
-    return card, b"".join(kept)
+    return parse_json_object(raw, where=f"{where} ({keyword} chunk)", limits=limits)
 
 
 def load_card_png(png: bytes, *, where: str = "image", source: str = "", limits: Limits = DEFAULT_LIMITS) -> Persona:
-    """Card PNG bytes -> Persona, keeping the image (minus card chunks) in ``Persona.image``."""
-    card, image = read_card_png(png, where=where, limits=limits)
-    return persona_from_card(card, where=where, source=source, image=image)
+    """Card PNG bytes -> Persona, keeping the image (minus card chunks) in ``Persona.image``.
+
+    The ``ccv3`` card wins when both chunks are there. When it cannot be read (bad base64,
+    bad JSON, not a card) but ``chara`` can, the persona comes from ``chara``, and
+    ``Persona.notes`` says so: SillyTavern would refuse the file (it reads only ``ccv3``
+    then), but a V3 writer also writes ``chara``, and the person loses less from its V2 view
+    than from no persona at all. Exporting writes both chunks afresh.
+    """
+    found, image = _card_chunks(png, where, limits)
+    failures: list[CardError] = []
+    for keyword in ("ccv3", "chara"):
+        if keyword not in found:
+            continue
+        try:
+            card = _chunk_card(found[keyword], keyword, where, limits)
+            persona = persona_from_card(card, where=where, source=source, image=image)
+        except CardError as exc:
+            failures.append(exc)
+            continue
+        notes = [f"{failure}; read the '{keyword}' chunk instead" for failure in failures]
+        return persona.model_copy(update={"notes": notes}) if notes else persona
+    raise failures[0]
 
 
 def _chunk(ctype: bytes, data: bytes) -> bytes:

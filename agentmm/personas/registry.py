@@ -6,7 +6,9 @@ Built-ins ship as TOML in ``agentmm/personas_data`` and load like any user file.
 
 A broken file or plugin never takes the registry down: it is reported as one line in
 ``registry.problems`` and skipped, because one bad card in a folder of fifty should not stop
-anyone from chatting with the other forty-nine.
+anyone from chatting with the other forty-nine. A file that loads but only in part (a card
+PNG whose ``ccv3`` chunk is damaged, read from its ``chara`` chunk) is kept and reported in
+``registry.notes``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,12 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+def _problem(where: str, exc: BaseException) -> str:
+    """One line naming ``where`` once: most of our errors already start with the file."""
+    text = _describe(exc)
+    return text if text.startswith(f"{where}: ") else f"{where}: {text}"
+
+
 class PersonaRegistry:
     """All personas this installation can play, looked up by name (case-insensitive), by
     file stem, or by slug (``ilse-varga``). Loads lazily on first use; ``reload`` rescans."""
@@ -73,6 +81,7 @@ class PersonaRegistry:
         self.entry_points = entry_points
         self.limits = limits
         self.problems: list[str] = []
+        self.notes: list[str] = []
         self._personas: dict[str, Persona] = {}
         self._aliases: dict[str, str] = {}
         self._loaded = False
@@ -102,6 +111,7 @@ class PersonaRegistry:
                 continue
             personas[key] = (persona, kind, aliases)
         self._personas = {k: v[0] for k, v in personas.items()}
+        self.notes = [note for persona in self._personas.values() for note in persona.notes]
         self._aliases = {}
         for key, (persona, _, aliases) in personas.items():
             for alias in (slug(persona.name), *aliases):
@@ -127,7 +137,7 @@ class PersonaRegistry:
             try:
                 persona = toml_format.loads(item.read_text("utf-8"), where=where, source=where)
             except Exception as exc:  # a packaging mistake must not stop the others
-                self.problems.append(f"{where}: {_describe(exc)}")
+                self.problems.append(_problem(where, exc))
                 continue
             yield persona, [item.name.rsplit(".", 1)[0]]
 
@@ -142,7 +152,7 @@ class PersonaRegistry:
             try:
                 personas = self._resolve(loaded.value, where, depth=0)
             except Exception as exc:  # plugins are third-party code: report, never crash
-                self.problems.append(f"{where}: {_describe(exc)}")
+                self.problems.append(_problem(where, exc))
                 continue
             for persona in personas:
                 yield persona, [loaded.name] if len(personas) == 1 else []
@@ -190,7 +200,7 @@ class PersonaRegistry:
             try:
                 persona = import_file(path, source=f"{kind}:{path}", limits=self.limits)
             except Exception as exc:  # one bad file must not hide the others
-                self.problems.append(f"{path}: {_describe(exc)}")
+                self.problems.append(_problem(str(path), exc))
                 continue
             yield persona, [path.stem]
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agentmm.personas._fields import check_nesting, describe_validation_error
+from agentmm.personas._fields import check_nesting, describe_validation_errors
 from agentmm.personas.errors import PersonaFormatError
 from agentmm.personas.model import Persona
 
-_NOT_IN_TOML = ("source", "card", "image")
+_NOT_IN_TOML = ("source", "card", "image", "notes")
 
 
 def loads(text: str, *, where: str = "persona.toml", source: str = "") -> Persona:
@@ -31,26 +31,41 @@ def loads(text: str, *, where: str = "persona.toml", source: str = "") -> Person
     except RecursionError:  # tomllib recurses once per level of [[[...]]] or {a = {a = ...}}
         raise PersonaFormatError(f"{where}: arrays or tables nested too deeply") from None
     check_nesting(data, where, PersonaFormatError)  # as for cards: deep data overflows copying later
-    for key in _NOT_IN_TOML:
-        if key in data:
-            raise PersonaFormatError(f"{where}: unknown field '{key}'")
-    book = data.get("lorebook")
-    if isinstance(book, dict):
-        if "raw" in book:
-            raise PersonaFormatError(f"{where}: unknown field 'lorebook.raw'")
-        entries = book.get("entries")
-        for i, entry in enumerate(entries if isinstance(entries, list) else []):  # else the model says what is wrong
-            if isinstance(entry, dict):
-                if "raw" in entry:
-                    raise PersonaFormatError(f"{where}: unknown field 'lorebook.entries.{i}.raw'")
-                if entry.get("secondary_keys") and "selective" not in entry:
-                    entry["selective"] = True
+    problems = _pop_card_only_fields(data)
     try:
-        return Persona(**data, source=source)
+        persona = Persona(**data, source=source)
     except ValidationError as exc:
-        raise PersonaFormatError(f"{where}: {describe_validation_error(exc)}") from None
+        raise PersonaFormatError.listing(where, problems + describe_validation_errors(exc)) from None
     except TypeError as exc:  # e.g. a non-string key from a nested table
-        raise PersonaFormatError(f"{where}: {exc}") from None
+        raise PersonaFormatError.listing(where, [*problems, str(exc)]) from None
+    if problems:
+        raise PersonaFormatError.listing(where, problems)
+    return persona
+
+
+def _pop_card_only_fields(data: dict[str, Any]) -> list[str]:
+    """Take out the fields a card carries but a TOML file may not, one problem each, so the
+    model's own checks still run and every problem is reported at once. An entry that lists
+    ``secondary_keys`` is made ``selective`` on the way (see the module docstring)."""
+    problems = [f"unknown field '{key}'" for key in _NOT_IN_TOML if key in data]
+    for key in _NOT_IN_TOML:
+        data.pop(key, None)
+    book = data.get("lorebook")
+    if not isinstance(book, dict):
+        return problems
+    if "raw" in book:
+        del book["raw"]
+        problems.append("unknown field 'lorebook.raw'")
+    entries = book.get("entries")
+    for i, entry in enumerate(entries if isinstance(entries, list) else []):  # else the model says what is wrong
+        if not isinstance(entry, dict):
+            continue
+        if "raw" in entry:
+            del entry["raw"]
+            problems.append(f"unknown field 'lorebook.entries.{i}.raw'")
+        if entry.get("secondary_keys") and "selective" not in entry:
+            entry["selective"] = True
+    return problems
 
 
 def _drop_none(value: Any) -> Any:

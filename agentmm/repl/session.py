@@ -291,8 +291,11 @@ class ChatSession:
             raise AgentmmError("no persona: /persona NAME first")
         persona = self.agent.personas.get(self.persona)
         if not arg:
-            for i, words in enumerate(persona.greetings):
-                self.terminal.show(f"[{i}] {' '.join(words.split())[:160]}")
+            from agentmm.personas import greeting
+
+            for i in range(len(persona.greetings)):  # as the thread would open: macros filled
+                words = greeting(persona, i, self.agent.settings.user_name, seed=self.thread_id, now=datetime.now(UTC))
+                self.terminal.show(plain(f"[{i}] {' '.join(words.split())[:160]}"))
             if not persona.greetings:
                 self.terminal.show(f"{persona.name} has no greetings")
             return

@@ -210,3 +210,17 @@ def test_a_personas_sampling_reaches_the_model_unless_the_user_set_it(registry: 
     graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
     state = run(graph, "Hello!")
     assert "temperature" not in model.calls[2] and "persona_sampling" not in state["trace"]
+
+
+def test_a_lore_key_with_a_macro_fires_on_this_chats_names(registry: PersonaRegistry) -> None:
+    folder = registry.user_dir
+    assert folder is not None
+    (folder / "tamsin.toml").write_text(CARD + '\n[[lorebook.entries]]\nname = "Visitor"\nkeys = [" {{user}} "]\n'
+                                        'content = "{{user}} once rowed {{char}} home in a storm."\n')  # fmt: skip
+    registry.reload()
+    graph = build_graph(Settings(), model=Recording(responses=["Aye."], seen=[]), checkpointer=InMemorySaver(),
+                        counter=WORDS, personas=registry)  # fmt: skip
+    state = run(graph, "It's me, Ada!", persona="Tamsin")
+    fired = {entry["entry"]: entry for entry in state["trace"]["lore"]}
+    assert "Visitor" in fired and fired["Visitor"]["inserted"]
+    assert "Ada once rowed Tamsin home in a storm." in state["messages"][-2].additional_kwargs["agentmm_context"]

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentmm.personas import Lorebook, LorebookError, LoreEntry, activate, load_world_info
+from agentmm.personas import Lorebook, LorebookError, LoreEntry, activate, expand, load_world_info
 from agentmm.personas.character_book import book_to_card
 
 
@@ -238,7 +238,8 @@ def test_activation_is_fast():
     case=st.booleans(),
 )
 def test_matches_naive_substring_search(keys, messages, case):
-    """The compiled trie finds exactly what a plain ``in`` check over each message finds."""
+    """The compiled trie finds exactly what a plain ``in`` check of each trimmed key over each
+    message finds."""
     b = Lorebook(
         entries=[LoreEntry(name=str(i), keys=k, content="", case_sensitive=case) for i, k in enumerate(keys)],
         scan_depth=len(messages),
@@ -250,7 +251,7 @@ def test_matches_naive_substring_search(keys, messages, case):
     expected = {
         str(i)
         for i, ks in enumerate(keys)
-        if any(k.strip() and not k.startswith("/") and any(norm(k) in norm(m) for m in messages) for k in ks)
+        if any(k.strip() and not k.startswith("/") and any(norm(k.strip()) in norm(m) for m in messages) for k in ks)
     }
     assert {a.entry.name for a in activate(b, messages, words)} == expected
 
@@ -260,3 +261,42 @@ def test_as_trace_is_plain_data():
     trace = act.as_trace()
     assert trace["entry"] == "dragon" and trace["tokens"] == 2 and "dragon" in str(trace["why"])
     json.dumps(trace)
+
+
+def test_keys_are_trimmed_like_sillytavern():
+    """SillyTavern matches ``substituteParams(key).trim()``: padding is not part of the key."""
+    b = book(e("dragon", [" dragon "]), e("gate", ["castle"], secondary_keys=["  gate\n"], selective=True))
+    assert sorted(fired(b, ["dragon! the castle gate."])) == ["dragon", "gate"]
+    acts = activate(b, ["dragon!"], words)
+    assert acts[0].key == " dragon "  # reported as the entry spells it
+    assert fired(book(e("blank", ["   "])), ["   x   "]) == []
+
+
+def test_keys_are_macro_filled_by_transform():
+    def fill(text: str) -> str:
+        return expand(text, char="Mia Rose", user="Bob")
+
+    b = book(e("user", ["{{user}}"]), e("char", ["<BOT>"]), e("both", ["{{char}}"], secondary_keys=["{{user}}"]))
+    assert fired(b, ["Bob says hi"], transform=fill) == ["user"]
+    assert sorted(fired(b, ["mia rose waves at bob"], transform=fill)) == ["both", "char", "user"]
+    assert fired(b, ["Bob says hi"]) == []  # no transform, no names: "{{user}}" is literal
+    assert fired(b, ["{{user}} says hi"]) == ["user"]
+    ann = fired(b, ["Ann says hi"], transform=lambda t: expand(t, char="x", user="Ann"))
+    assert ann == ["user"]  # another chat's names: not Bob's cached matcher
+
+
+def test_regex_key_flags_decide_its_case():
+    """SillyTavern's matchKeys: a /regex/ key ignores the entry's case setting."""
+    assert fired(book(e("r", ["/Dragon/"])), ["a dragon"]) == []
+    assert fired(book(e("r", ["/Dragon/"])), ["a Dragon"]) == ["r"]
+    assert fired(book(e("r", ["/dragon/i"], case_sensitive=True)), ["a DRAGON"]) == ["r"]
+    assert sorted(fired(book(e("r", ["/a.b/s"]), e("m", ["/^x$/m"])), ["a\nb", "y\nx\nz"])) == ["m", "r"]
+    assert fired(book(e("u", ["dra.on"], use_regex=True)), ["DRAGON"]) == ["u"]  # entry decides
+    assert fired(book(e("u", ["dra.on"], use_regex=True, case_sensitive=True)), ["DRAGON"]) == []
+
+
+def test_keys_that_are_not_sillytavern_regexes_are_text():
+    """parseRegexFromString refuses an unescaped "/" inside, unknown flags and bad syntax."""
+    b = book(e("path", ["/usr/bin/"]), e("flag", ["/x/q"]), e("bad", ["/([a/"]), e("ok", [r"/a\/b/"]))
+    assert sorted(fired(b, ["see /usr/bin/ and /x/q and /([a/"])) == ["bad", "flag", "path"]
+    assert fired(b, ["a/b"]) == ["ok"]

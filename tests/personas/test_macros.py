@@ -47,3 +47,32 @@ def test_single_pass_and_unknown_kept():
     assert expand("{{user}}", char="x", user="{{char}}") == "{{char}}"
     assert ex("{{unknown_macro}} {{// a comment}}{{noop}}x{{newline}}y") == "{{unknown_macro}} x\ny"
     assert ex("no macros here") == "no macros here"
+
+
+def test_nested_macros_fill_inner_first_and_never_twice():
+    assert {ex("{{random:{{user}},{{char}}}}", seed=i) for i in range(30)} == {"Sam", "Ilse"}
+    assert {expand("{{random:{{user}},x}}", char="c", user="{{char}}", seed=i) for i in range(30)} == {"{{char}}", "x"}
+    assert ex("{{{user}}} {{unknown:{{char}}}} {{user") == "{Sam} {{unknown:Ilse}} {{user"
+
+
+def test_random_follows_sillytavern_pattern():
+    """SillyTavern's /{{random\\s?::?([^}]+)}}/: one space may come before the colon."""
+    assert {ex("{{random : a,b}}", seed=i) for i in range(30)} == {"a", "b"}
+    assert {ex("{{pick:a::b,c}}", seed=i) for i in range(30)} == {"a", "b,c"}
+
+
+def test_comment_with_braces_is_removed():
+    assert ex("x{{// a {comment} }}y{{// {{user}} }}z") == "xyz"
+
+
+def test_roll_is_seeded_dice():
+    rolls = {int(ex(f"{{{{roll:{f}}}}}", seed=i)) for i in range(200) for f in ("d6", "1d6", "6", " 6")}
+    assert rolls == {1, 2, 3, 4, 5, 6}
+    assert {int(ex("{{roll:2d6+1}}", seed=i)) for i in range(300)} == set(range(3, 14))
+    assert {int(ex("{{roll 1d4-1}}", seed=i)) for i in range(100)} == {0, 1, 2, 3}
+    assert ex("{{roll:d6}} {{roll:d6}}", seed="t") == ex("{{roll:d6}} {{roll:d6}}", seed="t")
+
+
+def test_invalid_rolls_are_empty_like_sillytavern():
+    assert ex("[{{roll:d0}}][{{roll:banana}}][{{roll:0}}][{{roll:1001d6}}]") == "[][][][]"
+    assert ex("{{roll}}") == "{{roll}}"  # not SillyTavern's pattern: left for other tools

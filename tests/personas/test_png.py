@@ -21,9 +21,11 @@ from agentmm.personas import (
     NoCardInPNGError,
     NotAPNGError,
     Persona,
+    PersonaRegistry,
     export,
     import_file,
     load_card_png,
+    validate,
 )
 from agentmm.personas.png import embed_cards, iter_chunks, placeholder_png, text_chunk
 from tests.personas.conftest import make_png
@@ -159,3 +161,25 @@ def test_png_size_cap(v2_card, png_bytes):
 def test_text_chunk_is_plain_text(v2_card):
     raw = text_chunk("chara", v2_card)
     assert raw[4:8] == b"tEXt" and raw[8:14] == b"chara\0"
+
+
+def test_a_damaged_ccv3_chunk_is_read_from_chara_and_said(tmp_path: Path, v2_card, v3_card, png_bytes):
+    """SillyTavern reads only ccv3 when it is there; a V3 writer also writes chara, so that is
+    read instead, and the registry and validate say so rather than lose the V3 data silently."""
+    path = tmp_path / "both.png"
+    path.write_bytes(with_text(embed_cards(png_bytes, {"chara": v2_card}), "ccv3", b"!!!not base64***"))
+    reg = PersonaRegistry(tmp_path, builtins=False, entry_points=False)
+    note = f"{path}: the 'ccv3' chunk is not valid base64; read the 'chara' chunk instead"
+    assert reg.names() == ["Testa Rossa"] and reg.problems == [] and reg.notes == [note]
+    assert reg.get("Testa Rossa").notes == [note] and reg.get("Testa Rossa").card == v2_card
+    assert validate(path)[0] == note
+    bad_json = with_text(embed_cards(png_bytes, {"chara": v2_card}), "ccv3", base64.b64encode(b"{nope"))
+    assert "(ccv3 chunk): not valid JSON" in load_card_png(bad_json).notes[0]
+    good = load_card_png(embed_cards(png_bytes, {"chara": v2_card, "ccv3": v3_card}))
+    assert good.notes == [] and good.card == v3_card
+
+
+def test_when_no_card_chunk_can_be_read_the_ccv3_problem_is_raised(png_bytes):
+    both_bad = with_text(with_text(png_bytes, "chara", b"{nope"), "ccv3", b"!!!")
+    with pytest.raises(CardEncodingError, match="'ccv3' chunk is not valid base64"):
+        load_card_png(both_bad)

@@ -50,6 +50,8 @@ def test_user_folder_with_a_broken_file(tmp_path: Path):
     assert any("broken.json" in p and "not valid JSON" in p for p in reg.problems)
     assert any("fake.png" in p and "JPEG" in p for p in reg.problems)
     assert all("\n" not in p for p in reg.problems)
+    assert all(p.count(str(tmp_path)) == 1 for p in reg.problems)  # the path once, not "path: path: ..."
+    assert reg.notes == []
     with pytest.raises(PersonaNotFoundError, match="did you mean 'Testa Rossa'"):
         reg.get("Testa Rosa")
 
@@ -171,6 +173,27 @@ def test_validate_reports(tmp_path: Path):
     assert validate(broken) == [f"{broken}: PNG has no character card in it (no 'chara' or 'ccv3' chunk)"]
 
 
+def test_validate_lists_every_problem_of_a_toml_file(tmp_path: Path):
+    """README: "exit 1 and one line per problem", not only the first pydantic error."""
+    bad = tmp_path / "lore.toml"
+    bad.write_text(
+        'name = "x"\ncard = {}\n[lorebook]\nscan_depth = -1\n[[lorebook.entries]]\nkeys = "dragon"\n'
+        'content = "y"\nselective_logic = "AND_ANY"\nposition = "top"\n'
+    )
+    problems = validate(bad)
+    assert [p.split(": ")[1] for p in problems] == [
+        "unknown field 'card'",
+        "lorebook.scan_depth",
+        "lorebook.entries.0.keys",
+        "lorebook.entries.0.selective_logic",
+        "lorebook.entries.0.position",
+    ]
+    assert all(p.startswith(f"{bad}: ") and "\n" not in p for p in problems)
+    with pytest.raises(PersonaError) as info:
+        import_file(bad)
+    assert str(info.value).endswith("(and 4 more)") and "\n" not in str(info.value)
+
+
 def test_install_and_create(tmp_path: Path):
     user = tmp_path / "personas"
     reg = PersonaRegistry(user, entry_points=False)
@@ -224,3 +247,28 @@ def test_names_without_letters_get_files_and_lookups_of_their_own(tmp_path: Path
     assert len({p.source for p in reg}) == 3 and reg.problems == []
     assert [reg.get(name).name for name in ["🐉", "🔥", "???"]] == ["🐉", "🔥", "???"]
     assert reg.find("😀") is None and reg.find("...") is None and reg.find("persona") is None
+
+
+def test_utf16_and_utf32_cards_with_a_byte_order_mark(tmp_path: Path):
+    text = json.dumps(make_v2_card(), ensure_ascii=False)
+    for codec in ("utf-16", "utf-16-be", "utf-32", "utf-32-be"):
+        bom = {"utf-16-be": b"\xfe\xff", "utf-32-be": b"\x00\x00\xfe\xff"}.get(codec, b"")
+        path = tmp_path / f"{codec}.json"
+        path.write_bytes(bom + text.encode(codec))
+        assert import_file(path).name == "Testa Rossa", codec
+    toml = tmp_path / "wide.toml"
+    toml.write_bytes('name = "Wide Ünï"\n'.encode("utf-16"))
+    assert import_file(toml).name == "Wide Ünï"
+    reg = PersonaRegistry(tmp_path / "mine", builtins=False, entry_points=False)
+    assert reg.install(tmp_path / "utf-16.json").name == "Testa Rossa"  # install sniffs the raw bytes too
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b"\xff\xfe{\x00\x00\xd8")  # a lone surrogate
+    with pytest.raises(UnknownFormatError, match="not valid UTF-16"):
+        import_file(broken)
+
+
+@pytest.mark.parametrize("name", ["empty.json", "blank.toml", "empty.png"])
+def test_an_empty_file_is_called_empty(tmp_path: Path, name: str):
+    path = tmp_path / name
+    path.write_bytes(b"" if name != "blank.toml" else b"\xef\xbb\xbf \n\n")
+    assert validate(path) == [f"{path}: the file is empty"]

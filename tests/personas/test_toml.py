@@ -57,6 +57,7 @@ def test_secondary_keys_imply_selective():
         ('name = "x"\n[lorebook]\nscan_depth = -1\n', "scan_depth"),
         ('name = "x\n', "not valid TOML"),
         ('name = "x"\ncard = {}\n', "unknown field 'card'"),
+        ('name = "x"\nnotes = ["read from chara"]\n', "unknown field 'notes'"),
     ],
 )
 def test_errors(text, fragment):
