@@ -108,6 +108,8 @@ def greeting(
         return ""
     if not 0 <= n < len(persona.greetings):
         count = len(persona.greetings)
+        if not count:
+            raise PersonaError(f"{persona.name} has no greetings; greeting {n} cannot open the thread")
         raise PersonaError(
             f"{persona.name} has {count} greeting{'s' if count != 1 else ''}; "
             f"greeting {n} is out of range (0..{count - 1})"

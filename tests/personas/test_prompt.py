@@ -64,6 +64,8 @@ def test_greetings_and_post_history():
     assert greeting(Persona(name="x")) == ""
     with pytest.raises(PersonaError, match="out of range"):
         greeting(P, 5)
+    with pytest.raises(PersonaError, match=r"^x has no greetings; greeting 1 cannot open the thread$"):
+        greeting(Persona(name="x"), 1)
     assert post_history(P, "Sam") == "Be brief, Ilse."
 
 
