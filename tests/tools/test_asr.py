@@ -11,7 +11,15 @@ import pytest
 
 from agentmm.tools import asr, transcribe, transcribe_audio
 from agentmm.tools.errors import CorruptMediaError, MediaNotFoundError, SpeechModelError, UnsupportedMediaError
-from tests.tools.media_files import MORE_SENTENCES, SENTENCES, make_image, sox_can_write, speak, write_wav
+from tests.tools.media_files import (
+    MORE_SENTENCES,
+    SENTENCES,
+    encode_audio,
+    make_image,
+    sox_can_write,
+    speak,
+    write_wav,
+)
 
 
 def test_transcribes_known_sentences(speech_wav: Path) -> None:
@@ -43,6 +51,16 @@ def test_compressed_audio_made_by_sox(short_speech_wav: Path, tmp_path: Path, fm
     out = tmp_path / f"coffee.{fmt}"
     subprocess.run(["sox", str(short_speech_wav), str(out)], check=True, capture_output=True)
     result = transcribe(out)
+    assert asr.word_error_rate(SENTENCES[1], result.text) < 0.4, result.text
+
+
+@pytest.mark.parametrize(("container", "codec"), [("webm", "libopus"), ("mp4", "aac")])
+def test_a_voice_note_from_a_browser_or_a_phone(
+    short_speech_wav: Path, tmp_path: Path, container: str, codec: str
+) -> None:
+    """WebM/Opus (a browser's recorder) and MP4/AAC with the generic isom brand (a phone's)."""
+    note = encode_audio(short_speech_wav, tmp_path / "note.bin", container, codec)
+    result = transcribe(note)
     assert asr.word_error_rate(SENTENCES[1], result.text) < 0.4, result.text
 
 

@@ -193,6 +193,21 @@ def test_indexing_is_incremental_through_the_cli(
     assert plain.out.startswith("added 0, updated 0, removed 0, unchanged 3, failed 0, embedded 0, seconds ")
 
 
+def test_indexed_counts_the_files_a_search_can_still_find(
+    image_dir: Path, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file deleted since indexing was still counted, and could cost a result."""
+    cli(capsys, monkeypatch, "images", "index", str(image_dir), "--json").json()
+    photos["red"].unlink()
+    found = cli(capsys, monkeypatch, "images", "search", "--image", str(photos["blue"]), "-k", "2", "--json").json()
+    assert found["indexed"] == 2 and len(found["results"]) == 2
+    photos["green"].unlink()
+    photos["blue"].unlink()
+    gone = cli(capsys, monkeypatch, "images", "search", "blue", "-k", "2")
+    assert (gone.code, gone.out) == (0, "")
+    assert gone.err == "agentmm: no indexed image is still on disk (run agentmm images index DIR again)\n"
+
+
 def test_bad_and_unreadable_files_are_reported_and_kept_out(
     image_dir: Path, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -245,7 +260,7 @@ def test_searching_an_empty_index_says_so(
         (("images", "search", "red", "-k", "0"), "-k must be at least 1"),
         (("images", "search", "   "), "the query is empty"),
         (("images", "search", "--image", "nowhere.png"), "nowhere.png"),
-        (("images", "index", "no-such-folder"), "not a directory"),
+        (("images", "index", "no-such-folder"), "no-such-folder: it does not exist"),
     ],
 )
 def test_user_mistakes_are_one_line(

@@ -127,6 +127,21 @@ def test_search_by_text_ranks_existing_files(index: ImageIndex, image_dir: Path,
     assert index.search_text("x", k=1)[0].path in {str(p) for p in photos.values()}
 
 
+def test_search_returns_k_files_still_on_disk_when_the_nearest_are_gone(
+    index: ImageIndex, image_dir: Path, photos: dict[str, Path]
+) -> None:
+    """It took the k nearest and then dropped the deleted ones: with both nearest gone, k=2 gave nothing."""
+    index.index_dir(image_dir)
+    nearest = index.search_text("a red square", k=2)
+    for hit in nearest:
+        Path(hit.path).unlink()
+    hits = index.search_text("a red square", k=2)
+    assert len(hits) == 2 and all(Path(hit.path).is_file() for hit in hits)
+    assert {hit.path for hit in hits}.isdisjoint(hit.path for hit in nearest)
+    assert len(index.search_text("a red square", k=10)) == 2  # all that is left
+    assert (len(index), index.count_on_disk()) == (4, 2)  # the records stay until the folder is indexed again
+
+
 def test_search_by_example_finds_that_image_first(index: ImageIndex, image_dir: Path, photos: dict[str, Path]) -> None:
     index.index_dir(image_dir)
     hits = index.search_image(photos["green"], k=2)
@@ -166,11 +181,25 @@ def test_default_search_tool_uses_the_data_dir(isolated_env: Path) -> None:
     assert (isolated_env / "data" / "images").is_dir()
 
 
+def test_pictures_are_indexed_as_far_as_they_can_be_read(index: ImageIndex, image_dir: Path) -> None:
+    """TIFF and AVIF were reported as unsupported or as MP4 video; HEIC cannot be decoded here,
+    and the report says what to do about it."""
+    make_image(image_dir / "scan.tif")
+    make_image(image_dir / "phone.avif")
+    (image_dir / "IMG_0001.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
+    report = index.index_dir(image_dir)
+    assert report.added == 2
+    [(path, reason)] = report.failed
+    assert Path(path).name == "IMG_0001.heic" and "not supported (convert to JPEG or PNG)" in reason
+
+
 def test_user_mistakes_are_typed(index: ImageIndex, tmp_path: Path) -> None:
     with pytest.raises(EmptyInputError):
         index.search_text("   ")
-    with pytest.raises(ImageIndexError, match="not a directory"):
+    with pytest.raises(ImageIndexError, match="nowhere: it does not exist"):
         index.index_dir(tmp_path / "nowhere")
+    with pytest.raises(ImageIndexError, match="not a directory"):
+        index.index_dir(make_image(tmp_path / "one.png"))
 
 
 def test_a_second_process_is_refused(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import os
 import struct
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -22,7 +23,7 @@ from agentmm.tools.errors import (
     NotAFileError,
     UnsupportedMediaError,
 )
-from tests.tools.media_files import make_image, png_header, write_wav
+from tests.tools.media_files import encode_audio, make_image, png_header, tone, write_wav
 
 
 def one_line(error: pytest.ExceptionInfo[BaseException]) -> str:
@@ -64,6 +65,30 @@ def test_audio_and_video_containers_are_known_by_their_bytes(tmp_path: Path, nam
     path = tmp_path / "clip.dat"
     path.write_bytes(SIGNATURES[name])
     assert media.sniff(path).name == name
+
+
+@pytest.mark.parametrize(
+    ("container", "codec", "picture", "expected"),
+    [
+        ("mp4", "aac", None, media.M4A),  # brand isom: the bytes alone say MP4
+        ("3gp", "aac", None, media.M4A),  # a phone's recording
+        ("mp4", "aac", "cover", media.M4A),  # cover art is a picture stream, not video
+        ("webm", "libopus", None, media.WEBM_AUDIO),  # a browser's voice note
+        ("matroska", "aac", None, media.MKA),
+    ],
+)
+def test_a_container_holding_audio_alone_is_audio(
+    tmp_path: Path, container: str, codec: str, picture: Literal["cover"] | None, expected: media.MediaType
+) -> None:
+    source = write_wav(tmp_path / "tone.wav", tone())
+    voice = encode_audio(source, tmp_path / "voice.bin", container, codec, picture=picture)
+    assert media.sniff(voice) == expected and expected.kind == "audio"
+    assert media.check_audio(voice) == expected
+
+
+def test_a_container_with_a_video_stream_stays_video(tmp_path: Path) -> None:
+    film = encode_audio(write_wav(tmp_path / "tone.wav", tone()), tmp_path / "film.m4a", "mp4", "aac", picture="video")
+    assert media.sniff(film) == media.MP4
 
 
 def test_mp3_without_id3_is_known_by_its_frame_sync(tmp_path: Path) -> None:
@@ -178,6 +203,8 @@ def _corrupt_wav(tmp_path: Path, name: str, edit: tuple[int, bytes]) -> Path:
         ((24, struct.pack("<I", 7)), "sample rate"),  # fmt: sample rate
         ((12, b"junk"), "before its format chunk"),  # the fmt chunk renamed away
         ((16, struct.pack("<I", 8)), "format chunk of"),  # fmt chunk declared too short
+        ((20, struct.pack("<H", 0)), "sample format 0 (unknown)"),  # fmt: format tag
+        ((20, struct.pack("<H", 0xABCD)), "unknown sample format 0xabcd"),  # no decoder in FFmpeg
     ],
 )
 def test_corrupt_wav_header(tmp_path: Path, edit: tuple[int, bytes], why: str) -> None:
@@ -185,6 +212,46 @@ def test_corrupt_wav_header(tmp_path: Path, edit: tuple[int, bytes], why: str) -
     with pytest.raises(CorruptMediaError) as error:
         media.check_audio(path)
     assert why in one_line(error)
+
+
+def test_a_wav_sample_format_ffmpeg_decodes_is_accepted(tmp_path: Path) -> None:
+    """G.726 (tag 0x0045), like GSM 6.10 (0x0031), is a format of telephone recordings that
+    FFmpeg decodes; refusing every tag outside a short list called them corrupt."""
+    g726 = encode_audio(write_wav(tmp_path / "tone.wav", tone()), tmp_path / "call.wav", "wav", "g726")
+    assert g726.read_bytes()[20:22] == struct.pack("<H", 0x0045)
+    assert media.check_audio(g726) == media.WAV
+
+
+@pytest.mark.parametrize("suffix", ["tif", "avif"])
+def test_tiff_and_avif_pictures_are_read(tmp_path: Path, suffix: str) -> None:
+    picture = make_image(tmp_path / f"scan.{suffix}", size=(40, 30))
+    assert media.sniff(picture).name == {"tif": "tiff"}.get(suffix, suffix)
+    assert media.open_image(picture).size == (40, 30)
+
+
+def test_big_endian_tiff_is_known_too() -> None:
+    assert media.sniff_bytes(b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 20) == media.TIFF
+
+
+def _ftyp(major: bytes, *compatible: bytes) -> bytes:
+    body = major + b"\x00\x00\x00\x00" + b"".join(compatible)
+    return (len(body) + 8).to_bytes(4, "big") + b"ftyp" + body + b"\x00\x00\x00\x08free"
+
+
+def test_an_avif_picture_is_not_taken_for_an_mp4_video() -> None:
+    assert media.sniff_bytes(_ftyp(b"avif", b"avif", b"mif1", b"miaf")) == media.AVIF
+    assert media.sniff_bytes(_ftyp(b"mif1", b"mif1", b"avif")) == media.AVIF  # AVIF under the generic brand
+    assert media.sniff_bytes(_ftyp(b"isom", b"isom", b"mp41")) == media.MP4
+
+
+@pytest.mark.parametrize("brands", [(b"heic", b"mif1", b"heic"), (b"mif1", b"mif1", b"heix"), (b"msf1", b"msf1")])
+def test_a_heic_picture_is_refused_in_one_line_that_says_what_to_do(tmp_path: Path, brands: tuple[bytes, ...]) -> None:
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(_ftyp(*brands) + b"\x00" * 64)
+    for read in (media.sniff, media.open_image, media.check_audio):
+        with pytest.raises(UnsupportedMediaError) as error:
+            read(photo)
+        assert "HEIC/HEIF pictures are not supported (convert to JPEG or PNG)" in one_line(error)
 
 
 def test_wrong_kind_is_unsupported(tmp_path: Path) -> None:

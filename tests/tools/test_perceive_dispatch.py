@@ -16,7 +16,7 @@ from agentmm.tools.caption import Caption
 from agentmm.tools.errors import MediaError
 from agentmm.tools.perception import Perception, UnsupportedAttachmentError, perceivable_kind, perceive_file
 from tests.test_cli import agentmm
-from tests.tools.media_files import make_image, write_wav
+from tests.tools.media_files import encode_audio, make_image, tone, write_wav
 
 
 class Describer:
@@ -46,6 +46,20 @@ def test_the_kind_comes_from_the_bytes(tmp_path: Path) -> None:
         perceivable_kind(tmp_path / "missing.png")
 
 
+def test_a_voice_note_in_a_video_container_is_audio_and_a_film_is_not(tmp_path: Path) -> None:
+    """A browser records voice notes as WebM/Opus and a phone as MP4/AAC (brand isom): both
+    were refused as video by their bytes; what decides is whether a video stream is there."""
+    wav = write_wav(tmp_path / "tone.wav", tone())
+    notes = [
+        encode_audio(wav, tmp_path / "note.webm", "webm", "libopus"),
+        encode_audio(wav, tmp_path / "note.m4a", "mp4", "aac"),
+    ]
+    assert [perceivable_kind(note) for note in notes] == ["audio", "audio"]
+    film = encode_audio(wav, tmp_path / "film.m4a", "mp4", "aac", picture="video")
+    with pytest.raises(UnsupportedAttachmentError, match=r"film.m4a is an MP4 video file: only pictures and audio"):
+        perceivable_kind(film)
+
+
 def test_perceive_file_captions_a_picture_with_the_captioner_given(tmp_path: Path) -> None:
     found = perceive_file(make_image(tmp_path / "p.png", size=(64, 48)), load_settings(), captioner=Describer())
     assert isinstance(found, Caption)
@@ -54,11 +68,22 @@ def test_perceive_file_captions_a_picture_with_the_captioner_given(tmp_path: Pat
         perceive_file(video(tmp_path), load_settings(), captioner=Describer())
 
 
-def test_the_cli_and_a_chat_say_the_same_of_a_file_they_cannot_perceive(tmp_path: Path) -> None:
-    clip = video(tmp_path)
-    in_chat = Perception(lambda p: ("", ""), lambda p: ("", "", "")).perceive([clip])[0]
-    done = agentmm("perceive", str(clip), "--json")
+def test_the_cli_and_a_chat_say_the_same_of_a_file_they_cannot_perceive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that is no picture or audio is ``unsupported``; a good picture with no captioner
+    here (a VLM set without its projector, quick to find out) keeps its kind and is
+    ``unavailable``, in ``perceive --json`` as in a chat's trace (it said only file and error)."""
+    monkeypatch.setenv("AGENTMM_CAPTION_MODEL", str(tmp_path / "vlm.gguf"))
+    files = [video(tmp_path), make_image(tmp_path / "cat.png")]
+    in_chat = [o.as_trace() for o in Perception(settings=load_settings()).perceive(files)]
+    done = agentmm("perceive", *map(str, files), "--json")
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert json.loads(done.stdout)["results"] == [{"file": str(clip), "error": in_chat.error}]
-    assert in_chat.error is not None and "only pictures and audio can be perceived" in in_chat.error
+    results = json.loads(done.stdout)["results"]
+    assert results == [{key: seen[key] for key in ("file", "kind", "error", "unavailable") if key in seen}
+                       for seen in in_chat]  # fmt: skip
+    assert results[0]["kind"] == "unsupported" and "only pictures and audio can be perceived" in results[0]["error"]
+    assert (
+        results[1]["kind"] == "image" and results[1]["unavailable"] is True and "caption_mmproj" in results[1]["error"]
+    )
     assert issubclass(UnsupportedAttachmentError, AgentmmError)
