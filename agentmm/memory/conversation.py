@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import unquote
 
 from langgraph.store.base import BaseStore, Item, PutOp
 
@@ -40,15 +39,26 @@ NO_PERSONA = "_assistant"
 _TURN_ROWS = 100
 
 
-_NEEDS_ESCAPE = re.compile(r"[.\x00]|%(?=[0-9A-Fa-f]{2})|^_")
+_ESCAPES = {".": "%2E", "\x00": "%00"}
+_ESCAPED = re.compile("|".join(_ESCAPES.values()))
 
 
 def label(name: str) -> str:
-    """A user id or persona name as a namespace label: LangGraph refuses a ``.`` in a label
-    ("Dr. Who", "john.doe"), and ``_shared``/``_assistant`` are the store's own, so those are
-    %-escaped (``.`` -> ``%2E``, a leading ``_`` -> ``%5F``, and a ``%`` that would read as an
-    escape -> ``%25``). Every other name is its own label, as before escaping existed."""
-    return _NEEDS_ESCAPE.sub(lambda m: f"%{ord(m.group()):02X}", name)
+    """A user id or persona name as a namespace label: LangGraph refuses ``.`` (and NUL) in a
+    label ("Dr. Who", "john.doe" crashed every turn), so those become ``%2E`` (``%00``). Every
+    name that was a valid label stays its own label, so memories written before keep their
+    scope, and ``label(unlabel(x)) == x`` for every label, however it was written (an import
+    brings raw labels). The price: "Dr. Who" and a persona literally named "Dr%2E Who" share
+    a scope."""
+    if "." not in name and "\x00" not in name:
+        return name
+    return "".join(_ESCAPES.get(char, char) for char in name)
+
+
+def unlabel(label_: str) -> str:
+    """A label as the name people know: ``%2E`` read back as ``.``."""
+    back = {code: char for char, code in _ESCAPES.items()}
+    return _ESCAPED.sub(lambda m: back[m.group()], label_)
 
 
 def scope(user: str, persona: str | None = None, *, shared: bool = False) -> tuple[str, str, str]:
@@ -63,7 +73,7 @@ def user_prefix(user: str) -> tuple[str, str]:
 
 def scope_text(namespace: Sequence[str]) -> str:
     """A namespace as people read it, "user/persona", names unescaped."""
-    return "/".join(unquote(part) for part in namespace[1:])
+    return "/".join(unlabel(part) for part in namespace[1:])
 
 
 def memory_text(speaker: str, text: str, when: datetime | str, previous: str | None = None) -> str:
