@@ -469,8 +469,7 @@ def _check_size(text: str, n_ctx: int) -> None:
     database 84 MB bigger and the thread's time moved."""
     if len(text) > MAX_CHARS_PER_TOKEN * n_ctx:
         raise InputTooLongError(
-            f"the message is {len(text):,} characters, far more than fit in the context (n_ctx={n_ctx}); "
-            "shorten it or raise n_ctx"
+            f"the message is {len(text):,} characters: too long for n_ctx={n_ctx}; shorten it or raise n_ctx"
         )
 
 

@@ -102,7 +102,7 @@ def test_a_message_far_too_long_is_refused_before_the_turn_touches_the_thread(tm
     with Agent(model=model, data_dir=tmp_path, memory=False, n_ctx=256, max_tokens=64) as agent:
         agent.chat("hi", "t")
         before = (summarize_thread(agent.checkpointer, "t"), len(list(agent.checkpointer.list(agent.config("t")))))
-        with pytest.raises(InputTooLongError, match="8,193 characters, far more than fit"):
+        with pytest.raises(InputTooLongError, match="8,193 characters: too long for n_ctx=256"):
             agent.chat("x" * (32 * 256 + 1), "t")
         after = (summarize_thread(agent.checkpointer, "t"), len(list(agent.checkpointer.list(agent.config("t")))))
         assert after == before  # no checkpoint written and rolled back: the thread's time did not move
