@@ -68,7 +68,10 @@ def _globals(
 def _settings(**flags: Any) -> Settings:
     from agentmm.settings import load_settings
 
-    return load_settings(Globals.config_file, data_dir=Globals.data_dir, **flags)
+    named = Globals.config_file
+    if named is not None and not named.expanduser().exists():  # a typo in --config read as "no settings"
+        raise AgentmmError(f"config file {named} does not exist (--config names a file to read)")
+    return load_settings(named, data_dir=Globals.data_dir, **flags)
 
 
 def _print_json(data: Any) -> None:
@@ -647,6 +650,8 @@ def memory_add(
     """Write a memory by hand."""
     from agentmm.memory.manage import add_memory
 
+    if persona is not None:  # the persona's own name, as its turns recall by: "nora quill" is Nora Quill
+        persona = _registry().get(persona).name
     with _memory_store() as store:
         row = add_memory(store, _user(user), persona, text, shared=shared, speaker=_settings().user_name)
     if as_json:

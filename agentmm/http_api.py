@@ -237,6 +237,8 @@ class _Routes:
             text = _field(body, "text", str, required=True)
             user = _field(body, "user", str) or self.agent_of().settings.user_id
             persona, shared = _field(body, "persona", str), bool(_field(body, "shared", bool))
+            if persona is not None:  # the persona's own name, as its turns recall by: "nora quill" is Nora Quill
+                persona = self.agent_of().personas.get(persona).name
             speaker = self.agent_of().settings.user_name
             row = await asyncio.to_thread(add_memory, store, user, persona, text, shared=shared, speaker=speaker)
             return _json(row, status=201)

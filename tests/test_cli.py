@@ -189,3 +189,11 @@ def test_a_thread_whose_persona_was_removed_says_so(isolated_env: Path) -> None:
     card.unlink()
     assert_one_line_error(agentmm("chat", "-t", thread, "-m", "hi"), "this thread plays 'Wren', which is no longer")
     ok_json("chat", "-t", thread, "-p", "Nora Quill", "-m", "hi", "--json", "--max-tokens", "2")
+
+
+def test_a_config_file_named_with_a_flag_must_exist(isolated_env: Path) -> None:
+    missing = isolated_env / "confg.toml"
+    assert_one_line_error(agentmm("--config", str(missing), "config", "show"), f"config file {missing} does not exist")
+    (isolated_env / "config.toml").write_text("n_ctx = 2048\n")
+    shown = ok_json("--config", str(isolated_env / "config.toml"), "config", "show", "--json")
+    assert shown["settings"]["n_ctx"] == 2048

@@ -264,3 +264,10 @@ def test_unknown_routes_and_methods_are_json_errors(client: TestClient) -> None:
     wrong = client.put("/threads")
     assert wrong.status_code == 405 and wrong.json()["error"].startswith("Method Not Allowed")
     assert client.post("/chat", json={"message": "hi", "greeting": "1"}).json() == {"error": "greeting must be an int"}
+
+
+def test_a_note_for_a_persona_is_kept_under_its_own_name(client: TestClient) -> None:
+    refused = client.post("/memories", json={"text": "likes tea", "persona": "Nobody At All"})
+    assert refused.status_code == 404 and "Nobody At All" in refused.json()["error"]
+    added = client.post("/memories", json={"text": "likes tea", "persona": "nora quill"}).json()
+    assert added["scope"] == "local/Nora Quill"  # where Nora's turns recall from
