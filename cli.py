@@ -140,8 +140,9 @@ def _chat_with(
         message = ""  # a voice note or a picture alone is a turn
     if message is None and as_json:
         raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
-    _check_new_thread_options(agent, thread, _played(agent, chosen, thread), greeting)
-    _play_on_persona_model(agent, chosen, thread, as_json)
+    played = _played(agent, chosen, thread)
+    _check_new_thread_options(agent, thread, played, greeting)
+    _play_on_persona_model(agent, played, as_json)
     # A model that would crash this process (a native fault) is said in one line before anyone types.
     agent.check_model()
     if message is not None:
@@ -172,9 +173,8 @@ def _check_new_thread_options(agent: Agent, thread: str | None, played: str | No
         raise AgentmmError(f"--system sets a new thread's system prompt; thread {thread} keeps its own")
 
 
-def _play_on_persona_model(agent: Agent, chosen: str | None, thread: str | None, as_json: bool) -> None:
+def _play_on_persona_model(agent: Agent, played: str | None, as_json: bool) -> None:
     """The persona this run plays runs on its own model where it names one and the user named none."""
-    played = _played(agent, chosen, thread)
     if (model := agent.use_persona_model(played)) is not None and not as_json:
         sys.stderr.write(f"{played} plays on its own model: {model} (--model names another)\n")
 
