@@ -195,7 +195,7 @@ def test_export_and_import_move_memories_between_chroma_and_postgres(
     fresh = {**memory_on, "AGENTMM_DATA_DIR": str(tmp_path / "fresh-data")}
     for text in ["Mira lives in Lisbon.", "Kofi was born in Zanzibar.", "The ferry leaves at 7 — ünïcödé"]:
         ok_json("memory", "add", text, "--json", env=memory_on)
-    ok_json("memory", "add", "A persona's own memory.", "--persona", "bard", "--json", env=memory_on)
+    ok_json("memory", "add", "A persona's own memory.", "--persona", "bram tolliver", "--json", env=memory_on)
 
     exports = [tmp_path / f"{i}.jsonl" for i in range(3)]
     assert ok_json("memory", "export", str(exports[0]), "--json", env=memory_on)["exported"] == 4  # SQLite + Chroma
