@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -521,7 +522,7 @@ def personas_new(
     if as_json:
         _print_json({"name": name, "path": str(path)})
     else:
-        sys.stdout.write(f"wrote {path}: edit it, then: agentmm chat --persona {name!r}\n")
+        sys.stdout.write(f"wrote {path}: edit it, then: agentmm chat --persona {shlex.quote(name.strip())}\n")
 
 
 @personas_app.command("import")
@@ -550,9 +551,10 @@ def personas_export(
     """Write a persona as TOML, a V2/V3 card JSON, or a card PNG (every card field kept)."""
     from agentmm.personas import export
 
-    path = export(_registry().get(name), format, output)  # type: ignore[arg-type]
+    persona = _registry().get(name)
+    path = export(persona, format, output)  # type: ignore[arg-type]
     if as_json:
-        _print_json({"name": name, "format": format, "path": str(path)})
+        _print_json({"name": persona.name, "format": format, "path": str(path)})
     else:
         sys.stdout.write(f"wrote {path}\n")
 

@@ -128,3 +128,15 @@ def test_a_personas_model_and_sampling_are_used_unless_the_run_names_its_own(tmp
     assert done.returncode == 0, done.stderr
     assert "Model Mo plays on its own model: smollm2" in done.stderr
     assert_one_line_error(agentmm("chat", "-m", "hi"), str(missing))
+
+
+def test_new_suggests_a_command_a_shell_can_run_and_export_names_the_persona(tmp_path: Path) -> None:
+    import shlex
+
+    made = agentmm("personas", "new", 'O\'Brien "Q"')
+    assert made.returncode == 0, made.stderr
+    suggested = made.stdout.split("then: ", 1)[1].strip()
+    assert shlex.split(suggested)[-2:] == ["--persona", 'O\'Brien "Q"']  # was Python's repr: 'O\'Brien "Q"'
+    out = tmp_path / "nora.json"
+    exported = ok_json("personas", "export", "nora quill", "-o", str(out), "--json")
+    assert exported["name"] == "Nora Quill"  # was the name as typed
