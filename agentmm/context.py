@@ -84,8 +84,9 @@ def plan_window(
     the highest-priority part still out, if ``truncatable``, comes back cut to half the room
     the other head and tail parts leave (the other half stays for the turn and the history).
     """
-    named = {name: text for name, text in (*head, *turn, *tail) if text}
-    sizes_of = {name: counter.text(text) for name, text in named.items()}
+    full = {name: text for name, text in (*head, *turn, *tail) if text}
+    full_sizes = {name: counter.text(text) for name, text in full.items()}
+    named, sizes_of = dict(full), dict(full_sizes)  # what is kept: parts leave on the way
     message_tokens = counter.text(messages[-1].text) + PER_MESSAGE_OVERHEAD if messages else 0
     available = n_ctx - reply_tokens
 
@@ -99,10 +100,9 @@ def plan_window(
         if name in named:
             del named[name], sizes_of[name]
             dropped.append(name)
-    full = {name: text for name, text in (*head, *turn, *tail) if text}
     for name in reversed(list(dropped)):  # a small part dropped before a big one may fit again
-        if fixed() + (size := counter.text(full[name])) <= available:
-            named[name], sizes_of[name] = full[name], size
+        if fixed() + full_sizes[name] <= available:
+            named[name], sizes_of[name] = full[name], full_sizes[name]
             dropped.remove(name)
     truncated = []
     if dropped and dropped[-1] in truncatable and fixed() <= available:
@@ -110,12 +110,13 @@ def plan_window(
         # Half the room the head and tail leave, which does not change from turn to turn (the
         # prompt's head stays the same, and llama.cpp's cache with it), unless this turn's
         # message and context leave less.
-        framed = sum(size for part, size in sizes_of.items() if part in dict((*head, *tail)))
+        frame = {part for part, _ in (*head, *tail)}
+        framed = sum(size for part, size in sizes_of.items() if part in frame)
         cut = clip_to_tokens(full[name], min((available - framed) // 2, available - fixed()), counter)
         if cut:
             named[name], sizes_of[name] = cut, counter.text(cut)
             dropped.remove(name)
-            truncated.append({"part": name, "tokens": sizes_of[name], "full_tokens": counter.text(full[name])})
+            truncated.append({"part": name, "tokens": sizes_of[name], "full_tokens": full_sizes[name]})
     if fixed() > available:
         raise InputTooLongError(
             f"the message is {message_tokens} tokens but only {max(available - fixed() + message_tokens, 0)} "

@@ -490,11 +490,15 @@ def _one_line(
     error = exc.errors()[0]
     error["msg"] = str(error["msg"]).removeprefix("Value error, ")
     if not error["loc"]:  # a check across settings (model_validator): its message names them
-        return f"bad settings: {str(error['msg']).removeprefix('Value error, ')}"
+        return f"bad settings: {error['msg']}"
     name = str(error["loc"][0])
     if error["type"] == "extra_forbidden":
         return f"unknown setting {name!r}"
-    origin = f" (from {path})" if name in file_keys else f" (from AGENTMM_{name.upper()})" if name in env_keys else ""
+    origin = ""
+    if name in file_keys:
+        origin = f" (from {path})"
+    elif name in env_keys:
+        origin = f" (from {ENV_PREFIX}{name.upper()})"
     value = error.get("input")
     shown = f" {_clip(repr(value))}" if isinstance(value, (str, int, float)) else ""
     return f"bad setting {name}{shown}{origin}: {error['msg']}"

@@ -40,6 +40,7 @@ _TURN_ROWS = 100
 
 
 _ESCAPES = {".": "%2E", "\x00": "%00"}
+_UNESCAPES = {code: char for char, code in _ESCAPES.items()}
 _ESCAPED = re.compile("|".join(_ESCAPES.values()))
 
 
@@ -57,8 +58,7 @@ def label(name: str) -> str:
 
 def unlabel(label_: str) -> str:
     """A label as the name people know: ``%2E`` read back as ``.``."""
-    back = {code: char for char, code in _ESCAPES.items()}
-    return _ESCAPED.sub(lambda m: back[m.group()], label_)
+    return _ESCAPED.sub(lambda m: _UNESCAPES[m.group()], label_)
 
 
 def scope(user: str, persona: str | None = None, *, shared: bool = False) -> tuple[str, str, str]:
