@@ -255,18 +255,24 @@ class PersonaRegistry:
         persona = import_bytes(data, where=str(src), limits=self.limits)
         folder = self._user_folder()
         dest = folder / (slug(persona.name) + _KIND_SUFFIX[sniff(data, str(src))])
-        replaced = self._installed_file(persona.name)
+        self._write(dest, data, persona.name, overwrite)
+        self.reload()
+        return self.get(persona.name)
+
+    def _write(self, dest: Path, data: bytes, name: str, overwrite: bool) -> None:
+        """Write the persona ``name`` to ``dest``; without ``overwrite``, refuse if a persona of
+        that name is installed (in any format) or ``dest`` is taken. With it, the file the
+        name was in goes, once the new one is whole (never neither)."""
+        replaced = self._installed_file(name)
         if not overwrite:
             if replaced is not None:
-                raise PersonaError(f"{persona.name!r} is already installed ({replaced}); --force replaces it")
+                raise PersonaError(f"{name!r} is already installed ({replaced}); --force replaces it")
             if dest.exists():
                 raise PersonaError(f"{dest}: already exists; --force replaces it")
         _sweep_dead_writes(dest)
         atomic_write(dest, data)
         if replaced is not None and replaced != dest:
-            replaced.unlink(missing_ok=True)  # after the new file is whole: never neither
-        self.reload()
-        return self.get(persona.name)
+            replaced.unlink(missing_ok=True)
 
     def _installed_file(self, name: str) -> Path | None:
         """The user-folder file that holds a persona of this name (any format), if one does."""
@@ -282,16 +288,7 @@ class PersonaRegistry:
         if not name.strip():
             raise PersonaError("a persona needs a name")
         dest = self._user_folder() / (slug(name) + ".toml")
-        replaced = self._installed_file(name)
-        if not overwrite:
-            if replaced is not None:
-                raise PersonaError(f"{name.strip()!r} is already installed ({replaced}); --force replaces it")
-            if dest.exists():
-                raise PersonaError(f"{dest}: already exists; --force replaces it")
-        _sweep_dead_writes(dest)
-        atomic_write(dest, toml_format.template(name).encode("utf-8"))
-        if replaced is not None and replaced != dest:
-            replaced.unlink(missing_ok=True)
+        self._write(dest, toml_format.template(name).encode("utf-8"), name.strip(), overwrite)
         self._loaded = False
         return dest
 
