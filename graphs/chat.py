@@ -295,6 +295,8 @@ class Generator:
         character and copy guards, the words an answer to "who are you?" starts with."""
         kwargs = {**persona_sampling(self.personas, state.get("persona"), self.fixed), **_seed(runtime)}
         played = state.get("persona") if state.get("intent") != "ooc" else None
+        if played:
+            kwargs["stop"] = _name_stops(getattr(self.model, "stop", None), runtime)
         if self.guard and played:
             kwargs["character_guard"] = True
         if self.copy_limit and played:
@@ -421,6 +423,17 @@ class Generator:
             **extra,
         )
         return {"messages": [message], "trace": trace}
+
+
+def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext]) -> list[str]:
+    """The model's own stop strings and the user's name starting a line (``"\\nUser:"``), as
+    SillyTavern's "names as stop strings": a small model playing a character runs on into a
+    turn it writes for the user ("...\\nUser: No idea what that is."); the reply ends there."""
+    user = (runtime.context or TurnContext()).user_name.strip()
+    stops = list(configured or [])
+    if user and (line := f"\n{user}:") not in stops:
+        stops.append(line)
+    return stops
 
 
 def _seed(runtime: Runtime[TurnContext]) -> dict[str, Any]:

@@ -224,3 +224,36 @@ def test_a_lore_key_with_a_macro_fires_on_this_chats_names(registry: PersonaRegi
     fired = {entry["entry"]: entry for entry in state["trace"]["lore"]}
     assert "Visitor" in fired and fired["Visitor"]["inserted"]
     assert "Ada once rowed Tamsin home in a storm." in state["messages"][-2].additional_kwargs["agentmm_context"]
+
+
+class HonorsStops(FakeListChatModel):
+    """Ends its reply where a stop string starts, as llama.cpp does."""
+
+    stops: list[list[str] | None]
+    stop: list[str] | None = None  # the model's own, as ``ChatLlamaCpp.stop``
+
+    def _stream(self, messages: list[Any], stop: list[str] | None = None, *args: Any, **kwargs: Any) -> Iterator[Any]:
+        self.stops.append(stop)
+        response = self.responses[len(self.stops) - 1]
+        cut = min((response.index(s) for s in stop or () if s in response), default=len(response))
+        yield from FakeListChatModel(responses=[response[:cut]])._stream(messages)
+
+
+def test_a_played_reply_ends_where_the_model_starts_writing_the_users_turn(registry: PersonaRegistry) -> None:
+    model = HonorsStops(responses=["Aye, the lamp is old.\nAda: Tell me more!\nTamsin: Gladly.", "Ada: hi"], stops=[])
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
+    state = run(graph, "Is the lamp old?", persona="tamsin")
+    assert state["messages"][-1].content == "Aye, the lamp is old."
+    assert model.stops[0] == ["\nAda:"]
+
+    ooc = build_graph(Settings(intent=True), model=model, checkpointer=InMemorySaver(), counter=WORDS,
+                      personas=registry)  # fmt: skip
+    state = run(ooc, "OOC: shorter replies please", persona="tamsin")  # out of character: no name stop
+    assert state["intent"] == "ooc" and model.stops[1] is None
+
+
+def test_the_name_stop_adds_to_the_models_own_stop_strings(registry: PersonaRegistry) -> None:
+    model = HonorsStops(responses=["Aye."], stops=[], stop=["<END>"])
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
+    run(graph, "Hello", persona="tamsin")
+    assert model.stops[0] == ["<END>", "\nAda:"]
