@@ -7,13 +7,14 @@ fired lore is this turn's context; the card's post-history instructions are the 
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from typing import Any
 
-from agentmm.personas import Persona, activate, lore_text, persona_parts, post_history
+from agentmm.personas import ActivatedEntry, Persona, activate, lore_text, persona_parts, post_history
 from agentmm.personas.macros import expand
 from agentmm.tokens import TokenCounter
 
@@ -52,12 +53,14 @@ def persona_turn_parts(
     default_system_prompt: str | None = None,
     reminder: str = "",
     introduction: str = "",
+    chance: random.Random | None = None,
 ) -> TurnParts:
     """The persona's head, the lore that ``recent`` (oldest first, this turn's message last)
     fires, and its post-history instructions.
 
     Lore already in ``in_window`` (the stored context of earlier turns still in the prompt)
-    is not inserted again: the model sees it once, and the trace says so.
+    is not inserted again: the model sees it once, and the trace says so. ``chance`` rolls for
+    entries with a probability (``activate``); one that loses its roll is traced, not inserted.
     """
     macro_args: dict[str, Any] = {"seed": seed, "now": now}
     head_kwargs: dict[str, Any] = {**macro_args, "introduction": introduction}
@@ -67,7 +70,9 @@ def persona_turn_parts(
     # Keys and content macro-filled before matching, as SillyTavern's substituteParams does: a
     # "{{user}}" key fires on this chat's user; the content, filled once, is not filled again.
     fill = partial(expand, char=persona.display_name, user=user_name, **macro_args)
-    fired = activate(persona.lorebook, recent, counter.text, transform=fill) if persona.lorebook.entries else []
+    missed: list[ActivatedEntry] = []
+    book = persona.lorebook
+    fired = activate(book, recent, counter.text, transform=fill, chance=chance, missed=missed) if book.entries else []
     fresh, repeated = [], []
     for entry in fired:
         text = lore_text([entry])
@@ -75,6 +80,7 @@ def persona_turn_parts(
     lore = lore_text(fresh)
     traced = [{**a.as_trace(), "inserted": True} for a in fresh]
     traced += [{**a.as_trace(), "inserted": False, "note": "already in the window"} for a in repeated]
+    traced += [{**a.as_trace(), "inserted": False, "note": "lost its roll"} for a in missed]
     return TurnParts(
         head=head,
         turn=[("lore", lore)] if lore else [],

@@ -8,6 +8,7 @@ it. A thread may play a persona (``TurnContext.persona``): compose then builds t
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -234,7 +235,15 @@ class Composer:
             in_window="\n".join(turn_context(m) for m in window),
             reminder=self.reminder,
             introduction=self.introduction,
+            chance=lore_dice(config, state, context),
         )
+
+
+def lore_dice(config: RunnableConfig, state: ChatState, context: TurnContext) -> random.Random:
+    """The rolls for this turn's lore entries with a probability: the same for the same thread,
+    turn and seed (a turn's trace can be told again), new on the next turn or a retry's seed."""
+    turn = (state.get("trace") or {}).get("turn", 0)
+    return random.Random(f"{thread_seed(config)}|{turn}|{context.seed}")
 
 
 def thread_seed(config: RunnableConfig) -> str:

@@ -59,6 +59,9 @@ def entry_from_raw(raw: Mapping[str, Any], where: str) -> LoreEntry:
         "scan_depth": _non_negative(r.integer("extensions", "scan_depth")),
         "exclude_recursion": r.flag("extensions", "exclude_recursion"),
         "prevent_recursion": r.flag("extensions", "prevent_recursion"),
+        # SillyTavern clamps "trigger %" to 0..100 and takes a missing useProbability as true.
+        "probability": min(100, max(0, r.integer("extensions", "probability", default=100) or 0)),
+        "use_probability": r.flag("extensions", "useProbability", default=True),
     }
     try:
         return LoreEntry(**fields, raw=dict(raw))
@@ -91,6 +94,8 @@ def _entry_view(e: LoreEntry) -> dict[CardPath, Any]:
         ("extensions", "scan_depth"): MISSING if e.scan_depth is None else e.scan_depth,
         ("extensions", "exclude_recursion"): e.exclude_recursion,
         ("extensions", "prevent_recursion"): e.prevent_recursion,
+        ("extensions", "probability"): e.probability,
+        ("extensions", "useProbability"): e.use_probability,
     }
 
 

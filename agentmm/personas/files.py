@@ -219,6 +219,8 @@ def lint(persona: Persona) -> list[str]:
             problems.append(f"lorebook entry {label!r} has no keys and is not constant: it never fires")
         if not entry.content.strip():
             problems.append(f"lorebook entry {label!r} has no content")
+        if entry.chance == 0:
+            problems.append(f"lorebook entry {label!r} has a 0% chance (probability = 0): it never goes in")
     return problems
 
 

@@ -10,7 +10,10 @@ the keys of ``use_regex`` entries (case from the entry); the secondary-key
 filter (``selective``) combines with AND ANY (default), AND ALL, NOT ANY or NOT ALL; fired
 entries' contents are scanned again when the book is ``recursive_scanning``, for at most
 ``max_recursion_depth`` rounds; the token budget is filled highest priority first and stops
-at the first entry that does not fit, like SillyTavern.
+at the first entry that does not fit, like SillyTavern; an entry with a ``probability`` under
+100 is rolled for as it would be inserted (SillyTavern's ``verifyProbability``: it goes in
+when a roll of 0..100 is at most its percent), and one that loses takes no budget and is not
+rolled for again that turn.
 
 Speed: this runs every turn over up to the whole chat window, so the book is compiled once
 (cached on its match-relevant fields) into trie-shaped regexes, one per first character,
@@ -21,11 +24,12 @@ turn only the new messages are scanned.
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from agentmm.personas.model import Lorebook, LoreEntry
@@ -55,15 +59,26 @@ class ActivatedEntry:
     """The secondary key that satisfied the filter (AND ANY / AND ALL), when one did."""
     step: int = 0
     """0: matched in the chat; n: matched in entries fired at recursion round n."""
+    roll: float | None = None
+    """The roll (0..100) of an entry with a ``probability`` under 100; None for the others."""
 
     @property
     def why(self) -> str:
         """One line for traces and ``/why``."""
         if self.reason == "constant":
-            return "constant"
+            return f"constant{self.odds}"
         where = "chat" if self.step == 0 else f"lore (recursion {self.step})"
         extra = f" + {self.secondary_key!r}" if self.secondary_key else ""
-        return f"key {self.key!r}{extra} in {where}"
+        return f"key {self.key!r}{extra} in {where}{self.odds}"
+
+    @property
+    def odds(self) -> str:
+        """``", 30% chance (rolled 12.5)"`` for an entry rolled for, else empty."""
+        return "" if self.roll is None else f", {self.entry.probability}% chance (rolled {self.roll:.1f})"
+
+    @property
+    def lost_roll(self) -> bool:
+        return self.roll is not None and self.roll > self.entry.probability
 
     def as_trace(self) -> dict[str, object]:
         """Plain data for the turn's trace and checkpoint (no model objects)."""
@@ -375,6 +390,8 @@ def activate(
     scan_depth: int | None = None,
     token_budget: int | None = None,
     transform: Callable[[str], str] | None = None,
+    chance: random.Random | None = None,
+    missed: list[ActivatedEntry] | None = None,
 ) -> list[ActivatedEntry]:
     """The entries of ``book`` that fire for the last messages, highest priority first
     (then lowest ``insertion_order``), fitted to the token budget.
@@ -385,6 +402,8 @@ def activate(
     expansion) is applied, as SillyTavern's ``substituteParams`` is, to every key before it is
     matched (so ``{{user}}`` / ``{{char}}`` keys name the people of this chat) and to each fired
     entry's content before it is counted, scanned for recursion and returned.
+    ``chance`` rolls for entries with a ``probability`` under 100 (default: a fresh
+    ``random.Random``); the entries that lose their roll are appended to ``missed``, if given.
     """
     if not book.entries:
         return []
@@ -402,6 +421,8 @@ def activate(
     from_lore: dict[int, int] = {}  # key id -> recursion round whose lore contained it
 
     fired: dict[int, ActivatedEntry] = {}
+    lost: set[int] = set()
+    dice = chance or random.Random()
     used = 0
     step = 0
     candidates: set[int] = {
@@ -412,7 +433,7 @@ def activate(
         new: list[tuple[int, ActivatedEntry]] = []
         for i in sorted(candidates):
             entry = book.entries[i]
-            if i in fired or not entry.enabled or (step > 0 and entry.exclude_recursion):
+            if i in fired or i in lost or not entry.enabled or (step > 0 and entry.exclude_recursion):
                 continue
             why = _evaluate(entry, i, c, distance, from_lore, depth)
             if why is not None:
@@ -424,6 +445,13 @@ def activate(
         accepted: list[ActivatedEntry] = []
         overflow = False
         for i, hit in new:
+            if hit.entry.chance is not None:
+                hit = replace(hit, roll=dice.random() * 100)
+                if hit.lost_roll:
+                    lost.add(i)
+                    if missed is not None:
+                        missed.append(hit)
+                    continue
             if budget is not None and budget > 0 and used + hit.tokens > budget:
                 overflow = True
                 break

@@ -23,6 +23,8 @@ class LoreEntry(BaseModel):
 
     ``selective`` turns on the secondary-key filter, combined per ``selective_logic``
     (SillyTavern's AND ANY / AND ALL / NOT ANY / NOT ALL; AND ANY is the default).
+    ``probability`` (percent, SillyTavern's "trigger %") is the chance an entry whose keys
+    matched is inserted, rolled each turn; ``use_probability`` false means always.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -46,6 +48,8 @@ class LoreEntry(BaseModel):
     scan_depth: int | None = Field(default=None, ge=0)
     exclude_recursion: bool = False
     prevent_recursion: bool = False
+    probability: int = Field(default=100, ge=0, le=100)
+    use_probability: bool = True
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
     """The entry as it was in the card (verbatim), so export keeps fields agentmm ignores."""
 
@@ -53,6 +57,11 @@ class LoreEntry(BaseModel):
     def label(self) -> str:
         """A short human name for traces: name, comment, first key, or id."""
         return self.name or self.comment or (self.keys[0] if self.keys else "") or str(self.id)
+
+    @property
+    def chance(self) -> int | None:
+        """The percent chance it is inserted once its keys matched; None when it always is."""
+        return self.probability if self.use_probability and self.probability < 100 else None
 
 
 class Lorebook(BaseModel):

@@ -190,6 +190,7 @@ keys = ["example key", "another key"]
 # case_sensitive = false
 # priority = 0                   # higher wins when the token budget runs out
 # insertion_order = 100          # lower comes first in the prompt
+# probability = 100              # percent chance it goes in when its keys match, rolled each turn
 content = """
 What {{char}} knows about the example key.
 """

@@ -257,3 +257,24 @@ def test_the_name_stop_adds_to_the_models_own_stop_strings(registry: PersonaRegi
     graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
     run(graph, "Hello", persona="tamsin")
     assert model.stops[0] == ["<END>", "\nAda:"]
+
+
+def test_a_lore_entry_with_a_probability_is_rolled_each_turn_and_the_trace_says_how(
+    registry: PersonaRegistry,
+) -> None:
+    folder = registry.user_dir
+    assert folder is not None
+    (folder / "tamsin.toml").write_text(CARD.replace('content = "The gulls', 'probability = 50\ncontent = "The gulls'))
+    registry.reload()
+    model = Recording(responses=["Aye."] * 24, seen=[])
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
+    rolls = []
+    for _ in range(24):
+        state = run(graph, "Look at the gull!", persona="Tamsin")
+        (gulls,) = [entry for entry in state["trace"]["lore"] if entry["entry"] == "Gulls"]
+        assert gulls["why"].startswith("key 'gull' in chat, 50% chance (rolled ")
+        roll = float(gulls["why"].rsplit(" ", 1)[1].rstrip(")"))
+        won = gulls["inserted"] or gulls["note"] == "already in the window"
+        assert won == (roll <= 50) and (won or gulls["note"] == "lost its roll")
+        rolls.append(roll)
+    assert 4 <= sum(r <= 50 for r in rolls) <= 20  # rolled anew each turn, not once per thread

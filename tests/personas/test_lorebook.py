@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentmm.personas import Lorebook, LorebookError, LoreEntry, activate, expand, load_world_info
-from agentmm.personas.character_book import book_to_card
+from agentmm.personas.character_book import book_to_card, entry_from_raw, entry_to_card
 
 
 def words(text: str) -> int:
@@ -300,3 +300,62 @@ def test_keys_that_are_not_sillytavern_regexes_are_text():
     b = book(e("path", ["/usr/bin/"]), e("flag", ["/x/q"]), e("bad", ["/([a/"]), e("ok", [r"/a\/b/"]))
     assert sorted(fired(b, ["see /usr/bin/ and /x/q and /([a/"])) == ["bad", "flag", "path"]
     assert fired(b, ["a/b"]) == ["ok"]
+
+
+def test_an_entry_with_a_probability_goes_in_by_its_roll_like_sillytavern():
+    b = book(e("sure", ["k"]), e("rare", ["k"], probability=30), e("never", ["k"], probability=0),
+             e("unrolled", ["k"], probability=5, use_probability=False))  # fmt: skip
+    counts = {"rare": 0, "never": 0}
+    for seed in range(400):
+        missed: list = []
+        acts = activate(b, ["k"], words, chance=random.Random(seed), missed=missed)
+        names = [a.entry.name for a in acts]
+        assert "sure" in names and "unrolled" in names
+        counts["rare"] += "rare" in names
+        counts["never"] += "never" in names
+        assert {a.entry.name for a in missed} == {"rare", "never"} - set(names)
+        assert all(a.roll is not None and a.roll > a.entry.probability for a in missed)
+        assert all((a.roll is None) == (a.entry.name in ("sure", "unrolled")) for a in acts)
+    assert counts["never"] == 0
+    assert 80 <= counts["rare"] <= 160  # 30% of 400 is 120
+
+
+def test_a_lost_roll_takes_no_budget_and_says_why():
+    b = book(e("lucky", ["k"], "one two three", priority=9, probability=50), e("next", ["k"], "one two three"),
+             e("always", [], "one", constant=True, probability=50), token_budget=3)  # fmt: skip
+    for seed in range(50):
+        missed: list = []
+        acts = activate(b, ["k"], words, chance=random.Random(seed), missed=missed)
+        names = [a.entry.name for a in acts]
+        if "lucky" in [m.entry.name for m in missed]:
+            assert "next" in names  # the budget "lucky" would have taken is "next"'s
+        for a in acts + missed:
+            if a.entry.name == "lucky":
+                assert a.why.startswith("key 'k' in chat, 50% chance (rolled ")
+            if a.entry.name == "always":
+                assert a.why.startswith("constant, 50% chance (rolled ")
+
+
+def test_a_card_entrys_probability_is_read_clamped_and_written_back():
+    raw = {"keys": ["k"], "content": "c", "enabled": True, "insertion_order": 1,
+           "extensions": {"probability": 40, "useProbability": True}}  # fmt: skip
+    entry = entry_from_raw(raw, "entry")
+    assert (entry.probability, entry.use_probability, entry.chance) == (40, True, 40)
+    assert entry_from_raw({**raw, "extensions": {"probability": 250}}, "entry").probability == 100
+    assert entry_from_raw({**raw, "extensions": {"probability": -3}}, "entry").chance == 0
+    off = entry_from_raw({**raw, "extensions": {"probability": 40, "useProbability": False}}, "entry")
+    assert off.chance is None
+    assert entry_from_raw({"keys": ["k"], "content": "c"}, "entry").chance is None  # SillyTavern's defaults
+    assert entry_to_card(entry, fill_required=False, v3=False) == raw  # unchanged: written back as it was
+    changed = entry_to_card(entry.model_copy(update={"probability": 10}), fill_required=False, v3=False)
+    assert changed["extensions"] == {"probability": 10, "useProbability": True}
+    born = entry_to_card(e("new", ["k"], probability=25), fill_required=True, v3=False)
+    assert born["extensions"]["probability"] == 25
+
+
+def test_a_world_info_entrys_trigger_percent_is_read():
+    st_book = {"entries": {"0": {"uid": 0, "key": ["k"], "content": "c", "probability": 15, "useProbability": True},
+                           "1": {"uid": 1, "key": ["k"], "content": "d", "probability": 15,
+                                 "useProbability": False}}}  # fmt: skip
+    rolled, always = load_world_info(json.dumps(st_book).encode()).entries
+    assert rolled.chance == 15 and always.chance is None

@@ -168,6 +168,9 @@ def test_validate_reports(tmp_path: Path):
     problems = validate(bad)
     assert any("no greeting" in p for p in problems)
     assert any("never fires" in p or "has no keys" in p for p in problems)
+    bad.write_text('name = "x"\ngreetings = ["hi"]\ndescription = "d"\n[[lorebook.entries]]\nkeys = ["k"]\n'
+                   'content = "c"\nprobability = 0\n')  # fmt: skip
+    assert validate(bad) == [f"{bad}: lorebook entry 'k' has a 0% chance (probability = 0): it never goes in"]
     broken = tmp_path / "broken.png"
     broken.write_bytes(make_png())
     assert validate(broken) == [f"{broken}: PNG has no character card in it (no 'chara' or 'ccv3' chunk)"]

@@ -55,6 +55,7 @@ def test_secondary_keys_imply_selective():
         ('name = ""\n', "name"),
         ('name = "x"\n[lorebook]\nentries = [{keys = "a", content = 1}]\n', "lorebook.entries.0"),
         ('name = "x"\n[lorebook]\nscan_depth = -1\n', "scan_depth"),
+        ('name = "x"\n[[lorebook.entries]]\nkeys = ["a"]\nprobability = 150\n', "lorebook.entries.0.probability"),
         ('name = "x\n', "not valid TOML"),
         ('name = "x"\ncard = {}\n', "unknown field 'card'"),
         ('name = "x"\nnotes = ["read from chara"]\n', "unknown field 'notes'"),
