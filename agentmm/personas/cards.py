@@ -258,10 +258,38 @@ def _data_view(f: Mapping[str, Any]) -> dict[CardPath, Any]:
     }
 
 
+# The old Pygmalion / Gradio "notepad" JSON -> the V1 fields, as SillyTavern imports it.
+PYGMALION_FIELDS = {
+    "char_name": "name",
+    "char_persona": "description",
+    "char_greeting": "first_mes",
+    "world_scenario": "scenario",
+    "example_dialogue": "mes_example",
+}
+_PYGMALION_PLACEHOLDER = "Creator's notes go here."
+
+
+def from_pygmalion(card: dict[str, Any]) -> dict[str, Any]:
+    """A Pygmalion-format card (``char_name``, ``char_persona``, ``char_greeting``,
+    ``world_scenario``, ``example_dialogue``; no ``spec``, no ``name``) as a V1 card, other
+    fields kept; any other card as it is. SillyTavern reads the same fields the same way."""
+    if "spec" in card or "name" in card or "char_name" not in card:
+        return card
+    v1 = {key: value for key, value in card.items() if key not in PYGMALION_FIELDS}
+    for old, new in PYGMALION_FIELDS.items():
+        v1[new] = card.get(old) if card.get(old) is not None else ""
+    v1.setdefault("personality", "")
+    if isinstance(notes := v1.get("creator_notes"), str):
+        v1["creator_notes"] = notes.replace(_PYGMALION_PLACEHOLDER, "")
+    return v1
+
+
 def persona_from_card(
     card: dict[str, Any], *, where: str = "card", source: str = "", image: bytes | None = None
 ) -> Persona:
-    """A parsed card JSON object -> Persona (the card itself is kept in ``Persona.card``)."""
+    """A parsed card JSON object -> Persona (the card itself is kept in ``Persona.card``; a
+    Pygmalion-format one as the V1 card it reads as)."""
+    card = from_pygmalion(card)
     spec = detect_spec(card, where)
     data = card if spec == "v1" else card["data"]
     fields = _data_fields(data, where)

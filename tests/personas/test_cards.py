@@ -214,3 +214,23 @@ def test_size_cap(tmp_path: Path):
     small = Limits(max_card_bytes=1000)
     with pytest.raises(CardTooLargeError):
         load_card_json(json.dumps({"name": "x", "description": "y" * 2000}), limits=small)
+
+
+def test_pygmalion_format_reads_as_sillytavern_reads_it(tmp_path: Path):
+    old = {"char_name": "Mira", "char_persona": "Keeps the light.", "char_greeting": "*waves* Evening, {{user}}.",
+           "world_scenario": "A stormy cape.", "example_dialogue": "{{user}}: Hi\n{{char}}: Evening.",
+           "creator_notes": "Creator's notes go here.", "extra": {"kept": True}}  # fmt: skip
+    path = tmp_path / "mira.json"
+    path.write_text(json.dumps(old))
+    p = import_file(path)
+    assert (p.name, p.description, p.personality, p.scenario) == ("Mira", "Keeps the light.", "", "A stormy cape.")
+    assert p.greetings == ["*waves* Evening, {{user}}."] and p.example_dialogue == "{{user}}: Hi\n{{char}}: Evening."
+    assert p.creator_notes == ""  # the Pygmalion editor's placeholder, dropped as SillyTavern does
+    card = card_from_persona(p)
+    assert card["spec"] == "chara_card_v2" and card["data"]["name"] == "Mira" and card["extra"] == {"kept": True}
+    assert "char_name" not in card
+    assert meaning(persona_from_card(card)) == meaning(p)
+    partial = load_card_json(json.dumps({"char_name": "Odd", "char_persona": None}))
+    assert (partial.name, partial.description, partial.greetings) == ("Odd", "", [])
+    with pytest.raises(CardSpecError, match="no character name"):
+        load_card_json(json.dumps({"char_name": ""}))
