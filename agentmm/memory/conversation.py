@@ -62,8 +62,14 @@ def unlabel(label_: str) -> str:
 
 
 def scope(user: str, persona: str | None = None, *, shared: bool = False) -> tuple[str, str, str]:
-    """The namespace of one user's memories with one persona (or the shared one)."""
-    return (ROOT, label(user), SHARED if shared else (label(persona) if persona else NO_PERSONA))
+    """The namespace of one user's memories with one persona (or the shared one). A persona
+    named as one of those (``_shared``, ``_assistant``) gets ``%5Fshared``: its own scope,
+    shown by that name ("ada/%5Fshared"), which reads back to itself."""
+    if shared:
+        return (ROOT, label(user), SHARED)
+    if not persona:
+        return (ROOT, label(user), NO_PERSONA)
+    return (ROOT, label(user), "%5F" + persona[1:] if persona in (SHARED, NO_PERSONA) else label(persona))
 
 
 def user_prefix(user: str) -> tuple[str, str]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agentmm.memory.conversation import NO_PERSONA, label, scope, scope_text, unlabel
+from agentmm.memory.conversation import NO_PERSONA, SHARED, label, scope, scope_text, unlabel
 from agentmm.memory.manage import add_memory, list_memories, stats
 from tests.test_cli import ok_json
 
@@ -23,7 +23,8 @@ def test_labels_are_valid_distinct_and_read_back() -> None:
 def test_names_that_were_valid_labels_keep_them_and_any_label_comes_back() -> None:
     """Memories written before escaping existed stay in their scope, and a label an import
     brought as it was (any valid label) is found again by the name it reads as."""
-    for name in ["Mira", "Ilse Varga", "100%", "日本語", "🐉", "a%2", "_x", "%41", "%252E", "%2E"]:
+    for name in ["Mira", "Ilse Varga", "100%", "日本語", "🐉", "a%2", "_x", "%41", "%252E", "%2E",
+                 "_shared", "_assistant", "%5Fshared"]:  # fmt: skip
         assert label(name) == name or "." in unlabel(name)
         assert label(unlabel(name)) == name
 
@@ -51,3 +52,11 @@ def test_chat_as_a_dotted_persona_remembers(tmp_path: Path) -> None:
     assert any("Rose" in r["text"] for r in second["trace"]["recalled"])
     listed = ok_json("memory", "list", "--persona", "Dr. Who", "--json", env=env)["memories"]
     assert len(listed) == 4 and {m["scope"] for m in listed} == {"john.doe/Dr. Who"}
+
+
+def test_a_persona_named_as_a_store_scope_keeps_its_own_memories() -> None:
+    assert scope("ada", "_shared") != scope("ada", shared=True) and scope("ada", "_shared")[2] == "%5Fshared"
+    assert scope("ada", "_assistant") != scope("ada") and scope("ada", "_assistant")[2] == "%5Fassistant"
+    assert {scope("ada", shared=True)[2], scope("ada")[2]} == {SHARED, NO_PERSONA}
+    assert scope_text(scope("ada", "_shared")) == "ada/%5Fshared"
+    assert scope_text(scope("ada", shared=True)) == "ada/_shared"
