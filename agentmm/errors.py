@@ -7,11 +7,44 @@ is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Hint:
+    """Where to look next, said for each way in: a command for the terminal, a route for an
+    HTTP client (empty: nothing to say there)."""
+
+    cli: str
+    http: str = ""
+
+
+SEE_THREADS = Hint(cli="see: agentmm threads list", http="see: GET /threads")
+SEE_MEMORIES = Hint(cli="see: agentmm memory list", http="see: GET /memories")
+SEE_PERSONAS = Hint(cli="see: agentmm personas list", http="see: GET /personas")
+
 
 class AgentmmError(Exception):
-    """Base class of every error a user can cause and fix."""
+    """Base class of every error a user can cause and fix. ``see`` (a ``Hint``) ends the
+    message in parentheses: the terminal's words in ``str()``, an HTTP client's in
+    ``for_http()``."""
 
     exit_code: int = 2
+
+    def __init__(self, *args: object, see: Hint | None = None) -> None:
+        super().__init__(*args)
+        self.see = see
+
+    def __str__(self) -> str:
+        return self._with(self.see.cli if self.see else "")
+
+    def for_http(self) -> str:
+        """The message as an HTTP API says it: its hint names a route, not a command."""
+        return self._with(self.see.http if self.see else "")
+
+    def _with(self, hint: str) -> str:
+        said = super().__str__()
+        return f"{said} ({hint})" if hint else said
 
 
 class SettingsError(AgentmmError):

@@ -126,7 +126,7 @@ def make_app(open_agent: Callable[[], ServedAgent]) -> Starlette:
             await asyncio.to_thread(_warm, agent)
             holder["ready"] = True
         except AgentmmError as exc:  # not ready, and /ready says why; /health still answers
-            holder["error"] = str(exc)
+            holder["error"] = exc.for_http()
         except Exception as exc:  # a bug: /ready says it too, rather than "starting" for ever
             holder["error"] = f"{type(exc).__name__}: {exc}"
             raise
@@ -322,7 +322,7 @@ async def _event_stream(turn: ServedTurn) -> Response:
                 async for piece in chunks:
                     yield {"event": "token", "data": json.dumps(piece, ensure_ascii=False)}
             except AgentmmError as exc:
-                yield {"event": "error", "data": json.dumps({"error": str(exc), "status": status_of(exc)})}
+                yield {"event": "error", "data": json.dumps({"error": exc.for_http(), "status": status_of(exc)})}
                 return
         yield {"event": "done", "data": json.dumps(turn.result.to_json(), ensure_ascii=False)}
 
@@ -334,7 +334,7 @@ async def _guarded(handler: Callable[[Request], Any], request: Request) -> Respo
     try:
         return await handler(request)  # type: ignore[no-any-return]
     except AgentmmError as exc:
-        return _json({"error": str(exc)}, status=status_of(exc))
+        return _json({"error": exc.for_http()}, status=status_of(exc))
 
 
 def _ready(holder: dict[str, Any]) -> Response:

@@ -33,7 +33,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, create_checkpoint
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agentmm.errors import AgentmmError, DataDirError, ThreadNotFoundError
+from agentmm.errors import SEE_THREADS, AgentmmError, DataDirError, ThreadNotFoundError
 from agentmm.postgres import saver_conninfo
 from agentmm.thread_lock import (
     ThreadInUseError,
@@ -238,7 +238,7 @@ def thread_values(saver: BaseCheckpointSaver, thread_id: str) -> tuple[dict[str,
     if found is not None and _cut_off(found) and roll_back_dead_turn(saver, thread_id):
         found = saver.get_tuple(_config(thread_id))
     if found is None:
-        raise ThreadNotFoundError(f"unknown thread {thread_id!r} (see: agentmm threads list)")
+        raise ThreadNotFoundError(f"unknown thread {thread_id!r}", see=SEE_THREADS)
     return dict(found.checkpoint.get("channel_values", {})), str(found.checkpoint.get("ts", ""))
 
 
@@ -411,7 +411,7 @@ def delete_thread(saver: BaseCheckpointSaver, thread_id: str) -> None:
     checkpoints back after the delete and bring the whole thread back, so that is refused
     (``ThreadInUseError``) while the turn runs."""
     if not thread_exists(saver, thread_id):
-        raise ThreadNotFoundError(f"unknown thread {thread_id!r} (see: agentmm threads list)")
+        raise ThreadNotFoundError(f"unknown thread {thread_id!r}", see=SEE_THREADS)
     with turn_on(saver, thread_id):
         saver.delete_thread(thread_id)
 

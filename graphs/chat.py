@@ -30,7 +30,7 @@ from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_window, render, turn_context
-from agentmm.errors import EmptyInputError, InvalidTextError
+from agentmm.errors import EmptyInputError, Hint, InvalidTextError
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
@@ -82,8 +82,8 @@ class Ingest:
             persona_name = update["persona"] = self.personas().get(asked).name
         elif persona_name and self.personas().find(persona_name) is None:
             raise PersonaNotFoundError(
-                f"this thread plays {persona_name!r}, which is no longer installed (agentmm personas list); "
-                "play another in it with -p NAME"
+                f"this thread plays {persona_name!r}, which is no longer installed; play another in it",
+                see=Hint(cli="agentmm personas list; then -p NAME", http='GET /personas; then "persona": NAME'),
             )
         started_at = state.get("started_at") or datetime.now(UTC).isoformat(timespec="seconds")
         opening: list[AIMessage] = []

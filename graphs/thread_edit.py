@@ -26,7 +26,7 @@ from langgraph.graph import END
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot, StateUpdate
 
-from agentmm.errors import ThreadNotFoundError
+from agentmm.errors import SEE_THREADS, ThreadNotFoundError
 from agentmm.exchange import exchange_turn, last_exchange_start, take_out_last_exchange
 from agentmm.threads import thread_exists
 
@@ -67,7 +67,7 @@ def last_exchange(graph: CompiledStateGraph, thread_id: str) -> Exchange | None:
     """The thread's last exchange; None when it holds no user message, ThreadNotFoundError when
     there is no such thread."""
     if graph.checkpointer is None or not thread_exists(graph.checkpointer, thread_id):
-        raise ThreadNotFoundError(f"unknown thread {thread_id!r} (see: agentmm threads list)")
+        raise ThreadNotFoundError(f"unknown thread {thread_id!r}", see=SEE_THREADS)
     latest = graph.get_state(config(thread_id))
     messages: list[AnyMessage] = list(latest.values.get("messages") or [])
     start = last_exchange_start(messages)

@@ -96,8 +96,11 @@ def test_bad_requests_are_one_line_errors(client: TestClient) -> None:
     assert client.post("/chat", json={"message": "  "}).status_code == 400  # an empty message
     unknown = client.post("/chat", json={"message": "hi", "persona": "Nobody At All"})
     assert unknown.status_code == 404 and "Nobody At All" in unknown.json()["error"]
-    assert client.get("/threads/nope").status_code == 404
-    assert client.delete("/memories/nope").status_code == 404
+    thread = client.get("/threads/nope")
+    assert thread.status_code == 404 and thread.json() == {"error": "unknown thread 'nope' (see: GET /threads)"}
+    memory = client.delete("/memories/nope")
+    assert memory.status_code == 404 and memory.json()["error"].endswith("(see: GET /memories)")
+    assert not any("agentmm " in r.json()["error"] for r in (unknown, thread, memory))  # no terminal commands
 
 
 def test_threads_memories_and_personas(client: TestClient) -> None:

@@ -54,6 +54,7 @@ from langgraph.store.base import (
     tokenize_path,
 )
 
+from agentmm.errors import Hint
 from agentmm.memory import _records as rec
 from agentmm.memory import _undo
 from agentmm.memory._journal import ItemRef, Revision
@@ -177,7 +178,7 @@ class ChromaStore(BaseStore):
                     dir_lock=lock,
                 )
             except (chromadb.errors.InternalError, sqlite3.DatabaseError) as exc:
-                raise StoreDamagedError(_damaged(lock.directory, exc)) from exc
+                raise StoreDamagedError(_damaged(lock.directory, exc), see=RESTORE_EXPORT) from exc
         except BaseException:
             if client is not None:
                 with contextlib.suppress(Exception):
@@ -754,11 +755,14 @@ class ChromaStore(BaseStore):
         return by_item
 
 
+RESTORE_EXPORT = Hint(cli="agentmm memory import FILE restores an export")
+
+
 def _damaged(directory: Path, exc: BaseException) -> str:
     """One line for a store whose database will not open: what SQLite said, and what to do."""
     said = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
     return (f"the memory store in {directory} is damaged and cannot be opened ({said}); move that folder away "
-            "to start an empty one, or put back a copy (agentmm memory import FILE restores an export)")  # fmt: skip
+            "to start an empty one, or put back a copy")  # fmt: skip
 
 
 def _tune_hnsw(collection: Collection, wanted: Mapping[str, int]) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from langgraph.store.base import BaseStore, Item, PutOp
 
-from agentmm.errors import InvalidTextError
+from agentmm.errors import SEE_MEMORIES, InvalidTextError
 from agentmm.fileio import atomic_write
 from agentmm.memory.conversation import ROOT, memory_text, scope, scope_text, user_prefix
 from agentmm.memory.errors import MemoryStoreError
@@ -94,7 +94,7 @@ def forget(store: BaseStore, user: str, persona: str | None, memory_id: str) -> 
         if item is not None:
             store.delete(namespace, memory_id)
             return item_dict(item)
-    raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user!r} (see: agentmm memory list)")
+    raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user!r}", see=SEE_MEMORIES)
 
 
 def stats(store: BaseStore, user: str | None = None) -> dict[str, Any]:

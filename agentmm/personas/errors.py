@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Self
 
-from agentmm.errors import AgentmmError
+from agentmm.errors import AgentmmError, Hint
 
 
 class PersonaError(AgentmmError):
@@ -21,9 +21,9 @@ class PersonaError(AgentmmError):
     one, run again, and meet the next.
     """
 
-    def __init__(self, message: str, *, problems: Sequence[str] = ()) -> None:
-        super().__init__(message)
-        self.problems: list[str] = list(problems) or [message]
+    def __init__(self, message: str, *, problems: Sequence[str] = (), see: Hint | None = None) -> None:
+        super().__init__(message, see=see)
+        self.problems: list[str] = list(problems) or [str(self)]
 
     @classmethod
     def listing(cls, where: str, problems: Sequence[str]) -> Self:

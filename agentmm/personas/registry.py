@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from agentmm.errors import Hint
 from agentmm.personas import toml_format
 from agentmm.personas.cards import DEFAULT_LIMITS, Limits
 from agentmm.personas.errors import PersonaError, PersonaNotFoundError
@@ -238,8 +239,8 @@ class PersonaRegistry:
         names = self.names()
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-        known = f" (known: {', '.join(names)})" if names and not close and len(names) <= 12 else ""
-        raise PersonaNotFoundError(f"no persona named {name!r}{hint}{known}")
+        known = f"known: {', '.join(names)}" if names and not close and len(names) <= 12 else ""
+        raise PersonaNotFoundError(f"no persona named {name!r}{hint}", see=Hint(known, known) if known else None)
 
     # -- changing the user folder -------------------------------------------------------
 
