@@ -118,15 +118,24 @@ def check_nesting(value: Any, what: str, error: type[PersonaError]) -> None:
 
 
 class Reader:
-    """Reads fields of one raw dict leniently; bad types raise ``error`` naming the field."""
+    """Reads fields of one raw dict leniently; a bad type raises ``error`` naming the field, or,
+    given a ``problems`` list, is added to it and read as the field's default, so a reader of
+    a whole card can say every bad field at once (``PersonaError.several``)."""
 
-    def __init__(self, data: Mapping[str, Any], where: str, error: type[PersonaError]) -> None:
+    def __init__(
+        self, data: Mapping[str, Any], where: str, error: type[PersonaError], problems: list[str] | None = None
+    ) -> None:
         self.data = data
         self.where = where
         self.error = error
+        self.problems = problems
 
-    def _fail(self, key: str, expected: str, value: Any) -> PersonaError:
-        return self.error(f"{self.where}: field '{key}' must be {expected}, got {_kind(value)}")
+    def _bad(self, key: str, expected: str, value: Any, default: Any) -> Any:
+        problem = f"{self.where}: field '{key}' must be {expected}, got {_kind(value)}"
+        if self.problems is None:
+            raise self.error(problem)
+        self.problems.append(problem)
+        return default
 
     def get(self, path: CardPath) -> Any:
         return get_path(self.data, path)
@@ -139,7 +148,7 @@ class Reader:
             return value
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise self._fail(".".join(path), "text", value)
+        return self._bad(".".join(path), "text", value, default)
 
     def text_list(self, *path: str) -> list[str]:
         value = self.get(path)
@@ -148,15 +157,16 @@ class Reader:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         if not isinstance(value, list):
-            raise self._fail(".".join(path), "a list of text", value)
+            return self._bad(".".join(path), "a list of text", value, [])
         out: list[str] = []
+        said = False
         for item in value:
             if isinstance(item, str):
                 out.append(item)
             elif isinstance(item, int | float) and not isinstance(item, bool):
                 out.append(str(item))
-            elif item is not None:
-                raise self._fail(".".join(path), "a list of text", item)
+            elif item is not None and not said:  # one problem a field
+                said = self._bad(".".join(path), "a list of text", item, True)
         return out
 
     def flag(self, *path: str, default: bool = False) -> bool:
@@ -169,14 +179,14 @@ class Reader:
             return bool(value)
         if isinstance(value, str) and value.lower() in {"true", "false"}:
             return value.lower() == "true"
-        raise self._fail(".".join(path), "true or false", value)
+        return self._bad(".".join(path), "true or false", value, default)
 
     def integer(self, *path: str, default: int | None = None) -> int | None:
         value = self.get(path)
         if value is MISSING or value is None or value == "":
             return default
         if isinstance(value, bool):
-            raise self._fail(".".join(path), "a number", value)
+            return self._bad(".".join(path), "a number", value, default)
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value == value and abs(value) < 1e15:
@@ -186,7 +196,7 @@ class Reader:
                 return round(float(value))
             except (ValueError, OverflowError):
                 pass
-        raise self._fail(".".join(path), "a number", value)
+        return self._bad(".".join(path), "a number", value, default)
 
     def mapping(self, *path: str) -> dict[str, Any]:
         value = self.get(path)
@@ -194,7 +204,7 @@ class Reader:
             return {}
         if isinstance(value, dict):
             return value
-        raise self._fail(".".join(path), "an object", value)
+        return self._bad(".".join(path), "an object", value, {})
 
 
 def _kind(value: Any) -> str:

@@ -170,21 +170,15 @@ ROOT_MIRRORS: dict[str, CardPath] = {
 }
 
 
-def _data_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """The persona fields a card ``data`` object (or a V1 root) says, leniently read."""
-    r = Reader(data, where, CardSpecError)
+def _data_fields(data: Mapping[str, Any], where: str, problems: list[str] | None = None) -> dict[str, Any]:
+    """The persona fields a card ``data`` object (or a V1 root) says, leniently read; a bad
+    field raises, or is added to ``problems`` when given."""
+    r = Reader(data, where, CardSpecError, problems)
     first = r.text("first_mes")
     alternates = r.get(("alternate_greetings",))
     alts = [alternates] if isinstance(alternates, str) else r.text_list("alternate_greetings")
-    book_raw = r.get(("character_book",))
-    if book_raw is MISSING or book_raw is None:
-        lorebook = Lorebook()
-    elif isinstance(book_raw, dict):
-        lorebook = book_from_raw(book_raw, f"{where} character_book")
-    else:
-        raise CardSpecError(f"{where}: field 'character_book' must be an object")
     sampling = r.mapping("extensions", "agentmm", "sampling") if _agentmm_ok(r) else {}
-    return {
+    fields = {
         "name": r.text("name"),
         "nickname": r.text("nickname"),
         "description": r.text("description"),
@@ -198,11 +192,18 @@ def _data_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         "tags": r.text_list("tags"),
         "creator": r.text("creator"),
         "character_version": r.text("character_version"),
-        "lorebook": lorebook,
         "allowed_tools": r.text_list("extensions", "agentmm", "tools") if _agentmm_ok(r) else [],
         "model": (r.text("extensions", "agentmm", "model") or None) if _agentmm_ok(r) else None,
         "sampling": dict(sampling) or None,
     }
+    book_raw = r.get(("character_book",))  # last: its problems are listed after the card's own
+    if isinstance(book_raw, dict):
+        fields["lorebook"] = book_from_raw(book_raw, f"{where} character_book", problems)
+    else:
+        if book_raw is not MISSING and book_raw is not None:
+            r.mapping("character_book")  # not an object: raised, or said as a problem
+        fields["lorebook"] = Lorebook()
+    return fields
 
 
 def _agentmm_ok(r: Reader) -> bool:
@@ -292,9 +293,12 @@ def persona_from_card(
     card = from_pygmalion(card)
     spec = detect_spec(card, where)
     data = card if spec == "v1" else card["data"]
-    fields = _data_fields(data, where)
-    if not fields["name"].strip():
-        raise CardSpecError(f"{where}: the card has no character name")
+    problems: list[str] = []
+    fields = _data_fields(data, where, problems)
+    if not fields["name"].strip() and not any("field 'name'" in problem for problem in problems):
+        problems.insert(0, f"{where}: the card has no character name")
+    if problems:
+        raise CardSpecError.several(problems)
     try:
         return Persona(**fields, source=source, card=card, image=image)
     except ValidationError as exc:

@@ -28,9 +28,10 @@ ENTRY_REQUIRED: tuple[CardPath, ...] = (
 BOOK_REQUIRED: tuple[CardPath, ...] = ()
 
 
-def entry_from_raw(raw: Mapping[str, Any], where: str) -> LoreEntry:
-    """One ``character_book`` entry -> LoreEntry (SillyTavern's extension fields included)."""
-    r = Reader(raw, where, CardSpecError)
+def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | None = None) -> LoreEntry:
+    """One ``character_book`` entry -> LoreEntry (SillyTavern's extension fields included); a
+    bad field raises, or is added to ``problems`` when given."""
+    r = Reader(raw, where, CardSpecError, problems)
     position = r.get(("position",))
     if position not in ("before_char", "after_char"):
         position = "after_char" if r.integer("extensions", "position", default=0) == 1 else None
@@ -66,7 +67,18 @@ def entry_from_raw(raw: Mapping[str, Any], where: str) -> LoreEntry:
     try:
         return LoreEntry(**fields, raw=dict(raw))
     except ValidationError as exc:
-        raise CardSpecError.listing(where, describe_validation_errors(exc)) from None
+        error = CardSpecError.listing(where, describe_validation_errors(exc))
+        if problems is None:
+            raise error from None
+        problems.extend(error.problems)
+        return LoreEntry(raw=dict(raw))
+
+
+def _problem(problem: str, problems: list[str] | None) -> None:
+    """Say a problem: raised at once, or added to ``problems`` when given."""
+    if problems is None:
+        raise CardSpecError(problem)
+    problems.append(problem)
 
 
 def _non_negative(value: int | None) -> int | None:
@@ -109,21 +121,24 @@ def entry_to_card(e: LoreEntry, *, fill_required: bool, v3: bool) -> dict[str, A
     return out
 
 
-def book_from_raw(raw: Mapping[str, Any], where: str) -> Lorebook:
-    """A ``character_book`` object -> Lorebook."""
-    r = Reader(raw, where, CardSpecError)
+def book_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | None = None) -> Lorebook:
+    """A ``character_book`` object -> Lorebook; a bad field raises, or is added to
+    ``problems`` when given."""
+    r = Reader(raw, where, CardSpecError, problems)
     entries_raw = r.get(("entries",))
     if entries_raw is MISSING or entries_raw is None:
         entries_raw = []
     if isinstance(entries_raw, dict):  # some exporters key entries by id
         entries_raw = list(entries_raw.values())
     if not isinstance(entries_raw, list):
-        raise CardSpecError(f"{where}: 'entries' must be a list")
+        _problem(f"{where}: 'entries' must be a list", problems)
+        entries_raw = []
     entries = []
     for i, item in enumerate(entries_raw):
         if not isinstance(item, dict):
-            raise CardSpecError(f"{where}: entry {i} is not an object")
-        entries.append(entry_from_raw(item, f"{where} entry {i}"))
+            _problem(f"{where}: entry {i} is not an object", problems)
+            continue
+        entries.append(entry_from_raw(item, f"{where} entry {i}", problems))
     depth = r.integer("extensions", "agentmm", "max_recursion_depth", default=3)
     try:
         return Lorebook(
@@ -137,7 +152,11 @@ def book_from_raw(raw: Mapping[str, Any], where: str) -> Lorebook:
             raw={k: v for k, v in raw.items() if k != "entries"},
         )
     except ValidationError as exc:
-        raise CardSpecError.listing(where, describe_validation_errors(exc)) from None
+        error = CardSpecError.listing(where, describe_validation_errors(exc))
+        if problems is None:
+            raise error from None
+        problems.extend(error.problems)
+        return Lorebook()
 
 
 def _book_view(b: Lorebook) -> dict[CardPath, Any]:

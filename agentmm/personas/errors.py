@@ -29,7 +29,11 @@ class PersonaError(AgentmmError):
     def listing(cls, where: str, problems: Sequence[str]) -> Self:
         """One error for several problems of the file ``where`` (at least one): its message is
         the first and a count of the rest."""
-        lines = [f"{where}: {problem}" for problem in problems]
+        return cls.several([f"{where}: {problem}" for problem in problems])
+
+    @classmethod
+    def several(cls, lines: Sequence[str]) -> Self:
+        """One error for several problems, each already a whole line (at least one)."""
         more = f" (and {len(lines) - 1} more)" if len(lines) > 1 else ""
         return cls(lines[0] + more, problems=lines)
 

@@ -234,3 +234,25 @@ def test_pygmalion_format_reads_as_sillytavern_reads_it(tmp_path: Path):
     assert (partial.name, partial.description, partial.greetings) == ("Odd", "", [])
     with pytest.raises(CardSpecError, match="no character name"):
         load_card_json(json.dumps({"char_name": ""}))
+
+
+def test_every_bad_field_of_a_card_is_listed_not_only_the_first():
+    card = {"spec": "chara_card_v2", "spec_version": "2.0",
+            "data": {"name": "Bad", "description": ["not", "text"], "personality": {"x": 1}, "tags": [1, {}, {}],
+                     "character_book": {"entries": [{"keys": "a", "content": "c", "enabled": "maybe",
+                                                     "insertion_order": "x"}, 7]}}}  # fmt: skip
+    with pytest.raises(CardSpecError) as info:
+        persona_from_card(card)
+    assert info.value.problems == [
+        "card: field 'description' must be text, got a list",
+        "card: field 'personality' must be text, got an object",
+        "card: field 'tags' must be a list of text, got an object",
+        "card character_book entry 0: field 'enabled' must be true or false, got text",
+        "card character_book entry 0: field 'insertion_order' must be a number, got text",
+        "card character_book: entry 1 is not an object",
+    ]
+    assert str(info.value) == "card: field 'description' must be text, got a list (and 5 more)"
+    with pytest.raises(CardSpecError) as info:
+        persona_from_card({"spec": "chara_card_v2", "data": {"name": "", "character_book": 3}})
+    assert info.value.problems == ["card: the card has no character name",
+                                   "card: field 'character_book' must be an object, got a number"]  # fmt: skip
