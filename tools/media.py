@@ -209,10 +209,15 @@ _AUDIO_ONLY = {MP4: M4A, WEBM: WEBM_AUDIO, MKV: MKA}
 def _by_streams(path: Path, media: MediaType) -> MediaType:
     """``media``, or its audio-only twin when the container has an audio stream and no video.
 
-    A file FFmpeg cannot open keeps the verdict of its bytes.
+    A file FFmpeg cannot open (a recording cut short, its index never written) is damaged:
+    whether it held a voice or a film cannot be told, so it is not called a video.
     """
     streams = _ffmpeg_streams(path)
-    if streams is None or not streams.audio or streams.video:
+    if streams is None:
+        raise CorruptMediaError(
+            path, f"{_shown(path)} is a damaged or truncated {media.name.upper()} file: it cannot be opened"
+        )
+    if not streams.audio or streams.video:
         return media
     return _AUDIO_ONLY[media]
 

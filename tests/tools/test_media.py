@@ -64,7 +64,12 @@ def test_wav_is_known_and_its_header_checked(tmp_path: Path) -> None:
 def test_audio_and_video_containers_are_known_by_their_bytes(tmp_path: Path, name: str) -> None:
     path = tmp_path / "clip.dat"
     path.write_bytes(SIGNATURES[name])
-    assert media.sniff(path).name == name
+    assert media.sniff_bytes(SIGNATURES[name]).name == name  # type: ignore[union-attr]
+    if name in ("mp4", "webm", "mkv"):  # a header alone: whether it holds a film cannot be told
+        with pytest.raises(CorruptMediaError):
+            media.sniff(path)
+    else:
+        assert media.sniff(path).name == name
 
 
 @pytest.mark.parametrize(
@@ -362,3 +367,13 @@ def test_a_big_jpeg_is_checked_at_the_scale_it_is_decoded_at(
         media.open_image(tmp_path / "big.jpg", max_pixels=2_000_000)
     assert media.open_image(tmp_path / "big.jpg", max_pixels=2_000_000, min_side=700).size == (1000, 750)
     assert "DecompressionBombWarning" not in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(("container", "codec", "suffix"), [("mp4", "aac", "m4a"), ("webm", "libopus", "webm")])
+def test_a_recording_cut_short_is_damaged_not_a_video(tmp_path: Path, container: str, codec: str, suffix: str) -> None:
+    whole = encode_audio(write_wav(tmp_path / "tone.wav", tone()), tmp_path / f"voice.{suffix}", container, codec)
+    cut = tmp_path / f"cut.{suffix}"
+    cut.write_bytes(whole.read_bytes()[:60])
+    with pytest.raises(CorruptMediaError) as error:
+        media.sniff(cut)
+    assert "damaged or truncated" in one_line(error) and "video" not in one_line(error)

@@ -29,9 +29,8 @@ class Describer:
 
 
 def video(tmp_path: Path) -> Path:
-    clip = tmp_path / "clip.png"  # named as a picture, but its bytes are an MP4
-    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
-    return clip
+    """A short film named as a picture: its bytes are an MP4 with a video stream."""
+    return encode_audio(write_wav(tmp_path / "sound.wav", tone()), tmp_path / "clip.png", "mp4", "aac", picture="video")
 
 
 def test_the_kind_comes_from_the_bytes(tmp_path: Path) -> None:

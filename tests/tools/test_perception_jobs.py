@@ -10,7 +10,7 @@ import pytest
 from agentmm.tools import cpu_share
 from agentmm.tools.perception import Perception
 from tests.tools.fake_captioner import FakeCaptioner
-from tests.tools.media_files import make_image
+from tests.tools.media_files import encode_audio, make_image, tone, write_wav
 
 
 class Recorder:
@@ -122,8 +122,8 @@ def test_a_failed_tool_is_reported_and_not_cached(tmp_path: Path) -> None:
 
 
 def test_a_video_is_an_unsupported_attachment(tmp_path: Path) -> None:
-    video = tmp_path / "clip.mp4"
-    video.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    sound = write_wav(tmp_path / "sound.wav", tone())
+    video = encode_audio(sound, tmp_path / "clip.mp4", "mp4", "aac", picture="video")
     observation = Perception(Recorder().caption, Recorder().transcribe).perceive([video])[0]
     assert observation.kind == "unsupported" and "only pictures and audio" in (observation.error or "")
 
