@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessage
 from langchain_core.runnables.utils import _RootEventFilter
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
@@ -366,7 +366,9 @@ class TurnStream:
                         asked = self._on_update(payload, put) or asked
                     else:
                         chunk, meta = payload
-                        generated = meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessageChunk)
+                        # A chunk of a streamed reply, or the whole of one from a model that
+                        # does not stream (LangGraph sends each message once, by its id).
+                        generated = meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessage)
                         if generated and chunk.text:
                             first = first or time.perf_counter()
                             put(chunk.text)

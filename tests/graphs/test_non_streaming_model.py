@@ -33,3 +33,18 @@ def test_a_model_without_streaming_answers_sync_and_async(tmp_path: Path) -> Non
         assert first.reply == "you said: hello"
         second = asyncio.run(agent.achat("again", first.thread_id))
         assert second.reply == "you said: again"
+
+
+def test_its_whole_reply_is_streamed_once_sync_and_async(tmp_path: Path) -> None:
+    """``for text in agent.stream(...)`` printed nothing for such a model: only chunks were
+    passed on, and it makes none."""
+    import asyncio
+
+    async def gathered(agent: Agent, thread_id: str) -> list[str]:
+        return [text async for text in agent.astream("again", thread_id)]
+
+    with Agent(load_settings(data_dir=tmp_path, memory=False), model=WholeReplyModel()) as agent:
+        turn = agent.stream("hello")
+        assert list(turn) == ["you said: hello"] and turn.result.reply == "you said: hello"
+        assert turn.result.timings.ttft_s <= turn.result.timings.total_s
+        assert asyncio.run(gathered(agent, turn.result.thread_id)) == ["you said: again"]
