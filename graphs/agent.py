@@ -278,7 +278,9 @@ class Agent:
         on_approval: Callable[[dict[str, Any]], Any] | None = None,
     ) -> AsyncIterator[str]:
         """Async twin of ``stream``: yields text chunks; cancelling or closing the iteration
-        stops the reply as ``achat`` says."""
+        stops the reply as ``achat`` says. Leave it early inside ``contextlib.aclosing``:
+        Python closes an async generator left by ``break`` only when it is collected, and the
+        turn holds its thread until then."""
         turn = self.stream(text, thread_id, persona=persona, greeting=greeting, attachments=attachments)
         turn.on_approval = on_approval
         async with contextlib.aclosing(turn.astream()) as chunks:
