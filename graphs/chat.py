@@ -246,6 +246,23 @@ def lore_dice(config: RunnableConfig, state: ChatState, context: TurnContext) ->
     return random.Random(f"{thread_seed(config)}|{turn}|{context.seed}")
 
 
+def _check_indexed(store: BaseStore | None) -> None:
+    """Warn of a store made without ``index`` (LangGraph's ``InMemoryStore()``): memories would
+    be written and never recalled, every one below the relevance bar, without a word."""
+    if store is not None and hasattr(store, "index_config") and not store.index_config:
+        import warnings
+
+        from agentmm.memory.errors import StoreWithoutIndexWarning
+
+        warnings.warn(
+            f"the {type(store).__name__} given for long-term memory has no vector index, so recall will find "
+            "nothing; make it with index=SentenceTransformerEmbeddings.from_settings(settings).index_config() "
+            "(agentmm.memory)",
+            StoreWithoutIndexWarning,
+            stacklevel=3,
+        )
+
+
 def thread_seed(config: RunnableConfig) -> str:
     """The thread id: seeds a persona's {{random}} macros so they stay fixed for the thread."""
     return str(config.get("configurable", {}).get("thread_id", ""))
@@ -545,6 +562,7 @@ def build_graph(
 
         model = chat_model(settings)
     memory = settings.memory or store is not None
+    _check_indexed(store)
     source = _persona_source(personas, settings.personas_dir)
     chosen = enabled_tools(settings, runtime) if tools is None else build_tools(tools, settings, runtime)
     toolbox = ToolBox(chosen, source, approve=settings.approve_tools, timeout_s=settings.tool_timeout_s,

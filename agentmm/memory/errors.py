@@ -55,3 +55,9 @@ class InvalidFilterError(MemoryStoreError, ValueError):
 
 class EmbedderError(MemoryStoreError):
     """The embedding model cannot be found or loaded."""
+
+
+class StoreWithoutIndexWarning(UserWarning):
+    """A LangGraph store given for long-term memory has no vector index: recall keeps a memory
+    only when its embedding is near the message, so with none it never recalls anything. A
+    warning, not an error: such a store still serves tools that read and write it."""

@@ -170,3 +170,18 @@ def test_default_counter_falls_back_when_model_has_no_tokenizer() -> None:
     graph = build_graph(Settings(), model=replies("ok"), checkpointer=InMemorySaver())
     state = graph.invoke({"input": "hello"}, config())
     assert state["trace"]["tokenizer"] == "approximate"
+
+
+def test_a_store_without_a_vector_index_is_warned_of_since_recall_would_find_nothing() -> None:
+    import warnings
+
+    from langgraph.store.memory import InMemoryStore
+
+    from agentmm.memory.errors import StoreWithoutIndexWarning
+
+    with pytest.warns(StoreWithoutIndexWarning, match="no vector index, so recall will find nothing"):
+        build_graph(Settings(), model=replies("x"), checkpointer=InMemorySaver(), counter=WORDS, store=InMemoryStore())
+    indexed = InMemoryStore(index={"dims": 2, "embed": lambda texts: [[1.0, 0.0] for _ in texts]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWithoutIndexWarning)
+        build_graph(Settings(), model=replies("x"), checkpointer=InMemorySaver(), counter=WORDS, store=indexed)
