@@ -753,9 +753,10 @@ def eval_memory(
     if answer:
         settings = _settings(memory_rounds=rounds, model=model)
         report = _run_answers(file, settings, limit, answers, fresh, judge, show_progress=not as_json)
-        if as_json:
-            _print_json(report)
-        else:
+        _json_unless_unscored(
+            report, as_json, f"nothing to answer in {file.name}: it has no question of categories 1-4"
+        )
+        if not as_json:
             _print_answer_report(report, file)
         return
     try:
@@ -765,8 +766,9 @@ def eval_memory(
     if retrieval not in ("hybrid", "dense"):
         raise typer.BadParameter("--retrieval is hybrid or dense")
     report = _run_eval(file, ks, retrieval, budget_tokens, rounds, show_progress=not as_json)
+    _json_unless_unscored(report, as_json, f"nothing to score in {file.name}: no question of categories 1-4 "
+                                           "has evidence naming a turn of its conversation")  # fmt: skip
     if as_json:
-        _print_json(report)
         return
     from rich.console import Console
     from rich.table import Table
@@ -788,6 +790,18 @@ def eval_memory(
         console.print(fitted)
     console.print("timings: " + ", ".join(f"{key} {value}" for key, value in report["timings"].items()))
     console.print(_evidence_line(report["evidence"], report["short_results"]))
+
+
+def _json_unless_unscored(report: dict[str, Any], as_json: bool, nothing: str) -> None:
+    """Print the ``--json`` report; then, if it scored no question, exit 1 (with ``--json`` too, so
+    a script sees it) after one line saying why in place of a table: the scores are absent, not 0."""
+    if as_json:
+        _print_json(report)
+    if report["overall"]["questions"]:
+        return
+    if not as_json:
+        sys.stderr.write(f"agentmm: error: {nothing}\n")
+    raise typer.Exit(1)
 
 
 def _evidence_line(evidence: dict[str, Any], short: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -73,6 +74,30 @@ def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path) -> None:
     refused = agentmm("eval", "memory", str(bad))
     assert_one_line_error(refused, "conversation")
     assert refused.stdout == "" and not refused.stderr.startswith("\n")  # no progress bar's blank line off a terminal
+
+
+def test_eval_memory_with_no_question_to_score_says_so_in_one_line(tmp_path: Path) -> None:
+    """No question with findable evidence (none at all, or none naming its turns): the table had no
+    scores to show and crashed; now one line and exit 1, and --json prints its report and exits 1."""
+    samples = json.loads(write_synthetic(tmp_path / "synthetic.json", samples=1).read_text())
+    for sample in samples:
+        for question in sample["qa"]:
+            question.pop("evidence")
+    no_evidence = tmp_path / "no-evidence.json"
+    no_evidence.write_text(json.dumps(samples))
+    for sample in samples:
+        sample["qa"] = []
+    no_questions = tmp_path / "no-questions.json"
+    no_questions.write_text(json.dumps(samples))
+    for data in (no_evidence, no_questions):
+        done = agentmm("eval", "memory", str(data), "--k", "5")
+        assert_one_line_error(done, f"nothing to score in {data.name}")
+        assert done.returncode == 1 and done.stdout == ""
+        as_json = agentmm("eval", "memory", str(data), "--k", "5", "--json")
+        assert as_json.returncode == 1 and json.loads(as_json.stdout)["overall"] == {"questions": 0}
+    answered = agentmm("eval", "memory", str(no_questions), "--answer", "--answers", str(tmp_path / "a.jsonl"))
+    assert_one_line_error(answered, "nothing to answer in no-questions.json")
+    assert answered.returncode == 1
 
 
 def test_eval_memory_within_a_token_budget(tmp_path: Path) -> None:
