@@ -59,6 +59,10 @@ class EmptyInputError(AgentmmError):
     """A turn was asked for with nothing to say."""
 
 
+class InvalidInputError(AgentmmError):
+    """A graph run was given an input that is not a message: ``{"input": 5}``."""
+
+
 class InvalidTextError(AgentmmError):
     """Text that is not valid Unicode: a lone surrogate, from a JSON ``"\\ud800"`` or from bytes
     that are not UTF-8 on a command line. No tokenizer, embedder or database can take it."""

@@ -89,11 +89,15 @@ class ChatState(TypedDict, total=False):
     trace: Trace
 
 
-class ChatInput(TypedDict):
-    """What a run is given: the user's message. Who plays it and which greeting opens a new
-    thread are the run's context (``TurnContext``), checked by ingest before anything is saved."""
+class ChatInput(TypedDict, total=False):
+    """What a run is given: the user's message as ``input`` (text), or as the last of
+    ``messages`` (a user message, LangGraph's MessagesState way: LangGraph Studio and
+    agent-chat-ui send ``{"messages": [{"role": "user", "content": ...}]}``). Who plays it and
+    which greeting opens a new thread are the run's context (``TurnContext``), checked by
+    ingest before anything is saved."""
 
     input: str
+    messages: Annotated[list[AnyMessage], add_messages]
 
 
 @dataclass

@@ -17,7 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, AnyMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
+    AnyMessage,
+    BaseMessage,
+    HumanMessage,
+    RemoveMessage,
+    SystemMessage,
+)
 from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
@@ -30,7 +38,7 @@ from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_window, render, turn_context
-from agentmm.errors import EmptyInputError, Hint, InvalidTextError
+from agentmm.errors import EmptyInputError, Hint, InvalidInputError, InvalidTextError
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
@@ -64,14 +72,19 @@ class Ingest:
         self.default_persona = default_persona
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        text = (state.get("input") or "").strip()
+        history = state.get("messages", [])
+        removed: list[AnyMessage] = []
+        text = _input_text(state.get("input"))
+        if not text and history and isinstance(history[-1], HumanMessage):  # sent as {"messages": [...]}
+            text = history[-1].text.strip()
+            removed.append(RemoveMessage(id=history[-1].id))  # type: ignore[arg-type]
+            history = history[:-1]
         context = runtime.context or TurnContext()
         if not text and not context.attachments:
             raise EmptyInputError("nothing to say: the message is empty")
         InvalidTextError.check(text, "the message")
-        history = state.get("messages", [])
-        update: dict[str, Any] = {}
-        removed: list[AnyMessage] = []
+        # The input is taken: a later run given none must not answer it again.
+        update: dict[str, Any] = {"input": ""}
         if context.retry and (taken := take_out_last_exchange(state)) is not None:
             removed = taken.pop("messages")
             history = history[: last_exchange_start(history)]
@@ -102,6 +115,17 @@ class Ingest:
         update.update(attachments=list(context.attachments), observations=[], recalled=[], intent="")
         messages = [*removed, *opening, HumanMessage(text)]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
+
+
+def _input_text(given: object) -> str:
+    """The run's ``input``, stripped; a typed error for one that is not text."""
+    if given is None:
+        return ""
+    if not isinstance(given, str):
+        raise InvalidInputError(
+            f'the input must be the message as text, {{"input": "..."}}, not {type(given).__name__}'
+        )
+    return given.strip()
 
 
 class Composer:

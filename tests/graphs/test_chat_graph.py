@@ -185,3 +185,22 @@ def test_a_store_without_a_vector_index_is_warned_of_since_recall_would_find_not
     with warnings.catch_warnings():
         warnings.simplefilter("error", StoreWithoutIndexWarning)
         build_graph(Settings(), model=replies("x"), checkpointer=InMemorySaver(), counter=WORDS, store=indexed)
+
+
+def test_a_message_sent_as_messages_is_answered_once_as_studio_sends_it() -> None:
+    """LangGraph Studio and agent-chat-ui send ``{"messages": [user message]}``: it was dropped,
+    and the thread's previous message (still in the ``input`` channel) answered again."""
+    from agentmm.errors import InvalidInputError
+
+    graph = build_graph(Settings(), model=replies("R0", "R1", "R2"), checkpointer=InMemorySaver(), counter=WORDS)
+    config = {"configurable": {"thread_id": "t"}}
+    state = graph.invoke({"messages": [{"role": "user", "content": " first "}]}, config)
+    assert [m.text for m in state["messages"]] == ["first", "R0"] and state["trace"]["turn"] == 1
+    state = graph.invoke({"input": "second"}, config)
+    state = graph.invoke({"messages": [HumanMessage("third")]}, config)
+    assert [m.text for m in state["messages"]] == ["first", "R0", "second", "R1", "third", "R2"]
+    assert state["trace"]["turn"] == 3
+    with pytest.raises(EmptyInputError):  # no message this run: nothing is answered again
+        graph.invoke({}, config)
+    with pytest.raises(InvalidInputError, match=r'the input must be the message as text, \{"input": "..."\}, not int'):
+        graph.invoke({"input": 5}, {"configurable": {"thread_id": "u"}})
