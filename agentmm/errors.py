@@ -59,6 +59,10 @@ class EmptyInputError(AgentmmError):
     """A turn was asked for with nothing to say."""
 
 
+class ToolsNotSupportedError(AgentmmError):
+    """Tools were given with a chat model that cannot be bound to them (no ``bind_tools``)."""
+
+
 class InvalidInputError(AgentmmError):
     """A graph run was given an input that is not a message: ``{"input": 5}``."""
 

@@ -38,7 +38,7 @@ from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_window, render, turn_context
-from agentmm.errors import EmptyInputError, Hint, InvalidInputError, InvalidTextError
+from agentmm.errors import EmptyInputError, Hint, InvalidInputError, InvalidTextError, ToolsNotSupportedError
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
@@ -589,6 +589,11 @@ def build_graph(
     _check_indexed(store)
     source = _persona_source(personas, settings.personas_dir)
     chosen = enabled_tools(settings, runtime) if tools is None else build_tools(tools, settings, runtime)
+    if chosen and type(model).bind_tools is BaseChatModel.bind_tools:  # LangChain's own: NotImplementedError
+        raise ToolsNotSupportedError(
+            f"{type(model).__name__} cannot call tools (it has no bind_tools): give it none, or use a chat model "
+            "that supports tool calling"
+        )
     toolbox = ToolBox(chosen, source, approve=settings.approve_tools, timeout_s=settings.tool_timeout_s,
                       max_rounds=settings.max_tool_rounds) if chosen else None  # fmt: skip
     phrasing = ObservationPhrasing.from_settings(settings)

@@ -204,3 +204,20 @@ def test_a_message_sent_as_messages_is_answered_once_as_studio_sends_it() -> Non
         graph.invoke({}, config)
     with pytest.raises(InvalidInputError, match=r'the input must be the message as text, \{"input": "..."\}, not int'):
         graph.invoke({"input": 5}, {"configurable": {"thread_id": "u"}})
+
+
+def test_tools_with_a_model_that_cannot_bind_them_are_refused_when_the_graph_is_built() -> None:
+    """It was a bare NotImplementedError from LangChain at the first turn."""
+    from langchain_core.tools import tool
+
+    from agentmm.errors import ToolsNotSupportedError
+
+    @tool
+    def open_vault() -> str:
+        """Open the vault."""
+        return "open"
+
+    with pytest.raises(ToolsNotSupportedError, match="FakeListChatModel cannot call tools"):
+        build_graph(Settings(), model=FakeListChatModel(responses=["x"]), checkpointer=InMemorySaver(),
+                    counter=WORDS, tools=[open_vault])  # fmt: skip
+    build_graph(Settings(), model=FakeListChatModel(responses=["x"]), checkpointer=InMemorySaver(), counter=WORDS)
