@@ -718,8 +718,8 @@ def memory_stats(user: UserOpt = None, as_json: JsonFlag = False) -> None:
 @eval_app.command("memory")
 def eval_memory(
     file: Path,
-    k: Annotated[str, typer.Option("--k", help="Comma-separated cut-offs.")] = "5,10,25,50",
-    retrieval: Annotated[str, typer.Option("--retrieval", help="hybrid or dense.")] = "hybrid",
+    k: Annotated[Optional[str], typer.Option("--k", help="Comma-separated cut-offs (default 5,10,25,50).")] = None,
+    retrieval: Annotated[Optional[str], typer.Option("--retrieval", help="hybrid (default) or dense.")] = None,
     budget_tokens: Annotated[
         Optional[int],
         typer.Option("--budget-tokens", min=1, help="Also score only the results that fit this many prompt tokens."),
@@ -750,6 +750,8 @@ def eval_memory(
     --answer, the chat model's answers from what recall finds, by LoCoMo's F1 and exact match."""
     if not answer and (limit is not None or answers is not None or fresh or model is not None or judge is not None):
         raise typer.BadParameter("--limit, --answers, --fresh, --model and --judge go with --answer")
+    if answer and (k is not None or retrieval is not None or budget_tokens is not None):
+        raise typer.BadParameter("--k, --retrieval and --budget-tokens go with recall scoring, not with --answer")
     if answer:
         settings = _settings(memory_rounds=rounds, model=model)
         report = _run_answers(file, settings, limit, answers, fresh, judge, show_progress=not as_json)
@@ -759,10 +761,8 @@ def eval_memory(
         if not as_json:
             _print_answer_report(report, file)
         return
-    try:
-        ks = sorted({int(part) for part in k.split(",") if part.strip()})
-    except ValueError:
-        raise typer.BadParameter(f"--k takes numbers like 5,10,25: {k!r}") from None
+    ks = _cut_offs("5,10,25,50" if k is None else k)
+    retrieval = "hybrid" if retrieval is None else retrieval
     if retrieval not in ("hybrid", "dense"):
         raise typer.BadParameter("--retrieval is hybrid or dense")
     report = _run_eval(file, ks, retrieval, budget_tokens, rounds, show_progress=not as_json)
@@ -790,6 +790,17 @@ def eval_memory(
         console.print(fitted)
     console.print("timings: " + ", ".join(f"{key} {value}" for key, value in report["timings"].items()))
     console.print(_evidence_line(report["evidence"], report["short_results"]))
+
+
+def _cut_offs(k: str) -> list[int]:
+    """``--k``'s cut-offs, sorted: at least one, each at least 1 (recall@0 is no measurement)."""
+    try:
+        ks = sorted({int(part) for part in k.split(",") if part.strip()})
+    except ValueError:
+        ks = []
+    if not ks or ks[0] < 1:
+        raise typer.BadParameter(f"--k takes positive numbers like 5,10,25: {k!r}")
+    return ks
 
 
 def _json_unless_unscored(report: dict[str, Any], as_json: bool, nothing: str) -> None:

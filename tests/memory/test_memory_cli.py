@@ -100,6 +100,20 @@ def test_eval_memory_with_no_question_to_score_says_so_in_one_line(tmp_path: Pat
     assert answered.returncode == 1
 
 
+def test_eval_memory_refuses_cut_offs_below_one_and_recall_options_with_answer(tmp_path: Path) -> None:
+    """--k 0 printed a table of recall@0 scores; --k, --retrieval and --budget-tokens were ignored
+    without a word with --answer, even when invalid. Both are refused before anything is loaded."""
+    data = write_synthetic(tmp_path / "synthetic.json", samples=1)
+    for k in ("0", "-3", "5,-3", ","):
+        refused = agentmm("eval", "memory", str(data), "--k", k)
+        assert refused.returncode == 2 and "positive numbers" in refused.stderr and "Traceback" not in refused.stderr
+    for option in (["--k", "abc"], ["--k", "5"], ["--retrieval", "foo"], ["--retrieval", "dense"],
+                   ["--budget-tokens", "40"]):  # fmt: skip
+        refused = agentmm("eval", "memory", str(data), "--answer", "--limit", "1", *option)
+        assert refused.returncode == 2 and "not with --answer" in refused.stderr, option
+        assert "Traceback" not in refused.stderr
+
+
 def test_eval_memory_within_a_token_budget(tmp_path: Path) -> None:
     """--budget-tokens scores only what fits the budget as compose places it, counted with the
     chat model's tokenizer: a small budget fits fewer memories and cannot find more than k does."""
