@@ -406,11 +406,39 @@ class ConfigFileSource(TomlConfigSettingsSource):
         except UnicodeDecodeError as exc:
             raise SettingsError(f"config file {self.path} is not UTF-8 text (byte {exc.start} is not)") from exc
         try:
-            return tomllib.loads(text)
+            return _paths_from(Path(file_path).expanduser().absolute().parent, tomllib.loads(text))
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {self.path} is not valid TOML: {exc}") from exc
         except RecursionError as exc:  # tomllib recurses once per level of [[[...]]] or {a = {a = ...}}
             raise SettingsError(f"config file {self.path} nests arrays or tables too deeply") from exc
+
+
+_FOLDER_SETTINGS = ("data_dir", "models_dir", "personas_dir", "tools_dir", "cache_dir")
+_FILE_SETTINGS = ("model", "mmproj", "caption_model", "caption_mmproj")
+
+
+def _paths_from(folder: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """A config file's relative paths read from its own folder, not from wherever agentmm is
+    run (``data_dir = "chats"`` beside the file meant another, empty data dir in each folder).
+    A model setting is taken as a path there only if that file is there: it may as well be a
+    shipped model's name or a hub id."""
+    for key in _FOLDER_SETTINGS + _FILE_SETTINGS:
+        value = data.get(key)
+        if not isinstance(value, str) or not value.strip() or value.startswith("~") or _looks_like_url(value):
+            continue
+        if "\0" in value or Path(value).is_absolute():
+            continue
+        there = folder / value
+        if key in _FOLDER_SETTINGS or _exists(there):
+            data[key] = str(there)
+    return data
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

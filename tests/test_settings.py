@@ -85,3 +85,22 @@ def test_sources_name_the_layer_that_won(isolated_env: Path, monkeypatch: pytest
     assert (settings.sources["seed"], settings.sources["top_p"]) == ("env", "env")
     assert (settings.sources["memory"], settings.sources["max_tokens"]) == ("flag", "default")
     assert set(settings.sources) == set(Settings.model_fields)
+
+
+def test_relative_paths_in_the_config_file_are_read_from_its_folder(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    folder = tmp_path_factory.mktemp("conf")
+    (folder / "mine.gguf").write_bytes(b"GGUF")
+    config = folder / "agentmm.toml"
+    config.write_text('data_dir = "chats"\ncache_dir = "~/c"\nmodel = "mine.gguf"\nmmproj = "not-there.gguf"\n')
+    for name in ("AGENTMM_DATA_DIR", "AGENTMM_CACHE_DIR"):
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+    settings = load_settings(config)
+    assert settings.data_dir == folder / "chats"
+    assert settings.cache_dir == Path("~/c").expanduser()
+    assert settings.model == str(folder / "mine.gguf")
+    assert settings.mmproj == "not-there.gguf"  # no such file beside the config: left as written
+    config.write_text('model = "smollm2"\ndata_dir = "/abs/d"\n')
+    assert (load_settings(config).model, load_settings(config).data_dir) == ("smollm2", Path("/abs/d"))
