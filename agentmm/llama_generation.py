@@ -78,27 +78,31 @@ class Generation:
             start = self.metadata["reply_start"]
         else:
             chunks = self.loaded.llama.create_chat_completion(messages=rendered, stream=True, **params)
-        for chunk in chunks:
-            choice = chunk["choices"][0]
-            self.finish_reason = choice.get("finish_reason") or self.finish_reason
-            message = delta_to_chunk(choice.get("delta") or {}, started_calls)
-            if message is None:
-                continue
-            if start:
-                message = message.model_copy(update={"content": start + message.text})
-                start = ""
-            self.said = self.said or bool(message.text.strip()) or bool(message.tool_call_chunks)
-            yield message
-        if start:  # the model ended at once: the reply is the start alone
-            self.said = True
-            yield AIMessageChunk(content=start)
-        if images:
-            # The handler cleared the KV cache and filled it with image embeddings that the
-            # token list cannot describe: start the next call cold rather than let it "reuse"
-            # them as if they were the tokens once at those positions.
-            self.loaded.stats.reused_tokens = 0
-            self.loaded.llama.reset()
-        add_stats(self.spent, self.loaded.stats)
+        # Closed early (a reply stopped mid-way), the reply still counts what it spent, and an
+        # image turn's cache is still cleared: hence finally.
+        try:
+            for chunk in chunks:
+                choice = chunk["choices"][0]
+                self.finish_reason = choice.get("finish_reason") or self.finish_reason
+                message = delta_to_chunk(choice.get("delta") or {}, started_calls)
+                if message is None:
+                    continue
+                if start:
+                    message = message.model_copy(update={"content": start + message.text})
+                    start = ""
+                self.said = self.said or bool(message.text.strip()) or bool(message.tool_call_chunks)
+                yield message
+            if start:  # the model ended at once: the reply is the start alone
+                self.said = True
+                yield AIMessageChunk(content=start)
+        finally:
+            if images:
+                # The handler cleared the KV cache and filled it with image embeddings that the
+                # token list cannot describe: start the next call cold rather than let it "reuse"
+                # them as if they were the tokens once at those positions.
+                self.loaded.stats.reused_tokens = 0
+                self.loaded.llama.reset()
+            add_stats(self.spent, self.loaded.stats)
 
     def _started(self, params: dict[str, Any]) -> Any:
         """The chat handler that begins this reply with ``reply_start``, once per reply and only

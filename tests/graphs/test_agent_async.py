@@ -69,6 +69,9 @@ def test_cancelling_an_async_turn_on_the_shipped_model_frees_it_within_a_second(
             # Kept as a sync cancel keeps it: the partial reply, marked interrupted.
             partial = last_reply(agent, "t")
             assert partial.response_metadata.get("interrupted") is True, how
+            # What the stopped reply spent is counted (it was 0/0: usage came only at the end).
+            usage = agent.graph.get_state(agent.config("t")).values["trace"]["usage"]
+            assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] >= 8, (how, usage)
         # The agent goes on: the next turn on the same thread answers in full.
         after = await agent.achat("Say hi.", "t")
         assert after.reply and not after.interrupted
