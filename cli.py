@@ -282,16 +282,26 @@ def graph_show(
         except Exception:  # LangGraph draws PNGs through the mermaid.ink web service
             raise AgentmmError("png drawing needs the mermaid.ink web service, which cannot be reached; "
                                "--format mermaid or ascii draw offline") from None  # fmt: skip
-        path = output or Path("graph.png")
-        path.write_bytes(data)
-        sys.stdout.write(f"wrote {path}\n")
+        _write_drawing(output or Path("graph.png"), data)
         return
     text = drawn.draw_ascii() if format == "ascii" else drawn.draw_mermaid()
     if output is not None:
-        output.write_text(text, encoding="utf-8")
-        sys.stdout.write(f"wrote {output}\n")
+        _write_drawing(output, text.encode("utf-8"))
     else:
         sys.stdout.write(text.rstrip("\n") + "\n")
+
+
+def _write_drawing(path: Path, data: bytes) -> None:
+    """Write ``-o``'s file, making its folder as ``personas export`` and ``memory export`` do; a
+    folder named instead of a file, or a place that cannot be written, is one line."""
+    from agentmm.fileio import atomic_write
+
+    if path.is_dir():
+        raise AgentmmError(f"-o {path} is a folder: name the file to write")
+    if (file := next((p for p in path.parents if p.exists() and not p.is_dir()), None)) is not None:
+        raise AgentmmError(f"-o {path}: {file} is a file, not a folder")
+    atomic_write(path, data)
+    sys.stdout.write(f"wrote {path}\n")
 
 
 # --------------------------------------------------------------------------- serve

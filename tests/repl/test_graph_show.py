@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -25,6 +26,22 @@ def test_graph_show_draws_the_turn_graph() -> None:
     assert "generate -.-> tools;" in with_tools.stdout and "tools --> generate;" in with_tools.stdout
     bad = run("graph", "show", "--format", "svg")
     assert bad.returncode != 0 and "ascii, mermaid or png" in bad.stderr
+
+
+def test_graph_show_writes_into_a_new_folder_and_refuses_a_folder_in_one_line(tmp_path: Path) -> None:
+    """-o into a folder that does not exist yet makes it (as personas export and memory export do);
+    a folder, or a path under a file, is one line and exit 2, not a traceback."""
+    drawn = tmp_path / "new" / "deeper" / "turn.mmd"
+    done = run("graph", "show", "--format", "mermaid", "-o", str(drawn))
+    assert done.returncode == 0 and done.stdout == f"wrote {drawn}\n", done.stderr
+    assert "graph TD" in drawn.read_text(encoding="utf-8")
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for output, said in ((tmp_path, "is a folder"), (a_file / "x.txt", f"{a_file} is a file, not a folder")):
+        refused = run("graph", "show", "-o", str(output))
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+        assert lines[0].startswith(f"agentmm: error: -o {output}") and said in lines[0]
 
 
 def test_the_cli_does_not_import_the_terminal_libraries() -> None:
