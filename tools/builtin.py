@@ -88,6 +88,10 @@ _OPERATORS = {
 }  # fmt: skip
 MAX_EXPRESSION = 200
 MAX_EXPONENT = 1000
+# Python prints no int of more than 4,300 digits (sys.int_info.default_max_str_digits); a
+# bigger one is refused before it is made: ((10**1000)**1000)**1000 (24 characters) would take
+# minutes, holding the GIL, so no timeout could stop it.
+MAX_RESULT_BITS = 14_000
 
 
 def evaluate(expression: str) -> float | int:
@@ -110,11 +114,24 @@ def _eval(node: ast.AST) -> float | int:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
             raise ValueError(f"exponent above {MAX_EXPONENT}")
+        if _result_bits(node.op, left, right) > MAX_RESULT_BITS:
+            raise ValueError(f"the result would have more than {MAX_RESULT_BITS * 30103 // 100000:,} digits")
         try:
             return _OPERATORS[type(node.op)](left, right)
         except ZeroDivisionError as exc:
             raise ValueError("division by zero") from exc
     raise ValueError("only numbers and + - * / // % ** ( ) are allowed")
+
+
+def _result_bits(op: ast.operator, left: float | int, right: float | int) -> int:
+    """About how many bits an integer result of ``left op right`` takes (0: a float or small)."""
+    if not isinstance(left, int) or not isinstance(right, int):
+        return 0
+    if isinstance(op, ast.Pow) and right > 0:
+        return max(left.bit_length() - 1, abs(left) > 1) * right
+    if isinstance(op, ast.Mult):
+        return left.bit_length() + right.bit_length()
+    return 0
 
 
 @tool(parse_docstring=True)

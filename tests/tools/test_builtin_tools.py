@@ -50,3 +50,15 @@ def test_datetime_and_time_zones() -> None:
 def test_builtins_register_through_the_entry_points() -> None:
     names = {e.name for e in entry_points(group="agentmm.tools")}
     assert {"roll_dice", "current_datetime", "calculate"} <= names
+
+
+@pytest.mark.parametrize("huge", ["((10**1000)**1000)**1000", "(10**1000)**5", "*".join(["(9**999)"] * 5)])
+def test_a_short_expression_with_a_huge_result_is_refused_before_it_is_worked_out(huge: str) -> None:
+    """It took minutes holding the GIL (no tool timeout could stop it); refused in no time now."""
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(ValueError, match="more than 4,214 digits"):
+        evaluate(huge)
+    assert time.perf_counter() - started < 1.0
+    assert len(str(evaluate("(10**1000)**4"))) == 4001 and evaluate("2**-3") == 0.125
