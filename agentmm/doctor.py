@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import platform
 import sys
+import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,25 @@ def resolve_gpu_layers(setting: int | str, block_count: int | None, offload_avai
     if setting in ("auto", -1):
         return layers
     return min(int(setting), layers)
+
+
+def cache_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be the cache dir (it is made if need be, and written to), or None.
+
+    Nothing fails without the cache: the embedder's ONNX export and the native probe's verdict
+    are simply made again by every process, which made each chat about 5x slower (and 2x the
+    memory) without a word; said here, in the data dir's words, it is one line to fix."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (FileExistsError, NotADirectoryError):  # a file where a folder must be, here or above
+        blocker = next((p for p in (path, *path.parents) if p.is_file()), path)
+        return f"cache dir {path} cannot be made: {blocker} is a file, not a folder"
+    except OSError as exc:
+        return f"cache dir {path} is not writable: {exc.strerror or exc}"
+    return None
 
 
 def memory_check(settings: Settings) -> dict[str, Any]:
@@ -212,6 +232,8 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         checks.append(_check("data_dir", True, f"{settings.data_dir} (writable)"))
     except AgentmmError as exc:
         checks.append(_check("data_dir", False, str(exc)))
+    problem = cache_dir_problem(settings.cache_dir)
+    checks.append(_check("cache_dir", problem is None, problem or f"{settings.cache_dir} (writable)"))
     checks.append(memory_check(settings))
     checks.append(threads_check(settings))
     checks.append(speech_check())
@@ -227,6 +249,7 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
         "gpu": {"offload_available": gpu["available"], "gpu_layers": model_data.get("gpu_layers", 0)},
         "cpu_buffers": cpu_buffers,
         "data_dir": str(settings.data_dir),
+        "cache_dir": str(settings.cache_dir),
         "threads_db": _threads_db(settings, CHECKPOINT_FILE),
         "config_file": str(config_file),
         "executable": sys.executable,

@@ -149,6 +149,22 @@ def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path) -> None:
         assert_one_line_error(agentmm(*args, env=env), needle)
 
 
+def test_an_unusable_cache_dir_is_one_line_and_a_doctor_problem(tmp_path: Path) -> None:
+    """A file as cache_dir made every start redo the embedder's export and the native probe
+    (about 5x slower) while doctor said all ok; the commands that use it now stop in one line."""
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    env = {"AGENTMM_CACHE_DIR": str(blocker), "AGENTMM_MEMORY": "true"}
+    for args in (["chat", "-m", "hi"], ["memory", "list"]):
+        assert_one_line_error(agentmm(*args, env=env), f"cache dir {blocker} cannot be made")
+    ok_json("threads", "list", "--json", env=env)  # a command that does not use the cache runs
+    doctor = agentmm("doctor", "--json", env=env)
+    report = json.loads(doctor.stdout)
+    check = next(check for check in report["checks"] if check["name"] == "cache_dir")
+    assert doctor.returncode == 1 and report["ok"] is False and report["cache_dir"] == str(blocker)
+    assert check["ok"] is False and f"{blocker} is a file, not a folder" in check["detail"]
+
+
 def test_text_that_is_not_utf8_is_one_line(isolated_env: Path) -> None:
     latin1 = os.fsdecode(b"caf\xe9")  # a Latin-1 terminal's "café": a lone surrogate once decoded
     assert_one_line_error(agentmm("chat", "-m", latin1), "the message is not valid Unicode text")
