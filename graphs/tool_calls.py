@@ -32,12 +32,16 @@ from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from langgraph.config import get_stream_writer
 from langgraph.prebuilt import ToolNode
+from langgraph.runtime import Runtime
 from langgraph.types import interrupt
 
 from agentmm.personas import PersonaRegistry
 from agentmm.plugins import needs_approval
-from agentmm.state import ChatState, trace_step
+from agentmm.state import ChatState, TurnContext, trace_step
 from agentmm.tool_calling import tools_section
+
+# How often a running tool call looks at the turn's cancel flag.
+_CANCEL_POLL_S = 0.05
 
 MAX_OUTPUT_CHARS = 2000
 CHARS_PER_TOKEN = 3  # a cautious average for English text and JSON
@@ -115,7 +119,8 @@ class RunTools:
     def __init__(self, toolbox: ToolBox) -> None:
         self.toolbox = toolbox
 
-    def __call__(self, state: ChatState, config: RunnableConfig) -> dict[str, Any]:
+    def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        cancel = (runtime.context or TurnContext()).cancel
         request = state["messages"][-1]
         assert isinstance(request, AIMessage)
         offered = {tool.name: tool for tool in self.toolbox.offered(state)}
@@ -137,8 +142,10 @@ class RunTools:
                 status, text = "unavailable", f"error: no tool named {call['name']!r} is available here"
             elif verdicts.get(call["id"], True) is False:
                 status, text = "denied", "the user did not allow this call"
+            elif cancel.is_set():
+                status, text = "cancelled", "error: the user stopped the turn before this call ran"
             else:
-                status, text = self._run(tool, {**call, "id": call_id}, config)
+                status, text = self._run(tool, {**call, "id": call_id}, config, cancel)
             text = self._cap(text)
             messages.append(ToolMessage(text, tool_call_id=call_id, name=call["name"],
                                         status="success" if status == "ok" else "error"))  # fmt: skip
@@ -153,20 +160,30 @@ class RunTools:
         previous = (state.get("trace") or {}).get("tool_calls", [])
         return {"messages": messages, "trace": trace_step(state, "tools", tool_calls=[*previous, *entries])}
 
-    def _run(self, tool: BaseTool, call: dict[str, Any], config: RunnableConfig) -> tuple[str, str]:
-        """Run one call on its own daemon thread (a hung tool cannot hold the turn or the exit)."""
+    def _run(
+        self, tool: BaseTool, call: dict[str, Any], config: RunnableConfig, cancel: threading.Event
+    ) -> tuple[str, str]:
+        """Run one call on its own daemon thread (a hung tool cannot hold the turn), abandoned
+        after ``timeout_s`` or as soon as the turn is cancelled (Ctrl-C waited out the timeout)."""
         outcome: list[tuple[str, str]] = []
         context = contextvars.copy_context()  # the run's config and callbacks, as on the node's thread
 
         def work() -> None:
-            outcome.append(context.run(_invoke, self.toolbox.node, tool, call, config))
+            try:
+                outcome.append(context.run(_invoke, self.toolbox.node, tool, call, config))
+            except BaseException as exc:  # sys.exit() in a tool is its failure, not a timeout
+                outcome.append(("error", _failure_text(exc)))
 
         worker = threading.Thread(target=work, name=f"tool-{tool.name}", daemon=True)
         worker.start()
-        worker.join(self.toolbox.timeout_s)
-        if not outcome:
-            return "timeout", f"error: {tool.name} did not finish within {self.toolbox.timeout_s:g} s and was abandoned"
-        return outcome[0]
+        deadline = time.monotonic() + self.toolbox.timeout_s
+        while worker.is_alive() and not cancel.is_set() and (left := deadline - time.monotonic()) > 0:
+            worker.join(min(left, _CANCEL_POLL_S))
+        if outcome:
+            return outcome[0]
+        if cancel.is_set():
+            return "cancelled", f"error: the user stopped the turn while {tool.name} ran; it was abandoned"
+        return "timeout", f"error: {tool.name} did not finish within {self.toolbox.timeout_s:g} s and was abandoned"
 
     def _cap(self, text: str) -> str:
         limit = self.toolbox.max_output_chars
@@ -195,7 +212,12 @@ def _invoke(node: ToolNode, tool: BaseTool, call: dict[str, Any], config: Runnab
 
 
 def _error_text(exc: Exception) -> str:
-    """A failed call's answer to the model (``ToolNode``'s ``handle_tool_errors``)."""
+    """A failed call's answer to the model (``ToolNode``'s ``handle_tool_errors``, which reads
+    the annotation to know what it handles)."""
+    return _failure_text(exc)
+
+
+def _failure_text(exc: BaseException) -> str:
     return f"error: {type(exc).__name__}: {exc}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -337,3 +338,32 @@ def test_each_round_of_tool_calls_is_reported_as_it_ends(tmp_path: Path) -> None
     failed, line = tool_note(listing)
     assert not failed and "1. /photos/1.jpg" in line and "8. /photos/8.jpg" in line
     assert "9. /photos" not in line and "… 4 more lines]" in line
+
+
+@tool
+def quitter(code: int) -> str:
+    """Leave."""
+    raise SystemExit(code)
+
+
+def test_a_tool_that_raises_systemexit_failed_it_did_not_time_out(capfd: pytest.CaptureFixture[str]) -> None:
+    """It was reported as "did not finish within N s", and its thread's traceback printed."""
+    model = ScriptedToolModel(script=[call("quitter", "c1", code=3), AIMessage("Oh.")])
+    state = graph_with(model, [quitter], tool_timeout_s=5).invoke({"input": "quit"}, CONFIG)
+    (entry,) = state["trace"]["tool_calls"]
+    assert entry["status"] == "error" and entry["output"] == "error: SystemExit: 3" and entry["duration_s"] < 1
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_stopping_the_turn_abandons_a_running_tool_at_once() -> None:
+    """Ctrl-C while a tool ran waited out the whole tool timeout."""
+    cancel = threading.Event()
+    model = ScriptedToolModel(script=[call("slow_oracle", "c1", question="?"), call("slow_oracle", "c2", question="!"),
+                                      AIMessage("Oh.")])  # fmt: skip
+    graph = graph_with(model, [slow_oracle], tool_timeout_s=30)
+    threading.Timer(0.3, cancel.set).start()
+    started = time.perf_counter()
+    state = graph.invoke({"input": "ask"}, CONFIG, context=TurnContext(cancel=cancel))
+    assert time.perf_counter() - started < 3
+    assert [e["status"] for e in state["trace"]["tool_calls"]] == ["cancelled"]
+    assert "stopped the turn while slow_oracle ran" in state["trace"]["tool_calls"][0]["output"]
