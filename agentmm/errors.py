@@ -22,6 +22,7 @@ class Hint:
 SEE_THREADS = Hint(cli="see: agentmm threads list", http="see: GET /threads")
 SEE_MEMORIES = Hint(cli="see: agentmm memory list", http="see: GET /memories")
 SEE_PERSONAS = Hint(cli="see: agentmm personas list", http="see: GET /personas")
+SEE_TOOLS = Hint(cli="see: agentmm tools list")
 
 
 class AgentmmError(Exception):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentmm.errors import AgentmmError
+from agentmm.errors import SEE_TOOLS, AgentmmError
 
 if TYPE_CHECKING:
     from langchain_core.tools import BaseTool
@@ -174,7 +174,9 @@ class ToolCatalog:
         except (TypeError, ValueError) as exc:
             self.problems.append(f"{where}: {describe(exc)}")
             return
-        self.tools[checked.name] = ToolInfo(checked, source)  # later sources override earlier ones
+        if (before := self.tools.get(checked.name)) is not None:  # later sources override earlier ones
+            self.problems.append(f"{before.source}'s tool {checked.name!r} is not used: {where} replaces it")
+        self.tools[checked.name] = ToolInfo(checked, source)
 
     def _settings(self) -> Settings:
         if self.settings is None:
@@ -190,7 +192,9 @@ class ToolCatalog:
             info = self.tools.get(name)
             if info is None:
                 known = ", ".join(sorted(self.tools)) or "none"
-                raise ToolNotFoundError(f"unknown tool {name!r} (found: {known}; see: agentmm tools list)")
+                failed = [p for p in self.problems if not p.endswith(" replaces it")]
+                why = f"; {len(failed)} tool file(s) could not be used, the first: {failed[0]}" if failed else ""
+                raise ToolNotFoundError(f"unknown tool {name!r} (found: {known}){why}", see=SEE_TOOLS)
             chosen.append(info.tool)
         return chosen
 

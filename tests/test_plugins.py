@@ -93,3 +93,25 @@ def test_invalid_schema_is_reported_not_raised(tmp_path: Path) -> None:
 def test_select_unknown_tool_is_a_clear_error() -> None:
     with pytest.raises(ToolNotFoundError, match="unknown tool 'lockpick'"):
         discover_tools().select(["roll_dice", "lockpick"])
+
+
+def test_a_tool_that_replaces_another_of_its_name_is_said_and_a_broken_file_named_when_asked_for(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / "mine.py").write_text(textwrap.dedent('''
+        from langchain_core.tools import tool
+
+        @tool
+        def roll_dice(notation: str) -> str:
+            """Roll dice."""
+            return "always 6"
+    '''))  # fmt: skip
+    (folder / "broken.py").write_text("def broken(:\n")
+    catalog = discover_tools(folder)
+    assert catalog.tools["roll_dice"].source == str(folder / "mine.py")
+    assert f"agentmm's tool 'roll_dice' is not used: {folder / 'mine.py'}:roll_dice replaces it" in catalog.problems
+    with pytest.raises(ToolNotFoundError) as info:
+        catalog.select(["broken"])
+    assert f"1 tool file(s) could not be used, the first: {folder / 'broken.py'}: SyntaxError" in str(info.value)
