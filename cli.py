@@ -283,11 +283,15 @@ def graph_show(
 
     from agentmm.graphs.chat import build_graph
 
+    class StandIn(FakeListChatModel):
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:  # drawn with the tools, never called
+            return self
+
     if format not in ("ascii", "mermaid", "png"):
         raise typer.BadParameter("--format is ascii, mermaid or png", param_hint="--format")
     # The graph the Agent runs, built by the same builder from the same settings, with a
     # stand-in for the model, which drawing never calls.
-    drawn = build_graph(_settings(), model=FakeListChatModel(responses=[""])).get_graph()
+    drawn = build_graph(_settings(), model=StandIn(responses=[""])).get_graph()
     if format == "png":
         try:
             data = drawn.draw_mermaid_png()
