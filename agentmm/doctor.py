@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agentmm.errors import AgentmmError
+from agentmm.gguf import GGUFInfo
 from agentmm.settings import Settings, default_config_file
 
 PACKAGES = (
@@ -174,6 +175,18 @@ def model_server_check(settings: Settings) -> dict[str, Any]:
     return {"check": _check("model server", report.ok, report.detail), **report.to_json()}
 
 
+def chat_template_check(info: GGUFInfo) -> dict[str, Any]:
+    """Whether the GGUF carries its chat template. Without one, llama-cpp-python formats every
+    prompt in its fallback Llama 2 format, which the model was likely not trained on: it still
+    chats, but may say its system prompt back, and nothing else tells the user why."""
+    if info.chat_template is not None:
+        return _check("chat_template", True, "the model's own, from its GGUF (tokenizer.chat_template)")
+    detail = ("the GGUF has no chat template (tokenizer.chat_template): prompts use llama-cpp-python's fallback "
+              "Llama 2 format, which this model may not know (replies can repeat the prompt); use a GGUF that "
+              "carries its template")  # fmt: skip
+    return _check("chat_template", False, detail)
+
+
 def _local_model_checks(
     settings: Settings, gpu: dict[str, Any], model_data: dict[str, Any], checks: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -198,6 +211,7 @@ def _local_model_checks(
                 f"{resolved.name} ({info.architecture}, {info.file_size / 2**20:.0f} MiB) at {resolved.path}",
             )
         )
+        checks.append(chat_template_check(info))
         if layers == 0:
             check_fits_in_memory(info, settings.n_ctx)
         checks.append(_check("ram", True, f"the model fits in free memory with n_ctx={settings.n_ctx}"))

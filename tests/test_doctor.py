@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agentmm.doctor import cache_dir_problem
+from agentmm.doctor import cache_dir_problem, chat_template_check, run_checks
+from agentmm.gguf import read_gguf
+from agentmm.settings import load_settings
+from tests.tiny_gguf import write_header_only_gguf
 
 
 def test_a_cache_dir_is_made_and_a_file_in_its_place_is_a_problem(tmp_path: Path) -> None:
@@ -17,3 +20,16 @@ def test_a_cache_dir_is_made_and_a_file_in_its_place_is_a_problem(tmp_path: Path
     assert cache_dir_problem(blocker) == f"cache dir {blocker} cannot be made: {blocker} is a file, not a folder"
     under = blocker / "cache"
     assert cache_dir_problem(under) == f"cache dir {under} cannot be made: {blocker} is a file, not a folder"
+
+
+def test_a_gguf_without_a_chat_template_is_a_problem(tmp_path: Path) -> None:
+    """A GGUF without tokenizer.chat_template passed as ok (though --json said chat_template:
+    false) while chat fell back to llama-cpp-python's Llama 2 format without a word."""
+    bare = write_header_only_gguf(tmp_path / "bare.gguf", chat_template=None)
+    report = run_checks(load_settings(model=str(bare), memory=False))
+    checks = {check["name"]: check for check in report["checks"]}
+    assert checks["model"]["ok"] is True  # the file itself is fine
+    assert checks["chat_template"]["ok"] is False and "fallback Llama 2 format" in checks["chat_template"]["detail"]
+    assert report["ok"] is False and report["model"]["chat_template"] is False
+    templated = chat_template_check(read_gguf(write_header_only_gguf(tmp_path / "templated.gguf")))
+    assert templated["ok"] is True and templated["name"] == "chat_template"

@@ -13,6 +13,7 @@ from agentmm.errors import ModelNotFoundError
 from agentmm.model_parts import Part, SplitFile
 from agentmm.models import SHIPPED_MODELS, ShippedModel, list_models, resolve_model
 from agentmm.settings import Settings
+from tests.tiny_gguf import write_header_only_gguf
 
 PIECES = [b"GGUF" + b"a" * 1000, b"b" * 3000, b"c" * 17]
 
@@ -82,20 +83,6 @@ def test_concurrent_joins_write_one_file(site: Path, tmp_path: Path, monkeypatch
     assert len(results) == 4 and len(set(results)) == 1 and len(joins) == 1
 
 
-def _tiny_gguf(path: Path) -> bytes:
-    """A header-only GGUF chat model (no tensors): enough for ``read_gguf``, nothing is loaded."""
-    import gguf
-
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(1)
-    writer.add_string("tokenizer.chat_template", "{{ messages }}")
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path.read_bytes()
-
-
 def test_a_split_model_joins_into_the_cache_dir_setting_where_models_list_shows_it(
     site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
@@ -103,7 +90,7 @@ def test_a_split_model_joins_into_the_cache_dir_setting_where_models_list_shows_
     cache_dir said; now models list, resolve_model and the chat model's load all use cache_dir."""
     from agentmm.llm import ChatLlamaCpp
 
-    whole = _tiny_gguf(tmp_path / "whole.gguf")
+    whole = write_header_only_gguf(tmp_path / "whole.gguf").read_bytes()
     pieces = [whole[:100], whole[100:]]
     split = _split(_install_parts(site, "pj", pieces), pieces)
     tiny = ShippedModel("tiny-split", "", "tiny-split", "model.gguf", "a split test model", split=split)
