@@ -11,6 +11,7 @@ import contextlib
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,9 @@ _MARKDOWN = re.compile(
     re.MULTILINE,
 )
 HISTORY_LIMIT = 20_000  # longer inputs (pastes) are not kept in the line history
+# A Ctrl-C this soon after one stopped a reply is the same double tap, not "leave": the stopped
+# turn saves in a few hundred ms, and a second press 150-300 ms after the first met the prompt.
+STOP_GRACE_S = 1.0
 
 Toolbar = Callable[[], str]
 
@@ -58,6 +62,7 @@ class Terminal:
         self._busy: Any = None  # BusyKeys while the chat works on a line
         self._streamed: list[str] = []
         self._spinner: Any = None
+        self._stopped_at = -STOP_GRACE_S  # time.monotonic() when a reply was last stopped
 
     @classmethod
     def detect(cls, history_file: Path | None = None) -> Terminal:
@@ -90,7 +95,7 @@ class Terminal:
             buffer = event.current_buffer
             if buffer.text:
                 buffer.reset()
-            else:
+            elif not self.just_stopped():
                 event.app.exit(exception=EOFError)
 
         history: Any = InMemoryHistory()
@@ -177,9 +182,15 @@ class Terminal:
         self.out.file.write(text)
         self.out.file.flush()
 
+    def just_stopped(self) -> bool:
+        """Whether a reply was stopped less than ``STOP_GRACE_S`` ago (Ctrl-C then does not leave)."""
+        return time.monotonic() - self._stopped_at < STOP_GRACE_S
+
     def reply_end(self, interrupted: bool, out_of_character: bool = False) -> None:
         """Finish the reply: re-render it as Markdown on a live terminal, mark it if stopped or
         said out of character."""
+        if interrupted:
+            self._stopped_at = time.monotonic()
         self.stop_spinner()
         text = "".join(self._streamed)
         rendered = bool(self.live and text.strip() and looks_like_markdown(text) and self._erase(text))

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from agentmm.repl.terminal import STOP_GRACE_S
+
 pexpect = pytest.importorskip("pexpect")
 
 pytestmark = pytest.mark.e2e
@@ -118,6 +120,9 @@ def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
     repl.child.send("\x03\x03")  # a double tap: the second press must not cut the save
     repl.expect(PROMPT_READY)
     assert "[interrupted]" in plain(repl.child.before)
+    repl.child.send("\x03")  # the tap landing on the prompt just after the stop does not leave
+    time.sleep(STOP_GRACE_S + 0.3)
+    assert repl.child.isalive()
     repl.leave("\x03")  # Ctrl-C at an empty prompt leaves
     shown = thread_json(thread_id)
     assert [m["role"] for m in shown["messages"]] == ["user", "assistant", "user", "assistant"]
