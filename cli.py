@@ -8,7 +8,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -1196,7 +1196,24 @@ def main() -> None:
         app()
     except AgentmmError as exc:
         sys.stderr.write(f"agentmm: error: {exc}\n")
-        sys.exit(exc.exit_code)
+        _leave(exc.exit_code)
+    except SystemExit as done:
+        _leave(done.code)
+
+
+def _leave(code: int | str | None) -> None:
+    """Exit with ``code``, at once if a tool the chat gave up on still runs: Python would wait
+    for it (``graphs/tool_calls.tools_still_running``), for ever if it hangs. The command has
+    closed its agent and stores by now; only the output is left to flush."""
+    running = sys.modules.get("agentmm.graphs.tool_calls")
+    if running is not None and running.tools_still_running():
+        if isinstance(code, str):
+            sys.stderr.write(f"{code}\n")
+        with suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code if isinstance(code, int) else 0 if code is None else 1)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

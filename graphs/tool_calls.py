@@ -23,6 +23,7 @@ import contextvars
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -42,6 +43,9 @@ from agentmm.tool_calling import tools_section
 
 # How often a running tool call looks at the turn's cancel flag.
 _CANCEL_POLL_S = 0.05
+# Calls given up on (timed out, or the turn stopped) whose tool still runs. Process-wide, as the
+# fact is: the tool runs on a thread of LangGraph's ToolNode pool, which Python joins at exit.
+_ABANDONED: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
 
 MAX_OUTPUT_CHARS = 2000
 CHARS_PER_TOKEN = 3  # a cautious average for English text and JSON
@@ -181,6 +185,7 @@ class RunTools:
             worker.join(min(left, _CANCEL_POLL_S))
         if outcome:
             return outcome[0]
+        _ABANDONED.add(worker)
         if cancel.is_set():
             return "cancelled", f"error: the user stopped the turn while {tool.name} ran; it was abandoned"
         return "timeout", f"error: {tool.name} did not finish within {self.toolbox.timeout_s:g} s and was abandoned"
@@ -190,6 +195,13 @@ class RunTools:
         if len(text) <= limit:
             return text
         return f"{text[:limit]}\n[output truncated: {len(text):,} characters, first {limit:,} shown]"
+
+
+def tools_still_running() -> bool:
+    """Whether a tool call this process gave up on is still running. Python would wait for it
+    at exit (it runs on a non-daemon thread of LangGraph's ``ToolNode`` pool, which nothing can
+    stop), so the CLI leaves with ``os._exit`` then, its output flushed and its stores closed."""
+    return any(worker.is_alive() for worker in list(_ABANDONED))
 
 
 def _invoke(node: ToolNode, tool: BaseTool, call: dict[str, Any], config: RunnableConfig) -> tuple[str, str]:

@@ -367,3 +367,42 @@ def test_stopping_the_turn_abandons_a_running_tool_at_once() -> None:
     assert time.perf_counter() - started < 3
     assert [e["status"] for e in state["trace"]["tool_calls"]] == ["cancelled"]
     assert "stopped the turn while slow_oracle ran" in state["trace"]["tool_calls"][0]["output"]
+
+
+HUNG_TOOL_SCRIPT = """
+import time, sys
+from langchain_core.messages import AIMessage
+from langchain_core.tools import tool
+from langgraph.checkpoint.memory import InMemorySaver
+from agentmm.cli import _leave
+from agentmm.graphs.chat import build_graph
+from agentmm.graphs.tool_calls import tools_still_running
+from agentmm.settings import Settings
+from tests.graphs.scripted_model import ScriptedToolModel
+
+@tool
+def hang() -> str:
+    '''Wait for ever.'''
+    time.sleep(100_000)
+    return "never"
+
+call = AIMessage("", tool_calls=[{"name": "hang", "args": {}, "id": "c1", "type": "tool_call"}])
+model = ScriptedToolModel(script=[call, AIMessage("Gave up.")])
+graph = build_graph(Settings(tool_timeout_s=0.3, memory=False), model=model, checkpointer=InMemorySaver(),
+                    tools=[hang])
+state = graph.invoke({"input": "wait"}, {"configurable": {"thread_id": "t"}})
+print(state["trace"]["tool_calls"][0]["status"], tools_still_running(), flush=True)
+_leave(int(sys.argv[1]))
+"""
+
+
+def test_a_hung_tool_given_up_on_does_not_keep_the_cli_from_exiting(tmp_path: Path) -> None:
+    """Python joins LangGraph's tool threads at exit: `chat -m` and /exit hung for ever."""
+    import subprocess
+    import sys
+
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", HUNG_TOOL_SCRIPT, "3"], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).parents[2])  # fmt: skip
+    assert done.stdout.split() == ["timeout", "True"], done.stderr
+    assert done.returncode == 3 and time.perf_counter() - started < 30
