@@ -9,10 +9,11 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 
@@ -88,7 +89,16 @@ def _using_cache(settings: Settings) -> Settings:
 
 
 def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, ensure_ascii=False) + "\n")
+    (_JSON_OUT.get() or sys.stdout).write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+# Where --json's object goes when ``main`` has sent everything else on stdout to stderr.
+_JSON_OUT: ContextVar[TextIO | None] = ContextVar("json_out", default=None)
+
+
+def _wants_json(args: list[str]) -> bool:
+    """``--json`` given as an option (not as the message of ``-m --json``)."""
+    return any(arg == "--json" and (i == 0 or args[i - 1] not in ("-m", "--message")) for i, arg in enumerate(args))
 
 
 # --------------------------------------------------------------------------- chat
@@ -1191,7 +1201,12 @@ def tools_list(as_json: JsonFlag = False) -> None:
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    """Console entry point: user errors become one line on stderr and a non-zero exit. With
+    ``--json`` stdout holds the JSON object alone (README's contract): what else is printed
+    there, by a tools-folder file as it is imported or by a tool as it runs, goes to stderr."""
+    if _wants_json(sys.argv[1:]):
+        _JSON_OUT.set(sys.stdout)
+        sys.stdout = sys.stderr
     try:
         app()
     except AgentmmError as exc:

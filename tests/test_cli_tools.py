@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -57,3 +58,14 @@ def test_one_turn_approver(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     assert _approver(yes=False)(request) is False
     assert "denied tool call draw_tarot({})" in capsys.readouterr().err
+
+
+def test_what_a_tools_file_prints_goes_to_stderr_so_json_stays_one_object(isolated_env: Path) -> None:
+    folder = isolated_env / "tools"
+    folder.mkdir()
+    (folder / "noisy.py").write_text('print("HELLO FROM IMPORT")\n' + TAROT)
+    done = agentmm("tools", "list", "--json")
+    assert done.returncode == 0 and "HELLO FROM IMPORT" in done.stderr
+    assert "draw_tarot" in {t["name"] for t in json.loads(done.stdout)["tools"]}
+    shown = agentmm("tools", "list")  # without --json, stdout is as it was
+    assert "HELLO FROM IMPORT" in shown.stdout
