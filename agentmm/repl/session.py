@@ -320,6 +320,9 @@ class ChatSession:
         found = self.agent.attachment_kind(path)
         if found != kind:
             raise AgentmmError(f"{path.name} is {'an' if found[0] in 'aeiou' else 'a'} {found} file, not {kind}")
+        if any(path.resolve() == attached.resolve() for attached in self.attachments):
+            self.terminal.info(f"{path.name} is attached already: it goes with your next message")
+            return
         self.attachments.append(path)
         self.terminal.info(f"attached {path.name}: it goes with your next message")
 

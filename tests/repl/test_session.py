@@ -106,8 +106,10 @@ def test_attachments_are_checked_by_their_bytes_when_attached(tmp_path: Path) ->
     disguised = tmp_path / "v.png"
     disguised.write_bytes(voice.read_bytes())
     session = ChatSession(agent, ScriptedTerminal([f"/image {disguised}", f"/audio {picture}", f"/image {picture}",
-                                                    f"/audio {voice}", f"/image {tmp_path}"]))  # fmt: skip
+                                                    f"/audio {voice}", f"/image {tmp_path}",
+                                                    f"/image {tmp_path}/../{tmp_path.name}/p.png"]))  # fmt: skip
     session.run()
+    assert "p.png is attached already" in session.terminal.stderr  # type: ignore[attr-defined]
     errors = [line for line in session.terminal.stderr.splitlines() if "error:" in line]  # type: ignore[attr-defined]
     assert "v.png is an audio file, not image" in errors[0]
     assert "p.png is an image file, not audio" in errors[1]
