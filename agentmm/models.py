@@ -173,8 +173,18 @@ def _local_path(spec: str) -> Path | None:
 
 
 def _looks_like_hub_id(spec: str) -> bool:
+    """``owner/repo/file.gguf``; not a path under a folder that is here (``models/qwen/q.gguf``
+    missing is a missing file, not a download that cannot be made)."""
     parts = spec.split("/")
-    return len(parts) >= 3 and spec.endswith(".gguf") and not spec.startswith(("/", ".", "~")) and all(parts)
+    shaped = len(parts) >= 3 and spec.endswith(".gguf") and not spec.startswith(("/", ".", "~")) and all(parts)
+    return shaped and not _is_folder(parts[0])
+
+
+def _is_folder(name: str) -> bool:
+    try:
+        return Path(name).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 def split_hub_id(spec: str) -> tuple[str, str]:

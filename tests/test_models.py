@@ -31,6 +31,16 @@ def test_missing_file() -> None:
         resolve_model("nowhere.gguf")
 
 
+def test_a_missing_file_under_a_folder_here_is_missing_not_a_hub_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``models/qwen/q.gguf`` (three parts) was taken for a hub id: "cannot download ... no network"."""
+    (tmp_path / "models" / "qwen").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError, match=r"model not found: models/qwen/q\.gguf"):
+        resolve_model("models/qwen/q.gguf", download=lambda *args: pytest.fail("not a hub id"))
+
+
 def test_not_a_gguf(tmp_path: Path) -> None:
     fake = tmp_path / "model.gguf"
     fake.write_bytes(b"PK\x03\x04" + b"\0" * 100)
