@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage
 from langgraph.store.memory import InMemoryStore
 
 from agentmm.graphs.agent import Agent
 from agentmm.memory.embeddings import SentenceTransformerEmbeddings
+from tests.graphs.scripted_model import ScriptedToolModel
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,8 @@ def test_agent_server_and_graph_show_build_the_same_graph(monkeypatch: pytest.Mo
     monkeypatch.setenv("AGENTMM_TOOLS", '["roll_dice"]')
     command = [sys.executable, "-m", "agentmm.cli", "graph", "show", "--format", "mermaid"]
     shown = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
-    with Agent(model=FakeListChatModel(responses=["x"]), store=InMemoryStore()) as agent:
+    model = ScriptedToolModel(script=[AIMessage("x")])  # binds the tools, as the real model does
+    with Agent(model=model, store=InMemoryStore()) as agent:
         ran = agent.graph.get_graph().draw_mermaid()
     from agentmm.graphs import server
 
