@@ -1204,8 +1204,8 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit. With
     ``--json`` stdout holds the JSON object alone (README's contract): what else is printed
     there, by a tools-folder file as it is imported or by a tool as it runs, goes to stderr."""
-    if _wants_json(sys.argv[1:]):
-        _JSON_OUT.set(sys.stdout)
+    stdout, token = sys.stdout, _JSON_OUT.set(sys.stdout) if _wants_json(sys.argv[1:]) else None
+    if token is not None:
         sys.stdout = sys.stderr
     try:
         app()
@@ -1214,6 +1214,10 @@ def main() -> None:
         _leave(exc.exit_code)
     except SystemExit as done:
         _leave(done.code)
+    finally:  # called in-process (tests, an embedding app), the next call starts as this one did
+        if token is not None:
+            sys.stdout = stdout
+            _JSON_OUT.reset(token)
 
 
 def _leave(code: int | str | None) -> None:
