@@ -464,8 +464,8 @@ class Generator:
             state,
             "generate",
             timings={"generate_ttft_s": ttft, "generate_s": round(took + ended - started, 4)},
-            usage={
-                "prompt_tokens": usage.get("input_tokens", 0),
+            usage={  # a generate stopped before it began (Ctrl-C during a tool) keeps the last prompt's size
+                "prompt_tokens": usage.get("input_tokens", 0) or spent.get("prompt_tokens", 0),
                 "completion_tokens": spent.get("completion_tokens", 0) + usage.get("output_tokens", 0),
             },
             cache=dict(message.response_metadata.get("cache", {})),

@@ -74,6 +74,8 @@ class ScriptedToolModel(BaseChatModel):
             yield ChatGenerationChunk(message=AIMessageChunk(content=word if i == 0 else " " + word))
         if calls:
             yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=calls))
+        if reply.usage_metadata:  # last, as a real model reports it
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=reply.usage_metadata))
 
 
 def call(name: str, call_id: str = "call_1", **args: Any) -> AIMessage:

@@ -358,8 +358,9 @@ def test_a_tool_that_raises_systemexit_failed_it_did_not_time_out(capfd: pytest.
 def test_stopping_the_turn_abandons_a_running_tool_at_once() -> None:
     """Ctrl-C while a tool ran waited out the whole tool timeout."""
     cancel = threading.Event()
-    model = ScriptedToolModel(script=[call("slow_oracle", "c1", question="?"), call("slow_oracle", "c2", question="!"),
-                                      AIMessage("Oh.")])  # fmt: skip
+    asked = call("slow_oracle", "c1", question="?")
+    asked.usage_metadata = {"input_tokens": 40, "output_tokens": 5, "total_tokens": 45}
+    model = ScriptedToolModel(script=[asked, call("slow_oracle", "c2", question="!"), AIMessage("Oh.")])
     graph = graph_with(model, [slow_oracle], tool_timeout_s=30)
     threading.Timer(0.3, cancel.set).start()
     started = time.perf_counter()
@@ -367,6 +368,8 @@ def test_stopping_the_turn_abandons_a_running_tool_at_once() -> None:
     assert time.perf_counter() - started < 3
     assert [e["status"] for e in state["trace"]["tool_calls"]] == ["cancelled"]
     assert "stopped the turn while slow_oracle ran" in state["trace"]["tool_calls"][0]["output"]
+    # The generate after the tool never began: the turn's usage is the one that ran (it was 0 prompt tokens).
+    assert state["trace"]["usage"] == {"prompt_tokens": 40, "completion_tokens": 5}
 
 
 HUNG_TOOL_SCRIPT = """
