@@ -192,11 +192,24 @@ class ToolCatalog:
             info = self.tools.get(name)
             if info is None:
                 known = ", ".join(sorted(self.tools)) or "none"
-                failed = [p for p in self.problems if not p.endswith(" replaces it")]
-                why = f"; {len(failed)} tool file(s) could not be used, the first: {failed[0]}" if failed else ""
+                failed = sorted({_file_of(p) for p in self.problems if not p.endswith(" replaces it")})
+                more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+                why = (
+                    f"; it may be in a tool file that could not be loaded: {', '.join(failed[:3])}{more}"
+                    if failed
+                    else ""
+                )
                 raise ToolNotFoundError(f"unknown tool {name!r} (found: {known}){why}", see=SEE_TOOLS)
             chosen.append(info.tool)
         return chosen
+
+
+def _file_of(problem: str) -> str:
+    """The file (or plugin) a catalog problem is about: ``/t/a.py: SyntaxError`` and
+    ``/t/a.py:tool: ...`` are both about ``/t/a.py``."""
+    where = problem.split(": ", 1)[0]
+    cut = where.find(".py:")
+    return where[: cut + 3] if cut >= 0 else where
 
 
 def check_tool(obj: Any) -> BaseTool:
