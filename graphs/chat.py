@@ -590,9 +590,10 @@ def build_graph(
     source = _persona_source(personas, settings.personas_dir)
     chosen = enabled_tools(settings, runtime) if tools is None else build_tools(tools, settings, runtime)
     if chosen and type(model).bind_tools is BaseChatModel.bind_tools:  # LangChain's own: NotImplementedError
+        names = ", ".join(tool.name for tool in chosen)
         raise ToolsNotSupportedError(
-            f"{type(model).__name__} cannot call tools (it has no bind_tools): give it none, or use a chat model "
-            "that supports tool calling"
+            f"{type(model).__name__} cannot call tools (it has no bind_tools), and tools are enabled ({names}): "
+            "turn them off (tools=[], the tools setting or --tool), or use a chat model that supports tool calling"
         )
     toolbox = ToolBox(chosen, source, approve=settings.approve_tools, timeout_s=settings.tool_timeout_s,
                       max_rounds=settings.max_tool_rounds) if chosen else None  # fmt: skip

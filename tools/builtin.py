@@ -120,6 +120,8 @@ def _eval(node: ast.AST) -> float | int:
             return _OPERATORS[type(node.op)](left, right)
         except ZeroDivisionError as exc:
             raise ValueError("division by zero") from exc
+        except OverflowError as exc:  # 10.0**1000 says "(34, 'Numerical result out of range')"
+            raise ValueError("the result is too large for a decimal number") from exc
     raise ValueError("only numbers and + - * / // % ** ( ) are allowed")
 
 

@@ -316,6 +316,8 @@ def tool_note(call: dict[str, Any]) -> tuple[bool, str]:
     (e.g. the paths of matching pictures) whatever the reply makes of it.
     """
     output = str(call.get("output") or "").strip()
+    if call.get("status") != "ok":  # the status says it already: "[tool x timeout: error: ...]"
+        output = output.removeprefix("error: ")
     lines = output.splitlines()
     if len(lines) > TOOL_NOTE_LINES:
         lines = [*lines[:TOOL_NOTE_LINES], f"… {len(lines) - TOOL_NOTE_LINES} more lines"]

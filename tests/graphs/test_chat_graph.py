@@ -217,7 +217,7 @@ def test_tools_with_a_model_that_cannot_bind_them_are_refused_when_the_graph_is_
         """Open the vault."""
         return "open"
 
-    with pytest.raises(ToolsNotSupportedError, match="FakeListChatModel cannot call tools"):
+    with pytest.raises(ToolsNotSupportedError, match=r"FakeListChatModel cannot call tools .*enabled \(open_vault\)"):
         build_graph(Settings(), model=FakeListChatModel(responses=["x"]), checkpointer=InMemorySaver(),
                     counter=WORDS, tools=[open_vault])  # fmt: skip
     build_graph(Settings(), model=FakeListChatModel(responses=["x"]), checkpointer=InMemorySaver(), counter=WORDS)

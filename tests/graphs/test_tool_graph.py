@@ -332,7 +332,7 @@ def test_each_round_of_tool_calls_is_reported_as_it_ends(tmp_path: Path) -> None
     failed, line = tool_note(rounds[0][0])
     assert not failed and line.startswith("[tool roll_dice(notation='2d6'): ")
     failed, line = tool_note(rounds[1][0])
-    assert failed and line.startswith("[tool broken_lamp() error: ") and "the wick is wet" in line
+    assert failed and line == "[tool broken_lamp() error: RuntimeError: the wick is wet]"  # not "error: error:"
     listing = {"name": "search_images", "args": {"query": "beach"}, "status": "ok",
                "output": "\n".join(f"{n}. /photos/{n}.jpg (score 0.3)" for n in range(1, 13))}  # fmt: skip
     failed, line = tool_note(listing)

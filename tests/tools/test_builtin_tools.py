@@ -62,3 +62,8 @@ def test_a_short_expression_with_a_huge_result_is_refused_before_it_is_worked_ou
         evaluate(huge)
     assert time.perf_counter() - started < 1.0
     assert len(str(evaluate("(10**1000)**4"))) == 4001 and evaluate("2**-3") == 0.125
+
+
+def test_a_float_too_large_is_said_in_words() -> None:
+    with pytest.raises(ValueError, match="too large for a decimal number"):
+        evaluate("10.0**1000")
