@@ -146,8 +146,11 @@ def decode_audio(path: Path) -> np.ndarray:
         return ff_decode(str(path), sampling_rate=SAMPLE_RATE)
     except IndexError as exc:  # PyAV found no audio stream to decode
         raise UnsupportedMediaError(path, f"{path} has no audio track") from exc
+    except av.error.InvalidDataError as exc:  # a voice memo cut short: "[Errno 1094995529] Invalid data..."
+        raise CorruptMediaError(path, f"{path} is damaged or truncated: its audio cannot be decoded") from exc
     except (av.error.FFmpegError, ValueError, EOFError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        said = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = re.sub(r"^\[Errno -?\d+\]\s*", "", said)
         raise CorruptMediaError(path, f"{path} cannot be decoded as audio ({reason})") from exc
 
 

@@ -112,7 +112,7 @@ def test_bad_media_fails_before_the_model_is_touched(tmp_path: Path) -> None:
 def test_undecodable_audio_is_corrupt(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp3"
     bad.write_bytes(b"ID3\x04\x00\x00\x00\x00\x00\x00" + b"not really an mp3 stream " * 4)
-    with pytest.raises(CorruptMediaError, match="cannot be decoded as audio"):
+    with pytest.raises(CorruptMediaError, match="damaged or truncated: its audio cannot be decoded"):
         transcribe(bad, model="/no/such/model")  # decoding comes before loading a model
 
 
@@ -139,3 +139,15 @@ def test_word_error_rate() -> None:
     assert asr.word_error_rate("The cat sat.", "the cat sat") == 0.0
     assert asr.word_error_rate("a b c d", "a x c") == 0.5
     assert asr.word_error_rate("", "") == 0.0
+
+
+def test_a_voice_memo_cut_short_is_said_to_be_damaged(tmp_path: Path) -> None:
+    """An .m4a cut short said "cannot be decoded as audio ([Errno 1094995529] Invalid data found ...)"."""
+    from tests.tools.media_files import tone
+
+    whole = encode_audio(write_wav(tmp_path / "t.wav", tone()), tmp_path / "memo.m4a", "ipod", "aac")
+    cut = tmp_path / "cut.m4a"
+    cut.write_bytes(whole.read_bytes()[:2000])
+    with pytest.raises(CorruptMediaError) as error:
+        transcribe(cut, model="/no/such/model")
+    assert str(error.value) == f"{cut} is damaged or truncated: its audio cannot be decoded"
