@@ -272,13 +272,16 @@ _PYGMALION_PLACEHOLDER = "Creator's notes go here."
 
 def from_pygmalion(card: dict[str, Any]) -> dict[str, Any]:
     """A Pygmalion-format card (``char_name``, ``char_persona``, ``char_greeting``,
-    ``world_scenario``, ``example_dialogue``; no ``spec``, no ``name``) as a V1 card, other
-    fields kept; any other card as it is. SillyTavern reads the same fields the same way."""
-    if "spec" in card or "name" in card or "char_name" not in card:
+    ``world_scenario``, ``example_dialogue``; no ``spec`` and none of V1's character fields;
+    a ``name`` beside them is kept when ``char_name`` is empty) as a V1 card, other fields
+    kept; any other card as it is. SillyTavern reads the same fields the same way."""
+    if "spec" in card or "char_name" not in card or any(key in card for key in V1_FIELDS):
         return card
     v1 = {key: value for key, value in card.items() if key not in PYGMALION_FIELDS}
     for old, new in PYGMALION_FIELDS.items():
         v1[new] = card.get(old) if card.get(old) is not None else ""
+    if not (isinstance(v1["name"], str) and v1["name"].strip()) and card.get("name") is not None:
+        v1["name"] = card["name"]
     v1.setdefault("personality", "")
     if isinstance(notes := v1.get("creator_notes"), str):
         v1["creator_notes"] = notes.replace(_PYGMALION_PLACEHOLDER, "")

@@ -230,6 +230,8 @@ def test_pygmalion_format_reads_as_sillytavern_reads_it(tmp_path: Path):
     assert card["spec"] == "chara_card_v2" and card["data"]["name"] == "Mira" and card["extra"] == {"kept": True}
     assert "char_name" not in card
     assert meaning(persona_from_card(card)) == meaning(p)
+    named = load_card_json(json.dumps({"name": "Mira", "char_name": "Mira", "char_persona": "Keeps the light."}))
+    assert (named.name, named.description) == ("Mira", "Keeps the light.")  # a name beside them: still Pygmalion
     partial = load_card_json(json.dumps({"char_name": "Odd", "char_persona": None}))
     assert (partial.name, partial.description, partial.greetings) == ("Odd", "", [])
     with pytest.raises(CardSpecError, match="no character name"):
