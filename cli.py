@@ -582,18 +582,36 @@ def personas_import(
 def personas_export(
     name: str,
     output: Annotated[Path, typer.Option("-o", "--output", help="File or folder to write.")],
-    format: Annotated[str, typer.Option("--format", "-f", help="toml, card-v2, card-v3 or png.")] = "card-v2",
+    format: Annotated[
+        Optional[str],
+        typer.Option("--format", "-f", help="toml, card-v2, card-v3 or png (default: by -o's suffix, else card-v2)."),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Write a persona as TOML, a V2/V3 card JSON, or a card PNG (every card field kept)."""
     from agentmm.personas import export
 
+    format = _export_format(format, output)
     persona = _registry().get(name)
     path = export(persona, format, output)  # type: ignore[arg-type]
     if as_json:
         _print_json({"name": persona.name, "format": format, "path": str(path)})
     else:
         sys.stdout.write(f"wrote {path}\n")
+
+
+_SUFFIX_FORMATS = {".png": ("png",), ".toml": ("toml",), ".json": ("card-v2", "card-v3")}
+
+
+def _export_format(given: str | None, output: Path) -> str:
+    """The format ``--format`` names, else the one ``-o``'s suffix names (``gus.png`` a card PNG:
+    it was card JSON under a .png name); a suffix that says another format is refused."""
+    fits = _SUFFIX_FORMATS.get(output.suffix.lower())
+    if given is None:
+        return fits[0] if fits else "card-v2"
+    if fits is not None and given in {f for formats in _SUFFIX_FORMATS.values() for f in formats} and given not in fits:
+        raise AgentmmError(f"-o {output} ends in {output.suffix} but --format is {given}: give it a matching name")
+    return given
 
 
 @personas_app.command("validate")

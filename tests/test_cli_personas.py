@@ -140,3 +140,13 @@ def test_new_suggests_a_command_a_shell_can_run_and_export_names_the_persona(tmp
     out = tmp_path / "nora.json"
     exported = ok_json("personas", "export", "nora quill", "-o", str(out), "--json")
     assert exported["name"] == "Nora Quill"  # was the name as typed
+
+
+def test_export_takes_its_format_from_the_file_name_and_refuses_one_that_disagrees(tmp_path: Path) -> None:
+    """`-o gus.png` without --format wrote card JSON under a .png name."""
+    picture = ok_json("personas", "export", "Nora Quill", "-o", str(tmp_path / "nora.png"), "--json")
+    assert picture["format"] == "png" and (tmp_path / "nora.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ok_json("personas", "export", "Nora Quill", "-o", str(tmp_path / "nora.toml"), "--json")["format"] == "toml"
+    assert ok_json("personas", "export", "Nora Quill", "-o", str(tmp_path), "--json")["format"] == "card-v2"
+    assert_one_line_error(agentmm("personas", "export", "Nora Quill", "-o", str(tmp_path / "x.png"), "-f", "toml"),
+                          "ends in .png but --format is toml")  # fmt: skip
