@@ -81,7 +81,12 @@ class Ingest:
             history = history[:-1]
         context = runtime.context or TurnContext()
         if not text and not context.attachments:
-            raise EmptyInputError("nothing to say: the message is empty")
+            given = (
+                ""
+                if state.get("input")
+                else ' (a run\'s message is {"input": "..."} or a user message last in "messages")'
+            )
+            raise EmptyInputError(f"nothing to say: the message is empty{given}")
         InvalidTextError.check(text, "the message")
         # The input is taken: a later run given none must not answer it again.
         update: dict[str, Any] = {"input": ""}
