@@ -7,8 +7,8 @@ the configured store, so any worker can answer any thread. A turn on a thread th
 answering (in this worker or another) is refused with 409, never interleaved.
 
 Routes (JSON in and out; errors are ``{"error": "<one line>"}`` with a status code: 400 a bad request,
-404 an unknown thread, memory or persona, 409 a busy thread, 503 the model server or a database
-failing):
+404 an unknown thread, memory or persona, 409 a busy thread, 503 what the worker depends on (its
+model, a database, the data dir, the memory store) missing or failing):
 
 - ``POST /chat`` ``{"message", "thread_id"?, "persona"?, "greeting"?, "stream"?}``: one turn. The
   answer is the turn as ``agentmm chat --json`` prints it; with ``"stream": true`` (or ``Accept:
@@ -89,6 +89,14 @@ class BadRequestError(AgentmmError):
     """A request the API cannot take (not JSON, a field of the wrong type)."""
 
 
+class ClientGoneError(AgentmmError):
+    """The client of a JSON (not streamed) turn went away before its reply: the turn was stopped."""
+
+
+# How often a JSON turn looks whether its client is still there.
+_DISCONNECT_POLL_S = 0.25
+
+
 # A thread a client names itself must be reachable at /threads/{id}: no "/", no control
 # characters, nothing a URL path normalises away ("..").
 NEW_THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
@@ -96,9 +104,10 @@ NEW_THREAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}")
 
 def status_of(exc: BaseException) -> int:
     """The HTTP status of an agentmm error: 409 a busy thread, 404 something unknown, 503 what the
-    worker depends on failing (the model server, the database, the memory store), 400 the rest."""
-    from agentmm.errors import ModelServerError
-    from agentmm.memory.errors import StoreInUseError, StoreUnreachableError
+    worker depends on failing (its model or model server, a database, the data dir, the memory
+    store), 499 a client that went away, 400 the rest."""
+    from agentmm.errors import DataDirError, ModelError, ModelServerError
+    from agentmm.memory.errors import StoreDamagedError, StoreInUseError, StoreUnreachableError
     from agentmm.memory.manage import MemoryNotFoundError
     from agentmm.personas import PersonaNotFoundError
     from agentmm.postgres import DatabaseError
@@ -107,7 +116,12 @@ def status_of(exc: BaseException) -> int:
         return 409
     if isinstance(exc, (ThreadNotFoundError, MemoryNotFoundError, PersonaNotFoundError)):
         return 404
-    if isinstance(exc, (ModelServerError, DatabaseError, StoreUnreachableError, StoreInUseError)):
+    if isinstance(exc, ClientGoneError):
+        return 499  # nginx's "client closed request": nobody reads it
+    # What the worker depends on, not the request: its model, its databases, its data dir.
+    unavailable = (ModelServerError, ModelError, DatabaseError, DataDirError, StoreUnreachableError, StoreInUseError,
+                   StoreDamagedError)  # fmt: skip
+    if isinstance(exc, unavailable):
         return 503
     return 400
 
@@ -201,11 +215,13 @@ class _Routes:
                                       "digits and . _ : @ -, starting with a letter or digit")  # fmt: skip
         turn = agent.stream(message, thread_id, persona=persona, greeting=greeting)
         if not wants_events:
-            result = await turn.achat()
-            return _json(result.to_json())
+            return _json((await _unless_gone(request, turn.achat())).to_json())
         return await _event_stream(turn)
 
     async def threads(self, request: Request) -> Response:
+        return await _guarded(self._threads, request)
+
+    async def _threads(self, request: Request) -> Response:
         from agentmm.threads import list_threads
 
         agent = self.agent_of()
@@ -280,6 +296,9 @@ class _Routes:
         return _json(await asyncio.to_thread(forget, store, self._user(query), query.get("persona"), memory_id))
 
     async def personas(self, request: Request) -> Response:
+        return await _guarded(self._personas, request)
+
+    async def _personas(self, request: Request) -> Response:
         from agentmm.personas import persona_summary
 
         registry = self.agent_of().personas
@@ -329,6 +348,25 @@ async def _event_stream(turn: ServedTurn) -> Response:
     return EventSourceResponse(events(), ping=15)
 
 
+async def _unless_gone(request: Request, answer: Any) -> Any:
+    """``answer`` (a turn's ``achat()``) awaited, or cancelled as soon as the client goes away:
+    the turn then ends as a stopped one does (partial reply kept, marked interrupted) and the
+    thread is free for the next request, not held for the whole reply nobody will read."""
+    task = asyncio.ensure_future(answer)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=_DISCONNECT_POLL_S)
+            if not task.done() and await request.is_disconnected():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                raise ClientGoneError("the client went away; the reply was stopped")
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+
+
 async def _guarded(handler: Callable[[Request], Any], request: Request) -> Response:
     """``handler``'s response, or an agentmm error as ``{"error": ...}`` with its status."""
     try:
@@ -348,6 +386,10 @@ async def _body(request: Request) -> dict[str, Any]:
         body = await request.json()
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequestError(f"the request body is not JSON: {exc}") from exc
+    except RecursionError as exc:  # [[[...]]] nested beyond Python's recursion limit
+        raise BadRequestError("the request body is not JSON we can read: it is nested too deeply") from exc
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise BadRequestError(f"the request body is not JSON we can read: {exc}") from exc
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     return body

@@ -91,6 +91,9 @@ def test_a_streamed_turn_is_server_sent_events(client: TestClient) -> None:
 
 def test_bad_requests_are_one_line_errors(client: TestClient) -> None:
     assert client.post("/chat", content=b"not json").json()["error"].startswith("the request body is not JSON")
+    for unreadable in (b"[" * 100_000 + b"]" * 100_000, b'{"message": "hi", "greeting": 1' + b"0" * 5000 + b"}"):
+        refused = client.post("/chat", content=unreadable)  # was a 500 in text/plain
+        assert refused.status_code == 400 and refused.json()["error"].startswith("the request body is not JSON")
     missing = client.post("/chat", json={})
     assert missing.status_code == 400 and missing.json() == {"error": "message is required"}
     assert client.post("/chat", json={"message": "  "}).status_code == 400  # an empty message
@@ -274,3 +277,52 @@ def test_a_note_for_a_persona_is_kept_under_its_own_name(client: TestClient) -> 
     assert refused.status_code == 404 and "Nobody At All" in refused.json()["error"]
     added = client.post("/memories", json={"text": "likes tea", "persona": "nora quill"}).json()
     assert added["scope"] == "local/Nora Quill"  # where Nora's turns recall from
+
+
+SLOW_SERVER = """
+import sys
+import uvicorn
+from agentmm.graphs.agent import Agent
+from agentmm.http_api import make_app
+from tests.test_http_api import SlowEcho
+
+app = make_app(lambda: Agent(model=SlowEcho(pause=0.25), memory=False))
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+
+def test_a_json_client_that_goes_away_stops_its_turn(tmp_path: Path) -> None:
+    """Only a streamed turn stopped when its client left: a JSON one ran to its end, the
+    thread held (409) the whole time, its full reply stored as if read."""
+    import socket
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    root = Path(__file__).resolve().parents[1]
+    env = {"AGENTMM_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(root)}
+    with server([sys.executable, "-c", SLOW_SERVER, str(port)], f"{base}/health", tmp_path, env):
+        words = " ".join(f"w{i}" for i in range(40))  # echoed a word every 0.25 s: ~10 s in all
+        body = json.dumps({"message": words, "thread_id": "gone"}).encode()
+        with socket.create_connection(("127.0.0.1", port)) as sock:
+            sock.sendall(b"POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)  # fmt: skip
+            time.sleep(1.5)
+        started = time.monotonic()
+        while (answer := httpx.post(f"{base}/chat", json={"message": "next", "thread_id": "gone"})).status_code == 409:
+            assert time.monotonic() - started < 5, "the thread was held after its client left"
+            time.sleep(0.2)
+        assert answer.status_code == 200, answer.text
+        messages = httpx.get(f"{base}/threads/gone").json()["messages"]
+    stopped = messages[1]
+    assert stopped["interrupted"] is True and len(stopped["content"]) < len("Reply to: " + words)
+
+
+def test_a_broken_thread_database_is_503_on_every_route(isolated_env: Path) -> None:
+    """GET /threads was a 500 in text/plain, the other routes 400: the worker's database, not
+    the request, is what failed."""
+    data = isolated_env / "data"
+    data.mkdir()
+    (data / "threads.sqlite").write_text("not a database " * 100)
+    with TestClient(make_app(lambda: Agent(model=SlowEcho(pause=0.0), memory=False))) as broken:
+        for answer in (broken.get("/threads"), broken.get("/threads/x"), broken.post("/chat", json={"message": "hi"})):
+            assert answer.status_code == 503 and answer.json()["error"], answer.text
