@@ -310,6 +310,10 @@ class ImageIndex:
         or an earlier run); any other file that is not an image is passed over.
         """
         meant_as_image = known is not None or path.suffix.lower() in IMAGE_SUFFIXES
+        if not _utf8(str(path)):  # b"caf\xe9.jpg" from an old disk: no database or JSON takes its name
+            if meant_as_image:
+                report.failed.append((_shown(path), "its name is not UTF-8 text: rename the file to index it"))
+            return None
         try:
             check_file(path)
             info = path.stat()
@@ -470,6 +474,19 @@ def _folder_to_index(directory: str | Path) -> Path:
     if not root.is_dir():
         raise ImageIndexError(f"cannot index {root}: not a directory")
     return root.resolve()
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(path: Path) -> str:
+    """A path whose name is not UTF-8 as text that can be printed: ``caf\\xe9.jpg``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _failure(path: Path, exc: Exception) -> tuple[str, str]:

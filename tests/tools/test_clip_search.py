@@ -89,6 +89,17 @@ def test_bad_files_are_reported_and_skipped(index: ImageIndex, image_dir: Path, 
     assert all(Path(hit.path).name not in failed for hit in index.search_text("anything", k=10))
 
 
+def test_a_name_that_is_not_utf8_is_reported_and_the_rest_indexed(
+    index: ImageIndex, image_dir: Path, photos: dict[str, Path]
+) -> None:
+    """It crashed Chroma's upsert with UnicodeEncodeError: nothing in the folder was indexed."""
+    odd = os.fsdecode(bytes(image_dir) + b"/caf\xe9.png")
+    Path(odd).write_bytes(photos["red"].read_bytes())
+    report = index.index_dir(image_dir)
+    assert report.failed == [(f"{image_dir}/caf\\xe9.png", "its name is not UTF-8 text: rename the file to index it")]
+    assert report.added == len(photos)
+
+
 def test_a_file_that_turns_bad_leaves_the_index(index: ImageIndex, image_dir: Path, photos: dict[str, Path]) -> None:
     index.index_dir(image_dir)
     photos["red"].write_bytes(photos["red"].read_bytes()[:60])
