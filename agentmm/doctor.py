@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import platform
 import sys
@@ -136,7 +137,7 @@ def threads_check(settings: Settings) -> dict[str, Any]:
     if not settings.checkpointer_url:
         from agentmm.threads import CHECKPOINT_FILE
 
-        return _check("threads", True, f"SQLite file {settings.data_dir / CHECKPOINT_FILE}")
+        return _sqlite_threads_check(settings.data_dir / CHECKPOINT_FILE)
     from agentmm.postgres import redacted
     from agentmm.threads import close_saver, open_postgres_checkpointer
 
@@ -146,6 +147,23 @@ def threads_check(settings: Settings) -> dict[str, Any]:
         return _check("threads", False, str(exc))
     close_saver(saver)
     return _check("threads", True, f"Postgres at {redacted(settings.checkpointer_url)} (LangGraph's saver, set up)")
+
+
+def _sqlite_threads_check(path: Path) -> dict[str, Any]:
+    """The SQLite thread file, read (not only named): text written over it, or a data dir that
+    is a file, passed here while every chat failed on it."""
+    import sqlite3
+
+    if not path.parent.is_dir():
+        return _check("threads", False, f"SQLite file {path}: its folder {path.parent} is not a folder")
+    if not path.exists():
+        return _check("threads", True, f"SQLite file {path} (made by the first turn)")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.Error as exc:
+        return _check("threads", False, f"SQLite file {path} cannot be read ({exc}): move it away to start empty")
+    return _check("threads", True, f"SQLite file {path}")
 
 
 def speech_check() -> dict[str, Any]:

@@ -33,3 +33,18 @@ def test_a_gguf_without_a_chat_template_is_a_problem(tmp_path: Path) -> None:
     assert report["ok"] is False and report["model"]["chat_template"] is False
     templated = chat_template_check(read_gguf(write_header_only_gguf(tmp_path / "templated.gguf")))
     assert templated["ok"] is True and templated["name"] == "chat_template"
+
+
+def test_a_thread_database_that_cannot_be_read_is_a_problem(tmp_path: Path) -> None:
+    """The threads check named the SQLite file without opening it: text written over it passed."""
+    from agentmm.doctor import threads_check
+
+    data = tmp_path / "data"
+    data.mkdir()
+    fresh = threads_check(load_settings(data_dir=data))
+    assert fresh["ok"] and "made by the first turn" in fresh["detail"]
+    (data / "threads.sqlite").write_text("not a database " * 100)
+    broken = threads_check(load_settings(data_dir=data))
+    assert not broken["ok"] and "cannot be read (file is not a database)" in broken["detail"]
+    (tmp_path / "file").write_text("")
+    assert not threads_check(load_settings(data_dir=tmp_path / "file"))["ok"]
