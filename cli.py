@@ -486,7 +486,7 @@ def doctor(as_json: JsonFlag = False) -> None:
     else:
         from rich.console import Console
 
-        console = Console()
+        console = Console(soft_wrap=True)  # one line a check, piped too: `doctor | grep problem` sees why
         for check in report["checks"]:
             mark = plain(f"{'ok' if check['ok'] else 'problem':>7}", style="green" if check["ok"] else "red")
             console.print(mark + "  " + plain(check["name"], style="bold") + ": " + plain(check["detail"]))

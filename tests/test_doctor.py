@@ -48,3 +48,16 @@ def test_a_thread_database_that_cannot_be_read_is_a_problem(tmp_path: Path) -> N
     assert not broken["ok"] and "cannot be read (file is not a database)" in broken["detail"]
     (tmp_path / "file").write_text("")
     assert not threads_check(load_settings(data_dir=tmp_path / "file"))["ok"]
+
+
+def test_doctor_piped_keeps_each_check_on_one_line(tmp_path: Path) -> None:
+    """Piped, rich wrapped each check at 80 columns: `doctor | grep problem` lost the reason."""
+    import os
+    import subprocess
+    import sys
+
+    long_model = str(tmp_path / ("a-very-long-folder-name-" * 4) / "model.gguf")
+    done = subprocess.run([sys.executable, "-m", "agentmm.cli", "doctor"], capture_output=True, text=True, timeout=180,
+                          env={**os.environ, "AGENTMM_MODEL": long_model})  # fmt: skip
+    (line,) = [line for line in done.stdout.splitlines() if "model:" in line and "problem" in line]
+    assert long_model in line
