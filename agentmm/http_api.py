@@ -260,7 +260,7 @@ class _Routes:
             return _json(row, status=201)
         query = request.query_params
         limit = _int_param(query.get("limit"), 50)
-        rows = await asyncio.to_thread(list_memories, store, self._user(query), query.get("persona"), limit)
+        rows = await asyncio.to_thread(list_memories, store, self._user(query), self._persona(query), limit)
         return _json({"memories": rows})
 
     async def memory_search(self, request: Request) -> Response:
@@ -276,7 +276,7 @@ class _Routes:
             raise BadRequestError("q (the text to search for) is required")
 
         def search() -> list[dict[str, Any]]:
-            scopes = user_scopes(store, self._user(query), query.get("persona"))
+            scopes = user_scopes(store, self._user(query), self._persona(query))
             settings = self.agent_of().settings
             found = recall(store, scopes, text, k=_int_param(query.get("k"), 10), min_similarity=0.0,
                            now=datetime.now(UTC), by_date=settings.memory_by_date,
@@ -293,7 +293,7 @@ class _Routes:
 
         store, query = self._store(), request.query_params
         memory_id = request.path_params["memory_id"]
-        return _json(await asyncio.to_thread(forget, store, self._user(query), query.get("persona"), memory_id))
+        return _json(await asyncio.to_thread(forget, store, self._user(query), self._persona(query), memory_id))
 
     async def personas(self, request: Request) -> Response:
         return await _guarded(self._personas, request)
@@ -311,6 +311,13 @@ class _Routes:
     async def _persona(self, request: Request) -> Response:
         persona = self.agent_of().personas.get(request.path_params["name"])
         return _json(persona.model_dump(mode="json", exclude={"card", "image"}))
+
+    def _persona(self, query: Any) -> str | None:
+        """The ``persona`` parameter as its memories are kept: an installed persona's own name
+        ("nora quill" is Nora Quill), any other (one deleted since) as it is given."""
+        name = query.get("persona")
+        found = self.agent_of().personas.find(name) if name else None
+        return found.name if found is not None else name
 
     def _store(self) -> BaseStore:
         store = self.agent_of().store

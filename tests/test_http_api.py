@@ -277,6 +277,12 @@ def test_a_note_for_a_persona_is_kept_under_its_own_name(client: TestClient) -> 
     assert refused.status_code == 404 and "Nobody At All" in refused.json()["error"]
     added = client.post("/memories", json={"text": "likes tea", "persona": "nora quill"}).json()
     assert added["scope"] == "local/Nora Quill"  # where Nora's turns recall from
+    # Read back by the name as typed (it was an empty list for "nora quill"), and forgotten so.
+    listed = client.get("/memories", params={"persona": "nora quill"}).json()["memories"]
+    assert [m["id"] for m in listed] == [added["id"]]
+    found = client.get("/memories/search", params={"q": "tea", "persona": "NORA QUILL"}).json()["results"]
+    assert [r["id"] for r in found] == [added["id"]]
+    assert client.delete(f"/memories/{added['id']}", params={"persona": "nora quill"}).status_code == 200
 
 
 SLOW_SERVER = """

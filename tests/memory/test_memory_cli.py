@@ -33,6 +33,10 @@ def test_chat_remembers_across_threads_and_the_memory_commands(tmp_path: Path) -
     assert "Mira" in found[0]["text"]
     note = ok_json("memory", "add", "Mira's birthday is on 3 March.", "--json")
     assert ok_json("memory", "stats", "--json")["total"] == 5
+    nora = ok_json("memory", "add", "Likes tea.", "--persona", "nora quill", "--json")
+    listed = ok_json("memory", "list", "--persona", "NORA QUILL", "--json")["memories"]  # was [] for any other case
+    assert [m["id"] for m in listed] == [nora["id"]]
+    assert ok_json("memory", "forget", nora["id"], "--persona", "nora quill", "--json")["forgotten"]["id"] == nora["id"]
     export = tmp_path / "memories.jsonl"
     assert ok_json("memory", "export", str(export), "--json")["exported"] == 5
     assert ok_json("memory", "forget", note["id"], "--json")["forgotten"]["id"] == note["id"]
