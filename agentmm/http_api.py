@@ -200,6 +200,8 @@ class _Routes:
         return await _guarded(self._chat, request)
 
     async def _chat(self, request: Request) -> Response:
+        from agentmm.threads import thread_exists
+
         body = await _body(request)
         message = _field(body, "message", str, required=True)
         thread_id = _field(body, "thread_id", str)
@@ -207,12 +209,14 @@ class _Routes:
         greeting = _field(body, "greeting", int) or 0
         wants_events = bool(_field(body, "stream", bool)) or "text/event-stream" in request.headers.get("accept", "")
         agent = self.agent_of()
-        if thread_id is not None and not NEW_THREAD_ID.fullmatch(thread_id):
-            from agentmm.threads import thread_exists
-
-            if not await asyncio.to_thread(thread_exists, agent.checkpointer, thread_id):
-                raise BadRequestError(f"thread_id {thread_id!r} cannot name a new thread: use up to 128 letters, "
-                                      "digits and . _ : @ -, starting with a letter or digit")  # fmt: skip
+        begun = thread_id is not None and await asyncio.to_thread(thread_exists, agent.checkpointer, thread_id)
+        if thread_id is not None and not begun and not NEW_THREAD_ID.fullmatch(thread_id):
+            raise BadRequestError(f"thread_id {thread_id!r} cannot name a new thread: use up to 128 letters, "
+                                  "digits and . _ : @ -, starting with a letter or digit")  # fmt: skip
+        if greeting and begun:  # as `chat --greeting` says: it was taken and ignored
+            raise BadRequestError(f"greeting opens a new thread; thread {thread_id} has begun (leave thread_id out)")
+        if greeting and persona is None and not agent.settings.persona:
+            raise BadRequestError('greeting picks a persona\'s greeting: add "persona"')
         turn = agent.stream(message, thread_id, persona=persona, greeting=greeting)
         if not wants_events:
             return _json((await _unless_gone(request, turn.achat())).to_json())
@@ -260,7 +264,7 @@ class _Routes:
             return _json(row, status=201)
         query = request.query_params
         limit = _int_param(query.get("limit"), 50)
-        rows = await asyncio.to_thread(list_memories, store, self._user(query), self._persona(query), limit)
+        rows = await asyncio.to_thread(list_memories, store, self._user(query), self._persona_param(query), limit)
         return _json({"memories": rows})
 
     async def memory_search(self, request: Request) -> Response:
@@ -276,7 +280,7 @@ class _Routes:
             raise BadRequestError("q (the text to search for) is required")
 
         def search() -> list[dict[str, Any]]:
-            scopes = user_scopes(store, self._user(query), self._persona(query))
+            scopes = user_scopes(store, self._user(query), self._persona_param(query))
             settings = self.agent_of().settings
             found = recall(store, scopes, text, k=_int_param(query.get("k"), 10), min_similarity=0.0,
                            now=datetime.now(UTC), by_date=settings.memory_by_date,
@@ -293,7 +297,7 @@ class _Routes:
 
         store, query = self._store(), request.query_params
         memory_id = request.path_params["memory_id"]
-        return _json(await asyncio.to_thread(forget, store, self._user(query), self._persona(query), memory_id))
+        return _json(await asyncio.to_thread(forget, store, self._user(query), self._persona_param(query), memory_id))
 
     async def personas(self, request: Request) -> Response:
         return await _guarded(self._personas, request)
@@ -312,7 +316,7 @@ class _Routes:
         persona = self.agent_of().personas.get(request.path_params["name"])
         return _json(persona.model_dump(mode="json", exclude={"card", "image"}))
 
-    def _persona(self, query: Any) -> str | None:
+    def _persona_param(self, query: Any) -> str | None:
         """The ``persona`` parameter as its memories are kept: an installed persona's own name
         ("nora quill" is Nora Quill), any other (one deleted since) as it is given."""
         name = query.get("persona")

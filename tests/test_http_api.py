@@ -99,6 +99,11 @@ def test_bad_requests_are_one_line_errors(client: TestClient) -> None:
     assert client.post("/chat", json={"message": "  "}).status_code == 400  # an empty message
     unknown = client.post("/chat", json={"message": "hi", "persona": "Nobody At All"})
     assert unknown.status_code == 404 and "Nobody At All" in unknown.json()["error"]
+    ignored = client.post("/chat", json={"message": "hi", "greeting": 1})  # no persona: it was taken and ignored
+    assert ignored.status_code == 400 and ignored.json()["error"].startswith("greeting picks a persona's greeting")
+    begun = client.post("/chat", json={"message": "hi", "persona": "Nora Quill"}).json()["thread_id"]
+    again = client.post("/chat", json={"message": "hi", "thread_id": begun, "persona": "Nora Quill", "greeting": 1})
+    assert again.status_code == 400 and "greeting opens a new thread" in again.json()["error"]
     thread = client.get("/threads/nope")
     assert thread.status_code == 404 and thread.json() == {"error": "unknown thread 'nope' (see: GET /threads)"}
     memory = client.delete("/memories/nope")
