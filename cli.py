@@ -479,8 +479,16 @@ def config_show(as_json: JsonFlag = False) -> None:
 def doctor(as_json: JsonFlag = False) -> None:
     """Check the model, GPU offload, data dir and versions."""
     from agentmm.doctor import run_checks
+    from agentmm.errors import SettingsError
+    from agentmm.settings import default_config_file
 
-    report = run_checks(_settings(), Globals.config_file)
+    try:
+        settings = _settings()
+    except SettingsError as exc:  # the one thing to fix first, said as a check (--json still an object)
+        report = {"ok": False, "checks": [{"name": "config", "ok": False, "detail": str(exc)}],
+                  "config_file": str(Globals.config_file or default_config_file())}  # fmt: skip
+    else:
+        report = run_checks(settings, Globals.config_file)
     if as_json:
         _print_json(report)
     else:
@@ -490,7 +498,8 @@ def doctor(as_json: JsonFlag = False) -> None:
         for check in report["checks"]:
             mark = plain(f"{'ok' if check['ok'] else 'problem':>7}", style="green" if check["ok"] else "red")
             console.print(mark + "  " + plain(check["name"], style="bold") + ": " + plain(check["detail"]))
-        console.print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
+        if "versions" in report:
+            console.print("versions: " + ", ".join(f"{k} {v}" for k, v in report["versions"].items()))
     if not report["ok"]:
         raise typer.Exit(1)
 

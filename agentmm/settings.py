@@ -5,6 +5,7 @@ Only this module reads the environment; everything else is handed a ``Settings``
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import re
@@ -394,9 +395,9 @@ class ConfigFileSource(TomlConfigSettingsSource):
         known = set(settings_cls.model_fields)
         unknown = sorted(set(self.toml_data) - known)  # raw keys: the source would fold MODEL into model
         if unknown:
-            raise SettingsError(
-                f"config file {path}: unknown setting {unknown[0]!r} (known: {', '.join(sorted(known))})"
-            )
+            close = difflib.get_close_matches(unknown[0], known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+            raise SettingsError(f"config file {path}: unknown setting {unknown[0]!r} ({hint})")
 
     def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
         try:

@@ -61,3 +61,20 @@ def test_doctor_piped_keeps_each_check_on_one_line(tmp_path: Path) -> None:
                           env={**os.environ, "AGENTMM_MODEL": long_model})  # fmt: skip
     (line,) = [line for line in done.stdout.splitlines() if "model:" in line and "problem" in line]
     assert long_model in line
+
+
+def test_settings_that_cannot_be_read_are_doctors_config_check(tmp_path: Path) -> None:
+    """doctor stopped with one line and --json printed nothing: the diagnostic tool said nothing."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "c.toml"
+    config.write_text('modle = "qwen0.5b"\n')
+    done = subprocess.run([sys.executable, "-m", "agentmm.cli", "doctor", "--json"], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "AGENTMM_CONFIG": str(config)})  # fmt: skip
+    report = json.loads(done.stdout)
+    assert done.returncode == 1 and not report["ok"] and report["config_file"] == str(config)
+    said = f"config file {config}: unknown setting 'modle' (did you mean 'model'?)"
+    assert report["checks"] == [{"name": "config", "ok": False, "detail": said}]
