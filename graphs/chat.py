@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -279,8 +280,6 @@ def _check_indexed(store: BaseStore | None) -> None:
     """Warn of a store made without ``index`` (LangGraph's ``InMemoryStore()``): memories would
     be written and never recalled, every one below the relevance bar, without a word."""
     if store is not None and hasattr(store, "index_config") and not store.index_config:
-        import warnings
-
         from agentmm.memory.errors import StoreWithoutIndexWarning
 
         warnings.warn(
