@@ -350,6 +350,7 @@ def serve(
     given = (("model", model), ("model_url", model_url), ("persona", persona))
     flags = {name: value for name, value in given if value is not None}
     settings = _using_cache(_settings(**flags))  # a bad setting fails here, once, not in every worker
+    _check_serving_installed()
     if workers > 1 and settings.memory and not (settings.store_url or settings.memory_url):
         raise AgentmmError(
             "several workers need a shared memory store: set store_url (Postgres) or memory_url (a Chroma "
@@ -365,6 +366,15 @@ def serve(
     import uvicorn
 
     uvicorn.run("agentmm.cli:serve_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+
+
+def _check_serving_installed() -> None:
+    """The HTTP server's packages come with the fleet extra; without them, one line saying so."""
+    import importlib.util
+
+    missing = [name for name in ("starlette", "sse_starlette", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise AgentmmError(f'agentmm serve needs {", ".join(missing)}: pip install "agentmm[fleet]"')
 
 
 def serve_app() -> Any:

@@ -297,7 +297,8 @@ class _Routes:
 
         store, query = self._store(), request.query_params
         memory_id = request.path_params["memory_id"]
-        return _json(await asyncio.to_thread(forget, store, self._user(query), self._persona_param(query), memory_id))
+        row = await asyncio.to_thread(forget, store, self._user(query), self._persona_param(query), memory_id)
+        return _json({**row, "forgotten": row})  # as `memory forget --json` says it; its own keys kept as before
 
     async def personas(self, request: Request) -> Response:
         return await _guarded(self._personas, request)

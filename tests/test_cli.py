@@ -213,3 +213,15 @@ def test_a_config_file_named_with_a_flag_must_exist(isolated_env: Path) -> None:
     (isolated_env / "config.toml").write_text("n_ctx = 2048\n")
     shown = ok_json("--config", str(isolated_env / "config.toml"), "config", "show", "--json")
     assert shown["settings"]["n_ctx"] == 2048
+
+
+def test_serve_without_the_fleet_extra_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was a 40-line ModuleNotFoundError traceback for starlette after README's install."""
+    import importlib.util
+
+    from agentmm import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "starlette" else real(name, *a))
+    with pytest.raises(cli.AgentmmError, match=r'agentmm serve needs starlette: pip install "agentmm\[fleet\]"'):
+        cli._check_serving_installed()

@@ -287,7 +287,8 @@ def test_a_note_for_a_persona_is_kept_under_its_own_name(client: TestClient) -> 
     assert [m["id"] for m in listed] == [added["id"]]
     found = client.get("/memories/search", params={"q": "tea", "persona": "NORA QUILL"}).json()["results"]
     assert [r["id"] for r in found] == [added["id"]]
-    assert client.delete(f"/memories/{added['id']}", params={"persona": "nora quill"}).status_code == 200
+    forgot = client.delete(f"/memories/{added['id']}", params={"persona": "nora quill"})
+    assert forgot.status_code == 200 and forgot.json()["forgotten"]["id"] == forgot.json()["id"] == added["id"]
 
 
 SLOW_SERVER = """
