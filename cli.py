@@ -697,7 +697,7 @@ def memory_list(
     from agentmm.memory.manage import list_memories
 
     with _memory_store() as store:
-        _print_memories(list_memories(store, _user(user), _known_as(persona), limit), as_json)
+        _print_memories(list_memories(store, _user(user), _registry().known_as(persona), limit), as_json)
 
 
 @memory_app.command("search")
@@ -711,17 +711,11 @@ def memory_search(
 
     settings = _settings()
     with _memory_store() as store:
-        found = recall(store, user_scopes(store, _user(user), _known_as(persona)), query, k=k, min_similarity=0.0,
+        scopes = user_scopes(store, _user(user), _registry().known_as(persona))
+        found = recall(store, scopes, query, k=k, min_similarity=0.0,
                        now=datetime.now(UTC), by_date=settings.memory_by_date,
                        rerank=settings.memory_rerank)  # fmt: skip
         _print_memories([r.as_trace() for r in found], as_json, key="results")
-
-
-def _known_as(persona: str | None) -> str | None:
-    """An installed persona's own name ("nora quill" is Nora Quill), as its memories are kept;
-    a name no persona has now (one deleted since) as it is given."""
-    found = _registry().find(persona) if persona else None
-    return found.name if found is not None else persona
 
 
 @memory_app.command("add")
@@ -749,7 +743,7 @@ def memory_forget(memory_id: str, user: UserOpt = None, persona: PersonaOpt = No
     from agentmm.memory.manage import forget
 
     with _memory_store() as store:
-        row = forget(store, _user(user), _known_as(persona), memory_id)
+        row = forget(store, _user(user), _registry().known_as(persona), memory_id)
     if as_json:
         _print_json({"forgotten": row})
     else:
@@ -762,7 +756,7 @@ def memory_export(file: Path, user: UserOpt = None, persona: PersonaOpt = None, 
     from agentmm.memory.manage import export_jsonl
 
     with _memory_store() as store:
-        count = export_jsonl(store, _user(user), _known_as(persona), file)
+        count = export_jsonl(store, _user(user), _registry().known_as(persona), file)
     _print_json({"exported": count, "file": str(file)}) if as_json else sys.stdout.write(
         f"exported {count} to {file}\n"
     )

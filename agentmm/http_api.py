@@ -264,7 +264,7 @@ class _Routes:
             return _json(row, status=201)
         query = request.query_params
         limit = _int_param(query.get("limit"), 50)
-        rows = await asyncio.to_thread(list_memories, store, self._user(query), self._persona_param(query), limit)
+        rows = await asyncio.to_thread(list_memories, store, self._user(query), self._persona_named(query), limit)
         return _json({"memories": rows})
 
     async def memory_search(self, request: Request) -> Response:
@@ -280,7 +280,7 @@ class _Routes:
             raise BadRequestError("q (the text to search for) is required")
 
         def search() -> list[dict[str, Any]]:
-            scopes = user_scopes(store, self._user(query), self._persona_param(query))
+            scopes = user_scopes(store, self._user(query), self._persona_named(query))
             settings = self.agent_of().settings
             found = recall(store, scopes, text, k=_int_param(query.get("k"), 10), min_similarity=0.0,
                            now=datetime.now(UTC), by_date=settings.memory_by_date,
@@ -297,7 +297,7 @@ class _Routes:
 
         store, query = self._store(), request.query_params
         memory_id = request.path_params["memory_id"]
-        row = await asyncio.to_thread(forget, store, self._user(query), self._persona_param(query), memory_id)
+        row = await asyncio.to_thread(forget, store, self._user(query), self._persona_named(query), memory_id)
         return _json({**row, "forgotten": row})  # as `memory forget --json` says it; its own keys kept as before
 
     async def personas(self, request: Request) -> Response:
@@ -317,13 +317,6 @@ class _Routes:
         persona = self.agent_of().personas.get(request.path_params["name"])
         return _json(persona.model_dump(mode="json", exclude={"card", "image"}))
 
-    def _persona_param(self, query: Any) -> str | None:
-        """The ``persona`` parameter as its memories are kept: an installed persona's own name
-        ("nora quill" is Nora Quill), any other (one deleted since) as it is given."""
-        name = query.get("persona")
-        found = self.agent_of().personas.find(name) if name else None
-        return found.name if found is not None else name
-
     def _store(self) -> BaseStore:
         store = self.agent_of().store
         if store is None:
@@ -332,6 +325,9 @@ class _Routes:
 
     def _user(self, query: Any) -> str:
         return str(query.get("user") or self.agent_of().settings.user_id)
+
+    def _persona_named(self, query: Any) -> str | None:
+        return self.agent_of().personas.known_as(query.get("persona"))
 
 
 async def _event_stream(turn: ServedTurn) -> Response:

@@ -231,6 +231,12 @@ class PersonaRegistry:
         alias = self._aliases.get(key) or self._aliases.get(slug(name))
         return self._personas[alias] if alias else None
 
+    def known_as(self, name: str | None) -> str | None:
+        """``name`` as an installed persona calls itself ("nora quill" is Nora Quill), the name its
+        memories are kept under; a name no persona has now (one deleted since) as it is given."""
+        found = self.find(name) if name else None
+        return found.name if found is not None else name
+
     def get(self, name: str) -> Persona:
         """Like ``find`` but raises PersonaNotFoundError, suggesting close names."""
         persona = self.find(name)
