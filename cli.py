@@ -1266,9 +1266,10 @@ def _leave(code: int | str | None) -> None:
     if running is not None and running.tools_still_running():
         if isinstance(code, str):
             sys.stderr.write(f"{code}\n")
-        with suppress(Exception):
-            sys.stdout.flush()
-            sys.stderr.flush()
+        for stream in (_JSON_OUT.get(), sys.stdout, sys.stderr):  # --json's object is on the first
+            with suppress(Exception):
+                if stream is not None:
+                    stream.flush()
         os._exit(code if isinstance(code, int) else 0 if code is None else 1)
     sys.exit(code)
 
