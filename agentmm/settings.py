@@ -73,6 +73,12 @@ def default_cache_dir() -> Path:
     return platformdirs.user_cache_path(APP_NAME)
 
 
+# The settings that name a folder, and those that may name a model file: checked as paths, and
+# read from a config file's own folder when relative (``_paths_from``).
+_FOLDER_SETTINGS = ("data_dir", "models_dir", "personas_dir", "tools_dir", "cache_dir")
+_FILE_SETTINGS = ("model", "mmproj", "caption_model", "caption_mmproj")
+
+
 class Settings(BaseSettings):
     """Everything a user can set. Field names are the config-file keys and, upper-cased
     with the ``AGENTMM_`` prefix, the environment variables."""
@@ -257,7 +263,7 @@ class Settings(BaseSettings):
     models_dir: Path | None = Field(None, description="Where hub downloads go (default: the Hugging Face cache).")
     verbose: bool = Field(False, description="Let llama.cpp log to stderr.")
 
-    @field_validator("data_dir", "models_dir", "personas_dir", "tools_dir", "cache_dir", mode="before")
+    @field_validator(*_FOLDER_SETTINGS, mode="before")
     @classmethod
     def _not_empty(cls, value: Any) -> Any:
         """``AGENTMM_DATA_DIR=`` would be ``Path("")``, the current directory: refused instead."""
@@ -265,12 +271,12 @@ class Settings(BaseSettings):
             raise ValueError("a folder is needed, not an empty value")
         return value
 
-    @field_validator("data_dir", "models_dir", "personas_dir", "tools_dir", "cache_dir", mode="after")
+    @field_validator(*_FOLDER_SETTINGS, mode="after")
     @classmethod
     def _expand(cls, value: Path | None) -> Path | None:
         return usable_path(value).expanduser() if value is not None else None
 
-    @field_validator("model", "mmproj", "caption_model", "caption_mmproj")
+    @field_validator(*_FILE_SETTINGS)
     @classmethod
     def _model_path(cls, value: str | None) -> str | None:
         if value is not None and not _looks_like_url(value):
@@ -412,10 +418,6 @@ class ConfigFileSource(TomlConfigSettingsSource):
             raise SettingsError(f"config file {self.path} is not valid TOML: {exc}") from exc
         except RecursionError as exc:  # tomllib recurses once per level of [[[...]]] or {a = {a = ...}}
             raise SettingsError(f"config file {self.path} nests arrays or tables too deeply") from exc
-
-
-_FOLDER_SETTINGS = ("data_dir", "models_dir", "personas_dir", "tools_dir", "cache_dir")
-_FILE_SETTINGS = ("model", "mmproj", "caption_model", "caption_mmproj")
 
 
 def _paths_from(folder: Path, data: dict[str, Any]) -> dict[str, Any]:
