@@ -67,18 +67,15 @@ def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | Non
     try:
         return LoreEntry(**fields, raw=dict(raw))
     except ValidationError as exc:
-        error = CardSpecError.listing(where, describe_validation_errors(exc))
-        if problems is None:
-            raise error from None
-        problems.extend(error.problems)
+        _say(CardSpecError.listing(where, describe_validation_errors(exc)), problems)
         return LoreEntry(raw=dict(raw))
 
 
-def _problem(problem: str, problems: list[str] | None) -> None:
-    """Say a problem: raised at once, or added to ``problems`` when given."""
+def _say(error: CardSpecError, problems: list[str] | None) -> None:
+    """Raise ``error`` at once, or add its problems to ``problems`` when given."""
     if problems is None:
-        raise CardSpecError(problem)
-    problems.append(problem)
+        raise error from None
+    problems.extend(error.problems)
 
 
 def _non_negative(value: int | None) -> int | None:
@@ -131,12 +128,12 @@ def book_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | None
     if isinstance(entries_raw, dict):  # some exporters key entries by id
         entries_raw = list(entries_raw.values())
     if not isinstance(entries_raw, list):
-        _problem(f"{where}: 'entries' must be a list", problems)
+        _say(CardSpecError(f"{where}: 'entries' must be a list"), problems)
         entries_raw = []
     entries = []
     for i, item in enumerate(entries_raw):
         if not isinstance(item, dict):
-            _problem(f"{where}: entry {i} is not an object", problems)
+            _say(CardSpecError(f"{where}: entry {i} is not an object"), problems)
             continue
         entries.append(entry_from_raw(item, f"{where} entry {i}", problems))
     depth = r.integer("extensions", "agentmm", "max_recursion_depth", default=3)
@@ -152,10 +149,7 @@ def book_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | None
             raw={k: v for k, v in raw.items() if k != "entries"},
         )
     except ValidationError as exc:
-        error = CardSpecError.listing(where, describe_validation_errors(exc))
-        if problems is None:
-            raise error from None
-        problems.extend(error.problems)
+        _say(CardSpecError.listing(where, describe_validation_errors(exc)), problems)
         return Lorebook()
 
 
