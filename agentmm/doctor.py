@@ -6,12 +6,12 @@ import contextlib
 import importlib.util
 import platform
 import sys
-import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from agentmm.errors import AgentmmError
+from agentmm.fileio import folder_problem
 from agentmm.gguf import GGUFInfo
 from agentmm.settings import Settings, default_config_file
 
@@ -61,17 +61,7 @@ def cache_dir_problem(path: Path) -> str | None:
     Nothing fails without the cache: the embedder's ONNX export and the native probe's verdict
     are simply made again by every process, which made each chat about 5x slower (and 2x the
     memory) without a word; said here, in the data dir's words, it is one line to fix."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except (FileExistsError, NotADirectoryError):  # a file where a folder must be, here or above
-        blocker = next((p for p in (path, *path.parents) if p.is_file()), path)
-        return f"cache dir {path} cannot be made: {blocker} is a file, not a folder"
-    except OSError as exc:
-        return f"cache dir {path} is not writable: {exc.strerror or exc}"
-    return None
+    return folder_problem(path, "cache dir")
 
 
 def memory_check(settings: Settings) -> dict[str, Any]:

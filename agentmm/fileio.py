@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 from agentmm.errors import AgentmmError
@@ -33,3 +34,19 @@ def atomic_write(path: Path, data: bytes, error: type[AgentmmError] = AgentmmErr
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def folder_problem(path: Path, what: str) -> str | None:
+    """Why ``path`` cannot be the folder ``what`` names ("data dir", "cache dir"), made if need
+    be and written to, in one line; None when it can."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{uuid.uuid4().hex}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except (FileExistsError, NotADirectoryError):  # a file where a folder must be, here or above
+        blocker = next((p for p in (path, *path.parents) if p.is_file()), path)
+        return f"{what} {path} cannot be made: {blocker} is a file, not a folder"
+    except OSError as exc:
+        return f"{what} {path} is not writable: {exc.strerror or exc}"
+    return None

@@ -34,6 +34,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, crea
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import SEE_THREADS, AgentmmError, DataDirError, ThreadNotFoundError
+from agentmm.fileio import folder_problem
 from agentmm.postgres import saver_conninfo
 from agentmm.thread_lock import (
     ThreadInUseError,
@@ -61,16 +62,8 @@ _INTERRUPT = "__interrupt__"
 
 def ensure_data_dir(path: Path) -> Path:
     """Create the data dir if needed and prove it is writable, or raise DataDirError."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{uuid.uuid4().hex}"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except (FileExistsError, NotADirectoryError) as exc:  # a file where a folder must be, here or above
-        blocker = next((p for p in (path, *path.parents) if p.is_file()), path)
-        raise DataDirError(f"data dir {path} cannot be made: {blocker} is a file, not a folder") from exc
-    except OSError as exc:
-        raise DataDirError(f"data dir {path} is not writable: {exc.strerror or exc}") from exc
+    if (problem := folder_problem(path, "data dir")) is not None:
+        raise DataDirError(problem)
     return path
 
 
