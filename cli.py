@@ -157,8 +157,8 @@ def _chat_with(
         from agentmm.errors import ThreadNotFoundError
 
         raise ThreadNotFoundError(f"unknown thread {thread!r} (see: agentmm threads list; omit --thread to start one)")
-    # Check the persona and greeting before anything is loaded or saved.
-    chosen = agent.personas.get(persona).name if persona else None
+    # Check the persona and greeting before anything is loaded or saved; -p reads a name as /persona does.
+    chosen = agent.personas.resolve(persona).name if persona else None
     if attachments and message is None:
         message = ""  # a voice note or a picture alone is a turn
     if message is None and as_json:

@@ -237,6 +237,20 @@ class PersonaRegistry:
         found = self.find(name) if name else None
         return found.name if found is not None else name
 
+    def resolve(self, name: str) -> Persona:
+        """The persona a person means by ``name``, as ``chat -p`` and ``/persona`` read it: by
+        name, file stem or slug, else by a first word or the start of one name ("nora" is Nora
+        Quill). A word several names share is refused, naming them; no match is ``get``'s error."""
+        found = self.find(name)
+        if found is not None:
+            return found
+        folded = " ".join(name.casefold().split())
+        close = [n for n in self.names() if folded and (n.casefold().startswith(folded)
+                 or folded in (w.casefold() for w in n.split()))]  # fmt: skip
+        if len(close) > 1:
+            raise PersonaNotFoundError(f"{name!r} could be {_either(close)}: give more of the name")
+        return self.get(close[0] if close else name)
+
     def get(self, name: str) -> Persona:
         """Like ``find`` but raises PersonaNotFoundError, suggesting close names."""
         persona = self.find(name)
@@ -298,6 +312,10 @@ class PersonaRegistry:
         self._write(dest, toml_format.template(name).encode("utf-8"), name.strip(), overwrite)
         self._loaded = False
         return dest
+
+
+def _either(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + f" or {names[-1]}"
 
 
 def _sweep_dead_writes(dest: Path) -> None:

@@ -264,7 +264,7 @@ class ChatSession:
             current = self.persona or "none"
             self.terminal.show(f"playing: {current}\npersonas: " + ", ".join(names))
             return
-        chosen = self._find_persona(arg)
+        chosen = self.agent.personas.resolve(arg)  # as chat -p reads it
         self._follow_persona_model(chosen)  # first: a model that cannot load leaves the persona too
         self.pending_persona = self.persona = chosen.name
         if self._thread_values().get("messages"):
@@ -272,19 +272,6 @@ class ChatSession:
         else:
             self.terminal.info(f"playing {chosen.name}")
             self._print_greeting()
-
-    def _find_persona(self, name: str) -> Any:
-        """By name as the registry knows it, or by a unique first word or prefix ("nora")."""
-        registry = self.agent.personas
-        try:
-            return registry.get(name)
-        except AgentmmError:
-            folded = name.casefold()
-            close = [n for n in registry.names() if n.casefold().startswith(folded)
-                     or folded in (w.casefold() for w in n.split())]  # fmt: skip
-            if len(close) != 1:
-                raise  # one line, naming the personas there are
-            return registry.get(close[0])
 
     def cmd_greeting(self, arg: str) -> None:
         if not self.persona:

@@ -275,3 +275,18 @@ def test_an_empty_file_is_called_empty(tmp_path: Path, name: str):
     path = tmp_path / name
     path.write_bytes(b"" if name != "blank.toml" else b"\xef\xbb\xbf \n\n")
     assert validate(path) == [f"{path}: the file is empty"]
+
+
+def test_resolve_reads_a_first_word_or_the_start_of_a_name_and_refuses_a_shared_one(tmp_path: Path):
+    """``chat -p Nora`` was refused while ``/persona Nora`` played Nora Quill: both read names here."""
+    reg = PersonaRegistry(tmp_path / "personas", entry_points=False)
+    assert reg.resolve("Nora").name == "Nora Quill"
+    assert reg.resolve("quill").name == "Nora Quill" and reg.resolve("ils").name == "Ilse Varga"
+    assert reg.resolve("nora-quill").name == "Nora Quill"  # the slug, as before
+    reg.create("Nora Bell")
+    with pytest.raises(PersonaNotFoundError, match=r"^'nora' could be Nora Bell or Nora Quill: give more of the name$"):
+        reg.resolve("nora")
+    with pytest.raises(PersonaNotFoundError, match="no persona named 'Nobody'"):
+        reg.resolve("Nobody")
+    with pytest.raises(PersonaNotFoundError, match="no persona named '  '"):
+        reg.resolve("  ")

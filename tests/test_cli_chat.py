@@ -1,0 +1,38 @@
+"""``agentmm chat``'s own steps, fast: the CLI's functions in-process over a real Agent with a
+fake chat model (the end-to-end runs on the shipped model are in test_cli.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+from agentmm import cli
+from agentmm.graphs.agent import Agent
+from agentmm.personas import PersonaNotFoundError
+from agentmm.settings import load_settings
+
+
+def make_agent(replies: list[str], **settings: Any) -> Agent:
+    return Agent(load_settings(n_ctx=2048, max_tokens=16, **settings), model=FakeListChatModel(responses=replies))
+
+
+def one_turn_json(agent: Agent, capsys: pytest.CaptureFixture[str], persona: str | None = None) -> dict[str, Any]:
+    cli._chat_with(agent, "hi", None, True, persona, 0, [], False)
+    return json.loads(capsys.readouterr().out)
+
+
+def test_dash_p_reads_a_first_name_as_slash_persona_does(capsys: pytest.CaptureFixture[str]) -> None:
+    with make_agent(["Evening."]) as agent:
+        assert one_turn_json(agent, capsys, persona="Nora")["trace"]["persona"] == "Nora Quill"
+
+
+def test_dash_p_refuses_a_first_name_two_personas_share(isolated_env: Path) -> None:
+    folder = isolated_env / "personas"
+    folder.mkdir()
+    (folder / "nora-bell.toml").write_text('name = "Nora Bell"\ndescription = "A bell-ringer."\n')
+    with make_agent([]) as agent, pytest.raises(PersonaNotFoundError, match="could be Nora Bell or Nora Quill"):
+        cli._chat_with(agent, "hi", None, True, "nora", 0, [], False)
