@@ -675,13 +675,18 @@ def _print_memories(rows: list[dict[str, Any]], as_json: bool, key: str = "memor
         _print_json({key: rows})
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
-    table = Table("id", "scope", "when", "text", *(["score"] if rows and "score" in rows[0] else []))
+    from agentmm.console_text import key_column
+
+    scored = [Column("score", no_wrap=True)] if rows and "score" in rows[0] else []
+    table = Table(key_column("id", [printable(row["id"]) for row in rows]), "scope", "when",
+                  Column("text", overflow="fold"), *scored)  # fmt: skip
     for row in rows:
         value = row.get("value", row)
         text = value.get("content") or row.get("text", "")  # a search row holds the indexed text
-        cells = [plain(row["id"]), plain(row.get("scope", "")), str(value.get("when", ""))[:19], plain(text)]
+        when = str(value.get("when", ""))[:19].replace("T", " ")  # wraps between day and time, never cut
+        cells = [plain(row["id"]), plain(row.get("scope", "")), when, plain(text)]
         if "score" in row:
             cells.append(plain(f"{row['score']:.4f}"))
         table.add_row(*cells)

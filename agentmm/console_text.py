@@ -12,6 +12,7 @@ import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rich.table import Column
     from rich.text import Text
 
 # An escape sequence as a whole (CSI "\x1b[31m", OSC "\x1b]0;title\x07"), then any other control.
@@ -28,3 +29,11 @@ def plain(value: object, style: str = "") -> Text:
     from rich.text import Text
 
     return Text(printable(value), style=style)
+
+
+def key_column(header: str, keys: list[str]) -> Column:
+    """A table column of ids a user types back (``memory forget ID``): never cut or wrapped, so
+    a narrow terminal shrinks the other columns instead (rich cut an id to ``0a1b2c3d4e5f:…``)."""
+    from rich.table import Column
+
+    return Column(header, no_wrap=True, min_width=max(map(len, keys), default=0))

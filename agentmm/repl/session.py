@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentmm.console_text import plain
+from agentmm.console_text import plain, printable
 from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
 from agentmm.repl.terminal import Terminal, tool_note, user_note
@@ -343,7 +343,10 @@ class ChatSession:
         if not rows:
             self.terminal.show("no memories" + (" match" if arg else " yet"))
             return
-        table = Table("id", "when", "text", *(["score"] if arg else []), show_edge=False, pad_edge=False)
+        from agentmm.console_text import key_column
+
+        ids = key_column("id", [printable(row["id"]) for row in rows])  # /forget takes it whole
+        table = Table(ids, "when", "text", *(["score"] if arg else []), show_edge=False, pad_edge=False)
         for row in rows:
             value = row.get("value", row)
             text = value.get("content") or row.get("text", "")  # a search row holds the indexed text

@@ -183,6 +183,17 @@ def test_memory_commands_and_undo_forgets(tmp_path: Path, memory_store: ChromaSt
     assert memory_store.search(("memories",), limit=50) == []
 
 
+def test_memory_ids_are_whole_in_a_narrow_terminal(tmp_path: Path, memory_store: ChromaStore) -> None:
+    """/forget takes the whole id, which /memory shows: a 60-column table must not cut it."""
+    agent = make_agent(tmp_path, ["Noted."], store=memory_store)
+    term = ScriptedTerminal(["/remember " + "Mira likes green tea and hates rain " * 3, "/memory", "/memory tea"])
+    term.out = Console(file=io.StringIO(), width=60, no_color=True, highlight=False)
+    ChatSession(agent, term).run()
+    note_id = term.stderr.split("remembered ")[1].split()[0]
+    firsts = [line.split("│")[0].strip() for line in term.stdout.splitlines() if line.startswith("note:")]
+    assert firsts == [note_id, note_id], term.stdout
+
+
 class FakeTurn:
     """A TurnStream stand-in: asks to run a tool, streams, can press Ctrl-C on itself."""
 

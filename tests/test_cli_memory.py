@@ -1,0 +1,31 @@
+"""``agentmm memory``'s tables, fast: the CLI's rendering in-process (the commands end to end, on
+a real store, are in test_cli.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentmm import cli
+
+LONG = "Mira likes green tea and her birthday is on 3 March, which she told the whole crew about. " * 2
+ROWS = [
+    {"id": "0a1b2c3d4e5f:12:assistant", "scope": "local/Nora Quill",
+     "value": {"content": LONG, "when": "2025-01-02T10:11:12+00:00"}},
+    {"id": "note:0123456789ab", "scope": "local", "value": {"content": "short", "when": "2025-01-02T10:11:12+00:00"}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("scored", [False, True], ids=["list", "search"])
+def test_ids_are_never_cut_at_80_columns(
+    scored: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``memory forget ID`` takes the whole id: at 80 columns the table showed ``0a1b2c3d4e5f:…``."""
+    monkeypatch.setenv("COLUMNS", "80")
+    rows = [{**row, "score": 0.5} for row in ROWS] if scored else ROWS
+    cli._print_memories(rows, False)
+    shown = capsys.readouterr().out
+    assert max(map(len, shown.splitlines())) <= 80
+    firsts = [line.split("│")[1].strip() for line in shown.splitlines() if line.startswith("│ 0a1b") or "note:" in line]
+    assert firsts == ["0a1b2c3d4e5f:12:assistant", "note:0123456789ab"]
+    assert "0.5000" in shown if scored else "score" not in shown
+    assert "2025-01-02" in shown and "10:11:12" in shown  # the time wraps under the day, never cut
