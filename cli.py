@@ -246,11 +246,11 @@ def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) 
 
 def _show_observations(observations: list[dict[str, Any]]) -> None:
     """What perception made of the attachments, on stderr (stdout stays the reply)."""
-    from agentmm.repl.terminal import user_note  # how the chat shows it too
+    from agentmm.repl.terminal import note_level, user_note  # how the chat shows it too
 
     for o in observations:
-        error, line = user_note(o)
-        sys.stderr.write(f"agentmm: {line}\n" if error else f"{line}\n")
+        label = {"error": "agentmm: ", "note": "agentmm: note: "}.get(note_level(o), "")
+        sys.stderr.write(f"{label}{user_note(o)[1]}\n")
 
 
 def _show_tool_calls(calls: list[dict[str, Any]]) -> None:

@@ -36,3 +36,16 @@ def test_dash_p_refuses_a_first_name_two_personas_share(isolated_env: Path) -> N
     (folder / "nora-bell.toml").write_text('name = "Nora Bell"\ndescription = "A bell-ringer."\n')
     with make_agent([]) as agent, pytest.raises(PersonaNotFoundError, match="could be Nora Bell or Nora Quill"):
         cli._chat_with(agent, "hi", None, True, "nora", 0, [], False)
+
+
+def test_one_turn_labels_a_note_as_a_note(capsys: pytest.CaptureFixture[str]) -> None:
+    cli._show_observations([
+        {"file": "/x/p.png", "kind": "image", "error": "no image captioner is available offline", "unavailable": True},
+        {"file": "/x/b.png", "kind": "image", "error": "truncated"},
+        {"file": "/x/c.png", "kind": "image", "text": "a cat"},
+    ])  # fmt: skip
+    assert capsys.readouterr().err.splitlines() == [
+        "agentmm: note: p.png: no image captioner is available offline",
+        "agentmm: b.png: truncated",
+        "[c.png: a cat]",
+    ]

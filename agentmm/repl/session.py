@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agentmm.console_text import plain, printable
 from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
-from agentmm.repl.terminal import Terminal, tool_note, user_note
+from agentmm.repl.terminal import Terminal, note_level, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
 
 if TYPE_CHECKING:
@@ -234,9 +234,9 @@ class ChatSession:
             self.terminal.info(f"{who}> {m.text}{mark}")
 
     def _show_observations(self, observations: list[dict[str, Any]]) -> None:
+        say = {"error": self.terminal.error, "note": self.terminal.warn, "info": self.terminal.info}
         for o in observations:
-            error, line = user_note(o)
-            (self.terminal.error if error else self.terminal.info)(line)
+            say[note_level(o)](user_note(o)[1])
 
     def _show_tool_calls(self, calls: list[dict[str, Any]]) -> None:
         for call in calls:

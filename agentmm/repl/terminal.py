@@ -248,6 +248,15 @@ class Terminal:
         """A notice with rich markup (the header, hints)."""
         self.err.print(markup, highlight=False)
 
+    def warn(self, text: str) -> None:
+        """A note the user should act on, though nothing failed (no model here for a picture)."""
+        self.stop_spinner()
+        if self.live:
+            self.err.print(f"[bold yellow]note:[/] {_escape(printable(text))}", highlight=False)
+        else:
+            self.err.file.write(f"agentmm: note: {printable(text)}\n")
+            self.err.file.flush()
+
     def error(self, text: str) -> None:
         self.stop_spinner()
         if self.live:
@@ -287,11 +296,21 @@ class _BoundedFileHistory:
         return Bounded(filename)
 
 
+def note_level(observation: dict[str, Any]) -> str:
+    """How loud a chat says one observation: ``error`` (the file could not be read), ``note`` (a
+    good file no model here perceives, such as no image captioner offline: setup advice, the
+    turn goes on) or ``info`` (what was seen or heard)."""
+    if observation.get("unavailable"):
+        return "note"
+    return "error" if observation.get("error") else "info"
+
+
 def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
-    """How a chat shows the user one observation (a trace dict): (is it an error, the line)."""
+    """How a chat shows the user one observation (a trace dict): (is it an error, the line);
+    ``note_level`` says whether a line that is no error is a note."""
     name = Path(observation["file"]).name
     if observation.get("error"):
-        return True, f"{name}: {observation['error']}"
+        return note_level(observation) == "error", f"{name}: {observation['error']}"
     if observation["kind"] == "audio":
         if not str(observation.get("text") or "").strip():
             return False, f"[no speech found in {name}]"

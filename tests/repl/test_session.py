@@ -117,6 +117,22 @@ def test_attachments_are_checked_by_their_bytes_when_attached(tmp_path: Path) ->
     assert session.attachments == [picture, voice]
 
 
+def test_a_picture_no_model_here_can_see_is_a_note_not_an_error(tmp_path: Path) -> None:
+    """Piped, "no image captioner is available offline" read "agentmm: error: ..." while the
+    turn went on; an unreadable file is still an error."""
+    from tests.tools.media_files import make_image
+
+    agent = make_agent(tmp_path, ["A picture!", "Hm."])
+    picture, broken = make_image(tmp_path / "p.png"), tmp_path / "b.png"
+    broken.write_bytes(picture.read_bytes()[:60])
+    term = chat(agent, [f"/image {picture}", "What is this?"])
+    assert "agentmm: note: p.png: no image captioner is available offline" in term.stderr
+    assert "error" not in term.stderr and "A picture!" in term.stdout
+    session = ChatSession(agent, ScriptedTerminal([]))
+    session._show_observations([{"file": str(broken), "kind": "image", "error": "truncated"}])
+    assert session.terminal.stderr == "agentmm: error: b.png: truncated\n"  # type: ignore[attr-defined]
+
+
 def test_bad_input_is_one_line_and_the_session_goes_on(tmp_path: Path) -> None:
     agent = make_agent(tmp_path, ["Fine, thanks."])
     paste = "word " * 200_000  # a 1 MB paste
