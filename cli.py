@@ -168,6 +168,7 @@ def _chat_with(
     _play_on_persona_model(agent, played, as_json)
     # A model that would crash this process (a native fault) is said in one line before anyone types.
     agent.check_model()
+    _warn_without_chat_template(agent)
     if message is not None:
         _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
     else:
@@ -200,6 +201,22 @@ def _play_on_persona_model(agent: Agent, played: str | None, as_json: bool) -> N
     """The persona this run plays runs on its own model where it names one and the user named none."""
     if (model := agent.use_persona_model(played)) is not None and not as_json:
         sys.stderr.write(f"{played} plays on its own model: {model} (--model names another)\n")
+
+
+def _warn_without_chat_template(agent: Agent) -> None:
+    """A GGUF without its chat template chats in llama-cpp-python's fallback format and replies
+    badly: doctor's check says so as a problem, and the chat's start says it in one line on
+    stderr (``--json``'s object has no key for it and stays as it is)."""
+    model = agent.model
+    path = getattr(model, "model_path", None)
+    if not isinstance(path, str) or getattr(model, "chat_format", None):  # a model server, or a format chosen
+        return
+    from agentmm.doctor import chat_template_check
+    from agentmm.gguf import read_gguf
+
+    check = chat_template_check(read_gguf(Path(path)))
+    if not check["ok"]:
+        sys.stderr.write(f"agentmm: warning: {agent.settings.model}: {check['detail']}\n")
 
 
 def _one_turn(

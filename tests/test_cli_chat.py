@@ -49,3 +49,27 @@ def test_one_turn_labels_a_note_as_a_note(capsys: pytest.CaptureFixture[str]) ->
         "agentmm: b.png: truncated",
         "[c.png: a cat]",
     ]
+
+
+@pytest.mark.parametrize("template", [None, "{{ messages }}"], ids=["without", "with"])
+def test_a_gguf_without_its_chat_template_is_said_at_the_start(
+    template: str | None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """doctor called it a problem while chat said nothing and replied in the fallback format."""
+    from agentmm.errors import AgentmmError
+    from agentmm.llm import ChatLlamaCpp
+    from tests.tiny_gguf import write_header_only_gguf
+
+    gguf = write_header_only_gguf(tmp_path / "bare.gguf", chat_template=template)
+    agent = Agent(load_settings(model=str(gguf)), model=ChatLlamaCpp(model_path=str(gguf)))
+    with agent, pytest.raises(AgentmmError):  # a header-only GGUF does not load: the warning came first
+        cli._chat_with(agent, "hi", None, True, None, 0, [], False)
+    out, err = capsys.readouterr()
+    warnings = [line for line in err.splitlines() if "chat template" in line]
+    if template is None:
+        assert warnings == [f"agentmm: warning: {gguf}: the GGUF has no chat template (tokenizer.chat_template): "
+                            "prompts use llama-cpp-python's fallback Llama 2 format, which this model may not know "
+                            "(replies can repeat the prompt); use a GGUF that carries its template"]  # fmt: skip
+    else:
+        assert warnings == []
+    assert out == ""  # --json's stdout holds the object alone
