@@ -8,7 +8,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager, nullcontext, suppress
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1262,22 +1262,67 @@ def tools_list(as_json: JsonFlag = False) -> None:
 
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit. With
-    ``--json`` stdout holds the JSON object alone (README's contract): what else is printed
+    ``--json`` stdout holds the JSON object alone (README's contract): what else is written
     there, by a tools-folder file as it is imported or by a tool as it runs, goes to stderr."""
-    stdout, token = sys.stdout, _JSON_OUT.set(sys.stdout) if _wants_json(sys.argv[1:]) else None
-    if token is not None:
-        sys.stdout = sys.stderr
+    with _stdout_kept_for_json() if _wants_json(sys.argv[1:]) else nullcontext():
+        try:
+            app()
+        except AgentmmError as exc:
+            sys.stderr.write(f"agentmm: error: {exc}\n")
+            _leave(exc.exit_code)
+        except SystemExit as done:
+            _leave(done.code)
+
+
+@contextmanager
+def _stdout_kept_for_json() -> Iterator[None]:
+    """While a ``--json`` command runs, stdout is stderr, down to file descriptor 1: ``print``,
+    ``sys.__stdout__`` and ``os.write(1, ...)`` (a tools-folder file, a tool, a native library)
+    all reach stderr, and only ``_print_json`` writes to the real stdout, kept on a duplicate of
+    fd 1 (``_JSON_OUT``). Restored on the way out, so a caller in this process (a test, an
+    embedding app) finds its streams as they were."""
+    stdout = sys.stdout
+    token = _JSON_OUT.set(stdout)
+    sys.stdout = sys.stderr
     try:
-        app()
-    except AgentmmError as exc:
-        sys.stderr.write(f"agentmm: error: {exc}\n")
-        _leave(exc.exit_code)
-    except SystemExit as done:
-        _leave(done.code)
-    finally:  # called in-process (tests, an embedding app), the next call starts as this one did
-        if token is not None:
-            sys.stdout = stdout
-            _JSON_OUT.reset(token)
+        if _fileno(stdout) != 1:  # stdout is no file here (a caller's buffer): Python's level only
+            yield
+            return
+        stdout.flush()
+        sys.stderr.flush()
+        kept = os.fdopen(os.dup(1), "w", encoding=stdout.encoding, errors=stdout.errors)
+        os.dup2(2, 1)
+        _JSON_OUT.set(kept)
+        try:
+            yield
+        finally:
+            _flush_writes_to_fd_1(stdout)  # to stderr, before fd 1 is stdout again
+            kept.flush()
+            os.dup2(kept.fileno(), 1)
+            kept.close()
+    finally:
+        sys.stdout = stdout
+        _JSON_OUT.reset(token)
+
+
+def _fileno(stream: TextIO) -> int | None:
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return None
+
+
+def _flush_writes_to_fd_1(stdout: TextIO) -> None:
+    """Flush what is buffered on its way to fd 1: Python's stdout object (``sys.__stdout__``
+    written to without a flush) and C's stdio (a native library's ``printf``)."""
+    with suppress(Exception):
+        stdout.flush()
+    with suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None).fflush(None)
+    with suppress(Exception):
+        sys.stderr.flush()
 
 
 def _leave(code: int | str | None) -> None:
@@ -1288,7 +1333,7 @@ def _leave(code: int | str | None) -> None:
     if running is not None and running.tools_still_running():
         if isinstance(code, str):
             sys.stderr.write(f"{code}\n")
-        for stream in (_JSON_OUT.get(), sys.stdout, sys.stderr):  # --json's object is on the first
+        for stream in (_JSON_OUT.get(), sys.stdout, sys.__stdout__, sys.stderr):  # --json's object: the first
             with suppress(Exception):
                 if stream is not None:
                     stream.flush()

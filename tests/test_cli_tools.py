@@ -69,3 +69,64 @@ def test_what_a_tools_file_prints_goes_to_stderr_so_json_stays_one_object(isolat
     assert "draw_tarot" in {t["name"] for t in json.loads(done.stdout)["tools"]}
     shown = agentmm("tools", "list")  # without --json, stdout is as it was
     assert "HELLO FROM IMPORT" in shown.stdout
+
+
+NOISY_AT_FD_LEVEL = '''
+import os, sys, time
+
+from langchain_core.tools import tool
+
+os.write(1, b"RAW AT IMPORT\\n")
+sys.__stdout__.write("DUNDER AT IMPORT\\n")  # no flush: left in the buffer of the stream on fd 1
+
+
+@tool
+def noisy() -> str:
+    """Write to file descriptor 1 itself, then never return."""
+    os.write(1, b"RAW IN THE TOOL\\n")
+    time.sleep(100_000)
+    return "never"
+'''
+
+# `agentmm chat` through the real entry point, its model a script that calls the tool `noisy`.
+SCRIPTED_CHAT = """
+import sys
+from langchain_core.messages import AIMessage
+import agentmm.model_server
+from tests.graphs.scripted_model import ScriptedToolModel
+
+call = AIMessage("", tool_calls=[{"name": "noisy", "args": {}, "id": "c1", "type": "tool_call"}])
+agentmm.model_server.chat_model = lambda settings, runtime=None: ScriptedToolModel(script=[call, AIMessage("Done.")])
+from agentmm.cli import main
+
+sys.argv = ["agentmm", *sys.argv[1:]]
+main()
+"""
+
+
+def test_writes_to_file_descriptor_1_go_to_stderr_so_json_stays_one_object(isolated_env: Path) -> None:
+    """print() was sent to stderr, but os.write(1, ...) and sys.__stdout__ reached stdout before the object."""
+    import os
+    import subprocess
+    import sys
+
+    folder = isolated_env / "tools"
+    folder.mkdir()
+    (folder / "noisy.py").write_text(NOISY_AT_FD_LEVEL)
+    listed = agentmm("tools", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert "noisy" in {t["name"] for t in json.loads(listed.stdout)["tools"]}
+    assert "RAW AT IMPORT" in listed.stderr and "DUNDER AT IMPORT" in listed.stderr
+
+    # A tool given up on still runs: the CLI leaves by os._exit, and the object must be out by then.
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPTED_CHAT, "chat", "-m", "make noise", "--tool", "noisy", "--json"],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
+        env={**os.environ, "AGENTMM_TOOL_TIMEOUT_S": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    turn = json.loads(done.stdout)
+    assert turn["reply"] == "Done." and turn["trace"]["tool_calls"][0]["name"] == "noisy"
+    assert "RAW IN THE TOOL" in done.stderr and "RAW AT IMPORT" in done.stderr
+    shown = agentmm("tools", "list")  # without --json, stdout is as it was
+    assert "RAW AT IMPORT" in shown.stdout and "DUNDER AT IMPORT" in shown.stdout
