@@ -78,8 +78,14 @@ def as_utf8(data: bytes, where: str = "file") -> bytes:
 
 def sniff(data: bytes, where: str = "file") -> FileKind:
     """Which persona format some bytes are, from their content."""
+    return _kind_and_text(data, where)[0]
+
+
+def _kind_and_text(data: bytes, where: str) -> tuple[FileKind, bytes]:
+    """Which persona format some bytes are, and the bytes to read it from: a card's text as
+    UTF-8 (a UTF-16 or UTF-32 one decoded here, once), a PNG's bytes as they are."""
     if data.startswith(PNG_SIGNATURE):
-        return "png"
+        return "png", data
     data = as_utf8(data, where)
     if not data.strip(_BLANK):  # else an empty .json reads as TOML: "missing field 'name'"
         error = NotAPNGError if where.lower().endswith(".png") else UnknownFormatError
@@ -88,7 +94,7 @@ def sniff(data: bytes, where: str = "file") -> FileKind:
     if kind in _IMAGE_KINDS:
         raise NotAPNGError(f"{where}: it is a {kind}; character card images must be PNG")
     if kind == "JSON text" or data.lstrip(_BLANK).startswith(b"{"):
-        return "json"
+        return "json", data
     if b"\0" in data[:4096]:
         if where.lower().endswith(".png"):
             raise NotAPNGError(f"{where}: not a PNG image (it is {kind})")
@@ -101,7 +107,7 @@ def sniff(data: bytes, where: str = "file") -> FileKind:
         raise UnknownFormatError(f"{where}: not a persona file (not UTF-8 text, JSON or PNG)") from None
     if where.lower().endswith(".png"):
         raise NotAPNGError(f"{where}: not a PNG image (it is text)")
-    return "toml"
+    return "toml", data
 
 
 def read_limited(path: Path, limits: Limits = DEFAULT_LIMITS) -> bytes:
@@ -123,15 +129,21 @@ def read_limited(path: Path, limits: Limits = DEFAULT_LIMITS) -> bytes:
 
 def import_bytes(data: bytes, *, where: str = "persona", source: str = "", limits: Limits = DEFAULT_LIMITS) -> Persona:
     """Bytes of a persona TOML, card JSON or card PNG -> Persona."""
-    kind = sniff(data, where)
-    data = data if kind == "png" else as_utf8(data, where)
+    return read_persona(data, where=where, source=source, limits=limits)[0]
+
+
+def read_persona(
+    data: bytes, *, where: str = "persona", source: str = "", limits: Limits = DEFAULT_LIMITS
+) -> tuple[Persona, FileKind]:
+    """``import_bytes``, and which format the bytes were in (``PersonaRegistry.install`` keeps it)."""
+    kind, data = _kind_and_text(data, where)
     if kind == "png":
-        return load_card_png(data, where=where, source=source, limits=limits)
+        return load_card_png(data, where=where, source=source, limits=limits), kind
     if kind == "json":
-        return load_card_json(data, where=where, source=source, limits=limits)
+        return load_card_json(data, where=where, source=source, limits=limits), kind
     if len(data) > limits.max_card_bytes:
         raise CardTooLargeError(f"{where}: persona file is over the {size_text(limits.max_card_bytes)} limit")
-    return toml_format.loads(data.decode("utf-8-sig"), where=where, source=source)
+    return toml_format.loads(data.decode("utf-8-sig"), where=where, source=source), kind
 
 
 def import_file(path: str | os.PathLike[str], *, source: str | None = None, limits: Limits = DEFAULT_LIMITS) -> Persona:

@@ -31,11 +31,10 @@ from agentmm.personas.errors import PersonaError, PersonaNotFoundError
 from agentmm.personas.files import (
     atomic_write,
     export,
-    import_bytes,
     import_file,
     read_limited,
+    read_persona,
     slug,
-    sniff,
     validate,
 )
 from agentmm.personas.model import Persona
@@ -273,9 +272,9 @@ class PersonaRegistry:
         """Copy a persona file (validated first, format kept) into the user folder."""
         src = Path(path)
         data = read_limited(src, self.limits)
-        persona = import_bytes(data, where=str(src), limits=self.limits)
+        persona, kind = read_persona(data, where=str(src), limits=self.limits)
         folder = self._user_folder()
-        dest = folder / (slug(persona.name) + _KIND_SUFFIX[sniff(data, str(src))])
+        dest = folder / (slug(persona.name) + _KIND_SUFFIX[kind])
         self._write(dest, data, persona.name, overwrite)
         self.reload()
         return self.get(persona.name)

@@ -290,3 +290,19 @@ def test_resolve_reads_a_first_word_or_the_start_of_a_name_and_refuses_a_shared_
         reg.resolve("Nobody")
     with pytest.raises(PersonaNotFoundError, match="no persona named '  '"):
         reg.resolve("  ")
+
+
+def test_a_utf16_card_is_decoded_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Reading the format and then the card decoded a wide card twice (three times to install it)."""
+    from agentmm.personas import files
+
+    decoded: list[bytes] = []
+    real = files.as_utf8
+    monkeypatch.setattr(files, "as_utf8", lambda data, where="file": decoded.append(data) or real(data, where))
+    path = tmp_path / "wide.json"
+    path.write_bytes(json.dumps(make_v2_card(), ensure_ascii=False).encode("utf-16"))
+    assert import_file(path).name == "Testa Rossa" and len(decoded) == 1
+    decoded.clear()
+    reg = PersonaRegistry(tmp_path / "mine", builtins=False, entry_points=False)
+    assert reg.install(path).name == "Testa Rossa" and (tmp_path / "mine" / "testa-rossa.json").is_file()
+    assert len(decoded) == 2  # the file it copies, then the copy as the registry loads its folder
