@@ -150,6 +150,7 @@ def _chat_with(
     agent: Agent, message: str | None, thread: str | None, as_json: bool, persona: str | None, greeting: int,
     attachments: list[Path], yes: bool,
 ) -> None:  # fmt: skip
+    from agentmm.repl.session import played_persona
     from agentmm.threads import thread_exists
 
     _ = agent.tools  # an unknown tool name fails here, before anything is loaded or saved
@@ -163,7 +164,7 @@ def _chat_with(
         message = ""  # a voice note or a picture alone is a turn
     if message is None and as_json:
         raise typer.BadParameter("--json needs -m TEXT", param_hint="--json")
-    played = _played(agent, chosen, thread)
+    played = played_persona(agent, chosen, thread)
     _check_new_thread_options(agent, thread, played, greeting)
     _play_on_persona_model(agent, played, as_json)
     # A model that would crash this process (a native fault) is said in one line before anyone types.
@@ -173,17 +174,6 @@ def _chat_with(
         _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
     else:
         _repl(agent, thread, chosen, greeting)
-
-
-def _played(agent: Agent, chosen: str | None, thread: str | None) -> str | None:
-    """The persona this run plays: -p, else the thread's, else the configured one for a new thread."""
-    if chosen is not None:
-        return chosen
-    if thread is not None:
-        from agentmm.threads import thread_values
-
-        return thread_values(agent.checkpointer, thread)[0].get("persona") or None
-    return agent.settings.persona
 
 
 def _check_new_thread_options(agent: Agent, thread: str | None, played: str | None, greeting: int) -> None:
@@ -256,9 +246,10 @@ def _approver(yes: bool) -> Callable[[dict[str, Any]], bool]:
 
 def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) -> None:
     """The interactive chat lives in ``agentmm.repl``: a line editor on a terminal, plain lines when piped."""
+    from agentmm.graphs.chat import persona_model
     from agentmm.repl.session import run_chat
 
-    run_chat(agent, thread, persona, greeting)
+    run_chat(agent, thread, persona, greeting, persona_model=persona_model)
 
 
 def _show_observations(observations: list[dict[str, Any]]) -> None:

@@ -16,9 +16,13 @@ if TYPE_CHECKING:
     from langgraph.checkpoint.base import BaseCheckpointSaver
     from langgraph.store.base import BaseStore
 
-    from agentmm.personas import PersonaRegistry
+    from agentmm.personas import Persona, PersonaRegistry
     from agentmm.settings import Settings
     from agentmm.state import TurnContext
+
+
+# The model a persona asks for, unless the run chose one (``graphs.chat.persona_model``).
+PersonaModel = Callable[["Settings", "Persona | None"], "str | None"]
 
 
 class ChatTurn(Protocol):

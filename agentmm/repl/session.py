@@ -21,7 +21,7 @@ from agentmm.repl.terminal import Terminal, note_level, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
 
 if TYPE_CHECKING:
-    from agentmm.repl.ports import ChatAgent, ChatTurn
+    from agentmm.repl.ports import ChatAgent, ChatTurn, PersonaModel
     from agentmm.settings import Settings
 
 HISTORY_FILE = "repl_history"
@@ -31,7 +31,7 @@ class ChatSession:
     """The interactive ``agentmm chat`` over an ``Agent``."""
 
     def __init__(self, agent: ChatAgent, terminal: Terminal, thread_id: str | None = None, *,
-                 persona: str | None = None, greeting: int = 0) -> None:  # fmt: skip
+                 persona: str | None = None, greeting: int = 0, persona_model: PersonaModel) -> None:  # fmt: skip
         from agentmm.threads import new_thread_id
 
         self.agent = agent
@@ -43,7 +43,10 @@ class ChatSession:
         self.thread_id = thread_id or new_thread_id()
         # A persona asked for is passed with the next turn only: the thread remembers it.
         self.pending_persona = persona
-        self.persona = persona or self._thread_persona() or (None if self.resumed else agent.settings.persona)
+        self.persona = played_persona(agent, persona, thread_id)
+        # The model a persona asks for (``graphs.chat.persona_model``, passed in: this package
+        # is under the graphs and cannot import them).
+        self.persona_model = persona_model
         self.greeting = greeting
         self.attachments: list[Path] = []
         self.last_trace: dict[str, Any] | None = None
@@ -202,14 +205,7 @@ class ChatSession:
         return list(SHIPPED_MODELS)
 
     def _thread_values(self) -> dict[str, Any]:
-        from agentmm.threads import thread_exists, thread_values
-
-        if not thread_exists(self.agent.checkpointer, self.thread_id):
-            return {}
-        return thread_values(self.agent.checkpointer, self.thread_id)[0]
-
-    def _thread_persona(self) -> str | None:
-        return self._thread_values().get("persona") or None
+        return saved_values(self.agent, self.thread_id)
 
     def _print_greeting(self) -> None:
         """Show the greeting that will open the thread (the first turn stores the same text)."""
@@ -424,7 +420,7 @@ class ChatSession:
         self.greeting = 0
         if resumed:
             self.pending_persona = None
-            self.persona = self._thread_persona()
+            self.persona = thread_persona(self.agent, self.thread_id)
         else:
             self.pending_persona = self.persona
 
@@ -480,9 +476,7 @@ class ChatSession:
         was set up with where it does not; unless the user chose the model (flag, environment,
         /model), which then stays."""
         settings = self.agent.settings
-        if "model" in settings.given_for_this_run():
-            return
-        wanted = persona.model or self.agent.configured_model
+        wanted = self.persona_model(settings, persona) or self.agent.configured_model
         if wanted == settings.model:
             return
         self._switch_model(settings.updated(origin="persona", model=wanted), configured=self.agent.configured_model)
@@ -516,8 +510,31 @@ def _said(text: str, attachments: list[str]) -> str:
     return _clip(text) or ", ".join(Path(a).name for a in attachments)
 
 
-def run_chat(agent: ChatAgent, thread_id: str | None, persona: str | None, greeting: int,
-             terminal: Terminal | None = None) -> None:  # fmt: skip
+def played_persona(agent: ChatAgent, chosen: str | None, thread_id: str | None) -> str | None:
+    """The persona a chat plays: the one chosen (``-p``), else the thread's when it goes on
+    with one, else the configured one for a new thread (``thread_id`` None)."""
+    if chosen:
+        return chosen
+    return agent.settings.persona if thread_id is None else thread_persona(agent, thread_id)
+
+
+def thread_persona(agent: ChatAgent, thread_id: str) -> str | None:
+    """The persona a saved thread plays (None for none, or a thread not saved yet)."""
+    return saved_values(agent, thread_id).get("persona") or None
+
+
+def saved_values(agent: ChatAgent, thread_id: str) -> dict[str, Any]:
+    """A thread's saved state ({} for one not saved yet: a new thread's first message saves it)."""
+    from agentmm.threads import thread_exists, thread_values
+
+    if not thread_exists(agent.checkpointer, thread_id):
+        return {}
+    return thread_values(agent.checkpointer, thread_id)[0]
+
+
+def run_chat(agent: ChatAgent, thread_id: str | None, persona: str | None, greeting: int, *,
+             persona_model: PersonaModel, terminal: Terminal | None = None) -> None:  # fmt: skip
     """The interactive chat: a line editor on a terminal, plain lines when piped."""
     history = Path(agent.settings.data_dir) / HISTORY_FILE
-    ChatSession(agent, terminal or Terminal.detect(history), thread_id, persona=persona, greeting=greeting).run()
+    ChatSession(agent, terminal or Terminal.detect(history), thread_id, persona=persona, greeting=greeting,
+                persona_model=persona_model).run()  # fmt: skip

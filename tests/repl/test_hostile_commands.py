@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from agentmm.graphs.chat import persona_model
 from agentmm.memory.chroma_store import ChromaStore
 from agentmm.models import SHIPPED_MODELS
 from agentmm.repl.commands import ALIASES, BY_NAME, COMMANDS, Parsed, UnknownCommand, parse
@@ -78,7 +79,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatSession]:
         ChromaStore.from_path(base / "store", index={"dims": 16, "embed": embeddings, "fields": ["text"]}) as store,
     ):
         agent = make_agent(base, ["Hello there.", "Again."], store=store)
-        chat = ChatSession(agent, RecordingTerminal())
+        chat = ChatSession(agent, RecordingTerminal(), persona_model=persona_model)
         chat.handle("Hi, I am Ada.")
         yield chat
 

@@ -17,6 +17,7 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from rich.console import Console
 
 from agentmm.graphs.agent import Agent
+from agentmm.graphs.chat import persona_model
 from agentmm.memory.chroma_store import ChromaStore
 from agentmm.repl.session import ChatSession
 from agentmm.repl.terminal import Terminal
@@ -60,7 +61,7 @@ def make_agent(tmp_path: Path, replies: list[str], store: Any = None, **settings
 
 def chat(agent: Agent, lines: list[str], thread: str | None = None, persona: str | None = None) -> ScriptedTerminal:
     terminal = ScriptedTerminal(lines)
-    ChatSession(agent, terminal, thread, persona=persona).run()
+    ChatSession(agent, terminal, thread, persona=persona, persona_model=persona_model).run()
     return terminal
 
 
@@ -107,7 +108,8 @@ def test_attachments_are_checked_by_their_bytes_when_attached(tmp_path: Path) ->
     disguised.write_bytes(voice.read_bytes())
     session = ChatSession(agent, ScriptedTerminal([f"/image {disguised}", f"/audio {picture}", f"/image {picture}",
                                                     f"/audio {voice}", f"/image {tmp_path}",
-                                                    f"/image {tmp_path}/../{tmp_path.name}/p.png"]))  # fmt: skip
+                                                    f"/image {tmp_path}/../{tmp_path.name}/p.png"]),
+                          persona_model=persona_model)  # fmt: skip
     session.run()
     assert "p.png is attached already" in session.terminal.stderr  # type: ignore[attr-defined]
     errors = [line for line in session.terminal.stderr.splitlines() if "error:" in line]  # type: ignore[attr-defined]
@@ -128,7 +130,7 @@ def test_a_picture_no_model_here_can_see_is_a_note_not_an_error(tmp_path: Path) 
     term = chat(agent, [f"/image {picture}", "What is this?"])
     assert "agentmm: note: p.png: no image captioner is available offline" in term.stderr
     assert "error" not in term.stderr and "A picture!" in term.stdout
-    session = ChatSession(agent, ScriptedTerminal([]))
+    session = ChatSession(agent, ScriptedTerminal([]), persona_model=persona_model)
     session._show_observations([{"file": str(broken), "kind": "image", "error": "truncated"}])
     assert session.terminal.stderr == "agentmm: error: b.png: truncated\n"  # type: ignore[attr-defined]
 
@@ -186,6 +188,26 @@ def test_persona_greeting_and_model(tmp_path: Path) -> None:
     assert values["messages"][0].response_metadata["greeting"] == 1
 
 
+def test_the_played_persona_and_its_model_are_read_as_chat_dash_m_reads_them(tmp_path: Path) -> None:
+    """``cli._played`` and ``ChatSession.__init__`` each read the played persona; the /persona
+    model check was a copy of ``graphs.chat.persona_model``. One function each now."""
+    from agentmm.repl.session import played_persona
+
+    agent = make_agent(tmp_path, ["Evening.", "Hm."], persona="Ilse Varga")
+    thread = thread_of(chat(agent, ["Hello"], persona="Nora Quill"))
+    assert played_persona(agent, None, None) == "Ilse Varga"  # a new thread: the configured one
+    assert played_persona(agent, "Bram Tolliver", thread) == "Bram Tolliver"
+    assert played_persona(agent, None, thread) == "Nora Quill"
+    assert ChatSession(agent, ScriptedTerminal([]), thread, persona_model=persona_model).persona == "Nora Quill"
+    asked: list[str] = []
+
+    def wants(settings: Any, persona: Any) -> None:
+        asked.append(persona.name)
+
+    ChatSession(agent, ScriptedTerminal(["/persona bram"]), thread, persona_model=wants).run()
+    assert asked == ["Bram Tolliver"]
+
+
 def test_memory_commands_and_undo_forgets(tmp_path: Path, memory_store: ChromaStore) -> None:
     agent = make_agent(tmp_path, ["Noted, you like tea."], store=memory_store)
     term = chat(agent, ["/remember Mira likes green tea", "/memory", "/memory tea", "I like tea", "/why", "/undo"])
@@ -204,7 +226,7 @@ def test_memory_ids_are_whole_in_a_narrow_terminal(tmp_path: Path, memory_store:
     agent = make_agent(tmp_path, ["Noted."], store=memory_store)
     term = ScriptedTerminal(["/remember " + "Mira likes green tea and hates rain " * 3, "/memory", "/memory tea"])
     term.out = Console(file=io.StringIO(), width=60, no_color=True, highlight=False)
-    ChatSession(agent, term).run()
+    ChatSession(agent, term, persona_model=persona_model).run()
     note_id = term.stderr.split("remembered ")[1].split()[0]
     firsts = [line.split("│")[0].strip() for line in term.stdout.splitlines() if line.startswith("note:")]
     assert firsts == [note_id, note_id], term.stdout
