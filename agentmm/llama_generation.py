@@ -17,7 +17,7 @@ from langchain_core.messages.tool import tool_call_chunk
 
 from agentmm.character_guard import CharacterGuard
 from agentmm.errors import InputTooLongError, UnsupportedContentError
-from agentmm.llama_runtime import CallStats, LoadedModel, add_stats, clear_errors, last_error
+from agentmm.llama_runtime import CallStats, LoadedModel, add_stats, clear_errors, last_error, vocab_pieces
 
 
 class Generation:
@@ -62,10 +62,15 @@ class Generation:
 
     def stream(self, rendered: list[dict[str, Any]], images: int = 0, **extra: Any) -> Iterator[AIMessageChunk]:
         """Stream one reply (``extra`` overrides this reply's parameters: stop, logit_bias,
-        tools...); ``finish_reason`` and ``said`` describe it when it ends."""
+        tools...; ``words_first=True``: it may not end before a word, see ``agentmm.words_first``);
+        ``finish_reason`` and ``said`` describe it when it ends."""
+        words_first = bool(extra.pop("words_first", False))
         params = {**self.params, **extra}
         if isinstance(params.get("tool_choice"), dict):  # a forced call's arguments: no reply guards
             params.pop("logits_processor", None)
+        if words_first:
+            params["logits_processor"] = self._words_first(params.get("logits_processor"))
+        params = _bias_among_processors(params)
         started_calls: set[int] = set()
         self.said = False
         # The words the reply starts with go out with the model's first token, not before it,
@@ -103,6 +108,16 @@ class Generation:
                 self.loaded.stats.reused_tokens = 0
                 self.loaded.llama.reset()
             add_stats(self.spent, self.loaded.stats)
+
+    def _words_first(self, guards: Any) -> Any:
+        """The reply's guards with ``agentmm.words_first``'s: the reply may not end before a word."""
+        from llama_cpp import LogitsProcessorList
+
+        from agentmm.words_first import WordsFirst, end_tokens
+
+        loaded = self.loaded
+        guard = WordsFirst(loaded.llama, end_tokens(loaded), vocab_pieces(loaded))
+        return LogitsProcessorList([*(guards or ()), guard])
 
     def _started(self, params: dict[str, Any]) -> Any:
         """The chat handler that begins this reply with ``reply_start``, once per reply and only
@@ -155,6 +170,26 @@ class Generation:
             response_metadata=metadata,
             chunk_position="last",
         )
+
+
+def _bias_among_processors(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with a ``logit_bias`` moved into the ``logits_processor`` list, when a call
+    has both: llama-cpp-python 0.3 then drops both (it joins them with ``list.extend``, whose
+    value is None), so a retry's bracket bias and a played character's guards went unapplied."""
+    bias, guards = params.get("logit_bias"), params.get("logits_processor")
+    if not bias or not guards:
+        return params
+    import numpy as np
+    from llama_cpp import LogitsProcessorList
+
+    tokens = np.array([int(token) for token in bias], dtype=np.intc)
+    values = np.array(list(bias.values()), dtype=np.single)
+
+    def biased(input_ids: Any, scores: Any) -> Any:
+        scores[tokens] += values
+        return scores
+
+    return {**params, "logit_bias": None, "logits_processor": LogitsProcessorList([*guards, biased])}
 
 
 def delta_to_chunk(delta: dict[str, Any], started_calls: set[int]) -> AIMessageChunk | None:

@@ -74,6 +74,7 @@ class LoadedModel:
     start_bias: dict[tuple[str, ...], dict[int, float]] = field(default_factory=dict)
     no_bracket_bias: dict[int, float] | None = None
     no_call_bias: dict[int, float] | None = None
+    end_tokens: list[int] | None = None  # ``agentmm.words_first``, found on first use
     guard_tokens: GuardTokens | None = None  # ``agentmm.character_guard``, built on first use
     # The multimodal chat handler over the image projector, when the model has one.
     vision: Any = None

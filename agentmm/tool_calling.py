@@ -38,13 +38,20 @@ CALL_MARK = "[calling "
 
 
 def result_mark(name: str) -> str:
-    return f"[{name} result:"
+    return f"[{bare_result_mark(name)}"
 
 
 def reply_stops(stop: Sequence[str] | None, tools: Sequence[dict[str, Any]]) -> list[str]:
     """The stop sequences of a text reply when ``tools`` are bound: the caller's, and the start
-    of a call or of a result as the conversation renders them."""
-    return [*(stop or []), CALL_MARK, *(result_mark(tool_name(t)) for t in tools), result_mark("tool")]
+    of a call or of a result as the conversation renders them. A result is also stopped at
+    without its bracket: kept from opening one, the 135M model wrote "- find_photos result: 1.
+    /photos/2024/be…" (a result nobody got); the bracketed form, earlier, still cuts first."""
+    names = [*(tool_name(t) for t in tools), "tool"]
+    return [*(stop or []), CALL_MARK, *(result_mark(name) for name in names), *(bare_result_mark(n) for n in names)]
+
+
+def bare_result_mark(name: str) -> str:
+    return f"{name} result:"
 
 
 def new_call_id() -> str:

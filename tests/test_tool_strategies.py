@@ -149,7 +149,10 @@ def test_constrained_reply_stops_at_brackets_and_retries_without_them() -> None:
     reply = joined(strategy.reply(gen, messages, [], 0, [DICE], "none"))  # type: ignore[arg-type]
     assert reply.text == "The die shows 7."
     assert CALL_MARK in gen.calls[0]["stop"]
+    # A made-up result is cut with or without its bracket ("- find_photos result: 1. /photos/...").
+    assert {"[roll_dice result:", "roll_dice result:"} <= set(gen.calls[0]["stop"])
     assert gen.calls[1]["logit_bias"] == {7: -100.0}
+    assert gen.calls[1]["words_first"] is True  # the 135M model after a tool's error ended again at once
 
 
 @pytest.mark.parametrize(
