@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
+from langgraph.channels import EphemeralValue
 from langgraph.graph.message import add_messages
+from pydantic import InstanceOf
+from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypedDict
 
 
@@ -59,8 +62,10 @@ class Trace(TypedDict, total=False):
 
 class ChatState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]
-    # This turn's input, as given; ingest validates it and appends it to ``messages``.
-    input: str
+    # This turn's input, as given; ingest validates it and appends it to ``messages``. Seen by
+    # that one step only (LangGraph's ``EphemeralValue``): a run refused at ingest leaves no
+    # input that a later run, given ``messages`` instead, would read.
+    input: Annotated[str, EphemeralValue]
     # Index into ``messages`` of the first message still inside the context window. It only
     # moves forward, and in big steps, so the prompt's head stays stable between turns.
     window_start: int
@@ -104,7 +109,9 @@ class ChatInput(TypedDict, total=False):
 class TurnContext:
     """Per-run values that are not state: passed as LangGraph's runtime context."""
 
-    cancel: threading.Event = field(default_factory=threading.Event)
+    # Set to stop the turn (Ctrl-C, a client gone). Left out of the context's JSON schema, which
+    # LangGraph Studio and agent-chat-ui read to offer the other fields (an Event has none).
+    cancel: SkipJsonSchema[InstanceOf[threading.Event]] = field(default_factory=threading.Event)
     user_name: str = "User"
     # Switch the thread to this persona from this turn on (a new thread opens with its greeting).
     persona: str | None = None

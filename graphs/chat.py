@@ -33,6 +33,7 @@ from langchain_core.tools import BaseTool
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import REMOVE_ALL_MESSAGES
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
@@ -76,10 +77,17 @@ class Ingest:
         history = state.get("messages", [])
         removed: list[AnyMessage] = []
         text = _input_text(state.get("input"))
+        given: HumanMessage | None = None
         if not text and history and isinstance(history[-1], HumanMessage):  # sent as {"messages": [...]}
-            text = history[-1].text.strip()
-            removed.append(RemoveMessage(id=history[-1].id))  # type: ignore[arg-type]
+            given = history[-1]
+            text = given.text.strip()
             history = history[:-1]
+        # User messages left unanswered before this one: a raw graph's failed runs (the Agent
+        # rolls its own back). Answered now, they would come after the new message.
+        unanswered = _unanswered_tail(history)
+        if unanswered:
+            removed.extend(RemoveMessage(id=m.id) for m in unanswered)  # type: ignore[arg-type]
+            history = history[: -len(unanswered)]
         context = runtime.context or TurnContext()
         if not text and not context.attachments:
             given = (
@@ -89,8 +97,7 @@ class Ingest:
             )
             raise EmptyInputError(f"nothing to say: the message is empty{given}")
         InvalidTextError.check(text, "the message")
-        # The input is taken: a later run given none must not answer it again.
-        update: dict[str, Any] = {"input": ""}
+        update: dict[str, Any] = {}
         if context.retry and (taken := take_out_last_exchange(state)) is not None:
             removed = taken.pop("messages")
             history = history[: last_exchange_start(history)]
@@ -118,9 +125,26 @@ class Ingest:
             trace["persona"] = persona_name
         if opening:
             trace["greeting"] = opening[0].text
+        if unanswered:
+            trace["unanswered_dropped"] = len(unanswered)
         update.update(attachments=list(context.attachments), observations=[], recalled=[], intent="")
-        messages = [*removed, *opening, HumanMessage(text)]
+        # A message sent in ``messages`` keeps its id, which a client (agent-chat-ui) and an
+        # outer graph match it by: put back under it, it keeps its place.
+        message = HumanMessage(text, id=given.id) if given is not None else HumanMessage(text)
+        if given is not None and opening:  # ... but the greeting goes first: the thread anew
+            removed = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
+        messages = [*removed, *opening, message]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
+
+
+def _unanswered_tail(history: Sequence[AnyMessage]) -> list[AnyMessage]:
+    """The user messages at the end of ``history``, which no reply follows."""
+    tail: list[AnyMessage] = []
+    for message in reversed(history):
+        if not isinstance(message, HumanMessage):
+            break
+        tail.append(message)
+    return tail[::-1]
 
 
 def _input_text(given: object) -> str:
@@ -172,18 +196,20 @@ class Composer:
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         context = runtime.context or TurnContext()
         messages = state["messages"]
-        parts = self._parts(state, config, context)
-        if state.get("intent") == "ooc" and state.get("persona"):
-            from agentmm.graphs.intent import ooc_instruction
-
-            character = self.personas().get(state["persona"]).name  # type: ignore[arg-type]
-            parts = replace(parts, tail=[("post_history", ooc_instruction(character))])
-        memories = format_recalled(state.get("recalled") or [], context.user_name)
-        seen = describe_observations(state.get("observations") or [], context.user_name,
-                                     state.get("persona") or "you", self.phrasing)  # fmt: skip
-        turn = [("memories", memories), *parts.turn, ("observations", seen)]
         summary = state.get("summary", "")
+        parts, turn = self._turn_parts(state, config, context, state.get("window_start", 0))
         plan = self._plan(state, parts, turn, summary)
+        # Lore "already in the window" is judged again against the window the plan leaves: an
+        # entry stored with a turn this plan folds away is in the prompt no more. More lore can
+        # only fold more, so this ends; three rounds are plenty.
+        for _ in range(3):
+            if not parts.lore or plan.window_start == state.get("window_start", 0):
+                break
+            again, turn_again = self._turn_parts(state, config, context, plan.window_start)
+            if again.lore == parts.lore:
+                break
+            parts, turn = again, turn_again
+            plan = self._plan(state, parts, turn, summary)
         # Threads saved before the summary had its own node: their summary covers the messages
         # before their window.
         covered = state.get("summary_through", state.get("window_start", 0))
@@ -220,6 +246,22 @@ class Composer:
         )
         return update
 
+    def _turn_parts(
+        self, state: ChatState, config: RunnableConfig, context: TurnContext, kept_from: int
+    ) -> tuple[TurnParts, list[tuple[str, str]]]:
+        """The prompt's parts (see ``_parts``), and the turn's context among them (memories,
+        lore, observations)."""
+        parts = self._parts(state, config, context, kept_from)
+        if state.get("intent") == "ooc" and state.get("persona"):
+            from agentmm.graphs.intent import ooc_instruction
+
+            character = self.personas().get(state["persona"]).name  # type: ignore[arg-type]
+            parts = replace(parts, tail=[("post_history", ooc_instruction(character))])
+        memories = format_recalled(state.get("recalled") or [], context.user_name)
+        seen = describe_observations(state.get("observations") or [], context.user_name,
+                                     state.get("persona") or "you", self.phrasing)  # fmt: skip
+        return parts, [("memories", memories), *parts.turn, ("observations", seen)]
+
     def _plan(self, state: ChatState, parts: TurnParts, turn: list[tuple[str, str]], summary: str) -> WindowPlan:
         summary_part = f"Summary of the conversation so far:\n{summary}" if summary else ""
         return plan_window(
@@ -248,7 +290,9 @@ class Composer:
     def _tool_reserve(self, state: ChatState) -> int:
         return self.toolbox.reserve_tokens(state, self.counter.text) if self.toolbox is not None else 0
 
-    def _parts(self, state: ChatState, config: RunnableConfig, context: TurnContext) -> TurnParts:
+    def _parts(self, state: ChatState, config: RunnableConfig, context: TurnContext, kept_from: int) -> TurnParts:
+        """The parts; lore fires on the thread's window, and is left out as already there when
+        the prompt will hold it from ``kept_from`` on (the window the plan leaves)."""
         name = state.get("persona")
         if not name:
             # Fixed once per thread, so the prompt head never changes under it.
@@ -262,7 +306,7 @@ class Composer:
             user_name=context.user_name,
             seed=thread_seed(config),
             now=_when(state.get("started_at")),
-            in_window="\n".join(turn_context(m) for m in window),
+            in_window="\n".join(turn_context(m) for m in state["messages"][kept_from:]),
             reminder=self.reminder,
             introduction=self.introduction,
             chance=lore_dice(config, state, context),

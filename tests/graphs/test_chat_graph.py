@@ -221,3 +221,44 @@ def test_tools_with_a_model_that_cannot_bind_them_are_refused_when_the_graph_is_
         build_graph(Settings(), model=FakeListChatModel(responses=["x"]), checkpointer=InMemorySaver(),
                     counter=WORDS, tools=[open_vault])  # fmt: skip
     build_graph(Settings(), model=FakeListChatModel(responses=["x"]), checkpointer=InMemorySaver(), counter=WORDS)
+
+
+def test_a_run_refused_at_ingest_leaves_nothing_that_a_later_run_answers() -> None:
+    """A raw graph (``langgraph dev``, Studio) keeps what a run was given even when the run
+    fails: a refused ``{"input": 5}`` made every later run on the thread fail with "not int",
+    and a message whose run failed (a mistyped persona) was answered later, after the new one."""
+    from agentmm.errors import InvalidInputError
+    from agentmm.personas import PersonaNotFoundError
+
+    graph = build_graph(Settings(), model=replies("R0", "R1", "R2"), checkpointer=InMemorySaver(), counter=WORDS)
+    with pytest.raises(InvalidInputError):
+        graph.invoke({"input": 5}, config("a"))
+    state = graph.invoke({"messages": [{"role": "user", "content": "hello"}]}, config("a"))
+    assert [m.text for m in state["messages"]] == ["hello", "R0"]
+
+    with pytest.raises(PersonaNotFoundError):
+        graph.invoke({"input": "first"}, config("b"), context=TurnContext(persona="Nobody Here"))
+    state = graph.invoke({"messages": [{"role": "user", "content": "second"}]}, config("b"))
+    assert [m.text for m in state["messages"]] == ["second", "R1"]
+
+    with pytest.raises(PersonaNotFoundError):
+        graph.invoke({"messages": [HumanMessage("lost")]}, config("c"), context=TurnContext(persona="Nobody Here"))
+    state = graph.invoke({"messages": [HumanMessage("again")]}, config("c"))
+    assert [m.text for m in state["messages"]] == ["again", "R2"]
+    assert state["trace"]["unanswered_dropped"] == 1  # the message whose run failed
+
+
+def test_a_message_sent_as_messages_keeps_its_id_so_an_outer_graph_does_not_hold_it_twice() -> None:
+    """Ingest took the message out and put it back under a new id: agent-chat-ui lost its
+    optimistic message's id, and a parent graph's ``messages`` held every user message twice."""
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    turn = build_graph(Settings(), model=replies("m1", "m2"), counter=WORDS)
+    outer = StateGraph(MessagesState)
+    outer.add_node("turn", turn)
+    outer.add_edge(START, "turn")
+    app = outer.compile(checkpointer=InMemorySaver())
+    app.invoke({"messages": [HumanMessage("hey", id="m-123")]}, config("p"))
+    state = app.invoke({"messages": [HumanMessage("again")]}, config("p"))
+    assert [m.text for m in state["messages"]] == ["hey", "m1", "again", "m2"]
+    assert state["messages"][0].id == "m-123"

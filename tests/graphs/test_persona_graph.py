@@ -278,3 +278,39 @@ def test_a_lore_entry_with_a_probability_is_rolled_each_turn_and_the_trace_says_
         assert won == (roll <= 50) and (won or gulls["note"] == "lost its roll")
         rolls.append(roll)
     assert 4 <= sum(r <= 50 for r in rolls) <= 20  # rolled anew each turn, not once per thread
+
+
+def test_a_new_thread_sent_as_messages_opens_with_the_greeting_before_the_message_by_its_id(
+    registry: PersonaRegistry,
+) -> None:
+    graph = build_graph(Settings(), model=Recording(responses=["Aye."], seen=[]), checkpointer=InMemorySaver(),
+                        counter=WORDS, personas=registry)  # fmt: skip
+    state = graph.invoke(
+        {"messages": [HumanMessage(" Hello! ", id="m-1")]},
+        {"configurable": {"thread_id": "studio"}},
+        context=TurnContext(persona="Tamsin", user_name="Ada"),
+    )
+    assert [(type(m).__name__, m.text) for m in state["messages"]] == [
+        ("AIMessage", "*Tamsin waves.* Welcome to Gull Rock, Ada."), ("HumanMessage", "Hello!"), ("AIMessage", "Aye."),
+    ]  # fmt: skip
+    assert state["messages"][1].id == "m-1"
+
+
+def test_lore_stored_with_a_turn_this_turn_folds_away_is_inserted_again(registry: PersonaRegistry) -> None:
+    """It was judged against the window before the fold: 'already in the window' in the trace
+    and /why, and in the prompt nowhere."""
+    folded_it = 0
+    for asked_at in range(2, 14):  # the lamp again at turn asked_at: some of these turns fold turn 1 away
+        model = Recording(responses=["word " * 20] * 40, seen=[])
+        graph = build_graph(Settings(n_ctx=300, max_tokens=50), model=model, checkpointer=InMemorySaver(),
+                            counter=WORDS, personas=registry)  # fmt: skip
+        run(graph, "Tell me of the lamp.", persona="Tamsin")  # its lore is stored with turn 1
+        for turn in range(2, asked_at):
+            run(graph, f"Turn {turn}: " + "pad " * 12)
+        state = run(graph, "And the lamp? " + "pad " * 10)
+        prompt = "\n".join(m.text for m in model.seen[-1])
+        (lamp,) = [entry for entry in state["trace"]["lore"] if entry["entry"] == "The lamp"]
+        folded_it += state["window_start"] > 1 and state["trace"]["budget"]["folded_this_turn"] > 0
+        if lamp["inserted"] or lamp.get("note") == "already in the window":
+            assert "Fresnel lens" in prompt, (asked_at, lamp, state["trace"]["budget"])
+    assert folded_it, "no turn that asked again folded turn 1 away: the test says nothing"

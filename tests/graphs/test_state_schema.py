@@ -24,3 +24,11 @@ def test_the_input_is_the_message_and_the_schemas_can_be_served() -> None:
     state = graph.invoke({"input": "hello", "persona": "Nobody Such"}, {"configurable": {"thread_id": "t"}})
     assert "persona" not in state and "persona" not in state["trace"]
     assert state["messages"][-1].text == "Hi."
+
+
+def test_the_context_schema_is_json_so_studio_can_offer_persona_and_the_rest() -> None:
+    """``threading.Event`` (the cancel flag) made it fail: Studio and agent-chat-ui got none."""
+    graph = build_graph(Settings(), model=FakeListChatModel(responses=["x"]), counter=TokenCounter(len))
+    fields = graph.get_context_jsonschema()["properties"]
+    assert {"persona", "user_name", "user_id", "greeting", "attachments"} <= set(fields)
+    assert "cancel" not in fields
