@@ -7,7 +7,8 @@ checkpoint history, take it out (``Agent.undo``), put the thread back as a run f
   thread, and a failed or rolled-back run in between does not confuse it.
 - Taking it out writes ``agentmm.exchange.take_out_last_exchange`` (``RemoveMessage`` for each
   of its messages) as the node LangGraph infers ran last, puts back the per-turn record (the
-  trace, attachments, observations, recalled memories) of the turn before it, and clears what
+  trace, attachments, observations, recalled memories) of the turn before it (and the rolling
+  summary it started with, when the summary had taken in part of what goes), and clears what
   that node's edges would run next (``as_node=END``), so the thread is left between turns
   whatever the graph's shape. Nothing needs the graph drawn or a node named.
 - A run that fails is undone by copying the checkpoint it started from as the thread's newest
@@ -32,6 +33,9 @@ from agentmm.threads import thread_exists
 
 # The per-turn record an undo puts back as the turn before had left it (empty before the first).
 TURN_RECORD: dict[str, Any] = {"trace": {}, "attachments": [], "observations": [], "recalled": []}
+# The rolling summary and its marks, put back as the exchange's run found them when the summary
+# had taken in part of what goes (undos in a row past a fold).
+SUMMARY_RECORD: dict[str, Any] = {"summary": "", "summary_through": 0, "window_start": 0}
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,8 @@ def take_out(graph: CompiledStateGraph, exchange: Exchange) -> None:
     if update is None:
         return
     update.update({key: exchange.before.get(key, empty) for key, empty in TURN_RECORD.items()})
+    if "summary_through" in update:  # the summary covered messages that go: it would still tell them
+        update.update({key: exchange.before.get(key, empty) for key, empty in SUMMARY_RECORD.items()})
     graph.bulk_update_state(cfg, [[StateUpdate(update)], [StateUpdate(None, END)]])
 
 

@@ -4,11 +4,13 @@ the real SQLite checkpointer and, where memory matters, the real Chroma store.""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.language_models import BaseChatModel
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
@@ -250,3 +252,39 @@ def test_remember_turn_with_replace_deletes_the_rows_it_does_not_write_again(sto
     rows = [(item.namespace, item.key) for item in turn_memories(store, "t", 3)]
     assert rows == [(("memories", "local", "Ilse"), "t:3:user")]
     assert store.get(("memories", "local", "Nora"), "t:3:assistant") is None
+
+
+class SummaryLists(BaseChatModel):
+    """Replies in a few words; asked for the rolling summary, lists the WORDn it was shown."""
+
+    @property
+    def _llm_type(self) -> str:
+        return "summary-lists"
+
+    def _generate(self, messages: list[BaseMessage], stop: Any = None, run_manager: Any = None, **kw: Any) -> Any:
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        shown = " ".join(m.text for m in messages)
+        is_summary = "running summary" in messages[0].text
+        text = " ".join(sorted(set(re.findall(r"WORD\d+", shown)))) if is_summary else "Okay, noted. " * 6
+        return ChatResult(generations=[ChatGeneration(message=AIMessage(text))])
+
+
+def test_undos_past_a_fold_take_the_undone_turns_out_of_the_summary_too(tmp_path: Path) -> None:
+    """Undone turns stayed in the rolling summary: after 19 undos past three folds, the next
+    prompt still held a summary of turns 2-17."""
+    with Agent(model=SummaryLists(), memory=False, n_ctx=512, max_tokens=40, data_dir=tmp_path) as agent:
+        thread = None
+        for i in range(1, 15):
+            thread = agent.chat(f"fact {i}: the password of day {i} is WORD{i}", thread).thread_id
+        values = agent.graph.get_state({"configurable": {"thread_id": thread}}).values
+        assert "WORD2" in values["summary"]  # the thread folded
+        while len(said(agent, thread)) > 4:
+            agent.undo(thread)
+            values = agent.graph.get_state({"configurable": {"thread_id": thread}}).values
+            kept = " ".join(m.text for m in values["messages"])
+            told = set(re.findall(r"WORD\d+", values.get("summary", "")))
+            assert told <= set(re.findall(r"WORD\d+", kept)), (told, kept)
+            assert values.get("summary_through", 0) <= values.get("window_start", 0) <= len(values["messages"])
+        reply = agent.chat("What do you know?", thread)
+        assert "WORD3" not in str(reply.trace)
