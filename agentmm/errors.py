@@ -131,3 +131,39 @@ class RuntimeClosedError(AgentmmError):
 class ModelServerError(ModelError):
     """The model server (``model_url``) cannot be reached, refuses the key, does not serve the
     model asked for, or answers a request with an error."""
+
+
+# The typed errors defined beside what raises them, importable from here too (read on first use:
+# their modules import this one). The perception tools' errors are in ``agentmm.tools.errors``.
+_ELSEWHERE = {
+    "agentmm.thread_lock": ["ThreadInUseError"],
+    "agentmm.personas.errors": [
+        "PersonaError", "PersonaNotFoundError", "PersonaFormatError", "UnknownFormatError", "UnsupportedExportError",
+        "CardError", "NotAPNGError", "CorruptPNGError", "NoCardInPNGError", "CardEncodingError", "CardJSONError",
+        "CardSpecError", "CardTooLargeError", "LorebookError",
+    ],
+    "agentmm.memory.errors": [
+        "MemoryStoreError", "StoreInUseError", "StoreDamagedError", "StoreUnreachableError", "VectorExtensionError",
+        "EmbeddingDimsMismatchError", "InvalidFilterError", "EmbedderError",
+    ],
+    "agentmm.memory.manage": ["MemoryNotFoundError", "ExportFileError"],
+    "agentmm.memory.locomo": ["EvalFileError"],
+    "agentmm.plugins": ["ToolNotFoundError"],
+    "agentmm.postgres": ["DatabaseError"],
+    "agentmm.native_probe": ["NativeCrashError"],
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _ELSEWHERE.items() for name in names}
+
+
+def __getattr__(name: str) -> type[AgentmmError]:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    error: type[AgentmmError] = getattr(importlib.import_module(module), name)
+    return error
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
