@@ -298,8 +298,10 @@ class Agent:
         **filters: Any,
     ) -> AsyncIterator[Any]:
         """LangChain's event stream of one turn (``version="v2"``): model tokens
-        (``on_chat_model_stream``), node starts and ends, tool runs, and the nodes' custom
-        progress (``on_custom_event``), for a web app to show as they happen. The turn is the
+        (``on_chat_model_stream``), node starts and ends and tool runs (``on_tool_start``,
+        ``on_tool_end``), for a web app to show as they happen. (The tool node's own progress
+        dicts, ``tool_start``/``tool_end`` with the call's id and status, are LangGraph's
+        ``stream_mode="custom"``, not events here: ``graph.stream(..., stream_mode="custom")``.) The turn is the
         same as ``achat``'s (greeting, approvals through ``on_approval``, rollback of a failed
         run); ``filters`` are ``astream_events``' ``include_``/``exclude_`` names, types, tags."""
         turn = self.stream(text, thread_id, persona=persona, attachments=attachments)

@@ -674,7 +674,8 @@ def build_graph(
     # Both paths: sync runs call the model's stream, async ones (the Agent's) its astream.
     builder.add_node("generate", RunnableCallable(generator, generator.acall, name="generate", trace=False))
     if toolbox is not None:
-        builder.add_node("tools", RunTools(toolbox))
+        tools_node = RunTools(toolbox)  # async runs await async-only tools on their own loop
+        builder.add_node("tools", RunnableCallable(tools_node, tools_node.acall, name="tools", trace=False))
     if memory:
         builder.add_node("remember", Remember(phrasing))
     builder.add_node("summarize", Summarize(model, summary_tokens(settings.n_ctx)))

@@ -31,6 +31,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCa
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from langgraph._internal._constants import CONFIG_KEY_RUNTIME
 from langgraph.config import get_stream_writer
 from langgraph.prebuilt import ToolNode
 from langgraph.runtime import Runtime
@@ -118,51 +119,34 @@ def wants_tools(message: BaseMessage) -> bool:
 
 
 class RunTools:
-    """Answer each of the last reply's tool calls with a tool message (and a trace entry)."""
+    """Answer each of the last reply's tool calls with a tool message (and a trace entry).
+
+    A sync run calls the node, an async one (``ainvoke``, ``astream``, the Agent's) its
+    ``acall``: there an async-only tool runs on the run's own event loop, so it can await what
+    the app made on it (its HTTP client, a database pool), and is cancelled at its timeout."""
 
     def __init__(self, toolbox: ToolBox) -> None:
         self.toolbox = toolbox
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        cancel = (runtime.context or TurnContext()).cancel
-        request = state["messages"][-1]
-        assert isinstance(request, AIMessage)
-        offered = {tool.name: tool for tool in self.toolbox.offered(state)}
-        # Ask every approval first: a resumed node re-runs from the top, and nothing has run yet.
-        verdicts = {
-            call["id"]: _approved(interrupt(approval_request(call)))
-            for call in request.tool_calls
-            if call["name"] in offered and self.toolbox.needs_approval(offered[call["name"]])
-        }
-        messages: list[ToolMessage] = []
-        entries: list[dict[str, Any]] = []
-        progress = get_stream_writer()  # stream_mode="custom": a web app can show "rolling dice..."
-        for call in request.tool_calls:
-            started = time.perf_counter()
-            call_id = call["id"] or f"call_{uuid.uuid4().hex[:16]}"
-            progress({"type": "tool_start", "tool": call["name"], "args": call["args"], "id": call_id})
-            tool = offered.get(call["name"])
-            if tool is None:
-                status, text = "unavailable", f"error: no tool named {call['name']!r} is available here"
-            elif verdicts.get(call["id"], True) is False:
-                status, text = "denied", "the user did not allow this call"
-            elif cancel.is_set():
-                status, text = "cancelled", "error: the user stopped the turn before this call ran"
-            else:
-                status, text = self._run(tool, {**call, "id": call_id}, config, cancel)
-            text = self._cap(text)
-            messages.append(ToolMessage(text, tool_call_id=call_id, name=call["name"],
-                                        status="success" if status == "ok" else "error"))  # fmt: skip
-            entries.append(_entry(call["name"], call["args"], call_id, status, text, started))
-            progress({"type": "tool_end", "tool": call["name"], "id": call_id, "status": status})
-        for bad in request.invalid_tool_calls:
-            call_id = bad.get("id") or f"call_{uuid.uuid4().hex[:16]}"
-            text = f"error: malformed tool call ({bad.get('error') or 'arguments are not valid JSON'}); try again"
-            messages.append(ToolMessage(text, tool_call_id=call_id, name=bad.get("name") or "tool", status="error"))
-            entries.append(_entry(bad.get("name") or "?", bad.get("args"), call_id, "malformed", text,
-                                  time.perf_counter()))  # fmt: skip
-        previous = (state.get("trace") or {}).get("tool_calls", [])
-        return {"messages": messages, "trace": trace_step(state, "tools", tool_calls=[*previous, *entries])}
+        round_ = _Round(self.toolbox, state, config, runtime)
+        for call in round_.calls:
+            tool, call = round_.begin(call)
+            outcome = round_.refused(call, tool) or self._run(tool, call, round_.config, round_.cancel)  # type: ignore[arg-type]
+            round_.end(call, outcome)
+        return round_.update()
+
+    async def acall(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
+        round_ = _Round(self.toolbox, state, config, runtime)
+        for call in round_.calls:
+            tool, call = round_.begin(call)
+            outcome = round_.refused(call, tool)
+            if outcome is None and _async_only(tool):  # type: ignore[arg-type]
+                outcome = await self._arun(tool, call, round_.config, round_.cancel)  # type: ignore[arg-type]
+            elif outcome is None:  # on a thread of its own, as in a sync run, the loop left free
+                outcome = await asyncio.to_thread(self._run, tool, call, round_.config, round_.cancel)  # type: ignore[arg-type]
+            round_.end(call, outcome)
+        return round_.update()
 
     def _run(
         self, tool: BaseTool, call: dict[str, Any], config: RunnableConfig, cancel: threading.Event
@@ -186,9 +170,96 @@ class RunTools:
         if outcome:
             return outcome[0]
         _ABANDONED.add(worker)
+        return self._given_up(tool, cancel)
+
+    async def _arun(
+        self, tool: BaseTool, call: dict[str, Any], config: RunnableConfig, cancel: threading.Event
+    ) -> tuple[str, str]:
+        """Run an async-only tool's call as a task on this loop, cancelled after ``timeout_s``
+        or as soon as the turn is."""
+        task = asyncio.ensure_future(_ainvoke(self.toolbox.node, tool, call, config))
+        deadline = time.monotonic() + self.toolbox.timeout_s
+        try:
+            while not task.done() and not cancel.is_set() and (left := deadline - time.monotonic()) > 0:
+                await asyncio.wait({task}, timeout=min(left, _CANCEL_POLL_S))
+        finally:
+            if not task.done():
+                task.cancel()  # the tool stops at its next await (also when this run is cancelled)
+        if task.done() and not task.cancelled():
+            error = task.exception()
+            return ("error", _failure_text(error)) if error is not None else task.result()
+        return self._given_up(tool, cancel)
+
+    def _given_up(self, tool: BaseTool, cancel: threading.Event) -> tuple[str, str]:
         if cancel.is_set():
             return "cancelled", f"error: the user stopped the turn while {tool.name} ran; it was abandoned"
         return "timeout", f"error: {tool.name} did not finish within {self.toolbox.timeout_s:g} s and was abandoned"
+
+
+class _Round:
+    """One round of a turn's tool calls, kept apart from how each call runs (a thread in a
+    sync run, the run's loop for an async tool): which may run, what they answered, the trace."""
+
+    def __init__(
+        self, toolbox: ToolBox, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]
+    ) -> None:
+        if runtime.context is None:  # a run given no context=: its tools get the defaults, as its nodes do
+            runtime = runtime.override(context=TurnContext())
+            config = {**config, "configurable": {**config.get("configurable", {}), CONFIG_KEY_RUNTIME: runtime}}
+        self.toolbox = toolbox
+        self.state = state
+        self.config = config
+        self.cancel = runtime.context.cancel
+        self.request = state["messages"][-1]
+        assert isinstance(self.request, AIMessage)
+        self.calls = self.request.tool_calls
+        self.offered = {tool.name: tool for tool in toolbox.offered(state)}
+        # Ask every approval first: a resumed node re-runs from the top, and nothing has run yet.
+        self.verdicts = {
+            call["id"]: _approved(interrupt(approval_request(call)))
+            for call in self.calls
+            if call["name"] in self.offered and toolbox.needs_approval(self.offered[call["name"]])
+        }
+        self.messages: list[ToolMessage] = []
+        self.entries: list[dict[str, Any]] = []
+        self.progress = get_stream_writer()  # stream_mode="custom": a web app can show "rolling dice..."
+        self.started = 0.0
+
+    def begin(self, call: ToolCall) -> tuple[BaseTool | None, dict[str, Any]]:
+        """The tool a call names (None when not offered) and the call, with an id."""
+        self.started = time.perf_counter()
+        call_id = call["id"] or f"call_{uuid.uuid4().hex[:16]}"
+        self.progress({"type": "tool_start", "tool": call["name"], "args": call["args"], "id": call_id})
+        return self.offered.get(call["name"]), {**call, "id": call_id, "asked_id": call["id"]}
+
+    def refused(self, call: dict[str, Any], tool: BaseTool | None) -> tuple[str, str] | None:
+        """Why the call does not run, as its (status, answer); None when it runs."""
+        if tool is None:
+            return "unavailable", f"error: no tool named {call['name']!r} is available here"
+        if self.verdicts.get(call["asked_id"], True) is False:
+            return "denied", "the user did not allow this call"
+        if self.cancel.is_set():
+            return "cancelled", "error: the user stopped the turn before this call ran"
+        return None
+
+    def end(self, call: dict[str, Any], outcome: tuple[str, str]) -> None:
+        status, text = outcome[0], self._cap(outcome[1])
+        self.messages.append(ToolMessage(text, tool_call_id=call["id"], name=call["name"],
+                                         status="success" if status == "ok" else "error"))  # fmt: skip
+        self.entries.append(_entry(call["name"], call["args"], call["id"], status, text, self.started))
+        self.progress({"type": "tool_end", "tool": call["name"], "id": call["id"], "status": status})
+
+    def update(self) -> dict[str, Any]:
+        for bad in self.request.invalid_tool_calls:
+            call_id = bad.get("id") or f"call_{uuid.uuid4().hex[:16]}"
+            text = f"error: malformed tool call ({bad.get('error') or 'arguments are not valid JSON'}); try again"
+            self.messages.append(ToolMessage(text, tool_call_id=call_id, name=bad.get("name") or "tool",
+                                             status="error"))  # fmt: skip
+            self.entries.append(_entry(bad.get("name") or "?", bad.get("args"), call_id, "malformed", text,
+                                       time.perf_counter()))  # fmt: skip
+        previous = (self.state.get("trace") or {}).get("tool_calls", [])
+        trace = trace_step(self.state, "tools", tool_calls=[*previous, *self.entries])
+        return {"messages": self.messages, "trace": trace}
 
     def _cap(self, text: str) -> str:
         limit = self.toolbox.max_output_chars
@@ -208,14 +279,35 @@ def _invoke(node: ToolNode, tool: BaseTool, call: dict[str, Any], config: Runnab
     """Run one call through LangGraph's ``ToolNode`` under this node's config: it reads the
     run's state, context and store from the config (as it does as a node of its own) and
     injects them into the parameters the tool declares for them."""
-    tool_call = {"name": call["name"], "args": call["args"], "id": call["id"], "type": "tool_call"}
     try:
-        if getattr(tool, "func", True) is None and getattr(tool, "coroutine", None) is not None:
-            result = asyncio.run(node.ainvoke([tool_call], config))  # an async-only tool
+        if _async_only(tool):  # a sync run: the tool gets a loop of its own
+            result = asyncio.run(node.ainvoke([_tool_call(call)], config))
         else:
-            result = node.invoke([tool_call], config)
+            result = node.invoke([_tool_call(call)], config)
     except Exception as exc:  # a failure outside the tool itself (the injection): the model hears it
         return "error", _error_text(exc)
+    return _answer(result)
+
+
+async def _ainvoke(node: ToolNode, tool: BaseTool, call: dict[str, Any], config: RunnableConfig) -> tuple[str, str]:
+    """``_invoke`` on the run's own event loop."""
+    try:
+        result = await node.ainvoke([_tool_call(call)], config)
+    except Exception as exc:
+        return "error", _error_text(exc)
+    return _answer(result)
+
+
+def _async_only(tool: BaseTool) -> bool:
+    return getattr(tool, "func", True) is None and getattr(tool, "coroutine", None) is not None
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    return {"name": call["name"], "args": call["args"], "id": call["id"], "type": "tool_call"}
+
+
+def _answer(result: Any) -> tuple[str, str]:
+    """A ``ToolNode`` result as (status, text)."""
     answers = result.get("messages", []) if isinstance(result, dict) else result
     answer = answers[0] if isinstance(answers, list) and answers else answers
     if isinstance(answer, ToolMessage):

@@ -275,6 +275,16 @@ def test_a_tool_gets_langgraphs_runtime_and_a_forged_one_is_dropped() -> None:
     assert answer.text == "ada in t, call w1, 2 messages, store InMemoryStore", answer.text
 
 
+def test_a_run_given_no_context_gives_its_tools_the_default_one() -> None:
+    """README says ``runtime.context`` is a ``TurnContext``: it was None for a graph invoked
+    without ``context=``, and a tool written from README failed on ``context.user_id``."""
+    script = [call("whoami", "w1", question="?"), AIMessage("Ok.")]
+    graph = build_graph(Settings(memory_k=0), model=ScriptedToolModel(script=script), checkpointer=InMemorySaver(),
+                        counter=WORDS, tools=[whoami])  # fmt: skip
+    (answer,) = tool_messages(graph.invoke({"input": "who am I?"}, CONFIG))
+    assert answer.text.startswith("local in t, call w1"), answer.text
+
+
 def test_memory_tools_without_memory_tell_the_model() -> None:
     from agentmm.tools.memory_tools import search_memory
 
@@ -409,3 +419,48 @@ def test_a_hung_tool_given_up_on_does_not_keep_the_cli_from_exiting(tmp_path: Pa
                           cwd=Path(__file__).parents[2])  # fmt: skip
     assert done.stdout.split() == ["timeout", "True"], done.stderr
     assert done.returncode == 3 and time.perf_counter() - started < 30
+
+
+def test_an_async_tool_runs_on_the_loop_of_an_async_run() -> None:
+    """It ran under asyncio.run on a thread of its own: a future, queue or client the app made
+    on its loop failed ('attached to a different loop')."""
+
+    async def main() -> tuple[dict[str, Any], list[str]]:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.call_later(0.05, ready.set_result, "pool")
+        outbox: asyncio.Queue[str] = asyncio.Queue()
+
+        @tool
+        async def notify(text: str) -> str:
+            """Tell the app's UI something."""
+            await outbox.put(text)
+            return f"{await ready} on the app's loop: {asyncio.get_running_loop() is loop}"
+
+        model = ScriptedToolModel(script=[call("notify", text="hi"), AIMessage("Sent.")])
+        state = await graph_with(model, [notify]).ainvoke({"input": "notify"}, CONFIG)
+        return state, [outbox.get_nowait() for _ in range(outbox.qsize())]
+
+    state, sent = asyncio.run(main())
+    assert tool_messages(state)[0].text == "pool on the app's loop: True"
+    assert sent == ["hi"] and state["messages"][-1].text == "Sent."
+
+
+def test_an_async_tool_past_its_timeout_is_cancelled_and_the_turn_goes_on() -> None:
+    stopped = []
+
+    @tool
+    async def forever(text: str) -> str:
+        """Never answers."""
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            stopped.append(text)
+            raise
+        return "never"
+
+    model = ScriptedToolModel(script=[call("forever", text="x"), AIMessage("Gave up.")])
+    graph = graph_with(model, [forever], tool_timeout_s=0.2)
+    state = asyncio.run(graph.ainvoke({"input": "wait"}, CONFIG))
+    assert "did not finish within 0.2 s" in tool_messages(state)[0].text
+    assert stopped == ["x"] and state["messages"][-1].text == "Gave up."
