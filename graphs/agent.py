@@ -21,8 +21,8 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
-from agentmm.errors import NotAChatModelError, NothingToUndoError, RuntimeClosedError, SettingsError
-from agentmm.graphs.chat import build_graph, persona_model
+from agentmm.errors import NothingToUndoError, RuntimeClosedError, SettingsError
+from agentmm.graphs.chat import build_graph, model_and_tools, not_settings, persona_model
 from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, take_out
 from agentmm.graphs.turn import Timings, TurnResult, TurnStream, Usage  # noqa: F401  (re-exported)
 from agentmm.memory.conversation import forget_turn
@@ -68,15 +68,10 @@ class Agent:
         tools: Sequence[BaseTool | str] | None = None,
         **overrides: Any,
     ) -> None:
-        if isinstance(model, (str, os.PathLike)):
-            overrides["model"] = os.fspath(model)
-            model = None
-        elif model is not None and not isinstance(model, BaseChatModel):
-            raise NotAChatModelError(_not_a_chat_model(model))
-        if tools is not None and all(isinstance(tool, str) for tool in tools):
-            overrides["tools"], tools = list(tools), None  # names, as the tools setting takes them
-        elif tools is not None and not all(isinstance(tool, BaseTool) for tool in tools):
-            raise SettingsError("tools takes LangChain tools (BaseTool) or tool names, not a mix or anything else")
+        model, tools, named = model_and_tools(model, tools)
+        overrides.update(named)
+        if settings is not None and not isinstance(settings, Settings):
+            raise SettingsError(not_settings(settings))
         self.settings = settings.updated(**overrides) if settings is not None else load_settings(**overrides)
         # The model this agent was set up with, before a played persona's own took its place.
         self.configured_model = self.settings.model
@@ -383,14 +378,3 @@ def _close_model(model: BaseChatModel) -> None:
     close = getattr(model, "close", None)
     if close is not None:
         close()
-
-
-def _not_a_chat_model(model: object) -> str:
-    """Why ``model`` cannot be the agent's chat model, in one line."""
-    if isinstance(model, type):
-        hint = f": pass an instance, {model.__name__}(...)" if issubclass(model, BaseChatModel) else ""
-        return f"model is the class {model.__name__}, not a chat model{hint}"
-    shown = " ".join(repr(model).split())
-    shown = shown if len(shown) <= 60 else shown[:59] + "…"
-    return (f"model must be a LangChain BaseChatModel or a model name or path (str or Path), "
-            f"not {type(model).__name__} {shown}")  # fmt: skip

@@ -8,6 +8,7 @@ it. A thread may play a persona (``TurnContext.persona``): compose then builds t
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import warnings
@@ -40,7 +41,15 @@ from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_window, render, turn_context
-from agentmm.errors import EmptyInputError, Hint, InvalidInputError, InvalidTextError, ToolsNotSupportedError
+from agentmm.errors import (
+    EmptyInputError,
+    Hint,
+    InvalidInputError,
+    InvalidTextError,
+    NotAChatModelError,
+    SettingsError,
+    ToolsNotSupportedError,
+)
 from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
@@ -311,6 +320,40 @@ class Composer:
             introduction=self.introduction,
             chance=lore_dice(config, state, context),
         )
+
+
+def model_and_tools(
+    model: BaseChatModel | str | os.PathLike[str] | None, tools: Sequence[BaseTool | str] | None
+) -> tuple[BaseChatModel | None, list[BaseTool] | None, dict[str, Any]]:
+    """The chat model and tools given to ``build_graph`` or an ``Agent``, checked, and the
+    settings they name: a model file or name (``model``), tool names (``tools``). Typed errors
+    for anything else."""
+    named: dict[str, Any] = {}
+    if isinstance(model, (str, os.PathLike)):
+        named["model"], model = os.fspath(model), None
+    elif model is not None and not isinstance(model, BaseChatModel):
+        raise NotAChatModelError(_not_a_chat_model(model))
+    if tools is not None and all(isinstance(tool, str) for tool in tools):
+        named["tools"], tools = list(tools), None  # names, as the tools setting takes them
+    elif tools is not None and not all(isinstance(tool, BaseTool) for tool in tools):
+        raise SettingsError("tools takes LangChain tools (BaseTool) or tool names, not a mix or anything else")
+    return model, list(tools) if tools is not None else None, named  # type: ignore[arg-type]
+
+
+def not_settings(settings: object) -> str:
+    return (f"settings must be agentmm's Settings (Settings(...), load_settings(...)), not {type(settings).__name__}; "
+            "a dict's keys go to load_settings(**keys)")  # fmt: skip
+
+
+def _not_a_chat_model(model: object) -> str:
+    """Why ``model`` cannot be the chat model, in one line."""
+    if isinstance(model, type):
+        hint = f": pass an instance, {model.__name__}(...)" if issubclass(model, BaseChatModel) else ""
+        return f"model is the class {model.__name__}, not a chat model{hint}"
+    shown = " ".join(repr(model).split())
+    shown = shown if len(shown) <= 60 else shown[:59] + "…"
+    return (f"model must be a LangChain BaseChatModel or a model name or path (str or Path), "
+            f"not {type(model).__name__} {shown}")  # fmt: skip
 
 
 def lore_dice(config: RunnableConfig, state: ChatState, context: TurnContext) -> random.Random:
@@ -591,10 +634,10 @@ def _persona_source(registry: PersonaRegistry | None, folder: Path | None = None
 def build_graph(
     settings: Settings | None = None,
     *,
-    model: BaseChatModel | None = None,
+    model: BaseChatModel | str | os.PathLike[str] | None = None,
     checkpointer: BaseCheckpointSaver | None = None,
     store: BaseStore | None = None,
-    tools: Sequence[BaseTool] | None = None,
+    tools: Sequence[BaseTool | str] | None = None,
     personas: PersonaRegistry | None = None,
     perception: Perception | None = None,
     counter: TokenCounter | None = None,
@@ -603,10 +646,11 @@ def build_graph(
     """The turn graph, configured by ``settings`` (default: ``load_settings()``).
 
     Each argument replaces what the settings would give: ``model`` (any LangChain
-    ``BaseChatModel``; default: the configured one, on ``settings.model_url``'s server or the GGUF,
-    loaded on its first turn), ``checkpointer``
-    (none: the caller's server or outer graph brings one), ``store`` (any LangGraph ``BaseStore``),
-    ``tools`` (default: those named in ``settings.tools``), ``personas`` (default: the built-ins,
+    ``BaseChatModel``, or a model name or file as the ``model`` setting takes; default: the
+    configured one, on ``settings.model_url``'s server or the GGUF, loaded on its first turn),
+    ``checkpointer`` (none: the caller's server or outer graph brings one), ``store`` (any
+    LangGraph ``BaseStore``), ``tools`` (LangChain tools, or tool names as the ``tools`` setting
+    takes; default: those named in ``settings.tools``), ``personas`` (default: the built-ins,
     the ``agentmm.personas`` entry points and ``settings.personas_dir``), ``perception`` (the
     captioner and speech model attachments go through) and ``counter`` (default: the model's own
     tokenizer where it has one). ``runtime`` is where the tools and perception open what they
@@ -628,7 +672,11 @@ def build_graph(
     from agentmm.graphs.summarize import Summarize, summary_pending
     from agentmm.plugins import build_tools, enabled_tools
 
+    if settings is not None and not isinstance(settings, Settings):
+        raise SettingsError(not_settings(settings))
+    model, tools, named = model_and_tools(model, tools)
     settings = settings if settings is not None else load_settings()
+    settings = settings.updated(**named) if named else settings
     if model is None:
         from agentmm.model_server import chat_model
 

@@ -262,3 +262,19 @@ def test_a_message_sent_as_messages_keeps_its_id_so_an_outer_graph_does_not_hold
     state = app.invoke({"messages": [HumanMessage("again")]}, config("p"))
     assert [m.text for m in state["messages"]] == ["hey", "m1", "again", "m2"]
     assert state["messages"][0].id == "m-123"
+
+
+def test_build_graph_checks_its_arguments_as_the_agent_does(tmp_path: Any) -> None:
+    """Tool names, a model name and a settings dict gave AttributeErrors from deep inside."""
+    from agentmm.errors import NotAChatModelError, SettingsError
+    from tests.graphs.scripted_model import ScriptedToolModel
+
+    model = ScriptedToolModel(script=[AIMessage("x")])
+    graph = build_graph(Settings(data_dir=tmp_path), model=model, tools=["roll_dice"], counter=WORDS)
+    assert "tools" in graph.nodes  # the name, as the tools setting takes it
+    with pytest.raises(NotAChatModelError, match="model must be a LangChain BaseChatModel or a model name"):
+        build_graph(Settings(data_dir=tmp_path), model=42)  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match=r"settings must be agentmm's Settings .* not dict"):
+        build_graph({"memory": False}, model=replies("x"))  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match="not a mix"):
+        build_graph(Settings(data_dir=tmp_path), model=replies("x"), tools=["roll_dice", 3])  # type: ignore[list-item]
