@@ -6,6 +6,7 @@ prompt head stays cacheable between folds; it is checkpointed with the thread.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from langchain_core.language_models import BaseChatModel
@@ -53,14 +54,33 @@ def fold_into_summary(
     """The new summary: ``previous`` with ``folded`` merged in (``previous`` if none fold)."""
     if not folded:
         return previous
+    # The length is said as words (about 3 of 4 tokens are words in English): told nothing, a
+    # small model wrote past max_tokens and the summary ended "...the girl you're referring".
+    words = max(8, max_tokens * 3 // 4 - 8)
     prompt = (
         f"Earlier summary:\n{previous or '(none)'}\n\n"
-        f"New messages:\n{transcript(folded, user_name, char_name)}\n\nUpdated summary:"
+        f"New messages:\n{transcript(folded, user_name, char_name)}\n\n"
+        f"Updated summary, at most {words} words:"
     )
     bound = model.bind(max_tokens=max_tokens) if _accepts_max_tokens(model) else model
     reply = bound.invoke([SystemMessage(INSTRUCTIONS), HumanMessage(prompt)])
     text = reply.text.strip()
+    if reply.response_metadata.get("finish_reason") == "length":  # cut at max_tokens
+        text = whole_sentences(text)
     return text or previous
+
+
+_SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s|$)")
+
+
+def whole_sentences(text: str) -> str:
+    """``text`` up to its last whole sentence: a summary cut at ``max_tokens`` mid-sentence
+    ("(10) The sea is a") loses the torn end, not the sense of the rest. Text with no sentence
+    end at all is kept as it is. (Only for a cut summary: a whole one may end without a stop.)"""
+    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    if not ends or ends[-1] == len(text.rstrip()):
+        return text
+    return text[: ends[-1]].rstrip()
 
 
 def _accepts_max_tokens(model: BaseChatModel) -> bool:

@@ -174,3 +174,32 @@ def test_the_summary_is_sized_to_the_context() -> None:
         if model.asked:
             break
     assert model.asked and set(model.asked) == {32}
+
+
+def test_a_summary_cut_mid_sentence_keeps_its_whole_sentences_and_was_told_its_length() -> None:
+    from langchain_core.messages import HumanMessage
+
+    from agentmm.summary import fold_into_summary, whole_sentences
+
+    assert whole_sentences("Mira has a dog, Biscuit. Yara is the girl you're referring") == "Mira has a dog, Biscuit."
+    assert whole_sentences('Ada said "no." Then (10) The sea is a') == 'Ada said "no."'
+    assert whole_sentences("Ada keeps bees.") == "Ada keeps bees."
+    assert whole_sentences("no sentence end at all") == "no sentence end at all"
+
+    seen: list[list[BaseMessage]] = []
+
+    class Cut(FakeListChatModel):
+        """Its reply ends where max_tokens cut it, as llama.cpp and OpenAI servers say."""
+
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+            seen.append(messages)
+            text = self._call(messages, *args, **kwargs)
+            return ChatResult(generations=[ChatGeneration(message=AIMessage(text, response_metadata={
+                "finish_reason": "length" if text.endswith("the") else "stop"}))])  # fmt: skip
+
+    model = Cut(responses=["Ada keeps bees. She sells honey at the", "Ada keeps bees. Bo likes tea"])
+    folded = [HumanMessage("I keep bees.")]
+    assert fold_into_summary(model, "", folded, user_name="Ada", char_name="Bo", max_tokens=64) == "Ada keeps bees."
+    assert "at most 40 words" in seen[0][-1].text
+    # A whole summary may end without a stop: nothing is cut from it.
+    assert fold_into_summary(model, "", folded, user_name="Ada", char_name="Bo") == "Ada keeps bees. Bo likes tea"
