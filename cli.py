@@ -431,6 +431,9 @@ def threads_show(thread_id: str, as_json: JsonFlag = False) -> None:
         return
     summary, messages = shown, shown["messages"]
     sys.stdout.write(f"thread {thread_id} · {summary['turns']} turns · updated {summary['updated_at']}\n")
+    if shown["summary"]:
+        folded = shown["summary_through"]
+        sys.stdout.write(f"summary of the first {folded} messages> {printable(shown['summary'])}\n")
     for m in messages:
         mark = " [interrupted]" if m.get("interrupted") else ""
         sys.stdout.write(f"{m['role']}> {printable(m['content'])}{mark}\n")

@@ -381,12 +381,14 @@ def message_dict(message: AnyMessage) -> dict[str, Any]:
 
 
 def thread_dict(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any]:
-    """A thread as ``threads show --json`` prints it: its summary, window start, messages and
-    system prompt; ``ThreadNotFoundError`` for an unknown one."""
+    """A thread as ``threads show --json`` prints it: its summary line, window start, messages,
+    system prompt and rolling summary (with the index of the first message it does not cover);
+    ``ThreadNotFoundError`` for an unknown one."""
     values, _ = thread_values(saver, thread_id)
     messages = [message_dict(m) for m in values.get("messages", [])]
     return {**summarize_thread(saver, thread_id).to_dict(), "window_start": values.get("window_start", 0),
-            "messages": messages, "system_prompt": values.get("system_prompt", "")}  # fmt: skip
+            "messages": messages, "system_prompt": values.get("system_prompt", ""),
+            "summary": values.get("summary", ""), "summary_through": values.get("summary_through", 0)}  # fmt: skip
 
 
 def list_threads(saver: BaseCheckpointSaver) -> list[ThreadSummary]:

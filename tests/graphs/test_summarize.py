@@ -203,3 +203,15 @@ def test_a_summary_cut_mid_sentence_keeps_its_whole_sentences_and_was_told_its_l
     assert "at most 40 words" in seen[0][-1].text
     # A whole summary may end without a stop: nothing is cut from it.
     assert fold_into_summary(model, "", folded, user_name="Ada", char_name="Bo") == "Ada keeps bees. Bo likes tea"
+
+
+def test_threads_show_gives_the_rolling_summary() -> None:
+    """README says the summary is kept with the thread (``threads show``): neither the text nor
+    the JSON showed it (only inside system_prompt)."""
+    from agentmm.threads import thread_dict
+
+    model = call_log()
+    graph = graph_over(model)
+    state, _ = turns_until_fold(graph, model)
+    shown = thread_dict(graph.checkpointer, "t")  # type: ignore[arg-type]
+    assert shown["summary"] == "Ada likes boats." and shown["summary_through"] == state["window_start"] > 0
