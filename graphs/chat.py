@@ -54,7 +54,7 @@ from agentmm.exchange import last_exchange_start, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
 from agentmm.intent import ExampleClassifier
-from agentmm.memory.conversation import format_recalled
+from agentmm.memory.conversation import MEMORY_LINE_START, format_recalled
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import Persona, PersonaNotFoundError, PersonaRegistry, greeting
 from agentmm.personas.macros import expand
@@ -569,11 +569,14 @@ class Generator:
 def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext]) -> list[str]:
     """The model's own stop strings and the user's name starting a line (``"\\nUser:"``), as
     SillyTavern's "names as stop strings": a small model playing a character runs on into a
-    turn it writes for the user ("...\\nUser: No idea what that is."); the reply ends there."""
+    turn it writes for the user ("...\\nUser: No idea what that is."); the reply ends there. So
+    does a line in the form of the recalled-memory block ("\\n- (7 December 2026) User: ..."),
+    which such a model copies in a long thread."""
     user = (runtime.context or TurnContext()).user_name.strip()
     stops = list(configured or [])
-    if user and (line := f"\n{user}:") not in stops:
-        stops.append(line)
+    for line in (f"\n{user}:" if user else "", MEMORY_LINE_START):
+        if line and line not in stops:
+            stops.append(line)
     return stops
 
 

@@ -15,7 +15,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from agentmm.context import memory_tokens, turn_context
-from agentmm.memory.conversation import recall, remember_turn, scope
+from agentmm.memory.conversation import recall, remember_turn, scope, without_copied_memories
 from agentmm.memory.incremental import recall_path
 from agentmm.memory.retrieval import RecallCache
 from agentmm.memory.selection import select_memories
@@ -130,7 +130,7 @@ class Remember:
         exchange = [("observation", context.user_name, self._perceived(state, message.text, context.user_name)),
                     ("user", context.user_name, message.text)]  # fmt: skip
         if isinstance(reply, AIMessage) and not reply.response_metadata.get("interrupted"):
-            exchange.append(("assistant", state.get("persona") or "assistant", reply.text))
+            exchange.append(("assistant", state.get("persona") or "assistant", without_copied_memories(reply.text)))
         written: list[dict[str, Any]] = []
         if state.get("intent") == "ooc":  # said out of character: not part of the story to recall
             return {"trace": trace_step(state, "remember", remembered=[], remember_skipped="out of character")}

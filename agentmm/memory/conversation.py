@@ -201,6 +201,23 @@ def format_recalled(recalled: Sequence[dict[str, Any]], user_name: str) -> str:
     return f"[Things you remember from earlier conversations with {user_name}:]\n" + "\n".join(lines)
 
 
+# A line of that block ("- (7 December 2026) User: ...") and its header, as a reply that copies
+# the block's form writes them.
+MEMORY_LINE_START = "\n- ("
+_COPIED_LINE = re.compile(
+    r"^[ \t]*(?:- \([^)\n]{1,40}\) [^:\n]{1,60}:.*|\[Things you remember from earlier conversations with [^\n]*)\n?",
+    re.MULTILINE,
+)
+
+
+def without_copied_memories(reply: str) -> str:
+    """``reply`` without lines written in the recalled-memory block's form: a small model in a
+    long thread copies the form and writes the user's lines ("- (7 December 2026) User: What
+    are you talking about?", 19 of 31 replies in one 40-turn session); remembered, they came
+    back later as things the user had said."""
+    return _COPIED_LINE.sub("", reply).strip()
+
+
 def _said_on(when: Any) -> str:
     """The day a memory was said, in words; what was stored when it is not a date."""
     try:

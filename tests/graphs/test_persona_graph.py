@@ -244,7 +244,7 @@ def test_a_played_reply_ends_where_the_model_starts_writing_the_users_turn(regis
     graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
     state = run(graph, "Is the lamp old?", persona="tamsin")
     assert state["messages"][-1].content == "Aye, the lamp is old."
-    assert model.stops[0] == ["\nAda:"]
+    assert model.stops[0] == ["\nAda:", "\n- ("]
 
     ooc = build_graph(Settings(intent=True), model=model, checkpointer=InMemorySaver(), counter=WORDS,
                       personas=registry)  # fmt: skip
@@ -256,7 +256,27 @@ def test_the_name_stop_adds_to_the_models_own_stop_strings(registry: PersonaRegi
     model = HonorsStops(responses=["Aye."], stops=[], stop=["<END>"])
     graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
     run(graph, "Hello", persona="tamsin")
-    assert model.stops[0] == ["<END>", "\nAda:"]
+    assert model.stops[0] == ["<END>", "\nAda:", "\n- ("]
+
+
+def test_a_reply_copying_the_memory_blocks_form_is_cut_there_and_such_lines_are_not_remembered(
+    registry: PersonaRegistry,
+) -> None:
+    """In a long thread the 135M model wrote lines like '- (7 December 2026) User: What are you
+    talking about?' (19 of 31 replies), which were remembered and recalled as the user's."""
+    from langgraph.store.memory import InMemoryStore
+
+    from tests.memory.conftest import CharacterEmbeddings
+
+    store = InMemoryStore(index={"dims": 64, "embed": CharacterEmbeddings(dims=64), "fields": ["text"]})
+    replies = ["Aye.\n- (7 December 2026) Ada: I never said that.", "- (7 December 2026) Ada: Liar.\nThe lamp is old."]
+    model = HonorsStops(responses=replies, stops=[])
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry,
+                        store=store)  # fmt: skip
+    assert run(graph, "Hello", persona="tamsin")["messages"][-1].text == "Aye."  # stopped at the line
+    run(graph, "Is the lamp old?")  # begun with one: no stop can cut it, but it is not remembered
+    remembered = [item.value["content"] for item in store.search((), limit=50)]
+    assert "The lamp is old." in remembered and not [t for t in remembered if "never said" in t or "Liar" in t]
 
 
 def test_a_lore_entry_with_a_probability_is_rolled_each_turn_and_the_trace_says_how(
