@@ -90,8 +90,15 @@ def plan_window(
     message_tokens = counter.text(messages[-1].text) + PER_MESSAGE_OVERHEAD if messages else 0
     available = n_ctx - reply_tokens
 
+    def template() -> int:
+        # What the chat template adds beyond the messages counted: the system message's role
+        # markers, the reply's opening, and a separator between parts joined in one message.
+        # Left out, /why's "free" overstated the room by 8-21 tokens, and at a small n_ctx the
+        # context cut replies short of their reserve.
+        return 2 * PER_MESSAGE_OVERHEAD + len(sizes_of)
+
     def fixed() -> int:
-        return sum(sizes_of.values()) + message_tokens
+        return sum(sizes_of.values()) + message_tokens + template()
 
     dropped = []
     for name in droppable:
@@ -145,7 +152,8 @@ def plan_window(
     budget = {
         "n_ctx": n_ctx,
         "reply_reserve": reply_tokens,
-        "prompt_tokens": used,
+        "prompt_tokens": used,  # the parts' tokens and the template's
+        "template_tokens": template(),
         "free": available - used,
         "history_messages": len(sizes) - new_start,
         "folded_messages_total": new_start,
