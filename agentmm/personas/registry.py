@@ -20,7 +20,7 @@ import importlib.metadata
 import importlib.resources
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,9 @@ def _problem(where: str, exc: BaseException) -> str:
 
 class PersonaRegistry:
     """All personas this installation can play, looked up by name (case-insensitive), by
-    file stem, or by slug (``ilse-varga``). Loads lazily on first use; ``reload`` rescans."""
+    file stem, by slug (``ilse-varga``) or by a V3 card's nickname. Loads lazily on first use;
+    ``reload`` rescans. ``personas`` (and ``add``) are played as they are, from Python, with
+    no file: they win over a file's persona of the same name."""
 
     def __init__(
         self,
@@ -75,8 +77,12 @@ class PersonaRegistry:
         builtins: bool = True,
         entry_points: bool = True,
         limits: Limits = DEFAULT_LIMITS,
+        personas: Sequence[Persona] = (),
     ) -> None:
         self.user_dir = Path(user_dir) if user_dir is not None else None
+        self._given: list[Persona] = []
+        for persona in personas:
+            self.add(persona)
         self.builtins = builtins
         self.entry_points = entry_points
         self.limits = limits
@@ -98,6 +104,7 @@ class PersonaRegistry:
             found += [(p, "entrypoint", a) for p, a in self._load_entry_points()]
         if self.user_dir is not None:
             found += [(p, "user", a) for p, a in self._load_user_dir()]
+        found += [(p, "given", []) for p in self._given]
 
         personas: dict[str, tuple[Persona, str, list[str]]] = {}
         for persona, kind, aliases in found:
@@ -114,7 +121,7 @@ class PersonaRegistry:
         self.notes = [note for persona in self._personas.values() for note in persona.notes]
         self._aliases = {}
         for key, (persona, _, aliases) in personas.items():
-            for alias in (slug(persona.name), *aliases):
+            for alias in (slug(persona.name), persona.nickname, *aliases):
                 alias = alias.casefold().strip()
                 if alias and alias not in self._personas:
                     self._aliases.setdefault(alias, key)
@@ -123,6 +130,17 @@ class PersonaRegistry:
     def _ensure(self) -> None:
         if not self._loaded:
             self.reload()
+
+    def add(self, persona: Persona) -> Persona:
+        """Play ``persona`` (built in Python) as if installed; one of the same name given before
+        is replaced. Not written anywhere: it lasts as long as this registry."""
+        if not isinstance(persona, Persona):
+            raise PersonaError(f"add takes a Persona, not {type(persona).__name__}")
+        persona = persona if persona.source else persona.model_copy(update={"source": "given"})
+        key = persona.name.casefold().strip()
+        self._given = [p for p in self._given if p.name.casefold().strip() != key] + [persona]
+        self._loaded = False
+        return persona
 
     def _load_builtins(self) -> Iterator[tuple[Persona, list[str]]]:
         try:

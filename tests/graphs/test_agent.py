@@ -106,3 +106,12 @@ def test_a_message_far_too_long_is_refused_before_the_turn_touches_the_thread(tm
             agent.chat("x" * (32 * 256 + 1), "t")
         after = (summarize_thread(agent.checkpointer, "t"), len(list(agent.checkpointer.list(agent.config("t")))))
         assert after == before  # no checkpoint written and rolled back: the thread's time did not move
+
+
+def test_a_persona_added_in_python_is_played_by_its_nickname(settings: Settings) -> None:
+    from agentmm.personas import Persona
+
+    with Agent(settings, model=FakeListChatModel(responses=["Hm."])) as agent:
+        agent.personas.add(Persona(name="Wren Tremaine", nickname="Trey", greetings=["*Trey nods.*"]))
+        result = agent.chat("Hello.", persona="Trey")
+    assert result.trace["persona"] == "Wren Tremaine" and result.trace["greeting"] == "*Trey nods.*"

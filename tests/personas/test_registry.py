@@ -306,3 +306,29 @@ def test_a_utf16_card_is_decoded_once(tmp_path: Path, monkeypatch: pytest.Monkey
     reg = PersonaRegistry(tmp_path / "mine", builtins=False, entry_points=False)
     assert reg.install(path).name == "Testa Rossa" and (tmp_path / "mine" / "testa-rossa.json").is_file()
     assert len(decoded) == 2  # the file it copies, then the copy as the registry loads its folder
+
+
+def test_a_v3_nickname_finds_its_persona(tmp_path: Path) -> None:
+    """A V3 card's nickname ("Trey") was no lookup name: 'no persona named Trey'."""
+    card = make_v2_card()
+    card["spec"], card["spec_version"] = "chara_card_v3", "3.0"
+    card["data"]["name"], card["data"]["nickname"] = "Wren Tremaine", "Trey"
+    card.pop("name", None)
+    (tmp_path / "wren.json").write_text(json.dumps(card))
+    registry = PersonaRegistry(tmp_path, builtins=False, entry_points=False)
+    assert registry.get("trey").name == "Wren Tremaine" and registry.resolve("Trey").name == "Wren Tremaine"
+
+
+def test_a_persona_built_in_python_is_played_without_a_file(tmp_path: Path) -> None:
+    """There was no way to play a Persona object but to write it to a file first."""
+    from agentmm.personas import Persona
+
+    (tmp_path / "odo.toml").write_text('name = "Odo"\ndescription = "from the file"\n')
+    registry = PersonaRegistry(tmp_path, builtins=False, entry_points=False,
+                               personas=[Persona(name="Mira", description="from code")])  # fmt: skip
+    assert registry.get("mira").description == "from code" and registry.get("Odo").source.startswith("user:")
+    registry.add(Persona(name="Odo", description="from code too"))  # wins over the file's
+    assert registry.get("odo").description == "from code too" and registry.names() == ["Mira", "Odo"]
+    assert list(tmp_path.iterdir()) == [tmp_path / "odo.toml"]  # nothing written
+    with pytest.raises(PersonaError, match="add takes a Persona, not dict"):
+        registry.add({"name": "x"})  # type: ignore[arg-type]
