@@ -6,15 +6,26 @@ pipelined path); the store's promise that a failed batch leaves it as it was the
 chunks already written undone. Before each chunk is written, the item rows and vectors it will
 replace are read here (nothing for keys that are new, so a fresh import reads only the ids),
 and :func:`restore` puts them back over whatever the chunk wrote.
+
+A block of several batches that must stand or fall together even across a kill (``memory
+import``: its items, then their exported timestamps) keeps its backups in an :class:`UndoLog`
+on disk, which the next open of the store rolls back if the block never finished.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import contextlib
+import json
+import os
+from array import array
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
 
 from agentmm.memory import _records as rec
+from agentmm.memory._journal import ItemRef
 
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
@@ -65,3 +76,88 @@ def restore(items: Collection, vectors: Collection, saved: Backup) -> None:
             documents=saved.items["documents"],
             metadatas=saved.items["metadatas"],
         )
+
+
+UNDO_FILENAME = "agentmm-undo.jsonl"
+
+
+class UndoLog:
+    """What a block of writes replaced (``ChromaStore.all_or_nothing``), kept until the block ends.
+
+    With a ``path`` (an embedded store's directory) each backup is appended there and synced
+    before the write it covers, so a process killed part way leaves the log behind and the
+    next open of the directory puts the store back (:func:`read_log`). A backup is one line:
+    a kill while appending leaves at most a torn last line, whose write had not started. The
+    file is deleted when the block ends, whole or taken back: that is the commit.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: list[tuple[list[ItemRef], Backup]] = []
+        self.ids: set[str] = set()
+        self._file: IO[bytes] | None = None
+
+    def add(self, refs: Iterable[ItemRef], saved: Backup) -> None:
+        """Note a backup of the items ``refs`` name, on disk first when the log has a path."""
+        refs = [(tuple(namespace), key) for namespace, key in refs]
+        if self.path is not None:
+            if self._file is None:
+                self._file = open(self.path, "ab")  # noqa: SIM115 - open for the block's whole life
+            line = json.dumps({"refs": refs, **_backup_json(saved)}, ensure_ascii=False)
+            self._file.write(line.encode("utf-8") + b"\n")
+            self._file.flush()
+            os.fsync(self._file.fileno())
+        self.entries.append((refs, saved))
+        self.ids.update(saved.ids)
+
+    def close(self) -> None:
+        """End the block: the file goes (the block's writes stand, or were taken back)."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+    def detach(self) -> None:
+        """Let go of the file but leave it, for the next open to take the block back."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
+
+
+def read_log(path: Path) -> list[tuple[list[ItemRef], Backup]]:
+    """The backups a block cut short left in ``path``, oldest first; a torn line is skipped
+    (its write had not started)."""
+    entries = []
+    for line in path.read_bytes().split(b"\n"):
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        refs = [(tuple(namespace), key) for namespace, key in row["refs"]]
+        entries.append((refs, _backup_from_json(row)))
+    return entries
+
+
+def _backup_json(saved: Backup) -> dict[str, Any]:
+    vectors = saved.vectors
+    embeddings = vectors.get("embeddings")
+    return {
+        "ids": saved.ids,
+        "items": {key: list(saved.items.get(key) or []) for key in ("ids", "documents", "metadatas")},
+        "vectors": {
+            "ids": list(vectors.get("ids") or []),
+            "metadatas": list(vectors.get("metadatas") or []),
+            # float32 bytes, as Chroma keeps them: exact, and a quarter of the size of decimal text
+            "embeddings": [base64.b64encode(array("f", map(float, e)).tobytes()).decode() for e in embeddings]
+            if embeddings is not None
+            else [],
+        },
+    }
+
+
+def _backup_from_json(row: Mapping[str, Any]) -> Backup:
+    vectors = dict(row["vectors"])
+    vectors["embeddings"] = [array("f", base64.b64decode(e)).tolist() for e in vectors["embeddings"]]
+    return Backup(ids=list(row["ids"]), items=dict(row["items"]), vectors=vectors)

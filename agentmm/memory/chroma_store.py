@@ -19,6 +19,11 @@ a bad value or a failing embedder leaves the store untouched. A batch with more 
 chunk by chunk, the next chunk embedding while the last is written; its values are all
 serialised first, and what its written chunks replaced is read before each is written, so a
 failure part way is undone (``_undo``) and the promise holds.
+
+Several batches that must stand or fall together (an import: its items, then their exported
+timestamps) run in :meth:`ChromaStore.all_or_nothing`: what each write replaces is logged in
+the store's directory before it is written, and a block that does not finish is taken back,
+in the process if it can, else by the next open of the directory (a process killed part way).
 """
 
 from __future__ import annotations
@@ -136,15 +141,17 @@ class ChromaStore(BaseStore):
         self._journal = dir_lock.journal if dir_lock is not None else None
         self._mutex = threading.RLock()
         self._closed = False
+        self._undo_log: _undo.UndoLog | None = None  # while an all_or_nothing block runs
         self._items = self._collection(f"{collection_prefix}-items", "l2")
         self._namespaces = self._collection(f"{collection_prefix}-namespaces", "l2")
         self._vectors = self._collection(f"{collection_prefix}-vectors", "cosine", ef_search=search_ef)
-        self._check_dims()
         # Chroma turns one read into one SQL statement with a variable per record, and SQLite
         # refuses more than 32,766: every unbounded read is paged at the write batch size.
         self._max_batch = max(1, int(client.get_max_batch_size()))
         self._page = min(self._max_batch, MAX_PAGE)
         self._max_candidates = min(self._max_batch, MAX_CANDIDATES)
+        self._settle_cut_off_block()
+        self._check_dims()
 
     # --- construction -------------------------------------------------------------------
 
@@ -248,12 +255,87 @@ class ChromaStore(BaseStore):
                 "use the same embedding model or another store"
             )
 
+    # --- all or nothing ----------------------------------------------------------------
+
+    @property
+    def _undo_path(self) -> Path | None:
+        return self._dir_lock.directory / _undo.UNDO_FILENAME if self._dir_lock is not None else None
+
+    @contextlib.contextmanager
+    def all_or_nothing(self) -> Iterator[None]:
+        """Every write this store makes in the block stands, or none does.
+
+        What each write replaces is read and logged before it is written (for an embedded
+        store in its directory, synced), and the block holds the store's mutex, so other
+        threads see the block whole or not at all. A block that raises (Ctrl-C included) is
+        taken back here; one whose process dies, or whose taking back fails, is taken back by
+        the next open of the directory. A block inside a block joins the outer one. A Chroma
+        server's store logs in memory only: a killed process cannot be taken back there.
+        """
+        with self._mutex:
+            if self._undo_log is not None:
+                yield
+                return
+            if self._closed:
+                raise MemoryStoreError(f"memory store {self.location} is closed")
+            log = self._undo_log = _undo.UndoLog(self._undo_path)
+            try:
+                yield
+            except BaseException:
+                self._undo_log = None
+                try:
+                    self._roll_back(log.entries)
+                except BaseException:
+                    log.detach()  # the next open takes it back
+                    raise
+                log.close()
+                raise
+            self._undo_log = None
+            log.close()
+
+    def _log_undo(self, refs: Iterable[ItemRef]) -> None:
+        """In an all_or_nothing block: log what writing ``refs`` replaces, before it is written.
+        Items the block already logged are skipped: their state before the block is logged."""
+        log = self._undo_log
+        if log is None:
+            return
+        fresh = {rec.item_id(*ref): ref for ref in refs}
+        fresh = {record_id: ref for record_id, ref in fresh.items() if record_id not in log.ids}
+        for chunk in _chunks(list(fresh), self._max_batch):
+            log.add([fresh[i] for i in chunk], _undo.backup(self._items, self._vectors, chunk))
+
+    def _roll_back(self, entries: Sequence[tuple[list[ItemRef], _undo.Backup]]) -> None:
+        """Put back what a block's writes replaced, newest first, so each item ends as it was
+        before the block; then drop the namespaces that it alone had filled."""
+        refs = [ref for written, _ in entries for ref in written]
+        for _, saved in reversed(entries):
+            _undo.restore(self._items, self._vectors, saved)
+        self._unregister_if_empty({namespace for namespace, _ in refs})
+        if self._journal is not None:
+            self._journal.record(refs)
+
+    def _settle_cut_off_block(self) -> None:
+        """Take back an all_or_nothing block a killed process left in the directory: once per
+        hold of the directory (the first store of this process to open it), never under a
+        block this process is running."""
+        path = self._undo_path
+        shared = self._dir_lock.shared if self._dir_lock is not None else None
+        first = object()
+        if path is None or shared is None or shared.setdefault("undo_settled", first) is not first:
+            return
+        if not path.exists():
+            return
+        with self._mutex:
+            self._roll_back(_undo.read_log(path))
+            path.unlink(missing_ok=True)
+
     # --- lifecycle ----------------------------------------------------------------------
 
     def restore_timestamps(self, rows: Sequence[tuple[tuple[str, ...], str, str, str]]) -> None:
         """Set (namespace, key, created_at, updated_at) on existing items: an import keeps the
         exported times, so export -> import -> export is identical."""
         with self._mutex:
+            self._log_undo((tuple(namespace), key) for namespace, key, _, _ in rows)
             for chunk in _chunks(list(rows), self._max_batch):
                 ids = [rec.item_id(namespace, key) for namespace, key, _, _ in chunk]
                 found = self._existing_metadata(ids)
@@ -414,6 +496,7 @@ class ChromaStore(BaseStore):
                 elif isinstance(op, ListNamespacesOp):
                     results[i] = self._list_namespaces(op)
             if plan.puts:
+                self._log_undo(plan.puts)
                 self._apply_puts(plan, vectors)
             return results
 
@@ -445,7 +528,10 @@ class ChromaStore(BaseStore):
                     if i + 1 < len(chunks):
                         pending = worker.submit(self._embed, chunks[i + 1])
                     saved = _undo.backup(self._items, self._vectors, [rec.item_id(*ref) for ref in chunk.puts])
-                    written.append((chunk, saved))
+                    if self._undo_log is not None:  # a block's write: its log takes it back
+                        self._undo_log.add(chunk.puts, saved)
+                    else:
+                        written.append((chunk, saved))
                     # The reads above checked the store open, and close() waits for the mutex.
                     self._apply_puts(chunk, vectors, existing=saved.existing)
             except BaseException:

@@ -7,6 +7,7 @@ embeddings are recomputed on import from the indexed text).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterator, Sequence
@@ -210,11 +211,18 @@ def _timestamp(value: Any, where: str) -> str:
 
 def import_jsonl(store: BaseStore, path: Path) -> int:
     """Load an export: all rows are validated first, then written in one batch; the number of
-    memories written (a memory given twice counts once: the later row wins)."""
+    memories written (a memory given twice counts once: the later row wins).
+
+    All or nothing where the store offers it (``all_or_nothing``: the embedded Chroma store),
+    even across a kill: an import cut off part way, its items or its timestamps, is taken back
+    (by the next open of the store if the process died), so the store never holds half a file.
+    """
     latest = {(tuple(row["namespace"]), row["id"]): row for row in read_export(path)}
     rows = list(latest.values())
-    store.batch([PutOp(tuple(row["namespace"]), row["id"], row["value"]) for row in rows])
-    _restore_timestamps(store, rows)
+    whole = getattr(store, "all_or_nothing", None)
+    with whole() if whole is not None else contextlib.nullcontext():
+        store.batch([PutOp(tuple(row["namespace"]), row["id"], row["value"]) for row in rows])
+        _restore_timestamps(store, rows)
     return len(rows)
 
 
