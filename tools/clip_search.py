@@ -2,9 +2,10 @@
 
 ``ImageIndex`` keeps one Chroma collection per (model, weights) in ``<data_dir>/images``, so
 switching models never mixes vector spaces. Indexing a folder is incremental: a file whose
-size and mtime are unchanged is trusted unchanged (as git trusts its stat cache); a file whose
-stat changed is hashed, and only new content is embedded; content already embedded under
-another path (a copy, a rename) reuses that vector. Files that are gone leave the index. Bad
+size, mtime, ctime and inode are unchanged is trusted unchanged (as git trusts its stat cache;
+ctime because ``cp -p`` sets an old mtime back, never a ctime); a file whose stat changed is
+hashed, and only new content is embedded; content already embedded under another path (a
+copy, a rename) reuses that vector. Files that are gone leave the index. Bad
 files are reported and skipped. Each record (vector + metadata) is written whole, one batch per
 Chroma call, so an interrupted run leaves a smaller but consistent index that the next run
 completes.
@@ -317,8 +318,8 @@ class ImageIndex:
         try:
             check_file(path)
             info = path.stat()
-            stat = {"path": str(path), "size": info.st_size, "mtime_ns": str(info.st_mtime_ns)}
-            if known and known.get("size") == stat["size"] and known.get("mtime_ns") == stat["mtime_ns"]:
+            stat = {"path": str(path), **_file_state(info)}
+            if known and all(known.get(field) == value for field, value in stat.items()):
                 return known
             media = sniff(path)
             if media.kind != "image":
@@ -456,6 +457,19 @@ class ImageIndex:
             )
         metadatas, distances = (result["metadatas"] or [[]])[0], (result["distances"] or [[]])[0]
         return [(str(m["path"]), float(d)) for m, d in zip(metadatas, distances, strict=False)]
+
+
+def _file_state(info: os.stat_result) -> dict[str, Any]:
+    """What says a file is unchanged without reading it: size and mtime, as git's stat cache,
+    and the inode change time and inode, which no copy can set back: ``cp -p`` (or a tool
+    that restores times) puts a same-size picture back under its old mtime, and only ctime
+    moves. A file indexed before these were kept is hashed once (not embedded again)."""
+    return {
+        "size": info.st_size,
+        "mtime_ns": str(info.st_mtime_ns),
+        "ctime_ns": str(info.st_ctime_ns),
+        "inode": str(info.st_ino),
+    }
 
 
 def collection_name(model: str, pretrained: str | None) -> str:

@@ -232,3 +232,27 @@ def test_a_second_process_is_refused(tmp_path: Path) -> None:
             ImageIndex(tmp_path / "data", pretrained=None)
     finally:
         holder.communicate("")
+
+
+def test_a_same_size_picture_put_back_under_the_old_mtime_is_embedded_again(
+    index: ImageIndex, image_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    picture = make_image(image_dir / "picture.bmp", (220, 30, 30))  # BMP: the same size whatever it shows
+    other = make_image(image_dir.parent / "elsewhere" / "other.bmp", (30, 40, 220))
+    assert picture.stat().st_size == other.stat().st_size
+    assert counts(index.index_dir(image_dir)) == (1, 0, 0, 0, 0, 1)
+    indexed = picture.stat()
+
+    shutil.copyfile(other, picture)  # what `cp -p` does: other bytes, same size ...
+    os.utime(picture, ns=(indexed.st_atime_ns, indexed.st_mtime_ns))  # ... and the old mtime back
+
+    assert counts(index.index_dir(image_dir)) == (0, 1, 0, 0, 0, 1)
+    by_example = index.search_image(other, k=1)
+    assert by_example[0].path == str(picture) and by_example[0].score > 0.999
+    from agentmm.tools import clip_search
+
+    def not_read(path: Path) -> str:
+        raise AssertionError(f"{path} was read: an unchanged file must be judged by its stat")
+
+    monkeypatch.setattr(clip_search, "content_hash", not_read)
+    assert counts(index.index_dir(image_dir)) == (0, 0, 0, 1, 0, 0)
