@@ -13,6 +13,7 @@ builds the same model: an index written by one run stays searchable by the next.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,118 @@ def load_openclip(
     from agentmm.tools.shared_runtime import process_runtime
 
     key = ("open_clip", model_name, pretrained, device, str(cache_dir) if cache_dir else None)
-    return (runtime or process_runtime()).get(key, lambda: _create(model_name, pretrained, device, cache_dir))
+
+    def create() -> tuple[Any, Callable[[Any], Any]]:
+        check_weights_can_be_had(model_name, pretrained, cache_dir)
+        return _create(model_name, pretrained, device, cache_dir)
+
+    return (runtime or process_runtime()).get(key, create)
+
+
+def check_weights_can_be_had(model_name: str, pretrained: str | None, cache_dir: Path | None = None) -> None:
+    """Say ``VisionWeightsUnavailableError`` before open_clip is imported (with torch, 5-7 s
+    here) when the weights would come from the hub, nothing of their repository is in the
+    hub's cache, and the hub cannot be reached: offline and uncached, no captioner was known
+    only after that import. Any other case (random weights, a local file, something cached,
+    a hub that answers, a tag this cannot place) goes on to open_clip as before."""
+    repo = hub_repo(model_name, pretrained)
+    if repo is None:
+        return
+    cache = _hub_cache(cache_dir)
+    if _cached(cache, repo):
+        return
+    from agentmm.hub import hub_reachable
+
+    if hub_reachable():
+        return
+    raise VisionWeightsUnavailableError(
+        f"no {model_name} weights {weights_label(pretrained)!r} here: not in the hub cache and cannot be downloaded "
+        f"(no network?); run once with a network, or use a local checkpoint file (nothing of {repo} in {cache})"
+    )
+
+
+def hub_repo(model_name: str, pretrained: str | None) -> str | None:
+    """The hub repository open_clip would download these weights from; None when it would
+    not (random weights, a local file or folder) or when that cannot be told without open_clip.
+
+    A pretrained tag is looked up in open_clip's own table (``open_clip/pretrained.py``), read
+    as text, as open_clip reads it: the tag lowercased, ``-`` as ``_``.
+    """
+    if model_name.startswith(HF_HUB_PREFIX):
+        return model_name[len(HF_HUB_PREFIX) :].strip("/") or None
+    if pretrained is None or model_name.startswith("local-dir:") or Path(pretrained).expanduser().exists():
+        return None
+    config = _pretrained_table().get(model_name, {}).get(pretrained.lower().replace("-", "_"))
+    if not config or config.get("file") or not config.get("hf_hub"):
+        return None  # not a tag open_clip knows (it says so itself), or a download by URL
+    repo, _file = posixpath.split(str(config["hf_hub"]))  # "org/repo/" or "org/repo/file", as open_clip splits it
+    return repo or None
+
+
+HF_HUB_PREFIX = "hf-hub:"
+
+
+def _pretrained_table() -> dict[str, dict[str, dict[str, Any]]]:
+    """open_clip's ``_PRETRAINED`` (model -> tag -> config), from its source, without importing
+    it (which imports torch); only the literal keywords of each config. Empty if it cannot be read."""
+    import ast
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("open_clip")
+        folders = spec.submodule_search_locations if spec is not None else None
+        if not folders:
+            return {}
+        tree = ast.parse((Path(next(iter(folders))) / "pretrained.py").read_text(encoding="utf-8"))
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return {}
+    assigned = {
+        node.targets[0].id: node.value
+        for node in tree.body
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)
+    }
+
+    def configs(node: ast.AST | None) -> dict[str, dict[str, Any]]:
+        if isinstance(node, ast.Name):
+            node = assigned.get(node.id)
+        pairs: list[tuple[Any, ast.AST]] = []
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict":
+            pairs = [(kw.arg, kw.value) for kw in node.keywords if kw.arg]
+        elif isinstance(node, ast.Dict):
+            pairs = [(k.value, v) for k, v in zip(node.keys, node.values, strict=True) if isinstance(k, ast.Constant)]
+        table = {}
+        for tag, call in pairs:
+            if isinstance(tag, str) and isinstance(call, ast.Call):
+                table[tag] = {kw.arg: kw.value.value for kw in call.keywords if isinstance(kw.value, ast.Constant)}
+        return table
+
+    top = assigned.get("_PRETRAINED")
+    if not isinstance(top, ast.Dict):
+        return {}
+    return {
+        key.value: configs(value)
+        for key, value in zip(top.keys, top.values, strict=True)
+        if isinstance(key, ast.Constant) and isinstance(key.value, str)
+    }
+
+
+def _hub_cache(cache_dir: Path | None) -> Path:
+    """Where ``hf_hub_download`` keeps a repository's files: ``cache_dir``, else the hub's cache."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    import huggingface_hub.constants as hub_constants
+
+    return Path(hub_constants.HF_HUB_CACHE)
+
+
+def _cached(cache: Path, repo: str) -> bool:
+    """Whether any file of ``repo`` is in the hub cache (then open_clip is asked: it knows
+    which file it wants)."""
+    snapshots = cache / f"models--{repo.replace('/', '--')}" / "snapshots"
+    try:
+        return any(path.is_file() for path in snapshots.rglob("*"))
+    except OSError:
+        return True  # cannot tell: let open_clip try
 
 
 @contextlib.contextmanager

@@ -109,9 +109,9 @@ class CocaCaptioner:
             ) from exc
 
     def describe(self, image: Image.Image) -> str:
+        model, preprocess = self.load()  # before open_clip is imported: missing weights are said at once
         import open_clip
 
-        model, preprocess = self.load()
         pixels = preprocess(image).unsqueeze(0).to(self.device)
         tokens = greedy_caption_tokens(model, pixels, max_tokens=self.max_tokens, min_tokens=self.min_tokens)
         text = open_clip.decode(tokens[0])

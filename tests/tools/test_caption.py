@@ -5,6 +5,9 @@ from __future__ import annotations
 import base64
 import copy
 import io
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,45 @@ def test_no_captioner_offline_says_how_to_get_one(tmp_path: Path) -> None:
     assert "\n" not in message
     assert message.startswith("no image captioner is available offline")
     assert "caption_model" in message and "CoCa" in message
+
+
+def test_perceive_offline_without_weights_answers_before_torch_is_imported(tmp_path: Path) -> None:
+    """Offline with an empty hub cache, ``agentmm perceive`` said "no captioner" only after
+    importing open_clip and torch (6-7 s here); the cache is looked at first now."""
+    picture = make_image(tmp_path / "picture.png")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONWARNINGS": "ignore"}
+    env.pop("HF_HUB_CACHE", None)
+    done = subprocess.run([sys.executable, "-X", "importtime", "-m", "agentmm.cli", "perceive", str(picture)],
+                          env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
+    said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert len(said) == 1 and said[0].startswith("agentmm: error: no image captioner is available offline")
+    imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    assert not imported & {"torch", "open_clip"}
+
+
+def test_weights_are_looked_for_in_the_hub_cache_first(tmp_path: Path) -> None:
+    from agentmm.tools._openclip import check_weights_can_be_had, hub_repo
+    from agentmm.tools.errors import VisionWeightsUnavailableError
+
+    repo = hub_repo(captioning.DEFAULT_COCA_MODEL, captioning.DEFAULT_COCA_PRETRAINED)
+    assert repo == "laion/mscoco_finetuned_CoCa-ViT-B-32-laion2B-s13B-b90k"  # open_clip's own table, unimported
+    assert hub_repo("coca_ViT-B-32", "MSCOCO-finetuned_laion2b_s13b_b90k") == repo  # cleaned as open_clip does
+    assert hub_repo("hf-hub:timm/some-model", None) == "timm/some-model"
+    assert hub_repo("ViT-B-32", None) is None  # random weights: nothing to fetch
+    assert hub_repo("ViT-B-32", "no-such-tag") is None  # open_clip says what is wrong with it
+    checkpoint = tmp_path / "weights.pt"
+    checkpoint.write_bytes(b"")
+    assert hub_repo("ViT-B-32", str(checkpoint)) is None
+
+    cache = tmp_path / "cache"
+    with pytest.raises(VisionWeightsUnavailableError, match="not in the hub cache"):
+        check_weights_can_be_had(captioning.DEFAULT_COCA_MODEL, captioning.DEFAULT_COCA_PRETRAINED, cache)
+    cached = cache / f"models--{repo.replace('/', '--')}" / "snapshots" / "0123abc" / "open_clip_model.safetensors"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"")
+    # Something is cached: open_clip loads it as before (and says if it is not what it wants).
+    check_weights_can_be_had(captioning.DEFAULT_COCA_MODEL, captioning.DEFAULT_COCA_PRETRAINED, cache)
 
 
 def test_bad_image_fails_before_any_model(tmp_path: Path) -> None:
