@@ -101,6 +101,10 @@ def run_probe(
     except subprocess.TimeoutExpired:
         seconds = time.perf_counter() - start
         return ProbeResult(extra_buffers, n_gpu_layers, "timeout", f"no token within {timeout:.0f} s", seconds)
+    except OSError as exc:  # the child never ran (an interpreter that is not executable, no memory to fork)
+        seconds = time.perf_counter() - start
+        detail = f"the probe's process could not start: {argv[0]}: {exc.strerror or exc}"
+        return ProbeResult(extra_buffers, n_gpu_layers, "error", detail, seconds)
     seconds = time.perf_counter() - start
     if done.returncode == 0:
         return ProbeResult(extra_buffers, n_gpu_layers, "ok", _last_line(done.stdout), seconds)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agentmm.doctor import cache_dir_problem, chat_template_check, run_checks
 from agentmm.gguf import read_gguf
 from agentmm.settings import load_settings
@@ -78,3 +80,36 @@ def test_settings_that_cannot_be_read_are_doctors_config_check(tmp_path: Path) -
     assert done.returncode == 1 and not report["ok"] and report["config_file"] == str(config)
     said = f"config file {config}: unknown setting 'modle' (did you mean 'model'?)"
     assert report["checks"] == [{"name": "config", "ok": False, "detail": said}]
+
+
+def test_a_probe_whose_process_cannot_start_is_a_failed_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An interpreter the probe cannot run (PermissionError from subprocess) crashed doctor with
+    a traceback, --json included; it is now the native check's one line."""
+    import json
+    import sys
+
+    from agentmm.cli import main
+
+    model = write_header_only_gguf(tmp_path / "model.gguf")
+    not_executable = tmp_path / "python"
+    not_executable.write_text("")
+    not_executable.chmod(0o644)
+    monkeypatch.setattr(sys, "executable", str(not_executable))
+
+    report = run_checks(load_settings(model=str(model), memory=False))
+    (native,) = [check for check in report["checks"] if check["name"] == "native"]
+    assert native["ok"] is False and "\n" not in native["detail"]
+    assert f"could not start: {not_executable}: Permission denied" in native["detail"]
+    assert report["ok"] is False and report["cpu_buffers"]["probes"][0]["outcome"] == "error"
+
+    monkeypatch.setenv("AGENTMM_MODEL", str(model))
+    monkeypatch.setattr(sys, "argv", ["agentmm", "doctor", "--json"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main()
+    out, err = capsys.readouterr()
+    assert exited.value.code == 1 and "Traceback" not in err
+    said = json.loads(out)
+    assert said["ok"] is False and any(c["name"] == "native" and not c["ok"] for c in said["checks"])
