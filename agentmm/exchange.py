@@ -17,6 +17,11 @@ from langchain_core.messages import AnyMessage, HumanMessage, RemoveMessage
 
 # Indexes into ``messages`` that must not point past the exchange once it is gone.
 _INDEXES = ("window_start", "summary_through")
+# The rolling summary and its marks: put back as the exchange's run found them when the summary
+# had taken in part of what goes (undos in a row past a fold, a retry after them). The run's
+# config carries them to a retry's ingest under ``SUMMARY_BEFORE_KEY`` (``Agent.retry``).
+SUMMARY_RECORD: dict[str, Any] = {"summary": "", "summary_through": 0, "window_start": 0}
+SUMMARY_BEFORE_KEY = "agentmm_summary_before"
 
 
 def last_exchange_start(messages: Sequence[AnyMessage]) -> int | None:
@@ -45,3 +50,13 @@ def take_out_last_exchange(values: Mapping[str, Any]) -> dict[str, Any] | None:
         if int(values.get(key) or 0) > start:
             update[key] = start
     return update
+
+
+def summary_put_back(update: dict[str, Any], before: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``update`` (``take_out_last_exchange``'s), with the summary put back as ``before`` (the
+    thread's values when the exchange's run started) had it, when the summary had passed the
+    exchange's start: it would still tell what goes. Without ``before`` (a raw run's retry) the
+    summary is dropped, to be written again from the messages that stay."""
+    if "summary_through" not in update:
+        return update
+    return {**update, **{key: (before or {}).get(key, empty) for key, empty in SUMMARY_RECORD.items()}}

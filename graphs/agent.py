@@ -22,6 +22,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.store.base import BaseStore
 
 from agentmm.errors import NothingToUndoError, RuntimeClosedError, SettingsError
+from agentmm.exchange import SUMMARY_RECORD
 from agentmm.graphs.chat import build_graph, model_and_tools, not_settings, persona_model
 from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, take_out
 from agentmm.graphs.turn import Timings, TurnResult, TurnStream, Usage  # noqa: F401  (re-exported)
@@ -352,8 +353,10 @@ class Agent:
             seed = random.randrange(2**31)
         # A turn paused for a tool approval is rolled back when the next turn starts: its message
         # is then simply sent again, with nothing else to take out.
-        return TurnStream(self, exchange.text, thread_id, attachments=exchange.attachments, retry=not paused,
+        turn = TurnStream(self, exchange.text, thread_id, attachments=exchange.attachments, retry=not paused,
                           seed=seed)  # fmt: skip
+        turn.summary_before = {key: exchange.before.get(key, empty) for key, empty in SUMMARY_RECORD.items()}
+        return turn
 
     def _settle(self, thread_id: str) -> bool:
         """Settle a turn a dead process left unfinished (``settle_thread``) before the thread's

@@ -50,7 +50,7 @@ from agentmm.errors import (
     SettingsError,
     ToolsNotSupportedError,
 )
-from agentmm.exchange import last_exchange_start, take_out_last_exchange
+from agentmm.exchange import SUMMARY_BEFORE_KEY, last_exchange_start, summary_put_back, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
 from agentmm.intent import ExampleClassifier
@@ -110,7 +110,7 @@ class Ingest:
         if context.retry and (taken := take_out_last_exchange(state)) is not None:
             removed = taken.pop("messages")
             history = history[: last_exchange_start(history)]
-            update.update(taken)
+            update.update(summary_put_back(taken, config.get("configurable", {}).get(SUMMARY_BEFORE_KEY)))
         persona_name = state.get("persona")
         asked = context.persona or (self.default_persona if not history and not persona_name else None)
         if asked:

@@ -28,14 +28,11 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import StateSnapshot, StateUpdate
 
 from agentmm.errors import SEE_THREADS, ThreadNotFoundError
-from agentmm.exchange import exchange_turn, last_exchange_start, take_out_last_exchange
+from agentmm.exchange import exchange_turn, last_exchange_start, summary_put_back, take_out_last_exchange
 from agentmm.threads import thread_exists
 
 # The per-turn record an undo puts back as the turn before had left it (empty before the first).
 TURN_RECORD: dict[str, Any] = {"trace": {}, "attachments": [], "observations": [], "recalled": []}
-# The rolling summary and its marks, put back as the exchange's run found them when the summary
-# had taken in part of what goes (undos in a row past a fold).
-SUMMARY_RECORD: dict[str, Any] = {"summary": "", "summary_through": 0, "window_start": 0}
 
 
 @dataclass(frozen=True)
@@ -98,8 +95,7 @@ def take_out(graph: CompiledStateGraph, exchange: Exchange) -> None:
     if update is None:
         return
     update.update({key: exchange.before.get(key, empty) for key, empty in TURN_RECORD.items()})
-    if "summary_through" in update:  # the summary covered messages that go: it would still tell them
-        update.update({key: exchange.before.get(key, empty) for key, empty in SUMMARY_RECORD.items()})
+    update = summary_put_back(update, exchange.before)
     graph.bulk_update_state(cfg, [[StateUpdate(update)], [StateUpdate(None, END)]])
 
 

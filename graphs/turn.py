@@ -46,6 +46,7 @@ from pydantic import BaseModel, Field
 
 from agentmm.errors import EmptyInputError, InputTooLongError, InvalidTextError
 from agentmm.event_loop import LoopThread
+from agentmm.exchange import SUMMARY_BEFORE_KEY
 from agentmm.graphs.thread_edit import restore
 from agentmm.personas import greeting as opening_greeting
 from agentmm.state import TurnContext
@@ -198,6 +199,8 @@ class TurnStream:
         self._asked: _Ask | None = None
         self._started = 0.0
         self.run_id = uuid.uuid4().hex  # tags the run's checkpoints (see _discard_failed_run)
+        # A retry's: the rolling summary as the exchange's run found it (``exchange.summary_put_back``).
+        self.summary_before: dict[str, Any] | None = None
         # Called with the turn's observations once perception is done, before the reply starts.
         self.on_observations: Callable[[list[dict[str, Any]]], Any] | None = None
         # Called with each round of tool calls once they have run (trace entries: name, args,
@@ -355,6 +358,8 @@ class TurnStream:
         first: float | None = None
         final: dict[str, Any] = {}
         config = {**self.agent.config(self.thread_id), "metadata": {RUN_KEY: self.run_id}}
+        if self.summary_before is not None:  # a retry: the summary its exchange's run started with
+            config["configurable"] = {**config["configurable"], SUMMARY_BEFORE_KEY: self.summary_before}
         run_input: Any = {"input": self.text}
         while run_input is not None:
             asked: Any = None

@@ -288,3 +288,39 @@ def test_undos_past_a_fold_take_the_undone_turns_out_of_the_summary_too(tmp_path
             assert values.get("summary_through", 0) <= values.get("window_start", 0) <= len(values["messages"])
         reply = agent.chat("What do you know?", thread)
         assert "WORD3" not in str(reply.trace)
+
+
+def test_a_retry_after_undos_past_a_fold_leaves_the_retried_turn_out_of_the_summary(tmp_path: Path) -> None:
+    """A retry took the exchange out but kept a summary that told it: the old turn was in the
+    summary and the new one in the window (and a later undo left it there)."""
+
+    def summary_tells_only_what_it_covers(values: dict[str, Any]) -> None:
+        covered = " ".join(m.text for m in values["messages"][: values.get("summary_through", 0)])
+        told = set(re.findall(r"WORD\d+", values.get("summary", "")))
+        assert told <= set(re.findall(r"WORD\d+", covered)), (told, values.get("summary_through"))
+
+    with Agent(model=SummaryLists(), memory=False, n_ctx=512, max_tokens=40, data_dir=tmp_path) as agent:
+        thread = None
+        for i in range(1, 31):  # folds more than once
+            thread = agent.chat(f"fact {i}: the password of day {i} is WORD{i}", thread).thread_id
+        config = {"configurable": {"thread_id": thread}}
+        retried = put_back = 0
+        while len(said(agent, thread)) > 4:
+            values = agent.graph.get_state(config).values
+            start = max(i for i, m in enumerate(values["messages"]) if m.type == "human")
+            if values.get("summary_through", 0) > start:  # the summary tells the last exchange
+                found = last_exchange(agent.graph, thread)
+                assert found is not None
+                turn = agent.retry(thread)
+                for _ in turn:
+                    pass
+                retried += 1
+                after = agent.graph.get_state(config).values
+                summary_tells_only_what_it_covers(after)
+                if "summarize" not in turn.result.trace["path"]:  # the retried turn folded nothing
+                    # Put back as the exchange's run found it (not dropped, to be written again).
+                    assert after["summary"] == found.before.get("summary", "")
+                    put_back += bool(after["summary"])
+            agent.undo(thread)
+            summary_tells_only_what_it_covers(agent.graph.get_state(config).values)
+        assert retried and put_back, "no retry met a summary to put back: the test says nothing"
