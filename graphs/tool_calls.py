@@ -53,6 +53,10 @@ CHARS_PER_TOKEN = 3  # a cautious average for English text and JSON
 CALL_PROMPT_TOKENS = 96
 TRACE_OUTPUT_CHARS = 500
 APPROVAL = "tool_approval"
+# In a run's configurable: run async-only tools on threads of their own, as in a sync run. An
+# Agent's turns set it: they run on the agent's own loop, which no app object is bound to, and
+# there a tool that blocks (time.sleep, requests) would stop the loop, its timeout and Ctrl-C.
+TOOL_THREADS_KEY = "agentmm_tool_threads"
 
 
 class ToolBox:
@@ -121,9 +125,10 @@ def wants_tools(message: BaseMessage) -> bool:
 class RunTools:
     """Answer each of the last reply's tool calls with a tool message (and a trace entry).
 
-    A sync run calls the node, an async one (``ainvoke``, ``astream``, the Agent's) its
-    ``acall``: there an async-only tool runs on the run's own event loop, so it can await what
-    the app made on it (its HTTP client, a database pool), and is cancelled at its timeout."""
+    A sync run calls the node, an async one (``ainvoke``, ``astream``) its ``acall``: there an
+    async-only tool runs on the run's own event loop, so it can await what the app made on it
+    (its HTTP client, a database pool), and is cancelled at its timeout (which cannot fire while
+    it blocks the loop). An Agent's runs keep such tools on threads (``TOOL_THREADS_KEY``)."""
 
     def __init__(self, toolbox: ToolBox) -> None:
         self.toolbox = toolbox
@@ -141,7 +146,8 @@ class RunTools:
         for call in round_.calls:
             tool, call = round_.begin(call)
             outcome = round_.refused(call, tool)
-            if outcome is None and _async_only(tool):  # type: ignore[arg-type]
+            on_loop = not round_.config.get("configurable", {}).get(TOOL_THREADS_KEY)
+            if outcome is None and on_loop and _async_only(tool):  # type: ignore[arg-type]
                 outcome = await self._arun(tool, call, round_.config, round_.cancel)  # type: ignore[arg-type]
             elif outcome is None:  # on a thread of its own, as in a sync run, the loop left free
                 outcome = await asyncio.to_thread(self._run, tool, call, round_.config, round_.cancel)  # type: ignore[arg-type]

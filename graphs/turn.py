@@ -48,6 +48,7 @@ from agentmm.errors import EmptyInputError, InputTooLongError, InvalidTextError
 from agentmm.event_loop import LoopThread
 from agentmm.exchange import SUMMARY_BEFORE_KEY
 from agentmm.graphs.thread_edit import restore
+from agentmm.graphs.tool_calls import TOOL_THREADS_KEY
 from agentmm.personas import greeting as opening_greeting
 from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
@@ -358,6 +359,7 @@ class TurnStream:
         first: float | None = None
         final: dict[str, Any] = {}
         config = {**self.agent.config(self.thread_id), "metadata": {RUN_KEY: self.run_id}}
+        config["configurable"] = {**config["configurable"], TOOL_THREADS_KEY: True}
         if self.summary_before is not None:  # a retry: the summary its exchange's run started with
             config["configurable"] = {**config["configurable"], SUMMARY_BEFORE_KEY: self.summary_before}
         run_input: Any = {"input": self.text}

@@ -464,3 +464,22 @@ def test_an_async_tool_past_its_timeout_is_cancelled_and_the_turn_goes_on() -> N
     state = asyncio.run(graph.ainvoke({"input": "wait"}, CONFIG))
     assert "did not finish within 0.2 s" in tool_messages(state)[0].text
     assert stopped == ["x"] and state["messages"][-1].text == "Gave up."
+
+
+def test_an_agents_async_tool_that_blocks_still_times_out(tmp_path: Any) -> None:
+    """On the Agent's own loop an async tool calling blocking code (time.sleep, requests) held
+    the loop: its 0.3 s timeout fired only when it returned, and Ctrl-C could not act."""
+    import time
+
+    @tool
+    async def blocking(text: str) -> str:
+        """Blocks."""
+        time.sleep(8)
+        return "late"
+
+    model = ScriptedToolModel(script=[call("blocking", text="x"), AIMessage("Gave up.")])
+    with Agent(model=model, tools=[blocking], memory=False, data_dir=tmp_path, tool_timeout_s=0.3) as agent:
+        started = time.monotonic()
+        result = agent.chat("go")
+        took = time.monotonic() - started
+    assert result.trace["tool_calls"][0]["status"] == "timeout" and took < 6, took
