@@ -54,7 +54,7 @@ from agentmm.exchange import SUMMARY_BEFORE_KEY, last_exchange_start, summary_pu
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
 from agentmm.intent import ExampleClassifier
-from agentmm.memory.conversation import MEMORY_LINE_START, format_recalled
+from agentmm.memory.conversation import format_recalled, memory_line_stops
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import Persona, PersonaNotFoundError, PersonaRegistry, greeting
 from agentmm.personas.macros import expand
@@ -437,7 +437,9 @@ class Generator:
         kwargs = {**persona_sampling(self.personas, state.get("persona"), self.fixed), **_seed(runtime)}
         played = state.get("persona") if state.get("intent") != "ooc" else None
         if played:
-            kwargs["stop"] = _name_stops(getattr(self.model, "stop", None), runtime)
+            window = state["messages"][state.get("window_start", 0) :]
+            blocks = [turn_context(m) for m in reversed(window)]
+            kwargs["stop"] = _name_stops(getattr(self.model, "stop", None), runtime, memory_line_stops(blocks))
         if self.guard and played:
             kwargs["character_guard"] = True
         if self.copy_limit and played:
@@ -566,15 +568,15 @@ class Generator:
         return {"messages": [message], "trace": trace}
 
 
-def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext]) -> list[str]:
+def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext], memory_lines: list[str]) -> list[str]:
     """The model's own stop strings and the user's name starting a line (``"\\nUser:"``), as
     SillyTavern's "names as stop strings": a small model playing a character runs on into a
     turn it writes for the user ("...\\nUser: No idea what that is."); the reply ends there. So
-    does a line in the form of the recalled-memory block ("\\n- (7 December 2026) User: ..."),
-    which such a model copies in a long thread."""
+    does a line in the form of the recalled-memory blocks in its prompt ("\\n- (7 December
+    2026) User: ...", ``memory_lines``), which such a model copies in a long thread."""
     user = (runtime.context or TurnContext()).user_name.strip()
     stops = list(configured or [])
-    for line in (f"\n{user}:" if user else "", MEMORY_LINE_START):
+    for line in (f"\n{user}:" if user else "", *memory_lines):
         if line and line not in stops:
             stops.append(line)
     return stops

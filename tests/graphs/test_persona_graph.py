@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -244,7 +245,7 @@ def test_a_played_reply_ends_where_the_model_starts_writing_the_users_turn(regis
     graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
     state = run(graph, "Is the lamp old?", persona="tamsin")
     assert state["messages"][-1].content == "Aye, the lamp is old."
-    assert model.stops[0] == ["\nAda:", "\n- ("]
+    assert model.stops[0] == ["\nAda:"]  # no memories in its prompt: no memory-line stop
 
     ooc = build_graph(Settings(intent=True), model=model, checkpointer=InMemorySaver(), counter=WORDS,
                       personas=registry)  # fmt: skip
@@ -256,27 +257,42 @@ def test_the_name_stop_adds_to_the_models_own_stop_strings(registry: PersonaRegi
     model = HonorsStops(responses=["Aye."], stops=[], stop=["<END>"])
     graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
     run(graph, "Hello", persona="tamsin")
-    assert model.stops[0] == ["<END>", "\nAda:", "\n- ("]
+    assert model.stops[0] == ["<END>", "\nAda:"]
 
 
 def test_a_reply_copying_the_memory_blocks_form_is_cut_there_and_such_lines_are_not_remembered(
     registry: PersonaRegistry,
 ) -> None:
     """In a long thread the 135M model wrote lines like '- (7 December 2026) User: What are you
-    talking about?' (19 of 31 replies), which were remembered and recalled as the user's."""
+    talking about?' (19 of 31 replies), which were remembered and recalled as the user's. A list
+    of the character's own ('- (3 coins) Stew: lamb') is neither cut nor forgotten."""
     from langgraph.store.memory import InMemoryStore
 
+    from agentmm.memory.dates import day
     from tests.memory.conftest import CharacterEmbeddings
 
+    today = day(datetime.now(UTC).date())
     store = InMemoryStore(index={"dims": 64, "embed": CharacterEmbeddings(dims=64), "fields": ["text"]})
-    replies = ["Aye.\n- (7 December 2026) Ada: I never said that.", "- (7 December 2026) Ada: Liar.\nThe lamp is old."]
+    replies = [
+        "Tonight:\n- (3 coins) Stew: lamb\n- (1 coin) Bread: fresh",
+        f"Aye, the lamp.\n- ({today}) Ada: I never said that.",
+        f"- ({today}) Ada: Liar.\nThe lamp is old.",
+    ]
     model = HonorsStops(responses=replies, stops=[])
-    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry,
-                        store=store)  # fmt: skip
-    assert run(graph, "Hello", persona="tamsin")["messages"][-1].text == "Aye."  # stopped at the line
+    graph = build_graph(Settings(memory_min_similarity=0.0), model=model, checkpointer=InMemorySaver(),
+                        counter=WORDS, personas=registry, store=store)  # fmt: skip
+    menu = run(graph, "What is there to eat?", persona="tamsin")["messages"][-1].text
+    assert menu == replies[0]  # no memory block in its prompt yet, and a list of its own is no copy
+    # Another thread recalls the first one's turn: a memory block in the prompt.
+    other = {"configurable": {"thread_id": "other"}}
+    state = graph.invoke({"input": "What is there to eat tonight?"}, other,
+                         context=TurnContext(user_name="Ada", persona="tamsin"))  # fmt: skip
+    assert state["trace"]["recalled"] and f"\n- ({today})" in model.stops[-1]
+    assert state["messages"][-1].text == "Aye, the lamp."  # stopped at the copied line
     run(graph, "Is the lamp old?")  # begun with one: no stop can cut it, but it is not remembered
     remembered = [item.value["content"] for item in store.search((), limit=50)]
-    assert "The lamp is old." in remembered and not [t for t in remembered if "never said" in t or "Liar" in t]
+    assert replies[0] in remembered and "The lamp is old." in remembered
+    assert not [text for text in remembered if "never said" in text or "Liar" in text]
 
 
 def test_a_lore_entry_with_a_probability_is_rolled_each_turn_and_the_trace_says_how(
