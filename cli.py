@@ -1258,6 +1258,9 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit. With
     ``--json`` stdout holds the JSON object alone (README's contract): what else is written
     there, by a tools-folder file as it is imported or by a tool as it runs, goes to stderr."""
+    for name in ("stdout", "stderr"):  # started with it closed (2>&-): Python made it None
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the process)
     with _stdout_kept_for_json() if _wants_json(sys.argv[1:]) else nullcontext():
         try:
             app()
@@ -1283,20 +1286,47 @@ def _stdout_kept_for_json() -> Iterator[None]:
             yield
             return
         stdout.flush()
-        sys.stderr.flush()
+        with suppress(OSError, ValueError):
+            sys.stderr.flush()
         kept = os.fdopen(os.dup(1), "w", encoding=stdout.encoding, errors=stdout.errors)
-        os.dup2(2, 1)
+        os.dup2(2 if _fd_open(2) else os.open(os.devnull, os.O_WRONLY), 1)  # stderr closed (2>&-): nowhere
         _JSON_OUT.set(kept)
+        failed: OSError | None = None
         try:
             yield
         finally:
             _flush_writes_to_fd_1(stdout)  # to stderr, before fd 1 is stdout again
-            kept.flush()
+            try:
+                kept.flush()
+            except OSError as exc:  # a reader gone (| head -c 0), a full disk (> /dev/full)
+                failed = exc
             os.dup2(kept.fileno(), 1)
-            kept.close()
+            with suppress(OSError):
+                kept.close()
+            if failed is not None:  # in place of the command's own exit, which is on its way out
+                _output_failed(failed)
     finally:
         sys.stdout = stdout
         _JSON_OUT.reset(token)
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def _output_failed(error: OSError) -> None:
+    """The output could not be written: quietly when its reader has gone (as ``head`` expects of
+    a command), in one line otherwise; exit 1 either way. Nothing is left to flush at exit."""
+    with suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+    if not isinstance(error, BrokenPipeError):
+        with suppress(OSError, ValueError):
+            sys.stderr.write(f"agentmm: error: cannot write the output: {error.strerror or error}\n")
+    raise SystemExit(1)
 
 
 def _fileno(stream: TextIO) -> int | None:

@@ -130,3 +130,26 @@ def test_writes_to_file_descriptor_1_go_to_stderr_so_json_stays_one_object(isola
     assert "RAW IN THE TOOL" in done.stderr and "RAW AT IMPORT" in done.stderr
     shown = agentmm("tools", "list")  # without --json, stdout is as it was
     assert "RAW AT IMPORT" in shown.stdout and "DUNDER AT IMPORT" in shown.stdout
+
+
+def test_json_output_that_cannot_be_written_is_quiet_for_a_gone_reader_one_line_otherwise(isolated_env: Path) -> None:
+    """`| head -c 0` and `> /dev/full` gave a four-deep traceback; with stderr closed (2>&-) the
+    object never reached stdout."""
+    import os
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "agentmm.cli", "personas", "list", "--json"]
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the object is written
+    try:
+        gone = subprocess.run(command, stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write)
+    assert gone.returncode == 1 and gone.stderr == ""
+    with open("/dev/full", "w") as full:
+        no_room = subprocess.run(command, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert no_room.returncode == 1 and "Traceback" not in no_room.stderr
+    assert no_room.stderr.strip().splitlines() == ["agentmm: error: cannot write the output: No space left on device"]
+    closed = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.close(2))
+    assert closed.returncode == 0 and json.loads(closed.stdout)["personas"]
