@@ -71,13 +71,18 @@ def fold_into_summary(
 
 
 _SENTENCE_END = re.compile(r"[.!?…][\"')\]]*(?=\s|$)")
+# Words a full stop ends that do not end a sentence ("Dr. Patel", "6 p.m. from bay 4"), and
+# initials ("J. R. Hartley").
+_NOT_AN_END = re.compile(
+    r"(?:\b(?:Mr|Mrs|Ms|Dr|Prof|St|Mt|Sr|Jr|Capt|Lt|Col|Gen|Sgt|Rev|vs|etc|approx|No|Vol|ca)|\b[A-Za-z]|\b(?:a\.m|p\.m|e\.g|i\.e))\.$",
+)
 
 
 def whole_sentences(text: str) -> str:
     """``text`` up to its last whole sentence: a summary cut at ``max_tokens`` mid-sentence
     ("(10) The sea is a") loses the torn end, not the sense of the rest. Text with no sentence
     end at all is kept as it is. (Only for a cut summary: a whole one may end without a stop.)"""
-    ends = [match.end() for match in _SENTENCE_END.finditer(text)]
+    ends = [m.end() for m in _SENTENCE_END.finditer(text) if not _NOT_AN_END.search(text[: m.start() + 1])]
     if not ends or ends[-1] == len(text.rstrip()):
         return text
     return text[: ends[-1]].rstrip()

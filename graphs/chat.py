@@ -329,6 +329,9 @@ def model_and_tools(
     settings they name: a model file or name (``model``), tool names (``tools``). Typed errors
     for anything else."""
     named: dict[str, Any] = {}
+    if isinstance(tools, str):
+        raise SettingsError(f"tools takes a list of tools or tool names, not one string: tools=[{tools!r}]")
+    tools = list(tools) if tools is not None else None  # an iterator (map, a generator) is read once
     if isinstance(model, (str, os.PathLike)):
         named["model"], model = os.fspath(model), None
     elif model is not None and not isinstance(model, BaseChatModel):

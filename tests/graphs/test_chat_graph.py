@@ -276,5 +276,11 @@ def test_build_graph_checks_its_arguments_as_the_agent_does(tmp_path: Any) -> No
         build_graph(Settings(data_dir=tmp_path), model=42)  # type: ignore[arg-type]
     with pytest.raises(SettingsError, match=r"settings must be agentmm's Settings .* not dict"):
         build_graph({"memory": False}, model=replies("x"))  # type: ignore[arg-type]
+    from agentmm.tools.builtin import roll_dice
+
+    graph = build_graph(Settings(data_dir=tmp_path), model=model, tools=map(lambda t: t, [roll_dice]), counter=WORDS)
+    assert "tools" in graph.nodes  # an iterator is read once, not emptied by the check
+    with pytest.raises(SettingsError, match=r"not one string: tools=\['roll_dice'\]"):
+        build_graph(Settings(data_dir=tmp_path), model=model, tools="roll_dice")
     with pytest.raises(SettingsError, match="not a mix"):
         build_graph(Settings(data_dir=tmp_path), model=replies("x"), tools=["roll_dice", 3])  # type: ignore[list-item]

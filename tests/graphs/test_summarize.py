@@ -185,6 +185,10 @@ def test_a_summary_cut_mid_sentence_keeps_its_whole_sentences_and_was_told_its_l
     assert whole_sentences('Ada said "no." Then (10) The sea is a') == 'Ada said "no."'
     assert whole_sentences("Ada keeps bees.") == "Ada keeps bees."
     assert whole_sentences("no sentence end at all") == "no sentence end at all"
+    # A full stop after a title, a time or an initial ends no sentence.
+    assert whole_sentences("Mira met Dr. Patel at the docks and") == "Mira met Dr. Patel at the docks and"
+    assert whole_sentences("Ada rows. The ship leaves at 6 p.m. from bay 4 and") == "Ada rows."
+    assert whole_sentences("J. R. Hartley wrote. He left the") == "J. R. Hartley wrote."
 
     seen: list[list[BaseMessage]] = []
 
