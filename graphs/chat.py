@@ -91,12 +91,14 @@ class Ingest:
             given = history[-1]
             text = given.text.strip()
             history = history[:-1]
-        # User messages left unanswered before this one: a raw graph's failed runs (the Agent
-        # rolls its own back). Answered now, they would come after the new message.
+        # User messages no reply follows, before this one: several sent in one run ({"messages":
+        # [u1, u2]}), or a raw graph's failed run (the Agent rolls its own back). They are this
+        # turn's message too, in order: dropped, they were lost; left, answered after it.
         unanswered = _unanswered_tail(history)
         if unanswered:
             removed.extend(RemoveMessage(id=m.id) for m in unanswered)  # type: ignore[arg-type]
             history = history[: -len(unanswered)]
+            text = "\n\n".join(part for part in [*(m.text.strip() for m in unanswered), text] if part)
         context = runtime.context or TurnContext()
         if not text and not context.attachments:
             given = (
@@ -135,7 +137,7 @@ class Ingest:
         if opening:
             trace["greeting"] = opening[0].text
         if unanswered:
-            trace["unanswered_dropped"] = len(unanswered)
+            trace["unanswered_joined"] = len(unanswered)
         update.update(attachments=list(context.attachments), observations=[], recalled=[], intent="")
         # A message sent in ``messages`` keeps its id, which a client (agent-chat-ui) and an
         # outer graph match it by: put back under it, it keeps its place.

@@ -244,8 +244,20 @@ def test_a_run_refused_at_ingest_leaves_nothing_that_a_later_run_answers() -> No
     with pytest.raises(PersonaNotFoundError):
         graph.invoke({"messages": [HumanMessage("lost")]}, config("c"), context=TurnContext(persona="Nobody Here"))
     state = graph.invoke({"messages": [HumanMessage("again")]}, config("c"))
-    assert [m.text for m in state["messages"]] == ["again", "R2"]
-    assert state["trace"]["unanswered_dropped"] == 1  # the message whose run failed
+    # The message whose run failed is answered with the new one, in order, not after it.
+    assert [m.text for m in state["messages"]] == ["lost\n\nagain", "R2"]
+    assert state["trace"]["unanswered_joined"] == 1
+
+
+def test_several_user_messages_in_one_run_are_one_turns_message() -> None:
+    """All but the last were dropped as if left by a failed run."""
+    graph = build_graph(Settings(), model=replies("R0", "R1"), checkpointer=InMemorySaver(), counter=WORDS)
+    both = [HumanMessage("My name is Mira."), HumanMessage("What is my name?", id="m-2")]
+    state = graph.invoke({"messages": both}, config("two"))
+    assert [m.text for m in state["messages"]] == ["My name is Mira.\n\nWhat is my name?", "R0"]
+    assert state["messages"][0].id == "m-2" and state["trace"]["turn"] == 1
+    state = graph.invoke({"input": "and now?", "messages": [HumanMessage("first")]}, config("two"))
+    assert [m.text for m in state["messages"]][2:] == ["first\n\nand now?", "R1"]
 
 
 def test_a_message_sent_as_messages_keeps_its_id_so_an_outer_graph_does_not_hold_it_twice() -> None:
