@@ -49,6 +49,7 @@ from agentmm.errors import (
     NotAChatModelError,
     SettingsError,
     ToolsNotSupportedError,
+    UnsupportedContentError,
 )
 from agentmm.exchange import SUMMARY_BEFORE_KEY, last_exchange_start, summary_put_back, take_out_last_exchange
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
@@ -94,7 +95,9 @@ class Ingest:
         # User messages no reply follows, before this one: several sent in one run ({"messages":
         # [u1, u2]}), or a raw graph's failed run (the Agent rolls its own back). They are this
         # turn's message too, in order: dropped, they were lost; left, answered after it.
-        unanswered = _unanswered_tail(history)
+        if given is not None:
+            _text_only(given)
+        unanswered = _unanswered_tail(history)  # their text: one refused so must not block the thread
         if unanswered:
             removed.extend(RemoveMessage(id=m.id) for m in unanswered)  # type: ignore[arg-type]
             history = history[: -len(unanswered)]
@@ -146,6 +149,20 @@ class Ingest:
             removed = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
         messages = [*removed, *opening, message]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
+
+
+def _text_only(message: BaseMessage) -> None:
+    """Refuse a message whose content holds more than text (a picture or file block, as
+    agent-chat-ui sends one): the turn reads pictures and voice notes as attachments, and such a
+    block was dropped without a word."""
+    content = message.content
+    if isinstance(content, list):
+        kinds = sorted({str(b.get("type", "?")) for b in content if isinstance(b, dict) and b.get("type") != "text"})
+        if kinds:
+            raise UnsupportedContentError(
+                f"the message holds {', '.join(kinds)} content, which this graph does not read from messages: "
+                "send pictures and voice notes as attachments (the run's context attachments=[path])"
+            )
 
 
 def _unanswered_tail(history: Sequence[AnyMessage]) -> list[AnyMessage]:

@@ -296,3 +296,18 @@ def test_build_graph_checks_its_arguments_as_the_agent_does(tmp_path: Any) -> No
         build_graph(Settings(data_dir=tmp_path), model=model, tools="roll_dice")
     with pytest.raises(SettingsError, match="not a mix"):
         build_graph(Settings(data_dir=tmp_path), model=replies("x"), tools=["roll_dice", 3])  # type: ignore[list-item]
+
+
+def test_a_picture_inside_a_message_is_refused_not_dropped() -> None:
+    """agent-chat-ui sends [text, image] content: the picture was dropped without a word, and a
+    picture alone was 'nothing to say'."""
+    from agentmm.errors import UnsupportedContentError
+
+    graph = build_graph(Settings(), model=replies("R0"), checkpointer=InMemorySaver(), counter=WORDS)
+    picture = {"type": "image", "source_type": "base64", "data": "iVBORw0KGgo=", "mime_type": "image/png"}
+    for content in ([{"type": "text", "text": "What is this?"}, picture], [picture]):
+        with pytest.raises(UnsupportedContentError, match=r"holds image content.*as attachments"):
+            graph.invoke({"messages": [HumanMessage(content)]}, config("pic"))
+    state = graph.invoke({"messages": [HumanMessage([{"type": "text", "text": "Hello."}])]}, config("pic"))
+    # Text blocks alone are text; the refused messages' words come with it, their pictures do not.
+    assert [m.text for m in state["messages"]] == ["What is this?\n\nHello.", "R0"]
