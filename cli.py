@@ -562,7 +562,7 @@ def personas_list(as_json: JsonFlag = False) -> None:
 @personas_app.command("show")
 def personas_show(name: str, as_json: JsonFlag = False) -> None:
     """A persona's fields (card text, greetings, lorebook)."""
-    persona = _registry().get(name)
+    persona = _registry().resolve(name)
     if as_json:
         _print_json(persona.model_dump(mode="json", exclude={"card", "image"}))
         return
@@ -622,7 +622,7 @@ def personas_export(
     from agentmm.personas import export
 
     format = _export_format(format, output)
-    persona = _registry().get(name)
+    persona = _registry().resolve(name)
     path = export(persona, format, output)  # type: ignore[arg-type]
     if as_json:
         _print_json({"name": persona.name, "format": format, "path": str(path)})
@@ -744,7 +744,7 @@ def memory_add(
     from agentmm.memory.manage import add_memory
 
     if persona is not None:  # the persona's own name, as its turns recall by: "nora quill" is Nora Quill
-        persona = _registry().get(persona).name
+        persona = _registry().resolve(persona).name
     with _memory_store() as store:
         row = add_memory(store, _user(user), persona, text, shared=shared, speaker=_settings().user_name)
     if as_json:

@@ -249,24 +249,34 @@ class PersonaRegistry:
         return self._personas[alias] if alias else None
 
     def known_as(self, name: str | None) -> str | None:
-        """``name`` as an installed persona calls itself ("nora quill" is Nora Quill), the name its
-        memories are kept under; a name no persona has now (one deleted since) as it is given."""
-        found = self.find(name) if name else None
-        return found.name if found is not None else name
+        """``name`` as an installed persona calls itself ("nora quill" and "nora" are Nora
+        Quill, as ``resolve`` reads them), the name its memories are kept under; a name no
+        persona has now (one deleted since) as it is given. A first name several share is
+        ``resolve``'s error, naming them."""
+        if not name:
+            return name
+        found = self.find(name)
+        return found.name if found is not None else self._meant(name) or name
 
     def resolve(self, name: str) -> Persona:
         """The persona a person means by ``name``, as ``chat -p`` and ``/persona`` read it: by
-        name, file stem or slug, else by a first word or the start of one name ("nora" is Nora
-        Quill). A word several names share is refused, naming them; no match is ``get``'s error."""
+        name, file stem, slug or nickname, else by a first word or the start of one name ("nora"
+        is Nora Quill). A word several names share is refused, naming them; no match is
+        ``get``'s error."""
         found = self.find(name)
         if found is not None:
             return found
+        return self.get(self._meant(name) or name)
+
+    def _meant(self, name: str) -> str | None:
+        """The one persona name ``name`` is the first word or the start of; None for none;
+        ``PersonaNotFoundError`` naming them when several are."""
         folded = " ".join(name.casefold().split())
         close = [n for n in self.names() if folded and (n.casefold().startswith(folded)
                  or folded in (w.casefold() for w in n.split()))]  # fmt: skip
         if len(close) > 1:
             raise PersonaNotFoundError(f"{name!r} could be {_either(close)}: give more of the name")
-        return self.get(close[0] if close else name)
+        return close[0] if close else None
 
     def get(self, name: str) -> Persona:
         """Like ``find`` but raises PersonaNotFoundError, suggesting close names."""

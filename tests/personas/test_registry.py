@@ -332,3 +332,14 @@ def test_a_persona_built_in_python_is_played_without_a_file(tmp_path: Path) -> N
     assert list(tmp_path.iterdir()) == [tmp_path / "odo.toml"]  # nothing written
     with pytest.raises(PersonaError, match="add takes a Persona, not dict"):
         registry.add({"name": "x"})  # type: ignore[arg-type]
+
+
+def test_memory_reads_a_persona_name_as_chat_dash_p_does(tmp_path: Path) -> None:
+    """memory list/search --persona nora found nothing while chat -p nora played Nora Quill."""
+    registry = PersonaRegistry(tmp_path, entry_points=False)
+    assert registry.known_as("nora") == "Nora Quill" and registry.known_as("nora quill") == "Nora Quill"
+    assert registry.known_as("Someone Deleted") == "Someone Deleted"  # its memories keep its name
+    (tmp_path / "bell.toml").write_text('name = "Nora Bell"\n')
+    registry.reload()
+    with pytest.raises(PersonaNotFoundError, match="could be Nora Bell or Nora Quill"):
+        registry.known_as("nora")
