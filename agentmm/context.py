@@ -125,10 +125,13 @@ def plan_window(
             dropped.remove(name)
             truncated.append({"part": name, "tokens": sizes_of[name], "full_tokens": full_sizes[name]})
     if fixed() > available:
+        # Where the reply's reserve takes half the context or more, it is the reserve to change
+        # (--n-ctx 512 with the default 512-token max_tokens refused "hi").
+        fix = "lower max_tokens or raise n_ctx" if reply_tokens * 2 >= n_ctx else "shorten it or raise n_ctx"
         raise InputTooLongError(
             f"the message is {message_tokens} tokens but only {max(available - fixed() + message_tokens, 0)} "
             f"fit in the context (n_ctx={n_ctx}, {reply_tokens} kept for the reply"
-            f"{_beside(sizes_of, dict(turn))}); shorten it or raise n_ctx"
+            f"{_beside(sizes_of, dict(turn))}); {fix}"
         )
     history_budget = available - fixed()
     sizes = [counter.message_text(render(m)) for m in messages[:-1]]

@@ -151,8 +151,13 @@ _ELSEWHERE = {
     "agentmm.plugins": ["ToolNotFoundError"],
     "agentmm.postgres": ["DatabaseError"],
     "agentmm.native_probe": ["NativeCrashError"],
+    "agentmm.repl.transcript": ["TranscriptError"],
 }  # fmt: skip
 _MODULE_OF = {name: module for module, names in _ELSEWHERE.items() for name in names}
+__all__ = sorted(
+    [name for name, value in list(globals().items()) if isinstance(value, type) and issubclass(value, AgentmmError)]
+    + ["Hint", *_MODULE_OF]
+)
 
 
 def __getattr__(name: str) -> type[AgentmmError]:

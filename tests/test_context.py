@@ -87,3 +87,9 @@ def test_a_message_that_cannot_fit_names_what_else_the_turn_brings() -> None:
     with pytest.raises(InputTooLongError, match=r"this turn's observations 50 tokens\); shorten it"):
         plan_window([HumanMessage("word " * 260)], 0, WORDS, n_ctx=400, reply_tokens=100, head=[("system", "hi")],
                     turn=[("observations", "seen " * 50)])  # fmt: skip
+
+
+def test_a_context_the_reply_reserve_fills_says_to_change_the_reserve() -> None:
+    """--n-ctx 512 with the default max_tokens (512) refused "hi" with "shorten it"."""
+    with pytest.raises(InputTooLongError, match=r"512 kept for the reply\); lower max_tokens or raise n_ctx"):
+        plan_window([HumanMessage("hi")], 0, WORDS, n_ctx=512, reply_tokens=512, head=[("system", "hi")])
