@@ -197,16 +197,10 @@ def _warn_without_chat_template(agent: Agent) -> None:
     """A GGUF without its chat template chats in llama-cpp-python's fallback format and replies
     badly: doctor's check says so as a problem, and the chat's start says it in one line on
     stderr (``--json``'s object has no key for it and stays as it is)."""
-    model = agent.model
-    path = getattr(model, "model_path", None)
-    if not isinstance(path, str) or getattr(model, "chat_format", None):  # a model server, or a format chosen
-        return
-    from agentmm.doctor import chat_template_check
-    from agentmm.gguf import read_gguf
+    from agentmm.doctor import missing_template
 
-    check = chat_template_check(read_gguf(Path(path)))
-    if not check["ok"]:
-        sys.stderr.write(f"agentmm: warning: {agent.settings.model}: {check['detail']}\n")
+    if (why := missing_template(agent.model)) is not None:
+        sys.stderr.write(f"agentmm: warning: {agent.settings.model}: {why}\n")
 
 
 def _one_turn(

@@ -195,6 +195,19 @@ def chat_template_check(info: GGUFInfo) -> dict[str, Any]:
     return _check("chat_template", False, detail)
 
 
+def missing_template(model: Any) -> str | None:
+    """Why a chat model would prompt in the fallback format (a local GGUF without its chat
+    template, no ``chat_format`` chosen), in doctor's words; None when it would not. Said when
+    a chat starts and when ``/model`` or ``/persona`` switches to such a model."""
+    path = getattr(model, "model_path", None)
+    if not isinstance(path, str) or getattr(model, "chat_format", None):  # a model server, or a format chosen
+        return None
+    from agentmm.gguf import read_gguf
+
+    check = chat_template_check(read_gguf(Path(path)))
+    return None if check["ok"] else str(check["detail"])
+
+
 def _local_model_checks(
     settings: Settings, gpu: dict[str, Any], model_data: dict[str, Any], checks: list[dict[str, Any]]
 ) -> dict[str, Any]:

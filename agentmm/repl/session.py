@@ -493,6 +493,10 @@ class ChatSession:
             # An agent /model made owns only its model and what its turns opened (the thread
             # database and the memory store are the first agent's, passed in): free them now.
             previous.close()
+        from agentmm.doctor import missing_template
+
+        if (why := missing_template(agent.model)) is not None:  # as the chat's start says it
+            self.terminal.warn(f"{settings.model}: {why}")
         self._warm_up(agent)
 
 

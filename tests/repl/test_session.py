@@ -297,3 +297,12 @@ def test_persona_switch_follows_its_own_model_unless_the_user_chose_one(tmp_path
     chosen = Agent(load_settings(data_dir=tmp_path / "data", model="smollm2"), model=FakeListChatModel(responses=["x"]))
     term = chat(chosen, ["/persona mo", "/persona"])
     assert "agentmm: error" not in term.stderr and "playing: Model Mo" in term.stdout
+
+
+def test_a_switch_to_a_gguf_without_its_chat_template_is_said_as_at_the_start(tmp_path: Path) -> None:
+    """chat -m and -p warned; /model and /persona switched to such a model without a word."""
+    from tests.tiny_gguf import write_header_only_gguf
+
+    gguf = write_header_only_gguf(tmp_path / "bare.gguf", chat_template=None)
+    term = chat(make_agent(tmp_path, ["Evening."]), [f"/model {gguf}"])
+    assert f"{gguf}: the GGUF has no chat template (tokenizer.chat_template)" in term.stderr, term.stderr
