@@ -65,6 +65,8 @@ def parse(line: str) -> Parsed | str:
     stripped = line.strip()
     if not stripped.startswith("/") or stripped.startswith("//"):
         return line.lstrip()[1:] if stripped.startswith("//") else line
+    if not stripped[1:].strip():  # a bare "/": no name to look up
+        raise UnknownCommand("a command needs a name after /: /help lists them (// sends a line beginning with /)")
     word, *rest = stripped[1:].split(None, 1)
     name = ALIASES.get(word.lower(), word.lower())
     if name not in BY_NAME:

@@ -22,6 +22,13 @@ def test_parse_commands_text_and_escape() -> None:
     assert parse("//me waves") == "/me waves"
 
 
+@pytest.mark.parametrize("line", ["/", "/   ", " /\t", "/\u3000"])
+def test_a_bare_slash_is_one_line_not_a_crash(line: str) -> None:
+    with pytest.raises(UnknownCommand, match="a command needs a name after /") as raised:
+        parse(line)
+    assert "\n" not in str(raised.value)
+
+
 HINTS = [("hepl", "did you mean /help?"), ("retyr", "did you mean /retry?"), ("resme", "did you mean /resume?"),
          ("zzzz", "/help lists them")]  # fmt: skip
 

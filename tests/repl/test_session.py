@@ -160,6 +160,15 @@ def test_bad_input_is_one_line_and_the_session_goes_on(tmp_path: Path) -> None:
     assert messages(agent, thread_of(term)) == [("human", "How are you?"), ("ai", "Fine, thanks.")]
 
 
+def test_a_bare_slash_is_one_error_line_and_the_chat_goes_on(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["Hello."])
+    term = chat(agent, ["/", "/   ", "Hi"])
+    errors = [line for line in term.stderr.splitlines() if line.startswith("agentmm: error:")]
+    assert errors == ["agentmm: error: a command needs a name after /: /help lists them "
+                      "(// sends a line beginning with /)"] * 2, term.stderr  # fmt: skip
+    assert messages(agent, thread_of(term)) == [("human", "Hi"), ("ai", "Hello.")]
+
+
 def test_resume_shows_the_thread_and_continues_it(tmp_path: Path) -> None:
     agent = make_agent(tmp_path, ["Hello!", "Still here."])
     first = chat(agent, ["Hi there"])
