@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shlex
@@ -213,8 +214,8 @@ def _one_turn(
     turn.on_approval = _approver(yes)
     with _cancel_on_ctrl_c(turn.cancel):
         for text in turn:
-            if not as_json:
-                sys.stdout.write(text)
+            if not as_json:  # a reply's escape sequences never reach the terminal (a title, erased lines)
+                sys.stdout.write(printable(text))
                 sys.stdout.flush()
     if as_json:
         _print_json(turn.result.to_json())
@@ -1252,9 +1253,7 @@ def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit. With
     ``--json`` stdout holds the JSON object alone (README's contract): what else is written
     there, by a tools-folder file as it is imported or by a tool as it runs, goes to stderr."""
-    for name in ("stdout", "stderr"):  # started with it closed (2>&-): Python made it None
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 (lives as long as the process)
+    _usable_standard_streams()
     with _stdout_kept_for_json() if _wants_json(sys.argv[1:]) else nullcontext():
         try:
             app()
@@ -1263,6 +1262,26 @@ def main() -> None:
             _leave(exc.exit_code)
         except SystemExit as done:
             _leave(done.code)
+        except OSError as exc:
+            if exc.errno not in _OUTPUT_ERRNOS:
+                raise
+            _output_failed(exc)  # the output's reader gone (| head), a full disk
+
+
+# Writing the output failed: its reader has gone, the disk is full.
+_OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EDQUOT}
+
+
+def _usable_standard_streams() -> None:
+    """Standard streams a command can always write to: one closed at start (``2>&-``, ``<&-``;
+    Python made it None) is /dev/null, and a character the terminal's encoding lacks (a Latin-1
+    locale, a reply's "→") is written as "?" rather than ending the command."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115 (lives as long as the process)
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(AttributeError, ValueError, OSError):
+            stream.reconfigure(errors="replace")  # type: ignore[union-attr]
 
 
 @contextmanager

@@ -153,3 +153,39 @@ def test_json_output_that_cannot_be_written_is_quiet_for_a_gone_reader_one_line_
     assert no_room.stderr.strip().splitlines() == ["agentmm: error: cannot write the output: No space left on device"]
     closed = subprocess.run(command, capture_output=True, text=True, timeout=120, preexec_fn=lambda: os.close(2))
     assert closed.returncode == 0 and json.loads(closed.stdout)["personas"]
+
+
+# `agentmm chat` through the real entry point, its model a script whose reply holds escape sequences.
+ESCAPING_CHAT = """
+import sys
+from langchain_core.messages import AIMessage
+import agentmm.model_server
+from tests.graphs.scripted_model import ScriptedToolModel
+
+reply = AIMessage("\\x1b]0;PWNED\\x07Plain \\x1b[31mred\\x1b[0m \\x1b[1A\\x1b[2Kend \\u2192 \\u05e7")
+agentmm.model_server.chat_model = lambda settings, runtime=None: ScriptedToolModel(script=[reply])
+from agentmm.cli import main
+
+sys.argv = ["agentmm", *sys.argv[1:]]
+main()
+"""
+
+
+def test_a_reply_reaches_the_terminal_without_escape_sequences_and_in_any_locale(isolated_env: Path) -> None:
+    """chat -m wrote a reply's escape sequences raw (a window title, an erased line), and a
+    character a Latin-1 terminal lacks ended the command after the turn was saved."""
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", ESCAPING_CHAT, "chat", "-m", "hi"], capture_output=True, timeout=120,
+        cwd=Path(__file__).parents[1], env={**os.environ, "PYTHONIOENCODING": "latin-1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode("latin-1").strip() == "Plain red end ? ?"
+    assert b"[thread " in done.stderr
+    latin = {**os.environ, "PYTHONIOENCODING": "latin-1", "COLUMNS": "60"}
+    listed = subprocess.run([sys.executable, "-m", "agentmm.cli", "personas", "list"], capture_output=True,
+                            timeout=120, env=latin)  # fmt: skip
+    assert listed.returncode == 0 and b"Traceback" not in listed.stderr
