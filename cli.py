@@ -409,7 +409,10 @@ def threads_list(as_json: JsonFlag = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("thread", "turns", "updated", "first message")
+    from agentmm.console_text import key_column
+
+    # The id is typed back (--thread, threads show): never cut; the first message gives way.
+    table = Table(key_column("thread", [printable(t.thread_id) for t in threads]), "turns", "updated", "first message")
     for t in threads:
         table.add_row(plain(t.thread_id), str(t.turns), t.updated_at, plain(t.title))
     Console().print(table if threads else "no threads yet: agentmm chat starts one")
@@ -463,7 +466,9 @@ def models_list(as_json: JsonFlag = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table("name", "source", "installed", "size", "path")
+    from agentmm.console_text import key_column
+
+    table = Table(key_column("name", [m.name for m in models]), "source", "installed", "size", "path")
     for m in models:
         size = f"{m.size_bytes / 2**20:.0f} MiB" if m.size_bytes else ""
         where = m.path or ("joined from its parts on first use" if m.installed else "")

@@ -29,3 +29,18 @@ def test_ids_are_never_cut_at_80_columns(
     assert firsts == ["0a1b2c3d4e5f:12:assistant", "note:0123456789ab"]
     assert "0.5000" in shown if scored else "score" not in shown
     assert "2025-01-02" in shown and "10:11:12" in shown  # the time wraps under the day, never cut
+
+
+def test_thread_ids_and_model_names_are_never_cut_in_a_narrow_terminal(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """At 40 columns threads list showed '3a4e10…' and models list 'smol…': the names typed back."""
+    from agentmm.threads import ThreadSummary
+
+    monkeypatch.setenv("COLUMNS", "40")
+    thread = ThreadSummary(thread_id="3a4e10c2d9f1", messages=2, turns=1, updated_at="2026-12-07T12:00:00+00:00",
+                           title="a long first message that will have to give way")  # fmt: skip
+    monkeypatch.setattr("agentmm.threads.list_threads", lambda saver: [thread])
+    monkeypatch.setattr(cli, "_checkpointer", lambda: None)
+    cli.threads_list(as_json=False)
+    assert "│ 3a4e10c2d9f1 │" in capsys.readouterr().out
