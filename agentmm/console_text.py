@@ -19,9 +19,38 @@ if TYPE_CHECKING:
 _CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+# A chunk of a streamed reply ending inside an escape sequence: a lone ESC, a CSI without its final
+# byte, an OSC without its terminator (or with half of ESC \\).
+_OPEN_TAIL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?)?\Z")
+# An open sequence held longer than this is let go (and dropped whole, as ``printable`` drops it).
+_HOLD_LIMIT = 4096
+
+
 def printable(value: object) -> str:
     """``value`` as a string without terminal control characters (tab and newline kept)."""
     return _CONTROL.sub("", str(value))
+
+
+class PrintableStream:
+    """``printable`` for text that comes in pieces (a streamed reply): an escape sequence split
+    across two pieces is held until it is whole, then dropped, so neither half reaches the
+    terminal (``\\x1b]0;PW`` + ``NED\\x07`` set no title and show no ``NED``)."""
+
+    def __init__(self) -> None:
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """What of ``self``'s held text and ``text`` can be shown now."""
+        text = self._held + text
+        tail = _OPEN_TAIL.search(text)
+        cut = tail.start() if tail is not None and len(text) - tail.start() <= _HOLD_LIMIT else len(text)
+        self._held = text[cut:]
+        return printable(text[:cut])
+
+    def flush(self) -> str:
+        """The end of the stream: what was held, without its unfinished sequence."""
+        held, self._held = self._held, ""
+        return printable(held)
 
 
 def plain(value: object, style: str = "") -> Text:

@@ -19,7 +19,7 @@ from typing import Any
 from rich.cells import cell_len
 from rich.console import Console
 
-from agentmm.console_text import printable
+from agentmm.console_text import PrintableStream, printable
 
 # Markup worth re-rendering a reply for (role-play's *actions* included).
 _MARKDOWN = re.compile(
@@ -60,7 +60,8 @@ class Terminal:
         self.err = Console(stderr=True, highlight=False, no_color=not live or None)
         self._session: Any = None
         self._busy: Any = None  # BusyKeys while the chat works on a line
-        self._streamed: list[str] = []
+        self._streamed: list[str] = []  # the reply as shown: without control characters
+        self._shown = PrintableStream()
         self._spinner: Any = None
         self._stopped_at = -STOP_GRACE_S  # time.monotonic() when a reply was last stopped
 
@@ -174,13 +175,20 @@ class Terminal:
 
     def reply_start(self) -> None:
         self._streamed = []
+        self._shown = PrintableStream()
 
     def reply_chunk(self, text: str) -> None:
+        """Show a piece of the reply; escape sequences and control characters in it (a title
+        change, a line erased) are the model's text, never the terminal's commands."""
         if not self._streamed:
             self.stop_spinner()
-        self._streamed.append(text)
-        self.out.file.write(text)
-        self.out.file.flush()
+        self._write_reply(self._shown.feed(text))
+
+    def _write_reply(self, text: str) -> None:
+        if text:
+            self._streamed.append(text)
+            self.out.file.write(text)
+            self.out.file.flush()
 
     def just_stopped(self) -> bool:
         """Whether a reply was stopped less than ``STOP_GRACE_S`` ago (Ctrl-C then does not leave)."""
@@ -192,6 +200,7 @@ class Terminal:
         if interrupted:
             self._stopped_at = time.monotonic()
         self.stop_spinner()
+        self._write_reply(self._shown.flush())
         text = "".join(self._streamed)
         rendered = bool(self.live and text.strip() and looks_like_markdown(text) and self._erase(text))
         if rendered:
@@ -211,6 +220,7 @@ class Terminal:
     def reply_abort(self) -> None:
         """The turn failed: end the line it was writing, so the error starts on its own."""
         self.stop_spinner()
+        self._write_reply(self._shown.flush())
         if self._streamed:
             self.out.file.write("\n")
             self.out.file.flush()
@@ -230,6 +240,7 @@ class Terminal:
     def show_markdown(self, text: str, end: str = "\n") -> None:
         from rich.markdown import Markdown
 
+        text = printable(text)
         if self.live:
             self.out.print(Markdown(text), end=end)
         else:

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from agentmm.console_text import printable
 from agentmm.errors import AgentmmError
 from agentmm.fileio import atomic_write
 
@@ -46,14 +47,16 @@ def transcript(thread_id: str, values: dict[str, Any], *, model: str, user_name:
 
 
 def to_markdown(doc: dict[str, Any]) -> str:
-    speaker = doc["persona"] or "Assistant"
+    """The transcript as Markdown, without the control characters and escape sequences a message
+    may hold (``cat`` of the file would run them); the JSON keeps them, escaped."""
+    speaker = printable(doc["persona"] or "Assistant")
     lines = [f"# agentmm thread {doc['thread_id']}", ""]
     lines.append(f"Model {doc['model']}" + (f" · persona {doc['persona']}" if doc["persona"] else "")
                  + f" · saved {doc['saved_at']}")  # fmt: skip
     for m in doc["messages"]:
-        who = doc["user_name"] if m["role"] == "user" else speaker
+        who = printable(doc["user_name"]) if m["role"] == "user" else speaker
         mark = " *(interrupted)*" if m.get("interrupted") else ""
-        lines += ["", f"**{who}:**", "", m["content"].strip() + mark]
+        lines += ["", f"**{who}:**", "", printable(m["content"]).strip() + mark]
     return "\n".join(lines) + "\n"
 
 

@@ -169,6 +169,36 @@ def test_a_bare_slash_is_one_error_line_and_the_chat_goes_on(tmp_path: Path) -> 
     assert messages(agent, thread_of(term)) == [("human", "Hi"), ("ai", "Hello.")]
 
 
+HOSTILE_REPLY = "\x1b]0;PWNED\x07 a \x1b[1A\x1b[2K b"
+
+
+def test_escape_sequences_in_a_reply_are_shown_and_saved_as_text_only(tmp_path: Path) -> None:
+    """A model's reply cannot set the window title or erase lines: streamed (the fake streams it a
+    character at a time, so the sequences come in pieces), nor in a Markdown /save."""
+    agent = make_agent(tmp_path, [HOSTILE_REPLY])
+    term = chat(agent, ["Hi", f"/save {tmp_path / 't.md'}", f"/save {tmp_path / 't.json'}"])
+    assert term.stdout == " a  b\n"
+    markdown = (tmp_path / "t.md").read_text()
+    assert "\n\na  b\n" in markdown and not any(c in markdown for c in "\x1b\x07"), markdown
+    saved = json.loads((tmp_path / "t.json").read_text())
+    assert saved["messages"][1]["content"] == HOSTILE_REPLY  # JSON escapes it: kept as the model wrote it
+
+
+def test_escape_sequences_in_a_reply_do_not_reach_a_live_terminal() -> None:
+    """The live terminal re-renders a reply as Markdown: neither the stream nor the redraw holds
+    the reply's own escapes (only the terminal's, which erase the streamed text)."""
+    term = Terminal(editor=False, live=True)
+    term.out = Console(file=io.StringIO(), width=80, height=25, force_terminal=True, highlight=False)
+    term.reply_start()
+    for piece in ["*waves* \x1b]0;PW", "NED\x07 a \x1b[", "1A\x1b", "[2K b\x1b"]:
+        term.reply_chunk(piece)
+    term.reply_end(False)
+    shown = term.out.file.getvalue()  # type: ignore[attr-defined]
+    assert "PWNED" not in shown and "NED" not in shown and "\x07" not in shown and "\x1b]" not in shown
+    assert "\x1b[1A" not in shown and "\x1b[2K" not in shown
+    assert "waves" in shown and "a  b" in shown
+
+
 def test_resume_shows_the_thread_and_continues_it(tmp_path: Path) -> None:
     agent = make_agent(tmp_path, ["Hello!", "Still here."])
     first = chat(agent, ["Hi there"])

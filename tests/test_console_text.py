@@ -1,0 +1,31 @@
+"""Text from users and models as the terminal shows it: escape sequences are text, never commands."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentmm.console_text import PrintableStream, printable
+
+HOSTILE = "\x1b]0;PWNED\x07 a \x1b[1A\x1b[2K b\x1b]8;;http://x\x1b\\link\x1b]8;;\x1b\\ \x9b31m\r\n\tend\x07"
+SHOWN = " a  blink 31m\n\tend"
+
+
+def test_printable_drops_escapes_and_controls_but_keeps_newlines_tabs_and_unicode() -> None:
+    assert printable(HOSTILE) == SHOWN
+    assert printable("漢字 é 🙂 ‽") == "漢字 é 🙂 ‽"
+
+
+@pytest.mark.parametrize("size", range(1, len(HOSTILE) + 1))
+def test_a_stream_in_pieces_of_any_size_shows_what_the_whole_shows(size: int) -> None:
+    stream = PrintableStream()
+    shown = "".join(stream.feed(HOSTILE[i : i + size]) for i in range(0, len(HOSTILE), size)) + stream.flush()
+    assert shown == SHOWN
+
+
+def test_a_sequence_never_finished_is_dropped_at_the_end_and_holds_back_no_more_than_a_limit() -> None:
+    stream = PrintableStream()
+    assert stream.feed("a\x1b[3") == "a"
+    assert stream.flush() == "[3"  # a CSI never ended: its ESC goes, what followed it is text
+    assert stream.feed("b\x1b]0;title without end") == "b"
+    assert stream.feed("x" * 5000) == ""  # past the limit the open OSC runs to the end, as printable reads it
+    assert stream.feed("c") == "c"
