@@ -6,11 +6,32 @@ the next prompt read as Ctrl-J ("new line") instead of "send": the line sat unde
 continuation until another Enter. So while the chat is busy the terminal stays raw, as the line
 editor has it: nothing is echoed, Ctrl-C is a key the REPL reads (it stops the reply), and every
 other key is handed to the next prompt as prompt_toolkit type-ahead, to be edited or sent there.
+
+Before the first prompt (the models loading, the header) and in the moment between a line and
+the next prompt the terminal is still cooked: ``take_cooked_keys`` reads what was typed then and
+turns each line end back into Enter, as the user pressed it.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+
+def take_cooked_keys(source: Any) -> None:
+    """Add the keys typed while the terminal was cooked to the next prompt's type-ahead (after
+    what ``BusyKeys`` kept). The kernel turned each Enter into a line feed (ICRNL), which the
+    editor reads as Ctrl-J, "new line": here it is Enter again, so a line typed ahead is sent."""
+    from prompt_toolkit.input.typeahead import get_typeahead, store_typeahead
+    from prompt_toolkit.key_binding import KeyPress
+    from prompt_toolkit.keys import Keys
+
+    typed: list[Any] = []
+    with source.raw_mode():  # a line not ended yet is readable only out of the cooked mode
+        while keys := source.read_keys():
+            typed.extend(keys)
+    if typed:
+        enter = KeyPress(Keys.ControlM, "\r")
+        store_typeahead(source, [*get_typeahead(source), *(enter if k.key == Keys.ControlJ else k for k in typed)])
 
 
 class BusyKeys:

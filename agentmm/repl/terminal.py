@@ -122,6 +122,9 @@ class Terminal:
         """The next line the user sent, or None when they leave (Ctrl-D, Ctrl-C, end of input)."""
         try:
             if self._session is not None:
+                from agentmm.repl.busy_keys import take_cooked_keys
+
+                take_cooked_keys(self._session.input)  # typed before this prompt: Enter sends it
                 return str(self._session.prompt([("class:prompt bold ansigreen", "you> ")]))
             return input("you> " if sys.stdin.isatty() else "")
         except (EOFError, KeyboardInterrupt):

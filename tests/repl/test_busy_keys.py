@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import select
 import termios
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -65,6 +66,28 @@ def test_a_y_n_question_during_the_turn_keeps_later_keys_after_earlier_ones(tty:
         store_typeahead(source, [KeyPress("c"), KeyPress(Keys.ControlC)])  # what the question's prompt left over
         keys.keep(get_typeahead(source))
     assert [k.key for k in get_typeahead(source)] == ["a", "b", "c"]
+
+
+def test_a_line_typed_before_the_prompt_is_sent_by_its_enter(tty: tuple[int, Any]) -> None:
+    """Typed while the chat starts (the terminal still cooked, so the kernel made Enter a line
+    feed, which the editor reads as Ctrl-J, "new line"): the line is sent, not left under a
+    continuation waiting for a second Enter."""
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.output import DummyOutput
+
+    keyboard, source = tty
+    assert termios.tcgetattr(source.fileno())[0] & termios.ICRNL  # cooked, as a terminal is before the prompt
+    type_keys(keyboard, source, b"Hello there\r")
+    term = Terminal(editor=True, live=False)
+    with create_app_session(input=source, output=DummyOutput()):
+        term.setup_editor(None, lambda: "")
+        second_enter = threading.Timer(3, os.write, (keyboard, b"\r"))  # what the old editor waited for
+        second_enter.start()
+        try:
+            line = term.read()
+        finally:
+            second_enter.cancel()
+    assert line == "Hello there"
 
 
 class KeyboardTerminal(ScriptedTerminal):
