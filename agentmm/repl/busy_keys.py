@@ -58,7 +58,7 @@ class BusyKeys:
             for key in keys:
                 if key.key == Keys.ControlC:
                     presses += 1  # never type-ahead: at an empty prompt it would end the chat
-                else:
+                elif key.key != Keys.ControlZ:  # the next prompt would stop the chat out of the blue
                     self.kept.append(key)
         return presses
 
@@ -66,7 +66,7 @@ class BusyKeys:
         """Add keys read by someone else meanwhile (a y/N question's own prompt), after ours."""
         from prompt_toolkit.keys import Keys
 
-        self.kept.extend(k for k in keys if k.key != Keys.ControlC)
+        self.kept.extend(k for k in keys if k.key not in (Keys.ControlC, Keys.ControlZ))
 
     def __exit__(self, *exc: object) -> None:
         from prompt_toolkit.input.typeahead import store_typeahead

@@ -115,6 +115,7 @@ class Terminal:
             refresh_interval=0.5 if self.live else 0,
             color_depth=None if self.live else ColorDepth.MONOCHROME,
             enable_history_search=True,
+            enable_suspend=True,  # Ctrl-Z stops the chat as it stops a shell's job (where there is SIGTSTP)
             prompt_continuation=lambda width, line, wrap: "." * (width - 1) + " ",
         )
 

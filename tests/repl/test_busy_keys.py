@@ -90,6 +90,40 @@ def test_a_line_typed_before_the_prompt_is_sent_by_its_enter(tty: tuple[int, Any
     assert line == "Hello there"
 
 
+def test_ctrl_z_at_the_prompt_suspends_as_in_a_shell_and_types_nothing(
+    tty: tuple[int, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-Z stops the chat (SIGTSTP, ``fg`` brings it back) where the system has job control;
+    it put a ``^Z`` into the message. (The stop itself is prompt_toolkit's: recorded here, since
+    a real one would stop the test's whole process group.)"""
+    import signal
+
+    from prompt_toolkit.application import Application, create_app_session
+    from prompt_toolkit.output import DummyOutput
+
+    if not hasattr(signal, "SIGTSTP"):
+        pytest.skip("no job control here")
+    suspended: list[bool] = []
+    monkeypatch.setattr(Application, "suspend_to_background", lambda self, suspend_group=True: suspended.append(True))
+    keyboard, source = tty
+    term = Terminal(editor=True, live=False)
+    with create_app_session(input=source, output=DummyOutput()):
+        term.setup_editor(None, lambda: "")
+        threading.Timer(0.5, os.write, (keyboard, b"ab\x1acd\r")).start()  # at the prompt: its terminal raw
+        line = term.read()
+    assert line == "abcd" and suspended == [True]
+
+
+def test_ctrl_z_typed_during_a_reply_is_not_type_ahead(tty: tuple[int, Any]) -> None:
+    from prompt_toolkit.input.typeahead import get_typeahead
+
+    keyboard, source = tty
+    with BusyKeys(source) as keys:
+        type_keys(keyboard, source, b"a\x1ab")
+        keys.poll()
+    assert [k.key for k in get_typeahead(source)] == ["a", "b"]
+
+
 class KeyboardTerminal(ScriptedTerminal):
     """A terminal whose user presses Ctrl-C on the keyboard (a key, no signal) at the second chunk."""
 
