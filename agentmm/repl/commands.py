@@ -20,6 +20,12 @@ class Command:
     # What completes the argument: "persona", "path", "thread", "model" or "".
     completes: str = ""
 
+    @property
+    def takes_name(self) -> bool:
+        """Whether the argument is one name (a persona, file, id, number), which a user may quote
+        (``/persona 'Bram'``, ``/save "my notes.md"``), not free text (/remember, /memory)."""
+        return self.args.strip("[]") in {"NAME", "PATH", "FILE", "ID", "N"}
+
 
 COMMANDS: tuple[Command, ...] = (
     Command("help", "", "this list"),
@@ -71,15 +77,24 @@ def parse(line: str) -> Parsed | str:
     name = ALIASES.get(word.lower(), word.lower())
     if name not in BY_NAME:
         raise UnknownCommand(unknown_message(word))
-    return Parsed(name, rest[0].strip() if rest else "")
+    arg = rest[0].strip() if rest else ""
+    return Parsed(name, unquote(arg) if BY_NAME[name].takes_name else arg)
+
+
+def unquote(arg: str) -> str:
+    """``arg`` without one pair of matching quotes around it, single or double (what is inside is
+    kept as typed); an argument not quoted so, as it is."""
+    if len(arg) >= 2 and arg[0] == arg[-1] and arg[0] in "'\"":
+        return arg[1:-1]
+    return arg
 
 
 def path_arg(arg: str) -> Path:
-    """A file argument as a path: surrounding quotes dropped, ``~`` expanded. A name no file can
+    """A file argument (``parse`` took its quotes off) as a path, ``~`` expanded. A name no file can
     have (a NUL byte) or a ``~user`` naming no user is one error line, not a ValueError or
     RuntimeError out of pathlib; so is a line break, which in a one-line command comes from a
     paste of several lines (and would split every message naming the file)."""
-    text = arg.strip("'\"")
+    text = arg
     if "\0" in text:
         raise AgentmmError(f"{text!r}: a file name cannot contain a NUL character")
     if "\n" in text or "\r" in text:

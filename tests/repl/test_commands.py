@@ -29,6 +29,30 @@ def test_a_bare_slash_is_one_line_not_a_crash(line: str) -> None:
     assert "\n" not in str(raised.value)
 
 
+QUOTED = [
+    ("/persona 'Bram'", Parsed("persona", "Bram")),
+    ('/persona "Nora Quill"', Parsed("persona", "Nora Quill")),
+    ('/model "qwen0.5b"', Parsed("model", "qwen0.5b")),
+    ("/save 'my notes.md'", Parsed("save", "my notes.md")),
+    ('/image "it\'s here.png"', Parsed("image", "it's here.png")),
+    ("/resume '78fb9d'", Parsed("resume", "78fb9d")),
+    ('/forget "note:1"', Parsed("forget", "note:1")),
+    ("/greeting '1'", Parsed("greeting", "1")),
+    ("/persona ''", Parsed("persona", "")),
+    ("/persona 'Bram\"", Parsed("persona", "'Bram\"")),  # not a pair: kept
+    ("/persona ''Bram''", Parsed("persona", "'Bram'")),  # one pair only
+    ("/persona it's", Parsed("persona", "it's")),
+    ("/remember 'tea' is her word", Parsed("remember", "'tea' is her word")),  # free text: as typed
+    ('/remember "I like tea"', Parsed("remember", '"I like tea"')),
+    ('/memory "tea"', Parsed("memory", '"tea"')),
+]
+
+
+@pytest.mark.parametrize(("line", "parsed"), QUOTED)
+def test_one_pair_of_quotes_around_a_name_or_path_is_dropped(line: str, parsed: Parsed) -> None:
+    assert parse(line) == parsed
+
+
 HINTS = [("hepl", "did you mean /help?"), ("retyr", "did you mean /retry?"), ("resme", "did you mean /resume?"),
          ("zzzz", "/help lists them")]  # fmt: skip
 

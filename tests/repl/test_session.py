@@ -199,6 +199,15 @@ def test_escape_sequences_in_a_reply_do_not_reach_a_live_terminal() -> None:
     assert "waves" in shown and "a  b" in shown
 
 
+def test_quoted_names_and_paths_are_read_without_their_quotes(tmp_path: Path) -> None:
+    agent = make_agent(tmp_path, ["Hello."])
+    term = chat(agent, ["Hi", "/persona 'Nora Quill'", f"/save '{tmp_path / 'my notes.md'}'",
+                        f'/save "{tmp_path / "t.json"}"', "/model 'no-such-model'"])  # fmt: skip
+    assert "Nora Quill plays from your next message on" in term.stderr, term.stderr
+    assert (tmp_path / "my notes.md").is_file() and (tmp_path / "t.json").is_file(), term.stderr
+    assert "model not found: no-such-model (" in term.stderr, term.stderr
+
+
 def test_resume_shows_the_thread_and_continues_it(tmp_path: Path) -> None:
     agent = make_agent(tmp_path, ["Hello!", "Still here."])
     first = chat(agent, ["Hi there"])
