@@ -384,10 +384,16 @@ class ChatSession:
         if not threads:
             self.terminal.show("no saved threads yet")
             return
-        table = Table("", "thread", "turns", "updated", "first message", show_edge=False, pad_edge=False)
-        for t in threads[:30]:
+        from agentmm.console_text import key_column
+
+        shown = threads[:30]
+        ids = key_column("thread", [printable(t.thread_id) for t in shown])  # /resume takes it: never cut
+        table = Table("", ids, "turns", "updated", "first message", show_edge=False, pad_edge=False)
+        for t in shown:
             mark = "*" if t.thread_id == self.thread_id else ""
-            table.add_row(mark, plain(t.thread_id), str(t.turns), t.updated_at, plain(t.title))
+            title = plain(t.title)
+            title.no_wrap, title.overflow = True, "ellipsis"  # one line a thread: the title gives way
+            table.add_row(mark, plain(t.thread_id), str(t.turns), t.updated_at, title)
         self.terminal.show(table)
 
     def cmd_resume(self, arg: str) -> None:

@@ -280,6 +280,20 @@ def test_memory_ids_are_whole_in_a_narrow_terminal(tmp_path: Path, memory_store:
     assert firsts == [note_id, note_id], term.stdout
 
 
+@pytest.mark.parametrize("width", [40, 24])
+def test_thread_ids_are_whole_in_a_narrow_terminal(tmp_path: Path, width: int) -> None:
+    """/resume takes a thread id, which /threads shows: a narrow table must not cut it (it showed
+    ``78fb9d…``); the first message gives way."""
+    agent = make_agent(tmp_path, ["Noted."] * 2)
+    first = thread_of(chat(agent, ["A rather long first message about the weather in Lisbon"]))
+    term = ScriptedTerminal(["A second thread, also with a long first message", "/threads"])
+    term.out = Console(file=io.StringIO(), width=width, no_color=True, highlight=False)
+    ChatSession(agent, term, persona_model=persona_model).run()
+    second = thread_of(term)
+    rows = [line.split("│") for line in term.stdout.splitlines() if line.count("│") >= 2]
+    assert sorted(cells[1].strip() for cells in rows if cells[1].strip()) == sorted([first, second]), term.stdout
+
+
 class FakeTurn:
     """A TurnStream stand-in: asks to run a tool, streams, can press Ctrl-C on itself."""
 
