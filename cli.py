@@ -212,15 +212,18 @@ def _one_turn(
     turn.on_observations = _show_observations
     turn.on_tool_calls = _show_tool_calls
     turn.on_approval = _approver(yes)
+    from agentmm.console_text import PrintableStream
+
+    shown = PrintableStream()  # a reply's escape sequences never reach the terminal (a title, erased lines)
     with _cancel_on_ctrl_c(turn.cancel):
         for text in turn:
-            if not as_json:  # a reply's escape sequences never reach the terminal (a title, erased lines)
-                sys.stdout.write(printable(text))
+            if not as_json:
+                sys.stdout.write(shown.feed(text))
                 sys.stdout.flush()
     if as_json:
         _print_json(turn.result.to_json())
     else:
-        sys.stdout.write("\n")
+        sys.stdout.write(shown.flush() + "\n")
         sys.stderr.write(f"[thread {turn.thread_id}]\n")
 
 
