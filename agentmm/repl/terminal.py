@@ -265,19 +265,18 @@ class Terminal:
 
     def warn(self, text: str) -> None:
         """A note the user should act on, though nothing failed (no model here for a picture)."""
-        self.stop_spinner()
-        if self.live:
-            self.err.print(f"[bold yellow]note:[/] {_escape(printable(text))}", highlight=False)
-        else:
-            self.err.file.write(f"agentmm: note: {printable(text)}\n")
-            self.err.file.flush()
+        self._labelled("note", "bold yellow", printable(text))
 
     def error(self, text: str) -> None:
+        self._labelled("error", "bold red", text)
+
+    def _labelled(self, label: str, style: str, text: str) -> None:
+        """One line on stderr: coloured on a live terminal, ``agentmm: LABEL: ...`` piped."""
         self.stop_spinner()
         if self.live:
-            self.err.print(f"[bold red]error:[/] {_escape(printable(text))}", highlight=False)
+            self.err.print(f"[{style}]{label}:[/] {_escape(printable(text))}", highlight=False)
         else:
-            self.err.file.write(f"agentmm: error: {text}\n")
+            self.err.file.write(f"agentmm: {label}: {text}\n")
             self.err.file.flush()
 
     def start_spinner(self, text: str) -> None:

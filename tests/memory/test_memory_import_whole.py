@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from agentmm.memory.chroma_store import PIPELINE_CHUNK, ChromaStore
 from agentmm.memory.manage import EXPORT_FORMAT, import_jsonl
 from tests.memory.conftest import CharacterEmbeddings
 from tests.memory.test_memory_crash import DyingClient, Killed
+from tests.test_crash_safety import kill_at
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD = ("memories", "ada", "nora")
@@ -105,14 +105,8 @@ def test_an_import_killed_part_way_leaves_nothing_of_the_file(tmp_path: Path) ->
     proc = subprocess.Popen([sys.executable, "-c", code, str(path), str(export), str(marker)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while not marker.exists():
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the child never reached the marker"
-            time.sleep(0.05)
         # The third chunk is embedded only once the first was written: the import is part way.
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        kill_at(proc, marker)
     finally:
         if proc.poll() is None:
             proc.kill()
