@@ -92,12 +92,13 @@ class Ingest:
             given = history[-1]
             text = given.text.strip()
             history = history[:-1]
-        # User messages no reply follows, before this one: several sent in one run ({"messages":
-        # [u1, u2]}), or a raw graph's failed run (the Agent rolls its own back). They are this
-        # turn's message too, in order: dropped, they were lost; left, answered after it.
         if given is not None:
             _text_only(given)
-        unanswered = _unanswered_tail(history)  # their text: one refused so must not block the thread
+        # User messages no reply follows, before this one: several sent in one run ({"messages":
+        # [u1, u2]}), or a raw graph's failed run (the Agent rolls its own back). They are this
+        # turn's message too, in order: dropped, they were lost; left, answered after it. Their
+        # text only: a message refused for its picture must not block the thread.
+        unanswered = _unanswered_tail(history)
         if unanswered:
             removed.extend(RemoveMessage(id=m.id) for m in unanswered)  # type: ignore[arg-type]
             history = history[: -len(unanswered)]
@@ -359,7 +360,7 @@ def model_and_tools(
         named["tools"], tools = list(tools), None  # names, as the tools setting takes them
     elif tools is not None and not all(isinstance(tool, BaseTool) for tool in tools):
         raise SettingsError("tools takes LangChain tools (BaseTool) or tool names, not a mix or anything else")
-    return model, list(tools) if tools is not None else None, named  # type: ignore[arg-type]
+    return model, tools, named  # type: ignore[return-value]
 
 
 def not_settings(settings: object) -> str:
@@ -749,7 +750,7 @@ def build_graph(
     # Both paths: sync runs call the model's stream, async ones (the Agent's) its astream.
     builder.add_node("generate", RunnableCallable(generator, generator.acall, name="generate", trace=False))
     if toolbox is not None:
-        tools_node = RunTools(toolbox)  # async runs await async-only tools on their own loop
+        tools_node = RunTools(toolbox)  # an async run awaits async-only tools on its loop (an Agent's: on threads)
         builder.add_node("tools", RunnableCallable(tools_node, tools_node.acall, name="tools", trace=False))
     if memory:
         builder.add_node("remember", Remember(phrasing))
