@@ -189,3 +189,20 @@ def test_a_reply_reaches_the_terminal_without_escape_sequences_and_in_any_locale
     listed = subprocess.run([sys.executable, "-m", "agentmm.cli", "personas", "list"], capture_output=True,
                             timeout=120, env=latin)  # fmt: skip
     assert listed.returncode == 0 and b"Traceback" not in listed.stderr
+
+
+def test_a_piped_chat_whose_reader_has_gone_ends_quietly(isolated_env: Path) -> None:
+    """`agentmm chat | head -1` said 'agentmm: error: Broken pipe' once a line, and went on."""
+    import os
+    import subprocess
+    import sys
+
+    script = ESCAPING_CHAT.replace("script=[reply]", "script=[reply, reply, reply]")
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run([sys.executable, "-c", script, "chat"], input=b"hi\nagain\nand again\n", stdout=write,
+                              stderr=subprocess.PIPE, timeout=120, cwd=Path(__file__).parents[1])  # fmt: skip
+    finally:
+        os.close(write)
+    assert done.returncode == 1 and b"Broken pipe" not in done.stderr and b"Traceback" not in done.stderr, done.stderr

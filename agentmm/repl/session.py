@@ -99,6 +99,8 @@ class ChatSession:
                 self.send(parsed)
         except AgentmmError as exc:
             self.terminal.error(str(exc))
+        except BrokenPipeError:
+            raise  # the chat's output has no reader left (| head): nothing more can be said
         except OSError as exc:
             self.terminal.error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
         return True
