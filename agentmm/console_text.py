@@ -15,13 +15,16 @@ if TYPE_CHECKING:
     from rich.table import Column
     from rich.text import Text
 
-# An escape sequence as a whole (CSI "\x1b[31m", OSC "\x1b]0;title\x07"), then any other control.
-_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# An escape sequence as a whole (CSI "\x1b[31m", OSC "\x1b]0;title\x07"), an OSC that never ends
+# (its introducer only: taken whole, it hid the rest of a reply), then any other control.
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)|\x1b\]|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+)
 
 
 # A chunk of a streamed reply ending inside an escape sequence: a lone ESC, a CSI without its final
 # byte, an OSC without its terminator (or with half of ESC \\).
-_OPEN_TAIL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?)?\Z")
+_OPEN_TAIL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b\n]*\x1b?)?\Z")
 # An open sequence held longer than this is let go (and dropped whole, as ``printable`` drops it).
 _HOLD_LIMIT = 4096
 

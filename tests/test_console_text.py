@@ -27,5 +27,14 @@ def test_a_sequence_never_finished_is_dropped_at_the_end_and_holds_back_no_more_
     assert stream.feed("a\x1b[3") == "a"
     assert stream.flush() == "[3"  # a CSI never ended: its ESC goes, what followed it is text
     assert stream.feed("b\x1b]0;title without end") == "b"
-    assert stream.feed("x" * 5000) == ""  # past the limit the open OSC runs to the end, as printable reads it
+    # Past the limit the open OSC is let go: its introducer goes, what followed it is text.
+    assert stream.feed("x" * 5000) == "0;title without end" + "x" * 5000
     assert stream.feed("c") == "c"
+
+
+def test_an_osc_that_never_ends_hides_nothing_after_it() -> None:
+    """Its pattern's terminator was optional: it took the rest of the reply (and of the .md)."""
+    assert printable("Hello \x1b]0;oops the rest\nmore") == "Hello 0;oops the rest\nmore"
+    stream = PrintableStream()
+    shown = stream.feed("Hello \x1b]0;oops") + stream.feed(" the rest of a long answer") + stream.flush()
+    assert shown == "Hello 0;oops the rest of a long answer"
