@@ -205,23 +205,24 @@ def format_recalled(recalled: Sequence[dict[str, Any]], user_name: str) -> str:
 # the block's form writes them: the day as ``dates.day`` writes it, a speaker, a colon. A list
 # of the character's own ("- (3 coins) Stew: lamb") is not one.
 _DAY = r"\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|December) \d{4}"
-_MEMORY_LINE = re.compile(rf"^- \(({_DAY})\) [^:\n]{{1,60}}:", re.MULTILINE)
+_MEMORY_LINE = re.compile(rf"^- \({_DAY}\) [^:\n]{{1,60}}:", re.MULTILINE)
 _COPIED_LINE = re.compile(
     rf"^[ \t]*(?:- \({_DAY}\) [^:\n]{{1,60}}:.*|\[Things you remember from earlier conversations with [^\n]*)\n?",
     re.MULTILINE,
 )
-MAX_MEMORY_STOPS = 8
+MAX_MEMORY_STOPS = 16
 
 
 def memory_line_stops(blocks: Iterable[str]) -> list[str]:
     """Stop strings for a reply whose prompt holds recalled-memory ``blocks``: a new line
-    starting as one of their lines does ("\\n- (7 December 2026)"), the days they hold, newest
-    block first, at most ``MAX_MEMORY_STOPS``."""
-    days: dict[str, None] = {}
+    starting as one of their lines does, day and speaker ("\\n- (7 December 2026) User:"; a
+    character's own dated list, "- (7 December 2026) market day", is no copy), newest block
+    first, at most ``MAX_MEMORY_STOPS``."""
+    starts: dict[str, None] = {}
     for block in blocks:
         for found in _MEMORY_LINE.finditer(block):
-            days.setdefault(found.group(1))
-    return [f"\n- ({when})" for when in list(days)[:MAX_MEMORY_STOPS]]
+            starts.setdefault(found.group(0))
+    return [f"\n{start}" for start in list(starts)[:MAX_MEMORY_STOPS]]
 
 
 def without_copied_memories(reply: str) -> str:

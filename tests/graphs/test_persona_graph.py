@@ -287,7 +287,9 @@ def test_a_reply_copying_the_memory_blocks_form_is_cut_there_and_such_lines_are_
     other = {"configurable": {"thread_id": "other"}}
     state = graph.invoke({"input": "What is there to eat tonight?"}, other,
                          context=TurnContext(user_name="Ada", persona="tamsin"))  # fmt: skip
-    assert state["trace"]["recalled"] and f"\n- ({today})" in model.stops[-1]
+    assert state["trace"]["recalled"] and f"\n- ({today}) Ada:" in model.stops[-1]
+    # A dated list of the character's own is no copy: it has no speaker and colon after the day.
+    assert not [stop for stop in model.stops[-1] if stop.startswith("\n- (") and not stop.endswith(":")]
     assert state["messages"][-1].text == "Aye, the lamp."  # stopped at the copied line
     run(graph, "Is the lamp old?")  # begun with one: no stop can cut it, but it is not remembered
     remembered = [item.value["content"] for item in store.search((), limit=50)]
