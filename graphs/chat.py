@@ -92,13 +92,16 @@ class Ingest:
             given = history[-1]
             text = given.text.strip()
             history = history[:-1]
-        if given is not None:
-            _text_only(given)
         # User messages no reply follows, before this one: several sent in one run ({"messages":
         # [u1, u2]}), or a raw graph's failed run (the Agent rolls its own back). They are this
-        # turn's message too, in order: dropped, they were lost; left, answered after it. Their
-        # text only: a message refused for its picture must not block the thread.
+        # turn's message too, in order: dropped, they were lost; left, answered after it.
         unanswered = _unanswered_tail(history)
+        pending = [*unanswered, *([given] if given is not None else [])]
+        if refused := _unread_content(pending):
+            # Taken out of the thread in this step, then refused by the next (``refuse``): a run
+            # that fails here would leave them for a later run to answer.
+            removed_all = [RemoveMessage(id=m.id) for m in pending]  # type: ignore[arg-type]
+            return {"messages": removed_all, "trace": {"path": ["ingest"], "refused": refused}}
         if unanswered:
             removed.extend(RemoveMessage(id=m.id) for m in unanswered)  # type: ignore[arg-type]
             history = history[: -len(unanswered)]
@@ -152,18 +155,24 @@ class Ingest:
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
 
 
-def _text_only(message: BaseMessage) -> None:
-    """Refuse a message whose content holds more than text (a picture or file block, as
-    agent-chat-ui sends one): the turn reads pictures and voice notes as attachments, and such a
-    block was dropped without a word."""
-    content = message.content
-    if isinstance(content, list):
-        kinds = sorted({str(b.get("type", "?")) for b in content if isinstance(b, dict) and b.get("type") != "text"})
-        if kinds:
-            raise UnsupportedContentError(
-                f"the message holds {', '.join(kinds)} content, which this graph does not read from messages: "
-                "send pictures and voice notes as attachments (the run's context attachments=[path])"
-            )
+def _unread_content(messages: Sequence[BaseMessage]) -> str:
+    """Why ``messages`` are refused, "" when they are not: content with more than text (a
+    picture or file block, as agent-chat-ui sends one), which the turn does not read from
+    messages (pictures and voice notes come as attachments); it was dropped without a word."""
+    kinds = sorted({
+        str(block.get("type", "?"))
+        for message in messages if isinstance(message.content, list)
+        for block in message.content if isinstance(block, dict) and block.get("type") != "text"
+    })  # fmt: skip
+    if not kinds:
+        return ""
+    return (f"the message holds {', '.join(kinds)} content, which this graph does not read from messages: "
+            "send pictures and voice notes as attachments (the run's context attachments=[path])")  # fmt: skip
+
+
+def refuse(state: ChatState) -> dict[str, Any]:
+    """End a run ingest refused, its messages already taken out of the thread."""
+    raise UnsupportedContentError(str((state.get("trace") or {}).get("refused", "the message was refused")))
 
 
 def _unanswered_tail(history: Sequence[AnyMessage]) -> list[AnyMessage]:
@@ -761,8 +770,15 @@ def build_graph(
     after_input = "recall" if memory else "compose"
     gather = "intent" if settings.intent else after_input  # where the turn goes once its input is read
     builder.add_edge(START, "ingest")
-    builder.add_conditional_edges("ingest", lambda s: "perceive" if s.get("attachments") else gather,
-                                  ["perceive", gather])  # fmt: skip
+    builder.add_node("refuse", refuse)
+
+    def after_ingest(state: ChatState) -> str:
+        if (state.get("trace") or {}).get("refused"):
+            return "refuse"
+        return "perceive" if state.get("attachments") else gather
+
+    builder.add_conditional_edges("ingest", after_ingest, ["refuse", "perceive", gather])
+    builder.add_edge("refuse", END)
     builder.add_edge("perceive", gather)
     if settings.intent and memory:
         builder.add_conditional_edges("intent", lambda s: "recall" if s.get("intent") in settings.intent_recall

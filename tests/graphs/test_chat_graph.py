@@ -305,9 +305,14 @@ def test_a_picture_inside_a_message_is_refused_not_dropped() -> None:
 
     graph = build_graph(Settings(), model=replies("R0"), checkpointer=InMemorySaver(), counter=WORDS)
     picture = {"type": "image", "source_type": "base64", "data": "iVBORw0KGgo=", "mime_type": "image/png"}
-    for content in ([{"type": "text", "text": "What is this?"}, picture], [picture]):
+    refused = [
+        [HumanMessage([{"type": "text", "text": "What is this?"}, picture])],
+        [HumanMessage([picture])],
+        [HumanMessage([{"type": "text", "text": "look"}, picture]), HumanMessage("what is it?")],  # earlier in the run
+    ]
+    for messages in refused:
         with pytest.raises(UnsupportedContentError, match=r"holds image content.*as attachments"):
-            graph.invoke({"messages": [HumanMessage(content)]}, config("pic"))
+            graph.invoke({"messages": messages}, config("pic"))
+        assert graph.get_state(config("pic")).values["messages"] == []  # a refused run leaves nothing behind
     state = graph.invoke({"messages": [HumanMessage([{"type": "text", "text": "Hello."}])]}, config("pic"))
-    # Text blocks alone are text; the refused messages' words come with it, their pictures do not.
-    assert [m.text for m in state["messages"]] == ["What is this?\n\nHello.", "R0"]
+    assert [m.text for m in state["messages"]] == ["Hello.", "R0"]  # text blocks alone are text
