@@ -253,7 +253,9 @@ class ChatSession:
             table.add_row(f"/{c.name} {c.args}".rstrip(), c.help)
         table.add_row("", "")
         table.add_row("keys", "Enter sends · Alt-Enter or Ctrl-J: new line · Tab completes · Up/Ctrl-R: history")
-        table.add_row("", "Ctrl-C stops a reply (kept, marked interrupted) · Ctrl-D leaves · //text sends /text")
+        table.add_row(
+            "", "Ctrl-C stops a reply (kept, marked interrupted) · Ctrl-D leaves · Ctrl-Z suspends · //text sends /text"
+        )
         self.terminal.show(table)
 
     def cmd_persona(self, arg: str) -> None:
