@@ -59,12 +59,18 @@ def restore(items: Collection, vectors: Collection, saved: Backup) -> None:
     """Take a chunk's write back: its items and their vectors go, the old ones return.
 
     Vectors are put back before their item row, as a write orders them, so an interrupted
-    restore never leaves a row whose vectors are missing.
+    restore never leaves a row whose vectors are missing. The old vectors are written over the
+    same ids (as a write updates them) and only the ids the write added are deleted: deleting
+    an id and adding it again, which this did, once left an item that search could not find
+    (CI, after a killed import was taken back and imported again).
     """
-    vectors.delete(where={rec.ITEM: {"$in": saved.ids}})
     old_vectors = saved.vectors.get("ids") or []
     if old_vectors:
         vectors.upsert(ids=old_vectors, embeddings=saved.vectors["embeddings"], metadatas=saved.vectors["metadatas"])
+    kept = set(old_vectors)
+    now = vectors.get(where={rec.ITEM: {"$in": saved.ids}}, include=[])["ids"]
+    if added := [i for i in now if i not in kept]:
+        vectors.delete(ids=added)
     old_items = saved.items.get("ids") or []
     new = [i for i in saved.ids if i not in set(old_items)]
     if new:
