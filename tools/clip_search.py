@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field, WithJsonSchema
 
-from agentmm.errors import EmptyInputError
+from agentmm.errors import EmptyInputError, InvalidTextError
 from agentmm.plugins import FACTORY_KEY
 from agentmm.tools._dirlock import DirectoryLock
 from agentmm.tools._openclip import load_openclip, weights_label
@@ -311,7 +311,9 @@ class ImageIndex:
         or an earlier run); any other file that is not an image is passed over.
         """
         meant_as_image = known is not None or path.suffix.lower() in IMAGE_SUFFIXES
-        if not _utf8(str(path)):  # b"caf\xe9.jpg" from an old disk: no database or JSON takes its name
+        try:
+            InvalidTextError.check(str(path), "its name")
+        except InvalidTextError:  # b"caf\xe9.jpg" from an old disk: no database or JSON takes its name
             if meant_as_image:
                 report.failed.append((_shown(path), "its name is not UTF-8 text: rename the file to index it"))
             return None
@@ -488,14 +490,6 @@ def _folder_to_index(directory: str | Path) -> Path:
     if not root.is_dir():
         raise ImageIndexError(f"cannot index {root}: not a directory")
     return root.resolve()
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _shown(path: Path) -> str:

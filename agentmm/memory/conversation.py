@@ -205,10 +205,10 @@ def format_recalled(recalled: Sequence[dict[str, Any]], user_name: str) -> str:
 # the block's form writes them: the day as ``dates.day`` writes it, a speaker, a colon. A list
 # of the character's own ("- (3 coins) Stew: lamb") is not one.
 _DAY = r"\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|December) \d{4}"
-_MEMORY_LINE = re.compile(rf"^- \({_DAY}\) [^:\n]{{1,60}}:", re.MULTILINE)
+_LINE_START = rf"- \({_DAY}\) [^:\n]{{1,60}}:"
+_MEMORY_LINE = re.compile(rf"^{_LINE_START}", re.MULTILINE)
 _COPIED_LINE = re.compile(
-    rf"^[ \t]*(?:- \({_DAY}\) [^:\n]{{1,60}}:.*|\[Things you remember from earlier conversations with [^\n]*)\n?",
-    re.MULTILINE,
+    rf"^[ \t]*(?:{_LINE_START}.*|\[Things you remember from earlier conversations with [^\n]*)\n?", re.MULTILINE
 )
 MAX_MEMORY_STOPS = 16
 
