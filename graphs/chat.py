@@ -31,6 +31,7 @@ from langchain_core.messages import (
 from langchain_core.messages.ai import add_ai_message_chunks
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
+from langgraph._internal._constants import NS_SEP
 from langgraph._internal._runnable import RunnableCallable
 from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.graph import END, START, StateGraph
@@ -151,8 +152,22 @@ class Ingest:
         message = HumanMessage(text, id=given.id) if given is not None else HumanMessage(text)
         if given is not None and opening:  # ... but the greeting goes first: the thread anew
             removed = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
+            if _nested(config):
+                # An outer graph merges this graph's messages into its own by id (``add_messages``):
+                # its copy of the message keeps its place, first, and the greeting landed after it.
+                # The greeting takes the first sent message's id, and so its place there.
+                opening[0].id = pending[0].id
+                if pending[0] is given:
+                    message = HumanMessage(text)
         messages = [*removed, *opening, message]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
+
+
+def _nested(config: RunnableConfig) -> bool:
+    """Whether this run is a subgraph's, a node of an outer graph: a node's checkpoint namespace
+    is its graph's, then its own name (``ingest:<task>``), and a nested graph's has the outer
+    node's before it (``turn:<task>|ingest:<task>``)."""
+    return NS_SEP in str(config.get("configurable", {}).get("checkpoint_ns", ""))
 
 
 def _unread_content(messages: Sequence[BaseMessage]) -> str:

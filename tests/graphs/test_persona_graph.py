@@ -352,3 +352,34 @@ def test_lore_stored_with_a_turn_this_turn_folds_away_is_inserted_again(registry
         if lamp["inserted"] or lamp.get("note") == "already in the window":
             assert "Fresnel lens" in prompt, (asked_at, lamp, state["trace"]["budget"])
     assert folded_it, "no turn that asked again folded turn 1 away: the test says nothing"
+
+
+def test_an_outer_graph_reads_a_new_threads_greeting_before_the_message_that_opened_it(
+    registry: PersonaRegistry,
+) -> None:
+    """As a node of a ``MessagesState`` graph, the greeting landed after the user's first message
+    in the outer graph's ``messages``: its ``add_messages`` kept its own copy of the message
+    first and appended the greeting (inside the turn graph the order was right)."""
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    turn = build_graph(Settings(), model=Recording(responses=["Aye.", "Fair winds."], seen=[]), counter=WORDS,
+                       personas=registry)  # fmt: skip
+    outer = StateGraph(MessagesState)
+    outer.add_node("turn", turn)
+    outer.add_edge(START, "turn")
+    app = outer.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "outer"}}
+    context = TurnContext(persona="Tamsin", user_name="Ada")
+    state = app.invoke({"messages": [HumanMessage("Hello!", id="m-1")]}, config, context=context)
+    assert [(m.type, m.text) for m in state["messages"]] == [
+        ("ai", "*Tamsin waves.* Welcome to Gull Rock, Ada."), ("human", "Hello!"), ("ai", "Aye."),
+    ]  # fmt: skip
+    state = app.invoke({"messages": [HumanMessage("Bye.")]}, config, context=context)
+    assert [m.text for m in state["messages"]][1:] == ["Hello!", "Aye.", "Bye.", "Fair winds."]
+    assert len({m.id for m in state["messages"]}) == 5
+    # Several messages in the opening run: one turn's message, held once, after the greeting.
+    state = app.invoke({"messages": [HumanMessage("One.", id="a"), HumanMessage("Two.", id="b")]},
+                       {"configurable": {"thread_id": "two"}}, context=context)  # fmt: skip
+    assert [(m.type, m.text) for m in state["messages"]][:2] == [
+        ("ai", "*Tamsin waves.* Welcome to Gull Rock, Ada."), ("human", "One.\n\nTwo."),
+    ]  # fmt: skip
