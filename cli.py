@@ -98,8 +98,23 @@ _JSON_OUT: ContextVar[TextIO | None] = ContextVar("json_out", default=None)
 
 
 def _wants_json(args: list[str]) -> bool:
-    """``--json`` given as an option (not as the message of ``-m --json``)."""
-    return any(arg == "--json" and (i == 0 or args[i - 1] not in ("-m", "--message")) for i, arg in enumerate(args))
+    """``--json`` given as the command's option, as click reads the command line: not the value
+    of the option before it (``-m --json``, ``--system --json``: click takes the next token as
+    an option's value even when it starts with ``--``). Reading it otherwise sent the reply of
+    ``chat -m hi --system --json`` to stderr and left stdout empty."""
+    if "--json" not in args:
+        return False  # the common case, without building the command tree a second time
+    try:  # typer's own click parses, as the run will: its groups resolve a subcommand
+        ctx = typer.main.get_command(app).make_context("agentmm", list(args), resilient_parsing=True)
+        while hasattr(ctx.command, "resolve_command"):
+            rest = [*getattr(ctx, "_protected_args", []), *ctx.args]  # the subcommand and its arguments
+            name, command, rest = ctx.command.resolve_command(ctx, rest)
+            if command is None:
+                return False
+            ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
+    except Exception:  # a line click cannot read: the run says why on stderr, and stdout stays empty
+        return True
+    return bool(ctx.params.get("as_json"))
 
 
 # --------------------------------------------------------------------------- chat

@@ -73,3 +73,52 @@ def test_a_gguf_without_its_chat_template_is_said_at_the_start(
     else:
         assert warnings == []
     assert out == ""  # --json's stdout holds the object alone
+
+
+# `agentmm chat` through the real entry point (``main``), its model a script.
+SCRIPTED_CHAT = """
+import sys
+from langchain_core.messages import AIMessage
+import agentmm.model_server
+from tests.graphs.scripted_model import ScriptedToolModel
+
+agentmm.model_server.chat_model = lambda settings, runtime=None: ScriptedToolModel(script=[AIMessage("Evening.")])
+from agentmm.cli import main
+
+sys.argv = ["agentmm", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    ("args", "wanted"),
+    [
+        (["chat", "-m", "hi", "--json"], True),
+        (["--data-dir", "d", "threads", "show", "abc", "--json"], True),
+        (["chat", "-m", "--json"], False),
+        (["chat", "-m", "hi", "--system", "--json"], False),
+        (["--data-dir", "--json", "threads", "list"], False),
+        (["threads", "list"], False),
+    ],
+)
+def test_json_is_wanted_where_click_reads_it_as_the_flag(args: list[str], wanted: bool) -> None:
+    assert cli._wants_json(args) is wanted
+
+
+def test_a_value_that_starts_with_dashes_is_the_options_value(isolated_env: Path) -> None:
+    """`chat -m hi --system --json`: click gave --system the value "--json", as it takes the next
+    token for an option's value, but main read --json as the flag and sent the reply to stderr,
+    leaving stdout empty. The reply is on stdout now and the thread's system prompt is "--json"."""
+    import re
+    import subprocess
+    import sys
+
+    from tests.test_cli import ok_json
+
+    done = subprocess.run([sys.executable, "-c", SCRIPTED_CHAT, "chat", "-m", "hi", "--system", "--json"],
+                          capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1])  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "Evening.\n"
+    thread = re.search(r"\[thread (\w+)\]", done.stderr)
+    assert thread is not None, done.stderr
+    assert ok_json("threads", "show", thread.group(1), "--json")["system_prompt"] == "--json"
