@@ -93,6 +93,16 @@ class Ingest:
             given = history[-1]
             text = given.text.strip()
             history = history[:-1]
+        context = runtime.context or TurnContext()
+        update: dict[str, Any] = {}
+        # A retry takes the thread's last exchange out first, the message it is given aside: a
+        # raw graph's failed run left its message as that exchange, unanswered, which is what a
+        # retry answers again (it was joined to the retried message, and the exchange before it
+        # taken out, the turn counted from 1).
+        if context.retry and (taken := take_out_last_exchange({**state, "messages": history})) is not None:
+            removed = taken.pop("messages")
+            history = history[: last_exchange_start(history)]
+            update.update(summary_put_back(taken, config.get("configurable", {}).get(SUMMARY_BEFORE_KEY)))
         # User messages no reply follows, before this one: several sent in one run ({"messages":
         # [u1, u2]}), or a raw graph's failed run (the Agent rolls its own back). They are this
         # turn's message too, in order: dropped, they were lost; left, answered after it.
@@ -107,7 +117,6 @@ class Ingest:
             removed.extend(RemoveMessage(id=m.id) for m in unanswered)  # type: ignore[arg-type]
             history = history[: -len(unanswered)]
             text = "\n\n".join(part for part in [*(m.text.strip() for m in unanswered), text] if part)
-        context = runtime.context or TurnContext()
         if not text and not context.attachments:
             given = (
                 ""
@@ -116,11 +125,6 @@ class Ingest:
             )
             raise EmptyInputError(f"nothing to say: the message is empty{given}")
         InvalidTextError.check(text, "the message")
-        update: dict[str, Any] = {}
-        if context.retry and (taken := take_out_last_exchange(state)) is not None:
-            removed = taken.pop("messages")
-            history = history[: last_exchange_start(history)]
-            update.update(summary_put_back(taken, config.get("configurable", {}).get(SUMMARY_BEFORE_KEY)))
         persona_name = state.get("persona")
         asked = context.persona or (self.default_persona if not history and not persona_name else None)
         if asked:

@@ -215,6 +215,28 @@ def test_a_retry_that_fails_leaves_the_thread_and_memory_as_they_were(settings: 
     assert stored(store, "t", 2) == remembered
 
 
+def test_a_raw_graphs_retry_after_a_failed_run_answers_that_runs_message_as_its_turn() -> None:
+    """A raw graph keeps a failed run's message, unanswered: a retry joined it to the retried
+    message, took the exchange before it out too and counted turn 1; a retry sent in
+    ``messages`` took nothing out and was answered as a new turn."""
+    from langchain_core.messages import HumanMessage
+
+    model = replies("R1", "R2", "R3")
+    graph = build_graph(Settings(memory=False), model=model, checkpointer=InMemorySaver(),
+                        counter=TokenCounter(lambda text: len(text.split())))  # fmt: skip
+    config = {"configurable": {"thread_id": "raw"}}
+    graph.invoke({"input": "u1"}, config)
+    model.fail_next = True
+    with pytest.raises(RuntimeError, match="fell over"):
+        graph.invoke({"input": "u2"}, config)
+    state = graph.invoke({"input": "u2"}, config, context=TurnContext(retry=True))
+    assert [m.text for m in state["messages"]] == ["u1", "R1", "u2", "R2"]
+    assert state["trace"]["turn"] == 2 and "unanswered_joined" not in state["trace"]
+    state = graph.invoke({"messages": [HumanMessage("u2")]}, config, context=TurnContext(retry=True))
+    assert [m.text for m in state["messages"]] == ["u1", "R1", "u2", "R3"]
+    assert state["trace"]["turn"] == 2
+
+
 def test_the_exchange_is_read_from_the_checkpoint_history(tmp_path: Path) -> None:
     """A voice note sent alone: the thread's message became its transcript, but a retry sends
     what the user sent (no words, the file) again; the attachments are that turn's, whatever
