@@ -16,10 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.cells import cell_len
 from rich.console import Console
 
 from agentmm.console_text import PrintableStream, printable
+from agentmm.repl.word_wrap import WordWrap
 
 # Markup worth re-rendering a reply for (role-play's *actions* included).
 _MARKDOWN = re.compile(
@@ -39,22 +39,20 @@ def looks_like_markdown(text: str) -> bool:
     return bool(_MARKDOWN.search(text))
 
 
-def rows_used(text: str, width: int) -> int:
-    """Screen rows ``text`` took when written from column 0 of a terminal ``width`` wide."""
-    return sum(max(1, -(-cell_len(line) // width)) for line in text.split("\n"))
-
-
 class Terminal:
     """Reads the user's lines and shows replies, notices and errors.
 
     ``editor``: read through prompt_toolkit (history, completion, multi-line, toolbar);
-    ``live``: colour, a spinner and Markdown re-rendering of finished replies. Notices and
-    errors go to stderr, so stdout holds the conversation when it is piped.
+    ``live``: colour, a spinner and Markdown re-rendering of finished replies; ``wrap`` (stdout
+    is a terminal; ``live`` by default): replies are word-wrapped at its width as they stream.
+    Notices and errors go to stderr, so stdout holds the conversation when it is piped.
     """
 
-    def __init__(self, *, editor: bool, live: bool, history_file: Path | None = None) -> None:
+    def __init__(self, *, editor: bool, live: bool, history_file: Path | None = None,
+                 wrap: bool | None = None) -> None:  # fmt: skip
         self.editor = editor
         self.live = live
+        self.wrap = live if wrap is None else wrap
         self.history_file = history_file
         self.out = Console(highlight=False, soft_wrap=not live, no_color=not live or None)
         self.err = Console(stderr=True, highlight=False, no_color=not live or None)
@@ -62,6 +60,9 @@ class Terminal:
         self._busy: Any = None  # BusyKeys while the chat works on a line
         self._streamed: list[str] = []  # the reply as shown: without control characters
         self._shown = PrintableStream()
+        self._rows = WordWrap()  # where the reply's text is on the screen
+        self._replying = False  # between reply_start and reply_end or reply_abort
+        self._cut = False  # something else was written in the middle of the reply
         self._spinner: Any = None
         self._stopped_at = -STOP_GRACE_S  # time.monotonic() when a reply was last stopped
 
@@ -71,7 +72,7 @@ class Terminal:
         tty = sys.stdin.isatty() and sys.stdout.isatty()
         dumb = os.environ.get("TERM", "") == "dumb"
         return cls(editor=tty and not dumb, live=tty and not dumb and not os.environ.get("NO_COLOR"),
-                   history_file=history_file)  # fmt: skip
+                   history_file=history_file, wrap=sys.stdout.isatty())  # fmt: skip
 
     # ------------------------------------------------------------------ input
 
@@ -159,6 +160,7 @@ class Terminal:
     def confirm(self, question: str) -> bool:
         """A y/N question (tool approval); anything but y/yes is no."""
         self.stop_spinner()
+        self._end_reply_row()
         self.err.print(question, end="", highlight=False, markup=False)
         try:
             if self._session is not None:
@@ -180,6 +182,8 @@ class Terminal:
     def reply_start(self) -> None:
         self._streamed = []
         self._shown = PrintableStream()
+        self._rows = WordWrap()
+        self._replying, self._cut = True, False
 
     def reply_chunk(self, text: str) -> None:
         """Show a piece of the reply; escape sequences and control characters in it (a title
@@ -188,11 +192,29 @@ class Terminal:
             self.stop_spinner()
         self._write_reply(self._shown.feed(text))
 
-    def _write_reply(self, text: str) -> None:
+    def _write_reply(self, text: str, end: bool = False) -> None:
+        """Show ``text`` (``end``: the last of the reply), word-wrapped on a terminal."""
         if text:
             self._streamed.append(text)
-            self.out.file.write(text)
+        shown = text
+        if self.wrap:
+            width = self.out.size.width
+            shown = self._rows.feed(text, width) + (self._rows.flush(width) if end else "")
+        if shown:
+            self.out.file.write(shown)
             self.out.file.flush()
+
+    def _end_reply_row(self) -> None:
+        """Before a notice or a question in the middle of a reply (a tool call's): the reply's
+        row is ended, so they start on their own; the reply's text can then no longer be erased
+        exactly, so it is not redrawn as Markdown."""
+        if not (self._replying and self.wrap):
+            return
+        shown = self._rows.end_row(self.out.size.width)
+        if shown:
+            self.out.file.write(shown)
+            self.out.file.flush()
+        self._cut = self._cut or bool(self._streamed)
 
     def just_stopped(self) -> bool:
         """Whether a reply was stopped less than ``STOP_GRACE_S`` ago (Ctrl-C then does not leave)."""
@@ -204,16 +226,18 @@ class Terminal:
         if interrupted:
             self._stopped_at = time.monotonic()
         self.stop_spinner()
-        self._write_reply(self._shown.flush())
+        self._write_reply(self._shown.flush(), end=True)
+        self._replying = False
         text = "".join(self._streamed)
         rendered = bool(self.live and text.strip() and looks_like_markdown(text) and self._erase(text))
         if rendered:
             self.show_markdown(text)
+        lead = "" if rendered else self._lead(" [interrupted]")
         if interrupted and self.live:
-            self.out.print(("" if rendered else " ") + "[dim yellow]\\[interrupted][/]")
+            self.out.print(lead + "[dim yellow]\\[interrupted][/]")
         elif interrupted:
-            self.out.file.write(" [interrupted]\n")
-        elif not rendered and not text.endswith("\n"):
+            self.out.file.write(lead + "[interrupted]\n")
+        elif not rendered and self._row_open(text):
             self.out.file.write("\n")
         if out_of_character and self.live:
             self.out.print("[dim]\\[out of character][/]")
@@ -224,19 +248,32 @@ class Terminal:
     def reply_abort(self) -> None:
         """The turn failed: end the line it was writing, so the error starts on its own."""
         self.stop_spinner()
-        self._write_reply(self._shown.flush())
-        if self._streamed:
+        self._write_reply(self._shown.flush(), end=True)
+        self._replying = False
+        if self._streamed and self._row_open("".join(self._streamed)):
             self.out.file.write("\n")
             self.out.file.flush()
 
+    def _row_open(self, text: str) -> bool:
+        """Whether the reply's last row needs a line break (an empty reply gets its empty row)."""
+        if self.wrap and self._streamed:
+            return self._rows.column > 0
+        return not text.endswith("\n")
+
+    def _lead(self, mark: str) -> str:
+        """What goes before a mark after the reply's text: a blank, or a line break where the
+        mark would not fit on the reply's last row."""
+        if self.wrap and self._rows.column + len(mark) > self.out.size.width:
+            return "\n"
+        return " "
+
     def _erase(self, text: str) -> bool:
         """Move back over the streamed text and clear it; False when it cannot be done exactly
-        (it scrolled off the screen, or has tabs and control characters)."""
-        if any(ch in text for ch in "\t\r\x1b\b"):
+        (it scrolled off the screen, has tabs, or a notice was written after part of it)."""
+        if self._cut or not self.wrap or "\t" in text:
             return False
-        size = self.out.size
-        rows = rows_used(text, size.width)
-        if rows >= size.height:
+        rows = self._rows.rows
+        if rows >= self.out.size.height:
             return False
         self.out.file.write("\r" + (f"\x1b[{rows - 1}A" if rows > 1 else "") + "\x1b[J")
         return True
@@ -254,13 +291,16 @@ class Terminal:
 
     def show(self, renderable: Any) -> None:
         """Command output (tables, /why): stdout, plain when piped."""
+        self._end_reply_row()
         self.out.print(renderable)
 
     def info(self, text: str) -> None:
+        self._end_reply_row()
         self.err.print(printable(text), style="dim" if self.live else None, markup=False, highlight=False)
 
     def note(self, markup: str) -> None:
         """A notice with rich markup (the header, hints)."""
+        self._end_reply_row()
         self.err.print(markup, highlight=False)
 
     def warn(self, text: str) -> None:
@@ -273,6 +313,7 @@ class Terminal:
     def _labelled(self, label: str, style: str, text: str) -> None:
         """One line on stderr: coloured on a live terminal, ``agentmm: LABEL: ...`` piped."""
         self.stop_spinner()
+        self._end_reply_row()
         if self.live:
             self.err.print(f"[{style}]{label}:[/] {_escape(printable(text))}", highlight=False)
         else:

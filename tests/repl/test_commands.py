@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, parse
-from agentmm.repl.terminal import looks_like_markdown, rows_used
+from agentmm.repl.terminal import looks_like_markdown
+from agentmm.repl.word_wrap import WordWrap
 
 
 def test_every_command_the_issue_lists_exists() -> None:
@@ -68,7 +69,16 @@ def test_markdown_detection_and_row_count() -> None:
     assert looks_like_markdown("- one\n- two")
     assert looks_like_markdown("use `pip`")
     assert not looks_like_markdown("Hello there. 3 * 4 = 12, isn't it?")
+
+    def rows_used(text: str, width: int) -> int:
+        wrap = WordWrap()
+        wrap.feed(text, width)
+        wrap.flush(width)
+        return wrap.rows
+
     assert rows_used("abc", 10) == 1
     assert rows_used("a" * 10, 10) == 1
     assert rows_used("a" * 11 + "\n\nb", 10) == 4
     assert rows_used("漢字" * 3, 4) == 3  # wide characters take two cells
+    assert rows_used("漢" * 5, 5) == 3  # and never straddle the edge: a row of 5 holds two
+    assert rows_used("one two three", 6) == 3  # words are not cut at the edge

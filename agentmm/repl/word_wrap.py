@@ -1,0 +1,117 @@
+"""Word wrap for a reply as it streams onto a terminal.
+
+Written as it came, a reply was broken wherever the terminal's edge fell, mid-word ("charac" at
+the end of one row, "ter" at the start of the next). Here each word is held until it ends and
+then goes whole onto the row it fits on, or onto the next one; only a word longer than a whole
+row is broken, at the edge. A 2-column character (CJK, most emoji) counts as two columns and is a
+word of its own, as CJK text has no spaces to break at: it streams a character at a time.
+
+The wrap also counts the rows the reply took, exactly as the terminal shows them (a 2-column
+character never straddles the edge), which is what the Markdown redraw must erase.
+"""
+
+from __future__ import annotations
+
+from rich.cells import cell_len
+
+TAB = 8
+
+
+class WordWrap:
+    """The breaks one streamed text needs on a terminal ``width`` columns wide, given per call
+    (a resize takes effect from the next piece). Text passed in comes out in the same order;
+    only a blank where a row is broken becomes the line break, and blanks at the end are not
+    written (they show nothing)."""
+
+    def __init__(self) -> None:
+        self.column = 0  # cells written on the current row
+        self.rows = 1  # rows the text has taken, the current one included
+        self._word = ""  # a word not ended yet: held, to go whole onto one row
+        self._blanks = ""  # blanks since the last word on this row: written if a word follows on it
+        self._long = False  # the word is longer than a row: written as it comes, broken at the edge
+        self._broken = False  # the current row was begun here, not by a line break of the text
+
+    def feed(self, text: str, width: int) -> str:
+        """What of ``text`` (and what was held) can be written now, with its line breaks."""
+        width = max(width, 2)  # room for one 2-column character
+        out: list[str] = []
+        for ch in text:
+            if ch == "\n":
+                out.append(self._put_word(width))
+                out.append("\n")
+                self._new_row(broken=False)
+            elif ch in " \t":
+                out.append(self._put_word(width))
+                self._blanks += ch
+            elif cell_len(ch) == 2:
+                out.append(self._put_word(width))
+                self._word = ch
+                out.append(self._put_word(width))
+            elif self._long:
+                out.append(self._hard(ch, width))
+            else:
+                self._word += ch
+                if cell_len(self._word) > width:  # fits no row: from here on broken at the edge
+                    word, self._word, self._long = self._word, "", True
+                    out.append(self._break_row() if self.column else "")
+                    out.extend(self._hard(c, width) for c in word)
+        return "".join(out)
+
+    def flush(self, width: int) -> str:
+        """The end of the text: the word held back."""
+        return self._put_word(max(width, 2))
+
+    def end_row(self, width: int) -> str:
+        """The held word, then a line break unless the row is empty: something else is written
+        next (a notice, a question), and starts on a row of its own."""
+        text = self.flush(width)
+        if self.column:
+            text += self._break_row()
+        self._blanks = ""
+        return text
+
+    def _put_word(self, width: int) -> str:
+        word, self._word = self._word, ""
+        if self._long:
+            self._long = False
+            return ""
+        if not word:
+            return ""
+        size = cell_len(word)
+        if self.column == 0 and self._broken:  # blanks where a row was broken: the break replaced them
+            self._blanks = ""
+        start = _after_blanks(self.column, self._blanks)
+        if start + size <= width:
+            text, self.column = self._blanks + word, start + size
+        elif self.column == 0:  # blanks that open a row, too many for the word: the word first
+            text, self.column = word, size
+        else:
+            text = self._break_row() + word
+            self.column = size
+        self._blanks = ""
+        return text
+
+    def _hard(self, ch: str, width: int) -> str:
+        """One character of a word too long for a row, written at once, on the next row when
+        this one has no room for it."""
+        size = cell_len(ch)
+        text = self._break_row() if self.column + size > width else ""
+        self.column += size
+        return text + ch
+
+    def _break_row(self) -> str:
+        self._new_row(broken=True)
+        return "\n"
+
+    def _new_row(self, *, broken: bool) -> None:
+        self.rows += 1
+        self.column = 0
+        self._blanks = ""
+        self._broken = broken
+
+
+def _after_blanks(column: int, blanks: str) -> int:
+    """The column after writing ``blanks`` from ``column`` (a tab goes to the next tab stop)."""
+    for ch in blanks:
+        column = (column // TAB + 1) * TAB if ch == "\t" else column + 1
+    return column

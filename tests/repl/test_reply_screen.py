@@ -1,0 +1,121 @@
+"""A reply as a person sees it on a terminal: what the chat wrote, played through a terminal
+emulator (``tests.repl.screen``) that wraps at the edge as xterm does."""
+
+from __future__ import annotations
+
+import io
+import random
+from itertools import pairwise, takewhile
+
+import pytest
+from rich.cells import cell_len
+from rich.console import Console
+from rich.markdown import Markdown
+
+from agentmm.repl.terminal import Terminal
+from tests.repl.screen import Screen
+
+STORY = (
+    "The office is dark except for the desk lamp and the neon from the bar across the street, blinking "
+    "BLUE HERON, BLUE HERON. Nora Quill has her feet on the desk and a case file on her lap.\n"
+    "Door was open, so either you can read or you're lucky. Sit down. Whatever it is, start with the "
+    "part you don't want to tell me. all the circumstances notwithstanding, okay?"
+)
+
+
+def terminal(width: int, *, live: bool = False, height: int = 200) -> Terminal:
+    term = Terminal(editor=False, live=live, wrap=True)
+    term.out = Console(file=io.StringIO(), width=width, height=height, force_terminal=live, highlight=False,
+                       no_color=not live or None)  # fmt: skip
+    term.err = term.out  # one terminal: both streams reach the same screen
+    return term
+
+
+def written(term: Terminal) -> str:
+    return term.out.file.getvalue()  # type: ignore[attr-defined]
+
+
+def stream(term: Terminal, text: str, seed: int, interrupted: bool = False) -> None:
+    """``text`` in pieces of 1 to 7 characters, as tokens come."""
+    pieces, rng, at = [], random.Random(seed), 0
+    while at < len(text):
+        size = rng.randint(1, 7)
+        pieces.append(text[at : at + size])
+        at += size
+    term.reply_start()
+    for piece in pieces:
+        term.reply_chunk(piece)
+    term.reply_end(interrupted)
+
+
+@pytest.mark.parametrize("width", [17, 24, 40, 61, 100])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_plain_reply_wraps_at_word_boundaries_in_its_order(width: int, seed: int) -> None:
+    term = terminal(width)
+    stream(term, STORY, seed)
+    rows = Screen(width).feed(written(term)).lines
+    # Every word whole and in order: none was cut at the edge.
+    assert " ".join(rows).split() == STORY.split()
+    paragraphs = STORY.split("\n")
+    for row, below in pairwise(rows):
+        first = below.split()[0]
+        # Broken only where the next word would not have fitted (or a paragraph ends).
+        assert cell_len(row) + 1 + cell_len(first) > width or any(p.startswith(below) for p in paragraphs), (row, below)
+
+
+def test_a_word_longer_than_a_row_is_broken_only_at_the_edge() -> None:
+    word = "abcdefghij" * 5
+    term = terminal(20)
+    stream(term, f"see {word} then", seed=3)
+    assert Screen(20).feed(written(term)).lines == ["see", word[:20], word[20:40], word[40:] + " then"]
+
+
+@pytest.mark.parametrize("width", [15, 21, 30])
+def test_two_column_characters_fill_rows_and_latin_words_stay_whole(width: int) -> None:
+    text = "她说：" + "我们明天在车站见面吧" * 3 + " okay-then, sure " + "天气很好" * 4
+    term = terminal(width)
+    stream(term, text, seed=5)
+    rows = Screen(width).feed(written(term)).lines
+    assert "".join(rows).replace(" ", "") == text.replace(" ", "")  # nothing lost or moved
+    assert any("okay-then," in row for row in rows)
+    for row, below in pairwise(rows):  # a row ends only where what comes next would not fit
+        latin = "".join(takewhile(lambda c: cell_len(c) == 1 and not c.isspace(), below))
+        unit = below[0] if cell_len(below[0]) == 2 else latin
+        assert cell_len(row) + (row[-1].isascii() and unit.isascii()) + cell_len(unit) > width, (row, below)
+
+
+def test_a_notice_in_the_middle_of_a_reply_starts_on_its_own_row() -> None:
+    term = terminal(40)
+    term.reply_start()
+    term.reply_chunk("Let me roll")
+    term.info("[tool roll_dice(expr='2d6'): 7]")
+    term.reply_chunk(" a seven.")
+    term.reply_end(False)
+    assert Screen(40).feed(written(term)).lines == ["Let me roll", "[tool roll_dice(expr='2d6'): 7]", "a seven."]
+
+
+def test_the_interrupted_mark_goes_to_the_next_row_when_it_does_not_fit() -> None:
+    term = terminal(20)
+    stream(term, "one two three four", seed=0, interrupted=True)
+    assert Screen(20).feed(written(term)).lines == ["one two three four", "[interrupted]"]
+
+
+def rendered(text: str, width: int) -> list[str]:
+    console = Console(file=io.StringIO(), width=width, force_terminal=True, highlight=False)
+    console.print(Markdown(text))
+    return Screen(width).feed(console.file.getvalue()).lines  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("text", "width"),
+    [
+        ("漢" * 21 + "\n*waves* back", 21),  # the edge leaves one column a 2-column character cannot use
+        ("*nods* " + "今日は良い天気ですね。" * 4, 23),
+        (STORY.replace("lucky", "*lucky*"), 37),
+    ],
+)
+def test_the_markdown_redraw_leaves_only_the_rendered_reply(text: str, width: int) -> None:
+    term = terminal(width, live=True)
+    term.out.file.write("you> hi\n")
+    stream(term, text, seed=2)
+    assert Screen(width).feed(written(term)).lines == ["you> hi", *rendered(text, width)]
