@@ -158,20 +158,26 @@ class Terminal:
         return self._busy.poll() if self._busy is not None else 0
 
     def confirm(self, question: str) -> bool:
-        """A y/N question (tool approval); anything but y/yes is no."""
+        """A y/N question (tool approval); anything but y/yes is no.
+
+        The line editor is given the whole question to draw: it draws its prompt from the start
+        of the row, so a question printed before it was drawn over (the answer typed landed in
+        it, and only `` [y/N] y`` stayed in the scrollback)."""
         self.stop_spinner()
         self._end_reply_row()
-        self.err.print(question, end="", highlight=False, markup=False)
+        ask = f"{printable(question).strip()} [y/N] "
         try:
             if self._session is not None:
                 from prompt_toolkit import prompt
+                from prompt_toolkit.formatted_text import FormattedText
                 from prompt_toolkit.input.typeahead import get_typeahead
 
-                answer = prompt(" [y/N] ")
+                self.err.file.flush()
+                answer = prompt(FormattedText([("", ask)]))
                 if self._busy is not None:  # what was typed after the answer goes to the next prompt
                     self._busy.keep(get_typeahead(self._session.input))
             else:
-                self.err.print(" [y/N] ", end="")
+                self.err.print(ask, end="", highlight=False, markup=False)
                 answer = input()
         except (EOFError, KeyboardInterrupt):
             return False

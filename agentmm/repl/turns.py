@@ -124,7 +124,7 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
                 allowed = False
                 read_keys()  # a Ctrl-C already pressed is a no; keys typed before the question are type-ahead
                 try:
-                    allowed = not presses and terminal.confirm(f"\nallow tool call {describe_call(request)}?")
+                    allowed = not presses and terminal.confirm(f"allow tool call {describe_call(request)}?")
                 finally:  # the worker waits for an answer, whatever happens here
                     answer.put(bool(allowed))
             elif kind == "error":
