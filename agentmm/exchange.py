@@ -19,7 +19,9 @@ from langchain_core.messages import AnyMessage, HumanMessage, RemoveMessage
 _INDEXES = ("window_start", "summary_through")
 # The rolling summary and its marks: put back as the exchange's run found them when the summary
 # had taken in part of what goes (undos in a row past a fold, a retry after them). The run's
-# config carries them to a retry's ingest under ``SUMMARY_BEFORE_KEY`` (``Agent.retry``).
+# config carries them to a retry's ingest under ``SUMMARY_BEFORE_KEY`` (``Agent.retry``, read
+# from the checkpoint history); ingest also keeps them in the state (``summary_before``), for a
+# raw graph's retry.
 SUMMARY_RECORD: dict[str, Any] = {"summary": "", "summary_through": 0, "window_start": 0}
 SUMMARY_BEFORE_KEY = "agentmm_summary_before"
 
@@ -52,11 +54,17 @@ def take_out_last_exchange(values: Mapping[str, Any]) -> dict[str, Any] | None:
     return update
 
 
+def summary_record(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The rolling summary and its marks in ``values`` (a thread's state, or an update over it)."""
+    return {key: values.get(key, empty) for key, empty in SUMMARY_RECORD.items()}
+
+
 def summary_put_back(update: dict[str, Any], before: Mapping[str, Any] | None) -> dict[str, Any]:
     """``update`` (``take_out_last_exchange``'s), with the summary put back as ``before`` (the
     thread's values when the exchange's run started) had it, when the summary had passed the
-    exchange's start: it would still tell what goes. Without ``before`` (a raw run's retry) the
-    summary is dropped, to be written again from the messages that stay."""
+    exchange's start: it would still tell what goes. Without ``before`` (a thread saved before
+    turns kept their ``summary_before``) the summary is dropped, to be written again from the
+    messages that stay."""
     if "summary_through" not in update:
         return update
     return {**update, **{key: (before or {}).get(key, empty) for key, empty in SUMMARY_RECORD.items()}}

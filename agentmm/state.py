@@ -84,6 +84,10 @@ class ChatState(TypedDict, total=False):
     # the reply, so the turn that moved the window never waits for it.
     summary: str
     summary_through: int
+    # The summary, ``summary_through`` and ``window_start`` as the thread's last turn found them
+    # (``agentmm.exchange.SUMMARY_RECORD``): a retry of that turn puts them back when the summary
+    # had taken in part of what the retry takes out (a raw graph's retry has no other record).
+    summary_before: dict[str, Any]
     # What recall found for this turn (compose places it with the turn's message).
     recalled: list[dict[str, Any]]
     # This turn's attachments and what perception made of them.

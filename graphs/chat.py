@@ -52,7 +52,13 @@ from agentmm.errors import (
     ToolsNotSupportedError,
     UnsupportedContentError,
 )
-from agentmm.exchange import SUMMARY_BEFORE_KEY, last_exchange_start, summary_put_back, take_out_last_exchange
+from agentmm.exchange import (
+    SUMMARY_BEFORE_KEY,
+    last_exchange_start,
+    summary_put_back,
+    summary_record,
+    take_out_last_exchange,
+)
 from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants_tools
 from agentmm.identity_questions import asks_identity
 from agentmm.intent import ExampleClassifier
@@ -102,7 +108,11 @@ class Ingest:
         if context.retry and (taken := take_out_last_exchange({**state, "messages": history})) is not None:
             removed = taken.pop("messages")
             history = history[: last_exchange_start(history)]
-            update.update(summary_put_back(taken, config.get("configurable", {}).get(SUMMARY_BEFORE_KEY)))
+            before = config.get("configurable", {}).get(SUMMARY_BEFORE_KEY) or state.get("summary_before")
+            update.update(summary_put_back(taken, before))
+        # The summary as this turn finds it, for a retry of it (written when it changed: at a fold).
+        if (found := summary_record({**state, **update})) != state.get("summary_before"):
+            update["summary_before"] = found
         # User messages no reply follows, before this one: several sent in one run ({"messages":
         # [u1, u2]}), or a raw graph's failed run (the Agent rolls its own back). They are this
         # turn's message too, in order: dropped, they were lost; left, answered after it.

@@ -32,7 +32,8 @@ from agentmm.exchange import exchange_turn, last_exchange_start, summary_put_bac
 from agentmm.threads import thread_exists
 
 # The per-turn record an undo puts back as the turn before had left it (empty before the first).
-TURN_RECORD: dict[str, Any] = {"trace": {}, "attachments": [], "observations": [], "recalled": []}
+TURN_RECORD: dict[str, Any] = {"trace": {}, "attachments": [], "observations": [], "recalled": [],
+                               "summary_before": {}}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -346,3 +346,31 @@ def test_a_retry_after_undos_past_a_fold_leaves_the_retried_turn_out_of_the_summ
             agent.undo(thread)
             summary_tells_only_what_it_covers(agent.graph.get_state(config).values)
         assert retried and put_back, "no retry met a summary to put back: the test says nothing"
+
+
+def test_a_raw_graphs_retry_past_a_fold_puts_back_the_summary_its_turn_started_with() -> None:
+    """The ``Agent``'s retry carries the summary its exchange's run found (read from the
+    checkpoint history); a raw graph's retry had none and dropped the summary, to fold every
+    message it covered again."""
+    graph = build_graph(Settings(memory=False, n_ctx=512, max_tokens=40), model=SummaryLists(),
+                        checkpointer=InMemorySaver())  # fmt: skip
+    config = {"configurable": {"thread_id": "raw"}}
+    for i in range(1, 31):  # folds more than once
+        graph.invoke({"input": f"fact {i}: the password of day {i} is WORD{i}"}, config)
+    put_back = 0
+    while len(graph.get_state(config).values["messages"]) > 4:
+        values = graph.get_state(config).values
+        start = max(i for i, m in enumerate(values["messages"]) if m.type == "human")
+        found = last_exchange(graph, "raw")
+        assert found is not None
+        if values.get("summary_through", 0) > start and found.before.get("summary"):  # the summary tells it
+            state = graph.invoke({"input": found.text}, config, context=TurnContext(retry=True))
+            if "summarize" in state["trace"]["path"]:  # the retried turn folded: on from the summary put back
+                folded = state["trace"]["summary"]["folded_messages"]
+                assert folded == state["window_start"] - found.before["summary_through"], "folded again from 0"
+            else:
+                assert (state["summary"], state["summary_through"]) == (
+                    found.before["summary"], found.before["summary_through"])  # fmt: skip
+                put_back += 1
+        take_out(graph, last_exchange(graph, "raw"))  # type: ignore[arg-type]
+    assert put_back, "no retry met a summary to put back: the test says nothing"
