@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shlex
@@ -151,6 +152,8 @@ def chat(
 ) -> None:
     """Chat with the model: interactive, or one turn with -m."""
     from agentmm.graphs.agent import Agent
+
+    _quiet_if_closed()
 
     settings = _using_cache(_settings(
         model=model, mmproj=mmproj, model_url=model_url, n_ctx=n_ctx, n_gpu_layers=gpu_layers,
@@ -1286,7 +1289,7 @@ def main() -> None:
         except SystemExit as done:
             _leave(done.code)
         except OSError as exc:
-            if exc.errno not in _OUTPUT_ERRNOS:
+            if exc.errno not in _OUTPUT_ERRNOS and not isinstance(exc, _StdoutClosedError):
                 raise
             _output_failed(exc)  # the output's reader gone (| head), a full disk
 
@@ -1296,15 +1299,45 @@ _OUTPUT_ERRNOS = {errno.EPIPE, errno.ENOSPC, errno.EDQUOT}
 
 
 def _usable_standard_streams() -> None:
-    """Standard streams a command can always write to: one closed at start (``2>&-``, ``<&-``;
-    Python made it None) is /dev/null, and a character the terminal's encoding lacks (a Latin-1
-    locale, a reply's "→") is written as "?" rather than ending the command."""
-    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+    """Standard streams a command can always use: stdin or stderr closed at start (``<&-``,
+    ``2>&-``; Python made it None) is /dev/null, stdout closed (``>&-``) is ``_ClosedStdout``,
+    and a character the terminal's encoding lacks (a Latin-1 locale, a reply's "→") is written
+    as "?" rather than ending the command. Each closed one's descriptor is /dev/null, so no file
+    the command opens (the thread database) lands on 0, 1 or 2 and is written over."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):  # in fd order: each takes its own
         if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, mode))  # noqa: SIM115 (lives as long as the process)
+            setattr(sys, name, _ClosedStdout() if name == "stdout" else open(os.devnull, mode))  # noqa: SIM115
     for stream in (sys.stdout, sys.stderr):
         with suppress(AttributeError, ValueError, OSError):
             stream.reconfigure(errors="replace")  # type: ignore[union-attr]
+
+
+class _ClosedStdout(io.TextIOWrapper):
+    """stdout closed at start (``agentmm personas list >&-``): a command whose job is to print
+    fails on its first write, as ``ls`` and ``cat`` do ("Bad file descriptor", status 1), where
+    it printed into /dev/null and exited 0. Its descriptor is /dev/null's; ``chat`` writes
+    there (``_quiet_if_closed``)."""
+
+    def __init__(self) -> None:
+        super().__init__(open(os.devnull, "wb"), errors="replace")  # noqa: SIM115 (lives as long as the process)
+        self.refuse = True
+
+    def write(self, text: str) -> int:
+        if text and self.refuse:
+            raise _StdoutClosedError(errno.EBADF, os.strerror(errno.EBADF))
+        return super().write(text)
+
+
+class _StdoutClosedError(OSError):
+    """A write to stdout, which was closed when the command started."""
+
+
+def _quiet_if_closed() -> None:
+    """A chat with stdout closed at start still runs and saves its turns (what it would print,
+    its --json object too, goes to /dev/null): the turn is its job as much as the reply."""
+    for stream in (sys.stdout, _JSON_OUT.get()):
+        if isinstance(stream, _ClosedStdout):
+            stream.refuse = False
 
 
 @contextmanager
@@ -1318,7 +1351,7 @@ def _stdout_kept_for_json() -> Iterator[None]:
     token = _JSON_OUT.set(stdout)
     sys.stdout = sys.stderr
     try:
-        if _fileno(stdout) != 1:  # stdout is no file here (a caller's buffer): Python's level only
+        if _fileno(stdout) != 1 or isinstance(stdout, _ClosedStdout):  # a caller's buffer, or closed (>&-)
             yield
             return
         stdout.flush()

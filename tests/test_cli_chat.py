@@ -122,3 +122,29 @@ def test_a_value_that_starts_with_dashes_is_the_options_value(isolated_env: Path
     thread = re.search(r"\[thread (\w+)\]", done.stderr)
     assert thread is not None, done.stderr
     assert ok_json("threads", "show", thread.group(1), "--json")["system_prompt"] == "--json"
+
+
+def test_a_command_that_prints_fails_with_stdout_closed_as_ls_does_and_chat_goes_on(isolated_env: Path) -> None:
+    """`agentmm personas list >&-` printed into /dev/null and exited 0; `ls >&-` says "write
+    error: Bad file descriptor" and exits non-zero. A chat still runs and saves its turn."""
+    import os
+    import subprocess
+    import sys
+
+    def closed(*args: str, close: int = 1, script: str | None = None) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-c", script, *args] if script else [sys.executable, "-m", "agentmm.cli", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[1],
+                              preexec_fn=lambda: os.close(close))  # fmt: skip
+
+    for args in (["personas", "list"], ["personas", "list", "--json"], ["threads", "list"], ["--help"]):
+        done = closed(*args)
+        assert done.returncode == 1, (args, done.stderr)
+        assert done.stderr.splitlines() == ["agentmm: error: cannot write the output: Bad file descriptor"], args
+    stdin_closed = closed("personas", "list", close=0)  # as before
+    assert stdin_closed.returncode == 0 and "Nora Quill" in stdin_closed.stdout
+    for args in (["chat", "-m", "hi"], ["chat", "-m", "hi", "--json"]):
+        done = closed(*args, script=SCRIPTED_CHAT)
+        assert done.returncode == 0, (args, done.stderr)
+    from tests.test_cli import ok_json
+
+    assert len(ok_json("threads", "list", "--json")["threads"]) == 2
