@@ -142,7 +142,7 @@ class ChatSession:
     def _open_and_warm_up(self) -> None:
         # Opened here, so a memory store held by another process is said at once.
         _ = self.agent.checkpointer, self.agent.store
-        if self.terminal.editor:  # load the models while the user types the first message
+        if self.terminal.interactive:  # load the models while the user types the first message
             self._warm_up(self.agent)
 
     def _warm_up(self, agent: ChatAgent) -> None:
@@ -157,13 +157,15 @@ class ChatSession:
         return self._warming is not None and self._warming.is_alive()
 
     def _header(self) -> None:
-        if not self.terminal.editor:
+        """Who the chat is with, and the keys; for a person at a terminal (plain on TERM=dumb,
+        whose plain line input has no new-line key), not for a script piped in."""
+        if not self.terminal.interactive:
             return
-        who = f" · persona [bold]{self.persona}[/]" if self.persona else ""
+        who = f" · persona [bold]{_escape(self.persona)}[/]" if self.persona else ""
+        new_line = " · Alt-Enter or Ctrl-J for a new line" if self.terminal.editor else ""
         self.terminal.note(
-            f"[bold]agentmm[/] · model {self.agent.settings.model}{who} · thread {self.thread_id}\n"
-            "[dim]/help for commands · Alt-Enter or Ctrl-J for a new line · Ctrl-C stops a reply · "
-            "Ctrl-D leaves[/]"
+            f"[bold]agentmm[/] · model {_escape(self.agent.settings.model)}{who} · thread {self.thread_id}\n"
+            f"[dim]/help for commands{new_line} · Ctrl-C stops a reply · Ctrl-D leaves[/]"
         )
 
     def toolbar(self) -> str:
@@ -508,6 +510,13 @@ class ChatSession:
         if (why := missing_template(agent.model)) is not None:  # as the chat's start says it
             self.terminal.warn(f"{settings.model}: {why}")
         self._warm_up(agent)
+
+
+def _escape(text: str) -> str:
+    """A name shown in a line of rich markup: its brackets are text (``[v2]`` vanished)."""
+    from rich.markup import escape
+
+    return escape(printable(text))
 
 
 def _ignore(signum: int, frame: Any) -> None:

@@ -44,15 +44,18 @@ class Terminal:
 
     ``editor``: read through prompt_toolkit (history, completion, multi-line, toolbar);
     ``live``: colour, a spinner and Markdown re-rendering of finished replies; ``wrap`` (stdout
-    is a terminal; ``live`` by default): replies are word-wrapped at its width as they stream.
+    is a terminal; ``live`` by default): replies are word-wrapped at its width as they stream;
+    ``interactive`` (both ends are a terminal, a line editor or not; ``editor`` by default): a
+    person is there, so the chat greets them and loads the model while they type.
     Notices and errors go to stderr, so stdout holds the conversation when it is piped.
     """
 
     def __init__(self, *, editor: bool, live: bool, history_file: Path | None = None,
-                 wrap: bool | None = None) -> None:  # fmt: skip
+                 wrap: bool | None = None, interactive: bool | None = None) -> None:  # fmt: skip
         self.editor = editor
         self.live = live
         self.wrap = live if wrap is None else wrap
+        self.interactive = editor if interactive is None else interactive
         self.history_file = history_file
         self.out = Console(highlight=False, soft_wrap=not live, no_color=not live or None)
         self.err = Console(stderr=True, highlight=False, no_color=not live or None)
@@ -72,7 +75,7 @@ class Terminal:
         tty = sys.stdin.isatty() and sys.stdout.isatty()
         dumb = os.environ.get("TERM", "") == "dumb"
         return cls(editor=tty and not dumb, live=tty and not dumb and not os.environ.get("NO_COLOR"),
-                   history_file=history_file, wrap=sys.stdout.isatty())  # fmt: skip
+                   history_file=history_file, wrap=sys.stdout.isatty(), interactive=tty)  # fmt: skip
 
     # ------------------------------------------------------------------ input
 

@@ -9,6 +9,7 @@ import os
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
@@ -72,3 +73,34 @@ def test_the_tool_question_and_its_answer_stay_whole_on_the_screen() -> None:
         "A seven.",
         "allowed",
     ]
+
+
+CHAT_ON_A_FAKE_MODEL = """
+    import sys, tempfile, threading
+    from pathlib import Path
+    from agentmm.graphs.chat import persona_model
+    from agentmm.repl.session import ChatSession
+    from agentmm.repl.terminal import Terminal
+    from tests.repl.test_session import make_agent
+
+    agent = make_agent(Path(tempfile.mkdtemp()), ["Hello there, traveller."])
+    warmed = threading.Event()
+    agent.warm_up = warmed.set  # what loads the model in the background
+    ChatSession(agent, Terminal.detect(), persona_model=persona_model).run()
+    print("warmed up" if warmed.wait(5) else "never warmed up")
+"""
+
+
+@pytest.mark.parametrize("term", ["dumb", "xterm-256color"])
+def test_a_person_at_any_terminal_gets_the_header_and_a_model_loading_meanwhile(term: str, tmp_path: Path) -> None:
+    """Under TERM=dumb (plain line input, no colour) the header was not shown and the model was
+    loaded only when the first message came."""
+    env = {name: str(tmp_path / name) for name in ("AGENTMM_DATA_DIR", "AGENTMM_CACHE_DIR", "AGENTMM_PERSONAS_DIR",
+                                                    "AGENTMM_TOOLS_DIR")}  # fmt: skip
+    env |= {"AGENTMM_CONFIG": str(tmp_path / "config.toml"), "PROMPT_TOOLKIT_NO_CPR": "1"}
+    out = run(CHAT_ON_A_FAKE_MODEL, keys={"you> ": "Hi\r", "traveller.": "\x04"}, term=term, env=env, width=100)
+    lines = Screen(100).feed(out).lines
+    assert lines[0].startswith("agentmm · model ") and " · thread " in lines[0], lines
+    assert lines[1].startswith("/help for commands") and lines[1].endswith("Ctrl-C stops a reply · Ctrl-D leaves")
+    assert ("Alt-Enter" in lines[1]) == (term != "dumb")  # plain input() has no new-line key
+    assert "Hello there, traveller." in lines and "warmed up" in lines, lines
