@@ -66,19 +66,26 @@ def parse(line: str) -> Parsed | str:
     """A command, or the text to send (``//text`` sends ``/text``).
 
     Any whitespace ends the command's name (a tab, or a newline from a paste), so the name
-    never swallows its argument, and the unknown-command line never holds a newline.
+    never swallows its argument, and the unknown-command line never holds a newline. The name
+    follows the ``/`` directly: ``/ help`` is refused (with the command it may have meant), as
+    a bare ``/`` is, not read as ``/help``. A name argument is read without the blanks inside
+    its quotes (``/model ' fake '`` names ``fake``).
     """
     stripped = line.strip()
     if not stripped.startswith("/") or stripped.startswith("//"):
         return line.lstrip()[1:] if stripped.startswith("//") else line
-    if not stripped[1:].strip():  # a bare "/": no name to look up
+    if not stripped[1:2].strip():  # "/", or blanks after it: no name to look up
+        meant = stripped[1:].split(None, 1)[0].lower() if stripped[1:].strip() else ""
+        if meant in BY_NAME or meant in ALIASES:
+            raise UnknownCommand(f"a command's name goes right after the /: /{meant} "
+                                 "(// sends a line beginning with /)")  # fmt: skip
         raise UnknownCommand("a command needs a name after /: /help lists them (// sends a line beginning with /)")
     word, *rest = stripped[1:].split(None, 1)
     name = ALIASES.get(word.lower(), word.lower())
     if name not in BY_NAME:
         raise UnknownCommand(unknown_message(word))
     arg = rest[0].strip() if rest else ""
-    return Parsed(name, unquote(arg) if BY_NAME[name].takes_name else arg)
+    return Parsed(name, unquote(arg).strip() if BY_NAME[name].takes_name else arg)
 
 
 def unquote(arg: str) -> str:

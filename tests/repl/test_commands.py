@@ -23,9 +23,17 @@ def test_parse_commands_text_and_escape() -> None:
     assert parse("//me waves") == "/me waves"
 
 
-@pytest.mark.parametrize("line", ["/", "/   ", " /\t", "/\u3000"])
+@pytest.mark.parametrize("line", ["/", "/   ", " /\t", "/\u3000", "/ /", "/ nope", "/\t//x"])
 def test_a_bare_slash_is_one_line_not_a_crash(line: str) -> None:
     with pytest.raises(UnknownCommand, match="a command needs a name after /") as raised:
+        parse(line)
+    assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("line", "meant"), [("/ help", "/help"), ("/  model qwen", "/model"), ("/\tQ", "/q")])
+def test_a_blank_between_the_slash_and_a_name_is_refused_with_the_command_meant(line: str, meant: str) -> None:
+    """``/ help`` ran /help, and ``/ /`` named ``//``: the name follows the / directly."""
+    with pytest.raises(UnknownCommand, match=f"a command's name goes right after the /: {meant} ") as raised:
         parse(line)
     assert "\n" not in str(raised.value)
 
@@ -40,6 +48,9 @@ QUOTED = [
     ('/forget "note:1"', Parsed("forget", "note:1")),
     ("/greeting '1'", Parsed("greeting", "1")),
     ("/persona ''", Parsed("persona", "")),
+    ("/model ' fake '", Parsed("model", "fake")),  # blanks inside the quotes are no part of a name
+    ('/save " my notes.md\t"', Parsed("save", "my notes.md")),
+    ("/persona ' '", Parsed("persona", "")),
     ("/persona 'Bram\"", Parsed("persona", "'Bram\"")),  # not a pair: kept
     ("/persona ''Bram''", Parsed("persona", "'Bram'")),  # one pair only
     ("/persona it's", Parsed("persona", "it's")),
