@@ -7,6 +7,9 @@ continuation until another Enter. So while the chat is busy the terminal stays r
 editor has it: nothing is echoed, Ctrl-C is a key the REPL reads (it stops the reply), and every
 other key is handed to the next prompt as prompt_toolkit type-ahead, to be edited or sent there.
 
+Ctrl-Z stops the chat as a shell's job at once, as it does at the prompt (it was dropped without
+a word): the terminal is cooked while it is stopped, raw again after ``fg``, and the reply goes on.
+
 Before the first prompt (the models loading, the header) and in the moment between a line and
 the next prompt the terminal is still cooked: ``take_cooked_keys`` reads what was typed then and
 turns each line end back into Enter, as the user pressed it.
@@ -14,6 +17,8 @@ turns each line end back into Enter, as the user pressed it.
 
 from __future__ import annotations
 
+import os
+import signal
 from typing import Any
 
 
@@ -34,6 +39,11 @@ def take_cooked_keys(source: Any) -> None:
         store_typeahead(source, [*get_typeahead(source), *(enter if k.key == Keys.ControlJ else k for k in typed)])
 
 
+def stop_job() -> None:
+    """Stop this process group as a shell's Ctrl-Z does (``fg`` continues it)."""
+    os.kill(0, signal.SIGTSTP)
+
+
 class BusyKeys:
     """The line editor's input held raw between prompts; ``poll()`` counts Ctrl-C presses and
     keeps the rest, which go to the next prompt when the block ends."""
@@ -41,6 +51,7 @@ class BusyKeys:
     def __init__(self, source: Any) -> None:
         self.source = source  # the PromptSession's Input: its parser state and type-ahead slot carry over
         self.kept: list[Any] = []
+        self.suspended = False  # stopped by a Ctrl-Z since the last poll: what was on the screen moved
         self._raw: Any = None
 
     def __enter__(self) -> BusyKeys:
@@ -54,13 +65,28 @@ class BusyKeys:
         from prompt_toolkit.keys import Keys
 
         presses = 0
+        self.suspended = False
         while keys := self.source.read_keys():  # a read takes 1 KiB at most: a paste takes several
             for key in keys:
                 if key.key == Keys.ControlC:
                     presses += 1  # never type-ahead: at an empty prompt it would end the chat
-                elif key.key != Keys.ControlZ:  # the next prompt would stop the chat out of the blue
+                elif key.key == Keys.ControlZ:  # now, not at the next prompt, out of the blue
+                    self._suspend()
+                else:
                     self.kept.append(key)
         return presses
+
+    def _suspend(self) -> None:
+        """Stop until ``fg``, the terminal in the mode the shell expects meanwhile."""
+        if not hasattr(signal, "SIGTSTP"):  # no job control on this system
+            return
+        self._raw.__exit__(None, None, None)
+        try:
+            stop_job()
+        finally:
+            self._raw = self.source.raw_mode()
+            self._raw.__enter__()
+            self.suspended = True
 
     def keep(self, keys: list[Any]) -> None:
         """Add keys read by someone else meanwhile (a y/N question's own prompt), after ours."""

@@ -157,8 +157,16 @@ class Terminal:
         return self._busy is not None
 
     def ctrl_c_presses(self) -> int:
-        """Ctrl-C presses since the last call, while ``busy`` (a signal does it otherwise)."""
-        return self._busy.poll() if self._busy is not None else 0
+        """Ctrl-C presses since the last call, while ``busy`` (a signal does it otherwise). A
+        Ctrl-Z among the keys stopped the chat meanwhile: the shell wrote its lines, and the reply
+        goes on from the start of a row (and is not redrawn: its rows are no longer known)."""
+        if self._busy is None:
+            return 0
+        presses = int(self._busy.poll())
+        if self._busy.suspended and self._replying:
+            self._rows.at_row_start()
+            self._cut = self._cut or bool(self._streamed)
+        return presses
 
     def confirm(self, question: str) -> bool:
         """A y/N question (tool approval); anything but y/yes is no.

@@ -70,6 +70,13 @@ class WordWrap:
         self._blanks = ""
         return text
 
+    def at_row_start(self) -> None:
+        """Someone else moved the cursor to the start of a new row (a shell, after ``fg``)."""
+        self.rows += 1
+        self.column = 0
+        self._blanks = ""
+        self._broken = True
+
     def _put_word(self, width: int) -> str:
         word, self._word = self._word, ""
         if self._long:

@@ -114,13 +114,31 @@ def test_ctrl_z_at_the_prompt_suspends_as_in_a_shell_and_types_nothing(
     assert line == "abcd" and suspended == [True]
 
 
-def test_ctrl_z_typed_during_a_reply_is_not_type_ahead(tty: tuple[int, Any]) -> None:
+def test_ctrl_z_during_a_reply_suspends_at_once_and_is_not_type_ahead(
+    tty: tuple[int, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was dropped without a word. Now the chat stops as a shell's job there and then, the
+    terminal cooked for the shell while it is stopped and raw again after ``fg``. (The stop is
+    recorded: a real one would stop the test's whole process group.)"""
+    import signal
+
     from prompt_toolkit.input.typeahead import get_typeahead
 
+    from agentmm.repl import busy_keys
+
+    if not hasattr(signal, "SIGTSTP"):
+        pytest.skip("no job control here")
+    modes: list[bool] = []  # whether the terminal was cooked (echo, lines) at each stop
+    monkeypatch.setattr(busy_keys, "stop_job", lambda: modes.append(bool(termios.tcgetattr(source.fileno())[3]
+                                                                         & termios.ICANON)))  # fmt: skip
     keyboard, source = tty
+    cooked = termios.tcgetattr(source.fileno())
     with BusyKeys(source) as keys:
         type_keys(keyboard, source, b"a\x1ab")
         keys.poll()
+        assert modes == [True] and keys.suspended
+        assert not termios.tcgetattr(source.fileno())[3] & termios.ICANON  # raw again: keys are still read
+    assert termios.tcgetattr(source.fileno()) == cooked
     assert [k.key for k in get_typeahead(source)] == ["a", "b"]
 
 

@@ -94,6 +94,31 @@ def test_a_notice_in_the_middle_of_a_reply_starts_on_its_own_row() -> None:
     assert Screen(40).feed(written(term)).lines == ["Let me roll", "[tool roll_dice(expr='2d6'): 7]", "a seven."]
 
 
+def test_after_a_ctrl_z_and_fg_the_reply_goes_on_from_the_row_the_shell_left_and_is_not_redrawn() -> None:
+    class Suspended:  # BusyKeys after a Ctrl-Z stopped the chat and fg continued it
+        suspended = True
+
+        def poll(self) -> int:
+            return 0
+
+    term = terminal(40, live=True)
+    term.reply_start()
+    term.reply_chunk("Let me *roll*")
+    term._busy = Suspended()
+    assert term.ctrl_c_presses() == 0
+    term.out.file.write("\n[1]+  Stopped  agentmm chat\n$ fg\nagentmm chat\n")  # what the shell wrote
+    term._busy = None
+    term.reply_chunk(" a seven.")
+    term.reply_end(False)
+    assert Screen(40).feed(written(term)).lines == [
+        "Let me",  # the word not ended yet comes with the rest of the reply
+        "[1]+  Stopped  agentmm chat",
+        "$ fg",
+        "agentmm chat",
+        "*roll* a seven.",
+    ]
+
+
 def test_the_interrupted_mark_goes_to_the_next_row_when_it_does_not_fit() -> None:
     term = terminal(20)
     stream(term, "one two three four", seed=0, interrupted=True)
