@@ -15,10 +15,11 @@ if TYPE_CHECKING:
     from rich.table import Column
     from rich.text import Text
 
-# An escape sequence as a whole (CSI "\x1b[31m", OSC "\x1b]0;title\x07"), an OSC that never ends
-# (its introducer only: taken whole, it hid the rest of a reply), then any other control.
+# An escape sequence as a whole (CSI "\x1b[31m", OSC "\x1b]0;title\x07"), a CSI the text ends in
+# before its final byte (whole: "\x1b[3" left "[3"), an OSC that never ends (its introducer only:
+# taken whole, it hid the rest of a reply), then any other control.
 _CONTROL = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)|\x1b\]|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
+    r"\x1b\[[0-?]*[ -/]*(?:[@-~]|\Z)|\x1b\][^\x07\x1b\n]*(?:\x07|\x1b\\)|\x1b\]|[\x00-\x08\x0b-\x1f\x7f-\x9f]"
 )
 
 
@@ -51,7 +52,8 @@ class PrintableStream:
         return printable(text[:cut])
 
     def flush(self) -> str:
-        """The end of the stream: what was held, without its unfinished sequence."""
+        """The end of the stream: what was held, without its unfinished sequence (a CSI's
+        parameters go with it; an OSC's text stays, as ``printable`` leaves it)."""
         held, self._held = self._held, ""
         return printable(held)
 

@@ -25,7 +25,8 @@ def test_a_stream_in_pieces_of_any_size_shows_what_the_whole_shows(size: int) ->
 def test_a_sequence_never_finished_is_dropped_at_the_end_and_holds_back_no_more_than_a_limit() -> None:
     stream = PrintableStream()
     assert stream.feed("a\x1b[3") == "a"
-    assert stream.flush() == "[3"  # a CSI never ended: its ESC goes, what followed it is text
+    assert stream.flush() == ""  # a CSI never ended goes whole: "[3" was left as text
+    assert printable("a\x1b[3") == "a" and printable("a\x1b[1;2 ") == "a"
     assert stream.feed("b\x1b]0;title without end") == "b"
     # Past the limit the open OSC is let go: its introducer goes, what followed it is text.
     assert stream.feed("x" * 5000) == "0;title without end" + "x" * 5000
