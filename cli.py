@@ -307,25 +307,31 @@ def _cancel_on_ctrl_c(cancel: Callable[[], None]) -> Iterator[None]:
 # --------------------------------------------------------------------------- graph
 
 
+def _stand_in_model() -> Any:
+    """A chat model for a turn graph that runs no turn (drawn, or written to by threads import):
+    loading the configured one would take seconds and memory for nothing."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    class StandIn(FakeListChatModel):
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:  # built with the tools, never called
+            return self
+
+    return StandIn(responses=[""])
+
+
 @graph_app.command("show")
 def graph_show(
     format: Annotated[str, typer.Option("--format", "-f", help="ascii, mermaid or png.")] = "ascii",
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Write here (png: graph.png).")] = None,
 ) -> None:
     """Draw the turn graph as configured (LangGraph's own drawing); no model is loaded."""
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
-
     from agentmm.graphs.chat import build_graph
-
-    class StandIn(FakeListChatModel):
-        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:  # drawn with the tools, never called
-            return self
 
     if format not in ("ascii", "mermaid", "png"):
         raise typer.BadParameter("--format is ascii, mermaid or png", param_hint="--format")
     # The graph the Agent runs, built by the same builder from the same settings, with a
     # stand-in for the model, which drawing never calls.
-    drawn = build_graph(_settings(), model=StandIn(responses=[""])).get_graph()
+    drawn = build_graph(_settings(), model=_stand_in_model()).get_graph()
     if format == "png":
         try:
             data = drawn.draw_mermaid_png()
@@ -468,6 +474,37 @@ def threads_delete(thread_id: str, as_json: JsonFlag = False) -> None:
         _print_json({"deleted": thread_id})
     else:
         sys.stdout.write(f"deleted thread {thread_id}\n")
+
+
+@threads_app.command("import")
+def threads_import(
+    file: Path,
+    thread: Annotated[
+        Optional[str], typer.Option("--thread", "-t", help="The new thread's id (default: a new one).")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Make a new thread of a chat's /save FILE.json: its messages, persona, summary and window."""
+    from agentmm.graphs.chat import build_graph
+    from agentmm.personas import PersonaRegistry
+    from agentmm.threads import ThreadImportError, close_saver, import_thread, new_thread_id, read_saved_thread
+
+    if thread is not None and (not thread.strip() or thread != printable(thread) or thread != thread.strip()):
+        raise ThreadImportError(f"--thread {thread!r}: a thread id is printable text without spaces at its ends")
+    values = read_saved_thread(file)
+    settings = _settings()
+    if "persona" in values:  # a thread whose persona is not here would fail at its next turn
+        values["persona"] = PersonaRegistry(settings.personas_dir).get(values["persona"]).name
+    thread_id = thread or new_thread_id()
+    saver = _checkpointer()
+    try:
+        import_thread(build_graph(settings, model=_stand_in_model(), checkpointer=saver, tools=[]), thread_id, values)
+    finally:
+        close_saver(saver)
+    if as_json:
+        _print_json({"imported": thread_id, "file": str(file), "messages": len(values["messages"])})
+    else:
+        sys.stdout.write(f"imported {len(values['messages'])} messages as thread {thread_id}\n")
 
 
 # --------------------------------------------------------------------------- models, config, doctor

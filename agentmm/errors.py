@@ -137,6 +137,7 @@ class ModelServerError(ModelError):
 # their modules import this one). The perception tools' errors are in ``agentmm.tools.errors``.
 _ELSEWHERE = {
     "agentmm.thread_lock": ["ThreadInUseError"],
+    "agentmm.threads": ["ThreadImportError"],
     "agentmm.personas.errors": [
         "PersonaError", "PersonaNotFoundError", "PersonaFormatError", "UnknownFormatError", "UnsupportedExportError",
         "CardError", "NotAPNGError", "CorruptPNGError", "NoCardInPNGError", "CardEncodingError", "CardJSONError",

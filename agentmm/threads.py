@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -416,3 +417,101 @@ def _iso(ts: str) -> str:
         return datetime.fromisoformat(ts).isoformat(timespec="seconds")
     except ValueError:
         return ts
+
+
+class ThreadImportError(AgentmmError):
+    """A file ``threads import`` cannot make a thread of, or a thread name it may not take."""
+
+
+# The state a /save FILE.json keeps beside its messages, with the type each must have.
+_SAVED_VALUES: dict[str, type] = {"window_start": int, "summary": str, "summary_through": int, "base_prompt": str,
+                                  "started_at": str, "system_prompt": str}  # fmt: skip
+
+
+def read_saved_thread(path: Path) -> dict[str, Any]:
+    """``imported_values`` of the file at ``path``; a file that cannot be read, or is no JSON,
+    is a ``ThreadImportError`` in one line."""
+    try:
+        text = path.expanduser().read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ThreadImportError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ThreadImportError(f"{path} is a folder, not a /save FILE.json") from None
+    except UnicodeDecodeError:
+        raise ThreadImportError(f"{path}: not UTF-8 text (a /save FILE.json is)") from None
+    except OSError as exc:
+        raise ThreadImportError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ThreadImportError(f"{path}: not JSON ({exc.msg}, line {exc.lineno})") from None
+    return imported_values(doc, str(path))
+
+
+def imported_values(doc: Any, source: str) -> dict[str, Any]:
+    """The state of a thread saved by the chat's ``/save FILE.json`` (``repl.transcript``), as
+    ``threads import`` writes it; ``ThreadImportError`` (one line naming ``source``) for a file
+    that is not one. Its messages (user and assistant: a tool call's messages are not kept in
+    the file, so a thread that called tools cannot be made whole again and is refused), its
+    persona, and the rolling summary and window, so the next turn composes as the thread did."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
+        raise ThreadImportError(f'{source}: not a thread saved by /save FILE.json (no "messages" list)')
+    messages: list[AnyMessage] = []
+    for i, row in enumerate(doc["messages"], 1):
+        role = row.get("role") if isinstance(row, dict) else None
+        if role not in ("user", "assistant") or not isinstance(row.get("content"), str):
+            what = f"role {role!r}" if isinstance(role, str) else "no role and text"
+            raise ThreadImportError(f"{source}: message {i} has {what}: threads import takes user and assistant "
+                                    "messages (with their text as \"content\")")  # fmt: skip
+        if role == "user":
+            messages.append(HumanMessage(row["content"]))
+            continue
+        meta: dict[str, Any] = {"interrupted": True} if row.get("interrupted") is True else {}
+        if row.get("greeting") is True:
+            meta["greeting"] = 0  # the file says it was a greeting, not which one
+        messages.append(AIMessage(row["content"], response_metadata=meta))
+    if not messages or not isinstance(messages[-1], AIMessage):
+        raise ThreadImportError(f"{source}: a thread ends with a reply, and this one's last message is not one")
+    values: dict[str, Any] = {"messages": messages}
+    for key, kind in _SAVED_VALUES.items():
+        if key in doc and (type(doc[key]) is not kind):  # bool is no int here
+            raise ThreadImportError(f'{source}: "{key}" is not a{"n integer" if kind is int else " string"}')
+        if doc.get(key):
+            values[key] = doc[key]
+    persona = doc.get("persona")
+    if persona is not None and not isinstance(persona, str):
+        raise ThreadImportError(f'{source}: "persona" is not a name')
+    if persona:
+        values["persona"] = persona
+    start, through = values.get("window_start", 0), values.get("summary_through", 0)
+    if not 0 <= through <= start <= len(messages):
+        raise ThreadImportError(
+            f'{source}: "summary_through" {through} and "window_start" {start} do not '
+            f"fit its {len(messages)} messages (0 <= summary_through <= window_start <= messages)"
+        )
+    return values
+
+
+def import_thread(graph: Any, thread_id: str, values: dict[str, Any]) -> None:
+    """Write ``values`` (``imported_values``) as the new thread ``thread_id`` through ``graph``
+    (the turn graph, over its checkpointer), between turns as a turn leaves a thread: all of it
+    or nothing (a failure deletes what was written). ``ThreadImportError`` for a name a thread
+    has."""
+    from langgraph.graph import END
+    from langgraph.types import StateUpdate
+
+    saver = graph.checkpointer
+    taken = ThreadImportError(f"thread {thread_id!r} exists (pick another --thread NAME)", see=SEE_THREADS)
+    if thread_exists(saver, thread_id):
+        raise taken
+    with turn_on(saver, thread_id):  # no other process writes it meanwhile
+        if thread_exists(saver, thread_id):
+            raise taken
+        node = next(name for name in graph.nodes if not name.startswith("__"))  # any node may write the state
+        steps = [[StateUpdate(values, node)], [StateUpdate(None, END)]]  # written, then left between turns
+        try:
+            graph.bulk_update_state({"configurable": {"thread_id": thread_id}}, steps)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                saver.delete_thread(thread_id)
+            raise

@@ -1,7 +1,8 @@
 """``/save``: a thread as a readable Markdown transcript or a JSON document.
 
 The JSON keeps what ``agentmm threads show --json`` gives for each message, plus the
-thread's id, persona and model, so a saved file is enough to tell what happened.
+thread's id, persona and model, so a saved file is enough to tell what happened, and its
+rolling summary and window, so ``agentmm threads import`` can go on with it.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def transcript(thread_id: str, values: dict[str, Any], *, model: str, user_name:
         "user_name": user_name,
         "saved_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "messages": message_rows(values.get("messages", [])),
+        # As ``threads show --json`` names them, and what ``threads import`` needs to go on with
+        # the thread as it was: the rolling summary of the turns before the window, where the
+        # window starts, the prompt a thread without a persona started with, and when it began.
+        "window_start": values.get("window_start", 0),
+        "system_prompt": values.get("system_prompt", ""),
+        "summary": values.get("summary", ""),
+        "summary_through": values.get("summary_through", 0),
+        "base_prompt": values.get("base_prompt", ""),
+        "started_at": values.get("started_at", ""),
     }
 
 
