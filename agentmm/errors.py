@@ -68,6 +68,12 @@ class InvalidInputError(AgentmmError):
     """A graph run was given an input that is not a message: ``{"input": 5}``."""
 
 
+class InvalidContextError(InvalidInputError, TypeError):
+    """A run's context (``TurnContext``) with a key it does not have, or a value of the wrong
+    type: ``context={"persona": 5}``; or an ``Agent`` call's argument of the wrong type
+    (``agent.chat("hi", thread_id=5)``). A ``TypeError`` too, as Python's own for a bad argument."""
+
+
 class InvalidTextError(AgentmmError):
     """Text that is not valid Unicode: a lone surrogate, from a JSON ``"\\ud800"`` or from bytes
     that are not UTF-8 on a command line. No tokenizer, embedder or database can take it."""

@@ -7,8 +7,9 @@ messages from that, so a checkpoint holds each message once rather than once per
 
 from __future__ import annotations
 
+import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
@@ -17,6 +18,8 @@ from langgraph.graph.message import add_messages
 from pydantic import InstanceOf
 from pydantic.json_schema import SkipJsonSchema
 from typing_extensions import TypedDict
+
+from agentmm.errors import InvalidContextError
 
 
 class PromptPart(TypedDict):
@@ -132,6 +135,38 @@ class TurnContext:
     retry: bool = False
     # The sampling seed of this turn's reply (None: the model's own), passed to the model's call.
     seed: int | None = None
+
+    def __new__(cls, *args: Any, **given: Any) -> TurnContext:
+        """A key the context does not have is refused by name (LangGraph makes the context from a
+        run's ``context`` dict: it was Python's bare ``TypeError`` from ``__init__``)."""
+        if unknown := sorted(set(given) - {f.name for f in fields(cls)}):
+            known = ", ".join(f.name for f in fields(cls) if f.name != "cancel")
+            raise InvalidContextError(f"the run's context has no {', '.join(map(repr, unknown))}: it takes {known}")
+        return super().__new__(cls)
+
+    def __post_init__(self) -> None:
+        """Values of the wrong type are refused here, by name, before the run starts (a run's
+        context may come as JSON, from LangGraph's server or Studio): a persona of 5 was an
+        ``AttributeError`` deep in ingest, and a path given as attachments was read letter by
+        letter. Attachments are kept as text paths."""
+        for name, kinds in _CONTEXT_TYPES.items():
+            value = getattr(self, name)
+            if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+                wanted = " or ".join("None" if kind is type(None) else kind.__name__ for kind in kinds)
+                raise InvalidContextError(f"{name} must be {wanted}, not {type(value).__name__}")
+        given = self.attachments
+        if isinstance(given, (str, bytes, os.PathLike)) or not isinstance(given, (list, tuple)):
+            raise InvalidContextError(f"attachments must be a list of file paths, not {type(given).__name__}")
+        if bad := [a for a in given if not isinstance(a, (str, os.PathLike))]:
+            raise InvalidContextError(f"attachments must be file paths, not {type(bad[0]).__name__}")
+        self.attachments = [os.fspath(a) for a in given]
+
+
+# What each field of ``TurnContext`` takes (a bool is an int to Python, but no greeting or seed).
+_CONTEXT_TYPES: dict[str, tuple[type, ...]] = {
+    "user_name": (str,), "persona": (str, type(None)), "greeting": (int,), "user_id": (str,),
+    "shared_memory": (bool,), "retry": (bool,), "seed": (int, type(None)),
+}  # fmt: skip
 
 
 def trace_step(state: ChatState, node: str, **fields: Any) -> Trace:

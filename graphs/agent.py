@@ -25,7 +25,7 @@ from agentmm.errors import NothingToUndoError, RuntimeClosedError, SettingsError
 from agentmm.exchange import SUMMARY_RECORD
 from agentmm.graphs.chat import build_graph, model_and_tools, not_settings, persona_model
 from agentmm.graphs.thread_edit import UndoneTurn, last_exchange, take_out
-from agentmm.graphs.turn import Timings, TurnResult, TurnStream, Usage  # noqa: F401  (re-exported)
+from agentmm.graphs.turn import Timings, TurnResult, TurnStream, Usage, checked_thread_id  # noqa: F401  (re-exported)
 from agentmm.memory.conversation import forget_turn
 from agentmm.personas import PersonaRegistry
 from agentmm.runtime import Runtime
@@ -325,7 +325,7 @@ class Agent:
         ``attachments``: enough to send it again). ``ThreadNotFoundError`` for an unknown thread,
         ``NothingToUndoError`` for one with no message. The edit is a new checkpoint: LangGraph's
         history keeps the old ones."""
-        with turn_on(self.checkpointer, thread_id):
+        with turn_on(self.checkpointer, checked_thread_id(thread_id)):
             self._settle(thread_id)
             exchange = last_exchange(self.graph, thread_id)
             if exchange is None:
@@ -344,7 +344,7 @@ class Agent:
         as it was. ``seed`` samples the new reply; by default a fresh one when the model samples
         with a fixed seed (``settings.seed``), so it does not write the same reply again.
         ``ThreadNotFoundError`` / ``NothingToUndoError`` as ``undo``."""
-        with turn_on(self.checkpointer, thread_id):
+        with turn_on(self.checkpointer, checked_thread_id(thread_id)):
             paused = self._settle(thread_id)
             exchange = last_exchange(self.graph, thread_id)
         if exchange is None:

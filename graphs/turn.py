@@ -44,7 +44,7 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import Command
 from pydantic import BaseModel, Field
 
-from agentmm.errors import EmptyInputError, InputTooLongError, InvalidTextError
+from agentmm.errors import EmptyInputError, InputTooLongError, InvalidContextError, InvalidTextError
 from agentmm.event_loop import LoopThread
 from agentmm.exchange import SUMMARY_BEFORE_KEY
 from agentmm.graphs.thread_edit import restore
@@ -183,19 +183,23 @@ class TurnStream:
         self, agent: Agent, text: str, thread_id: str | None = None, *, persona: str | None = None,
         greeting: int = 0, attachments: Sequence[str | Path] = (), retry: bool = False, seed: int | None = None,
     ) -> None:  # fmt: skip
+        if text is not None and not isinstance(text, str):
+            raise InvalidContextError(f"the message must be text (str), not {type(text).__name__}")
         if not (text and text.strip()) and not attachments:
             raise EmptyInputError("nothing to say: the message is empty")
         InvalidTextError.check(text, "the message")
         _check_size(text, agent.settings.n_ctx)
         self.agent = agent
         self.text = text
-        self.thread_id = thread_id or new_thread_id()
+        self.thread_id = (checked_thread_id(thread_id) if thread_id is not None else "") or new_thread_id()
         settings = agent.settings
+        # Made with the arguments as given first, which it checks (a persona of 5, one path given
+        # as the attachments), then playing the persona the turn switches the thread to.
         self.context = TurnContext(
-            user_name=settings.user_name, persona=_persona(agent, self.thread_id, persona, greeting),
-            greeting=greeting, user_id=settings.user_id, shared_memory=settings.shared_memory,
-            attachments=[str(a) for a in attachments], retry=retry, seed=seed,
+            user_name=settings.user_name, persona=persona, greeting=greeting, user_id=settings.user_id,
+            shared_memory=settings.shared_memory, attachments=attachments, retry=retry, seed=seed,  # type: ignore[arg-type]
         )  # fmt: skip
+        self.context.persona = _persona(agent, self.thread_id, persona, greeting)
         self._result: TurnResult | None = None
         self._asked: _Ask | None = None
         self._started = 0.0
@@ -480,6 +484,13 @@ def _check_size(text: str, n_ctx: int) -> None:
         raise InputTooLongError(
             f"the message is {len(text):,} characters: too long for n_ctx={n_ctx}; shorten it or raise n_ctx"
         )
+
+
+def checked_thread_id(thread_id: object) -> str:
+    """``thread_id``, when it is text (5 or None was an AttributeError from the thread lock)."""
+    if not isinstance(thread_id, str):
+        raise InvalidContextError(f"a thread id is text (str), not {type(thread_id).__name__}")
+    return thread_id
 
 
 def _persona(agent: Agent, thread_id: str, persona: str | None, greeting: int) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,30 @@ def test_async_twins(settings: Settings) -> None:
 def test_empty_input(settings: Settings) -> None:
     with pytest.raises(EmptyInputError):
         fake_agent(settings).chat("  \n")
+
+
+def test_arguments_of_the_wrong_type_are_one_typed_error_and_save_nothing(settings: Settings) -> None:
+    """They were AttributeErrors from deep inside (a thread id of 5 from the thread lock, a
+    persona of 5 from the registry), and a path given as the attachments was read as one
+    attachment per letter."""
+    from agentmm.errors import InvalidContextError
+
+    agent = fake_agent(settings, "ok")
+    calls = [
+        ("the message must be text (str), not int", lambda: agent.chat(123)),  # type: ignore[arg-type]
+        ("a thread id is text (str), not int", lambda: agent.chat("hi", 5)),  # type: ignore[arg-type]
+        ("persona must be str or None, not int", lambda: agent.chat("hi", persona=5)),  # type: ignore[arg-type]
+        ("greeting must be int, not str", lambda: agent.chat("hi", greeting="1")),  # type: ignore[arg-type]
+        ("attachments must be a list of file paths, not str", lambda: agent.chat("hi", attachments="cat.png")),
+        ("attachments must be file paths, not int", lambda: agent.chat("hi", attachments=[5])),  # type: ignore[list-item]
+        ("a thread id is text (str), not NoneType", lambda: agent.undo(None)),  # type: ignore[arg-type]
+        ("a thread id is text (str), not int", lambda: agent.retry(7)),  # type: ignore[arg-type]
+    ]
+    for message, call in calls:
+        with pytest.raises(InvalidContextError, match=f"^{re.escape(message)}$"):
+            call()
+    assert list_threads(agent.checkpointer) == []
+    assert agent.chat("hi", attachments=()).reply == "ok"
 
 
 def test_unwritable_data_dir(tmp_path: Path, settings: Settings) -> None:
