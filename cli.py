@@ -377,6 +377,7 @@ def serve(
 ) -> None:
     """Serve the agent over HTTP: turns (JSON or server-sent events), threads, memory, personas
     (README: "HTTP API")."""
+    _quiet_if_closed()  # a server's job is to serve: started with stdout closed, its access log goes nowhere
     given = (("model", model), ("model_url", model_url), ("persona", persona))
     flags = {name: value for name, value in given if value is not None}
     settings = _using_cache(_settings(**flags))  # a bad setting fails here, once, not in every worker
@@ -1352,8 +1353,8 @@ def _usable_standard_streams() -> None:
 class _ClosedStdout(io.TextIOWrapper):
     """stdout closed at start (``agentmm personas list >&-``): a command whose job is to print
     fails on its first write, as ``ls`` and ``cat`` do ("Bad file descriptor", status 1), where
-    it printed into /dev/null and exited 0. Its descriptor is /dev/null's; ``chat`` writes
-    there (``_quiet_if_closed``)."""
+    it printed into /dev/null and exited 0. Its descriptor is /dev/null's; ``chat`` and ``serve``
+    write there (``_quiet_if_closed``)."""
 
     def __init__(self) -> None:
         super().__init__(open(os.devnull, "wb"), errors="replace")  # noqa: SIM115 (lives as long as the process)
@@ -1371,7 +1372,8 @@ class _StdoutClosedError(OSError):
 
 def _quiet_if_closed() -> None:
     """A chat with stdout closed at start still runs and saves its turns (what it would print,
-    its --json object too, goes to /dev/null): the turn is its job as much as the reply."""
+    its --json object too, goes to /dev/null): the turn is its job as much as the reply. So does
+    a server (uvicorn's access log is on stdout)."""
     for stream in (sys.stdout, _JSON_OUT.get()):
         if isinstance(stream, _ClosedStdout):
             stream.refuse = False

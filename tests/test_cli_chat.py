@@ -148,3 +148,38 @@ def test_a_command_that_prints_fails_with_stdout_closed_as_ls_does_and_chat_goes
     from tests.test_cli import ok_json
 
     assert len(ok_json("threads", "list", "--json")["threads"]) == 2
+
+
+def test_a_server_started_with_stdout_closed_serves_without_logging_errors(isolated_env: Path) -> None:
+    """uvicorn's access log is on stdout: each request then said '--- Logging error ---' and a
+    traceback on stderr, once a command that prints failed on a closed stdout."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    log = isolated_env / "serve.err"
+    with log.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "agentmm.cli", "serve", "--port", str(port)], stderr=err,
+                                preexec_fn=lambda: os.close(1), start_new_session=True)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                try:
+                    if httpx.get(f"http://127.0.0.1:{port}/threads", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.3)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+    said = log.read_text()
+    assert "Logging error" not in said and "Traceback" not in said, said[-2000:]
