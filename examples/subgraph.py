@@ -5,7 +5,8 @@
 The outer graph checks the message, runs agentmm's whole turn (compose, generate, tools,
 memory with the outer graph's store when it has one) as a subgraph, then post-processes the
 reply. State keys the two graphs share (``input``, ``messages``, ``trace``) flow between them;
-the outer graph's checkpointer keeps the thread, the subgraph's included.
+the outer graph's checkpointer keeps the thread, the subgraph's own state included
+(``build_turn``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 
 from agentmm import build_graph
-from agentmm.settings import load_settings
+from agentmm.settings import Settings, load_settings
 
 
 class AppState(TypedDict, total=False):
@@ -55,8 +56,16 @@ def build_app(turn: Any) -> Any:
     return builder.compile(checkpointer=InMemorySaver())
 
 
+def build_turn(settings: Settings, **parts: Any) -> Any:
+    """agentmm's turn as a node (the Agent's, from the same settings; ``parts`` as
+    ``build_graph`` takes them). ``checkpointer=True`` keeps its own state (the persona it
+    plays, the rolling summary, the window) in the outer graph's checkpointer from turn to turn:
+    without it each turn began from the shared messages alone, with no persona and no summary."""
+    return build_graph(settings, checkpointer=True, **parts)
+
+
 def main() -> None:
-    turn = build_graph(load_settings())  # the Agent's turn, from the same settings
+    turn = build_turn(load_settings())
     app = build_app(turn)
     config = {"configurable": {"thread_id": "demo"}}
     for text in sys.argv[1:] or ["Hello!"]:

@@ -701,7 +701,7 @@ def build_graph(
     settings: Settings | None = None,
     *,
     model: BaseChatModel | str | os.PathLike[str] | None = None,
-    checkpointer: BaseCheckpointSaver | None = None,
+    checkpointer: BaseCheckpointSaver | bool | None = None,
     store: BaseStore | None = None,
     tools: Sequence[BaseTool | str] | None = None,
     personas: PersonaRegistry | None = None,
@@ -714,7 +714,10 @@ def build_graph(
     Each argument replaces what the settings would give: ``model`` (any LangChain
     ``BaseChatModel``, or a model name or file as the ``model`` setting takes; default: the
     configured one, on ``settings.model_url``'s server or the GGUF, loaded on its first turn),
-    ``checkpointer`` (none: the caller's server or outer graph brings one), ``store`` (any
+    ``checkpointer`` (none: the caller's server or outer graph brings one; ``True`` for a node of
+    your own graph: the turn's own state, the persona played, the rolling summary and the window,
+    is kept in your graph's checkpointer from turn to turn, LangGraph's subgraph persistence),
+    ``store`` (any
     LangGraph ``BaseStore``), ``tools`` (LangChain tools, or tool names as the ``tools`` setting
     takes; default: those named in ``settings.tools``), ``personas`` (default: the built-ins,
     the ``agentmm.personas`` entry points and ``settings.personas_dir``), ``perception`` (the

@@ -383,3 +383,31 @@ def test_an_outer_graph_reads_a_new_threads_greeting_before_the_message_that_ope
     assert [(m.type, m.text) for m in state["messages"]][:2] == [
         ("ai", "*Tamsin waves.* Welcome to Gull Rock, Ada."), ("human", "One.\n\nTwo."),
     ]  # fmt: skip
+
+
+def test_the_subgraph_example_keeps_the_persona_after_the_first_turn(
+    registry: PersonaRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``examples/subgraph.py`` built the turn with no state of its own: each turn began from
+    the shared messages alone, so from turn 2 the thread played no persona (and its rolling
+    summary was folded again from the first message every turn)."""
+    import importlib.util
+    import sys
+
+    from tests.test_examples import EXAMPLES
+
+    spec = importlib.util.spec_from_file_location("subgraph_example", EXAMPLES / "subgraph.py")
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, example)  # its TypedDict's hints are read from there
+    spec.loader.exec_module(example)
+    model = Recording(responses=["Aye.", "Aye again."], seen=[])
+    turn = example.build_turn(Settings(persona="Tamsin", memory=False), model=model, counter=WORDS,
+                              personas=registry)  # fmt: skip
+    app = example.build_app(turn)
+    config = {"configurable": {"thread_id": "demo"}}
+    first = app.invoke({"input": "Hello!"}, config)
+    second = app.invoke({"input": "Tell me of the lamp."}, config)
+    assert first["trace"]["persona"] == second["trace"].get("persona") == "Tamsin"
+    assert second["trace"]["turn"] == 2 and "Gull Rock" in model.seen[-1][0].text
+    assert [m.text for m in second["messages"]][1:] == ["Hello!", "Aye.", "Tell me of the lamp.", "Aye again."]
