@@ -197,7 +197,7 @@ class Settings(BaseSettings):
         ge=0.0,
         le=1.01,
         description="Relevance bar: a recalled memory enters the prompt only at this cosine "
-        "similarity to the message or more.",
+        "similarity to the message or more (0.1 less when it holds most of the message's content words).",
     )
     memory_max_tokens: int = Field(200, ge=0, description="Recalled memories placed in a prompt, in tokens at most.")
     memory_window_share: float = Field(

@@ -119,6 +119,19 @@ class IncrementalBM25(Generic[Ref]):
             best = hits[np.lexsort((hits, -scores[hits]))]
             return [(self._refs[i], float(scores[i])) for i in best]
 
+    def weights(self, terms: Sequence[str]) -> list[tuple[str, float]]:
+        """Each term with its inverse document frequency, as ``search`` weighs it (a term no
+        document holds gets the highest)."""
+        with self._lock:
+            n = len(self._slot)
+            return [(t, math.log(1 + (n - self._df.get(t, 0) + 0.5) / (self._df.get(t, 0) + 0.5))) for t in terms]
+
+    def terms(self, ref: Ref) -> frozenset[str] | None:
+        """The distinct terms of the document under ``ref`` (``None``: not indexed)."""
+        with self._lock:
+            slot = self._slot.get(ref)
+            return None if slot is None else frozenset(self._terms[slot])
+
     # --- internals ----------------------------------------------------------------------
 
     def _build(self, documents: list[tuple[Ref, Sequence[str]]]) -> None:

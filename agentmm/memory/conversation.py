@@ -98,6 +98,8 @@ class Recalled:
     found_by: tuple[str, ...]
     namespace: tuple[str, ...]
     value: dict[str, Any]
+    # The share of the query's content words the memory holds (agentmm.memory.overlap).
+    overlap: float | None = None
 
     def as_trace(self) -> dict[str, Any]:
         return {
@@ -110,6 +112,7 @@ class Recalled:
             "speaker": self.value.get("speaker"),
             "thread": self.value.get("thread"),
             "when": self.value.get("when"),
+            "overlap": None if self.overlap is None else round(self.overlap, 4),
         }
 
 
@@ -157,6 +160,7 @@ def recall(
                     found_by=hit.found_by,
                     namespace=hit.namespace,
                     value=value,
+                    overlap=hit.overlap,
                 )
             )
     found.sort(key=lambda r: r.score, reverse=True)

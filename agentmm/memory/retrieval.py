@@ -38,6 +38,7 @@ from agentmm.memory._journal import ItemRef
 from agentmm.memory.bm25 import IncrementalBM25
 from agentmm.memory.filters import matches
 from agentmm.memory.incremental import FULL_READ, IncrementalStore, recall_path
+from agentmm.memory.overlap import content_terms, held_share
 from agentmm.memory.when import DateIndex, Span, memory_spans, question_span
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,22 @@ class HybridHit(SearchItem):
     """A fused search result: a ``SearchItem`` whose ``score`` is the RRF score.
 
     ``ranks`` maps each retriever that found the item (``"dense"``, ``"bm25"``) to its
-    1-based rank there; ``dense_score`` keeps the store's cosine similarity, if any.
+    1-based rank there; ``dense_score`` keeps the store's cosine similarity, if any;
+    ``overlap`` the share of the query's content words (weighed by IDF) the item holds
+    (``agentmm.memory.overlap``; ``None``: not known). A hit made from another keeps its
+    ``overlap`` unless given one.
     """
 
-    __slots__ = ("dense_score", "ranks")
+    __slots__ = ("dense_score", "overlap", "ranks")
 
-    def __init__(self, item: Item, score: float, ranks: Mapping[str, int], dense_score: float | None) -> None:
+    def __init__(
+        self,
+        item: Item,
+        score: float,
+        ranks: Mapping[str, int],
+        dense_score: float | None,
+        overlap: float | None = None,
+    ) -> None:
         super().__init__(
             namespace=item.namespace,
             key=item.key,
@@ -77,6 +88,7 @@ class HybridHit(SearchItem):
         )
         self.ranks = dict(ranks)
         self.dense_score = dense_score
+        self.overlap = overlap if overlap is not None else getattr(item, "overlap", None)
 
     @property
     def found_by(self) -> tuple[str, ...]:
@@ -88,6 +100,7 @@ class HybridHit(SearchItem):
         result = super().dict()
         result["ranks"] = dict(self.ranks)
         result["dense_score"] = self.dense_score
+        result["overlap"] = self.overlap
         return result
 
 
@@ -142,7 +155,9 @@ def _fused(
     if span is not None:
         order = fuse(rankings, len(lookup.corpus.items) if lookup.corpus else k, rrf_k=rrf_k, weights=chosen)
         rankings[WHEN] = lookup.on_dates(span, [(h.namespace, h.key) for h in order], candidates)
-    return fuse(rankings, k, rrf_k=rrf_k, weights=chosen)
+    hits = fuse(rankings, k, rrf_k=rrf_k, weights=chosen)
+    lookup.note_overlap(query, hits)
+    return hits
 
 
 def _lexical(store: BaseStore, lookup: _Lookup, query: str, candidates: int, max_corpus: int) -> list[Item]:
@@ -435,6 +450,20 @@ class _Lookup:
                     if len(found) == limit:
                         break
         return found
+
+    def note_overlap(self, query: str, hits: Sequence[HybridHit]) -> None:
+        """Set each hit's ``overlap``: the share of the query's content words, weighed by their
+        IDF in the scope, that the hit's indexed text holds (left ``None`` without a corpus or
+        content words)."""
+        if self.corpus is None or not hits:
+            return
+        terms = content_terms(query, _stemmer())
+        with self.cache.lock:
+            weights = self.corpus.index.weights(terms)
+            for hit in hits:
+                held = self.corpus.index.terms((hit.namespace, hit.key))
+                if held is not None:
+                    hit.overlap = held_share(weights, held)
 
     def on_dates(self, span: Span, ranked: Sequence[ItemRef], limit: int) -> list[Item]:
         """The scope's items that speak of a day in ``span``: first as ``ranked`` orders them,

@@ -228,3 +228,31 @@ def test_the_turns_trace_says_which_recall_path_ran(vector_store: ChromaStore, f
         state = graph.invoke({"input": "What does Alice drink?"}, config)
         paths[name] = state["trace"]["recall_path"]
     assert paths == {"chroma": "incremental", "in memory": "full read"}
+
+
+def test_each_hit_says_how_much_of_the_query_s_content_words_it_holds(
+    vector_store: ChromaStore, fake_embeddings: object
+) -> None:
+    """``overlap``: the IDF-weighed share of the query's content words a hit's text holds;
+    function words and the words that frame a question to memory ("called", "remember") are
+    not content, a word most memories have weighs less, one none has counts against."""
+    from agentmm.memory.conversation import recall
+    from agentmm.memory.multihop import two_round_search
+
+    _fill(vector_store)
+    in_memory = InMemoryStore(index={"dims": 64, "embed": fake_embeddings, "fields": ["text"]})
+    _fill(in_memory)
+    for store in (vector_store, in_memory):
+        cache = retrieval.RecallCache()
+        overlap = {h.key: h.overlap for h in hybrid_search(store, SCOPE, "What is my cat called?", k=5, cache=cache)}
+        assert overlap["cat"] == 1.0  # "cat" is the question's only content word
+        assert overlap["tea"] == 0.0
+        # "alice" is in three of five memories, "lisbon" in one, "paris" in none.
+        sister = hybrid_search(store, SCOPE, "Does Alice remember Lisbon or Paris?", k=5, cache=cache)
+        by_key = {h.key: h.overlap for h in sister}
+        assert 0.0 < by_key["tea"] < by_key["sister"] < 1.0
+        assert hybrid_search(store, SCOPE, "what is it?", k=5, cache=cache)[0].overlap is None  # no content words
+    # Recall's other rounds and the trace keep it.
+    assert {h.key: h.overlap for h in two_round_search(vector_store, SCOPE, "my cat", k=5)}["cat"] == 1.0
+    traced = {r.key: r.as_trace()["overlap"] for r in recall(vector_store, [SCOPE], "my cat", k=5, rerank=True)}
+    assert traced["cat"] == 1.0

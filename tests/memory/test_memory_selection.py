@@ -12,7 +12,7 @@ from langgraph.store.memory import InMemoryStore
 from agentmm.context import MEMORY_TOKENS_KEY
 from agentmm.graphs.chat import build_graph
 from agentmm.memory.conversation import format_recalled
-from agentmm.memory.selection import BELOW_BAR, OVER_CAP, OVER_WINDOW, select_memories
+from agentmm.memory.selection import BELOW_BAR, LEXICAL_MARGIN, OVER_CAP, OVER_WINDOW, OVERLAP_SHARE, select_memories
 from agentmm.settings import Settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
@@ -137,3 +137,17 @@ def test_recall_counts_the_memories_earlier_turns_in_the_window_hold() -> None:
     assert free["trace"]["recall_tokens"] > 0
     again = turn(writer, "Where does my brother live?", "x")
     assert again["trace"]["recalled"] and OVER_WINDOW not in {d["reason"] for d in again["trace"]["recall_dropped"]}
+
+
+def test_a_memory_holding_the_question_s_content_words_needs_a_lower_bar() -> None:
+    """A short fact embeds far from the question asking for it; holding the question's content
+    words ("dog") lets it in ``LEXICAL_MARGIN`` below the bar, never further."""
+    rex = {**memory("rex", "My dog is Rex", 0.26), "overlap": 1.0}
+    weak = {**memory("weak", "I walked the dog today", 0.15), "overlap": 1.0}
+    half = {**memory("half", "the dog show", 0.25), "overlap": 0.4}
+    chosen = select_memories([rex, weak, half], words, user_name="Ada", min_similarity=0.3, max_tokens=1000)
+    assert [m["id"] for m in chosen.kept] == ["rex"]
+    assert [d["id"] for d in chosen.dropped] == ["weak", "half"]
+    assert 0.3 - LEXICAL_MARGIN <= 0.26 < 0.3 and 0.4 < OVERLAP_SHARE <= 1.0
+    strict = select_memories([rex], words, user_name="Ada", min_similarity=0.4, max_tokens=1000)
+    assert strict.kept == []
