@@ -13,8 +13,8 @@ word every memory has counts little) may fall ``LEXICAL_MARGIN`` short of the ba
 default 0.3): the words say what is asked about, the similarity still has to say the memory is
 near it. Measured with
 ``benchmarks/memory_bar.py`` (BENCHMARKS.md): short facts asked in the user's words placed
-73/84 -> 77/84, off-topic chat unchanged (13 memories in 8 of 72 messages), the development set
-unchanged but for 0.02 more other memories placed per question.
+73/84 -> 77/84, off-topic chat unchanged (12-13 memories in 7-8 of 72 messages), the development
+set unchanged but for 0.02 more other memories placed per question.
 
 A turn's block also stays in the window for the turns after it (the prompt is append-only, so
 the next turn re-uses the KV cache), so the blocks add up: without a bound for the window,
