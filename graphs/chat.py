@@ -633,8 +633,9 @@ def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext], mem
     """The model's own stop strings and the user's name starting a line (``"\\nUser:"``), as
     SillyTavern's "names as stop strings": a small model playing a character runs on into a
     turn it writes for the user ("...\\nUser: No idea what that is."); the reply ends there. So
-    does a line in the form of the recalled-memory blocks in its prompt ("\\n- (7 December
-    2026) User: ...", ``memory_lines``), which such a model copies in a long thread."""
+    does a copy of the recalled-memory blocks in its prompt, their header or a line in their form
+    ("- (7 December 2026) User: ...", ``memory_lines``), which such a model writes in a long
+    thread: anywhere, the reply's very start included (``memory_line_stops``)."""
     user = (runtime.context or TurnContext()).user_name.strip()
     stops = list(configured or [])
     for line in (f"\n{user}:" if user else "", *memory_lines):

@@ -194,6 +194,10 @@ def search_scope(
     return hits[:k]
 
 
+# The recalled-memory block's header, its first words.
+HEADER_START = "[Things you remember from"
+
+
 def format_recalled(recalled: Sequence[dict[str, Any]], user_name: str) -> str:
     """The recalled memories (``Recalled.as_trace()`` dicts) as one block placed with the turn:
     each with the day it was said ("24 July 2023") and what its "yesterday", "last week", ...
@@ -202,38 +206,49 @@ def format_recalled(recalled: Sequence[dict[str, Any]], user_name: str) -> str:
         return ""
     lines = [f"- ({_said_on(r.get('when'))}) {r.get('speaker') or ''}: {annotate(str(r['text']), r.get('when'))}"
              for r in recalled]  # fmt: skip
-    return f"[Things you remember from earlier conversations with {user_name}:]\n" + "\n".join(lines)
+    return f"{HEADER_START} earlier conversations with {user_name}:]\n" + "\n".join(lines)
 
 
 # A line of that block ("- (7 December 2026) User: ...") and its header, as a reply that copies
 # the block's form writes them: the day as ``dates.day`` writes it, a speaker, a colon. A list
-# of the character's own ("- (3 coins) Stew: lamb") is not one.
+# of the character's own ("- (3 coins) Stew: lamb") is not one. The header is known by its
+# first words (``HEADER_START``): the 135M model once wrote those alone as its whole reply.
 _DAY = r"\d{1,2} (?:January|February|March|April|May|June|July|August|September|October|November|December) \d{4}"
 _LINE_START = rf"- \({_DAY}\) [^:\n]{{1,60}}:"
 _MEMORY_LINE = re.compile(rf"^{_LINE_START}", re.MULTILINE)
-_COPIED_LINE = re.compile(
-    rf"^[ \t]*(?:{_LINE_START}.*|\[Things you remember from earlier conversations with [^\n]*)\n?", re.MULTILINE
-)
+_COPIED_LINE = re.compile(rf"^[ \t]*(?:{_LINE_START}|{re.escape(HEADER_START)}).*\n?", re.MULTILINE)
 MAX_MEMORY_STOPS = 16
 
 
 def memory_line_stops(blocks: Iterable[str]) -> list[str]:
-    """Stop strings for a reply whose prompt holds recalled-memory ``blocks``: a new line
-    starting as one of their lines does, day and speaker ("\\n- (7 December 2026) User:"; a
-    character's own dated list, "- (7 December 2026) market day", is no copy), newest block
-    first, at most ``MAX_MEMORY_STOPS``."""
+    """Stop strings for a reply whose prompt holds recalled-memory ``blocks``: the block's
+    header (its first words) and the start of each of its lines, day and speaker ("- (7
+    December 2026) User:"; a character's own dated list, "- (7 December 2026) market day", is
+    no copy), newest block first, at most ``MAX_MEMORY_STOPS`` of them.
+
+    Each comes twice: on a new line ("\\n- (7 December 2026) User:"), so a reply cut there
+    does not end in a line break, and bare, as a reply that begins with a copy writes it, with
+    no new line before it (such a reply, only "[Things you remember from", reached the user).
+    Each is specific enough that no reply of the character's own holds it, and a model's stop
+    strings are held back while they may still match (llama.cpp, llama-server), so the user
+    never sees the copy: the reply ends where it starts, at once for a reply that begins so.
+    The new-line forms come first: llama-cpp-python cuts at the first listed stop it finds."""
     starts: dict[str, None] = {}
     for block in blocks:
+        if HEADER_START in block:
+            starts.setdefault(HEADER_START)
         for found in _MEMORY_LINE.finditer(block):
             starts.setdefault(found.group(0))
-    return [f"\n{start}" for start in list(starts)[:MAX_MEMORY_STOPS]]
+    kept = list(starts)[:MAX_MEMORY_STOPS]
+    return [*(f"\n{start}" for start in kept), *kept]
 
 
 def without_copied_memories(reply: str) -> str:
     """``reply`` without lines written in the recalled-memory block's form: a small model in a
     long thread copies the form and writes the user's lines ("- (7 December 2026) User: What
     are you talking about?", 19 of 31 replies in one 40-turn session); remembered, they came
-    back later as things the user had said."""
+    back later as things the user had said. A line starting as the header does is dropped too,
+    the header's first words alone included."""
     return _COPIED_LINE.sub("", reply).strip()
 
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
+from langchain_core.outputs import ChatGenerationChunk
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agentmm.graphs.chat import build_graph
+from agentmm.memory.dates import day
 from agentmm.personas import PersonaNotFoundError, PersonaRegistry
 from agentmm.settings import Settings
 from agentmm.state import TurnContext
@@ -238,6 +240,8 @@ class HonorsStops(FakeListChatModel):
         response = self.responses[len(self.stops) - 1]
         cut = min((response.index(s) for s in stop or () if s in response), default=len(response))
         yield from FakeListChatModel(responses=[response[:cut]])._stream(messages)
+        # Its closing chunk, as a real model's (usage, finish reason): a reply stopped at once is one.
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"finish_reason": "stop"}))
 
 
 def test_a_played_reply_ends_where_the_model_starts_writing_the_users_turn(registry: PersonaRegistry) -> None:
@@ -260,27 +264,32 @@ def test_the_name_stop_adds_to_the_models_own_stop_strings(registry: PersonaRegi
     assert model.stops[0] == ["<END>", "\nAda:"]
 
 
+def _recalling_graph(registry: PersonaRegistry, replies: list[str]) -> tuple[Any, HonorsStops, Any]:
+    """A graph over a store that recalls everything (no relevance bar), its model and the store."""
+    from langgraph.store.memory import InMemoryStore
+
+    from tests.memory.conftest import CharacterEmbeddings
+
+    store = InMemoryStore(index={"dims": 64, "embed": CharacterEmbeddings(dims=64), "fields": ["text"]})
+    model = HonorsStops(responses=replies, stops=[])
+    graph = build_graph(Settings(memory_min_similarity=0.0), model=model, checkpointer=InMemorySaver(),
+                        counter=WORDS, personas=registry, store=store)  # fmt: skip
+    return graph, model, store
+
+
 def test_a_reply_copying_the_memory_blocks_form_is_cut_there_and_such_lines_are_not_remembered(
     registry: PersonaRegistry,
 ) -> None:
     """In a long thread the 135M model wrote lines like '- (7 December 2026) User: What are you
     talking about?' (19 of 31 replies), which were remembered and recalled as the user's. A list
     of the character's own ('- (3 coins) Stew: lamb') is neither cut nor forgotten."""
-    from langgraph.store.memory import InMemoryStore
-
-    from agentmm.memory.dates import day
-    from tests.memory.conftest import CharacterEmbeddings
-
     today = day(datetime.now(UTC).date())
-    store = InMemoryStore(index={"dims": 64, "embed": CharacterEmbeddings(dims=64), "fields": ["text"]})
     replies = [
         "Tonight:\n- (3 coins) Stew: lamb\n- (1 coin) Bread: fresh",
         f"Aye, the lamp.\n- ({today}) Ada: I never said that.",
-        f"- ({today}) Ada: Liar.\nThe lamp is old.",
+        f"The lamp is old. - ({today}) Ada: Liar.",
     ]
-    model = HonorsStops(responses=replies, stops=[])
-    graph = build_graph(Settings(memory_min_similarity=0.0), model=model, checkpointer=InMemorySaver(),
-                        counter=WORDS, personas=registry, store=store)  # fmt: skip
+    graph, model, store = _recalling_graph(registry, replies)
     menu = run(graph, "What is there to eat?", persona="tamsin")["messages"][-1].text
     assert menu == replies[0]  # no memory block in its prompt yet, and a list of its own is no copy
     # Another thread recalls the first one's turn: a memory block in the prompt.
@@ -289,12 +298,46 @@ def test_a_reply_copying_the_memory_blocks_form_is_cut_there_and_such_lines_are_
                          context=TurnContext(user_name="Ada", persona="tamsin"))  # fmt: skip
     assert state["trace"]["recalled"] and f"\n- ({today}) Ada:" in model.stops[-1]
     # A dated list of the character's own is no copy: it has no speaker and colon after the day.
-    assert not [stop for stop in model.stops[-1] if stop.startswith("\n- (") and not stop.endswith(":")]
+    assert not [stop for stop in model.stops[-1] if stop.lstrip().startswith("- (") and not stop.endswith(":")]
     assert state["messages"][-1].text == "Aye, the lamp."  # stopped at the copied line
-    run(graph, "Is the lamp old?")  # begun with one: no stop can cut it, but it is not remembered
+    state = run(graph, "Is the lamp old?")  # a copy within a line is cut there too
+    assert state["messages"][-1].text == "The lamp is old. "
     remembered = [item.value["content"] for item in store.search((), limit=50)]
     assert replies[0] in remembered and "The lamp is old." in remembered
     assert not [text for text in remembered if "never said" in text or "Liar" in text]
+
+
+def test_a_reply_beginning_with_the_memory_blocks_header_or_a_line_of_it_ends_there(
+    registry: PersonaRegistry,
+) -> None:
+    """A stop string on a new line cannot stop a reply that begins with the copy: the 135M model's
+    whole reply was once "[Things you remember from", and the user saw it. A reply of the
+    character's own that begins with "- " or "[" is untouched."""
+    from agentmm.memory.conversation import HEADER_START
+
+    today = day(datetime.now(UTC).date())
+    replies = [
+        "The lamp is old.",  # the memory recalled below
+        f"[Things you remember from earlier conversations with Ada:]\n- ({today}) Ada: Is the lamp old?",
+        "[Things you remember from",
+        f"- ({today}) Tamsin: The lamp is old.\nAye.",
+        "[waves] Aye, the lamp. [laughs]",
+        "- Milk\n- Eggs\n- (3 coins) Stew: lamb",
+    ]
+    graph, model, store = _recalling_graph(registry, replies)
+    run(graph, "Is the lamp old?", persona="tamsin")
+    shown = []
+    questions = ("Tell me of the lamp.", "The lamp?", "Old lamp?", "Hi, lamp keeper.", "Lamp oil to buy?")
+    for n, question in enumerate(questions):
+        state = graph.invoke({"input": question}, {"configurable": {"thread_id": f"other {n}"}},
+                             context=TurnContext(user_name="Ada", persona="tamsin"))  # fmt: skip
+        assert state["trace"]["recalled"]  # a memory block in its prompt
+        shown.append(state["messages"][-1].text)
+    assert shown == ["", "", "", replies[4], replies[5]]
+    assert all(HEADER_START in stops and f"\n{HEADER_START}" in stops for stops in model.stops[1:])
+    remembered = [item.value["content"] for item in store.search((), limit=50)]
+    assert not [text for text in remembered if HEADER_START in text or f"({today})" in text]
+    assert replies[4] in remembered and replies[5] in remembered
 
 
 def test_a_lore_entry_with_a_probability_is_rolled_each_turn_and_the_trace_says_how(
