@@ -470,7 +470,9 @@ def imported_values(doc: Any, source: str) -> dict[str, Any]:
         if row.get("greeting") is True:
             meta["greeting"] = 0  # the file says it was a greeting, not which one
         messages.append(AIMessage(row["content"], response_metadata=meta))
-    if not messages or not isinstance(messages[-1], AIMessage):
+    if not messages:
+        raise ThreadImportError(f"{source}: no messages: a thread holds at least one reply")
+    if not isinstance(messages[-1], AIMessage):
         raise ThreadImportError(f"{source}: a thread ends with a reply, and this one's last message is not one")
     values: dict[str, Any] = {"messages": messages}
     for key, kind in _SAVED_VALUES.items():

@@ -69,6 +69,7 @@ def test_threads_import_makes_the_saved_thread_again(tmp_path: Path) -> None:
     ("content", "needle"),
     [
         ("{not json", "not JSON"),
+        ('{"messages": []}', "no messages"),
         ('{"thread_id": "x"}', 'no "messages" list'),
         ('{"messages": [{"role": "tool", "content": "42"}, {"role": "assistant", "content": "ok"}]}', "role 'tool'"),
         ('{"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "yo"}]}', "ends with a"),
