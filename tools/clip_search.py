@@ -41,7 +41,7 @@ from agentmm.tools._dirlock import DirectoryLock
 from agentmm.tools._openclip import load_openclip, weights_label
 from agentmm.tools.clip_text import TextEncoder, cache_key, text_encoder
 from agentmm.tools.errors import ImageIndexError, MediaError, UnsupportedMediaError
-from agentmm.tools.media import check_file, content_hash, open_image, sniff
+from agentmm.tools.media import check_file, content_hash, open_image, shown_path, sniff
 
 if TYPE_CHECKING:
     import torch
@@ -315,7 +315,7 @@ class ImageIndex:
             InvalidTextError.check(str(path), "its name")
         except InvalidTextError:  # b"caf\xe9.jpg" from an old disk: no database or JSON takes its name
             if meant_as_image:
-                report.failed.append((_shown(path), "its name is not UTF-8 text: rename the file to index it"))
+                report.failed.append((shown_path(path), "its name is not UTF-8 text: rename the file to index it"))
             return None
         try:
             check_file(path)
@@ -490,11 +490,6 @@ def _folder_to_index(directory: str | Path) -> Path:
     if not root.is_dir():
         raise ImageIndexError(f"cannot index {root}: not a directory")
     return root.resolve()
-
-
-def _shown(path: Path) -> str:
-    """A path whose name is not UTF-8 as text that can be printed: ``caf\\xe9.jpg``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _failure(path: Path, exc: Exception) -> tuple[str, str]:

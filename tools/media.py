@@ -9,7 +9,9 @@ fails with a traceback. Pillow is imported only when an image is opened.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import stat
 import struct
 import warnings
@@ -143,19 +145,23 @@ def _reading(path: Path) -> Iterator[None]:
     try:
         yield
     except FileNotFoundError as exc:
-        raise MediaNotFoundError(path, f"{_shown(path)} disappeared while it was being read") from exc
+        raise MediaNotFoundError(path, f"{shown_path(path)} disappeared while it was being read") from exc
     except PermissionError as exc:
-        raise MediaUnreadableError(path, f"cannot read {_shown(path)}: permission denied") from exc
+        raise MediaUnreadableError(path, f"cannot read {shown_path(path)}: permission denied") from exc
     except IsADirectoryError as exc:
-        raise NotAFileError(path, f"{_shown(path)} is a directory, not a file") from exc
+        raise NotAFileError(path, f"{shown_path(path)} is a directory, not a file") from exc
     except OSError as exc:
-        raise MediaUnreadableError(path, f"cannot read {_shown(path)}: {exc.strerror or exc}") from exc
+        raise MediaUnreadableError(path, f"cannot read {shown_path(path)}: {exc.strerror or exc}") from exc
 
 
-def _shown(path: str | Path) -> str:
-    """A path as messages print it: quoted when it holds a newline or another control character,
-    so the message stays one line whatever name a user or a model gave."""
+def shown_path(path: str | Path) -> str:
+    """A path as messages print it, on one line whatever name a user, a model or a disk gave:
+    a byte of its name that is not UTF-8 (``b"caf\\xe9.png"`` from an old disk, which Python
+    holds as ``"caf\\udce9.png"``) as the byte, ``caf\\xe9.png``, and the whole quoted
+    (``repr``) when it holds a newline or another control character."""
     text = str(path)
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate no file name holds: repr shows it
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
     return repr(text) if any(not ch.isprintable() and ch != " " for ch in text) else text
 
 
@@ -164,25 +170,25 @@ def check_file(path: str | Path) -> Path:
     try:
         path = Path(path).expanduser()
     except RuntimeError as exc:  # ~user naming no user on this machine
-        raise MediaNotFoundError(path, f"no such file: {_shown(path)} (no such user's home)") from exc
+        raise MediaNotFoundError(path, f"no such file: {shown_path(path)} (no such user's home)") from exc
     try:
         info = path.stat()
     except ValueError as exc:  # a NUL byte: no file can have that name
-        raise MediaNotFoundError(path, f"no such file: {_shown(path)}") from exc
+        raise MediaNotFoundError(path, f"no such file: {shown_path(path)}") from exc
     except FileNotFoundError as exc:
         if path.is_symlink():
-            raise MediaNotFoundError(path, f"{_shown(path)} is a broken symlink") from exc
-        raise MediaNotFoundError(path, f"no such file: {_shown(path)}") from exc
+            raise MediaNotFoundError(path, f"{shown_path(path)} is a broken symlink") from exc
+        raise MediaNotFoundError(path, f"no such file: {shown_path(path)}") from exc
     except PermissionError as exc:
-        raise MediaUnreadableError(path, f"cannot reach {_shown(path)}: permission denied") from exc
+        raise MediaUnreadableError(path, f"cannot reach {shown_path(path)}: permission denied") from exc
     except OSError as exc:  # e.g. ENAMETOOLONG, ELOOP
-        raise MediaNotFoundError(path, f"cannot use {_shown(path)}: {exc.strerror or exc}") from exc
+        raise MediaNotFoundError(path, f"cannot use {shown_path(path)}: {exc.strerror or exc}") from exc
     if stat.S_ISDIR(info.st_mode):
-        raise NotAFileError(path, f"{_shown(path)} is a directory, not a file")
+        raise NotAFileError(path, f"{shown_path(path)} is a directory, not a file")
     if not stat.S_ISREG(info.st_mode):
-        raise NotAFileError(path, f"{_shown(path)} is not a regular file")
+        raise NotAFileError(path, f"{shown_path(path)} is not a regular file")
     if info.st_size == 0:
-        raise EmptyMediaError(path, f"{_shown(path)} is empty (0 bytes)")
+        raise EmptyMediaError(path, f"{shown_path(path)} is empty (0 bytes)")
     return path
 
 
@@ -194,10 +200,10 @@ def sniff(path: str | Path) -> MediaType:
     media = sniff_bytes(head)
     if media is None:
         known = "PNG, JPEG, GIF, WebP, BMP, TIFF, AVIF, WAV, FLAC, OGG, MP3, M4A/MP4, WebM/MKV"
-        raise UnsupportedMediaError(path, f"{_shown(path)} is not a supported image or audio file (known: {known})")
+        raise UnsupportedMediaError(path, f"{shown_path(path)} is not a supported image or audio file (known: {known})")
     if media == HEIC:  # Pillow has no HEVC decoder
         unsupported = "HEIC/HEIF pictures are not supported (convert to JPEG or PNG)"
-        raise UnsupportedMediaError(path, f"{_shown(path)} is a HEIC/HEIF picture: {unsupported}")
+        raise UnsupportedMediaError(path, f"{shown_path(path)} is a HEIC/HEIF picture: {unsupported}")
     return _by_streams(path, media) if media in _AUDIO_ONLY else media
 
 
@@ -215,7 +221,7 @@ def _by_streams(path: Path, media: MediaType) -> MediaType:
     streams = _ffmpeg_streams(path)
     if streams is None:
         raise CorruptMediaError(
-            path, f"{_shown(path)} is a damaged or truncated {media.name.upper()} file: it cannot be opened"
+            path, f"{shown_path(path)} is a damaged or truncated {media.name.upper()} file: it cannot be opened"
         )
     if not streams.audio or streams.video:
         return media
@@ -296,7 +302,7 @@ def open_image(
     path = Path(path)
     media = sniff(path)
     if media.kind != "image":
-        raise UnsupportedMediaError(path, f"{_shown(path)} is {media.describe()}, not an image")
+        raise UnsupportedMediaError(path, f"{shown_path(path)} is {media.describe()}, not an image")
     _pillow()
     from PIL import Image, UnidentifiedImageError
 
@@ -312,18 +318,18 @@ def open_image(
                     image.draft("RGB", (min_side, min_side))
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageTooLargeError(path, f"{_shown(path)} is too large to decode safely: "
+                    raise ImageTooLargeError(path, f"{shown_path(path)} is too large to decode safely: "
                                                    f"{width}x{height} pixels, over {max_pixels:,}")  # fmt: skip
                 image.load()
                 upright = _upright(image)
                 return upright.copy() if mode is None else _in_mode(upright, mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(path, f"{_shown(path)} is too large to decode safely: {exc}") from exc
+        raise ImageTooLargeError(path, f"{shown_path(path)} is too large to decode safely: {exc}") from exc
     except UnidentifiedImageError as exc:
-        raise CorruptMediaError(path, f"{_shown(path)} starts like a {label} image but cannot be decoded") from exc
+        raise CorruptMediaError(path, f"{shown_path(path)} starts like a {label} image but cannot be decoded") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CorruptMediaError(path, f"{_shown(path)} is a truncated or damaged {label} image ({detail})") from exc
+        raise CorruptMediaError(path, f"{shown_path(path)} is a truncated or damaged {label} image ({detail})") from exc
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -368,12 +374,12 @@ def check_audio(path: str | Path) -> MediaType:
     path = Path(path)
     media = sniff(path)
     if media.kind == "image":
-        raise UnsupportedMediaError(path, f"{_shown(path)} is {media.describe()}, not audio")
+        raise UnsupportedMediaError(path, f"{shown_path(path)} is {media.describe()}, not audio")
     if media == WAV:
         with _reading(path), path.open("rb") as file:
             fmt = _check_wav_header(path, file)
         if fmt not in _WAV_FORMATS and fmt != _WAV_EXTENSIBLE and not _ffmpeg_decodes(path):
-            corrupt = f"{_shown(path)} is a corrupt WAV file"
+            corrupt = f"{shown_path(path)} is a corrupt WAV file"
             raise CorruptMediaError(path, f"{corrupt}: its header declares unknown sample format 0x{fmt:04x}")
     return media
 
@@ -398,20 +404,20 @@ def _check_wav_header(path: Path, file: IO[bytes]) -> int:
             fmt = _check_wav_format(path, file.read(size), size)
         elif chunk_id == b"data":
             if fmt is None:
-                corrupt = f"{_shown(path)} is a corrupt WAV file"
+                corrupt = f"{shown_path(path)} is a corrupt WAV file"
                 raise CorruptMediaError(path, f"{corrupt}: audio data before its format chunk")
             return fmt
         else:
             file.seek(size + (size & 1), 1)
     if fmt is None:
-        raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: no format chunk")
-    raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: no audio data chunk")
+        raise CorruptMediaError(path, f"{shown_path(path)} is a corrupt WAV file: no format chunk")
+    raise CorruptMediaError(path, f"{shown_path(path)} is a corrupt WAV file: no audio data chunk")
 
 
 def _check_wav_format(path: Path, body: bytes, declared: int) -> int:
     """The format tag, once the fields every format needs are sane (channels, rate, frames)."""
     if declared < 16 or len(body) < 16:
-        corrupt = f"{_shown(path)} is a corrupt WAV file"
+        corrupt = f"{shown_path(path)} is a corrupt WAV file"
         raise CorruptMediaError(path, f"{corrupt}: format chunk of {len(body)} bytes (needs 16)")
     fmt, channels, rate, _byte_rate, block_align, bits = struct.unpack("<HHIIHH", body[:16])
     problem = None
@@ -426,5 +432,5 @@ def _check_wav_format(path: Path, body: bytes, declared: int) -> int:
     elif fmt in (1, 3) and (bits == 0 or block_align != channels * ((bits + 7) // 8)):
         problem = f"{bits}-bit samples in {block_align}-byte frames for {channels} channel(s)"
     if problem:
-        raise CorruptMediaError(path, f"{_shown(path)} is a corrupt WAV file: its header declares {problem}")
+        raise CorruptMediaError(path, f"{shown_path(path)} is a corrupt WAV file: its header declares {problem}")
     return fmt

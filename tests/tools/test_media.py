@@ -112,6 +112,19 @@ def test_missing_file(tmp_path: Path) -> None:
     assert "nope.png" in one_line(error)
 
 
+def test_a_name_that_is_not_utf8_is_shown_with_its_byte_and_one_with_a_newline_quoted(tmp_path: Path) -> None:
+    """A name from an old disk shows the byte it holds (as the image index reports it), not the
+    stand-in Python reads it as ('caf\\udce9.png'); a newline is quoted, the message one line."""
+    odd = os.fsdecode(bytes(tmp_path) + b"/caf\xe9.png")
+    with pytest.raises(MediaNotFoundError) as error:
+        media.sniff(odd)
+    assert one_line(error) == f"no such file: {tmp_path}/caf\\xe9.png"
+    newline = tmp_path / "a\nb.png"
+    with pytest.raises(MediaNotFoundError) as error:
+        media.sniff(newline)
+    assert one_line(error) == f"no such file: {str(newline)!r}"
+
+
 def test_broken_symlink(tmp_path: Path) -> None:
     link = tmp_path / "gone.jpg"
     link.symlink_to(tmp_path / "never-there.jpg")
