@@ -3,8 +3,8 @@
 Two entry-point groups, read the way simonw/llm reads its own: ``agentmm.tools`` (LangChain
 tools) and ``agentmm.personas`` (personas and cards; read by ``PersonaRegistry``). agentmm's
 built-ins register through the same groups, so they are found by the same code as any plugin.
-A plugin that fails to import or gives something unusable is one line in ``problems`` and is
-skipped; it never stops the app.
+A plugin that fails to import or gives something unusable is one line in ``failures`` (and in
+``problems``, the failures and notes ``tools list`` reports) and is skipped; it never stops the app.
 
 A tool plugin (an entry point, or a name in a ``tools_dir`` file) is a ``BaseTool``, a list of
 them, or a *tool factory*: a function marked with ``@tool_factory`` that is called with the
@@ -151,20 +151,40 @@ class ToolInfo:
 
 @dataclass
 class ToolCatalog:
-    """Every tool found, by name, and the plugins that could not be used."""
+    """Every tool found, by name; the plugins that could not be used (``failures``), and the
+    tools a later source replaced (``notes``: the later one is used, nothing failed)."""
 
     tools: dict[str, ToolInfo] = field(default_factory=dict)
-    problems: list[str] = field(default_factory=list)
     # What a tool factory is called with (settings: the process's when not given).
     settings: Settings | None = None
     runtime: Runtime | None = None
+    # Each failure and note as it was found: (is it a note, its line).
+    _reported: list[tuple[bool, str]] = field(default_factory=list, init=False, repr=False)
+
+    @property
+    def failures(self) -> list[str]:
+        return [line for note, line in self._reported if not note]
+
+    @property
+    def notes(self) -> list[str]:
+        return [line for note, line in self._reported if note]
+
+    @property
+    def problems(self) -> list[str]:
+        """Failures and notes together, in the order found: what ``agentmm tools list`` reports
+        (its ``--json`` key ``problems``)."""
+        return [line for _, line in self._reported]
+
+    def fail(self, line: str) -> None:
+        """Report a plugin (a file, an entry point, a factory, a tool) that could not be used."""
+        self._reported.append((False, line))
 
     def add(self, tool: Any, source: str, where: str) -> None:
         if is_tool_factory(tool):
             try:
                 made = tool(self._settings(), self.runtime)
             except Exception as exc:  # third-party code: report it, never crash
-                self.problems.append(f"{where}: {describe(exc)}")
+                self.fail(f"{where}: {describe(exc)}")
                 return
             for each in made if isinstance(made, list | tuple) else [made]:
                 self.add(each, source, where)
@@ -172,10 +192,10 @@ class ToolCatalog:
         try:
             checked = check_tool(tool)
         except (TypeError, ValueError) as exc:
-            self.problems.append(f"{where}: {describe(exc)}")
+            self.fail(f"{where}: {describe(exc)}")
             return
         if (before := self.tools.get(checked.name)) is not None:  # later sources override earlier ones
-            self.problems.append(f"{before.source}'s tool {checked.name!r} is not used: {where} replaces it")
+            self._reported.append((True, f"{before.source}'s tool {checked.name!r} is not used: {where} replaces it"))
         self.tools[checked.name] = ToolInfo(checked, source)
 
     def _settings(self) -> Settings:
@@ -192,7 +212,7 @@ class ToolCatalog:
             info = self.tools.get(name)
             if info is None:
                 known = ", ".join(sorted(self.tools)) or "none"
-                failed = sorted({_file_of(p) for p in self.problems if not p.endswith(" replaces it")})
+                failed = sorted({_file_of(p) for p in self.failures})
                 more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
                 why = (
                     f"; it may be in a tool file that could not be loaded: {', '.join(failed[:3])}{more}"
@@ -205,7 +225,7 @@ class ToolCatalog:
 
 
 def _file_of(problem: str) -> str:
-    """The file (or plugin) a catalog problem is about: ``/t/a.py: SyntaxError`` and
+    """The file (or plugin) a catalog failure is about: ``/t/a.py: SyntaxError`` and
     ``/t/a.py:tool: ...`` are both about ``/t/a.py``."""
     where = problem.split(": ", 1)[0]
     cut = where.find(".py:")
@@ -253,7 +273,7 @@ def discover_tools(
     if entry_points:
         for loaded in load_entry_points(TOOLS_GROUP):
             if loaded.problem is not None:
-                catalog.problems.append(loaded.problem)
+                catalog.fail(loaded.problem)
                 continue
             for item in loaded.value if isinstance(loaded.value, list | tuple) else [loaded.value]:
                 catalog.add(item, loaded.source, f"{loaded.name} (from {loaded.source})")
@@ -264,7 +284,7 @@ def discover_tools(
             except BaseException as exc:  # a user's file: report it, never crash
                 if isinstance(exc, KeyboardInterrupt):
                     raise
-                catalog.problems.append(f"{path}: {describe(exc)}")
+                catalog.fail(f"{path}: {describe(exc)}")
                 continue
             for item in found:
                 catalog.add(item, str(path), f"{path}:{getattr(item, 'name', '?')}")

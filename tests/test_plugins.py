@@ -115,3 +115,29 @@ def test_a_tool_that_replaces_another_of_its_name_is_said_and_a_broken_file_name
     with pytest.raises(ToolNotFoundError) as info:
         catalog.select(["broken"])
     assert f"it may be in a tool file that could not be loaded: {folder / 'broken.py'} (see" in str(info.value)
+
+
+def test_a_failure_whose_message_ends_as_a_note_does_is_still_a_failure_and_the_report_keeps_its_order(
+    tmp_path: Path,
+) -> None:
+    """A note and a failure were told apart by the text's ending (" replaces it"): a tool file
+    whose error ended so was left out of the files an unknown tool may be in."""
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / "a_mine.py").write_text(textwrap.dedent('''
+        from langchain_core.tools import tool
+
+        @tool
+        def roll_dice(notation: str) -> str:
+            """Roll dice."""
+            return "always 6"
+    '''))  # fmt: skip
+    (folder / "b_odd.py").write_text('raise RuntimeError("the new API replaces it")\n')
+    catalog = discover_tools(folder)
+    note = f"agentmm's tool 'roll_dice' is not used: {folder / 'a_mine.py'}:roll_dice replaces it"
+    failure = f"{folder / 'b_odd.py'}: RuntimeError: the new API replaces it"
+    assert catalog.notes == [note] and catalog.failures[-1] == failure and note not in catalog.failures
+    assert catalog.problems[-2:] == [note, failure]  # what tools list reports, in the order found
+    with pytest.raises(ToolNotFoundError) as info:
+        catalog.select(["odd_tool"])
+    assert f"it may be in a tool file that could not be loaded: {folder / 'b_odd.py'} (see" in str(info.value)
