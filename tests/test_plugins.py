@@ -95,12 +95,11 @@ def test_select_unknown_tool_is_a_clear_error() -> None:
         discover_tools().select(["roll_dice", "lockpick"])
 
 
-def test_a_tool_that_replaces_another_of_its_name_is_said_and_a_broken_file_named_when_asked_for(
-    tmp_path: Path,
-) -> None:
+def tools_folder_replacing_roll_dice(tmp_path: Path, file: str) -> Path:
+    """A tools folder whose ``file`` gives a tool named as a built-in (roll_dice)."""
     folder = tmp_path / "tools"
     folder.mkdir()
-    (folder / "mine.py").write_text(textwrap.dedent('''
+    (folder / file).write_text(textwrap.dedent('''
         from langchain_core.tools import tool
 
         @tool
@@ -108,6 +107,13 @@ def test_a_tool_that_replaces_another_of_its_name_is_said_and_a_broken_file_name
             """Roll dice."""
             return "always 6"
     '''))  # fmt: skip
+    return folder
+
+
+def test_a_tool_that_replaces_another_of_its_name_is_said_and_a_broken_file_named_when_asked_for(
+    tmp_path: Path,
+) -> None:
+    folder = tools_folder_replacing_roll_dice(tmp_path, "mine.py")
     (folder / "broken.py").write_text("def broken(:\n")
     catalog = discover_tools(folder)
     assert catalog.tools["roll_dice"].source == str(folder / "mine.py")
@@ -122,16 +128,7 @@ def test_a_failure_whose_message_ends_as_a_note_does_is_still_a_failure_and_the_
 ) -> None:
     """A note and a failure were told apart by the text's ending (" replaces it"): a tool file
     whose error ended so was left out of the files an unknown tool may be in."""
-    folder = tmp_path / "tools"
-    folder.mkdir()
-    (folder / "a_mine.py").write_text(textwrap.dedent('''
-        from langchain_core.tools import tool
-
-        @tool
-        def roll_dice(notation: str) -> str:
-            """Roll dice."""
-            return "always 6"
-    '''))  # fmt: skip
+    folder = tools_folder_replacing_roll_dice(tmp_path, "a_mine.py")
     (folder / "b_odd.py").write_text('raise RuntimeError("the new API replaces it")\n')
     catalog = discover_tools(folder)
     note = f"agentmm's tool 'roll_dice' is not used: {folder / 'a_mine.py'}:roll_dice replaces it"
