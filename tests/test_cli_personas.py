@@ -105,6 +105,7 @@ def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path) -> None:
     assert second["trace"]["persona"] == "Captain Rell"
 
 
+@pytest.mark.slow
 def test_a_personas_model_and_sampling_are_used_unless_the_run_names_its_own(tmp_path: Path) -> None:
     personas = tmp_path / "personas"
     personas.mkdir(exist_ok=True)

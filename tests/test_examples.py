@@ -159,6 +159,7 @@ personality = "brisk, curious, fond of weather"
 """
 
 
+@pytest.mark.slow
 def test_langgraph_dev_server_remembers_across_threads_and_plays_the_users_persona(tmp_path: Path) -> None:
     """Under ``langgraph dev`` the turn has long-term memory in the server's own store (its
     index embedding with agentmm's embedder) and plays a persona from the user's folder."""

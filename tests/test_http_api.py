@@ -177,6 +177,7 @@ def test_several_workers_need_a_shared_memory_store(isolated_env: Path) -> None:
     assert done.stderr.startswith("agentmm: error: several workers need a shared memory store")
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_two_serve_workers_share_postgres_threads(postgres_url: str, tmp_path: Path) -> None:
     """Real ``agentmm serve --workers 2`` on the shipped model: both workers answer, every turn of

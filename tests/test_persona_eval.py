@@ -284,6 +284,7 @@ def test_cli_errors_are_one_line() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_on_the_shipped_model_through_the_cli(shipped_model: Path) -> None:
     """End to end: the real model, memory on, one persona, one seed, short replies; the JSON
     contract's keys are there and each identity check was really scored."""

@@ -187,6 +187,7 @@ def test_the_shipped_embedder_on_postgres(postgres_url: str, tmp_path: Path) -> 
 # --- the memory commands across backends -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_export_and_import_move_memories_between_chroma_and_postgres(
     tmp_path: Path, postgres_server: PostgresServer
 ) -> None:
