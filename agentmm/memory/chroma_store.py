@@ -579,8 +579,10 @@ class ChromaStore(BaseStore):
         if query_vector is None:
             page = self._newest_first(clauses, op.filter, prefix, op.offset, op.offset + op.limit)
             return [_search_item(item, None) for item in page]
-        ranked = self._nearest(query_vector, clauses, op, prefix)
+        ranked, exhausted = self._nearest(query_vector, clauses, op, prefix)
         want = op.offset + op.limit
+        if exhausted and len(ranked) < want:
+            ranked = self._with_unreached(query_vector, clauses, op, prefix, ranked)
         page = [_search_item(item, score) for item, score in ranked[op.offset : want]]
         if len(ranked) < want:
             # Like InMemoryStore: items without vectors follow the ranked ones, unscored.
@@ -621,8 +623,9 @@ class ChromaStore(BaseStore):
 
     def _nearest(
         self, query_vector: list[float], clauses: list[dict[str, Any]], op: SearchOp, prefix: tuple[str, ...]
-    ) -> list[tuple[Item, float]]:
-        """Items ranked by their closest vector, enough of them to fill the page after filtering.
+    ) -> tuple[list[tuple[Item, float]], bool]:
+        """Items ranked by their closest vector, enough of them to fill the page after filtering;
+        and whether the query read every vector in scope.
 
         The first query is unfiltered and checked here: enough whenever the scope holds much
         of the store (one user's memories), and ~10x cheaper than Chroma's metadata filter
@@ -631,7 +634,7 @@ class ChromaStore(BaseStore):
         """
         want = op.offset + op.limit
         if want <= 0:
-            return []
+            return [], False
         n = min(self._max_candidates, max(2 * want, 20))
         items: dict[str, Item | None] = {}
         ranked, exhausted = self._rank(query_vector, None, n, op, prefix, items)
@@ -641,7 +644,51 @@ class ChromaStore(BaseStore):
             if n >= self._max_candidates:
                 break
             n = min(self._max_candidates, n * 4)
-        return ranked
+        return ranked, exhausted
+
+    def _with_unreached(
+        self,
+        query_vector: list[float],
+        clauses: list[dict[str, Any]],
+        op: SearchOp,
+        prefix: tuple[str, ...],
+        ranked: list[tuple[Item, float]],
+    ) -> list[tuple[Item, float]]:
+        """``ranked`` with the in-scope items that have vectors but that a query reading every
+        vector in scope did not return, scored exactly from their stored vectors.
+
+        Chroma's HNSW index can lose live vectors after deletes and upserts (chroma-core/chroma
+        #7758, open on 1.5.9: ``get`` returns them, ``query`` never does); a memory taken back
+        by an undone import and written again was then never found by meaning. Only a search
+        whose query came back short of its page reads this far, so the scope holds fewer vectors
+        than the query asked for, and the scan is as small.
+        """
+        import numpy as np
+
+        seen = {rec.item_id(item.namespace, item.key) for item, _ in ranked}
+        where = rec.combine([*clauses, {rec.VECTOR_COUNT: {"$gt": 0}}])
+        unreached = [record_id for record_id, _, _ in self._scan(self._items, where) if record_id not in seen]
+        if not unreached:
+            return ranked
+        query = np.asarray(query_vector, dtype=np.float64)
+        query /= np.linalg.norm(query) or 1.0
+        best: dict[str, float] = {}
+        for chunk in _chunks(unreached, self._max_batch):
+            got = self._vectors.get(where={rec.ITEM: {"$in": list(chunk)}}, include=["embeddings", "metadatas"])
+            for metadata, vector in zip(got["metadatas"], got["embeddings"], strict=True):
+                array = np.asarray(vector, dtype=np.float64)
+                similarity = float(array @ query / (np.linalg.norm(array) or 1.0))
+                owner = str(metadata[rec.ITEM])
+                best[owner] = max(best.get(owner, -1.0), similarity)
+        found = self._fetch_items(list(best))
+        ranked = ranked + [
+            (item, score)
+            for record_id, score in best.items()
+            if (item := found.get(record_id)) is not None
+            and item.namespace[: len(prefix)] == prefix
+            and matches(item.value, op.filter)
+        ]
+        return sorted(ranked, key=lambda pair: pair[1], reverse=True)
 
     def _rank(
         self,
