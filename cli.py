@@ -749,18 +749,54 @@ def _print_memories(rows: list[dict[str, Any]], as_json: bool, key: str = "memor
 
     from agentmm.console_text import key_column
 
-    scored = [Column("score", no_wrap=True)] if rows and "score" in rows[0] else []
-    table = Table(key_column("id", [printable(row["id"]) for row in rows]), "scope", "when",
-                  Column("text", overflow="fold"), *scored)  # fmt: skip
+    console = Console()
+    if not rows:
+        console.print("no memories")
+        return
+    ids = [printable(row["id"]) for row in rows]
+    if console.width < max(map(len, ids)) + MEMORY_TABLE_ROOM:
+        _print_memory_blocks(console, rows)
+        return
+    scored = [Column("score", no_wrap=True)] if "score" in rows[0] else []
+    table = Table(key_column("id", ids), "scope", "when", Column("text", overflow="fold"), *scored)
     for row in rows:
-        value = row.get("value", row)
-        text = value.get("content") or row.get("text", "")  # a search row holds the indexed text
-        when = str(value.get("when", ""))[:19].replace("T", " ")  # wraps between day and time, never cut
-        cells = [plain(row["id"]), plain(row.get("scope", "")), when, plain(text)]
+        cells = [plain(row["id"]), plain(row.get("scope", "")), _memory_when(row), plain(_memory_text(row))]
         if "score" in row:
             cells.append(plain(f"{row['score']:.4f}"))
         table.add_row(*cells)
-    Console().print(table if rows else "no memories")
+    console.print(table)
+
+
+# What a memory table needs beside its id column: borders and the scope, when and text columns
+# at widths they can be read at. Below it each column but the id shrank to nothing (at 50
+# columns with real ids) and the memories are printed as blocks instead.
+MEMORY_TABLE_ROOM = 50
+
+
+def _memory_text(row: dict[str, Any]) -> str:
+    value = row.get("value", row)
+    return str(value.get("content") or row.get("text", ""))  # a search row holds the indexed text
+
+
+def _memory_when(row: dict[str, Any]) -> str:
+    return str(row.get("value", row).get("when", ""))[:19].replace("T", " ")  # wraps between day and time
+
+
+def _print_memory_blocks(console: Any, rows: list[dict[str, Any]]) -> None:
+    """Memories one block each, for a terminal too narrow for their table: the id on a line of
+    its own, whole (the terminal wraps a longer one, never cut: ``memory forget`` takes it),
+    then scope, time and score, then the text wrapped under them."""
+    for number, row in enumerate(rows):
+        if number:
+            console.print()
+        console.print(plain(row["id"], style="bold"), soft_wrap=True)
+        facts = [str(row.get("scope", "")), _memory_when(row)]
+        if "score" in row:
+            facts.append(f"score {row['score']:.4f}")
+        for text in (" · ".join(fact for fact in facts if fact), _memory_text(row)):
+            for line in plain(text).wrap(console, max(console.width - 2, 1)):
+                line.rstrip()
+                console.print(plain("  ") + line, soft_wrap=True)
 
 
 @memory_app.command("list")

@@ -44,3 +44,26 @@ def test_thread_ids_and_model_names_are_never_cut_in_a_narrow_terminal(
     monkeypatch.setattr(cli, "_checkpointer", lambda: None)
     cli.threads_list(as_json=False)
     assert "│ 3a4e10c2d9f1 │" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("columns", [30, 40, 60])
+@pytest.mark.parametrize("scored", [False, True], ids=["list", "search"])
+def test_a_terminal_too_narrow_for_the_table_gets_each_memory_whole(
+    columns: int, scored: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Below ~40 columns the table shrank every column but the id to nothing (no scope, time or
+    text left); each memory is a block now: its id whole on a line, then scope, time, score and
+    the whole text wrapped to the width."""
+    monkeypatch.setenv("COLUMNS", str(columns))
+    real_id = "3f2a9c0d1b7e4a6c8d0e2f4a6b8c0d1e:12:assistant"  # as long as a turn's memory id is
+    rows = [{**ROWS[0], "id": real_id}, ROWS[1]]
+    rows = [{**row, "score": 0.5} for row in rows] if scored else rows
+    cli._print_memories(rows, False)
+    lines = capsys.readouterr().out.splitlines()
+    assert real_id in lines and "note:0123456789ab" in lines
+    assert all(len(line) <= columns for line in lines if line not in (real_id,))
+    words = " ".join(line.strip() for line in lines).split()
+    assert " ".join(words).count(" ".join(LONG.split())) == 1  # the whole text, once, in order
+    facts = "local/Nora Quill · 2025-01-02 10:11:12" + (" · score 0.5000" if scored else "")
+    assert " ".join(facts.split()) in " ".join(words)
+    assert all(line == line.rstrip() for line in lines)
