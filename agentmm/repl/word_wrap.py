@@ -3,8 +3,9 @@
 Written as it came, a reply was broken wherever the terminal's edge fell, mid-word ("charac" at
 the end of one row, "ter" at the start of the next). Here each word is held until it ends and
 then goes whole onto the row it fits on, or onto the next one; only a word longer than a whole
-row is broken, at the edge. A 2-column character (CJK, most emoji) counts as two columns and is a
-word of its own, as CJK text has no spaces to break at: it streams a character at a time.
+row is broken, at the edge, by the terminal's own wrap (no line break is written inside it: a
+URL copied or clicked stays whole). A 2-column character (CJK, most emoji) counts as two columns
+and is a word of its own, as CJK text has no spaces to break at: it streams a character at a time.
 
 The wrap also counts the rows the reply took, exactly as the terminal shows them (a 2-column
 character never straddles the edge), which is what the Markdown redraw must erase.
@@ -99,12 +100,15 @@ class WordWrap:
         return text
 
     def _hard(self, ch: str, width: int) -> str:
-        """One character of a word too long for a row, written at once, on the next row when
-        this one has no room for it."""
+        """One character of a word too long for a row, written at once. Where this row has no
+        room for it the terminal's own wrap takes it to the next one: a line break written here
+        would cut the word in two for a copy from the terminal or a click on a URL (the terminal
+        joins rows it wrapped itself), and the rows it takes are counted all the same."""
         size = cell_len(ch)
-        text = self._break_row() if self.column + size > width else ""
+        if self.column + size > width:
+            self._new_row(broken=True)
         self.column += size
-        return text + ch
+        return ch
 
     def _break_row(self) -> str:
         self._new_row(broken=True)

@@ -84,6 +84,21 @@ def test_two_column_characters_fill_rows_and_latin_words_stay_whole(width: int) 
         assert cell_len(row) + (row[-1].isascii() and unit.isascii()) + cell_len(unit) > width, (row, below)
 
 
+URL = "https://example.com/a/very/long/path/that/keeps/going/and/going/index.html"
+
+
+@pytest.mark.parametrize("width", [20, 33])
+def test_a_url_longer_than_a_row_is_written_without_a_line_break_in_it(width: int) -> None:
+    """The terminal wraps it (and joins its rows again for a copy or a click): a line break
+    written inside it cut it to its first row."""
+    term = terminal(width, live=True)
+    term.out.file.write("you> hi\n")
+    stream(term, f"*Sure*, see {URL} for more.", seed=4)
+    assert URL in written(term)
+    # The rows it took were counted all the same: the Markdown redraw leaves only itself.
+    assert Screen(width).feed(written(term)).lines == ["you> hi", *rendered(f"*Sure*, see {URL} for more.", width)]
+
+
 def test_a_notice_in_the_middle_of_a_reply_starts_on_its_own_row() -> None:
     term = terminal(40)
     term.reply_start()
