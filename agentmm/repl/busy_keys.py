@@ -9,6 +9,8 @@ other key is handed to the next prompt as prompt_toolkit type-ahead, to be edite
 
 Ctrl-Z stops the chat as a shell's job at once, as it does at the prompt (it was dropped without
 a word): the terminal is cooked while it is stopped, raw again after ``fg``, and the reply goes on.
+Where no shell can continue it (no job control) the kernel discards the stop: the chat says so in
+one line and goes on as it was.
 
 Before the first prompt (the models loading, the header) and in the moment between a line and
 the next prompt the terminal is still cooked: ``take_cooked_keys`` reads what was typed then and
@@ -19,7 +21,12 @@ from __future__ import annotations
 
 import os
 import signal
+import time
+from types import FrameType
 from typing import Any
+
+CONTINUE_WAIT_STEPS = 10  # of 10 ms: how long a SIGCONT's handler may take to be called
+NO_JOB_CONTROL = "(Ctrl-Z cannot suspend the chat here: it was not started by a shell with job control)"
 
 
 def take_cooked_keys(source: Any) -> None:
@@ -39,9 +46,32 @@ def take_cooked_keys(source: Any) -> None:
         store_typeahead(source, [*get_typeahead(source), *(enter if k.key == Keys.ControlJ else k for k in typed)])
 
 
-def stop_job() -> None:
-    """Stop this process group as a shell's Ctrl-Z does (``fg`` continues it)."""
-    os.kill(0, signal.SIGTSTP)
+def stop_job() -> bool:
+    """Stop this process group as a shell's Ctrl-Z does (``fg`` continues it); whether it was
+    stopped and continued. Without job control (the chat run as a tmux pane's own program, by
+    ``ssh -t host agentmm chat``, ``docker run -it``, ``script -c``: its process group has no
+    shell to continue it) the kernel discards the SIGTSTP and nothing happened: told by the
+    SIGCONT that every continue sends, which never comes then."""
+    continued = False
+
+    def on_continue(signum: int, frame: FrameType | None) -> None:
+        nonlocal continued
+        continued = True
+
+    try:
+        previous = signal.signal(signal.SIGCONT, on_continue)
+    except ValueError:  # not the main thread: no handler can be set, the stop is sent blind
+        os.kill(0, signal.SIGTSTP)
+        return True
+    try:
+        os.kill(0, signal.SIGTSTP)  # returns once continued; its handler has run by then (os.kill checks)
+        for _ in range(CONTINUE_WAIT_STEPS):  # the handler ran on another thread: Python calls it here soon
+            if continued:
+                break
+            time.sleep(0.01)
+    finally:
+        signal.signal(signal.SIGCONT, previous)
+    return continued
 
 
 class BusyKeys:
@@ -52,6 +82,7 @@ class BusyKeys:
         self.source = source  # the PromptSession's Input: its parser state and type-ahead slot carry over
         self.kept: list[Any] = []
         self.suspended = False  # stopped by a Ctrl-Z since the last poll: what was on the screen moved
+        self.not_suspended = False  # a Ctrl-Z since the last poll stopped nothing: no job control here
         self._raw: Any = None
 
     def __enter__(self) -> BusyKeys:
@@ -65,7 +96,7 @@ class BusyKeys:
         from prompt_toolkit.keys import Keys
 
         presses = 0
-        self.suspended = False
+        self.suspended = self.not_suspended = False
         while keys := self.source.read_keys():  # a read takes 1 KiB at most: a paste takes several
             for key in keys:
                 if key.key == Keys.ControlC:
@@ -81,12 +112,14 @@ class BusyKeys:
         if not hasattr(signal, "SIGTSTP"):  # no job control on this system
             return
         self._raw.__exit__(None, None, None)
+        stopped = False
         try:
-            stop_job()
+            stopped = stop_job()
         finally:
             self._raw = self.source.raw_mode()
             self._raw.__enter__()
-            self.suspended = True
+            self.suspended = self.suspended or stopped
+            self.not_suspended = self.not_suspended or not stopped
 
     def keep(self, keys: list[Any]) -> None:
         """Add keys read by someone else meanwhile (a y/N question's own prompt), after ours."""

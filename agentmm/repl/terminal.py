@@ -159,13 +159,18 @@ class Terminal:
     def ctrl_c_presses(self) -> int:
         """Ctrl-C presses since the last call, while ``busy`` (a signal does it otherwise). A
         Ctrl-Z among the keys stopped the chat meanwhile: the shell wrote its lines, and the reply
-        goes on from the start of a row (and is not redrawn: its rows are no longer known)."""
+        goes on from the start of a row (and is not redrawn: its rows are no longer known); where
+        there is no job control nothing stopped, and a line says so."""
         if self._busy is None:
             return 0
         presses = int(self._busy.poll())
         if self._busy.suspended and self._replying:
             self._rows.at_row_start()
             self._cut = self._cut or bool(self._streamed)
+        if self._busy.not_suspended:  # the reply's rows are where they were: only this line is new
+            from agentmm.repl.busy_keys import NO_JOB_CONTROL
+
+            self.info(NO_JOB_CONTROL)
         return presses
 
     def confirm(self, question: str) -> bool:

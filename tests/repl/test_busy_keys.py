@@ -3,8 +3,12 @@ echoed, Ctrl-C is counted (never kept), and the rest is the next prompt's input,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
+import subprocess
+import sys
 import termios
 import threading
 from collections.abc import Iterator
@@ -15,6 +19,9 @@ import pytest
 from agentmm.repl.busy_keys import BusyKeys
 from agentmm.repl.terminal import Terminal
 from agentmm.repl.turns import run_turn
+from tests.repl.screen import Screen
+from tests.repl.test_reply_screen import terminal as screen_terminal
+from tests.repl.test_reply_screen import written
 from tests.repl.test_session import FakeTurn, ScriptedTerminal
 
 pytest.importorskip("prompt_toolkit")
@@ -130,7 +137,7 @@ def test_ctrl_z_during_a_reply_suspends_at_once_and_is_not_type_ahead(
         pytest.skip("no job control here")
     modes: list[bool] = []  # whether the terminal was cooked (echo, lines) at each stop
     monkeypatch.setattr(busy_keys, "stop_job", lambda: modes.append(bool(termios.tcgetattr(source.fileno())[3]
-                                                                         & termios.ICANON)))  # fmt: skip
+                                                                         & termios.ICANON)) or True)  # fmt: skip
     keyboard, source = tty
     cooked = termios.tcgetattr(source.fileno())
     with BusyKeys(source) as keys:
@@ -140,6 +147,66 @@ def test_ctrl_z_during_a_reply_suspends_at_once_and_is_not_type_ahead(
         assert not termios.tcgetattr(source.fileno())[3] & termios.ICANON  # raw again: keys are still read
     assert termios.tcgetattr(source.fileno()) == cooked
     assert [k.key for k in get_typeahead(source)] == ["a", "b"]
+
+
+STOP_JOB = "from agentmm.repl.busy_keys import stop_job; print(stop_job(), flush=True)"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTSTP"), reason="no job control here")
+def test_ctrl_z_without_job_control_stops_nothing_and_says_so() -> None:
+    """A process group no shell can continue (a session's own, as a tmux pane's program or
+    ``ssh -t host agentmm chat`` runs): the kernel discards the stop; the chat took it for one."""
+    run = subprocess.run([sys.executable, "-c", STOP_JOB], start_new_session=True, capture_output=True, text=True,
+                         timeout=60)  # fmt: skip
+    assert run.stdout.strip() == "False", run.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGTSTP"), reason="no job control here")
+def test_ctrl_z_under_job_control_is_a_stop_and_a_continue() -> None:
+    child = subprocess.Popen([sys.executable, "-c", STOP_JOB], process_group=0, stdout=subprocess.PIPE, text=True)
+    try:
+        _, status = os.waitpid(child.pid, os.WUNTRACED)  # a job of ours: we are its shell
+        assert os.WIFSTOPPED(status)
+        os.kill(child.pid, signal.SIGCONT)  # fg
+        assert child.communicate(timeout=60)[0].strip() == "True"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_ctrl_z_that_stopped_nothing_leaves_the_reply_where_it_was(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reply went on as if a shell had written lines in between: its next word was glued to
+    the last one, and a line said nothing of why Ctrl-Z did nothing."""
+    from prompt_toolkit.key_binding import KeyPress
+    from prompt_toolkit.keys import Keys
+
+    from agentmm.repl import busy_keys
+
+    class Keyboard:  # the line editor's Input, where a Ctrl-Z was typed
+        def __init__(self) -> None:
+            self.pending = [[KeyPress(Keys.ControlZ, "\x1a")]]
+
+        def raw_mode(self) -> Any:
+            return contextlib.nullcontext()
+
+        def read_keys(self) -> list[Any]:
+            return self.pending.pop() if self.pending else []
+
+        def typeahead_hash(self) -> str:
+            return "keyboard"
+
+    monkeypatch.setattr(busy_keys, "stop_job", lambda: False)  # the kernel discarded the stop
+    term = screen_terminal(100)
+    term.reply_start()
+    term.reply_chunk("Let me roll ")
+    with BusyKeys(Keyboard()) as term._busy:
+        assert term.ctrl_c_presses() == 0
+    term._busy = None
+    term.reply_chunk("a seven.")
+    term.reply_end(False)
+    lines = Screen(100).feed(written(term)).lines
+    assert (lines[0], lines[-1]) == ("Let me roll", "a seven.")  # not "Let me rolla seven."
+    assert lines[1:-1] == [busy_keys.NO_JOB_CONTROL]
 
 
 class KeyboardTerminal(ScriptedTerminal):

@@ -112,6 +112,7 @@ def test_a_notice_in_the_middle_of_a_reply_starts_on_its_own_row() -> None:
 def test_after_a_ctrl_z_and_fg_the_reply_goes_on_from_the_row_the_shell_left_and_is_not_redrawn() -> None:
     class Suspended:  # BusyKeys after a Ctrl-Z stopped the chat and fg continued it
         suspended = True
+        not_suspended = False
 
         def poll(self) -> int:
             return 0
