@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -95,17 +96,32 @@ class Ingest:
         removed: list[AnyMessage] = []
         text = _input_text(state.get("input"))
         given: HumanMessage | None = None
+        context = runtime.context or TurnContext()
+        resent_unanswered = False
         if not text and history and isinstance(history[-1], HumanMessage):  # sent as {"messages": [...]}
             given = history[-1]
             text = given.text.strip()
             history = history[:-1]
-        context = runtime.context or TurnContext()
+            # The message a run that failed was answering (``turn_message_id``), sent again under its
+            # own id, replaced it in place: it is the exchange, and nothing before it goes.
+            resent_unanswered = given.id is not None and given.id == state.get("turn_message_id")
+        elif context.retry and not text and state.get("input") is None and not context.attachments:
+            # A retry sent nothing new, or sent the last turn's message again under its id (a
+            # client that keeps ids: agent-chat-ui, Studio), which replaced it in place: that
+            # message is answered again (it was EmptyInputError, the message not being last).
+            start = last_exchange_start(history)
+            given = history[start] if start is not None else None  # type: ignore[assignment]
+            text = given.text.strip() if given is not None else ""
         update: dict[str, Any] = {}
         # A retry takes the thread's last exchange out first, the message it is given aside: a
         # raw graph's failed run left its message as that exchange, unanswered, which is what a
         # retry answers again (it was joined to the retried message, and the exchange before it
-        # taken out, the turn counted from 1).
-        if context.retry and (taken := take_out_last_exchange({**state, "messages": history})) is not None:
+        # taken out, the turn counted from 1; sent again under its id, the turn before was lost).
+        if (
+            context.retry
+            and not resent_unanswered
+            and (taken := take_out_last_exchange({**state, "messages": history})) is not None
+        ):
             removed = taken.pop("messages")
             history = history[: last_exchange_start(history)]
             before = config.get("configurable", {}).get(SUMMARY_BEFORE_KEY) or state.get("summary_before")
@@ -163,7 +179,7 @@ class Ingest:
         update.update(attachments=list(context.attachments), observations=[], recalled=[], intent="")
         # A message sent in ``messages`` keeps its id, which a client (agent-chat-ui) and an
         # outer graph match it by: put back under it, it keeps its place.
-        message = HumanMessage(text, id=given.id) if given is not None else HumanMessage(text)
+        message = HumanMessage(text, id=given.id if given is not None else str(uuid.uuid4()))
         if given is not None and opening:  # ... but the greeting goes first: the thread anew
             removed = [RemoveMessage(id=REMOVE_ALL_MESSAGES)]
             if _nested(config):
@@ -172,7 +188,8 @@ class Ingest:
                 # The greeting takes the first sent message's id, and so its place there.
                 opening[0].id = pending[0].id
                 if pending[0] is given:
-                    message = HumanMessage(text)
+                    message = HumanMessage(text, id=str(uuid.uuid4()))
+        update["turn_message_id"] = message.id
         messages = [*removed, *opening, message]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
 

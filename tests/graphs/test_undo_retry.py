@@ -237,6 +237,29 @@ def test_a_raw_graphs_retry_after_a_failed_run_answers_that_runs_message_as_its_
     assert state["trace"]["turn"] == 2
 
 
+def test_a_raw_graphs_retry_of_a_message_sent_again_under_its_id_answers_that_message() -> None:
+    """A client that keeps message ids (agent-chat-ui, Studio) retries by sending the message
+    again, same id: it replaces the stored one in place. After a failed run, the exchange before
+    it was taken out (the thread lost turn 1); after a turn that was answered, the message was
+    not last and the retry was EmptyInputError."""
+    from langchain_core.messages import HumanMessage
+
+    model = replies("R1", "R2", "R3")
+    graph = build_graph(Settings(memory=False), model=model, checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "ids"}}
+    graph.invoke({"messages": [HumanMessage("u1", id="m1")]}, config)
+    model.fail_next = True
+    with pytest.raises(RuntimeError, match="fell over"):
+        graph.invoke({"messages": [HumanMessage("u2", id="m2")]}, config)
+    state = graph.invoke({"messages": [HumanMessage("u2", id="m2")]}, config, context=TurnContext(retry=True))
+    assert [m.text for m in state["messages"]] == ["u1", "R1", "u2", "R2"]
+    assert state["trace"]["turn"] == 2
+    state = graph.invoke({"messages": [HumanMessage("u2", id="m2")]}, config, context=TurnContext(retry=True))
+    assert [m.text for m in state["messages"]] == ["u1", "R1", "u2", "R3"]
+    assert [m.id for m in state["messages"] if m.type == "human"] == ["m1", "m2"]
+    assert state["trace"]["turn"] == 2
+
+
 def test_the_exchange_is_read_from_the_checkpoint_history(tmp_path: Path) -> None:
     """A voice note sent alone: the thread's message became its transcript, but a retry sends
     what the user sent (no words, the file) again; the attachments are that turn's, whatever
