@@ -192,7 +192,7 @@ def _chat_with(
     if message is not None:
         _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
     else:
-        _repl(agent, thread, chosen, greeting)
+        _repl(agent, thread, chosen, greeting, yes)
 
 
 def _check_new_thread_options(agent: Agent, thread: str | None, played: str | None, greeting: int) -> None:
@@ -260,12 +260,13 @@ def _approver(yes: bool) -> Callable[[dict[str, Any]], bool]:
     return approve
 
 
-def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int) -> None:
-    """The interactive chat lives in ``agentmm.repl``: a line editor on a terminal, plain lines when piped."""
+def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int, yes: bool = False) -> None:
+    """The interactive chat lives in ``agentmm.repl``: a line editor on a terminal, plain lines when
+    piped; ``yes`` allows tool calls that ask first, as it does for ``-m``."""
     from agentmm.graphs.chat import persona_model
     from agentmm.repl.session import run_chat
 
-    run_chat(agent, thread, persona, greeting, persona_model=persona_model)
+    run_chat(agent, thread, persona, greeting, persona_model=persona_model, yes=yes)
 
 
 def _show_observations(observations: list[dict[str, Any]]) -> None:

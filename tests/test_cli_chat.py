@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.messages import AIMessage
 
 from agentmm import cli
 from agentmm.graphs.agent import Agent
@@ -183,3 +184,30 @@ def test_a_server_started_with_stdout_closed_serves_without_logging_errors(isola
             proc.wait(timeout=30)
     said = log.read_text()
     assert "Logging error" not in said and "Traceback" not in said, said[-2000:]
+
+
+@pytest.mark.parametrize("yes", [True, False], ids=["yes", "no"])
+def test_a_piped_chat_allows_a_tool_call_with_yes_and_never_takes_the_next_line_for_an_answer(
+    yes: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``printf 'roll\\nlead on\\n' | agentmm chat --yes``: --yes reached -m only, and the y/N
+    question read the script's next line as its answer (a denial, and the line was lost)."""
+    import io
+
+    from agentmm.tools.builtin import roll_dice
+    from tests.graphs.scripted_model import ScriptedToolModel, call
+
+    model = ScriptedToolModel(script=[call("roll_dice", notation="d6"), AIMessage("Rolled."), AIMessage("On we go.")])
+    monkeypatch.setattr("sys.stdin", io.StringIO("roll\nlead on\n"))
+    with Agent(load_settings(n_ctx=2048, max_tokens=16), model=model, tools=[roll_dice],
+               approve_tools=["roll_dice"]) as agent:  # fmt: skip
+        cli._chat_with(agent, None, None, False, None, 0, [], yes)
+    out, err = capsys.readouterr()
+    assert "Rolled." in out and "On we go." in out
+    assert model.prompts[-1][-1].text == "lead on"  # the second line is a message
+    assert [m.type for m in model.prompts[1]][-1] == "tool"
+    assert ("did not allow" in model.prompts[1][-1].text) is not yes  # the tool's result, as the model got it
+    if yes:
+        assert "denied" not in err
+    else:
+        assert "agentmm: note: denied tool call roll_dice(notation='d6')" in err and "--yes" in err

@@ -31,7 +31,8 @@ class ChatSession:
     """The interactive ``agentmm chat`` over an ``Agent``."""
 
     def __init__(self, agent: ChatAgent, terminal: Terminal, thread_id: str | None = None, *,
-                 persona: str | None = None, greeting: int = 0, persona_model: PersonaModel) -> None:  # fmt: skip
+                 persona: str | None = None, greeting: int = 0, persona_model: PersonaModel,
+                 yes: bool = False) -> None:  # fmt: skip
         from agentmm.threads import new_thread_id
 
         self.agent = agent
@@ -48,6 +49,7 @@ class ChatSession:
         # is under the graphs and cannot import them).
         self.persona_model = persona_model
         self.greeting = greeting
+        self.yes = yes  # --yes: tool calls that ask first are allowed without asking
         self.attachments: list[Path] = []
         self.last_trace: dict[str, Any] | None = None
         self._warming: threading.Thread | None = None
@@ -123,7 +125,7 @@ class ChatSession:
         """Show ``turn`` as it streams; its error, if any, as one line (the turn itself restored
         the thread)."""
         outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations,
-                           show_tool_calls=self._show_tool_calls)  # fmt: skip
+                           show_tool_calls=self._show_tool_calls, yes=self.yes)  # fmt: skip
         if outcome.error is not None:
             error = outcome.error
             if isinstance(error, AgentmmError):
@@ -556,8 +558,9 @@ def saved_values(agent: ChatAgent, thread_id: str) -> dict[str, Any]:
 
 
 def run_chat(agent: ChatAgent, thread_id: str | None, persona: str | None, greeting: int, *,
-             persona_model: PersonaModel, terminal: Terminal | None = None) -> None:  # fmt: skip
-    """The interactive chat: a line editor on a terminal, plain lines when piped."""
+             persona_model: PersonaModel, terminal: Terminal | None = None, yes: bool = False) -> None:  # fmt: skip
+    """The interactive chat: a line editor on a terminal, plain lines when piped; ``yes``: tool
+    calls that ask first are allowed without asking (``--yes``)."""
     history = Path(agent.settings.data_dir) / HISTORY_FILE
     ChatSession(agent, terminal or Terminal.detect(history), thread_id, persona=persona, greeting=greeting,
-                persona_model=persona_model).run()  # fmt: skip
+                persona_model=persona_model, yes=yes).run()  # fmt: skip

@@ -46,13 +46,16 @@ class Terminal:
     ``live``: colour, a spinner and Markdown re-rendering of finished replies; ``wrap`` (stdout
     is a terminal; ``live`` by default): replies are word-wrapped at its width as they stream;
     ``interactive`` (both ends are a terminal, a line editor or not; ``editor`` by default): a
-    person is there, so the chat greets them and loads the model while they type.
+    person is there, so the chat greets them and loads the model while they type. ``asks``
+    (stdin is a terminal): a y/N question can be answered; from a script its next line would be
+    taken for the answer, so a tool call that asks first is denied instead.
     Notices and errors go to stderr, so stdout holds the conversation when it is piped.
     """
 
     def __init__(self, *, editor: bool, live: bool, history_file: Path | None = None,
-                 wrap: bool | None = None, interactive: bool | None = None) -> None:  # fmt: skip
+                 wrap: bool | None = None, interactive: bool | None = None, asks: bool = True) -> None:  # fmt: skip
         self.editor = editor
+        self.asks = asks
         self.live = live
         self.wrap = live if wrap is None else wrap
         self.interactive = editor if interactive is None else interactive
@@ -75,7 +78,8 @@ class Terminal:
         tty = sys.stdin.isatty() and sys.stdout.isatty()
         dumb = os.environ.get("TERM", "") == "dumb"
         return cls(editor=tty and not dumb, live=tty and not dumb and not os.environ.get("NO_COLOR"),
-                   history_file=history_file, wrap=sys.stdout.isatty(), interactive=tty)  # fmt: skip
+                   history_file=history_file, wrap=sys.stdout.isatty(), interactive=tty,
+                   asks=sys.stdin.isatty())  # fmt: skip
 
     # ------------------------------------------------------------------ input
 

@@ -49,8 +49,11 @@ def describe_call(request: dict[str, Any]) -> str:
 
 def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lambda: False,
              show_observations: Callable[[list[dict[str, Any]]], None] | None = None,
-             show_tool_calls: Callable[[list[dict[str, Any]]], None] | None = None) -> Outcome:  # fmt: skip
-    """Stream ``turn`` to ``terminal``; Ctrl-C stops it. Must run on the main thread."""
+             show_tool_calls: Callable[[list[dict[str, Any]]], None] | None = None,
+             yes: bool = False) -> Outcome:  # fmt: skip
+    """Stream ``turn`` to ``terminal``; Ctrl-C stops it. Must run on the main thread. A tool call
+    that asks first is allowed with ``yes`` (``--yes``), asked where a person can answer, and
+    denied in one line where none can (the chat reads a script: its next line is no answer)."""
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
     def ask(request: dict[str, Any]) -> bool:  # on the worker: the main thread asks the user
@@ -124,7 +127,7 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
                 allowed = False
                 read_keys()  # a Ctrl-C already pressed is a no; keys typed before the question are type-ahead
                 try:
-                    allowed = not presses and terminal.confirm(f"allow tool call {describe_call(request)}?")
+                    allowed = not presses and (yes or _ask(terminal, describe_call(request)))
                 finally:  # the worker waits for an answer, whatever happens here
                     answer.put(bool(allowed))
             elif kind == "error":
@@ -146,6 +149,14 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
         else:
             terminal.reply_abort()
     return outcome
+
+
+def _ask(terminal: Terminal, call: str) -> bool:
+    """The user's y/N for one tool call; no without a question where nobody can answer."""
+    if not terminal.asks:
+        terminal.warn(f"denied tool call {call} (nobody to ask: the chat reads a script; pass --yes to allow)")
+        return False
+    return terminal.confirm(f"allow tool call {call}?")
 
 
 @contextlib.contextmanager
