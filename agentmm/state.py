@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
@@ -164,6 +165,28 @@ class TurnContext:
         if bad := [a for a in given if not isinstance(a, (str, os.PathLike))]:
             raise InvalidContextError(f"attachments must be file paths, not {type(bad[0]).__name__}")
         self.attachments = [os.fspath(a) for a in given]
+
+
+def run_context(given: object) -> TurnContext:
+    """The run's context as a ``TurnContext``: LangGraph makes one from a run's ``context`` dict
+    only for a graph whose ``context_schema`` it is; a graph used as a node of one without (or
+    with its own) is handed the outer run's context as given, and a dict was an
+    ``AttributeError`` in the first node that read it. A dict goes through ``TurnContext``'s
+    own checks (an unknown key or a wrong type is ``InvalidContextError``); None is the
+    defaults; anything else is refused, named."""
+    if given is None:
+        return TurnContext()
+    if isinstance(given, TurnContext):
+        return given
+    if isinstance(given, Mapping):
+        if bad := [key for key in given if not isinstance(key, str)]:
+            raise InvalidContextError(f"the run's context keys must be field names, not {type(bad[0]).__name__}")
+        return TurnContext(**given)
+    raise InvalidContextError(
+        f"the run's context must be a TurnContext or a dict of its fields, not {type(given).__name__}: "
+        "an outer graph passes its own context to this graph, so give it context_schema=TurnContext "
+        "(or none, and a dict)"
+    )
 
 
 # What each field of ``TurnContext`` takes (a bool is an int to Python, but no greeting or seed).

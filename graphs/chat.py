@@ -69,7 +69,7 @@ from agentmm.personas import Persona, PersonaNotFoundError, PersonaRegistry, gre
 from agentmm.personas.macros import expand
 from agentmm.runtime import Runtime as ResourceRuntime
 from agentmm.settings import Settings, load_settings
-from agentmm.state import ChatInput, ChatState, TurnContext, trace_step
+from agentmm.state import ChatInput, ChatState, TurnContext, run_context, trace_step
 from agentmm.summary import summary_tokens
 from agentmm.tokens import TokenCounter
 from agentmm.tools.perception import Perception
@@ -96,7 +96,7 @@ class Ingest:
         removed: list[AnyMessage] = []
         text = _input_text(state.get("input"))
         given: HumanMessage | None = None
-        context = runtime.context or TurnContext()
+        context = run_context(runtime.context)
         resent_unanswered = False
         if not text and history and isinstance(history[-1], HumanMessage):  # sent as {"messages": [...]}
             given = history[-1]
@@ -278,7 +278,7 @@ class Composer:
         self.reply_tokens = reply_tokens
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        context = runtime.context or TurnContext()
+        context = run_context(runtime.context)
         messages = state["messages"]
         summary = state.get("summary", "")
         parts, turn = self._turn_parts(state, config, context, state.get("window_start", 0))
@@ -532,7 +532,7 @@ class Generator:
         last = state["messages"][-1] if state["messages"] else None
         if not self.identity_start or not isinstance(last, HumanMessage) or not asks_identity(last.text):
             return ""
-        context = runtime.context or TurnContext()
+        context = run_context(runtime.context)
         name = self.personas().get(played).name  # type: ignore[misc]
         return expand(self.identity_start, char=name, user=context.user_name, now=_when(state.get("started_at")))
 
@@ -555,7 +555,7 @@ class Generator:
         return self.model.bind_tools(offered, tool_choice="none" if done or not_asked or in_words else "auto")
 
     def __call__(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        cancel = runtime.context.cancel if runtime.context else None
+        cancel = run_context(runtime.context).cancel
         started = time.perf_counter()
         first: float | None = None
         chunks: list[AIMessageChunk] = []
@@ -585,7 +585,7 @@ class Generator:
         current token, its stream closed from the inside (an async stream closed from outside
         closes its inner generators only when the loop gets to them, generation going on
         meanwhile); any other model's stream is closed when the flag is seen."""
-        cancel = runtime.context.cancel if runtime.context else None
+        cancel = run_context(runtime.context).cancel
         started = time.perf_counter()
         first: float | None = None
         chunks: list[AIMessageChunk] = []
@@ -653,7 +653,7 @@ def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext], mem
     does a copy of the recalled-memory blocks in its prompt, their header or a line in their form
     ("- (7 December 2026) User: ...", ``memory_lines``), which such a model writes in a long
     thread: anywhere, the reply's very start included (``memory_line_stops``)."""
-    user = (runtime.context or TurnContext()).user_name.strip()
+    user = run_context(runtime.context).user_name.strip()
     stops = list(configured or [])
     for line in (f"\n{user}:" if user else "", *memory_lines):
         if line and line not in stops:
@@ -663,7 +663,8 @@ def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext], mem
 
 def _seed(runtime: Runtime[TurnContext]) -> dict[str, Any]:
     """The reply's sampling seed from the run's context (``Agent.retry``), as the model's kwargs."""
-    return {"seed": runtime.context.seed} if runtime.context and runtime.context.seed is not None else {}
+    seed = run_context(runtime.context).seed
+    return {"seed": seed} if seed is not None else {}
 
 
 def _final_message(reply: AIMessageChunk | None, interrupted: bool) -> AIMessage:

@@ -31,7 +31,7 @@ from agentmm.intent import (
     ruled_intent,
 )
 from agentmm.personas.registry import PersonaRegistry
-from agentmm.state import ChatState, TurnContext, trace_step
+from agentmm.state import ChatState, TurnContext, run_context, trace_step
 
 OOC_INSTRUCTION = (
     "(Out of character: this message is to you, the AI running the role-play, not to {name}. "
@@ -99,7 +99,7 @@ class DecideIntent:
             return Decision(ruled, "rule", choices)
         if len(choices) == 1:
             return Decision(choices[0], "only", choices)
-        cancel = runtime.context.cancel if runtime.context else None
+        cancel = run_context(runtime.context).cancel
         if cancel is not None and cancel.is_set():
             return Decision(DEFAULT_INTENT, "fallback", choices)
         if self.examples is not None:

@@ -20,7 +20,7 @@ from agentmm.memory.incremental import recall_path
 from agentmm.memory.retrieval import RecallCache
 from agentmm.memory.selection import select_memories
 from agentmm.observations import ObservationPhrasing, describe_observations
-from agentmm.state import ChatState, TurnContext, trace_step
+from agentmm.state import ChatState, TurnContext, run_context, trace_step
 from agentmm.tokens import TokenCounter, approximate_tokens
 
 DEFAULT_K = 5
@@ -77,7 +77,7 @@ class Recall:
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        context = runtime.context or TurnContext()
+        context = run_context(runtime.context)
         messages = state["messages"]
         start = state.get("window_start", 0)
         thread = _thread_id(config)
@@ -123,7 +123,7 @@ class Remember:
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        context = runtime.context or TurnContext()
+        context = run_context(runtime.context)
         messages = state["messages"]
         reply = messages[-1]  # tool calls and results may sit between the message and the reply
         message = next(m for m in reversed(messages) if isinstance(m, HumanMessage))

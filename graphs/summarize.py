@@ -15,7 +15,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from langgraph.runtime import Runtime
 
-from agentmm.state import ChatState, TurnContext, trace_step
+from agentmm.state import ChatState, TurnContext, run_context, trace_step
 from agentmm.summary import SUMMARY_TOKENS, fold_into_summary
 
 
@@ -38,7 +38,7 @@ class Summarize:
 
     def __call__(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        context = runtime.context or TurnContext()
+        context = run_context(runtime.context)
         previous = state.get("summary", "")
         end = state.get("window_start", 0)
         folded = state["messages"][state.get("summary_through", 0) : end]

@@ -39,7 +39,7 @@ from langgraph.types import interrupt
 
 from agentmm.personas import PersonaRegistry
 from agentmm.plugins import needs_approval
-from agentmm.state import ChatState, TurnContext, trace_step
+from agentmm.state import ChatState, TurnContext, run_context, trace_step
 from agentmm.tool_calling import tools_section
 
 # How often a running tool call looks at the turn's cancel flag.
@@ -209,8 +209,8 @@ class _Round:
     def __init__(
         self, toolbox: ToolBox, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]
     ) -> None:
-        if runtime.context is None:  # a run given no context=: its tools get the defaults, as its nodes do
-            runtime = runtime.override(context=TurnContext())
+        if not isinstance(runtime.context, TurnContext):  # none (the defaults), or an outer graph's dict
+            runtime = runtime.override(context=run_context(runtime.context))
             config = {**config, "configurable": {**config.get("configurable", {}), CONFIG_KEY_RUNTIME: runtime}}
         self.toolbox = toolbox
         self.state = state

@@ -428,6 +428,46 @@ def test_an_outer_graph_reads_a_new_threads_greeting_before_the_message_that_ope
     ]  # fmt: skip
 
 
+def test_an_outer_graph_without_our_context_schema_passes_a_dict_context_checked(
+    registry: PersonaRegistry,
+) -> None:
+    """LangGraph makes a ``TurnContext`` from a run's dict only for a graph whose context schema
+    it is: as a node of a graph without one, the turn was handed the dict itself, and read it
+    as a ``TurnContext`` (AttributeError: 'dict' object has no attribute 'retry')."""
+    from dataclasses import dataclass
+
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    from agentmm.errors import InvalidContextError
+
+    turn = build_graph(Settings(), model=Recording(responses=["Aye.", "x"], seen=[]), counter=WORDS,
+                       personas=registry, checkpointer=True)  # fmt: skip
+    outer = StateGraph(MessagesState)
+    outer.add_node("turn", turn)
+    outer.add_edge(START, "turn")
+    app = outer.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "dict"}}
+    state = app.invoke(
+        {"messages": [HumanMessage("Hello!")]}, config, context={"persona": "Tamsin", "user_name": "Ada"}
+    )
+    assert [(m.type, m.text) for m in state["messages"]] == [
+        ("ai", "*Tamsin waves.* Welcome to Gull Rock, Ada."), ("human", "Hello!"), ("ai", "Aye."),
+    ]  # fmt: skip
+    for bad, said in (({"persona": 5}, "persona must be str or None, not int"), ({"bogus": 1}, "has no 'bogus'")):
+        with pytest.raises(InvalidContextError, match=said):
+            app.invoke({"messages": [HumanMessage("Again.")]}, config, context=bad)
+
+    @dataclass
+    class Mine:
+        tenant: str = "x"
+
+    own = StateGraph(MessagesState, context_schema=Mine)
+    own.add_node("turn", turn)
+    own.add_edge(START, "turn")
+    with pytest.raises(InvalidContextError, match="a TurnContext or a dict of its fields, not Mine"):
+        own.compile(checkpointer=InMemorySaver()).invoke({"messages": [HumanMessage("Hi.")]}, config, context=Mine())
+
+
 def test_the_subgraph_example_keeps_the_persona_after_the_first_turn(
     registry: PersonaRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> None:
