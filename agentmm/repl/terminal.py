@@ -69,6 +69,8 @@ class Terminal:
         self._rows = WordWrap()  # where the reply's text is on the screen
         self._replying = False  # between reply_start and reply_end or reply_abort
         self._cut = False  # something else was written in the middle of the reply
+        self._width = 0  # the terminal's width when the reply began
+        self._resized = False  # the width changed since: the terminal may have re-wrapped its rows
         self._spinner: Any = None
         self._stopped_at = -STOP_GRACE_S  # time.monotonic() when a reply was last stopped
 
@@ -210,6 +212,7 @@ class Terminal:
         self._shown = PrintableStream()
         self._rows = WordWrap()
         self._replying, self._cut = True, False
+        self._width, self._resized = self.out.size.width, False
 
     def reply_chunk(self, text: str) -> None:
         """Show a piece of the reply; escape sequences and control characters in it (a title
@@ -224,11 +227,20 @@ class Terminal:
             self._streamed.append(text)
         shown = text
         if self.wrap:
-            width = self.out.size.width
+            width = self._reply_width()
             shown = self._rows.feed(text, width) + (self._rows.flush(width) if end else "")
         if shown:
             self.out.file.write(shown)
             self.out.file.flush()
+
+    def _reply_width(self) -> int:
+        """The terminal's width now. Where it changed during the reply, tmux, GNOME Terminal,
+        kitty and iTerm2 wrap the rows already shown again, to the new width: the rows counted
+        are no longer where the reply is, and erasing them for the Markdown redraw left old text
+        above it."""
+        width = self.out.size.width
+        self._resized = self._resized or width != self._width
+        return width
 
     def _end_reply_row(self) -> None:
         """Before a notice or a question in the middle of a reply (a tool call's): the reply's
@@ -236,7 +248,7 @@ class Terminal:
         exactly, so it is not redrawn as Markdown."""
         if not (self._replying and self.wrap):
             return
-        shown = self._rows.end_row(self.out.size.width)
+        shown = self._rows.end_row(self._reply_width())
         if shown:
             self.out.file.write(shown)
             self.out.file.flush()
@@ -289,14 +301,16 @@ class Terminal:
     def _lead(self, mark: str) -> str:
         """What goes before a mark after the reply's text: a blank, or a line break where the
         mark would not fit on the reply's last row."""
-        if self.wrap and self._rows.column + len(mark) > self.out.size.width:
+        if self.wrap and self._rows.column + len(mark) > self._reply_width():
             return "\n"
         return " "
 
     def _erase(self, text: str) -> bool:
         """Move back over the streamed text and clear it; False when it cannot be done exactly
-        (it scrolled off the screen, has tabs, or a notice was written after part of it)."""
-        if self._cut or not self.wrap or "\t" in text:
+        (it scrolled off the screen, has tabs, the terminal was resized meanwhile, or a notice was
+        written after part of it)."""
+        self._reply_width()
+        if self._cut or self._resized or not self.wrap or "\t" in text:
             return False
         rows = self._rows.rows
         if rows >= self.out.size.height:

@@ -160,3 +160,16 @@ def test_the_markdown_redraw_leaves_only_the_rendered_reply(text: str, width: in
     term.out.file.write("you> hi\n")
     stream(term, text, seed=2)
     assert Screen(width).feed(written(term)).lines == ["you> hi", *rendered(text, width)]
+
+
+def test_a_reply_the_terminal_was_resized_during_is_not_redrawn() -> None:
+    """Terminals that wrap their rows again on a resize (tmux, GNOME Terminal, kitty) moved the
+    reply: the rows counted at the old width were erased, and old text stayed above the redraw."""
+    term = terminal(40, live=True)
+    term.reply_start()
+    term.reply_chunk("She *smiles* and the lamp ")
+    term.out.width = 24  # the window made narrower
+    term.reply_chunk("flickers once more.")
+    term.reply_end(False)
+    assert "\x1b[J" not in written(term)  # nothing erased
+    assert Screen(40).feed(written(term)).text == "She *smiles* and the lamp\nflickers once more."  # as written
