@@ -76,11 +76,14 @@ class Terminal:
 
     @classmethod
     def detect(cls, history_file: Path | None = None) -> Terminal:
-        """A line editor when both ends are a terminal; colour unless NO_COLOR or TERM=dumb."""
+        """A line editor when both ends are a terminal; colour unless NO_COLOR or TERM=dumb.
+        Replies are word-wrapped on a terminal but a dumb one: the width rich gives it is 80
+        whatever the window's, and the one that sets TERM=dumb (Emacs' M-x shell) wraps lines
+        itself, at its own width, again when its window is resized."""
         tty = sys.stdin.isatty() and sys.stdout.isatty()
         dumb = os.environ.get("TERM", "") == "dumb"
         return cls(editor=tty and not dumb, live=tty and not dumb and not os.environ.get("NO_COLOR"),
-                   history_file=history_file, wrap=sys.stdout.isatty(), interactive=tty,
+                   history_file=history_file, wrap=sys.stdout.isatty() and not dumb, interactive=tty,
                    asks=sys.stdin.isatty())  # fmt: skip
 
     # ------------------------------------------------------------------ input

@@ -173,3 +173,17 @@ def test_a_reply_the_terminal_was_resized_during_is_not_redrawn() -> None:
     term.reply_end(False)
     assert "\x1b[J" not in written(term)  # nothing erased
     assert Screen(40).feed(written(term)).text == "She *smiles* and the lamp\nflickers once more."  # as written
+
+
+def test_under_term_dumb_a_reply_is_written_as_it_came(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rich sizes a dumb terminal 80 columns whatever the window: replies were broken at 80 in a
+    wider Emacs M-x shell, which wraps long lines itself."""
+    import sys
+
+    monkeypatch.setenv("TERM", "dumb")
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    term = Terminal.detect()
+    term.out = Console(file=io.StringIO(), width=80, highlight=False, no_color=True)
+    stream(term, STORY, seed=1)
+    assert written(term) == STORY + "\n"
