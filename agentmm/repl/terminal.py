@@ -27,6 +27,10 @@ _MARKDOWN = re.compile(
     r"|(?<![\w*])\*[^*\s][^*\n]*\*(?![\w*])|(?<!\w)_[^_\s][^_\n]*_(?!\w)",
     re.MULTILINE,
 )
+# Emoji a terminal draws in other widths than rich counts, so the rows a reply took are not known:
+# a flag (two regional indicators, 1 column each to rich), a symbol made emoji by U+FE0F (❤️) or a
+# keycap, a skin tone (0 columns to rich; 2 drawn), a U+200D sequence (one glyph in many terminals).
+_MISCOUNTED = re.compile("[\U0001f1e6-\U0001f1ff\ufe0f\u20e3\U0001f3fb-\U0001f3ff\u200d]")
 HISTORY_LIMIT = 20_000  # longer inputs (pastes) are not kept in the line history
 # A Ctrl-C this soon after one stopped a reply is the same double tap, not "leave": the stopped
 # turn saves in a few hundred ms, and a second press 150-300 ms after the first met the prompt.
@@ -310,10 +314,10 @@ class Terminal:
 
     def _erase(self, text: str) -> bool:
         """Move back over the streamed text and clear it; False when it cannot be done exactly
-        (it scrolled off the screen, has tabs, the terminal was resized meanwhile, or a notice was
-        written after part of it)."""
+        (it scrolled off the screen, has tabs or emoji drawn wider than counted, the
+        terminal was resized meanwhile, or a notice was written after part of it)."""
         self._reply_width()
-        if self._cut or self._resized or not self.wrap or "\t" in text:
+        if self._cut or self._resized or not self.wrap or "\t" in text or _MISCOUNTED.search(text):
             return False
         rows = self._rows.rows
         if rows >= self.out.size.height:

@@ -187,3 +187,12 @@ def test_under_term_dumb_a_reply_is_written_as_it_came(monkeypatch: pytest.Monke
     term.out = Console(file=io.StringIO(), width=80, highlight=False, no_color=True)
     stream(term, STORY, seed=1)
     assert written(term) == STORY + "\n"
+
+
+@pytest.mark.parametrize("emoji", ["🇫🇷", "❤️", "👍🏽", "👩‍🍳", "1️⃣"])
+def test_a_reply_with_an_emoji_drawn_wider_than_counted_is_not_redrawn(emoji: str) -> None:
+    """Rich counts a flag or ❤️ 1 column and a skin tone 0, terminals draw 2: the rows counted
+    were fewer than the reply took, and a stray row stayed above the redraw."""
+    term = terminal(20, live=True)
+    stream(term, f"*grins* {emoji} " * 6, seed=0)
+    assert "\x1b[J" not in written(term)
