@@ -92,10 +92,12 @@ class ChatState(TypedDict, total=False):
     # (``agentmm.exchange.SUMMARY_RECORD``): a retry of that turn puts them back when the summary
     # had taken in part of what the retry takes out (a raw graph's retry has no other record).
     summary_before: dict[str, Any]
-    # The id of the user message the thread's last turn answers, written by ingest (so a run that
-    # fails after it keeps it): that message sent again under its id with ``retry`` replaced it
-    # in place, and is the exchange a retry answers again (the exchange before it stays).
-    turn_message_id: str
+    # The ids of the user messages the thread's last turn answers, in the order sent (several
+    # when unanswered ones were joined to it; its message keeps the last one's id), written by
+    # ingest, so a run that fails after it keeps them: that message sent again under its id with
+    # ``retry`` replaced it in place, and is the exchange a retry answers again (the exchange
+    # before it stays); joined ones an outer graph hands back are joined in the order sent.
+    turn_message_ids: list[str]
     # What recall found for this turn (compose places it with the turn's message).
     recalled: list[dict[str, Any]]
     # This turn's attachments and what perception made of them.

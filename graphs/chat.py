@@ -92,7 +92,8 @@ class Ingest:
         self.default_persona = default_persona
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
-        history = state.get("messages", [])
+        sent_before: list[str] = list(state.get("turn_message_ids") or [])
+        history = _in_sent_order(state.get("messages", []), sent_before)
         removed: list[AnyMessage] = []
         text = _input_text(state.get("input"))
         given: HumanMessage | None = None
@@ -102,9 +103,9 @@ class Ingest:
             given = history[-1]
             text = given.text.strip()
             history = history[:-1]
-            # The message a run that failed was answering (``turn_message_id``), sent again under its
-            # own id, replaced it in place: it is the exchange, and nothing before it goes.
-            resent_unanswered = given.id is not None and given.id == state.get("turn_message_id")
+            # The message a run that failed was answering (``turn_message_ids``' last), sent again
+            # under its own id, replaced it in place: it is the exchange, and nothing before it goes.
+            resent_unanswered = given.id is not None and given.id == ([None, *sent_before][-1])
         elif context.retry and not text and state.get("input") is None and not context.attachments:
             # A retry sent nothing new, or sent the last turn's message again under its id (a
             # client that keeps ids: agent-chat-ui, Studio), which replaced it in place: that
@@ -189,7 +190,7 @@ class Ingest:
                 opening[0].id = pending[0].id
                 if pending[0] is given:
                     message = HumanMessage(text, id=str(uuid.uuid4()))
-        update["turn_message_id"] = message.id
+        update["turn_message_ids"] = [*(str(m.id) for m in unanswered), str(message.id)]
         messages = [*removed, *opening, message]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
 
@@ -229,6 +230,20 @@ def _unanswered_tail(history: Sequence[AnyMessage]) -> list[AnyMessage]:
             break
         tail.append(message)
     return tail[::-1]
+
+
+def _in_sent_order(history: Sequence[AnyMessage], sent_before: Sequence[str]) -> list[AnyMessage]:
+    """``history`` with the unanswered messages a turn joined (``sent_before``:
+    ``turn_message_ids``) back in the order they were sent. An outer graph keeps each of them
+    after a run that failed, and hands them all back: its copy of the last replaced the joined
+    message in place, while the ones before it, taken out here, came back after it
+    (``add_messages`` appends an id it does not hold), and were joined out of order ("u4, u3, u5")."""
+    tail = _unanswered_tail(history)
+    order = {sent: i for i, sent in enumerate(sent_before)}
+    if sum(m.id in order for m in tail) < 2:
+        return list(history)
+    known = iter(sorted((m for m in tail if m.id in order), key=lambda m: order[str(m.id)]))
+    return [*history[: len(history) - len(tail)], *(next(known) if m.id in order else m for m in tail)]
 
 
 def _input_text(given: object) -> str:

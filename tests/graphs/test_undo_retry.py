@@ -260,6 +260,30 @@ def test_a_raw_graphs_retry_of_a_message_sent_again_under_its_id_answers_that_me
     assert state["trace"]["turn"] == 2
 
 
+def test_messages_of_failed_runs_an_outer_graph_hands_back_are_joined_in_the_order_sent() -> None:
+    """As a node, after two failed runs the turn had joined u3 and u4 (under u4's id) and taken
+    u3 out; the outer graph handed both back, its u4 replacing the joined message in place and
+    u3 appended after it, and the next message was answered as 'u4, u3, u5'."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    model = replies("R1", "R2")
+    turn = build_graph(Settings(memory=False), model=model, checkpointer=True)
+    outer = StateGraph(MessagesState)
+    outer.add_node("turn", turn)
+    outer.add_edge(START, "turn")
+    app = outer.compile(checkpointer=InMemorySaver())
+    config = {"configurable": {"thread_id": "outer"}}
+    app.invoke({"messages": [HumanMessage("u1")]}, config)
+    for text in ("u3", "u4"):
+        model.fail_next = True
+        with pytest.raises(RuntimeError, match="fell over"):
+            app.invoke({"messages": [HumanMessage(text)]}, config)
+    state = app.invoke({"messages": [HumanMessage("u5")]}, config)
+    assert state["messages"][-2].text == "u3\n\nu4\n\nu5"
+    assert state["messages"][-1].text == "R2"
+
+
 def test_the_exchange_is_read_from_the_checkpoint_history(tmp_path: Path) -> None:
     """A voice note sent alone: the thread's message became its transcript, but a retry sends
     what the user sent (no words, the file) again; the attachments are that turn's, whatever
