@@ -191,7 +191,8 @@ class Terminal:
 
         The line editor is given the whole question to draw: it draws its prompt from the start
         of the row, so a question printed before it was drawn over (the answer typed landed in
-        it, and only `` [y/N] y`` stayed in the scrollback)."""
+        it, and only `` [y/N] y`` stayed in the scrollback). Ctrl-Z suspends the chat here too
+        (it was typed into the answer as ``^Z``, a no)."""
         self.stop_spinner()
         self._end_reply_row()
         ask = f"{printable(question).strip()} [y/N] "
@@ -202,7 +203,7 @@ class Terminal:
                 from prompt_toolkit.input.typeahead import get_typeahead
 
                 self.err.file.flush()
-                answer = prompt(FormattedText([("", ask)]))
+                answer = prompt(FormattedText([("", ask)]), enable_suspend=True)  # Ctrl-Z as at the chat's prompt
                 if self._busy is not None:  # what was typed after the answer goes to the next prompt
                     self._busy.keep(get_typeahead(self._session.input))
             else:

@@ -121,6 +121,26 @@ def test_ctrl_z_at_the_prompt_suspends_as_in_a_shell_and_types_nothing(
     assert line == "abcd" and suspended == [True]
 
 
+def test_ctrl_z_at_the_tool_question_suspends_and_types_nothing(
+    tty: tuple[int, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It was typed into the answer (``^Zy``: the call denied)."""
+    from prompt_toolkit.application import Application, create_app_session
+    from prompt_toolkit.output import DummyOutput
+
+    if not hasattr(signal, "SIGTSTP"):
+        pytest.skip("no job control here")
+    suspended: list[bool] = []
+    monkeypatch.setattr(Application, "suspend_to_background", lambda self, suspend_group=True: suspended.append(True))
+    keyboard, source = tty
+    term = Terminal(editor=True, live=False)
+    with create_app_session(input=source, output=DummyOutput()):
+        term.setup_editor(None, lambda: "")
+        threading.Timer(0.5, os.write, (keyboard, b"\x1ay\r")).start()
+        assert term.confirm("allow tool call roll_dice(notation='d6')?")
+    assert suspended == [True]
+
+
 def test_ctrl_z_during_a_reply_suspends_at_once_and_is_not_type_ahead(
     tty: tuple[int, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
