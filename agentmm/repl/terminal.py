@@ -183,7 +183,7 @@ class Terminal:
         if self._busy.not_suspended:  # the reply's rows are where they were: only this line is new
             from agentmm.repl.busy_keys import NO_JOB_CONTROL
 
-            self.info(NO_JOB_CONTROL)
+            self.interject(NO_JOB_CONTROL)
         return presses
 
     def confirm(self, question: str) -> bool:
@@ -250,13 +250,13 @@ class Terminal:
         self._resized = self._resized or width != self._width
         return width
 
-    def _end_reply_row(self) -> None:
+    def _end_reply_row(self, *, keep_word: bool = False) -> None:
         """Before a notice or a question in the middle of a reply (a tool call's): the reply's
         row is ended, so they start on their own; the reply's text can then no longer be erased
-        exactly, so it is not redrawn as Markdown."""
+        exactly, so it is not redrawn as Markdown. ``keep_word``: see ``WordWrap.end_row``."""
         if not (self._replying and self.wrap):
             return
-        shown = self._rows.end_row(self._reply_width())
+        shown = self._rows.end_row(self._reply_width(), keep_word=keep_word)
         if shown:
             self.out.file.write(shown)
             self.out.file.flush()
@@ -344,6 +344,15 @@ class Terminal:
 
     def info(self, text: str) -> None:
         self._end_reply_row()
+        self._say(text)
+
+    def interject(self, text: str) -> None:
+        """A line about a key pressed while a reply streams (stopping it, Ctrl-Z): it comes
+        between two tokens, in the middle of a word maybe, and the word goes whole after it."""
+        self._end_reply_row(keep_word=True)
+        self._say(text)
+
+    def _say(self, text: str) -> None:
         self.err.print(printable(text), style="dim" if self.live else None, markup=False, highlight=False)
 
     def note(self, markup: str) -> None:

@@ -104,7 +104,7 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
             if presses > told:
                 terminal.stop_spinner()
                 if presses > 1:
-                    terminal.info("(stopping: saving what was written first)")
+                    terminal.interject("(stopping: saving what was written first)")
                 elif not told and loading():
                     terminal.start_spinner("stopping as soon as the model has loaded…")
                 told = presses

@@ -62,10 +62,12 @@ class WordWrap:
         """The end of the text: the word held back."""
         return self._put_word(max(width, 2))
 
-    def end_row(self, width: int) -> str:
+    def end_row(self, width: int, *, keep_word: bool = False) -> str:
         """The held word, then a line break unless the row is empty: something else is written
-        next (a notice, a question), and starts on a row of its own."""
-        text = self.flush(width)
+        next (a notice, a question), and starts on a row of its own. ``keep_word``: the word is
+        not over yet (a notice of a key pressed while it streams) and stays held, to be written
+        whole after the notice (flushed, it was cut in two around it)."""
+        text = "" if keep_word else self.flush(width)
         if self.column:
             text += self._break_row()
         self._blanks = ""

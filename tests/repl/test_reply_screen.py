@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import random
 from itertools import pairwise, takewhile
+from typing import Any
 
 import pytest
 from rich.cells import cell_len
@@ -196,3 +197,45 @@ def test_a_reply_with_an_emoji_drawn_wider_than_counted_is_not_redrawn(emoji: st
     term = terminal(20, live=True)
     stream(term, f"*grins* {emoji} " * 6, seed=0)
     assert "\x1b[J" not in written(term)
+
+
+def test_the_stopping_notice_of_a_second_ctrl_c_leaves_the_word_being_written_whole() -> None:
+    """The word held back was written before the notice and its rest after it ("tok", then
+    "en3"): it goes whole after the notice."""
+    import threading
+    from types import SimpleNamespace
+
+    from agentmm.repl.turns import run_turn
+
+    pressed, told = threading.Event(), threading.Event()
+
+    class Turn:  # tokens still come after the first Ctrl-C, until the model stops
+        on_observations = None
+        result = None
+
+        def cancel(self) -> None:
+            pass
+
+        def __iter__(self) -> Any:
+            yield "token1 token2 tok"
+            pressed.set()
+            told.wait(10)
+            yield "en3 token4"
+            self.result = SimpleNamespace(interrupted=True, trace={})
+
+    term = terminal(60)
+    term._busy = object()  # the line editor's keys are held: Ctrl-C is read as a key
+
+    def presses() -> int:  # a double tap once "tok" is on the screen
+        if pressed.is_set() and term._streamed and not told.is_set():
+            told.set()
+            return 2
+        return 0
+
+    term.ctrl_c_presses = presses  # type: ignore[method-assign]
+    run_turn(Turn(), term)
+    assert Screen(60).feed(written(term)).lines == [
+        "token1 token2",
+        "(stopping: saving what was written first)",
+        "token3 token4 [interrupted]",
+    ]
