@@ -98,6 +98,10 @@ class ChatState(TypedDict, total=False):
     # ``retry`` replaced it in place, and is the exchange a retry answers again (the exchange
     # before it stays); joined ones an outer graph hands back are joined in the order sent.
     turn_message_ids: list[str]
+    # As a subgraph: the ids of the messages retries took out, which the outer graph keeps (a
+    # subgraph cannot take messages out of it) and hands back with each run; ingest takes them
+    # out again, so the retried exchange does not come back into this thread after its retry.
+    taken_out_ids: list[str]
     # What recall found for this turn (compose places it with the turn's message).
     recalled: list[dict[str, Any]]
     # This turn's attachments and what perception made of them.

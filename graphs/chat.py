@@ -93,7 +93,13 @@ class Ingest:
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         sent_before: list[str] = list(state.get("turn_message_ids") or [])
-        history = _in_sent_order(state.get("messages", []), sent_before)
+        # As a subgraph, what a retry took out comes back: the outer graph keeps its copies (a
+        # subgraph cannot take messages out of it) and hands them back with every run, appended
+        # after the retried exchange. Taken out again, they stay out of this thread's prompt.
+        gone = list(state.get("taken_out_ids") or [])
+        came_back = [m for m in state.get("messages", []) if m.id in gone]
+        history = _in_sent_order([m for m in state.get("messages", []) if m.id not in gone], sent_before)
+        retried_out: list[str] = []
         removed: list[AnyMessage] = []
         text = _input_text(state.get("input"))
         given: HumanMessage | None = None
@@ -124,6 +130,7 @@ class Ingest:
             and (taken := take_out_last_exchange({**state, "messages": history})) is not None
         ):
             removed = taken.pop("messages")
+            retried_out = [str(r.id) for r in removed]
             history = history[: last_exchange_start(history)]
             before = config.get("configurable", {}).get(SUMMARY_BEFORE_KEY) or state.get("summary_before")
             update.update(summary_put_back(taken, before))
@@ -138,7 +145,7 @@ class Ingest:
         if refused := _unread_content(pending):
             # Taken out of the thread in this step, then refused by the next (``refuse``): a run
             # that fails here would leave them for a later run to answer.
-            removed_all = [RemoveMessage(id=m.id) for m in pending]  # type: ignore[arg-type]
+            removed_all = [RemoveMessage(id=m.id) for m in [*came_back, *pending]]  # type: ignore[arg-type]
             return {"messages": removed_all, "trace": {"path": ["ingest"], "refused": refused}}
         if unanswered:
             removed.extend(RemoveMessage(id=m.id) for m in unanswered)  # type: ignore[arg-type]
@@ -191,7 +198,10 @@ class Ingest:
                 if pending[0] is given:
                     message = HumanMessage(text, id=str(uuid.uuid4()))
         update["turn_message_ids"] = [*(str(m.id) for m in unanswered), str(message.id)]
-        messages = [*removed, *opening, message]
+        if retried_out and _nested(config):
+            update["taken_out_ids"] = [*gone, *(out for out in retried_out if out != message.id)]
+        back = [RemoveMessage(id=m.id) for m in came_back]  # type: ignore[arg-type]
+        messages = [*back, *removed, *opening, message]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
 
 

@@ -284,6 +284,46 @@ def test_messages_of_failed_runs_an_outer_graph_hands_back_are_joined_in_the_ord
     assert state["messages"][-1].text == "R2"
 
 
+def test_a_retry_through_an_outer_graph_stays_out_of_the_turns_own_thread() -> None:
+    """The outer graph keeps the retried exchange (a subgraph cannot take messages out of it)
+    and hands it back with every run: the turn's own thread took it in again after the retry
+    ('u2', 'R3', 'u2', 'R2'), into the next prompts, and counted the next turn as 4."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    class Outer(MessagesState):
+        trace: dict[str, Any]
+
+    model = replies("R1", "R2", "R3", "R4", "R5")
+    turn = build_graph(Settings(memory=False), model=model, checkpointer=True)
+    outer = StateGraph(Outer)
+    outer.add_node("turn", turn)
+    outer.add_edge(START, "turn")
+    saver = InMemorySaver()
+    app = outer.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "outer"}}
+    for text in ("u1", "u2"):
+        app.invoke({"messages": [HumanMessage(text)]}, config)
+    app.invoke({"messages": [HumanMessage("u2")]}, config, context=TurnContext(retry=True))
+    for text, turn_number in (("u3", 3), ("u4", 4)):
+        state = app.invoke({"messages": [HumanMessage(text)]}, config)
+        assert state["trace"]["turn"] == turn_number
+    own = saver.get_tuple({"configurable": {"thread_id": "outer", "checkpoint_ns": "turn"}})
+    assert own is not None
+    assert [m.text for m in own.checkpoint["channel_values"]["messages"]] == [
+        "u1",
+        "R1",
+        "u2",
+        "R3",
+        "u3",
+        "R4",
+        "u4",
+        "R5",
+    ]
+    # The outer graph still holds the retried exchange: it is its own list, which only it edits.
+    assert [m.text for m in state["messages"]][:6] == ["u1", "R1", "u2", "R2", "u2", "R3"]
+
+
 def test_the_exchange_is_read_from_the_checkpoint_history(tmp_path: Path) -> None:
     """A voice note sent alone: the thread's message became its transcript, but a retry sends
     what the user sent (no words, the file) again; the attachments are that turn's, whatever
