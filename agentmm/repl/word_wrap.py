@@ -5,7 +5,9 @@ the end of one row, "ter" at the start of the next). Here each word is held unti
 then goes whole onto the row it fits on, or onto the next one; only a word longer than a whole
 row is broken, at the edge, by the terminal's own wrap (no line break is written inside it: a
 URL copied or clicked stays whole). A 2-column character (CJK, most emoji) counts as two columns
-and is a word of its own, as CJK text has no spaces to break at: it streams a character at a time.
+and is a word of its own, as Chinese and Japanese have no spaces to break at (a closing mark, 。
+or 」, stays with the character before it: a row never begins with one); Korean, written with
+spaces, wraps as words.
 
 The wrap also counts the rows the reply took, exactly as the terminal shows them (a 2-column
 character never straddles the edge), which is what the Markdown redraw must erase.
@@ -30,6 +32,7 @@ class WordWrap:
         self._word = ""  # a word not ended yet: held, to go whole onto one row
         self._blanks = ""  # blanks since the last word on this row: written if a word follows on it
         self._long = False  # the word is longer than a row: written as it comes, broken at the edge
+        self._unit = False  # the word is one CJK character (and closing marks): the next one is not part of it
         self._broken = False  # the current row was begun here, not by a line break of the text
 
     def feed(self, text: str, width: int) -> str:
@@ -44,19 +47,27 @@ class WordWrap:
             elif ch in " \t":
                 out.append(self._put_word(width))
                 self._blanks += ch
-            elif cell_len(ch) == 2:
+            elif ch in CLOSING and self._word and (self._unit or cell_len(ch) == 2):
+                out.append(self._grow(ch, width))  # kinsoku: never first on a row, kept with what it closes
+                self._unit = self._unit or not self._long  # a CJK mark ends the word: what follows may break
+            elif cell_len(ch) == 2 and not _in_words(ch):  # an ideograph, kana, an emoji: a unit of its own
                 out.append(self._put_word(width))
-                self._word = ch
-                out.append(self._put_word(width))
+                self._word, self._unit = ch, True  # held until the next character: it may be a closing mark
             elif self._long:
                 out.append(self._hard(ch, width))
             else:
-                self._word += ch
-                if cell_len(self._word) > width:  # fits no row: from here on broken at the edge
-                    word, self._word, self._long = self._word, "", True
-                    out.append(self._break_row() if self.column else "")
-                    out.extend(self._hard(c, width) for c in word)
+                if self._unit:
+                    out.append(self._put_word(width))
+                out.append(self._grow(ch, width))
         return "".join(out)
+
+    def _grow(self, ch: str, width: int) -> str:
+        """Add ``ch`` to the word held; one that fits no row is from here on broken at the edge."""
+        self._word += ch
+        if cell_len(self._word) <= width:
+            return ""
+        word, self._word, self._long, self._unit = self._word, "", True, False
+        return (self._break_row() if self.column else "") + "".join(self._hard(c, width) for c in word)
 
     def flush(self, width: int) -> str:
         """The end of the text: the word held back."""
@@ -81,7 +92,7 @@ class WordWrap:
         self._broken = True
 
     def _put_word(self, width: int) -> str:
-        word, self._word = self._word, ""
+        word, self._word, self._unit = self._word, "", False
         if self._long:
             self._long = False
             return ""
@@ -121,6 +132,24 @@ class WordWrap:
         self.column = 0
         self._blanks = ""
         self._broken = broken
+
+
+# Marks that close (a sentence, a clause, a quote, brackets): a row never begins with one (the
+# simple rule of Japanese and Chinese line breaking, kinsoku). The ASCII ones only after a CJK
+# character: after a Latin letter they are the word's own (``https:``).
+CLOSING = frozenset(
+    "。、，．！？：；」』）］｝〕〉》】〙〗〟’”・ー々"  # punctuation, the prolonged sound and iteration marks
+    "ぁぃぅぇぉっゃゅょゎァィゥェォッャュョヮヵヶ"  # small kana
+    ",.!?;:)]}"
+)
+# 2-column scripts written with spaces between words: Hangul syllables and jamo.
+_HANGUL = ((0x1100, 0x11FF), (0x3130, 0x318F), (0xA960, 0xA97F), (0xAC00, 0xD7A3), (0xD7B0, 0xD7FF))
+
+
+def _in_words(ch: str) -> bool:
+    """Whether a 2-column ``ch`` is a letter of words separated by spaces (Korean), wrapped as a
+    word; ideographs and kana are written without spaces and a row may end after any of them."""
+    return any(low <= ord(ch) <= high for low, high in _HANGUL)
 
 
 def _after_blanks(column: int, blanks: str) -> int:

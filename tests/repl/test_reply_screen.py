@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markdown import Markdown
 
 from agentmm.repl.terminal import Terminal
+from agentmm.repl.word_wrap import CLOSING
 from tests.repl.screen import Screen
 
 STORY = (
@@ -81,7 +82,7 @@ def test_two_column_characters_fill_rows_and_latin_words_stay_whole(width: int) 
     assert any("okay-then," in row for row in rows)
     for row, below in pairwise(rows):  # a row ends only where what comes next would not fit
         latin = "".join(takewhile(lambda c: cell_len(c) == 1 and not c.isspace(), below))
-        unit = below[0] if cell_len(below[0]) == 2 else latin
+        unit = below[0] + "".join(takewhile(CLOSING.__contains__, below[1:])) if cell_len(below[0]) == 2 else latin
         assert cell_len(row) + (row[-1].isascii() and unit.isascii()) + cell_len(unit) > width, (row, below)
 
 
@@ -98,6 +99,31 @@ def test_a_url_longer_than_a_row_is_written_without_a_line_break_in_it(width: in
     assert URL in written(term)
     # The rows it took were counted all the same: the Markdown redraw leaves only itself.
     assert Screen(width).feed(written(term)).lines == ["you> hi", *rendered(f"*Sure*, see {URL} for more.", width)]
+
+
+KOREAN = "안녕하세요, 저는 서울에서 왔습니다. 오늘 날씨가 정말 좋네요! 내일 도서관에서 만나요. " * 3
+
+
+@pytest.mark.parametrize("width", [13, 20, 29])
+def test_korean_words_wrap_as_words(width: int) -> None:
+    """Korean is written with spaces between words: every 2-column character was a word of its
+    own, and words were broken anywhere."""
+    term = terminal(width)
+    stream(term, KOREAN, seed=6)
+    rows = Screen(width).feed(written(term)).lines
+    assert " ".join(rows).split() == KOREAN.split()  # every word whole on its row
+    for row, below in pairwise(rows):
+        assert cell_len(row) + 1 + cell_len(below.split()[0]) > width, (row, below)
+
+
+@pytest.mark.parametrize("width", range(10, 31))
+def test_a_row_never_begins_with_a_closing_mark(width: int) -> None:
+    text = "「今日は良い天気ですね。」と彼女は言った、そして笑った。" * 2 + "本当に（たぶん）。"
+    term = terminal(width)
+    stream(term, text, seed=7)
+    rows = Screen(width).feed(written(term)).lines
+    assert "".join(rows) == text
+    assert not [row for row in rows if row[0] in CLOSING], rows
 
 
 def test_a_notice_in_the_middle_of_a_reply_starts_on_its_own_row() -> None:
