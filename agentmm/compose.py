@@ -16,6 +16,7 @@ from typing import Any
 
 from agentmm.personas import ActivatedEntry, Persona, activate, lore_text, persona_parts, post_history
 from agentmm.personas.macros import expand
+from agentmm.settings import DEFAULT_SYSTEM_PROMPT as COMPANION_PROMPT
 from agentmm.tokens import TokenCounter
 
 # Left out first when a turn does not fit the context, lowest priority first. The system
@@ -61,10 +62,15 @@ def persona_turn_parts(
     Lore already in ``in_window`` (the stored context of earlier turns still in the prompt)
     is not inserted again: the model sees it once, and the trace says so. ``chance`` rolls for
     entries with a probability (``activate``); one that loses its roll is traced, not inserted.
+
+    ``default_system_prompt`` (the ``system_prompt`` setting) is the main prompt of a persona
+    whose card has none, and what a card's ``{{original}}`` brings back, as SillyTavern's Main
+    Prompt is; agentmm's own companion prompt (the setting's default) is no character's, so
+    then the persona's built-in one is used. ``reminder`` is the post-history prompt.
     """
     macro_args: dict[str, Any] = {"seed": seed, "now": now}
     head_kwargs: dict[str, Any] = {**macro_args, "introduction": introduction}
-    if default_system_prompt:
+    if default_system_prompt and default_system_prompt.strip() != COMPANION_PROMPT:
         head_kwargs["default_system_prompt"] = default_system_prompt
     head = list(persona_parts(persona, user_name, **head_kwargs).items())
     # Keys and content macro-filled before matching, as SillyTavern's substituteParams does: a

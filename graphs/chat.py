@@ -416,6 +416,7 @@ class Composer:
             seed=thread_seed(config),
             now=_when(state.get("started_at")),
             in_window="\n".join(turn_context(m) for m in state["messages"][kept_from:]),
+            default_system_prompt=self.system_prompt,
             reminder=self.reminder,
             introduction=self.introduction,
             chance=lore_dice(config, state, context),

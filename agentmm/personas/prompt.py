@@ -90,9 +90,11 @@ def post_history(
     reminder: str = "",
 ) -> str:
     """The card's post-history instructions, or ``reminder`` when it has none, macros filled
-    ("" when neither is given)."""
-    text = persona.post_history_instructions if persona.post_history_instructions.strip() else reminder
-    return expand(text, char=persona.display_name, user=user_name, seed=seed, now=now).strip()
+    ("" when neither is given). The card's ``{{original}}`` brings back ``reminder``, as
+    SillyTavern's brings back its own post-history prompt."""
+    own = persona.post_history_instructions.strip()
+    text, original = (persona.post_history_instructions, reminder) if own else (reminder, None)
+    return expand(text, char=persona.display_name, user=user_name, original=original, seed=seed, now=now).strip()
 
 
 def greeting(
