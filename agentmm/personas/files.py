@@ -34,6 +34,7 @@ from agentmm.personas.errors import (
     UnknownFormatError,
     UnsupportedExportError,
 )
+from agentmm.personas.lorebook import regex_key_error
 from agentmm.personas.model import Persona
 from agentmm.personas.png import PNG_SIGNATURE, embed_cards, load_card_png, placeholder_png, sniff_kind
 
@@ -233,6 +234,9 @@ def lint(persona: Persona) -> list[str]:
             problems.append(f"lorebook entry {label!r} has no content")
         if entry.chance == 0:
             problems.append(f"lorebook entry {label!r} has a 0% chance (probability = 0): it never goes in")
+        for key in (*entry.keys, *entry.secondary_keys):
+            if (error := regex_key_error(key.strip())) is not None:
+                problems.append(f"lorebook entry {label!r}: key {key.strip()} is not a regex agentmm can run ({error})")
     return problems
 
 

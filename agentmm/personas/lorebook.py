@@ -1,15 +1,19 @@
 """Lorebook activation: which entries fire for the latest messages, and why.
 
-Semantics follow SillyTavern's world info where the card specs leave gaps: each key is
-macro-filled (``transform``) and trimmed before it is matched, as SillyTavern does with
+Semantics follow SillyTavern's world info (public/scripts/world-info.js, ``checkWorldInfo``
+and ``WorldInfoBuffer.matchKeys``) where the card specs leave gaps: each key is macro-filled
+(``transform``) and trimmed before it is matched, as SillyTavern does with
 ``substituteParams(key).trim()``; keys match as case-insensitive substrings unless an entry
-says ``case_sensitive`` / ``match_whole_words``; a ``/pattern/flags`` key is a regular
-expression whose own flags alone decide its case (SillyTavern's ``parseRegexFromString``
-overrides the entry's settings; a key that does not parse as one is plain text), and so are
-the keys of ``use_regex`` entries (case from the entry); the secondary-key
-filter (``selective``) combines with AND ANY (default), AND ALL, NOT ANY or NOT ALL; fired
-entries' contents are scanned again when the book is ``recursive_scanning``, for at most
-``max_recursion_depth`` rounds; the token budget is filled highest priority first and stops
+says ``case_sensitive`` / ``match_whole_words`` (a one-word key then needs a non-word
+character, in JavaScript's ASCII sense, or the text's end on each side; a key of several words
+stays a substring); only a ``/pattern/flags`` key is a regular expression, whose own flags
+alone decide its case (``parseRegexFromString`` overrides the entry's settings; a key that does
+not parse as one is plain text, and ``use_regex`` is not read, see ``_key_spec``); JavaScript
+syntax with a clean Python spelling is translated (``js_pattern``), and a regex key Python
+still cannot compile is skipped with a logged warning (``personas validate`` names it); the
+secondary-key filter (``selective``) combines with AND ANY (default), AND ALL, NOT ANY or NOT
+ALL; fired entries' contents are scanned again when the book is ``recursive_scanning``, for at
+most ``max_recursion_depth`` rounds; the token budget is filled highest priority first and stops
 at the first entry that does not fit, like SillyTavern; an entry with a ``probability`` under
 100 is rolled for as it would be inserted (SillyTavern's ``verifyProbability``: it goes in
 when a roll of 0..100 is at most its percent), and one that loses takes no budget and is not
@@ -24,6 +28,7 @@ turn only the new messages are scanned.
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import threading
@@ -34,6 +39,7 @@ from typing import Literal
 
 from agentmm.personas.model import Lorebook, LoreEntry
 
+_log = logging.getLogger(__name__)
 DEFAULT_SCAN_DEPTH = 2
 _TRIE_MAX_KEY = 64  # longer literal keys are checked with `in`: keeps the regex shallow
 _MESSAGE_CACHE = 4096  # messages per book, and at most this many characters in all:
@@ -43,6 +49,7 @@ _BOOK_CACHE = 16
 # no unescaped "/" inside the pattern. Of the flags, g, u and y change nothing here.
 _REGEX_KEY = re.compile(r"/(.+?)/([gimsuy]*)", re.DOTALL)
 _UNESCAPED_SLASH = re.compile(r"(?:^|[^\\])/")
+_WHITESPACE = re.compile(r"\s")
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,45 +203,125 @@ def _first_char_patterns(words: Iterable[str]) -> list[tuple[str, re.Pattern[str
     return out
 
 
-def _slash_regex(key: str) -> re.Pattern[str] | None:
-    """``key`` as SillyTavern reads a ``/pattern/flags`` key, or None when it is not one
-    (then SillyTavern matches it as plain text)."""
+def _slash_form(key: str) -> tuple[str, str] | None:
+    """(pattern, flags) when ``key`` is a ``/pattern/flags`` key as SillyTavern's
+    ``parseRegexFromString`` (public/scripts/utils.js) reads one, else None (then it is plain
+    text). The form alone decides: whether Python can run the pattern is another question."""
     m = _REGEX_KEY.fullmatch(key)
     if m is None or _UNESCAPED_SLASH.search(m.group(1)):
         return None
-    flags_text = m.group(2)
+    return m.group(1), m.group(2)
+
+
+def _slash_regex(key: str) -> re.Pattern[str] | None:
+    """``key`` as SillyTavern reads a ``/pattern/flags`` key, in Python's terms; None when it
+    is not one or Python cannot compile it (``regex_key_error`` says why)."""
+    form = _slash_form(key)
+    if form is None:
+        return None
+    try:
+        return _compile_js(*form)
+    except (re.error, RecursionError, OverflowError, ValueError):
+        return None
+
+
+def regex_key_error(key: str) -> str | None:
+    """Why a ``/pattern/flags`` key cannot be used here (JavaScript-only syntax such as
+    ``\\p{Lu}``, or a pattern that is not valid at all); None for a usable regex key or a key
+    that is plain text."""
+    form = _slash_form(key)
+    if form is None:
+        return None
+    try:
+        _compile_js(*form)
+    except (re.error, RecursionError, OverflowError, ValueError) as exc:
+        return str(exc) or type(exc).__name__
+    return None
+
+
+def _compile_js(source: str, flags_text: str) -> re.Pattern[str]:
+    """A JavaScript pattern and flags compiled as Python ``re``; of the flags, g, u and y
+    change nothing for a yes/no search."""
     flags = re.IGNORECASE if "i" in flags_text else 0
     flags |= re.DOTALL if "s" in flags_text else 0
     flags |= re.MULTILINE if "m" in flags_text else 0
-    return _try_compile(m.group(1), flags)
+    return re.compile(js_pattern(source), flags)
 
 
-def _try_compile(source: str, flags: int) -> re.Pattern[str] | None:
-    try:
-        return re.compile(source, flags)
-    except (re.error, RecursionError, OverflowError):
-        return None
+_JS_EMPTY_CLASSES = {"[]": "(?!)", "[^]": r"[\s\S]"}
+
+
+def js_pattern(source: str) -> str:
+    """The JavaScript regex syntax that has a clean Python spelling, rewritten: named groups
+    ``(?<name>`` -> ``(?P<name>``, backreferences ``\\k<name>`` -> ``(?P=name)``, the
+    any-character class ``[^]`` -> ``[\\s\\S]`` and the never-matching ``[]`` -> ``(?!)``. Escapes
+    and character classes are copied as they are; what still does not compile is reported
+    by ``regex_key_error``."""
+    out: list[str] = []
+    i, n = 0, len(source)
+    while i < n:
+        ch = source[i]
+        if ch == "\\":
+            named = re.match(r"\\k<([A-Za-z_]\w*)>", source[i:])
+            if named:
+                out.append(f"(?P={named.group(1)})")
+                i += named.end()
+                continue
+            out.append(source[i : i + 2])
+            i += 2
+            continue
+        if ch == "[":
+            empty = next((k for k in _JS_EMPTY_CLASSES if source.startswith(k, i)), None)
+            if empty is not None:
+                out.append(_JS_EMPTY_CLASSES[empty])
+                i += len(empty)
+                continue
+            j = i + 1
+            while j < n and source[j] != "]":
+                j += 2 if source[j] == "\\" else 1
+            out.append(source[i : j + 1])
+            i = j + 1
+            continue
+        if source.startswith("(?<", i) and not source.startswith(("(?<=", "(?<!"), i):
+            out.append("(?P<")
+            i += 3
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def _key_spec(key: str, entry: LoreEntry) -> _KeySpec | None:
-    """How one (already filled and trimmed) key is matched; None for an empty key."""
+    """How one (already filled and trimmed) key is matched; None for an empty key.
+
+    As SillyTavern's ``matchKeys`` (public/scripts/world-info.js): a key is a regular
+    expression only in ``/pattern/flags`` form. ``use_regex`` is not read: SillyTavern writes
+    ``"use_regex": true`` on every entry it embeds in a card ("ST keys are always regex" in
+    src/endpoints/characters.js ``convertWorldInfoToCharacterBook``) while its own reader
+    ignores the field, so obeying it would make ``C++`` or ``Dr. Who?`` patterns. The field is
+    kept on the entry for a lossless export."""
     if not key:
         return None
-    if _slash_regex(key) is not None:
+    if _slash_form(key) is not None:
         return _KeySpec(key, True, False, True)  # case_sensitive unused: the flags decide
-    if entry.use_regex:
-        return _KeySpec(key, entry.case_sensitive, False, True)
     text = key if entry.case_sensitive else key.lower()
-    return _KeySpec(text, entry.case_sensitive, entry.match_whole_words, False)
+    # matchKeys: a key of several words (whitespace inside) is a plain substring even with
+    # "match whole words" on; only a one-word key gets the word boundaries.
+    whole_word = entry.match_whole_words and not _WHITESPACE.search(text)
+    return _KeySpec(text, entry.case_sensitive, whole_word, False)
 
 
 def _compile_regex(spec: _KeySpec) -> re.Pattern[str] | None:
-    """A regex key's pattern; a broken ``use_regex`` key matches nothing rather than
-    breaking the turn."""
-    slash = _slash_regex(spec.text)
-    if slash is not None:
-        return slash
-    return _try_compile(spec.text, 0 if spec.case_sensitive else re.IGNORECASE)
+    """A ``/pattern/flags`` key's pattern; None when Python cannot run it (the activation
+    skips it and ``personas validate`` names it)."""
+    return _slash_regex(spec.text)
+
+
+def _word_boundary(text: str) -> re.Pattern[str]:
+    """SillyTavern's whole-word test, ``(?:^|\\W)(key)(?:$|\\W)``, with JavaScript's \\W: ASCII
+    only (no ``u`` flag), so any other character, CJK or accented, is a boundary (``星野``
+    is a word in "私は星野です")."""
+    return re.compile(f"(?<![A-Za-z0-9_]){re.escape(text)}(?![A-Za-z0-9_])")
 
 
 _FilledKeys = tuple[tuple[tuple[str, str], ...], ...]
@@ -286,13 +373,22 @@ def _compile(book: Lorebook, primary_keys: _FilledKeys, secondary_keys: _FilledK
             lengths = sorted({len(t) for t in lookup})
             prefixes = {t: tuple(i for n in lengths if n <= len(t) for i in lookup.get(t[:n], ())) for t in lookup}
             tries.append((_first_char_patterns(lookup), prefixes, case_sensitive))
+    broken: set[int] = set()
     for i, spec in enumerate(keys):
         if spec.regex:
             rx = _compile_regex(spec)
             if rx is not None:
                 regexes.append((i, rx))
+            else:
+                broken.add(i)
         elif spec.whole_word:
-            boundaries[i] = re.compile(r"(?<!\w)" + re.escape(spec.text) + r"(?!\w)")
+            boundaries[i] = _word_boundary(spec.text)
+    # Said once per compiled book (it is cached), not every turn; `personas validate` says it too.
+    for index, pairs in enumerate((*primary, *secondary)):
+        for k, raw in pairs:
+            if k in broken:
+                label = book.entries[index % len(book.entries)].label or f"#{index % len(book.entries)}"
+                _log.warning("lorebook entry %r: key %s skipped: %s", label, raw, regex_key_error(keys[k].text))
     depths = [e.scan_depth for e in book.entries if e.scan_depth is not None]
     return _Compiled(
         keys=keys,

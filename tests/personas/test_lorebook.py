@@ -135,7 +135,8 @@ def test_whole_words_regex_and_broken_regex():
         e("broken", ["/([unclosed/"]),
     )
     assert fired(b, ["a startling dgons tale"]) == []
-    assert sorted(fired(b, ["start with art about DRGONS"])) == ["art", "rx", "use"]
+    assert sorted(fired(b, ["start with art about DRGONS"])) == ["art", "rx"]
+    assert fired(b, ["a ^start of it /([unclosed/"]) == ["use"]  # use_regex is not read; broken: skipped
 
 
 def test_overlapping_and_prefix_keys():
@@ -291,15 +292,45 @@ def test_regex_key_flags_decide_its_case():
     assert fired(book(e("r", ["/Dragon/"])), ["a Dragon"]) == ["r"]
     assert fired(book(e("r", ["/dragon/i"], case_sensitive=True)), ["a DRAGON"]) == ["r"]
     assert sorted(fired(book(e("r", ["/a.b/s"]), e("m", ["/^x$/m"])), ["a\nb", "y\nx\nz"])) == ["m", "r"]
-    assert fired(book(e("u", ["dra.on"], use_regex=True)), ["DRAGON"]) == ["u"]  # entry decides
-    assert fired(book(e("u", ["dra.on"], use_regex=True, case_sensitive=True)), ["DRAGON"]) == []
 
 
 def test_keys_that_are_not_sillytavern_regexes_are_text():
-    """parseRegexFromString refuses an unescaped "/" inside, unknown flags and bad syntax."""
+    """parseRegexFromString refuses an unescaped "/" inside and unknown flags; a key of the
+    regex form that does not compile is skipped (and named by validate), not matched as text."""
     b = book(e("path", ["/usr/bin/"]), e("flag", ["/x/q"]), e("bad", ["/([a/"]), e("ok", [r"/a\/b/"]))
-    assert sorted(fired(b, ["see /usr/bin/ and /x/q and /([a/"])) == ["bad", "flag", "path"]
+    assert sorted(fired(b, ["see /usr/bin/ and /x/q and /([a/"])) == ["flag", "path"]
     assert fired(b, ["a/b"]) == ["ok"]
+
+
+def test_use_regex_is_ignored_like_sillytaverns_reader():
+    """SillyTavern writes "use_regex": true on every entry it exports and never reads it: the
+    keys stay text, and whole-word matching still applies."""
+    raw = {"keys": ["C++", "Dr. Who?"], "content": "c", "enabled": True, "insertion_order": 1, "use_regex": True}
+    b = book(entry_from_raw({**raw, "name": "c"}, "entry"))
+    assert fired(b, ["a cat"]) == [] and fired(b, ["Dr. Whom"]) == []
+    assert fired(b, ["I write C++ daily"]) == ["c"] and fired(b, ["Dr. Who? Yes."]) == ["c"]
+    art = book(entry_from_raw({**raw, "name": "art", "keys": ["art"], "extensions": {"match_whole_words": True}}, "e"))
+    assert fired(art, ["an article"]) == [] and fired(art, ["fine art."]) == ["art"]
+    assert entry_to_card(b.entries[0], fill_required=False, v3=True)["use_regex"] is True  # kept for export
+
+
+def test_whole_words_like_sillytaverns_matchkeys():
+    """JavaScript's \\W is ASCII: a CJK key is a whole word among CJK text; a key of several
+    words is a plain substring."""
+    cjk = book(e("hoshino", ["星野"], match_whole_words=True))
+    assert fired(cjk, ["私は星野です"]) == ["hoshino"]
+    castle = book(e("castle", ["Castle Vey"], match_whole_words=True))
+    assert fired(castle, ["the Castle Veyron gates"]) == ["castle"]
+    assert fired(book(e("caf", ["caf"], match_whole_words=True)), ["café"]) == ["caf"]  # é is \\W in JS
+    assert fired(book(e("art", ["art"], match_whole_words=True)), ["art_deco", "art9"]) == []
+
+
+def test_javascript_regex_syntax_is_translated_or_reported(caplog):
+    b = book(e("named", ["/(?<beast>wyrm)s?/i"]), e("any", ["/[^]*kraken/"]), e("back", [r"/(?<w>ha)\k<w>/"]),
+             e("prop", [r"/\p{Lu}ragon/u"]))  # fmt: skip
+    assert sorted(fired(b, ["WYRMS and the\nkraken", "haha"])) == ["any", "back", "named"]
+    assert fired(b, ["Dragon"]) == []
+    assert any("prop" in r.getMessage() and "p{Lu}" in r.getMessage() for r in caplog.records)
 
 
 def test_an_entry_with_a_probability_goes_in_by_its_roll_like_sillytavern():
@@ -359,3 +390,24 @@ def test_a_world_info_entrys_trigger_percent_is_read():
                                  "useProbability": False}}}  # fmt: skip
     rolled, always = load_world_info(json.dumps(st_book).encode()).entries
     assert rolled.chance == 15 and always.chance is None
+
+
+def card_file(tmp_path: Path, *entries: dict, **book_fields) -> Path:
+    """A V2 card with ``entries`` in its character_book, written to a file."""
+    full = [{"keys": ["k"], "content": "c", "enabled": True, "insertion_order": 1, **en} for en in entries]
+    card = {"spec": "chara_card_v2", "spec_version": "2.0",
+            "data": {"name": "Lore Test", "description": "d", "first_mes": "hi",
+                     "character_book": {"entries": full, **book_fields}}}  # fmt: skip
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(card), encoding="utf-8")
+    return path
+
+
+def test_validate_names_each_regex_key_that_cannot_run(tmp_path: Path):
+    from agentmm.personas.files import validate
+
+    path = card_file(tmp_path, {"name": "prop", "keys": [r"/\p{Lu}ragon/u", "ok"], "secondary_keys": ["/[a/"]},
+                     {"name": "fine", "keys": ["/(?<n>wyrm)/i", "/usr/bin/"]})  # fmt: skip
+    lines = [line for line in validate(path) if "regex" in line]
+    assert len(lines) == 2
+    assert "'prop'" in lines[0] and r"/\p{Lu}ragon/u" in lines[0] and "'prop'" in lines[1] and "/[a/" in lines[1]
