@@ -16,6 +16,7 @@ from typing import Any
 
 from agentmm.personas import ActivatedEntry, Persona, activate, lore_text, persona_parts, post_history
 from agentmm.personas.macros import expand
+from agentmm.personas.prompt import card_fields
 from agentmm.settings import DEFAULT_SYSTEM_PROMPT as COMPANION_PROMPT
 from agentmm.tokens import TokenCounter
 
@@ -75,7 +76,7 @@ def persona_turn_parts(
     head = list(persona_parts(persona, user_name, **head_kwargs).items())
     # Keys and content macro-filled before matching, as SillyTavern's substituteParams does: a
     # "{{user}}" key fires on this chat's user; the content, filled once, is not filled again.
-    fill = partial(expand, char=persona.display_name, user=user_name, **macro_args)
+    fill = partial(expand, char=persona.display_name, user=user_name, fields=card_fields(persona), **macro_args)
     missed: list[ActivatedEntry] = []
     book = persona.lorebook
     fired = activate(book, recent, counter.text, transform=fill, chance=chance, missed=missed) if book.entries else []

@@ -10,16 +10,25 @@ llama.cpp only reuses the KV cache for an unchanged prefix. So ``{{random}}`` / 
 / ``{{roll}}`` draw from a generator seeded by the ``seed`` argument (pass the thread id:
 same thread, same picks and dice, every turn), and ``{{date}}`` / ``{{time}}`` read ``now``,
 which the caller should fix per thread (e.g. its start time) rather than leave to the clock.
+For the same reason ``{{time_UTC+2}}`` reads that same ``now``, and ``{{idle_duration}}`` is
+what SillyTavern says when no message came before: "just now".
 
-Unknown macros are left as they are, so text for other tools survives.
+The card's own fields (``{{description}}``, ``{{personality}}``, ``{{scenario}}``,
+``{{mesExamples}}``, ``{{charVersion}}``, the user's ``{{persona}}``...) come in ``fields``;
+their text is filled once (its ``{{char}}`` and ``{{user}}``, not another card field), as
+SillyTavern's ``getCharacterCardFields`` does.
+
+Unknown macros are left as they are, so text for other tools survives; ``unsupported``
+names the SillyTavern ones that need its chat state (variables, the last message...), so a
+linter can say they will reach the model as written.
 """
 
 from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
 
 # "{{" that is not the first of "{{{" (so "{{{user}}}" keeps its outer braces), "}}", or a
 # legacy tag; nesting is tracked by `_fill`.
@@ -31,6 +40,21 @@ _ROLL = re.compile(r"roll[ :](.+)", re.IGNORECASE | re.DOTALL)
 # droll's formula, which SillyTavern rolls with: [count]d<sides>[+-modifier].
 _DICE = re.compile(r"([1-9]\d*)?d([1-9]\d*)([+-]\d+)?", re.IGNORECASE | re.ASCII)
 _MAX_DICE = 1000  # a formula is prompt text: "{{roll:999999999d6}}" must not hang the turn
+# SillyTavern's /(?:\r?\n)*{{trim}}(?:\r?\n)*/gi, applied before any other macro: {{trim}}
+# takes the line breaks around it with it.
+_TRIM = re.compile(r"(?:\r?\n)*\{\{trim\}\}(?:\r?\n)*", re.IGNORECASE)
+# SillyTavern's /{{time_UTC([-+]\d+)}}/ on a macro's (trimmed, lower-cased) name.
+_TIME_UTC = re.compile(r"time_utc([-+]\d+)", re.ASCII)
+IDLE_DURATION = "just now"
+# SillyTavern macros that read or change its chat state (variables, messages, swipes, the input
+# box): agentmm has no equivalent, so they reach the model as written.
+UNSUPPORTED = (
+    "setvar", "getvar", "addvar", "incvar", "decvar", "setglobalvar", "getglobalvar", "addglobalvar",
+    "incglobalvar", "decglobalvar", "lastmessage", "lastmessageid", "lastusermessage", "lastcharmessage",
+    "firstincludedmessageid", "lastswipeid", "currentswipeid", "input", "maxprompt", "timediff",
+    "datetimeformat", "banned",
+)  # fmt: skip
+_UNSUPPORTED_NAME = re.compile(r"\{\{\s*([a-z_]+)", re.IGNORECASE)
 
 
 def _date(now: datetime) -> str:
@@ -49,6 +73,25 @@ _CLOCK: dict[str, Callable[[datetime], str]] = {
     "isodate": lambda now: now.date().isoformat(),
     "isotime": lambda now: f"{now:%H:%M}",
 }
+
+
+def _utc_time(now: datetime, offset: str) -> str:
+    """``{{time_UTC+2}}``: ``now`` (naive: local time) in UTC shifted by the offset, which is
+    hours, or minutes from 16 up (moment's ``utcOffset``)."""
+    amount = int(offset)
+    shift = timedelta(hours=amount) if abs(amount) < 16 else timedelta(minutes=amount)
+    return _time(now.astimezone(UTC) + shift)
+
+
+def unsupported(text: str) -> list[str]:
+    """The SillyTavern macros in ``text`` that agentmm leaves as written (``UNSUPPORTED``),
+    each named once, in the order they first appear, as the text spells them."""
+    found: dict[str, str] = {}
+    for m in _UNSUPPORTED_NAME.finditer(text):
+        name = m.group(1)
+        if name.lower() in UNSUPPORTED and name.lower() not in found:
+            found[name.lower()] = name
+    return list(found.values())
 
 
 def _choices(items: str) -> list[str]:
@@ -114,6 +157,7 @@ def expand(
     original: str | None = None,
     seed: int | str = 0,
     now: datetime | None = None,
+    fields: Mapping[str, str] | None = None,
 ) -> str:
     """``text`` with its macros filled in.
 
@@ -121,10 +165,12 @@ def expand(
     default system prompt it extends (SillyTavern substitutes it once; later ones are
     dropped). ``seed`` makes ``{{random}}`` / ``{{pick}}`` / ``{{roll}}`` repeatable. ``now``
     feeds the date and time macros (default: the current time, which changes the prompt
-    every minute).
+    every minute). ``fields`` maps lower-case macro names to card text (see
+    ``agentmm.personas.prompt.card_fields``), filled here without ``fields``.
     """
     if "{{" not in text and "<" not in text:
         return text
+    text = _TRIM.sub("", text)
     state = {"count": 0, "original_used": False}
     clock = now
 
@@ -154,6 +200,14 @@ def expand(
             return "\n"
         if name in _CLOCK:
             return _CLOCK[name](when())
+        utc = _TIME_UTC.fullmatch(stripped.lower())
+        if utc is not None:
+            return _utc_time(when(), utc.group(1))
+        if name == "idle_duration" and name == stripped.lower():
+            return IDLE_DURATION
+        if fields is not None and stripped.lower() in fields:
+            value = fields[stripped.lower()]
+            return expand(value, char=char, user=user, seed=seed, now=when()).strip()
         if name == "original":
             if state["original_used"]:
                 return ""

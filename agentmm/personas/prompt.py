@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from agentmm.personas.errors import PersonaError
 from agentmm.personas.lorebook import ActivatedEntry
@@ -36,6 +37,46 @@ PART_ORDER = ("system_prompt", "description", "personality", "scenario", "exampl
 _START = re.compile(r"^\s*<START>\s*$", re.IGNORECASE | re.MULTILINE)
 
 
+def card_fields(persona: Persona, user_description: str = "") -> dict[str, str]:
+    """What SillyTavern's card-field macros (``{{description}}``, ``{{mesExamples}}``...) stand
+    for with this persona, keyed by lower-case macro name, unfilled (``expand`` fills them).
+    ``{{persona}}`` is the user's own description (``user_description``; agentmm has no
+    setting for one, so empty unless a caller gives it)."""
+    note = character_note(persona)
+    return {
+        "description": persona.description,
+        "personality": persona.personality,
+        "scenario": persona.scenario,
+        "persona": user_description,
+        "charversion": persona.character_version,
+        "char_version": persona.character_version,
+        "mesexamples": persona.example_dialogue,
+        "mesexamplesraw": persona.example_dialogue,
+        "charprompt": persona.system_prompt,
+        "charjailbreak": persona.post_history_instructions,
+        "charinstruction": persona.post_history_instructions,
+        "chardepthprompt": note[0] if note else "",
+        "creatornotes": persona.creator_notes,
+    }
+
+
+def character_note(persona: Persona) -> tuple[str, int, str] | None:
+    """The card's "Character's Note" (``extensions.depth_prompt``: prompt, depth, role), or
+    None when it has none (or it is not the shape SillyTavern writes)."""
+    data = persona.card.get("data") if isinstance(persona.card, dict) else None
+    extensions = data.get("extensions") if isinstance(data, dict) else None
+    note: Any = extensions.get("depth_prompt") if isinstance(extensions, dict) else None
+    if not isinstance(note, dict) or not isinstance(note.get("prompt"), str) or not note["prompt"].strip():
+        return None
+    depth = note.get("depth")
+    role = note.get("role")
+    return (
+        note["prompt"],
+        depth if isinstance(depth, int) and not isinstance(depth, bool) else 4,
+        role if role in ("system", "user", "assistant") else "system",
+    )
+
+
 def persona_parts(
     persona: Persona,
     user_name: str = "User",
@@ -53,9 +94,10 @@ def persona_parts(
     ``PERSONA_INTRODUCTION``) is the first example of how the character talks.
     """
     char = persona.display_name
+    fields = card_fields(persona)
 
     def fill(text: str, original: str | None = None) -> str:
-        return expand(text, char=char, user=user_name, original=original, seed=seed, now=now).strip()
+        return expand(text, char=char, user=user_name, original=original, seed=seed, now=now, fields=fields).strip()
 
     if persona.system_prompt.strip():
         system = fill(persona.system_prompt, original=default_system_prompt)
@@ -94,7 +136,11 @@ def post_history(
     SillyTavern's brings back its own post-history prompt."""
     own = persona.post_history_instructions.strip()
     text, original = (persona.post_history_instructions, reminder) if own else (reminder, None)
-    return expand(text, char=persona.display_name, user=user_name, original=original, seed=seed, now=now).strip()
+    filled = expand(
+        text, char=persona.display_name, user=user_name, original=original, seed=seed, now=now,
+        fields=card_fields(persona),
+    )  # fmt: skip
+    return filled.strip()
 
 
 def greeting(
@@ -116,7 +162,10 @@ def greeting(
             f"{persona.name} has {count} greeting{'s' if count != 1 else ''}; "
             f"greeting {n} is out of range (0..{count - 1})"
         )
-    text = expand(persona.greetings[n], char=persona.display_name, user=user_name, seed=seed, now=now)
+    text = expand(
+        persona.greetings[n], char=persona.display_name, user=user_name, seed=seed, now=now,
+        fields=card_fields(persona),
+    )  # fmt: skip
     return text.strip()
 
 
@@ -135,7 +184,9 @@ def lore_text(
     for a in ordered:
         text = a.content
         if persona is not None:
-            text = expand(text, char=persona.display_name, user=user_name, seed=seed, now=now)
+            text = expand(
+                text, char=persona.display_name, user=user_name, seed=seed, now=now, fields=card_fields(persona)
+            )
         if text.strip():
             texts.append(text.strip())
     return "\n\n".join(texts)

@@ -76,3 +76,31 @@ def test_roll_is_seeded_dice():
 def test_invalid_rolls_are_empty_like_sillytavern():
     assert ex("[{{roll:d0}}][{{roll:banana}}][{{roll:0}}][{{roll:1001d6}}]") == "[][][][]"
     assert ex("{{roll}}") == "{{roll}}"  # not SillyTavern's pattern: left for other tools
+
+
+def test_trim_takes_the_line_breaks_around_it():
+    """SillyTavern's /(?:\\r?\\n)*{{trim}}(?:\\r?\\n)*/: the macro and every line break next to it go."""
+    assert ex("a\n\n{{trim}}\n\nb") == "ab"
+    assert ex("a\r\n{{TRIM}}\r\n\r\nb {{trim}} c") == "ab  c"
+
+
+def test_time_utc_and_idle_duration_read_the_thread_s_fixed_time():
+    from datetime import UTC
+
+    aware = datetime(2024, 3, 5, 14, 7, tzinfo=UTC)
+    text = "{{time_UTC+2}} / {{time_utc-5}} / {{time_UTC+90}} / {{idle_duration}}"
+    assert expand(text, char="c", user="u", now=aware) == "4:07 PM / 9:07 AM / 3:37 PM / just now"
+
+
+def test_card_fields_are_filled_once_with_their_own_macros():
+    fields = {"description": "{{char}} sails. {{description}}", "persona": "", "charversion": "1.2"}
+    out = ex("[{{description}}] [{{persona}}] v{{charVersion}} {{scenario}}", fields=fields)
+    assert out == "[Ilse sails. {{description}}] [] v1.2 {{scenario}}"
+
+
+def test_unsupported_sillytavern_macros_are_named_once_each():
+    from agentmm.personas.macros import unsupported
+
+    text = "{{setvar::mood::calm}} {{getvar::mood}} {{ lastMessage }} {{getvar::x}} {{char}} {{unknown}}"
+    assert unsupported(text) == ["setvar", "getvar", "lastMessage"]
+    assert unsupported("{{char}} {{random:a,b}}") == []

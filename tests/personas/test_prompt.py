@@ -78,3 +78,24 @@ def test_lore_text_in_insertion_order():
     )
     acts = activate(book, ["a"], lambda t: 1)
     assert lore_text(acts, P, "Sam") == "first\n\nsecond Ilse"
+
+
+def test_card_field_macros_in_every_part():
+    """SillyTavern's {{description}}, {{personality}}, {{scenario}}, {{mesExamples}},
+    {{charVersion}} and {{persona}} (the user's description: none in agentmm)."""
+    card = Persona(
+        name="Kit",
+        description="{{char}} sails with {{user}}.",
+        personality="salty",
+        scenario="A {{random:ship,boat}}.",
+        example_dialogue="<START>\n{{user}}: hi",
+        character_version="2.1",
+        system_prompt="{{description}}|{{personality}}|{{scenario}}|{{persona}}|{{charVersion}}|{{char_version}}",
+        post_history_instructions="Remember: {{mesExamples}}",
+        greetings=["v{{charVersion}}: {{personality}}"],
+    )
+    parts = persona_parts(card, "Sam", seed="t1")
+    scenario = parts["scenario"].removeprefix("Scenario: ")
+    assert parts["system_prompt"] == f"Kit sails with Sam.|salty|{scenario}||2.1|2.1"
+    assert post_history(card, "Sam") == "Remember: <START>\nSam: hi"
+    assert greeting(card, 0, "Sam") == "v2.1: salty"
