@@ -62,7 +62,8 @@ def persona_turn_parts(
 
     Lore already in ``in_window`` (the stored context of earlier turns still in the prompt)
     is not inserted again: the model sees it once, and the trace says so. ``chance`` rolls for
-    entries with a probability (``activate``); one that loses its roll is traced, not inserted.
+    entries with a probability (``activate``); one that loses its roll is traced, not inserted,
+    and so is one the book's token budget left out.
 
     ``default_system_prompt`` (the ``system_prompt`` setting) is the main prompt of a persona
     whose card has none, and what a card's ``{{original}}`` brings back, as SillyTavern's Main
@@ -79,7 +80,12 @@ def persona_turn_parts(
     fill = partial(expand, char=persona.display_name, user=user_name, fields=card_fields(persona), **macro_args)
     missed: list[ActivatedEntry] = []
     book = persona.lorebook
-    fired = activate(book, recent, counter.text, transform=fill, chance=chance, missed=missed) if book.entries else []
+    dropped: list[ActivatedEntry] = []
+    fired = (
+        activate(book, recent, counter.text, transform=fill, chance=chance, missed=missed, dropped=dropped)
+        if book.entries
+        else []
+    )
     fresh, repeated = [], []
     for entry in fired:
         text = lore_text([entry])
@@ -88,6 +94,7 @@ def persona_turn_parts(
     traced = [{**a.as_trace(), "inserted": True} for a in fresh]
     traced += [{**a.as_trace(), "inserted": False, "note": "already in the window"} for a in repeated]
     traced += [{**a.as_trace(), "inserted": False, "note": "lost its roll"} for a in missed]
+    traced += [{**a.as_trace(), "inserted": False, "note": "over the lore token budget"} for a in dropped]
     return TurnParts(
         head=head,
         turn=[("lore", lore)] if lore else [],

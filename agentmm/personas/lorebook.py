@@ -13,11 +13,11 @@ syntax with a clean Python spelling is translated (``js_pattern``), and a regex 
 still cannot compile is skipped with a logged warning (``personas validate`` names it); the
 secondary-key filter (``selective``) combines with AND ANY (default), AND ALL, NOT ANY or NOT
 ALL; fired entries' contents are scanned again when the book is ``recursive_scanning``, for at
-most ``max_recursion_depth`` rounds; the token budget is filled highest priority first and stops
-at the first entry that does not fit, like SillyTavern; an entry with a ``probability`` under
-100 is rolled for as it would be inserted (SillyTavern's ``verifyProbability``: it goes in
-when a roll of 0..100 is at most its percent), and one that loses takes no budget and is not
-rolled for again that turn.
+most ``max_recursion_depth`` rounds; the token budget is filled highest ``insertion_order``
+first (SillyTavern's ``order``) and stops at the first entry that does not fit, like
+SillyTavern; an entry with a ``probability`` under 100 is rolled for as it would be inserted
+(SillyTavern's ``verifyProbability``: it goes in when a roll of 0..100 is at most its
+percent), and one that loses takes no budget and is not rolled for again that turn.
 
 Speed: this runs every turn over up to the whole chat window, so the book is compiled once
 (cached on its match-relevant fields) into trie-shaped regexes, one per first character,
@@ -488,9 +488,10 @@ def activate(
     transform: Callable[[str], str] | None = None,
     chance: random.Random | None = None,
     missed: list[ActivatedEntry] | None = None,
+    dropped: list[ActivatedEntry] | None = None,
 ) -> list[ActivatedEntry]:
-    """The entries of ``book`` that fire for the last messages, highest priority first
-    (then lowest ``insertion_order``), fitted to the token budget.
+    """The entries of ``book`` that fire for the last messages, in the order the token budget
+    is filled (highest ``insertion_order`` first, see ``_fill_order``), fitted to it.
 
     ``messages`` is the chat, oldest first; the last ``scan_depth`` of them are scanned
     (argument, else the book's, else 2; an entry's own ``scan_depth`` overrides it).
@@ -499,7 +500,9 @@ def activate(
     matched (so ``{{user}}`` / ``{{char}}`` keys name the people of this chat) and to each fired
     entry's content before it is counted, scanned for recursion and returned.
     ``chance`` rolls for entries with a ``probability`` under 100 (default: a fresh
-    ``random.Random``); the entries that lose their roll are appended to ``missed``, if given.
+    ``random.Random``); the entries that lose their roll are appended to ``missed``, if given,
+    and those the token budget left out (the first that did not fit and the rest of its pass)
+    to ``dropped``, so a trace can say why they are not in.
     """
     if not book.entries:
         return []
@@ -537,10 +540,10 @@ def activate(
                 reason, key, secondary = why
                 hit = ActivatedEntry(entry, content, count_tokens(content), reason, key, secondary, step)
                 new.append((i, hit))
-        new.sort(key=lambda pair: (-pair[1].entry.priority, pair[1].entry.insertion_order))
+        new.sort(key=lambda pair: _fill_order(pair[1].entry, pair[0]))
         accepted: list[ActivatedEntry] = []
         overflow = False
-        for i, hit in new:
+        for n, (i, hit) in enumerate(new):
             if hit.entry.chance is not None:
                 hit = replace(hit, roll=dice.random() * 100)
                 if hit.lost_roll:
@@ -550,6 +553,8 @@ def activate(
                     continue
             if budget is not None and budget > 0 and used + hit.tokens > budget:
                 overflow = True
+                if dropped is not None:  # this one and the rest of the pass: SillyTavern stops here
+                    dropped.extend([hit, *(later for _, later in new[n + 1 :])])
                 break
             used += hit.tokens
             fired[i] = hit
@@ -570,4 +575,12 @@ def activate(
         candidates = {i for k in fresh for i in c.by_key.get(k, ())}
         if not candidates:
             break
-    return sorted(fired.values(), key=lambda a: (-a.entry.priority, a.entry.insertion_order))
+    return [a for _, a in sorted(fired.items(), key=lambda pair: _fill_order(pair[1].entry, pair[0]))]
+
+
+def _fill_order(entry: LoreEntry, index: int) -> tuple[int, int, int]:
+    """The order the token budget is filled in: highest ``insertion_order`` first, as
+    SillyTavern's ``sortFn`` (``b.order - a.order``, public/scripts/world-info.js) sorts the
+    entries it activates; ``priority``, which SillyTavern never reads, only breaks ties; then
+    the book's own order."""
+    return -entry.insertion_order, -entry.priority, index

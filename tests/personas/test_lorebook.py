@@ -88,17 +88,36 @@ def test_scan_depth():
     assert fired(book(e("x", ["hello"]), scan_depth=0), chat) == []
 
 
-def test_budget_priority_and_order():
+def test_budget_fills_highest_order_first_like_sillytavern():
+    """SillyTavern's sortFn (b.order - a.order): the highest insertion_order is let in first;
+    priority, which it never reads, only breaks ties."""
     b = book(
-        e("low", ["k"], "one two three", priority=1, insertion_order=1),
-        e("high", ["k"], "one two three four", priority=9, insertion_order=5),
-        e("mid-a", ["k"], "one", priority=5, insertion_order=2),
-        e("mid-b", ["k"], "one", priority=5, insertion_order=1),
+        e("low", ["k"], "one two three", priority=9, insertion_order=1),
+        e("high", ["k"], "one two three four", priority=0, insertion_order=50),
+        e("mid-a", ["k"], "one", priority=5, insertion_order=20),
+        e("mid-b", ["k"], "one", priority=1, insertion_order=20),
         token_budget=6,
     )
-    assert fired(b, ["k"]) == ["high", "mid-b", "mid-a"]  # 4 + 1 + 1; "low" would overflow
-    assert fired(b, ["k"], token_budget=0) == ["high", "mid-b", "mid-a", "low"]
-    assert fired(b, ["k"], token_budget=3) == []  # stops at the first entry that does not fit
+    dropped: list = []
+    assert fired(b, ["k"], dropped=dropped) == ["high", "mid-a", "mid-b"]  # 4 + 1 + 1; "low" would overflow
+    assert [(a.entry.name, a.tokens) for a in dropped] == [("low", 3)]
+    assert fired(b, ["k"], token_budget=0) == ["high", "mid-a", "mid-b", "low"]
+    dropped.clear()
+    assert fired(b, ["k"], token_budget=3, dropped=dropped) == []  # stops at the first entry that does not fit
+    assert [a.entry.name for a in dropped] == ["high", "mid-a", "mid-b", "low"]
+
+
+def test_budget_in_a_card_like_sillytavern(tmp_path: Path):
+    """cards/budget.json of a SillyTavern comparison: the order-200 entry wins the budget."""
+    from agentmm.personas.files import import_file
+
+    ten = "one two three four five six seven eight nine ten"
+    path = card_file(tmp_path, {"keys": ["alpha"], "content": f"LOW {ten}", "insertion_order": 10, "name": "low"},
+                     {"keys": ["beta"], "content": f"HIGH {ten}", "insertion_order": 200, "name": "high"},
+                     token_budget=12)  # fmt: skip
+    dropped: list = []
+    assert fired(import_file(path).lorebook, ["alpha beta"], dropped=dropped) == ["high"]
+    assert [a.entry.name for a in dropped] == ["low"]
 
 
 def test_recursion():
@@ -411,3 +430,17 @@ def test_validate_names_each_regex_key_that_cannot_run(tmp_path: Path):
     lines = [line for line in validate(path) if "regex" in line]
     assert len(lines) == 2
     assert "'prop'" in lines[0] and r"/\p{Lu}ragon/u" in lines[0] and "'prop'" in lines[1] and "/[a/" in lines[1]
+
+
+def test_the_turns_trace_says_which_entries_the_budget_left_out():
+    from agentmm.compose import persona_turn_parts
+    from agentmm.personas import Persona
+    from agentmm.tokens import TokenCounter
+
+    lore = book(e("big", ["k"], "one two three four", insertion_order=1), e("small", ["k"], "one", insertion_order=9),
+                token_budget=3)  # fmt: skip
+    persona = Persona(name="Vey", description="d", lorebook=lore)
+    parts = persona_turn_parts(persona, ["k"], TokenCounter(words), user_name="Ada", seed="s", now=None)
+    by_name = {entry["entry"]: entry for entry in parts.lore}
+    assert by_name["small"]["inserted"] is True
+    assert by_name["big"]["inserted"] is False and by_name["big"]["note"] == "over the lore token budget"
