@@ -26,6 +26,7 @@ from agentmm.personas.cards import (
     dumps_card,
     load_card_json,
 )
+from agentmm.personas.decorators import parse_decorators
 from agentmm.personas.errors import (
     CardTooLargeError,
     NotAPNGError,
@@ -234,6 +235,8 @@ def lint(persona: Persona) -> list[str]:
             problems.append(f"lorebook entry {label!r} has no content")
         if entry.chance == 0:
             problems.append(f"lorebook entry {label!r} has a 0% chance (probability = 0): it never goes in")
+        for name in dict.fromkeys(parse_decorators(entry.content).unknown):
+            problems.append(f"lorebook entry {label!r}: decorator {name} is not supported (its line is left out)")
         for key in (*entry.keys, *entry.secondary_keys):
             if (error := regex_key_error(key.strip())) is not None:
                 problems.append(f"lorebook entry {label!r}: key {key.strip()} is not a regex agentmm can run ({error})")

@@ -11,6 +11,8 @@ alone decide its case (``parseRegexFromString`` overrides the entry's settings; 
 not parse as one is plain text, and ``use_regex`` is not read, see ``_key_spec``); JavaScript
 syntax with a clean Python spelling is translated (``js_pattern``), and a regex key Python
 still cannot compile is skipped with a logged warning (``personas validate`` names it); the
+V3 decorators ``@@activate`` / ``@@dont_activate`` at the start of an entry's content decide
+before ``constant`` and the keys, and no decorator line goes into the text (``decorators``); the
 secondary-key filter (``selective``) combines with AND ANY (default), AND ALL, NOT ANY or NOT
 ALL; fired entries' contents are scanned again when the book is ``recursive_scanning``, for at
 most ``max_recursion_depth`` rounds; the token budget is filled highest ``insertion_order``
@@ -37,6 +39,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from agentmm.personas.decorators import Decorated, parse_decorators
 from agentmm.personas.model import Lorebook, LoreEntry
 
 _log = logging.getLogger(__name__)
@@ -59,7 +62,7 @@ class ActivatedEntry:
     entry: LoreEntry
     content: str
     tokens: int
-    reason: Literal["constant", "key"]
+    reason: Literal["constant", "key", "decorator"]
     key: str | None = None
     """The primary key that matched (None for constant entries)."""
     secondary_key: str | None = None
@@ -74,6 +77,8 @@ class ActivatedEntry:
         """One line for traces and ``/why``."""
         if self.reason == "constant":
             return f"constant{self.odds}"
+        if self.reason == "decorator":
+            return f"@@activate{self.odds}"
         where = "chat" if self.step == 0 else f"lore (recursion {self.step})"
         extra = f" + {self.secondary_key!r}" if self.secondary_key else ""
         return f"key {self.key!r}{extra} in {where}{self.odds}"
@@ -459,8 +464,14 @@ def _evaluate(
     distance: dict[int, int],
     from_lore: dict[int, int],
     depth: int,
-) -> tuple[Literal["constant", "key"], str | None, str | None] | None:
-    """Whether one entry fires given the keys seen so far: (reason, key, secondary key)."""
+    decorated: Decorated | None = None,
+) -> tuple[Literal["constant", "key", "decorator"], str | None, str | None] | None:
+    """Whether one entry fires given the keys seen so far: (reason, key, secondary key).
+    SillyTavern's checkWorldInfo checks the decorators before ``constant`` and the keys."""
+    if decorated is not None and "@@activate" in decorated.decorators:
+        return "decorator", None, None
+    if decorated is not None and "@@dont_activate" in decorated.decorators:
+        return None
     if entry.constant:
         return "constant", None, None
     window = entry.scan_depth if entry.scan_depth is not None else depth
@@ -524,8 +535,11 @@ def activate(
     dice = chance or random.Random()
     used = 0
     step = 0
+    # Only a content starting with "@@" has decorators: the others cost one prefix check.
+    decorated = {i: parse_decorators(e.content) for i, e in enumerate(book.entries) if e.content.startswith("@@")}
     candidates: set[int] = {
         *(i for i, e in enumerate(book.entries) if e.constant),
+        *(i for i, d in decorated.items() if "@@activate" in d.decorators),
         *(i for k in distance for i in c.by_key.get(k, ())),
     }
     while True:
@@ -534,9 +548,10 @@ def activate(
             entry = book.entries[i]
             if i in fired or i in lost or not entry.enabled or (step > 0 and entry.exclude_recursion):
                 continue
-            why = _evaluate(entry, i, c, distance, from_lore, depth)
+            why = _evaluate(entry, i, c, distance, from_lore, depth, decorated.get(i))
             if why is not None:
-                content = transform(entry.content) if transform else entry.content
+                text = decorated[i].text if i in decorated else entry.content  # no "@@" line in the prompt
+                content = transform(text) if transform else text
                 reason, key, secondary = why
                 hit = ActivatedEntry(entry, content, count_tokens(content), reason, key, secondary, step)
                 new.append((i, hit))

@@ -444,3 +444,25 @@ def test_the_turns_trace_says_which_entries_the_budget_left_out():
     by_name = {entry["entry"]: entry for entry in parts.lore}
     assert by_name["small"]["inserted"] is True
     assert by_name["big"]["inserted"] is False and by_name["big"]["note"] == "over the lore token budget"
+
+
+def test_decorators_decide_and_never_reach_the_prompt(tmp_path: Path):
+    """SillyTavern's KNOWN_DECORATORS: @@activate fires whatever the keys, @@dont_activate never
+    by keys; every leading @@ line is left out of the text, the entry keeps it for export."""
+    from agentmm.personas import lore_text
+    from agentmm.personas.files import import_file, validate
+
+    path = card_file(tmp_path, {"name": "dont", "keys": ["secret"], "content": "@@dont_activate\nDONT"},
+                     {"name": "always", "keys": ["zzz-never"], "content": "@@activate\nALWAYS"},
+                     {"name": "depth", "keys": ["depthy"], "content": "@@depth 0\n@@@activate\nDEPTH0\n@@ not one"},
+                     {"name": "only", "keys": ["only"], "content": "@@activate"})  # fmt: skip
+    lore = import_file(path).lorebook
+    acts = activate(lore, ["a secret, depthy only"], words)
+    assert sorted(a.entry.name for a in acts) == ["always", "depth", "only"]
+    assert {a.entry.name: a.content for a in acts} == {"always": "ALWAYS", "depth": "DEPTH0\n@@ not one", "only": ""}
+    assert "@@activate" in {a.entry.name: a.why for a in acts}["always"]
+    assert "@@" not in lore_text(acts).replace("@@ not one", "")
+    assert lore.entries[1].content == "@@activate\nALWAYS"  # export writes it back as it came
+    assert [line for line in validate(path) if "decorator" in line] == [
+        f"{path}: lorebook entry 'depth': decorator @@depth is not supported (its line is left out)"
+    ]
