@@ -26,7 +26,7 @@ from types import FrameType
 from typing import Any
 
 CONTINUE_WAIT_STEPS = 10  # of 10 ms: how long a SIGCONT's handler may take to be called
-NO_JOB_CONTROL = "(Ctrl-Z cannot suspend the chat here: it was not started by a shell with job control)"
+NO_JOB_CONTROL = "(Ctrl-Z: cannot suspend here: no job control)"
 
 
 def take_cooked_keys(source: Any) -> None:
