@@ -684,10 +684,35 @@ def personas_export(
     format = _export_format(format, output)
     persona = _registry().resolve(name)
     path = export(persona, format, output)  # type: ignore[arg-type]
+    lost = _not_kept(persona) if format == "toml" else []
     if as_json:
-        _print_json({"name": persona.name, "format": format, "path": str(path)})
+        _print_json({"name": persona.name, "format": format, "path": str(path),
+                     **({"not_kept": lost} if format == "toml" else {})})  # fmt: skip
     else:
         sys.stdout.write(f"wrote {path}\n")
+        if lost:
+            sys.stderr.write(f"note: {_not_kept_line(lost)}; a card (JSON or PNG) export keeps them\n")
+
+
+def _not_kept(persona: Any) -> list[str]:
+    from agentmm.personas.toml_format import not_kept
+
+    return not_kept(persona)
+
+
+def _not_kept_line(lost: list[str], most: int = 8) -> str:
+    """One line naming what a TOML export left out of the card (the first ``most`` of each kind)."""
+
+    def names(items: list[str]) -> str:
+        more = f" (+{len(items) - most} more)" if len(items) > most else ""
+        return ", ".join(printable(item) for item in items[:most]) + more
+
+    card = [item for item in lost if not item.startswith("lore entries' ")]
+    lore = [item.removeprefix("lore entries' ") for item in lost if item.startswith("lore entries' ")]
+    lore.sort(key=lambda name: name not in ("depth", "role", "position"))  # where an entry goes first
+    said = [f"the card's {names(card)}"] if card else []
+    said += [f"lore entries' {names(lore)}"] if lore else []
+    return "TOML does not keep " + " and ".join(said)
 
 
 _SUFFIX_FORMATS = {".png": ("png",), ".toml": ("toml",), ".json": ("card-v2", "card-v3")}

@@ -151,3 +151,22 @@ def test_export_takes_its_format_from_the_file_name_and_refuses_one_that_disagre
     assert ok_json("personas", "export", "Nora Quill", "-o", str(tmp_path), "--json")["format"] == "card-v2"
     assert_one_line_error(agentmm("personas", "export", "Nora Quill", "-o", str(tmp_path / "x.png"), "-f", "toml"),
                           "ends in .png but --format is toml")  # fmt: skip
+
+
+def test_a_toml_export_says_in_one_line_what_of_the_card_it_does_not_keep(tmp_path: Path) -> None:
+    card = json.loads(json.dumps(CARD_V2))
+    card["data"]["extensions"]["depth_prompt"] = {"prompt": "Rell is tired.", "depth": 4, "role": "system"}
+    (tmp_path / "rell.json").write_text(json.dumps(card))
+    assert agentmm("personas", "import", str(tmp_path / "rell.json")).returncode == 0
+    done = agentmm("personas", "export", "Captain Rell", "-o", str(tmp_path / "rell.toml"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"wrote {tmp_path / 'rell.toml'}\n"
+    assert done.stderr == (
+        "note: TOML does not keep the card's extensions.talkativeness, extensions.custom_tool, "
+        "extensions.depth_prompt and lore entries' depth; a card (JSON or PNG) export keeps them\n"
+    )
+    exported = ok_json("personas", "export", "Captain Rell", "-o", str(tmp_path / "rell.toml"), "--json")
+    assert exported["not_kept"][-2:] == ["extensions.depth_prompt", "lore entries' depth"]
+    native = ok_json("personas", "export", "Nora Quill", "-o", str(tmp_path / "nora.toml"), "--json")
+    assert native["not_kept"] == []
+    assert agentmm("personas", "export", "Nora Quill", "-o", str(tmp_path / "nora.toml")).stderr == ""

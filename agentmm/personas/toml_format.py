@@ -11,6 +11,7 @@ One convenience differs from cards: an entry that lists ``secondary_keys`` uses 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -103,6 +104,64 @@ def dumps(persona: Persona) -> str:
     # Multi-line strings read best, but a TOML reader turns their "\r\n" into "\n": text
     # holding a carriage return is written with escapes instead, so it comes back exactly.
     return tomli_w.dumps(data, multiline_strings=not _has_carriage_return(data))
+
+
+def not_kept(persona: Persona) -> list[str]:
+    """What of its card a persona's TOML file would not hold, one name each ("" in none):
+    card fields agentmm does not model (``group_only_greetings``, V3 ``assets``, ``source``,
+    dates), other apps' ``extensions`` (SillyTavern's ``depth_prompt``...), and lore entries'
+    fields beyond the model's (their ``depth``, ``role``...). Found by exporting the card from
+    the persona and from its TOML round trip and naming what differs, so it says what a
+    person would lose by editing the TOML instead of the card. Empty for a native persona."""
+    if persona.card is None:
+        return []
+    from agentmm.personas.cards import card_from_persona, detect_spec
+
+    spec = "v3" if detect_spec(persona.card) == "v3" else "v2"
+    before = card_from_persona(persona, spec)["data"]
+    after = card_from_persona(loads(dumps(persona)), spec)["data"]
+    lost: list[str] = []
+
+    def note(name: str) -> None:
+        if name not in lost:
+            lost.append(name)
+
+    for key, value in before.items():
+        if key == "extensions" and isinstance(value, dict):
+            kept = after.get("extensions") if isinstance(after.get("extensions"), dict) else {}
+            for ext, ext_value in value.items():
+                if _filled(ext_value) and kept.get(ext) != ext_value:
+                    note(f"extensions.{ext}")
+        elif key == "character_book" and isinstance(value, dict):
+            _book_lost(value, after.get("character_book"), note)
+        elif _filled(value) and after.get(key) != value:
+            note(key)
+    return lost
+
+
+def _book_lost(before: dict[str, Any], after: Any, note: Callable[[str], None]) -> None:
+    after = after if isinstance(after, dict) else {}
+    for key, value in before.items():
+        if key != "entries" and _filled(value) and after.get(key) != value:
+            note(f"character_book.{key}")
+    old = before.get("entries") if isinstance(before.get("entries"), list) else []
+    new = after.get("entries") if isinstance(after.get("entries"), list) else []
+    for i, entry in enumerate(old):
+        if not isinstance(entry, dict):
+            continue
+        kept = new[i] if i < len(new) and isinstance(new[i], dict) else {}
+        for key, value in entry.items():
+            if key == "extensions" and isinstance(value, dict):
+                kept_ext = kept.get("extensions") if isinstance(kept.get("extensions"), dict) else {}
+                for ext, ext_value in value.items():
+                    if _filled(ext_value) and kept_ext.get(ext) != ext_value:
+                        note(f"lore entries' {ext}")
+            elif _filled(value) and kept.get(key) != value:
+                note(f"lore entries' {key}")
+
+
+def _filled(value: Any) -> bool:
+    return value is not None and value != "" and value != [] and value != {}
 
 
 def _has_carriage_return(value: Any) -> bool:

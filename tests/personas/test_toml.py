@@ -88,3 +88,30 @@ def test_round_trip_any_text(text, name, tags):
 def test_carriage_returns_survive_the_round_trip():
     p = Persona(name="Crlf", description="line one\r\nline two", greetings=["\r\n", "x"])
     assert loads(dumps(p)) == p
+
+
+def test_not_kept_names_the_card_data_a_toml_file_cannot_hold():
+    from agentmm.personas import persona_from_card
+    from agentmm.personas.toml_format import not_kept
+
+    card = {
+        "spec": "chara_card_v3",
+        "spec_version": "3.0",
+        "data": {
+            "name": "Kit", "description": "d", "first_mes": "hi", "tags": [], "creator": "", "character_version": "",
+            "group_only_greetings": ["all of you"], "assets": [{"type": "icon", "uri": "ccdefault:", "name": "main"}],
+            "source": ["https://example.org/kit"], "creation_date": 1700000000, "modification_date": 0,
+            "extensions": {"depth_prompt": {"prompt": "n", "depth": 4, "role": "system"}, "fav": False, "other": {}},
+            "character_book": {"entries": [
+                {"keys": ["a"], "content": "A", "enabled": True, "insertion_order": 1, "use_regex": False,
+                 "extensions": {"depth": 2, "role": 1}},
+            ]},
+        },
+    }  # fmt: skip
+    lost = not_kept(persona_from_card(card))
+    assert lost == [
+        "group_only_greetings", "assets", "source", "creation_date", "modification_date",
+        "extensions.depth_prompt", "extensions.fav",
+        "lore entries' depth", "lore entries' role",
+    ]  # fmt: skip
+    assert not_kept(loads(dumps(persona_from_card(card)))) == []  # a native persona has nothing more
