@@ -8,6 +8,7 @@ written to the places SillyTavern uses under ``extensions``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,13 +50,13 @@ def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | Non
         "name": r.text("name"),
         "comment": r.text("comment"),
         "id": entry_id if isinstance(entry_id, int | str) and not isinstance(entry_id, bool) else None,
-        "enabled": r.flag("enabled", default=True),
+        "enabled": _enabled(raw.get("enabled", MISSING)),
         "constant": r.flag("constant"),
         "case_sensitive": case_sensitive,
         "match_whole_words": r.flag("extensions", "match_whole_words"),
         "use_regex": r.flag("use_regex"),
         "insertion_order": r.integer("insertion_order", default=100),
-        "priority": r.integer("priority", default=0),
+        "priority": _priority(raw, where),
         "position": position or "before_char",
         "scan_depth": _non_negative(r.integer("extensions", "scan_depth")),
         "exclude_recursion": r.flag("extensions", "exclude_recursion"),
@@ -69,6 +70,40 @@ def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | Non
     except ValidationError as exc:
         _say(CardSpecError.listing(where, describe_validation_errors(exc)), problems)
         return LoreEntry(raw=dict(raw))
+
+
+def _enabled(value: Any) -> bool:
+    """``enabled`` as SillyTavern reads it (``disable: !entry.enabled``, convertCharacterBook in
+    public/scripts/world-info.js): JavaScript truthiness, so ``"yes"`` is on rather than a
+    card that does not load; "true"/"false" text and a missing value read as they say / on."""
+    if value is MISSING or value is None:
+        return True
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if isinstance(value, float) and value != value:  # NaN is falsy in JavaScript
+        return False
+    return bool(value)
+
+
+def _priority(raw: Mapping[str, Any], where: str) -> int:
+    """``priority`` as a number, or 0 when it is not one: SillyTavern never reads the field,
+    so ``"high"`` must not keep a card from loading (``lenient_notes`` says it)."""
+    return Reader(raw, where, CardSpecError, []).integer("priority", default=0) or 0
+
+
+def lenient_notes(raw: Mapping[str, Any]) -> list[str]:
+    """What reading one raw entry let pass that its author may want to fix, one line each
+    (``personas validate`` shows them)."""
+    notes = []
+    enabled = raw.get("enabled", MISSING)
+    if enabled is not MISSING and enabled is not None and not isinstance(enabled, bool):
+        read = "true" if _enabled(enabled) else "false"
+        notes.append(f"'enabled' is {json.dumps(enabled)}, not true/false: read as {read}, as SillyTavern does")
+    scratch: list[str] = []
+    Reader(raw, "entry", CardSpecError, scratch).integer("priority")
+    if scratch:
+        notes.append(f"'priority' is {json.dumps(raw['priority'])}, not a number: read as 0")
+    return notes
 
 
 def _say(error: CardSpecError, problems: list[str] | None) -> None:

@@ -26,6 +26,7 @@ from agentmm.personas.cards import (
     dumps_card,
     load_card_json,
 )
+from agentmm.personas.character_book import lenient_notes
 from agentmm.personas.decorators import parse_decorators
 from agentmm.personas.errors import (
     CardTooLargeError,
@@ -235,6 +236,7 @@ def lint(persona: Persona) -> list[str]:
             problems.append(f"lorebook entry {label!r} has no content")
         if entry.chance == 0:
             problems.append(f"lorebook entry {label!r} has a 0% chance (probability = 0): it never goes in")
+        problems.extend(f"lorebook entry {label!r}: {note}" for note in lenient_notes(entry.raw))
         for name in dict.fromkeys(parse_decorators(entry.content).unknown):
             problems.append(f"lorebook entry {label!r}: decorator {name} is not supported (its line is left out)")
         for key in (*entry.keys, *entry.secondary_keys):

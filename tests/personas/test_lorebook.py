@@ -466,3 +466,23 @@ def test_decorators_decide_and_never_reach_the_prompt(tmp_path: Path):
     assert [line for line in validate(path) if "decorator" in line] == [
         f"{path}: lorebook entry 'depth': decorator @@depth is not supported (its line is left out)"
     ]
+
+
+def test_a_wrong_typed_enabled_or_priority_loads_like_sillytavern_with_a_note(tmp_path: Path):
+    """SillyTavern reads enabled by JavaScript truthiness and never reads priority: neither
+    keeps the card from loading; validate says what was read."""
+    from agentmm.personas.files import import_file, validate
+
+    path = card_file(tmp_path, {"name": "yes", "keys": ["z"], "enabled": "yes", "priority": "high"},
+                     {"name": "off", "keys": ["z"], "enabled": ""}, {"name": "one", "keys": ["z"], "enabled": 1},
+                     {"name": "num", "keys": ["z"], "priority": "7"})  # fmt: skip
+    lore = import_file(path).lorebook
+    assert [(x.enabled, x.priority) for x in lore.entries] == [(True, 0), (False, 0), (True, 0), (True, 7)]
+    assert sorted(fired(lore, ["z"])) == ["num", "one", "yes"]
+    notes = [line.split(": ", 1)[1] for line in validate(path) if "read as" in line]
+    assert notes == [
+        "lorebook entry 'yes': 'enabled' is \"yes\", not true/false: read as true, as SillyTavern does",
+        "lorebook entry 'yes': 'priority' is \"high\", not a number: read as 0",
+        "lorebook entry 'off': 'enabled' is \"\", not true/false: read as false, as SillyTavern does",
+        "lorebook entry 'one': 'enabled' is 1, not true/false: read as true, as SillyTavern does",
+    ]
