@@ -2,7 +2,8 @@
 
 With a persona the head is its system prompt, description, personality, scenario and example
 dialogue, filled with the thread's seed and start time so it is the same text every turn;
-fired lore is this turn's context; the card's post-history instructions are the tail.
+fired lore is this turn's context; the card's post-history instructions and Character's Note
+are the tail.
 """
 
 from __future__ import annotations
@@ -16,15 +17,15 @@ from typing import Any
 
 from agentmm.personas import ActivatedEntry, Persona, activate, lore_text, persona_parts, post_history
 from agentmm.personas.macros import expand
-from agentmm.personas.prompt import card_fields
+from agentmm.personas.prompt import card_fields, character_note_text
 from agentmm.settings import DEFAULT_SYSTEM_PROMPT as COMPANION_PROMPT
 from agentmm.tokens import TokenCounter
 
 # Left out first when a turn does not fit the context, lowest priority first. The system
 # prompt and the user's message are never dropped.
 DROP_ORDER = (
-    "example_dialogue", "lore", "memories", "scenario", "personality", "summary", "description", "post_history",
-    "observations",
+    "example_dialogue", "lore", "memories", "scenario", "personality", "summary", "description", "character_note",
+    "post_history", "observations",
 )  # fmt: skip
 # The character's own text, and what was seen and heard (a long voice note's transcript), may be
 # cut short rather than left out (agentmm.context.plan_window).
@@ -58,7 +59,9 @@ def persona_turn_parts(
     chance: random.Random | None = None,
 ) -> TurnParts:
     """The persona's head, the lore that ``recent`` (oldest first, this turn's message last)
-    fires, and its post-history instructions.
+    fires, and its tail: the post-history instructions, then the card's Character's Note
+    (``extensions.depth_prompt``; the tail is the only part that is not append-only, so the
+    note's depth is approximated by depth 0, where SillyTavern puts it after the instructions).
 
     Lore already in ``in_window`` (the stored context of earlier turns still in the prompt)
     is not inserted again: the model sees it once, and the trace says so. ``chance`` rolls for
@@ -98,6 +101,9 @@ def persona_turn_parts(
     return TurnParts(
         head=head,
         turn=[("lore", lore)] if lore else [],
-        tail=[("post_history", post_history(persona, user_name, reminder=reminder, **macro_args))],
+        tail=[
+            ("post_history", post_history(persona, user_name, reminder=reminder, **macro_args)),
+            ("character_note", character_note_text(persona, user_name, **macro_args)),
+        ],
         lore=traced,
     )

@@ -328,7 +328,7 @@ class Composer:
             trace["summary"] = {"updated": False, "text": summary, "to_fold": plan.window_start - covered}
         head_names = [name for name, _ in parts.head] + ["summary"]
         update["system_prompt"] = "\n\n".join(plan.kept[name] for name in head_names if name in plan.kept)
-        update["post_history"] = plan.kept.get("post_history", "")
+        update["post_history"] = "\n\n".join(plan.kept[name] for name, _ in parts.tail if name in plan.kept)
         if not state.get("persona"):
             update["base_prompt"] = parts.head[0][1]
         stored = "\n\n".join(plan.kept[name] for name in ("memories", "lore", "observations") if name in plan.kept)

@@ -143,6 +143,23 @@ def post_history(
     return filled.strip()
 
 
+def character_note_text(
+    persona: Persona,
+    user_name: str = "User",
+    *,
+    seed: int | str = 0,
+    now: datetime | None = None,
+) -> str:
+    """The card's Character's Note, macros filled ("" when it has none). The prompt's head is
+    append-only, so the note goes in its tail, after the post-history instructions, where
+    SillyTavern puts a depth-0 note; a deeper note is approximated by the same place."""
+    note = character_note(persona)
+    if note is None:
+        return ""
+    filled = expand(note[0], char=persona.display_name, user=user_name, seed=seed, now=now, fields=card_fields(persona))
+    return filled.strip()
+
+
 def greeting(
     persona: Persona,
     n: int = 0,

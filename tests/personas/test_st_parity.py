@@ -69,3 +69,17 @@ def test_original_in_post_history_instructions_brings_back_the_persona_reminder(
     assert seen[-1].content.endswith("hi\n\n[Stay in character.] Then be brief, Wren.")
     seen, _ = played(tmp_path / "2", {"wren": wren}, Settings())
     assert seen[-1].content.endswith("hi\n\nThen be brief, Wren.")
+
+
+def test_the_character_s_note_follows_the_post_history_instructions_as_its_own_part(tmp_path: Path) -> None:
+    note = {"prompt": "{{char}} is tired of {{user}}.", "depth": 4, "role": "system"}
+    wren = card("Wren", post_history_instructions="Be brief.", extensions={"depth_prompt": note})
+    seen, state = played(tmp_path, {"wren": wren}, Settings(), "hi", "and again")
+    assert seen[-1].content.endswith("and again\n\nBe brief.\n\nWren is tired of Ada.")
+    assert "tired" not in seen[0].content  # the head stays as it was: the note rides in the tail
+    parts = [p["part"] for p in state["trace"]["prompt_parts"]]
+    assert parts[-3:] == ["message", "post_history", "character_note"]
+    assert "tired" not in state["messages"][-2].content  # not stored with the message either
+    seen, state = played(tmp_path / "2", {"wren": card("Wren", extensions={"depth_prompt": note})}, Settings())
+    assert seen[-1].content.endswith("hi\n\nWren is tired of Ada.")
+    assert [p["part"] for p in state["trace"]["prompt_parts"]][-2:] == ["message", "character_note"]
