@@ -61,6 +61,9 @@ def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | Non
         "scan_depth": _non_negative(r.integer("extensions", "scan_depth")),
         "exclude_recursion": r.flag("extensions", "exclude_recursion"),
         "prevent_recursion": r.flag("extensions", "prevent_recursion"),
+        # SillyTavern's delayUntilRecursion: true, or a recursion level (a number); any level
+        # is read as "in a recursion pass" (the number itself stays in the raw entry).
+        "delay_until_recursion": r.flag("extensions", "delay_until_recursion"),
         # SillyTavern clamps "trigger %" to 0..100 and takes a missing useProbability as true.
         "probability": min(100, max(0, r.integer("extensions", "probability", default=100) or 0)),
         "use_probability": r.flag("extensions", "useProbability", default=True),
@@ -70,6 +73,9 @@ def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | Non
     except ValidationError as exc:
         _say(CardSpecError.listing(where, describe_validation_errors(exc)), problems)
         return LoreEntry(raw=dict(raw))
+
+
+_TIMED_EFFECTS = ("sticky", "cooldown", "delay")
 
 
 def _enabled(value: Any) -> bool:
@@ -99,6 +105,11 @@ def lenient_notes(raw: Mapping[str, Any]) -> list[str]:
     if enabled is not MISSING and enabled is not None and not isinstance(enabled, bool):
         read = "true" if _enabled(enabled) else "false"
         notes.append(f"'enabled' is {json.dumps(enabled)}, not true/false: read as {read}, as SillyTavern does")
+    extensions = raw.get("extensions")
+    for name in _TIMED_EFFECTS:
+        value = extensions.get(name) if isinstance(extensions, Mapping) else None
+        if value and not isinstance(value, bool):
+            notes.append(f"'{name}' ({json.dumps(value)}) is a SillyTavern timed effect agentmm does not support")
     scratch: list[str] = []
     Reader(raw, "entry", CardSpecError, scratch).integer("priority")
     if scratch:
@@ -138,6 +149,7 @@ def _entry_view(e: LoreEntry) -> dict[CardPath, Any]:
         ("extensions", "scan_depth"): MISSING if e.scan_depth is None else e.scan_depth,
         ("extensions", "exclude_recursion"): e.exclude_recursion,
         ("extensions", "prevent_recursion"): e.prevent_recursion,
+        ("extensions", "delay_until_recursion"): e.delay_until_recursion,
         ("extensions", "probability"): e.probability,
         ("extensions", "useProbability"): e.use_probability,
     }

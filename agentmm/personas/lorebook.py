@@ -15,7 +15,8 @@ V3 decorators ``@@activate`` / ``@@dont_activate`` at the start of an entry's co
 before ``constant`` and the keys, and no decorator line goes into the text (``decorators``); the
 secondary-key filter (``selective``) combines with AND ANY (default), AND ALL, NOT ANY or NOT
 ALL; fired entries' contents are scanned again when the book is ``recursive_scanning``, for at
-most ``max_recursion_depth`` rounds; the token budget is filled highest ``insertion_order``
+most ``max_recursion_depth`` rounds (an entry with ``delay_until_recursion`` fires only in one
+of those, on the chat and the lore); the token budget is filled highest ``insertion_order``
 first (SillyTavern's ``order``) and stops at the first entry that does not fit, like
 SillyTavern; an entry with a ``probability`` under 100 is rolled for as it would be inserted
 (SillyTavern's ``verifyProbability``: it goes in when a roll of 0..100 is at most its
@@ -533,6 +534,7 @@ def activate(
     fired: dict[int, ActivatedEntry] = {}
     lost: set[int] = set()
     dice = chance or random.Random()
+    delayed: set[int] = set()  # matched on the chat, may fire in a recursion pass (chat + lore)
     used = 0
     step = 0
     # Only a content starting with "@@" has decorators: the others cost one prefix check.
@@ -547,6 +549,9 @@ def activate(
         for i in sorted(candidates):
             entry = book.entries[i]
             if i in fired or i in lost or not entry.enabled or (step > 0 and entry.exclude_recursion):
+                continue
+            if step == 0 and entry.delay_until_recursion:
+                delayed.add(i)  # SillyTavern: "suppressed by delay until recursion"
                 continue
             why = _evaluate(entry, i, c, distance, from_lore, depth, decorated.get(i))
             if why is not None:
@@ -588,6 +593,8 @@ def activate(
                     from_lore[k] = step
                     fresh.add(k)
         candidates = {i for k in fresh for i in c.by_key.get(k, ())}
+        if any(not hit.entry.prevent_recursion for hit in accepted):  # then SillyTavern scans again
+            candidates |= delayed - fired.keys()
         if not candidates:
             break
     return [a for _, a in sorted(fired.items(), key=lambda pair: _fill_order(pair[1].entry, pair[0]))]

@@ -48,6 +48,8 @@ class LoreEntry(BaseModel):
     scan_depth: int | None = Field(default=None, ge=0)
     exclude_recursion: bool = False
     prevent_recursion: bool = False
+    delay_until_recursion: bool = False
+    """Fires only in a recursion pass (SillyTavern's "delay until recursion"), never on the chat alone."""
     probability: int = Field(default=100, ge=0, le=100)
     use_probability: bool = True
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)

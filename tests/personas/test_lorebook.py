@@ -486,3 +486,28 @@ def test_a_wrong_typed_enabled_or_priority_loads_like_sillytavern_with_a_note(tm
         "lorebook entry 'off': 'enabled' is \"\", not true/false: read as false, as SillyTavern does",
         "lorebook entry 'one': 'enabled' is 1, not true/false: read as true, as SillyTavern does",
     ]
+
+
+def test_delay_until_recursion_fires_only_in_a_recursion_pass(tmp_path: Path):
+    """cards/recursion.json of a SillyTavern comparison: "the crown" alone fires nothing."""
+    from agentmm.personas.files import import_file, validate
+
+    path = card_file(tmp_path, {"name": "king", "keys": ["king"], "content": "the king owns a falcon"},
+                     {"name": "falcon", "keys": ["falcon"], "content": "FALCON"},
+                     {"name": "crown", "keys": ["crown"], "extensions": {"delay_until_recursion": True}},
+                     {"name": "orb", "keys": ["orb"], "content": "ORB", "extensions": {"delay_until_recursion": 2}},
+                     {"name": "timed", "keys": ["x"], "extensions": {"sticky": 3, "cooldown": 5, "delay": 0}},
+                     recursive_scanning=True)  # fmt: skip
+    lore = import_file(path).lorebook
+    assert fired(lore, ["the crown"]) == []
+    assert {a.entry.name: a.step for a in activate(lore, ["the king's crown"], words)} == {
+        "king": 0, "falcon": 1, "crown": 1}  # fmt: skip
+    assert sorted(fired(lore, ["the king's orb"])) == ["falcon", "king", "orb"]  # a level: "in recursion"
+    quiet = lore.model_copy(update={"recursive_scanning": False})
+    assert fired(quiet, ["the king's crown"]) == ["king"]
+    assert book_to_card(lore, fill_required=False)["entries"][3]["extensions"] == {"delay_until_recursion": 2}
+    notes = [line.split(": ", 1)[1] for line in validate(path) if "timed effect" in line]
+    assert notes == [
+        "lorebook entry 'timed': 'sticky' (3) is a SillyTavern timed effect agentmm does not support",
+        "lorebook entry 'timed': 'cooldown' (5) is a SillyTavern timed effect agentmm does not support",
+    ]
