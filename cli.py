@@ -674,15 +674,19 @@ def personas_export(
     output: Annotated[Path, typer.Option("-o", "--output", help="File or folder to write.")],
     format: Annotated[
         Optional[str],
-        typer.Option("--format", "-f", help="toml, card-v2, card-v3 or png (default: by -o's suffix, else card-v2)."),
+        typer.Option("--format", "-f", help="toml, card-v2, card-v3 or png (default: by -o's suffix, else a card "
+                     "JSON in the persona's own spec: card-v3 for a V3 card, else card-v2)."),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Write a persona as TOML, a V2/V3 card JSON, or a card PNG (every card field kept)."""
     from agentmm.personas import export
 
+    given = format
     format = _export_format(format, output)
     persona = _registry().resolve(name)
+    if given is None and format == "card-v2" and _card_spec(persona) == "v3":
+        format = "card-v3"  # a V3 card stays V3 (its spec, assets...) unless --format says otherwise
     path = export(persona, format, output)  # type: ignore[arg-type]
     lost = _not_kept(persona) if format == "toml" else []
     if as_json:
@@ -692,6 +696,13 @@ def personas_export(
         sys.stdout.write(f"wrote {path}\n")
         if lost:
             sys.stderr.write(f"note: {_not_kept_line(lost)}; a card (JSON or PNG) export keeps them\n")
+
+
+def _card_spec(persona: Any) -> str | None:
+    """The spec of the card a persona came from (v1, v2, v3), None for a native one."""
+    from agentmm.personas.cards import detect_spec
+
+    return detect_spec(persona.card) if persona.card is not None else None
 
 
 def _not_kept(persona: Any) -> list[str]:

@@ -170,3 +170,21 @@ def test_a_toml_export_says_in_one_line_what_of_the_card_it_does_not_keep(tmp_pa
     native = ok_json("personas", "export", "Nora Quill", "-o", str(tmp_path / "nora.toml"), "--json")
     assert native["not_kept"] == []
     assert agentmm("personas", "export", "Nora Quill", "-o", str(tmp_path / "nora.toml")).stderr == ""
+
+
+def test_a_v3_card_exported_to_json_without_a_format_stays_v3(tmp_path: Path) -> None:
+    card = json.loads(json.dumps(CARD_V2))
+    card.update(spec="chara_card_v3", spec_version="3.0")
+    card["data"].update(group_only_greetings=[], assets=[{"type": "icon", "uri": "ccdefault:", "name": "main"}])
+    (tmp_path / "rell.json").write_text(json.dumps(card))
+    assert agentmm("personas", "import", str(tmp_path / "rell.json")).returncode == 0
+    out = tmp_path / "out"
+    out.mkdir()
+    for target in (out / "rell.json", out):
+        exported = ok_json("personas", "export", "Captain Rell", "-o", str(target), "--json")
+        assert exported["format"] == "card-v3"
+        written = json.loads(Path(exported["path"]).read_text())
+        assert written["spec"] == "chara_card_v3" and written["data"]["assets"] == card["data"]["assets"]
+    v2 = ok_json("personas", "export", "Captain Rell", "-o", str(out / "v2.json"), "-f", "card-v2", "--json")
+    assert json.loads(Path(v2["path"]).read_text())["spec"] == "chara_card_v2"
+    assert ok_json("personas", "export", "Nora Quill", "-o", str(out / "nora.json"), "--json")["format"] == "card-v2"
