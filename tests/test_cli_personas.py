@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,20 @@ def test_a_v3_card_exported_to_json_without_a_format_stays_v3(tmp_path: Path) ->
     v2 = ok_json("personas", "export", "Captain Rell", "-o", str(out / "v2.json"), "-f", "card-v2", "--json")
     assert json.loads(Path(v2["path"]).read_text())["spec"] == "chara_card_v2"
     assert ok_json("personas", "export", "Nora Quill", "-o", str(out / "nora.json"), "--json")["format"] == "card-v2"
+
+
+def test_importing_a_world_info_file_says_how_to_use_it_and_that_way_works(tmp_path: Path) -> None:
+    world = tmp_path / "harbor.json"
+    world.write_text(json.dumps({"entries": {"0": {"key": ["harbor"], "content": "The harbor froze.", "uid": 0}}}))
+    done = agentmm("personas", "import", str(world))
+    assert_one_line_error(done, "this is a lorebook (world info) file, not a character card; no command attaches")
+    assert "agentmm.personas.load_world_info(path)" in done.stderr
+    (tmp_path / "rell.json").write_text(json.dumps(CARD_V2))
+    script = (  # what README says to do, as written there
+        "from agentmm.personas import export, import_file, load_world_info; import sys; "
+        "export(import_file(sys.argv[1]).model_copy(update={'lorebook': load_world_info(sys.argv[2])}), "
+        "'card-v3', sys.argv[3])"
+    )
+    out = tmp_path / "with_world.json"
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "rell.json"), str(world), str(out)], check=True)
+    assert ok_json("personas", "import", str(out), "--json")["lore_entries"] == 1

@@ -117,6 +117,13 @@ def dumps_card(card: Mapping[str, Any], *, indent: int | None = 2) -> str:
 # -- spec detection ------------------------------------------------------------------------
 
 
+# No command attaches a world to a persona: say how the Python API does (README, "Personas").
+WORLD_INFO_HINT = (
+    "this is a lorebook (world info) file, not a character card; no command attaches it to a persona, "
+    "but agentmm.personas.load_world_info(path) reads it in Python (see README, Personas and character cards)"
+)
+
+
 def detect_spec(card: Mapping[str, Any], where: str = "card") -> CardSpec:
     """Which card spec a JSON object follows; CardSpecError when it is none of them."""
     spec = card.get("spec", MISSING)
@@ -126,7 +133,7 @@ def detect_spec(card: Mapping[str, Any], where: str = "card") -> CardSpec:
         if "name" in card and any(k in card for k in V1_FIELDS):
             return "v1"
         if "entries" in card:
-            raise CardSpecError(f"{where}: this is a lorebook (world info) file, not a character card")
+            raise CardSpecError(f"{where}: {WORLD_INFO_HINT}")
         raise CardSpecError(f"{where}: not a character card (no 'spec' and no character fields)")
     for short, long_name in SPEC_NAMES.items():
         if spec == long_name:
