@@ -191,7 +191,9 @@ def _data_fields(data: Mapping[str, Any], where: str, problems: list[str] | None
         "description": r.text("description"),
         "personality": r.text("personality"),
         "scenario": r.text("scenario"),
-        "greetings": [first, *alts] if first or alts else [],
+        # A null (or missing) first_mes is no greeting, as null alternates are none: the first
+        # alternate opens the chat then; an empty "" one keeps its place as written.
+        "greetings": [first, *alts] if first or (alts and r.get(("first_mes",)) not in (None, MISSING)) else alts,
         "example_dialogue": r.text("mes_example"),
         "system_prompt": r.text("system_prompt"),
         "post_history_instructions": r.text("post_history_instructions"),

@@ -257,3 +257,20 @@ def test_every_bad_field_of_a_card_is_listed_not_only_the_first():
         persona_from_card({"spec": "chara_card_v2", "data": {"name": "", "character_book": 3}})
     assert info.value.problems == ["card: the card has no character name",
                                    "card: field 'character_book' must be an object, got a number"]  # fmt: skip
+
+
+def test_null_greetings_are_no_greetings_and_the_card_exports_unchanged():
+    """A null first_mes became an empty greeting 0 (the chat opened with nothing)."""
+    from agentmm.personas import card_from_persona, persona_from_card
+
+    for data, greetings in [
+        ({"first_mes": None, "alternate_greetings": [None, "Ahoy.", None]}, ["Ahoy."]),
+        ({"alternate_greetings": ["Ahoy.", "Hm?"]}, ["Ahoy.", "Hm?"]),
+        ({"first_mes": "", "alternate_greetings": ["Ahoy."]}, ["", "Ahoy."]),  # an empty one keeps its place
+        ({"first_mes": None, "alternate_greetings": []}, []),
+        ({"first_mes": "Hi.", "alternate_greetings": [None]}, ["Hi."]),
+    ]:
+        card = {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Kit", **data}}
+        persona = persona_from_card(card)
+        assert persona.greetings == greetings
+        assert card_from_persona(persona) == card
