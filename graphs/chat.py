@@ -408,9 +408,12 @@ class Composer:
             return plain_parts(state.get("base_prompt") or self.system_prompt)
         persona = self.personas().get(name)
         window = state["messages"][state.get("window_start", 0) :]
+        # Lore scans "Name: message", as SillyTavern with "Include Names" (its default): a key
+        # that is the character's or the user's name fires.
+        names = {"human": context.user_name, "ai": persona.display_name}
         return persona_turn_parts(
             persona,
-            [m.text for m in window],
+            [f"{names[m.type]}: {m.text}" if m.type in names and m.text else m.text for m in window],
             self.counter,
             user_name=context.user_name,
             seed=thread_seed(config),

@@ -511,3 +511,29 @@ def test_delay_until_recursion_fires_only_in_a_recursion_pass(tmp_path: Path):
         "lorebook entry 'timed': 'sticky' (3) is a SillyTavern timed effect agentmm does not support",
         "lorebook entry 'timed': 'cooldown' (5) is a SillyTavern timed effect agentmm does not support",
     ]
+
+
+def test_the_chat_scans_lore_with_the_speakers_names_like_sillytavern(tmp_path: Path):
+    """SillyTavern's "Include Names" (on by default) scans "Name: message": a key that is the
+    character's or the user's name fires though no message says it."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from agentmm.personas import PersonaRegistry
+    from agentmm.settings import Settings
+    from agentmm.state import TurnContext
+    from agentmm.tokens import TokenCounter
+    from graphs.chat import build_graph
+
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    entries = [("about vey", "vey", "VEY"), ("about ada", "ada:", "ADA")]
+    toml = 'name = "Vey"\ndescription = "d"\ngreetings = ["Hi."]\n' + "".join(
+        f'[[lorebook.entries]]\nname = "{n}"\nkeys = ["{k}"]\ncontent = "{c}"\n' for n, k, c in entries
+    )
+    (folder / "vey.toml").write_text(toml)
+    graph = build_graph(Settings(), model=FakeListChatModel(responses=["Hm."]), checkpointer=InMemorySaver(),
+                        counter=TokenCounter(words), personas=PersonaRegistry(folder, entry_points=False))  # fmt: skip
+    state = graph.invoke({"input": "hello there"}, {"configurable": {"thread_id": "t"}},
+                         context=TurnContext(user_name="Ada", persona="Vey"))  # fmt: skip
+    assert sorted(entry["entry"] for entry in state["trace"]["lore"]) == ["about ada", "about vey"]
