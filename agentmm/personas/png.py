@@ -133,8 +133,14 @@ def _inflate(data: bytes, where: str, cap: int) -> bytes:
     return out
 
 
+_URL_SAFE = bytes.maketrans(b"-_", b"+/")
+
+
 def _decode_base64(text: bytes, where: str, keyword: str) -> bytes:
-    compact = b"".join(text.split())
+    """The chunk's base64, read as SillyTavern's Node ``Buffer.from(text, "base64")`` reads
+    it: whitespace skipped, padding optional, and the URL-safe alphabet (``-``, ``_``) taken
+    as well as the standard one."""
+    compact = b"".join(text.split()).translate(_URL_SAFE)
     compact += b"=" * (-len(compact) % 4)
     try:
         return base64.b64decode(compact, validate=True)

@@ -183,3 +183,13 @@ def test_when_no_card_chunk_can_be_read_the_ccv3_problem_is_raised(png_bytes):
     both_bad = with_text(with_text(png_bytes, "chara", b"{nope"), "ccv3", b"!!!")
     with pytest.raises(CardEncodingError, match="'ccv3' chunk is not valid base64"):
         load_card_png(both_bad)
+
+
+def test_a_card_chunk_in_url_safe_base64_is_read_as_node_reads_it(v2_card):
+    """Node's Buffer.from(text, "base64"), which SillyTavern reads cards with, takes '-' and '_'."""
+    v2_card["data"]["description"] = "ÿ~~~???>>> " * 4  # bytes whose base64 holds '+' and '/'
+    standard = base64.b64encode(json.dumps(v2_card).encode())
+    assert b"+" in standard and b"/" in standard
+    url_safe = base64.urlsafe_b64encode(json.dumps(v2_card).encode()).rstrip(b"=")
+    persona = load_card_png(with_text(make_png(), "chara", url_safe))
+    assert persona.description == v2_card["data"]["description"]
