@@ -635,7 +635,29 @@ def personas_show(name: str, as_json: JsonFlag = False) -> None:
     for i, words in enumerate(persona.greetings):
         sys.stdout.write(f"\n[greeting {i}]\n{words.strip()}\n")
     for entry in persona.lorebook.entries:
-        sys.stdout.write(f"\n[lore: {entry.label}] keys: {', '.join(entry.keys)}\n")
+        marks = _lore_marks(entry)
+        sys.stdout.write(f"\n[lore: {entry.label}] keys: {', '.join(entry.keys)}{f'  ({marks})' if marks else ''}\n")
+        if entry.content.strip():
+            sys.stdout.write(f"{_preview(entry.content)}\n")
+
+
+def _lore_marks(entry: Any) -> str:
+    """What decides whether a lore entry goes in, besides its keys, in a few words."""
+    marks = ["constant"] if entry.constant else []
+    if not entry.enabled:
+        marks.append("disabled")
+    if entry.selective and entry.secondary_keys:
+        logic = entry.selective_logic.replace("_", " ")
+        marks.append(f"selective: {logic} of {', '.join(entry.secondary_keys)}")
+    if entry.chance is not None:
+        marks.append(f"{entry.chance}% chance")
+    return "; ".join(marks)
+
+
+def _preview(text: str, width: int = 100) -> str:
+    """``text`` on one line, cut at ``width`` characters with an ellipsis."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1].rstrip() + "…"
 
 
 @personas_app.command("new")
@@ -674,8 +696,12 @@ def personas_export(
     output: Annotated[Path, typer.Option("-o", "--output", help="File or folder to write.")],
     format: Annotated[
         Optional[str],
-        typer.Option("--format", "-f", help="toml, card-v2, card-v3 or png (default: by -o's suffix, else a card "
-                     "JSON in the persona's own spec: card-v3 for a V3 card, else card-v2)."),
+        typer.Option(
+            "--format",
+            "-f",
+            help="toml, card-v2, card-v3 or png (default: by -o's suffix, else a card JSON in the persona's own "
+            "spec: card-v3 for a V3 card, else card-v2).",
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:

@@ -207,3 +207,24 @@ def test_importing_a_world_info_file_says_how_to_use_it_and_that_way_works(tmp_p
     out = tmp_path / "with_world.json"
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "rell.json"), str(world), str(out)], check=True)
     assert ok_json("personas", "import", str(out), "--json")["lore_entries"] == 1
+
+
+def test_show_lists_each_lore_entry_with_what_decides_it_and_its_content(tmp_path: Path) -> None:
+    card = json.loads(json.dumps(CARD_V2))
+    card["data"]["character_book"]["entries"] += [
+        {"keys": ["rain"], "content": "It rains.\n\nOften " + "and long " * 20, "enabled": False,
+         "insertion_order": 1, "constant": True, "extensions": {}},
+        {"keys": ["bell"], "secondary_keys": ["night", "fog"], "selective": True, "content": "The bell tolls.",
+         "enabled": True, "insertion_order": 2, "extensions": {"probability": 30, "useProbability": True,
+                                                                 "selectiveLogic": 3}},
+    ]  # fmt: skip
+    (tmp_path / "rell.json").write_text(json.dumps(card))
+    assert agentmm("personas", "import", str(tmp_path / "rell.json")).returncode == 0
+    done = agentmm("personas", "show", "Captain Rell")
+    assert done.returncode == 0, done.stderr
+    lore = done.stdout.split("\n[lore: ", 1)[1]
+    assert lore.startswith("Halcyon] keys: Halcyon\nThe Halcyon is a brass-hulled airship.\n")
+    assert "\n[lore: rain] keys: rain  (constant; disabled)\nIt rains. Often and long and long" in lore
+    preview = lore.split("\n")[4]
+    assert preview.endswith("…") and len(preview) == 100  # one line, cut short
+    assert "\n[lore: bell] keys: bell  (selective: and all of night, fog; 30% chance)\nThe bell tolls.\n" in lore
