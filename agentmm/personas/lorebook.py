@@ -70,6 +70,8 @@ class ActivatedEntry:
     """The secondary key that satisfied the filter (AND ANY / AND ALL), when one did."""
     step: int = 0
     """0: matched in the chat; n: matched in entries fired at recursion round n."""
+    seen_in_chat: bool = False
+    """In a recursion round, its key was in the chat, not the lore (a ``delay_until_recursion`` entry)."""
     roll: float | None = None
     """The roll (0..100) of an entry with a ``probability`` under 100; None for the others."""
 
@@ -80,7 +82,7 @@ class ActivatedEntry:
             return f"constant{self.odds}"
         if self.reason == "decorator":
             return f"@@activate{self.odds}"
-        where = "chat" if self.step == 0 else f"lore (recursion {self.step})"
+        where = "chat" if self.step == 0 else f"{'chat' if self.seen_in_chat else 'lore'} (recursion {self.step})"
         extra = f" + {self.secondary_key!r}" if self.secondary_key else ""
         return f"key {self.key!r}{extra} in {where}{self.odds}"
 
@@ -466,28 +468,30 @@ def _evaluate(
     from_lore: dict[int, int],
     depth: int,
     decorated: Decorated | None = None,
-) -> tuple[Literal["constant", "key", "decorator"], str | None, str | None] | None:
-    """Whether one entry fires given the keys seen so far: (reason, key, secondary key).
+) -> tuple[Literal["constant", "key", "decorator"], str | None, str | None, bool] | None:
+    """Whether one entry fires given the keys seen so far: (reason, key, secondary key, whether
+    the key was in the chat).
     SillyTavern's checkWorldInfo checks the decorators before ``constant`` and the keys."""
     if decorated is not None and "@@activate" in decorated.decorators:
-        return "decorator", None, None
+        return "decorator", None, None, False
     if decorated is not None and "@@dont_activate" in decorated.decorators:
         return None
     if entry.constant:
-        return "constant", None, None
+        return "constant", None, None, False
     window = entry.scan_depth if entry.scan_depth is not None else depth
 
     def seen(k: int) -> bool:
         d = distance.get(k)
         return (d is not None and d < window) or k in from_lore
 
-    key = next((text for k, text in c.primary[index] if seen(k)), None)
-    if key is None:
+    hit = next(((k, text) for k, text in c.primary[index] if seen(k)), None)
+    if hit is None:
         return None
+    key_id, key = hit
     ok, secondary = _passes_filter(entry, c.secondary[index], seen)
     if not ok:
         return None
-    return "key", key, secondary
+    return "key", key, secondary, distance.get(key_id, window) < window
 
 
 def activate(
@@ -557,8 +561,8 @@ def activate(
             if why is not None:
                 text = decorated[i].text if i in decorated else entry.content  # no "@@" line in the prompt
                 content = transform(text) if transform else text
-                reason, key, secondary = why
-                hit = ActivatedEntry(entry, content, count_tokens(content), reason, key, secondary, step)
+                reason, key, secondary, in_chat = why
+                hit = ActivatedEntry(entry, content, count_tokens(content), reason, key, secondary, step, in_chat)
                 new.append((i, hit))
         new.sort(key=lambda pair: _fill_order(pair[1].entry, pair[0]))
         accepted: list[ActivatedEntry] = []

@@ -502,6 +502,8 @@ def test_delay_until_recursion_fires_only_in_a_recursion_pass(tmp_path: Path):
     assert fired(lore, ["the crown"]) == []
     assert {a.entry.name: a.step for a in activate(lore, ["the king's crown"], words)} == {
         "king": 0, "falcon": 1, "crown": 1}  # fmt: skip
+    assert [a.why for a in activate(lore, ["the king's crown"], words) if a.entry.name in ("crown", "falcon")] == [
+        "key 'falcon' in lore (recursion 1)", "key 'crown' in chat (recursion 1)"]  # fmt: skip
     assert sorted(fired(lore, ["the king's orb"])) == ["falcon", "king", "orb"]  # a level: "in recursion"
     quiet = lore.model_copy(update={"recursive_scanning": False})
     assert fired(quiet, ["the king's crown"]) == ["king"]
