@@ -37,6 +37,7 @@ from agentmm.personas.errors import (
     UnsupportedExportError,
 )
 from agentmm.personas.lorebook import regex_key_error
+from agentmm.personas.macros import unsupported
 from agentmm.personas.model import Persona
 from agentmm.personas.png import PNG_SIGNATURE, embed_cards, load_card_png, placeholder_png, sniff_kind
 
@@ -242,7 +243,28 @@ def lint(persona: Persona) -> list[str]:
         for key in (*entry.keys, *entry.secondary_keys):
             if (error := regex_key_error(key.strip())) is not None:
                 problems.append(f"lorebook entry {label!r}: key {key.strip()} is not a regex agentmm can run ({error})")
+    problems.extend(_unsupported_macros(persona))
     return problems
+
+
+def _unsupported_macros(persona: Persona) -> list[str]:
+    """One line for each SillyTavern macro in the persona's prompt text that agentmm sends as
+    written (``{{setvar}}``, ``{{lastMessage}}``...): the model would read it raw."""
+    texts = {
+        "description": persona.description,
+        "personality": persona.personality,
+        "scenario": persona.scenario,
+        "example dialogue": persona.example_dialogue,
+        "system prompt": persona.system_prompt,
+        "post-history instructions": persona.post_history_instructions,
+        **{f"greeting {i}": greeting for i, greeting in enumerate(persona.greetings)},
+        **{f"lorebook entry {e.label or f'#{i}'!r}": e.content for i, e in enumerate(persona.lorebook.entries)},
+    }
+    return [
+        f"{field}: macro {{{{{name}}}}} is not supported (the model reads it as written)"
+        for field, text in texts.items()
+        for name in unsupported(text)
+    ]
 
 
 def validate(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> list[str]:

@@ -343,3 +343,19 @@ def test_memory_reads_a_persona_name_as_chat_dash_p_does(tmp_path: Path) -> None
     registry.reload()
     with pytest.raises(PersonaNotFoundError, match="could be Nora Bell or Nora Quill"):
         registry.known_as("nora")
+
+
+def test_validate_names_each_macro_agentmm_sends_as_written(tmp_path: Path):
+    """{{setvar}} or {{lastMessage}} in a card reached the model raw while validate said ok."""
+    card = tmp_path / "vars.toml"
+    card.write_text(
+        'name = "x"\ngreetings = ["Hi {{user}}. {{lastMessage}}"]\n'
+        'description = "{{setvar::mood::calm}}{{char}} is {{getvar::mood}}; {{setvar::mood::calm}}"\n'
+        '[[lorebook.entries]]\nkeys = ["k"]\ncontent = "{{random:a,b}} {{getglobalvar::x}}"\n'
+    )
+    assert validate(card) == [
+        f"{card}: description: macro {{{{setvar}}}} is not supported (the model reads it as written)",
+        f"{card}: description: macro {{{{getvar}}}} is not supported (the model reads it as written)",
+        f"{card}: greeting 0: macro {{{{lastMessage}}}} is not supported (the model reads it as written)",
+        f"{card}: lorebook entry 'k': macro {{{{getglobalvar}}}} is not supported (the model reads it as written)",
+    ]
