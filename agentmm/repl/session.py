@@ -293,6 +293,8 @@ class ChatSession:
         n = index_arg(arg)
         if n is None:
             raise AgentmmError(f"/greeting takes a number, 0 to {max(len(persona.greetings) - 1, 0)}")
+        if not persona.greetings:
+            raise AgentmmError(f"{persona.name} has no greetings: a new thread starts with your message")
         if self._thread_values().get("messages"):
             raise AgentmmError("a greeting opens a thread: /new first, then /greeting N")
         if n >= max(len(persona.greetings), 1):

@@ -368,3 +368,14 @@ def test_a_switch_to_a_gguf_without_its_chat_template_is_said_as_at_the_start(tm
     gguf = write_header_only_gguf(tmp_path / "bare.gguf", chat_template=None)
     term = chat(make_agent(tmp_path, ["Evening."]), [f"/model {gguf}"])
     assert f"{gguf}: the GGUF has no chat template (tokenizer.chat_template)" in term.stderr, term.stderr
+
+
+def test_greeting_on_a_persona_without_greetings_says_it_has_none(tmp_path: Path) -> None:
+    """``/greeting 0`` on such a persona said 'has 0 greetings (0 to 0)', as if 0 were one."""
+    from agentmm.personas import Persona
+
+    agent = make_agent(tmp_path, ["Hm."])
+    agent.personas.add(Persona(name="Wren", description="A wren."))
+    term = chat(agent, ["/persona Wren", "/greeting 0", "/greeting 9"])
+    errors = [line for line in term.stderr.splitlines() if line.startswith("agentmm: error:")]
+    assert errors == ["agentmm: error: Wren has no greetings: a new thread starts with your message"] * 2
