@@ -247,8 +247,8 @@ keys = ["example key", "another key"]
 # selective_logic = "and_any"    # and_any | and_all | not_any | not_all
 # constant = false               # true: always in the prompt
 # case_sensitive = false
-# priority = 0                   # higher wins when the token budget runs out
-# insertion_order = 100          # lower comes first in the prompt
+# priority = 0                   # breaks ties in the token budget (higher kept first)
+# insertion_order = 100          # lower comes first in the prompt; the token budget keeps higher first
 # probability = 100              # percent chance it goes in when its keys match, rolled each turn
 content = """
 What {{char}} knows about the example key.
