@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from agentmm.errors import AgentmmError
+from agentmm.errors import AgentmmError, ModelError
 from agentmm.tools.cpu_share import Share, sharing, threads_per_job
 from agentmm.tools.errors import ToolModelError
 from agentmm.tools.media import content_hash, sniff
@@ -204,11 +204,14 @@ def failed_observation(
 ) -> Observation:
     """What a file that could not be perceived becomes, in a chat's trace and in ``agentmm
     perceive --json`` alike. A good file (its ``kind`` known) with no model here to perceive it
-    keeps its kind and is ``unavailable``: the user needs a model, not another file. Any other
-    failure is ``"unsupported"``."""
+    keeps its kind and is ``unavailable``: the user needs a model, not another file. That is a
+    tool's model error, and a model file the settings name that cannot be found or loaded
+    (``ModelError``: ``caption_model not found: /nope.gguf`` was "unsupported", and the
+    character was told the user's picture could not be read). Any other failure is
+    ``"unsupported"``."""
     seconds = 0.0 if started is None else round(time.perf_counter() - started, 3)
     observation = Observation(kind="unsupported", file=str(path), error=str(exc), seconds=seconds)
-    if kind is not None and isinstance(exc, ToolModelError):
+    if kind is not None and isinstance(exc, (ToolModelError, ModelError)):
         return observation.model_copy(update={"kind": kind, "unavailable": True})
     return observation
 

@@ -86,3 +86,24 @@ def test_the_cli_and_a_chat_say_the_same_of_a_file_they_cannot_perceive(
         results[1]["kind"] == "image" and results[1]["unavailable"] is True and "caption_mmproj" in results[1]["error"]
     )
     assert issubclass(UnsupportedAttachmentError, AgentmmError)
+
+
+def test_a_captioner_file_that_is_not_there_is_unavailable_not_the_pictures_fault(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``caption_model`` and ``caption_mmproj`` naming files that do not exist made a good picture
+    ``unsupported``, and the character was told it 'could not be read': a setup problem is
+    ``unavailable``, in a chat and in ``perceive --json``, the picture's kind kept."""
+    from agentmm.observations import ObservationPhrasing
+
+    monkeypatch.setenv("AGENTMM_CAPTION_MODEL", str(tmp_path / "nope.gguf"))
+    monkeypatch.setenv("AGENTMM_CAPTION_MMPROJ", str(tmp_path / "nope2.gguf"))
+    picture = make_image(tmp_path / "beach.png")
+    settings = load_settings()
+    seen = Perception(settings=settings).perceive([picture])[0].as_trace()
+    assert seen["kind"] == "image" and seen["unavailable"] is True and "nope.gguf" in seen["error"]
+    told = ObservationPhrasing.from_settings(settings).line(seen, "Ada", "Bo")
+    assert "could not be read" not in told
+    done = agentmm("perceive", str(picture), "--json")
+    result = json.loads(done.stdout)["results"][0]
+    assert done.returncode == 2 and result["kind"] == "image" and result["unavailable"] is True
