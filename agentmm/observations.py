@@ -72,7 +72,10 @@ class ObservationPhrasing(BaseModel):
         )
 
     def line(self, observation: Mapping[str, Any], user_name: str, char_name: str) -> str:
-        """One observation (a trace dict) as a line of context; "" for one with nothing to say."""
+        """One observation (a trace dict) as a line of context; "" for one with nothing to say
+        (a voice note whose transcript is the user's message, ``as_message``, is said there)."""
+        if observation.get("as_message"):
+            return ""
         if observation.get("unavailable"):
             template = self.unseen_image if observation.get("kind") == "image" else self.unheard_audio
         elif observation.get("error"):

@@ -42,10 +42,19 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
-from agentmm.context import CONTEXT_KEY, MEMORY_TOKENS_KEY, WindowPlan, plan_window, render, turn_context
+from agentmm.context import (
+    CONTEXT_KEY,
+    MEMORY_TOKENS_KEY,
+    WindowPlan,
+    clip_to_tokens,
+    plan_window,
+    render,
+    turn_context,
+)
 from agentmm.errors import (
     EmptyInputError,
     Hint,
+    InputTooLongError,
     InvalidInputError,
     InvalidTextError,
     NotAChatModelError,
@@ -71,7 +80,7 @@ from agentmm.runtime import Runtime as ResourceRuntime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import ChatInput, ChatState, TurnContext, run_context, trace_step
 from agentmm.summary import summary_tokens
-from agentmm.tokens import TokenCounter
+from agentmm.tokens import PER_MESSAGE_OVERHEAD, TokenCounter
 from agentmm.tools.perception import Perception
 
 GRAPH_NAME = "agentmm-chat"
@@ -304,9 +313,10 @@ class Composer:
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         context = run_context(runtime.context)
-        messages = state["messages"]
         summary = state.get("summary", "")
         parts, turn = self._turn_parts(state, config, context, state.get("window_start", 0))
+        state, cut_message = self._fit_voice_message(state, parts, turn, summary)
+        messages = state["messages"]
         plan = self._plan(state, parts, turn, summary)
         # Lore "already in the window" is judged again against the window the plan leaves: an
         # entry stored with a turn this plan folds away is in the prompt no more. More lore can
@@ -332,6 +342,8 @@ class Composer:
         if not state.get("persona"):
             update["base_prompt"] = parts.head[0][1]
         stored = "\n\n".join(plan.kept[name] for name in ("memories", "lore", "observations") if name in plan.kept)
+        if cut_message:  # the thread keeps the voice note's transcript as cut, as the prompt had it
+            update["messages"] = [messages[-1]]
         if stored:  # the turn's context is stored with its message, so later prompts repeat it exactly
             newest = messages[-1]
             extra = {**newest.additional_kwargs, CONTEXT_KEY: stored}
@@ -350,10 +362,48 @@ class Composer:
             tokenizer="model" if self.counter.exact else "approximate",
             lore=lore,
             dropped_parts=plan.dropped,
-            **({"truncated_parts": plan.truncated} if plan.truncated else {}),
+            **({"truncated_parts": [*plan.truncated, *cut_message]} if plan.truncated or cut_message else {}),
             **trace,
         )
         return update
+
+    def _fit_voice_message(
+        self, state: ChatState, parts: TurnParts, turn: list[tuple[str, str]], summary: str
+    ) -> tuple[ChatState, list[dict[str, Any]]]:
+        """The state with a voice note's transcript that is the message (perceive's
+        ``as_message``) cut short, at a sentence, when the turn does not fit with it whole: cut to
+        half the room the head and tail leave (as a long observation is), less while even that
+        does not fit. A typed message too long is still refused; a voice note is not, since its
+        length is not the user's to choose. The cut is reported as a ``truncated_parts`` entry
+        (``part`` "message")."""
+        message = state["messages"][-1]
+        if not any(o.get("as_message") for o in state.get("observations") or []):
+            return state, []
+        try:
+            self._plan(state, parts, turn, summary)
+            return state, []
+        except InputTooLongError:
+            pass
+        text = message.text
+        empty = {**state, "messages": [*state["messages"][:-1], message.model_copy(update={"content": ""})]}
+        room = self._plan(empty, parts, turn, summary)  # type: ignore[arg-type]  # raises: nothing fits
+        frame = {name for name, _ in (*parts.head, ("summary", ""), *parts.tail)}
+        framed = sum(p["tokens"] for p in room.parts if p["part"] in frame)
+        tokens = (room.budget["n_ctx"] - room.budget["reply_reserve"] - framed) // 2
+        while True:
+            cut = clip_to_tokens(text, tokens, self.counter)
+            if not cut:
+                break
+            shorter = {**state, "messages": [*state["messages"][:-1], message.model_copy(update={"content": cut})]}
+            try:
+                self._plan(shorter, parts, turn, summary)  # type: ignore[arg-type]
+            except InputTooLongError:
+                tokens //= 2
+                continue
+            kept, full = (self.counter.text(t) + PER_MESSAGE_OVERHEAD for t in (cut, text))
+            return shorter, [{"part": "message", "tokens": kept, "full_tokens": full}]  # type: ignore[return-value]
+        self._plan(state, parts, turn, summary)  # raises: not even a short cut fits
+        return state, []
 
     def _turn_parts(
         self, state: ChatState, config: RunnableConfig, context: TurnContext, kept_from: int

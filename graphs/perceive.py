@@ -1,6 +1,8 @@
 """The perceive node: a turn's attachments become observations before recall and compose.
 
-A voice note with no typed text becomes the user's words (its transcript).
+A voice note with no typed text becomes the user's words (its transcript); its observation is
+then marked ``as_message`` so the transcript is not told to the model a second time, and compose
+cuts it short when it does not fit (``graphs.chat.Compose``), as it would the observation.
 
 When the chat model takes images itself (it has an image projector), pictures are not
 captioned: each is checked here (decoded in full, so a bad file is an error observation and
@@ -46,6 +48,9 @@ class Perceive:
         spoken = " ".join(o["text"] for o in heard if o.get("text"))
         if isinstance(message, HumanMessage) and not message.text.strip() and spoken:
             update["messages"] = [message.model_copy(update={"content": spoken})]
+            # The transcript is the message now: the observation says so instead of repeating it.
+            said = {id(o) for o in heard if o.get("text")}
+            update["observations"] = [{**o, "as_message": True} if id(o) in said else o for o in observations]
         timings = {"perceive_s": round(time.perf_counter() - started, 4)}
         update["trace"] = trace_step(state, "perceive", observations=update["observations"], timings=timings)
         return update

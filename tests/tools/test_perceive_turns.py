@@ -12,6 +12,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langgraph.checkpoint.memory import InMemorySaver
 
+from agentmm.errors import InputTooLongError
 from agentmm.graphs.chat import build_graph
 from agentmm.settings import Settings
 from agentmm.state import TurnContext
@@ -127,3 +128,46 @@ def test_a_voice_note_too_long_for_the_context_is_cut_short_not_the_turn(speech_
     context = state["messages"][-2].additional_kwargs["agentmm_context"]
     assert context.startswith("[Ada sends") and context.endswith("…") and "Sentence 0 of" in context
     assert state["messages"][-1].content == "Long one."
+
+
+def test_a_voice_note_alone_is_in_the_prompt_once(speech_wav: Path) -> None:
+    """A voice note sent alone became the message and was also told as an observation: the
+    same transcript twice (observations 548 + message 878 tokens at n_ctx 1536)."""
+
+    def note(path: Path) -> tuple[str, str, str]:
+        return "meet me at the lighthouse at noon", "en", "fake-asr"
+
+    graph = build_graph(Settings(), model=FakeListChatModel(responses=["See you."]), checkpointer=InMemorySaver(),
+                        counter=WORDS, perception=Perception(FakeCaptioner(lambda image: ""), note))  # fmt: skip
+    state = run(graph, "", [str(speech_wav)])
+    human = state["messages"][-2]
+    assert human.content == "meet me at the lighthouse at noon"
+    assert "lighthouse" not in human.additional_kwargs.get("agentmm_context", "")
+    assert "observations" not in [p["part"] for p in state["trace"]["prompt_parts"]]
+    observed = state["trace"]["observations"][0]  # the trace still says what was heard
+    assert observed["text"] == "meet me at the lighthouse at noon" and observed["as_message"] is True
+
+
+def test_a_long_voice_note_alone_is_cut_to_fit_not_refused(speech_wav: Path) -> None:
+    """A voice note alone too long for the context failed the turn ('the message is 878 tokens
+    but only 715 fit'); with typed text beside it, its observation was cut to fit."""
+    transcript = " ".join(f"Sentence {i} of a long voice note." for i in range(150))  # 1,050 words
+
+    def long_note(path: Path) -> tuple[str, str, str]:
+        return transcript, "en", "fake-asr"
+
+    graph = build_graph(Settings(n_ctx=512, max_tokens=40), model=FakeListChatModel(responses=["Long one."]),
+                        checkpointer=InMemorySaver(), counter=WORDS,
+                        perception=Perception(FakeCaptioner(lambda image: ""), long_note))  # fmt: skip
+    state = run(graph, "", [str(speech_wav)])
+    cut = state["trace"]["truncated_parts"]
+    assert [c["part"] for c in cut] == ["message"] and cut[0]["full_tokens"] > 1000
+    assert 32 <= cut[0]["tokens"] <= (512 - 40) / 2
+    message = next(p for p in state["trace"]["prompt_parts"] if p["part"] == "message")
+    assert message["tokens"] == cut[0]["tokens"]
+    human = state["messages"][-2]  # the thread keeps the transcript as the prompt had it
+    assert human.content.startswith("Sentence 0 of") and human.content.endswith("…")
+    assert state["messages"][-1].content == "Long one."
+    # A typed message that long is still refused: its length is the user's to choose.
+    with pytest.raises(InputTooLongError, match="the message is"):
+        run(graph, transcript, [])
