@@ -275,7 +275,7 @@ def _show_observations(observations: list[dict[str, Any]]) -> None:
 
     for o in observations:
         label = {"error": "agentmm: ", "note": "agentmm: note: "}.get(note_level(o), "")
-        sys.stderr.write(f"{label}{user_note(o)[1]}\n")
+        sys.stderr.write(f"{label}{printable(user_note(o)[1])}\n")
 
 
 def _show_tool_calls(calls: list[dict[str, Any]]) -> None:
@@ -1248,6 +1248,7 @@ def _with_progress(label: str, show: bool, run: Callable[[Any], dict[str, Any]])
 def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
     """Caption images and transcribe audio (type read from the file's bytes, not its name)."""
     from agentmm.tools.caption import captioner_for
+    from agentmm.tools.media import shown_path
     from agentmm.tools.perception import failed_observation, perceivable_kind, perceive_file
 
     settings = _settings()
@@ -1266,14 +1267,25 @@ def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
             trace = failed_observation(file, exc, kind).as_trace()  # the keys a chat's trace has
             results.append({key: trace[key] for key in ("file", "kind", "error", "unavailable") if key in trace})
             if not as_json:
-                sys.stderr.write(f"agentmm: error: {exc}\n")
+                sys.stderr.write(f"agentmm: error: {_about_file(file, exc)}\n")
             continue
         if not as_json:
-            sys.stdout.write(f"{file}: {results[-1]['text']}\n")
+            sys.stdout.write(f"{shown_path(file)}: {printable(results[-1]['text'])}\n")
     if as_json:
         _print_json({"results": results})
     if failed:
         raise typer.Exit(2)
+
+
+def _about_file(file: Path, error: object) -> str:
+    """An error about one of several files, as a line that names it once, its name safe to
+    print: ``no image captioner...`` did not say which picture, and a file name holding
+    ``\\x1b]0;title\\x07`` set the terminal's title."""
+    from agentmm.repl.terminal import names_file
+    from agentmm.tools.media import shown_path
+
+    message, shown = printable(error), shown_path(file)
+    return message if names_file(message, shown) else f"{shown}: {message}"
 
 
 @contextmanager
@@ -1283,10 +1295,11 @@ def _audio_progress(file: Path, show: bool) -> Iterator[Callable[[float], None] 
         yield None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import Progress
 
     with Progress(transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task(f"transcribing {file.name}", total=1.0)
+        task = bar.add_task(f"transcribing {escape(printable(file.name))}", total=1.0)
         yield lambda done: bar.update(task, completed=done)
 
 
@@ -1334,8 +1347,10 @@ def images_index(directory: Path, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(data)
         return
+    from agentmm.tools.media import shown_path
+
     for path, reason in report.failed:
-        sys.stderr.write(f"agentmm: skipped {path}: {' '.join(reason.split())}\n")
+        sys.stderr.write(f"agentmm: skipped {shown_path(path)}: {printable(' '.join(reason.split()))}\n")
     sys.stdout.write(", ".join(f"{key} {len(v) if isinstance(v, list) else v}" for key, v in data.items()) + "\n")
 
 
@@ -1363,12 +1378,14 @@ def images_search(
     if as_json:
         _print_json({"results": rows, "indexed": indexed})
         return
+    from agentmm.tools.media import shown_path
+
     if records == 0:
         sys.stderr.write("agentmm: no images are indexed yet (index a folder first: agentmm images index DIR)\n")
     elif not rows:
         sys.stderr.write("agentmm: no indexed image is still on disk (run agentmm images index DIR again)\n")
     for row in rows:
-        sys.stdout.write(f"{row['score']:.4f}  {row['path']}\n")
+        sys.stdout.write(f"{row['score']:.4f}  {shown_path(row['path'])}\n")
 
 
 # --------------------------------------------------------------------------- tools
@@ -1421,7 +1438,7 @@ def main() -> None:
         try:
             app()
         except AgentmmError as exc:
-            sys.stderr.write(f"agentmm: error: {exc}\n")
+            sys.stderr.write(f"agentmm: error: {printable(exc)}\n")
             _leave(exc.exit_code)
         except SystemExit as done:
             _leave(done.code)

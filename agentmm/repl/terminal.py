@@ -417,19 +417,27 @@ def note_level(observation: dict[str, Any]) -> str:
     return "error" if observation.get("error") else "info"
 
 
+def names_file(message: str, name: str) -> bool:
+    """Whether ``message`` already names the file ``name`` (``no such file: media/missing.jpg``)
+    as a whole path part, so a line about it need not put the name in front again (it said
+    ``missing.jpg: no such file: missing.jpg``)."""
+    return bool(name) and re.search(rf"(?:^|[\s/'\"(]){re.escape(name)}(?:$|[\s:'\",)])", message) is not None
+
+
 def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
     """How a chat shows the user one observation (a trace dict): (is it an error, the line);
     ``note_level`` says whether a line that is no error is a note."""
-    name = Path(observation["file"]).name
+    name = printable(Path(observation["file"]).name)
     if observation.get("error"):
-        return note_level(observation) == "error", f"{name}: {observation['error']}"
+        error = printable(observation["error"])
+        return note_level(observation) == "error", error if names_file(error, name) else f"{name}: {error}"
     if observation["kind"] == "audio":
         if not str(observation.get("text") or "").strip():
             return False, f"[no speech found in {name}]"
-        return False, f"[you said ({name}): {observation['text']}]"
+        return False, f"[you said ({name}): {printable(observation['text'])}]"
     if observation.get("native"):  # the chat model sees the picture itself: no caption to show
-        return False, f"[{name}: sent to {observation.get('model', 'the model')}]"
-    return False, f"[{name}: {observation['text']}]"
+        return False, f"[{name}: sent to {printable(observation.get('model', 'the model'))}]"
+    return False, f"[{name}: {printable(observation['text'])}]"
 
 
 TOOL_NOTE_LINES = 8

@@ -379,3 +379,21 @@ def test_greeting_on_a_persona_without_greetings_says_it_has_none(tmp_path: Path
     term = chat(agent, ["/persona Wren", "/greeting 0", "/greeting 9"])
     errors = [line for line in term.stderr.splitlines() if line.startswith("agentmm: error:")]
     assert errors == ["agentmm: error: Wren has no greetings: a new thread starts with your message"] * 2
+
+
+def test_an_attachment_note_names_the_file_once_and_prints_no_escape(capsys: pytest.CaptureFixture[str]) -> None:
+    """Chat said ``missing.jpg: no such file: missing.jpg``, and a file name or transcript holding
+    escape sequences reached the terminal raw in ``[you said (...)]`` (``chat -m`` prints these
+    lines itself)."""
+    from agentmm.cli import _show_observations
+    from agentmm.repl.terminal import user_note
+
+    missing = {"kind": "unsupported", "file": "media/missing.jpg", "error": "no such file: media/missing.jpg"}
+    assert user_note(missing) == (True, "no such file: media/missing.jpg")
+    unnamed = {"kind": "image", "file": "/x/a.png", "error": "no image captioner is available", "unavailable": True}
+    assert user_note(unnamed) == (False, "a.png: no image captioner is available")
+    evil = {"kind": "audio", "file": "/x/evil\x1b]0;PWNED\x07\x1b[2Jx.wav", "text": "hi\x1b[31m there", "model": "m"}
+    assert user_note(evil) == (False, "[you said (evilx.wav): hi there]")
+    _show_observations([evil, {**missing, "file": "evil\x1b[2J.jpg", "error": "no such file: evil\x1b[2J.jpg"}])
+    shown = capsys.readouterr().err
+    assert "\x1b" not in shown and "\x07" not in shown and "[you said (evilx.wav)" in shown

@@ -107,3 +107,21 @@ def test_a_captioner_file_that_is_not_there_is_unavailable_not_the_pictures_faul
     done = agentmm("perceive", str(picture), "--json")
     result = json.loads(done.stdout)["results"][0]
     assert done.returncode == 2 and result["kind"] == "image" and result["unavailable"] is True
+
+
+def test_perceive_names_each_failed_file_once_and_prints_no_escape_from_a_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain ``perceive`` said ``error: a VLM captioner needs both files...`` without naming the
+    picture, and a file name holding an OSC/CSI (``evil\\x1b]0;PWNED\\x07\\x1b[2Jx.png``) reached
+    the terminal raw, setting its title and clearing it."""
+    monkeypatch.setenv("AGENTMM_CAPTION_MODEL", str(tmp_path / "vlm.gguf"))  # no projector: quick to fail
+    beach = make_image(tmp_path / "beach.png")
+    evil = make_image(tmp_path / "evil\x1b]0;PWNED\x07\x1b[2Jx.png")
+    missing = tmp_path / "missing.png"
+    done = agentmm("perceive", str(beach), str(evil), str(missing))
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2 and len(lines) == 3 and "\x1b" not in done.stderr and "\x07" not in done.stderr
+    assert lines[0].startswith(f"agentmm: error: {beach}: ") and "caption_mmproj" in lines[0]
+    assert "PWNED" in lines[1] and "caption_mmproj" in lines[1]
+    assert lines[2] == f"agentmm: error: no such file: {missing}"  # named once, by the error itself
