@@ -161,8 +161,21 @@ def chat(
     ))  # fmt: skip
     if tool:
         settings = settings.model_copy(update={"tools": [*settings.tools, *tool]})
+    _check_attachments(image or [], audio or [])
     with Agent(settings) as agent:  # closed on the way out: the model freed, the memory store shut cleanly
         _chat_with(agent, message, thread, as_json, persona, greeting, [*(image or []), *(audio or [])], yes)
+
+
+def _check_attachments(images: list[Path], recordings: list[Path]) -> None:
+    """Each ``--image`` a picture, each ``--audio`` a recording, by its bytes, before a model
+    loads, as ``/image`` and ``/audio`` check them: a missing file is one line and no turn
+    (``chat --audio missing.wav`` ran a whole turn on an empty message and exited 0)."""
+    from agentmm.graphs.agent import Agent
+    from agentmm.repl.session import check_attachment_kind
+
+    for kind, paths in (("image", images), ("audio", recordings)):
+        for path in paths:
+            check_attachment_kind(path, Agent.attachment_kind(path), kind, "--")
 
 
 def _chat_with(

@@ -211,3 +211,17 @@ def test_a_piped_chat_allows_a_tool_call_with_yes_and_never_takes_the_next_line_
         assert "denied" not in err
     else:
         assert "agentmm: note: denied tool call roll_dice(notation='d6')" in err and "--yes" in err
+
+
+def test_attachments_are_checked_before_a_turn_as_the_repl_checks_them(tmp_path: Path) -> None:
+    """``chat --audio missing.wav`` ran a whole turn on an empty message and exited 0, and
+    ``chat --audio beach.png`` was sent while the REPL's ``/audio beach.png`` was refused: now
+    each is one line, exit 2, no model loaded, in the REPL's words."""
+    from tests.test_cli import agentmm, assert_one_line_error
+    from tests.tools.media_files import make_image, write_wav
+
+    picture, voice = make_image(tmp_path / "beach.png"), write_wav(tmp_path / "note.wav")
+    assert_one_line_error(agentmm("chat", "--audio", str(tmp_path / "missing.wav")), "no such file:")
+    assert_one_line_error(agentmm("chat", "--audio", str(picture)), "beach.png is a picture, not audio: attach it "
+                                                                     "with --image")  # fmt: skip
+    assert_one_line_error(agentmm("chat", "-m", "hi", "--image", str(voice)), "note.wav is audio, not a picture")

@@ -27,6 +27,22 @@ if TYPE_CHECKING:
 HISTORY_FILE = "repl_history"
 
 
+# What each kind of attachment is called in a message.
+_KIND_NOUNS = {"image": "a picture", "audio": "audio", "video": "a video"}
+
+
+def check_attachment_kind(path: Path, found: str, wanted: str, how: str) -> None:
+    """Refuse a file attached as ``wanted`` (``image``/``audio``) whose bytes say it is ``found``:
+    ``/audio`` and ``chat --audio`` alike (one accepted a picture, the other refused it as 'an
+    image file, not audio'). ``how`` is ``/`` or ``--``, to name the command that fits."""
+    if found == wanted:
+        return
+    what = f"{printable(path.name)} is {_KIND_NOUNS.get(found, found)}, not {_KIND_NOUNS.get(wanted, wanted)}"
+    if found in ("image", "audio"):
+        raise AgentmmError(f"{what}: attach it with {how}{found}")
+    raise AgentmmError(f"{what}: only pictures and audio can be attached")
+
+
 class ChatSession:
     """The interactive ``agentmm chat`` over an ``Agent``."""
 
@@ -310,9 +326,7 @@ class ChatSession:
         path = path_arg(arg)
         if not path.is_file():
             raise AgentmmError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
-        found = self.agent.attachment_kind(path)
-        if found != kind:
-            raise AgentmmError(f"{path.name} is {'an' if found[0] in 'aeiou' else 'a'} {found} file, not {kind}")
+        check_attachment_kind(path, self.agent.attachment_kind(path), kind, "/")
         if any(path.resolve() == attached.resolve() for attached in self.attachments):
             self.terminal.info(f"{path.name} is attached already: it goes with your next message")
             return

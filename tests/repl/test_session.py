@@ -113,8 +113,8 @@ def test_attachments_are_checked_by_their_bytes_when_attached(tmp_path: Path) ->
     session.run()
     assert "p.png is attached already" in session.terminal.stderr  # type: ignore[attr-defined]
     errors = [line for line in session.terminal.stderr.splitlines() if "error:" in line]  # type: ignore[attr-defined]
-    assert "v.png is an audio file, not image" in errors[0]
-    assert "p.png is an image file, not audio" in errors[1]
+    assert "v.png is audio, not a picture: attach it with /audio" in errors[0]
+    assert "p.png is a picture, not audio: attach it with /image" in errors[1]
     assert "not a file" in errors[2]
     assert session.attachments == [picture, voice]
 
