@@ -892,7 +892,7 @@ def build_graph(
         tools_node = RunTools(toolbox)  # an async run awaits async-only tools on its loop (an Agent's: on threads)
         builder.add_node("tools", RunnableCallable(tools_node, tools_node.acall, name="tools", trace=False))
     if memory:
-        builder.add_node("remember", Remember(phrasing))
+        builder.add_node("remember", Remember(phrasing, counter=counter, max_tokens=settings.memory_max_tokens))
     builder.add_node("summarize", Summarize(model, summary_tokens(settings.n_ctx)))
 
     # The edges, as ARCHITECTURE.md draws the turn:

@@ -6,6 +6,7 @@ Both use the graph's store (any LangGraph ``BaseStore``); the logic lives in
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +25,12 @@ from agentmm.state import ChatState, TurnContext, run_context, trace_step
 from agentmm.tokens import TokenCounter, approximate_tokens
 
 DEFAULT_K = 5
+# Below this, a cap is too small to cut a memory for (recall places next to nothing anyway).
+MIN_PIECE_TOKENS = 8
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?…])\s+", text.strip()) if s]
 
 
 def _scopes(state: ChatState, context: TurnContext) -> list[tuple[str, ...]]:
@@ -118,8 +125,18 @@ class Remember:
     transcripts, phrased as the prompt had them), their message, and the reply. A retry's
     turn replaces what the turn it answers again had written."""
 
-    def __init__(self, phrasing: ObservationPhrasing | None = None) -> None:
+    def __init__(
+        self,
+        phrasing: ObservationPhrasing | None = None,
+        *,
+        counter: TokenCounter | None = None,
+        max_tokens: int | None = None,
+    ) -> None:
         self.phrasing = phrasing or ObservationPhrasing()
+        self.count = (counter or TokenCounter(approximate_tokens, exact=False)).text
+        # Recall's token cap (``Recall.max_tokens``): a text too long to be recalled whole is
+        # stored in pieces that fit it (None: stored whole).
+        self.max_tokens = max_tokens
 
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
@@ -127,10 +144,14 @@ class Remember:
         messages = state["messages"]
         reply = messages[-1]  # tool calls and results may sit between the message and the reply
         message = next(m for m in reversed(messages) if isinstance(m, HumanMessage))
-        exchange = [("observation", context.user_name, self._perceived(state, message.text, context.user_name)),
-                    ("user", context.user_name, message.text)]  # fmt: skip
+        # A voice note sent alone is the message, maybe cut short to fit the context: remembered whole.
+        spoken = [str(o.get("text") or "") for o in state.get("observations") or [] if o.get("as_message")]
+        said = " ".join(spoken) if spoken else message.text
+        exchange = [("observation", context.user_name, self._perceived(state, said, context.user_name)),
+                    ("user", context.user_name, said)]  # fmt: skip
         if isinstance(reply, AIMessage) and not reply.response_metadata.get("interrupted"):
             exchange.append(("assistant", state.get("persona") or "assistant", without_copied_memories(reply.text)))
+        exchange = [(role, speaker, piece) for role, speaker, text in exchange for piece in self._pieces(text)]
         written: list[dict[str, Any]] = []
         if state.get("intent") == "ooc":  # said out of character: not part of the story to recall
             return {"trace": trace_step(state, "remember", remembered=[], remember_skipped="out of character")}
@@ -142,6 +163,37 @@ class Remember:
                                          exchange=exchange, when=when, replace=context.retry)  # fmt: skip
         timings = {"remember_s": round(time.perf_counter() - started, 4)}
         return {"trace": trace_step(state, "remember", remembered=written, timings=timings)}
+
+    def _pieces(self, text: str) -> list[str]:
+        """``text`` as one memory, or, when it takes over half of recall's cap (a long voice
+        note's transcript: over the cap, it was never recalled), as pieces of at most a quarter
+        of it, cut between sentences (between words inside a longer sentence)."""
+        cap = self.max_tokens
+        if cap is None or cap < MIN_PIECE_TOKENS * 4 or self.count(text) <= cap // 2:
+            return [text]
+        limit = cap // 4
+        pieces: list[str] = []
+        current = ""
+        for sentence in _sentences(text):
+            joined = f"{current} {sentence}".strip()
+            if current and self.count(joined) > limit:
+                pieces.append(current)
+                joined = sentence
+            if self.count(joined) > limit:  # one sentence longer than a piece: cut between words
+                *whole, joined = self._by_words(joined, limit)
+                pieces += whole
+            current = joined
+        return [*pieces, current] if current else pieces
+
+    def _by_words(self, sentence: str, limit: int) -> list[str]:
+        pieces, current = [], ""
+        for word in sentence.split():
+            joined = f"{current} {word}".strip()
+            if current and self.count(joined) > limit:
+                pieces.append(current)
+                joined = word
+            current = joined
+        return [*pieces, current]
 
     def _perceived(self, state: ChatState, said: str, user_name: str) -> str:
         """The turn's observations worth remembering: those with text (not a file that could not

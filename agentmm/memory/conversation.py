@@ -35,8 +35,8 @@ ROOT = "memories"
 SHARED = "_shared"
 NO_PERSONA = "_assistant"
 # More than a turn ever writes (an observation, the message and the reply, times a few retries
-# under personas switched between them).
-_TURN_ROWS = 100
+# under personas switched between them; an hour's voice note is ~200 pieces: Remember).
+_TURN_ROWS = 1000
 
 
 _ESCAPES = {".": "%2E", "\x00": "%00"}
@@ -272,7 +272,8 @@ def remember_turn(
 ) -> list[dict[str, Any]]:
     """Store one turn's messages, ``exchange`` being (role, speaker, text) in order.
 
-    Keys are ``thread:turn:role``, and each value records its ``thread`` and ``turn``. With
+    Keys are ``thread:turn:role`` (``thread:turn:role:N`` for a role's Nth text, a long one
+    stored in pieces), and each value records its ``thread`` and ``turn``. With
     ``replace`` (a retry of the turn) what the turn wrote before and this write does not
     overwrite (the old reply when the new one was stopped, rows in the scope of a persona
     switched since) is deleted in the same batch. The messages go in one batch: one embedding
@@ -281,10 +282,13 @@ def remember_turn(
     written = []
     ops: list[PutOp] = []
     previous: str | None = None
+    seen: dict[str, int] = {}
     for role, speaker, text in exchange:
         if not text.strip():
             continue
-        key = f"{thread_id}:{turn}:{role}"
+        # A role's second and later pieces (a long message stored in parts) are role:2, role:3...
+        seen[role] = seen.get(role, 0) + 1
+        key = f"{thread_id}:{turn}:{role}" + (f":{seen[role]}" if seen[role] > 1 else "")
         value = {
             "text": memory_text(speaker, text, when, previous),
             "content": text,

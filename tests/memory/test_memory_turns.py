@@ -211,3 +211,38 @@ def test_what_the_user_showed_and_played_is_remembered(tmp_path: Path) -> None:
     # Another thread recalls the picture from what it showed.
     third = turn(graph, "Do you remember the dog on the beach I showed you?", "b")
     assert any("dog asleep on a beach" in r["text"] for r in third["trace"]["recalled"])
+
+
+def test_a_long_voice_note_is_remembered_in_pieces_recall_can_place(tmp_path: Path) -> None:
+    """A voice note over ~40 s was one memory longer than recall's token cap (200), so it was
+    never recalled ('over the token cap'). Now it is stored in pieces, cut between sentences, and
+    undoing the turn removes every piece."""
+    from agentmm.memory.conversation import forget_turn
+    from agentmm.tools.perception import Perception
+    from tests.tools.fake_captioner import FakeCaptioner
+    from tests.tools.media_files import write_wav
+
+    filler = " ".join(f"Then we walked past house number {i} on the long road." for i in range(30))
+    transcript = f"{filler} My cousin Bartholomew keeps seven goats in Lisbon. {filler}"  # ~700 words
+
+    def transcribe(path: Path) -> tuple[str, str, str]:
+        return transcript, "en", "fake-asr"
+
+    store = memory_store()
+    model = Recording(responses=["What a walk.", "Seven goats."], seen=[])
+    graph = build_graph(Settings(n_ctx=4096, memory_max_tokens=200), model=model, checkpointer=InMemorySaver(),
+                        store=store, counter=WORDS,
+                        perception=Perception(FakeCaptioner(lambda image: ""), transcribe))  # fmt: skip
+    first = turn(graph, "", "a", attachments=[str(write_wav(tmp_path / "v.wav"))])
+    ids = [w["id"] for w in first["trace"]["remembered"] if ":user" in w["id"]]
+    assert ids[:3] == ["a:1:user", "a:1:user:2", "a:1:user:3"] and len(ids) > 10
+    pieces = [store.get(scope("local", None), key).value["content"] for key in ids]
+    assert " ".join(pieces) == transcript  # nothing lost, nothing repeated
+    assert all(len(p.split()) <= 200 // 4 and p.endswith(".") for p in pieces)
+
+    second = turn(graph, "Where does my cousin Bartholomew keep his goats?", "b")
+    assert any("Bartholomew keeps seven goats" in r["text"] for r in second["trace"]["recalled"])
+
+    forgotten = forget_turn(store, "a", 1)
+    assert set(ids) <= set(forgotten)
+    assert not [i for i in store.search(scope("local", None), limit=100) if i.value.get("thread") == "a"]
