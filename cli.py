@@ -201,11 +201,22 @@ def _chat_with(
     _play_on_persona_model(agent, played, as_json)
     # A model that would crash this process (a native fault) is said in one line before anyone types.
     agent.check_model()
+    _check_mmproj(agent)
     _warn_without_chat_template(agent)
     if message is not None:
         _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
     else:
         _repl(agent, thread, chosen, greeting, yes)
+
+
+def _check_mmproj(agent: Agent) -> None:
+    """The image projector (``--mmproj``) is a GGUF file before a turn begins: it was read only
+    when the model loaded, after the chat had said ``[beach.jpg: sent to smollm2 (native)]``."""
+    from agentmm.gguf import read_gguf
+
+    mmproj = getattr(agent.model, "mmproj_path", None)
+    if mmproj:
+        read_gguf(Path(mmproj))
 
 
 def _check_new_thread_options(agent: Agent, thread: str | None, played: str | None, greeting: int) -> None:

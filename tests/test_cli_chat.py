@@ -225,3 +225,14 @@ def test_attachments_are_checked_before_a_turn_as_the_repl_checks_them(tmp_path:
     assert_one_line_error(agentmm("chat", "--audio", str(picture)), "beach.png is a picture, not audio: attach it "
                                                                      "with --image")  # fmt: skip
     assert_one_line_error(agentmm("chat", "-m", "hi", "--image", str(voice)), "note.wav is audio, not a picture")
+
+
+def test_an_image_projector_that_is_no_gguf_fails_before_the_picture_is_said_sent(tmp_path: Path) -> None:
+    """``--mmproj text.png`` printed ``[beach.png: sent to smollm2 (native)]`` and only then failed
+    on 'text.png is not a GGUF model file': the failure comes first, alone."""
+    from tests.test_cli import agentmm, assert_one_line_error
+    from tests.tools.media_files import make_image
+
+    picture, projector = make_image(tmp_path / "beach.png"), make_image(tmp_path / "text.png")
+    done = agentmm("chat", "-m", "look", "--image", str(picture), "--mmproj", str(projector), "--max-tokens", "4")
+    assert_one_line_error(done, "text.png is not a GGUF model file")
