@@ -287,7 +287,7 @@ def make_caption_image_tool(
 
     @tool("caption_image", parse_docstring=True)
     def caption_with(path: str) -> str:
-        """Describe what an image file (PNG, JPEG, GIF, WebP, BMP) shows, in one line.
+        """Describe what an image file (PNG, JPEG, GIF, WebP, BMP, TIFF, AVIF) shows, in one line.
 
         Args:
             path: Path of the image file on this machine.

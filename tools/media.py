@@ -62,6 +62,8 @@ WEBP = MediaType("webp", "image", "image/webp")
 BMP = MediaType("bmp", "image", "image/bmp")
 TIFF = MediaType("tiff", "image", "image/tiff")
 AVIF = MediaType("avif", "image", "image/avif")
+# The pictures ``open_image`` reads, as messages and the caption_image tool name them.
+IMAGE_FORMATS = "PNG, JPEG, GIF, WebP, BMP, TIFF, AVIF"
 HEIC = MediaType("heic", "image", "image/heic")  # known, so that it is refused by name (see sniff)
 WAV = MediaType("wav", "audio", "audio/wav")
 FLAC = MediaType("flac", "audio", "audio/flac")
@@ -199,7 +201,7 @@ def sniff(path: str | Path) -> MediaType:
         head = file.read(SNIFF_BYTES)
     media = sniff_bytes(head)
     if media is None:
-        known = "PNG, JPEG, GIF, WebP, BMP, TIFF, AVIF, WAV, FLAC, OGG, MP3, M4A/MP4, WebM/MKV"
+        known = f"{IMAGE_FORMATS}, WAV, FLAC, OGG, MP3, M4A/MP4, WebM/MKV"
         raise UnsupportedMediaError(path, f"{shown_path(path)} is not a supported image or audio file (known: {known})")
     if media == HEIC:  # Pillow has no HEVC decoder
         unsupported = "HEIC/HEIF pictures are not supported (convert to JPEG or PNG)"

@@ -115,7 +115,7 @@ def test_perceive_offline_without_weights_answers_before_torch_is_imported(tmp_p
                           env=env, capture_output=True, text=True, timeout=120)  # fmt: skip
     said = [line for line in done.stderr.splitlines() if not line.startswith("import time:")]
     assert done.returncode == 2, done.stderr[-2000:]
-    assert len(said) == 1 and said[0].startswith("agentmm: error: no image captioner is available offline")
+    assert len(said) == 1 and said[0].startswith(f"agentmm: error: {picture}: no image captioner is available offline")
     imported = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
     assert not imported & {"torch", "open_clip"}
 
@@ -208,3 +208,21 @@ def test_a_vlm_captions_through_llama_cpp_and_closes_with_its_runtime(tmp_path: 
     assert loaded is captioner.loaded() and not loaded.closed  # loaded once, in the runtime
     runtime.close()
     assert loaded.closed
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "AVIF"])
+def test_the_caption_tool_names_each_picture_format_it_reads(tmp_path: Path, fmt: str) -> None:
+    """The tool told the model 'PNG, JPEG, GIF, WebP, BMP' while TIFF and AVIF pictures (README's
+    list) caption too: each format named is one the tool reads, and each it reads is named."""
+    from PIL import Image
+
+    from agentmm.tools.media import IMAGE_FORMATS
+    from tests.tools.fake_captioner import FakeCaptioner
+
+    tool = captioning.make_caption_image_tool(captioner=FakeCaptioner(lambda image: f"{image.width}x{image.height}"))
+    picture = tmp_path / f"p.{fmt.lower()}"
+    Image.new("RGB", (40, 30), "red").save(picture, fmt)
+    assert tool.invoke({"path": str(picture)}) == "40x30"
+    named = [name.upper() for name in IMAGE_FORMATS.split(", ")]
+    assert fmt in named and sorted(named) == sorted(["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF", "AVIF"])
+    assert f"({IMAGE_FORMATS})" in (tool.description or "")
