@@ -122,7 +122,7 @@ def test_a_picture_offline_is_one_line_not_minutes_of_retries(tmp_path: Path) ->
                           capture_output=True, text=True, timeout=170)  # fmt: skip
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
-    assert done.stderr.startswith("agentmm: error: no image captioner is available offline")
+    assert done.stderr.startswith(f"agentmm: error: {picture}: no image captioner is available offline")
 
 
 def test_doctor_says_whether_the_hub_answers(online: None, monkeypatch: pytest.MonkeyPatch) -> None:
