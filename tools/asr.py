@@ -71,6 +71,7 @@ class Transcript(BaseModel):
     segments: list[Segment]
     model: str
     seconds: float = Field(description="Wall time of the call, model load included when it was cold.")
+    note: str | None = Field(None, description="What the user should know of the file: a WAV cut short.")
 
 
 def shipped_model_path() -> Path | None:
@@ -161,6 +162,44 @@ def decode_audio(path: Path) -> np.ndarray:
         raise CorruptMediaError(path, f"{path} cannot be decoded as audio ({reason})") from exc
 
 
+# A WAV whose audio is this much shorter than its header says was cut short (a copy that
+# stopped, a recorder that crashed); less is rounding and padding.
+SHORT_BY = 0.9
+
+
+def declared_seconds(path: Path) -> float | None:
+    """How long a WAV's header says its audio is (data size / byte rate), None for any other
+    file or a header that does not say (a streamed WAV writes 0 or 0xFFFFFFFF): FFmpeg reports
+    the length of what is there, so a truncated file looks whole to it."""
+    import struct
+
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return None
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    at, byte_rate = 12, 0
+    while at + 8 <= len(head):
+        chunk, size = head[at : at + 4], struct.unpack("<I", head[at + 4 : at + 8])[0]
+        if chunk == b"fmt " and at + 20 <= len(head):
+            byte_rate = struct.unpack("<I", head[at + 16 : at + 20])[0]
+        elif chunk == b"data":
+            return size / byte_rate if byte_rate and 0 < size < 0xFFFFFFFF else None
+        at += 8 + size + (size & 1)
+    return None
+
+
+def cut_short_note(path: Path, duration: float) -> str | None:
+    """A line saying that the file holds less audio than its header says, or None."""
+    declared = declared_seconds(path)
+    if declared is None or duration >= declared * SHORT_BY:
+        return None
+    return (f"{path.name} is cut short: its header says {declared:.2f} s of audio, but only {duration:.2f} s "
+            "could be read; the transcript is of that part")  # fmt: skip
+
+
 def transcribe(
     path: str | Path,
     model: str | None = None,
@@ -218,6 +257,7 @@ def transcribe(
         segments=segments,
         model=model or DEFAULT_SPEECH_MODEL,
         seconds=round(time.perf_counter() - started, 3),
+        note=cut_short_note(path, duration),
     )
 
 

@@ -46,13 +46,16 @@ class Observation(BaseModel):
     # The file is good but no model here can perceive it (e.g. no captioner offline): ``kind``
     # stays the file's, ``error`` tells the user how to get one.
     unavailable: bool = False
+    # What the user should know of a file perceived in part (a WAV cut short), for the trace.
+    note: str | None = None
 
     def as_trace(self) -> dict[str, Any]:
         trace = self.model_dump(exclude_none=True, exclude={"unavailable"})
         return {**trace, "unavailable": True} if self.unavailable else trace
 
 
-Transcriber = Callable[[Path], tuple[str, str, str]]  # path -> (transcript, language, model name)
+# path -> (transcript, language, model name), or with a note about the file as a fourth item
+Transcriber = Callable[[Path], tuple[str, ...]]
 
 
 def perceivable_kind(path: str | Path) -> Literal["image", "audio"]:
@@ -85,9 +88,9 @@ def perceive_file(
 def default_transcriber(settings: Any | None = None, runtime: Runtime | None = None) -> Transcriber:
     from agentmm.tools.asr import transcribe
 
-    def run(path: Path) -> tuple[str, str, str]:
+    def run(path: Path) -> tuple[str, ...]:
         result = transcribe(path, getattr(settings, "asr_model", None), runtime=runtime)
-        return result.text, result.language, result.model
+        return result.text, result.language, result.model, result.note or ""
 
     return run
 
@@ -193,8 +196,9 @@ class Perception:
             return Observation(kind="image", file=str(path), model=caption.model, text=caption.text,
                                seconds=round(time.perf_counter() - started, 3))  # fmt: skip
         if kind == "audio":
-            text, language, model = self.transcriber(path)
+            text, language, model, *note = self.transcriber(path)
             return Observation(kind="audio", file=str(path), model=model, text=text, language=language,
+                               note=next(iter(note), None) or None,
                                seconds=round(time.perf_counter() - started, 3))  # fmt: skip
         raise UnsupportedAttachmentError(f"{path}: {kind} files are not supported as attachments")
 

@@ -157,3 +157,29 @@ def test_a_voice_memo_cut_short_is_said_to_be_damaged(tmp_path: Path) -> None:
     with pytest.raises(CorruptMediaError) as error:
         transcribe(cut, model="/no/such/model")
     assert str(error.value) == f"{cut} is damaged or truncated: its audio cannot be decoded"
+
+
+def test_a_wav_cut_short_is_transcribed_in_part_with_a_note(tmp_path: Path, speech_wav: Path) -> None:
+    """A WAV whose header says 4.29 s but holds half of it was transcribed in part with no word
+    of warning (FFmpeg reports the length of what is there)."""
+    whole = speech_wav.read_bytes()
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole[: len(whole) // 2])  # the header still says the whole length
+    declared = asr.declared_seconds(cut)
+    assert declared is not None and abs(declared - asr.declared_seconds(speech_wav)) < 1e-6  # type: ignore[operator]
+    result = transcribe(cut)
+    assert result.note is not None and "cut short" in result.note and f"{declared:.2f} s" in result.note
+    assert result.text and result.duration_s < declared * 0.6  # the part that is there is still heard
+    assert transcribe(speech_wav).note is None
+    assert asr.declared_seconds(tmp_path / "missing.wav") is None
+
+
+def test_a_note_about_the_file_reaches_the_observation(tmp_path: Path) -> None:
+    from agentmm.tools.perception import Perception
+    from tests.tools.fake_captioner import FakeCaptioner
+
+    def noted(path: Path) -> tuple[str, str, str, str]:
+        return "hello there", "en", "fake-asr", "v.wav is cut short"
+
+    observed = Perception(FakeCaptioner(lambda image: ""), noted).observe(write_wav(tmp_path / "v.wav"))
+    assert observed.as_trace()["note"] == "v.wav is cut short"
