@@ -63,7 +63,10 @@ _PAGE = 5000
 # Names that are meant to be images: such a file that cannot be indexed is reported; any other
 # file that is not an image (notes, sidecars, archives) is passed over in silence.
 # HEIC/HEIF is listed so that such a photo is reported (Pillow cannot decode it), not passed over.
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif"}
+# Names of files meant as pictures: one that cannot be indexed (HEIC, an SVG drawing) is reported
+# as skipped, with why; any other file that is no picture is passed over without a word.
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jfif", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".avif", ".heic", ".heif",
+                  ".svg", ".svgz"}  # fmt: skip
 
 Progress = Callable[[int, int], None]
 
@@ -325,7 +328,7 @@ class ImageIndex:
                 return known
             media = sniff(path)
             if media.kind != "image":
-                raise UnsupportedMediaError(path, f"{path} is {media.describe()}, not an image")
+                raise UnsupportedMediaError(path, f"{shown_path(path)} is {media.describe()}, not an image")
         except (MediaError, OSError) as exc:
             if meant_as_image:
                 report.failed.append(_failure(path, exc))

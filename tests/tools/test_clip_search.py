@@ -204,6 +204,16 @@ def test_pictures_are_indexed_as_far_as_they_can_be_read(index: ImageIndex, imag
     assert Path(path).name == "IMG_0001.heic" and "not supported (convert to JPEG or PNG)" in reason
 
 
+def test_an_svg_drawing_is_reported_as_skipped_not_passed_over(index: ImageIndex, image_dir: Path) -> None:
+    """``images index`` passed over SVG files without a word, as if they were no pictures; a
+    file that is no picture by its name (notes.txt) still is passed over."""
+    (image_dir / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
+    (image_dir / "notes.txt").write_text("not a picture")
+    report = index.index_dir(image_dir)
+    [(path, reason)] = report.failed
+    assert Path(path).name == "logo.svg" and "not a supported image" in reason
+
+
 def test_user_mistakes_are_typed(index: ImageIndex, tmp_path: Path) -> None:
     with pytest.raises(EmptyInputError):
         index.search_text("   ")
