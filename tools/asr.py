@@ -243,7 +243,9 @@ def transcribe(
         for piece in pieces:  # a generator: each 30 s window is decoded only when asked for
             if made_up(piece, duration):
                 continue
-            segments.append(Segment(start=round(piece.start, 3), end=round(piece.end, 3), text=piece.text.strip()))
+            # Whisper's timestamps step in 20 ms and its last segment can end past the audio.
+            end = min(piece.end, duration)
+            segments.append(Segment(start=round(piece.start, 3), end=round(end, 3), text=piece.text.strip()))
             if progress is not None and info.duration:
                 progress(min(1.0, piece.end / info.duration))
     if progress is not None:

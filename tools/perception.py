@@ -48,10 +48,13 @@ class Observation(BaseModel):
     unavailable: bool = False
     # What the user should know of a file perceived in part (a WAV cut short), for the trace.
     note: str | None = None
+    # Served from the cache (the same content perceived before): ``seconds`` is 0, no work done.
+    cached: bool = False
 
     def as_trace(self) -> dict[str, Any]:
-        trace = self.model_dump(exclude_none=True, exclude={"unavailable"})
-        return {**trace, "unavailable": True} if self.unavailable else trace
+        trace = self.model_dump(exclude_none=True, exclude={"unavailable", "cached"})
+        trace |= {"unavailable": True} if self.unavailable else {}
+        return {**trace, "cached": True} if self.cached else trace
 
 
 # path -> (transcript, language, model name), or with a note about the file as a fourth item
@@ -141,7 +144,7 @@ class Perception:
             with self._lock:
                 cached = self._cache.get(key)
             if cached is not None:
-                results[position] = cached.model_copy(update={"file": str(path), "seconds": 0.0})
+                results[position] = cached.model_copy(update={"file": str(path), "seconds": 0.0, "cached": True})
                 continue
             jobs.setdefault(key, []).append(position)
             kinds.setdefault(key, (path, kind))
@@ -164,7 +167,9 @@ class Perception:
             first, *copies = jobs[key]
             results[first] = observation
             for position in copies:  # the same content attached twice: perceived once
-                results[position] = observation.model_copy(update={"file": str(paths[position]), "seconds": 0.0})
+                results[position] = observation.model_copy(
+                    update={"file": str(paths[position]), "seconds": 0.0, "cached": True}
+                )
         return [r for r in results if r is not None]
 
     def observe(self, path: Path) -> Observation:

@@ -132,6 +132,7 @@ def render_trace(trace: dict[str, Any]) -> Any:
     for o in trace.get("observations") or []:
         what = f"error: {o['error']}" if o.get("error") else _clip(o.get("text", ""))
         seconds = f" ({o['seconds']:.2f} s)" if isinstance(o.get("seconds"), int | float) else ""
+        seconds = " (cached)" if o.get("cached") else seconds
         parts.append(plain(f"observed {o.get('kind', 'file')} {o.get('file', '')}{seconds}: {what}"))
 
     calls = trace.get("tool_calls") or []
