@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
+import numpy as np
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field, WithJsonSchema
 
@@ -136,22 +137,35 @@ class ClipEmbedder:
         return self.embed_prepared([self.prepare(image) for image in images])
 
     def embed_texts(self, texts: Sequence[str]) -> list[list[float]]:
+        encoder = self.text_encoder()
+        if encoder is not None:  # onnxruntime: no torch imported for a text search
+            return encoder.encode(self.token_ids(texts)).tolist()
         import torch
 
-        ids = self.tokenizer()(list(texts))
-        encoder = self.text_encoder()
-        if encoder is not None:
-            return encoder.encode(ids.numpy()).tolist()
         with torch.inference_mode():
-            vectors = self.load()[0].encode_text(ids.to(self.device), normalize=True)
+            vectors = self.load()[0].encode_text(self.torch_ids(texts).to(self.device), normalize=True)
         return vectors.float().cpu().tolist()
 
-    def tokenizer(self) -> Any:
-        import open_clip
-
+    def token_ids(self, texts: Sequence[str]) -> np.ndarray[Any, Any]:
+        """``texts`` as token ids ``[len(texts), context_length]`` (int64), as open_clip's
+        tokenizer makes them; without importing torch where the model's tokenizer is CLIP's
+        plain BPE (``clip_tokenizer``): open_clip's import alone took ~5 s of a text search."""
         if self._tokenizer is None:
-            self._tokenizer = open_clip.get_tokenizer(self.model_name)
-        return self._tokenizer
+            from agentmm.tools.clip_tokenizer import simple_tokenizer
+
+            self._tokenizer = simple_tokenizer(self.model_name) or _open_clip_tokenizer(self.model_name)
+        ids = self._tokenizer(list(texts))
+        return ids if isinstance(ids, np.ndarray) else ids.numpy()
+
+    def tokenizer(self) -> Callable[[Sequence[str]], torch.Tensor]:
+        """A tokenizer as open_clip's are called: texts -> a torch tensor of ids."""
+        return self.torch_ids
+
+    def torch_ids(self, texts: Sequence[str]) -> torch.Tensor:
+        """``token_ids`` as the torch tensor open_clip's ``encode_text`` takes."""
+        import torch
+
+        return torch.from_numpy(self.token_ids(texts))
 
     def text_encoder(self) -> TextEncoder | None:
         """The onnxruntime text tower (exported on first use), or None where torch runs text."""
@@ -159,9 +173,16 @@ class ClipEmbedder:
             encoder = None
             if self.device == "cpu" and importlib.util.find_spec("onnxruntime") is not None:
                 key = cache_key(self.model_name, self.pretrained)
-                encoder = text_encoder(lambda: self.load()[0], self.tokenizer(), key, self.export_dir, self.runtime)
+                encoder = text_encoder(lambda: self.load()[0], self.torch_ids, key, self.export_dir, self.runtime)
             self._text_encoder = encoder
         return self._text_encoder  # type: ignore[return-value]
+
+
+def _open_clip_tokenizer(model_name: str) -> Any:
+    """open_clip's own tokenizer (a Hugging Face or SigLIP one, say): it imports torch."""
+    import open_clip
+
+    return open_clip.get_tokenizer(model_name)
 
 
 @dataclass
