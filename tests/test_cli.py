@@ -49,6 +49,7 @@ def test_help_imports_nothing_heavy() -> None:
     assert agentmm("--help").returncode == 0
 
 
+@pytest.mark.slow
 def test_one_turn_then_resume_in_a_second_process() -> None:
     first = ok_json("chat", "-m", "Hi, I am Mira. What is your name?", "--json", "--seed", "3", "--max-tokens", "40")
     assert set(first) >= {"reply", "thread_id", "model", "usage", "timings", "trace"}
@@ -119,6 +120,7 @@ def test_models_config_doctor_json() -> None:
     assert hub["ok"] is True and hub["reachable"] is False  # conftest: HF_HUB_OFFLINE=1
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path) -> None:
     not_gguf = tmp_path / "notes.gguf"
     not_gguf.write_text("hello")
@@ -188,6 +190,7 @@ def test_brackets_and_escapes_in_messages_are_shown_as_written(isolated_env: Pat
     assert found.returncode == 0 and "[/i]" in found.stdout, found.stderr  # the text column was empty
 
 
+@pytest.mark.slow
 def test_options_for_a_new_thread_are_refused_where_they_would_be_ignored(isolated_env: Path) -> None:
     thread = ok_json("chat", "-m", "hi", "--json", "--max-tokens", "2")["thread_id"]
     assert_one_line_error(agentmm("chat", "--greeting", "1", "-m", "hi"), "--greeting picks a persona's greeting")
@@ -197,6 +200,7 @@ def test_options_for_a_new_thread_are_refused_where_they_would_be_ignored(isolat
     ok_json("chat", "-p", "Nora Quill", "--greeting", "1", "-m", "hi", "--json", "--max-tokens", "2")
 
 
+@pytest.mark.slow
 def test_a_thread_whose_persona_was_removed_says_so(isolated_env: Path) -> None:
     card = isolated_env / "personas" / "wren.toml"
     card.parent.mkdir(exist_ok=True)

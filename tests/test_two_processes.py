@@ -71,6 +71,7 @@ def images(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_a_second_process_is_refused_with_one_line_then_works(
     isolated_env: Path, images: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -170,6 +171,7 @@ print("done", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_a_turn_on_a_thread_another_process_is_answering_in_is_refused(isolated_env: Path) -> None:
     """Memory off (no store lock): a second process's turn on the thread another process is
     answering in is refused with one line, and the thread keeps whole turns; it used to go

@@ -80,6 +80,7 @@ def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path) -> None:
     assert refused.stdout == "" and not refused.stderr.startswith("\n")  # no progress bar's blank line off a terminal
 
 
+@pytest.mark.slow
 def test_eval_memory_with_no_question_to_score_says_so_in_one_line(tmp_path: Path) -> None:
     """No question with findable evidence (none at all, or none naming its turns): the table had no
     scores to show and crashed; now one line and exit 1, and --json prints its report and exits 1."""
@@ -118,6 +119,7 @@ def test_eval_memory_refuses_cut_offs_below_one_and_recall_options_with_answer(t
         assert "Traceback" not in refused.stderr
 
 
+@pytest.mark.slow
 def test_eval_memory_within_a_token_budget(tmp_path: Path) -> None:
     """--budget-tokens scores only what fits the budget as compose places it, counted with the
     chat model's tokenizer: a small budget fits fewer memories and cannot find more than k does."""

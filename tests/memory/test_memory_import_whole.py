@@ -95,6 +95,7 @@ def child(store_path: str, export: str, marker: str) -> None:
         import_jsonl(store, Path(export))
 
 
+@pytest.mark.slow
 def test_an_import_killed_part_way_leaves_nothing_of_the_file(tmp_path: Path) -> None:
     path = tmp_path / "store"
     seed(path)

@@ -68,6 +68,7 @@ def paint(folder: Path, names: dict[str, tuple[int, int, int]]) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_two_agents_search_their_own_image_indexes_and_close_them(tmp_path: Path) -> None:
     # The process's settings (AGENTMM_DATA_DIR) point at tmp_path/data; each agent keeps its data
     # elsewhere, and that is where its own pictures were indexed.
