@@ -74,6 +74,7 @@ def test_one_turn_then_resume_in_a_second_process() -> None:
     assert_one_line_error(agentmm("threads", "show", first["thread_id"]), "unknown thread")
 
 
+@pytest.mark.slow
 def test_plain_output_and_piped_repl() -> None:
     done = agentmm("chat", "-m", "Say hi.", "--max-tokens", "20")
     assert done.returncode == 0 and done.stdout.strip()
@@ -174,6 +175,7 @@ def test_text_that_is_not_utf8_is_one_line(isolated_env: Path) -> None:
     assert_one_line_error(agentmm("memory", "add", latin1, env=memory), "the memory is not valid Unicode text")
 
 
+@pytest.mark.slow
 def test_brackets_and_escapes_in_messages_are_shown_as_written(isolated_env: Path) -> None:
     """'[/i]' crashed threads list and memory list (rich markup); '[ooc]' and 'list[int]' vanished."""
     said = "I wrote list[int] in [bold]Python[/bold] [/i] [ooc] \x1b[31mred"

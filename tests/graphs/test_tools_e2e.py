@@ -33,6 +33,7 @@ def find_photos(query: str) -> str:
     return "1. /photos/2025/beach-sunset.jpg (score 0.312)\n2. /photos/2025/forest.jpg (score 0.118)"
 
 
+@pytest.mark.slow
 def test_after_a_result_the_shipped_model_answers_in_words(tmp_path: Path, shipped_model: Path) -> None:
     """Left alone, the 135M model often answers a tool result with a call or a result of its
     own ('[calling find_photos {...}]', '[find_photos result: 1. /photos/made-up.jpg ...]'):

@@ -62,6 +62,7 @@ def test_a_file_that_is_not_an_answers_file_is_a_clear_error(tmp_path: Path, set
         answer_file(data, settings, answers=bogus, model=FakeListChatModel(responses=["x"]))
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_the_cli_answers_with_the_shipped_model(tmp_path: Path) -> None:
     data = write_synthetic(tmp_path / "locomo.json", samples=1)

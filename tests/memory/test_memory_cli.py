@@ -17,6 +17,7 @@ pytestmark = pytest.mark.e2e
 MEMORY_ON = {"AGENTMM_MEMORY": "true"}
 
 
+@pytest.mark.slow
 def test_chat_remembers_across_threads_and_the_memory_commands(tmp_path: Path) -> None:
     first = ok_json("chat", "-m", "My sister is called Mira and she lives in Lisbon.", "--json",
                     "--max-tokens", "20", env=MEMORY_ON)  # fmt: skip

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import pytest
 from langgraph.store.base import PutOp, SearchOp
 
 from agentmm.memory.chroma_store import ChromaStore
@@ -27,6 +28,7 @@ WORDS = ["tea", "garden", "sister", "lisbon", "piano", "rain", "cat", "train", "
 PER_SCOPE = 30
 
 
+@pytest.mark.slow
 def test_thousand_random_queries_stay_in_scope(vector_store: ChromaStore) -> None:
     rng = random.Random(1234)
     puts = []

@@ -87,6 +87,7 @@ def read_until_streaming(repl: Repl) -> str:
     return streamed
 
 
+@pytest.mark.slow
 def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
     repl = Repl("--max-tokens", "24", "--seed", "3", "--temperature", "0")
     assert "/help for commands" in repl.opening and "Alt-Enter" in repl.opening

@@ -82,6 +82,7 @@ def test_silence_is_no_speech(tmp_path: Path) -> None:
     assert transcribe_audio.invoke({"path": str(silent)}) == asr.NO_SPEECH
 
 
+@pytest.mark.slow
 def test_a_clip_too_short_for_a_word_is_no_speech(short_speech_wav: Path, tmp_path: Path) -> None:
     """Whisper writes "Thank you for watching." or " ." for a tenth of a second of speech."""
     with wave.open(str(short_speech_wav)) as clip:

@@ -138,6 +138,7 @@ def test_the_default_index_follows_the_settings(isolated_env: Path) -> None:
     assert real.collection.metadata == {"model": "ViT-B-32", "pretrained": "laion2b_s34b_b79k"}
 
 
+@pytest.mark.slow
 def test_index_in_one_process_then_search_in_another(
     image_dir: Path, photos: dict[str, Path], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

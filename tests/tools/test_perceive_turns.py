@@ -87,6 +87,7 @@ def test_bad_attachment_is_an_observation_and_the_turn_goes_on(tmp_path: Path) -
     assert state["messages"][-1].content == "Hm."
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_cli_perceive_and_a_voice_note_chat(tmp_path: Path, speech_wav: Path) -> None:
     results = ok_json("perceive", str(speech_wav), "--json")["results"]
