@@ -4,11 +4,9 @@ behind ``{{original}}``, the card-field macros, the Character's Note."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import BaseMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
@@ -16,17 +14,7 @@ from agentmm.graphs.chat import build_graph
 from agentmm.personas import PersonaRegistry
 from agentmm.settings import Settings
 from agentmm.state import TurnContext
-from agentmm.tokens import TokenCounter
-
-WORDS = TokenCounter(lambda text: len(text.split()))
-
-
-class Recording(FakeListChatModel):
-    seen: list[list[BaseMessage]]
-
-    def _stream(self, messages: list[Any], *args: Any, **kwargs: Any) -> Iterator[Any]:
-        self.seen.append(list(messages))
-        return super()._stream(messages, *args, **kwargs)
+from tests.graphs.test_persona_graph import WORDS, Recording
 
 
 def card(name: str, **data: Any) -> str:

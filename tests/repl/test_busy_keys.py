@@ -79,15 +79,10 @@ def test_a_line_typed_before_the_prompt_is_sent_by_its_enter(tty: tuple[int, Any
     """Typed while the chat starts (the terminal still cooked, so the kernel made Enter a line
     feed, which the editor reads as Ctrl-J, "new line"): the line is sent, not left under a
     continuation waiting for a second Enter."""
-    from prompt_toolkit.application import create_app_session
-    from prompt_toolkit.output import DummyOutput
-
     keyboard, source = tty
     assert termios.tcgetattr(source.fileno())[0] & termios.ICRNL  # cooked, as a terminal is before the prompt
     type_keys(keyboard, source, b"Hello there\r")
-    term = Terminal(editor=True, live=False)
-    with create_app_session(input=source, output=DummyOutput()):
-        term.setup_editor(None, lambda: "")
+    with editor_on(source) as term:
         second_enter = threading.Timer(3, os.write, (keyboard, b"\r"))  # what the old editor waited for
         second_enter.start()
         try:
@@ -103,39 +98,45 @@ def test_ctrl_z_at_the_prompt_suspends_as_in_a_shell_and_types_nothing(
     """Ctrl-Z stops the chat (SIGTSTP, ``fg`` brings it back) where the system has job control;
     it put a ``^Z`` into the message. (The stop itself is prompt_toolkit's: recorded here, since
     a real one would stop the test's whole process group.)"""
-    import signal
+    suspended = recorded_suspends(monkeypatch)
+    keyboard, source = tty
+    with editor_on(source) as term:
+        threading.Timer(0.5, os.write, (keyboard, b"ab\x1acd\r")).start()  # at the prompt: its terminal raw
+        line = term.read()
+    assert line == "abcd" and suspended == [True]
 
-    from prompt_toolkit.application import Application, create_app_session
-    from prompt_toolkit.output import DummyOutput
+
+def recorded_suspends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """prompt_toolkit's Ctrl-Z stop, recorded (True each time) instead of stopping the test's
+    whole process group; skips where the system has no job control."""
+    from prompt_toolkit.application import Application
 
     if not hasattr(signal, "SIGTSTP"):
         pytest.skip("no job control here")
     suspended: list[bool] = []
     monkeypatch.setattr(Application, "suspend_to_background", lambda self, suspend_group=True: suspended.append(True))
-    keyboard, source = tty
+    return suspended
+
+
+@contextlib.contextmanager
+def editor_on(source: Any) -> Iterator[Terminal]:
+    """The chat's line editor reading ``source`` (the pseudo-terminal's end), its output dropped."""
+    from prompt_toolkit.application import create_app_session
+    from prompt_toolkit.output import DummyOutput
+
     term = Terminal(editor=True, live=False)
     with create_app_session(input=source, output=DummyOutput()):
         term.setup_editor(None, lambda: "")
-        threading.Timer(0.5, os.write, (keyboard, b"ab\x1acd\r")).start()  # at the prompt: its terminal raw
-        line = term.read()
-    assert line == "abcd" and suspended == [True]
+        yield term
 
 
 def test_ctrl_z_at_the_tool_question_suspends_and_types_nothing(
     tty: tuple[int, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """It was typed into the answer (``^Zy``: the call denied)."""
-    from prompt_toolkit.application import Application, create_app_session
-    from prompt_toolkit.output import DummyOutput
-
-    if not hasattr(signal, "SIGTSTP"):
-        pytest.skip("no job control here")
-    suspended: list[bool] = []
-    monkeypatch.setattr(Application, "suspend_to_background", lambda self, suspend_group=True: suspended.append(True))
+    suspended = recorded_suspends(monkeypatch)
     keyboard, source = tty
-    term = Terminal(editor=True, live=False)
-    with create_app_session(input=source, output=DummyOutput()):
-        term.setup_editor(None, lambda: "")
+    with editor_on(source) as term:
         threading.Timer(0.5, os.write, (keyboard, b"\x1ay\r")).start()
         assert term.confirm("allow tool call roll_dice(notation='d6')?")
     assert suspended == [True]

@@ -112,17 +112,24 @@ def test_cli_perceive_and_a_voice_note_chat(tmp_path: Path, speech_wav: Path) ->
     assert pictured["reply"] is not None  # no captioner weights offline: said in one line, the turn goes on
 
 
+LONG_NOTE = " ".join(f"Sentence {i} of a long voice note." for i in range(150))  # 1,050 words
+
+
+def long_note_graph() -> Any:
+    """A turn graph at n_ctx 512 whose speech recognition hears ``LONG_NOTE``."""
+
+    def long_note(path: Path) -> tuple[str, str, str]:
+        return LONG_NOTE, "en", "fake-asr"
+
+    return build_graph(Settings(n_ctx=512, max_tokens=40), model=FakeListChatModel(responses=["Long one."]),
+                       checkpointer=InMemorySaver(), counter=WORDS,
+                       perception=Perception(FakeCaptioner(lambda image: ""), long_note))  # fmt: skip
+
+
 def test_a_voice_note_too_long_for_the_context_is_cut_short_not_the_turn(speech_wav: Path) -> None:
     """At n_ctx 512 a 1,000-token transcript failed the turn with 'the message is 12 tokens but
     only 0 fit', blaming the typed words."""
-    transcript = " ".join(f"Sentence {i} of a long voice note." for i in range(150))  # 1,050 words
-
-    def long_note(path: Path) -> tuple[str, str, str]:
-        return transcript, "en", "fake-asr"
-
-    graph = build_graph(Settings(n_ctx=512, max_tokens=40), model=FakeListChatModel(responses=["Long one."]),
-                        checkpointer=InMemorySaver(), counter=WORDS,
-                        perception=Perception(FakeCaptioner(lambda image: ""), long_note))  # fmt: skip
+    graph = long_note_graph()
     state = run(graph, "summarise my voice note", [str(speech_wav)])
     cut = state["trace"]["truncated_parts"]
     assert [c["part"] for c in cut] == ["observations"] and cut[0]["tokens"] < 512 / 2
@@ -152,14 +159,7 @@ def test_a_voice_note_alone_is_in_the_prompt_once(speech_wav: Path) -> None:
 def test_a_long_voice_note_alone_is_cut_to_fit_not_refused(speech_wav: Path) -> None:
     """A voice note alone too long for the context failed the turn ('the message is 878 tokens
     but only 715 fit'); with typed text beside it, its observation was cut to fit."""
-    transcript = " ".join(f"Sentence {i} of a long voice note." for i in range(150))  # 1,050 words
-
-    def long_note(path: Path) -> tuple[str, str, str]:
-        return transcript, "en", "fake-asr"
-
-    graph = build_graph(Settings(n_ctx=512, max_tokens=40), model=FakeListChatModel(responses=["Long one."]),
-                        checkpointer=InMemorySaver(), counter=WORDS,
-                        perception=Perception(FakeCaptioner(lambda image: ""), long_note))  # fmt: skip
+    graph = long_note_graph()
     state = run(graph, "", [str(speech_wav)])
     cut = state["trace"]["truncated_parts"]
     assert [c["part"] for c in cut] == ["message"] and cut[0]["full_tokens"] > 1000
@@ -171,4 +171,4 @@ def test_a_long_voice_note_alone_is_cut_to_fit_not_refused(speech_wav: Path) -> 
     assert state["messages"][-1].content == "Long one."
     # A typed message that long is still refused: its length is the user's to choose.
     with pytest.raises(InputTooLongError, match="the message is"):
-        run(graph, transcript, [])
+        run(graph, LONG_NOTE, [])
