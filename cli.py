@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 
-from agentmm.console_text import plain, printable
+from agentmm.console_text import one_line, plain, printable
 from agentmm.errors import AgentmmError
 
 if TYPE_CHECKING:
@@ -662,7 +662,7 @@ def personas_show(name: str, as_json: JsonFlag = False) -> None:
         marks = _lore_marks(entry)
         sys.stdout.write(f"\n[lore: {entry.label}] keys: {', '.join(entry.keys)}{f'  ({marks})' if marks else ''}\n")
         if entry.content.strip():
-            sys.stdout.write(f"{_preview(entry.content)}\n")
+            sys.stdout.write(f"{one_line(entry.content, 100)}\n")
 
 
 def _lore_marks(entry: Any) -> str:
@@ -676,12 +676,6 @@ def _lore_marks(entry: Any) -> str:
     if entry.chance is not None:
         marks.append(f"{entry.chance}% chance")
     return "; ".join(marks)
-
-
-def _preview(text: str, width: int = 100) -> str:
-    """``text`` on one line, cut at ``width`` characters with an ellipsis."""
-    line = " ".join(text.split())
-    return line if len(line) <= width else line[: width - 1].rstrip() + "…"
 
 
 @personas_app.command("new")

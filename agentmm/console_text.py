@@ -30,6 +30,13 @@ _OPEN_TAIL = re.compile(r"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b\n]*\x1b?)?\Z")
 _HOLD_LIMIT = 4096
 
 
+def one_line(text: object, width: int) -> str:
+    """``text`` on one line (its white space runs made single spaces), cut to ``width``
+    characters with "…" where longer: a table cell, a preview, an error's detail."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def printable(value: object) -> str:
     """``value`` as a string without terminal control characters (tab and newline kept)."""
     return _CONTROL.sub("", str(value))

@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from agentmm.console_text import one_line
 from agentmm.errors import ModelServerError, SettingsError
 from agentmm.tokens import PER_MESSAGE_OVERHEAD, approximate_tokens
 
@@ -69,8 +70,7 @@ def api_root(model_url: str) -> str:
 
 
 def _one_line(text: str, width: int = 200) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return one_line(text, width)
 
 
 # -------------------------------------------------------------------------------- tokenizer

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentmm.console_text import plain, printable
+from agentmm.console_text import one_line, plain, printable
 from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
 from agentmm.repl.terminal import Terminal, note_level, tool_note, user_note
@@ -542,8 +542,7 @@ def _ignore(signum: int, frame: Any) -> None:
 
 
 def _clip(text: str, width: int = 60) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return one_line(text, width)
 
 
 def _said(text: str, attachments: list[str]) -> str:

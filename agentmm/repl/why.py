@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from agentmm.console_text import plain
+from agentmm.console_text import one_line, plain
 
 BAR = 24
 
 
 def _clip(text: Any, width: int = 90) -> str:
-    flat = " ".join(str(text).split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
+    return one_line(text, width)
 
 
 def _bar(part: int, whole: int) -> str:
