@@ -315,9 +315,9 @@ class Composer:
         context = run_context(runtime.context)
         summary = state.get("summary", "")
         parts, turn = self._turn_parts(state, config, context, state.get("window_start", 0))
-        state, cut_message = self._fit_voice_message(state, parts, turn, summary)
+        state, cut_message, fitted = self._fit_voice_message(state, parts, turn, summary)
         messages = state["messages"]
-        plan = self._plan(state, parts, turn, summary)
+        plan = fitted or self._plan(state, parts, turn, summary)
         # Lore "already in the window" is judged again against the window the plan leaves: an
         # entry stored with a turn this plan folds away is in the prompt no more. More lore can
         # only fold more, so this ends; three rounds are plenty.
@@ -369,19 +369,19 @@ class Composer:
 
     def _fit_voice_message(
         self, state: ChatState, parts: TurnParts, turn: list[tuple[str, str]], summary: str
-    ) -> tuple[ChatState, list[dict[str, Any]]]:
+    ) -> tuple[ChatState, list[dict[str, Any]], WindowPlan | None]:
         """The state with a voice note's transcript that is the message (perceive's
         ``as_message``) cut short, at a sentence, when the turn does not fit with it whole: cut to
         half the room the head and tail leave (as a long observation is), less while even that
         does not fit. A typed message too long is still refused; a voice note is not, since its
         length is not the user's to choose. The cut is reported as a ``truncated_parts`` entry
-        (``part`` "message")."""
+        (``part`` "message"); the plan that fitted comes with it (None: no voice note to fit),
+        so the turn does not plan it again."""
         message = state["messages"][-1]
         if not any(o.get("as_message") for o in state.get("observations") or []):
-            return state, []
+            return state, [], None
         try:
-            self._plan(state, parts, turn, summary)
-            return state, []
+            return state, [], self._plan(state, parts, turn, summary)
         except InputTooLongError:
             pass
         text = message.text
@@ -396,14 +396,13 @@ class Composer:
                 break
             shorter = {**state, "messages": [*state["messages"][:-1], message.model_copy(update={"content": cut})]}
             try:
-                self._plan(shorter, parts, turn, summary)  # type: ignore[arg-type]
+                plan = self._plan(shorter, parts, turn, summary)  # type: ignore[arg-type]
             except InputTooLongError:
                 tokens //= 2
                 continue
             kept, full = (self.counter.text(t) + PER_MESSAGE_OVERHEAD for t in (cut, text))
-            return shorter, [{"part": "message", "tokens": kept, "full_tokens": full}]  # type: ignore[return-value]
-        self._plan(state, parts, turn, summary)  # raises: not even a short cut fits
-        return state, []
+            return shorter, [{"part": "message", "tokens": kept, "full_tokens": full}], plan  # type: ignore[return-value]
+        return state, [], self._plan(state, parts, turn, summary)  # raises: not even a short cut fits
 
     def _turn_parts(
         self, state: ChatState, config: RunnableConfig, context: TurnContext, kept_from: int
