@@ -40,6 +40,60 @@ def _left_out(trace: dict[str, Any]) -> list[str]:
     return lines
 
 
+# What the recalled-memory table needs beside its id column: the score, similarity, overlap and
+# found-by columns and a text column that can still be read. Narrower, each memory is a block.
+RECALLED_TABLE_ROOM = 60
+
+
+def _overlap(memory: dict[str, Any]) -> str:
+    """The memory's ``overlap`` as the trace holds it (a share, 0-1), or ``-`` when not known."""
+    overlap = memory.get("overlap")
+    return f"{overlap:.2f}" if isinstance(overlap, int | float) else "-"
+
+
+class RecalledMemories:
+    """The trace's recalled memories: a table with the scores recall placed them by (``overlap``,
+    which lowers the similarity bar, included), or one block each on a terminal too narrow for
+    it, so the id is never cut (the width is known only when printed)."""
+
+    def __init__(self, recalled: list[dict[str, Any]]) -> None:
+        self.recalled = recalled
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        from rich.padding import Padding
+        from rich.table import Column, Table
+        from rich.text import Text
+
+        from agentmm.console_text import key_column
+
+        ids = [plain(r.get("id", "")).plain for r in self.recalled]
+        if options.max_width < max(map(len, ids), default=0) + RECALLED_TABLE_ROOM:
+            yield Text("recalled memories")
+            for r in self.recalled:
+                yield plain(r.get("id", ""), style="bold")
+                yield Padding(Text(" · ".join(_scores(r))), (0, 0, 0, 2))
+                yield Padding(plain(_clip(r.get("text", ""), 200)), (0, 0, 0, 2))
+            return
+        scores = [Column(name, justify="right") for name in ("score", "similarity", "overlap")]
+        table = Table(*scores, "found by", key_column("id", ids), "text",
+                      title="recalled memories", title_justify="left", show_edge=False, pad_edge=False)  # fmt: skip
+        for r in self.recalled:
+            table.add_row(f"{r.get('score', 0):.4f}", f"{r.get('similarity', 0):.3f}", _overlap(r),
+                          "+".join(r.get("found_by") or []), plain(r.get("id", "")),
+                          plain(_clip(r.get("text", ""), 70)))  # fmt: skip
+        yield table
+
+
+def _scores(memory: dict[str, Any]) -> list[str]:
+    """A block's facts: score, similarity, overlap when known, and what found the memory."""
+    facts = [f"score {memory.get('score', 0):.4f}", f"similarity {memory.get('similarity', 0):.3f}"]
+    if isinstance(memory.get("overlap"), int | float):
+        facts.append(f"overlap {_overlap(memory)}")
+    if memory.get("found_by"):
+        facts.append("found by " + "+".join(memory["found_by"]))
+    return facts
+
+
 def intent_line(intent: dict[str, Any]) -> str:
     """The turn's intent, how it was decided, and the routes it opened, in one line."""
     route = intent.get("route") or {}
@@ -105,14 +159,7 @@ def render_trace(trace: dict[str, Any]) -> Any:
     recalled = trace.get("recalled")
     if recalled is not None:
         if recalled:
-            table = Table(title="recalled memories", title_justify="left", show_edge=False, pad_edge=False)
-            for column in ("score", "similarity", "found by", "id", "text"):
-                table.add_column(column, justify="right" if column in ("score", "similarity") else "left")
-            for r in recalled:
-                found_by = "+".join(r.get("found_by") or [])
-                table.add_row(f"{r.get('score', 0):.4f}", f"{r.get('similarity', 0):.3f}", found_by,
-                              plain(r.get("id", "")), plain(_clip(r.get("text", ""), 70)))  # fmt: skip
-            parts.append(table)
+            parts.append(RecalledMemories(recalled))
         else:
             parts.append(Text("recalled memories: none above the threshold"))
         parts.extend(Text(line) for line in _left_out(trace))

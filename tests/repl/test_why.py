@@ -34,3 +34,38 @@ def test_why_shows_left_out_memories_by_reason_and_the_window_budget() -> None:
 def test_why_says_nothing_of_left_out_memories_when_none_were() -> None:
     text = rendered({"path": ["ingest", "recall"], "recalled": []})
     assert "left out" not in text and "memories in the window" not in text
+
+
+RECALLED = {
+    "path": ["ingest", "recall"],
+    "recalled": [
+        {"id": "t-4f1c2a:12:user", "score": 0.0312, "similarity": 0.41, "overlap": 0.5, "found_by": ["dense", "bm25"],
+         "text": "Ada's cat is called Miso"},
+        {"id": "m2", "score": 0.02, "similarity": 0.6, "overlap": None, "found_by": ["dense"], "text": "tea"},
+    ],
+}  # fmt: skip
+
+
+def test_why_shows_each_recalled_memorys_overlap_as_the_trace_has_it() -> None:
+    lines = rendered(RECALLED).splitlines()
+
+    def cells(marker: str) -> list[str]:
+        line = next(line for line in lines if marker in line)
+        return [cell.strip() for cell in line.replace("┃", "│").split("│")]
+
+    assert cells("similarity")[:4] == ["score", "similarity", "overlap", "found by"]
+    assert cells("Miso")[:5] == ["0.0312", "0.410", "0.50", "dense+bm25", "t-4f1c2a:12:user"]
+    assert cells(" tea")[2] == "-"  # not known
+
+
+def test_why_prints_recalled_memories_as_blocks_on_a_narrow_terminal() -> None:
+    console = Console(width=50, record=True, force_terminal=False)
+    console.print(render_trace(RECALLED))
+    lines = console.export_text().splitlines()
+    start, end = lines.index("t-4f1c2a:12:user"), lines.index("m2")  # each id whole, on a line of its own
+    block = lines[start + 1 : end]
+    assert all(line.startswith("  ") for line in block)
+    assert " ".join(line.strip() for line in block) == (
+        "score 0.0312 · similarity 0.410 · overlap 0.50 · found by dense+bm25 Ada's cat is called Miso"
+    )
+    assert "overlap" not in lines[end + 1]  # not known: left out
