@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage
+from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, create_checkpoint
 from langgraph.checkpoint.sqlite import SqliteSaver
@@ -451,28 +451,27 @@ def read_saved_thread(path: Path) -> dict[str, Any]:
 def imported_values(doc: Any, source: str) -> dict[str, Any]:
     """The state of a thread saved by the chat's ``/save FILE.json`` (``repl.transcript``), as
     ``threads import`` writes it; ``ThreadImportError`` (one line naming ``source``) for a file
-    that is not one. Its messages (user and assistant: a tool call's messages are not kept in
-    the file, so a thread that called tools cannot be made whole again and is refused), its
-    persona, and the rolling summary and window, so the next turn composes as the thread did."""
+    that is not one. Its messages (user, assistant with its tool calls, and the tool results
+    that answer them), its persona, and the rolling summary and window, so the next turn
+    composes as the thread did."""
     if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
         raise ThreadImportError(f'{source}: not a thread saved by /save FILE.json (no "messages" list)')
     messages: list[AnyMessage] = []
     for i, row in enumerate(doc["messages"], 1):
         role = row.get("role") if isinstance(row, dict) else None
-        if role not in ("user", "assistant") or not isinstance(row.get("content"), str):
+        if role not in ("user", "assistant", "tool") or not isinstance(row.get("content"), str):
             what = f"role {role!r}" if isinstance(role, str) else "no role and text"
-            raise ThreadImportError(f"{source}: message {i} has {what}: threads import takes user and assistant "
-                                    "messages (with their text as \"content\")")  # fmt: skip
+            raise ThreadImportError(f"{source}: message {i} has {what}: threads import takes user, assistant "
+                                    "and tool messages (with their text as \"content\")")  # fmt: skip
         if role == "user":
             messages.append(HumanMessage(row["content"]))
-            continue
-        meta: dict[str, Any] = {"interrupted": True} if row.get("interrupted") is True else {}
-        if row.get("greeting") is True:
-            meta["greeting"] = 0  # the file says it was a greeting, not which one
-        messages.append(AIMessage(row["content"], response_metadata=meta))
+        elif role == "tool":
+            messages.append(_tool_message(row, messages, f"{source}: message {i}"))
+        else:
+            messages.append(_assistant_message(row, f"{source}: message {i}"))
     if not messages:
         raise ThreadImportError(f"{source}: no messages: a thread holds at least one reply")
-    if not isinstance(messages[-1], AIMessage):
+    if not _whole(messages):
         raise ThreadImportError(f"{source}: a thread ends with a reply, and this one's last message is not one")
     values: dict[str, Any] = {"messages": messages}
     for key, kind in _SAVED_VALUES.items():
@@ -492,6 +491,54 @@ def imported_values(doc: Any, source: str) -> dict[str, Any]:
             f"fit its {len(messages)} messages (0 <= summary_through <= window_start <= messages)"
         )
     return values
+
+
+def _assistant_message(row: dict[str, Any], where: str) -> AIMessage:
+    """A saved reply: its text, whether it was stopped, which greeting it was (a file saved
+    before ``greeting_index`` says only that it was one: greeting 0), and its tool calls."""
+    meta: dict[str, Any] = {"interrupted": True} if row.get("interrupted") is True else {}
+    if row.get("greeting") is True:
+        index = row.get("greeting_index", 0)
+        if type(index) is not int or index < 0:
+            raise ThreadImportError(f'{where}: "greeting_index" is not a greeting\'s number')
+        meta["greeting"] = index
+    calls = _saved_list(row, "tool_calls", where)
+    for call in calls:
+        if not (isinstance(call.get("name"), str) and isinstance(call.get("args"), dict)
+                and isinstance(call.get("id"), str)):  # fmt: skip
+            raise ThreadImportError(f'{where}: a tool call needs a "name", "args" (an object) and an "id"')
+    bad_calls = _saved_list(row, "invalid_tool_calls", where)
+    keys = ("name", "args", "id", "error")
+    if any(not all(call.get(k) is None or isinstance(call.get(k), str) for k in keys) for call in bad_calls):
+        raise ThreadImportError(f'{where}: an invalid tool call\'s "name", "args", "id" and "error" are text')
+    return AIMessage(
+        row["content"],
+        response_metadata=meta,
+        tool_calls=[{"name": c["name"], "args": c["args"], "id": c["id"], "type": "tool_call"} for c in calls],
+        invalid_tool_calls=[{**{k: c.get(k) for k in keys}, "type": "invalid_tool_call"} for c in bad_calls],
+    )
+
+
+def _saved_list(row: dict[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    found = row.get(key, [])
+    if not isinstance(found, list) or not all(isinstance(item, dict) for item in found):
+        raise ThreadImportError(f'{where}: "{key}" is not a list of objects')
+    return found
+
+
+def _tool_message(row: dict[str, Any], before: list[AnyMessage], where: str) -> ToolMessage:
+    """A saved tool result, which answers a call of the reply before it (after that reply's
+    other results): a result with no such call would be a thread no turn could have made."""
+    call_id, name, status = row.get("tool_call_id"), row.get("name"), row.get("status", "success")
+    if not isinstance(call_id, str) or not isinstance(name, str | None) or status not in ("success", "error"):
+        raise ThreadImportError(f'{where}: a tool result needs a "tool_call_id" and a "name" (and "status" '
+                                '"error" or none)')  # fmt: skip
+    asking = next((m for m in reversed(before) if not isinstance(m, ToolMessage)), None)
+    asked = [c["id"] for c in asking.tool_calls] + [c.get("id") for c in asking.invalid_tool_calls] \
+        if isinstance(asking, AIMessage) else []  # fmt: skip
+    if call_id not in asked:
+        raise ThreadImportError(f"{where}: a tool result for call {call_id!r}, which the reply before it did not make")
+    return ToolMessage(row["content"], tool_call_id=call_id, name=name, status=status)
 
 
 def import_thread(graph: Any, thread_id: str, values: dict[str, Any]) -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
-from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 
 from agentmm.graphs.chat import build_graph
 from agentmm.repl.transcript import save, transcript
 from agentmm.settings import load_settings
-from agentmm.threads import import_thread, imported_values, open_checkpointer, thread_exists
+from agentmm.threads import import_thread, imported_values, open_checkpointer, thread_exists, thread_values
 from tests.test_cli import agentmm, assert_one_line_error, ok_json
 
 EXCHANGE = '{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}'
@@ -65,13 +65,62 @@ def test_threads_import_makes_the_saved_thread_again(tmp_path: Path) -> None:
     assert len(ok_json("threads", "list", "--json")["threads"]) == 2
 
 
+def tool_thread() -> dict[str, Any]:
+    """A thread opened with a persona's second greeting, whose second turn called two tools
+    (one call that did not parse, one result an error) before it answered."""
+    asks = AIMessage("Let me roll.", tool_calls=[{"name": "roll_dice", "args": {"sides": 20}, "id": "call_1"},
+                                                 {"name": "clock", "args": {}, "id": "call_2"}],
+                     invalid_tool_calls=[{"name": "roll_dice", "args": "{sides", "id": "call_3",
+                                          "error": "not JSON", "type": "invalid_tool_call"}])  # fmt: skip
+    messages = [AIMessage("Ahoy.", response_metadata={"greeting": 2}), HumanMessage("Roll for me."), asks,
+                ToolMessage("17", tool_call_id="call_1", name="roll_dice"),
+                ToolMessage("error: no clock", tool_call_id="call_2", name="clock", status="error"),
+                ToolMessage("error: malformed tool call", tool_call_id="call_3", name="roll_dice", status="error"),
+                AIMessage("A seventeen.")]  # fmt: skip
+    return {"messages": messages}
+
+
+def test_a_thread_that_called_tools_is_saved_and_imported_whole(isolated_env: Path, tmp_path: Path) -> None:
+    """/save FILE.json kept no tool calls, so threads import refused such a thread ("role
+    'tool'"), and a greeting came back as greeting 0 whichever it was."""
+    path = tmp_path / "tools.json"
+    save(path, transcript("abc", tool_thread(), model="smollm2", user_name="User"))
+    assert ok_json("threads", "import", str(path), "--thread", "dice", "--json")["messages"] == 7
+    saver = open_checkpointer(isolated_env / "data")
+    imported = thread_values(saver, "dice")[0]["messages"]
+    saver.conn.close()
+    assert [m.model_dump(exclude={"id"}) for m in imported] == [
+        m.model_dump(exclude={"id"}) for m in tool_thread()["messages"]
+    ]
+
+
+def test_a_file_saved_before_greeting_index_imports_its_greeting_as_the_first(tmp_path: Path) -> None:
+    doc = transcript("abc", tool_thread(), model="smollm2", user_name="User")
+    del doc["messages"][0]["greeting_index"]
+    assert imported_values(doc, "f")["messages"][0].response_metadata == {"greeting": 0}
+
+
 @pytest.mark.parametrize(
     ("content", "needle"),
     [
         ("{not json", "not JSON"),
         ('{"messages": []}', "no messages"),
         ('{"thread_id": "x"}', 'no "messages" list'),
-        ('{"messages": [{"role": "tool", "content": "42"}, {"role": "assistant", "content": "ok"}]}', "role 'tool'"),
+        (
+            '{"messages": [{"role": "system", "content": "42"}, {"role": "assistant", "content": "ok"}]}',
+            "role 'system'",
+        ),
+        ('{"messages": [{"role": "tool", "content": "42"}, {"role": "assistant", "content": "ok"}]}', "tool_call_id"),
+        (
+            '{"messages": [' + EXCHANGE + ', {"role": "tool", "content": "4", "tool_call_id": "c1", "name": "dice"},'
+            ' {"role": "assistant", "content": "ok"}]}',
+            "call 'c1', which the reply before it did not make",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "",'
+            ' "tool_calls": [{"name": "dice", "args": {}, "id": "c1"}]}]}',
+            "ends with a reply",
+        ),
         ('{"messages": [{"role": "assistant", "content": "hi"}, {"role": "user", "content": "yo"}]}', "ends with a"),
         (
             '{"messages": [' + EXCHANGE + '], "window_start": 3}',

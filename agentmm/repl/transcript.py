@@ -1,8 +1,8 @@
 """``/save``: a thread as a readable Markdown transcript or a JSON document.
 
-The JSON keeps what ``agentmm threads show --json`` gives for each message, plus the
-thread's id, persona and model, so a saved file is enough to tell what happened, and its
-rolling summary and window, so ``agentmm threads import`` can go on with it.
+The JSON keeps what ``agentmm threads show --json`` gives for each message (and its tool calls
+and results), plus the thread's id, persona and model, so a saved file is enough to tell what
+happened, and its rolling summary and window, so ``agentmm threads import`` can go on with it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ class TranscriptError(AgentmmError):
 
 
 def message_rows(messages: list[Any]) -> list[dict[str, Any]]:
+    """Each message as ``threads show --json`` gives it, plus what ``threads import`` needs to
+    make it again: which greeting opened the thread, a reply's tool calls (and calls that did
+    not parse), and a tool result's call id, tool name and error status."""
     rows = []
     for m in messages:
         role = {"human": "user", "ai": "assistant"}.get(m.type, m.type)
@@ -32,6 +35,16 @@ def message_rows(messages: list[Any]) -> list[dict[str, Any]]:
             row["interrupted"] = True
         if "greeting" in m.response_metadata:
             row["greeting"] = True
+            row["greeting_index"] = m.response_metadata["greeting"]
+        if getattr(m, "tool_calls", None):
+            row["tool_calls"] = [{"name": c["name"], "args": c["args"], "id": c["id"]} for c in m.tool_calls]
+        if getattr(m, "invalid_tool_calls", None):
+            row["invalid_tool_calls"] = [{key: c.get(key) for key in ("name", "args", "id", "error")}
+                                         for c in m.invalid_tool_calls]  # fmt: skip
+        if m.type == "tool":
+            row["tool_call_id"], row["name"] = m.tool_call_id, m.name
+            if m.status == "error":
+                row["status"] = "error"
         rows.append(row)
     return rows
 
