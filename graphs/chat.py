@@ -121,10 +121,11 @@ class Ingest:
             # The message a run that failed was answering (``turn_message_ids``' last), sent again
             # under its own id, replaced it in place: it is the exchange, and nothing before it goes.
             resent_unanswered = given.id is not None and given.id == ([None, *sent_before][-1])
-        elif context.retry and not text and state.get("input") is None and not context.attachments:
-            # A retry sent nothing new, or sent the last turn's message again under its id (a
-            # client that keeps ids: agent-chat-ui, Studio), which replaced it in place: that
-            # message is answered again (it was EmptyInputError, the message not being last).
+        elif context.retry and not text and not context.attachments:
+            # A retry sent nothing new (no input, or an empty one: clients send the input box as
+            # it is), or sent the last turn's message again under its id (a client that keeps
+            # ids: agent-chat-ui, Studio), which replaced it in place: that message is answered
+            # again (it was EmptyInputError, the message not being last; so was {"input": ""}).
             start = last_exchange_start(history)
             given = history[start] if start is not None else None  # type: ignore[assignment]
             text = given.text.strip() if given is not None else ""

@@ -461,3 +461,21 @@ def test_a_raw_graphs_retry_past_a_fold_puts_back_the_summary_its_turn_started_w
                 put_back += 1
         take_out(graph, last_exchange(graph, "raw"))  # type: ignore[arg-type]
     assert put_back, "no retry met a summary to put back: the test says nothing"
+
+
+def test_a_raw_graphs_retry_with_an_empty_input_answers_the_last_message_again() -> None:
+    """Clients send the input box as it is: a retry with ``{"input": ""}`` (or blanks) was
+    EmptyInputError, only a retry with no ``input`` key answered the last message again."""
+    from agentmm.errors import EmptyInputError
+
+    model = replies("R1", "R2", "R3")
+    graph = build_graph(Settings(memory=False), model=model, checkpointer=InMemorySaver(),
+                        counter=TokenCounter(lambda text: len(text.split())))  # fmt: skip
+    config = {"configurable": {"thread_id": "empty"}}
+    graph.invoke({"input": "u1"}, config)
+    for given, reply in (("", "R2"), ("  \n ", "R3")):
+        state = graph.invoke({"input": given}, config, context=TurnContext(retry=True))
+        assert [m.text for m in state["messages"]] == ["u1", reply]
+        assert state["trace"]["turn"] == 1
+    with pytest.raises(EmptyInputError):  # without retry an empty input is still nothing to say
+        graph.invoke({"input": ""}, config)
