@@ -696,16 +696,27 @@ def personas_new(
 def personas_import(
     file: Path,
     force: Annotated[bool, typer.Option("--force", help="Replace a persona of the same name.")] = False,
+    world: Annotated[
+        Optional[list[Path]],
+        typer.Option(
+            "--world",
+            help="A SillyTavern world-info (lorebook) JSON file whose entries join the persona's lorebook; "
+            "repeat for several.",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Copy a card (JSON or PNG, V1/V2/V3) or TOML persona into your personas folder, unchanged."""
-    persona = _registry().install(file, overwrite=force)
+    """Copy a card (JSON or PNG, V1/V2/V3) or TOML persona into your personas folder, unchanged
+    (with --world: in its own format, with the worlds' lore entries added)."""
+    persona, lost = _registry().install_with_worlds(file, world or (), overwrite=force)
     if as_json:
         from agentmm.personas import persona_summary
 
-        _print_json(persona_summary(persona))
+        _print_json({**persona_summary(persona), **({"not_kept": lost} if world else {})})
     else:
         sys.stdout.write(f"imported {persona.name} ({persona.source})\n")
+        if lost:
+            sys.stderr.write(f"note: {_not_kept_line(lost)}; import the persona as a card to keep them\n")
 
 
 @personas_app.command("export")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -192,21 +190,21 @@ def test_a_v3_card_exported_to_json_without_a_format_stays_v3(tmp_path: Path) ->
     assert ok_json("personas", "export", "Nora Quill", "-o", str(out / "nora.json"), "--json")["format"] == "card-v2"
 
 
-def test_importing_a_world_info_file_says_how_to_use_it_and_that_way_works(tmp_path: Path) -> None:
+def test_a_world_info_file_is_attached_with_import_world_as_the_error_says(tmp_path: Path) -> None:
     world = tmp_path / "harbor.json"
     world.write_text(json.dumps({"entries": {"0": {"key": ["harbor"], "content": "The harbor froze.", "uid": 0}}}))
     done = agentmm("personas", "import", str(world))
-    assert_one_line_error(done, "this is a lorebook (world info) file, not a character card; no command attaches")
-    assert "agentmm.personas.load_world_info(path)" in done.stderr
+    assert_one_line_error(done, "this is a lorebook (world info) file, not a character card")
+    assert "agentmm personas import CARD --world" in done.stderr
     (tmp_path / "rell.json").write_text(json.dumps(CARD_V2))
-    script = (  # what README says to do, as written there
-        "from agentmm.personas import export, import_file, load_world_info; import sys; "
-        "export(import_file(sys.argv[1]).model_copy(update={'lorebook': load_world_info(sys.argv[2])}), "
-        "'card-v3', sys.argv[3])"
-    )
-    out = tmp_path / "with_world.json"
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "rell.json"), str(world), str(out)], check=True)
-    assert ok_json("personas", "import", str(out), "--json")["lore_entries"] == 1
+    imported = ok_json("personas", "import", str(tmp_path / "rell.json"), "--world", str(world), "--json")
+    assert imported["lore_entries"] == 2 and imported["not_kept"] == []
+    shown = agentmm("personas", "show", "Captain Rell")
+    assert "The harbor froze." in shown.stdout and "brass-hulled" in shown.stdout
+    again = agentmm("personas", "import", str(tmp_path / "rell.json"), "--world", str(world))
+    assert_one_line_error(again, "already installed")
+    missing = agentmm("personas", "import", str(tmp_path / "rell.json"), "--world", str(tmp_path / "none.json"))
+    assert_one_line_error(missing, "none.json")
 
 
 def test_show_lists_each_lore_entry_with_what_decides_it_and_its_content(tmp_path: Path) -> None:

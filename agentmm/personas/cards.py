@@ -117,10 +117,10 @@ def dumps_card(card: Mapping[str, Any], *, indent: int | None = 2) -> str:
 # -- spec detection ------------------------------------------------------------------------
 
 
-# No command attaches a world to a persona: say how the Python API does (README, "Personas").
+# Said when a world-info file is given where a card is expected (README, Personas).
 WORLD_INFO_HINT = (
-    "this is a lorebook (world info) file, not a character card; no command attaches it to a persona, "
-    "but agentmm.personas.load_world_info(path) reads it in Python (see README, Personas and character cards)"
+    "this is a lorebook (world info) file, not a character card; to add its entries to a persona's lorebook: "
+    "agentmm personas import CARD --world THIS_FILE (--force to replace an installed CARD)"
 )
 
 

@@ -26,18 +26,22 @@ from typing import Any
 
 from agentmm.errors import Hint
 from agentmm.personas import toml_format
-from agentmm.personas.cards import DEFAULT_LIMITS, Limits
+from agentmm.personas.cards import DEFAULT_LIMITS, Limits, detect_spec
 from agentmm.personas.errors import PersonaError, PersonaNotFoundError
 from agentmm.personas.files import (
+    ExportFormat,
+    FileKind,
     atomic_write,
     export,
     import_file,
     read_limited,
     read_persona,
+    render,
     slug,
     validate,
 )
 from agentmm.personas.model import Persona
+from agentmm.personas.worldinfo import load_world_info, with_world_info
 
 ENTRY_POINT_GROUP = "agentmm.personas"
 BUILTIN_PACKAGE = "agentmm.personas_data"
@@ -298,14 +302,35 @@ class PersonaRegistry:
 
     def install(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Persona:
         """Copy a persona file (validated first, format kept) into the user folder."""
+        return self.install_with_worlds(path, (), overwrite=overwrite)[0]
+
+    def install_with_worlds(
+        self, path: str | os.PathLike[str], worlds: Sequence[str | os.PathLike[str]], *, overwrite: bool = False
+    ) -> tuple[Persona, list[str]]:
+        """``install``, with each world-info file's entries added to the persona's lorebook.
+
+        The file is rewritten in its own format (a PNG card stays a PNG with its image, a V3
+        card stays V3); without worlds it is copied byte for byte. Returns the installed
+        persona and what a TOML persona could not keep of the worlds' entries
+        (``toml_format.not_kept``), empty for cards, which keep everything.
+        """
         src = Path(path)
         data = read_limited(src, self.limits)
         persona, kind = read_persona(data, where=str(src), limits=self.limits)
+        lost: list[str] = []
+        if worlds:
+            books = [load_world_info(world, limits=self.limits) for world in worlds]
+            persona = with_world_info(persona, books)
+            data = render(persona, _written_format(persona, kind))
+            lost = toml_format.not_kept(persona) if kind == "toml" else []
+        self._install_bytes(data, persona.name, kind, overwrite)
+        return self.get(persona.name), lost
+
+    def _install_bytes(self, data: bytes, name: str, kind: FileKind, overwrite: bool) -> None:
         folder = self._user_folder()
-        dest = folder / (slug(persona.name) + _KIND_SUFFIX[kind])
-        self._write(dest, data, persona.name, overwrite)
+        dest = folder / (slug(name) + _KIND_SUFFIX[kind])
+        self._write(dest, data, name, overwrite)
         self.reload()
-        return self.get(persona.name)
 
     def _write(self, dest: Path, data: bytes, name: str, overwrite: bool) -> None:
         """Write the persona ``name`` to ``dest``; without ``overwrite``, refuse if a persona of
@@ -339,6 +364,13 @@ class PersonaRegistry:
         self._write(dest, toml_format.template(name).encode("utf-8"), name.strip(), overwrite)
         self._loaded = False
         return dest
+
+
+def _written_format(persona: Persona, kind: FileKind) -> ExportFormat:
+    """The export format that keeps a persona file's kind (and a card's spec)."""
+    if kind != "json":
+        return "png" if kind == "png" else "toml"
+    return "card-v3" if persona.card is not None and detect_spec(persona.card) == "v3" else "card-v2"
 
 
 def _either(names: list[str]) -> str:

@@ -112,12 +112,13 @@ def not_kept(persona: Persona) -> list[str]:
     dates), other apps' ``extensions`` (SillyTavern's ``depth_prompt``...), and lore entries'
     fields beyond the model's (their ``depth``, ``role``...). Found by exporting the card from
     the persona and from its TOML round trip and naming what differs, so it says what a
-    person would lose by editing the TOML instead of the card. Empty for a native persona."""
-    if persona.card is None:
+    person would lose by editing the TOML instead of the card. Empty for a native persona,
+    unless lore entries from a card or world-info file were added to it (their own fields)."""
+    if persona.card is None and not any(entry.raw for entry in persona.lorebook.entries):
         return []
     from agentmm.personas.cards import card_from_persona, detect_spec
 
-    spec = "v3" if detect_spec(persona.card) == "v3" else "v2"
+    spec = "v3" if persona.card is None or detect_spec(persona.card) == "v3" else "v2"
     before = card_from_persona(persona, spec)["data"]
     after = card_from_persona(loads(dumps(persona)), spec)["data"]
     lost: list[str] = []

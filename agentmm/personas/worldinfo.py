@@ -9,7 +9,7 @@ so a world loaded here exports into a card exactly as SillyTavern would have wri
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from agentmm.personas._fields import Reader, size_text
 from agentmm.personas.cards import DEFAULT_LIMITS, Limits, parse_json_object
 from agentmm.personas.character_book import book_from_raw
 from agentmm.personas.errors import CardError, LorebookError
-from agentmm.personas.model import Lorebook
+from agentmm.personas.model import Lorebook, LoreEntry, Persona
 
 # SillyTavern world-info field -> character_book ``extensions`` field.
 _ST_EXTENSIONS = {
@@ -110,3 +110,37 @@ def load_world_info(source: str | Path | bytes, *, limits: Limits = DEFAULT_LIMI
     except CardError as exc:
         raise LorebookError(str(exc)) from None
     return world_info_to_book(obj, where=where, name=name)
+
+
+def with_world_info(persona: Persona, books: Sequence[Lorebook]) -> Persona:
+    """``persona`` with each world's entries added to its own lorebook, after its own.
+
+    SillyTavern scans a character's embedded book and its linked worlds together; one book
+    here does the same. The persona's book-level settings (scan depth, budget, recursion)
+    stay when it has a book; a persona without one takes the first world's. A world entry
+    whose id the persona's book (or an earlier world) already uses gets the next free
+    number, so exported cards keep one id per entry.
+    """
+    if not books:
+        return persona
+    own = persona.lorebook
+    base = own if own != Lorebook() else books[0].model_copy(update={"entries": []})
+    entries = list(own.entries)
+    taken = {entry.id for entry in entries if entry.id is not None}
+    for book in books:
+        for entry in book.entries:
+            if entry.id is not None and entry.id in taken:
+                entry = _renumbered(entry, taken)
+            if entry.id is not None:
+                taken.add(entry.id)
+            entries.append(entry)
+    return persona.model_copy(update={"lorebook": base.model_copy(update={"entries": entries})})
+
+
+def _renumbered(entry: LoreEntry, taken: set[int | str]) -> LoreEntry:
+    """``entry`` under the lowest integer id not in ``taken`` (its raw dict too, as export reads it)."""
+    free = max((i for i in taken if isinstance(i, int)), default=-1) + 1
+    while free in taken:
+        free += 1
+    raw = {**entry.raw, "id": free} if "id" in entry.raw else entry.raw
+    return entry.model_copy(update={"id": free, "raw": raw})

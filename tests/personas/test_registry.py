@@ -20,7 +20,7 @@ from agentmm.personas import (
     validate,
 )
 from agentmm.personas.png import embed_cards
-from tests.personas.conftest import make_png, make_v2_card
+from tests.personas.conftest import make_png, make_v2_card, make_v3_card
 
 
 def test_builtins_load_cleanly():
@@ -359,3 +359,43 @@ def test_validate_names_each_macro_agentmm_sends_as_written(tmp_path: Path):
         f"{card}: greeting 0: macro {{{{lastMessage}}}} is not supported (the model reads it as written)",
         f"{card}: lorebook entry 'k': macro {{{{getglobalvar}}}} is not supported (the model reads it as written)",
     ]
+
+
+def _world(tmp_path: Path, name: str, entries: dict[str, dict]) -> Path:
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"entries": entries}))
+    return path
+
+
+def test_install_with_worlds_keeps_the_cards_format_image_and_spec_and_gives_each_entry_its_own_id(tmp_path: Path):
+    user = tmp_path / "user"
+    user.mkdir()
+    card = make_v3_card()
+    own_ids = [entry["id"] for entry in card["data"]["character_book"]["entries"]]
+    src = tmp_path / "rossa.png"
+    src.write_bytes(embed_cards(make_png(), {"ccv3": card}))
+    harbor = _world(tmp_path, "harbor", {"0": {"uid": own_ids[0], "key": ["harbor"], "content": "The harbor froze.",
+                                               "order": 7, "depth": 2}})  # fmt: skip
+    bells = _world(tmp_path, "bells", {"0": {"uid": "b", "key": ["bell"], "content": "Bells ring at dusk."}})
+    reg = PersonaRegistry(user, entry_points=False)
+    persona, lost = reg.install_with_worlds(src, [harbor, bells])
+    assert lost == [] and persona.source.endswith(".png") and persona.image is not None
+    contents = [entry.content for entry in persona.lorebook.entries]
+    assert contents[-2:] == ["The harbor froze.", "Bells ring at dusk."]
+    ids = [entry.id for entry in persona.lorebook.entries]
+    assert len(ids) == len(set(ids)) and ids[-2] == max(own_ids) + 1 and ids[-1] == "b"
+    assert persona.lorebook.entries[-2].insertion_order == 7
+    written = import_file(persona.source.removeprefix("user:"))
+    assert written.card is not None and written.card["spec"] == "chara_card_v3"
+    assert written.card["data"]["character_book"]["entries"][-2]["extensions"]["depth"] == 2
+
+
+def test_install_with_worlds_into_a_toml_persona_says_what_toml_cannot_keep(tmp_path: Path):
+    user = tmp_path / "user"
+    user.mkdir()
+    src = tmp_path / "mine.toml"
+    src.write_text('name = "Mine"\ndescription = "a persona of my own"\n')
+    world = _world(tmp_path, "w", {"0": {"uid": 0, "key": ["harbor"], "content": "The harbor froze.", "depth": 2}})
+    persona, lost = PersonaRegistry(user, entry_points=False).install_with_worlds(src, [world])
+    assert [entry.content for entry in persona.lorebook.entries] == ["The harbor froze."]
+    assert persona.source.endswith(".toml") and "lore entries' depth" in lost
