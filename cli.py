@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 
-from agentmm.console_text import one_line, plain, printable
+from agentmm.console_text import one_line, plain, printable, shown_path
 from agentmm.errors import AgentmmError
 
 if TYPE_CHECKING:
@@ -1277,7 +1277,6 @@ def _with_progress(label: str, show: bool, run: Callable[[Any], dict[str, Any]])
 def perceive(files: list[Path], as_json: JsonFlag = False) -> None:
     """Caption images and transcribe audio (type read from the file's bytes, not its name)."""
     from agentmm.tools.caption import captioner_for
-    from agentmm.tools.media import shown_path
     from agentmm.tools.perception import failed_observation, perceivable_kind, perceive_file
 
     settings = _settings()
@@ -1311,7 +1310,6 @@ def _about_file(file: Path, error: object) -> str:
     print: ``no image captioner...`` did not say which picture, and a file name holding
     ``\\x1b]0;title\\x07`` set the terminal's title."""
     from agentmm.repl.terminal import names_file
-    from agentmm.tools.media import shown_path
 
     message, shown = printable(error), shown_path(file)
     return message if names_file(message, shown) else f"{shown}: {message}"
@@ -1328,7 +1326,7 @@ def _audio_progress(file: Path, show: bool) -> Iterator[Callable[[float], None] 
     from rich.progress import Progress
 
     with Progress(transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task(f"transcribing {escape(printable(file.name))}", total=1.0)
+        task = bar.add_task(f"transcribing {escape(shown_path(file.name))}", total=1.0)
         yield lambda done: bar.update(task, completed=done)
 
 
@@ -1376,7 +1374,6 @@ def images_index(directory: Path, as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json(data)
         return
-    from agentmm.tools.media import shown_path
 
     for path, reason in report.failed:
         sys.stderr.write(f"agentmm: skipped {shown_path(path)}: {printable(' '.join(reason.split()))}\n")
@@ -1407,7 +1404,6 @@ def images_search(
     if as_json:
         _print_json({"results": rows, "indexed": indexed})
         return
-    from agentmm.tools.media import shown_path
 
     if records == 0:
         sys.stderr.write("agentmm: no images are indexed yet (index a folder first: agentmm images index DIR)\n")

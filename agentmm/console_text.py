@@ -4,11 +4,17 @@ A message holding ``[/i]`` made ``rich`` raise MarkupError (``threads list`` and
 crashed), ``[ooc]`` or ``list[int]`` vanished from the display, and escape sequences from a
 message (``\\x1b[31m``) reached the terminal. ``plain`` is a ``rich.text.Text`` (no markup
 parsed) with control characters other than tab and newline taken out.
+
+A file name is shown by ``shown_path`` instead, quoted rather than stripped, so the one name is
+shown the one way by the CLI and the chat alike.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -40,6 +46,19 @@ def one_line(text: object, width: int) -> str:
 def printable(value: object) -> str:
     """``value`` as a string without terminal control characters (tab and newline kept)."""
     return _CONTROL.sub("", str(value))
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as messages print it, on one line whatever name a user, a model or a disk gave:
+    a byte of its name that is not UTF-8 (``b"caf\\xe9.png"`` from an old disk, which Python
+    holds as ``"caf\\udce9.png"``) as the byte, ``caf\\xe9.png``, and the whole quoted
+    (``repr``) when it holds a newline or another control character. Quoted, not stripped as
+    ``printable`` strips text: a name without its controls names another file (or none), and
+    ``printable`` keeps a newline, which breaks the line."""
+    text = str(path)
+    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate no file name holds: repr shows it
+        text = os.fsencode(text).decode("utf-8", "backslashreplace")
+    return repr(text) if any(not ch.isprintable() and ch != " " for ch in text) else text
 
 
 class PrintableStream:

@@ -36,13 +36,14 @@ import numpy as np
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field, WithJsonSchema
 
+from agentmm.console_text import shown_path
 from agentmm.errors import EmptyInputError, InvalidTextError
 from agentmm.plugins import FACTORY_KEY
 from agentmm.tools._dirlock import DirectoryLock
 from agentmm.tools._openclip import load_openclip, weights_label
 from agentmm.tools.clip_text import TextEncoder, cache_key, text_encoder
 from agentmm.tools.errors import ImageIndexError, MediaError, UnsupportedMediaError
-from agentmm.tools.media import check_file, content_hash, open_image, shown_path, sniff
+from agentmm.tools.media import check_file, content_hash, open_image, sniff
 
 if TYPE_CHECKING:
     import torch

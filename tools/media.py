@@ -9,9 +9,7 @@ fails with a traceback. Pillow is imported only when an image is opened.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
 import stat
 import struct
 import warnings
@@ -21,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
+from agentmm.console_text import shown_path
 from agentmm.tools.errors import (
     CorruptMediaError,
     EmptyMediaError,
@@ -154,17 +153,6 @@ def _reading(path: Path) -> Iterator[None]:
         raise NotAFileError(path, f"{shown_path(path)} is a directory, not a file") from exc
     except OSError as exc:
         raise MediaUnreadableError(path, f"cannot read {shown_path(path)}: {exc.strerror or exc}") from exc
-
-
-def shown_path(path: str | Path) -> str:
-    """A path as messages print it, on one line whatever name a user, a model or a disk gave:
-    a byte of its name that is not UTF-8 (``b"caf\\xe9.png"`` from an old disk, which Python
-    holds as ``"caf\\udce9.png"``) as the byte, ``caf\\xe9.png``, and the whole quoted
-    (``repr``) when it holds a newline or another control character."""
-    text = str(path)
-    with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate no file name holds: repr shows it
-        text = os.fsencode(text).decode("utf-8", "backslashreplace")
-    return repr(text) if any(not ch.isprintable() and ch != " " for ch in text) else text
 
 
 def check_file(path: str | Path) -> Path:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agentmm.console_text import one_line, plain, printable
+from agentmm.console_text import one_line, plain, printable, shown_path
 from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
 from agentmm.repl.terminal import Terminal, note_level, tool_note, user_note
@@ -37,7 +37,7 @@ def check_attachment_kind(path: Path, found: str, wanted: str, how: str) -> None
     image file, not audio'). ``how`` is ``/`` or ``--``, to name the command that fits."""
     if found == wanted:
         return
-    what = f"{printable(path.name)} is {_KIND_NOUNS.get(found, found)}, not {_KIND_NOUNS.get(wanted, wanted)}"
+    what = f"{shown_path(path.name)} is {_KIND_NOUNS.get(found, found)}, not {_KIND_NOUNS.get(wanted, wanted)}"
     if found in ("image", "audio"):
         raise AgentmmError(f"{what}: attach it with {how}{found}")
     raise AgentmmError(f"{what}: only pictures and audio can be attached")
@@ -325,13 +325,13 @@ class ChatSession:
             raise AgentmmError(f"/{kind} needs a file: /{kind} PATH")
         path = path_arg(arg)
         if not path.is_file():
-            raise AgentmmError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+            raise AgentmmError(f"{shown_path(path)}: {'not a file' if path.exists() else 'no such file'}")
         check_attachment_kind(path, self.agent.attachment_kind(path), kind, "/")
         if any(path.resolve() == attached.resolve() for attached in self.attachments):
-            self.terminal.info(f"{path.name} is attached already: it goes with your next message")
+            self.terminal.info(f"{shown_path(path.name)} is attached already: it goes with your next message")
             return
         self.attachments.append(path)
-        self.terminal.info(f"attached {path.name}: it goes with your next message")
+        self.terminal.info(f"attached {shown_path(path.name)}: it goes with your next message")
 
     def cmd_image(self, arg: str) -> None:
         self._attach(arg, "image")
@@ -487,7 +487,7 @@ class ChatSession:
         doc = transcript(self.thread_id, values, model=self.agent.settings.model,
                          user_name=self.agent.settings.user_name)  # fmt: skip
         fmt = save(path, doc)
-        self.terminal.info(f"saved {len(doc['messages'])} messages to {path} ({fmt})")
+        self.terminal.info(f"saved {len(doc['messages'])} messages to {shown_path(path)} ({fmt})")
 
     def cmd_model(self, arg: str) -> None:
         settings = self.agent.settings

@@ -18,7 +18,7 @@ from typing import Any
 
 from rich.console import Console
 
-from agentmm.console_text import PrintableStream, printable
+from agentmm.console_text import PrintableStream, printable, shown_path
 from agentmm.repl.word_wrap import WordWrap
 
 # Markup worth re-rendering a reply for (role-play's *actions* included).
@@ -427,10 +427,12 @@ def names_file(message: str, name: str) -> bool:
 def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
     """How a chat shows the user one observation (a trace dict): (is it an error, the line);
     ``note_level`` says whether a line that is no error is a note."""
-    name = printable(Path(observation["file"]).name)
+    name = shown_path(Path(observation["file"]).name)
     if observation.get("error"):
         error = printable(observation["error"])
-        return note_level(observation) == "error", error if names_file(error, name) else f"{name}: {error}"
+        # A quoted name is inside the quotes of the error's quoted path ('/x/a\\nb.png').
+        named = names_file(error, name) or (name.startswith(("'", '"')) and names_file(error, name[1:-1]))
+        return note_level(observation) == "error", error if named else f"{name}: {error}"
     if observation["kind"] == "audio":
         if not str(observation.get("text") or "").strip():
             return False, f"[no speech found in {name}]"

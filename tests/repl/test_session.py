@@ -393,7 +393,28 @@ def test_an_attachment_note_names_the_file_once_and_prints_no_escape(capsys: pyt
     unnamed = {"kind": "image", "file": "/x/a.png", "error": "no image captioner is available", "unavailable": True}
     assert user_note(unnamed) == (False, "a.png: no image captioner is available")
     evil = {"kind": "audio", "file": "/x/evil\x1b]0;PWNED\x07\x1b[2Jx.wav", "text": "hi\x1b[31m there", "model": "m"}
-    assert user_note(evil) == (False, "[you said (evilx.wav): hi there]")
+    assert user_note(evil) == (False, "[you said ('evil\\x1b]0;PWNED\\x07\\x1b[2Jx.wav'): hi there]")
     _show_observations([evil, {**missing, "file": "evil\x1b[2J.jpg", "error": "no such file: evil\x1b[2J.jpg"}])
     shown = capsys.readouterr().err
-    assert "\x1b" not in shown and "\x07" not in shown and "[you said (evilx.wav)" in shown
+    assert "\x1b" not in shown and "\x07" not in shown and "[you said ('evil\\x1b]0;PWNED" in shown
+
+
+def test_a_file_name_is_shown_quoted_in_the_chat_as_the_cli_shows_it(tmp_path: Path) -> None:
+    """The chat took control characters out of a file name (``attached evil.png`` for a file
+    named ``evil<ESC>[2J.png``, a name of another file; a newline was kept and broke the line)
+    while the CLI quoted it: both now show it with ``console_text.shown_path``."""
+    from agentmm.cli import _about_file
+    from agentmm.repl.terminal import user_note
+    from tests.tools.media_files import make_image, write_wav
+
+    agent = make_agent(tmp_path, [])
+    picture, voice = make_image(tmp_path / "evil\x1b[2J.png"), write_wav(tmp_path / "v\x1b[2J.png")
+    session = ChatSession(agent, ScriptedTerminal([f"/image {picture}", f"/image {voice}"]),
+                          persona_model=persona_model)  # fmt: skip
+    session.run()
+    stderr = session.terminal.stderr  # type: ignore[attr-defined]
+    assert "attached 'evil\\x1b[2J.png': it goes with" in stderr
+    assert "'v\\x1b[2J.png' is audio, not a picture" in stderr
+    failed = {"kind": "image", "file": "/x/two\nlines.png", "error": "no image captioner is available"}
+    assert user_note(failed)[1] == _about_file(Path("two\nlines.png"), failed["error"])
+    assert user_note(failed)[1] == "'two\\nlines.png': no image captioner is available"
