@@ -125,6 +125,12 @@ class InputTooLongError(AgentmmError):
     """A message does not fit in the model's context window even on its own."""
 
 
+class TurnStoppedError(AgentmmError):
+    """The turn was cancelled before its reply began (Ctrl-C while a voice note was being
+    transcribed): it is rolled back, so the thread and long-term memory are as they were. A
+    reply already begun is never this: it is kept, marked interrupted."""
+
+
 class UnsupportedContentError(AgentmmError):
     """A message holds content the chat model cannot take: an image for a model without an
     image projector (``mmproj``), audio or a file block, or an image llama.cpp cannot decode."""

@@ -13,15 +13,17 @@ checkpointed thread keeps the message's words and the file's path, never the ima
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage
+from langgraph.runtime import Runtime
 
-from agentmm.errors import AgentmmError
-from agentmm.state import ChatState, trace_step
+from agentmm.errors import AgentmmError, TurnStoppedError
+from agentmm.state import ChatState, TurnContext, run_context, trace_step
 from agentmm.tools.perception import Observation, Perception
 
 
@@ -39,9 +41,14 @@ class Perceive:
             self._perception = Perception()
         return self._perception
 
-    def __call__(self, state: ChatState) -> dict[str, Any]:
+    def __call__(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         started = time.perf_counter()
-        observations = self._observe([Path(f) for f in state.get("attachments") or []])
+        # Cancelled while perceiving (Ctrl-C during a long transcription): the turn ends here and
+        # is rolled back (``TurnStream``), before its message is answered or remembered.
+        stop = run_context(runtime.context).cancel
+        observations = self._observe([Path(f) for f in state.get("attachments") or []], stop)
+        if stop.is_set():
+            raise TurnStoppedError("stopped before the attachments were perceived")
         update: dict[str, Any] = {"observations": observations}
         message = state["messages"][-1]
         heard = [o for o in observations if o["kind"] == "audio" and not o.get("error")]
@@ -55,11 +62,11 @@ class Perceive:
         update["trace"] = trace_step(state, "perceive", observations=update["observations"], timings=timings)
         return update
 
-    def _observe(self, files: list[Path]) -> list[dict[str, Any]]:
+    def _observe(self, files: list[Path], stop: threading.Event) -> list[dict[str, Any]]:
         """One observation (a trace dict) per file, in the order given."""
         native = {i: self._native(f) for i, f in enumerate(files) if self.native_model and _is_image(f)}
         rest = [f for i, f in enumerate(files) if i not in native]
-        perceived = iter(self.perception.perceive(rest) if rest else [])
+        perceived = iter(self.perception.perceive(rest, stop) if rest else [])
         return [native[i] if i in native else next(perceived).as_trace() for i in range(len(files))]
 
     def _native(self, path: Path) -> dict[str, Any]:

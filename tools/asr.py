@@ -17,14 +17,16 @@ import contextlib
 import importlib.util
 import os
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field
 
+from agentmm.errors import TurnStoppedError
 from agentmm.hub import offline_unless_reachable
 from agentmm.plugins import FACTORY_KEY
 from agentmm.tools.cpu_share import job_threads
@@ -212,6 +214,7 @@ def transcribe(
     vad_filter: bool = True,
     progress: ProgressCallback | None = None,
     runtime: Runtime | None = None,
+    stop: threading.Event | None = None,
 ) -> Transcript:
     """Transcribe an audio (or audio/video) file.
 
@@ -221,6 +224,8 @@ def transcribe(
     is skipped by the VAD filter, so a silent file gives empty text, as does
     a clip under ``MIN_SPEECH_S``; segments Whisper made up (``made_up``) are left out.
     The model is loaded into ``runtime`` (default: the process runtime, ``shared_runtime``).
+    ``stop`` set (a chat's Ctrl-C) ends it between two segments with ``TurnStoppedError``: a
+    10-minute note takes over a minute, and the user who stopped it should not wait for the rest.
     """
     started = time.perf_counter()
     path = Path(path).expanduser()
@@ -240,7 +245,8 @@ def transcribe(
         pieces, info = whisper.transcribe(audio, language=language, beam_size=beam_size, vad_filter=vad_filter)
         if detects:
             language_found, probability = info.language, float(info.language_probability)
-        for piece in pieces:  # a generator: each 30 s window is decoded only when asked for
+        # A generator: each 30 s window is decoded only when asked for.
+        for piece in _until_stopped(pieces, stop, path):
             if made_up(piece, duration):
                 continue
             # Whisper's timestamps step in 20 ms and its last segment can end past the audio.
@@ -261,6 +267,17 @@ def transcribe(
         seconds=round(time.perf_counter() - started, 3),
         note=cut_short_note(path, duration),
     )
+
+
+def _until_stopped(pieces: Any, stop: threading.Event | None, path: Path) -> Iterator[Any]:
+    """Whisper's segments, the next asked for (and so decoded) only while ``stop`` is not set."""
+    pieces = iter(pieces)
+    while stop is None or not stop.is_set():
+        piece = next(pieces, None)
+        if piece is None:
+            return
+        yield piece
+    raise TurnStoppedError(f"stopped while transcribing {path.name}")
 
 
 # Whisper drops a segment when it both thinks it holds no speech (> 0.6) and doubts its words

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel
 
-from agentmm.errors import AgentmmError, ModelError
+from agentmm.errors import AgentmmError, ModelError, TurnStoppedError
 from agentmm.tools.cpu_share import Share, sharing, threads_per_job
 from agentmm.tools.errors import ToolModelError
 from agentmm.tools.media import content_hash, sniff
@@ -91,8 +91,8 @@ def perceive_file(
 def default_transcriber(settings: Any | None = None, runtime: Runtime | None = None) -> Transcriber:
     from agentmm.tools.asr import transcribe
 
-    def run(path: Path) -> tuple[str, ...]:
-        result = transcribe(path, getattr(settings, "asr_model", None), runtime=runtime)
+    def run(path: Path, stop: threading.Event | None = None) -> tuple[str, ...]:
+        result = transcribe(path, getattr(settings, "asr_model", None), runtime=runtime, stop=stop)
         return result.text, result.language, result.model, result.note or ""
 
     return run
@@ -120,11 +120,16 @@ class Perception:
                          else LazyCaptioner(lambda: default_captioner(runtime)))  # fmt: skip
         self.captioner = captioner
         self.transcriber = transcriber or default_transcriber(settings, runtime)
+        # The default transcriber stops between two segments when asked (``perceive``'s ``stop``);
+        # one passed in is a ``Transcriber`` (a path only), stopped before it starts.
+        self._stops_midway = transcriber is None
         self._cache: OrderedDict[str, Observation] = OrderedDict()
         self._lock = threading.Lock()
 
-    def perceive(self, files: Sequence[str | Path]) -> list[Observation]:
-        """One observation per file, in the order given.
+    def perceive(self, files: Sequence[str | Path], stop: threading.Event | None = None) -> list[Observation]:
+        """One observation per file, in the order given; ``stop`` set (a chat's Ctrl-C) ends it
+        with ``TurnStoppedError``: no file is started after it, and a transcription in progress
+        ends at its next segment. What was stopped is not cached.
 
         Files are sniffed and hashed first; what the cache (or an earlier file of this call)
         already holds is not run again. The rest run at the same time, each on its share of
@@ -151,8 +156,10 @@ class Perception:
         share = Share(threads_per_job(len(jobs))) if len(jobs) > 1 else None
 
         def run(key: str) -> Observation:
+            if stop is not None and stop.is_set():
+                raise TurnStoppedError("stopped before the attachments were perceived")
             with sharing(share):
-                return self._observe_new(key, *kinds[key])
+                return self._observe_new(key, *kinds[key], stop)
 
         observed: dict[str, Observation] = {}
         if share is not None:
@@ -181,10 +188,13 @@ class Perception:
         kind = perceivable_kind(path)
         return f"{kind}:{content_hash(path)}", kind
 
-    def _observe_new(self, key: str, path: Path, kind: ObservationKind) -> Observation:
+    def _observe_new(self, key: str, path: Path, kind: ObservationKind,
+                     stop: threading.Event | None = None) -> Observation:  # fmt: skip
         started = time.perf_counter()
         try:
-            observation = self._run(path, kind, started)
+            observation = self._run(path, kind, started, stop)
+        except TurnStoppedError:
+            raise  # the turn ends: this is no observation
         except AgentmmError as exc:  # not cached: the user may fix the file or the setup and resend
             return failed_observation(path, exc, kind, started)
         with self._lock:
@@ -193,7 +203,7 @@ class Perception:
                 self._cache.popitem(last=False)
         return observation
 
-    def _run(self, path: Path, kind: str, started: float) -> Observation:
+    def _run(self, path: Path, kind: str, started: float, stop: threading.Event | None = None) -> Observation:
         if kind == "image":
             from agentmm.tools.caption import caption_file
 
@@ -201,7 +211,9 @@ class Perception:
             return Observation(kind="image", file=str(path), model=caption.model, text=caption.text,
                                seconds=round(time.perf_counter() - started, 3))  # fmt: skip
         if kind == "audio":
-            text, language, model, *note = self.transcriber(path)
+            stoppable: Callable[..., tuple[str, ...]] = self.transcriber
+            heard = stoppable(path, stop) if self._stops_midway else stoppable(path)
+            text, language, model, *note = heard
             return Observation(kind="audio", file=str(path), model=model, text=text, language=language,
                                note=next(iter(note), None) or None,
                                seconds=round(time.perf_counter() - started, 3))  # fmt: skip

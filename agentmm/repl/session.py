@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agentmm.console_text import one_line, plain, printable, shown_path
-from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError
+from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError, TurnStoppedError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
 from agentmm.repl.terminal import Terminal, note_level, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
@@ -135,16 +135,21 @@ class ChatSession:
         if outcome.error is None:
             self.pending_persona = None
             self.attachments = []
+        elif isinstance(outcome.error, TurnStoppedError):  # stopped on purpose: not sent again
+            self.attachments = []
         return outcome
 
     def _play(self, turn: ChatTurn) -> Outcome:
         """Show ``turn`` as it streams; its error, if any, as one line (the turn itself restored
         the thread)."""
         outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations,
-                           show_tool_calls=self._show_tool_calls, yes=self.yes)  # fmt: skip
+                           show_tool_calls=self._show_tool_calls, yes=self.yes,
+                           perceiving=self._perceiving(turn))  # fmt: skip
         if outcome.error is not None:
             error = outcome.error
-            if isinstance(error, AgentmmError):
+            if isinstance(error, TurnStoppedError):  # Ctrl-C while perceiving: the turn was rolled back
+                self.terminal.info(f"[{error}: nothing was sent or remembered]")
+            elif isinstance(error, AgentmmError):
                 self.terminal.error(str(error))
             elif isinstance(error, KeyboardInterrupt):
                 self.terminal.error("stopped")
@@ -154,6 +159,20 @@ class ChatSession:
         self.last_trace = outcome.result.trace
         self.persona = outcome.result.trace.get("persona") or self.persona
         return outcome
+
+    def _perceiving(self, turn: ChatTurn) -> str:
+        """What the spinner says while ``turn``'s attachments are perceived ("" for none)."""
+        context = getattr(turn, "context", None)  # a test's fake turn may have none
+        files = [Path(f) for f in getattr(context, "attachments", None) or []]
+        verbs = {"audio": "transcribing", "image": "looking at"}
+        doing = []
+        for path in files:
+            try:
+                kind = self.agent.attachment_kind(path)
+            except (AgentmmError, OSError):  # perception says what is wrong with it, in its line
+                kind = ""
+            doing.append(f"{verbs.get(kind, 'reading')} {shown_path(path.name)}")
+        return ", ".join(doing) + "…" if doing else ""
 
     # ------------------------------------------------------------------ start-up
 

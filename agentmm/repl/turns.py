@@ -6,7 +6,10 @@ it reads from the line editor's raw terminal (``Terminal.busy``), or SIGINT when
 line editor. The first Ctrl-C cancels the turn, which then finishes on its own: the partial
 reply is saved (marked interrupted) and remembered as usual. Further presses only say it is
 stopping, so no checkpoint or memory write is ever cut in half. A model still loading cannot
-be stopped mid-load: the turn ends as soon as it has loaded.
+be stopped mid-load: the turn ends as soon as it has loaded. While the turn's attachments are
+perceived (``perceiving``: a long voice note takes a minute or more) a spinner says so, and a
+Ctrl-C then ends the turn before its reply: it is rolled back (``TurnStoppedError``), so nothing
+of it is kept or remembered.
 """
 
 from __future__ import annotations
@@ -50,10 +53,12 @@ def describe_call(request: dict[str, Any]) -> str:
 def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lambda: False,
              show_observations: Callable[[list[dict[str, Any]]], None] | None = None,
              show_tool_calls: Callable[[list[dict[str, Any]]], None] | None = None,
-             yes: bool = False) -> Outcome:  # fmt: skip
+             yes: bool = False, perceiving: str = "") -> Outcome:  # fmt: skip
     """Stream ``turn`` to ``terminal``; Ctrl-C stops it. Must run on the main thread. A tool call
     that asks first is allowed with ``yes`` (``--yes``), asked where a person can answer, and
-    denied in one line where none can (the chat reads a script: its next line is no answer)."""
+    denied in one line where none can (the chat reads a script: its next line is no answer).
+    ``perceiving``: what the spinner says until the attachments' observations come (the turn
+    has some), e.g. ``transcribing note.wav…``."""
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
 
     def ask(request: dict[str, Any]) -> bool:  # on the worker: the main thread asks the user
@@ -93,7 +98,9 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
         stack.enter_context(_no_echo())
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
     worker = threading.Thread(target=work, name="agentmm-turn", daemon=True)
-    if loading():
+    if perceiving:
+        terminal.start_spinner(perceiving)
+    elif loading():
         terminal.start_spinner("loading the model…")
     terminal.reply_start()
     worker.start()
@@ -105,6 +112,8 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
                 terminal.stop_spinner()
                 if presses > 1:
                     terminal.interject("(stopping: saving what was written first)")
+                elif not told and perceiving:
+                    terminal.start_spinner("stopping…")
                 elif not told and loading():
                     terminal.start_spinner("stopping as soon as the model has loaded…")
                 told = presses
@@ -116,8 +125,11 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
                 terminal.reply_chunk(payload)
             elif kind == "observations":
                 terminal.stop_spinner()
+                perceiving = ""
                 if show_observations is not None:
                     show_observations(payload)
+                if not presses and loading():
+                    terminal.start_spinner("loading the model…")
             elif kind == "tool_calls":
                 terminal.stop_spinner()
                 if show_tool_calls is not None:

@@ -418,3 +418,53 @@ def test_a_file_name_is_shown_quoted_in_the_chat_as_the_cli_shows_it(tmp_path: P
     failed = {"kind": "image", "file": "/x/two\nlines.png", "error": "no image captioner is available"}
     assert user_note(failed)[1] == _about_file(Path("two\nlines.png"), failed["error"])
     assert user_note(failed)[1] == "'two\\nlines.png': no image captioner is available"
+
+
+class SpinningTerminal(ScriptedTerminal):
+    """A scripted terminal that records what its spinner said (a plain one shows none)."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines)
+        self.spun: list[str] = []
+
+    def start_spinner(self, text: str) -> None:
+        self.spun.append(text)
+
+
+def test_ctrl_c_while_a_voice_note_is_transcribed_stops_the_turn_and_keeps_nothing(
+    tmp_path: Path, memory_store: ChromaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing was shown while a voice note was transcribed (a minute and more for a long one),
+    and Ctrl-C did not stop it: the transcript was shown, then '[interrupted]', and the turn
+    was saved and remembered. Now a spinner says what is transcribed, and Ctrl-C ends the turn
+    there: one line, the thread and memory as they were, the note no longer attached."""
+    import agentmm.tools.perception as perception
+    from agentmm.errors import TurnStoppedError
+    from agentmm.memory.manage import list_memories
+    from agentmm.threads import thread_exists
+    from tests.tools.media_files import write_wav
+
+    def transcriber(settings: Any = None, runtime: Any = None) -> Any:
+        def run(path: Path, stop: Any = None) -> tuple[str, str, str]:
+            os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C a moment into it
+            if stop is not None and stop.wait(5):  # as Whisper does between two segments
+                raise TurnStoppedError(f"stopped while transcribing {path.name}")
+            time.sleep(0.3)
+            return "meet me at the lighthouse", "en", "fake-asr"
+
+        return run
+
+    monkeypatch.setattr(perception, "default_transcriber", transcriber)
+    agent = make_agent(tmp_path, ["The lighthouse it is."], store=memory_store)
+    voice = write_wav(tmp_path / "note.wav")
+    term = SpinningTerminal([f"/audio {voice}", "listen to this"])
+    session = ChatSession(agent, term, persona_model=persona_model)
+    session.run()
+    assert term.spun[0] == "transcribing note.wav…"
+    assert term.stdout == ""  # no reply, no '[interrupted]'
+    shown = term.stderr.splitlines()
+    assert shown[1:] == ["[stopped while transcribing note.wav: nothing was sent or remembered]",
+                         f"[thread {session.thread_id}]"]  # fmt: skip
+    assert not thread_exists(agent.checkpointer, session.thread_id)
+    assert list_memories(memory_store, agent.settings.user_id, None) == []
+    assert session.attachments == []

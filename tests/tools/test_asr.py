@@ -226,3 +226,22 @@ def test_a_segment_ending_past_the_audio_is_clamped_to_its_duration(speech_wav: 
     runtime.get(("speech model", asr.resolve_speech_model(None), "cpu", "int8", 1), Whisper)
     result = transcribe(speech_wav, cpu_threads=1, runtime=runtime)
     assert result.text == "Hello there." and result.segments[-1].end == result.duration_s
+
+
+def test_a_transcription_asked_to_stop_ends_at_its_next_segment(speech_wav: Path) -> None:
+    """Ctrl-C in a chat did not stop a voice note's transcription (66-90 s for 10 minutes): it
+    ran to its end. Asked to stop (here after its first segment), it ends at the next one."""
+    import threading
+
+    from agentmm.errors import TurnStoppedError
+
+    stop = threading.Event()
+    seen: list[float] = []
+
+    def first_then_stop(done: float) -> None:
+        seen.append(done)
+        stop.set()
+
+    with pytest.raises(TurnStoppedError, match=r"stopped while transcribing sentences\.wav"):
+        transcribe(speech_wav, progress=first_then_stop, stop=stop)
+    assert len(seen) == 1  # no segment decoded after it, and no 'done' (1.0)
