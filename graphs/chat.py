@@ -14,7 +14,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,17 @@ class Ingest:
             history = history[: last_exchange_start(history)]
             before = config.get("configurable", {}).get(SUMMARY_BEFORE_KEY) or state.get("summary_before")
             update.update(summary_put_back(taken, before))
+        # A retry of the last turn (or its message sent again under its id) that sends only that
+        # turn's own message again: the messages the turn had joined before it are answered with
+        # it again, in the order sent (those an outer graph hands back are in the thread already;
+        # a retry that sends the joined text, or nothing new, has them).
+        retried_turn = resent_unanswered or (bool(retried_out) and retried_out[0] == [None, *sent_before][-1])
+        present = {m.id for m in history}
+        earlier = [(sent, words)
+                   for sent, words in zip(sent_before[:-1], state.get("joined_texts") or [], strict=False)
+                   if sent not in present]  # fmt: skip
+        sent_whole = text.startswith("\n\n".join(words for _, words in earlier if words) + "\n\n")
+        rejoined = earlier if retried_turn and not sent_whole else []
         # The summary as this turn finds it, for a retry of it (written when it changed: at a fold).
         if (found := summary_record({**state, **update})) != state.get("summary_before"):
             update["summary_before"] = found
@@ -160,7 +171,9 @@ class Ingest:
         if unanswered:
             removed.extend(RemoveMessage(id=m.id) for m in unanswered)  # type: ignore[arg-type]
             history = history[: -len(unanswered)]
-            text = "\n\n".join(part for part in [*(m.text.strip() for m in unanswered), text] if part)
+        joined = [*rejoined, *((str(m.id), m.text.strip()) for m in unanswered)]
+        if joined:
+            text = "\n\n".join(part for part in [*(words for _, words in joined), text] if part)
         if not text and not context.attachments:
             given = (
                 ""
@@ -192,8 +205,8 @@ class Ingest:
             trace["persona"] = persona_name
         if opening:
             trace["greeting"] = opening[0].text
-        if unanswered:
-            trace["unanswered_joined"] = len(unanswered)
+        if joined:
+            trace["unanswered_joined"] = len(joined)
         update.update(attachments=list(context.attachments), observations=[], recalled=[], intent="")
         # A message sent in ``messages`` keeps its id, which a client (agent-chat-ui) and an
         # outer graph match it by: put back under it, it keeps its place.
@@ -207,7 +220,9 @@ class Ingest:
                 opening[0].id = pending[0].id
                 if pending[0] is given:
                     message = HumanMessage(text, id=str(uuid.uuid4()))
-        update["turn_message_ids"] = [*(str(m.id) for m in unanswered), str(message.id)]
+        update["turn_message_ids"] = [*(sent for sent, _ in joined), str(message.id)]
+        if (texts := [words for _, words in joined]) != (state.get("joined_texts") or []):
+            update["joined_texts"] = texts
         if retried_out and _nested(config):
             update["taken_out_ids"] = [*gone, *(out for out in retried_out if out != message.id)]
         back = [RemoveMessage(id=m.id) for m in came_back]  # type: ignore[arg-type]
@@ -550,7 +565,11 @@ def prompt_messages(state: ChatState) -> list[BaseMessage]:
     window = state["messages"][state.get("window_start", 0) :]
     prompt: list[BaseMessage] = [SystemMessage(state["system_prompt"])]
     for message in window:
-        prompt.append(HumanMessage(render(message)) if isinstance(message, HumanMessage) else message)
+        if isinstance(message, HumanMessage):
+            message = HumanMessage(render(message))
+        elif isinstance(message, AIMessage) and message.response_metadata.get("no_reply"):
+            message = AIMessage("")  # a line to the user, not the character's words (``_no_reply``)
+        prompt.append(message)
     post = state.get("post_history")
     last_user = next((i for i in range(len(prompt) - 1, 0, -1) if isinstance(prompt[i], HumanMessage)), None)
     if post and last_user is not None:  # after this turn's message, also while tools are called
@@ -594,9 +613,7 @@ class Generator:
         kwargs = {**persona_sampling(self.personas, state.get("persona"), self.fixed), **_seed(runtime)}
         played = state.get("persona") if state.get("intent") != "ooc" else None
         if played:
-            window = state["messages"][state.get("window_start", 0) :]
-            blocks = [turn_context(m) for m in reversed(window)]
-            kwargs["stop"] = _name_stops(getattr(self.model, "stop", None), runtime, memory_line_stops(blocks))
+            kwargs["stop"] = _name_stops(getattr(self.model, "stop", None), runtime, _memory_stops(state))
         if self.guard and played:
             kwargs["character_guard"] = True
         if self.copy_limit and played:
@@ -636,26 +653,18 @@ class Generator:
     def __call__(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         cancel = run_context(runtime.context).cancel
         started = time.perf_counter()
-        first: float | None = None
-        chunks: list[AIMessageChunk] = []
-        interrupted = cancel is not None and cancel.is_set()
         # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
+        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set())
         kwargs = self._kwargs(state, runtime)
         bound = self._bound(state, in_words="reply_start" in kwargs)
-        stream = iter(()) if interrupted else bound.stream(self._prompt(state), **kwargs)
-        try:
-            for chunk in stream:
-                if first is None and chunk.content:
-                    first = time.perf_counter()
-                chunks.append(chunk)  # type: ignore[arg-type]
-                if cancel is not None and cancel.is_set():
-                    interrupted = True
-                    break
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
-        return self._reply(state, chunks, interrupted, started, first)
+        prompt = self._prompt(state)
+        if not attempt.interrupted:
+            attempt.run(bound.stream(prompt, **kwargs), cancel)
+        redo = self._nothing_of_its_own(state, kwargs, attempt)
+        if redo:
+            attempt = _Attempt(first=attempt.first)
+            attempt.run(bound.stream(_nudged(prompt, run_context(runtime.context).user_name), **kwargs), cancel)
+        return self._reply(state, attempt.chunks, attempt.interrupted, started, attempt.first, redo)
 
     async def acall(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         """``__call__`` in an async run (the ``Agent``'s turns): the model's ``astream``, so the
@@ -666,37 +675,47 @@ class Generator:
         meanwhile); any other model's stream is closed when the flag is seen."""
         cancel = run_context(runtime.context).cancel
         started = time.perf_counter()
-        first: float | None = None
-        chunks: list[AIMessageChunk] = []
-        interrupted = cancel is not None and cancel.is_set()
-        if not interrupted:
+        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set())
+        redo = ""
+        if not attempt.interrupted:
             kwargs = self._kwargs(state, runtime)
             stops_itself = cancel is not None and getattr(self.model, "accepts_stop_event", False) is True
             if stops_itself:
                 kwargs["stop_event"] = cancel
-            stream = self._bound(state, in_words="reply_start" in kwargs).astream(self._prompt(state), **kwargs)
-            try:
-                async for chunk in stream:
-                    if first is None and chunk.content:
-                        first = time.perf_counter()
-                    chunks.append(chunk)  # type: ignore[arg-type]
-                    if cancel is not None and cancel.is_set():
-                        interrupted = True
-                        if not stops_itself:
-                            break
-            finally:
-                await stream.aclose()  # type: ignore[attr-defined]
-        return self._reply(state, chunks, interrupted, started, first)
+            bound = self._bound(state, in_words="reply_start" in kwargs)
+            prompt = self._prompt(state)
+            await attempt.arun(bound.astream(prompt, **kwargs), cancel, stops_itself)
+            redo = self._nothing_of_its_own(state, kwargs, attempt)
+            if redo:
+                attempt = _Attempt(first=attempt.first)
+                nudged = _nudged(prompt, run_context(runtime.context).user_name)
+                await attempt.arun(bound.astream(nudged, **kwargs), cancel, stops_itself)
+        return self._reply(state, attempt.chunks, attempt.interrupted, started, attempt.first, redo)
+
+    def _nothing_of_its_own(self, state: ChatState, kwargs: dict[str, Any], attempt: _Attempt) -> str:
+        """Why a played reply came back with nothing of the character's own, so it is generated
+        once more; "" when it did not. A reply that begins with a copy of the recalled-memory
+        block is stopped at once by the memory stops (``memory_line_stops``): it is empty."""
+        if attempt.interrupted or state.get("intent") == "ooc" or not state.get("persona"):
+            return ""
+        if attempt.text.strip() or attempt.has_tool_calls:
+            return ""
+        return COPIED_MEMORY if _memory_stops(state) else ""
 
     def _reply(
-        self, state: ChatState, chunks: list[AIMessageChunk], interrupted: bool, started: float, first: float | None
-    ) -> dict[str, Any]:
+        self, state: ChatState, chunks: list[AIMessageChunk], interrupted: bool, started: float, first: float | None,
+        redo: str = "",
+    ) -> dict[str, Any]:  # fmt: skip
+        """The turn's reply and its trace; ``redo``: why the reply was generated a second time
+        (it says so in the trace, and a second reply with nothing of its own is a line saying so)."""
         ended = time.perf_counter()
         # Added up once here, not chunk by chunk while tokens come (each addition builds a
         # message: ~3.5 ms of a 128-token reply on the loop the tokens come through, vs ~0.9).
         # A model that does not stream yields its whole message once (an AIMessage, not a chunk).
         reply = add_ai_message_chunks(chunks[0], *chunks[1:]) if len(chunks) > 1 else (chunks[0] if chunks else None)
         message = _final_message(reply, interrupted)
+        if redo and not interrupted and not message.text.strip() and not message.tool_calls:
+            message = _no_reply(message, redo)
         if state.get("intent") == "ooc":
             message.response_metadata["ooc"] = True  # said out of character: the UIs mark it
         usage = message.usage_metadata or {}
@@ -710,6 +729,8 @@ class Generator:
         extra: dict[str, Any] = {"reply_start": started_with} if started_with else {}
         if sampling := persona_sampling(self.personas, state.get("persona"), self.fixed):
             extra["persona_sampling"] = sampling
+        if redo:
+            extra["reply_again"] = redo
         trace = trace_step(
             state,
             "generate",
@@ -723,6 +744,90 @@ class Generator:
             **extra,
         )
         return {"messages": [message], "trace": trace}
+
+
+@dataclass
+class _Attempt:
+    """One generation of the reply: its chunks, when its first text came, whether it was stopped."""
+
+    chunks: list[AIMessageChunk] = field(default_factory=list)
+    first: float | None = None
+    interrupted: bool = False
+
+    @property
+    def text(self) -> str:
+        return "".join(chunk.text for chunk in self.chunks)
+
+    @property
+    def has_tool_calls(self) -> bool:
+        return any(getattr(chunk, "tool_call_chunks", None) or getattr(chunk, "tool_calls", None)
+                   for chunk in self.chunks)  # fmt: skip
+
+    def _take(self, chunk: AIMessageChunk, cancel: Any) -> bool:
+        """Keep ``chunk``; whether the run's cancel flag is now set."""
+        if self.first is None and chunk.content:
+            self.first = time.perf_counter()
+        self.chunks.append(chunk)
+        if cancel is not None and cancel.is_set():
+            self.interrupted = True
+        return self.interrupted
+
+    def run(self, stream: Any, cancel: Any) -> None:
+        try:
+            for chunk in stream:
+                if self._take(chunk, cancel):
+                    break
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+
+    async def arun(self, stream: Any, cancel: Any, stops_itself: bool) -> None:
+        try:
+            async for chunk in stream:
+                if self._take(chunk, cancel) and not stops_itself:
+                    break
+        finally:
+            await stream.aclose()
+
+
+# Why a played reply was generated again (the trace's ``reply_again``), and what the reply says
+# when the second one has nothing of the character's own either: an empty reply said nothing.
+COPIED_MEMORY = "copied memory"
+NO_REPLY = {
+    COPIED_MEMORY: "(no reply: the model began its answer twice by copying its memory notes, and that was cut; "
+    "say something else, or retry)",
+}
+NUDGE = "(Answer in your own words, in character: do not copy the notes above, and do not write {user}'s lines.)"
+
+
+def _memory_stops(state: ChatState) -> list[str]:
+    """The stops for copies of the recalled-memory blocks in the window's prompt, newest first."""
+    window = state["messages"][state.get("window_start", 0) :]
+    return memory_line_stops([turn_context(m) for m in reversed(window)])
+
+
+def _nudged(prompt: list[BaseMessage], user: str) -> list[BaseMessage]:
+    """``prompt`` with a reminder after its last message for a reply generated again, when that
+    message is the user's (after a tool's result the prompt is left as it was)."""
+    last = prompt[-1] if prompt else None
+    if not isinstance(last, HumanMessage):
+        return prompt
+    nudge = NUDGE.format(user=user or "the user")
+    content: Any = f"{last.content}\n\n{nudge}" if isinstance(last.content, str) else [
+        *last.content, {"type": "text", "text": nudge}]  # fmt: skip
+    return [*prompt[:-1], last.model_copy(update={"content": content})]
+
+
+def _no_reply(message: AIMessage, why: str) -> AIMessage:
+    """The line a reply with nothing of its own becomes: a new message (not the streamed one), so
+    the turn's stream shows it; marked ``no_reply`` so it is not remembered nor put in a prompt."""
+    return AIMessage(
+        content=NO_REPLY[why],
+        id=f"run-no-reply-{uuid.uuid4().hex}",
+        usage_metadata=message.usage_metadata,
+        response_metadata={**message.response_metadata, "no_reply": why},
+    )
 
 
 def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext], memory_lines: list[str]) -> list[str]:

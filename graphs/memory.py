@@ -149,7 +149,8 @@ class Remember:
         said = " ".join(spoken) if spoken else message.text
         exchange = [("observation", context.user_name, self._perceived(state, said, context.user_name)),
                     ("user", context.user_name, said)]  # fmt: skip
-        if isinstance(reply, AIMessage) and not reply.response_metadata.get("interrupted"):
+        said_in_words = isinstance(reply, AIMessage) and not reply.response_metadata.get("no_reply")
+        if said_in_words and not reply.response_metadata.get("interrupted"):
             exchange.append(("assistant", state.get("persona") or "assistant", without_copied_memories(reply.text)))
         exchange = [(role, speaker, piece) for role, speaker, text in exchange for piece in self._pieces(text)]
         written: list[dict[str, Any]] = []

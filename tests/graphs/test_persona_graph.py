@@ -12,8 +12,9 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.outputs import ChatGenerationChunk
 from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import Field
 
-from agentmm.graphs.chat import build_graph
+from agentmm.graphs.chat import COPIED_MEMORY, NO_REPLY, build_graph
 from agentmm.memory.dates import day
 from agentmm.personas import PersonaNotFoundError, PersonaRegistry
 from agentmm.settings import Settings
@@ -234,14 +235,20 @@ class HonorsStops(FakeListChatModel):
 
     stops: list[list[str] | None]
     stop: list[str] | None = None  # the model's own, as ``ChatLlamaCpp.stop``
+    prompts: list[list[Any]] = Field(default_factory=list)  # each call's messages
 
     def _stream(self, messages: list[Any], stop: list[str] | None = None, *args: Any, **kwargs: Any) -> Iterator[Any]:
         self.stops.append(stop)
+        self.prompts.append(list(messages))
         response = self.responses[len(self.stops) - 1]
         cut = min((response.index(s) for s in stop or () if s in response), default=len(response))
         yield from FakeListChatModel(responses=[response[:cut]])._stream(messages)
         # Its closing chunk, as a real model's (usage, finish reason): a reply stopped at once is one.
         yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"finish_reason": "stop"}))
+
+    async def _astream(self, messages: list[Any], stop: list[str] | None = None, *args: Any, **kwargs: Any) -> Any:
+        for chunk in self._stream(messages, stop):
+            yield chunk
 
 
 def test_a_played_reply_ends_where_the_model_starts_writing_the_users_turn(registry: PersonaRegistry) -> None:
@@ -319,8 +326,11 @@ def test_a_reply_beginning_with_the_memory_blocks_header_or_a_line_of_it_ends_th
     replies = [
         "The lamp is old.",  # the memory recalled below
         f"[Things you remember from earlier conversations with Ada:]\n- ({today}) Ada: Is the lamp old?",
+        "Aye, it is old.",  # generated again: nothing of its own came
         "[Things you remember from",
+        "[Things you remember from",  # again, and again nothing: a line says so
         f"- ({today}) Tamsin: The lamp is old.\nAye.",
+        "Aye.",
         "[waves] Aye, the lamp. [laughs]",
         "- Milk\n- Eggs\n- (3 coins) Stew: lamb",
     ]
@@ -333,11 +343,46 @@ def test_a_reply_beginning_with_the_memory_blocks_header_or_a_line_of_it_ends_th
                              context=TurnContext(user_name="Ada", persona="tamsin"))  # fmt: skip
         assert state["trace"]["recalled"]  # a memory block in its prompt
         shown.append(state["messages"][-1].text)
-    assert shown == ["", "", "", replies[4], replies[5]]
+    assert shown == [replies[2], NO_REPLY[COPIED_MEMORY], replies[6], replies[7], replies[8]]
     assert all(HEADER_START in stops and f"\n{HEADER_START}" in stops for stops in model.stops[1:])
     remembered = [item.value["content"] for item in store.search((), limit=50)]
     assert not [text for text in remembered if HEADER_START in text or f"({today})" in text]
-    assert replies[4] in remembered and replies[5] in remembered
+    assert replies[7] in remembered and replies[8] in remembered
+    assert NO_REPLY[COPIED_MEMORY] not in remembered  # a line to the user, not the character's words
+
+
+@pytest.mark.parametrize("call", ["invoke", "ainvoke"])
+def test_a_reply_that_begins_with_the_memory_header_is_generated_again_with_a_nudge(
+    registry: PersonaRegistry, call: str
+) -> None:
+    """Stopped at once by the memory stops, such a reply was empty and the turn ended with
+    nothing said (f58648e). It is generated once more, the user's message followed by a
+    reminder; a second one with nothing of its own is a line saying so, which is neither
+    remembered nor put in a later prompt as the character's words."""
+    import asyncio
+
+    header = "[Things you remember from earlier conversations with Ada:]"
+    replies = ["The lamp is old.", header, "Aye, it is old.", header, header, "Aye."]
+    graph, model, _ = _recalling_graph(registry, replies)
+    run(graph, "Is the lamp old?", persona="tamsin")
+
+    def turn(text: str) -> dict[str, Any]:
+        invoked = getattr(graph, call)({"input": text}, {"configurable": {"thread_id": "other"}},
+                                       context=TurnContext(user_name="Ada", persona="tamsin"))  # fmt: skip
+        return asyncio.run(invoked) if call == "ainvoke" else invoked
+
+    state = turn("Tell me of the lamp.")
+    assert state["messages"][-1].text == "Aye, it is old."
+    assert state["trace"]["reply_again"] == COPIED_MEMORY
+    first, second = model.prompts[1][-1].text, model.prompts[2][-1].text
+    assert "do not copy the notes above" not in first and second.startswith(first)
+    assert "do not copy the notes above, and do not write Ada's lines" in second
+    state = turn("The lamp?")
+    reply = state["messages"][-1]
+    assert reply.text == NO_REPLY[COPIED_MEMORY] and reply.response_metadata["no_reply"] == COPIED_MEMORY
+    state = turn("Old lamp?")
+    assert state["messages"][-1].text == "Aye." and "reply_again" not in state["trace"]
+    assert [m.text for m in model.prompts[-1] if isinstance(m, AIMessage)][-1] == ""  # the line, left out
 
 
 def test_a_lore_entry_with_a_probability_is_rolled_each_turn_and_the_trace_says_how(
