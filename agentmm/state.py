@@ -98,6 +98,10 @@ class ChatState(TypedDict, total=False):
     # ``retry`` replaced it in place, and is the exchange a retry answers again (the exchange
     # before it stays); joined ones an outer graph hands back are joined in the order sent.
     turn_message_ids: list[str]
+    # The texts of the messages that turn joined before its own (``turn_message_ids`` but the
+    # last, in the same order): a retry that sends that turn's own message again (as its input,
+    # or under its id) answers them with it; taken out with the joined message, they were lost.
+    joined_texts: list[str]
     # As a subgraph: the ids of the messages retries took out, which the outer graph keeps (a
     # subgraph cannot take messages out of it) and hands back with each run; ingest takes them
     # out again, so the retried exchange does not come back into this thread after its retry.

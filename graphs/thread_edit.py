@@ -33,7 +33,7 @@ from agentmm.threads import thread_exists
 
 # The per-turn record an undo puts back as the turn before had left it (empty before the first).
 TURN_RECORD: dict[str, Any] = {"trace": {}, "attachments": [], "observations": [], "recalled": [],
-                               "summary_before": {}, "turn_message_ids": []}  # fmt: skip
+                               "summary_before": {}, "turn_message_ids": [], "joined_texts": []}  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -479,3 +479,43 @@ def test_a_raw_graphs_retry_with_an_empty_input_answers_the_last_message_again()
         assert state["trace"]["turn"] == 1
     with pytest.raises(EmptyInputError):  # without retry an empty input is still nothing to say
         graph.invoke({"input": ""}, config)
+
+
+def test_a_raw_graphs_retry_after_two_failed_runs_answers_both_messages_in_order() -> None:
+    """Two failed runs (u2, then u3) leave one unanswered message, u2 and u3 joined: a retry
+    that sent u3 again took that whole message out and answered u3 alone, and u2 was lost; a
+    client that sent u3 again under its id replaced the joined message, losing u2 the same way."""
+    from langchain_core.messages import HumanMessage
+
+    model = replies("R1", "R2", "R3")
+    graph = build_graph(Settings(memory=False), model=model, checkpointer=InMemorySaver(),
+                        counter=TokenCounter(lambda text: len(text.split())))  # fmt: skip
+    config = {"configurable": {"thread_id": "twice"}}
+    graph.invoke({"input": "u1"}, config)
+    for text in ("u2", "u3"):
+        model.fail_next = True
+        with pytest.raises(RuntimeError, match="fell over"):
+            graph.invoke({"input": text}, config)
+    state = graph.invoke({"input": "u3"}, config, context=TurnContext(retry=True))
+    assert [m.text for m in state["messages"]] == ["u1", "R1", "u2\n\nu3", "R2"]
+    assert state["trace"]["turn"] == 2
+    # Retried again, with the reply standing: the turn's message is both again, not u3 alone.
+    state = graph.invoke({"input": "u3"}, config, context=TurnContext(retry=True))
+    assert [m.text for m in state["messages"]] == ["u1", "R1", "u2\n\nu3", "R3"]
+
+    model = replies("R1", "R2", "R3")
+    graph = build_graph(Settings(memory=False), model=model, checkpointer=InMemorySaver(),
+                        counter=TokenCounter(lambda text: len(text.split())))  # fmt: skip
+    graph.invoke({"messages": [HumanMessage("u1", id="m1")]}, config)
+    for text, sent in (("u2", "m2"), ("u3", "m3")):
+        model.fail_next = True
+        with pytest.raises(RuntimeError, match="fell over"):
+            graph.invoke({"messages": [HumanMessage(text, id=sent)]}, config)
+    state = graph.invoke({"messages": [HumanMessage("u3", id="m3")]}, config, context=TurnContext(retry=True))
+    assert [m.text for m in state["messages"]] == ["u1", "R1", "u2\n\nu3", "R2"]
+    assert [m.id for m in state["messages"] if m.type == "human"] == ["m1", "m3"]
+    assert state["trace"]["turn"] == 2
+    # The message as the thread shows it, sent again under its id: both once, not u2 twice.
+    again = HumanMessage("u2\n\nu3", id="m3")
+    state = graph.invoke({"messages": [again]}, config, context=TurnContext(retry=True))
+    assert [m.text for m in state["messages"]] == ["u1", "R1", "u2\n\nu3", "R3"]
