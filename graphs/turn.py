@@ -60,6 +60,7 @@ from agentmm.threads import (
     sync_to_disk,
     thread_exists,
 )
+from agentmm.users_line import UsersLineFilter, users_line_start
 
 if TYPE_CHECKING:
     from agentmm.graphs.agent import Agent
@@ -212,6 +213,9 @@ class TurnStream:
         # status, output...), so a chat can show what a tool found before the reply goes on.
         self.on_tool_calls: Callable[[list[dict[str, Any]]], Any] | None = None
         self._calls_reported = 0
+        # Observations held until compose has run: a voice note that is the message may be cut
+        # there to fit, and the chat should show what the model got (``_as_sent``).
+        self._held: list[dict[str, Any]] | None = None
         # Asked when a tool needs the user's OK ({"tool", "args", "id"}); True runs the call.
         # Without it such calls are denied, and the model hears so.
         self.on_approval: Callable[[dict[str, Any]], Any] | None = None
@@ -355,6 +359,9 @@ class TurnStream:
             try:
                 await self._stream(graph, put, events)
             except Exception:
+                if self._held is not None:  # compose failed: what was perceived is still said, as heard
+                    put(_Report("observations", self._held))
+                    self._held = None
                 await asyncio.to_thread(self._discard_failed_run)
                 raise
 
@@ -367,6 +374,7 @@ class TurnStream:
         if self.summary_before is not None:  # a retry: the summary its exchange's run started with
             config["configurable"] = {**config["configurable"], SUMMARY_BEFORE_KEY: self.summary_before}
         run_input: Any = {"input": self.text}
+        shown: UsersLineFilter | None = None
         while run_input is not None:
             asked: Any = None
             async with contextlib.aclosing(self._parts(graph, run_input, config, put, events)) as parts:
@@ -381,8 +389,15 @@ class TurnStream:
                         # does not stream (LangGraph sends each message once, by its id).
                         generated = meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessage)
                         if generated and chunk.text:
-                            first = first or time.perf_counter()
-                            put(chunk.text)
+                            if shown is None:  # the state before generate says who is played, in character or not
+                                played = final.get("persona") if final.get("intent") != "ooc" else None
+                                shown = UsersLineFilter(users_line_start(self.context.user_name, played))
+                            if text := shown.feed(str(chunk.id), chunk.text):
+                                first = first or time.perf_counter()
+                                put(text)
+            if shown is not None and (text := shown.flush()):
+                first = first or time.perf_counter()
+                put(text)
             # A tool call waits for the user's yes or no: ask, then resume the same run.
             run_input = Command(resume=await self._approve(asked, put)) if asked is not None else None
         await asyncio.to_thread(sync_to_disk, self.agent.checkpointer)  # the whole turn, before it returns
@@ -409,7 +424,13 @@ class TurnStream:
         """Report perception and tool calls; return the approval asked for, if the run paused for one."""
         perceived = (payload.get("perceive") or {}).get("observations")
         if perceived is not None and self.on_observations is not None:
-            put(_Report("observations", perceived))
+            if any(o.get("as_message") for o in perceived):
+                self._held = perceived
+            else:
+                put(_Report("observations", perceived))
+        if "compose" in payload and self._held is not None:
+            held, self._held = self._held, None
+            put(_Report("observations", _as_sent(held, payload["compose"] or {})))
         calls = ((payload.get("tools") or {}).get("trace") or {}).get("tool_calls") or []
         if len(calls) > self._calls_reported:
             new, self._calls_reported = calls[self._calls_reported :], len(calls)
@@ -469,6 +490,21 @@ class TurnStream:
             intent=str(final.get("intent") or ""),
             out_of_character=bool(reply.response_metadata.get("ooc")),
         )
+
+
+def _as_sent(observations: list[dict[str, Any]], composed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The observations as the chat shows them: a voice note that is the message and that compose
+    cut to fit (``truncated_parts`` part "message") carries ``sent_text``, the message as the
+    model got it (the thread keeps the same), beside ``text``, all that was heard."""
+    cut = any(part.get("part") == "message" for part in (composed.get("trace") or {}).get("truncated_parts") or [])
+    messages = composed.get("messages") or []
+    if not cut or not messages:
+        return observations
+    sent = messages[-1].text
+    said = [o for o in observations if o.get("as_message") and o.get("text")]
+    if len(said) != 1:  # the message is several notes' transcripts joined: not one note's words
+        return observations
+    return [{**o, "sent_text": sent} if o is said[0] else o for o in observations]
 
 
 # No tokenizer packs more than this many characters into a token of ordinary text (English

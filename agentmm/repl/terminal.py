@@ -436,10 +436,21 @@ def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
     if observation["kind"] == "audio":
         if not str(observation.get("text") or "").strip():
             return False, f"[no speech found in {name}]"
-        return False, f"[you said ({name}): {printable(observation['text'])}]"
+        return False, f"[you said ({name}): {printable(_as_sent(observation))}]"
     if observation.get("native"):  # the chat model sees the picture itself: no caption to show
         return False, f"[{name}: sent to {printable(observation.get('model', 'the model'))}]"
     return False, f"[{name}: {printable(observation['text'])}]"
+
+
+def _as_sent(observation: dict[str, Any]) -> str:
+    """A voice note's words as the model got them: a note too long for the context was cut at a
+    sentence (``sent_text``, which ``TurnStream`` adds), and the whole transcript was shown as if
+    the model had heard it all."""
+    heard, sent = str(observation["text"]), observation.get("sent_text")
+    if not sent:
+        return heard
+    kept = len(str(sent).removesuffix("…").split())
+    return f"{sent} (cut to fit: {kept:,} of {len(heard.split()):,} words)"
 
 
 TOOL_NOTE_LINES = 8

@@ -172,3 +172,33 @@ def test_a_long_voice_note_alone_is_cut_to_fit_not_refused(speech_wav: Path) -> 
     # A typed message that long is still refused: its length is the user's to choose.
     with pytest.raises(InputTooLongError, match="the message is"):
         run(graph, LONG_NOTE, [])
+
+
+def test_a_voice_note_cut_to_fit_is_shown_as_the_model_got_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'[you said (note.wav): ...]' printed the whole transcript (1,050 words) when the prompt got
+    it cut at a sentence to fit the context: the line now shows what the model got, and says so."""
+    import agentmm.tools.perception as perception
+    from agentmm.cli import _show_observations
+    from agentmm.graphs.agent import Agent
+    from agentmm.settings import load_settings
+    from agentmm.threads import thread_values
+    from tests.tools.media_files import write_wav
+
+    monkeypatch.setattr(perception, "default_transcriber", lambda settings=None, runtime=None: long_note_of)
+    settings = load_settings(data_dir=tmp_path / "data", n_ctx=512, max_tokens=40, memory=False)
+    with Agent(settings, model=FakeListChatModel(responses=["Long one."])) as agent:
+        turn = agent.stream("", attachments=[write_wav(tmp_path / "note.wav")])
+        turn.on_observations = _show_observations  # as chat -m shows them, and the REPL alike
+        assert "".join(turn) == "Long one."
+        sent = thread_values(agent.checkpointer, turn.result.thread_id)[0]["messages"][0].text
+    assert sent.endswith("…") and len(sent.split()) < 300  # cut, as the thread keeps it
+    kept = len(sent.removesuffix("…").split())
+    shown = capsys.readouterr().err
+    assert f"[you said (note.wav): {sent} (cut to fit: {kept} of 1,050 words)]\n" in shown
+    assert "Sentence 149" not in shown
+
+
+def long_note_of(path: Path, stop: Any = None) -> tuple[str, str, str]:
+    return LONG_NOTE, "en", "fake-asr"
