@@ -295,11 +295,13 @@ def _repl(agent: Agent, thread: str | None, persona: str | None, greeting: int, 
 
 def _show_observations(observations: list[dict[str, Any]]) -> None:
     """What perception made of the attachments, on stderr (stdout stays the reply)."""
-    from agentmm.repl.terminal import note_level, user_note  # how the chat shows it too
+    from agentmm.repl.terminal import file_note, note_level, user_note  # how the chat shows it too
 
     for o in observations:
         label = {"error": "agentmm: ", "note": "agentmm: note: "}.get(note_level(o), "")
         sys.stderr.write(f"{label}{printable(user_note(o)[1])}\n")
+        if note := file_note(o):
+            sys.stderr.write(f"agentmm: note: {note}\n")
 
 
 def _show_tool_calls(calls: list[dict[str, Any]]) -> None:

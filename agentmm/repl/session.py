@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agentmm.console_text import one_line, plain, printable, shown_path
 from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError, TurnStoppedError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
-from agentmm.repl.terminal import Terminal, note_level, tool_note, user_note
+from agentmm.repl.terminal import Terminal, file_note, note_level, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
 
 if TYPE_CHECKING:
@@ -274,6 +274,8 @@ class ChatSession:
         say = {"error": self.terminal.error, "note": self.terminal.warn, "info": self.terminal.info}
         for o in observations:
             say[note_level(o)](user_note(o)[1])
+            if note := file_note(o):
+                self.terminal.warn(note)
 
     def _show_tool_calls(self, calls: list[dict[str, Any]]) -> None:
         for call in calls:

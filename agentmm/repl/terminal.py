@@ -442,6 +442,13 @@ def user_note(observation: dict[str, Any]) -> tuple[bool, str]:
     return False, f"[{name}: {printable(observation['text'])}]"
 
 
+def file_note(observation: dict[str, Any]) -> str | None:
+    """What the user should know of a file perceived in part (a WAV cut short: the transcript
+    is of the part that is there), said as a note after the observation's line; None if nothing."""
+    note = observation.get("note")
+    return printable(str(note)) if note else None
+
+
 def _as_sent(observation: dict[str, Any]) -> str:
     """A voice note's words as the model got them: a note too long for the context was cut at a
     sentence (``sent_text``, which ``TurnStream`` adds), and the whole transcript was shown as if

@@ -180,6 +180,8 @@ def render_trace(trace: dict[str, Any]) -> Any:
         seconds = f" ({o['seconds']:.2f} s)" if isinstance(o.get("seconds"), int | float) else ""
         seconds = " (cached)" if o.get("cached") else seconds
         parts.append(plain(f"observed {o.get('kind', 'file')} {o.get('file', '')}{seconds}: {what}"))
+        if o.get("note"):  # a file perceived in part (a WAV cut short)
+            parts.append(plain(f"  note: {o['note']}"))
 
     calls = trace.get("tool_calls") or []
     if calls:

@@ -468,3 +468,26 @@ def test_ctrl_c_while_a_voice_note_is_transcribed_stops_the_turn_and_keeps_nothi
     assert not thread_exists(agent.checkpointer, session.thread_id)
     assert list_memories(memory_store, agent.settings.user_id, None) == []
     assert session.attachments == []
+
+
+def test_a_wav_cut_short_is_said_in_the_chat_and_in_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A WAV cut short had its note in the trace and perceive --json only: the chat said nothing
+    of it on stderr (REPL and chat -m alike), nor did /why."""
+    import agentmm.tools.perception as perception
+    from agentmm.cli import _show_observations
+    from tests.tools.media_files import write_wav
+
+    cut = "v.wav is cut short: its header says 4.29 s of audio, but only 2.10 s could be read"
+
+    def transcriber(settings: Any = None, runtime: Any = None) -> Any:
+        return lambda path, stop=None: ("meet me at noon", "en", "fake-asr", cut)
+
+    monkeypatch.setattr(perception, "default_transcriber", transcriber)
+    voice = write_wav(tmp_path / "v.wav")
+    term = chat(make_agent(tmp_path, ["Noon it is."]), [f"/audio {voice}", "listen", "/why"])
+    assert f"[you said (v.wav): meet me at noon]\nagentmm: note: {cut}\n" in term.stderr
+    assert f"  note: {cut}" in term.stdout  # /why, under the observation
+    _show_observations([{"kind": "audio", "file": str(voice), "text": "meet me at noon", "note": cut}])
+    assert capsys.readouterr().err == f"[you said (v.wav): meet me at noon]\nagentmm: note: {cut}\n"
