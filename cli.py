@@ -105,17 +105,27 @@ def _wants_json(args: list[str]) -> bool:
     ``chat -m hi --system --json`` to stderr and left stdout empty."""
     if "--json" not in args:
         return False  # the common case, without building the command tree a second time
-    try:  # typer's own click parses, as the run will: its groups resolve a subcommand
-        ctx = typer.main.get_command(app).make_context("agentmm", list(args), resilient_parsing=True)
-        while hasattr(ctx.command, "resolve_command"):
-            rest = [*getattr(ctx, "_protected_args", []), *ctx.args]  # the subcommand and its arguments
-            name, command, rest = ctx.command.resolve_command(ctx, rest)
+    from typer.core import TyperGroup
+
+    command: Any = typer.main.get_command(app)
+    name: str | None = "agentmm"
+    rest, parent = list(args), None
+    try:  # typer's own click parses, as the run will: each group resolves its subcommand
+        while isinstance(command, TyperGroup):
+            settings = {**command.context_settings, "resilient_parsing": True}  # as make_context does
+            ctx = command.context_class(command, info_name=name, parent=parent, **settings)
+            with ctx.scope(cleanup=False):
+                # The plain command's parse (TyperGroup's base), so what the group's options do
+                # not take comes back whole, its subcommand first: TyperGroup's own keeps that
+                # name only in the context's private _protected_args.
+                rest = super(TyperGroup, command).parse_args(ctx, rest)
+            name, command, rest = command.resolve_command(ctx, rest)
             if command is None:
                 return False
-            ctx = command.make_context(name, rest, parent=ctx, resilient_parsing=True)
+            parent = ctx
+        return bool(command.make_context(name, rest, parent=parent, resilient_parsing=True).params.get("as_json"))
     except Exception:  # a line click cannot read: the run says why on stderr, and stdout stays empty
         return True
-    return bool(ctx.params.get("as_json"))
 
 
 # --------------------------------------------------------------------------- chat

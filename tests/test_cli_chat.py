@@ -4,6 +4,7 @@ fake chat model (the end-to-end runs on the shipped model are in test_cli.py).""
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +101,32 @@ main()
         (["chat", "-m", "hi", "--system", "--json"], False),
         (["--data-dir", "--json", "threads", "list"], False),
         (["threads", "list"], False),
+        # Lines click refuses: wanted where --json may be the flag, so stdout stays empty and
+        # click's own error goes to stderr; not where it cannot be (no such command, after --).
+        (["threads", "show", "--json"], True),  # no ID
+        (["chat", "--gpu-layers", "x", "--json"], True),  # a value of the wrong type
+        (["chat", "--json", "--bogus"], True),  # an unknown option
+        (["threads", "--json", "list"], True),  # the flag on the group
+        (["threads", "nosuch", "--json"], False),
+        (["chat", "-m", "hi", "--", "--json"], False),
     ],
 )
 def test_json_is_wanted_where_click_reads_it_as_the_flag(args: list[str], wanted: bool) -> None:
-    assert cli._wants_json(args) is wanted
+    """Read with typer's click as the run reads the line, and without the context's private
+    _protected_args or click's deprecated protected_args (an earlier version read the private one)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        assert cli._wants_json(args) is wanted
+
+
+@pytest.mark.parametrize("args", [["threads", "show", "--json"], ["threads", "show", "nosuch", "--json"]])
+def test_a_refused_json_command_leaves_stdout_empty(isolated_env: Path, args: list[str]) -> None:
+    """An error, click's or agentmm's, goes to stderr, and stdout holds no JSON or anything else."""
+    from tests.test_cli import agentmm
+
+    done = agentmm(*args)
+    assert done.returncode != 0 and done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.strip()
 
 
 def test_a_value_that_starts_with_dashes_is_the_options_value(isolated_env: Path) -> None:
