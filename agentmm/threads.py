@@ -35,6 +35,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, crea
 from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import SEE_THREADS, AgentmmError, DataDirError, ThreadNotFoundError
+from agentmm.exchange import summary_record
 from agentmm.fileio import folder_problem
 from agentmm.postgres import saver_conninfo
 from agentmm.thread_lock import (
@@ -557,6 +558,10 @@ def import_thread(graph: Any, thread_id: str, values: dict[str, Any]) -> None:
         if thread_exists(saver, thread_id):
             raise taken
         node = next(name for name in graph.nodes if not name.startswith("__"))  # any node may write the state
+        # The summary as the file's last turn found it, for a raw graph's retry past a later fold
+        # (it had none, and the summary was dropped): the file's covers only turns before its
+        # window, none that a retry takes out, so it stands in.
+        values = {**values, "summary_before": summary_record(values)}
         steps = [[StateUpdate(values, node)], [StateUpdate(None, END)]]  # written, then left between turns
         try:
             graph.bulk_update_state({"configurable": {"thread_id": thread_id}}, steps)

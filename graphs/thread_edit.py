@@ -75,7 +75,12 @@ def last_exchange(graph: CompiledStateGraph, thread_id: str) -> Exchange | None:
     start = last_exchange_start(messages)
     if start is None:
         return None
-    added, before = _added_and_before(graph, latest, str(messages[start].id))
+    added, before, oldest = _added_and_before(graph, latest, str(messages[start].id))
+    if before is None and int(oldest.values.get("summary_through") or 0) <= start:
+        # Its run is not in the history (a thread ``threads import`` wrote): the oldest state,
+        # what the file held, stands in for the one the run found, as its summary does not
+        # tell the exchange (taken out with none, the summary was dropped).
+        before = oldest
     sent = next((m for m in added.values.get("messages") or [] if m.id == messages[start].id), messages[start])
     return Exchange(
         thread_id=thread_id,
@@ -108,17 +113,17 @@ def restore(graph: CompiledStateGraph, before: RunnableConfig) -> None:
 
 def _added_and_before(
     graph: CompiledStateGraph, latest: StateSnapshot, message_id: str
-) -> tuple[StateSnapshot, StateSnapshot | None]:
+) -> tuple[StateSnapshot, StateSnapshot | None, StateSnapshot]:
     """Walking back from ``latest`` by parent: the checkpoint in which ``message_id`` first
-    appears (ingest added it), and the one its run started from (LangGraph's input checkpoint;
-    None when the history ends first)."""
+    appears (ingest added it), the one its run started from (LangGraph's input checkpoint;
+    None when the history ends first), and the last one the walk read (the oldest, then)."""
     added = snapshot = latest
     while True:
         holds = any(m.id == message_id for m in snapshot.values.get("messages") or [])
         if holds:
             added = snapshot
         elif (snapshot.metadata or {}).get("source") == "input":
-            return added, snapshot
+            return added, snapshot, snapshot
         if snapshot.parent_config is None:
-            return added, None
+            return added, None, snapshot
         snapshot = graph.get_state(snapshot.parent_config)

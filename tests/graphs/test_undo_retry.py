@@ -519,3 +519,40 @@ def test_a_raw_graphs_retry_after_two_failed_runs_answers_both_messages_in_order
     again = HumanMessage("u2\n\nu3", id="m3")
     state = graph.invoke({"messages": [again]}, config, context=TurnContext(retry=True))
     assert [m.text for m in state["messages"]] == ["u1", "R1", "u2\n\nu3", "R3"]
+
+
+def test_undos_and_a_raw_retry_past_a_fold_on_an_imported_thread_keep_its_summary() -> None:
+    """A thread ``threads import`` wrote has no run of its turns in its history, nor a
+    ``summary_before``: an undo of one of its turns past a later fold, and a raw graph's retry
+    there, dropped the summary (to fold every message from the first again)."""
+    from agentmm.threads import import_thread, imported_values
+
+    graph = build_graph(Settings(memory=False, n_ctx=512, max_tokens=40), model=SummaryLists(),
+                        checkpointer=InMemorySaver())  # fmt: skip
+    rows: list[dict[str, str]] = []
+    for i in range(1, 13):
+        rows += [{"role": "user", "content": f"fact {i}: the password of day {i} is WORD{i}"},
+                 {"role": "assistant", "content": "Okay, noted. " * 6}]  # fmt: skip
+    doc = {"messages": rows, "summary": "WORD1 WORD2", "summary_through": 4, "window_start": 4}
+    import_thread(graph, "imp", imported_values(doc, "f"))
+    config = {"configurable": {"thread_id": "imp"}}
+    state = graph.invoke({"input": "fact 13: the password of day 13 is WORD13"}, config)
+    assert "summarize" in state["trace"]["path"] and state["summary_through"] > 4  # a fold past imported turns
+    imported = (doc["summary"], doc["summary_through"])
+    undone_past = 0
+    while (found := last_exchange(graph, "imp")) is not None and found.turn > 3:
+        values = graph.get_state(config).values
+        start = max(i for i, m in enumerate(values["messages"]) if m.type == "human")
+        past = values["summary_through"] > start
+        if past:  # a raw retry here puts back the file's summary: it tells none of what goes
+            state = graph.invoke({"input": found.text}, config, context=TurnContext(retry=True))
+            if "summarize" in state["trace"]["path"]:
+                assert state["trace"]["summary"]["folded_messages"] == state["window_start"] - 4, "folded from 0"
+            else:
+                assert (state["summary"], state["summary_through"]) == imported
+        take_out(graph, last_exchange(graph, "imp"))  # type: ignore[arg-type]
+        if past:
+            values = graph.get_state(config).values
+            assert (values["summary"], values["summary_through"]) == imported
+            undone_past += 1
+    assert undone_past, "no undo went past the fold: the test says nothing"
