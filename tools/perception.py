@@ -42,6 +42,9 @@ class Observation(BaseModel):
     text: str = ""
     seconds: float = 0.0
     language: str | None = None
+    # Whether ``language`` was detected (False: assumed, as an English-only Whisper's "en" is);
+    # None where the transcriber does not say.
+    language_detected: bool | None = None
     error: str | None = None
     # The file is good but no model here can perceive it (e.g. no captioner offline): ``kind``
     # stays the file's, ``error`` tells the user how to get one.
@@ -57,8 +60,9 @@ class Observation(BaseModel):
         return {**trace, "cached": True} if self.cached else trace
 
 
-# path -> (transcript, language, model name), or with a note about the file as a fourth item
-Transcriber = Callable[[Path], tuple[str, ...]]
+# path -> (transcript, language, model name), or with a note about the file ("" for none) as a
+# fourth item and whether the language was detected (a bool) as a fifth
+Transcriber = Callable[[Path], tuple[Any, ...]]
 
 
 def perceivable_kind(path: str | Path) -> Literal["image", "audio"]:
@@ -91,9 +95,9 @@ def perceive_file(
 def default_transcriber(settings: Any | None = None, runtime: Runtime | None = None) -> Transcriber:
     from agentmm.tools.asr import transcribe
 
-    def run(path: Path, stop: threading.Event | None = None) -> tuple[str, ...]:
+    def run(path: Path, stop: threading.Event | None = None) -> tuple[Any, ...]:
         result = transcribe(path, getattr(settings, "asr_model", None), runtime=runtime, stop=stop)
-        return result.text, result.language, result.model, result.note or ""
+        return result.text, result.language, result.model, result.note or "", result.language_detected
 
     return run
 
@@ -211,11 +215,12 @@ class Perception:
             return Observation(kind="image", file=str(path), model=caption.model, text=caption.text,
                                seconds=round(time.perf_counter() - started, 3))  # fmt: skip
         if kind == "audio":
-            stoppable: Callable[..., tuple[str, ...]] = self.transcriber
+            stoppable: Callable[..., tuple[Any, ...]] = self.transcriber
             heard = stoppable(path, stop) if self._stops_midway else stoppable(path)
-            text, language, model, *note = heard
+            text, language, model, *more = heard
+            note, detected = [*more, None, None][:2]
             return Observation(kind="audio", file=str(path), model=model, text=text, language=language,
-                               note=next(iter(note), None) or None,
+                               language_detected=detected, note=note or None,
                                seconds=round(time.perf_counter() - started, 3))  # fmt: skip
         raise UnsupportedAttachmentError(f"{path}: {kind} files are not supported as attachments")
 

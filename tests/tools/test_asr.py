@@ -245,3 +245,15 @@ def test_a_transcription_asked_to_stop_ends_at_its_next_segment(speech_wav: Path
     with pytest.raises(TurnStoppedError, match=r"stopped while transcribing sentences\.wav"):
         transcribe(speech_wav, progress=first_then_stop, stop=stop)
     assert len(seen) == 1  # no segment decoded after it, and no 'done' (1.0)
+
+
+def test_the_observation_says_whether_the_language_was_detected(tmp_path: Path, speech_wav: Path) -> None:
+    """perceive --json said language_detected (false for the English-only tiny.en's assumed
+    'en'), but a chat's trace.observations had only language: the same 'en' read as detected."""
+    from agentmm.tools.perception import Perception
+    from tests.tools.fake_captioner import FakeCaptioner
+
+    heard = Perception(FakeCaptioner(lambda image: "")).observe(speech_wav).as_trace()
+    assert heard["language"] == "en" and heard["language_detected"] is False
+    picture = Perception(FakeCaptioner(lambda image: "a cat")).observe(make_image(tmp_path / "c.png"))
+    assert "language_detected" not in picture.as_trace()  # a picture has no language
