@@ -82,6 +82,7 @@ from agentmm.state import ChatInput, ChatState, TurnContext, run_context, trace_
 from agentmm.summary import summary_tokens
 from agentmm.tokens import PER_MESSAGE_OVERHEAD, TokenCounter
 from agentmm.tools.perception import Perception
+from agentmm.users_line import begins_with, users_line_start
 
 GRAPH_NAME = "agentmm-chat"
 
@@ -654,17 +655,18 @@ class Generator:
         cancel = run_context(runtime.context).cancel
         started = time.perf_counter()
         # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
-        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set())
+        user = run_context(runtime.context).user_name
+        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set(), users_line=_users_line(state, user))
         kwargs = self._kwargs(state, runtime)
         bound = self._bound(state, in_words="reply_start" in kwargs)
         prompt = self._prompt(state)
         if not attempt.interrupted:
             attempt.run(bound.stream(prompt, **kwargs), cancel)
-        redo = self._nothing_of_its_own(state, kwargs, attempt)
+        redo = self._nothing_of_its_own(state, attempt)
         if redo:
-            attempt = _Attempt(first=attempt.first)
-            attempt.run(bound.stream(_nudged(prompt, run_context(runtime.context).user_name), **kwargs), cancel)
-        return self._reply(state, attempt.chunks, attempt.interrupted, started, attempt.first, redo)
+            attempt = _Attempt(first=attempt.first, users_line=attempt.users_line)
+            attempt.run(bound.stream(_nudged(prompt, user), **kwargs), cancel)
+        return self._reply(state, attempt, started, redo)
 
     async def acall(self, state: ChatState, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         """``__call__`` in an async run (the ``Agent``'s turns): the model's ``astream``, so the
@@ -675,7 +677,8 @@ class Generator:
         meanwhile); any other model's stream is closed when the flag is seen."""
         cancel = run_context(runtime.context).cancel
         started = time.perf_counter()
-        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set())
+        user = run_context(runtime.context).user_name
+        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set(), users_line=_users_line(state, user))
         redo = ""
         if not attempt.interrupted:
             kwargs = self._kwargs(state, runtime)
@@ -685,37 +688,38 @@ class Generator:
             bound = self._bound(state, in_words="reply_start" in kwargs)
             prompt = self._prompt(state)
             await attempt.arun(bound.astream(prompt, **kwargs), cancel, stops_itself)
-            redo = self._nothing_of_its_own(state, kwargs, attempt)
+            redo = self._nothing_of_its_own(state, attempt)
             if redo:
-                attempt = _Attempt(first=attempt.first)
-                nudged = _nudged(prompt, run_context(runtime.context).user_name)
-                await attempt.arun(bound.astream(nudged, **kwargs), cancel, stops_itself)
-        return self._reply(state, attempt.chunks, attempt.interrupted, started, attempt.first, redo)
+                attempt = _Attempt(first=attempt.first, users_line=attempt.users_line)
+                await attempt.arun(bound.astream(_nudged(prompt, user), **kwargs), cancel, stops_itself)
+        return self._reply(state, attempt, started, redo)
 
-    def _nothing_of_its_own(self, state: ChatState, kwargs: dict[str, Any], attempt: _Attempt) -> str:
+    def _nothing_of_its_own(self, state: ChatState, attempt: _Attempt) -> str:
         """Why a played reply came back with nothing of the character's own, so it is generated
         once more; "" when it did not. A reply that begins with a copy of the recalled-memory
-        block is stopped at once by the memory stops (``memory_line_stops``): it is empty."""
+        block is stopped at once by the memory stops (``memory_line_stops``): it is empty. One
+        that begins with the user's name and a colon was ended there (``agentmm.users_line``)."""
         if attempt.interrupted or state.get("intent") == "ooc" or not state.get("persona"):
             return ""
+        if attempt.began_with_users_line:
+            return USERS_LINE
         if attempt.text.strip() or attempt.has_tool_calls:
             return ""
         return COPIED_MEMORY if _memory_stops(state) else ""
 
-    def _reply(
-        self, state: ChatState, chunks: list[AIMessageChunk], interrupted: bool, started: float, first: float | None,
-        redo: str = "",
-    ) -> dict[str, Any]:  # fmt: skip
-        """The turn's reply and its trace; ``redo``: why the reply was generated a second time
-        (it says so in the trace, and a second reply with nothing of its own is a line saying so)."""
+    def _reply(self, state: ChatState, attempt: _Attempt, started: float, redo: str = "") -> dict[str, Any]:
+        """The turn's reply (``attempt``'s) and its trace; ``redo``: why the reply was generated a
+        second time (the trace says so, and a second reply with nothing of its own is a line
+        saying so)."""
+        chunks, interrupted, first = attempt.chunks, attempt.interrupted, attempt.first
         ended = time.perf_counter()
         # Added up once here, not chunk by chunk while tokens come (each addition builds a
         # message: ~3.5 ms of a 128-token reply on the loop the tokens come through, vs ~0.9).
         # A model that does not stream yields its whole message once (an AIMessage, not a chunk).
         reply = add_ai_message_chunks(chunks[0], *chunks[1:]) if len(chunks) > 1 else (chunks[0] if chunks else None)
         message = _final_message(reply, interrupted)
-        if redo and not interrupted and not message.text.strip() and not message.tool_calls:
-            message = _no_reply(message, redo)
+        if redo and (again := self._nothing_of_its_own(state, attempt)):
+            message = _no_reply(message, again)
         if state.get("intent") == "ooc":
             message.response_metadata["ooc"] = True  # said out of character: the UIs mark it
         usage = message.usage_metadata or {}
@@ -753,6 +757,11 @@ class _Attempt:
     chunks: list[AIMessageChunk] = field(default_factory=list)
     first: float | None = None
     interrupted: bool = False
+    # What the reply must not begin with ("Ada:", ``agentmm.users_line``; "": nothing), and
+    # whether it did: the stream is ended there, as a stop string would.
+    users_line: str = ""
+    began_with_users_line: bool = False
+    _start: str | None = ""  # the text so far while its start is not yet told (None: told)
 
     @property
     def text(self) -> str:
@@ -764,13 +773,20 @@ class _Attempt:
                    for chunk in self.chunks)  # fmt: skip
 
     def _take(self, chunk: AIMessageChunk, cancel: Any) -> bool:
-        """Keep ``chunk``; whether the run's cancel flag is now set."""
+        """Keep ``chunk``; whether the stream ends here: the run's cancel flag is set, or the
+        reply began with the user's line."""
         if self.first is None and chunk.content:
             self.first = time.perf_counter()
         self.chunks.append(chunk)
+        if self.users_line and self._start is not None and chunk.text:
+            self._start += chunk.text
+            verdict = begins_with(self._start, self.users_line)
+            if verdict is not None:
+                self._start = None
+                self.began_with_users_line = verdict
         if cancel is not None and cancel.is_set():
             self.interrupted = True
-        return self.interrupted
+        return self.interrupted or self.began_with_users_line
 
     def run(self, stream: Any, cancel: Any) -> None:
         try:
@@ -785,7 +801,7 @@ class _Attempt:
     async def arun(self, stream: Any, cancel: Any, stops_itself: bool) -> None:
         try:
             async for chunk in stream:
-                if self._take(chunk, cancel) and not stops_itself:
+                if self._take(chunk, cancel) and not (stops_itself and self.interrupted):
                     break
         finally:
             await stream.aclose()
@@ -794,11 +810,19 @@ class _Attempt:
 # Why a played reply was generated again (the trace's ``reply_again``), and what the reply says
 # when the second one has nothing of the character's own either: an empty reply said nothing.
 COPIED_MEMORY = "copied memory"
+USERS_LINE = "the user's line"
 NO_REPLY = {
     COPIED_MEMORY: "(no reply: the model began its answer twice by copying its memory notes, and that was cut; "
     "say something else, or retry)",
+    USERS_LINE: "(no reply: the model began its answer twice by writing your next line, and that was cut; "
+    "say something else, or retry)",
 }
 NUDGE = "(Answer in your own words, in character: do not copy the notes above, and do not write {user}'s lines.)"
+
+
+def _users_line(state: ChatState, user: str) -> str:
+    """What this reply must not begin with: the user's name and a colon, for a played reply."""
+    return users_line_start(user, state.get("persona") if state.get("intent") != "ooc" else None)
 
 
 def _memory_stops(state: ChatState) -> list[str]:

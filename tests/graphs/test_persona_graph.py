@@ -539,3 +539,12 @@ def test_the_subgraph_example_keeps_the_persona_after_the_first_turn(
     assert first["trace"]["persona"] == second["trace"].get("persona") == "Tamsin"
     assert second["trace"]["turn"] == 2 and "Gull Rock" in model.seen[-1][0].text
     assert [m.text for m in second["messages"]][1:] == ["Hello!", "Aye.", "Tell me of the lamp.", "Aye again."]
+
+
+def test_a_reply_beginning_with_the_users_name_is_ended_there_and_generated_again(registry: PersonaRegistry) -> None:
+    """The '\\nAda:' stop cannot stop a reply whose first words are 'Ada:' (no line break before)."""
+    model = HonorsStops(responses=["Ada: Is it?", "Aye, it is.", "Tamsin: Aye."], stops=[])
+    graph = build_graph(Settings(), model=model, checkpointer=InMemorySaver(), counter=WORDS, personas=registry)
+    state = run(graph, "Is the lamp old?", persona="tamsin")
+    assert state["messages"][-1].text == "Aye, it is." and state["trace"]["reply_again"] == "the user's line"
+    assert run(graph, "And the boat?")["messages"][-1].text == "Tamsin: Aye."  # its own name: kept
