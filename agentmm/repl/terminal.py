@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -98,10 +99,9 @@ class Terminal:
             return
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import InMemoryHistory
-        from prompt_toolkit.key_binding import KeyBindings
         from prompt_toolkit.output import ColorDepth
 
-        keys = KeyBindings()
+        keys = self._suspend_key()
 
         @keys.add("escape", "enter")  # Alt-Enter
         @keys.add("c-j")
@@ -132,7 +132,7 @@ class Terminal:
             refresh_interval=0.5 if self.live else 0,
             color_depth=None if self.live else ColorDepth.MONOCHROME,
             enable_history_search=True,
-            enable_suspend=True,  # Ctrl-Z stops the chat as it stops a shell's job (where there is SIGTSTP)
+            enable_suspend=False,  # Ctrl-Z is _suspend_key's: it says so where it stopped nothing
             prompt_continuation=lambda width, line, wrap: "." * (width - 1) + " ",
         )
 
@@ -203,7 +203,7 @@ class Terminal:
                 from prompt_toolkit.input.typeahead import get_typeahead
 
                 self.err.file.flush()
-                answer = prompt(FormattedText([("", ask)]), enable_suspend=True)  # Ctrl-Z as at the chat's prompt
+                answer = prompt(FormattedText([("", ask)]), key_bindings=self._suspend_key())  # Ctrl-Z as at the prompt
                 if self._busy is not None:  # what was typed after the answer goes to the next prompt
                     self._busy.keep(get_typeahead(self._session.input))
             else:
@@ -212,6 +212,29 @@ class Terminal:
         except (EOFError, KeyboardInterrupt):
             return False
         return answer.strip().lower() in {"y", "yes"}
+
+    def _suspend_key(self) -> Any:
+        """Key bindings with Ctrl-Z: the chat stops as a shell's job (``fg`` brings it back), as
+        prompt_toolkit's own Ctrl-Z does; where no shell can continue it (no job control) the
+        kernel discards the stop, and a line says so, as during a reply (it said nothing)."""
+        from prompt_toolkit.application import run_in_terminal
+        from prompt_toolkit.key_binding import KeyBindings
+
+        keys = KeyBindings()
+        if not hasattr(signal, "SIGTSTP"):  # no job control on this system: Ctrl-Z is no key
+            return keys
+
+        @keys.add("c-z")
+        def _suspend(event: Any) -> None:
+            from agentmm.repl.busy_keys import NO_JOB_CONTROL, stop_job
+
+            def stop() -> None:  # the line editor's screen handed to the shell meanwhile
+                if not stop_job():
+                    self._say(NO_JOB_CONTROL)
+
+            run_in_terminal(stop)
+
+        return keys
 
     # ------------------------------------------------------------------ replies
 

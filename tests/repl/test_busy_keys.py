@@ -106,16 +106,34 @@ def test_ctrl_z_at_the_prompt_suspends_as_in_a_shell_and_types_nothing(
     assert line == "abcd" and suspended == [True]
 
 
-def recorded_suspends(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
-    """prompt_toolkit's Ctrl-Z stop, recorded (True each time) instead of stopping the test's
-    whole process group; skips where the system has no job control."""
-    from prompt_toolkit.application import Application
+def recorded_suspends(monkeypatch: pytest.MonkeyPatch, stopped: bool = True) -> list[bool]:
+    """The line editor's Ctrl-Z stop, recorded (True each time) instead of stopping the test's
+    whole process group, and taken to have ``stopped`` it; skips where the system has no job
+    control."""
+    from agentmm.repl import busy_keys
 
     if not hasattr(signal, "SIGTSTP"):
         pytest.skip("no job control here")
     suspended: list[bool] = []
-    monkeypatch.setattr(Application, "suspend_to_background", lambda self, suspend_group=True: suspended.append(True))
+    monkeypatch.setattr(busy_keys, "stop_job", lambda: suspended.append(True) or stopped)
     return suspended
+
+
+def test_ctrl_z_at_the_prompt_without_job_control_says_so_in_one_line(
+    tty: tuple[int, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where no shell can continue the chat (a tmux pane's own program, ``ssh -t``) the kernel
+    discards the stop: at the prompt Ctrl-Z did nothing and said nothing, while during a reply
+    a line said why."""
+    from agentmm.repl.busy_keys import NO_JOB_CONTROL
+
+    suspended = recorded_suspends(monkeypatch, stopped=False)
+    keyboard, source = tty
+    with editor_on(source) as term:
+        threading.Timer(0.5, os.write, (keyboard, b"ab\x1acd\r")).start()
+        line = term.read()
+    assert line == "abcd" and suspended == [True]
+    assert capsys.readouterr().err.splitlines() == [NO_JOB_CONTROL]
 
 
 @contextlib.contextmanager
