@@ -1,10 +1,13 @@
-"""Writing a file all at once or not at all: a crash or a full disk never leaves half a file."""
+"""Writing a file all at once or not at all: a crash or a full disk never leaves half a file;
+and the ways the OS refuses to read one, each told apart as its caller's one-line error."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from agentmm.errors import AgentmmError
@@ -50,3 +53,28 @@ def folder_problem(path: Path, what: str) -> str | None:
     except OSError as exc:
         return f"{what} {path} is not writable: {exc.strerror or exc}"
     return None
+
+
+@contextmanager
+def os_errors(
+    *,
+    missing: Callable[[], Exception],
+    folder: Callable[[], Exception],
+    other: Callable[[str], Exception],
+    denied: Callable[[], Exception] | None = None,
+) -> Iterator[None]:
+    """An ``OSError`` from reading a file as the caller's own error (its type, its words): a
+    file that is not there (``missing``), a folder where a file must be (``folder``), one this
+    user may not read (``denied``, where a caller says it apart) and any other (``other``, given
+    the OS's reason: "Permission denied", "File name too long"). Each reader had its own copy of
+    these four ``except`` clauses; the OS's error stays the new one's cause."""
+    try:
+        yield
+    except FileNotFoundError as exc:
+        raise missing() from exc
+    except IsADirectoryError as exc:
+        raise folder() from exc
+    except PermissionError as exc:
+        raise (denied() if denied is not None else other(str(exc.strerror or exc))) from exc
+    except OSError as exc:
+        raise other(str(exc.strerror or exc)) from exc

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from agentmm.errors import CorruptModelError, ModelNotFoundError, NotAGGUFError
+from agentmm.fileio import os_errors
 
 GGUF_MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -135,14 +136,10 @@ class _Reader:
 
 def read_gguf(path: Path) -> GGUFInfo:
     """Parse ``path``'s GGUF header and check that every tensor's data lies inside the file."""
-    try:
+    with os_errors(missing=lambda: ModelNotFoundError(f"model file not found: {path}"),
+                   folder=lambda: NotAGGUFError(f"{path} is a directory, not a GGUF model file"),
+                   other=lambda why: ModelNotFoundError(f"cannot read model file {path}: {why}")):  # fmt: skip
         stream = path.open("rb")
-    except FileNotFoundError as exc:
-        raise ModelNotFoundError(f"model file not found: {path}") from exc
-    except IsADirectoryError as exc:
-        raise NotAGGUFError(f"{path} is a directory, not a GGUF model file") from exc
-    except OSError as exc:
-        raise ModelNotFoundError(f"cannot read model file {path}: {exc.strerror}") from exc
     with stream:
         file_size = path.stat().st_size
         reader = _Reader(stream, path)

@@ -36,7 +36,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 
 from agentmm.errors import SEE_THREADS, AgentmmError, DataDirError, ThreadNotFoundError
 from agentmm.exchange import summary_record
-from agentmm.fileio import folder_problem
+from agentmm.fileio import folder_problem, os_errors
 from agentmm.postgres import saver_conninfo
 from agentmm.thread_lock import (
     ThreadInUseError,
@@ -433,15 +433,12 @@ def read_saved_thread(path: Path) -> dict[str, Any]:
     """``imported_values`` of the file at ``path``; a file that cannot be read, or is no JSON,
     is a ``ThreadImportError`` in one line."""
     try:
-        text = path.expanduser().read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ThreadImportError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ThreadImportError(f"{path} is a folder, not a /save FILE.json") from None
+        with os_errors(missing=lambda: ThreadImportError(f"{path}: no such file"),
+                       folder=lambda: ThreadImportError(f"{path} is a folder, not a /save FILE.json"),
+                       other=lambda why: ThreadImportError(f"{path}: cannot read ({why})")):  # fmt: skip
+            text = path.expanduser().read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ThreadImportError(f"{path}: not UTF-8 text (a /save FILE.json is)") from None
-    except OSError as exc:
-        raise ThreadImportError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:

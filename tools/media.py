@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Literal
 
 from agentmm.console_text import shown_path
+from agentmm.fileio import os_errors
 from agentmm.tools.errors import (
     CorruptMediaError,
     EmptyMediaError,
@@ -143,16 +144,12 @@ def _is_mpeg_audio_frame(head: bytes) -> bool:
 @contextmanager
 def _reading(path: Path) -> Iterator[None]:
     """Turn the OS's reasons for not reading a file into typed one-line errors."""
-    try:
+    shown = shown_path(path)
+    with os_errors(missing=lambda: MediaNotFoundError(path, f"{shown} disappeared while it was being read"),
+                   denied=lambda: MediaUnreadableError(path, f"cannot read {shown}: permission denied"),
+                   folder=lambda: NotAFileError(path, f"{shown} is a directory, not a file"),
+                   other=lambda why: MediaUnreadableError(path, f"cannot read {shown}: {why}")):  # fmt: skip
         yield
-    except FileNotFoundError as exc:
-        raise MediaNotFoundError(path, f"{shown_path(path)} disappeared while it was being read") from exc
-    except PermissionError as exc:
-        raise MediaUnreadableError(path, f"cannot read {shown_path(path)}: permission denied") from exc
-    except IsADirectoryError as exc:
-        raise NotAFileError(path, f"{shown_path(path)} is a directory, not a file") from exc
-    except OSError as exc:
-        raise MediaUnreadableError(path, f"cannot read {shown_path(path)}: {exc.strerror or exc}") from exc
 
 
 def check_file(path: str | Path) -> Path:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from agentmm.fileio import atomic_write as write_file_atomically
+from agentmm.fileio import os_errors
 from agentmm.personas import toml_format
 from agentmm.personas._fields import size_text
 from agentmm.personas.cards import (
@@ -116,19 +117,15 @@ def _kind_and_text(data: bytes, where: str) -> tuple[FileKind, bytes]:
 
 def read_limited(path: Path, limits: Limits = DEFAULT_LIMITS) -> bytes:
     """A file's bytes, refusing files over the size cap before reading them."""
-    try:
+    with os_errors(missing=lambda: PersonaNotFoundError(f"{path}: no such file"),
+                   folder=lambda: PersonaError(f"{path}: is a directory, not a persona file"),
+                   other=lambda why: PersonaError(f"{path}: cannot read ({why})")):  # fmt: skip
         size = path.stat().st_size
         if size > limits.max_file_bytes:
             raise CardTooLargeError(
                 f"{path}: file is {size_text(size)}, over the {size_text(limits.max_file_bytes)} limit"
             )
         return path.read_bytes()
-    except FileNotFoundError:
-        raise PersonaNotFoundError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise PersonaError(f"{path}: is a directory, not a persona file") from None
-    except OSError as exc:
-        raise PersonaError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def import_bytes(data: bytes, *, where: str = "persona", source: str = "", limits: Limits = DEFAULT_LIMITS) -> Persona:
