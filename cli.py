@@ -316,9 +316,9 @@ def _show_observations(observations: list[dict[str, Any]]) -> None:
 
 def _show_tool_calls(calls: list[dict[str, Any]]) -> None:
     """What the tools the model called returned, on stderr (stdout stays the reply)."""
-    from agentmm.repl.terminal import tool_note
+    from agentmm.repl.terminal import shown_calls, tool_note
 
-    for call in calls:
+    for call in shown_calls(calls):
         sys.stderr.write(tool_note(call)[1] + "\n")
 
 

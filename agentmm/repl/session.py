@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agentmm.console_text import one_line, plain, printable, shown_path
 from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError, TurnStoppedError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
-from agentmm.repl.terminal import Terminal, file_note, note_level, tool_note, user_note
+from agentmm.repl.terminal import Terminal, file_note, note_level, shown_calls, tool_note, user_note
 from agentmm.repl.turns import Outcome, run_turn
 
 if TYPE_CHECKING:
@@ -278,7 +278,7 @@ class ChatSession:
                 self.terminal.warn(note)
 
     def _show_tool_calls(self, calls: list[dict[str, Any]]) -> None:
-        for call in calls:
+        for call in shown_calls(calls):
             failed, text = tool_note(call)
             (self.terminal.error if failed else self.terminal.info)(text)
 

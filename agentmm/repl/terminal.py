@@ -491,6 +491,13 @@ def call_text(name: str, args: dict[str, Any] | None) -> str:
     return f"{name}({', '.join(f'{k}={v!r}' for k, v in (args or {}).items())})"
 
 
+def shown_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The tool calls a chat shows: a denied one was said already, where it was denied (the
+    user's own no, or the line saying nobody could be asked), and its ``[tool ... denied]``
+    line was a second line, as an error, for the same call."""
+    return [call for call in calls if call.get("status") != "denied"]
+
+
 def tool_note(call: dict[str, Any]) -> tuple[bool, str]:
     """How a chat shows the user one tool call that ran (a trace entry): (did it fail, the text).
 

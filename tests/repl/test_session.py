@@ -491,3 +491,29 @@ def test_a_wav_cut_short_is_said_in_the_chat_and_in_why(
     assert f"  note: {cut}" in term.stdout  # /why, under the observation
     _show_observations([{"kind": "audio", "file": str(voice), "text": "meet me at noon", "note": cut}])
     assert capsys.readouterr().err == f"[you said (v.wav): meet me at noon]\nagentmm: note: {cut}\n"
+
+
+def test_a_tool_call_denied_is_said_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A call denied for want of anyone to ask (a piped chat) printed the note, then
+    'agentmm: error: [tool roll_dice(...) denied: the user did not allow this call]': two lines,
+    the second an error, for one call. chat -m printed the same second line."""
+    from langchain_core.messages import AIMessage
+
+    from agentmm.cli import _show_tool_calls
+    from agentmm.tools.builtin import roll_dice
+    from tests.graphs.scripted_model import ScriptedToolModel, call
+
+    model = ScriptedToolModel(script=[call("roll_dice", notation="d6"), AIMessage("Rolled.")])
+    agent = Agent(load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=16), model=model,
+                  tools=[roll_dice], approve_tools=["roll_dice"])  # fmt: skip
+    term = ScriptedTerminal(["roll"])
+    term.asks = False  # the chat reads a script
+    ChatSession(agent, term, persona_model=persona_model).run()
+    assert "Rolled." in term.stdout
+    said = [line for line in term.stderr.splitlines() if "roll_dice" in line]
+    assert said == ["agentmm: note: denied tool call roll_dice(notation='d6') (nobody to ask: the chat reads a "
+                    "script; pass --yes to allow)"]  # fmt: skip
+    denied = {"name": "roll_dice", "args": {"notation": "d6"}, "status": "denied",
+              "output": "the user did not allow this call"}  # fmt: skip
+    _show_tool_calls([denied, {**denied, "status": "ok", "output": "4"}])
+    assert capsys.readouterr().err == "[tool roll_dice(notation='d6'): 4]\n"
