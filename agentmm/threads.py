@@ -224,7 +224,8 @@ class ThreadSummary:
 
 
 def thread_values(saver: BaseCheckpointSaver, thread_id: str) -> tuple[dict[str, Any], str]:
-    """The thread's latest state values and checkpoint timestamp; ThreadNotFoundError if none.
+    """The thread's latest state values and when it last changed (``_changed_at``);
+    ThreadNotFoundError if none.
 
     A turn whose process died before its reply is rolled back first (``roll_back_dead_turn``),
     so a reader never sees a message without its reply unless a live process is answering it.
@@ -234,7 +235,21 @@ def thread_values(saver: BaseCheckpointSaver, thread_id: str) -> tuple[dict[str,
         found = saver.get_tuple(_config(thread_id))
     if found is None:
         raise ThreadNotFoundError(f"unknown thread {thread_id!r}", see=SEE_THREADS)
-    return dict(found.checkpoint.get("channel_values", {})), str(found.checkpoint.get("ts", ""))
+    return dict(found.checkpoint.get("channel_values", {})), _changed_at(saver, found)
+
+
+def _changed_at(saver: BaseCheckpointSaver, found: CheckpointTuple) -> str:
+    """When the thread last changed: the time of ``found`` (its newest checkpoint), or of the
+    checkpoint it copies. A failed or refused turn is rolled back by writing the checkpoint its
+    run started from again as the newest (``update_state(before, None)``: a child of it, every
+    channel's version as it was), which moved ``threads list``'s updated_at (and place) though
+    the thread was as it had been."""
+    while found.parent_config is not None:
+        parent = saver.get_tuple(found.parent_config)
+        if parent is None or parent.checkpoint.get("channel_versions") != found.checkpoint.get("channel_versions"):
+            break
+        found = parent
+    return str(found.checkpoint.get("ts", ""))
 
 
 def roll_back_dead_turn(saver: BaseCheckpointSaver, thread_id: str) -> bool:
@@ -330,7 +345,9 @@ def _restore_before_run(saver: BaseCheckpointSaver, thread_id: str, latest: Chec
         return False
     step = int((latest.metadata or {}).get("step", 0)) + 1
     copy = create_checkpoint(before.checkpoint, None, step)
-    saver.put(latest.config, copy, {"source": "fork", "step": step, "parents": {}}, {})
+    # A child of the checkpoint it copies, as ``update_state(before, None)`` writes one, so
+    # ``_changed_at`` reads the thread's time from it: the rollback is no change.
+    saver.put(before.config, copy, {"source": "fork", "step": step, "parents": {}}, {})
     return True
 
 
@@ -394,13 +411,14 @@ def thread_dict(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any]:
 
 
 def list_threads(saver: BaseCheckpointSaver) -> list[ThreadSummary]:
+    """Every thread, most recently changed first (a rolled-back turn is no change)."""
     found = []
     for tid in thread_ids(saver):
         try:
             found.append(summarize_thread(saver, tid))
         except ThreadNotFoundError:
             continue  # its only turn was cut off by a dead process: rolled back to nothing
-    return found
+    return sorted(found, key=lambda thread: thread.updated_at, reverse=True)
 
 
 def delete_thread(saver: BaseCheckpointSaver, thread_id: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -556,3 +557,52 @@ def test_undos_and_a_raw_retry_past_a_fold_on_an_imported_thread_keep_its_summar
             assert (values["summary"], values["summary_through"]) == imported
             undone_past += 1
     assert undone_past, "no undo went past the fold: the test says nothing"
+
+
+def test_a_failed_turn_moves_neither_the_threads_updated_at_nor_its_place_in_the_list(settings: Settings) -> None:
+    """A turn that fails is rolled back by writing the checkpoint its run started from again, as
+    the newest: threads list showed the thread as updated then, and first, though nothing changed."""
+    import time
+
+    from agentmm.threads import list_threads
+
+    model = replies("R1", "R2")
+    agent = Agent(settings, model=model)
+    agent.chat("Hi, I am Mira.", "older")
+    time.sleep(1.1)  # updated_at is kept to the second
+    agent.chat("Hi, I am Ada.", "newer")
+    listed = list_threads(agent.checkpointer)
+    assert [t.thread_id for t in listed] == ["newer", "older"]
+    time.sleep(1.1)
+    model.fail_next = True
+    with pytest.raises(RuntimeError, match="fell over"):
+        agent.chat("I like tea", "older")
+    assert list_threads(agent.checkpointer) == listed
+
+
+def test_a_turn_cut_off_and_rolled_back_when_read_keeps_the_threads_updated_at(tmp_path: Path) -> None:
+    """A raw graph's run that fails leaves its message unanswered, as a dead process's turn
+    does: reading the thread rolls it back (``roll_back_dead_turn``), and its updated_at was
+    the time of that reading."""
+    import time
+
+    from agentmm.threads import list_threads, open_checkpointer
+
+    model = replies("R1")
+    saver = open_checkpointer(tmp_path)
+    try:
+        graph = build_graph(Settings(memory=False), model=model, checkpointer=saver,
+                            counter=TokenCounter(lambda text: len(text.split())))  # fmt: skip
+        config = {"configurable": {"thread_id": "cut"}}
+        graph.invoke({"input": "u1"}, config)
+        when = graph.get_state(config).created_at
+        time.sleep(1.1)  # updated_at is kept to the second
+        model.fail_next = True
+        with pytest.raises(RuntimeError, match="fell over"):
+            graph.invoke({"input": "u2"}, config)
+        time.sleep(1.1)
+        [thread] = list_threads(saver)
+        assert thread.messages == 2  # rolled back
+        assert thread.updated_at == datetime.fromisoformat(when).isoformat(timespec="seconds")
+    finally:
+        saver.conn.close()
