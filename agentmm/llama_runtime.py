@@ -16,10 +16,13 @@ llama.cpp's log through a callback instead of llama-cpp-python's process-wide re
 stdout/stderr (``_quiet_without_redirecting`` says why).
 
 Module-level state, and why it is not a cache: llama.cpp has one log callback per process (a C
-global, ``llama_log_set``), so the callback, its verbosity switch (``_LOG_STATE``: the last
-loaded model's ``verbose`` wins, for the whole process) and the errors it saw
-(``_LOG_ERRORS``, read by ``last_error`` right after a failing call) are process-wide facts,
-kept where that one callback can reach them.
+global, ``llama_log_set``), so the callback (``_LOG_STATE``), who asked for its lines and the
+errors it saw (``_LOG_ERRORS``, read by ``last_error`` right after a failing call) are
+process-wide facts, kept where that one callback can reach them. A log line does not say which
+model wrote it, so llama.cpp logs while any open model was loaded ``verbose`` (``_VERBOSE``),
+and while a load asks for it, on the loading thread (``_LOADING``). It was the last load's
+``verbose`` that decided: a quiet caption model loaded for a picture silenced the logs of a
+chat model loaded with ``verbose = true``.
 """
 
 from __future__ import annotations
@@ -99,6 +102,7 @@ class LoadedModel:
         """Free the model's memory now, under its lock (a generation running finishes first)."""
         with self.lock:
             self._finalizer.detach()
+            _VERBOSE.discard(self.llama)
             self.llama.close()
 
 
@@ -171,10 +175,12 @@ class _NoRedirect:
 
 _LOG_STATE: dict[str, Any] = {}
 _LOG_ERRORS: deque[str] = deque(maxlen=8)
+_VERBOSE: weakref.WeakSet[Any] = weakref.WeakSet()  # the open Llamas loaded verbose
+_LOADING = threading.local()  # .verbose: the load running on this thread asked for logs
 _GGML_LOG_LEVEL_ERROR = 4
 
 
-def _quiet_without_redirecting(verbose: bool) -> None:
+def _quiet_without_redirecting() -> None:
     """Keep llama.cpp quiet without touching the process's stdout and stderr.
 
     llama-cpp-python silences a model load by pointing ``sys.stdout``/``sys.stderr`` and file
@@ -182,14 +188,13 @@ def _quiet_without_redirecting(verbose: bool) -> None:
     chat loads its model on a background thread while the main thread prints its header and
     starts the line editor; what the main thread wrote then was lost, and the line editor,
     created in that window, kept writing to /dev/null for good (an empty terminal). So the
-    redirect is switched off and llama.cpp's log callback decides instead: silent unless
-    ``verbose``.
+    redirect is switched off and llama.cpp's log callback decides instead: silent unless a
+    model asked for its logs (``_logs_wanted``).
     """
     import llama_cpp
     import llama_cpp._internals
     import llama_cpp.llama
 
-    _LOG_STATE["verbose"] = verbose
     if "callback" not in _LOG_STATE:
 
         @llama_cpp.llama_log_callback
@@ -197,7 +202,7 @@ def _quiet_without_redirecting(verbose: bool) -> None:
             line = text.decode("utf-8", "replace")
             if level == _GGML_LOG_LEVEL_ERROR and line.strip():
                 _LOG_ERRORS.append(line.strip())
-            if _LOG_STATE["verbose"]:
+            if _logs_wanted():
                 sys.stderr.write(line)
 
         _LOG_STATE["callback"] = log  # kept alive: llama.cpp holds only a pointer to it
@@ -214,6 +219,10 @@ def _quiet_without_redirecting(verbose: bool) -> None:
         import llama_cpp.llama_chat_format  # the multimodal handlers redirect the same way
 
         llama_cpp.llama_chat_format.suppress_stdout_stderr = _NoRedirect  # type: ignore[attr-defined,misc]
+
+
+def _logs_wanted() -> bool:
+    return bool(_VERBOSE) or getattr(_LOADING, "verbose", False)
 
 
 def check_model_file(model_path: str, n_ctx: int, layers: int) -> GGUFInfo:
@@ -261,20 +270,26 @@ def _load(
 ) -> LoadedModel:  # fmt: skip
     info = check_model_file(model_path, n_ctx, layers)
     llama_class = _tracking_llama_class()
-    _quiet_without_redirecting(verbose)
+    _quiet_without_redirecting()
+    _LOADING.verbose = verbose
     try:
-        llama = llama_class(
-            model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=layers, n_threads=n_threads,
-            n_batch=n_batch, chat_format=chat_format, verbose=verbose, extra_buffers=extra_buffers,
-        )  # fmt: skip
-    except ValueError as exc:
-        raise CorruptModelError(f"llama.cpp cannot load {model_path}: {exc}") from exc
-    llama.stats = CallStats()
-    try:
-        vision = _load_vision(llama, model_path, mmproj, use_gpu=layers != 0) if mmproj else None
-    except BaseException:
-        llama.close()
-        raise
+        try:
+            llama = llama_class(
+                model_path=str(model_path), n_ctx=n_ctx, n_gpu_layers=layers, n_threads=n_threads,
+                n_batch=n_batch, chat_format=chat_format, verbose=verbose, extra_buffers=extra_buffers,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise CorruptModelError(f"llama.cpp cannot load {model_path}: {exc}") from exc
+        llama.stats = CallStats()
+        try:
+            vision = _load_vision(llama, model_path, mmproj, use_gpu=layers != 0) if mmproj else None
+        except BaseException:
+            llama.close()
+            raise
+        if verbose:
+            _VERBOSE.add(llama)
+    finally:
+        _LOADING.verbose = False
     offloaded = min(layers if layers >= 0 else 1 << 30, (info.block_count or 0) + 1)
     return LoadedModel(llama, threading.Lock(), llama.stats, offloaded, vision=vision)
 
