@@ -106,7 +106,13 @@ class Ingest:
         # As a subgraph, what a retry took out comes back: the outer graph keeps its copies (a
         # subgraph cannot take messages out of it) and hands them back with every run, appended
         # after the retried exchange. Taken out again, they stay out of this thread's prompt.
-        gone = list(state.get("taken_out_ids") or [])
+        # So do the messages a turn joined before its own (several sent in one run), which stay
+        # out once it is answered; while it is not (its run failed), they are its message still,
+        # to be joined again.
+        taken_out = list(state.get("taken_out_ids") or [])
+        gone = taken_out
+        if sent_before and not _answered(state.get("messages", []), sent_before[-1]):
+            gone = [out for out in taken_out if out not in sent_before[:-1]]
         came_back = [m for m in state.get("messages", []) if m.id in gone]
         history = _in_sent_order([m for m in state.get("messages", []) if m.id not in gone], sent_before)
         retried_out: list[str] = []
@@ -224,8 +230,11 @@ class Ingest:
         update["turn_message_ids"] = [*(sent for sent, _ in joined), str(message.id)]
         if (texts := [words for _, words in joined]) != (state.get("joined_texts") or []):
             update["joined_texts"] = texts
-        if retried_out and _nested(config):
-            update["taken_out_ids"] = [*gone, *(out for out in retried_out if out != message.id)]
+        if _nested(config):
+            kept = {str(message.id), *(str(m.id) for m in opening)}
+            out = [*taken_out, *retried_out, *(sent for sent, _ in joined)]
+            if (out := [o for o in dict.fromkeys(out) if o not in kept]) != taken_out:
+                update["taken_out_ids"] = out
         back = [RemoveMessage(id=m.id) for m in came_back]  # type: ignore[arg-type]
         messages = [*back, *removed, *opening, message]
         return {**update, "messages": messages, "started_at": started_at, "trace": trace}
@@ -236,6 +245,12 @@ def _nested(config: RunnableConfig) -> bool:
     is its graph's, then its own name (``ingest:<task>``), and a nested graph's has the outer
     node's before it (``turn:<task>|ingest:<task>``)."""
     return NS_SEP in str(config.get("configurable", {}).get("checkpoint_ns", ""))
+
+
+def _answered(messages: Sequence[AnyMessage], message_id: str) -> bool:
+    """Whether a reply follows the message ``message_id`` in ``messages`` (False: not there)."""
+    at = next((i for i, m in enumerate(messages) if m.id == message_id), None)
+    return at is not None and any(isinstance(m, AIMessage) for m in messages[at + 1 :])
 
 
 def _unread_content(messages: Sequence[BaseMessage]) -> str:

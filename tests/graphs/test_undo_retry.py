@@ -606,3 +606,33 @@ def test_a_turn_cut_off_and_rolled_back_when_read_keeps_the_threads_updated_at(t
         assert thread.updated_at == datetime.fromisoformat(when).isoformat(timespec="seconds")
     finally:
         saver.conn.close()
+
+
+def test_messages_an_outer_graph_sent_in_one_run_are_answered_once() -> None:
+    """As a node, two messages in one run are one turn's message, joined under the last one's
+    id; the outer graph keeps the first too (a subgraph cannot take it out of its list) and
+    handed it back with every run: the turn took it in again and joined it to the next message
+    ('u1\\n\\nu3'), answering it twice and counting its turns from there."""
+    from langchain_core.messages import HumanMessage
+    from langgraph.graph import START, MessagesState, StateGraph
+
+    class Outer(MessagesState):
+        trace: dict[str, Any]
+
+    model = replies("R1", "R2", "R3")
+    turn = build_graph(Settings(memory=False), model=model, checkpointer=True)
+    outer = StateGraph(Outer)
+    outer.add_node("turn", turn)
+    outer.add_edge(START, "turn")
+    saver = InMemorySaver()
+    app = outer.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": "outer"}}
+    state = app.invoke({"messages": [HumanMessage("u1"), HumanMessage("u2")]}, config)
+    assert state["messages"][-2].text == "u1\n\nu2" and state["trace"]["turn"] == 1
+    for text, turn_number in (("u3", 2), ("u4", 3)):
+        state = app.invoke({"messages": [HumanMessage(text)]}, config)
+        assert (state["messages"][-2].text, state["trace"]["turn"]) == (text, turn_number)
+    own = saver.get_tuple({"configurable": {"thread_id": "outer", "checkpoint_ns": "turn"}})
+    assert own is not None
+    assert [m.text for m in own.checkpoint["channel_values"]["messages"]] == [
+        "u1\n\nu2", "R1", "u3", "R2", "u4", "R3"]  # fmt: skip
