@@ -102,9 +102,10 @@ class ChatState(TypedDict, total=False):
     # last, in the same order): a retry that sends that turn's own message again (as its input,
     # or under its id) answers them with it; taken out with the joined message, they were lost.
     joined_texts: list[str]
-    # As a subgraph: the ids of the messages retries took out, which the outer graph keeps (a
-    # subgraph cannot take messages out of it) and hands back with each run; ingest takes them
-    # out again, so the retried exchange does not come back into this thread after its retry.
+    # As a subgraph: the ids of the messages retries took out, and of those an answered turn
+    # joined before its own, which the outer graph keeps (a subgraph cannot take messages out
+    # of it) and hands back with each run; ingest takes them out again, so a retried exchange
+    # does not come back into this thread, nor a joined message get joined again.
     taken_out_ids: list[str]
     # What recall found for this turn (compose places it with the turn's message).
     recalled: list[dict[str, Any]]
