@@ -13,13 +13,18 @@ Three collections per store:
   scan every item.
 
 Ids are hashes of (namespace, key): fixed length and free of any character a label or key
-may contain.
+may contain. A vector's id is its item's id, the write's generation and its index
+(``<item>:<generation>:<index>``): each write gives an item's texts ids never used before, so
+no id is deleted and added again, which made Chroma's HNSW index lose live vectors
+(chroma-core/chroma#7758). Vectors written before generations (``<item>:<index>``) keep their
+ids and are read alike; the next write of their item replaces them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -51,14 +56,22 @@ def namespace_id(namespace: tuple[str, ...]) -> str:
     return _digest(json.dumps(list(namespace), ensure_ascii=False))
 
 
-def vector_id(item: str, index: int) -> str:
-    """Record id of the index-th embedded text of an item."""
-    return f"{item}:{index}"
+def new_generation() -> str:
+    """A write's generation: random, so no two writes (in any process, before or after a
+    delete) give an item's vectors the same ids."""
+    return secrets.token_hex(6)
+
+
+def vector_id(item: str, index: int, generation: str = "") -> str:
+    """Record id of the index-th embedded text of an item, as written by ``generation`` (""
+    gives the ids of stores written before generations)."""
+    return f"{item}:{generation}:{index}" if generation else f"{item}:{index}"
 
 
 def item_of_vector(vector: str) -> str:
-    """The item id a vector record id points at (ids are hex digests: no ':' of their own)."""
-    return vector.rsplit(":", 1)[0]
+    """The item id a vector record id points at, with or without a generation (item ids are
+    hex digests: no ':' of their own)."""
+    return vector.split(":", 1)[0]
 
 
 def _digest(text: str) -> str:

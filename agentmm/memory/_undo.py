@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 from array import array
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,15 +60,22 @@ def restore(items: Collection, vectors: Collection, saved: Backup) -> None:
     """Take a chunk's write back: its items and their vectors go, the old ones return.
 
     Vectors are put back before their item row, as a write orders them, so an interrupted
-    restore never leaves a row whose vectors are missing. The old vectors are written over the
-    same ids (as a write updates them) and only the ids the write added are deleted: deleting
-    an id and adding it again, which this did, once left an item that search could not find
-    (CI, after a killed import was taken back and imported again).
+    restore never leaves a row whose vectors are missing. The old vectors come back under ids
+    of a new generation (``_records.vector_id``), and every other vector of those items goes:
+    the write deleted the old ids, and adding an id again after a delete once left an item that
+    search could not find (chroma-core/chroma#7758; CI, after a killed import was taken back and
+    imported again). Run again after a kill part way, it ends the same.
     """
     old_vectors = saved.vectors.get("ids") or []
+    fresh: list[str] = []
     if old_vectors:
-        vectors.upsert(ids=old_vectors, embeddings=saved.vectors["embeddings"], metadatas=saved.vectors["metadatas"])
-    kept = set(old_vectors)
+        generation, counts = rec.new_generation(), Counter[str]()
+        for metadata in saved.vectors["metadatas"]:
+            owner = str(metadata[rec.ITEM])
+            fresh.append(rec.vector_id(owner, counts[owner], generation))
+            counts[owner] += 1
+        vectors.upsert(ids=fresh, embeddings=saved.vectors["embeddings"], metadatas=saved.vectors["metadatas"])
+    kept = set(fresh)
     now = vectors.get(where={rec.ITEM: {"$in": saved.ids}}, include=[])["ids"]
     if added := [i for i in now if i not in kept]:
         vectors.delete(ids=added)

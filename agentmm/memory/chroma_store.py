@@ -496,8 +496,13 @@ class ChromaStore(BaseStore):
                 elif isinstance(op, ListNamespacesOp):
                     results[i] = self._list_namespaces(op)
             if plan.puts:
-                self._log_undo(plan.puts)
-                self._apply_puts(plan, vectors)
+                stale = self._vectors_of([rec.item_id(*ref) for ref, op in plan.puts.items() if op.value is not None])
+                # A write that replaces vectors deletes the old ones after the new row: a kill in
+                # between would leave them, matching the old text. Such a write is made whole or
+                # not at all (logged first, as an import is); one of new items only is not.
+                with self.all_or_nothing() if stale else contextlib.nullcontext():
+                    self._log_undo(plan.puts)
+                    self._apply_puts(plan, vectors, stale=stale)
             return results
 
     def _embed(self, plan: _Plan) -> dict[str, list[float]]:
@@ -781,19 +786,23 @@ class ChromaStore(BaseStore):
         plan: _Plan,
         text_vectors: Mapping[str, list[float]],
         existing: Mapping[str, Mapping[str, Any]] | None = None,
+        stale: Sequence[str] | None = None,
     ) -> None:
-        """Write the plan's puts; ``existing`` (the items' stored metadata by id) when the caller
-        has just read it."""
+        """Write the plan's puts; ``existing`` (the items' stored metadata by id) and ``stale``
+        (the ids of the vectors now pointing at the items written) when the caller has just
+        read them."""
         now = rec.now_iso()
+        generation = rec.new_generation()  # new vector ids: none is ever added again after a delete
         ids = {ref: rec.item_id(*ref) for ref in plan.puts}
         if existing is None:
             existing = self._existing_metadata(list(ids.values()))
+        if stale is None:
+            stale = self._vectors_of([ids[ref] for ref, op in plan.puts.items() if op.value is not None])
         by_item = self._vectors_by_item(plan, text_vectors)
 
         item_rows: list[tuple[str, str, dict[str, Any]]] = []
         vector_rows: list[tuple[str, list[float], dict[str, Any]]] = []
         deleted: list[str] = []
-        counts: dict[str, int] = {}  # item -> vectors it has after this batch
         written: set[tuple[str, ...]] = set()
         emptied: set[tuple[str, ...]] = set()
         for (namespace, key), op in plan.puts.items():
@@ -821,30 +830,23 @@ class ChromaStore(BaseStore):
                     },
                 )
             )
-            counts[record_id] = len(item_vectors)
             placed = {**scalars, **rec.vector_metadata(namespace, record_id)}
             for j, (_, vector) in enumerate(item_vectors):
-                vector_rows.append((rec.vector_id(record_id, j), vector, dict(placed)))
+                vector_rows.append((rec.vector_id(record_id, j, generation), vector, dict(placed)))
             written.add(namespace)
 
         # Each Chroma call is atomic, but a batch is several: ordered so that a process killed
         # between any two leaves no item that search cannot find. An item is visible only once
         # its row is written, so its namespace is listed and its vectors are in place before
         # that row; vectors without a row (a killed batch's, or a deleted item's) match nothing
-        # and are replaced when the key is written again. (Rows first, the soak in
-        # benchmarks/soak.py found imports killed after them with every vector missing.)
-        surplus = [  # an updated item's old vectors past its new count
-            rec.vector_id(i, j)
-            for i, count in counts.items()
-            for j in range(count, int(existing.get(i, {}).get(rec.VECTOR_COUNT) or 0))
-        ]
+        # and are deleted when the key is written again. (Rows first, the soak in
+        # benchmarks/soak.py found imports killed after them with every vector missing.) An
+        # item's old vectors (``stale``) go once its new row is written.
         self._register(written)
         for chunk in _chunks(vector_rows, self._max_batch):
             self._vectors.upsert(
                 ids=[i for i, _, _ in chunk], embeddings=[v for _, v, _ in chunk], metadatas=[m for _, _, m in chunk]
             )
-        for chunk in _chunks(surplus, self._max_batch):
-            self._vectors.delete(ids=list(chunk))
         for chunk in _chunks(deleted, self._max_batch):
             self._items.delete(ids=chunk)
         for chunk in _chunks(item_rows, self._max_batch):
@@ -854,12 +856,21 @@ class ChromaStore(BaseStore):
                 documents=[d for _, d, _ in chunk],
                 metadatas=[m for _, _, m in chunk],
             )
+        for chunk in _chunks(list(stale), self._max_batch):
+            self._vectors.delete(ids=list(chunk))
         gone = [i for i in deleted if int(existing[i].get(rec.VECTOR_COUNT) or 0) > 0]
         for chunk in _chunks(gone, self._max_batch):
             self._vectors.delete(where={rec.ITEM: {"$in": list(chunk)}})
         self._unregister_if_empty(emptied - written)
         if self._journal is not None:
             self._journal.record(plan.puts)
+
+    def _vectors_of(self, items: Sequence[str]) -> list[str]:
+        """The ids of the vectors pointing at ``items``: their own, and any a killed write left."""
+        found: list[str] = []
+        for chunk in _chunks(list(dict.fromkeys(items)), self._max_batch):
+            found += self._vectors.get(where={rec.ITEM: {"$in": list(chunk)}}, include=[])["ids"]
+        return found
 
     def _existing_metadata(self, ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
         existing: dict[str, Mapping[str, Any]] = {}

@@ -103,3 +103,40 @@ def test_a_batch_killed_after_any_write_leaves_every_item_listed_and_searchable(
             assert item.namespace in listed, f"{item.key} is in a namespace listing does not show"
         keys = {item.key for item in items}
         assert {"k0", "k2"} <= keys  # what the batch did not touch, or only changed, is still there
+
+
+@pytest.mark.parametrize("writes", range(8))
+def test_a_batch_killed_after_any_write_leaves_no_item_with_vectors_of_another_text(
+    tmp_path: Path, writes: int
+) -> None:
+    """A write gives an item's texts new vector ids and deletes the old ones after the new row:
+    killed in between, the old text's vectors would still find the item. Such a batch is made
+    whole or not at all: each item ends with exactly the vectors of its own text."""
+    import chromadb
+    from chromadb.config import Settings
+
+    from agentmm.memory import _records as rec
+    from agentmm.memory._lock import DirectoryLock
+
+    path = tmp_path / "store"
+    embeddings = CharacterEmbeddings(dims=64)
+    with ChromaStore.from_path(path, index=index(embeddings)) as store:
+        store.batch([PutOp(OLD, f"k{i}", {"text": f"old memory {i} of the harbour"}) for i in range(3)])
+
+    lock = DirectoryLock(path)  # an embedded store's: what a write must take back is logged in its folder
+    lock.acquire()
+    client = chromadb.PersistentClient(path=str(path), settings=Settings(anonymized_telemetry=False))
+    try:
+        dying = ChromaStore(DyingClient(client, writes), index=index(embeddings), dir_lock=lock)  # type: ignore[arg-type]
+        with contextlib.suppress(Killed):
+            dying.batch(batch())
+    finally:
+        client.close()
+        lock.release()
+
+    with ChromaStore.from_path(path, index=index(embeddings)) as store:
+        for item in store.search(("memories",), limit=100):
+            owner = store.record_id(item.namespace, item.key)
+            got = store._vectors.get(where={rec.ITEM: owner}, include=["embeddings"])
+            assert len(got["ids"]) == 1, f"{item.key} has {len(got['ids'])} vectors"
+            assert list(got["embeddings"][0]) == pytest.approx(embeddings.embed_query(item.value["text"]), abs=1e-6)

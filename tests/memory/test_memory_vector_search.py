@@ -309,3 +309,55 @@ def test_a_vector_the_index_lost_is_still_found_and_scored_exactly(vector_store:
     found = store.search(("test",), query="dogs", limit=10)
     assert [r.key for r in found] == sorted(whole, key=lambda k: whole[k] or 0, reverse=True)
     assert {r.key: r.score for r in found} == pytest.approx(whole)
+
+
+def _vector_ids(store: ChromaStore) -> set[str]:
+    return set(store._vectors.get(include=[])["ids"])
+
+
+def test_no_vector_id_is_used_again_after_a_delete(vector_store: ChromaStore) -> None:
+    """Chroma's HNSW index can lose a live vector whose id was deleted and added again
+    (chroma-core/chroma#7758): each write gives an item's texts ids of its own generation."""
+    store = vector_store
+    store.put(("test",), "a", {"text": "the lighthouse lamp is old"})
+    first = _vector_ids(store)
+    store.delete(("test",), "a")
+    assert _vector_ids(store) == set()
+    store.put(("test",), "a", {"text": "the lighthouse lamp is old"})
+    second = _vector_ids(store)
+    assert len(first) == len(second) == 1 and not first & second
+    store.put(("test",), "a", {"text": "the lighthouse lamp is new"})  # an update: new ids, the old ones gone
+    third = _vector_ids(store)
+    assert len(third) == 1 and not third & (first | second)
+    hit = store.search(("test",), query="the lighthouse lamp is new", limit=1)[0]
+    assert hit.key == "a" and hit.score == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_store_written_before_generations_still_recalls_and_is_rewritten_cleanly(
+    tmp_path: Path, fake_embeddings: Any, make_vector_store: MakeStore
+) -> None:
+    """Vectors of a store written before had ids '<item>:<index>': read alike; the next write of
+    their item replaces them with new ones, leaving none of the old."""
+    from agentmm.memory import _records as rec
+
+    path = tmp_path / "old"
+    with make_vector_store(path, fake_embeddings, ["text"]) as store:
+        for key, text in [("a", "zany zebra Xerxes"), ("b", "something about dogs"), ("c", "text about birds")]:
+            store.put(("test",), key, {"text": text})
+        # Back to the old layout: the same vectors under '<item>:<index>' ids.
+        got = store._vectors.get(include=["embeddings", "metadatas"])
+        old_ids = [f"{rec.item_of_vector(i)}:0" for i in got["ids"]]
+        store._vectors.delete(ids=got["ids"])
+        store._vectors.add(ids=old_ids, embeddings=got["embeddings"], metadatas=got["metadatas"])
+    with make_vector_store(path, fake_embeddings, ["text"]) as store:
+        assert _vector_ids(store) == set(old_ids)
+        found = store.search(("test",), query="something about dogs", limit=3)
+        assert found[0].key == "b" and found[0].score == pytest.approx(1.0, abs=1e-3)
+        assert {hit.key for hit in found if hit.score is not None} == {"a", "b", "c"}
+        near, _ = store.nearest_items("something about dogs", 3, ("test",))
+        assert near[0] == (rec.item_id(("test",), "b"), pytest.approx(1.0, abs=1e-3))
+        store.put(("test",), "b", {"text": "something about cats"})
+        ids = _vector_ids(store)
+        assert len(ids) == 3 and f"{rec.item_id(('test',), 'b')}:0" not in ids  # the old one replaced
+        assert store.search(("test",), query="something about cats", limit=1)[0].key == "b"
+        assert store.search(("test",), query="zany zebra Xerxes", limit=1)[0].key == "a"
