@@ -809,18 +809,21 @@ def _export_format(given: str | None, output: Path) -> str:
 
 @personas_app.command("validate")
 def personas_validate(file: Path, as_json: JsonFlag = False) -> None:
-    """Check a persona file or card; exit 1 if it has problems."""
-    from agentmm.personas import validate
+    """Check a persona file or card; exit 1 if it has problems (warnings are shown, exit 0)."""
+    from agentmm.personas import validation
 
-    problems = validate(file)
+    found = validation(file)
     if as_json:
-        _print_json({"file": str(file), "ok": not problems, "problems": problems})
+        _print_json({"file": str(file), "ok": not found.problems, "problems": found.problems,
+                     "warnings": found.warnings})  # fmt: skip
     else:
-        for problem in problems:
+        for problem in found.problems:
             sys.stdout.write(f"problem: {problem}\n")
-        if not problems:
+        for warning in found.warnings:
+            sys.stdout.write(f"warning: {warning}\n")
+        if not found.problems:
             sys.stdout.write(f"{file}: ok\n")
-    if problems:
+    if found.problems:
         raise typer.Exit(1)
 
 

@@ -68,6 +68,32 @@ def test_personas_commands_round_trip(tmp_path: Path, isolated_env: Path) -> Non
     assert "Wren" in [p["name"] for p in ok_json("personas", "list", "--json")["personas"]]
 
 
+def test_validate_warns_of_what_sillytavern_reads_too_and_fails_on_problems(tmp_path: Path) -> None:
+    """validate exited 1 for a card that works: an entry with enabled "yes" (read as true, as
+    SillyTavern reads it) or a macro agentmm sends as written. Those are warnings now (shown,
+    exit 0, --json "warnings"); a problem still exits 1, and stays in "problems"."""
+    data = json.loads(json.dumps(CARD_V2["data"]))
+    data["character_book"]["entries"][0]["enabled"] = "yes"
+    data["scenario"] += " {{setvar::storm::1}}"
+    card = tmp_path / "lenient.json"
+    card.write_text(json.dumps({**CARD_V2, "data": data}))
+    plain = agentmm("personas", "validate", str(card))
+    assert plain.returncode == 0, plain.stdout
+    lines = plain.stdout.splitlines()
+    assert [line.split(":", 1)[0] for line in lines] == ["warning", "warning", str(card)]
+    assert "'enabled' is \"yes\"" in lines[0] and "{{setvar}} is not supported" in lines[1]
+    assert lines[2] == f"{card}: ok"
+    found = ok_json("personas", "validate", str(card), "--json")
+    assert (found["ok"], found["problems"], len(found["warnings"])) == (True, [], 2)
+
+    data["character_book"]["entries"][0]["content"] = " "  # a problem: an entry with no content
+    card.write_text(json.dumps({**CARD_V2, "data": data}))
+    done = agentmm("personas", "validate", str(card), "--json")
+    found = json.loads(done.stdout)
+    assert done.returncode == 1 and found["ok"] is False
+    assert found["problems"] == [f"{card}: lorebook entry 'Halcyon' has no content"] and len(found["warnings"]) == 2
+
+
 def test_bad_persona_input_is_one_line(tmp_path: Path) -> None:
     fake_png = tmp_path / "card.png"
     fake_png.write_bytes(b"PK\x03\x04 not a png at all")

@@ -27,7 +27,16 @@ from agentmm.personas.errors import (
     UnknownFormatError,
     UnsupportedExportError,
 )
-from agentmm.personas.files import aexport, aimport_file, export, import_bytes, import_file, validate
+from agentmm.personas.files import (
+    Validation,
+    aexport,
+    aimport_file,
+    export,
+    import_bytes,
+    import_file,
+    validate,
+    validation,
+)
 from agentmm.personas.lorebook import ActivatedEntry, activate
 from agentmm.personas.macros import expand
 from agentmm.personas.model import Lorebook, LoreEntry, Persona
@@ -58,6 +67,7 @@ __all__ = [
     "PersonaRegistry",
     "UnknownFormatError",
     "UnsupportedExportError",
+    "Validation",
     "activate",
     "aexport",
     "aimport_file",
@@ -77,4 +87,5 @@ __all__ = [
     "post_history",
     "template",
     "validate",
+    "validation",
 ]

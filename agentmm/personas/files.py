@@ -12,6 +12,7 @@ import codecs
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -221,6 +222,25 @@ async def aexport(
 
 def lint(persona: Persona) -> list[str]:
     """Things that load but will not work as the author probably meant."""
+    return [line for line, _ in _lint(persona)]
+
+
+def _lint(persona: Persona) -> list[tuple[str, bool]]:
+    """``lint``'s lines, each with whether it is only a warning: a field read as SillyTavern reads
+    it (``enabled: "yes"``), a SillyTavern macro or decorator agentmm leaves as written or out,
+    and a timed effect it does not run, where the card still works as it does in SillyTavern.
+    The rest (an entry that never fires, a regex that cannot run...) are problems."""
+    lines = [(line, False) for line in _problems(persona)]
+    for i, entry in enumerate(persona.lorebook.entries):
+        label = entry.label or f"#{i}"
+        lines.extend((f"lorebook entry {label!r}: {note}", True) for note in lenient_notes(entry.raw))
+        for name in dict.fromkeys(parse_decorators(entry.content).unknown):
+            lines.append((f"lorebook entry {label!r}: decorator {name} is not supported (its line is left out)", True))
+    lines.extend((line, True) for line in _unsupported_macros(persona))
+    return lines
+
+
+def _problems(persona: Persona) -> list[str]:
     problems = []
     if not persona.description.strip() and not persona.personality.strip():
         problems.append("no description or personality: the model has nothing to play")
@@ -234,13 +254,9 @@ def lint(persona: Persona) -> list[str]:
             problems.append(f"lorebook entry {label!r} has no content")
         if entry.chance == 0:
             problems.append(f"lorebook entry {label!r} has a 0% chance (probability = 0): it never goes in")
-        problems.extend(f"lorebook entry {label!r}: {note}" for note in lenient_notes(entry.raw))
-        for name in dict.fromkeys(parse_decorators(entry.content).unknown):
-            problems.append(f"lorebook entry {label!r}: decorator {name} is not supported (its line is left out)")
         for key in (*entry.keys, *entry.secondary_keys):
             if (error := regex_key_error(key.strip())) is not None:
                 problems.append(f"lorebook entry {label!r}: key {key.strip()} is not a regex agentmm can run ({error})")
-    problems.extend(_unsupported_macros(persona))
     return problems
 
 
@@ -266,9 +282,27 @@ def _unsupported_macros(persona: Persona) -> list[str]:
 
 def validate(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> list[str]:
     """Problems with a persona file, one line each (every one found, not only the first);
-    empty when it is fine."""
+    empty when it is fine. Warnings too: ``validation`` tells them apart."""
+    found = validation(path, limits=limits)
+    return [*found.problems, *found.warnings]
+
+
+@dataclass(frozen=True)
+class Validation:
+    """``personas validate``'s answer: ``problems`` (a file that does not load, or will not work
+    as meant: exit 1) and ``warnings`` (read as SillyTavern reads it, or a SillyTavern feature
+    agentmm leaves as written: the card works; exit 0)."""
+
+    problems: list[str]
+    warnings: list[str]
+
+
+def validation(path: str | os.PathLike[str], *, limits: Limits = DEFAULT_LIMITS) -> Validation:
+    """The problems and warnings of a persona file, one line each (every one found)."""
     try:
         persona = import_file(path, limits=limits)
     except PersonaError as exc:
-        return list(exc.problems)
-    return [*persona.notes, *(f"{path}: {problem}" for problem in lint(persona))]
+        return Validation(list(exc.problems), [])
+    lines = _lint(persona)
+    problems = [f"{path}: {line}" for line, warning in lines if not warning]
+    return Validation([*persona.notes, *problems], [f"{path}: {line}" for line, warning in lines if warning])
