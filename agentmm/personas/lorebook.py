@@ -18,7 +18,8 @@ ALL; fired entries' contents are scanned again when the book is ``recursive_scan
 most ``max_recursion_depth`` rounds (an entry with ``delay_until_recursion`` fires only in one
 of those, on the chat and the lore); the token budget is filled highest ``insertion_order``
 first (SillyTavern's ``order``) and stops at the first entry that does not fit, like
-SillyTavern; an entry with a ``probability`` under 100 is rolled for as it would be inserted
+SillyTavern, whose test is ``>=``: an entry that would bring the total to the budget exactly
+does not fit either; an entry with a ``probability`` under 100 is rolled for as it would be inserted
 (SillyTavern's ``verifyProbability``: it goes in when a roll of 0..100 is at most its
 percent), and one that loses takes no budget and is not rolled for again that turn.
 
@@ -575,7 +576,9 @@ def activate(
                     if missed is not None:
                         missed.append(hit)
                     continue
-            if budget is not None and budget > 0 and used + hit.tokens > budget:
+            # SillyTavern: ``textToScanTokens + newContent >= budget`` stops the pass, so an
+            # entry that would fill the budget exactly is left out too.
+            if budget is not None and budget > 0 and used + hit.tokens >= budget:
                 overflow = True
                 if dropped is not None:  # this one and the rest of the pass: SillyTavern stops here
                     dropped.extend([hit, *(later for _, later in new[n + 1 :])])

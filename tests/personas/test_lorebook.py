@@ -96,7 +96,7 @@ def test_budget_fills_highest_order_first_like_sillytavern():
         e("high", ["k"], "one two three four", priority=0, insertion_order=50),
         e("mid-a", ["k"], "one", priority=5, insertion_order=20),
         e("mid-b", ["k"], "one", priority=1, insertion_order=20),
-        token_budget=6,
+        token_budget=7,
     )
     dropped: list = []
     assert fired(b, ["k"], dropped=dropped) == ["high", "mid-a", "mid-b"]  # 4 + 1 + 1; "low" would overflow
@@ -105,6 +105,18 @@ def test_budget_fills_highest_order_first_like_sillytavern():
     dropped.clear()
     assert fired(b, ["k"], token_budget=3, dropped=dropped) == []  # stops at the first entry that does not fit
     assert [a.entry.name for a in dropped] == ["high", "mid-a", "mid-b", "low"]
+
+
+def test_an_entry_that_fills_the_budget_exactly_is_left_out_like_sillytavern():
+    """SillyTavern stops a pass when ``textToScanTokens + newContent >= budget``: the entry
+    that would bring the lore to the budget exactly does not go in, nor the rest of its pass."""
+    b = book(e("first", ["k"], "one two", insertion_order=9), e("second", ["k"], "one two three", insertion_order=5),
+             e("third", ["k"], "one", insertion_order=1), token_budget=5)  # fmt: skip
+    dropped: list = []
+    assert fired(b, ["k"], dropped=dropped) == ["first"]  # 2 + 3 = 5: the budget reached, not passed
+    assert [a.entry.name for a in dropped] == ["second", "third"]
+    assert fired(b, ["k"], token_budget=6) == ["first", "second"]  # 5 < 6; "third" makes 6
+    assert fired(b, ["k"], token_budget=2) == []  # "first" alone reaches 2
 
 
 def test_budget_in_a_card_like_sillytavern(tmp_path: Path):
@@ -379,7 +391,7 @@ def test_an_entry_with_a_probability_goes_in_by_its_roll_like_sillytavern():
 
 def test_a_lost_roll_takes_no_budget_and_says_why():
     b = book(e("lucky", ["k"], "one two three", priority=9, probability=50), e("next", ["k"], "one two three"),
-             e("always", [], "one", constant=True, probability=50), token_budget=3)  # fmt: skip
+             e("always", [], "one", constant=True, probability=50), token_budget=4)  # fmt: skip
     for seed in range(50):
         missed: list = []
         acts = activate(b, ["k"], words, chance=random.Random(seed), missed=missed)
