@@ -10,6 +10,7 @@ fails with a traceback. Pillow is imported only when an image is opened.
 from __future__ import annotations
 
 import hashlib
+import re
 import stat
 import struct
 import warnings
@@ -37,9 +38,10 @@ if TYPE_CHECKING:
 MediaKind = Literal["image", "audio", "video"]
 
 SNIFF_BYTES = 4096
-# Pillow's own default (~89.5 Mpx, a 0.25 GB RGB bitmap); anything larger from a chat
-# attachment is a bomb or a scan too big to caption anyway.
-DEFAULT_MAX_PIXELS = 89_478_485
+# The most pixels a picture may have, whatever its kind: Pillow's own hard limit (twice its
+# ~89.5 Mpx warning, a 0.5 GB RGB bitmap), so a 108 Mpx phone photo is taken whether it is a
+# JPEG or a PNG; anything larger from a chat attachment is a bomb or a scan too big to caption.
+DEFAULT_MAX_PIXELS = 178_956_970
 _HASH_CHUNK = 1 << 20
 
 
@@ -280,8 +282,10 @@ def open_image(
     The image is fully decoded here, so a truncated file fails now with a typed error rather
     than later inside a model's preprocessing. The returned image holds no open file.
     ``min_side`` lets a JPEG decode at a reduced scale that still keeps at least that many
-    pixels per side: a model that resizes to 224 px need not decode 12 megapixels, and a
-    108-megapixel phone photo is checked against ``max_pixels`` at the scale it is decoded at.
+    pixels per side: a model that resizes to 224 px need not decode 12 megapixels. ``max_pixels``
+    is checked against the picture's own size, before any such scale, so one limit holds for
+    every kind (a JPEG was checked at its reduced scale: a 144 Mpx JPEG was taken while a PNG
+    over 89.5 Mpx was refused), and one message says so, Pillow's own bomb guard's included.
     The image is turned the way its EXIF orientation says (as viewers show it); converted to a
     ``mode``, 16-bit greyscale is scaled to 8 bits (not clipped to white) and transparent
     pixels are laid on white (not black, which would erase a black logo).
@@ -301,22 +305,30 @@ def open_image(
             # Pillow warns on stderr past its own limit; the size is checked here instead.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(file) as image:
-                if min_side is not None and media == JPEG:
-                    image.draft("RGB", (min_side, min_side))
                 width, height = image.size
                 if width * height > max_pixels:
-                    raise ImageTooLargeError(path, f"{shown_path(path)} is too large to decode safely: "
-                                                   f"{width}x{height} pixels, over {max_pixels:,}")  # fmt: skip
+                    raise _too_large(path, f"{width}x{height}", max_pixels)
+                if min_side is not None and media == JPEG:
+                    image.draft("RGB", (min_side, min_side))
                 image.load()
                 upright = _upright(image)
                 return upright.copy() if mode is None else _in_mode(upright, mode)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageTooLargeError(path, f"{shown_path(path)} is too large to decode safely: {exc}") from exc
+        # Pillow's guard fires before ours past its hard limit (ours by default, lower where
+        # Image.MAX_IMAGE_PIXELS was set lower): said as ours is, not in its "DOS attack" words.
+        found = re.search(r"\((\d+) pixels\) exceeds limit of (\d+)", str(exc))
+        size, limit = (f"{int(found[1]):,}", int(found[2])) if found else ("too many", max_pixels)
+        raise _too_large(path, size, min(limit, max_pixels)) from exc
     except UnidentifiedImageError as exc:
         raise CorruptMediaError(path, f"{shown_path(path)} starts like a {label} image but cannot be decoded") from exc
     except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CorruptMediaError(path, f"{shown_path(path)} is a truncated or damaged {label} image ({detail})") from exc
+
+
+def _too_large(path: Path, size: str, limit: int) -> ImageTooLargeError:
+    """The one message for a picture over the pixel limit, whatever its kind or who found it."""
+    return ImageTooLargeError(path, f"{shown_path(path)} is too large to decode safely: {size} pixels, over {limit:,}")
 
 
 def _upright(image: Image.Image) -> Image.Image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import struct
@@ -369,17 +370,58 @@ def test_transparent_pixels_are_laid_on_white(tmp_path: Path) -> None:
     assert media.open_image(tmp_path / "logo-p.png").getpixel((0, 0)) == (255, 255, 255)
 
 
-def test_a_big_jpeg_is_checked_at_the_scale_it_is_decoded_at(
+def test_a_big_jpeg_is_decoded_at_a_reduced_scale(
     tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from PIL import Image
 
     Image.new("RGB", (4000, 3000), "teal").save(tmp_path / "big.jpg", quality=50)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 7_000_000)  # Pillow warns past it (and fails past twice it)
-    with pytest.raises(ImageTooLargeError):
-        media.open_image(tmp_path / "big.jpg", max_pixels=2_000_000)
-    assert media.open_image(tmp_path / "big.jpg", max_pixels=2_000_000, min_side=700).size == (1000, 750)
+    assert media.open_image(tmp_path / "big.jpg", min_side=700).size == (1000, 750)
     assert "DecompressionBombWarning" not in capfd.readouterr().err
+
+
+def _jpeg_declaring(path: Path, width: int, height: int) -> Path:
+    """A small JPEG whose frame header (SOF0) is made to declare ``width`` x ``height``."""
+    from PIL import Image
+
+    Image.new("RGB", (16, 16), "teal").save(path, quality=50)
+    data = bytearray(path.read_bytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_one_pixel_limit_for_every_image_kind(tmp_path: Path) -> None:
+    """A JPEG was checked at the scale it is decoded at (a 144 Mpx one was taken) while a PNG
+    was refused over 89.5 Mpx, and one over 179 Mpx got Pillow's own "decompression bomb DOS
+    attack" words. The picture's own size is checked now, against one limit, in one message."""
+    for side, too_large in ((12_000, False), (13_500, True)):  # 144 Mpx, 182 Mpx
+        png = tmp_path / f"{side}.png"
+        png.write_bytes(png_header(side, side))
+        pictures = (png, _jpeg_declaring(tmp_path / f"{side}.jpg", side, side))
+        for picture in pictures:
+            if not too_large:  # decoded (the JPEG's missing data is grey) or found truncated (the PNG's)
+                with contextlib.suppress(CorruptMediaError):
+                    media.open_image(picture, min_side=256)  # as a captioner opens it: a JPEG at a reduced scale
+                continue
+            with pytest.raises(ImageTooLargeError) as error:
+                media.open_image(picture, min_side=256)
+            shown = one_line(error).removeprefix(str(tmp_path) + "/")
+            assert shown in (f"{picture.name} is too large to decode safely: {size} pixels, over 178,956,970"
+                             for size in (f"{side}x{side}", f"{side * side:,}"))  # fmt: skip
+
+
+def test_pillow_bomb_guard_says_it_in_our_words(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # set lower by someone else: Pillow fails past 2M
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(png_header(3000, 3000))
+    with pytest.raises(ImageTooLargeError) as error:
+        media.open_image(bomb)
+    assert one_line(error).endswith("bomb.png is too large to decode safely: 9,000,000 pixels, over 2,000,000")
 
 
 @pytest.mark.parametrize(("container", "codec", "suffix"), [("mp4", "aac", "m4a"), ("webm", "libopus", "webm")])
