@@ -57,6 +57,7 @@ def persona_turn_parts(
     reminder: str = "",
     introduction: str = "",
     chance: random.Random | None = None,
+    chat_length: int | None = None,
 ) -> TurnParts:
     """The persona's head, the lore that ``recent`` (oldest first, this turn's message last)
     fires, and its tail: the post-history instructions, then the card's Character's Note
@@ -66,7 +67,9 @@ def persona_turn_parts(
     Lore already in ``in_window`` (the stored context of earlier turns still in the prompt)
     is not inserted again: the model sees it once, and the trace says so. ``chance`` rolls for
     entries with a probability (``activate``); one that loses its roll is traced, not inserted,
-    and so is one the book's token budget left out.
+    and so is one the book's token budget left out. ``chat_length`` is how many messages the
+    whole thread holds (``recent`` may be its window only), which an entry's ``delay`` is
+    measured against; an entry held back by it is traced, not inserted.
 
     ``default_system_prompt`` (the ``system_prompt`` setting) is the main prompt of a persona
     whose card has none, and what a card's ``{{original}}`` brings back, as SillyTavern's Main
@@ -84,11 +87,9 @@ def persona_turn_parts(
     missed: list[ActivatedEntry] = []
     book = persona.lorebook
     dropped: list[ActivatedEntry] = []
-    fired = (
-        activate(book, recent, counter.text, transform=fill, chance=chance, missed=missed, dropped=dropped)
-        if book.entries
-        else []
-    )
+    held: list[ActivatedEntry] = []
+    kwargs: dict[str, Any] = {"missed": missed, "dropped": dropped, "chat_length": chat_length, "held": held}
+    fired = activate(book, recent, counter.text, transform=fill, chance=chance, **kwargs) if book.entries else []
     fresh, repeated = [], []
     for entry in fired:
         text = lore_text([entry])
@@ -98,6 +99,7 @@ def persona_turn_parts(
     traced += [{**a.as_trace(), "inserted": False, "note": "already in the window"} for a in repeated]
     traced += [{**a.as_trace(), "inserted": False, "note": "lost its roll"} for a in missed]
     traced += [{**a.as_trace(), "inserted": False, "note": "over the lore token budget"} for a in dropped]
+    traced += [{**a.as_trace(), "inserted": False, "note": a.held} for a in held]
     return TurnParts(
         head=head,
         turn=[("lore", lore)] if lore else [],

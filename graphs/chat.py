@@ -504,6 +504,7 @@ class Composer:
             reminder=self.reminder,
             introduction=self.introduction,
             chance=lore_dice(config, state, context),
+            chat_length=chat_length(state["messages"]),
         )
 
 
@@ -542,6 +543,13 @@ def _not_a_chat_model(model: object) -> str:
     shown = shown if len(shown) <= 60 else shown[:59] + "…"
     return (f"model must be a LangChain BaseChatModel or a model name or path (str or Path), "
             f"not {type(model).__name__} {shown}")  # fmt: skip
+
+
+def chat_length(messages: Sequence[BaseMessage]) -> int:
+    """The thread's length as SillyTavern's ``chat.length`` counts it for lore's timed effects:
+    the greeting, the user's messages (this turn's included) and the replies; a tool call's
+    steps (the call, its result) are not chat messages there."""
+    return sum(m.type == "human" or (m.type == "ai" and not getattr(m, "tool_calls", None)) for m in messages)
 
 
 def lore_dice(config: RunnableConfig, state: ChatState, context: TurnContext) -> random.Random:

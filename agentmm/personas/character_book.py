@@ -67,6 +67,7 @@ def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | Non
         # SillyTavern clamps "trigger %" to 0..100 and takes a missing useProbability as true.
         "probability": min(100, max(0, r.integer("extensions", "probability", default=100) or 0)),
         "use_probability": r.flag("extensions", "useProbability", default=True),
+        "delay": timed_effect(raw, "delay"),
     }
     try:
         return LoreEntry(**fields, raw=dict(raw))
@@ -76,6 +77,15 @@ def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | Non
 
 
 _TIMED_EFFECTS = ("sticky", "cooldown", "delay")
+
+
+def timed_effect(raw: Mapping[str, Any], name: str) -> int:
+    """A SillyTavern timed effect (``extensions.sticky``, ``cooldown``, ``delay``) as a number of
+    messages: SillyTavern writes a number or null, and reads anything it cannot take as a number
+    of at least 1 as off, so such a value is 0 here, never a card that does not load
+    (``lenient_notes`` names it)."""
+    value = Reader(raw, "entry", CardSpecError, []).integer("extensions", name, default=0)
+    return value if value is not None and value > 0 else 0
 
 
 def _enabled(value: Any) -> bool:
@@ -152,6 +162,7 @@ def _entry_view(e: LoreEntry) -> dict[CardPath, Any]:
         ("extensions", "delay_until_recursion"): e.delay_until_recursion,
         ("extensions", "probability"): e.probability,
         ("extensions", "useProbability"): e.use_probability,
+        ("extensions", "delay"): e.delay,
     }
 
 

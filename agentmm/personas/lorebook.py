@@ -21,7 +21,9 @@ first (SillyTavern's ``order``) and stops at the first entry that does not fit, 
 SillyTavern, whose test is ``>=``: an entry that would bring the total to the budget exactly
 does not fit either; an entry with a ``probability`` under 100 is rolled for as it would be inserted
 (SillyTavern's ``verifyProbability``: it goes in when a roll of 0..100 is at most its
-percent), and one that loses takes no budget and is not rolled for again that turn.
+percent), and one that loses takes no budget and is not rolled for again that turn; an entry
+with a ``delay`` (a SillyTavern timed effect) cannot fire while the chat holds fewer messages
+than it says (``chat_length``, SillyTavern's ``chat.length``), constant or not.
 
 Speed: this runs every turn over up to the whole chat window, so the book is compiled once
 (cached on its match-relevant fields) into trie-shaped regexes, one per first character,
@@ -75,6 +77,8 @@ class ActivatedEntry:
     """In a recursion round, its key was in the chat, not the lore (a ``delay_until_recursion`` entry)."""
     roll: float | None = None
     """The roll (0..100) of an entry with a ``probability`` under 100; None for the others."""
+    held: str = ""
+    """Why it would have fired but was held back by a timed effect (``activate``'s ``held``)."""
 
     @property
     def why(self) -> str:
@@ -461,6 +465,9 @@ def _passes_filter(
     return len(hits) < len(secondary), None  # not_all
 
 
+_Why = tuple[Literal["constant", "key", "decorator"], str | None, str | None, bool]
+
+
 def _evaluate(
     entry: LoreEntry,
     index: int,
@@ -469,7 +476,7 @@ def _evaluate(
     from_lore: dict[int, int],
     depth: int,
     decorated: Decorated | None = None,
-) -> tuple[Literal["constant", "key", "decorator"], str | None, str | None, bool] | None:
+) -> _Why | None:
     """Whether one entry fires given the keys seen so far: (reason, key, secondary key, whether
     the key was in the chat).
     SillyTavern's checkWorldInfo checks the decorators before ``constant`` and the keys."""
@@ -506,6 +513,8 @@ def activate(
     chance: random.Random | None = None,
     missed: list[ActivatedEntry] | None = None,
     dropped: list[ActivatedEntry] | None = None,
+    chat_length: int | None = None,
+    held: list[ActivatedEntry] | None = None,
 ) -> list[ActivatedEntry]:
     """The entries of ``book`` that fire for the last messages, in the order the token budget
     is filled (highest ``insertion_order`` first, see ``_fill_order``), fitted to it.
@@ -520,6 +529,9 @@ def activate(
     ``random.Random``); the entries that lose their roll are appended to ``missed``, if given,
     and those the token budget left out (the first that did not fit and the rest of its pass)
     to ``dropped``, so a trace can say why they are not in.
+    ``chat_length`` is how many messages the whole chat holds, this turn's included (default:
+    ``len(messages)``), which an entry's ``delay`` is measured against; an entry a timed effect
+    holds back although it would have fired is appended to ``held`` (its ``held`` says why).
     """
     if not book.entries:
         return []
@@ -528,6 +540,10 @@ def activate(
     depth = DEFAULT_SCAN_DEPTH if depth is None else depth
     budget = token_budget if token_budget is not None else book.token_budget
     horizon = max(depth, c.max_entry_depth)
+    length = len(messages) if chat_length is None else chat_length
+    # SillyTavern's checkDelayEffect: "delay" holds an entry while chat.length < delay.
+    timed_out = {i: f"delayed until the chat has {e.delay} messages (it has {length})"
+                 for i, e in enumerate(book.entries) if e.delay and length < e.delay}  # fmt: skip
 
     # Distance from the end of the chat at which each key was last seen (0: last message).
     distance: dict[int, int] = {}
@@ -540,6 +556,14 @@ def activate(
     lost: set[int] = set()
     dice = chance or random.Random()
     delayed: set[int] = set()  # matched on the chat, may fire in a recursion pass (chat + lore)
+    told: set[int] = set()  # entries already put in ``held``
+
+    def fire(i: int, entry: LoreEntry, why: _Why) -> ActivatedEntry:
+        text = decorated[i].text if i in decorated else entry.content  # no "@@" line in the prompt
+        content = transform(text) if transform else text
+        reason, key, secondary, in_chat = why
+        return ActivatedEntry(entry, content, count_tokens(content), reason, key, secondary, step, in_chat)
+
     used = 0
     step = 0
     # Only a content starting with "@@" has decorators: the others cost one prefix check.
@@ -555,16 +579,18 @@ def activate(
             entry = book.entries[i]
             if i in fired or i in lost or not entry.enabled or (step > 0 and entry.exclude_recursion):
                 continue
+            if i in timed_out:  # SillyTavern checks timed effects first: nothing else frees it
+                if held is not None and i not in told and (why := _evaluate(entry, i, c, distance, from_lore,
+                                                                             depth, decorated.get(i))):  # fmt: skip
+                    told.add(i)
+                    held.append(replace(fire(i, entry, why), held=timed_out[i]))
+                continue
             if step == 0 and entry.delay_until_recursion:
                 delayed.add(i)  # SillyTavern: "suppressed by delay until recursion"
                 continue
             why = _evaluate(entry, i, c, distance, from_lore, depth, decorated.get(i))
             if why is not None:
-                text = decorated[i].text if i in decorated else entry.content  # no "@@" line in the prompt
-                content = transform(text) if transform else text
-                reason, key, secondary, in_chat = why
-                hit = ActivatedEntry(entry, content, count_tokens(content), reason, key, secondary, step, in_chat)
-                new.append((i, hit))
+                new.append((i, fire(i, entry, why)))
         new.sort(key=lambda pair: _fill_order(pair[1].entry, pair[0]))
         accepted: list[ActivatedEntry] = []
         overflow = False

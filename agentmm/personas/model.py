@@ -52,6 +52,9 @@ class LoreEntry(BaseModel):
     """Fires only in a recursion pass (SillyTavern's "delay until recursion"), never on the chat alone."""
     probability: int = Field(default=100, ge=0, le=100)
     use_probability: bool = True
+    delay: int = Field(default=0, ge=0)
+    """SillyTavern's timed effect "delay": the entry cannot fire until the chat holds at least
+    this many messages (0: no delay)."""
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
     """The entry as it was in the card (verbatim), so export keeps fields agentmm ignores."""
 

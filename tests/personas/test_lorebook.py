@@ -558,3 +558,64 @@ def test_the_chat_scans_lore_with_the_speakers_names_like_sillytavern(tmp_path: 
     state = graph.invoke({"input": "hello there"}, {"configurable": {"thread_id": "t"}},
                          context=TurnContext(user_name="Ada", persona="Vey"))  # fmt: skip
     assert sorted(entry["entry"] for entry in state["trace"]["lore"]) == ["about ada", "about vey"]
+
+
+def test_a_delayed_entry_waits_for_the_chat_to_hold_that_many_messages_like_sillytavern(tmp_path: Path):
+    """SillyTavern's "delay" (checkDelayEffect): an entry, constant or keyed, is held back while
+    chat.length < delay; the whole chat counts, not the scanned window."""
+    from agentmm.personas.files import import_file
+
+    path = card_file(tmp_path, {"name": "late", "keys": ["k"], "content": "LATE", "extensions": {"delay": 4}},
+                     {"name": "always", "keys": [], "constant": True, "content": "ALWAYS", "extensions": {"delay": 3}},
+                     {"name": "now", "keys": ["k"], "content": "NOW", "extensions": {"delay": None}})  # fmt: skip
+    lore = import_file(path).lorebook
+    assert [entry.delay for entry in lore.entries] == [4, 3, 0]
+    held: list = []
+    assert fired(lore, ["k"], chat_length=2, held=held) == ["now"]
+    assert [(a.entry.name, a.held) for a in held] == [
+        ("late", "delayed until the chat has 4 messages (it has 2)"),
+        ("always", "delayed until the chat has 3 messages (it has 2)"),
+    ]
+    assert fired(lore, ["k"], chat_length=3) == ["always", "now"]
+    assert sorted(fired(lore, ["k"], chat_length=4)) == ["always", "late", "now"]
+    assert fired(lore, ["x", "y", "k"]) == ["always", "now"]  # the messages given, when no length is
+    assert fired(lore, ["a", "b", "c", "x"], chat_length=9, scan_depth=1) == ["always"]  # a key still must match
+    assert book_to_card(lore, fill_required=False)["entries"][2]["extensions"] == {"delay": None}  # as it came
+    edited = lore.model_copy(update={"entries": [lore.entries[0].model_copy(update={"delay": 6})]})
+    assert book_to_card(edited, fill_required=False)["entries"][0]["extensions"] == {"delay": 6}
+
+
+def test_a_world_info_entrys_delay_is_read(tmp_path: Path):
+    world = tmp_path / "w.json"
+    entries = {"0": {"uid": 0, "key": ["k"], "content": "c", "delay": 5},
+               "1": {"uid": 1, "key": ["k"], "content": "c", "delay": "soon"}}  # fmt: skip
+    world.write_text(json.dumps({"entries": entries}))
+    assert [entry.delay for entry in load_world_info(world).entries] == [5, 0]
+
+
+def test_a_delayed_entry_fires_on_the_turn_the_thread_reaches_its_length(tmp_path: Path):
+    """In a thread: the greeting and each message and reply count, as SillyTavern's chat.length."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from agentmm.context import CONTEXT_KEY
+    from agentmm.personas import PersonaRegistry
+    from agentmm.settings import Settings
+    from agentmm.state import TurnContext
+    from agentmm.tokens import TokenCounter
+    from graphs.chat import build_graph
+
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    (folder / "vey.toml").write_text('name = "Vey"\ndescription = "d"\ngreetings = ["Hi."]\n'
+                                     '[[lorebook.entries]]\nname = "late"\nkeys = ["boat"]\ncontent = "LATE"\n'
+                                     'delay = 4\n')  # fmt: skip
+    graph = build_graph(Settings(), model=FakeListChatModel(responses=["Hm."] * 3), checkpointer=InMemorySaver(),
+                        counter=TokenCounter(words), personas=PersonaRegistry(folder, entry_points=False))  # fmt: skip
+    notes = []
+    for text in ("a boat", "the boat again"):
+        state = graph.invoke({"input": text}, {"configurable": {"thread_id": "t"}},
+                             context=TurnContext(user_name="Ada", persona="Vey"))  # fmt: skip
+        notes.append([(entry["inserted"], entry.get("note")) for entry in state["trace"]["lore"]])
+    assert notes == [[(False, "delayed until the chat has 4 messages (it has 2)")], [(True, None)]]
+    assert "LATE" in state["messages"][-2].additional_kwargs[CONTEXT_KEY]
