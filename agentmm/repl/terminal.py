@@ -350,11 +350,13 @@ class Terminal:
         return True
 
     def show_markdown(self, text: str, end: str = "\n") -> None:
-        from rich.markdown import Markdown
+        """``text`` rendered as Markdown on a live terminal; a word longer than a row (a URL) is
+        written whole, wrapped by the terminal, as while it streamed (``reply_markdown``)."""
+        from agentmm.repl.reply_markdown import reply_markdown
 
         text = printable(text)
         if self.live:
-            self.out.print(Markdown(text), end=end)
+            self.out.print(reply_markdown(text), end=end, crop=False)
         else:
             self.out.file.write(text + end)
 

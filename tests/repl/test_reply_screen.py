@@ -98,7 +98,39 @@ def test_a_url_longer_than_a_row_is_written_without_a_line_break_in_it(width: in
     stream(term, f"*Sure*, see {URL} for more.", seed=4)
     assert URL in written(term)
     # The rows it took were counted all the same: the Markdown redraw leaves only itself.
-    assert Screen(width).feed(written(term)).lines == ["you> hi", *rendered(f"*Sure*, see {URL} for more.", width)]
+    assert Screen(width).feed(written(term)).lines == ["you> hi", "Sure, see", *rows_of(URL, width), "for more."]
+
+
+def rows_of(text: str, width: int, start: int = 0) -> list[str]:
+    """The rows a terminal wraps ``text`` onto, written from column ``start``."""
+    rows, text = [text[: width - start]], text[width - start :]
+    while text:
+        rows.append(text[:width])
+        text = text[width:]
+    return rows
+
+
+@pytest.mark.parametrize("width", [20, 33])
+@pytest.mark.parametrize("kind", ["paragraph", "list", "quote"])
+def test_the_markdown_redraw_writes_a_url_longer_than_a_row_whole(width: int, kind: str) -> None:
+    """rich folded it with line breaks at the edge (cropped it in a list or a quote): the redraw
+    cut a URL the streamed reply had kept whole. It goes whole onto a row of its own now, and
+    the terminal's wrap shows the rest below."""
+    lead = {"paragraph": "", "list": "- ", "quote": "> "}[kind]
+    term = terminal(width, live=True)
+    term.out.file.write("you> hi\n")
+    stream(term, f"{lead}See *this*: {URL} now.", seed=4)
+    redraw = written(term).rsplit("\x1b[J", 1)[1]
+    assert URL in redraw  # one string: no line break or style change inside it
+    prefix = {"paragraph": "", "list": " • ", "quote": "▌ "}[kind]
+    indent = {"paragraph": "", "list": "   ", "quote": "▌ "}[kind]
+    rows = [
+        *([""] if lead else []),
+        prefix + "See this:",
+        *rows_of(indent + URL, width),
+        indent + "now.",
+    ]  # rich's blank row before a list or a quote
+    assert Screen(width).feed(written(term)).lines == ["you> hi", *(row.rstrip() for row in rows)]
 
 
 KOREAN = "안녕하세요, 저는 서울에서 왔습니다. 오늘 날씨가 정말 좋네요! 내일 도서관에서 만나요. " * 3

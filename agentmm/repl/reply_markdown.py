@@ -1,0 +1,115 @@
+"""A finished reply rendered as Markdown, with a word longer than a row kept whole.
+
+rich folds such a word (a URL, most often) with line breaks at the edge, and crops it inside a
+list item or a quote: the redraw then cut a URL the streamed reply had kept whole, so a click
+or a copy from the terminal got its first row only. Here a paragraph's word that fits no row
+goes whole onto a row of its own, past the edge, and the terminal's own wrap shows the rest on
+the rows below (it joins them again for a copy, as for the streamed reply, ``word_wrap``). Code
+blocks and tables are rich's own.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from rich.cells import cell_len
+from rich.markdown import BlockQuote, ListItem, Markdown, MarkdownElement, Paragraph
+from rich.segment import Segment
+
+if TYPE_CHECKING:
+    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+    from rich.style import Style
+
+
+def _breaks(plain: str, width: int) -> list[int]:
+    """Where a line of a paragraph is broken: as rich breaks it, but a word of 1-column
+    characters longer than ``width`` (a URL, a path) is a line of its own, not folded (CJK text,
+    written without spaces, is folded as rich does: a row may end after any character)."""
+    from rich._wrap import divide_line  # rich's own word wrap: the other rows are as it draws them
+
+    offsets, start = [], 0
+    for word in re.finditer(r"\S+", plain):
+        if cell_len(word[0]) <= width or cell_len(word[0]) != len(word[0]):
+            continue
+        end = _BLANKS.match(plain, word.end()).end()  # type: ignore[union-attr]
+        offsets += [start + at for at in divide_line(plain[start : word.start()], width)] + [word.start(), end]
+        start = end
+    offsets += [start + at for at in divide_line(plain[start:], width)]
+    return sorted({at for at in offsets if 0 < at < len(plain)})
+
+
+_BLANKS = re.compile(r"\s*")
+
+
+def reply_markdown(text: str) -> Markdown:
+    """``text`` as Markdown whose long words are not broken (print it with ``crop=False``)."""
+    return _WholeWordsMarkdown(text)
+
+
+class _WholeWordsParagraph(Paragraph):
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """Wrapped as rich wraps a paragraph (``Text.wrap``), but a word longer than the width
+        is not folded (rich's ``overflow="crop"`` wraps so, and then crops it; its "ignore"
+        does not wrap at all): it goes whole onto a line of its own, longer than the width."""
+        from rich.containers import Lines
+        from rich.text import Text
+
+        width, text = options.max_width, self.text
+        lines = Lines()
+        for line in text.split(allow_blank=True):
+            if "\t" in line:
+                line.expand_tabs(8)
+            pieces = line.divide(_breaks(str(line), width))
+            for piece in pieces:
+                piece.rstrip_end(width)
+            pieces.justify(console, width, justify=self.justify, overflow="ignore")  # padded, not cropped
+            lines.extend(pieces)
+        yield from Text("\n").join(lines).render(console, end=text.end)
+
+
+class _WholeWordsListItem(ListItem):
+    def render_bullet(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from super().render_bullet(_Uncropped(console), options)
+
+    def render_number(self, console: Console, options: ConsoleOptions, number: int, last_number: int) -> RenderResult:
+        yield from super().render_number(_Uncropped(console), options, number, last_number)
+
+
+class _WholeWordsBlockQuote(BlockQuote):
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield from super().__rich_console__(_Uncropped(console), options)  # type: ignore[arg-type]
+
+
+class _WholeWordsMarkdown(Markdown):
+    elements: ClassVar[dict[str, type[MarkdownElement]]] = {
+        **Markdown.elements,
+        "paragraph_open": _WholeWordsParagraph,
+        "list_item_open": _WholeWordsListItem,
+        "blockquote_open": _WholeWordsBlockQuote,
+    }
+
+
+class _Uncropped:
+    """The console, but its ``render_lines`` (how a list item or a quote lays out what it holds
+    beside its bullet or bar) pads lines to the width and does not crop a longer one."""
+
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._console, name)
+
+    def render_lines(self, renderable: RenderableType, options: ConsoleOptions | None = None, *,
+                     style: Style | None = None, pad: bool = True,
+                     new_lines: bool = False) -> list[list[Segment]]:  # fmt: skip
+        options = options or self._console.options
+        rendered = self._console.render(renderable, options)
+        if style:
+            rendered = Segment.apply_style(rendered, style)
+        lines = []
+        for line in Segment.split_lines(rendered):
+            width = max(options.max_width, Segment.get_line_length(line))
+            lines.append([*Segment.adjust_line_length(line, width, style=style, pad=pad),
+                          *([Segment.line()] if new_lines else [])])  # fmt: skip
+        return lines
