@@ -9,7 +9,7 @@ are the tail.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
@@ -18,6 +18,7 @@ from typing import Any
 from agentmm.personas import ActivatedEntry, Persona, activate, lore_text, persona_parts, post_history
 from agentmm.personas.macros import expand
 from agentmm.personas.prompt import card_fields, character_note_text
+from agentmm.personas.timed_effects import TimedEffects
 from agentmm.settings import DEFAULT_SYSTEM_PROMPT as COMPANION_PROMPT
 from agentmm.tokens import TokenCounter
 
@@ -38,6 +39,9 @@ class TurnParts:
     turn: list[tuple[str, str]] = field(default_factory=list)
     tail: list[tuple[str, str]] = field(default_factory=list)
     lore: list[dict[str, Any]] = field(default_factory=list)
+    lore_timers: dict[str, Any] | None = None
+    """The lore's sticky and cooldown timers after this turn (``TimedEffects.state``); None
+    when the turn kept none (no persona, or none asked for)."""
 
 
 def plain_parts(system_prompt: str) -> TurnParts:
@@ -58,6 +62,7 @@ def persona_turn_parts(
     introduction: str = "",
     chance: random.Random | None = None,
     chat_length: int | None = None,
+    lore_timers: Mapping[str, Any] | None = None,
 ) -> TurnParts:
     """The persona's head, the lore that ``recent`` (oldest first, this turn's message last)
     fires, and its tail: the post-history instructions, then the card's Character's Note
@@ -69,7 +74,10 @@ def persona_turn_parts(
     entries with a probability (``activate``); one that loses its roll is traced, not inserted,
     and so is one the book's token budget left out. ``chat_length`` is how many messages the
     whole thread holds (``recent`` may be its window only), which an entry's ``delay`` is
-    measured against; an entry held back by it is traced, not inserted.
+    measured against; an entry held back by it is traced, not inserted. ``lore_timers`` (the
+    thread's, as its last turn left them) turns on sticky and cooldown (``timed_effects``): the
+    timers after this turn come back in ``TurnParts.lore_timers``, and an entry cooling down
+    that would have fired is traced, not inserted.
 
     ``default_system_prompt`` (the ``system_prompt`` setting) is the main prompt of a persona
     whose card has none, and what a card's ``{{original}}`` brings back, as SillyTavern's Main
@@ -89,6 +97,10 @@ def persona_turn_parts(
     dropped: list[ActivatedEntry] = []
     held: list[ActivatedEntry] = []
     kwargs: dict[str, Any] = {"missed": missed, "dropped": dropped, "chat_length": chat_length, "held": held}
+    timed = None
+    if lore_timers is not None:
+        length = len(recent) if chat_length is None else chat_length
+        timed = kwargs["timed"] = TimedEffects.check(book, lore_timers, length)
     fired = activate(book, recent, counter.text, transform=fill, chance=chance, **kwargs) if book.entries else []
     fresh, repeated = [], []
     for entry in fired:
@@ -108,4 +120,5 @@ def persona_turn_parts(
             ("character_note", character_note_text(persona, user_name, **macro_args)),
         ],
         lore=traced,
+        lore_timers=timed.state() if timed is not None else None,
     )

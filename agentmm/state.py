@@ -107,6 +107,11 @@ class ChatState(TypedDict, total=False):
     # of it) and hands back with each run; ingest takes them out again, so a retried exchange
     # does not come back into this thread, nor a joined message get joined again.
     taken_out_ids: list[str]
+    # The lore's sticky and cooldown timers (SillyTavern's timed effects, kept per chat as its
+    # ``timedWorldInfo``): {"sticky" | "cooldown": {entry key: {entry, start, end, protected}}},
+    # in chat messages (``agentmm.personas.timed_effects``). Written by compose; an undo puts
+    # back the turn before's, with the rest of its record.
+    lore_timers: dict[str, Any]
     # What recall found for this turn (compose places it with the turn's message).
     recalled: list[dict[str, Any]]
     # This turn's attachments and what perception made of them.

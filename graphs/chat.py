@@ -383,6 +383,8 @@ class Composer:
             if memory_part := next((p for p in plan.parts if p["part"] == "memories"), None):
                 extra[MEMORY_TOKENS_KEY] = memory_part["tokens"]  # recall bounds the window's memories with it
             update["messages"] = [newest.model_copy(update={"additional_kwargs": extra})]
+        if parts.lore_timers is not None and parts.lore_timers != (state.get("lore_timers") or {}):
+            update["lore_timers"] = parts.lore_timers
         lore = parts.lore
         if "lore" in plan.dropped:
             lore = [{**entry, "inserted": False, "note": "dropped to fit the context"} for entry in lore]
@@ -505,6 +507,7 @@ class Composer:
             introduction=self.introduction,
             chance=lore_dice(config, state, context),
             chat_length=chat_length(state["messages"]),
+            lore_timers=state.get("lore_timers") or {},
         )
 
 

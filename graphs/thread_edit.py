@@ -7,7 +7,8 @@ checkpoint history, take it out (``Agent.undo``), put the thread back as a run f
   thread, and a failed or rolled-back run in between does not confuse it.
 - Taking it out writes ``agentmm.exchange.take_out_last_exchange`` (``RemoveMessage`` for each
   of its messages) as the node LangGraph infers ran last, puts back the per-turn record (the
-  trace, attachments, observations, recalled memories) of the turn before it (and the rolling
+  trace, attachments, observations, recalled memories, the lore's sticky and cooldown timers)
+  of the turn before it (and the rolling
   summary it started with, when the summary had taken in part of what goes), and clears what
   that node's edges would run next (``as_node=END``), so the thread is left between turns
   whatever the graph's shape. Nothing needs the graph drawn or a node named.
@@ -33,7 +34,8 @@ from agentmm.threads import thread_exists
 
 # The per-turn record an undo puts back as the turn before had left it (empty before the first).
 TURN_RECORD: dict[str, Any] = {"trace": {}, "attachments": [], "observations": [], "recalled": [],
-                               "summary_before": {}, "turn_message_ids": [], "joined_texts": []}  # fmt: skip
+                               "summary_before": {}, "turn_message_ids": [], "joined_texts": [],
+                               "lore_timers": {}}  # fmt: skip
 
 
 @dataclass(frozen=True)

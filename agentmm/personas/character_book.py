@@ -68,6 +68,8 @@ def entry_from_raw(raw: Mapping[str, Any], where: str, problems: list[str] | Non
         "probability": min(100, max(0, r.integer("extensions", "probability", default=100) or 0)),
         "use_probability": r.flag("extensions", "useProbability", default=True),
         "delay": timed_effect(raw, "delay"),
+        "sticky": timed_effect(raw, "sticky"),
+        "cooldown": timed_effect(raw, "cooldown"),
     }
     try:
         return LoreEntry(**fields, raw=dict(raw))
@@ -163,6 +165,8 @@ def _entry_view(e: LoreEntry) -> dict[CardPath, Any]:
         ("extensions", "probability"): e.probability,
         ("extensions", "useProbability"): e.use_probability,
         ("extensions", "delay"): e.delay,
+        ("extensions", "sticky"): e.sticky,
+        ("extensions", "cooldown"): e.cooldown,
     }
 
 

@@ -23,7 +23,10 @@ does not fit either; an entry with a ``probability`` under 100 is rolled for as 
 (SillyTavern's ``verifyProbability``: it goes in when a roll of 0..100 is at most its
 percent), and one that loses takes no budget and is not rolled for again that turn; an entry
 with a ``delay`` (a SillyTavern timed effect) cannot fire while the chat holds fewer messages
-than it says (``chat_length``, SillyTavern's ``chat.length``), constant or not.
+than it says (``chat_length``, SillyTavern's ``chat.length``), constant or not; with the
+thread's ``timed`` effects (``timed_effects``), a sticky entry fires without its keys and
+without a roll, first of its pass into the budget, and one cooling down (and not sticky) cannot
+fire, as SillyTavern orders those checks.
 
 Speed: this runs every turn over up to the whole chat window, so the book is compiled once
 (cached on its match-relevant fields) into trie-shaped regexes, one per first character,
@@ -45,6 +48,7 @@ from typing import Literal
 
 from agentmm.personas.decorators import Decorated, parse_decorators
 from agentmm.personas.model import Lorebook, LoreEntry
+from agentmm.personas.timed_effects import TimedEffects
 
 _log = logging.getLogger(__name__)
 DEFAULT_SCAN_DEPTH = 2
@@ -66,7 +70,7 @@ class ActivatedEntry:
     entry: LoreEntry
     content: str
     tokens: int
-    reason: Literal["constant", "key", "decorator"]
+    reason: Literal["constant", "key", "decorator", "sticky"]
     key: str | None = None
     """The primary key that matched (None for constant entries)."""
     secondary_key: str | None = None
@@ -79,17 +83,26 @@ class ActivatedEntry:
     """The roll (0..100) of an entry with a ``probability`` under 100; None for the others."""
     held: str = ""
     """Why it would have fired but was held back by a timed effect (``activate``'s ``held``)."""
+    timed: str = ""
+    """Its sticky timer (reason "sticky"), or the timers its firing started, in words."""
 
     @property
     def why(self) -> str:
         """One line for traces and ``/why``."""
         if self.reason == "constant":
-            return f"constant{self.odds}"
+            return f"constant{self.odds}{self.timers}"
         if self.reason == "decorator":
-            return f"@@activate{self.odds}"
+            return f"@@activate{self.odds}{self.timers}"
+        if self.reason == "sticky":
+            return f"sticky ({self.timed})"
         where = "chat" if self.step == 0 else f"{'chat' if self.seen_in_chat else 'lore'} (recursion {self.step})"
         extra = f" + {self.secondary_key!r}" if self.secondary_key else ""
-        return f"key {self.key!r}{extra} in {where}{self.odds}"
+        return f"key {self.key!r}{extra} in {where}{self.odds}{self.timers}"
+
+    @property
+    def timers(self) -> str:
+        """``", sticky until the chat has 7 messages"`` for an entry whose firing started timers."""
+        return f", {self.timed}" if self.timed else ""
 
     @property
     def odds(self) -> str:
@@ -465,7 +478,7 @@ def _passes_filter(
     return len(hits) < len(secondary), None  # not_all
 
 
-_Why = tuple[Literal["constant", "key", "decorator"], str | None, str | None, bool]
+_Why = tuple[Literal["constant", "key", "decorator", "sticky"], str | None, str | None, bool]
 
 
 def _evaluate(
@@ -476,6 +489,7 @@ def _evaluate(
     from_lore: dict[int, int],
     depth: int,
     decorated: Decorated | None = None,
+    sticky: bool = False,
 ) -> _Why | None:
     """Whether one entry fires given the keys seen so far: (reason, key, secondary key, whether
     the key was in the chat).
@@ -486,6 +500,8 @@ def _evaluate(
         return None
     if entry.constant:
         return "constant", None, None, False
+    if sticky:
+        return "sticky", None, None, False
     window = entry.scan_depth if entry.scan_depth is not None else depth
 
     def seen(k: int) -> bool:
@@ -515,6 +531,7 @@ def activate(
     dropped: list[ActivatedEntry] | None = None,
     chat_length: int | None = None,
     held: list[ActivatedEntry] | None = None,
+    timed: TimedEffects | None = None,
 ) -> list[ActivatedEntry]:
     """The entries of ``book`` that fire for the last messages, in the order the token budget
     is filled (highest ``insertion_order`` first, see ``_fill_order``), fitted to it.
@@ -532,6 +549,9 @@ def activate(
     ``chat_length`` is how many messages the whole chat holds, this turn's included (default:
     ``len(messages)``), which an entry's ``delay`` is measured against; an entry a timed effect
     holds back although it would have fired is appended to ``held`` (its ``held`` says why).
+    ``timed`` is the thread's sticky and cooldown timers as this turn finds them
+    (``TimedEffects.check``); the entries that fire are recorded in it (``record``), and each
+    one's ``timed`` says the timers it started.
     """
     if not book.entries:
         return []
@@ -544,6 +564,11 @@ def activate(
     # SillyTavern's checkDelayEffect: "delay" holds an entry while chat.length < delay.
     timed_out = {i: f"delayed until the chat has {e.delay} messages (it has {length})"
                  for i, e in enumerate(book.entries) if e.delay and length < e.delay}  # fmt: skip
+    sticky = timed.sticky if timed is not None else {}
+    # SillyTavern: "suppressed by cooldown" unless the entry is sticky too.
+    for i, effect in (timed.cooldown if timed is not None else {}).items():
+        if i not in sticky:
+            timed_out.setdefault(i, f"cooling down until the chat has {effect['end']} messages (it has {length})")
 
     # Distance from the end of the chat at which each key was last seen (0: last message).
     distance: dict[int, int] = {}
@@ -572,6 +597,7 @@ def activate(
         *(i for i, e in enumerate(book.entries) if e.constant),
         *(i for i, d in decorated.items() if "@@activate" in d.decorators),
         *(i for k in distance for i in c.by_key.get(k, ())),
+        *sticky,
     }
     while True:
         new: list[tuple[int, ActivatedEntry]] = []
@@ -585,17 +611,19 @@ def activate(
                     told.add(i)
                     held.append(replace(fire(i, entry, why), held=timed_out[i]))
                 continue
-            if step == 0 and entry.delay_until_recursion:
+            if step == 0 and entry.delay_until_recursion and i not in sticky:
                 delayed.add(i)  # SillyTavern: "suppressed by delay until recursion"
                 continue
-            why = _evaluate(entry, i, c, distance, from_lore, depth, decorated.get(i))
+            why = _evaluate(entry, i, c, distance, from_lore, depth, decorated.get(i), i in sticky)
             if why is not None:
-                new.append((i, fire(i, entry, why)))
-        new.sort(key=lambda pair: _fill_order(pair[1].entry, pair[0]))
+                hit = fire(i, entry, why)
+                new.append((i, replace(hit, timed=_sticky_words(sticky[i])) if why[0] == "sticky" else hit))
+        # SillyTavern lets a pass's sticky entries into the budget first, then by order.
+        new.sort(key=lambda pair: (pair[0] not in sticky, *_fill_order(pair[1].entry, pair[0])))
         accepted: list[ActivatedEntry] = []
         overflow = False
         for n, (i, hit) in enumerate(new):
-            if hit.entry.chance is not None:
+            if hit.entry.chance is not None and i not in sticky:  # a sticky entry is not rolled again
                 hit = replace(hit, roll=dice.random() * 100)
                 if hit.lost_roll:
                     lost.add(i)
@@ -630,7 +658,15 @@ def activate(
             candidates |= delayed - fired.keys()
         if not candidates:
             break
+    if timed is not None:
+        started = timed.record((i, hit.entry) for i, hit in fired.items())
+        fired = {i: replace(hit, timed=started[i]) if i in started else hit for i, hit in fired.items()}
     return [a for _, a in sorted(fired.items(), key=lambda pair: _fill_order(pair[1].entry, pair[0]))]
+
+
+def _sticky_words(effect: dict[str, object]) -> str:
+    """A running sticky timer, for ``why``: when it began and when it ends, in chat messages."""
+    return f"since message {effect['start']}, until the chat has {effect['end']} messages"
 
 
 def _fill_order(entry: LoreEntry, index: int) -> tuple[int, int, int]:

@@ -55,6 +55,12 @@ class LoreEntry(BaseModel):
     delay: int = Field(default=0, ge=0)
     """SillyTavern's timed effect "delay": the entry cannot fire until the chat holds at least
     this many messages (0: no delay)."""
+    sticky: int = Field(default=0, ge=0)
+    """SillyTavern's "sticky": once fired, the entry stays in for this many more messages of the
+    chat, its keys or not (``timed_effects``)."""
+    cooldown: int = Field(default=0, ge=0)
+    """SillyTavern's "cooldown": once fired (after its sticky period, if it has one), the entry
+    cannot fire for this many messages of the chat."""
     raw: dict[str, Any] = Field(default_factory=dict, repr=False)
     """The entry as it was in the card (verbatim), so export keeps fields agentmm ignores."""
 

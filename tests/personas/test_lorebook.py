@@ -619,3 +619,148 @@ def test_a_delayed_entry_fires_on_the_turn_the_thread_reaches_its_length(tmp_pat
         notes.append([(entry["inserted"], entry.get("note")) for entry in state["trace"]["lore"]])
     assert notes == [[(False, "delayed until the chat has 4 messages (it has 2)")], [(True, None)]]
     assert "LATE" in state["messages"][-2].additional_kwargs[CONTEXT_KEY]
+
+
+def turns(lore: Lorebook, chats: list[tuple[int, list[str]]], **kw) -> list[list[tuple[str, str]]]:
+    """Each turn's fired entries (name, why) and held ones (name, held), the timers carried
+    from turn to turn as a thread keeps them; a turn is (chat length, scanned messages)."""
+    from agentmm.personas.timed_effects import TimedEffects
+
+    kept: dict = {}
+    out = []
+    for length, messages in chats:
+        timed = TimedEffects.check(lore, kept, length)
+        held: list = []
+        acts = activate(lore, messages, words, chat_length=length, held=held, timed=timed, **kw)
+        out.append([(a.entry.name, a.why) for a in acts] + [(a.entry.name, a.held) for a in held])
+        kept = timed.state()
+    return out
+
+
+def test_a_sticky_entry_stays_in_for_its_messages_without_its_keys_like_sillytavern():
+    """sticky: 3 fired at chat length 2 holds while the chat has under 5 messages (SillyTavern's
+    end = start + sticky, ended when chat.length >= end), and is not rolled for again."""
+    lore = book(e("gull", ["gull"], sticky=3, probability=50), e("other", ["x"]))
+    seed = next(seed for seed in range(50) if random.Random(seed).random() * 100 <= 50)
+    roll = random.Random(seed).random() * 100
+    assert turns(lore, [(2, ["a gull"]), (4, ["x"]), (6, ["nothing"])], chance=random.Random(seed)) == [
+        [("gull", f"key 'gull' in chat, 50% chance (rolled {roll:.1f}), sticky until the chat has 5 messages")],
+        [("gull", "sticky (since message 2, until the chat has 5 messages)"), ("other", "key 'x' in chat")],
+        [],
+    ]
+    # Firing again while sticky does not make it longer; once it has ended, its keys fire it anew.
+    plain = book(e("gull", ["gull"], sticky=3))
+    assert turns(plain, [(2, ["gull"]), (4, ["gull"]), (5, ["gull"])]) == [
+        [("gull", "key 'gull' in chat, sticky until the chat has 5 messages")],
+        [("gull", "sticky (since message 2, until the chat has 5 messages)")],
+        [("gull", "key 'gull' in chat, sticky until the chat has 8 messages")],
+    ]
+
+
+def test_a_cooldown_holds_an_entry_after_it_fires_or_after_its_sticky_period_like_sillytavern():
+    cool = book(e("bell", ["bell"], cooldown=3))
+    assert turns(cool, [(2, ["bell"]), (4, ["bell"]), (5, ["bell"])]) == [
+        [("bell", "key 'bell' in chat, cooling down until the chat has 5 messages")],
+        [("bell", "cooling down until the chat has 5 messages (it has 4)")],
+        [("bell", "key 'bell' in chat, cooling down until the chat has 8 messages")],
+    ]
+    # sticky 2 + cooldown 4: in at 2 and 3, then (SillyTavern's onEnded.sticky) cooling down from 4 to 8.
+    both = book(e("bell", ["bell"], sticky=2, cooldown=4))
+    chats = [(2, ["bell"]), (3, ["-"]), (4, ["bell"]), (7, ["bell"]), (8, ["bell"])]
+    assert turns(both, chats) == [
+        [("bell", "key 'bell' in chat, sticky until the chat has 4 messages, then cooling down for 4 messages")],
+        [("bell", "sticky (since message 2, until the chat has 4 messages)")],
+        [("bell", "cooling down until the chat has 8 messages (it has 4)")],
+        [("bell", "cooling down until the chat has 8 messages (it has 7)")],
+        [("bell", "key 'bell' in chat, sticky until the chat has 10 messages, then cooling down for 4 messages")],
+    ]
+    # A constant entry cools down too; a sticky one goes into the budget before the others.
+    assert turns(book(e("always", [], constant=True, cooldown=2)), [(1, ["-"]), (2, ["-"]), (3, ["-"])]) == [
+        [("always", "constant, cooling down until the chat has 3 messages")],
+        [("always", "cooling down until the chat has 3 messages (it has 2)")],
+        [("always", "constant, cooling down until the chat has 5 messages")],
+    ]
+    budget = book(e("stuck", ["s"], "one two", sticky=4, insertion_order=1), e("high", ["h"], "one two",
+                  insertion_order=99), token_budget=3)  # fmt: skip
+    assert [[name for name, _ in turn] for turn in turns(budget, [(2, ["s"]), (4, ["h"])])] == [["stuck"], ["stuck"]]
+
+
+def test_timers_are_dropped_when_the_turn_that_set_them_is_answered_again():
+    """SillyTavern drops a timer that is not protected when the chat has not grown past where it
+    started (a swipe, a retry, messages deleted): that turn fires afresh."""
+    from agentmm.personas.timed_effects import TimedEffects
+
+    lore = book(e("gull", ["gull"], sticky=3, cooldown=2))
+    timed = TimedEffects.check(lore, {}, 2)
+    activate(lore, ["gull"], words, chat_length=2, timed=timed)
+    after = timed.state()
+    assert set(after) == {"sticky", "cooldown"}
+    again = TimedEffects.check(lore, after, 2)
+    assert (again.sticky, again.state()) == ({}, {})
+    assert fired(lore, ["nothing"], chat_length=2, timed=TimedEffects.check(lore, after, 2)) == []
+    assert fired(lore, ["nothing"], chat_length=4, timed=TimedEffects.check(lore, after, 4)) == ["gull"]
+    # a protected cooldown (started when a sticky period ended) stands; an edited entry's timers
+    # stay until their end, then go
+    ended = TimedEffects.check(lore, after, 5)
+    assert ended.cooldown and ended.state()["cooldown"][next(iter(ended.state()["cooldown"]))]["protected"] is True
+    assert TimedEffects.check(lore, ended.state(), 5).cooldown
+    edited = book(e("gull", ["gull", "seagull"], sticky=3))
+    assert TimedEffects.check(edited, after, 3).state() == after
+    assert TimedEffects.check(edited, after, 4).state() == {"sticky": after["sticky"]}
+    assert TimedEffects.check(edited, after, 5).state() == {}
+
+
+def test_sticky_and_cooldown_are_read_from_a_card_and_written_back(tmp_path: Path):
+    from agentmm.personas.files import import_file
+
+    path = card_file(tmp_path, {"name": "t", "keys": ["x"], "extensions": {"sticky": 3, "cooldown": "5", "delay": 0}},
+                     {"name": "u", "keys": ["x"], "extensions": {"sticky": None, "cooldown": -2}})  # fmt: skip
+    lore = import_file(path).lorebook
+    assert [(x.sticky, x.cooldown) for x in lore.entries] == [(3, 5), (0, 0)]
+    assert book_to_card(lore, fill_required=False)["entries"][1]["extensions"] == {"sticky": None, "cooldown": -2}
+    edited = lore.model_copy(update={"entries": [lore.entries[0].model_copy(update={"sticky": 1})]})
+    assert book_to_card(edited, fill_required=False)["entries"][0]["extensions"]["sticky"] == 1
+
+
+def test_a_threads_lore_timers_last_across_turns_and_go_back_with_an_undo_or_a_retry(tmp_path: Path):
+    """The timers are thread state (checkpointed with each turn): a sticky entry stays in the
+    turns after it fired, its why says so; an undo puts back the timers the turn found, and a
+    retry of a turn fires as that turn did."""
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    from agentmm.personas import PersonaRegistry
+    from agentmm.settings import Settings
+    from agentmm.state import TurnContext
+    from agentmm.tokens import TokenCounter
+    from graphs.chat import build_graph
+    from graphs.thread_edit import last_exchange, take_out
+
+    folder = tmp_path / "personas"
+    folder.mkdir()
+    (folder / "vey.toml").write_text('name = "Vey"\ndescription = "d"\ngreetings = ["Hi."]\n'
+                                     '[[lorebook.entries]]\nname = "gull"\nkeys = ["gull"]\ncontent = "GULL"\n'
+                                     'sticky = 3\ncooldown = 4\n')  # fmt: skip
+    graph = build_graph(Settings(), model=FakeListChatModel(responses=["Hm."] * 9), checkpointer=InMemorySaver(),
+                        counter=TokenCounter(words), personas=PersonaRegistry(folder, entry_points=False))  # fmt: skip
+
+    def turn(text: str, **kw) -> list[tuple[str, str | None]]:
+        state = graph.invoke({"input": text}, {"configurable": {"thread_id": "t"}},
+                             context=TurnContext(user_name="Ada", persona="Vey", **kw))  # fmt: skip
+        return [(lore["why"], lore.get("note")) for lore in state["trace"]["lore"]]
+
+    assert turn("a gull") == [("key 'gull' in chat, sticky until the chat has 5 messages, then cooling down for 4 "
+                               "messages", None)]  # fmt: skip
+    assert turn("hello") == [("sticky (since message 2, until the chat has 5 messages)", "already in the window")]
+    timers = graph.get_state({"configurable": {"thread_id": "t"}}).values["lore_timers"]
+    cooling = [("key 'gull' in chat", "cooling down until the chat has 10 messages (it has 6)")]
+    assert turn("the gull again") == cooling  # the sticky period ended at 5 messages: the cooldown holds it
+    take_out(graph, last_exchange(graph, "t"))  # type: ignore[arg-type]
+    assert graph.get_state({"configurable": {"thread_id": "t"}}).values["lore_timers"] == timers
+    assert turn("the gull again") == cooling
+    assert turn("gull?", retry=True) == cooling  # answered again, as it was
+    take_out(graph, last_exchange(graph, "t"))  # type: ignore[arg-type]
+    take_out(graph, last_exchange(graph, "t"))  # type: ignore[arg-type]
+    assert turn("a gull", retry=True) == [("key 'gull' in chat, sticky until the chat has 5 messages, then cooling "
+                                           "down for 4 messages", None)]  # fmt: skip
+    assert turn("more") == [("sticky (since message 2, until the chat has 5 messages)", "already in the window")]
