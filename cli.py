@@ -605,7 +605,9 @@ def doctor(as_json: JsonFlag = False) -> None:
         report = {"ok": False, "checks": [{"name": "config", "ok": False, "detail": str(exc)}],
                   "config_file": str(Globals.config_file or default_config_file())}  # fmt: skip
     else:
-        report = run_checks(settings, Globals.config_file)
+        from agentmm.tools.images_check import images_check
+
+        report = run_checks(settings, Globals.config_file, more=[images_check])
     if as_json:
         _print_json(report)
     else:

@@ -6,6 +6,7 @@ import contextlib
 import importlib.util
 import platform
 import sys
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -253,7 +254,11 @@ def _local_model_checks(
     return cpu_buffers
 
 
-def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str, Any]:
+def run_checks(
+    settings: Settings, config_file: Path | None = None, more: Sequence[Callable[[Settings], dict[str, Any]]] = ()
+) -> dict[str, Any]:
+    """Every check, in order; ``more`` are checks this package cannot make (it imports no
+    tools: the ``images`` check, which the CLI passes), run after ``speech``."""
     from agentmm.threads import CHECKPOINT_FILE, ensure_data_dir
 
     checks: list[dict[str, Any]] = []
@@ -282,6 +287,7 @@ def run_checks(settings: Settings, config_file: Path | None = None) -> dict[str,
     checks.append(memory_check(settings))
     checks.append(threads_check(settings))
     checks.append(speech_check(settings.asr_model))
+    checks.extend(check(settings) for check in more)
     checks.append(hub_check())
     config_file = config_file or default_config_file()
     checks.append(

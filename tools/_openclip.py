@@ -58,20 +58,27 @@ def check_weights_can_be_had(model_name: str, pretrained: str | None, cache_dir:
     hub's cache, and the hub cannot be reached: offline and uncached, no captioner was known
     only after that import. Any other case (random weights, a local file, something cached,
     a hub that answers, a tag this cannot place) goes on to open_clip as before."""
-    repo = hub_repo(model_name, pretrained)
-    if repo is None:
+    if cached_or_downloadable(model_name, pretrained, cache_dir) is not None:
         return
-    cache = _hub_cache(cache_dir)
-    if _cached(cache, repo):
-        return
-    from agentmm.hub import hub_reachable
-
-    if hub_reachable():
-        return
+    repo, cache = hub_repo(model_name, pretrained), _hub_cache(cache_dir)
     raise VisionWeightsUnavailableError(
         f"no {model_name} weights {weights_label(pretrained)!r} here: not in the hub cache and cannot be downloaded "
         f"(no network?); run once with a network, or use a local checkpoint file (nothing of {repo} in {cache})"
     )
+
+
+def cached_or_downloadable(model_name: str, pretrained: str | None, cache_dir: Path | None = None) -> str | None:
+    """Whether the weights can be had here, in words (``cached``, ``downloaded on first use``,
+    ``not from the hub``: random, local or a tag only open_clip can place), or None: they come
+    from the hub, nothing of their repository is cached, and the hub cannot be reached."""
+    repo = hub_repo(model_name, pretrained)
+    if repo is None:
+        return "not from the hub"
+    if _cached(_hub_cache(cache_dir), repo):
+        return "cached"
+    from agentmm.hub import hub_reachable
+
+    return "downloaded on first use" if hub_reachable() else None
 
 
 def hub_repo(model_name: str, pretrained: str | None) -> str | None:
