@@ -120,8 +120,8 @@ def lenient_notes(raw: Mapping[str, Any]) -> list[str]:
     extensions = raw.get("extensions")
     for name in _TIMED_EFFECTS:
         value = extensions.get(name) if isinstance(extensions, Mapping) else None
-        if value and not isinstance(value, bool):
-            notes.append(f"'{name}' ({json.dumps(value)}) is a SillyTavern timed effect agentmm does not support")
+        if value not in (None, "", 0) and timed_effect(raw, name) == 0:
+            notes.append(f"'{name}' is {json.dumps(value)}, not a number of messages: read as 0 (off)")
     scratch: list[str] = []
     Reader(raw, "entry", CardSpecError, scratch).integer("priority")
     if scratch:

@@ -227,8 +227,8 @@ def lint(persona: Persona) -> list[str]:
 
 def _lint(persona: Persona) -> list[tuple[str, bool]]:
     """``lint``'s lines, each with whether it is only a warning: a field read as SillyTavern reads
-    it (``enabled: "yes"``), a SillyTavern macro or decorator agentmm leaves as written or out,
-    and a timed effect it does not run, where the card still works as it does in SillyTavern.
+    it (``enabled: "yes"``, a timed effect that is no number of messages), a SillyTavern macro or
+    decorator agentmm leaves as written or out, where the card still works as it does in SillyTavern.
     The rest (an entry that never fires, a regex that cannot run...) are problems."""
     lines = [(line, False) for line in _problems(persona)]
     for i, entry in enumerate(persona.lorebook.entries):

@@ -251,6 +251,9 @@ keys = ["example key", "another key"]
 # priority = 0                   # breaks ties in the token budget (higher kept first)
 # insertion_order = 100          # lower comes first in the prompt; the token budget keeps higher first
 # probability = 100              # percent chance it goes in when its keys match, rolled each turn
+# delay = 0                      # cannot fire until the chat has this many messages
+# sticky = 0                     # once fired, stays in for this many more messages, keys or not
+# cooldown = 0                   # once fired (or its sticky period over), cannot fire for this many messages
 content = """
 What {{char}} knows about the example key.
 """

@@ -527,11 +527,24 @@ def test_delay_until_recursion_fires_only_in_a_recursion_pass(tmp_path: Path):
     quiet = lore.model_copy(update={"recursive_scanning": False})
     assert fired(quiet, ["the king's crown"]) == ["king"]
     assert book_to_card(lore, fill_required=False)["entries"][3]["extensions"] == {"delay_until_recursion": 2}
-    notes = [line.split(": ", 1)[1] for line in validate(path) if "timed effect" in line]
-    assert notes == [
-        "lorebook entry 'timed': 'sticky' (3) is a SillyTavern timed effect agentmm does not support",
-        "lorebook entry 'timed': 'cooldown' (5) is a SillyTavern timed effect agentmm does not support",
+    assert [line for line in validate(path) if "timed" in line] == []  # sticky, cooldown and delay are run
+
+
+def test_validate_says_which_timed_effects_are_not_a_number_of_messages(tmp_path: Path):
+    from agentmm.personas.files import import_file, validation
+
+    path = card_file(tmp_path, {"name": "odd", "keys": ["x"], "content": "c",
+                                "extensions": {"sticky": "long", "cooldown": -2, "delay": True}},
+                     {"name": "fine", "keys": ["x"], "content": "c",
+                      "extensions": {"sticky": "3", "cooldown": 0, "delay": None}})  # fmt: skip
+    found = validation(path)
+    assert found.problems == []
+    assert [line.split(": ", 1)[1] for line in found.warnings] == [
+        "lorebook entry 'odd': 'sticky' is \"long\", not a number of messages: read as 0 (off)",
+        "lorebook entry 'odd': 'cooldown' is -2, not a number of messages: read as 0 (off)",
+        "lorebook entry 'odd': 'delay' is true, not a number of messages: read as 0 (off)",
     ]
+    assert [(x.sticky, x.cooldown, x.delay) for x in import_file(path).lorebook.entries] == [(0, 0, 0), (3, 0, 0)]
 
 
 def test_the_chat_scans_lore_with_the_speakers_names_like_sillytavern(tmp_path: Path):
