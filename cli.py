@@ -471,16 +471,16 @@ def threads_list(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json({"threads": [t.to_dict() for t in threads]})
         return
-    from rich.console import Console
     from rich.table import Table
 
     from agentmm.console_text import key_column
+    from agentmm.terminal_console import make_console
 
     # The id is typed back (--thread, threads show): never cut; the first message gives way.
     table = Table(key_column("thread", [printable(t.thread_id) for t in threads]), "turns", "updated", "first message")
     for t in threads:
         table.add_row(plain(t.thread_id), str(t.turns), t.updated_at, plain(t.title))
-    Console().print(table if threads else "no threads yet: agentmm chat starts one")
+    make_console().print(table if threads else "no threads yet: agentmm chat starts one")
 
 
 @threads_app.command("show")
@@ -558,18 +558,18 @@ def models_list(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json({"models": [m.__dict__ for m in models]})
         return
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
     from agentmm.console_text import key_column
+    from agentmm.terminal_console import make_console
 
     table = Table(key_column("name", [m.name for m in models]), "source", "installed", "size", "path")
     for m in models:
         size = f"{m.size_bytes / 2**20:.0f} MiB" if m.size_bytes else ""
         where = m.path or ("joined from its parts on first use" if m.installed else "")
         table.add_row(m.name, escape(m.source), "yes" if m.installed else "no", size, escape(where))
-    Console().print(table)
+    make_console().print(table)
 
 
 @config_app.command("show")
@@ -583,13 +583,14 @@ def config_show(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json({"config_file": str(path), "settings": values, "sources": settings.sources})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from agentmm.terminal_console import make_console
 
     table = Table("setting", "value", "from", title=f"config file: {path}")
     for name, value in values.items():
         table.add_row(name, plain(value), plain(settings.sources[name]))
-    Console().print(table)
+    make_console().print(table)
 
 
 @app.command()
@@ -642,14 +643,15 @@ def personas_list(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json({"personas": personas, "problems": registry.problems, "notes": registry.notes})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from agentmm.terminal_console import make_console
 
     table = Table("name", "source", "greetings", "lore", "description")
     for p in personas:
         table.add_row(plain(p["name"]), plain(p["source"]), str(p["greetings"]), str(p["lore_entries"]),
                       plain(p["description"][:60]))  # fmt: skip
-    console = Console()
+    console = make_console()
     console.print(table)
     for problem in registry.problems:
         console.print(plain("skipped: ", style="yellow") + plain(problem), highlight=False)
@@ -853,12 +855,12 @@ def _print_memories(rows: list[dict[str, Any]], as_json: bool, key: str = "memor
     if as_json:
         _print_json({key: rows})
         return
-    from rich.console import Console
     from rich.table import Column, Table
 
     from agentmm.console_text import key_column
+    from agentmm.terminal_console import make_console
 
-    console = Console()
+    console = make_console()
     if not rows:
         console.print("no memories")
         return
@@ -1065,15 +1067,16 @@ def eval_memory(
                                            "has evidence naming a turn of its conversation")  # fmt: skip
     if as_json:
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from agentmm.terminal_console import make_console
 
     columns = [f"{kind}@{n}" for n in ks for kind in ("recall", "hit")]
     table = Table("category", "questions", *columns, title=f"memory eval: {file.name} ({retrieval})")
     rows = [*report["per_category"].items(), ("overall 1-4", report["overall"])]
     for name, row in rows:
         table.add_row(name, str(row["questions"]), *(f"{row[c]:.1f}" for c in columns))
-    console = Console()
+    console = make_console()
     console.print(table)
     if budget := report.get("budget"):
         n = budget["tokens"]
@@ -1134,8 +1137,9 @@ def _run_answers(
 
 
 def _print_answer_report(report: dict[str, Any], file: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from agentmm.terminal_console import make_console
 
     judged = report["overall"]["judge_correct"] is not None
     columns = ["category", "questions", "F1", "exact match", "memories placed", *(["judge: right"] if judged else [])]
@@ -1146,7 +1150,7 @@ def _print_answer_report(report: dict[str, Any], file: Path) -> None:
         if judged:
             cells.append(f"{row['judge_correct']:.1f}" if row["judge_correct"] is not None else "")
         table.add_row(*cells)
-    console = Console()
+    console = make_console()
     console.print(table)
     where = report["config"]["answers_file"]
     console.print(f"answers: {where} (the same command goes on from it; --fresh starts over)")
@@ -1215,9 +1219,10 @@ def _judge_model(stack: ExitStack, settings: Settings, judge: str | None) -> Any
 
 
 def _print_persona_report(report: dict[str, Any], details: bool) -> None:
-    from rich.console import Console
     from rich.markup import escape
     from rich.table import Column, Table
+
+    from agentmm.terminal_console import make_console
 
     judged = report["overall"]["judge_in_character_rate"] is not None
     rows = [*report["per_persona"].items(), ("overall", report["overall"])]
@@ -1237,7 +1242,7 @@ def _print_persona_report(report: dict[str, Any], details: bool) -> None:
         if judged:
             cells.append(f"{row['judge_in_character_rate']:.0%}")
         rates.add_row(escape(name), *cells)
-    console = Console()
+    console = make_console()
     console.print(checks)
     console.print(rates)
     if details:
@@ -1456,15 +1461,16 @@ def tools_list(as_json: JsonFlag = False) -> None:
     if as_json:
         _print_json({"tools": rows, "problems": catalog.problems, "tools_dir": str(settings.tools_dir)})
         return
-    from rich.console import Console
     from rich.table import Table
+
+    from agentmm.terminal_console import make_console
 
     table = Table("tool", "enabled", "asks", "from", "personas", "what it does", box=None)
     for row in rows:
         table.add_row(plain(row["name"]), "yes" if row["enabled"] else "-", "yes" if row["requires_approval"] else "-",
                       plain(row["source"]), plain(", ".join(row["personas"]) or "-"),
                       plain(row["description"]))  # fmt: skip
-    Console().print(table)
+    make_console().print(table)
     for problem in catalog.problems:
         sys.stderr.write(f"agentmm: skipped a plugin: {problem}\n")
     sys.stderr.write("Enable tools with --tool NAME or `tools = [...]` in the config file; a persona's allowed_tools "

@@ -17,10 +17,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from agentmm.console_text import PrintableStream, printable, shown_path
 from agentmm.repl.word_wrap import WordWrap
+from agentmm.terminal_console import make_console
 
 # Markup worth re-rendering a reply for (role-play's *actions* included).
 _MARKDOWN = re.compile(
@@ -65,8 +64,8 @@ class Terminal:
         self.wrap = live if wrap is None else wrap
         self.interactive = editor if interactive is None else interactive
         self.history_file = history_file
-        self.out = Console(highlight=False, soft_wrap=not live, no_color=not live or None)
-        self.err = Console(stderr=True, highlight=False, no_color=not live or None)
+        self.out = make_console(highlight=False, soft_wrap=not live, no_color=not live or None)
+        self.err = make_console(stderr=True, highlight=False, no_color=not live or None)
         self._session: Any = None
         self._busy: Any = None  # BusyKeys while the chat works on a line
         self._streamed: list[str] = []  # the reply as shown: without control characters
@@ -82,9 +81,9 @@ class Terminal:
     @classmethod
     def detect(cls, history_file: Path | None = None) -> Terminal:
         """A line editor when both ends are a terminal; colour unless NO_COLOR or TERM=dumb.
-        Replies are word-wrapped on a terminal but a dumb one: the width rich gives it is 80
-        whatever the window's, and the one that sets TERM=dumb (Emacs' M-x shell) wraps lines
-        itself, at its own width, again when its window is resized."""
+        Replies are word-wrapped on a terminal but a dumb one: the one that sets TERM=dumb
+        (Emacs' M-x shell) wraps lines itself, at its own width, again when its window is
+        resized. Tables are drawn at its width all the same (``make_console``)."""
         tty = sys.stdin.isatty() and sys.stdout.isatty()
         dumb = os.environ.get("TERM", "") == "dumb"
         return cls(editor=tty and not dumb, live=tty and not dumb and not os.environ.get("NO_COLOR"),
