@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import io
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,35 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """A fresh database on the session's Postgres: its URL."""
     return postgres_server.new_database()
+
+
+@pytest.fixture
+def agentmm_here(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``agentmm ARGS`` run in this process through the console entry point (``cli.main``), as
+    ``tests.test_cli.agentmm`` runs it in a subprocess: the same exit code, and stdout and stderr
+    down to file descriptors 1 and 2 (a native library's lines too). For tests that are about a
+    command's output, not about processes: a subprocess pays Python's start and the imports
+    (seconds) on every call."""
+    from agentmm.cli import main
+
+    def run(
+        *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        capfd.readouterr()
+        with monkeypatch.context() as patch:
+            for name, value in (env or {}).items():
+                patch.setenv(name, value)
+            patch.setattr(sys, "argv", ["agentmm", *args])
+            patch.setattr(sys, "stdin", io.StringIO(stdin or ""))  # piped, as subprocess.run's input is
+            try:
+                main()
+                code: int | str | None = 0
+            except SystemExit as done:
+                code = done.code
+        out, err = capfd.readouterr()
+        returncode = code if isinstance(code, int) else 0 if code is None else 1
+        return subprocess.CompletedProcess(["agentmm", *args], returncode, out, err)
+
+    return run

@@ -1,4 +1,5 @@
-"""The agentmm command end to end, in subprocesses, on the real shipped model."""
+"""The agentmm command end to end on the real shipped model: in subprocesses, or in this process
+through the console entry point (``agentmm_here``) where a test is about output, not processes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,9 @@ def ok_json(*args: str, env: dict[str, str] | None = None) -> Any:
     done = agentmm(*args, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+Run = Callable[..., subprocess.CompletedProcess[str]]  # agentmm, or conftest's agentmm_here
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], needle: str) -> None:
@@ -121,8 +126,7 @@ def test_models_config_doctor_json() -> None:
     assert hub["ok"] is True and hub["reachable"] is False  # conftest: HF_HUB_OFFLINE=1
 
 
-@pytest.mark.slow
-def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path) -> None:
+def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path, agentmm_here: Run) -> None:
     not_gguf = tmp_path / "notes.gguf"
     not_gguf.write_text("hello")
     truncated = tmp_path / "cut.gguf"
@@ -149,7 +153,7 @@ def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path) -> None:
         (["threads", "delete", "nope"], {}, "unknown thread"),
     ]
     for args, env, needle in cases:
-        assert_one_line_error(agentmm(*args, env=env), needle)
+        assert_one_line_error(agentmm_here(*args, env=env), needle)
 
 
 def test_an_unusable_cache_dir_is_one_line_and_a_doctor_problem(tmp_path: Path) -> None:
