@@ -3,7 +3,9 @@ checkpoint history, take it out (``Agent.undo``), put the thread back as a run f
 
 - What an exchange was (its message as typed, its attachments, the persona it played, the turn
   number) is read from the thread's checkpoint history: the checkpoint in which ingest added
-  the message, found by walking back through parent checkpoints. Nothing is kept beside the
+  the message, found by walking back through parent checkpoints; the record of the turn before
+  is the one the turn's first run found (a retry's run, which found the turn's own, is walked
+  past). Nothing is kept beside the
   thread, and a failed or rolled-back run in between does not confuse it.
 - Taking it out writes ``agentmm.exchange.take_out_last_exchange`` (``RemoveMessage`` for each
   of its messages) as the node LangGraph infers ran last, puts back the per-turn record (the
@@ -77,7 +79,16 @@ def last_exchange(graph: CompiledStateGraph, thread_id: str) -> Exchange | None:
     start = last_exchange_start(messages)
     if start is None:
         return None
+    turn = exchange_turn(messages, start)
     added, before, oldest = _added_and_before(graph, latest, str(messages[start].id))
+    while before is not None and (held := _held_turn(before, turn)) is not None:
+        # The run that added the message found the turn's exchange there already: it answered
+        # it again (a retry, whose message has an id of its own) or joined a failed run's
+        # message; the turn before's record is what the first run of the turn found.
+        _, earlier, oldest = _added_and_before(graph, before, held)
+        if earlier is None:
+            break
+        before = earlier
     if before is None and int(oldest.values.get("summary_through") or 0) <= start:
         # Its run is not in the history (a thread ``threads import`` wrote): the oldest state,
         # what the file held, stands in for the one the run found, as its summary does not
@@ -86,7 +97,7 @@ def last_exchange(graph: CompiledStateGraph, thread_id: str) -> Exchange | None:
     sent = next((m for m in added.values.get("messages") or [] if m.id == messages[start].id), messages[start])
     return Exchange(
         thread_id=thread_id,
-        turn=exchange_turn(messages, start),
+        turn=turn,
         text=sent.text,
         attachments=tuple(added.values.get("attachments") or ()),
         persona=added.values.get("persona") or None,
@@ -111,6 +122,16 @@ def restore(graph: CompiledStateGraph, before: RunnableConfig) -> None:
     """Make the checkpoint ``before`` the thread's newest again (a copy of it, so the history
     keeps whatever came after)."""
     graph.update_state(before, None, as_node=END)
+
+
+def _held_turn(snapshot: StateSnapshot, turn: int) -> str | None:
+    """The id of the user message of turn ``turn`` (or a later one) that ``snapshot`` holds,
+    None when it holds fewer user messages than ``turn``."""
+    messages: list[AnyMessage] = list(snapshot.values.get("messages") or [])
+    start = last_exchange_start(messages)
+    if start is None or exchange_turn(messages, start) < turn:
+        return None
+    return str(messages[start].id)
 
 
 def _added_and_before(

@@ -58,6 +58,10 @@ def said(agent: Agent, thread: str) -> list[tuple[str, str]]:
     return [(m.type, m.text) for m in values.get("messages", [])]
 
 
+def said_id(agent: Agent, thread: str, index: int) -> str:
+    return str(agent.graph.get_state({"configurable": {"thread_id": thread}}).values["messages"][index].id)
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[ChromaStore]:
     index = {"dims": 64, "embed": CharacterEmbeddings(dims=64), "fields": ["text"]}
@@ -636,3 +640,42 @@ def test_messages_an_outer_graph_sent_in_one_run_are_answered_once() -> None:
     assert own is not None
     assert [m.text for m in own.checkpoint["channel_values"]["messages"]] == [
         "u1\n\nu2", "R1", "u3", "R2", "u4", "R3"]  # fmt: skip
+
+
+def test_an_undo_after_a_retry_puts_back_the_turn_befores_record(tmp_path: Path) -> None:
+    """A retry's message has an id of its own: the undo after it read the retry's start (the
+    retried turn's own state) as the turn before's, and put back turn 2's trace, attachments
+    and observations instead of turn 1's. Two retries in a row, too."""
+    from tests.tools.media_files import make_image
+
+    picture = str(make_image(tmp_path / "p.png"))
+    model = replies("R1", "R2", "R2 again", "R2 once more")
+    graph = build_graph(Settings(memory=False), model=model, checkpointer=InMemorySaver(),
+                        counter=TokenCounter(lambda text: len(text.split())),
+                        perception=Perception(FakeCaptioner("a cat"), None))  # fmt: skip
+    config = {"configurable": {"thread_id": "r"}}
+    graph.invoke({"input": "u1"}, config)
+    turn_one = graph.get_state(config).values
+    graph.invoke({"input": "u2"}, config, context=TurnContext(attachments=[picture]))
+    for _ in range(2):
+        state = graph.invoke({"input": "u2"}, config, context=TurnContext(retry=True, attachments=[picture]))
+        assert state["trace"]["turn"] == 2 and state["observations"]
+        exchange = last_exchange(graph, "r")
+        assert exchange is not None and (exchange.turn, exchange.text, exchange.attachments) == (2, "u2", (picture,))
+        assert exchange.before["trace"]["turn"] == 1
+    take_out(graph, exchange)
+    values = graph.get_state(config).values
+    assert [m.text for m in values["messages"]] == ["u1", "R1"]
+    assert values["trace"] == turn_one["trace"] and values["trace"]["turn"] == 1
+    assert (values["attachments"], values["observations"]) == ([], [])
+
+
+def test_the_agents_undo_after_a_retry_explains_the_turn_before(settings: Settings) -> None:
+    agent = Agent(settings, model=replies("Hello Mira.", "Maria.", "Mira."))
+    agent.chat("Hi, I am Mira.", "t")
+    agent.chat("What is my name?", "t")
+    assert "".join(agent.retry("t")) == "Mira."
+    assert agent.undo("t").turn == 2
+    values = agent.graph.get_state({"configurable": {"thread_id": "t"}}).values
+    assert said(agent, "t") == [("human", "Hi, I am Mira."), ("ai", "Hello Mira.")]
+    assert values["trace"]["turn"] == 1 and values["turn_message_ids"] == [said_id(agent, "t", 0)]
