@@ -444,7 +444,8 @@ class ThreadImportError(AgentmmError):
 
 # The state a /save FILE.json keeps beside its messages, with the type each must have.
 _SAVED_VALUES: dict[str, type] = {"window_start": int, "summary": str, "summary_through": int, "base_prompt": str,
-                                  "started_at": str, "system_prompt": str}  # fmt: skip
+                                  "started_at": str, "system_prompt": str, "lore_timers": dict}  # fmt: skip
+_TYPE_NAMES: dict[type, str] = {int: "an integer", str: "a string", dict: "an object"}
 
 
 def read_saved_thread(path: Path) -> dict[str, Any]:
@@ -468,8 +469,8 @@ def imported_values(doc: Any, source: str) -> dict[str, Any]:
     """The state of a thread saved by the chat's ``/save FILE.json`` (``repl.transcript``), as
     ``threads import`` writes it; ``ThreadImportError`` (one line naming ``source``) for a file
     that is not one. Its messages (user, assistant with its tool calls, and the tool results
-    that answer them), its persona, and the rolling summary and window, so the next turn
-    composes as the thread did."""
+    that answer them), its persona, the rolling summary and window, and the lorebook's timers,
+    so the next turn composes as the thread did."""
     if not isinstance(doc, dict) or not isinstance(doc.get("messages"), list):
         raise ThreadImportError(f'{source}: not a thread saved by /save FILE.json (no "messages" list)')
     messages: list[AnyMessage] = []
@@ -492,7 +493,7 @@ def imported_values(doc: Any, source: str) -> dict[str, Any]:
     values: dict[str, Any] = {"messages": messages}
     for key, kind in _SAVED_VALUES.items():
         if key in doc and (type(doc[key]) is not kind):  # bool is no int here
-            raise ThreadImportError(f'{source}: "{key}" is not a{"n integer" if kind is int else " string"}')
+            raise ThreadImportError(f'{source}: "{key}" is not {_TYPE_NAMES[kind]}')
         if doc.get(key):
             values[key] = doc[key]
     persona = doc.get("persona")

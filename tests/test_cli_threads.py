@@ -94,6 +94,24 @@ def test_a_thread_that_called_tools_is_saved_and_imported_whole(isolated_env: Pa
     ]
 
 
+def test_the_lore_timers_are_saved_and_imported(isolated_env: Path, tmp_path: Path) -> None:
+    """/save FILE.json and threads import left out the lorebook's sticky and cooldown timers
+    (``lore_timers``): an imported thread started them all afresh."""
+    timers = {
+        "sticky": {"3f1c0a9e2b7d4c58": {"entry": "the ring", "start": 2, "end": 7, "protected": False}},
+        "cooldown": {"3f1c0a9e2b7d4c58": {"entry": "the ring", "start": 4, "end": 9, "protected": True}},
+    }
+    path = tmp_path / "timed.json"
+    save(path, transcript("abc", {**folded_thread(), "lore_timers": timers}, model="smollm2", user_name="User"))
+    assert json.loads(path.read_text())["lore_timers"] == timers
+    assert ok_json("threads", "import", str(path), "--thread", "timed", "--json")["messages"] == 4
+    saver = open_checkpointer(isolated_env / "data")
+    values = thread_values(saver, "timed")[0]
+    saver.conn.close()
+    assert values["lore_timers"] == timers
+    assert transcript("x", folded_thread(), model="m", user_name="U")["lore_timers"] == {}  # none running
+
+
 def test_a_file_saved_before_greeting_index_imports_its_greeting_as_the_first(tmp_path: Path) -> None:
     doc = transcript("abc", tool_thread(), model="smollm2", user_name="User")
     del doc["messages"][0]["greeting_index"]
@@ -126,6 +144,7 @@ def test_a_file_saved_before_greeting_index_imports_its_greeting_as_the_first(tm
             '{"messages": [' + EXCHANGE + '], "window_start": 3}',
             "do not fit its 2 messages",
         ),
+        ('{"messages": [' + EXCHANGE + '], "lore_timers": []}', '"lore_timers" is not an object'),
         (
             '{"messages": [' + EXCHANGE + '], "persona": "Nobody"}',
             "Nobody",

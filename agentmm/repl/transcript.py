@@ -66,6 +66,9 @@ def transcript(thread_id: str, values: dict[str, Any], *, model: str, user_name:
         "summary_through": values.get("summary_through", 0),
         "base_prompt": values.get("base_prompt", ""),
         "started_at": values.get("started_at", ""),
+        # The lorebook's sticky and cooldown timers (``personas.timed_effects``): without them an
+        # imported thread started every timer afresh.
+        "lore_timers": values.get("lore_timers") or {},
     }
 
 
