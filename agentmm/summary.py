@@ -22,11 +22,18 @@ MAX_TRANSCRIPT_CHARS = 12_000
 
 def transcript(messages: Sequence[BaseMessage], user_name: str, char_name: str) -> str:
     lines = []
-    for message in messages:
+    for message in said(messages):
         speaker = user_name if isinstance(message, HumanMessage) else char_name
         lines.append(f"{speaker}: {message.text}")
     text = "\n".join(lines)
     return text[-MAX_TRANSCRIPT_CHARS:]
+
+
+def said(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` without the lines a turn said to the user instead of a reply (marked
+    ``no_reply``: the model's answer was cut twice): they are no one's words in the story, and
+    folded in they became the character's ("Bo: (no reply: ...)")."""
+    return [m for m in messages if not m.response_metadata.get("no_reply")]
 
 
 SUMMARY_TOKENS = 200
@@ -52,7 +59,7 @@ def fold_into_summary(
     max_tokens: int = SUMMARY_TOKENS,
 ) -> str:
     """The new summary: ``previous`` with ``folded`` merged in (``previous`` if none fold)."""
-    if not folded:
+    if not said(folded):  # none, or only lines to the user: nothing to tell
         return previous
     # The length is said as words (about 3 of 4 tokens are words in English): told nothing, a
     # small model wrote past max_tokens and the summary ended "...the girl you're referring".

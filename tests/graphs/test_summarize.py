@@ -219,3 +219,29 @@ def test_threads_show_gives_the_rolling_summary() -> None:
     state, _ = turns_until_fold(graph, model)
     shown = thread_dict(graph.checkpointer, "t")  # type: ignore[arg-type]
     assert shown["summary"] == "Ada likes boats." and shown["summary_through"] == state["window_start"] > 0
+
+
+def test_a_no_reply_line_is_not_folded_into_the_summary_as_the_characters_words() -> None:
+    """A reply that was cut twice becomes ``NO_REPLY``'s bracketed line to the user (marked
+    ``no_reply``): the summary node folded it in as the character's words ("Bo: (no reply: ...")."""
+    from langchain_core.messages import HumanMessage
+
+    from agentmm.graphs.chat import COPIED_MEMORY, NO_REPLY, _no_reply
+    from agentmm.summary import fold_into_summary
+
+    seen: list[list[BaseMessage]] = []
+
+    class Seen(FakeListChatModel):
+        def _generate(self, messages: list[BaseMessage], *args: Any, **kwargs: Any) -> ChatResult:
+            seen.append(messages)
+            return super()._generate(messages, *args, **kwargs)
+
+    model = Seen(responses=["Ada keeps bees.", "never asked"])
+    cut = _no_reply(AIMessage(""), COPIED_MEMORY)
+    folded = [HumanMessage("I keep bees."), cut, HumanMessage("Honey?"), AIMessage("Lots of it.")]
+    assert fold_into_summary(model, "", folded, user_name="Ada", char_name="Bo") == "Ada keeps bees."
+    asked = seen[0][-1].text
+    assert "Ada: I keep bees.\nAda: Honey?\nBo: Lots of it." in asked and NO_REPLY[COPIED_MEMORY] not in asked
+    # Nothing but such lines to fold: the summary stays as it was, and the model is not asked.
+    assert fold_into_summary(model, "Ada keeps bees.", [cut], user_name="Ada", char_name="Bo") == "Ada keeps bees."
+    assert len(seen) == 1
