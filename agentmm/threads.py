@@ -356,7 +356,14 @@ def thread_exists(saver: BaseCheckpointSaver, thread_id: str) -> bool:
 
 
 def thread_ids(saver: BaseCheckpointSaver) -> list[str]:
-    """Every thread id in the saver, most recently updated first."""
+    """Every thread id, most recently changed first: ``threads list``'s order (the REPL's Tab
+    completion of thread ids read them by their newest checkpoint, which a rolled-back turn
+    moves, and so disagreed with it)."""
+    return [thread.thread_id for thread in list_threads(saver)]
+
+
+def _newest_checkpoint_first(saver: BaseCheckpointSaver) -> list[str]:
+    """Every thread id in the saver, the one with the newest checkpoint first."""
     newest_first = (
         "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC"
     )
@@ -413,7 +420,7 @@ def thread_dict(saver: BaseCheckpointSaver, thread_id: str) -> dict[str, Any]:
 def list_threads(saver: BaseCheckpointSaver) -> list[ThreadSummary]:
     """Every thread, most recently changed first (a rolled-back turn is no change)."""
     found = []
-    for tid in thread_ids(saver):
+    for tid in _newest_checkpoint_first(saver):
         try:
             found.append(summarize_thread(saver, tid))
         except ThreadNotFoundError:

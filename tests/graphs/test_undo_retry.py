@@ -584,6 +584,26 @@ def test_a_failed_turn_moves_neither_the_threads_updated_at_nor_its_place_in_the
     assert list_threads(agent.checkpointer) == listed
 
 
+def test_thread_ids_are_in_the_order_of_threads_list(settings: Settings) -> None:
+    """``thread_ids`` (the REPL's Tab completion of thread ids) ordered threads by their newest
+    checkpoint, which a failed turn's rollback writes: the thread came first there, not in
+    ``threads list``."""
+    import time
+
+    from agentmm.threads import list_threads, thread_ids
+
+    model = replies("R1", "R2")
+    agent = Agent(settings, model=model)
+    agent.chat("Hi, I am Mira.", "older")
+    time.sleep(1.1)  # updated_at is kept to the second
+    agent.chat("Hi, I am Ada.", "newer")
+    model.fail_next = True
+    with pytest.raises(RuntimeError, match="fell over"):
+        agent.chat("I like tea", "older")
+    assert thread_ids(agent.checkpointer) == [t.thread_id for t in list_threads(agent.checkpointer)]
+    assert thread_ids(agent.checkpointer) == ["newer", "older"]
+
+
 def test_a_turn_cut_off_and_rolled_back_when_read_keeps_the_threads_updated_at(tmp_path: Path) -> None:
     """A raw graph's run that fails leaves its message unanswered, as a dead process's turn
     does: reading the thread rolls it back (``roll_back_dead_turn``), and its updated_at was
