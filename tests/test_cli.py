@@ -29,13 +29,14 @@ def agentmm(
     )  # fmt: skip
 
 
-def ok_json(*args: str, env: dict[str, str] | None = None) -> Any:
-    done = agentmm(*args, env=env)
+Run = Callable[..., subprocess.CompletedProcess[str]]  # agentmm, or conftest's agentmm_here
+
+
+def ok_json(*args: str, env: dict[str, str] | None = None, via: Run | None = None) -> Any:
+    """The command's --json object; ``via`` runs it (conftest's ``agentmm_here``: in this process)."""
+    done = (via or agentmm)(*args, env=env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
-
-
-Run = Callable[..., subprocess.CompletedProcess[str]]  # agentmm, or conftest's agentmm_here
 
 
 def assert_one_line_error(done: subprocess.CompletedProcess[str], needle: str) -> None:
@@ -180,41 +181,45 @@ def test_text_that_is_not_utf8_is_one_line(isolated_env: Path) -> None:
 
 
 @pytest.mark.slow
-def test_brackets_and_escapes_in_messages_are_shown_as_written(isolated_env: Path) -> None:
+def test_brackets_and_escapes_in_messages_are_shown_as_written(isolated_env: Path, agentmm_here: Run) -> None:
     """'[/i]' crashed threads list and memory list (rich markup); '[ooc]' and 'list[int]' vanished."""
     said = "I wrote list[int] in [bold]Python[/bold] [/i] [ooc] \x1b[31mred"
     memory = {"AGENTMM_MEMORY": "true", "COLUMNS": "300"}
-    turn = ok_json("chat", "-m", said, "--json", "--max-tokens", "3", env=memory)
-    listed = agentmm("threads", "list", env={"COLUMNS": "300"})
+    turn = ok_json("chat", "-m", said, "--json", "--max-tokens", "3", env=memory, via=agentmm_here)
+    listed = agentmm_here("threads", "list", env={"COLUMNS": "300"})
     assert listed.returncode == 0, listed.stderr
     assert "list[int] in [bold]Python[/bold] [/i] [ooc]" in listed.stdout and "\x1b[31m" not in listed.stdout
-    shown = agentmm("threads", "show", turn["thread_id"])
+    shown = agentmm_here("threads", "show", turn["thread_id"])
     assert "[/i] [ooc] red" in shown.stdout and "\x1b" not in shown.stdout
-    remembered = agentmm("memory", "list", env=memory)
+    remembered = agentmm_here("memory", "list", env=memory)
     assert remembered.returncode == 0 and "[/i] [ooc]" in remembered.stdout, remembered.stderr
-    found = agentmm("memory", "search", "Python list", env=memory)
+    found = agentmm_here("memory", "search", "Python list", env=memory)
     assert found.returncode == 0 and "[/i]" in found.stdout, found.stderr  # the text column was empty
 
 
 @pytest.mark.slow
-def test_options_for_a_new_thread_are_refused_where_they_would_be_ignored(isolated_env: Path) -> None:
-    thread = ok_json("chat", "-m", "hi", "--json", "--max-tokens", "2")["thread_id"]
-    assert_one_line_error(agentmm("chat", "--greeting", "1", "-m", "hi"), "--greeting picks a persona's greeting")
-    assert_one_line_error(agentmm("chat", "-t", thread, "-p", "Nora Quill", "--greeting", "1", "-m", "hi"),
+def test_options_for_a_new_thread_are_refused_where_they_would_be_ignored(
+    isolated_env: Path, agentmm_here: Run
+) -> None:
+    thread = ok_json("chat", "-m", "hi", "--json", "--max-tokens", "2", via=agentmm_here)["thread_id"]
+    assert_one_line_error(agentmm_here("chat", "--greeting", "1", "-m", "hi"), "--greeting picks a persona's greeting")
+    assert_one_line_error(agentmm_here("chat", "-t", thread, "-p", "Nora Quill", "--greeting", "1", "-m", "hi"),
                           f"thread {thread} has begun")  # fmt: skip
-    assert_one_line_error(agentmm("chat", "-t", thread, "--system", "Be brief.", "-m", "hi"), "keeps its own")
-    ok_json("chat", "-p", "Nora Quill", "--greeting", "1", "-m", "hi", "--json", "--max-tokens", "2")
+    assert_one_line_error(agentmm_here("chat", "-t", thread, "--system", "Be brief.", "-m", "hi"), "keeps its own")
+    ok_json("chat", "-p", "Nora Quill", "--greeting", "1", "-m", "hi", "--json", "--max-tokens", "2", via=agentmm_here)
 
 
 @pytest.mark.slow
-def test_a_thread_whose_persona_was_removed_says_so(isolated_env: Path) -> None:
+def test_a_thread_whose_persona_was_removed_says_so(isolated_env: Path, agentmm_here: Run) -> None:
     card = isolated_env / "personas" / "wren.toml"
     card.parent.mkdir(exist_ok=True)
     card.write_text('name = "Wren"\ndescription = "A wren."\n')
-    thread = ok_json("chat", "-p", "Wren", "-m", "hi", "--json", "--max-tokens", "2")["thread_id"]
+    thread = ok_json("chat", "-p", "Wren", "-m", "hi", "--json", "--max-tokens", "2", via=agentmm_here)["thread_id"]
     card.unlink()
-    assert_one_line_error(agentmm("chat", "-t", thread, "-m", "hi"), "this thread plays 'Wren', which is no longer")
-    ok_json("chat", "-t", thread, "-p", "Nora Quill", "-m", "hi", "--json", "--max-tokens", "2")
+    assert_one_line_error(
+        agentmm_here("chat", "-t", thread, "-m", "hi"), "this thread plays 'Wren', which is no longer"
+    )
+    ok_json("chat", "-t", thread, "-p", "Nora Quill", "-m", "hi", "--json", "--max-tokens", "2", via=agentmm_here)
 
 
 def test_a_config_file_named_with_a_flag_must_exist(isolated_env: Path) -> None:
