@@ -274,3 +274,20 @@ def test_vocab_arrays_llama_cpp_reads_raw_are_checked(
     else:
         with pytest.raises(CorruptModelError, match=r"tokenizer\.ggml"):
             read_gguf(model_file)
+
+
+def test_a_vocabulary_cut_anywhere_or_with_a_huge_string_is_one_typed_line(model_file: Path) -> None:
+    """The vocabulary's strings are stepped over unread (a chat start read them all, three times);
+    a cut inside them, or a string claiming more bytes than the file, is still a typed error."""
+    tokens = [f"tok{i}" for i in range(300)]
+    whole = header([("general.architecture", STRING, ARCH), ("tokenizer.ggml.tokens", ARRAY, (STRING, tokens))])
+    model_file.write_bytes(whole)
+    assert read_gguf(model_file).metadata["general.architecture"] == ARCH
+    start = whole.index(b"tok0") - 8
+    for cut in (start + 3, start + 9, len(whole) // 2 + 5, len(whole) - 1):
+        model_file.write_bytes(whole[:cut])
+        with pytest.raises(CorruptModelError, match="truncated"):
+            read_gguf(model_file)
+    model_file.write_bytes(whole[:start] + struct.pack("<Q", 2**62) + whole[start + 8 :])
+    with pytest.raises(CorruptModelError, match="damaged"):
+        read_gguf(model_file)
