@@ -119,13 +119,24 @@ def _wants_json(args: list[str]) -> bool:
                 # not take comes back whole, its subcommand first: TyperGroup's own keeps that
                 # name only in the context's private _protected_args.
                 rest = super(TyperGroup, command).parse_args(ctx, rest)
+            if _asks_help(ctx):
+                return False
             name, command, rest = command.resolve_command(ctx, rest)
             if command is None:
                 return False
             parent = ctx
-        return bool(command.make_context(name, rest, parent=parent, resilient_parsing=True).params.get("as_json"))
+        ctx = command.make_context(name, rest, parent=parent, resilient_parsing=True)
+        return bool(ctx.params.get("as_json")) and not _asks_help(ctx)
     except Exception:  # a line click cannot read: the run says why on stderr, and stdout stays empty
         return True
+
+
+def _asks_help(ctx: Any) -> bool:
+    """Whether ``--help`` was given to the command ``ctx`` parsed: it prints the help and exits,
+    running nothing, so it prints on stdout, ``--json`` or not (held back for the object, the
+    help of ``chat --help --json`` went to stderr). Read by name: typer runs its own copy of
+    click (``typer._click``), whose ``ParameterSource`` is not click's."""
+    return getattr(ctx.get_parameter_source("help"), "name", None) == "COMMANDLINE"
 
 
 # --------------------------------------------------------------------------- chat

@@ -109,6 +109,11 @@ main()
         (["threads", "--json", "list"], True),  # the flag on the group
         (["threads", "nosuch", "--json"], False),
         (["chat", "-m", "hi", "--", "--json"], False),
+        # --help prints the help and runs nothing: on stdout, as without --json.
+        (["chat", "--help", "--json"], False),
+        (["chat", "-m", "hi", "--json", "--help"], False),
+        (["--data-dir", "d", "threads", "list", "--help", "--json"], False),
+        (["chat", "-m", "--help", "--json"], True),  # "--help" is -m's value: a turn, in JSON
     ],
 )
 def test_json_is_wanted_where_click_reads_it_as_the_flag(args: list[str], wanted: bool) -> None:
@@ -127,6 +132,17 @@ def test_a_refused_json_command_leaves_stdout_empty(isolated_env: Path, args: li
     done = agentmm(*args)
     assert done.returncode != 0 and done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.strip()
+
+
+@pytest.mark.parametrize("args", [["chat", "--help", "--json"], ["threads", "show", "--json", "--help"]])
+def test_help_with_json_prints_the_help_on_stdout(isolated_env: Path, args: list[str]) -> None:
+    """stdout was held back for the JSON object, so ``chat --help --json`` printed its help on
+    stderr and nothing on stdout."""
+    from tests.test_cli import agentmm
+
+    done = agentmm(*args)
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.lstrip().startswith("Usage: ") and "--json" in done.stdout
 
 
 def test_a_value_that_starts_with_dashes_is_the_options_value(isolated_env: Path) -> None:
