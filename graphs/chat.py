@@ -492,11 +492,16 @@ class Composer:
         persona = self.personas().get(name)
         window = state["messages"][state.get("window_start", 0) :]
         # Lore scans "Name: message", as SillyTavern with "Include Names" (its default): a key
-        # that is the character's or the user's name fires.
+        # that is the character's or the user's name fires. A no-reply line is no one's words
+        # (``_no_reply``): scanned as an empty reply, as the prompt has it.
         names = {"human": context.user_name, "ai": persona.display_name}
+        said = ["" if m.response_metadata.get("no_reply") else m.text for m in window]
         return persona_turn_parts(
             persona,
-            [f"{names[m.type]}: {m.text}" if m.type in names and m.text else m.text for m in window],
+            [
+                f"{names[m.type]}: {text}" if m.type in names and text else text
+                for m, text in zip(window, said, strict=True)
+            ],
             self.counter,
             user_name=context.user_name,
             seed=thread_seed(config),

@@ -230,6 +230,26 @@ def test_a_lore_key_with_a_macro_fires_on_this_chats_names(registry: PersonaRegi
     assert "Ada once rowed Tamsin home in a storm." in state["messages"][-2].additional_kwargs["agentmm_context"]
 
 
+def test_a_no_reply_line_fires_no_lore(registry: PersonaRegistry) -> None:
+    """The bracketed line a turn says when the model gave no reply twice (``NO_REPLY``, marked
+    ``no_reply``) is no one's words: lore scanned it as the character's ("... or retry")."""
+    from agentmm.graphs.chat import _no_reply
+
+    folder = registry.user_dir
+    assert folder is not None
+    (folder / "tamsin.toml").write_text(CARD + '\n[[lorebook.entries]]\nname = "Retry"\nkeys = ["retry"]\n'
+                                        'content = "Tamsin never tries twice."\n')  # fmt: skip
+    registry.reload()
+    graph = build_graph(Settings(), model=Recording(responses=["Aye.", "Hm."], seen=[]), checkpointer=InMemorySaver(),
+                        counter=WORDS, personas=registry)  # fmt: skip
+    state = run(graph, "Hello there.", persona="Tamsin")
+    cut = _no_reply(AIMessage(""), COPIED_MEMORY).model_copy(update={"id": state["messages"][-1].id})
+    graph.update_state({"configurable": {"thread_id": "t"}}, {"messages": [cut]})
+    assert "retry" in graph.get_state({"configurable": {"thread_id": "t"}}).values["messages"][-1].text
+    state = run(graph, "Is it windy?")
+    assert "Retry" not in [entry["entry"] for entry in state["trace"].get("lore", [])]
+
+
 class HonorsStops(FakeListChatModel):
     """Ends its reply where a stop string starts, as llama.cpp does."""
 
