@@ -79,9 +79,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChatSession]:
         ChromaStore.from_path(base / "store", index={"dims": 16, "embed": embeddings, "fields": ["text"]}) as store,
     ):
         agent = make_agent(base, ["Hello there.", "Again."], store=store)
-        chat = ChatSession(agent, RecordingTerminal(), persona_model=persona_model)
-        chat.handle("Hi, I am Ada.")
-        yield chat
+        with agent:  # closed before its store: left open, the process ended in asyncio's teardown errors
+            chat = ChatSession(agent, RecordingTerminal(), persona_model=persona_model)
+            chat.handle("Hi, I am Ada.")
+            yield chat
 
 
 # /model with a shipped name really loads it (fine, but slow); every other name is an error line.

@@ -54,9 +54,32 @@ class ScriptedTerminal(Terminal):
         return self.err.file.getvalue()  # type: ignore[attr-defined]
 
 
+_AGENTS: list[Agent] = []  # made by this module's tests: closed after each (close_agents)
+
+
 def make_agent(tmp_path: Path, replies: list[str], store: Any = None, **settings: Any) -> Agent:
+    """An Agent over a fake chat model; one made by a test here is closed after it, one made
+    elsewhere (a module fixture) is its maker's to close."""
     chosen = load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=128, **settings)
-    return Agent(chosen, model=FakeListChatModel(responses=replies), store=store)
+    return _closed_after_the_test(Agent(chosen, model=FakeListChatModel(responses=replies), store=store))
+
+
+def _closed_after_the_test(agent: Agent) -> Agent:
+    _AGENTS.append(agent)
+    return agent
+
+
+@pytest.fixture(autouse=True)
+def close_agents() -> Iterator[None]:
+    """Close the agents a test made. Left open, each kept its turn loop's thread and the async
+    SQLite saver open on it (``TurnLoop``) until the process exited, where the interpreter's
+    teardown collected their async generators on loops it had stopped: the run then ended in
+    "Task was destroyed but it is pending!" and "aclose(): asynchronous generator is already
+    running" lines (the CLI's chat closes its Agent: ``with Agent(settings)``)."""
+    _AGENTS.clear()  # another module's (its fixture closes them)
+    yield
+    while _AGENTS:
+        _AGENTS.pop().close()
 
 
 def chat(agent: Agent, lines: list[str], thread: str | None = None, persona: str | None = None) -> ScriptedTerminal:
@@ -356,7 +379,9 @@ def test_persona_switch_follows_its_own_model_unless_the_user_chose_one(tmp_path
     assert "playing: none" in term.stdout  # the persona whose model cannot load is not played
     assert "playing Nora Quill" in term.stderr and "model smollm2 ·" in term.stdout  # no model of its own
 
-    chosen = Agent(load_settings(data_dir=tmp_path / "data", model="smollm2"), model=FakeListChatModel(responses=["x"]))
+    chosen = _closed_after_the_test(
+        Agent(load_settings(data_dir=tmp_path / "data", model="smollm2"), model=FakeListChatModel(responses=["x"]))
+    )
     term = chat(chosen, ["/persona mo", "/persona"])
     assert "agentmm: error" not in term.stderr and "playing: Model Mo" in term.stdout
 
@@ -504,8 +529,8 @@ def test_a_tool_call_denied_is_said_in_one_line(tmp_path: Path, capsys: pytest.C
     from tests.graphs.scripted_model import ScriptedToolModel, call
 
     model = ScriptedToolModel(script=[call("roll_dice", notation="d6"), AIMessage("Rolled.")])
-    agent = Agent(load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=16), model=model,
-                  tools=[roll_dice], approve_tools=["roll_dice"])  # fmt: skip
+    agent = _closed_after_the_test(Agent(load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=16),
+                                         model=model, tools=[roll_dice], approve_tools=["roll_dice"]))  # fmt: skip
     term = ScriptedTerminal(["roll"])
     term.asks = False  # the chat reads a script
     ChatSession(agent, term, persona_model=persona_model).run()
