@@ -518,9 +518,14 @@ def imported_values(doc: Any, source: str) -> dict[str, Any]:
 
 
 def _assistant_message(row: dict[str, Any], where: str) -> AIMessage:
-    """A saved reply: its text, whether it was stopped, which greeting it was (a file saved
-    before ``greeting_index`` says only that it was one: greeting 0), and its tool calls."""
+    """A saved reply: its text, whether it was stopped, whether it was a line said for no reply
+    (``no_reply``: kept out of prompts, memory and the summary), which greeting it was (a file
+    saved before ``greeting_index`` says only that it was one: greeting 0), and its tool calls."""
     meta: dict[str, Any] = {"interrupted": True} if row.get("interrupted") is True else {}
+    if (why := row.get("no_reply")) is not None:  # a line said for no reply: no one's words
+        if not isinstance(why, str) or not why:
+            raise ThreadImportError(f'{where}: "no_reply" is not a reason')
+        meta["no_reply"] = why
     if row.get("greeting") is True:
         index = row.get("greeting_index", 0)
         if type(index) is not int or index < 0:

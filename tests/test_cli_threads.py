@@ -14,7 +14,14 @@ from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from agentmm.graphs.chat import build_graph
 from agentmm.repl.transcript import save, transcript
 from agentmm.settings import load_settings
-from agentmm.threads import import_thread, imported_values, open_checkpointer, thread_exists, thread_values
+from agentmm.threads import (
+    import_thread,
+    imported_values,
+    open_checkpointer,
+    read_saved_thread,
+    thread_exists,
+    thread_values,
+)
 from tests.test_cli import agentmm, assert_one_line_error, ok_json
 
 EXCHANGE = '{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}'
@@ -112,6 +119,20 @@ def test_the_lore_timers_are_saved_and_imported(isolated_env: Path, tmp_path: Pa
     assert transcript("x", folded_thread(), model="m", user_name="U")["lore_timers"] == {}  # none running
 
 
+def test_a_no_reply_line_is_saved_and_imported_as_one(tmp_path: Path) -> None:
+    """/save FILE.json kept no ``no_reply`` mark: imported, the line said when the model gave no
+    reply twice was an ordinary reply, the character's words in later prompts and summaries."""
+    from agentmm.graphs.chat import COPIED_MEMORY, NO_REPLY, _no_reply
+
+    thread = {"messages": [HumanMessage("Hi."), _no_reply(AIMessage(""), COPIED_MEMORY)]}
+    path = tmp_path / "cut.json"
+    save(path, transcript("abc", thread, model="smollm2", user_name="User"))
+    row = json.loads(path.read_text())["messages"][1]
+    assert (row["content"], row["no_reply"]) == (NO_REPLY[COPIED_MEMORY], COPIED_MEMORY)
+    imported = read_saved_thread(path)["messages"][1]
+    assert (imported.text, imported.response_metadata) == (NO_REPLY[COPIED_MEMORY], {"no_reply": COPIED_MEMORY})
+
+
 def test_a_file_saved_before_greeting_index_imports_its_greeting_as_the_first(tmp_path: Path) -> None:
     doc = transcript("abc", tool_thread(), model="smollm2", user_name="User")
     del doc["messages"][0]["greeting_index"]
@@ -145,6 +166,10 @@ def test_a_file_saved_before_greeting_index_imports_its_greeting_as_the_first(tm
             "do not fit its 2 messages",
         ),
         ('{"messages": [' + EXCHANGE + '], "lore_timers": []}', '"lore_timers" is not an object'),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "no_reply": 1}]}',
+            '"no_reply" is not a reason',
+        ),
         (
             '{"messages": [' + EXCHANGE + '], "persona": "Nobody"}',
             "Nobody",

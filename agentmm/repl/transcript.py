@@ -25,14 +25,17 @@ class TranscriptError(AgentmmError):
 
 def message_rows(messages: list[Any]) -> list[dict[str, Any]]:
     """Each message as ``threads show --json`` gives it, plus what ``threads import`` needs to
-    make it again: which greeting opened the thread, a reply's tool calls (and calls that did
-    not parse), and a tool result's call id, tool name and error status."""
+    make it again: which greeting opened the thread, a line said for no reply (``no_reply``: an
+    import without it made the line the character's words), a reply's tool calls (and calls
+    that did not parse), and a tool result's call id, tool name and error status."""
     rows = []
     for m in messages:
         role = {"human": "user", "ai": "assistant"}.get(m.type, m.type)
         row: dict[str, Any] = {"role": role, "content": m.text}
         if m.response_metadata.get("interrupted"):
             row["interrupted"] = True
+        if m.response_metadata.get("no_reply"):  # a line to the user, not the character's words
+            row["no_reply"] = m.response_metadata["no_reply"]
         if "greeting" in m.response_metadata:
             row["greeting"] = True
             row["greeting_index"] = m.response_metadata["greeting"]
