@@ -556,6 +556,37 @@ def threads_import(
         sys.stdout.write(f"imported {len(values['messages'])} messages as thread {thread_id}\n")
 
 
+@threads_app.command("export")
+def threads_export(
+    thread_id: str,
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="FILE.json (what threads import reads) or FILE.md.")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Write a thread as a chat's /save does: FILE.json or FILE.md (no -o: the JSON on stdout)."""
+    from agentmm.repl.transcript import format_of, save, transcript
+    from agentmm.threads import thread_values
+
+    if output is not None:
+        format_of(output)  # a wrong extension is told before the thread is read
+    elif as_json:
+        raise AgentmmError("--json reports the file written: give -o FILE.json or -o FILE.md")
+    settings = _settings()
+    values, _ = thread_values(_checkpointer(), thread_id)
+    if not values.get("messages"):
+        raise AgentmmError(f"nothing to export: thread {thread_id!r} is empty")
+    doc = transcript(thread_id, values, model=settings.model, user_name=settings.user_name)
+    if output is None:  # the same JSON /save writes, for a pipe or a redirect
+        sys.stdout.write(json.dumps(doc, ensure_ascii=False, indent=2) + "\n")
+        return
+    fmt = save(output, doc)
+    if as_json:
+        _print_json({"thread_id": thread_id, "path": str(output), "format": fmt, "messages": len(doc["messages"])})
+    else:
+        sys.stdout.write(f"saved {len(doc['messages'])} messages to {shown_path(output)} ({fmt})\n")
+
+
 # --------------------------------------------------------------------------- models, config, doctor
 
 
