@@ -18,6 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
+from typer.core import TyperGroup
 
 from agentmm.console_text import one_line, plain, printable, shown_path
 from agentmm.errors import AgentmmError
@@ -26,7 +27,51 @@ if TYPE_CHECKING:
     from agentmm.graphs.agent import Agent
     from agentmm.settings import Settings
 
+
+class UsageLineError(AgentmmError):
+    """A command line click cannot read (an unknown command or option, a missing argument, a
+    value of the wrong type): one line and exit 2, as the project's other user errors are,
+    where typer drew a box of four or five lines."""
+
+
+class _OneLineUsageErrors(TyperGroup):
+    """The top command group, whose parse and whose subcommands' parses (inside ``invoke``)
+    raise ``UsageLineError`` for click's usage errors, which ``main`` prints as one line.
+    The error is matched by name: typer runs its own copy of click (``typer._click``)."""
+
+    def make_context(self, *args: Any, **kwargs: Any) -> Any:
+        with _usage_line():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx: Any) -> Any:
+        with _usage_line():
+            return super().invoke(ctx)
+
+
+@contextmanager
+def _usage_line() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        names = {c.__name__ for c in type(exc).__mro__}
+        if "UsageError" not in names or "NoArgsIsHelpError" in names:  # no arguments: the help, as before
+            raise
+        ctx = getattr(exc, "ctx", None)
+        command = " ".join(["agentmm", *_command_names(ctx)[1:]])
+        raise UsageLineError(f"{' '.join(exc.format_message().split())} (see {command} --help)") from None
+
+
+def _command_names(ctx: Any) -> list[str]:
+    """The words of the command ``ctx`` parses, the program's first (whatever it ran as)."""
+    names: list[str] = []
+    while ctx is not None:
+        names.insert(0, ctx.info_name or "")
+        ctx = ctx.parent
+    return names or ["agentmm"]
+
+
 app = typer.Typer(
+    cls=_OneLineUsageErrors,
     name="agentmm",
     help="Role-play and chat with a local multimodal LLM. Offline by default, every reply explained.",
     no_args_is_help=True,
