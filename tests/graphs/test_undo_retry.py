@@ -486,6 +486,32 @@ def test_a_raw_graphs_retry_with_an_empty_input_answers_the_last_message_again()
         graph.invoke({"input": ""}, config)
 
 
+def test_a_raw_graphs_empty_message_in_messages_is_taken_out_and_a_retry_of_it_answers_again() -> None:
+    """An empty message sent as ``messages`` was refused but stayed in the thread (an empty user
+    message for later prompts), and one sent with retry (agent-chat-ui sends its input box as it
+    is) was refused too, adding another: it goes, as a refused picture does, and with retry the
+    last message is answered again, as ``{"input": ""}`` with retry is. An answered message sent
+    again under its id was 'the message is empty': it says the message was answered."""
+    from agentmm.errors import EmptyInputError
+
+    model = replies("R1", "R2", "R3")
+    graph = build_graph(Settings(memory=False), model=model, checkpointer=InMemorySaver(),
+                        counter=TokenCounter(lambda text: len(text.split())))  # fmt: skip
+    config = {"configurable": {"thread_id": "empty-messages"}}
+    graph.invoke({"messages": [{"role": "user", "content": "u1", "id": "m1"}]}, config)
+    with pytest.raises(EmptyInputError, match="empty"):
+        graph.invoke({"messages": [{"role": "user", "content": ""}]}, config)
+    assert [m.text for m in graph.get_state(config).values["messages"]] == ["u1", "R1"]
+    for given, reply in (("", "R2"), (" \n ", "R3")):
+        state = graph.invoke({"messages": [{"role": "user", "content": given}]}, config,
+                             context=TurnContext(retry=True))  # fmt: skip
+        assert [(m.type, m.text) for m in state["messages"]] == [("human", "u1"), ("ai", reply)]
+        assert state["trace"]["turn"] == 1
+    with pytest.raises(EmptyInputError, match="message m1 was already answered; send retry"):
+        graph.invoke({"messages": [{"role": "user", "content": "u1", "id": "m1"}]}, config)
+    assert [m.text for m in graph.get_state(config).values["messages"]] == ["u1", "R3"]
+
+
 def test_a_raw_graphs_retry_after_two_failed_runs_answers_both_messages_in_order() -> None:
     """Two failed runs (u2, then u3) leave one unanswered message, u2 and u3 joined: a retry
     that sent u3 again took that whole message out and answered u3 alone, and u2 was lost; a
