@@ -100,11 +100,13 @@ class ChatSession:
         self.terminal.info(f"[thread {self.thread_id}]")
 
     def handle(self, line: str) -> bool:
-        """Act on one line; False when the session should end."""
-        if not line.strip():
+        """Act on one line; False when the session should end. An empty line sends what is
+        attached, alone (a voice note sent with no typed text is the message); with nothing
+        attached it does nothing."""
+        if not line.strip() and not self.attachments:
             return True
         try:
-            parsed = parse(line)
+            parsed = parse(line) if line.strip() else ""
         except UnknownCommand as exc:
             self.terminal.error(str(exc))
             return True

@@ -495,6 +495,25 @@ def test_ctrl_c_while_a_voice_note_is_transcribed_stops_the_turn_and_keeps_nothi
     assert session.attachments == []
 
 
+def test_enter_on_an_empty_line_sends_what_is_attached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A voice note could not be sent alone: Enter on an empty line did nothing, whatever was
+    attached. It sends the attachments as the message; with none, an empty line is still nothing."""
+    import agentmm.tools.perception as perception
+    from tests.tools.media_files import write_wav
+
+    def transcriber(settings: Any = None, runtime: Any = None) -> Any:
+        return lambda path, stop=None: ("meet me at noon", "en", "fake-asr")
+
+    monkeypatch.setattr(perception, "default_transcriber", transcriber)
+    agent = make_agent(tmp_path, ["Noon it is."])
+    voice = write_wav(tmp_path / "v.wav")
+    term = chat(agent, ["", f"/audio {voice}", "  "])
+    assert "Noon it is." in term.stdout
+    assert "[you said (v.wav): meet me at noon]" in term.stderr
+    assert messages(agent, thread_of(term))[-1] == ("ai", "Noon it is.")
+    assert len(messages(agent, thread_of(term))) == 2
+
+
 def test_a_wav_cut_short_is_said_in_the_chat_and_in_why(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
