@@ -379,6 +379,19 @@ def _show_tool_calls(calls: list[dict[str, Any]]) -> None:
 
 
 @contextmanager
+def _interrupted_says(what: str) -> Iterator[None]:
+    """Ctrl-C in a long command (an import, an index, an eval) says in one line what it left,
+    then exits 130 as before: it ended without a word, so one could not tell a stopped import
+    from a finished one, or whether anything was written."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        with suppress(OSError, ValueError):
+            sys.stderr.write(f"agentmm: interrupted: {what}\n")
+        raise
+
+
+@contextmanager
 def _cancel_on_ctrl_c(cancel: Callable[[], None]) -> Iterator[None]:
     """First Ctrl-C stops the reply (kept, marked interrupted); a second one aborts."""
     pressed = False
@@ -1077,7 +1090,10 @@ def memory_import(file: Path, as_json: JsonFlag = False) -> None:
     from agentmm.memory.manage import import_jsonl
 
     with _memory_store() as store:
-        count = import_jsonl(store, file)
+        whole = getattr(store, "all_or_nothing", None) is not None  # the embedded store takes a cut-off import back
+        said = "nothing was imported" if whole else "part may be imported: this memory store cannot take it back"
+        with _interrupted_says(said):
+            count = import_jsonl(store, file)
     if as_json:
         _print_json({"imported": count, "file": str(file)})
     else:
@@ -1138,7 +1154,8 @@ def eval_memory(
         raise typer.BadParameter("--k, --retrieval and --budget-tokens go with recall scoring, not with --answer")
     if answer:
         settings = _using_cache(_settings(memory_rounds=rounds, model=model))
-        report = _run_answers(file, settings, limit, answers, fresh, judge, show_progress=not as_json)
+        with _interrupted_says("the answers given so far are kept; the same command goes on from them"):
+            report = _run_answers(file, settings, limit, answers, fresh, judge, show_progress=not as_json)
         _json_unless_unscored(
             report, as_json, f"nothing to answer in {file.name}: it has no question of categories 1-4"
         )
@@ -1149,7 +1166,8 @@ def eval_memory(
     retrieval = "hybrid" if retrieval is None else retrieval
     if retrieval not in ("hybrid", "dense"):
         raise typer.BadParameter("--retrieval is hybrid or dense")
-    report = _run_eval(file, ks, retrieval, budget_tokens, rounds, show_progress=not as_json)
+    with _interrupted_says("no report"):
+        report = _run_eval(file, ks, retrieval, budget_tokens, rounds, show_progress=not as_json)
     _json_unless_unscored(report, as_json, f"nothing to score in {file.name}: no question of categories 1-4 "
                                            "has evidence naming a turn of its conversation")  # fmt: skip
     if as_json:
@@ -1273,7 +1291,8 @@ def eval_persona(
     if not seed_list:
         raise typer.BadParameter("--seeds needs at least one seed")
     settings = _using_cache(_settings(model=model, max_tokens=max_tokens, temperature=temperature))
-    report = _run_persona_eval(settings, persona or [], seed_list, judge, show_progress=not as_json)
+    with _interrupted_says("no report"):
+        report = _run_persona_eval(settings, persona or [], seed_list, judge, show_progress=not as_json)
     if as_json:
         _print_json(report)
         return
@@ -1464,7 +1483,8 @@ def images_index(directory: Path, as_json: JsonFlag = False) -> None:
     from agentmm.tools.clip_search import default_image_index
 
     settings = _settings()
-    with _clip_errors(settings):
+    kept = f"the images indexed so far are kept; agentmm images index {shown_path(directory)} goes on"
+    with _clip_errors(settings), _interrupted_says(kept):
         index = default_image_index(settings)
         if as_json or not sys.stderr.isatty():  # a bar only where someone watches; stdout stays the report
             report = index.index_dir(directory)
