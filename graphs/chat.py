@@ -76,13 +76,15 @@ from agentmm.memory.conversation import format_recalled, memory_line_stops
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import Persona, PersonaNotFoundError, PersonaRegistry, greeting
 from agentmm.personas.macros import expand
+from agentmm.reply_cut import USERS_LINE as CUT_USERS_LINE
+from agentmm.reply_cut import ReplyCut
 from agentmm.runtime import Runtime as ResourceRuntime
 from agentmm.settings import Settings, load_settings
 from agentmm.state import ChatInput, ChatState, TurnContext, run_context, trace_step
 from agentmm.summary import summary_tokens
 from agentmm.tokens import PER_MESSAGE_OVERHEAD, TokenCounter
 from agentmm.tools.perception import Perception
-from agentmm.users_line import begins_with, users_line_start
+from agentmm.users_line import users_line_start
 
 GRAPH_NAME = "agentmm-chat"
 
@@ -677,8 +679,8 @@ class Generator:
         character and copy guards, the words an answer to "who are you?" starts with."""
         kwargs = {**persona_sampling(self.personas, state.get("persona"), self.fixed), **_seed(runtime)}
         played = state.get("persona") if state.get("intent") != "ooc" else None
-        if played:
-            kwargs["stop"] = _name_stops(getattr(self.model, "stop", None), runtime, _memory_stops(state))
+        if played and (stops := _name_stops(getattr(self.model, "stop", None), _memory_stops(state))):
+            kwargs["stop"] = stops
         if self.guard and played:
             kwargs["character_guard"] = True
         if self.copy_limit and played:
@@ -720,7 +722,7 @@ class Generator:
         started = time.perf_counter()
         # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
         user = run_context(runtime.context).user_name
-        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set(), users_line=_users_line(state, user))
+        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set(), cut=_reply_cut(state, user))
         kwargs = self._kwargs(state, runtime)
         bound = self._bound(state, in_words="reply_start" in kwargs)
         prompt = self._prompt(state)
@@ -728,7 +730,7 @@ class Generator:
             attempt.run(bound.stream(prompt, **kwargs), cancel)
         redo = self._nothing_of_its_own(state, attempt)
         if redo:
-            attempt = _Attempt(first=attempt.first, users_line=attempt.users_line)
+            attempt = _Attempt(first=attempt.first, cut=attempt.cut)
             attempt.run(bound.stream(_nudged(prompt, user), **kwargs), cancel)
         return self._reply(state, attempt, started, redo)
 
@@ -742,7 +744,7 @@ class Generator:
         cancel = run_context(runtime.context).cancel
         started = time.perf_counter()
         user = run_context(runtime.context).user_name
-        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set(), users_line=_users_line(state, user))
+        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set(), cut=_reply_cut(state, user))
         redo = ""
         if not attempt.interrupted:
             kwargs = self._kwargs(state, runtime)
@@ -754,7 +756,7 @@ class Generator:
             await attempt.arun(bound.astream(prompt, **kwargs), cancel, stops_itself)
             redo = self._nothing_of_its_own(state, attempt)
             if redo:
-                attempt = _Attempt(first=attempt.first, users_line=attempt.users_line)
+                attempt = _Attempt(first=attempt.first, cut=attempt.cut)
                 await attempt.arun(bound.astream(_nudged(prompt, user), **kwargs), cancel, stops_itself)
         return self._reply(state, attempt, started, redo)
 
@@ -762,11 +764,12 @@ class Generator:
         """Why a played reply came back with nothing of the character's own, so it is generated
         once more; "" when it did not. A reply that begins with a copy of the recalled-memory
         block is stopped at once by the memory stops (``memory_line_stops``): it is empty. One
-        that begins with the user's name and a colon was ended there (``agentmm.users_line``)."""
+        that begins with the user's line or a line in the memory block's form was ended there
+        (``agentmm.reply_cut``)."""
         if attempt.interrupted or state.get("intent") == "ooc" or not state.get("persona"):
             return ""
-        if attempt.began_with_users_line:
-            return USERS_LINE
+        if attempt.began_with:
+            return USERS_LINE if attempt.began_with == CUT_USERS_LINE else COPIED_MEMORY
         if attempt.text.strip() or attempt.has_tool_calls:
             return ""
         return COPIED_MEMORY if _memory_stops(state) else ""
@@ -821,11 +824,12 @@ class _Attempt:
     chunks: list[AIMessageChunk] = field(default_factory=list)
     first: float | None = None
     interrupted: bool = False
-    # What the reply must not begin with ("Ada:", ``agentmm.users_line``; "": nothing), and
-    # whether it did: the stream is ended there, as a stop string would.
-    users_line: str = ""
-    began_with_users_line: bool = False
-    _start: str | None = ""  # the text so far while its start is not yet told (None: told)
+    # Where the reply stops being the character's (``agentmm.reply_cut``; None: not watched),
+    # and what it began with when that was at its very start: the stream is ended there, as a
+    # stop string would, and the reply is cut there.
+    cut: ReplyCut | None = None
+    began_with: str = ""
+    _seen: str = ""  # the reply's text so far
 
     @property
     def text(self) -> str:
@@ -842,15 +846,29 @@ class _Attempt:
         if self.first is None and chunk.content:
             self.first = time.perf_counter()
         self.chunks.append(chunk)
-        if self.users_line and self._start is not None and chunk.text:
-            self._start += chunk.text
-            verdict = begins_with(self._start, self.users_line)
-            if verdict is not None:
-                self._start = None
-                self.began_with_users_line = verdict
+        if self.cut is not None and chunk.text:
+            self._seen += chunk.text
+            if (found := self.cut.find(self._seen)) is not None:
+                kept = self._seen[: found[0]].rstrip()
+                self._cut_to(len(kept))
+                self.began_with = found[1] if not kept.strip() else ""
+                return True
         if cancel is not None and cancel.is_set():
             self.interrupted = True
-        return self.interrupted or self.began_with_users_line
+        return self.interrupted
+
+    def _cut_to(self, size: int) -> None:
+        """Keep the reply's first ``size`` characters of text (its chunks' other fields kept)."""
+        kept: list[AIMessageChunk] = []
+        for chunk in self.chunks:
+            text = chunk.text
+            if text and size <= 0:
+                continue
+            if text and len(text) > size and isinstance(chunk.content, str):
+                chunk = chunk.model_copy(update={"content": text[:size]})
+            size -= len(text)
+            kept.append(chunk)
+        self.chunks = kept
 
     def run(self, stream: Any, cancel: Any) -> None:
         try:
@@ -884,9 +902,11 @@ NO_REPLY = {
 NUDGE = "(Answer in your own words, in character: do not copy the notes above, and do not write {user}'s lines.)"
 
 
-def _users_line(state: ChatState, user: str) -> str:
-    """What this reply must not begin with: the user's name and a colon, for a played reply."""
-    return users_line_start(user, state.get("persona") if state.get("intent") != "ooc" else None)
+def _reply_cut(state: ChatState, user: str) -> ReplyCut | None:
+    """Where a played reply stops being the character's: the user's line (unless the user goes
+    by the character's name) and lines in the memory block's form; None for a reply not played."""
+    played = state.get("persona") if state.get("intent") != "ooc" else None
+    return ReplyCut(users_line_start(user, played)) if played else None
 
 
 def _memory_stops(state: ChatState) -> list[str]:
@@ -918,16 +938,16 @@ def _no_reply(message: AIMessage, why: str) -> AIMessage:
     )
 
 
-def _name_stops(configured: list[str] | None, runtime: Runtime[TurnContext], memory_lines: list[str]) -> list[str]:
-    """The model's own stop strings and the user's name starting a line (``"\\nUser:"``), as
-    SillyTavern's "names as stop strings": a small model playing a character runs on into a
-    turn it writes for the user ("...\\nUser: No idea what that is."); the reply ends there. So
-    does a copy of the recalled-memory blocks in its prompt, their header or a line in their form
-    ("- (7 December 2026) User: ...", ``memory_lines``), which such a model writes in a long
-    thread: anywhere, the reply's very start included (``memory_line_stops``)."""
-    user = run_context(runtime.context).user_name.strip()
+def _name_stops(configured: list[str] | None, memory_lines: list[str]) -> list[str]:
+    """The model's own stop strings and the copies of the recalled-memory blocks in its prompt,
+    their header or a line in their exact form ("- (7 December 2026) User: ...",
+    ``memory_lines``), which a small model writes in a long thread: anywhere, the reply's very
+    start included (``memory_line_stops``). The user's line ("\\nAda:", SillyTavern's "names as
+    stop strings") is no stop string: ``agentmm.reply_cut`` ends the reply there from its text,
+    in more forms ("ada:", "**Ada:**"), and tells one that began so (a stop would cut it to
+    nothing, taken for a copied memory) from one with nothing of its own."""
     stops = list(configured or [])
-    for line in (f"\n{user}:" if user else "", *memory_lines):
+    for line in memory_lines:
         if line and line not in stops:
             stops.append(line)
     return stops

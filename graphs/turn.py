@@ -50,6 +50,7 @@ from agentmm.exchange import SUMMARY_BEFORE_KEY
 from agentmm.graphs.thread_edit import restore
 from agentmm.graphs.tool_calls import TOOL_THREADS_KEY
 from agentmm.personas import greeting as opening_greeting
+from agentmm.reply_cut import ReplyCut, ReplyCutFilter
 from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
 from agentmm.threads import (
@@ -60,7 +61,7 @@ from agentmm.threads import (
     sync_to_disk,
     thread_exists,
 )
-from agentmm.users_line import UsersLineFilter, users_line_start
+from agentmm.users_line import users_line_start
 
 if TYPE_CHECKING:
     from agentmm.graphs.agent import Agent
@@ -374,7 +375,7 @@ class TurnStream:
         if self.summary_before is not None:  # a retry: the summary its exchange's run started with
             config["configurable"] = {**config["configurable"], SUMMARY_BEFORE_KEY: self.summary_before}
         run_input: Any = {"input": self.text}
-        shown: UsersLineFilter | None = None
+        shown: ReplyCutFilter | None = None
         while run_input is not None:
             asked: Any = None
             async with contextlib.aclosing(self._parts(graph, run_input, config, put, events)) as parts:
@@ -391,7 +392,9 @@ class TurnStream:
                         if generated and chunk.text:
                             if shown is None:  # the state before generate says who is played, in character or not
                                 played = final.get("persona") if final.get("intent") != "ooc" else None
-                                shown = UsersLineFilter(users_line_start(self.context.user_name, played))
+                                shown = ReplyCutFilter(
+                                    ReplyCut(users_line_start(self.context.user_name, played)) if played else None
+                                )
                             if text := shown.feed(str(chunk.id), chunk.text):
                                 first = first or time.perf_counter()
                                 put(text)
