@@ -317,14 +317,20 @@ def _one_turn(
     attachments: list[Path], yes: bool = False,
 ) -> None:  # fmt: skip
     turn = agent.stream(message, thread, persona=persona, greeting=greeting, attachments=attachments)
-    turn.on_observations = _show_observations
     turn.on_tool_calls = _show_tool_calls
     turn.on_approval = _approver(yes)
     from agentmm.console_text import PrintableStream
 
     shown = PrintableStream()  # a reply's escape sequences never reach the terminal (a title, erased lines)
-    with _cancel_on_ctrl_c(turn.cancel):
+    with _cancel_on_ctrl_c(turn.cancel), _perceiving_spinner(agent, attachments, show=not as_json) as perceived:
+
+        def observed(observations: list[dict[str, Any]]) -> None:
+            perceived()
+            _show_observations(observations)
+
+        turn.on_observations = observed
         for text in turn:
+            perceived()
             if not as_json:
                 sys.stdout.write(shown.feed(text))
                 sys.stdout.flush()
@@ -333,6 +339,27 @@ def _one_turn(
     else:
         sys.stdout.write(shown.flush() + "\n")
         sys.stderr.write(f"[thread {turn.thread_id}]\n")
+
+
+@contextmanager
+def _perceiving_spinner(agent: Agent, attachments: list[Path], show: bool) -> Iterator[Callable[[], None]]:
+    """The chat's spinner ("transcribing note.wav…") on stderr while the attachments are
+    perceived, where someone watches: a long voice note took minutes with nothing shown. It
+    yields what stops it (the observations came, or the reply began)."""
+    if not show or not attachments or not sys.stderr.isatty():
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.text import Text
+
+    from agentmm.repl.session import perceiving_text
+
+    status = Console(stderr=True).status(Text(perceiving_text(agent, attachments)), spinner="dots")
+    status.start()
+    try:
+        yield status.stop
+    finally:
+        status.stop()
 
 
 def _approver(yes: bool) -> Callable[[dict[str, Any]], bool]:

@@ -275,3 +275,31 @@ def test_an_image_projector_that_is_no_gguf_fails_before_the_picture_is_said_sen
     picture, projector = make_image(tmp_path / "beach.png"), make_image(tmp_path / "text.png")
     done = agentmm("chat", "-m", "look", "--image", str(picture), "--mmproj", str(projector), "--max-tokens", "4")
     assert_one_line_error(done, "text.png is not a GGUF model file")
+
+
+def test_chat_dash_m_with_a_voice_note_shows_a_spinner_while_it_is_transcribed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``chat -m X --audio long.wav`` showed nothing while the note was transcribed (minutes for
+    a long one); the chat's spinner says so on stderr where someone watches, and stops before
+    the transcript line. Piped (stderr no terminal), nothing more is written."""
+    import sys
+
+    import agentmm.tools.perception as perception
+    from tests.tools.media_files import write_wav
+
+    def transcriber(settings: Any = None, runtime: Any = None) -> Any:
+        return lambda path, stop=None: ("meet me at noon", "en", "fake-asr")
+
+    monkeypatch.setattr(perception, "default_transcriber", transcriber)
+    voice = write_wav(tmp_path / "v.wav")
+    with make_agent(["Noon it is.", "Noon again."]) as agent:
+        cli._chat_with(agent, "listen", None, False, None, 0, [voice], False)
+        piped = capsys.readouterr()
+        assert "transcribing" not in piped.err and "[you said (v.wav): meet me at noon]" in piped.err
+        monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+        cli._chat_with(agent, "listen", None, False, None, 0, [voice], False)
+    watched = capsys.readouterr()
+    assert "transcribing v.wav…" in watched.err
+    assert watched.err.index("transcribing v.wav…") < watched.err.index("[you said (v.wav)")
+    assert watched.out.strip() == "Noon again."

@@ -21,6 +21,8 @@ from agentmm.repl.terminal import Terminal, file_note, note_level, shown_calls, 
 from agentmm.repl.turns import Outcome, run_turn
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from agentmm.repl.ports import ChatAgent, ChatTurn, PersonaModel
     from agentmm.settings import Settings
 
@@ -165,16 +167,7 @@ class ChatSession:
     def _perceiving(self, turn: ChatTurn) -> str:
         """What the spinner says while ``turn``'s attachments are perceived ("" for none)."""
         context = getattr(turn, "context", None)  # a test's fake turn may have none
-        files = [Path(f) for f in getattr(context, "attachments", None) or []]
-        verbs = {"audio": "transcribing", "image": "looking at"}
-        doing = []
-        for path in files:
-            try:
-                kind = self.agent.attachment_kind(path)
-            except (AgentmmError, OSError):  # perception says what is wrong with it, in its line
-                kind = ""
-            doing.append(f"{verbs.get(kind, 'reading')} {shown_path(path.name)}")
-        return ", ".join(doing) + "…" if doing else ""
+        return perceiving_text(self.agent, getattr(context, "attachments", None) or [])
 
     # ------------------------------------------------------------------ start-up
 
@@ -566,6 +559,20 @@ def _ignore(signum: int, frame: Any) -> None:
 
 def _clip(text: str, width: int = 60) -> str:
     return one_line(text, width)
+
+
+def perceiving_text(agent: ChatAgent, attachments: Sequence[str | Path]) -> str:
+    """What a spinner says while ``attachments`` are perceived ("transcribing note.wav…"; ""
+    for none): the chat's and ``chat -m``'s alike."""
+    verbs = {"audio": "transcribing", "image": "looking at"}
+    doing = []
+    for path in map(Path, attachments):
+        try:
+            kind = agent.attachment_kind(path)
+        except (AgentmmError, OSError):  # perception says what is wrong with it, in its line
+            kind = ""
+        doing.append(f"{verbs.get(kind, 'reading')} {shown_path(path.name)}")
+    return ", ".join(doing) + "…" if doing else ""
 
 
 def _said(text: str, attachments: list[str]) -> str:
