@@ -707,14 +707,17 @@ def config_show(as_json: JsonFlag = False) -> None:
     settings = _settings()
     path = Globals.config_file or default_config_file()
     values = settings.public_dict()
+    present = path.is_file()  # as doctor says it: a path that names no file gives the defaults
     if as_json:
-        _print_json({"config_file": str(path), "settings": values, "sources": settings.sources})
+        _print_json({"config_file": str(path), "config_file_exists": present, "settings": values,
+                     "sources": settings.sources})  # fmt: skip
         return
     from rich.table import Table
 
     from agentmm.terminal_console import make_console
 
-    table = Table("setting", "value", "from", title=f"config file: {path}")
+    title = f"config file: {printable(path)}" + ("" if present else " (absent: defaults)")
+    table = Table("setting", "value", "from", title=title)
     for name, value in values.items():
         table.add_row(name, plain(value), plain(settings.sources[name]))
     make_console().print(table)
@@ -1616,6 +1619,7 @@ def main() -> None:
     ``--json`` stdout holds the JSON object alone (README's contract): what else is written
     there, by a tools-folder file as it is imported or by a tool as it runs, goes to stderr."""
     _usable_standard_streams()
+    _warn_of_unknown_env_names()
     with _stdout_kept_for_json() if _wants_json(sys.argv[1:]) else nullcontext():
         try:
             app()
@@ -1628,6 +1632,20 @@ def main() -> None:
             if exc.errno not in _OUTPUT_ERRNOS and not isinstance(exc, _StdoutClosedError):
                 raise
             _output_failed(exc)  # the output's reader gone (| head), a full disk
+
+
+def _warn_of_unknown_env_names() -> None:
+    """One line for each ``AGENTMM_*`` variable that names no setting (``AGENTMM_N_CTXX``): the
+    environment layer skips it, so a typo there was ignored without a word, while the same typo
+    in the config file is an error."""
+    if not any(name.upper().startswith("AGENTMM_") for name in os.environ):
+        return  # no settings to import
+    from agentmm.settings import unknown_env_names
+
+    for name, near in unknown_env_names():
+        hint = f" (did you mean {near}?)" if near else " (agentmm config show lists the settings)"
+        with suppress(OSError, ValueError):
+            sys.stderr.write(f"agentmm: warning: {printable(name)} is no setting; it is ignored{hint}\n")
 
 
 # Writing the output failed: its reader has gone, the disk is full.

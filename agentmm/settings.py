@@ -57,6 +57,22 @@ def default_config_file() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "config.toml"
 
 
+def unknown_env_names(environ: dict[str, str] | None = None) -> list[tuple[str, str | None]]:
+    """``AGENTMM_*`` variables that name no setting, each with the nearest setting's variable (or
+    None): the environment layer reads only the names it knows, so ``AGENTMM_N_CTXX=3000`` was
+    ignored without a word while the same typo in the config file is an error. ``AGENTMM_CONFIG``
+    (the config file's path) is the one such variable that is no setting. Matched as the
+    environment layer matches them, without regard to case."""
+    known = sorted({name.upper() for name in Settings.model_fields} | {CONFIG_ENV.removeprefix(ENV_PREFIX)})
+    unknown = []
+    for name in sorted(os.environ if environ is None else environ):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper.removeprefix(ENV_PREFIX) not in known:
+            near = difflib.get_close_matches(upper.removeprefix(ENV_PREFIX), known, n=1, cutoff=0.75)
+            unknown.append((name, ENV_PREFIX + near[0] if near else None))
+    return unknown
+
+
 def default_personas_dir() -> Path:
     return platformdirs.user_config_path(APP_NAME) / "personas"
 
@@ -515,6 +531,22 @@ def _env_one_line(exc: PydanticSettingsError) -> str:
     return f"bad setting {name} (from {ENV_PREFIX}{name.upper()}): give a JSON list, e.g. {example}"
 
 
+def _accepted(error: Any) -> list[str]:
+    """What one kind of a union setting takes, in the words a user types."""
+    kind = str(error["type"])
+    if kind.startswith("bool"):
+        return ["true", "false"]
+    if kind.startswith("int"):
+        return ["a whole number"]
+    if kind == "literal_error":
+        return [str(error["ctx"]["expected"])]
+    return [str(error["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")]
+
+
+def _either(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
 def _one_line(
     exc: ValidationError, file_keys: set[str], path: Path | None, env_keys: frozenset[str] = frozenset()
 ) -> str:
@@ -525,6 +557,9 @@ def _one_line(
     name = str(error["loc"][0])
     if error["type"] == "extra_forbidden":
         return f"unknown setting {name!r}"
+    union = [e for e in exc.errors() if e["loc"][:1] == (name,)]
+    if len(union) > 1:  # a setting of two kinds (true/false or "auto"): all it takes, not the first kind's complaint
+        error["msg"] = "give " + _either([word for e in union for word in _accepted(e)])
     origin = ""
     if name in file_keys:
         origin = f" (from {path})"
