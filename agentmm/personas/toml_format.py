@@ -10,6 +10,7 @@ One convenience differs from cards: an entry that lists ``secondary_keys`` uses 
 
 from __future__ import annotations
 
+import re
 import tomllib
 from collections.abc import Callable
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import ValidationError
 
 from agentmm.personas._fields import check_nesting, describe_validation_errors
 from agentmm.personas.errors import PersonaFormatError
-from agentmm.personas.model import Persona
+from agentmm.personas.model import LoreEntry, Persona
 
 _NOT_IN_TOML = ("source", "card", "image", "notes")
 
@@ -155,10 +156,20 @@ def _book_lost(before: dict[str, Any], after: Any, note: Callable[[str], None]) 
             if key == "extensions" and isinstance(value, dict):
                 kept_ext = kept.get("extensions") if isinstance(kept.get("extensions"), dict) else {}
                 for ext, ext_value in value.items():
-                    if _filled(ext_value) and kept_ext.get(ext) != ext_value:
+                    if _filled(ext_value) and kept_ext.get(ext) != ext_value and not _entry_field(ext):
                         note(f"lore entries' {ext}")
-            elif _filled(value) and kept.get(key) != value:
+            elif _filled(value) and kept.get(key) != value and not _entry_field(key):
                 note(f"lore entries' {key}")
+
+
+def _entry_field(key: str) -> bool:
+    """Whether a lore entry's card key (``constant``, ``useProbability``, SillyTavern's
+    ``extensions.position``...) is one of ``LoreEntry``'s fields, which the TOML file holds
+    whenever it is not the default: the exported card may write it elsewhere or leave a default
+    out, but nothing of it is lost. A world-info import copies such keys into the entry's
+    ``extensions`` as well as its fields; ``depth`` and ``role`` have no field and are lost."""
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", key).lower()
+    return snake != "raw" and snake in LoreEntry.model_fields
 
 
 def _filled(value: Any) -> bool:

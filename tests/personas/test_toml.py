@@ -115,3 +115,27 @@ def test_not_kept_names_the_card_data_a_toml_file_cannot_hold():
         "lore entries' depth", "lore entries' role",
     ]  # fmt: skip
     assert not_kept(loads(dumps(persona_from_card(card)))) == []  # a native persona has nothing more
+
+
+def test_not_kept_names_no_entry_field_a_world_info_import_copied_into_extensions(tmp_path):
+    """A world's entries keep SillyTavern's keys in ``extensions`` as well as in their own
+    fields: not_kept named position, constant, selective, probability, useProbability, delay,
+    which the TOML file holds (or which are the defaults), beside the really lost depth and role."""
+    import json
+
+    from agentmm.personas.toml_format import not_kept
+    from agentmm.personas.worldinfo import load_world_info, with_world_info
+
+    world = tmp_path / "world.json"
+    world.write_text(json.dumps({"entries": {
+        "0": {"uid": 0, "key": ["smuggler"], "keysecondary": [], "content": "Brandy.", "constant": False,
+              "selective": False, "order": 100, "position": 0, "disable": False, "depth": 4, "role": None,
+              "probability": 100, "useProbability": True},
+        "1": {"uid": 1, "key": ["mermaid"], "content": "A mermaid.", "constant": True, "selective": False,
+              "order": 100, "position": 1, "disable": False, "depth": 2, "role": 1, "probability": 40,
+              "useProbability": True, "sticky": 2, "cooldown": 3, "delay": 1},
+    }}))  # fmt: skip
+    persona = with_world_info(Persona(name="Wren"), [load_world_info(world)])
+    assert not_kept(persona) == ["lore entries' depth", "lore entries' role"]
+    kept = loads(dumps(persona)).lorebook.entries[1]
+    assert (kept.constant, kept.probability, kept.delay, kept.sticky, kept.position) == (True, 40, 1, 2, "after_char")
