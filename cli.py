@@ -854,15 +854,23 @@ def personas_import(
 ) -> None:
     """Copy a card (JSON or PNG, V1/V2/V3) or TOML persona into your personas folder, unchanged
     (with --world: in its own format, with the worlds' lore entries added)."""
+    from agentmm.personas import validation
+
     persona, lost = _registry().install_with_worlds(file, world or (), overwrite=force)
+    # What validate says of the installed file (a world's entry with no keys, a regex key that
+    # cannot run): installed as it is, but said, not found out in a chat.
+    found = validation(persona.source.removeprefix("user:"))
     if as_json:
         from agentmm.personas import persona_summary
 
-        _print_json({**persona_summary(persona), **({"not_kept": lost} if world else {})})
+        _print_json({**persona_summary(persona), **({"not_kept": lost} if world else {}),
+                     "problems": found.problems, "warnings": found.warnings})  # fmt: skip
     else:
         sys.stdout.write(f"imported {persona.name} ({persona.source})\n")
         if lost:
             sys.stderr.write(f"note: {_not_kept_line(lost)}; import the persona as a card to keep them\n")
+        for line in (*found.problems, *found.warnings):
+            sys.stderr.write(f"note: {line}\n")
 
 
 @personas_app.command("export")

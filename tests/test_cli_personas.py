@@ -252,3 +252,24 @@ def test_show_lists_each_lore_entry_with_what_decides_it_and_its_content(tmp_pat
     preview = lore.split("\n")[4]
     assert preview.endswith("…") and len(preview) == 100  # one line, cut short
     assert "\n[lore: bell] keys: bell  (selective: and all of night, fog; 30% chance)\nThe bell tolls.\n" in lore
+
+
+def test_import_with_a_world_says_what_validate_finds_and_numbers_every_entry(tmp_path: Path) -> None:
+    """A world's entry with no keys (never fires) and a '/[bad/' regex key were installed with
+    nothing said, and ids 'abc', none, -3 and 1.5 were kept as they were."""
+    world = tmp_path / "wl.json"
+    world.write_text(json.dumps({"entries": [
+        {"uid": "abc", "key": ["fox"], "content": "A fox."}, {"key": [], "content": "never"},
+        {"uid": -3, "key": ["owl"], "content": "An owl."}, {"uid": 1.5, "key": ["/[bad/"], "content": "x"},
+    ]}))  # fmt: skip
+    (tmp_path / "rell.json").write_text(json.dumps(CARD_V2))
+    done = agentmm("personas", "import", str(tmp_path / "rell.json"), "--world", str(world))
+    assert done.returncode == 0, done.stderr
+    notes = [line for line in done.stderr.splitlines() if line.startswith("note: ")]
+    assert any("has no keys and is not constant: it never fires" in line for line in notes), done.stderr
+    assert any("key /[bad/ is not a regex agentmm can run" in line for line in notes), done.stderr
+    card = json.loads(Path(done.stdout.split("(user:", 1)[1].rstrip(")\n")).read_text())
+    ids = [entry.get("id") for entry in card["data"]["character_book"]["entries"]][-4:]  # the world's
+    assert all(isinstance(i, int) and i >= 0 for i in ids) and len(set(ids)) == 4, ids
+    again = ok_json("personas", "import", str(tmp_path / "rell.json"), "--world", str(world), "--json", "--force")
+    assert len(again["problems"]) == 2 and again["warnings"] == []

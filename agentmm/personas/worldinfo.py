@@ -118,8 +118,9 @@ def with_world_info(persona: Persona, books: Sequence[Lorebook]) -> Persona:
     SillyTavern scans a character's embedded book and its linked worlds together; one book
     here does the same. The persona's book-level settings (scan depth, budget, recursion)
     stay when it has a book; a persona without one takes the first world's. A world entry
-    whose id the persona's book (or an earlier world) already uses gets the next free
-    number, so exported cards keep one id per entry.
+    whose id the persona's book (or an earlier world) already uses, or whose id is no
+    non-negative integer (none, "abc", -3, 1.5: SillyTavern numbers its entries), gets the next
+    free number, so exported cards keep one number per entry.
     """
     if not books:
         return persona
@@ -129,10 +130,9 @@ def with_world_info(persona: Persona, books: Sequence[Lorebook]) -> Persona:
     taken = {entry.id for entry in entries if entry.id is not None}
     for book in books:
         for entry in book.entries:
-            if entry.id is not None and entry.id in taken:
+            if not _entry_number(entry) or entry.id in taken:
                 entry = _renumbered(entry, taken)
-            if entry.id is not None:
-                taken.add(entry.id)
+            taken.add(entry.id)  # type: ignore[arg-type]
             entries.append(entry)
     return persona.model_copy(update={"lorebook": base.model_copy(update={"entries": entries})})
 
@@ -142,5 +142,12 @@ def _renumbered(entry: LoreEntry, taken: set[int | str]) -> LoreEntry:
     free = max((i for i in taken if isinstance(i, int)), default=-1) + 1
     while free in taken:
         free += 1
-    raw = {**entry.raw, "id": free} if "id" in entry.raw else entry.raw
+    raw = {**entry.raw, "id": free} if entry.raw else entry.raw
     return entry.model_copy(update={"id": free, "raw": raw})
+
+
+def _entry_number(entry: LoreEntry) -> bool:
+    """Whether the entry's id is a number SillyTavern could have given it, in the raw card too
+    (a raw 1.5 is read as no id): a non-negative integer."""
+    ids = [entry.id, entry.raw.get("id", entry.id)]
+    return all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)

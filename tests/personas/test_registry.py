@@ -383,7 +383,7 @@ def test_install_with_worlds_keeps_the_cards_format_image_and_spec_and_gives_eac
     contents = [entry.content for entry in persona.lorebook.entries]
     assert contents[-2:] == ["The harbor froze.", "Bells ring at dusk."]
     ids = [entry.id for entry in persona.lorebook.entries]
-    assert len(ids) == len(set(ids)) and ids[-2] == max(own_ids) + 1 and ids[-1] == "b"
+    assert len(ids) == len(set(ids)) and ids[-2] == max(own_ids) + 1 and ids[-1] == max(own_ids) + 2  # "b": no number
     assert persona.lorebook.entries[-2].insertion_order == 7
     written = import_file(persona.source.removeprefix("user:"))
     assert written.card is not None and written.card["spec"] == "chara_card_v3"
