@@ -621,14 +621,23 @@ def threads_import(
     """Make a new thread of a chat's /save FILE.json: its messages, persona, summary and window."""
     from agentmm.graphs.chat import build_graph
     from agentmm.personas import PersonaRegistry
-    from agentmm.threads import ThreadImportError, close_saver, import_thread, new_thread_id, read_saved_thread
+    from agentmm.threads import (
+        ThreadImportError,
+        check_greeting,
+        close_saver,
+        import_thread,
+        new_thread_id,
+        read_saved_thread,
+    )
 
     if thread is not None and (not thread.strip() or thread != printable(thread) or thread != thread.strip()):
         raise ThreadImportError(f"--thread {thread!r}: a thread id is printable text without spaces at its ends")
     values = read_saved_thread(file)
     settings = _settings()
     if "persona" in values:  # a thread whose persona is not here would fail at its next turn
-        values["persona"] = PersonaRegistry(settings.personas_dir).get(values["persona"]).name
+        persona = PersonaRegistry(settings.personas_dir).get(values["persona"])
+        values["persona"] = persona.name
+        check_greeting(values, len(persona.greetings), persona.name, str(file))
     thread_id = thread or new_thread_id()
     saver = _checkpointer()
     try:

@@ -483,20 +483,28 @@ def imported_values(doc: Any, source: str) -> dict[str, Any]:
     messages: list[AnyMessage] = []
     for i, row in enumerate(doc["messages"], 1):
         role = row.get("role") if isinstance(row, dict) else None
-        if role not in ("user", "assistant", "tool") or not isinstance(row.get("content"), str):
-            what = f"role {role!r}" if isinstance(role, str) else "no role and text"
+        if role not in ("user", "assistant", "tool"):
+            what = f"role {role!r}" if isinstance(role, str) else "no role"
             raise ThreadImportError(f"{source}: message {i} has {what}: threads import takes user, assistant "
                                     "and tool messages (with their text as \"content\")")  # fmt: skip
+        if not isinstance(content := row.get("content"), str):
+            what = "no content" if content is None else f"content that is {_json_kind(content)}, not text"
+            raise ThreadImportError(f'{source}: message {i} has {what}: a message\'s "content" is its text, '
+                                    "a string")  # fmt: skip
         if role == "user":
             messages.append(HumanMessage(row["content"]))
         elif role == "tool":
             messages.append(_tool_message(row, messages, f"{source}: message {i}"))
         else:
+            if messages and row.get("greeting") is True:
+                raise ThreadImportError(f"{source}: message {i} is a greeting, which only opens a thread "
+                                        "(the first message)")  # fmt: skip
             messages.append(_assistant_message(row, f"{source}: message {i}"))
     if not messages:
         raise ThreadImportError(f"{source}: no messages: a thread holds at least one reply")
     if not _whole(messages):
         raise ThreadImportError(f"{source}: a thread ends with a reply, and this one's last message is not one")
+    _check_answered(messages, source)
     values: dict[str, Any] = {"messages": messages}
     for key, kind in _SAVED_VALUES.items():
         if key in doc and (type(doc[key]) is not kind):  # bool is no int here
@@ -515,6 +523,53 @@ def imported_values(doc: Any, source: str) -> dict[str, Any]:
             f"fit its {len(messages)} messages (0 <= summary_through <= window_start <= messages)"
         )
     return values
+
+
+def _json_kind(value: object) -> str:
+    """What a JSON value is, in words ("a list")."""
+    kinds = {list: "a list", dict: "an object", bool: "true or false", int: "a number", float: "a number"}
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _check_answered(messages: Sequence[AnyMessage], source: str) -> None:
+    """Each tool call of a reply answered once, by a result under the called tool's name, in the
+    results after it (``_tool_message`` checks each answers a call of that reply): the tools
+    node answers every call of a reply (a malformed one as an error), so a thread with a call
+    left unanswered, answered twice or by another tool is not one a turn could have made, and
+    a prompt made of it would show the model a call with no result. A stopped reply's calls
+    were never run."""
+    for at, message in enumerate(messages, 1):
+        if not isinstance(message, AIMessage) or message.response_metadata.get("interrupted"):
+            continue
+        calls = {c["id"]: c["name"] for c in message.tool_calls}
+        calls.update({c["id"]: c.get("name") or "tool" for c in message.invalid_tool_calls if c.get("id")})
+        answered: set[str] = set()
+        for offset, result in enumerate(messages[at:], at + 1):
+            if not isinstance(result, ToolMessage):
+                break
+            if result.tool_call_id in answered:
+                raise ThreadImportError(f"{source}: message {offset} answers call {result.tool_call_id!r} "
+                                        "again: each tool call has one result")  # fmt: skip
+            answered.add(result.tool_call_id)
+            called = calls.get(result.tool_call_id)
+            if result.name is not None and called is not None and result.name != called:
+                raise ThreadImportError(f"{source}: message {offset} answers call {result.tool_call_id!r} as "
+                                        f"{result.name!r}, but that call was to {called!r}")  # fmt: skip
+        if missing := [call_id for call_id in calls if call_id not in answered]:
+            raise ThreadImportError(f"{source}: message {at} makes tool call {missing[0]!r}, which no result "
+                                    "after it answers (each call is answered before the next message)")  # fmt: skip
+
+
+def check_greeting(values: dict[str, Any], greetings: int, persona: str, source: str) -> None:
+    """``values`` (``imported_values``) opened with one of ``persona``'s ``greetings`` (a
+    count), if with a greeting at all: a number beyond them named no greeting this thread's
+    persona has (/greeting and a retry of the opening would fail on it)."""
+    messages = values.get("messages") or []
+    index = messages[0].response_metadata.get("greeting") if messages else None
+    if index is not None and index >= greetings:
+        has = f"has {greetings} greeting{'s' if greetings != 1 else ''} (0 to {greetings - 1})" if greetings \
+            else "has no greetings"  # fmt: skip
+        raise ThreadImportError(f"{source}: the thread opens with greeting {index}, but {persona} {has}")
 
 
 def _assistant_message(row: dict[str, Any], where: str) -> AIMessage:

@@ -174,6 +174,43 @@ def test_a_file_saved_before_greeting_index_imports_its_greeting_as_the_first(tm
             '{"messages": [' + EXCHANGE + '], "persona": "Nobody"}',
             "Nobody",
         ),
+        # A tool call never answered, answered twice, or answered as another tool: no turn makes
+        # such a thread (it was imported). A greeting beyond the persona's, or one mid-thread.
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "",'
+            ' "tool_calls": [{"name": "dice", "args": {}, "id": "c1"}]}, {"role": "assistant", "content": "ok"}]}',
+            "message 2 makes tool call 'c1', which no result after it answers",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "",'
+            ' "tool_calls": [{"name": "dice", "args": {}, "id": "c1"}]},'
+            ' {"role": "tool", "content": "4", "tool_call_id": "c1", "name": "dice"},'
+            ' {"role": "tool", "content": "5", "tool_call_id": "c1", "name": "dice"},'
+            ' {"role": "assistant", "content": "ok"}]}',
+            "message 4 answers call 'c1' again",
+        ),
+        (
+            '{"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "",'
+            ' "tool_calls": [{"name": "dice", "args": {}, "id": "c1"}]},'
+            ' {"role": "tool", "content": "4", "tool_call_id": "c1", "name": "clock"},'
+            ' {"role": "assistant", "content": "ok"}]}',
+            "message 3 answers call 'c1' as 'clock', but that call was to 'dice'",
+        ),
+        (
+            '{"messages": [{"role": "assistant", "content": "Ahoy.", "greeting": true, "greeting_index": 5}, '
+            + EXCHANGE
+            + '], "persona": "Nora Quill"}',
+            "opens with greeting 5, but Nora Quill has 2 greetings (0 to 1)",
+        ),
+        (
+            '{"messages": [' + EXCHANGE + ', {"role": "assistant", "content": "Ahoy.", "greeting": true}]}',
+            "message 3 is a greeting, which only opens a thread",
+        ),
+        (
+            '{"messages": [' + EXCHANGE + ', {"role": "user", "content": "c"},'
+            ' {"role": "assistant", "content": [{"type": "text", "text": "d"}]}]}',
+            "message 4 has content that is a list, not text",
+        ),
     ],
 )
 def test_a_file_that_is_no_saved_thread_is_one_line_and_no_thread(tmp_path: Path, content: str, needle: str) -> None:
