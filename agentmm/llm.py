@@ -255,6 +255,15 @@ class ChatLlamaCpp(BaseChatModel):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def cache_kept(self) -> contextlib.AbstractContextManager[None]:
+        """A block whose generations leave the KV cache as they found it (``agentmm.llama_cache``):
+        the rolling summary runs in one, so the next turn re-uses the chat's prompt head. Nothing
+        to keep before the model is loaded."""
+        from agentmm.llama_cache import cache_kept
+
+        loaded = self._loaded
+        return contextlib.nullcontext() if loaded is None or loaded.closed else cache_kept(loaded)
+
     @property
     def gpu_layers_in_use(self) -> int:
         return self.load().gpu_layers

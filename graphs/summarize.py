@@ -9,6 +9,7 @@ The logic lives in ``agentmm.summary``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
@@ -48,9 +49,10 @@ class Summarize:
             summary["deferred"] = "the turn was stopped"
         else:
             try:
-                text = fold_into_summary(self.model, previous, folded, user_name=context.user_name,
-                                         char_name=state.get("persona") or "Assistant",
-                                         max_tokens=self.max_tokens)  # fmt: skip
+                with _cache_kept(self.model):
+                    text = fold_into_summary(self.model, previous, folded, user_name=context.user_name,
+                                             char_name=state.get("persona") or "Assistant",
+                                             max_tokens=self.max_tokens)  # fmt: skip
             except Exception as exc:  # any model failure: the turn's reply stands
                 summary["deferred"] = f"{type(exc).__name__}: {exc}"
             else:
@@ -58,3 +60,11 @@ class Summarize:
                 summary = {"updated": True, "folded_messages": len(folded), "text": text}
         timings = {"summarize_s": round(time.perf_counter() - started, 4)}
         return {**update, "trace": trace_step(state, "summarize", summary=summary, timings=timings)}
+
+
+def _cache_kept(model: BaseChatModel) -> contextlib.AbstractContextManager[None]:
+    """The model's own block that keeps its KV cache (``ChatLlamaCpp.cache_kept``), if it has
+    one: the summary's prompt shares nothing with the chat's, so without it the turn after a
+    fold re-read the whole prompt, persona head included, instead of re-using the head."""
+    keep = getattr(model, "cache_kept", None)
+    return keep() if callable(keep) else contextlib.nullcontext()

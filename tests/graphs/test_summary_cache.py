@@ -1,0 +1,34 @@
+"""The rolling summary keeps the chat's KV cache: on the real shipped model (SmolLM2-135M)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentmm.graphs.agent import Agent
+
+HEAD = ("system_prompt", "description", "personality", "scenario", "example_dialogue")
+
+
+@pytest.mark.e2e
+def test_the_turn_after_a_fold_reuses_the_persona_head_from_the_cache(shipped_model: Path, tmp_path: Path) -> None:
+    """The summary was written with the chat's own Llama after the reply, and its prompt
+    overwrote the KV cache: the next turn re-used 4 tokens (the template's first) instead of
+    the unchanged persona head (~340), a full prefill after every fold."""
+    with Agent(model=str(shipped_model), data_dir=tmp_path, memory=False, persona="Nora Quill",
+               n_ctx=768, max_tokens=24, seed=3) as agent:  # fmt: skip
+        thread, folded_at = None, None
+        for i in range(8):
+            text = f"Turn {i}: tell me about the lighthouse, the harbour and the boats near the pier."
+            result = agent.chat(text, thread)
+            thread = result.thread_id
+            if folded_at is not None:
+                break
+            if (result.trace.get("summary") or {}).get("updated"):
+                folded_at = i
+        assert folded_at is not None, "no fold within 8 turns: the test's context is too big"
+    after = result.trace
+    head = sum(p["tokens"] for p in after["prompt_parts"] if p["part"] in HEAD)
+    assert head > 300 and any(p["part"] == "summary" for p in after["prompt_parts"])
+    assert after["cache"]["reused_tokens"] >= head, after["cache"]
