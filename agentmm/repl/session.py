@@ -72,6 +72,7 @@ class ChatSession:
         self.last_trace: dict[str, Any] | None = None
         self._warming: threading.Thread | None = None
         self._retries = 0
+        self.ended_by: int | None = None  # SIGTERM or SIGHUP during a turn: the chat ends after it
 
     # ------------------------------------------------------------------ the loop
 
@@ -92,14 +93,25 @@ class ChatSession:
                 if line is None:
                     break
                 with self.terminal.busy():  # keys typed meanwhile: Ctrl-C stops a reply, the rest is type-ahead
-                    if not self.handle(line):
+                    if not self.handle(line) or self.ended_by is not None:
                         break
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
             if self.agent is not self.owner:
                 self.agent.close()
+        if self.ended_by is not None:
+            self._end_for_signal(self.ended_by)
         self.terminal.info(f"[thread {self.thread_id}]")
+
+    def _end_for_signal(self, signum: int) -> None:
+        """The turn a SIGTERM or SIGHUP stopped is saved: end as the signal would have, exit
+        128 + its number, saying so in one line where a terminal is still there (not after
+        SIGHUP: it has gone)."""
+        if signum != getattr(signal, "SIGHUP", None):
+            with contextlib.suppress(OSError, ValueError):
+                self.terminal.info(f"[terminated: what was said so far is saved in thread {self.thread_id}]")
+        raise SystemExit(128 + signum)
 
     def handle(self, line: str) -> bool:
         """Act on one line; False when the session should end. An empty line sends what is
@@ -149,6 +161,9 @@ class ChatSession:
         outcome = run_turn(turn, self.terminal, loading=self._loading, show_observations=self._show_observations,
                            show_tool_calls=self._show_tool_calls, yes=self.yes,
                            perceiving=self._perceiving(turn))  # fmt: skip
+        self.ended_by = outcome.ended_by
+        if outcome.hung_up:
+            return outcome  # nobody to show anything to: the turn is saved, the chat ends
         if outcome.error is not None:
             error = outcome.error
             if isinstance(error, TurnStoppedError):  # Ctrl-C while perceiving: the turn was rolled back

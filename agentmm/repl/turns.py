@@ -9,7 +9,9 @@ stopping, so no checkpoint or memory write is ever cut in half. A model still lo
 be stopped mid-load: the turn ends as soon as it has loaded. While the turn's attachments are
 perceived (``perceiving``: a long voice note takes a minute or more) a spinner says so, and a
 Ctrl-C then ends the turn before its reply: it is rolled back (``TurnStoppedError``), so nothing
-of it is kept or remembered.
+of it is kept or remembered. SIGTERM (a kill) and SIGHUP (the terminal closed) stop the turn as
+Ctrl-C does, its partial reply saved, and say so in ``Outcome.ended_by``: the chat then ends
+(``ChatSession``). They killed the process mid-reply, and the user's message went with it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,12 @@ class Outcome:
     result: Any = None
     error: BaseException | None = None
     cancelled: bool = False
+    ended_by: int | None = None  # SIGTERM or SIGHUP came during the turn: the process is to end
+
+    @property
+    def hung_up(self) -> bool:
+        """The terminal is gone (SIGHUP): nothing more can be shown on it."""
+        return self.ended_by is not None and self.ended_by == getattr(signal, "SIGHUP", None)
 
     @property
     def interrupted(self) -> bool:
@@ -44,6 +52,10 @@ class Outcome:
     def out_of_character(self) -> bool:
         # An agent whose results predate the key (or a test's fake) says nothing of it.
         return bool(self.result is not None and getattr(self.result, "out_of_character", False))
+
+
+# Signals that end the process: a turn under way stops as on Ctrl-C, and is saved, first.
+ENDING_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def describe_call(request: dict[str, Any]) -> str:
@@ -93,10 +105,16 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
             on_ctrl_c()
 
     outcome = Outcome()
+
+    def on_ending(signum: int, frame: FrameType | None = None) -> None:
+        outcome.ended_by = signum
+        turn.cancel()
+
     stack = contextlib.ExitStack()
     if not terminal.holds_keys:
         stack.enter_context(_no_echo())
     previous = signal.signal(signal.SIGINT, on_ctrl_c)
+    before_ending = {number: signal.signal(number, on_ending) for number in ENDING_SIGNALS}
     worker = threading.Thread(target=work, name="agentmm-turn", daemon=True)
     if perceiving:
         terminal.start_spinner(perceiving)
@@ -122,7 +140,8 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
             except queue.Empty:
                 continue
             if kind == "text":
-                terminal.reply_chunk(payload)
+                if not outcome.hung_up:
+                    terminal.reply_chunk(payload)
             elif kind == "observations":
                 terminal.stop_spinner()
                 perceiving = ""
@@ -154,12 +173,16 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
     finally:
         worker.join()
         signal.signal(signal.SIGINT, previous)
+        for number, handler in before_ending.items():
+            if handler is not None:  # None: set outside Python, nothing to put back
+                signal.signal(number, handler)
         stack.close()
         outcome.cancelled = presses > 0
-        if outcome.error is None:
-            terminal.reply_end(outcome.interrupted, outcome.out_of_character)
-        else:
-            terminal.reply_abort()
+        with contextlib.suppress(OSError) if outcome.hung_up else contextlib.nullcontext():
+            if outcome.error is None:
+                terminal.reply_end(outcome.interrupted, outcome.out_of_character)
+            else:
+                terminal.reply_abort()
     return outcome
 
 

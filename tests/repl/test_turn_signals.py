@@ -1,0 +1,72 @@
+"""SIGTERM (a kill) and SIGHUP (the terminal closed) in the middle of a streamed reply: the turn
+stops as on Ctrl-C, the user's message and the partial reply (marked interrupted) are saved,
+then the chat exits 128 + the signal's number. The process died at once, and the turn with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.outputs import ChatGenerationChunk
+
+from agentmm.graphs.agent import Agent
+from agentmm.graphs.chat import persona_model
+from agentmm.repl.session import ChatSession
+from agentmm.settings import load_settings
+from agentmm.threads import thread_values
+from tests.repl.test_session import ScriptedTerminal
+
+REPLY = "The lighthouse keeper rowed out at dawn, and nobody saw him come back that night."
+
+
+class SignalsMidReply(FakeListChatModel):
+    """Streams its reply and, a few tokens in, sends the process ``signum``."""
+
+    signum: int = 0
+
+    def _stream(self, *args: Any, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        for i, chunk in enumerate(super()._stream(*args, **kwargs)):
+            if i == 12:
+                os.kill(os.getpid(), self.signum)
+                time.sleep(0.2)  # the handler runs on the main thread meanwhile
+            yield chunk
+
+    async def _astream(self, *args: Any, **kwargs: Any) -> AsyncIterator[ChatGenerationChunk]:
+        i = 0
+        async for chunk in super()._astream(*args, **kwargs):
+            if i == 12:
+                os.kill(os.getpid(), self.signum)
+                time.sleep(0.2)
+            i += 1
+            yield chunk
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_a_signal_mid_reply_saves_the_turn_then_ends_the_chat(tmp_path: Path, name: str) -> None:
+    signum = getattr(signal, name)
+    settings = load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=128)
+    before = signal.getsignal(signum)
+    term = ScriptedTerminal(["Where did the keeper go?", "this line is never sent"])
+    with Agent(settings, model=SignalsMidReply(responses=[REPLY], signum=signum)) as agent:
+        session = ChatSession(agent, term, persona_model=persona_model)
+        with pytest.raises(SystemExit) as ended:
+            session.run()
+        assert ended.value.code == 128 + signum
+        assert signal.getsignal(signum) is before  # the turn's handler is gone
+        saved = thread_values(agent.checkpointer, session.thread_id)[0]["messages"]
+    assert [m.type for m in saved] == ["human", "ai"]
+    assert saved[0].text == "Where did the keeper go?"
+    assert saved[1].response_metadata.get("interrupted") is True
+    assert 0 < len(saved[1].text) < len(REPLY) and REPLY.startswith(saved[1].text.strip())
+    said = term.stderr.strip().splitlines()
+    if name == "SIGTERM":  # one line says what became of the turn
+        assert said[-1] == f"[terminated: what was said so far is saved in thread {session.thread_id}]"
+        assert term.stdout.strip().endswith("[interrupted]")
+    else:  # the terminal is gone: nothing more is written to it
+        assert not any("terminated" in line for line in said)
