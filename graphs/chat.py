@@ -722,7 +722,9 @@ class Generator:
         started = time.perf_counter()
         # Stopped before the model even started (Ctrl-C while it loaded): no prefill, no reply.
         user = run_context(runtime.context).user_name
-        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set(), cut=_reply_cut(state, user))
+        attempt = _Attempt(
+            interrupted=cancel is not None and cancel.is_set(), cut=_reply_cut(state, user, self.personas)
+        )
         kwargs = self._kwargs(state, runtime)
         bound = self._bound(state, in_words="reply_start" in kwargs)
         prompt = self._prompt(state)
@@ -744,7 +746,9 @@ class Generator:
         cancel = run_context(runtime.context).cancel
         started = time.perf_counter()
         user = run_context(runtime.context).user_name
-        attempt = _Attempt(interrupted=cancel is not None and cancel.is_set(), cut=_reply_cut(state, user))
+        attempt = _Attempt(
+            interrupted=cancel is not None and cancel.is_set(), cut=_reply_cut(state, user, self.personas)
+        )
         redo = ""
         if not attempt.interrupted:
             kwargs = self._kwargs(state, runtime)
@@ -902,11 +906,19 @@ NO_REPLY = {
 NUDGE = "(Answer in your own words, in character: do not copy the notes above, and do not write {user}'s lines.)"
 
 
-def _reply_cut(state: ChatState, user: str) -> ReplyCut | None:
+def _reply_cut(state: ChatState, user: str, personas: PersonaSource | None = None) -> ReplyCut | None:
     """Where a played reply stops being the character's: the user's line (unless the user goes
     by the character's name) and lines in the memory block's form; None for a reply not played."""
     played = state.get("persona") if state.get("intent") != "ooc" else None
-    return ReplyCut(users_line_start(user, played)) if played else None
+    if not played:
+        return None
+    return ReplyCut(users_line_start(user, played, nickname_of(personas, played)))
+
+
+def nickname_of(personas: PersonaSource | None, name: str) -> str:
+    """The played persona's V3 nickname ("" when it has none or is not found)."""
+    persona = personas().find(name) if personas is not None else None
+    return persona.nickname if persona is not None else ""
 
 
 def _memory_stops(state: ChatState) -> list[str]:

@@ -392,9 +392,7 @@ class TurnStream:
                         if generated and chunk.text:
                             if shown is None:  # the state before generate says who is played, in character or not
                                 played = final.get("persona") if final.get("intent") != "ooc" else None
-                                shown = ReplyCutFilter(
-                                    ReplyCut(users_line_start(self.context.user_name, played)) if played else None
-                                )
+                                shown = ReplyCutFilter(self._reply_cut(played))
                             if text := shown.feed(str(chunk.id), chunk.text):
                                 first = first or time.perf_counter()
                                 put(text)
@@ -405,6 +403,14 @@ class TurnStream:
             run_input = Command(resume=await self._approve(asked, put)) if asked is not None else None
         await asyncio.to_thread(sync_to_disk, self.agent.checkpointer)  # the whole turn, before it returns
         self._result = self._build_result(final, first, time.perf_counter() - self._started)
+
+    def _reply_cut(self, played: str | None) -> ReplyCut | None:
+        """Where a played reply stops being the character's, as the generate node judges it
+        (``graphs/chat._reply_cut``); None for a reply not played."""
+        if not played:
+            return None
+        found = self.agent.personas.find(played)
+        return ReplyCut(users_line_start(self.context.user_name, played, found.nickname if found else ""))
 
     async def _parts(
         self, graph: CompiledStateGraph, run_input: Any, config: dict[str, Any], put: Callable[[Any], None],

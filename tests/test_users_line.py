@@ -103,3 +103,12 @@ def test_twice_the_users_line_is_a_line_saying_so(tmp_path) -> None:
     with _agent(tmp_path, "Ada: Is it?", "ada: Well?") as agent:
         turn = agent.stream("Tell me of the lamp.", persona="Tamsin")
         assert "".join(turn) == NO_REPLY[USERS_LINE] == turn.result.reply
+
+
+def test_a_user_going_by_the_characters_nickname_gets_its_own_lines(tmp_path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", user_name="Kit", max_tokens=48)
+    with Agent(settings, model=FakeListChatModel(responses=["Kit: Aye."])) as agent:
+        agent.personas.add(Persona(name="Katherine Moss", nickname="Kit", greetings=["*Kit waves.*"]))
+        turn = agent.stream("Tell me of the lamp.", persona="Katherine Moss")
+        assert "".join(turn) == "Kit: Aye." == turn.result.reply
+        assert "reply_again" not in turn.result.trace
