@@ -66,8 +66,14 @@ class LoreEntry(BaseModel):
 
     @property
     def label(self) -> str:
-        """A short human name for traces: name, comment, first key, or id."""
-        return self.name or self.comment or (self.keys[0] if self.keys else "") or str(self.id)
+        """A short human name for traces: name, comment, first key, or id; "" when it has none
+        (the caller names it by its place: it was 'None', its missing id as text)."""
+        return (
+            self.name
+            or self.comment
+            or (self.keys[0] if self.keys else "")
+            or ("" if self.id is None else str(self.id))
+        )
 
     @property
     def chance(self) -> int | None:

@@ -451,6 +451,17 @@ def test_validate_names_each_regex_key_that_cannot_run(tmp_path: Path):
     assert "'prop'" in lines[0] and r"/\p{Lu}ragon/u" in lines[0] and "'prop'" in lines[1] and "/[a/" in lines[1]
 
 
+def test_validate_names_an_entry_without_a_name_keys_or_id_by_its_place(tmp_path: Path):
+    """An entry with no name, comment, keys or id was 'lorebook entry 'None'' (its missing id,
+    as text); it is named by its place in the lorebook."""
+    from agentmm.personas.files import validate
+
+    path = card_file(tmp_path, {"name": "fine"}, {"keys": [], "content": ""})
+    lines = [line.removeprefix(f"{path}: ") for line in validate(path) if "lorebook entry" in line]
+    assert lines == ["lorebook entry '#1' has no keys and is not constant: it never fires",
+                     "lorebook entry '#1' has no content"]  # fmt: skip
+
+
 def test_the_turns_trace_says_which_entries_the_budget_left_out():
     from agentmm.compose import persona_turn_parts
     from agentmm.personas import Persona
