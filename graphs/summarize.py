@@ -46,7 +46,10 @@ class Summarize:
         update: dict[str, Any] = {}
         summary: dict[str, Any] = {"updated": False, "text": previous, "to_fold": len(folded)}
         if context.cancel.is_set():
+            # Nothing runs: the trace says the fold waits, and neither its path nor its timings
+            # say this node did something (they read "summarize", summarize_s 0.0).
             summary["deferred"] = "the turn was stopped"
+            return {"trace": {**(state.get("trace") or {}), "summary": summary}}
         else:
             try:
                 with _cache_kept(self.model):
