@@ -11,7 +11,8 @@ may still be starting, so the user never sees it.
 
 The shapes, each on a line's start (leading spaces, ``*`` or ``- `` aside): the user's name
 (any case, in ``**`` or not) and a colon; a day in parentheses as the memory block writes it
-("(7 December 2026)"). Mid-line only a dated speaker's line is one ("(7 December 2026) Oma:").
+("(7 December 2026)", or in square brackets: "[5 January 2027] Ada:"). Mid-line only a dated
+speaker's line is one ("(7 December 2026) Oma:").
 A reply that names the user ("Ada, come here", "I'll tell you this, Ada: it's old") or says a
 date in words ("I was born on 7 December 1990.") is the character's own.
 """
@@ -22,10 +23,10 @@ import re
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
           "October", "November", "December")  # fmt: skip
-_DAY = rf"\(\d{{1,2}} (?:{'|'.join(MONTHS)}) \d{{4}}\)"
+_DAY = rf"[(\[]\d{{1,2}} (?:{'|'.join(MONTHS)}) \d{{4}}[)\]]"
 _LINE_DAY = re.compile(rf"^[ \t]*(?:[-*][ \t]*)?{_DAY}", re.MULTILINE)
-_MID_DAY = re.compile(rf"{_DAY}[ \t]+[^:\n()]{{1,60}}:")
-_DAY_FORMS = tuple(f"({d} {m} 9999)" for d in ("9", "99") for m in MONTHS)
+_MID_DAY = re.compile(rf"{_DAY}[ \t]+[^:\n()\[\]]{{1,60}}:")
+_DAY_FORMS = tuple(f"{o}{d} {m} 9999{c}" for o, c in ("()", "[]") for d in ("9", "99") for m in MONTHS)
 _SPEAKER = 60
 
 USERS_LINE = "user"
@@ -58,7 +59,7 @@ class ReplyCut:
         cut there ends without it), or at its end."""
         line = text.rfind("\n") + 1
         starts = [line] if self._line_may_start(text[line:]) else []
-        starts += [i for i in range(line, len(text)) if text[i] == "(" and _mid_may_start(text[i:])]
+        starts += [i for i in range(line, len(text)) if text[i] in "([" and _mid_may_start(text[i:])]
         at = min(starts, default=len(text))
         while at > 0 and text[at - 1].isspace():
             at -= 1
@@ -75,7 +76,7 @@ class ReplyCut:
             if name[:size].casefold() == self.user.casefold() and not name[size:].strip(" \t*"):
                 return True
         dated = head[1:].lstrip(" \t") if head[:1] in ("-", "*") else head
-        return not dated or (dated.startswith("(") and _day_may_start(dated))
+        return not dated or (dated[0] in "([" and _day_may_start(dated))
 
 
 def _day_may_start(text: str) -> bool:
@@ -86,7 +87,7 @@ def _day_may_start(text: str) -> bool:
 
 def _mid_may_start(text: str) -> bool:
     """Whether ``text`` (from a "(" to the end, on one line) may still become a dated speaker's line."""
-    close = text.find(")")
+    close = min((i for i in (text.find(")"), text.find("]")) if i >= 0), default=-1)
     if close < 0:
         return _day_may_start(text)
     if not re.fullmatch(_DAY, text[: close + 1]):
@@ -95,7 +96,7 @@ def _mid_may_start(text: str) -> bool:
     if not after:
         return True
     speaker = after.lstrip(" \t")
-    return after[0] in " \t" and len(speaker) <= _SPEAKER and not any(c in speaker for c in "():\n")
+    return after[0] in " \t" and len(speaker) <= _SPEAKER and not any(c in speaker for c in "()[]:\n")
 
 
 class ReplyCutFilter:

@@ -19,8 +19,15 @@ COPIES = [
     ("Hello there.\n- (8 December 2026) Odom Finch: Hi", "Hello there."),
     ("Odo: I'm glad you're happy. (12 January 2027) Oma: How's it going, Odo", "Odo: I'm glad you're happy."),
     ("The fog is in the past.\n*(7 December 2026)\nYou'll see it again soon.", "The fog is in the past."),
+    ("Aye.\n[5 January 2027] Ada:\n*The sun is shining.*", "Aye."),  # square brackets, seen once too
 ]
-OWN = ["I was born on 7 December 1990.", "*smiles* It was (7 December 1990) a cold day.", "- (3 coins) Stew: lamb"]
+OWN = [
+    "I was born on 7 December 1990.",
+    "[Looks up] Hello.",
+    "*waves* [7 December 2026] it was.",
+    "*smiles* It was (7 December 1990) a cold day.",
+    "- (3 coins) Stew: lamb",
+]
 
 
 @pytest.mark.parametrize(("reply", "kept"), COPIES)
