@@ -8,6 +8,7 @@ Ctrl-D and Ctrl-C at an empty prompt end the session.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import threading
 from datetime import UTC, datetime
@@ -215,8 +216,11 @@ class ChatSession:
             f"[dim]/help for commands{new_line} · Ctrl-C stops a reply · Ctrl-D leaves[/]"
         )
 
-    def toolbar(self) -> str:
-        """The status line under the prompt: model, persona, thread, context use, attachments."""
+    def toolbar(self, width: int | None = None) -> str:
+        """The status line under the prompt: model, persona, thread, context use, attachments.
+        Wider than the terminal (``width``: its columns), whole fields give way, the thread id
+        first (the header and /threads show it), then the persona, the context use and the
+        attachments: the line editor cut it mid-number ('context 259/102' for 259/1024)."""
         bits = [f" {self.agent.settings.model}" + (" (loading…)" if self._loading() else "")]
         if self.persona:
             bits.append(self.persona)
@@ -232,6 +236,14 @@ class ChatSession:
             bits.append(f"context 0/{n_ctx}")
         if self.attachments:
             bits.append("attached: " + ", ".join(p.name for p in self.attachments))
+        columns = width if width is not None else shutil.get_terminal_size().columns
+        context = next(bit for bit in bits if bit.startswith("context "))
+        attached = bits[-1] if self.attachments else None
+        for field in (f"thread {self.thread_id}", self.persona, context, attached):
+            if len(" · ".join(bits)) <= columns:
+                break
+            if field and field in bits[1:]:
+                bits.remove(field)
         return " · ".join(bits)
 
     def _completer(self) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -315,6 +316,27 @@ def test_thread_ids_are_whole_in_a_narrow_terminal(tmp_path: Path, width: int) -
     second = thread_of(term)
     rows = [line.split("│") for line in term.stdout.splitlines() if line.count("│") >= 2]
     assert sorted(cells[1].strip() for cells in rows if cells[1].strip()) == sorted([first, second]), term.stdout
+
+
+def test_the_status_line_gives_way_by_whole_fields_in_a_narrow_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 60 columns the line editor cut the status line mid-number ('context 259/102' for
+    259/1024); whole fields give way, the thread id first, then the persona."""
+    agent = make_agent(tmp_path, [])
+    session = ChatSession(agent, ScriptedTerminal([]), "a-thread-id-of-some-length", persona="Nora Quill",
+                          persona_model=persona_model)  # fmt: skip
+    session.last_trace = {"usage": {"prompt_tokens": 200, "completion_tokens": 59}, "budget": {"n_ctx": 1024}}
+    wide = session.toolbar(200)
+    assert wide.endswith(" · Nora Quill · thread a-thread-id-of-some-length · context 259/1024 (25%)")
+    for width in (60, 50, 40):
+        line = session.toolbar(width)
+        assert len(line) <= width or line.count(" · ") == 0, line
+        assert set(line.split(" · ")) <= set(wide.split(" · ")), line  # each field whole, or gone
+        assert "thread" not in line
+    assert session.toolbar(len(wide) - 1) == wide.replace(" · thread a-thread-id-of-some-length", "")
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *args: os.terminal_size((60, 24)))
+    assert session.toolbar() == " smollm2 · Nora Quill · context 259/1024 (25%)"  # the terminal's width
 
 
 class FakeTurn:
