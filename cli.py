@@ -322,7 +322,8 @@ def _one_turn(
     from agentmm.console_text import PrintableStream
 
     shown = PrintableStream()  # a reply's escape sequences never reach the terminal (a title, erased lines)
-    with _cancel_on_ctrl_c(turn.cancel), _perceiving_spinner(agent, attachments, show=not as_json) as perceived:
+    ending = _Ending()
+    with _cancel_on_ctrl_c(turn.cancel, ending), _perceiving_spinner(agent, attachments, show=not as_json) as perceived:
 
         def observed(observations: list[dict[str, Any]]) -> None:
             perceived()
@@ -331,14 +332,20 @@ def _one_turn(
         turn.on_observations = observed
         for text in turn:
             perceived()
-            if not as_json:
+            if not as_json and not ending.hung_up:
                 sys.stdout.write(shown.feed(text))
                 sys.stdout.flush()
-    if as_json:
-        _print_json(turn.result.to_json())
-    else:
-        sys.stdout.write(shown.flush() + "\n")
-        sys.stderr.write(f"[thread {turn.thread_id}]\n")
+    with suppress(OSError) if ending.hung_up else nullcontext():  # a terminal closed: nowhere to say it
+        if as_json:
+            _print_json(turn.result.to_json())
+        else:
+            sys.stdout.write(shown.flush() + "\n")
+            if ending.by is None:  # else the line below names the thread
+                sys.stderr.write(f"[thread {turn.thread_id}]\n")
+    if ending.by is not None:
+        if not ending.hung_up:
+            sys.stderr.write(f"agentmm: terminated: what was said so far is saved in thread {turn.thread_id}\n")
+        raise SystemExit(128 + ending.by)
 
 
 @contextmanager
@@ -418,9 +425,21 @@ def _interrupted_says(what: str) -> Iterator[None]:
         raise
 
 
+class _Ending:
+    """A SIGTERM (a kill) or SIGHUP (the terminal closed) that came during ``chat -m``'s turn."""
+
+    by: int | None = None
+
+    @property
+    def hung_up(self) -> bool:
+        return self.by is not None and self.by == getattr(signal, "SIGHUP", None)
+
+
 @contextmanager
-def _cancel_on_ctrl_c(cancel: Callable[[], None]) -> Iterator[None]:
-    """First Ctrl-C stops the reply (kept, marked interrupted); a second one aborts."""
+def _cancel_on_ctrl_c(cancel: Callable[[], None], ending: _Ending | None = None) -> Iterator[None]:
+    """First Ctrl-C stops the reply (kept, marked interrupted); a second one aborts. With
+    ``ending``, SIGTERM and SIGHUP stop it as the first Ctrl-C does and are kept there: the
+    caller ends the process once the turn is saved (they killed it mid-reply, the turn lost)."""
     pressed = False
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -430,11 +449,21 @@ def _cancel_on_ctrl_c(cancel: Callable[[], None]) -> Iterator[None]:
         pressed = True
         cancel()
 
+    def on_ending(signum: int, frame: FrameType | None) -> None:
+        if ending is not None:
+            ending.by = signum
+        cancel()
+
     previous = signal.signal(signal.SIGINT, handler)
+    names = ("SIGTERM", "SIGHUP") if ending is not None else ()
+    before = {number: signal.signal(number, on_ending) for name in names if (number := getattr(signal, name, None))}
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        for number, handler_before in before.items():
+            if handler_before is not None:
+                signal.signal(number, handler_before)
 
 
 # --------------------------------------------------------------------------- graph

@@ -70,3 +70,26 @@ def test_a_signal_mid_reply_saves_the_turn_then_ends_the_chat(tmp_path: Path, na
         assert term.stdout.strip().endswith("[interrupted]")
     else:  # the terminal is gone: nothing more is written to it
         assert not any("terminated" in line for line in said)
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_chat_m_saves_a_turn_a_sigterm_stops_and_exits_143(
+    tmp_path: Path, as_json: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`chat -m` died at once on SIGTERM, its turn rolled back: the message and the reply gone."""
+    from agentmm.cli import _one_turn
+
+    settings = load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=128)
+    before = signal.getsignal(signal.SIGTERM)
+    with Agent(settings, model=SignalsMidReply(responses=[REPLY], signum=signal.SIGTERM)) as agent:
+        with pytest.raises(SystemExit) as ended:
+            _one_turn(agent, "Where did the keeper go?", "keeper", as_json, None, 0, [])
+        assert ended.value.code == 143 and signal.getsignal(signal.SIGTERM) is before
+        saved = thread_values(agent.checkpointer, "keeper")[0]["messages"]
+    assert [m.type for m in saved] == ["human", "ai"] and saved[1].response_metadata.get("interrupted") is True
+    out, err = capsys.readouterr()
+    assert err.splitlines() == ["agentmm: terminated: what was said so far is saved in thread keeper"]
+    if as_json:
+        assert '"interrupted": true' in out
+    else:
+        assert REPLY.startswith(out.strip()) and out.strip()
