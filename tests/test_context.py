@@ -93,3 +93,49 @@ def test_a_context_the_reply_reserve_fills_says_to_change_the_reserve() -> None:
     """--n-ctx 512 with the default max_tokens (512) refused "hi" with "shorten it"."""
     with pytest.raises(InputTooLongError, match=r"512 kept for the reply\); lower max_tokens or raise n_ctx"):
         plan_window([HumanMessage("hi")], 0, WORDS, n_ctx=512, reply_tokens=512, head=[("system", "hi")])
+
+
+def exchanges(*words: int) -> list[BaseMessage]:
+    """A thread of exchanges of ``words`` words each (half the user's, half the reply's), then "now"."""
+    messages: list[BaseMessage] = []
+    for i, size in enumerate(words):
+        messages += [HumanMessage(" ".join([f"u{i}"] * (size // 2))), AIMessage(" ".join([f"a{i}"] * (size // 2)))]
+    return [*messages, HumanMessage("now")]
+
+
+def test_a_fold_with_no_room_for_half_keeps_the_last_exchange_alone_so_the_next_turn_fits() -> None:
+    """At n_ctx 1024 with memory the history had room for about two exchanges: when no boundary
+    left half the budget free, the window moved to the earliest boundary that fitted at all,
+    stayed all but full, and folded again on the next turn by one exchange (17 folds in 37)."""
+    # The history's budget: 300 - 2 (system) - 7 ("now") - 14 (template) = 277 tokens; a
+    # message is its words and 6.
+    messages = exchanges(80, 80, 170)  # 92 + 92 + 182 = 366: over; 92 + 182 = 274 fits; 182 > 277 / 2
+    result = plan(messages)
+    assert result.window_start == 4 and result.budget["history_messages"] == 2
+    # The next turn (another 80-word exchange) fits without folding: the head stays put.
+    messages += [AIMessage(" ".join(["a3"] * 40)), HumanMessage("again")]
+    messages[-3] = HumanMessage(" ".join(["u3"] * 40))
+    assert plan(messages, result.window_start).window_start == result.window_start
+
+
+def test_the_last_exchange_is_kept_before_this_turns_recalled_memories() -> None:
+    """An exchange stored with its memories and lore outgrew the room a turn with its own
+    memories left, and the model answered having seen no earlier exchange (history_messages 0)."""
+    # The history's budget: 300 - 2 - 7 - 15 (template) - 120 (memories) = 156 tokens, 277 without
+    # the memories, which the last exchange (212) fits but not both (132 + 212).
+    messages = exchanges(120, 200)
+    memories = "remembered " * 120
+
+    def planned(start: int, memories: str) -> object:
+        return plan_window(messages, start, WORDS, n_ctx=400, reply_tokens=100, head=[("system", "be kind")],
+                           turn=[("memories", memories)], droppable=("memories",))  # fmt: skip
+
+    result = planned(0, memories)
+    assert result.budget["history_messages"] == 2 and result.window_start == 2
+    assert result.dropped == ["memories"] and "memories" not in result.kept
+    # Memories that leave room for the last exchange stay.
+    assert planned(0, "remembered " * 40).dropped == []
+    # Where the last exchange cannot fit even without them, they stay and the history goes.
+    messages[2:4] = [HumanMessage("u " * 150), AIMessage("a " * 150)]  # 312 tokens
+    alone = planned(0, memories)
+    assert alone.dropped == [] and alone.budget["history_messages"] == 0
