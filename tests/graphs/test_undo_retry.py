@@ -289,23 +289,29 @@ def test_messages_of_failed_runs_an_outer_graph_hands_back_are_joined_in_the_ord
     assert state["messages"][-1].text == "R2"
 
 
-def test_a_retry_through_an_outer_graph_stays_out_of_the_turns_own_thread() -> None:
-    """The outer graph keeps the retried exchange (a subgraph cannot take messages out of it)
-    and hands it back with every run: the turn's own thread took it in again after the retry
-    ('u2', 'R3', 'u2', 'R2'), into the next prompts, and counted the next turn as 4."""
-    from langchain_core.messages import HumanMessage
+def _outer_graph(*texts: str) -> tuple[Any, InMemorySaver]:
+    """An outer MessagesState graph with the turn graph as its one node (README's subgraph use),
+    the turn answering ``texts`` in order; and the outer graph's saver."""
     from langgraph.graph import START, MessagesState, StateGraph
 
     class Outer(MessagesState):
         trace: dict[str, Any]
 
-    model = replies("R1", "R2", "R3", "R4", "R5")
-    turn = build_graph(Settings(memory=False), model=model, checkpointer=True)
+    turn = build_graph(Settings(memory=False), model=replies(*texts), checkpointer=True)
     outer = StateGraph(Outer)
     outer.add_node("turn", turn)
     outer.add_edge(START, "turn")
     saver = InMemorySaver()
-    app = outer.compile(checkpointer=saver)
+    return outer.compile(checkpointer=saver), saver
+
+
+def test_a_retry_through_an_outer_graph_stays_out_of_the_turns_own_thread() -> None:
+    """The outer graph keeps the retried exchange (a subgraph cannot take messages out of it)
+    and hands it back with every run: the turn's own thread took it in again after the retry
+    ('u2', 'R3', 'u2', 'R2'), into the next prompts, and counted the next turn as 4."""
+    from langchain_core.messages import HumanMessage
+
+    app, saver = _outer_graph("R1", "R2", "R3", "R4", "R5")
     config = {"configurable": {"thread_id": "outer"}}
     for text in ("u1", "u2"):
         app.invoke({"messages": [HumanMessage(text)]}, config)
@@ -664,18 +670,8 @@ def test_messages_an_outer_graph_sent_in_one_run_are_answered_once() -> None:
     handed it back with every run: the turn took it in again and joined it to the next message
     ('u1\\n\\nu3'), answering it twice and counting its turns from there."""
     from langchain_core.messages import HumanMessage
-    from langgraph.graph import START, MessagesState, StateGraph
 
-    class Outer(MessagesState):
-        trace: dict[str, Any]
-
-    model = replies("R1", "R2", "R3")
-    turn = build_graph(Settings(memory=False), model=model, checkpointer=True)
-    outer = StateGraph(Outer)
-    outer.add_node("turn", turn)
-    outer.add_edge(START, "turn")
-    saver = InMemorySaver()
-    app = outer.compile(checkpointer=saver)
+    app, saver = _outer_graph("R1", "R2", "R3")
     config = {"configurable": {"thread_id": "outer"}}
     state = app.invoke({"messages": [HumanMessage("u1"), HumanMessage("u2")]}, config)
     assert state["messages"][-2].text == "u1\n\nu2" and state["trace"]["turn"] == 1

@@ -6,6 +6,7 @@ import json
 import random
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -617,25 +618,31 @@ def test_a_world_info_entrys_delay_is_read(tmp_path: Path):
     assert [entry.delay for entry in load_world_info(world).entries] == [5, 0]
 
 
-def test_a_delayed_entry_fires_on_the_turn_the_thread_reaches_its_length(tmp_path: Path):
-    """In a thread: the greeting and each message and reply count, as SillyTavern's chat.length."""
+def _vey_graph(tmp_path: Path, entry_toml: str, *, replies: int) -> Any:
+    """A turn graph (in-memory checkpoints, word tokens) over one persona, Vey, whose lorebook
+    holds one entry: ``entry_toml``'s lines."""
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
     from langgraph.checkpoint.memory import InMemorySaver
 
-    from agentmm.context import CONTEXT_KEY
     from agentmm.personas import PersonaRegistry
     from agentmm.settings import Settings
-    from agentmm.state import TurnContext
     from agentmm.tokens import TokenCounter
     from graphs.chat import build_graph
 
     folder = tmp_path / "personas"
     folder.mkdir()
-    (folder / "vey.toml").write_text('name = "Vey"\ndescription = "d"\ngreetings = ["Hi."]\n'
-                                     '[[lorebook.entries]]\nname = "late"\nkeys = ["boat"]\ncontent = "LATE"\n'
-                                     'delay = 4\n')  # fmt: skip
-    graph = build_graph(Settings(), model=FakeListChatModel(responses=["Hm."] * 3), checkpointer=InMemorySaver(),
-                        counter=TokenCounter(words), personas=PersonaRegistry(folder, entry_points=False))  # fmt: skip
+    (folder / "vey.toml").write_text('name = "Vey"\ndescription = "d"\ngreetings = ["Hi."]\n[[lorebook.entries]]\n'
+                                     + entry_toml)  # fmt: skip
+    return build_graph(Settings(), model=FakeListChatModel(responses=["Hm."] * replies), checkpointer=InMemorySaver(),
+                       counter=TokenCounter(words), personas=PersonaRegistry(folder, entry_points=False))  # fmt: skip
+
+
+def test_a_delayed_entry_fires_on_the_turn_the_thread_reaches_its_length(tmp_path: Path):
+    """In a thread: the greeting and each message and reply count, as SillyTavern's chat.length."""
+    from agentmm.context import CONTEXT_KEY
+    from agentmm.state import TurnContext
+
+    graph = _vey_graph(tmp_path, 'name = "late"\nkeys = ["boat"]\ncontent = "LATE"\ndelay = 4\n', replies=3)
     notes = []
     for text in ("a boat", "the boat again"):
         state = graph.invoke({"input": text}, {"configurable": {"thread_id": "t"}},
@@ -750,23 +757,12 @@ def test_a_threads_lore_timers_last_across_turns_and_go_back_with_an_undo_or_a_r
     """The timers are thread state (checkpointed with each turn): a sticky entry stays in the
     turns after it fired, its why says so; an undo puts back the timers the turn found, and a
     retry of a turn fires as that turn did."""
-    from langchain_core.language_models.fake_chat_models import FakeListChatModel
-    from langgraph.checkpoint.memory import InMemorySaver
-
-    from agentmm.personas import PersonaRegistry
-    from agentmm.settings import Settings
     from agentmm.state import TurnContext
-    from agentmm.tokens import TokenCounter
-    from graphs.chat import build_graph
     from graphs.thread_edit import last_exchange, take_out
 
-    folder = tmp_path / "personas"
-    folder.mkdir()
-    (folder / "vey.toml").write_text('name = "Vey"\ndescription = "d"\ngreetings = ["Hi."]\n'
-                                     '[[lorebook.entries]]\nname = "gull"\nkeys = ["gull"]\ncontent = "GULL"\n'
-                                     'sticky = 3\ncooldown = 4\n')  # fmt: skip
-    graph = build_graph(Settings(), model=FakeListChatModel(responses=["Hm."] * 9), checkpointer=InMemorySaver(),
-                        counter=TokenCounter(words), personas=PersonaRegistry(folder, entry_points=False))  # fmt: skip
+    graph = _vey_graph(
+        tmp_path, 'name = "gull"\nkeys = ["gull"]\ncontent = "GULL"\nsticky = 3\ncooldown = 4\n', replies=9
+    )
 
     def turn(text: str, **kw) -> list[tuple[str, str | None]]:
         state = graph.invoke({"input": text}, {"configurable": {"thread_id": "t"}},
