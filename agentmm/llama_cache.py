@@ -64,8 +64,7 @@ def restore_cache(llama: Any, saved: SavedCache) -> bool:
 
     ctx = llama._ctx.ctx
     if int(llama_cpp.llama_state_seq_set_data(ctx, saved.data, saved.size, SEQ)) != saved.size:
-        llama.reset()
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        llama.reset()  # n_tokens 0: the next eval removes every cell from position 0 on
         return False
     n_tokens = len(saved.tokens)
     llama.input_ids[:n_tokens] = saved.tokens
@@ -80,11 +79,21 @@ def cache_kept(loaded: LoadedModel) -> Iterator[None]:
     taken under the model's lock (the body's calls take it themselves); a generation another
     thread makes in between is not kept, which costs that one only a prefill."""
     with loaded.lock:
-        saved = None if loaded.closed else save_cache(loaded.llama)
+        saved = None if loaded.closed else _or_none(save_cache, loaded.llama)
     try:
         yield
     finally:
         if saved is not None:
             with loaded.lock:
-                if not loaded.closed:
-                    restore_cache(loaded.llama, saved)
+                if not loaded.closed and not _or_none(restore_cache, loaded.llama, saved):
+                    loaded.llama.reset()
+
+
+def _or_none(call: Any, *args: Any) -> Any:
+    """``call(*args)``, or None when llama-cpp-python lacks or refuses a state call (builds older
+    than the sequence-state API within our pin): keeping the cache is an optimisation, and a
+    summary must not fail a turn for it."""
+    try:
+        return call(*args)
+    except (AttributeError, OSError, ValueError, TypeError):
+        return None

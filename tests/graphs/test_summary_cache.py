@@ -32,3 +32,38 @@ def test_the_turn_after_a_fold_reuses_the_persona_head_from_the_cache(shipped_mo
     head = sum(p["tokens"] for p in after["prompt_parts"] if p["part"] in HEAD)
     assert head > 300 and any(p["part"] == "summary" for p in after["prompt_parts"])
     assert after["cache"]["reused_tokens"] >= head, after["cache"]
+
+
+def test_a_build_without_the_state_calls_or_a_refused_restore_costs_only_a_prefill(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pin allows llama-cpp-python builds older than the sequence-state API: keeping the cache
+    is an optimisation, so a missing or refusing call must not fail the summary (and so the turn),
+    and a restore that fails leaves the cache empty rather than holding the summary's tokens."""
+    import threading
+    from types import SimpleNamespace
+
+    import llama_cpp
+
+    from agentmm import llama_cache
+
+    class Llama:
+        n_tokens = 5
+        resets = 0
+        _ctx = SimpleNamespace(ctx=object())
+        input_ids = (1, 2, 3, 4, 5)
+
+        def reset(self) -> None:
+            self.resets += 1
+
+    loaded = SimpleNamespace(llama=Llama(), lock=threading.Lock(), closed=False)
+    monkeypatch.delattr(llama_cpp, "llama_state_seq_get_size")
+    with llama_cache.cache_kept(loaded):  # type: ignore[arg-type]
+        ran = True
+    assert ran and loaded.llama.resets == 0
+
+    monkeypatch.setattr(llama_cache, "save_cache", lambda llama: llama_cache.SavedCache(b"", 0, [1]))
+    monkeypatch.setattr(llama_cache, "restore_cache", lambda llama, saved: (_ for _ in ()).throw(OSError("no")))
+    with llama_cache.cache_kept(loaded):  # type: ignore[arg-type]
+        pass
+    assert loaded.llama.resets == 1
