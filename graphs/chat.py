@@ -982,9 +982,16 @@ def _final_message(reply: AIMessageChunk | None, interrupted: bool) -> AIMessage
         id=reply.id,
         usage_metadata=reply.usage_metadata,
         response_metadata=metadata,
-        tool_calls=reply.tool_calls,
-        invalid_tool_calls=reply.invalid_tool_calls,
+        tool_calls=[{**c, "id": c.get("id") or _call_id()} for c in reply.tool_calls],
+        invalid_tool_calls=[{**c, "id": c.get("id") or _call_id()} for c in reply.invalid_tool_calls],
     )
+
+
+def _call_id() -> str:
+    """An id for a call the model made without one (a malformed call often has none). It goes
+    on the reply itself, not only on the tools node's answer: the thread then pairs each call
+    with its result, as a prompt, an export and ``threads import`` read it."""
+    return f"call_{uuid.uuid4().hex[:16]}"
 
 
 PersonaSource = Callable[[], PersonaRegistry]

@@ -185,6 +185,29 @@ def test_malformed_tool_call_is_answered_and_the_turn_goes_on() -> None:
     assert state["messages"][-1].text == "Sorry."
 
 
+def test_a_malformed_call_with_no_id_round_trips_through_save_and_import() -> None:
+    """A model's malformed call often has no id: the tools node answers it under one it makes,
+    which must be the call's own id in the thread, or ``threads import`` refuses the thread's
+    /save file (its result answers no call of the reply)."""
+    import json
+
+    from agentmm.repl.transcript import transcript
+    from agentmm.threads import import_thread, imported_values
+
+    bad = AIMessage("", invalid_tool_calls=[{"name": "roll_dice", "args": "roll 2d6 please", "id": None,
+                                             "error": None, "type": "invalid_tool_call"}])  # fmt: skip
+    graph = graph_with(ScriptedToolModel(script=[bad, AIMessage("Sorry.")]), [roll_dice])
+    state = graph.invoke({"input": "roll"}, CONFIG)
+    asked = next(m for m in state["messages"] if isinstance(m, AIMessage) and m.invalid_tool_calls)
+    (answer,) = tool_messages(state)
+    assert asked.invalid_tool_calls[0]["id"] == answer.tool_call_id
+    doc = json.loads(json.dumps(transcript("t", state, model="m", user_name="You")))
+    values = imported_values(doc, "saved.json")
+    import_thread(graph, "again", values)
+    back = graph.get_state({"configurable": {"thread_id": "again"}}).values["messages"]
+    assert [(m.type, m.text) for m in back] == [(m.type, m.text) for m in state["messages"]]
+
+
 def test_loop_limit_forces_words_after_max_rounds() -> None:
     model = ScriptedToolModel(script=[call("roll_dice", notation="d4")], repeat_last=True)
     state = graph_with(model, [roll_dice], max_tool_rounds=2).invoke({"input": "roll forever"}, CONFIG)
