@@ -59,8 +59,8 @@ def test_a_build_without_the_state_calls_or_a_refused_restore_costs_only_a_prefi
     loaded = SimpleNamespace(llama=Llama(), lock=threading.Lock(), closed=False)
     monkeypatch.delattr(llama_cpp, "llama_state_seq_get_size")
     with llama_cache.cache_kept(loaded):  # type: ignore[arg-type]
-        ran = True
-    assert ran and loaded.llama.resets == 0
+        pass  # no AttributeError out of the copy that the build lacks
+    assert loaded.llama.resets == 0
 
     monkeypatch.setattr(llama_cache, "save_cache", lambda llama: llama_cache.SavedCache(b"", 0, [1]))
     monkeypatch.setattr(llama_cache, "restore_cache", lambda llama, saved: (_ for _ in ()).throw(OSError("no")))

@@ -565,11 +565,11 @@ def test_the_chat_scans_lore_with_the_speakers_names_like_sillytavern(tmp_path: 
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
     from langgraph.checkpoint.memory import InMemorySaver
 
+    from agentmm.graphs.chat import build_graph
     from agentmm.personas import PersonaRegistry
     from agentmm.settings import Settings
     from agentmm.state import TurnContext
     from agentmm.tokens import TokenCounter
-    from graphs.chat import build_graph
 
     folder = tmp_path / "personas"
     folder.mkdir()
@@ -624,10 +624,10 @@ def _vey_graph(tmp_path: Path, entry_toml: str, *, replies: int) -> Any:
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
     from langgraph.checkpoint.memory import InMemorySaver
 
+    from agentmm.graphs.chat import build_graph
     from agentmm.personas import PersonaRegistry
     from agentmm.settings import Settings
     from agentmm.tokens import TokenCounter
-    from graphs.chat import build_graph
 
     folder = tmp_path / "personas"
     folder.mkdir()
@@ -757,8 +757,8 @@ def test_a_threads_lore_timers_last_across_turns_and_go_back_with_an_undo_or_a_r
     """The timers are thread state (checkpointed with each turn): a sticky entry stays in the
     turns after it fired, its why says so; an undo puts back the timers the turn found, and a
     retry of a turn fires as that turn did."""
+    from agentmm.graphs.thread_edit import last_exchange, take_out
     from agentmm.state import TurnContext
-    from graphs.thread_edit import last_exchange, take_out
 
     graph = _vey_graph(
         tmp_path, 'name = "gull"\nkeys = ["gull"]\ncontent = "GULL"\nsticky = 3\ncooldown = 4\n', replies=9
