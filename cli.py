@@ -610,10 +610,12 @@ def threads_list(as_json: JsonFlag = False) -> None:
 
 @threads_app.command("show")
 def threads_show(thread_id: str, as_json: JsonFlag = False) -> None:
-    """Every message of a thread."""
-    from agentmm.threads import thread_dict
+    """Every message of a thread (ID or a prefix only it starts with)."""
+    from agentmm.threads import find_thread, thread_dict
 
-    shown = thread_dict(_checkpointer(), thread_id)
+    saver = _checkpointer()
+    thread_id = find_thread(saver, thread_id)
+    shown = thread_dict(saver, thread_id)
     if as_json:
         _print_json(shown)
         return
@@ -629,10 +631,12 @@ def threads_show(thread_id: str, as_json: JsonFlag = False) -> None:
 
 @threads_app.command("delete")
 def threads_delete(thread_id: str, as_json: JsonFlag = False) -> None:
-    """Delete a thread and all its checkpoints."""
-    from agentmm.threads import delete_thread
+    """Delete a thread and all its checkpoints (ID or a prefix only it starts with)."""
+    from agentmm.threads import delete_thread, find_thread
 
-    delete_thread(_checkpointer(), thread_id)
+    saver = _checkpointer()
+    thread_id = find_thread(saver, thread_id)
+    delete_thread(saver, thread_id)
     if as_json:
         _print_json({"deleted": thread_id})
     else:
@@ -689,14 +693,16 @@ def threads_export(
 ) -> None:
     """Write a thread as a chat's /save does: FILE.json or FILE.md (no -o: the JSON on stdout)."""
     from agentmm.repl.transcript import format_of, save, transcript
-    from agentmm.threads import thread_values
+    from agentmm.threads import find_thread, thread_values
 
     if output is not None:
         format_of(output)  # a wrong extension is told before the thread is read
     elif as_json:
         raise AgentmmError("--json reports the file written: give -o FILE.json or -o FILE.md")
     settings = _settings()
-    values, _ = thread_values(_checkpointer(), thread_id)
+    saver = _checkpointer()
+    thread_id = find_thread(saver, thread_id)
+    values, _ = thread_values(saver, thread_id)
     if not values.get("messages"):
         raise AgentmmError(f"nothing to export: thread {thread_id!r} is empty")
     doc = transcript(thread_id, values, model=settings.model, user_name=settings.user_name)

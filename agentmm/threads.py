@@ -34,7 +34,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, create_checkpoint
 from langgraph.checkpoint.sqlite import SqliteSaver
 
-from agentmm.errors import SEE_THREADS, AgentmmError, DataDirError, ThreadNotFoundError
+from agentmm.errors import SEE_THREADS, AgentmmError, DataDirError, Hint, ThreadNotFoundError
 from agentmm.exchange import summary_record
 from agentmm.fileio import folder_problem, os_errors
 from agentmm.postgres import saver_conninfo
@@ -360,6 +360,25 @@ def thread_ids(saver: BaseCheckpointSaver) -> list[str]:
     completion of thread ids read them by their newest checkpoint, which a rolled-back turn
     moves, and so disagreed with it)."""
     return [thread.thread_id for thread in list_threads(saver)]
+
+
+def match_thread_id(ids: Sequence[str], given: str, *, see: Hint = SEE_THREADS) -> str:
+    """The thread id ``given`` names: itself, or the one id it starts (ids are long: the chat's
+    ``/resume`` and ``threads show|export|delete`` take a prefix). ``ThreadNotFoundError`` in
+    one line when it starts none or several (a delete by prefix too needs one match)."""
+    if given in ids:
+        return given
+    matches = [t for t in ids if t.startswith(given)] if given else []
+    if not matches:
+        raise ThreadNotFoundError(f"unknown thread {given!r}", see=see)
+    if len(matches) > 1:
+        raise ThreadNotFoundError(f"{given!r} starts {len(matches)} thread ids: type more of it")
+    return matches[0]
+
+
+def find_thread(saver: BaseCheckpointSaver, given: str) -> str:
+    """``match_thread_id`` over the saved threads (a full id is looked up alone)."""
+    return given if thread_exists(saver, given) else match_thread_id(thread_ids(saver), given)
 
 
 def _newest_checkpoint_first(saver: BaseCheckpointSaver) -> list[str]:

@@ -42,3 +42,21 @@ def test_threads_export_refuses_in_one_line(tmp_path: Path, agentmm_here: Run) -
     assert_one_line_error(agentmm_here("threads", "export", "nope", "-o", str(tmp_path / "x.json")), "unknown thread")
     assert_one_line_error(agentmm_here("threads", "export", "nope", "-o", str(tmp_path / "x.txt")), "save as .md")
     assert_one_line_error(agentmm_here("threads", "export", "nope", "--json"), "give -o")
+
+
+def test_threads_show_export_and_delete_take_a_unique_prefix(tmp_path: Path, agentmm_here: Run) -> None:
+    """They took full ids only ('unknown thread'), where the chat's /resume takes a prefix; a
+    prefix that starts several ids, or none, is one line and deletes nothing."""
+    for name in ("docks-1a", "docks-2b"):
+        ok_json("threads", "import", str(saved_file(tmp_path)), "--thread", name, "--json", via=agentmm_here)
+    assert ok_json("threads", "show", "docks-1", "--json", via=agentmm_here)["thread_id"] == "docks-1a"
+    out = tmp_path / "out.json"
+    exported = ok_json("threads", "export", "docks-2", "-o", str(out), "--json", via=agentmm_here)
+    assert exported["thread_id"] == "docks-2b"
+    assert json.loads(out.read_text())["thread_id"] == "docks-2b"
+    for command in ("show", "export", "delete"):
+        assert_one_line_error(agentmm_here("threads", command, "docks"), "'docks' starts 2 thread ids")
+        assert_one_line_error(agentmm_here("threads", command, "quay"), "unknown thread 'quay'")
+    assert ok_json("threads", "delete", "docks-1", "--json", via=agentmm_here) == {"deleted": "docks-1a"}
+    listed = ok_json("threads", "list", "--json", via=agentmm_here)["threads"]
+    assert [t["thread_id"] for t in listed] == ["docks-2b"]

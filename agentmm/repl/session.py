@@ -466,16 +466,10 @@ class ChatSession:
     def cmd_resume(self, arg: str) -> None:
         if not arg:
             raise AgentmmError("/resume needs a thread id (see /threads)")
-        from agentmm.errors import ThreadNotFoundError
+        from agentmm.errors import Hint
+        from agentmm.threads import match_thread_id
 
-        matches = [t for t in self._thread_ids() if t.startswith(arg)]
-        if arg in matches:
-            matches = [arg]
-        if not matches:
-            raise ThreadNotFoundError(f"unknown thread {arg!r} (see /threads)")
-        if len(matches) > 1:
-            raise ThreadNotFoundError(f"{arg!r} starts {len(matches)} thread ids: type more of it")
-        self._switch_thread(matches[0], resumed=True)
+        self._switch_thread(match_thread_id(self._thread_ids(), arg, see=Hint(cli="see /threads")), resumed=True)
         self.terminal.info(f"resumed thread {self.thread_id}" + (f" · persona {self.persona}" if self.persona else ""))
         self._show_recent()
 
