@@ -10,8 +10,8 @@ the prompt every turn). It stays put while the history fits; when it overflows i
 forward to a turn boundary that leaves the history at most ``fold_to`` of its budget, so many
 turns go at once and the following turns are cheap again (where no boundary leaves that much,
 the last exchange alone). When even this turn does not fit, the lowest-priority parts are
-dropped first, and the plan says which; this turn's droppable context goes before the last
-exchange does.
+dropped first, and the plan says which; this turn's recalled lore and memories go before the
+last exchange does (``YIELDS_TO_HISTORY``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,10 @@ CONTEXT_KEY = "agentmm_context"
 MEMORY_TOKENS_KEY = "agentmm_memory_tokens"
 
 Parts = Sequence[tuple[str, str]]
+# This turn's parts that go before the last exchange does: what was recalled for it. What the
+# user sent (``observations``) never goes for an older exchange: the model would answer a
+# picture or voice note it was not shown.
+YIELDS_TO_HISTORY = ("lore", "memories")
 
 
 def turn_context(message: BaseMessage) -> str:
@@ -137,13 +141,13 @@ def plan_window(
         )
     sizes = [counter.message_text(render(m)) for m in messages[:-1]]
     start = min(max(window_start, 0), len(sizes))
-    # The last exchange is kept before this turn's droppable context (recalled memories, lore):
+    # The last exchange is kept before this turn's recalled memories and lore:
     # an exchange stored with its own memories and lore outgrew the room such a turn left, and
     # the model answered having seen no earlier exchange at all.
     last = _last_exchange(messages, start, len(sizes))
     if last is not None:
         need = sum(sizes[last:])
-        spare = [name for name in droppable if name in dict(turn) and name in named]
+        spare = [name for name in YIELDS_TO_HISTORY if name in dict(turn) and name in named]
         if available - fixed() < need <= available - fixed() + sum(sizes_of[name] for name in spare):
             for name in spare:
                 if need <= available - fixed():

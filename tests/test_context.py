@@ -139,3 +139,14 @@ def test_the_last_exchange_is_kept_before_this_turns_recalled_memories() -> None
     messages[2:4] = [HumanMessage("u " * 150), AIMessage("a " * 150)]  # 312 tokens
     alone = planned(0, memories)
     assert alone.dropped == [] and alone.budget["history_messages"] == 0
+
+
+def test_what_the_user_sent_is_never_dropped_to_keep_the_last_exchange() -> None:
+    """Only recalled lore and memories yield to the last exchange: the caption or transcript of
+    what the user sent this turn went too (the model answered a picture it was not shown)."""
+    messages = exchanges(100, 200)  # the last exchange: 200 tokens, 164 left beside this turn's parts
+    plan = plan_window(messages, 0, WORDS, n_ctx=600, reply_tokens=100, head=[("description", "d " * 50)],
+                       turn=[("memories", "m " * 20), ("observations", "seen " * 250)],
+                       droppable=("memories", "observations"), truncatable=("observations",))  # fmt: skip
+    # The memories alone would not make room for it: they stay, and the history folds instead.
+    assert plan.dropped == [] and "observations" in plan.kept and plan.budget["history_messages"] == 0
