@@ -557,7 +557,8 @@ def _one_line(
     name = str(error["loc"][0])
     if error["type"] == "extra_forbidden":
         return f"unknown setting {name!r}"
-    union = [e for e in exc.errors() if e["loc"][:1] == (name,)]
+    # A union's errors are one per kind, located (name, kind); a list's are (name, index).
+    union = [e for e in exc.errors() if len(e["loc"]) == 2 and e["loc"][0] == name and isinstance(e["loc"][1], str)]
     if len(union) > 1:  # a setting of two kinds (true/false or "auto"): all it takes, not the first kind's complaint
         error["msg"] = "give " + _either([word for e in union for word in _accepted(e)])
     origin = ""

@@ -55,3 +55,17 @@ def test_an_env_name_that_is_no_setting_is_warned_of(agentmm_here: Run) -> None:
     ]
     assert agentmm_here("config", "show", "--json").stderr == ""  # AGENTMM_CONFIG and the settings: no warning
     assert unknown_env_names({"agentmm_n_ctx": "1", "AGENTMM_CONFIG": "c", "OTHER": "x"}) == []
+
+
+def test_a_list_setting_with_two_bad_items_says_what_an_item_takes(tmp_path: Path) -> None:
+    """Two bad items of a list were read as a setting of two kinds: 'give a valid string or a
+    valid string'."""
+    config = tmp_path / "config.toml"
+    config.write_text("tools = [1, {}]\n")
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert str(caught.value).endswith(": Input should be a valid string"), caught.value
+    config.write_text("intent_recall = [1, {}]\n")  # its values were listed twice
+    with pytest.raises(SettingsError) as caught:
+        load_settings(config)
+    assert str(caught.value).count("'ooc'") == 1, caught.value
