@@ -15,13 +15,13 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, Optional, TextIO
 
 import typer
 from typer.core import TyperGroup
 
 from agentmm.console_text import one_line, plain, printable, shown_path
-from agentmm.errors import AgentmmError
+from agentmm.errors import AgentmmError, TurnStoppedError
 
 if TYPE_CHECKING:
     from agentmm.graphs.agent import Agent
@@ -330,11 +330,14 @@ def _one_turn(
             _show_observations(observations)
 
         turn.on_observations = observed
-        for text in turn:
-            perceived()
-            if not as_json and not ending.hung_up:
-                sys.stdout.write(shown.feed(text))
-                sys.stdout.flush()
+        try:
+            for text in turn:
+                perceived()
+                if not as_json and not ending.hung_up:
+                    sys.stdout.write(shown.feed(text))
+                    sys.stdout.flush()
+        except TurnStoppedError as stopped:  # Ctrl-C or a signal while the attachments were perceived
+            _stopped_before_the_reply(stopped, ending)
     with suppress(OSError) if ending.hung_up else nullcontext():  # a terminal closed: nowhere to say it
         if as_json:
             _print_json(turn.result.to_json())
@@ -346,6 +349,16 @@ def _one_turn(
         if not ending.hung_up:
             sys.stderr.write(f"agentmm: terminated: what was said so far is saved in thread {turn.thread_id}\n")
         raise SystemExit(128 + ending.by)
+
+
+def _stopped_before_the_reply(stopped: Exception, ending: _Ending) -> NoReturn:
+    """Say (unless the terminal is gone) that a turn stopped while its attachments were perceived
+    left nothing, and exit as the stop asked: 130 for Ctrl-C, 128 + the signal for SIGTERM or
+    SIGHUP. It was an error line and exit 1, though nothing had gone wrong."""
+    with suppress(OSError):
+        if not ending.hung_up:
+            sys.stderr.write(f"[{stopped}: nothing was sent or remembered]\n")
+    raise SystemExit(128 + (ending.by if ending.by is not None else signal.SIGINT))
 
 
 @contextmanager

@@ -303,3 +303,36 @@ def test_chat_dash_m_with_a_voice_note_shows_a_spinner_while_it_is_transcribed(
     assert "transcribing v.wav…" in watched.err
     assert watched.err.index("transcribing v.wav…") < watched.err.index("[you said (v.wav)")
     assert watched.out.strip() == "Noon again."
+
+
+@pytest.mark.parametrize(("signal_name", "code", "said"), [("SIGINT", 130, True), ("SIGTERM", 143, True),
+                                                          ("SIGHUP", 129, False)])  # fmt: skip
+def test_chat_dash_m_stopped_while_a_voice_note_is_transcribed_exits_as_stopped(
+    signal_name: str, code: int, said: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Ctrl-C, SIGTERM or SIGHUP while ``chat -m --audio`` transcribed gave 'agentmm: error:
+    stopped before the attachments were perceived' and exit 1: one line saying nothing was
+    kept (none after SIGHUP: the terminal is gone) and the stop's exit code."""
+    import os
+    import signal
+    import threading
+
+    import agentmm.tools.perception as perception
+    from tests.tools.media_files import write_wav
+
+    def transcriber(settings: Any = None, runtime: Any = None) -> Any:
+        def hear(path: Path, stop: threading.Event | None = None) -> tuple[str, str, str]:
+            os.kill(os.getpid(), getattr(signal, signal_name))
+            assert stop is not None and stop.wait(10)
+            return ("meet me", "en", "fake-asr")
+
+        return hear
+
+    monkeypatch.setattr(perception, "default_transcriber", transcriber)
+    voice = write_wav(tmp_path / "v.wav")
+    with make_agent(["Never said."]) as agent, pytest.raises(SystemExit) as ended:
+        cli._chat_with(agent, "listen", None, False, None, 0, [voice], False)
+    assert ended.value.code == code
+    err = capsys.readouterr().err
+    assert "error" not in err and ("nothing was sent or remembered]" in err) is said, err
