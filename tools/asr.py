@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.tools import BaseTool, tool
 from pydantic import BaseModel, Field
 
+from agentmm.console_text import shown_path
 from agentmm.errors import TurnStoppedError
 from agentmm.hub import offline_unless_reachable
 from agentmm.plugins import FACTORY_KEY
@@ -198,8 +199,8 @@ def cut_short_note(path: Path, duration: float) -> str | None:
     declared = declared_seconds(path)
     if declared is None or duration >= declared * SHORT_BY:
         return None
-    return (f"{path.name} is cut short: its header says {declared:.2f} s of audio, but only {duration:.2f} s "
-            "could be read; the transcript is of that part")  # fmt: skip
+    return (f"{shown_path(path.name)} is cut short: its header says {declared:.2f} s of audio, "
+            f"but only {duration:.2f} s could be read; the transcript is of that part")  # fmt: skip
 
 
 def transcribe(
@@ -277,7 +278,7 @@ def _until_stopped(pieces: Any, stop: threading.Event | None, path: Path) -> Ite
         if piece is None:
             return
         yield piece
-    raise TurnStoppedError(f"stopped while transcribing {path.name}")
+    raise TurnStoppedError(f"stopped while transcribing {shown_path(path.name)}")
 
 
 # Whisper drops a segment when it both thinks it holds no speech (> 0.6) and doubts its words

@@ -138,10 +138,9 @@ def with_world_info(persona: Persona, books: Sequence[Lorebook]) -> Persona:
 
 
 def _renumbered(entry: LoreEntry, taken: set[int | str]) -> LoreEntry:
-    """``entry`` under the lowest integer id not in ``taken`` (its raw dict too, as export reads it)."""
+    """``entry`` under the integer after the highest in ``taken`` (its raw dict too, as export
+    reads it): world entries keep their order after the card's own."""
     free = max((i for i in taken if isinstance(i, int)), default=-1) + 1
-    while free in taken:
-        free += 1
     raw = {**entry.raw, "id": free} if entry.raw else entry.raw
     return entry.model_copy(update={"id": free, "raw": raw})
 

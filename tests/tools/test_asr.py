@@ -257,3 +257,22 @@ def test_the_observation_says_whether_the_language_was_detected(tmp_path: Path, 
     assert heard["language"] == "en" and heard["language_detected"] is False
     picture = Perception(FakeCaptioner(lambda image: "a cat")).observe(make_image(tmp_path / "c.png"))
     assert "language_detected" not in picture.as_trace()  # a picture has no language
+
+
+def test_notes_of_a_file_named_with_control_characters_quote_its_name(tmp_path: Path, speech_wav: Path) -> None:
+    """The cut-short note and the stopped transcription named the file as it was, so a name
+    with an escape sequence drove the terminal the chat printed them to."""
+    import threading
+
+    from agentmm.errors import TurnStoppedError
+
+    whole = speech_wav.read_bytes()
+    odd = tmp_path / "cut\x1b[2J.wav"
+    odd.write_bytes(whole[: len(whole) // 2])
+    note = asr.cut_short_note(odd, 0.5)
+    assert note is not None and note.startswith("'cut\\x1b[2J.wav' is cut short"), note
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(TurnStoppedError) as stopped:
+        transcribe(odd, stop=stop)
+    assert "\x1b" not in str(stopped.value) and "'cut\\x1b[2J.wav'" in str(stopped.value)
