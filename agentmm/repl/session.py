@@ -19,7 +19,7 @@ from agentmm.console_text import one_line, plain, printable, shown_path
 from agentmm.errors import AgentmmError, NothingToUndoError, ThreadNotFoundError, TurnStoppedError
 from agentmm.repl.commands import COMMANDS, Parsed, UnknownCommand, index_arg, parse, path_arg
 from agentmm.repl.terminal import Terminal, file_note, note_level, shown_calls, tool_note, user_note
-from agentmm.repl.turns import Outcome, run_turn
+from agentmm.repl.turns import ENDING_SIGNALS, Outcome, run_turn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -88,10 +88,15 @@ class ChatSession:
         # The line editor reads Ctrl-C as a key; between a reply and the next prompt a late
         # press (the second of a double tap) must not end the process mid-save.
         previous = signal.signal(signal.SIGINT, _ignore) if self.terminal.editor else None
+        # SIGTERM or SIGHUP between turns would kill the process with the editor's raw mode on
+        # (no echo, no line editing left in the terminal): the chat ends as on Ctrl-D instead,
+        # and exits 128 + the signal's number. A turn puts its own handlers in (run_turn).
+        before_ending = {number: signal.signal(number, self._on_ending) for number in ENDING_SIGNALS} \
+            if self.terminal.editor else {}  # fmt: skip
         try:
-            while True:
+            while self.ended_by is None:
                 line = self.terminal.read()
-                if line is None:
+                if line is None or self.ended_by is not None:
                     break
                 with self.terminal.busy():  # keys typed meanwhile: Ctrl-C stops a reply, the rest is type-ahead
                     if not self.handle(line) or self.ended_by is not None:
@@ -99,11 +104,19 @@ class ChatSession:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
+            for number, handler in before_ending.items():
+                signal.signal(number, handler)
             if self.agent is not self.owner:
                 self.agent.close()
         if self.ended_by is not None:
             self._end_for_signal(self.ended_by)
         self.terminal.info(f"[thread {self.thread_id}]")
+
+    def _on_ending(self, signum: int, frame: Any) -> None:
+        """SIGTERM or SIGHUP outside a turn: the prompt returns as on Ctrl-D (a command under
+        way finishes first), and ``run`` ends for the signal."""
+        self.ended_by = signum
+        self.terminal.leave_prompt()
 
     def _end_for_signal(self, signum: int) -> None:
         """The turn a SIGTERM or SIGHUP stopped is saved: end as the signal would have, exit

@@ -149,6 +149,20 @@ class Terminal:
                 self.err.print()
             return None
 
+    def leave_prompt(self) -> None:
+        """Make the line editor's prompt, if one is reading, return as on Ctrl-D; a signal
+        handler's call (it runs between the editor's steps, so the exit is scheduled on its
+        loop): the editor then gives the terminal back as it found it."""
+        app = self._session.app if self._session is not None else None
+        if app is None or not app.is_running or app.loop is None:
+            return
+
+        def leave() -> None:
+            if app.is_running and not app.is_done:
+                app.exit(exception=EOFError)
+
+        app.loop.call_soon_threadsafe(leave)
+
     @contextlib.contextmanager
     def busy(self) -> Iterator[None]:
         """While the chat works on a line: the line editor's keys are read here, not echoed;

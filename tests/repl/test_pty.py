@@ -187,3 +187,21 @@ def test_a_line_typed_while_a_reply_streams_is_the_next_message() -> None:
         "And then?",
     ]
     assert [m["role"] for m in shown] == ["user", "assistant", "user", "assistant"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_or_sighup_at_the_prompt_gives_the_terminal_back(signum: int) -> None:
+    """At the prompt they killed the chat the default way, the editor's raw mode left on (no
+    echo, no line editing, bracketed paste on): the chat now leaves as on Ctrl-D, the terminal
+    as it was, and exits 128 + the signal's number."""
+    import termios
+
+    repl = Repl()
+    modes = termios.ECHO | termios.ICANON | termios.ISIG
+    assert termios.tcgetattr(repl.child.child_fd)[3] & modes == 0  # the editor's raw mode
+    repl.child.kill(signum)
+    repl.child.expect(pexpect.EOF)
+    assert termios.tcgetattr(repl.child.child_fd)[3] & modes == modes
+    assert LINE_ACCEPTED in repl.child.before  # bracketed paste off again
+    repl.child.close()
+    assert repl.child.exitstatus == 128 + signum
