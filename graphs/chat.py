@@ -418,7 +418,9 @@ class Composer:
             if memory_part := next((p for p in plan.parts if p["part"] == "memories"), None):
                 extra[MEMORY_TOKENS_KEY] = memory_part["tokens"]  # recall bounds the window's memories with it
             update["messages"] = [newest.model_copy(update={"additional_kwargs": extra})]
-        if parts.lore_timers is not None and parts.lore_timers != (state.get("lore_timers") or {}):
+        # Lore the plan left out never reached the model: its timers do not start (the state's stay).
+        kept_lore = "lore" not in plan.dropped
+        if kept_lore and parts.lore_timers is not None and parts.lore_timers != (state.get("lore_timers") or {}):
             update["lore_timers"] = parts.lore_timers
         lore = parts.lore
         if "lore" in plan.dropped:

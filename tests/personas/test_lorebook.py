@@ -618,7 +618,7 @@ def test_a_world_info_entrys_delay_is_read(tmp_path: Path):
     assert [entry.delay for entry in load_world_info(world).entries] == [5, 0]
 
 
-def _vey_graph(tmp_path: Path, entry_toml: str, *, replies: int) -> Any:
+def _vey_graph(tmp_path: Path, entry_toml: str, *, replies: int, **settings: Any) -> Any:
     """A turn graph (in-memory checkpoints, word tokens) over one persona, Vey, whose lorebook
     holds one entry: ``entry_toml``'s lines."""
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -633,8 +633,9 @@ def _vey_graph(tmp_path: Path, entry_toml: str, *, replies: int) -> Any:
     folder.mkdir()
     (folder / "vey.toml").write_text('name = "Vey"\ndescription = "d"\ngreetings = ["Hi."]\n[[lorebook.entries]]\n'
                                      + entry_toml)  # fmt: skip
-    return build_graph(Settings(), model=FakeListChatModel(responses=["Hm."] * replies), checkpointer=InMemorySaver(),
-                       counter=TokenCounter(words), personas=PersonaRegistry(folder, entry_points=False))  # fmt: skip
+    model = FakeListChatModel(responses=["Hm."] * replies)
+    return build_graph(Settings(**settings), model=model, checkpointer=InMemorySaver(), counter=TokenCounter(words),
+                       personas=PersonaRegistry(folder, entry_points=False))  # fmt: skip
 
 
 def test_a_delayed_entry_fires_on_the_turn_the_thread_reaches_its_length(tmp_path: Path):
@@ -784,3 +785,16 @@ def test_a_threads_lore_timers_last_across_turns_and_go_back_with_an_undo_or_a_r
     assert turn("a gull", retry=True) == [("key 'gull' in chat, sticky until the chat has 5 messages, then cooling "
                                            "down for 4 messages", None)]  # fmt: skip
     assert turn("more") == [("sticky (since message 2, until the chat has 5 messages)", "already in the window")]
+
+
+def test_an_entry_left_out_to_fit_the_context_starts_no_timer(tmp_path: Path):
+    """Fired lore that the plan drops to fit never reaches the model; its sticky and cooldown
+    timers started all the same, so it could cool down unseen."""
+    from agentmm.state import TurnContext
+
+    graph = _vey_graph(tmp_path, 'name = "gull"\nkeys = ["gull"]\ncontent = "' + "GULL " * 300 + '"\nsticky = 3\n'
+                       'cooldown = 4\n', replies=2, n_ctx=256, max_tokens=16)  # fmt: skip
+    state = graph.invoke({"input": "a gull"}, {"configurable": {"thread_id": "t"}},
+                         context=TurnContext(user_name="Ada", persona="Vey"))  # fmt: skip
+    assert "lore" in state["trace"]["dropped_parts"]
+    assert not state.get("lore_timers")
