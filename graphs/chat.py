@@ -13,7 +13,7 @@ import random
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -911,7 +911,17 @@ NUDGE = "(Answer in your own words, in character: do not copy the notes above, a
 def _reply_cut(state: ChatState, user: str, personas: PersonaSource | None = None) -> ReplyCut | None:
     """Where a played reply stops being the character's: the user's line (unless the user goes
     by the character's name) and lines in the memory block's form; None for a reply not played."""
-    played = state.get("persona") if state.get("intent") != "ooc" else None
+    return reply_cut_for(user, played_in(state), personas)
+
+
+def played_in(state: Mapping[str, Any]) -> str | None:
+    """The persona a turn plays in character: none for an out-of-character turn."""
+    return state.get("persona") if state.get("intent") != "ooc" else None
+
+
+def reply_cut_for(user: str, played: str | None, personas: PersonaSource | None = None) -> ReplyCut | None:
+    """``_reply_cut`` for a known played persona: the one place the generate node and TurnStream
+    (which holds back on screen what the node cuts) build it, so the two cannot drift apart."""
     if not played:
         return None
     return ReplyCut(users_line_start(user, played, nickname_of(personas, played)))

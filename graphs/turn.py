@@ -47,10 +47,12 @@ from pydantic import BaseModel, Field
 from agentmm.errors import EmptyInputError, InputTooLongError, InvalidContextError, InvalidTextError
 from agentmm.event_loop import LoopThread
 from agentmm.exchange import SUMMARY_BEFORE_KEY
+from agentmm.graphs.chat import played_in, reply_cut_for
 from agentmm.graphs.thread_edit import restore
 from agentmm.graphs.tool_calls import TOOL_THREADS_KEY
+from agentmm.notes_sent import notes_as_sent
 from agentmm.personas import greeting as opening_greeting
-from agentmm.reply_cut import ReplyCut, ReplyCutFilter
+from agentmm.reply_cut import ReplyCutFilter
 from agentmm.state import TurnContext
 from agentmm.thread_lock import turn_on
 from agentmm.threads import (
@@ -61,10 +63,10 @@ from agentmm.threads import (
     sync_to_disk,
     thread_exists,
 )
-from agentmm.users_line import users_line_start
 
 if TYPE_CHECKING:
     from agentmm.graphs.agent import Agent
+    from agentmm.personas import PersonaRegistry
 
 RUN_KEY = "agentmm_run"
 _MODES = ["messages", "values", "updates"]
@@ -391,8 +393,8 @@ class TurnStream:
                         generated = meta.get("langgraph_node") == "generate" and isinstance(chunk, AIMessage)
                         if generated and chunk.text:
                             if shown is None:  # the state before generate says who is played, in character or not
-                                played = final.get("persona") if final.get("intent") != "ooc" else None
-                                shown = ReplyCutFilter(self._reply_cut(played))
+                                cut = reply_cut_for(self.context.user_name, played_in(final), self._personas)
+                                shown = ReplyCutFilter(cut)
                             if text := shown.feed(str(chunk.id), chunk.text):
                                 first = first or time.perf_counter()
                                 put(text)
@@ -404,13 +406,8 @@ class TurnStream:
         await asyncio.to_thread(sync_to_disk, self.agent.checkpointer)  # the whole turn, before it returns
         self._result = self._build_result(final, first, time.perf_counter() - self._started)
 
-    def _reply_cut(self, played: str | None) -> ReplyCut | None:
-        """Where a played reply stops being the character's, as the generate node judges it
-        (``graphs/chat._reply_cut``); None for a reply not played."""
-        if not played:
-            return None
-        found = self.agent.personas.find(played)
-        return ReplyCut(users_line_start(self.context.user_name, played, found.nickname if found else ""))
+    def _personas(self) -> PersonaRegistry:
+        return self.agent.personas
 
     async def _parts(
         self, graph: CompiledStateGraph, run_input: Any, config: dict[str, Any], put: Callable[[Any], None],
@@ -433,13 +430,13 @@ class TurnStream:
         """Report perception and tool calls; return the approval asked for, if the run paused for one."""
         perceived = (payload.get("perceive") or {}).get("observations")
         if perceived is not None and self.on_observations is not None:
-            if any(o.get("as_message") for o in perceived):
+            if any(o.get("as_message") or o.get("kind") == "audio" for o in perceived):  # compose may cut them
                 self._held = perceived
             else:
                 put(_Report("observations", perceived))
         if "compose" in payload and self._held is not None:
             held, self._held = self._held, None
-            put(_Report("observations", _as_sent(held, payload["compose"] or {})))
+            put(_Report("observations", notes_as_sent(held, payload["compose"] or {})))
         calls = ((payload.get("tools") or {}).get("trace") or {}).get("tool_calls") or []
         if len(calls) > self._calls_reported:
             new, self._calls_reported = calls[self._calls_reported :], len(calls)
@@ -499,21 +496,6 @@ class TurnStream:
             intent=str(final.get("intent") or ""),
             out_of_character=bool(reply.response_metadata.get("ooc")),
         )
-
-
-def _as_sent(observations: list[dict[str, Any]], composed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The observations as the chat shows them: a voice note that is the message and that compose
-    cut to fit (``truncated_parts`` part "message") carries ``sent_text``, the message as the
-    model got it (the thread keeps the same), beside ``text``, all that was heard."""
-    cut = any(part.get("part") == "message" for part in (composed.get("trace") or {}).get("truncated_parts") or [])
-    messages = composed.get("messages") or []
-    if not cut or not messages:
-        return observations
-    sent = messages[-1].text
-    said = [o for o in observations if o.get("as_message") and o.get("text")]
-    if len(said) != 1:  # the message is several notes' transcripts joined: not one note's words
-        return observations
-    return [{**o, "sent_text": sent} if o is said[0] else o for o in observations]
 
 
 # No tokenizer packs more than this many characters into a token of ordinary text (English
