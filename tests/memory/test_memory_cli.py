@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.memory.synthetic_locomo import write_synthetic
-from tests.test_cli import agentmm, assert_one_line_error, ok_json
+from tests.memory.synthetic_locomo import FILLER, write_synthetic
+from tests.test_cli import Run, agentmm, assert_one_line_error, ok_json
 
 pytestmark = pytest.mark.e2e
 MEMORY_ON = {"AGENTMM_MEMORY": "true"}
@@ -81,12 +81,16 @@ def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path) -> None:
     assert refused.stdout == "" and not refused.stderr.startswith("\n")  # no progress bar's blank line off a terminal
 
 
-@pytest.mark.slow
-def test_eval_memory_with_no_question_to_score_says_so_in_one_line(tmp_path: Path) -> None:
+def test_eval_memory_with_no_question_to_score_says_so_in_one_line(tmp_path: Path, agentmm_here: Run) -> None:
     """No question with findable evidence (none at all, or none naming its turns): the table had no
-    scores to show and crashed; now one line and exit 1, and --json prints its report and exits 1."""
+    scores to show and crashed; now one line and exit 1, and --json prints its report and exits 1.
+    In this process, on the conversation's first two turns: what is checked is the verdict, not recall."""
     samples = json.loads(write_synthetic(tmp_path / "synthetic.json", samples=1).read_text())
     for sample in samples:
+        conversation = sample["conversation"]
+        for key in [key for key in conversation if key.startswith("session_") and not key.startswith("session_1")]:
+            del conversation[key]
+        del conversation["session_1"][2:]
         for question in sample["qa"]:
             question.pop("evidence")
     no_evidence = tmp_path / "no-evidence.json"
@@ -96,12 +100,12 @@ def test_eval_memory_with_no_question_to_score_says_so_in_one_line(tmp_path: Pat
     no_questions = tmp_path / "no-questions.json"
     no_questions.write_text(json.dumps(samples))
     for data in (no_evidence, no_questions):
-        done = agentmm("eval", "memory", str(data), "--k", "5")
+        done = agentmm_here("eval", "memory", str(data), "--k", "5")
         assert_one_line_error(done, f"nothing to score in {data.name}")
         assert done.returncode == 1 and done.stdout == ""
-        as_json = agentmm("eval", "memory", str(data), "--k", "5", "--json")
+        as_json = agentmm_here("eval", "memory", str(data), "--k", "5", "--json")
         assert as_json.returncode == 1 and json.loads(as_json.stdout)["overall"] == {"questions": 0}
-    answered = agentmm("eval", "memory", str(no_questions), "--answer", "--answers", str(tmp_path / "a.jsonl"))
+    answered = agentmm_here("eval", "memory", str(no_questions), "--answer", "--answers", str(tmp_path / "a.jsonl"))
     assert_one_line_error(answered, "nothing to answer in no-questions.json")
     assert answered.returncode == 1
 
@@ -120,13 +124,20 @@ def test_eval_memory_refuses_cut_offs_below_one_and_recall_options_with_answer(t
         assert "Traceback" not in refused.stderr
 
 
-@pytest.mark.slow
-def test_eval_memory_within_a_token_budget(tmp_path: Path) -> None:
+def test_eval_memory_within_a_token_budget(tmp_path: Path, agentmm_here: Run) -> None:
     """--budget-tokens scores only what fits the budget as compose places it, counted with the
-    chat model's tokenizer: a small budget fits fewer memories and cannot find more than k does."""
-    data = write_synthetic(tmp_path / "synthetic.json")
-    small = ok_json("eval", "memory", str(data), "--k", "10", "--budget-tokens", "40", "--json")
-    large = ok_json("eval", "memory", str(data), "--k", "10", "--budget-tokens", "400", "--json")
+    chat model's tokenizer: a small budget fits fewer memories and cannot find more than k does.
+    In this process, on one conversation (it has questions of each category) with small talk in its
+    first session only: its planted facts and a session of distractors, a fifth of the turns to embed."""
+    (sample,) = json.loads(write_synthetic(tmp_path / "synthetic.json", samples=1).read_text())
+    conversation = sample["conversation"]
+    for key, turns in conversation.items():
+        if key.startswith("session_") and isinstance(turns, list) and key != "session_1":
+            turns[:] = [turn for turn in turns if turn["text"] not in FILLER]
+    data = tmp_path / "fewer-turns.json"
+    data.write_text(json.dumps([sample]))
+    small = ok_json("eval", "memory", str(data), "--k", "10", "--budget-tokens", "40", "--json", via=agentmm_here)
+    large = ok_json("eval", "memory", str(data), "--k", "10", "--budget-tokens", "400", "--json", via=agentmm_here)
     assert small["budget"]["tokens"] == 40 and set(small["budget"]["per_category"]) == {"1", "2", "3", "4"}
     fitted_small = small["budget"]["overall"]["memories_fitted_mean"]
     fitted_large = large["budget"]["overall"]["memories_fitted_mean"]
