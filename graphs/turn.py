@@ -50,6 +50,7 @@ from agentmm.exchange import SUMMARY_BEFORE_KEY
 from agentmm.graphs.chat import played_in, reply_cut_for
 from agentmm.graphs.thread_edit import restore
 from agentmm.graphs.tool_calls import TOOL_THREADS_KEY
+from agentmm.notes_sent import notes_as_sent
 from agentmm.personas import greeting as opening_greeting
 from agentmm.reply_cut import ReplyCutFilter
 from agentmm.state import TurnContext
@@ -215,8 +216,9 @@ class TurnStream:
         # status, output...), so a chat can show what a tool found before the reply goes on.
         self.on_tool_calls: Callable[[list[dict[str, Any]]], Any] | None = None
         self._calls_reported = 0
-        # Observations held until compose has run: a voice note that is the message may be cut
-        # there to fit, and the chat should show what the model got (``_as_sent``).
+        # Observations held until compose has run: it may cut a voice note to fit (the message,
+        # one note or several joined, or the observations part a note sent with text is a line
+        # of), and the chat should show what the model got (``notes_as_sent``).
         self._held: list[dict[str, Any]] | None = None
         # Asked when a tool needs the user's OK ({"tool", "args", "id"}); True runs the call.
         # Without it such calls are denied, and the model hears so.
@@ -429,13 +431,13 @@ class TurnStream:
         """Report perception and tool calls; return the approval asked for, if the run paused for one."""
         perceived = (payload.get("perceive") or {}).get("observations")
         if perceived is not None and self.on_observations is not None:
-            if any(o.get("as_message") for o in perceived):
+            if any(o.get("as_message") or o.get("kind") == "audio" for o in perceived):  # compose may cut them
                 self._held = perceived
             else:
                 put(_Report("observations", perceived))
         if "compose" in payload and self._held is not None:
             held, self._held = self._held, None
-            put(_Report("observations", _as_sent(held, payload["compose"] or {})))
+            put(_Report("observations", notes_as_sent(held, payload["compose"] or {})))
         calls = ((payload.get("tools") or {}).get("trace") or {}).get("tool_calls") or []
         if len(calls) > self._calls_reported:
             new, self._calls_reported = calls[self._calls_reported :], len(calls)
@@ -495,21 +497,6 @@ class TurnStream:
             intent=str(final.get("intent") or ""),
             out_of_character=bool(reply.response_metadata.get("ooc")),
         )
-
-
-def _as_sent(observations: list[dict[str, Any]], composed: dict[str, Any]) -> list[dict[str, Any]]:
-    """The observations as the chat shows them: a voice note that is the message and that compose
-    cut to fit (``truncated_parts`` part "message") carries ``sent_text``, the message as the
-    model got it (the thread keeps the same), beside ``text``, all that was heard."""
-    cut = any(part.get("part") == "message" for part in (composed.get("trace") or {}).get("truncated_parts") or [])
-    messages = composed.get("messages") or []
-    if not cut or not messages:
-        return observations
-    sent = messages[-1].text
-    said = [o for o in observations if o.get("as_message") and o.get("text")]
-    if len(said) != 1:  # the message is several notes' transcripts joined: not one note's words
-        return observations
-    return [{**o, "sent_text": sent} if o is said[0] else o for o in observations]
 
 
 # No tokenizer packs more than this many characters into a token of ordinary text (English

@@ -489,13 +489,13 @@ def file_note(observation: dict[str, Any]) -> str | None:
 
 def _as_sent(observation: dict[str, Any]) -> str:
     """A voice note's words as the model got them: a note too long for the context was cut at a
-    sentence (``sent_text``, which ``TurnStream`` adds), and the whole transcript was shown as if
-    the model had heard it all."""
+    sentence (``sent_text``, which ``TurnStream`` adds; "" where none of it fit), and the whole
+    transcript was shown as if the model had heard it all."""
     heard, sent = str(observation["text"]), observation.get("sent_text")
-    if not sent:
+    if sent is None:
         return heard
     kept = len(str(sent).removesuffix("…").split())
-    return f"{sent} (cut to fit: {kept:,} of {len(heard.split()):,} words)"
+    return f"{sent} (cut to fit: {kept:,} of {len(heard.split()):,} words)".lstrip()
 
 
 TOOL_NOTE_LINES = 8

@@ -202,3 +202,62 @@ def test_a_voice_note_cut_to_fit_is_shown_as_the_model_got_it(
 
 def long_note_of(path: Path, stop: Any = None) -> tuple[str, str, str]:
     return LONG_NOTE, "en", "fake-asr"
+
+
+def notes_of(path: Path, stop: Any = None) -> tuple[str, str, str]:
+    return (LONG_NOTE if path.stem == "long" else "Meet me at the lighthouse."), "en", "fake-asr"
+
+
+def shown_turn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, notes: list[str]) -> dict[str, Any]:
+    """The user message the thread keeps for a turn of ``text`` with voice notes ``notes``,
+    shown as chat -m (and the REPL) show its observations."""
+    import agentmm.tools.perception as perception
+    from agentmm.cli import _show_observations
+    from agentmm.graphs.agent import Agent
+    from agentmm.settings import load_settings
+    from agentmm.threads import thread_values
+    from tests.tools.media_files import write_wav
+
+    monkeypatch.setattr(perception, "default_transcriber", lambda settings=None, runtime=None: notes_of)
+    settings = load_settings(data_dir=tmp_path / "data", n_ctx=512, max_tokens=40, memory=False)
+    with Agent(settings, model=FakeListChatModel(responses=["Long one."])) as agent:
+        # Each its own sound: perception caches transcripts by the file's content.
+        wavs = [write_wav(tmp_path / f"{n}.wav", b"\x00\x00" * (16000 + i)) for i, n in enumerate(notes)]
+        turn = agent.stream(text, attachments=wavs)
+        turn.on_observations = _show_observations
+        assert "".join(turn) == "Long one."
+        return thread_values(agent.checkpointer, turn.result.thread_id)[0]["messages"][0]
+
+
+def test_a_voice_note_sent_with_text_and_cut_to_fit_is_shown_as_the_model_got_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Sent with typed text, a note is a line of context, which compose cut to fit; the line
+    showed the whole transcript (1,050 words) all the same."""
+    from agentmm.context import CONTEXT_KEY
+
+    message = shown_turn(tmp_path, monkeypatch, "What do you make of this?", ["long"])
+    context = message.additional_kwargs[CONTEXT_KEY]
+    assert context.endswith("…") and "Sentence 149" not in context  # the model got the note cut
+    shown = capsys.readouterr().err
+    line = next(line for line in shown.splitlines() if line.startswith("[you said (long.wav): "))
+    sent, _, cut = line.removeprefix("[you said (long.wav): ").rpartition(" (cut to fit: ")
+    assert sent.endswith("…") and context.endswith(sent) and LONG_NOTE.startswith(sent.removesuffix("…"))
+    assert cut == f"{len(sent.removesuffix('…').split())} of 1,050 words)]"
+    assert "Sentence 149" not in shown
+
+
+def test_voice_notes_joined_as_the_message_and_cut_are_each_shown_as_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Several notes sent alone are joined into the message; cut to fit, each note's line showed
+    its whole transcript (no ``sent_text``: it was only given for one note)."""
+    message = shown_turn(tmp_path, monkeypatch, "", ["short", "long"])
+    first = "Meet me at the lighthouse."
+    assert message.text.startswith(first + " Sentence 0") and message.text.endswith("…")
+    shown = capsys.readouterr().err
+    assert f"[you said (short.wav): {first}]\n" in shown  # sent whole
+    rest = message.text.removeprefix(first + " ")
+    kept = len(rest.removesuffix("…").split())
+    assert f"[you said (long.wav): {rest} (cut to fit: {kept} of 1,050 words)]\n" in shown
+    assert "Sentence 149" not in shown
