@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import agentmm, assert_one_line_error, ok_json
+from tests.test_cli import Run, agentmm, assert_one_line_error, ok_json
 
 pytestmark = pytest.mark.e2e
 
@@ -132,29 +132,33 @@ def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_personas_model_and_sampling_are_used_unless_the_run_names_its_own(tmp_path: Path) -> None:
+def test_a_personas_model_and_sampling_are_used_unless_the_run_names_its_own(tmp_path: Path, agentmm_here: Run) -> None:
+    """In this process: what is checked is which model and sampling a run takes, not processes. Still
+    slow: four turns of the shipped model (~12 s CPU on a loaded 2-core machine, ~28 s in subprocesses)."""
     personas = tmp_path / "personas"
     personas.mkdir(exist_ok=True)
     missing = tmp_path / "missing.gguf"
     (personas / "mo.toml").write_text(f'name = "Model Mo"\ndescription = "A tester."\nmodel = "{missing}"\n'
                                       "[sampling]\ntemperature = 0.1\nmax_tokens = 3\n")  # fmt: skip
-    assert_one_line_error(agentmm("chat", "-p", "Model Mo", "-m", "hi", "--json"), str(missing))
+    assert_one_line_error(agentmm_here("chat", "-p", "Model Mo", "-m", "hi", "--json"), str(missing))
 
-    flagged = ok_json("chat", "-p", "Model Mo", "-m", "hi", "--json", "--model", "smollm2")
+    flagged = ok_json("chat", "-p", "Model Mo", "-m", "hi", "--json", "--model", "smollm2", via=agentmm_here)
     assert flagged["model"] == "smollm2" and flagged["usage"]["completion_tokens"] <= 3
     assert flagged["trace"]["persona_sampling"] == {"temperature": 0.1, "max_tokens": 3}
-    by_env = ok_json("chat", "-p", "Model Mo", "-m", "hi", "--json", env={"AGENTMM_MODEL": "smollm2"})
+    by_env = ok_json("chat", "-p", "Model Mo", "-m", "hi", "--json", env={"AGENTMM_MODEL": "smollm2"}, via=agentmm_here)
     assert by_env["model"] == "smollm2"
-    longer = ok_json("chat", "-p", "Model Mo", "-m", "hi", "--json", "--model", "smollm2", "--max-tokens", "9")
+    longer = ok_json(
+        "chat", "-p", "Model Mo", "-m", "hi", "--json", "--model", "smollm2", "--max-tokens", "9", via=agentmm_here
+    )
     assert longer["trace"]["persona_sampling"] == {"temperature": 0.1}
 
     # The persona's own model wins over the config file's, and the chat says which it runs.
     (personas / "mo.toml").write_text('name = "Model Mo"\nmodel = "smollm2"\n')
     (tmp_path / "config.toml").write_text(f'model = "{missing}"\n')
-    done = agentmm("chat", "-p", "Model Mo", "-m", "hi", "--max-tokens", "3")
+    done = agentmm_here("chat", "-p", "Model Mo", "-m", "hi", "--max-tokens", "3")
     assert done.returncode == 0, done.stderr
     assert "Model Mo plays on its own model: smollm2" in done.stderr
-    assert_one_line_error(agentmm("chat", "-m", "hi"), str(missing))
+    assert_one_line_error(agentmm_here("chat", "-m", "hi"), str(missing))
 
 
 def test_new_suggests_a_command_a_shell_can_run_and_export_names_the_persona(tmp_path: Path) -> None:
