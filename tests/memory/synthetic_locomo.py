@@ -130,3 +130,15 @@ def make_sample(index: int, seed: int = 0) -> dict[str, Any]:
 def write_synthetic(path: Path, samples: int = 2) -> Path:
     path.write_text(json.dumps([make_sample(i) for i in range(samples)], indent=1))
     return path
+
+
+def write_short(path: Path) -> Path:
+    """One conversation with small talk in its first session only: every planted fact and question
+    (each category) and a session of distractors, about a fifth of the turns to embed. For tests of
+    what a command does with recall, where the full set's embedding time buys nothing."""
+    sample = make_sample(0)
+    for key, turns in sample["conversation"].items():
+        if key.startswith("session_") and isinstance(turns, list) and key != "session_1":
+            turns[:] = [turn for turn in turns if turn["text"] not in FILLER]
+    path.write_text(json.dumps([sample], indent=1))
+    return path
