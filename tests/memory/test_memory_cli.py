@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.memory.synthetic_locomo import FILLER, write_synthetic
+from tests.memory.synthetic_locomo import write_short, write_synthetic
 from tests.test_cli import Run, agentmm, assert_one_line_error, ok_json
 
 pytestmark = pytest.mark.e2e
@@ -127,15 +127,8 @@ def test_eval_memory_refuses_cut_offs_below_one_and_recall_options_with_answer(t
 def test_eval_memory_within_a_token_budget(tmp_path: Path, agentmm_here: Run) -> None:
     """--budget-tokens scores only what fits the budget as compose places it, counted with the
     chat model's tokenizer: a small budget fits fewer memories and cannot find more than k does.
-    In this process, on one conversation (it has questions of each category) with small talk in its
-    first session only: its planted facts and a session of distractors, a fifth of the turns to embed."""
-    (sample,) = json.loads(write_synthetic(tmp_path / "synthetic.json", samples=1).read_text())
-    conversation = sample["conversation"]
-    for key, turns in conversation.items():
-        if key.startswith("session_") and isinstance(turns, list) and key != "session_1":
-            turns[:] = [turn for turn in turns if turn["text"] not in FILLER]
-    data = tmp_path / "fewer-turns.json"
-    data.write_text(json.dumps([sample]))
+    In this process, on the short synthetic conversation (it has questions of each category)."""
+    data = write_short(tmp_path / "fewer-turns.json")
     small = ok_json("eval", "memory", str(data), "--k", "10", "--budget-tokens", "40", "--json", via=agentmm_here)
     large = ok_json("eval", "memory", str(data), "--k", "10", "--budget-tokens", "400", "--json", via=agentmm_here)
     assert small["budget"]["tokens"] == 40 and set(small["budget"]["per_category"]) == {"1", "2", "3", "4"}
