@@ -13,8 +13,8 @@ from agentmm.graphs.memory_answers import answer_file, read_answers
 from agentmm.memory.answer_scores import answer_f1, exact_match, gold_answer, normalize, token_f1
 from agentmm.memory.locomo import EvalFileError
 from agentmm.settings import Settings
-from tests.memory.synthetic_locomo import write_synthetic
-from tests.test_cli import agentmm, assert_one_line_error, ok_json
+from tests.memory.synthetic_locomo import write_short, write_synthetic
+from tests.test_cli import Run, assert_one_line_error, ok_json
 
 
 def test_answers_are_normalized_and_stemmed_as_locomo_does() -> None:
@@ -64,12 +64,16 @@ def test_a_file_that_is_not_an_answers_file_is_a_clear_error(tmp_path: Path, set
 
 @pytest.mark.slow
 @pytest.mark.e2e
-def test_the_cli_answers_with_the_shipped_model(tmp_path: Path) -> None:
-    data = write_synthetic(tmp_path / "locomo.json", samples=1)
+def test_the_cli_answers_with_the_shipped_model(tmp_path: Path, agentmm_here: Run) -> None:
+    """In this process: what is checked is the command's report and errors, not processes, on
+    the short synthetic conversation. Still slow: it answers with the real model (~10 s CPU)."""
+    data = write_short(tmp_path / "locomo.json")
     answers = tmp_path / "answers.jsonl"
-    report = ok_json("eval", "memory", str(data), "--answer", "--limit", "2", "--answers", str(answers), "--json")
+    report = ok_json(
+        "eval", "memory", str(data), "--answer", "--limit", "2", "--answers", str(answers), "--json", via=agentmm_here
+    )
     assert report["overall"]["questions"] == 2 and report["config"]["model"] == "smollm2"
     assert all(a["prediction"] and a["memories"] > 0 for a in report["answers"])
-    misuse = agentmm("eval", "memory", str(data), "--limit", "2")
+    misuse = agentmm_here("eval", "memory", str(data), "--limit", "2")
     assert misuse.returncode == 2 and "go with" in misuse.stderr and "Traceback" not in misuse.stderr
-    assert_one_line_error(agentmm("eval", "memory", str(tmp_path / "nope.json"), "--answer"), "not found")
+    assert_one_line_error(agentmm_here("eval", "memory", str(tmp_path / "nope.json"), "--answer"), "not found")
