@@ -7,18 +7,26 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.memory.synthetic_locomo import write_short, write_synthetic
 from tests.test_cli import Run, agentmm, assert_one_line_error, ok_json
+from tests.test_cli import ok_json as cli_json
 
 pytestmark = pytest.mark.e2e
 MEMORY_ON = {"AGENTMM_MEMORY": "true"}
 
 
 @pytest.mark.slow
-def test_chat_remembers_across_threads_and_the_memory_commands(tmp_path: Path) -> None:
+def test_chat_remembers_across_threads_and_the_memory_commands(tmp_path: Path, agentmm_here: Run) -> None:
+    """In this process: what is checked is what the commands say and keep, not processes. Still slow:
+    two turns with memory and thirteen memory commands (~11 s CPU, ~35 s in subprocesses)."""
+
+    def ok_json(*args: str, env: dict[str, str] | None = None) -> Any:
+        return cli_json(*args, env=env, via=agentmm_here)
+
     first = ok_json("chat", "-m", "My sister is called Mira and she lives in Lisbon.", "--json",
                     "--max-tokens", "20", env=MEMORY_ON)  # fmt: skip
     assert first["trace"]["path"] == ["ingest", "recall", "compose", "generate", "remember"]
@@ -41,12 +49,12 @@ def test_chat_remembers_across_threads_and_the_memory_commands(tmp_path: Path) -
     export = tmp_path / "memories.jsonl"
     assert ok_json("memory", "export", str(export), "--json")["exported"] == 5
     assert ok_json("memory", "forget", note["id"], "--json")["forgotten"]["id"] == note["id"]
-    assert_one_line_error(agentmm("memory", "forget", note["id"]), "no memory")
+    assert_one_line_error(agentmm_here("memory", "forget", note["id"]), "no memory")
     assert ok_json("memory", "import", str(export), "--json")["imported"] == 5
     again = tmp_path / "again.jsonl"
     ok_json("memory", "export", str(again), "--json")
     assert again.read_text() == export.read_text()
-    assert_one_line_error(agentmm("memory", "import", str(tmp_path / "nope.jsonl")), "not found")
+    assert_one_line_error(agentmm_here("memory", "import", str(tmp_path / "nope.jsonl")), "not found")
 
 
 def test_a_second_process_gets_a_clear_in_use_error(tmp_path: Path, isolated_env: Path) -> None:
