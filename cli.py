@@ -326,6 +326,8 @@ def _one_turn(
     with _cancel_on_ctrl_c(turn.cancel, ending), _perceiving_spinner(agent, attachments, show=not as_json) as perceived:
 
         def observed(observations: list[dict[str, Any]]) -> None:
+            if ending.hung_up:  # the terminal is gone: nothing can be shown on it
+                return
             perceived()
             _show_observations(observations)
 

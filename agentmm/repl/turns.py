@@ -139,9 +139,14 @@ def run_turn(turn: Any, terminal: Terminal, *, loading: Callable[[], bool] = lam
                 kind, payload = events.get(timeout=0.05)
             except queue.Empty:
                 continue
+            if outcome.hung_up and kind in ("text", "observations", "tool_calls", "approve"):
+                # The terminal is gone: nothing is shown on it or asked there (a write would be
+                # EIO, a traceback instead of the turn's save); a tool call waiting is a no.
+                if kind == "approve":
+                    payload[1].put(False)
+                continue
             if kind == "text":
-                if not outcome.hung_up:
-                    terminal.reply_chunk(payload)
+                terminal.reply_chunk(payload)
             elif kind == "observations":
                 terminal.stop_spinner()
                 perceiving = ""

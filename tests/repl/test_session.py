@@ -583,3 +583,26 @@ def test_a_tool_call_denied_is_said_in_one_line(tmp_path: Path, capsys: pytest.C
               "output": "the user did not allow this call"}  # fmt: skip
     _show_tool_calls([denied, {**denied, "status": "ok", "output": "4"}])
     assert capsys.readouterr().err == "[tool roll_dice(notation='d6'): 4]\n"
+
+
+class HangsUpThenAsks(FakeTurn):
+    """The terminal closes (SIGHUP) before the turn asks whether a tool may run."""
+
+    def __iter__(self) -> Iterator[str]:
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(0.3)  # the turn's handler runs on the main thread meanwhile
+        self.asked.append(self.on_approval({"tool": "roll_dice", "args": {"expr": "2d6"}, "id": "c1"}))
+        yield from self.chunks
+        self.result = type("Result", (), {"interrupted": self.cancelled, "trace": {}})()
+
+
+def test_after_the_terminal_closed_nothing_is_asked_or_shown_there() -> None:
+    """After SIGHUP only the reply's text was kept off the closed terminal: the y/N question was
+    still asked there (an EIO, a traceback and exit 1 instead of the turn's save and 129)."""
+    term = ScriptedTerminal([], answers=[True])
+    turn = HangsUpThenAsks(["a", "b"])
+    before = signal.getsignal(signal.SIGHUP)
+    outcome = run_turn(turn, term)
+    assert signal.getsignal(signal.SIGHUP) is before
+    assert outcome.hung_up and turn.cancelled
+    assert turn.asked == [False] and term.questions == [] and "ab" not in term.stdout
