@@ -680,7 +680,7 @@ class Generator:
         """The reply's call options: the persona's sampling, its seed (``Agent.retry``), the
         character and copy guards, the words an answer to "who are you?" starts with."""
         kwargs = {**persona_sampling(self.personas, state.get("persona"), self.fixed), **_seed(runtime)}
-        played = state.get("persona") if state.get("intent") != "ooc" else None
+        played = played_in(state)
         if played and (stops := _name_stops(getattr(self.model, "stop", None), _memory_stops(state))):
             kwargs["stop"] = stops
         if self.guard and played:
@@ -772,7 +772,7 @@ class Generator:
         block is stopped at once by the memory stops (``memory_line_stops``): it is empty. One
         that begins with the user's line or a line in the memory block's form was ended there
         (``agentmm.reply_cut``)."""
-        if attempt.interrupted or state.get("intent") == "ooc" or not state.get("persona"):
+        if attempt.interrupted or not played_in(state):
             return ""
         if attempt.began_with:
             return USERS_LINE if attempt.began_with == CUT_USERS_LINE else COPIED_MEMORY
