@@ -233,7 +233,10 @@ class ChatSession:
         """The status line under the prompt: model, persona, thread, context use, attachments.
         Wider than the terminal (``width``: its columns), whole fields give way, the thread id
         first (the header and /threads show it), then the persona, the context use and the
-        attachments: the line editor cut it mid-number ('context 259/102' for 259/1024)."""
+        attachments: the line editor cut it mid-number ('context 259/102' for 259/1024). Fitting
+        is by terminal cells, not characters: a CJK persona name or an emoji takes two a character."""
+        from rich.cells import cell_len
+
         bits = [f" {self.agent.settings.model}" + (" (loading…)" if self._loading() else "")]
         if self.persona:
             bits.append(self.persona)
@@ -253,7 +256,7 @@ class ChatSession:
         context = next(bit for bit in bits if bit.startswith("context "))
         attached = bits[-1] if self.attachments else None
         for field in (f"thread {self.thread_id}", self.persona, context, attached):
-            if len(" · ".join(bits)) <= columns:
+            if cell_len(" · ".join(bits)) <= columns:
                 break
             if field and field in bits[1:]:
                 bits.remove(field)

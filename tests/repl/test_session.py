@@ -339,6 +339,24 @@ def test_the_status_line_gives_way_by_whole_fields_in_a_narrow_terminal(
     assert session.toolbar() == " smollm2 · Nora Quill · context 259/1024 (25%)"  # the terminal's width
 
 
+@pytest.mark.parametrize("persona", ["山田花子", "🦊 Fox"])
+def test_the_status_line_fits_by_terminal_cells_not_characters(tmp_path: Path, persona: str) -> None:
+    """A CJK persona name or an emoji takes two cells a character: measured with len(), the
+    status line kept fields that did not fit and still overflowed a narrow terminal."""
+    from rich.cells import cell_len
+
+    agent = make_agent(tmp_path, [])
+    session = ChatSession(agent, ScriptedTerminal([]), "a-thread-id-of-some-length", persona=persona,
+                          persona_model=persona_model)  # fmt: skip
+    wide = session.toolbar(200)
+    assert cell_len(wide) > len(wide)
+    for width in range(cell_len(wide) - 1, 20, -1):
+        line = session.toolbar(width)
+        assert cell_len(line) <= width or line.count(" · ") == 0, (width, line)
+        assert set(line.split(" · ")) <= set(wide.split(" · ")), line  # each field whole, or gone
+    assert session.toolbar(cell_len(wide)) == wide
+
+
 class FakeTurn:
     """A TurnStream stand-in: asks to run a tool, streams, can press Ctrl-C on itself."""
 
