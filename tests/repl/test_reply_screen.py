@@ -133,6 +133,37 @@ def test_the_markdown_redraw_writes_a_url_longer_than_a_row_whole(width: int, ki
     assert Screen(width).feed(written(term)).lines == ["you> hi", *(row.rstrip() for row in rows)]
 
 
+def test_the_markdown_redraw_needs_nothing_private_of_rich(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It broke a paragraph's rows with ``rich._wrap.divide_line``, private to rich: a rich
+    release without it would have made every reply with a long URL fail to redraw."""
+    import rich._wrap
+
+    monkeypatch.delattr(rich._wrap, "divide_line")  # rich's own Text.wrap keeps the name it imported
+    width = 20
+    term = terminal(width, live=True)
+    stream(term, f"See *this*: {URL} now.", seed=4)
+    assert Screen(width).feed(written(term)).lines == ["See this:", *rows_of(URL, width), "now."]
+
+
+@pytest.mark.parametrize("width", [2, 5, 9, 23, 40])
+def test_the_redraw_breaks_rows_where_rich_does(width: int) -> None:
+    """``word_breaks`` stands in for rich's private word wrap: each row as ``Text.wrap`` (which
+    divides a line where that breaks it) makes it: CJK folded, a long word folded, blanks at the
+    edge dropped."""
+    from rich.text import Text
+
+    from agentmm.repl.reply_markdown import word_breaks
+
+    console = Console(file=io.StringIO(), width=width)
+    for text in [*STORY.split("\n"), "  lead  and   many blanks  ", "今日は良い天気ですね。" * 3 + " ok a" + "字" * 9,
+                 "x" * 30 + " then " + "漢字" * 7, "e\u0301t\u0301e\u0301 cafe\u0301s " * 4, ""]:  # fmt: skip
+        ours = Text(text).divide(word_breaks(text, width))
+        for line in ours:  # the rest of what Text.wrap does
+            line.rstrip_end(width)
+            line.truncate(width, overflow="fold")
+        assert [line.plain for line in ours] == [line.plain for line in Text(text).wrap(console, width)], text
+
+
 KOREAN = "안녕하세요, 저는 서울에서 왔습니다. 오늘 날씨가 정말 좋네요! 내일 도서관에서 만나요. " * 3
 
 
