@@ -102,7 +102,10 @@ class _WholeWordsParagraph(Paragraph):
                 line.expand_tabs(8)
             pieces = line.divide(_breaks(str(line), width))
             for piece in pieces:
-                piece.rstrip_end(width)
+                # Blanks past the edge go (rich's rstrip_end counts characters, not cells: the
+                # blank after a row of CJK that filled it spilled onto a row of its own).
+                if cell_len(piece.plain) > width:
+                    piece.rstrip()
             pieces.justify(console, width, justify=self.justify, overflow="ignore")  # padded, not cropped
             lines.extend(pieces)
         yield from Text("\n").join(lines).render(console, end=text.end)

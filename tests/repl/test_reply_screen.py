@@ -243,6 +243,10 @@ def rendered(text: str, width: int) -> list[str]:
         ("漢" * 21 + "\n*waves* back", 21),  # the edge leaves one column a 2-column character cannot use
         ("*nods* " + "今日は良い天気ですね。" * 4, 23),
         (STORY.replace("lucky", "*lucky*"), 37),
+        # A row of 2-column characters that ends in a blank: the blank spilled past the edge
+        # (rich drops blanks past it by characters, not cells) and the redraw had an empty row.
+        ("*Sure* " + "天気" * 5 + " okay then", 20),  # the 天気 row fills 20 columns
+        ("- *Sure* " + "天気" * 5 + " okay then", 23),
     ],
 )
 def test_the_markdown_redraw_leaves_only_the_rendered_reply(text: str, width: int) -> None:
