@@ -15,11 +15,18 @@ The shapes, each on a line's start (leading spaces, ``*`` or ``- `` aside): the 
 speaker's line is one ("(7 December 2026) Oma:").
 A reply that names the user ("Ada, come here", "I'll tell you this, Ada: it's old") or says a
 date in words ("I was born on 7 December 1990.") is the character's own.
+
+A reply may also open with the character's own name on a line of its own, a script's speaker
+tag ("Odo Finch:\\n*He looks up.* Hello.", "**Odo Finch:**\\nHello"): that line is not the
+reply's text; :meth:`ReplyCut.opening` says how much of the start it takes (the cut is read
+after it), and a reply that is only that has nothing of its own. The name said with words on
+its line ("Odo Finch: Hello") is the character's own.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
           "October", "November", "December")  # fmt: skip
@@ -28,6 +35,10 @@ _LINE_DAY = re.compile(rf"^[ \t]*(?:[-*][ \t]*)?{_DAY}", re.MULTILINE)
 _MID_DAY = re.compile(rf"{_DAY}[ \t]+[^:\n()\[\]]{{1,60}}:")
 _DAY_FORMS = tuple(f"{o}{d} {m} 9999{c}" for o, c in ("()", "[]") for d in ("9", "99") for m in MONTHS)
 _SPEAKER = 60
+# The character's name on a line of its own at the reply's start: in ``**`` or not, a colon.
+_OWN_TAG = re.compile(r"[ \t]*\**[ \t]*(?P<name>[^*:\n]+?)[ \t]*\**[ \t]*:[ \t]*\**[ \t]*")
+_SPACE = re.compile(r"\s*")
+_OWN_TAG_END = re.compile(r"[ \t]*\**[ \t]*(?::[ \t]*\**[ \t]*)?")  # what may follow the name before the line ends
 
 USERS_LINE = "user"
 MEMORY_LINE = "memory"
@@ -35,15 +46,45 @@ MEMORY_LINE = "memory"
 
 class ReplyCut:
     """The places in a played reply where it stops being the character's; ``user``: the name
-    whose line ends it ("" when none is watched for)."""
+    whose line ends it ("" when none is watched for); ``own``: the names the character goes by
+    (casefolded, ``users_line.character_names``), whose line of its own may open the reply."""
 
-    def __init__(self, user: str = "") -> None:
+    def __init__(self, user: str = "", own: Iterable[str] = ()) -> None:
         self.user = user.strip()
+        self.own = frozenset(own)
         self._user_line = (
             re.compile(rf"^[ \t]*\**[ \t]*{re.escape(self.user)}[ \t]*\**[ \t]*:", re.MULTILINE | re.IGNORECASE)
             if self.user
             else None
         )
+
+    def opening(self, text: str, ended: bool = False) -> int | None:
+        """How many of ``text``'s first characters are the character's own name on a line of its
+        own ("Odo Finch:\\n", "**Odo:**\\n") and the white space after it: not the reply's text;
+        0 when it does not open so; None while it may still (``ended``: the reply ends with
+        ``text``, and a name line there is all of it)."""
+        if not self.own:
+            return 0
+        start = _SPACE.match(text).end()  # type: ignore[union-attr]
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if end < 0 and not ended:
+            return None if self._own_tag_may_start(line) else 0
+        tag = _OWN_TAG.fullmatch(line.rstrip())
+        if tag is None or tag["name"].casefold() not in self.own:
+            return 0
+        return _SPACE.match(text, start + len(line)).end()  # type: ignore[union-attr]
+
+    def _own_tag_may_start(self, line: str) -> bool:
+        """Whether ``line`` (the reply's first, unfinished line) may still become the
+        character's name on a line of its own."""
+        name = line.lstrip(" \t*")
+        for own in self.own:
+            if len(name) < len(own) and own.startswith(name.casefold()):
+                return True
+            if name[: len(own)].casefold() == own and _OWN_TAG_END.fullmatch(name[len(own) :].rstrip()):
+                return True
+        return False
 
     def find(self, text: str) -> tuple[int, str] | None:
         """Where the first such line starts in ``text`` and what it is (``USERS_LINE`` or
@@ -102,9 +143,10 @@ def _mid_may_start(text: str) -> bool:
 class ReplyCutFilter:
     """The streamed text of each reply (by message id), less what is not the character's.
 
-    :meth:`feed` returns what may be shown now: the text up to where a cut line may be
-    starting, nothing more of a reply once one was found. :meth:`flush` returns what is held of
-    replies that ended without one."""
+    :meth:`feed` returns what may be shown now: the text after the character's own name line
+    that may open it (:meth:`ReplyCut.opening`) up to where a cut line may be starting, nothing
+    more of a reply once one was found. :meth:`flush` returns what is held of replies that
+    ended without one."""
 
     def __init__(self, cut: ReplyCut | None) -> None:
         self.cut = cut
@@ -120,13 +162,16 @@ class ReplyCutFilter:
         out = self.flush() if key not in self._text else ""  # another reply began: the last ended
         whole = self._text.get(key, "") + text
         self._text[key] = whole
-        found = self.cut.find(whole)
+        lead = self.cut.opening(whole)
+        if lead is None:  # it may still open with the character's name line: nothing to show yet
+            return out
+        found = self.cut.find(whole[lead:])
         if found is not None:
             self._ended.add(key)
-            upto = len(whole[: found[0]].rstrip())
+            upto = lead + len(whole[lead : lead + found[0]].rstrip())
         else:
-            upto = self.cut.shown(whole)
-        done = self._shown.get(key, 0)
+            upto = lead + self.cut.shown(whole[lead:])
+        done = max(self._shown.get(key, 0), lead)
         if upto > done:
             self._shown[key] = upto
             out += whole[done:upto]
@@ -137,7 +182,8 @@ class ReplyCutFilter:
     def flush(self) -> str:
         out = ""
         for key, whole in self._text.items():
-            out += whole[self._shown.get(key, 0) :]
+            lead = self.cut.opening(whole, ended=True) if self.cut is not None else 0
+            out += whole[max(self._shown.get(key, 0), lead or 0) :]
             self._ended.add(key)
         self._text.clear()
         return out

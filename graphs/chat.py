@@ -84,7 +84,7 @@ from agentmm.state import ChatInput, ChatState, TurnContext, run_context, trace_
 from agentmm.summary import summary_tokens
 from agentmm.tokens import PER_MESSAGE_OVERHEAD, TokenCounter
 from agentmm.tools.perception import Perception
-from agentmm.users_line import users_line_start
+from agentmm.users_line import character_names, users_line_start
 
 GRAPH_NAME = "agentmm-chat"
 
@@ -771,7 +771,8 @@ class Generator:
         once more; "" when it did not. A reply that begins with a copy of the recalled-memory
         block is stopped at once by the memory stops (``memory_line_stops``): it is empty. One
         that begins with the user's line or a line in the memory block's form was ended there
-        (``agentmm.reply_cut``)."""
+        (``agentmm.reply_cut``); the character's own name on a line of its own before either
+        does not count, and a reply that is only that is empty."""
         if attempt.interrupted or not played_in(state):
             return ""
         if attempt.began_with:
@@ -854,9 +855,10 @@ class _Attempt:
         self.chunks.append(chunk)
         if self.cut is not None and chunk.text:
             self._seen += chunk.text
-            if (found := self.cut.find(self._seen)) is not None:
-                kept = self._seen[: found[0]].rstrip()
-                self._cut_to(len(kept))
+            lead = self.cut.opening(self._seen)  # the character's own name line, not its text
+            if lead is not None and (found := self.cut.find(self._seen[lead:])) is not None:
+                kept = self._seen[lead : lead + found[0]].rstrip()
+                self._cut_to(lead + len(kept))
                 self.began_with = found[1] if not kept.strip() else ""
                 return True
         if cancel is not None and cancel.is_set():
@@ -876,6 +878,22 @@ class _Attempt:
             kept.append(chunk)
         self.chunks = kept
 
+    def _drop_opening(self) -> None:
+        """Take the character's own name line off the ended reply's start ("Odo Finch:\\n",
+        ``ReplyCut.opening``): a reply that was only that has no text left, as an empty one."""
+        size = self.cut.opening(self.text, ended=True) if self.cut is not None else 0
+        if not size:
+            return
+        kept: list[AIMessageChunk] = []
+        for chunk in self.chunks:
+            text = chunk.text
+            if text and size > 0:
+                if isinstance(chunk.content, str):
+                    chunk = chunk.model_copy(update={"content": text[size:]})
+                size -= len(text)
+            kept.append(chunk)
+        self.chunks = kept
+
     def run(self, stream: Any, cancel: Any) -> None:
         try:
             for chunk in stream:
@@ -885,6 +903,7 @@ class _Attempt:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
+        self._drop_opening()
 
     async def arun(self, stream: Any, cancel: Any, stops_itself: bool) -> None:
         try:
@@ -893,6 +912,7 @@ class _Attempt:
                     break
         finally:
             await stream.aclose()
+        self._drop_opening()
 
 
 # Why a played reply was generated again (the trace's ``reply_again``), and what the reply says
@@ -924,7 +944,8 @@ def reply_cut_for(user: str, played: str | None, personas: PersonaSource | None 
     (which holds back on screen what the node cuts) build it, so the two cannot drift apart."""
     if not played:
         return None
-    return ReplyCut(users_line_start(user, played, nickname_of(personas, played)))
+    nickname = nickname_of(personas, played)
+    return ReplyCut(users_line_start(user, played, nickname), own=character_names(played, nickname))
 
 
 def nickname_of(personas: PersonaSource | None, name: str) -> str:
