@@ -10,11 +10,13 @@ before it), and :class:`ReplyCutFilter` holds back the streamed text from a plac
 may still be starting, so the user never sees it.
 
 The shapes, each on a line's start (leading spaces, ``*`` or ``- `` aside): the user's name
-(any case, in ``**`` or not) and a colon; a day in parentheses as the memory block writes it
-("(7 December 2026)", or in square brackets: "[5 January 2027] Ada:"). Mid-line only a dated
-speaker's line is one ("(7 December 2026) Oma:").
-A reply that names the user ("Ada, come here", "I'll tell you this, Ada: it's old") or says a
-date in words ("I was born on 7 December 1990.") is the character's own.
+(any case, in ``**`` or not) and a colon, or the name in square brackets as a speaker tag
+("[ADA]", "[Ada]:"); a day in parentheses as the memory block writes it ("(7 December 2026)",
+or in square brackets: "[5 January 2027] Ada:"). Mid-line only a dated speaker's line is one
+("(7 December 2026) Oma:").
+A reply that names the user ("Ada, come here", "I'll tell you this, Ada: it's old"), brackets
+other words ("[laughs]", "[1]") or says a date in words ("I was born on 7 December 1990.") is
+the character's own.
 
 A reply may also open with the character's own name on a line of its own, a script's speaker
 tag ("Odo Finch:\\n*He looks up.* Hello.", "**Odo Finch:**\\nHello"): that line is not the
@@ -52,11 +54,9 @@ class ReplyCut:
     def __init__(self, user: str = "", own: Iterable[str] = ()) -> None:
         self.user = user.strip()
         self.own = frozenset(own)
-        self._user_line = (
-            re.compile(rf"^[ \t]*\**[ \t]*{re.escape(self.user)}[ \t]*\**[ \t]*:", re.MULTILINE | re.IGNORECASE)
-            if self.user
-            else None
-        )
+        name = re.escape(self.user)
+        line = rf"^[ \t]*\**[ \t]*(?:{name}[ \t]*\**[ \t]*:|\[[ \t]*{name}[ \t]*\])"  # "Ada:", "[Ada]"
+        self._user_line = re.compile(line, re.MULTILINE | re.IGNORECASE) if self.user else None
 
     def opening(self, text: str, ended: bool = False) -> int | None:
         """How many of ``text``'s first characters are the character's own name on a line of its
@@ -111,10 +111,13 @@ class ReplyCut:
         head = line.lstrip(" \t")
         if self.user:
             name = head.lstrip("*").lstrip(" \t")
+            tagged = name[:1] == "["
+            if tagged:  # "[Ada]", the name in brackets as a speaker tag
+                name = name[1:].lstrip(" \t")
             size = len(self.user)
             if len(name) < size and self.user.casefold().startswith(name.casefold()):
                 return True
-            if name[:size].casefold() == self.user.casefold() and not name[size:].strip(" \t*"):
+            if name[:size].casefold() == self.user.casefold() and not name[size:].strip(" \t" if tagged else " \t*"):
                 return True
         dated = head[1:].lstrip(" \t") if head[:1] in ("-", "*") else head
         return not dated or (dated[0] in "([" and _day_may_start(dated))

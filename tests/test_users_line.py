@@ -16,6 +16,7 @@ from agentmm.personas import Persona
 from agentmm.reply_cut import USERS_LINE, ReplyCut, ReplyCutFilter
 from agentmm.settings import load_settings
 from agentmm.users_line import users_line_start
+from tests.test_reply_cut import Tokens
 
 
 def test_the_user_is_watched_for_unless_they_go_by_one_of_the_characters_names() -> None:
@@ -42,6 +43,36 @@ def test_the_filter_holds_a_start_back_until_it_can_tell_and_drops_the_users_lin
     assert "".join(shown.feed("r2", piece) for piece in ("A", "da", ", it is", " old.")) == "Ada, it is old."
     assert shown.feed("r3", "Ad") == "" and shown.flush() == "Ad"  # a reply that ended before it could tell
     assert ReplyCutFilter(None).feed("r4", "Ada: hi") == "Ada: hi"  # not watching
+
+
+def test_the_users_name_in_brackets_at_a_lines_start_is_the_users_line() -> None:
+    """smollm2 wrote the user's turn as '[ADA]' or '[Ada]:' on a new line: not cut."""
+    cut = ReplyCut("Ada")
+    for reply in ("[ADA]\nIs it old?", "[Ada]: hi", "**[Ada]** hi", " [ ada ]:"):
+        assert cut.find(reply) == (0, USERS_LINE), reply
+    assert cut.find("Aye.\n[ADA]\nIs it?") == (5, USERS_LINE)
+    for reply in ("[laughs] Aye.", "[1] The lamp.", "Aye.\n[Adam]: hi", "I call you [Ada] now.", "[Ada's lamp]"):
+        assert cut.find(reply) is None, reply
+
+
+def test_the_filter_holds_back_a_bracketed_start_until_it_can_tell() -> None:
+    shown = ReplyCutFilter(ReplyCut("Ada"))
+    held = [shown.feed("r1", piece) for piece in ("Aye.", "\n[", "A", "DA", "]", " Is it?")]
+    assert held == ["Aye.", "", "", "", "", ""] and shown.flush() == ""
+    said = "".join(shown.feed("r2", piece) for piece in ("Aye.", "\n[", "la", "ughs]", " Well.")) + shown.flush()
+    assert said == "Aye.\n[laughs] Well."
+
+
+def test_a_streamed_reply_running_into_the_users_name_in_brackets_ends_there_unseen(tmp_path) -> None:
+    """Through the graph, token by token: '[ADA]' on a new line ends the reply, '[Ada]:' at its
+    start has it generated again; '[laughs]' is the character's own."""
+    model = Tokens(responses=["Aye|,| it| is|.|\n|[|AD|A|]|\n|And| the| boat|?", "[|Ada|]|:| hi", "[|laughs|]| Aye|."])
+    with _agent(tmp_path, model=model) as agent:
+        turn = agent.stream("Tell me of the lamp.", persona="Tamsin")
+        assert "".join(turn) == "Aye, it is." == turn.result.reply and "reply_again" not in turn.result.trace
+        turn = agent.stream("And the boat?", turn.result.thread_id)
+        assert "".join(turn) == "[laughs] Aye." == turn.result.reply
+        assert turn.result.trace["reply_again"] == "the user's line"
 
 
 def _agent(tmp_path, *replies: str, model: Any = None, user: str = "Ada", name: str = "Tamsin") -> Agent:
