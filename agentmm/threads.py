@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import sqlite3
 import uuid
@@ -29,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import ormsgpack
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple, create_checkpoint
@@ -356,10 +358,46 @@ def thread_exists(saver: BaseCheckpointSaver, thread_id: str) -> bool:
 
 
 def thread_ids(saver: BaseCheckpointSaver) -> list[str]:
-    """Every thread id, most recently changed first: ``threads list``'s order (the REPL's Tab
-    completion of thread ids read them by their newest checkpoint, which a rolled-back turn
-    moves, and so disagreed with it)."""
-    return [thread.thread_id for thread in list_threads(saver)]
+    """Every thread id, most recently changed first: ``threads list``'s order (``_changed_at``:
+    a failed or refused turn does not move a thread), read for the chat's every Tab press and a
+    prefix's match, so lightly: each thread's newest checkpoints without their values
+    (``_frames``), and nothing written. ``list_threads`` read every thread's state, and rolled
+    back a dead process's cut-off turn as it read (``roll_back_dead_turn``); here such a thread
+    is dated by its newest checkpoint, as ``threads list`` dates one a live turn is answering in,
+    until a read settles it."""
+    frames = _frames(saver)
+    dated = []
+    for tid in _newest_checkpoint_first(saver):
+        if (latest := frames.get_tuple(_config(tid))) is not None:
+            dated.append((tid, _iso(_changed_at(frames, latest))))
+    return [tid for tid, _ in sorted(dated, key=lambda item: item[1], reverse=True)]
+
+
+class _FrameSerde:
+    """Reads a msgpack checkpoint (or write) without building its values: each msgpack extension
+    in it (a message, a document: what LangGraph's serializer rebuilds an object from) is left
+    out as None, so its time, channel versions and parent cost a parse of the bytes, not the
+    rebuild of every message. Other formats are read in full by the saver's own serializer."""
+
+    def __init__(self, serde: Any) -> None:
+        self._serde = serde
+
+    def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+        return self._serde.dumps_typed(obj)
+
+    def loads_typed(self, data: tuple[str, bytes]) -> Any:
+        kind, blob = data
+        if kind != "msgpack":
+            return self._serde.loads_typed(data)
+        return ormsgpack.unpackb(blob, ext_hook=lambda code, payload: None, option=ormsgpack.OPT_NON_STR_KEYS)
+
+
+def _frames(saver: BaseCheckpointSaver) -> BaseCheckpointSaver:
+    """``saver`` for reading checkpoints' frames only (``_FrameSerde``): a shallow copy, so the
+    same connection or pool and the same lock, with its own serializer. Never write through it."""
+    frames = copy.copy(saver)
+    frames.serde = _FrameSerde(saver.serde)
+    return frames
 
 
 def match_thread_id(ids: Sequence[str], given: str, *, see: Hint = SEE_THREADS) -> str:

@@ -198,7 +198,7 @@ def test_chat_says_the_crash_in_one_line_before_the_first_turn(
     assert calls, "the probe ran before the turn"
     from agentmm.threads import open_checkpointer
 
-    # No turn was started, none half-saved (read raw: thread_ids would roll a half-saved one back).
+    # No turn was started, none half-saved (read raw: list_threads would roll a half-saved one back).
     assert next(open_checkpointer(tmp_path / "data").list(None), None) is None
 
 

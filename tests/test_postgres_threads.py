@@ -22,7 +22,7 @@ from agentmm.graphs.agent import Agent
 from agentmm.postgres import DatabaseError
 from agentmm.settings import load_settings
 from agentmm.thread_lock import ThreadInUseError, turn_on
-from agentmm.threads import async_checkpointer, close_saver, list_threads, open_saver, thread_values
+from agentmm.threads import async_checkpointer, close_saver, list_threads, open_saver, thread_ids, thread_values
 from tests.test_crash_safety import THREAD, EchoModel, kill_at, start_turn
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +62,7 @@ def test_threads_commands_read_postgres(postgres_url: str, monkeypatch: pytest.M
     saver = open_saver(load_settings(checkpointer_url=postgres_url))
     try:
         assert [t.thread_id for t in list_threads(saver)] == ["b2", "a1"]  # newest first
+        assert thread_ids(saver) == ["b2", "a1"]  # the frames only, through a copy of the saver
     finally:
         saver.conn.close()
     monkeypatch.setenv("AGENTMM_CHECKPOINTER_URL", postgres_url)

@@ -636,6 +636,47 @@ def test_thread_ids_are_in_the_order_of_threads_list(settings: Settings) -> None
     assert thread_ids(agent.checkpointer) == ["newer", "older"]
 
 
+def test_thread_ids_read_no_thread_state_and_write_nothing(tmp_path: Path) -> None:
+    """``thread_ids`` runs on every Tab press of the chat: it was ``list_threads``, which rebuilt
+    each thread's messages (its state, and its parents' to date it) and rolled back a turn cut off
+    before its reply as it read it, a write. Now it reads checkpoints through the saver's
+    serializer never (the frames only), and the cut-off turn stays for a real read to settle."""
+    from agentmm.threads import list_threads, open_checkpointer, thread_ids
+
+    model = replies("R1")
+    saver = open_checkpointer(tmp_path)
+    try:
+        graph = build_graph(Settings(memory=False), model=model, checkpointer=saver,
+                            counter=TokenCounter(lambda text: len(text.split())))  # fmt: skip
+        config = {"configurable": {"thread_id": "cut"}}
+        graph.invoke({"input": "u1"}, config)
+        model.fail_next = True
+        with pytest.raises(RuntimeError, match="fell over"):
+            graph.invoke({"input": "u2"}, config)
+        newest = saver.get_tuple(config)
+        assert newest is not None
+
+        loaded: list[str] = []
+        serde = saver.serde
+
+        class Counting:
+            def dumps_typed(self, obj: Any) -> tuple[str, bytes]:
+                return serde.dumps_typed(obj)
+
+            def loads_typed(self, data: tuple[str, bytes]) -> Any:
+                loaded.append(data[0])
+                return serde.loads_typed(data)
+
+        saver.serde = Counting()  # type: ignore[assignment]
+        assert thread_ids(saver) == ["cut"]
+        assert "msgpack" not in loaded  # no message (no value) rebuilt
+        assert saver.get_tuple(config).config == newest.config  # type: ignore[union-attr]
+        saver.serde = serde
+        assert [t.messages for t in list_threads(saver)] == [2]  # a real read settles it
+    finally:
+        saver.conn.close()
+
+
 def test_a_turn_cut_off_and_rolled_back_when_read_keeps_the_threads_updated_at(tmp_path: Path) -> None:
     """A raw graph's run that fails leaves its message unanswered, as a dead process's turn
     does: reading the thread rolls it back (``roll_back_dead_turn``), and its updated_at was
