@@ -2,10 +2,10 @@
 
 rich folds such a word (a URL, most often) with line breaks at the edge, and crops it inside a
 list item or a quote: the redraw then cut a URL the streamed reply had kept whole, so a click
-or a copy from the terminal got its first row only. Here a paragraph's word that fits no row
-goes whole onto a row of its own, past the edge, and the terminal's own wrap shows the rest on
-the rows below (it joins them again for a copy, as for the streamed reply, ``word_wrap``). Code
-blocks and tables are rich's own.
+or a copy from the terminal got its first row only. Here a paragraph's (or a heading's) word
+that fits no row goes whole onto a row of its own, past the edge, and the terminal's own wrap
+shows the rest on the rows below (it joins them again for a copy, as for the streamed reply,
+``word_wrap``).
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.cells import cell_len
-from rich.markdown import BlockQuote, ListItem, Markdown, MarkdownElement, Paragraph
+from rich.markdown import BlockQuote, Heading, ListItem, Markdown, MarkdownElement, Paragraph
 from rich.segment import Segment
 
 if TYPE_CHECKING:
-    from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+    from rich.console import Console, ConsoleOptions, JustifyMethod, RenderableType, RenderResult
     from rich.style import Style
+    from rich.text import Text
 
 
 def _breaks(plain: str, width: int) -> list[int]:
@@ -89,26 +90,42 @@ def reply_markdown(text: str) -> Markdown:
 
 class _WholeWordsParagraph(Paragraph):
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        """Wrapped as rich wraps a paragraph (``Text.wrap``), but a word longer than the width
-        is not folded (rich's ``overflow="crop"`` wraps so, and then crops it; its "ignore"
-        does not wrap at all): it goes whole onto a line of its own, longer than the width."""
-        from rich.containers import Lines
+        yield from _whole_words(console, self.text, options.max_width, self.justify or "left")
+
+
+class _WholeWordsHeading(Heading):
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """rich's heading, its text wrapped as a paragraph's (a URL in it was folded)."""
         from rich.text import Text
 
-        width, text = options.max_width, self.text
-        lines = Lines()
-        for line in text.split(allow_blank=True):
-            if "\t" in line:
-                line.expand_tabs(8)
-            pieces = line.divide(_breaks(str(line), width))
-            for piece in pieces:
-                # Blanks past the edge go (rich's rstrip_end counts characters, not cells: the
-                # blank after a row of CJK that filled it spilled onto a row of its own).
-                if cell_len(piece.plain) > width:
-                    piece.rstrip()
-            pieces.justify(console, width, justify=self.justify, overflow="ignore")  # padded, not cropped
-            lines.extend(pieces)
-        yield from Text("\n").join(lines).render(console, end=text.end)
+        for part in super().__rich_console__(console, options):
+            if isinstance(part, Text):
+                yield from _whole_words(console, part, options.max_width, part.justify or "left")
+            else:  # a frame, where a rich release draws one around an h1
+                yield part
+
+
+def _whole_words(console: Console, text: Text, width: int, justify: JustifyMethod) -> RenderResult:
+    """``text`` wrapped as rich wraps it (``Text.wrap``), but a word longer than the width is
+    not folded (rich's ``overflow="crop"`` wraps so, and then crops it; its "ignore" does not
+    wrap at all): it goes whole onto a line of its own, longer than the width."""
+    from rich.containers import Lines
+    from rich.text import Text
+
+    lines = Lines()
+    for line in text.split(allow_blank=True):
+        if "\t" in line:
+            line.expand_tabs(8)
+        pieces = line.divide(_breaks(str(line), width))
+        for piece in pieces:
+            # Blanks past the edge go (rich's rstrip_end counts characters, not cells: the
+            # blank after a row of CJK that filled it spilled onto a row of its own).
+            if cell_len(piece.plain) > width:
+                piece.rstrip()
+            else:  # justified (padded, centred); a longer one as it is, not cropped
+                Lines([piece]).justify(console, width, justify=justify, overflow="ignore")
+        lines.extend(pieces)
+    yield from Text("\n").join(lines).render(console, end=text.end)
 
 
 class _WholeWordsListItem(ListItem):
@@ -128,6 +145,7 @@ class _WholeWordsMarkdown(Markdown):
     elements: ClassVar[dict[str, type[MarkdownElement]]] = {
         **Markdown.elements,
         "paragraph_open": _WholeWordsParagraph,
+        "heading_open": _WholeWordsHeading,
         "list_item_open": _WholeWordsListItem,
         "blockquote_open": _WholeWordsBlockQuote,
     }

@@ -133,6 +133,14 @@ def test_the_markdown_redraw_writes_a_url_longer_than_a_row_whole(width: int, ki
     assert Screen(width).feed(written(term)).lines == ["you> hi", *(row.rstrip() for row in rows)]
 
 
+def test_the_markdown_redraw_writes_a_url_in_a_heading_whole() -> None:
+    """rich folded it with line breaks, as in a paragraph."""
+    term = terminal(24, live=True)
+    stream(term, f"## See {URL}\n\nmore.", seed=4)
+    assert URL in written(term).rsplit("\x1b[J", 1)[1]  # one string: no line break inside it
+    assert Screen(24).feed(written(term)).lines == ["See", *rows_of(URL, 24), "", "more."]
+
+
 def test_the_markdown_redraw_needs_nothing_private_of_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     """It broke a paragraph's rows with ``rich._wrap.divide_line``, private to rich: a rich
     release without it would have made every reply with a long URL fail to redraw."""
