@@ -5,7 +5,8 @@ list item or a quote: the redraw then cut a URL the streamed reply had kept whol
 or a copy from the terminal got its first row only. Here a paragraph's (or a heading's) word
 that fits no row goes whole onto a row of its own, past the edge, and the terminal's own wrap
 shows the rest on the rows below (it joins them again for a copy, as for the streamed reply,
-``word_wrap``).
+``word_wrap``). A code block's line is written whole the same way (rich broke a long one at its
+blanks, so a command copied came in pieces).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.cells import cell_len
-from rich.markdown import BlockQuote, Heading, ListItem, Markdown, MarkdownElement, Paragraph
+from rich.markdown import BlockQuote, CodeBlock, Heading, ListItem, Markdown, MarkdownElement, Paragraph
 from rich.segment import Segment
 
 if TYPE_CHECKING:
@@ -128,6 +129,29 @@ def _whole_words(console: Console, text: Text, width: int, justify: JustifyMetho
     yield from Text("\n").join(lines).render(console, end=text.end)
 
 
+class _WholeLinesCodeBlock(CodeBlock):
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        """A code block as rich draws it (highlighted, on its theme's background, a blank
+        around it), but each line of the code whole: rich word-wrapped a long one with line
+        breaks, so a command or a URL copied from the terminal came in pieces ("curl" on one
+        row, the URL below it, the URL cut at the edge). A longer line goes past the edge, not
+        padded, and the terminal's own wrap shows the rest (joined again for a copy), as for a
+        long word in a paragraph."""
+        from rich.syntax import Syntax
+
+        syntax = Syntax("", self.lexer_name, theme=self.theme)
+        code = syntax.highlight(str(self.text).rstrip().expandtabs(syntax.tab_size))
+        width, style = options.max_width, console.get_style(code.style)  # the theme's background
+        blank = [Segment(" " * width, style), Segment.line()]
+        yield from blank
+        for line in code.split("\n"):
+            row = list(line.render(console, end=""))
+            if line.cell_len <= width - 2:  # padded to the width, a blank either side
+                row = [*Segment.adjust_line_length(row, width - 2, style=style, pad=True), Segment(" ", style)]
+            yield from [Segment(" ", style), *row, Segment.line()]
+        yield from blank
+
+
 class _WholeWordsListItem(ListItem):
     def render_bullet(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield from super().render_bullet(_Uncropped(console), options)
@@ -146,6 +170,8 @@ class _WholeWordsMarkdown(Markdown):
         **Markdown.elements,
         "paragraph_open": _WholeWordsParagraph,
         "heading_open": _WholeWordsHeading,
+        "fence": _WholeLinesCodeBlock,
+        "code_block": _WholeLinesCodeBlock,
         "list_item_open": _WholeWordsListItem,
         "blockquote_open": _WholeWordsBlockQuote,
     }

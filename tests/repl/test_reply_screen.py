@@ -133,6 +133,21 @@ def test_the_markdown_redraw_writes_a_url_longer_than_a_row_whole(width: int, ki
     assert Screen(width).feed(written(term)).lines == ["you> hi", *(row.rstrip() for row in rows)]
 
 
+@pytest.mark.parametrize("width", [20, 33])
+@pytest.mark.parametrize("fence", ["```", "```bash", "    "])
+def test_the_markdown_redraw_writes_each_line_of_code_whole(width: int, fence: str) -> None:
+    """rich word-wrapped a code block's long line with line breaks: "curl" on one row, the URL
+    folded below it, so the command copied from the terminal came in pieces. Each line of
+    code is written whole now, and the terminal's wrap shows the rest below."""
+    block = f"{fence}\ncurl {URL}\n```" if fence.startswith("`") else f"{fence}curl {URL}"
+    term = terminal(width, live=True)
+    stream(term, f"Run *this*:\n\n{block}\n\nThen rest.", seed=4)
+    redraw = written(term).rsplit("\x1b[J", 1)[1]
+    assert f"curl {URL}" in Screen(10_000).feed(redraw).text  # no line break inside it
+    assert Screen(width).feed(written(term)).lines == ["Run this:", "", "", *rows_of(f" curl {URL}", width), "", "",
+                                                       "Then rest."]  # fmt: skip
+
+
 def test_the_markdown_redraw_writes_a_url_in_a_heading_whole() -> None:
     """rich folded it with line breaks, as in a paragraph."""
     term = terminal(24, live=True)
@@ -255,6 +270,8 @@ def rendered(text: str, width: int) -> list[str]:
         # (rich drops blanks past it by characters, not cells) and the redraw had an empty row.
         ("*Sure* " + "天気" * 5 + " okay then", 20),  # the 天気 row fills 20 columns
         ("- *Sure* " + "天気" * 5 + " okay then", 23),
+        # What fits is drawn as rich draws it: a heading, code, a table.
+        ("# Notes\n\n## Sub\n\n```python\ndef f():\n    return 1\n```\n\n| a | b |\n|---|---:|\n| 1 | two |", 30),
     ],
 )
 def test_the_markdown_redraw_leaves_only_the_rendered_reply(text: str, width: int) -> None:
