@@ -6,7 +6,8 @@ or a copy from the terminal got its first row only. Here a paragraph's (or a hea
 that fits no row goes whole onto a row of its own, past the edge, and the terminal's own wrap
 shows the rest on the rows below (it joins them again for a copy, as for the streamed reply,
 ``word_wrap``). A code block's line is written whole the same way (rich broke a long one at its
-blanks, so a command copied came in pieces).
+blanks, so a command copied came in pieces). A table cannot go past the edge: a word longer than
+its column is folded in its cell (rich cut it to "…").
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ import re
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.cells import cell_len
-from rich.markdown import BlockQuote, CodeBlock, Heading, ListItem, Markdown, MarkdownElement, Paragraph
+from rich.markdown import (
+    BlockQuote,
+    CodeBlock,
+    Heading,
+    ListItem,
+    Markdown,
+    MarkdownElement,
+    Paragraph,
+    TableDataElement,
+)
 from rich.segment import Segment
 
 if TYPE_CHECKING:
@@ -152,6 +162,18 @@ class _WholeLinesCodeBlock(CodeBlock):
         yield from blank
 
 
+class _FoldingTableData(TableDataElement):
+    """A table cell whose word is longer than its column is folded onto the rows below, not
+    cut to "…" (a URL in a table was lost to its first few characters)."""
+
+    @classmethod
+    def create(cls, markdown: Markdown, token: Any) -> MarkdownElement:
+        element = super().create(markdown, token)
+        if isinstance(element, TableDataElement):
+            element.content.overflow = "fold"
+        return element
+
+
 class _WholeWordsListItem(ListItem):
     def render_bullet(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield from super().render_bullet(_Uncropped(console), options)
@@ -172,6 +194,8 @@ class _WholeWordsMarkdown(Markdown):
         "heading_open": _WholeWordsHeading,
         "fence": _WholeLinesCodeBlock,
         "code_block": _WholeLinesCodeBlock,
+        "td_open": _FoldingTableData,
+        "th_open": _FoldingTableData,
         "list_item_open": _WholeWordsListItem,
         "blockquote_open": _WholeWordsBlockQuote,
     }

@@ -156,6 +156,17 @@ def test_the_markdown_redraw_writes_a_url_in_a_heading_whole() -> None:
     assert Screen(24).feed(written(term)).lines == ["See", *rows_of(URL, 24), "", "more."]
 
 
+def test_the_markdown_redraw_shows_all_of_a_url_in_a_table() -> None:
+    """rich cut a word longer than its column to "…": the URL was lost but for its start. It
+    is folded in its cell now."""
+    term = terminal(30, live=True)
+    stream(term, f"| name | url |\n|---|---|\n| home | {URL} |\n", seed=4)
+    rows = Screen(30).feed(written(term)).lines
+    first = next(i for i, row in enumerate(rows) if "home" in row)
+    column = rows[first].index("https")
+    assert "".join(row[column:] for row in rows[first:]) == URL
+
+
 def test_the_markdown_redraw_needs_nothing_private_of_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     """It broke a paragraph's rows with ``rich._wrap.divide_line``, private to rich: a rich
     release without it would have made every reply with a long URL fail to redraw."""
