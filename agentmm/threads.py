@@ -453,13 +453,31 @@ def summarize_thread(saver: BaseCheckpointSaver, thread_id: str) -> ThreadSummar
     )
 
 
-def message_dict(message: AnyMessage) -> dict[str, Any]:
-    """One message as ``threads show --json`` (and the HTTP API) gives it: role, content, and
-    ``interrupted`` for a reply the user stopped."""
+def message_dict(message: AnyMessage, *, saved: bool = False) -> dict[str, Any]:
+    """One message as ``threads show --json`` (and the HTTP API) gives it: role, content,
+    ``interrupted`` for a reply the user stopped, a reply's tool calls (and calls that did not
+    parse), and a tool result's call id, tool name and error status. ``saved``: as a ``/save``
+    FILE.json keeps it (``repl/transcript.py``), with the rest ``threads import`` needs to make
+    it again (``_assistant_message``): which greeting opened the thread, and a line said for no
+    reply (``no_reply``: an import without it made the line the character's words)."""
     role = {"human": "user", "ai": "assistant"}.get(message.type, message.type)
     data: dict[str, Any] = {"role": role, "content": message.text}
-    if message.response_metadata.get("interrupted"):
+    meta = message.response_metadata
+    if meta.get("interrupted"):
         data["interrupted"] = True
+    if saved and meta.get("no_reply"):  # a line to the user, not the character's words
+        data["no_reply"] = meta["no_reply"]
+    if saved and "greeting" in meta:
+        data["greeting"] = True
+        data["greeting_index"] = meta["greeting"]
+    if calls := getattr(message, "tool_calls", None):
+        data["tool_calls"] = [{"name": c["name"], "args": c["args"], "id": c["id"]} for c in calls]
+    if invalid := getattr(message, "invalid_tool_calls", None):
+        data["invalid_tool_calls"] = [{key: c.get(key) for key in ("name", "args", "id", "error")} for c in invalid]
+    if isinstance(message, ToolMessage):
+        data["tool_call_id"], data["name"] = message.tool_call_id, message.name
+        if message.status == "error":
+            data["status"] = "error"
     return data
 
 

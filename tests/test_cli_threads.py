@@ -101,6 +101,28 @@ def test_a_thread_that_called_tools_is_saved_and_imported_whole(isolated_env: Pa
     ]
 
 
+def test_threads_show_json_has_the_tool_calls_save_keeps(tmp_path: Path, agentmm_here: Any) -> None:
+    """``threads show --json`` gave a tool-calling reply as its text alone and a tool result
+    without its call id or tool: only ``/save``'s file had the calls. It gives each message's
+    tool keys as the file does (one writer, ``threads.message_dict``), the rest as before."""
+    path = tmp_path / "tools.json"
+    save(path, transcript("abc", tool_thread(), model="smollm2", user_name="User"))
+    ok_json("threads", "import", str(path), "--thread", "dice", "--json", via=agentmm_here)
+    shown = ok_json("threads", "show", "dice", "--json", via=agentmm_here)["messages"]
+    asks, rolled, no_clock = shown[2], shown[3], shown[4]
+    assert asks["tool_calls"] == [{"name": "roll_dice", "args": {"sides": 20}, "id": "call_1"},
+                                  {"name": "clock", "args": {}, "id": "call_2"}]  # fmt: skip
+    assert asks["invalid_tool_calls"] == [{"name": "roll_dice", "args": "{sides", "id": "call_3", "error": "not JSON"}]
+    assert rolled == {"role": "tool", "content": "17", "tool_call_id": "call_1", "name": "roll_dice"}
+    assert no_clock == {"role": "tool", "content": "error: no clock", "tool_call_id": "call_2", "name": "clock",
+                        "status": "error"}  # fmt: skip
+    saved = json.loads(path.read_text())["messages"]
+    left_out = {"greeting", "greeting_index", "no_reply"}  # the file's own keys, for threads import
+    assert shown == [{key: value for key, value in row.items() if key not in left_out} for row in saved]
+    assert shown[0] == {"role": "assistant", "content": "Ahoy."}
+    assert shown[-1] == {"role": "assistant", "content": "A seventeen."}
+
+
 def test_the_lore_timers_are_saved_and_imported(isolated_env: Path, tmp_path: Path) -> None:
     """/save FILE.json and threads import left out the lorebook's sticky and cooldown timers
     (``lore_timers``): an imported thread started them all afresh."""

@@ -1,7 +1,8 @@
 """``/save``: a thread as a readable Markdown transcript or a JSON document.
 
-The JSON keeps what ``agentmm threads show --json`` gives for each message (and its tool calls
-and results), plus the thread's id, persona and model, so a saved file is enough to tell what
+The JSON keeps what ``agentmm threads show --json`` gives for each message (its tool calls and
+results too), and which greeting opened the thread and its lines said for no reply, plus the
+thread's id, persona and model, so a saved file is enough to tell what
 happened, and its rolling summary and window, so ``agentmm threads import`` can go on with it.
 """
 
@@ -25,31 +26,10 @@ class TranscriptError(AgentmmError):
 
 def message_rows(messages: list[Any]) -> list[dict[str, Any]]:
     """Each message as ``threads show --json`` gives it, plus what ``threads import`` needs to
-    make it again: which greeting opened the thread, a line said for no reply (``no_reply``: an
-    import without it made the line the character's words), a reply's tool calls (and calls
-    that did not parse), and a tool result's call id, tool name and error status."""
-    rows = []
-    for m in messages:
-        role = {"human": "user", "ai": "assistant"}.get(m.type, m.type)
-        row: dict[str, Any] = {"role": role, "content": m.text}
-        if m.response_metadata.get("interrupted"):
-            row["interrupted"] = True
-        if m.response_metadata.get("no_reply"):  # a line to the user, not the character's words
-            row["no_reply"] = m.response_metadata["no_reply"]
-        if "greeting" in m.response_metadata:
-            row["greeting"] = True
-            row["greeting_index"] = m.response_metadata["greeting"]
-        if getattr(m, "tool_calls", None):
-            row["tool_calls"] = [{"name": c["name"], "args": c["args"], "id": c["id"]} for c in m.tool_calls]
-        if getattr(m, "invalid_tool_calls", None):
-            row["invalid_tool_calls"] = [{key: c.get(key) for key in ("name", "args", "id", "error")}
-                                         for c in m.invalid_tool_calls]  # fmt: skip
-        if m.type == "tool":
-            row["tool_call_id"], row["name"] = m.tool_call_id, m.name
-            if m.status == "error":
-                row["status"] = "error"
-        rows.append(row)
-    return rows
+    make it again (``threads.message_dict``'s ``saved``: one writer of both)."""
+    from agentmm.threads import message_dict
+
+    return [message_dict(m, saved=True) for m in messages]
 
 
 def transcript(thread_id: str, values: dict[str, Any], *, model: str, user_name: str) -> dict[str, Any]:
