@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -129,12 +130,13 @@ def lockable(checkpointer: Any) -> bool:
 
 
 def postgres_saver(checkpointer: Any) -> bool:
-    """Whether ``checkpointer`` is LangGraph's (sync) Postgres saver."""
-    try:
-        from langgraph.checkpoint.postgres import PostgresSaver
-    except ImportError:
-        return False
-    return isinstance(checkpointer, PostgresSaver)
+    """Whether ``checkpointer`` is LangGraph's (sync) Postgres saver. Looked up among the
+    modules already imported, not imported: no such saver exists before its module is, and
+    importing it (psycopg with it, ~0.1 s of CPU) for this test was a cost of every turn and
+    every thread listing on SQLite."""
+    module = sys.modules.get("langgraph.checkpoint.postgres")
+    saver_class = getattr(module, "PostgresSaver", None)
+    return isinstance(saver_class, type) and isinstance(checkpointer, saver_class)
 
 
 @contextlib.contextmanager

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from langgraph.checkpoint.memory import InMemorySaver
 
 from agentmm.graphs.agent import Agent
-from agentmm.thread_lock import ThreadInUseError, turn_on
+from agentmm.thread_lock import ThreadInUseError, postgres_saver, turn_on
 from agentmm.threads import thread_values
 from tests.test_http_api import SlowEcho
 
@@ -87,3 +89,33 @@ def test_a_thread_cannot_be_deleted_while_a_turn_runs_on_it(isolated_env: Path) 
         assert thread_exists(agent.checkpointer, "t")
         delete_thread(agent.checkpointer, "t")
         assert not thread_exists(agent.checkpointer, "t")
+
+
+def test_holding_and_listing_sqlite_threads_imports_no_postgres_saver(tmp_path: Path) -> None:
+    """Telling a Postgres saver apart cost every turn on SQLite the import of LangGraph's
+    Postgres saver and psycopg (~0.1 s of CPU): a saver of that class cannot exist before its
+    module is imported, so none is imported for it."""
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from agentmm.thread_lock import lockable, turn_on\n"
+        "from agentmm.threads import open_checkpointer, thread_ids\n"
+        f"saver = open_checkpointer(Path({str(tmp_path)!r}))\n"
+        "with turn_on(saver, 't'):\n"
+        "    assert lockable(saver)\n"
+        "thread_ids(saver)\n"
+        "print(sorted(m for m in ('langgraph.checkpoint.postgres', 'psycopg') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_a_postgres_saver_is_still_told_apart() -> None:
+    postgres = pytest.importorskip("langgraph.checkpoint.postgres")
+
+    class OwnSaver(postgres.PostgresSaver):  # a subclass, as a caller may pass
+        pass
+
+    assert postgres_saver(postgres.PostgresSaver.__new__(postgres.PostgresSaver))
+    assert postgres_saver(OwnSaver.__new__(OwnSaver))
+    assert not postgres_saver(InMemorySaver())
