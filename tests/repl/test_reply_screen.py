@@ -186,7 +186,7 @@ def test_the_redraw_breaks_rows_where_rich_does(width: int) -> None:
     edge dropped."""
     from rich.text import Text
 
-    from agentmm.repl.reply_markdown import word_breaks
+    from agentmm.repl.whole_words import word_breaks
 
     console = Console(file=io.StringIO(), width=width)
     for text in [*STORY.split("\n"), "  lead  and   many blanks  ", "今日は良い天気ですね。" * 3 + " ok a" + "字" * 9,
