@@ -123,9 +123,20 @@ class ChatSession:
         128 + its number, saying so in one line where a terminal is still there (not after
         SIGHUP: it has gone)."""
         if signum != getattr(signal, "SIGHUP", None):
+            line = self._what_was_saved()
             with contextlib.suppress(OSError, ValueError):
-                self.terminal.info(f"[terminated: what was said so far is saved in thread {self.thread_id}]")
+                self.terminal.info(f"[terminated: {line}]")
         raise SystemExit(128 + signum)
+
+    def _what_was_saved(self) -> str:
+        """The thread that keeps what was said, or nothing: a new thread is saved with its first
+        turn, so one ended before any (or whose only turn was stopped before anything was kept)
+        is not there to resume. The first agent's database: it stays open (``owner``)."""
+        from agentmm.threads import thread_exists
+
+        if thread_exists(self.owner.checkpointer, self.thread_id):
+            return f"what was said so far is saved in thread {self.thread_id}"
+        return "nothing was said, so nothing was saved"
 
     def handle(self, line: str) -> bool:
         """Act on one line; False when the session should end. An empty line sends what is

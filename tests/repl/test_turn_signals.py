@@ -88,6 +88,45 @@ def test_a_signal_mid_reply_saves_the_turn_then_ends_the_chat(tmp_path: Path, na
         assert not any("terminated" in line for line in said)
 
 
+class KilledAtThePrompt(ScriptedTerminal):
+    """A line editor's terminal (the chat's SIGTERM handler is in only then) whose user types
+    ``lines``; the prompt after them gets SIGTERM, and returns as the editor's does then."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(lines)
+        self.editor = True
+
+    def setup_editor(self, completer: Any, toolbar: Any) -> None:
+        """No prompt_toolkit session: ``read`` stands in for it."""
+
+    def read(self) -> str | None:
+        if self.lines:
+            return self.lines.pop(0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return None
+
+
+@pytest.mark.parametrize("lines", [[], ["Where did the keeper go?"]])
+def test_sigterm_at_the_prompt_says_what_was_saved(tmp_path: Path, lines: list[str]) -> None:
+    """At the prompt of a new thread where nothing was said, SIGTERM said "what was said so far
+    is saved in thread X", a thread there is none of: it says nothing was saved, and exits 143."""
+    from agentmm.threads import thread_exists
+
+    settings = load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=128)
+    term = KilledAtThePrompt(lines)
+    with Agent(settings, model=FakeListChatModel(responses=["At dawn."])) as agent:
+        session = ChatSession(agent, term, persona_model=persona_model)
+        with pytest.raises(SystemExit) as ended:
+            session.run()
+        saved = thread_exists(agent.checkpointer, session.thread_id)
+    assert ended.value.code == 143
+    said = term.stderr.strip().splitlines()[-1]
+    if lines:
+        assert saved and said == f"[terminated: what was said so far is saved in thread {session.thread_id}]"
+    else:
+        assert not saved and said == "[terminated: nothing was said, so nothing was saved]"
+
+
 @pytest.mark.parametrize("as_json", [False, True])
 def test_chat_m_saves_a_turn_a_sigterm_stops_and_exits_143(
     tmp_path: Path, as_json: bool, capsys: pytest.CaptureFixture[str]
