@@ -391,7 +391,13 @@ class Terminal:
         self._say(text)
 
     def _say(self, text: str) -> None:
-        self.err.print(printable(text), style="dim" if self.live else None, markup=False, highlight=False)
+        """A notice, wrapped at its words; one longer than a row (a URL in a voice note's words
+        or a tool's result) is written whole, as in a reply: rich broke it with a line break."""
+        from rich.text import Text
+
+        from agentmm.repl.whole_words import WholeWords
+
+        self.err.print(WholeWords(Text(printable(text), style="dim" if self.live else "")), crop=False)
 
     def note(self, markup: str) -> None:
         """A notice with rich markup (the header, hints)."""

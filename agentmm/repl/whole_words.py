@@ -4,7 +4,9 @@ rich folds such a word (a URL, a path) with line breaks at the terminal's edge, 
 copy from the terminal gets its first row only. Here it goes whole onto a row of its own, past
 the edge, and the terminal's own wrap shows the rest on the rows below (it joins them again for
 a copy, as for a streamed reply, ``word_wrap``). The Markdown redraw of a reply
-(``reply_markdown``) wraps its paragraphs and headings so. Print with ``crop=False``.
+(``reply_markdown``) wraps its paragraphs and headings so, and the chat's notices (``WholeWords``:
+the ``[you said (NOTE): ...]`` line of a voice note, a tool's result) too. Print with
+``crop=False``.
 """
 
 from __future__ import annotations
@@ -15,8 +17,22 @@ from typing import TYPE_CHECKING
 from rich.cells import cell_len
 
 if TYPE_CHECKING:
-    from rich.console import Console, JustifyMethod, RenderResult
+    from rich.console import Console, ConsoleOptions, JustifyMethod, RenderResult
     from rich.text import Text
+
+
+class WholeWords:
+    """``text`` as a renderable wrapped by ``whole_words``; on a console that does not wrap
+    (soft wrap, a pipe) as it is."""
+
+    def __init__(self, text: Text) -> None:
+        self.text = text
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        if options.no_wrap:
+            yield self.text
+        else:
+            yield from whole_words(console, self.text, options.max_width, "left")
 
 
 def whole_words(console: Console, text: Text, width: int, justify: JustifyMethod) -> RenderResult:

@@ -167,6 +167,19 @@ def test_the_markdown_redraw_shows_all_of_a_url_in_a_table() -> None:
     assert "".join(row[column:] for row in rows[first:]) == URL
 
 
+@pytest.mark.parametrize("width", [30, 47])
+def test_a_notice_writes_a_url_longer_than_a_row_whole(width: int) -> None:
+    """The ``[you said (NOTE): ...]`` line of a voice note (and any notice) was wrapped by rich,
+    which folded a word longer than a row with a line break: a URL said in the note came in
+    pieces for a copy. It is written whole now, the terminal's wrap shows the rest."""
+    from agentmm.repl.terminal import user_note
+
+    term = terminal(width, live=True)
+    term.info(user_note({"file": "/x/v.wav", "kind": "audio", "text": f"the page is {URL} okay"})[1])
+    assert URL in written(term)
+    assert Screen(width).feed(written(term)).lines == ["[you said (v.wav): the page is", *rows_of(URL, width), "okay]"]
+
+
 def test_the_markdown_redraw_needs_nothing_private_of_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     """It broke a paragraph's rows with ``rich._wrap.divide_line``, private to rich: a rich
     release without it would have made every reply with a long URL fail to redraw."""
