@@ -180,6 +180,19 @@ def test_a_notice_writes_a_url_longer_than_a_row_whole(width: int) -> None:
     assert Screen(width).feed(written(term)).lines == ["[you said (v.wav): the page is", *rows_of(URL, width), "okay]"]
 
 
+def test_pyproject_asks_for_a_rich_with_what_the_redraw_imports() -> None:
+    """The redraw subclasses ``rich.markdown.TableDataElement``, new in rich 13.4 (Markdown
+    tables): "rich>=13" let an install keep a rich the chat could not import it from."""
+    import tomllib
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    rich = next(r for r in map(Requirement, pyproject["project"]["dependencies"]) if r.name == "rich")
+    assert "13.4" in rich.specifier and "13.3" not in rich.specifier
+
+
 def test_the_markdown_redraw_needs_nothing_private_of_rich(monkeypatch: pytest.MonkeyPatch) -> None:
     """It broke a paragraph's rows with ``rich._wrap.divide_line``, private to rich: a rich
     release without it would have made every reply with a long URL fail to redraw."""
