@@ -183,12 +183,11 @@ def _held(row: Any) -> bool:
 
 
 def saver_conninfo(saver: Any) -> str | None:
-    """The connection string of LangGraph's (sync) Postgres saver; None for any other saver."""
-    try:
-        from langgraph.checkpoint.postgres import PostgresSaver
-    except ImportError:
-        return None
-    if not isinstance(saver, PostgresSaver):
+    """The connection string of LangGraph's (sync) Postgres saver; None for any other saver
+    (told without importing the saver's module: ``thread_lock.postgres_saver``)."""
+    from agentmm.thread_lock import postgres_saver
+
+    if not postgres_saver(saver):
         return None
     from psycopg.conninfo import make_conninfo
     from psycopg_pool import ConnectionPool

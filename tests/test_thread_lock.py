@@ -91,7 +91,7 @@ def test_a_thread_cannot_be_deleted_while_a_turn_runs_on_it(isolated_env: Path) 
         assert not thread_exists(agent.checkpointer, "t")
 
 
-def test_holding_and_listing_sqlite_threads_imports_no_postgres_saver(tmp_path: Path) -> None:
+def test_a_turn_and_a_listing_on_sqlite_threads_import_no_postgres_saver(tmp_path: Path) -> None:
     """Telling a Postgres saver apart cost every turn on SQLite the import of LangGraph's
     Postgres saver and psycopg (~0.1 s of CPU): a saver of that class cannot exist before its
     module is imported, so none is imported for it."""
@@ -103,6 +103,11 @@ def test_holding_and_listing_sqlite_threads_imports_no_postgres_saver(tmp_path: 
         "with turn_on(saver, 't'):\n"
         "    assert lockable(saver)\n"
         "thread_ids(saver)\n"
+        "import asyncio; from agentmm.threads import async_checkpointer\n"
+        "async def turn():\n"
+        "    async with async_checkpointer(saver):\n"
+        "        pass\n"
+        "asyncio.run(turn())\n"
         "print(sorted(m for m in ('langgraph.checkpoint.postgres', 'psycopg') if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
