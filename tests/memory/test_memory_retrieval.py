@@ -256,3 +256,20 @@ def test_each_hit_says_how_much_of_the_query_s_content_words_it_holds(
     assert {h.key: h.overlap for h in two_round_search(vector_store, SCOPE, "my cat", k=5)}["cat"] == 1.0
     traced = {r.key: r.as_trace()["overlap"] for r in recall(vector_store, [SCOPE], "my cat", k=5, rerank=True)}
     assert traced["cat"] == 1.0
+
+
+def test_an_empty_scope_is_searched_without_tokenising_the_query(
+    vector_store: ChromaStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new user's first recall tokenised its query for an empty BM25 index: the import of
+    bm25s and scipy (~0.2 s of CPU) on every first turn of a fresh data dir, for no hit."""
+    tokenised: list[list[str]] = []
+    real_tokenize = retrieval._tokenize
+    monkeypatch.setattr(
+        retrieval, "_tokenize", lambda texts, stemmer: tokenised.append(texts) or real_tokenize(texts, stemmer)
+    )
+    assert hybrid_search(vector_store, SCOPE, "what is the cat Quixotl doing", k=3) == []
+    assert [texts for texts in tokenised if texts] == []  # (an empty scope's index is built from no text)
+    _fill(vector_store)  # a scope with memories still searches lexically
+    assert hybrid_search(vector_store, SCOPE, "Quixotl", k=1)[0].ranks.get("bm25") == 1
+    assert ["Quixotl"] in tokenised
