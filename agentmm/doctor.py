@@ -215,7 +215,8 @@ def missing_template(model: Any) -> str | None:
         return None
     from agentmm.gguf import read_gguf
 
-    check = chat_template_check(read_gguf(Path(path)))
+    known = getattr(model, "gguf_info", None)  # ChatLlamaCpp's header as read already
+    check = chat_template_check(known() if callable(known) else read_gguf(Path(path)))
     return None if check["ok"] else str(check["detail"])
 
 

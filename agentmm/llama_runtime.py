@@ -225,13 +225,14 @@ def _logs_wanted() -> bool:
     return bool(_VERBOSE) or getattr(_LOADING, "verbose", False)
 
 
-def check_model_file(model_path: str, n_ctx: int, layers: int) -> GGUFInfo:
+def check_model_file(model_path: str, n_ctx: int, layers: int, *, info: GGUFInfo | None = None) -> GGUFInfo:
     """What can be told from the file before llama.cpp opens it: a damaged GGUF, or a model that
-    cannot fit in free memory (typed errors, before any load or probe)."""
+    cannot fit in free memory (typed errors, before any load or probe). ``info``: its header as
+    already read (``ChatLlamaCpp.gguf_info``), else it is read here."""
     from agentmm.gguf import read_gguf
     from agentmm.models import check_fits_in_memory
 
-    info = read_gguf(Path(model_path))
+    info = info if info is not None else read_gguf(Path(model_path))
     if layers == 0:
         check_fits_in_memory(info, n_ctx)
     return info
@@ -240,7 +241,7 @@ def check_model_file(model_path: str, n_ctx: int, layers: int) -> GGUFInfo:
 def load_model(
     model_path: str, *, n_ctx: int, n_gpu_layers: GpuLayers, n_threads: int | None, n_batch: int,
     chat_format: str | None, verbose: bool, mmproj_path: str | None = None, extra_buffers: bool = True,
-    runtime: Runtime | None = None,
+    runtime: Runtime | None = None, info: GGUFInfo | None = None,
 ) -> LoadedModel:  # fmt: skip
     """The loaded model for these settings in ``runtime`` (loaded there on first call, then
     shared; closed with the runtime). Without a runtime a new one is loaded each call and the
@@ -249,13 +250,15 @@ def load_model(
     With ``mmproj_path`` the image projector is loaded too, at once, so a projector that does
     not fit the model fails here, in one line, rather than on the first picture.
     ``extra_buffers`` is llama.cpp's ``use_extra_bufts`` (``agentmm.cpu_buffers`` decides it).
+    ``info``: the file's GGUF header as already read (else it is read before the load).
     """
     layers = resolve_gpu_layers(n_gpu_layers)
     mmproj = str(Path(mmproj_path).resolve()) if mmproj_path else None
 
     def open_() -> LoadedModel:
         return _load(model_path, n_ctx=n_ctx, layers=layers, n_threads=n_threads, n_batch=n_batch,
-                     chat_format=chat_format, verbose=verbose, mmproj=mmproj, extra_buffers=extra_buffers)  # fmt: skip
+                     chat_format=chat_format, verbose=verbose, mmproj=mmproj, extra_buffers=extra_buffers,
+                     info=info)  # fmt: skip
 
     if runtime is None:
         return open_()
@@ -266,9 +269,9 @@ def load_model(
 
 def _load(
     model_path: str, *, n_ctx: int, layers: int, n_threads: int | None, n_batch: int, chat_format: str | None,
-    verbose: bool, mmproj: str | None, extra_buffers: bool,
+    verbose: bool, mmproj: str | None, extra_buffers: bool, info: GGUFInfo | None = None,
 ) -> LoadedModel:  # fmt: skip
-    info = check_model_file(model_path, n_ctx, layers)
+    info = check_model_file(model_path, n_ctx, layers, info=info)
     llama_class = _tracking_llama_class()
     _quiet_without_redirecting()
     _LOADING.verbose = verbose

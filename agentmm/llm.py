@@ -56,6 +56,7 @@ from agentmm.tool_calling import normalized_choice, tool_name
 from agentmm.tool_strategies import ToolCalling, ToolCallingSetting, tool_calling_for
 
 if TYPE_CHECKING:
+    from agentmm.gguf import GGUFInfo
     from agentmm.native_probe import NativeCheck
     from agentmm.settings import Settings
 
@@ -143,6 +144,8 @@ class ChatLlamaCpp(BaseChatModel):
     _loaded: LoadedModel | None = PrivateAttr(default=None)
     _native: NativeCheck | None = PrivateAttr(default=None)
     _native_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+    # The model file's header as last read, under the file's (size, mtime, inode): see ``gguf_info``.
+    _gguf: tuple[tuple[int, int, int], GGUFInfo] | None = PrivateAttr(default=None)
 
     def __init__(self, *, runtime: Runtime | None = None, **data: Any) -> None:
         super().__init__(**data)
@@ -161,7 +164,7 @@ class ChatLlamaCpp(BaseChatModel):
 
         resolved = resolve_model(settings.model, settings.models_dir, cache_dir=settings.cache_dir)
         mmproj = str(resolve_gguf(settings.mmproj, "mmproj", settings.models_dir)) if settings.mmproj else None
-        return cls(
+        model = cls(
             model_path=str(resolved.path), model_name=resolved.name, n_ctx=settings.n_ctx,
             n_gpu_layers=settings.n_gpu_layers, n_threads=settings.n_threads, n_batch=settings.n_batch,
             temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_tokens,
@@ -169,6 +172,8 @@ class ChatLlamaCpp(BaseChatModel):
             cpu_extra_buffers=settings.cpu_extra_buffers, probe_dir=str(settings.cache_dir),
             tool_calling=settings.tool_calling, runtime=runtime,
         )  # fmt: skip
+        model._keep_gguf(resolved.info)
+        return model
 
     @property
     def _llm_type(self) -> str:
@@ -217,13 +222,33 @@ class ChatLlamaCpp(BaseChatModel):
                 self._native = NativeCheck(choose_extra_buffers(self.cpu_extra_buffers, cpu_flags()), [])
             else:
                 layers = resolve_gpu_layers(self.n_gpu_layers)
-                check_model_file(self.model_path, self.n_ctx, layers)  # no child for a file that cannot load
+                check_model_file(self.model_path, self.n_ctx, layers, info=self.gguf_info())  # no child for a bad file
                 self._native = check_native(
                     Path(self.model_path), self.cpu_extra_buffers, cpu_flags(),
                     n_gpu_layers=layers, n_threads=self.n_threads,
                     cache=ProbeCache(Path(self.probe_dir)), fresh=fresh,
                 )  # fmt: skip
             return self._native
+
+    def gguf_info(self) -> GGUFInfo:
+        """The model file's GGUF header, read again only when the file changed (its size, mtime
+        or inode): a chat's start read it four times (resolving the model, the native check, the
+        chat-template warning, the load), ~12 ms each. A file that cannot be read is the same
+        typed error as before."""
+        from agentmm.gguf import read_gguf
+
+        path = Path(self.model_path)
+        kept, stamp = self._gguf, _file_stamp(path)
+        if kept is not None and stamp is not None and kept[0] == stamp:
+            return kept[1]
+        info = read_gguf(path)
+        self._keep_gguf(info, stamp)
+        return info
+
+    def _keep_gguf(self, info: GGUFInfo, stamp: tuple[int, int, int] | None = None) -> None:
+        stamp = stamp if stamp is not None else _file_stamp(Path(self.model_path))
+        if stamp is not None and Path(info.path) == Path(self.model_path):
+            self._gguf = (stamp, info)
 
     @property
     def runtime(self) -> Runtime:
@@ -239,7 +264,7 @@ class ChatLlamaCpp(BaseChatModel):
             loaded = self._loaded = load_model(
                 self.model_path, n_ctx=self.n_ctx, n_gpu_layers=self.n_gpu_layers, n_threads=self.n_threads,
                 n_batch=self.n_batch, chat_format=self.chat_format, verbose=self.verbose, mmproj_path=self.mmproj_path,
-                extra_buffers=extra_buffers, runtime=self._runtime,
+                extra_buffers=extra_buffers, runtime=self._runtime, info=self.gguf_info(),
             )  # fmt: skip
         return loaded
 
@@ -427,6 +452,15 @@ class ChatLlamaCpp(BaseChatModel):
         formatted = [convert_to_openai_tool(tool) for tool in tools]
         choice = normalized_choice(tool_choice, [tool_name(tool) for tool in formatted])
         return super().bind(tools=formatted, tool_choice=choice, **kwargs)
+
+
+def _file_stamp(path: Path) -> tuple[int, int, int] | None:
+    """What tells a rewritten file from the one read: its size, mtime and inode (None: unreadable)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 def reply_guards(loaded: LoadedModel, *, character: bool, copy_limit: int) -> Any:

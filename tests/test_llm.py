@@ -9,7 +9,7 @@ import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 from pydantic import BaseModel, Field
 
-from agentmm.errors import CorruptModelError
+from agentmm.errors import CorruptModelError, ModelNotFoundError
 from agentmm.llm import ChatLlamaCpp
 
 pytestmark = pytest.mark.e2e
@@ -170,3 +170,44 @@ def test_loading_on_a_thread_never_redirects_the_process_output(shipped_model: P
     loader.join()
     fresh.close()
     assert seen <= {(True, True, True)}
+
+
+def test_a_start_reads_the_model_file_header_once(
+    shipped_model: Path, monkeypatch: pytest.MonkeyPatch, isolated_env: Path
+) -> None:
+    """Resolving the model, the native check, the chat-template warning and the load each read
+    the GGUF header again (~12 ms each, four per chat start)."""
+    import agentmm.gguf
+    import agentmm.models
+    from agentmm.doctor import missing_template
+    from agentmm.settings import load_settings
+
+    reads: list[Path] = []
+    real = agentmm.gguf.read_gguf
+
+    def counted(path: Path) -> agentmm.gguf.GGUFInfo:
+        reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(agentmm.gguf, "read_gguf", counted)
+    monkeypatch.setattr(agentmm.models, "read_gguf", counted)
+    configured = ChatLlamaCpp.from_settings(load_settings(n_ctx=512))
+    llm = configured.model_copy(update={"probe_dir": None})  # no probe child: the reads are the point
+    llm.native_check()
+    assert missing_template(llm) is None
+    with llm:
+        llm.load()
+    assert reads == [shipped_model]
+
+
+def test_a_rewritten_model_file_is_read_again(tmp_path: Path) -> None:
+    from tests.tiny_gguf import write_header_only_gguf
+
+    path = write_header_only_gguf(tmp_path / "m.gguf", chat_template="first")
+    llm = ChatLlamaCpp(model_path=str(path))
+    assert llm.gguf_info().chat_template == "first"
+    write_header_only_gguf(tmp_path / "next.gguf", chat_template="second, longer").replace(path)
+    assert llm.gguf_info().chat_template == "second, longer"
+    path.unlink()
+    with pytest.raises(ModelNotFoundError, match="not found"):
+        llm.gguf_info()
