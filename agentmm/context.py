@@ -12,6 +12,14 @@ turns go at once and the following turns are cheap again (where no boundary leav
 the last exchange alone). When even this turn does not fit, the lowest-priority parts are
 dropped first, and the plan says which; this turn's recalled lore and memories go before the
 last exchange does (``YIELDS_TO_HISTORY``).
+
+What an earlier turn recalled (its memories and lore) stays with it in the prompt while the
+history fits. When it overflows, those blocks leave the prompt before any turn is folded away:
+this turn recalls what matters to it, and the exchange itself (message, reply, what the user
+sent) is what the model needs of an old turn. The prompt changes from the first such turn on
+(a prefill, not a summary generation), and only on an overflow, so it stays append-only in
+between. A fold that still has to happen keeps its exchanges without them too: the prompt
+changes there anyway.
 """
 
 from __future__ import annotations
@@ -31,6 +39,13 @@ CONTEXT_KEY = "agentmm_context"
 # The tokens of the recalled-memory block in that context: recall bounds what all the turns in
 # the window hold together (agentmm.memory.selection).
 MEMORY_TOKENS_KEY = "agentmm_memory_tokens"
+# What of that context stays once its recalled part (memories, lore) leaves the prompt: what
+# the user sent (observations), or "". Written only when the context holds a recalled part; a
+# turn saved before it existed keeps its whole context.
+CONTEXT_KEPT_KEY = "agentmm_context_kept"
+# Set on a stored turn whose recalled memories and lore have left the prompt (``plan_window``'s
+# ``stripped``): from then on it is shown with ``CONTEXT_KEPT_KEY``'s text only.
+RECALLED_DROPPED_KEY = "agentmm_recalled_dropped"
 
 Parts = Sequence[tuple[str, str]]
 # This turn's parts that go before the last exchange does: what was recalled for it. What the
@@ -39,19 +54,48 @@ Parts = Sequence[tuple[str, str]]
 YIELDS_TO_HISTORY = ("lore", "memories")
 
 
-def turn_context(message: BaseMessage) -> str:
+def stored_context(message: BaseMessage) -> str:
+    """The context stored with a user turn when it was composed, whether or not the prompt
+    still shows all of it."""
     return str(message.additional_kwargs.get(CONTEXT_KEY, "")) if isinstance(message, HumanMessage) else ""
 
 
+def recalled_shown(message: BaseMessage) -> bool:
+    """Whether the prompt still shows what ``message``'s turn recalled (memories, lore) and
+    could leave it out: its context has a recalled part, said apart when it was stored."""
+    kwargs = message.additional_kwargs
+    return (isinstance(message, HumanMessage) and CONTEXT_KEPT_KEY in kwargs
+            and kwargs[CONTEXT_KEPT_KEY] != kwargs.get(CONTEXT_KEY, "")
+            and not kwargs.get(RECALLED_DROPPED_KEY))  # fmt: skip
+
+
+def turn_context(message: BaseMessage) -> str:
+    """A user turn's context as the prompt shows it: all of it, or what the user sent alone
+    once its recalled memories and lore have left the prompt."""
+    if isinstance(message, HumanMessage) and message.additional_kwargs.get(RECALLED_DROPPED_KEY):
+        return str(message.additional_kwargs.get(CONTEXT_KEPT_KEY, ""))
+    return stored_context(message)
+
+
 def memory_tokens(message: BaseMessage) -> int:
-    """The tokens of recalled memories stored with ``message`` (0: none, or a turn saved before
-    they were counted)."""
-    return int(message.additional_kwargs.get(MEMORY_TOKENS_KEY, 0)) if isinstance(message, HumanMessage) else 0
+    """The tokens of recalled memories ``message`` holds in the prompt (0: none, they left it,
+    or a turn saved before they were counted)."""
+    if not isinstance(message, HumanMessage) or message.additional_kwargs.get(RECALLED_DROPPED_KEY):
+        return 0
+    return int(message.additional_kwargs.get(MEMORY_TOKENS_KEY, 0))
 
 
-def render(message: BaseMessage) -> str:
-    """A message's text as the model sees it: a user turn's context first, then its words."""
+def without_recalled(message: BaseMessage) -> BaseMessage:
+    """``message`` marked so the prompt shows it without what its turn recalled."""
+    return message.model_copy(update={"additional_kwargs": {**message.additional_kwargs, RECALLED_DROPPED_KEY: True}})
+
+
+def render(message: BaseMessage, *, recalled: bool = True) -> str:
+    """A message's text as the model sees it: a user turn's context first, then its words;
+    with ``recalled`` False, as it will be once its recalled memories and lore leave."""
     context = turn_context(message)
+    if not recalled and recalled_shown(message):
+        context = str(message.additional_kwargs.get(CONTEXT_KEPT_KEY, ""))
     return f"{context}\n\n{message.text}" if context else message.text
 
 
@@ -65,6 +109,8 @@ class WindowPlan:
     dropped: list[str] = field(default_factory=list)  # parts left out to fit, lowest priority first
     # parts cut short to fit: {"part", "tokens" (kept), "full_tokens"}
     truncated: list[dict[str, object]] = field(default_factory=list)
+    # earlier user messages (indexes) whose recalled memories and lore leave the prompt this turn
+    stripped: list[int] = field(default_factory=list)
 
 
 def plan_window(
@@ -140,13 +186,16 @@ def plan_window(
             f"{_beside(sizes_of, dict(turn))}); {fix}"
         )
     sizes = [counter.message_text(render(m)) for m in messages[:-1]]
+    # Each one as it will be once what its turn recalled leaves the prompt.
+    bare = [counter.message_text(render(m, recalled=False)) if recalled_shown(m) else size
+            for m, size in zip(messages[:-1], sizes, strict=True)]  # fmt: skip
     start = min(max(window_start, 0), len(sizes))
-    # The last exchange is kept before this turn's recalled memories and lore:
-    # an exchange stored with its own memories and lore outgrew the room such a turn left, and
-    # the model answered having seen no earlier exchange at all.
+    # The last exchange is kept before this turn's recalled memories and lore (its own go
+    # first): an exchange stored with its own memories and lore outgrew the room such a turn
+    # left, and the model answered having seen no earlier exchange at all.
     last = _last_exchange(messages, start, len(sizes))
     if last is not None:
-        need = sum(sizes[last:])
+        need = sum(bare[last:])
         spare = [name for name in YIELDS_TO_HISTORY if name in dict(turn) and name in named]
         if available - fixed() < need <= available - fixed() + sum(sizes_of[name] for name in spare):
             for name in spare:
@@ -155,10 +204,18 @@ def plan_window(
                 del named[name], sizes_of[name]
                 dropped.append(name)
     history_budget = available - fixed()
-    new_start = start
+    new_start, strip_from = start, len(sizes)
     if sum(sizes[start:]) > history_budget:
-        new_start = _fold_point(messages, sizes, start, history_budget, fold_to)
-    history = sum(sizes[new_start:])
+        # The earlier turns' recalled memories and lore leave first, all at once (the prompt
+        # changes from the first of them, whatever the number); a fold only where the exchanges
+        # alone do not fit, and what it keeps is kept without them too. At n_ctx 1024 with a
+        # persona and memory an exchange with its blocks was 250-400 tokens, about the whole
+        # room, and the window folded every turn or two (23 folds in 40 turns).
+        strip_from = start
+        if sum(bare[start:]) > history_budget:
+            new_start = strip_from = _fold_point(messages, bare, start, history_budget, fold_to)
+    stripped = [i for i in range(strip_from, len(sizes)) if recalled_shown(messages[i])]
+    history = sum(sizes[new_start:strip_from]) + sum(bare[strip_from:])
 
     def part(name: str) -> list[PromptPart]:
         return [PromptPart(part=name, tokens=sizes_of[name])] if name in named else []
@@ -179,8 +236,10 @@ def plan_window(
         "free": available - used,
         "history_messages": len(sizes) - new_start,
         "folded_messages_total": new_start,
+        "recalled_dropped_this_turn": len(stripped),
     }
-    return WindowPlan(new_start, parts, budget, new_start - start, kept=named, dropped=dropped, truncated=truncated)
+    return WindowPlan(new_start, parts, budget, new_start - start, kept=named, dropped=dropped, truncated=truncated,
+                      stripped=stripped)  # fmt: skip
 
 
 def _beside(sizes_of: dict[str, int], turn: dict[str, str]) -> str:

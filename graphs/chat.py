@@ -43,13 +43,16 @@ from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
 from agentmm.context import (
+    CONTEXT_KEPT_KEY,
     CONTEXT_KEY,
     MEMORY_TOKENS_KEY,
+    RECALLED_DROPPED_KEY,
     WindowPlan,
     clip_to_tokens,
     plan_window,
     render,
     turn_context,
+    without_recalled,
 )
 from agentmm.errors import (
     EmptyInputError,
@@ -73,6 +76,7 @@ from agentmm.graphs.tool_calls import RunTools, ToolBox, rounds_this_turn, wants
 from agentmm.identity_questions import asks_identity
 from agentmm.intent import ExampleClassifier
 from agentmm.memory.conversation import format_recalled, memory_line_stops
+from agentmm.memory.selection import IN_WINDOW, memory_shown
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.personas import Persona, PersonaNotFoundError, PersonaRegistry, greeting
 from agentmm.personas.macros import expand
@@ -381,18 +385,22 @@ class Composer:
     def __call__(self, state: ChatState, config: RunnableConfig, runtime: Runtime[TurnContext]) -> dict[str, Any]:
         context = run_context(runtime.context)
         summary = state.get("summary", "")
-        parts, turn = self._turn_parts(state, config, context, state.get("window_start", 0))
+        start = state.get("window_start", 0)
+        shown = _shown_context(state["messages"], start)  # the stored context the prompt shows
+        parts, turn = self._turn_parts(state, config, context, shown)
         state, cut_message, fitted = self._fit_voice_message(state, parts, turn, summary)
         messages = state["messages"]
         plan = fitted or self._plan(state, parts, turn, summary)
-        # Lore "already in the window" is judged again against the window the plan leaves: an
-        # entry stored with a turn this plan folds away is in the prompt no more. More lore can
-        # only fold more, so this ends; three rounds are plenty.
+        # Lore and memories "already in the window" are judged again against the window the
+        # plan leaves: one shown with a turn this plan folds away, or whose recalled block it
+        # takes out, is in the prompt no more. More context can only fold more, so this ends;
+        # three rounds are plenty.
         for _ in range(3):
-            if not parts.lore or plan.window_start == state.get("window_start", 0):
+            if plan.window_start == start and not plan.stripped:
                 break
-            again, turn_again = self._turn_parts(state, config, context, plan.window_start)
-            if again.lore == parts.lore:
+            shown = _shown_context(messages, plan.window_start, plan.stripped)
+            again, turn_again = self._turn_parts(state, config, context, shown)
+            if again.lore == parts.lore and turn_again == turn:
                 break
             parts, turn = again, turn_again
             plan = self._plan(state, parts, turn, summary)
@@ -409,15 +417,24 @@ class Composer:
         if not state.get("persona"):
             update["base_prompt"] = parts.head[0][1]
         stored = "\n\n".join(plan.kept[name] for name in ("memories", "lore", "observations") if name in plan.kept)
+        # Earlier turns whose recalled memories and lore leave the prompt are marked so (before
+        # this turn's message, which notes_sent reads as the last).
+        update["messages"] = [without_recalled(messages[i]) for i in plan.stripped]
         if cut_message:  # the thread keeps the voice note's transcript as cut, as the prompt had it
-            update["messages"] = [messages[-1]]
+            update["messages"].append(messages[-1])
         if stored:  # the turn's context is stored with its message, so later prompts repeat it exactly
             newest = messages[-1]
             extra = {**newest.additional_kwargs, CONTEXT_KEY: stored}
-            extra.pop(MEMORY_TOKENS_KEY, None)
+            for key in (MEMORY_TOKENS_KEY, CONTEXT_KEPT_KEY, RECALLED_DROPPED_KEY):
+                extra.pop(key, None)
             if memory_part := next((p for p in plan.parts if p["part"] == "memories"), None):
                 extra[MEMORY_TOKENS_KEY] = memory_part["tokens"]  # recall bounds the window's memories with it
-            update["messages"] = [newest.model_copy(update={"additional_kwargs": extra})]
+            if "memories" in plan.kept or "lore" in plan.kept:  # what stays once they leave the prompt
+                extra[CONTEXT_KEPT_KEY] = plan.kept.get("observations", "")
+            update["messages"] = [*update["messages"][: len(plan.stripped)],
+                                  newest.model_copy(update={"additional_kwargs": extra})]  # fmt: skip
+        if not update["messages"]:
+            del update["messages"]
         # Lore the plan left out never reached the model: its timers do not start (the state's stay).
         kept_lore = "lore" not in plan.dropped
         if kept_lore and parts.lore_timers is not None and parts.lore_timers != (state.get("lore_timers") or {}):
@@ -425,6 +442,16 @@ class Composer:
         lore = parts.lore
         if "lore" in plan.dropped:
             lore = [{**entry, "inserted": False, "note": "dropped to fit the context"} for entry in lore]
+        recalled = state.get("recalled") or []
+        if repeated := [r for r in recalled if memory_shown(r, shown)]:
+            # Recall's trace and the turn's record say what was placed; the rest, why not.
+            update["recalled"] = [r for r in recalled if not memory_shown(r, shown)]
+            memory_part = next((p for p in plan.parts if p["part"] == "memories"), None)
+            dropped_memories = [*(state.get("trace") or {}).get("recall_dropped", []),
+                                *({"id": r.get("id"), "similarity": r.get("similarity"), "reason": IN_WINDOW}
+                                  for r in repeated)]  # fmt: skip
+            trace = {**trace, "recalled": update["recalled"], "recall_dropped": dropped_memories,
+                     "recall_tokens": memory_part["tokens"] if memory_part else 0}  # fmt: skip
         update["trace"] = trace_step(
             state,
             "compose",
@@ -476,17 +503,18 @@ class Composer:
         return state, [], self._plan(state, parts, turn, summary)  # raises: not even a short cut fits
 
     def _turn_parts(
-        self, state: ChatState, config: RunnableConfig, context: TurnContext, kept_from: int
+        self, state: ChatState, config: RunnableConfig, context: TurnContext, in_window: str
     ) -> tuple[TurnParts, list[tuple[str, str]]]:
         """The prompt's parts (see ``_parts``), and the turn's context among them (memories,
         lore, observations)."""
-        parts = self._parts(state, config, context, kept_from)
+        parts = self._parts(state, config, context, in_window)
         if state.get("intent") == "ooc" and state.get("persona"):
             from agentmm.graphs.intent import ooc_instruction
 
             character = self.personas().get(state["persona"]).name  # type: ignore[arg-type]
             parts = replace(parts, tail=[("post_history", ooc_instruction(character))])
-        memories = format_recalled(state.get("recalled") or [], context.user_name)
+        recalled = [r for r in state.get("recalled") or [] if not memory_shown(r, in_window)]
+        memories = format_recalled(recalled, context.user_name)
         seen = describe_observations(state.get("observations") or [], context.user_name,
                                      state.get("persona") or "you", self.phrasing)  # fmt: skip
         return parts, [("memories", memories), *parts.turn, ("observations", seen)]
@@ -519,9 +547,9 @@ class Composer:
     def _tool_reserve(self, state: ChatState) -> int:
         return self.toolbox.reserve_tokens(state, self.counter.text) if self.toolbox is not None else 0
 
-    def _parts(self, state: ChatState, config: RunnableConfig, context: TurnContext, kept_from: int) -> TurnParts:
+    def _parts(self, state: ChatState, config: RunnableConfig, context: TurnContext, in_window: str) -> TurnParts:
         """The parts; lore fires on the thread's window, and is left out as already there when
-        the prompt will hold it from ``kept_from`` on (the window the plan leaves)."""
+        ``in_window`` (the stored context the plan leaves in the prompt) holds it."""
         name = state.get("persona")
         if not name:
             # Fixed once per thread, so the prompt head never changes under it.
@@ -543,7 +571,7 @@ class Composer:
             user_name=context.user_name,
             seed=thread_seed(config),
             now=_when(state.get("started_at")),
-            in_window="\n".join(turn_context(m) for m in state["messages"][kept_from:]),
+            in_window=in_window,
             default_system_prompt=self.system_prompt,
             reminder=self.reminder,
             introduction=self.introduction,
@@ -551,6 +579,15 @@ class Composer:
             chat_length=chat_length(state["messages"]),
             lore_timers=state.get("lore_timers") or {},
         )
+
+
+def _shown_context(messages: Sequence[BaseMessage], start: int, stripped: Sequence[int] = ()) -> str:
+    """The stored context of ``messages[start:]`` as the prompt shows it once the messages at
+    ``stripped`` are shown without what their turns recalled."""
+    gone = set(stripped)
+    return "\n".join(
+        turn_context(without_recalled(m) if i in gone else m) for i, m in enumerate(messages) if i >= start
+    )
 
 
 def model_and_tools(

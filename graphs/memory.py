@@ -15,7 +15,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from agentmm.context import memory_tokens, turn_context
+from agentmm.context import memory_tokens
 from agentmm.memory.conversation import recall, remember_turn, scope, without_copied_memories
 from agentmm.memory.incremental import recall_path
 from agentmm.memory.retrieval import RecallCache
@@ -89,11 +89,13 @@ class Recall:
         start = state.get("window_start", 0)
         thread = _thread_id(config)
         first_turn_in_window = 1 + sum(isinstance(m, HumanMessage) for m in messages[:start])
-        in_window = "\n".join(turn_context(m) for m in messages[start:])
 
         def already_in_prompt(value: dict[str, Any]) -> bool:
-            same_thread = value.get("thread") == thread and int(value.get("turn", 0)) >= first_turn_in_window
-            return same_thread or str(value.get("content", "")) in in_window
+            # The thread's turns in the window are in the prompt as they are. A memory shown in
+            # an earlier turn's recalled block is not left out here: that block may leave the
+            # prompt this turn (agentmm.context), so compose judges it against the window it
+            # leaves (``memories_in_window``).
+            return value.get("thread") == thread and int(value.get("turn", 0)) >= first_turn_in_window
 
         found = []
         path: dict[str, Any] = {}

@@ -3,7 +3,16 @@ from __future__ import annotations
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from agentmm.context import plan_window
+from agentmm.context import (
+    CONTEXT_KEPT_KEY,
+    CONTEXT_KEY,
+    MEMORY_TOKENS_KEY,
+    memory_tokens,
+    plan_window,
+    render,
+    turn_context,
+    without_recalled,
+)
 from agentmm.errors import InputTooLongError
 from agentmm.tokens import PER_MESSAGE_OVERHEAD, TokenCounter
 
@@ -150,3 +159,63 @@ def test_what_the_user_sent_is_never_dropped_to_keep_the_last_exchange() -> None
                        droppable=("memories", "observations"), truncatable=("observations",))  # fmt: skip
     # The memories alone would not make room for it: they stay, and the history folds instead.
     assert plan.dropped == [] and "observations" in plan.kept and plan.budget["history_messages"] == 0
+
+
+def recalled_exchanges(*contexts: int, words: int = 20, kept: str | None = "") -> list[BaseMessage]:
+    """Exchanges of ``words`` words a side, each user turn stored with a recalled block of
+    ``contexts[i]`` words (``kept``: what stays of it once the block leaves; None: a turn saved
+    before that was written), then "now"."""
+    messages: list[BaseMessage] = []
+    for i, size in enumerate(contexts):
+        stored = {CONTEXT_KEY: " ".join(["remembered"] * size), MEMORY_TOKENS_KEY: size}
+        if kept is not None:
+            stored[CONTEXT_KEPT_KEY] = kept
+        messages += [HumanMessage(" ".join([f"u{i}"] * words), additional_kwargs=stored),
+                     AIMessage(" ".join([f"a{i}"] * words))]  # fmt: skip
+    return [*messages, HumanMessage("now")]
+
+
+def test_earlier_turns_recalled_blocks_leave_before_anything_folds() -> None:
+    """At n_ctx 1024 with a persona and memory an exchange stored with its memories and lore was
+    250-400 tokens, about the history's whole room, and the window folded (a summary generated)
+    every turn or two. The blocks go first; the exchanges stay."""
+    # The history's budget is about 277 tokens; the exchanges are 26 + 26 tokens a side, and the
+    # first user turn holds a 150-word block: 306 in all, 156 without it.
+    messages = recalled_exchanges(150, 0, 0)
+    result = plan(messages)
+    assert result.window_start == 0 and result.folded_messages == 0
+    assert result.stripped == [0] and result.budget["recalled_dropped_this_turn"] == 1
+    history = next(p["tokens"] for p in result.parts if p["part"] == "history")
+    assert history == 3 * 2 * (20 + PER_MESSAGE_OVERHEAD)
+    # While the blocks fit, nothing leaves: the prompt stays append-only.
+    small = plan(recalled_exchanges(60, 0, 0))
+    assert small.stripped == [] and small.budget["recalled_dropped_this_turn"] == 0
+
+
+def test_a_fold_keeps_its_exchanges_without_their_recalled_blocks() -> None:
+    """Where the exchanges alone do not fit, the window folds, and the exchanges it keeps are
+    counted (and shown) without their blocks: the prompt changes there anyway, and more of
+    them stay."""
+    messages = recalled_exchanges(60, 60, 60, 60, 60, 60)  # 6 * 52 = 312 tokens bare: over
+    result = plan(messages)
+    # Half the room (~138) holds two bare exchanges (104), not one with its block (112).
+    assert result.window_start == 8 and result.budget["history_messages"] == 4
+    assert result.stripped == [8, 10]
+
+
+def test_a_turn_saved_before_its_recalled_part_was_said_apart_keeps_its_context() -> None:
+    """Without ``CONTEXT_KEPT_KEY`` the stored context may hold what the user sent: it is not cut."""
+    result = plan(recalled_exchanges(150, 0, 0, kept=None))
+    assert result.stripped == [] and result.window_start > 0
+
+
+def test_a_turn_without_its_recalled_block_still_shows_what_the_user_sent() -> None:
+    seen = "[Ada sent a picture: a lighthouse at dusk]"
+    message = HumanMessage("look", additional_kwargs={CONTEXT_KEY: f"remembered things\n\n{seen}",
+                                                      CONTEXT_KEPT_KEY: seen, MEMORY_TOKENS_KEY: 2})  # fmt: skip
+    assert render(message, recalled=False) == f"{seen}\n\nlook"
+    assert render(message) == f"remembered things\n\n{seen}\n\nlook"
+    stripped = without_recalled(message)
+    assert render(stripped) == f"{seen}\n\nlook" and turn_context(stripped) == seen
+    assert memory_tokens(stripped) == 0 and memory_tokens(message) == 2
+    assert stripped.additional_kwargs[CONTEXT_KEY] == message.additional_kwargs[CONTEXT_KEY]  # kept for the record

@@ -25,7 +25,7 @@ budget for recalled memories once the blocks earlier turns in the window placed 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +38,9 @@ OVERLAP_SHARE = 0.5
 LEXICAL_MARGIN = 0.1
 OVER_CAP = "over the token cap"
 OVER_WINDOW = "over the window's memory budget"
+# Shown already, in an earlier turn's block the prompt keeps (judged by compose, which knows
+# whether that block stays: agentmm.context).
+IN_WINDOW = "already in the window"
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,13 @@ def _relevant(memory: dict[str, Any], min_similarity: float) -> bool:
     if (memory.get("overlap") or 0.0) >= OVERLAP_SHARE:
         bar -= LEXICAL_MARGIN
     return bool(similarity >= bar)
+
+
+def memory_shown(memory: Mapping[str, Any], in_window: str) -> bool:
+    """Whether a recalled memory (``Recalled.as_trace()``) is in ``in_window``, the stored
+    context of the turns the prompt shows: placed once, it is not placed twice."""
+    text = str(memory.get("text") or "")
+    return bool(text) and text in in_window
 
 
 def _dropped(memory: dict[str, Any], reason: str) -> dict[str, Any]:
