@@ -281,9 +281,36 @@ def _chat_with(
     _check_mmproj(agent)
     _warn_without_chat_template(agent)
     if message is not None:
-        _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
+        with _model_loading_beside(agent):
+            _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
     else:
         _repl(agent, thread, chosen, greeting, yes)
+
+
+@contextmanager
+def _model_loading_beside(agent: Agent) -> Iterator[None]:
+    """Load the chat model on a thread of its own while the turn opens the memory store and
+    the embedder, as the interactive chat warms up while the user types: ``-m`` did them one
+    after the other (llama.cpp's load mostly runs outside the GIL, the store's start-up is
+    Python). The turn waits for the same load where it needs the model (``Runtime.get``) and
+    reports a failed one; the thread is joined before the agent closes, so nothing is left
+    loading at exit."""
+    load = getattr(agent.model, "load", None)
+    if load is None:  # a model server, or a model passed in
+        yield
+        return
+    import threading
+
+    def work() -> None:
+        with suppress(Exception):  # the turn loads it again and says why in one line
+            load()
+
+    loading = threading.Thread(target=work, daemon=True, name="agentmm-model-load")
+    loading.start()
+    try:
+        yield
+    finally:
+        loading.join()
 
 
 def _check_mmproj(agent: Agent) -> None:

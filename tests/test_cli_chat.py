@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import AIMessage
+from pydantic import Field
 
 from agentmm import cli
 from agentmm.graphs.agent import Agent
@@ -336,3 +337,24 @@ def test_chat_dash_m_stopped_while_a_voice_note_is_transcribed_exits_as_stopped(
     assert ended.value.code == code
     err = capsys.readouterr().err
     assert "error" not in err and ("nothing was sent or remembered]" in err) is said, err
+
+
+class LoadedApart(FakeListChatModel):
+    """A fake chat model with a load step, as ChatLlamaCpp has: which threads load it."""
+
+    loaded_on: list[str] = Field(default_factory=list)
+
+    def load(self) -> None:
+        import threading
+
+        self.loaded_on.append(threading.current_thread().name)
+
+
+def test_one_turn_loads_the_model_beside_the_turn(capsys: pytest.CaptureFixture[str]) -> None:
+    """``-m`` opened the memory store and the embedder, then loaded the model, one after the
+    other: the model now loads on a thread of its own from the start of the turn, joined by its end."""
+    model = LoadedApart(responses=["Evening."], loaded_on=[])
+    with Agent(load_settings(n_ctx=2048, max_tokens=16), model=model) as agent:
+        cli._chat_with(agent, "hi", None, True, None, 0, [], False)
+    assert json.loads(capsys.readouterr().out)["reply"] == "Evening."
+    assert model.loaded_on == ["agentmm-model-load"]
