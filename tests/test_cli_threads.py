@@ -22,7 +22,7 @@ from agentmm.threads import (
     thread_exists,
     thread_values,
 )
-from tests.test_cli import agentmm, assert_one_line_error, ok_json
+from tests.test_cli import assert_one_line_error, ok_json
 
 EXCHANGE = '{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}'
 SUMMARY = "User met Nora at the docks and asked about the Castellane ring."
@@ -55,21 +55,21 @@ def test_save_json_keeps_the_summary_and_window(tmp_path: Path) -> None:
     assert saved["system_prompt"] == "You are terse.\n\nSummary: ..."
 
 
-def test_threads_import_makes_the_saved_thread_again(tmp_path: Path) -> None:
+def test_threads_import_makes_the_saved_thread_again(tmp_path: Path, agentmm_here: Any) -> None:
     imported = ok_json("threads", "import", str(saved_file(tmp_path)), "--thread", "docks", "--json")
     assert imported == {"imported": "docks", "file": str(tmp_path / "saved.json"), "messages": 4}
-    shown = ok_json("threads", "show", "docks", "--json")
+    shown = ok_json("threads", "show", "docks", "--json", via=agentmm_here)
     assert [m["content"] for m in shown["messages"]] == [m.text for m in folded_thread()["messages"]]
     assert shown["messages"][3]["interrupted"] is True
     assert (shown["summary"], shown["summary_through"], shown["window_start"]) == (SUMMARY, 2, 2)
     assert shown["turns"] == 2
 
-    again = agentmm("threads", "import", str(tmp_path / "saved.json"), "--thread", "docks")
+    again = agentmm_here("threads", "import", str(tmp_path / "saved.json"), "--thread", "docks")
     assert_one_line_error(again, "thread 'docks' exists")
-    assert ok_json("threads", "show", "docks", "--json")["messages"] == shown["messages"]  # untouched
-    plain = agentmm("threads", "import", str(tmp_path / "saved.json"))  # a new id of its own
+    assert ok_json("threads", "show", "docks", "--json", via=agentmm_here)["messages"] == shown["messages"]  # untouched
+    plain = agentmm_here("threads", "import", str(tmp_path / "saved.json"))  # a new id of its own
     assert plain.returncode == 0 and plain.stdout.startswith("imported 4 messages as thread ")
-    assert len(ok_json("threads", "list", "--json")["threads"]) == 2
+    assert len(ok_json("threads", "list", "--json", via=agentmm_here)["threads"]) == 2
 
 
 def tool_thread() -> dict[str, Any]:
@@ -235,11 +235,15 @@ def test_a_file_saved_before_greeting_index_imports_its_greeting_as_the_first(tm
         ),
     ],
 )
-def test_a_file_that_is_no_saved_thread_is_one_line_and_no_thread(tmp_path: Path, content: str, needle: str) -> None:
+def test_a_file_that_is_no_saved_thread_is_one_line_and_no_thread(
+    tmp_path: Path, content: str, needle: str, agentmm_here: Any
+) -> None:
+    """In this process (``agentmm_here``): the line is the point, not the process; the first
+    import above runs the CLI in a process of its own."""
     path = tmp_path / "bad.json"
     path.write_text(content)
-    assert_one_line_error(agentmm("threads", "import", str(path), "--thread", "t"), needle)
-    assert ok_json("threads", "list", "--json")["threads"] == []
+    assert_one_line_error(agentmm_here("threads", "import", str(path), "--thread", "t"), needle)
+    assert ok_json("threads", "list", "--json", via=agentmm_here)["threads"] == []
 
 
 def test_a_write_that_fails_halfway_leaves_no_thread(isolated_env: Path) -> None:
