@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "agentmm.cli", *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **(env or {})})  # fmt: skip
-
-
-def test_graph_show_draws_the_turn_graph() -> None:
+def test_graph_show_draws_the_turn_graph(agentmm_here: Any) -> None:
+    """In this process (``agentmm_here``): drawing the graph loads no model, and the command's
+    output is the point, not the process (a subprocess paid Python's start and LangGraph's
+    imports per call: ~20 s of this file under load)."""
+    run = agentmm_here
     mermaid = run("graph", "show", "--format", "mermaid")
     assert mermaid.returncode == 0, mermaid.stderr
     assert "graph TD" in mermaid.stdout and "ingest --> " not in mermaid.stderr
@@ -28,9 +27,12 @@ def test_graph_show_draws_the_turn_graph() -> None:
     assert bad.returncode != 0 and "ascii, mermaid or png" in bad.stderr
 
 
-def test_graph_show_writes_into_a_new_folder_and_refuses_a_folder_in_one_line(tmp_path: Path) -> None:
+def test_graph_show_writes_into_a_new_folder_and_refuses_a_folder_in_one_line(
+    tmp_path: Path, agentmm_here: Any
+) -> None:
     """-o into a folder that does not exist yet makes it (as personas export and memory export do);
     a folder, or a path under a file, is one line and exit 2, not a traceback."""
+    run = agentmm_here
     drawn = tmp_path / "new" / "deeper" / "turn.mmd"
     done = run("graph", "show", "--format", "mermaid", "-o", str(drawn))
     assert done.returncode == 0 and done.stdout == f"wrote {drawn}\n", done.stderr
