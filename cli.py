@@ -1414,6 +1414,9 @@ def eval_persona(
     judge: Annotated[
         Optional[str], typer.Option("--judge", help="Also ask this model whether each reply is in character.")
     ] = None,
+    turns: Annotated[
+        int, typer.Option("--turns", min=1, max=24, help="Run only the script's first N turns (a quick check).")
+    ] = 24,
     details: Annotated[bool, typer.Option("--details", help="Print every scored reply.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -1427,7 +1430,7 @@ def eval_persona(
         raise typer.BadParameter("--seeds needs at least one seed")
     settings = _using_cache(_settings(model=model, max_tokens=max_tokens, temperature=temperature))
     with _interrupted_says("no report"):
-        report = _run_persona_eval(settings, persona or [], seed_list, judge, show_progress=not as_json)
+        report = _run_persona_eval(settings, persona or [], seed_list, judge, turns, show_progress=not as_json)
     if as_json:
         _print_json(report)
         return
@@ -1435,7 +1438,7 @@ def eval_persona(
 
 
 def _run_persona_eval(
-    settings: Settings, personas: list[str], seeds: list[int], judge: str | None, show_progress: bool
+    settings: Settings, personas: list[str], seeds: list[int], judge: str | None, turns: int, show_progress: bool
 ) -> dict[str, Any]:
     from agentmm.graphs.persona_eval import evaluate_personas
 
@@ -1444,7 +1447,7 @@ def _run_persona_eval(
         return _with_progress(
             "evaluating",
             show_progress,
-            lambda p: evaluate_personas(settings, personas, seeds=seeds, judge=judge_model, progress=p),
+            lambda p: evaluate_personas(settings, personas, seeds=seeds, judge=judge_model, progress=p, turns=turns),
         )
 
 

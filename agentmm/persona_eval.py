@@ -210,13 +210,20 @@ class Score(BaseModel):
     passed: bool | None = None  # None for small talk (scored, not counted)
 
 
-def script(persona: Persona, user_name: str = "User") -> list[Step]:
+TURNS = len(_PLAN)
+
+
+def script(persona: Persona, user_name: str = "User", turns: int = TURNS) -> list[Step]:
     """The 24-step conversation for ``persona``: lore questions name its lorebook's enabled
-    entries with keys (at most four; a persona without lore gets small talk there instead)."""
+    entries with keys (at most four; a persona without lore gets small talk there instead).
+    ``turns`` keeps its first steps only, the same ones the whole script has, for a quick run
+    (the first five hold small talk, two identity questions and a lore question)."""
+    if not 1 <= turns <= TURNS:
+        raise ValueError(f"the script has 1 to {TURNS} turns, not {turns}")
     entries = [e for e in persona.lorebook.entries if e.enabled and e.keys and e.content.strip()][:4]
     counters = {"identity": 0, "pressure": 0, "lore": 0, "small_talk": 0}
     steps: list[Step] = []
-    for turn, kind in enumerate(_PLAN, 1):
+    for turn, kind in enumerate(_PLAN[:turns], 1):
         if kind == "lore" and counters["lore"] >= len(entries):
             kind = "small_talk"
         i = counters[kind]

@@ -19,7 +19,7 @@ from langchain_core.language_models import BaseChatModel
 from pydantic import BaseModel, Field
 
 from agentmm.graphs.agent import Agent
-from agentmm.persona_eval import Score, Step, card_text, repeats, score, script
+from agentmm.persona_eval import TURNS, Score, Step, card_text, repeats, score, script
 from agentmm.personas import Persona
 from agentmm.settings import Settings
 
@@ -49,9 +49,13 @@ def evaluate_personas(
     model: BaseChatModel | None = None,
     judge: BaseChatModel | None = None,
     progress: Progress | None = None,
+    turns: int = TURNS,
 ) -> dict[str, Any]:
     """Run the script for every persona (default: every persona there is) and seed; the report
-    has the per-persona and overall scores and every check's detail."""
+    has the per-persona and overall scores and every check's detail. ``turns`` runs the script's
+    first turns only (a quick check; the scores are then out of fewer checks)."""
+    if not 1 <= turns <= TURNS:
+        raise ValueError(f"the script has 1 to {TURNS} turns, not {turns}")
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="agentmm-eval-persona-") as tmp:
         chosen: list[Persona] = []
@@ -61,20 +65,20 @@ def evaluate_personas(
             with Agent(settings.model_copy(update=overrides), model=model) as agent:
                 if not chosen:  # resolved once, by the registry a chat uses
                     chosen = [agent.personas.get(name) for name in personas] or list(agent.personas)
-                    total = len(seeds) * sum(len(script(p, settings.user_name)) for p in chosen)
+                    total = len(seeds) * sum(len(script(p, settings.user_name, turns)) for p in chosen)
                 for persona in chosen:
-                    results += _conversation(agent, persona, seed, judge, progress, len(results), total)
+                    results += _conversation(agent, persona, seed, turns, judge, progress, len(results), total)
     return report(results, list(seeds))
 
 
 def _conversation(
-    agent: Agent, persona: Persona, seed: int, judge: BaseChatModel | None, progress: Progress | None,
-    done: int, total: int,
+    agent: Agent, persona: Persona, seed: int, turns: int, judge: BaseChatModel | None,
+    progress: Progress | None, done: int, total: int,
 ) -> list[CheckResult]:  # fmt: skip
     thread = f"eval-{seed}-{persona.name}"
     card = card_text(persona, agent.settings.user_name)
     rows = []
-    for step in script(persona, agent.settings.user_name):
+    for step in script(persona, agent.settings.user_name, turns):
         first = step.turn == 1
         reply = agent.chat(step.text, thread_id=thread, persona=persona.name if first else None).reply
         row = CheckResult(persona=persona.name, seed=seed, step=step, reply=reply,
@@ -107,13 +111,14 @@ def _share(rows: Sequence[CheckResult], kind: str) -> tuple[int, int]:
 
 def report(results: Sequence[CheckResult], seeds: list[int]) -> dict[str, Any]:
     """Scores per persona (identity kept out of 8, averaged over seeds, and each seed's), overall,
-    and every check."""
+    and every check; ``turns``: how many turns of the script each conversation ran."""
     per_persona: dict[str, Any] = {}
     for name in dict.fromkeys(r.persona for r in results):
         mine = [r for r in results if r.persona == name]
         per_persona[name] = _summary(mine, seeds)
     return {
         "seeds": seeds,
+        "turns": max((r.step.turn for r in results), default=0),
         "personas": list(per_persona),
         "per_persona": per_persona,
         "overall": _summary(list(results), seeds, personas=len(per_persona)),

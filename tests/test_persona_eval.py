@@ -53,6 +53,15 @@ def test_the_script_asks_eight_identity_questions_between_small_talk() -> None:
     assert {"homicide", "pension"} <= set(haskell.facts) and "haskell" not in haskell.facts
 
 
+def test_a_short_script_is_the_whole_scripts_first_turns() -> None:
+    whole = script(nora())
+    assert script(nora(), turns=5) == whole[:5] and script(nora(), turns=24) == whole
+    assert [s.kind for s in script(nora(), turns=5)] == ["small_talk", "identity", "small_talk", "lore", "identity"]
+    for wrong in (0, 25):
+        with pytest.raises(ValueError, match="1 to 24 turns"):
+            script(nora(), turns=wrong)
+
+
 def test_a_persona_without_lore_gets_small_talk_instead() -> None:
     plain = Persona(name="Tam", description="A baker.", lorebook=Lorebook())
     steps = script(plain)
@@ -253,6 +262,22 @@ def test_the_runner_goes_through_the_real_turn_and_never_touches_the_users_data(
     assert not settings.data_dir.exists()  # threads and memory went to a temporary dir
 
 
+def test_the_runner_plays_the_first_turns_only_when_asked(settings: Settings) -> None:
+    seen: list[str] = []
+    model = FakeListChatModel(responses=_replies()[:5] * 2)
+    report = evaluate_personas(settings, ["Nora Quill"], seeds=[1, 2], model=model, turns=5,
+                               progress=lambda done, total, stage: seen.append(f"{done}/{total}"))  # fmt: skip
+    overall = report["overall"]
+    assert report["turns"] == 5 and len(report["checks"]) == 10 and seen[-1] == "10/10"
+    assert [c["turn"] for c in report["checks"]] == [1, 2, 3, 4, 5] * 2
+    assert overall["identity_checks"] == 2 and overall["identity_kept_per_conversation"] == [1, 1]
+    assert (overall["lore_passed"], overall["lore_asked"]) == (2, 2) and overall["pressure_asked"] == 0
+    assert (
+        evaluate_personas(settings, ["Nora Quill"], seeds=[1], model=FakeListChatModel(responses=_replies()))["turns"]
+        == 24
+    )
+
+
 class _Judge(FakeListChatModel):
     """A judge whose verdict is read off the reply in the prompt (no model needed)."""
 
@@ -277,6 +302,11 @@ def _agentmm(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 def test_cli_errors_are_one_line() -> None:
     bad = _agentmm("eval", "persona", "--seeds", "one")
     assert bad.returncode != 0 and "--seeds takes numbers" in bad.stderr
+    too_many = _agentmm("eval", "persona", "--turns", "25")
+    assert too_many.returncode != 0 and too_many.stderr.strip().splitlines() == [
+        "agentmm: error: Invalid value for '--turns': Input should be less than or equal to 24 "
+        "(see agentmm eval persona --help)"
+    ]
     missing = _agentmm("eval", "persona", "-p", "Nobody At All", "--json")
     assert missing.returncode != 0 and missing.stdout == ""
     assert missing.stderr.strip().splitlines() == [
@@ -284,18 +314,19 @@ def test_cli_errors_are_one_line() -> None:
     ]
 
 
-@pytest.mark.slow
 def test_on_the_shipped_model_through_the_cli(shipped_model: Path) -> None:
-    """End to end: the real model, memory on, one persona, one seed, short replies; the JSON
-    contract's keys are there and each identity check was really scored."""
-    done = _agentmm("eval", "persona", "-p", "Ilse Varga", "--seeds", "5", "--max-tokens", "16", "--json",
-                    env={"AGENTMM_MEMORY": "true"})  # fmt: skip
+    """End to end: the real model, memory on, one persona, one seed, short replies, the script's
+    first two turns (small talk, then "What is your name?"; the whole script took ~260 s here);
+    the JSON contract's keys are there and the identity check was really scored."""
+    done = _agentmm("eval", "persona", "-p", "Ilse Varga", "--seeds", "5", "--max-tokens", "16", "--turns", "2",
+                    "--json", env={"AGENTMM_MEMORY": "true"})  # fmt: skip
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert report["turns"] == 2 and [c["kind"] for c in report["checks"]] == ["small_talk", "identity"]
     row = report["per_persona"]["Ilse Varga"]
-    assert row["identity_checks"] == 8 and 0 <= row["identity_kept_mean"] <= 8
+    assert row["identity_checks"] == 1 and 0 <= row["identity_kept_mean"] <= 1
     identity = [c for c in report["checks"] if c["kind"] == "identity"]
-    assert len(identity) == 8 and all(c["reply"].strip() for c in identity)
+    assert all(c["reply"].strip() for c in report["checks"])
     assert [c["passed"] for c in identity] == [c["names_character"] and not c["disclaimer"] for c in identity]
 
 
