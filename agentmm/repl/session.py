@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from agentmm.settings import Settings
 
 HISTORY_FILE = "repl_history"
+# Leaving a thread that was never saved (no turn kept in it): there is no thread to resume. "In
+# this thread": after /new an earlier thread of the session may well have been saved.
+_NOTHING_SAVED = "nothing was said in this thread, so it was not saved"
 
 
 # What each kind of attachment is called in a message.
@@ -110,7 +113,9 @@ class ChatSession:
                 self.agent.close()
         if self.ended_by is not None:
             self._end_for_signal(self.ended_by)
-        self.terminal.info(f"[thread {self.thread_id}]")
+        # Ctrl-D, /exit: the thread to resume, if there is one (a new thread is saved with its
+        # first turn; naming one that never was sent the user to a /resume that finds nothing).
+        self.terminal.info(f"[thread {self.thread_id}]" if self._saved() else f"[{_NOTHING_SAVED}]")
 
     def _on_ending(self, signum: int, frame: Any) -> None:
         """SIGTERM or SIGHUP outside a turn: the prompt returns as on Ctrl-D (a command under
@@ -132,11 +137,15 @@ class ChatSession:
         """The thread that keeps what was said, or nothing: a new thread is saved with its first
         turn, so one ended before any (or whose only turn was stopped before anything was kept)
         is not there to resume. The first agent's database: it stays open (``owner``)."""
-        from agentmm.threads import thread_exists
-
-        if thread_exists(self.owner.checkpointer, self.thread_id):
+        if self._saved():
             return f"what was said so far is saved in thread {self.thread_id}"
         return "nothing was said, so nothing was saved"
+
+    def _saved(self) -> bool:
+        """Whether this session's thread is in the database (see ``_what_was_saved``)."""
+        from agentmm.threads import thread_exists
+
+        return thread_exists(self.owner.checkpointer, self.thread_id)
 
     def handle(self, line: str) -> bool:
         """Act on one line; False when the session should end. An empty line sends what is

@@ -123,6 +123,24 @@ def test_conversation_why_retry_save_undo(tmp_path: Path) -> None:
     assert term.lines == ["never read"]
 
 
+@pytest.mark.parametrize("leave", [[], ["/exit"], ["Hi.", "/new"]])
+def test_leaving_a_thread_where_nothing_was_said_names_no_thread(tmp_path: Path, leave: list[str]) -> None:
+    """Ctrl-D (the end of the lines) or /exit where nothing was said in this thread said
+    "[thread X]", a thread there is none of (a new thread is saved with its first turn): it says
+    so instead. After /new, the thread left is the new one; the one before it was saved."""
+    from agentmm.threads import list_threads, thread_exists
+
+    agent = make_agent(tmp_path, ["Hello."])
+    session = ChatSession(agent, ScriptedTerminal(leave), persona_model=persona_model)
+    session.run()
+    assert not thread_exists(agent.checkpointer, session.thread_id)
+    said = session.terminal.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert said[-1] == "[nothing was said in this thread, so it was not saved]"
+    assert not any(session.thread_id in line for line in said if line.startswith("[thread "))
+    if "Hi." in leave:
+        assert len(list_threads(agent.checkpointer)) == 1
+
+
 def test_attachments_are_checked_by_their_bytes_when_attached(tmp_path: Path) -> None:
     from tests.tools.media_files import make_image, write_wav
 
@@ -529,7 +547,7 @@ def test_ctrl_c_while_a_voice_note_is_transcribed_stops_the_turn_and_keeps_nothi
     assert term.stdout == ""  # no reply, no '[interrupted]'
     shown = term.stderr.splitlines()
     assert shown[1:] == ["[stopped while transcribing note.wav: nothing was sent or remembered]",
-                         f"[thread {session.thread_id}]"]  # fmt: skip
+                         "[nothing was said in this thread, so it was not saved]"]  # fmt: skip
     assert not thread_exists(agent.checkpointer, session.thread_id)
     assert list_memories(memory_store, agent.settings.user_id, None) == []
     assert session.attachments == []
