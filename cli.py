@@ -1163,6 +1163,8 @@ def memory_search(
     k: Annotated[int, typer.Option("-k")] = 10, as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
     """Search memories the way a turn recalls them (dense + BM25 fused, by date, reranked if set)."""
+    if k < 1:  # as images search says it: -k 0 printed "no memories" and exited 0
+        raise AgentmmError(f"-k must be at least 1, not {k}")
     from agentmm.memory.conversation import recall
     from agentmm.memory.manage import user_scopes
 

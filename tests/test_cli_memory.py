@@ -3,6 +3,9 @@ a real store, are in test_cli.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 from agentmm import cli
@@ -67,3 +70,11 @@ def test_a_terminal_too_narrow_for_the_table_gets_each_memory_whole(
     facts = "local/Nora Quill · 2025-01-02 10:11:12" + (" · score 0.5000" if scored else "")
     assert " ".join(facts.split()) in " ".join(words)
     assert all(line == line.rstrip() for line in lines)
+
+
+def test_memory_search_refuses_k_below_one_as_images_search_does(agentmm_here: Callable[..., Any]) -> None:
+    """``memory search x -k 0`` printed "no memories" and exited 0; ``images search`` refuses it."""
+    done = agentmm_here("memory", "search", "x", "-k", "0")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "agentmm: error: -k must be at least 1, not 0"
+    assert done.stdout == ""
