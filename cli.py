@@ -1184,6 +1184,8 @@ def memory_add(
     as_json: JsonFlag = False,
 ) -> None:  # fmt: skip
     """Write a memory by hand."""
+    if shared and persona is not None:  # README: [--persona P | --shared]; --persona was dropped unsaid
+        raise AgentmmError("--persona and --shared are alternatives: a memory is one persona's or every persona's")
     from agentmm.memory.manage import add_memory
 
     if persona is not None:  # the persona's own name, as its turns recall by: "nora quill" is Nora Quill

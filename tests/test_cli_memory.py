@@ -3,6 +3,7 @@ a real store, are in test_cli.py)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -78,3 +79,28 @@ def test_memory_search_refuses_k_below_one_as_images_search_does(agentmm_here: C
     assert done.returncode == 2
     assert done.stderr.strip() == "agentmm: error: -k must be at least 1, not 0"
     assert done.stdout == ""
+
+
+def test_memory_add_refuses_persona_and_shared_together(agentmm_here: Callable[..., Any]) -> None:
+    """README writes them as alternatives, ``[--persona P | --shared]``: the note went to the
+    shared scope and ``--persona`` was dropped without a word. Nothing is written."""
+    done = agentmm_here("memory", "add", "x", "--shared", "--persona", "Nora")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("agentmm: error: --persona and --shared are alternatives")
+    assert "remembered" not in done.stdout
+    listed = agentmm_here("memory", "list", "--json")
+    assert json.loads(listed.stdout) == {"memories": []}
+
+
+def test_add_memory_refuses_a_persona_with_shared() -> None:
+    """The library (and ``POST /memories``) as the CLI: a persona and shared are alternatives."""
+    from langgraph.store.memory import InMemoryStore
+
+    from agentmm.memory.errors import MemoryStoreError
+    from agentmm.memory.manage import add_memory
+
+    store = InMemoryStore()
+    with pytest.raises(MemoryStoreError, match="not both"):
+        add_memory(store, "local", "Nora", "x", shared=True)
+    assert store.search(("memories",)) == []

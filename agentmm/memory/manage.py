@@ -74,6 +74,10 @@ def add_memory(
     """A memory the owner writes by hand; ``speaker``: the name it is said by, as the chat
     calls the user (``user_name``; default: the user id). Recalled, it reads "[date] User: ..."
     as the user's own messages do, not "local: ..."."""
+    if shared and persona is not None:  # one scope or the other: the persona was dropped unsaid
+        raise MemoryStoreError(
+            "a memory is one persona's or shared with every persona: give persona or shared, not both"
+        )
     if not text.strip():
         raise MemoryStoreError("nothing to remember: the text is empty")
     InvalidTextError.check(text, "the memory")
