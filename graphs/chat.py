@@ -809,14 +809,16 @@ class Generator:
         block is stopped at once by the memory stops (``memory_line_stops``): it is empty. One
         that begins with the user's line or a line in the memory block's form was ended there
         (``agentmm.reply_cut``); the character's own name on a line of its own before either
-        does not count, and a reply that is only that is empty."""
+        does not count, and a reply that is only that is empty: generated again as an empty one
+        is, but for what it was (``NAME_ONLY``: whether a memory stop cut what followed the name
+        is not known, and the model may simply have ended there)."""
         if attempt.interrupted or not played_in(state):
             return ""
         if attempt.began_with:
             return USERS_LINE if attempt.began_with == CUT_USERS_LINE else COPIED_MEMORY
-        if attempt.text.strip() or attempt.has_tool_calls:
+        if attempt.text.strip() or attempt.has_tool_calls or not _memory_stops(state):
             return ""
-        return COPIED_MEMORY if _memory_stops(state) else ""
+        return NAME_ONLY if attempt.name_only else COPIED_MEMORY
 
     def _reply(self, state: ChatState, attempt: _Attempt, started: float, redo: str = "") -> dict[str, Any]:
         """The turn's reply (``attempt``'s) and its trace; ``redo``: why the reply was generated a
@@ -873,6 +875,7 @@ class _Attempt:
     # stop string would, and the reply is cut there.
     cut: ReplyCut | None = None
     began_with: str = ""
+    name_only: bool = False  # the ended reply held the character's own name line and nothing more
     _seen: str = ""  # the reply's text so far
 
     @property
@@ -921,6 +924,7 @@ class _Attempt:
         size = self.cut.opening(self.text, ended=True) if self.cut is not None else 0
         if not size:
             return
+        self.name_only = size == len(self.text)
         kept: list[AIMessageChunk] = []
         for chunk in self.chunks:
             text = chunk.text
@@ -956,10 +960,13 @@ class _Attempt:
 # when the second one has nothing of the character's own either: an empty reply said nothing.
 COPIED_MEMORY = "copied memory"
 USERS_LINE = "the user's line"
+NAME_ONLY = "the character's name only"  # its own name on a line of its own, then nothing
 NO_REPLY = {
     COPIED_MEMORY: "(no reply: the model began its answer twice by copying its memory notes, and that was cut; "
     "say something else, or retry)",
     USERS_LINE: "(no reply: the model began its answer twice by writing your next line, and that was cut; "
+    "say something else, or retry)",
+    NAME_ONLY: "(no reply: twice the model's answer was only the character's name, and nothing after it; "
     "say something else, or retry)",
 }
 NUDGE = "(Answer in your own words, in character: do not copy the notes above, and do not write {user}'s lines.)"

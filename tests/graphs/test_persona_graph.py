@@ -14,7 +14,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import Field
 
-from agentmm.graphs.chat import COPIED_MEMORY, NO_REPLY, build_graph
+from agentmm.graphs.chat import COPIED_MEMORY, NAME_ONLY, NO_REPLY, build_graph
 from agentmm.memory.dates import day
 from agentmm.personas import PersonaNotFoundError, PersonaRegistry
 from agentmm.settings import Settings
@@ -404,6 +404,27 @@ def test_a_reply_that_begins_with_the_memory_header_is_generated_again_with_a_nu
     state = turn("Old lamp?")
     assert state["messages"][-1].text == "Aye." and "reply_again" not in state["trace"]
     assert [m.text for m in model.prompts[-1] if isinstance(m, AIMessage)][-1] == ""  # the line, left out
+
+
+def test_a_reply_that_is_only_the_characters_name_is_generated_again_for_that(registry: PersonaRegistry) -> None:
+    """'Tamsin:\n' and nothing more (smollm2's script speaker tag, taken off the reply) with
+    memories in the prompt was generated again as a "copied memory", which nothing was copied
+    of: the trace and the line said after a second one give what it was."""
+    replies = ["The lamp is old.", "Tamsin:\n", "Aye, it is old.", "**Tamsin:**\n\n", "Tamsin:", "Aye."]
+    graph, model, _ = _recalling_graph(registry, replies)
+    run(graph, "Is the lamp old?", persona="tamsin")
+
+    def turn(text: str) -> dict[str, Any]:
+        return graph.invoke({"input": text}, {"configurable": {"thread_id": "other"}},
+                            context=TurnContext(user_name="Ada", persona="tamsin"))  # fmt: skip
+
+    state = turn("Tell me of the lamp.")
+    assert state["trace"]["recalled"] and state["messages"][-1].text == "Aye, it is old."
+    assert state["trace"]["reply_again"] == NAME_ONLY == "the character's name only"
+    assert "do not write Ada's lines" in model.prompts[2][-1].text  # generated again with the reminder
+    reply = turn("The lamp?")["messages"][-1]
+    assert reply.text == NO_REPLY[NAME_ONLY] and reply.response_metadata["no_reply"] == NAME_ONLY
+    assert "copying its memory notes" not in reply.text
 
 
 def test_a_lore_entry_with_a_probability_is_rolled_each_turn_and_the_trace_says_how(
