@@ -281,29 +281,30 @@ def _chat_with(
     _check_mmproj(agent)
     _warn_without_chat_template(agent)
     if message is not None:
-        with _model_loading_beside(agent):
+        with _models_loading_beside(agent):
             _one_turn(agent, message, thread, as_json, chosen, greeting, attachments, yes)
     else:
         _repl(agent, thread, chosen, greeting, yes)
 
 
 @contextmanager
-def _model_loading_beside(agent: Agent) -> Iterator[None]:
-    """Load the chat model on a thread of its own while the turn opens the memory store and
-    the embedder, as the interactive chat warms up while the user types: ``-m`` did them one
-    after the other (llama.cpp's load mostly runs outside the GIL, the store's start-up is
-    Python). The turn waits for the same load where it needs the model (``Runtime.get``) and
-    reports a failed one; the thread is joined before the agent closes, so nothing is left
-    loading at exit."""
-    load = getattr(agent.model, "load", None)
-    if load is None:  # a model server, or a model passed in
+def _models_loading_beside(agent: Agent) -> Iterator[None]:
+    """Load the chat model, then the memory's embedder, on a thread of their own while the turn
+    opens the memory store, as the interactive chat warms up while the user types: ``-m`` did
+    them one after the other (llama.cpp's load and most of onnxruntime's run outside the GIL,
+    Chroma's start-up is Python). The turn waits for the same loads where it needs them
+    (``Runtime.get``, the embedder's own lock) and reports a failed one; the thread is joined
+    before the agent closes, so nothing is left loading at exit."""
+    loads = [load for load in (getattr(agent.model, "load", None), _memory_embedder_load(agent)) if load is not None]
+    if not loads:  # a model server or a model passed in, memory off
         yield
         return
     import threading
 
     def work() -> None:
-        with suppress(Exception):  # the turn loads it again and says why in one line
-            load()
+        for load in loads:
+            with suppress(Exception):  # the turn loads it again and says why in one line
+                load()
 
     loading = threading.Thread(target=work, daemon=True, name="agentmm-model-load")
     loading.start()
@@ -311,6 +312,16 @@ def _model_loading_beside(agent: Agent) -> Iterator[None]:
         yield
     finally:
         loading.join()
+
+
+def _memory_embedder_load(agent: Agent) -> Callable[[], object] | None:
+    """The load of the embedder the agent's memory store embeds with: the configured one, made
+    in the agent's runtime, which ``memory.open_store`` shares (None with memory off)."""
+    if not agent.settings.memory:
+        return None
+    from agentmm.memory.embeddings import SentenceTransformerEmbeddings
+
+    return SentenceTransformerEmbeddings.from_settings(agent.settings, runtime=agent.runtime).load
 
 
 def _check_mmproj(agent: Agent) -> None:

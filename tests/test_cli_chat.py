@@ -358,3 +358,24 @@ def test_one_turn_loads_the_model_beside_the_turn(capsys: pytest.CaptureFixture[
         cli._chat_with(agent, "hi", None, True, None, 0, [], False)
     assert json.loads(capsys.readouterr().out)["reply"] == "Evening."
     assert model.loaded_on == ["agentmm-model-load"]
+
+
+def test_with_memory_on_the_store_s_embedder_loads_beside_the_turn_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the model, the thread loads the embedder the memory store embeds with (the turn's
+    recall loaded it only once the store was open)."""
+    from agentmm.memory.embeddings import SentenceTransformerEmbeddings
+
+    loaded: list[tuple[object, str]] = []
+
+    def load(self: SentenceTransformerEmbeddings) -> None:
+        import threading
+
+        loaded.append((self, threading.current_thread().name))
+
+    monkeypatch.setattr(SentenceTransformerEmbeddings, "load", load)
+    model = LoadedApart(responses=[], loaded_on=[])
+    with Agent(load_settings(memory=True), model=model) as agent:
+        with cli._models_loading_beside(agent):
+            pass
+        assert model.loaded_on == ["agentmm-model-load"]
+        assert loaded == [(agent.store.embeddings, "agentmm-model-load")]  # type: ignore[union-attr]
