@@ -109,12 +109,14 @@ def test_bad_persona_input_is_one_line(tmp_path: Path) -> None:
     assert ok_json("threads", "list", "--json")["threads"] == []  # nothing was saved
 
 
-def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path) -> None:
+def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path, agentmm_here: Run) -> None:
+    """In this process (``agentmm_here``), each command a fresh ``cli.main``: the turns on the
+    shipped model are the point, not the process (a subprocess pays Python's start and the imports)."""
     card = tmp_path / "rell.json"
     card.write_text(json.dumps(CARD_V2))
-    ok_json("personas", "import", str(card), "--json")
+    ok_json("personas", "import", str(card), "--json", via=agentmm_here)
     first = ok_json("chat", "-p", "Captain Rell", "--greeting", "1", "-m", "Is the Halcyon safe in this storm?",
-                    "--json", "--max-tokens", "40", "--seed", "4")  # fmt: skip
+                    "--json", "--max-tokens", "40", "--seed", "4", via=agentmm_here)  # fmt: skip
     trace = first["trace"]
     assert trace["persona"] == "Captain Rell"
     assert trace["greeting"] == "Back again, User?"
@@ -124,10 +126,12 @@ def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path) -> None:
     parts = [p["part"] for p in trace["prompt_parts"]]
     assert parts[:2] == ["system_prompt", "description"] and "lore" in parts
     assert first["reply"].strip()
-    shown = ok_json("threads", "show", first["thread_id"], "--json")
+    shown = ok_json("threads", "show", first["thread_id"], "--json", via=agentmm_here)
     assert shown["messages"][0] == {"role": "assistant", "content": "Back again, User?"}
-    # The thread keeps its persona in a second process.
-    second = ok_json("chat", "-m", "Who are you?", "--thread", first["thread_id"], "--json", "--max-tokens", "20")
+    # The thread keeps its persona in a second run, which reads it back from the data dir.
+    second = ok_json(
+        "chat", "-m", "Who are you?", "--thread", first["thread_id"], "--json", "--max-tokens", "20", via=agentmm_here
+    )
     assert second["trace"]["persona"] == "Captain Rell"
 
 

@@ -8,7 +8,7 @@ import pytest
 
 from agentmm.memory.conversation import NO_PERSONA, SHARED, label, scope, scope_text, unlabel
 from agentmm.memory.manage import add_memory, list_memories, stats
-from tests.test_cli import ok_json
+from tests.test_cli import Run, ok_json
 
 NAMES = ["Mira", "Dr. Who", "john.doe", "...", "100%", "\x00x", "日本.語", "🐉", "a%2"]
 
@@ -42,15 +42,18 @@ def test_a_dotted_persona_and_user_have_their_own_scope(vector_store) -> None:  
 
 
 @pytest.mark.e2e
-def test_chat_as_a_dotted_persona_remembers(tmp_path: Path) -> None:
+def test_chat_as_a_dotted_persona_remembers(tmp_path: Path, agentmm_here: Run) -> None:
+    """In this process (``agentmm_here``), each command a fresh ``cli.main`` that opens the store
+    anew: the turns on the shipped model and embedder are the point, not the process."""
     env = {"AGENTMM_MEMORY": "true", "AGENTMM_USER_ID": "john.doe"}
-    ok_json("personas", "new", "Dr. Who", "--json", env=env)
+    ok_json("personas", "new", "Dr. Who", "--json", env=env, via=agentmm_here)
     first = ok_json("chat", "-p", "Dr. Who", "-m", "My companion is called Rose.", "--json", "--max-tokens", "8",
-                    env=env)  # fmt: skip
+                    env=env, via=agentmm_here)  # fmt: skip
     assert [r["scope"] for r in first["trace"]["remembered"]] == ["john.doe/Dr. Who"] * 2
-    second = ok_json("chat", "-p", "Dr. Who", "-m", "Who is my companion?", "--json", "--max-tokens", "8", env=env)
+    second = ok_json("chat", "-p", "Dr. Who", "-m", "Who is my companion?", "--json", "--max-tokens", "8", env=env,
+                     via=agentmm_here)  # fmt: skip
     assert any("Rose" in r["text"] for r in second["trace"]["recalled"])
-    listed = ok_json("memory", "list", "--persona", "Dr. Who", "--json", env=env)["memories"]
+    listed = ok_json("memory", "list", "--persona", "Dr. Who", "--json", env=env, via=agentmm_here)["memories"]
     assert len(listed) == 4 and {m["scope"] for m in listed} == {"john.doe/Dr. Who"}
 
 
