@@ -31,16 +31,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.messages import BaseMessage, HumanMessage, convert_to_messages
-from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
+from langchain_core.messages.tool import ToolCallChunk
 
 from agentmm.errors import ModelServerError
 from agentmm.llama_images import without_images
 from agentmm.tool_calling import (
     NO_TOOL,
+    arguments_call,
     call_prompt,
     decision_prompt,
     last_user_text,
-    new_call_id,
     pending_tools,
     render_messages,
     reply_stops,
@@ -99,9 +99,7 @@ def text_only(messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]]) 
     return convert_to_messages(without_images(render_messages(messages, tools)))
 
 
-def tool_call_steps(
-    messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]], choice: str, *, max_tokens: int | None
-) -> Steps:
+def tool_call_steps(messages: Sequence[BaseMessage], tools: Sequence[dict[str, Any]], choice: str) -> Steps:
     """The two steps, as requests for a driver to answer: which tool (unless ``choice`` names
     one), then its arguments. ``choice``: ``"auto"`` (maybe none; each tool once per user
     message, see ``pending_tools``), ``"any"`` (some tool) or a tool's name."""
@@ -124,9 +122,12 @@ def tool_call_steps(
         if name is None:
             return Decided(None, decision or NO_TOOL)
     tool = by_name[name]
-    budget = min(max_tokens or MAX_CALL_TOKENS, MAX_CALL_TOKENS)
-    arguments = yield Ask([*shown, HumanMessage(call_prompt(tool, said))], tool_parameters(tool), budget, greedy=False)
-    return Decided(tool_call_chunk(name=name, args=arguments.strip(), id=new_call_id(), index=0), decision or name)
+    # The arguments' budget is their own, not the reply's max_tokens (which cut every call of a
+    # short reply); arguments that are still no whole object (cut, or a server that ignored the
+    # schema) make an invalid call, never run (agentmm.tool_calling.arguments_call).
+    arguments = yield Ask([*shown, HumanMessage(call_prompt(tool, said))], tool_parameters(tool), MAX_CALL_TOKENS,
+                          greedy=False)  # fmt: skip
+    return Decided(arguments_call(name, arguments)[0], decision or name)
 
 
 def picked(answer: str, choices: Sequence[str]) -> str | None:
@@ -299,7 +300,7 @@ class ServerToolCalling:
         usage = _no_usage()
         decided = Decided(None)
         if tools and choice != "none":
-            steps = tool_call_steps(messages, tools, choice, max_tokens=self.max_tokens)
+            steps = tool_call_steps(messages, tools, choice)
             decided = run_steps(steps, lambda ask: self._answer(ask, usage))
         if decided.call is not None:
             return _call_chunk(decided, usage), None, None

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage, convert_to_openai_messages
+from langchain_core.messages.tool import ToolCallChunk, tool_call_chunk
 
 NO_TOOL = "none"
 MAX_QUOTE = 500
@@ -56,6 +57,22 @@ def bare_result_mark(name: str) -> str:
 
 def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:16]}"
+
+
+def arguments_call(name: str, arguments: str, index: int = 0) -> tuple[ToolCallChunk, bool]:
+    """The call to ``name`` whose arguments a constrained step wrote, and whether they were cut
+    off. Written under the schema's grammar, they are one whole JSON object when the generation
+    ended by itself; one that ran out of tokens is not, and LangChain reads a broken object
+    leniently (``{"x`` as ``{}``, ``{"x": "hel`` as ``{"x": "hel"}``), so the tool ran with
+    arguments the model never finished. A cut call keeps its text as a JSON string, which
+    LangChain reports as an invalid call: the tools node answers it ``malformed`` and runs nothing."""
+    text = arguments.strip()
+    try:
+        whole = isinstance(json.loads(text), dict)
+    except ValueError:
+        whole = False
+    args = text if whole else json.dumps(text)
+    return tool_call_chunk(name=name, args=args, id=new_call_id(), index=index), not whole
 
 
 def normalized_choice(tool_choice: str | dict[str, Any] | bool | None, names: Sequence[str]) -> str:

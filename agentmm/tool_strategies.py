@@ -32,6 +32,7 @@ from agentmm.llama_images import llama_messages, with_image_parts, without_image
 from agentmm.llama_runtime import LoadedModel, vocab_pieces
 from agentmm.tool_calling import (
     NO_TOOL,
+    arguments_call,
     arguments_grammar,
     call_prompt,
     decision_grammar,
@@ -118,8 +119,7 @@ class ConstrainedToolCalling:
             text_only = without_images(rendered) if images else rendered
             call = self.call_tool(gen, messages, text_only, tools, choice)
         if call is not None:
-            gen.finish_reason = "tool_calls"
-            yield AIMessageChunk(content="", tool_call_chunks=[call])
+            yield AIMessageChunk(content="", tool_call_chunks=[call])  # finish reason: call_tool's
             return
         stops = reply_stops(gen.params.get("stop"), tools) if tools else gen.params.get("stop")
         yield from gen.stream(rendered, images, stop=stops)
@@ -157,9 +157,18 @@ class ConstrainedToolCalling:
         tool = by_name[name]
         request = {"role": "user", "content": call_prompt(tool, last_user_text(messages))}
         grammar = grammar_for(json.dumps(tool_parameters(tool), sort_keys=True)) if self.constrain else None
-        budget = min(gen.params.get("max_tokens") or MAX_CALL_TOKENS, MAX_CALL_TOKENS)
-        arguments = gen.complete([*rendered, request], grammar, max_tokens=budget, greedy=self.greedy_arguments)
-        return tool_call_chunk(name=name, args=arguments.strip(), id=new_call_id(), index=0)
+        # The arguments have a budget of their own, not the reply's max_tokens: a reply kept to
+        # a few words (--max-tokens 5) cut every call short.
+        arguments = gen.complete([*rendered, request], grammar, max_tokens=MAX_CALL_TOKENS,
+                                 greedy=self.greedy_arguments)  # fmt: skip
+        if not self.constrain:
+            gen.finish_reason = "tool_calls"
+            return tool_call_chunk(name=name, args=arguments.strip(), id=new_call_id(), index=0)
+        call, cut = arguments_call(name, arguments)
+        # Ran out of tokens (the budget, or the context's end): said by the reply's finish
+        # reason, which the tools node gives as why the call is malformed.
+        gen.finish_reason = "length" if cut else "tool_calls"
+        return call
 
     @staticmethod
     def choose(gen: Generation, messages: list[dict[str, Any]], choices: list[str]) -> str:
@@ -221,13 +230,18 @@ class NativeToolCalling:
         if choice == "any":
             call = ConstrainedToolCalling().call_tool(gen, messages, rendered, tools, choice)
             if call is not None:
-                gen.finish_reason = "tool_calls"
-                yield AIMessageChunk(content="", tool_call_chunks=[call])
+                yield AIMessageChunk(content="", tool_call_chunks=[call])  # finish reason: call_tool's
             return
         if choice != "auto":  # one named tool: llama-cpp-python constrains its arguments
+            # Held to the end (a call is not shown as it comes), its budget its own as in
+            # call_tool; llama-cpp-python's stream of a forced call never says it was cut, so
+            # the arguments' JSON does.
             forced = {"type": "function", "function": {"name": choice}}
-            yield from gen.stream(rendered, 0, tools=tools, tool_choice=forced)
-            gen.finish_reason = "tool_calls"
+            streamed = gen.stream(rendered, 0, tools=tools, tool_choice=forced, max_tokens=MAX_CALL_TOKENS)
+            arguments = "".join(c.get("args") or "" for chunk in streamed for c in chunk.tool_call_chunks)
+            call, cut = arguments_call(choice, arguments)
+            gen.finish_reason = "length" if cut else "tool_calls"
+            yield AIMessageChunk(content="", tool_call_chunks=[call])
             return
         scanner = CallScanner()
         for chunk in gen.stream(rendered, 0, tools=tools, tool_choice="auto"):

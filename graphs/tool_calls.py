@@ -256,9 +256,13 @@ class _Round:
         self.progress({"type": "tool_end", "tool": call["name"], "id": call["id"], "status": status})
 
     def update(self) -> dict[str, Any]:
+        # A reply that ran out of tokens writing a call (the strategies keep a cut call's text
+        # as invalid, never run) says so: "not valid JSON" read as the model's own mistake.
+        cut = self.request.response_metadata.get("finish_reason") == "length"
+        why = "cut off at the token limit" if cut else "arguments are not valid JSON"
         for bad in self.request.invalid_tool_calls:
             call_id = bad.get("id") or f"call_{uuid.uuid4().hex[:16]}"
-            text = f"error: malformed tool call ({bad.get('error') or 'arguments are not valid JSON'}); try again"
+            text = f"error: malformed tool call ({bad.get('error') or why}); try again"
             self.messages.append(ToolMessage(text, tool_call_id=call_id, name=bad.get("name") or "tool",
                                              status="error"))  # fmt: skip
             self.entries.append(_entry(bad.get("name") or "?", bad.get("args"), call_id, "malformed", text,

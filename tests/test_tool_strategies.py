@@ -177,6 +177,57 @@ def test_a_reply_that_begins_like_json_but_is_no_call_is_given_back_as_words() -
     assert scanner.finish() == ('{"mood": "grim"} says the sign.', [])
 
 
+class ArgumentsGeneration(FakeGeneration):
+    """A model writing ``arguments`` for a call, two characters a token, cut at ``max_tokens``
+    as llama.cpp cuts it."""
+
+    def __init__(self, arguments: str, max_tokens: int) -> None:
+        super().__init__()
+        self.arguments = arguments
+        self.params["max_tokens"] = max_tokens
+        self.budgets: list[int] = []
+
+    def complete(self, messages: list[dict[str, Any]], grammar: str | None = None, *, max_tokens: int,
+                 greedy: bool = False, **extra: Any) -> str:  # fmt: skip
+        self.budgets.append(max_tokens)
+        return self.arguments[: 2 * max_tokens]
+
+    def stream(self, rendered: list[dict[str, Any]], images: int = 0, **extra: Any) -> Iterator[AIMessageChunk]:
+        """A forced native call: the arguments in pieces, cut at ``max_tokens`` (the reply's
+        unless the call gives its own)."""
+        self.calls.append(extra)
+        text = self.arguments[: 2 * extra.get("max_tokens", self.params["max_tokens"])]
+        for at in range(0, len(text), 4):
+            piece = text[at : at + 4]
+            yield AIMessageChunk(content="", tool_call_chunks=[{"name": "roll_dice" if at == 0 else None,
+                                 "args": piece, "id": "c1" if at == 0 else None, "index": 0}])  # fmt: skip
+        self.finish_reason = "tool_calls"  # as llama-cpp-python says, cut or not
+
+
+@pytest.mark.parametrize("strategy", [ConstrainedToolCalling(), NativeToolCalling()], ids=["constrained", "native"])
+def test_a_short_reply_budget_does_not_cut_the_call(strategy: Any) -> None:
+    """--max-tokens 5 cut the arguments at 5 tokens, '{"notati', which LangChain read as {} and
+    the tool ran with: the arguments have a budget of their own."""
+    gen = ArgumentsGeneration('{"notation": "2d6"}', max_tokens=5)
+    reply = joined(strategy.reply(gen, [HumanMessage("Roll 2d6.")], [], 0, [DICE], "roll_dice"))
+    assert [(c["name"], c["args"]) for c in reply.tool_calls] == [("roll_dice", {"notation": "2d6"})]
+    assert gen.finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("strategy", [ConstrainedToolCalling(), NativeToolCalling()], ids=["constrained", "native"])
+def test_a_call_cut_off_by_its_budget_is_invalid_and_says_so(strategy: Any) -> None:
+    """A call longer than its budget is an invalid call (the tools node answers it ``malformed``,
+    never runs it) and the reply's finish reason is ``length``; LangChain completed the broken
+    object leniently, and the tool ran with arguments the model never finished."""
+    arguments = '{"notation": "' + "1d6+" * 200 + '1"}'
+    gen = ArgumentsGeneration(arguments, max_tokens=512)
+    reply = joined(strategy.reply(gen, [HumanMessage("Roll.")], [], 0, [DICE], "roll_dice"))
+    assert reply.tool_calls == []
+    (bad,) = reply.invalid_tool_calls
+    assert bad["name"] == "roll_dice" and arguments.startswith(json.loads(bad["args"] or ""))
+    assert gen.finish_reason == "length"
+
+
 def test_native_reply_to_pictures_sees_them_instead_of_calling() -> None:
     gen = FakeGeneration(["A red door."])
     picture = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}

@@ -76,6 +76,8 @@ class ScriptedToolModel(BaseChatModel):
             yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=calls))
         if reply.usage_metadata:  # last, as a real model reports it
             yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=reply.usage_metadata))
+        if reply.response_metadata:  # the finish reason ("length": a call cut off), last too
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=reply.response_metadata))
 
 
 def call(name: str, call_id: str = "call_1", **args: Any) -> AIMessage:

@@ -185,6 +185,20 @@ def test_malformed_tool_call_is_answered_and_the_turn_goes_on() -> None:
     assert state["messages"][-1].text == "Sorry."
 
 
+def test_a_call_cut_off_at_the_token_limit_is_malformed_and_says_why() -> None:
+    """The strategies keep a call cut off by its token budget as an invalid one, the reply's
+    finish reason ``length``: it is answered ``malformed``, saying it was cut, not run."""
+    cut = AIMessage("", invalid_tool_calls=[{"name": "roll_dice", "args": '"{\\"notation\\": \\"2d"', "id": "c9",
+                                             "error": None, "type": "invalid_tool_call"}],
+                    response_metadata={"finish_reason": "length"})  # fmt: skip
+    model = ScriptedToolModel(script=[cut, AIMessage("Sorry.")])
+    state = graph_with(model, [roll_dice]).invoke({"input": "roll"}, CONFIG)
+    (answer,) = tool_messages(state)
+    assert answer.text == "error: malformed tool call (cut off at the token limit); try again"
+    assert [e["status"] for e in state["trace"]["tool_calls"]] == ["malformed"]
+    assert state["messages"][-1].text == "Sorry."
+
+
 def test_a_malformed_call_with_no_id_round_trips_through_save_and_import() -> None:
     """A model's malformed call often has no id: the tools node answers it under one it makes,
     which must be the call's own id in the thread, or ``threads import`` refuses the thread's
