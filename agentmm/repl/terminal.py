@@ -409,7 +409,7 @@ class Terminal:
         self._labelled("note", "bold yellow", printable(text))
 
     def error(self, text: str) -> None:
-        self._labelled("error", "bold red", text)
+        self._labelled("error", "bold red", printable(text))
 
     def _labelled(self, label: str, style: str, text: str) -> None:
         """One line on stderr: coloured on a live terminal, ``agentmm: LABEL: ...`` piped."""
@@ -523,9 +523,11 @@ def tool_note(call: dict[str, Any]) -> tuple[bool, str]:
     """How a chat shows the user one tool call that ran (a trace entry): (did it fail, the text).
 
     The output is shown as the model got it (a few lines), so the user sees what was found
-    (e.g. the paths of matching pictures) whatever the reply makes of it.
+    (e.g. the paths of matching pictures) whatever the reply makes of it; without its escape
+    sequences, as a reply is shown (a tool's ``ESC ]0;...`` set the terminal's title, ``ESC [2J``
+    cleared it, on ``chat -m``'s stderr and a piped chat's).
     """
-    output = str(call.get("output") or "").strip()
+    output = printable(str(call.get("output") or "")).strip()
     if call.get("status") != "ok":  # the status says it already: "[tool x timeout: error: ...]"
         output = output.removeprefix("error: ")
     lines = output.splitlines()
@@ -533,5 +535,6 @@ def tool_note(call: dict[str, Any]) -> tuple[bool, str]:
         lines = [*lines[:TOOL_NOTE_LINES], f"… {len(lines) - TOOL_NOTE_LINES} more lines"]
     shown = "\n  ".join(lines)
     failed = call.get("status") != "ok"
-    head = f"[tool {call_text(call.get('name', '?'), call.get('args'))}" + (f" {call.get('status')}" if failed else "")
+    status = f" {call.get('status')}" if failed else ""
+    head = printable(f"[tool {call_text(call.get('name', '?'), call.get('args'))}{status}")
     return failed, f"{head}:\n  {shown}]" if len(lines) > 1 else f"{head}: {shown}]"
