@@ -139,32 +139,49 @@ def recall(
     (``agentmm.memory.retrieval.recall_cache``). ``rounds=2`` adds the multi-hop second round
     (``agentmm.memory.multihop``); ``by_date=False`` leaves recall by date out; ``rerank``
     reorders the best candidates by late interaction (``agentmm.memory.rerank``).
+
+    The namespaces are searched as one scope (one search, one fusion over their union), so hits
+    compare by relevance: fused one namespace at a time, each namespace's best hit had the same
+    score whatever its similarity, and ties decided the order.
     """
     InvalidTextError.check(query, "the search")
     found: list[Recalled] = []
-    for namespace in namespaces:
-        hits = search_scope(store, namespace, query, k=k * 2, rounds=rounds, now=now, by_date=by_date,
-                            rerank=rerank, cache=cache)  # fmt: skip
-        for hit in hits:
-            value = dict(hit.value)
-            if not {LEXICAL, WHEN} & hit.ranks.keys() and (hit.dense_score or 0.0) < min_similarity:
-                continue
-            if skip is not None and skip(value):
-                continue
-            found.append(
-                Recalled(
-                    key=hit.key,
-                    text=str(value.get("content", value.get("text", ""))),
-                    score=float(hit.score or 0),
-                    similarity=hit.dense_score,
-                    found_by=hit.found_by,
-                    namespace=hit.namespace,
-                    value=value,
-                    overlap=hit.overlap,
-                )
+    if not namespaces:
+        return found
+    prefix, within = _union(namespaces)
+    hits = search_scope(store, prefix, query, k=k * 2, rounds=rounds, now=now, by_date=by_date,
+                        rerank=rerank, cache=cache, within=within)  # fmt: skip
+    for hit in hits:
+        value = dict(hit.value)
+        if not {LEXICAL, WHEN} & hit.ranks.keys() and (hit.dense_score or 0.0) < min_similarity:
+            continue
+        if skip is not None and skip(value):
+            continue
+        found.append(
+            Recalled(
+                key=hit.key,
+                text=str(value.get("content", value.get("text", ""))),
+                score=float(hit.score or 0),
+                similarity=hit.dense_score,
+                found_by=hit.found_by,
+                namespace=hit.namespace,
+                value=value,
+                overlap=hit.overlap,
             )
-    found.sort(key=lambda r: r.score, reverse=True)
+        )
     return found[:k]
+
+
+def _union(namespaces: Sequence[tuple[str, ...]]) -> tuple[tuple[str, ...], list[tuple[str, ...]] | None]:
+    """The prefix to search and the namespaces under it to keep (``None``: all of it)."""
+    spaces = [tuple(ns) for ns in namespaces]
+    prefix = spaces[0]
+    for ns in spaces[1:]:
+        same = 0
+        while same < min(len(prefix), len(ns)) and prefix[same] == ns[same]:
+            same += 1
+        prefix = prefix[:same]
+    return prefix, None if prefix in spaces else spaces
 
 
 def search_scope(
@@ -179,16 +196,18 @@ def search_scope(
     rerank: bool = False,
     cache: RecallCache | None = None,
     candidates: int = 50,
+    within: Sequence[tuple[str, ...]] | None = None,
 ) -> list[HybridHit]:
     """The best ``k`` hits in one scope, as a turn searches it: hybrid search (and its second
     round with ``rounds=2``), by date unless ``by_date`` is off, the best ``DEPTH`` reordered by
-    late interaction with ``rerank`` (where the store's embedder gives token vectors)."""
+    late interaction with ``rerank`` (where the store's embedder gives token vectors);
+    ``within``: only those namespaces under ``namespace``, as one scope."""
     search = hybrid_search
     if rounds >= 2:
         from agentmm.memory.multihop import two_round_search as search
     embedder = token_embedder(store) if rerank else None
     hits = search(store, namespace, query, k=max(k, DEPTH) if embedder else k, candidates=candidates, cache=cache,
-                  now=now, weights=None if by_date else WITHOUT_DATES)  # fmt: skip
+                  now=now, weights=None if by_date else WITHOUT_DATES, within=within)  # fmt: skip
     if embedder is not None:
         hits = rerank_hits(hits, query, embedder, recall_cache(store, cache))
     return hits[:k]

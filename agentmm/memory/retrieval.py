@@ -118,6 +118,7 @@ def hybrid_search(
     weights: Mapping[str, float] | None = None,
     cache: RecallCache | None = None,
     now: date | datetime | None = None,
+    within: Sequence[tuple[str, ...]] | None = None,
 ) -> list[HybridHit]:
     """The ``k`` best items under ``namespace`` for ``query``, dense and BM25 fused by RRF.
 
@@ -126,16 +127,21 @@ def hybrid_search(
     ``max_corpus`` caps how many items a full read of the scope takes; ``cache`` keeps the
     scope's corpus between calls over a store that cannot keep its own (``recall_cache``);
     ``now``, the day the query is asked, resolves its relative time expressions (a query
-    naming a date needs none).
+    naming a date needs none). ``within``: only the items under one of these namespaces (each
+    under ``namespace``), ranked as one scope, so a hit's rank says how it compares with every
+    other hit (a persona's scope and the shared one: ``agentmm.memory.conversation.recall``).
     """
     if not query.strip() or k <= 0:
         return []
     flt = dict(filter) if filter else None
-    lookup = _Lookup(store, namespace, flt, _fields(store, fields), recall_cache(store, cache))
+    lookup = _Lookup(store, namespace, flt, _fields(store, fields), recall_cache(store, cache), within)
     if lookup.journaled:
         dense, lexical = _search_cached(store, lookup, query, candidates, max_corpus)
     else:
-        dense = [h for h in store.search(namespace, query=query, filter=flt, limit=candidates) if h.score is not None]
+        dense = _by_score(
+            [h for ns in lookup.namespaces for h in store.search(ns, query=query, filter=flt, limit=candidates)],
+            candidates,
+        )
         lexical = _lexical(store, lookup, query, candidates, max_corpus)
     return _fused(lookup, query, now, {DENSE: dense, LEXICAL: lexical}, k, candidates, rrf_k, weights)
 
@@ -160,12 +166,19 @@ def _fused(
     return hits
 
 
+def _by_score(hits: Sequence[SearchItem], limit: int) -> list[SearchItem]:
+    """Dense hits of several namespaces as one ranking: cosine similarities compare across
+    scopes, so the best ``limit`` by score (a store's own order for one namespace)."""
+    scored = [h for h in hits if h.score is not None]
+    return sorted(scored, key=lambda h: -float(h.score or 0.0))[:limit]
+
+
 def _lexical(store: BaseStore, lookup: _Lookup, query: str, candidates: int, max_corpus: int) -> list[Item]:
     """Bring the scope's cached corpus up to date (re-reading only what changed), then BM25."""
     if lookup.changed is not None:
         lookup.refresh(store.batch([GetOp(ns, key) for ns, key in lookup.changed]))
     elif lookup.full_read:
-        lookup.sync(store.search(lookup.namespace, filter=lookup.filter, limit=max_corpus))
+        lookup.sync([i for ns in lookup.namespaces for i in store.search(ns, filter=lookup.filter, limit=max_corpus)])
     return lookup.search(query, candidates)
 
 
@@ -185,7 +198,9 @@ def _search_cached(
     dense = lookup.dense(hits, candidates)
     if len(dense) < min(candidates, lookup.size) and not exhausted:
         # The nearest vectors overall are mostly other scopes': ask Chroma for this one's.
-        hits, _ = store.nearest_items(query, min(candidates, lookup.size), lookup.namespace)
+        wanted = min(candidates, lookup.size)
+        hits = [hit for ns in lookup.namespaces for hit in store.nearest_items(query, wanted, ns)[0]]
+        hits.sort(key=lambda hit: -hit[1])
         dense = lookup.dense(hits, candidates)
     return dense, lexical
 
@@ -227,21 +242,23 @@ async def ahybrid_search(
     weights: Mapping[str, float] | None = None,
     cache: RecallCache | None = None,
     now: date | datetime | None = None,
+    within: Sequence[tuple[str, ...]] | None = None,
 ) -> list[HybridHit]:
     """Async twin of :func:`hybrid_search`."""
     if not query.strip() or k <= 0:
         return []
     flt = dict(filter) if filter else None
-    lookup = _Lookup(store, namespace, flt, _fields(store, fields), recall_cache(store, cache))
+    lookup = _Lookup(store, namespace, flt, _fields(store, fields), recall_cache(store, cache), within)
     if lookup.journaled:
         dense, lexical = await asyncio.to_thread(_search_cached, store, lookup, query, candidates, max_corpus)
     else:
-        found = await store.asearch(namespace, query=query, filter=flt, limit=candidates)
-        dense = [h for h in found if h.score is not None]
+        found = [h for ns in lookup.namespaces for h in await store.asearch(ns, query=query, filter=flt,
+                                                                             limit=candidates)]  # fmt: skip
+        dense = _by_score(found, candidates)
         if lookup.changed is not None:
             lookup.refresh(await store.abatch([GetOp(ns, key) for ns, key in lookup.changed]))
         elif lookup.full_read:
-            lookup.sync(await store.asearch(namespace, filter=flt, limit=max_corpus))
+            lookup.sync([i for ns in lookup.namespaces for i in await store.asearch(ns, filter=flt, limit=max_corpus)])
         lexical = lookup.search(query, candidates)
     return _fused(lookup, query, now, {DENSE: dense, LEXICAL: lexical}, k, candidates, rrf_k, weights)
 
@@ -368,12 +385,16 @@ class _Lookup:
         filter: Mapping[str, Any] | None,
         fields: tuple[str, ...],
         cache: RecallCache,
+        within: Sequence[tuple[str, ...]] | None = None,
     ) -> None:
         self.namespace = namespace
         self.filter = filter
         self.fields = fields
         self.cache = cache
-        self.key = (namespace, fields, json.dumps(filter, sort_keys=True, default=str))
+        # The namespaces searched: ``namespace`` whole, or only those of ``within`` under it.
+        self.within = tuple(sorted({tuple(ns) for ns in within})) if within is not None else None
+        self.namespaces: tuple[tuple[str, ...], ...] = self.within if self.within is not None else (namespace,)
+        self.key = (namespace, fields, json.dumps(filter, sort_keys=True, default=str), self.within)
         incremental = isinstance(store, IncrementalStore)
         self.id_of: Callable[[tuple[str, ...], str], str] | None = store.record_id if incremental else None
         # Read the revision before any item, so a write racing this call is seen next time.
@@ -392,7 +413,7 @@ class _Lookup:
         if changed is None:
             return
         self.full_read = False
-        in_scope = sorted(ref for ref in changed if ref[0][: len(namespace)] == namespace)
+        in_scope = sorted(ref for ref in changed if self.holds(ref[0]))
         if in_scope:
             self.changed = in_scope
         else:
@@ -408,7 +429,7 @@ class _Lookup:
     def sync(self, items: Sequence[Item]) -> None:
         """Bring the cache in line with a full read of the scope: index it the first time,
         afterwards re-index only the items added, updated or gone since."""
-        by_ref = {(item.namespace, item.key): item for item in items}
+        by_ref = {(item.namespace, item.key): item for item in items if self.holds(item.namespace)}
         with self.cache.lock:
             corpus = self.corpus
             if corpus is None:
@@ -480,8 +501,12 @@ class _Lookup:
             meeting.sort(key=lambda ref: position.get(ref, len(position)))
             return [self.corpus.items[ref] for ref in meeting[:limit]]
 
+    def holds(self, namespace: tuple[str, ...]) -> bool:
+        """Whether an item in ``namespace`` is in this search's scope."""
+        return any(namespace[: len(ns)] == ns for ns in self.namespaces)
+
     def _keep(self, item: Item) -> bool:
-        return matches(item.value, self.filter)
+        return self.holds(item.namespace) and matches(item.value, self.filter)
 
 
 def _stale(cached: Item | None, item: Item) -> bool:
