@@ -91,7 +91,8 @@ def test_plain_output_and_piped_repl() -> None:
     assert {t["turns"] for t in threads} >= {2}
 
 
-def test_ctrl_c_stops_the_reply_and_keeps_it() -> None:
+def test_ctrl_c_stops_the_reply_and_keeps_it(agentmm_here: Run) -> None:
+    """The Ctrl-C is sent to a process of its own; what it left is read back in this process."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "agentmm.cli", "chat", "-m", "Write a very long story about a dragon.",
          "--max-tokens", "2000", "--temperature", "0.9"],
@@ -105,20 +106,21 @@ def test_ctrl_c_stops_the_reply_and_keeps_it() -> None:
     assert time.monotonic() - started < 10
     assert proc.returncode == 0, err
     thread_id = err.strip().split("[thread ")[-1].rstrip("]")
-    shown = ok_json("threads", "show", thread_id, "--json")
+    shown = ok_json("threads", "show", thread_id, "--json", via=agentmm_here)
     assert shown["messages"][-1]["role"] == "assistant"
     assert shown["messages"][-1]["interrupted"] is True
     # The conversation goes on after an interrupted reply.
-    assert ok_json("chat", "-m", "Go on.", "--thread", thread_id, "--json", "--max-tokens", "10")["trace"]["turn"] == 2
+    went_on = ok_json("chat", "-m", "Go on.", "--thread", thread_id, "--json", "--max-tokens", "10", via=agentmm_here)
+    assert went_on["trace"]["turn"] == 2
 
 
-def test_models_config_doctor_json() -> None:
-    models = ok_json("models", "list", "--json")["models"]
+def test_models_config_doctor_json(agentmm_here: Run) -> None:
+    models = ok_json("models", "list", "--json", via=agentmm_here)["models"]
     assert models[0]["name"] == "smollm2" and models[0]["installed"] is True
-    config = ok_json("config", "show", "--json")
+    config = ok_json("config", "show", "--json", via=agentmm_here)
     assert config["settings"]["model"] == "smollm2"
     assert config["sources"]["data_dir"] == "env"
-    report = ok_json("doctor", "--json")
+    report = ok_json("doctor", "--json", via=agentmm_here)
     assert report["ok"] is True
     assert report["model"]["architecture"] == "llama"
     assert report["gpu"]["gpu_layers"] == (31 if report["gpu"]["offload_available"] else 0)
@@ -157,27 +159,29 @@ def test_user_errors_are_one_line(tmp_path: Path, shipped_model: Path, agentmm_h
         assert_one_line_error(agentmm_here(*args, env=env), needle)
 
 
-def test_an_unusable_cache_dir_is_one_line_and_a_doctor_problem(tmp_path: Path) -> None:
+def test_an_unusable_cache_dir_is_one_line_and_a_doctor_problem(tmp_path: Path, agentmm_here: Run) -> None:
     """A file as cache_dir made every start redo the embedder's export and the native probe
-    (about 5x slower) while doctor said all ok; the commands that use it now stop in one line."""
+    (about 5x slower) while doctor said all ok; the commands that use it now stop in one line.
+    In this process (``agentmm_here``): the lines and exit codes are the point, not processes."""
     blocker = tmp_path / "blocker"
     blocker.write_text("")
     env = {"AGENTMM_CACHE_DIR": str(blocker), "AGENTMM_MEMORY": "true"}
     for args in (["chat", "-m", "hi"], ["memory", "list"]):
-        assert_one_line_error(agentmm(*args, env=env), f"cache dir {blocker} cannot be made")
-    ok_json("threads", "list", "--json", env=env)  # a command that does not use the cache runs
-    doctor = agentmm("doctor", "--json", env=env)
+        assert_one_line_error(agentmm_here(*args, env=env), f"cache dir {blocker} cannot be made")
+    ok_json("threads", "list", "--json", env=env, via=agentmm_here)  # a command that does not use the cache runs
+    doctor = agentmm_here("doctor", "--json", env=env)
     report = json.loads(doctor.stdout)
     check = next(check for check in report["checks"] if check["name"] == "cache_dir")
     assert doctor.returncode == 1 and report["ok"] is False and report["cache_dir"] == str(blocker)
     assert check["ok"] is False and f"{blocker} is a file, not a folder" in check["detail"]
 
 
-def test_text_that_is_not_utf8_is_one_line(isolated_env: Path) -> None:
+def test_text_that_is_not_utf8_is_one_line(isolated_env: Path, agentmm_here: Run) -> None:
+    """In this process: sys.argv holds what Python's start decoded, the lone surrogate."""
     latin1 = os.fsdecode(b"caf\xe9")  # a Latin-1 terminal's "café": a lone surrogate once decoded
-    assert_one_line_error(agentmm("chat", "-m", latin1), "the message is not valid Unicode text")
+    assert_one_line_error(agentmm_here("chat", "-m", latin1), "the message is not valid Unicode text")
     memory = {"AGENTMM_MEMORY": "true"}
-    assert_one_line_error(agentmm("memory", "add", latin1, env=memory), "the memory is not valid Unicode text")
+    assert_one_line_error(agentmm_here("memory", "add", latin1, env=memory), "the memory is not valid Unicode text")
 
 
 @pytest.mark.slow
