@@ -16,7 +16,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
 from agentmm.context import memory_tokens
-from agentmm.memory.conversation import recall, remember_turn, scope, without_copied_memories
+from agentmm.memory.conversation import recall, recall_scopes, remember_turn, without_copied_memories
 from agentmm.memory.incremental import recall_path
 from agentmm.memory.retrieval import RecallCache
 from agentmm.memory.selection import select_memories
@@ -34,10 +34,8 @@ def _sentences(text: str) -> list[str]:
 
 
 def _scopes(state: ChatState, context: TurnContext) -> list[tuple[str, ...]]:
-    scopes: list[tuple[str, ...]] = [scope(context.user_id, state.get("persona"))]
-    if context.shared_memory:
-        scopes.append(scope(context.user_id, shared=True))
-    return scopes
+    """The persona's scope (where the turn is written) first, then what it also recalls from."""
+    return recall_scopes(context.user_id, state.get("persona"), shared_memory=context.shared_memory)
 
 
 def _thread_id(config: RunnableConfig) -> str:

@@ -43,12 +43,10 @@ def search_memory(query: str, runtime: MemoryRuntime) -> str:
     Args:
         query: what to look for, in a few words.
     """
-    from agentmm.memory.conversation import recall, scope
+    from agentmm.memory.conversation import recall, recall_scopes
 
     store, context = _store(runtime), _context(runtime)
-    scopes = [scope(context.user_id, _persona(runtime))]
-    if context.shared_memory:
-        scopes.append(scope(context.user_id, shared=True))
+    scopes = recall_scopes(context.user_id, _persona(runtime), shared_memory=context.shared_memory)
     found = recall(store, scopes, query, k=5)
     if not found:
         return f"nothing remembered about {query!r}"

@@ -77,6 +77,14 @@ def user_prefix(user: str) -> tuple[str, str]:
     return (ROOT, label(user))
 
 
+def recall_scopes(user: str, persona: str | None, *, shared_memory: bool = False) -> list[tuple[str, ...]]:
+    """Where a turn with ``persona`` recalls from: its own scope first (where the turn is
+    written), then the shared one (notes added with ``--shared``: known to every persona); with
+    ``shared_memory``, every scope of the user instead (what they told any persona)."""
+    own = scope(user, persona)
+    return [own, user_prefix(user) if shared_memory else scope(user, shared=True)]
+
+
 def scope_text(namespace: Sequence[str]) -> str:
     """A namespace as people read it, "user/persona", names unescaped."""
     return "/".join(unlabel(part) for part in namespace[1:])

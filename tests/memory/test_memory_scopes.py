@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.messages import HumanMessage
+from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
 
+from agentmm.graphs.memory import Recall
 from agentmm.memory.chroma_store import ChromaStore
 from agentmm.memory.conversation import recall, remember_turn, scope
-from agentmm.memory.manage import user_scopes
+from agentmm.memory.manage import add_memory, user_scopes
+from agentmm.state import TurnContext
 from tests.memory.conftest import CharacterEmbeddings
 
 INDEX: dict[str, Any] = {"dims": 64, "fields": ["text"]}
@@ -33,6 +37,38 @@ def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BaseSt
 def told(store: BaseStore, persona: str, text: str, thread: str) -> None:
     remember_turn(store, scope("ada", persona), thread_id=thread, turn=1, exchange=[("user", "Ada", text)],
                   when=datetime(2026, 12, 1, tzinfo=UTC))  # fmt: skip
+
+
+def recalled_by(store: BaseStore, persona: str, message: str, *, shared_memory: bool) -> list[str]:
+    """What the turn graph's recall node recalls for ``persona``'s turn."""
+    node = Recall()
+    state: Any = {"messages": [HumanMessage(message)], "persona": persona}
+    runtime: Runtime[Any] = Runtime(context=TurnContext(user_id="ada", shared_memory=shared_memory), store=store)
+    out = node(state, {"configurable": {"thread_id": "now"}}, runtime)
+    return [r["text"] for r in out["recalled"]]
+
+
+def test_shared_notes_are_recalled_by_every_persona_and_shared_memory_by_all(any_store: BaseStore) -> None:
+    """README: what you told one character is not known to another unless ``shared_memory``;
+    ``memory add --shared`` is "known to every persona". Before, a ``--shared`` note was
+    recalled only with ``shared_memory`` on, and ``shared_memory`` recalled that note alone,
+    never what the user told another persona."""
+    told(any_store, "Nora", "My sister is named Zelda.", "a")
+    add_memory(any_store, "ada", None, "My cat is called Mochi.", shared=True)
+    ask = "What is my sister's name and what is my cat called?"
+
+    alone = recalled_by(any_store, "Bram", ask, shared_memory=False)
+    assert "My cat is called Mochi." in alone
+    assert "My sister is named Zelda." not in alone  # told to Nora, not Bram
+
+    together = recalled_by(any_store, "Bram", ask, shared_memory=True)
+    assert {"My cat is called Mochi.", "My sister is named Zelda."} <= set(together)
+
+    assert recalled_by(any_store, "Nora", ask, shared_memory=False)[:2] != []  # her own and the note
+    assert set(recalled_by(any_store, "Nora", ask, shared_memory=False)) >= {
+        "My sister is named Zelda.",
+        "My cat is called Mochi.",
+    }
 
 
 def test_hits_of_several_scopes_are_ranked_by_relevance_not_by_rank_in_their_scope(any_store: BaseStore) -> None:
