@@ -246,13 +246,25 @@ def _agent_class() -> type[Agent]:
 def _check_attachments(images: list[Path], recordings: list[Path]) -> None:
     """Each ``--image`` a picture, each ``--audio`` a recording, by its bytes, before a model
     loads, as ``/image`` and ``/audio`` check them: a missing file is one line and no turn
-    (``chat --audio missing.wav`` ran a whole turn on an empty message and exited 0)."""
+    (``chat --audio missing.wav`` ran a whole turn on an empty message and exited 0), and so is
+    a picture given as ``--audio`` (or audio as ``--image``), with the option that fits.
+
+    A bad file is not refused here: empty, a ZIP or text named ``.png``, or bytes no model here
+    perceives (a video) go to the turn, where perception says what is wrong in one line and the
+    turn goes on, as for a truncated JPEG or a decompression bomb (README). They refused the
+    whole turn with exit 2 while those two did not."""
     from agentmm.graphs.agent import Agent
     from agentmm.repl.session import check_attachment_kind
+    from agentmm.tools.errors import EmptyMediaError, UnsupportedMediaError
 
     for kind, paths in (("image", images), ("audio", recordings)):
         for path in paths:
-            check_attachment_kind(path, Agent.attachment_kind(path), kind, "--")
+            try:
+                found = Agent.attachment_kind(path)
+            except (EmptyMediaError, UnsupportedMediaError):
+                continue
+            if found in ("image", "audio"):
+                check_attachment_kind(path, found, kind, "--")
 
 
 def _chat_with(

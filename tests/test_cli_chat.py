@@ -267,6 +267,28 @@ def test_attachments_are_checked_before_a_turn_as_the_repl_checks_them(tmp_path:
     assert_one_line_error(agentmm("chat", "-m", "hi", "--image", str(voice)), "note.wav is audio, not a picture")
 
 
+def test_a_bad_file_is_one_line_and_the_turn_goes_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """README: a bad file (empty, truncated, a ZIP renamed .png, a decompression bomb) is one
+    clear line and the turn goes on. ``chat -m --image`` refused an empty file, a ZIP or text
+    named .png with exit 2 before the turn (a truncated JPEG went on): now perception says it."""
+    import zipfile
+
+    empty, text, archive = tmp_path / "empty.png", tmp_path / "text.png", tmp_path / "zip.png"
+    empty.write_bytes(b"")
+    text.write_text("not a picture\n")
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("a.txt", "hello")
+    cli._check_attachments([empty, text, archive], [empty, text, archive])  # no refusal
+    for bad, why in ((empty, "is empty (0 bytes)"), (text, "is not a supported image"),
+                     (archive, "is not a supported image")):  # fmt: skip
+        with make_agent(["Fine."], memory=False) as agent:
+            cli._chat_with(agent, "look", None, False, None, 0, [bad], False)
+        out, err = capsys.readouterr()
+        assert out == "Fine.\n"
+        (said,) = [line for line in err.splitlines() if bad.name in line]
+        assert why in said
+
+
 def test_an_image_projector_that_is_no_gguf_fails_before_the_picture_is_said_sent(tmp_path: Path) -> None:
     """``--mmproj text.png`` printed ``[beach.png: sent to smollm2 (native)]`` and only then failed
     on 'text.png is not a GGUF model file': the failure comes first, alone."""
