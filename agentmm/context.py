@@ -19,7 +19,9 @@ this turn recalls what matters to it, and the exchange itself (message, reply, w
 sent) is what the model needs of an old turn. The prompt changes from the first such turn on
 (a prefill, not a summary generation), and only on an overflow, so it stays append-only in
 between. A fold that still has to happen keeps its exchanges without them too: the prompt
-changes there anyway.
+changes there anyway. They leave the same way, the history fitting, when this turn's recall
+needs the window's memory budget they hold (``clear_recalled``; agentmm's recall node decides,
+only where that lets in a memory it would drop): this turn's recall wins over earlier turns'.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def plan_window(
     droppable: Sequence[str] = (),
     truncatable: Sequence[str] = (),
     fold_to: float = 0.5,
+    clear_recalled: bool = False,
 ) -> WindowPlan:
     """Choose the window for a turn whose user message is ``messages[-1]``.
 
@@ -135,6 +138,8 @@ def plan_window(
     the way that fit again once a bigger one is gone come back (highest priority first), and
     the highest-priority part still out, if ``truncatable``, comes back cut to half the room
     the other head and tail parts leave (the other half stays for the turn and the history).
+    ``clear_recalled``: the earlier turns' recalled blocks leave the prompt even though the
+    history fits (recall placed this turn's memories in the window's memory budget they held).
     """
     full = {name: text for name, text in (*head, *turn, *tail) if text}
     full_sizes = {name: counter.text(text) for name, text in full.items()}
@@ -205,12 +210,14 @@ def plan_window(
                 dropped.append(name)
     history_budget = available - fixed()
     new_start, strip_from = start, len(sizes)
-    if sum(sizes[start:]) > history_budget:
+    overflow = sum(sizes[start:]) > history_budget
+    if overflow or clear_recalled:
         # The earlier turns' recalled memories and lore leave first, all at once (the prompt
         # changes from the first of them, whatever the number); a fold only where the exchanges
         # alone do not fit, and what it keeps is kept without them too. At n_ctx 1024 with a
         # persona and memory an exchange with its blocks was 250-400 tokens, about the whole
-        # room, and the window folded every turn or two (23 folds in 40 turns).
+        # room, and the window folded every turn or two (23 folds in 40 turns). They leave the
+        # same way when this turn's recall needs the window's memory budget they hold.
         strip_from = start
         if sum(bare[start:]) > history_budget:
             new_start = strip_from = _fold_point(messages, bare, start, history_budget, fold_to)
@@ -237,6 +244,8 @@ def plan_window(
         "history_messages": len(sizes) - new_start,
         "folded_messages_total": new_start,
         "recalled_dropped_this_turn": len(stripped),
+        # those of them that left for this turn's recalled memories, not for an overflow
+        "recalled_dropped_for_memories": 0 if overflow else len(stripped),
     }
     return WindowPlan(new_start, parts, budget, new_start - start, kept=named, dropped=dropped, truncated=truncated,
                       stripped=stripped)  # fmt: skip

@@ -114,6 +114,9 @@ class ChatState(TypedDict, total=False):
     lore_timers: dict[str, Any]
     # What recall found for this turn (compose places it with the turn's message).
     recalled: list[dict[str, Any]]
+    # Set by recall when this turn's memories fit only once the earlier turns' recalled blocks
+    # leave the prompt (the window's memory budget they held): compose takes them out.
+    clear_recalled_blocks: bool
     # This turn's attachments and what perception made of them.
     attachments: list[str]
     observations: list[dict[str, Any]]

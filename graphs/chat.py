@@ -227,7 +227,8 @@ class Ingest:
             trace["greeting"] = opening[0].text
         if joined:
             trace["unanswered_joined"] = len(joined)
-        update.update(attachments=list(context.attachments), observations=[], recalled=[], intent="")
+        update.update(attachments=list(context.attachments), observations=[], recalled=[], intent="",
+                      clear_recalled_blocks=False)  # fmt: skip
         # A message sent in ``messages`` keeps its id, which a client (agent-chat-ui) and an
         # outer graph match it by: put back under it, it keeps its place.
         message = HumanMessage(text, id=given.id if given is not None else str(uuid.uuid4()))
@@ -527,6 +528,7 @@ class Composer:
             self.counter,
             n_ctx=self.n_ctx,
             reply_tokens=self._reply_tokens(state) + self._tool_reserve(state),
+            clear_recalled=bool(state.get("clear_recalled_blocks")),
             head=[*parts.head, ("summary", summary_part)],
             turn=turn,
             tail=parts.tail,

@@ -15,11 +15,11 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.runnables import RunnableConfig
 from langgraph.runtime import Runtime
 
-from agentmm.context import memory_tokens
+from agentmm.context import memory_tokens, recalled_shown, turn_context
 from agentmm.memory.conversation import recall, recall_scopes, remember_turn, without_copied_memories
 from agentmm.memory.incremental import recall_path
 from agentmm.memory.retrieval import RecallCache
-from agentmm.memory.selection import select_memories
+from agentmm.memory.selection import OVER_WINDOW, Selection, memory_shown, select_memories
 from agentmm.observations import ObservationPhrasing, describe_observations
 from agentmm.state import ChatState, TurnContext, run_context, trace_step
 from agentmm.tokens import TokenCounter, approximate_tokens
@@ -48,6 +48,11 @@ class Recall:
     ``window_tokens`` bounds the recalled memories that all the turns in the window hold
     together (each turn's block stays in the append-only prompt): this turn's block gets what
     the earlier blocks left, best memories first, and the trace's ``recall_window`` says how much.
+    Where that drops a memory the earlier blocks' room would have let in (and no earlier block
+    shows it), the turn takes that room instead: ``clear_recalled_blocks`` tells compose to take
+    the earlier turns' recalled blocks out of the prompt (as an overflow does: one prefill, no
+    summary), so this turn's recall wins over what earlier turns recalled. A memory that would
+    not fit even so costs no prefill: the blocks stay (the prompt stays append-only).
 
     The trace's ``recall_path`` says how: ``"incremental"`` over an ``IncrementalStore`` (the
     embedded Chroma store), ``"full read"`` over any other (the whole scope read each turn).
@@ -105,19 +110,44 @@ class Recall:
                            rounds=self.rounds, now=datetime.now(UTC), by_date=self.by_date,
                            rerank=self.rerank)  # fmt: skip
             path = {"recall_path": recall_path(runtime.store)}
+        memories = [r.as_trace() for r in found]
         window: dict[str, Any] = {}
-        room = None
-        if self.window_tokens is not None:
+        clear = False
+        if self.window_tokens is None:
+            chosen = self._select(memories, context.user_name, None)
+        else:
             held = sum(memory_tokens(m) for m in messages[start:])
             room = max(self.window_tokens - held, 0)
-            window = {"recall_window": {"budget": self.window_tokens, "held": held, "room": room}}
-        chosen = select_memories([r.as_trace() for r in found], self.count, user_name=context.user_name,
-                                 min_similarity=self.relevance, max_tokens=self.max_tokens,
-                                 window_room=room)  # fmt: skip
+            chosen = self._select(memories, context.user_name, room)
+            # The earlier blocks that could leave the prompt (a turn saved before its recalled
+            # part was said apart keeps its whole context, so its block stays).
+            freeable = sum(memory_tokens(m) for m in messages[start:] if recalled_shown(m))
+            let_in: list[Any] = []
+            if freeable and any(d["reason"] == OVER_WINDOW for d in chosen.dropped):
+                shown = "\n".join(turn_context(m) for m in messages[start:])
+                more = max(self.window_tokens - (held - freeable), 0)
+                freed = self._select(memories, context.user_name, more)
+                let_in = _let_in(chosen, freed, shown)
+                if let_in:
+                    chosen, room, clear = freed, more, True
+            window = {"recall_window": {"budget": self.window_tokens, "held": held, "room": room,
+                                        "freed": freeable if clear else 0, "let_in": let_in}}  # fmt: skip
         timings = {"recall_s": round(time.perf_counter() - started, 4)}
         trace = trace_step(state, "recall", recalled=chosen.kept, recall_dropped=chosen.dropped,
                            recall_tokens=chosen.tokens, timings=timings, **window, **path)  # fmt: skip
-        return {"recalled": chosen.kept, "trace": trace}
+        return {"recalled": chosen.kept, "clear_recalled_blocks": clear, "trace": trace}
+
+    def _select(self, memories: list[dict[str, Any]], user_name: str, room: int | None) -> Selection:
+        return select_memories(memories, self.count, user_name=user_name, min_similarity=self.relevance,
+                               max_tokens=self.max_tokens, window_room=room)  # fmt: skip
+
+
+def _let_in(kept: Selection, freed: Selection, shown: str) -> list[Any]:
+    """The ids of the memories ``kept`` dropped over the window's memory budget that ``freed``
+    (the selection with the earlier blocks out of the prompt) places, and that no earlier block
+    shows already (there, they are in the prompt either way)."""
+    over = {d["id"] for d in kept.dropped if d["reason"] == OVER_WINDOW}
+    return [m["id"] for m in freed.kept if m.get("id") in over and not memory_shown(m, shown)]
 
 
 class Remember:

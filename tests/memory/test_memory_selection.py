@@ -123,12 +123,13 @@ def test_recall_counts_the_memories_earlier_turns_in_the_window_hold() -> None:
     bounded = graph(0.03)
     first = turn(bounded, "Where does my sister live?", "w")
     placed = first["trace"]["recall_tokens"]
-    assert first["trace"]["recall_window"] == {"budget": 30, "held": 0, "room": 30}
+    assert first["trace"]["recall_window"] == {"budget": 30, "held": 0, "room": 30, "freed": 0, "let_in": []}
     assert 0 < placed <= 25
     context_before = dict(first["messages"][-2].additional_kwargs)
     assert context_before[MEMORY_TOKENS_KEY] == placed
     second = turn(bounded, "Where does my brother live?", "w")
-    assert second["trace"]["recall_window"] == {"budget": 30, "held": placed, "room": 30 - placed}
+    window = {"budget": 30, "held": placed, "room": 30 - placed, "freed": 0, "let_in": []}
+    assert second["trace"]["recall_window"] == window
     # Past the budget the turn places its best memory only (the unit test above drops the rest).
     assert len(second["trace"]["recalled"]) == 1 and second["trace"]["recall_tokens"] > 30 - placed
     assert second["messages"][-4].additional_kwargs == context_before
