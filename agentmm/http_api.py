@@ -259,8 +259,10 @@ class _Routes:
             persona, shared = _field(body, "persona", str), bool(_field(body, "shared", bool))
             if persona is not None:  # the persona's own name, as its turns recall by: "nora quill" is Nora Quill
                 persona = self.agent_of().personas.get(persona).name
-            speaker = self.agent_of().settings.user_name
-            row = await asyncio.to_thread(add_memory, store, user, persona, text, shared=shared, speaker=speaker)
+            settings = self.agent_of().settings
+            cap = settings.memory_max_tokens  # a long text in pieces, as memory add stores it
+            row = await asyncio.to_thread(add_memory, store, user, persona, text, shared=shared,
+                                          speaker=settings.user_name, max_tokens=cap)  # fmt: skip
             return _json(row, status=201)
         query = request.query_params
         limit = _int_param(query.get("limit"), 50)

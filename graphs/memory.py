@@ -6,7 +6,6 @@ Both use the graph's store (any LangGraph ``BaseStore``); the logic lives in
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,7 @@ from langgraph.runtime import Runtime
 from agentmm.context import memory_tokens, recalled_shown, turn_context
 from agentmm.memory.conversation import recall, recall_scopes, remember_turn, without_copied_memories
 from agentmm.memory.incremental import recall_path
+from agentmm.memory.pieces import memory_pieces
 from agentmm.memory.retrieval import RecallCache
 from agentmm.memory.selection import OVER_WINDOW, Selection, memory_shown, select_memories
 from agentmm.observations import ObservationPhrasing, describe_observations
@@ -25,12 +25,6 @@ from agentmm.state import ChatState, TurnContext, run_context, trace_step
 from agentmm.tokens import TokenCounter, approximate_tokens
 
 DEFAULT_K = 5
-# Below this, a cap is too small to cut a memory for (recall places next to nothing anyway).
-MIN_PIECE_TOKENS = 8
-
-
-def _sentences(text: str) -> list[str]:
-    return [s for s in re.split(r"(?<=[.!?…])\s+", text.strip()) if s]
 
 
 def _scopes(state: ChatState, context: TurnContext) -> list[tuple[str, ...]]:
@@ -196,35 +190,9 @@ class Remember:
         return {"trace": trace_step(state, "remember", remembered=written, timings=timings)}
 
     def _pieces(self, text: str) -> list[str]:
-        """``text`` as one memory, or, when it takes over half of recall's cap (a long voice
-        note's transcript: over the cap, it was never recalled), as pieces of at most a quarter
-        of it, cut between sentences (between words inside a longer sentence)."""
-        cap = self.max_tokens
-        if cap is None or cap < MIN_PIECE_TOKENS * 4 or self.count(text) <= cap // 2:
-            return [text]
-        limit = cap // 4
-        pieces: list[str] = []
-        current = ""
-        for sentence in _sentences(text):
-            joined = f"{current} {sentence}".strip()
-            if current and self.count(joined) > limit:
-                pieces.append(current)
-                joined = sentence
-            if self.count(joined) > limit:  # one sentence longer than a piece: cut between words
-                *whole, joined = self._by_words(joined, limit)
-                pieces += whole
-            current = joined
-        return [*pieces, current] if current else pieces
-
-    def _by_words(self, sentence: str, limit: int) -> list[str]:
-        pieces, current = [], ""
-        for word in sentence.split():
-            joined = f"{current} {word}".strip()
-            if current and self.count(joined) > limit:
-                pieces.append(current)
-                joined = word
-            current = joined
-        return [*pieces, current]
+        """``text`` as one memory, or in pieces recall can place (``memory_pieces``: a long
+        voice note's transcript over recall's cap was never recalled)."""
+        return memory_pieces(text, self.count, self.max_tokens)
 
     def _perceived(self, state: ChatState, said: str, user_name: str) -> str:
         """The turn's observations worth remembering: those with text (not a file that could not

@@ -104,3 +104,36 @@ def test_add_memory_refuses_a_persona_with_shared() -> None:
     with pytest.raises(MemoryStoreError, match="not both"):
         add_memory(store, "local", "Nora", "x", shared=True)
     assert store.search(("memories",)) == []
+
+
+def test_add_memory_stores_a_long_text_in_pieces_as_a_chat_turn_is() -> None:
+    """A 100,000-character note was one memory (``memory list`` printed 6,682 lines of it), one no
+    recall could place; a chat message is cut into pieces of a quarter of recall's cap."""
+    from langgraph.store.memory import InMemoryStore
+
+    from agentmm.memory.manage import add_memory
+    from agentmm.tokens import approximate_tokens
+
+    store = InMemoryStore()
+    sentence = "Mira keeps bees on the roof of the old mill and sells the honey in March. "
+    text = (sentence * 40).strip()
+    row = add_memory(store, "ada", None, text, max_tokens=200)
+    items = {item.key: item.value for item in store.search(("memories", "ada"), limit=1000)}
+    assert len(row["pieces"]) > 1 and set(row["pieces"]) == set(items)
+    assert row["id"] == row["pieces"][0] and row["pieces"][1] == f"{row['id']}:2"
+    contents = [items[key]["content"] for key in row["pieces"]]
+    assert all(approximate_tokens(piece) <= 50 for piece in contents)
+    assert " ".join(contents) == text  # cut between sentences, nothing lost
+    assert {value["role"] for value in items.values()} == {"note"}
+    short = add_memory(store, "ada", None, "Mira likes tea.", max_tokens=200)
+    assert short["pieces"] == [short["id"]]
+
+
+def test_memory_add_says_it_stored_a_long_text_in_pieces(agentmm_here: Callable[..., Any]) -> None:
+    text = ("Mira keeps bees on the roof of the old mill and sells the honey in March. " * 12).strip()
+    done = agentmm_here("memory", "add", text)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip()
+    assert said.startswith("remembered note:") and " in 6 pieces (" in said and "memory_max_tokens 200" in said
+    listed = json.loads(agentmm_here("memory", "list", "--json").stdout)["memories"]
+    assert len(listed) == 6 and max(len(m["value"]["content"]) for m in listed) <= 50 * 3.5

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from agentmm.errors import SEE_MEMORIES, InvalidTextError
 from agentmm.fileio import atomic_write
 from agentmm.memory.conversation import ROOT, memory_text, scope, scope_text, user_prefix
 from agentmm.memory.errors import MemoryStoreError
+from agentmm.memory.pieces import memory_pieces
+from agentmm.tokens import approximate_tokens
 
 EXPORT_FORMAT = "agentmm-memory/1"
 PAGE = 1000
@@ -69,11 +71,25 @@ def list_memories(store: BaseStore, user: str, persona: str | None, limit: int =
 
 
 def add_memory(
-    store: BaseStore, user: str, persona: str | None, text: str, *, shared: bool = False, speaker: str | None = None
+    store: BaseStore,
+    user: str,
+    persona: str | None,
+    text: str,
+    *,
+    shared: bool = False,
+    speaker: str | None = None,
+    max_tokens: int | None = None,
+    count: Callable[[str], int] = approximate_tokens,
 ) -> dict[str, Any]:
     """A memory the owner writes by hand; ``speaker``: the name it is said by, as the chat
     calls the user (``user_name``; default: the user id). Recalled, it reads "[date] User: ..."
-    as the user's own messages do, not "local: ..."."""
+    as the user's own messages do, not "local: ...".
+
+    With ``max_tokens`` (recall's cap, ``memory_max_tokens``) a text over half of it is stored
+    in pieces of a quarter of it, as a chat turn's message is (``memory_pieces``; ``count``
+    counts tokens): keys ``note:ID``, ``note:ID:2``, ... Whole, a 100,000-character note was
+    one memory no recall could place. The first piece's memory comes back, with ``pieces``:
+    the ids of every memory written."""
     if shared and persona is not None:  # one scope or the other: the persona was dropped unsaid
         raise MemoryStoreError(
             "a memory is one persona's or shared with every persona: give persona or shared, not both"
@@ -85,12 +101,15 @@ def add_memory(
     when = datetime.now(UTC)
     key = f"note:{uuid.uuid4().hex[:12]}"
     said_by = speaker or user
-    value = {"text": memory_text(said_by, text, when), "content": text, "speaker": said_by, "role": "note",
-             "when": when.isoformat(timespec="seconds")}  # fmt: skip
-    store.put(namespace, key, value)
+    pieces = memory_pieces(text, count, max_tokens)
+    keys = [key if number == 1 else f"{key}:{number}" for number in range(1, len(pieces) + 1)]
+    store.batch([PutOp(namespace, piece_key, {"text": memory_text(said_by, piece, when), "content": piece,
+                                              "speaker": said_by, "role": "note",
+                                              "when": when.isoformat(timespec="seconds")})
+                 for piece_key, piece in zip(keys, pieces, strict=True)])  # fmt: skip
     item = store.get(namespace, key)
     assert item is not None
-    return item_dict(item)
+    return {**item_dict(item), "pieces": keys}
 
 
 def forget(store: BaseStore, user: str, persona: str | None, memory_id: str) -> dict[str, Any]:
