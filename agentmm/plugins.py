@@ -27,7 +27,9 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import re
+import signal
 import sys
+import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,46 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+class CtrlC:
+    """Whether the user pressed Ctrl-C while a plugin was imported, so a ``KeyboardInterrupt``
+    the plugin's own code raised (``raise KeyboardInterrupt`` at import) is reported as a
+    failure, as a ``SystemExit`` is, while a real Ctrl-C still stops the command: it made
+    ``tools list`` exit 130 with nothing said. The SIGINT handler is wrapped to note the signal,
+    then do what it did. Where that cannot be done (not the main thread, a handler not set from
+    Python) every ``KeyboardInterrupt`` counts as the user's; where SIGINT is ignored or kills the
+    process, none is."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+        self._previous: Any = None
+
+    def __enter__(self) -> CtrlC:
+        if threading.current_thread() is not threading.main_thread():
+            self.pressed = True  # cannot tell
+            return self
+        previous = signal.getsignal(signal.SIGINT)
+        if not callable(previous):  # SIG_IGN, SIG_DFL: no Ctrl-C raises; None: cannot tell
+            self.pressed = previous is None
+            return self
+        self._previous = previous
+
+        def noted(signum: int, frame: Any) -> Any:
+            self.pressed = True
+            return previous(signum, frame)
+
+        signal.signal(signal.SIGINT, noted)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def by_user(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the user's Ctrl-C, to be raised on rather than reported."""
+        return isinstance(exc, KeyboardInterrupt) and self.pressed
+
+
 @dataclass
 class Loaded:
     """One entry point's object, or why it could not be loaded."""
@@ -93,12 +135,14 @@ def load_entry_points(group: str) -> Iterator[Loaded]:
         return
     for ep in sorted(eps, key=lambda e: e.name):
         source = ep.dist.name if ep.dist is not None else "?"
-        try:
-            yield Loaded(ep.name, source, value=ep.load())
-        except BaseException as exc:  # third-party code: report it, never crash (SystemExit included)
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            yield Loaded(ep.name, source, problem=f"{ep.name} ({ep.value}, from {source}): {describe(exc)}")
+        with CtrlC() as ctrl_c:
+            try:
+                loaded = Loaded(ep.name, source, value=ep.load())
+            except BaseException as exc:  # third-party code: report it, never crash (SystemExit included)
+                if ctrl_c.by_user(exc):
+                    raise
+                loaded = Loaded(ep.name, source, problem=f"{ep.name} ({ep.value}, from {source}): {describe(exc)}")
+        yield loaded
 
 
 def needs_approval(tool: BaseTool, approve: Collection[str] = ()) -> bool:
@@ -279,13 +323,14 @@ def discover_tools(
                 catalog.add(item, loaded.source, f"{loaded.name} (from {loaded.source})")
     if tools_dir is not None and tools_dir.is_dir():
         for path in sorted(tools_dir.glob("*.py")):
-            try:
-                found = tools_in_file(path)
-            except BaseException as exc:  # a user's file: report it, never crash
-                if isinstance(exc, KeyboardInterrupt):
-                    raise
-                catalog.fail(f"{path}: {describe(exc)}")
-                continue
+            with CtrlC() as ctrl_c:
+                try:
+                    found = tools_in_file(path)
+                except BaseException as exc:  # a user's file: report it, never crash
+                    if ctrl_c.by_user(exc):
+                        raise
+                    catalog.fail(f"{path}: {describe(exc)}")
+                    continue
             for item in found:
                 catalog.add(item, str(path), f"{path}:{getattr(item, 'name', '?')}")
     return catalog

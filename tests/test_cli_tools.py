@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +47,23 @@ def test_tools_list_shows_sources_personas_and_problems(isolated_env: Path) -> N
     table = agentmm("tools", "list")
     assert table.returncode == 0 and "draw_tarot" in table.stdout
     assert "skipped a plugin" in table.stderr
+
+
+def test_a_tools_file_raising_keyboard_interrupt_is_one_line_in_tools_list(
+    isolated_env: Path, agentmm_here: Any
+) -> None:
+    """It made ``tools list`` (and ``--json``) exit 130 printing nothing."""
+    folder = isolated_env / "tools"
+    folder.mkdir()
+    (folder / "tarot.py").write_text(TAROT)
+    (folder / "zz_kb.py").write_text("raise KeyboardInterrupt\n")
+    listed = agentmm_here("tools", "list", "--json")
+    assert listed.returncode == 0
+    data = json.loads(listed.stdout)
+    assert "draw_tarot" in {t["name"] for t in data["tools"]}
+    assert data["problems"] == [f"{folder / 'zz_kb.py'}: KeyboardInterrupt"]
+    table = agentmm_here("tools", "list")
+    assert table.returncode == 0 and "draw_tarot" in table.stdout and "zz_kb.py: KeyboardInterrupt" in table.stderr
 
 
 def test_unknown_tool_is_one_line_before_anything_loads(isolated_env: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import signal
 import textwrap
 from pathlib import Path
 
@@ -74,6 +75,27 @@ def test_user_tools_folder(tmp_path: Path) -> None:
     assert any("crash.py: ZeroDivisionError" in p for p in problems)
     assert any("exits.py: SystemExit: 3" in p for p in problems)
     assert any("must be 1-64 letters" in p for p in problems)
+
+
+def test_a_keyboard_interrupt_a_tools_file_raises_is_reported_a_real_ctrl_c_stops(tmp_path: Path) -> None:
+    """``raise KeyboardInterrupt`` at a tools file's import made ``tools list`` exit 130 with
+    nothing said; it is the file's failure, one line, as ``SystemExit`` is. A SIGINT that comes
+    while a file is imported (the user's Ctrl-C) still stops the command."""
+    folder = tmp_path / "tools"
+    folder.mkdir()
+    (folder / "tarot.py").write_text(PLUGIN)
+    (folder / "zz_kb.py").write_text("raise KeyboardInterrupt\n")
+    try:
+        catalog = discover_tools(folder)
+    except KeyboardInterrupt:  # not let through: it would stop the whole test run
+        pytest.fail("the file's own KeyboardInterrupt stopped the discovery")
+    assert "draw_tarot" in catalog.tools
+    assert catalog.problems == [f"{folder / 'zz_kb.py'}: KeyboardInterrupt"]
+    (folder / "zz_kb.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        discover_tools(folder)
+    assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
 
 
 def test_invalid_schema_is_reported_not_raised(tmp_path: Path) -> None:
