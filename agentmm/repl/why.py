@@ -33,9 +33,13 @@ def _left_out(trace: dict[str, Any]) -> list[str]:
         lines.append(f"left out: {said}")
     window = trace.get("recall_window")
     if window:
+        # Blocks that leave the prompt for this turn's memories give their room to it: said, or
+        # "212 of 232 held, 232 room" reads as a miscount.
+        freed = window.get("freed") or 0
+        left = f" ({freed} of them left the prompt for this turn's memories)" if freed else ""
         lines.append(
             f"memories in the window: {window.get('held', 0)} of {window.get('budget', 0)} tokens "
-            f"held, {window.get('room', 0)} room; this turn placed {trace.get('recall_tokens', 0)}"
+            f"held{left}, {window.get('room', 0)} room; this turn placed {trace.get('recall_tokens', 0)}"
         )
     return lines
 

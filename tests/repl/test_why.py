@@ -31,6 +31,15 @@ def test_why_shows_left_out_memories_by_reason_and_the_window_budget() -> None:
     assert "memories in the window: 880 of 896 tokens held, 16 room; this turn placed 21" in text
 
 
+def test_why_says_when_earlier_blocks_left_the_prompt_for_this_turns_memories() -> None:
+    """Their room went to this turn (``recall_window.freed``): without a word, "212 of 232
+    tokens held, 232 room" read as a miscount."""
+    trace = {"path": ["ingest", "recall", "compose"], "recalled": [], "recall_tokens": 40,
+             "recall_window": {"budget": 232, "held": 212, "room": 232, "freed": 212, "let_in": ["m1"]}}  # fmt: skip
+    text = rendered(trace)
+    assert "212 of 232 tokens held (212 of them left the prompt for this turn's memories), 232 room" in text
+
+
 def test_why_says_nothing_of_left_out_memories_when_none_were() -> None:
     text = rendered({"path": ["ingest", "recall"], "recalled": []})
     assert "left out" not in text and "memories in the window" not in text
