@@ -94,19 +94,22 @@ def test_validate_warns_of_what_sillytavern_reads_too_and_fails_on_problems(tmp_
     assert found["problems"] == [f"{card}: lorebook entry 'Halcyon' has no content"] and len(found["warnings"]) == 2
 
 
-def test_bad_persona_input_is_one_line(tmp_path: Path) -> None:
+def test_bad_persona_input_is_one_line(tmp_path: Path, agentmm_here: Run) -> None:
+    """In this process (``agentmm_here``): the lines and exit codes are the point, not processes."""
     fake_png = tmp_path / "card.png"
     fake_png.write_bytes(b"PK\x03\x04 not a png at all")
     bad_spec = tmp_path / "bad.json"
     bad_spec.write_text(json.dumps({"spec": "chara_card_v9", "data": {"name": "x"}}))
-    assert_one_line_error(agentmm("personas", "import", str(fake_png)), "")
-    assert_one_line_error(agentmm("personas", "import", str(bad_spec)), "spec")
-    assert_one_line_error(agentmm("personas", "show", "Nobody At All"), "no persona named 'Nobody At All'")
-    assert_one_line_error(agentmm("chat", "-m", "hi", "--persona", "Nobody At All"), "no persona named 'Nobody At All'")
-    assert_one_line_error(agentmm("chat", "-m", "hi", "--persona", "Ilse Varga", "--greeting", "9"), "greeting 9")
-    invalid = agentmm("personas", "validate", str(bad_spec), "--json")
+    assert_one_line_error(agentmm_here("personas", "import", str(fake_png)), "")
+    assert_one_line_error(agentmm_here("personas", "import", str(bad_spec)), "spec")
+    assert_one_line_error(agentmm_here("personas", "show", "Nobody At All"), "no persona named 'Nobody At All'")
+    assert_one_line_error(
+        agentmm_here("chat", "-m", "hi", "--persona", "Nobody At All"), "no persona named 'Nobody At All'"
+    )
+    assert_one_line_error(agentmm_here("chat", "-m", "hi", "--persona", "Ilse Varga", "--greeting", "9"), "greeting 9")
+    invalid = agentmm_here("personas", "validate", str(bad_spec), "--json")
     assert invalid.returncode == 1 and json.loads(invalid.stdout)["ok"] is False
-    assert ok_json("threads", "list", "--json")["threads"] == []  # nothing was saved
+    assert ok_json("threads", "list", "--json", via=agentmm_here)["threads"] == []  # nothing was saved
 
 
 def test_chat_as_a_card_persona_on_the_shipped_model(tmp_path: Path, agentmm_here: Run) -> None:
