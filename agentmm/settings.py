@@ -543,6 +543,31 @@ def _accepted(error: Any) -> list[str]:
     return [str(error["msg"]).removeprefix("Value error, ").removeprefix("Input should be ")]
 
 
+# A number outside a setting's bounds; NaN fails them all (nan > 5 and nan < 0 are both false),
+# so AGENTMM_TEMPERATURE=nan said only "Input should be less than or equal to 5".
+_BOUND_ERRORS = {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}
+
+
+def _range(name: str) -> str:
+    """The numbers setting ``name`` takes, in words ("a number from 0 to 5"); "" if it has no bounds."""
+    field = Settings.model_fields.get(name)
+    if field is None:
+        return ""
+    bounds = {kind: getattr(m, kind) for m in field.metadata for kind in ("ge", "gt", "le", "lt") if hasattr(m, kind)}
+    whole = "int" in str(field.annotation) and "float" not in str(field.annotation)
+    noun = "a whole number" if whole else "a number"
+
+    def shown(kind: str) -> str:
+        value = bounds[kind]
+        return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+    if "ge" in bounds and "le" in bounds:
+        return f"{noun} from {shown('ge')} to {shown('le')}"
+    words = {"ge": "of at least", "gt": "over", "le": "at most", "lt": "under"}
+    parts = [f"{words[kind]} {shown(kind)}" for kind in ("ge", "gt", "le", "lt") if kind in bounds]
+    return f"{noun} {' and '.join(parts)}" if parts else ""
+
+
 def _either(words: list[str]) -> str:
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
 
@@ -561,6 +586,8 @@ def _one_line(
     union = [e for e in exc.errors() if len(e["loc"]) == 2 and e["loc"][0] == name and isinstance(e["loc"][1], str)]
     if len(union) > 1:  # a setting of two kinds (true/false or "auto"): all it takes, not the first kind's complaint
         error["msg"] = "give " + _either([word for e in union for word in _accepted(e)])
+    elif error["type"] in _BOUND_ERRORS and (allowed := _range(name)):
+        error["msg"] = f"give {allowed}"
     origin = ""
     if name in file_keys:
         origin = f" (from {path})"

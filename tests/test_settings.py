@@ -56,6 +56,28 @@ def test_bad_values_are_one_line(
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("name", "value", "takes"),
+    [
+        ("temperature", "nan", "a number from 0 to 5"),
+        ("temperature", "-inf", "a number from 0 to 5"),
+        ("top_p", "nan", "a number over 0 and at most 1"),
+        ("n_ctx", "12", "a whole number from 256 to 1,048,576"),
+        ("max_tokens", "0", "a whole number of at least 1"),
+    ],
+)
+def test_a_number_out_of_range_says_the_range(
+    isolated_env: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str, takes: str
+) -> None:
+    """NaN fails every bound, so AGENTMM_TEMPERATURE=nan said only 'Input should be less than or
+    equal to 5'; each bound alone is half of what the setting takes."""
+    variable = f"AGENTMM_{name.upper()}"
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == f"bad setting {name} {value!r} (from {variable}): give {takes}"
+
+
 def test_gpu_layers_accepts_numbers_from_strings(isolated_env: Path) -> None:
     assert load_settings(n_gpu_layers="12").n_gpu_layers == 12
     assert load_settings(n_gpu_layers="-1").n_gpu_layers == -1
