@@ -427,13 +427,24 @@ class ConfigFileSource(TomlConfigSettingsSource):
         except OSError as exc:
             raise SettingsError(f"cannot read config file {self.path}: {exc.strerror}") from exc
         except UnicodeDecodeError as exc:
-            raise SettingsError(f"config file {self.path} is not UTF-8 text (byte {exc.start} is not)") from exc
+            raise SettingsError(f"config file {self.path} is not UTF-8 text: {_where_not_utf8(exc)}") from exc
         try:
             return _paths_from(Path(file_path).expanduser().absolute().parent, tomllib.loads(text))
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {self.path} is not valid TOML: {exc}") from exc
         except RecursionError as exc:  # tomllib recurses once per level of [[[...]]] or {a = {a = ...}}
             raise SettingsError(f"config file {self.path} nests arrays or tables too deeply") from exc
+
+
+def _where_not_utf8(exc: UnicodeDecodeError) -> str:
+    """Where a file stops being UTF-8, as an editor shows it (the line and column of the byte,
+    and the byte), and what to do: it said "byte 0 is not", an offset that read as a count."""
+    data = bytes(exc.object)
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "it is UTF-16 (save it as UTF-8)"
+    line = data.count(b"\n", 0, exc.start) + 1
+    column = len(data[data.rfind(b"\n", 0, exc.start) + 1 : exc.start].decode("utf-8", "replace")) + 1
+    return f"byte 0x{data[exc.start]:02x} at line {line}, column {column} (save it as UTF-8)"
 
 
 def _paths_from(folder: Path, data: dict[str, Any]) -> dict[str, Any]:

@@ -78,6 +78,23 @@ def test_a_number_out_of_range_says_the_range(
     assert str(caught.value) == f"bad setting {name} {value!r} (from {variable}): give {takes}"
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'n_ctx = 1024\nname = "caf\xe9"\n', "byte 0xe9 at line 2, column 12 (save it as UTF-8)"),
+        (b'\xef\xbb\xbfname = "\xc3\xa9\xff"\n', "byte 0xff at line 1, column 10 (save it as UTF-8)"),
+        ("n_ctx = 1024\n".encode("utf-16"), "it is UTF-16 (save it as UTF-8)"),
+    ],
+)
+def test_a_file_that_is_not_utf8_says_where(isolated_env: Path, content: bytes, message: str) -> None:
+    """It said 'is not UTF-8 text (byte 0 is not)': an offset that read as a count."""
+    config = isolated_env / "config.toml"
+    config.write_bytes(content)
+    with pytest.raises(SettingsError) as caught:
+        load_settings()
+    assert str(caught.value) == f"config file {config} is not UTF-8 text: {message}"
+
+
 def test_gpu_layers_accepts_numbers_from_strings(isolated_env: Path) -> None:
     assert load_settings(n_gpu_layers="12").n_gpu_layers == 12
     assert load_settings(n_gpu_layers="-1").n_gpu_layers == -1
