@@ -12,7 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from agentmm.repl.terminal import STOP_GRACE_S
+from tests.test_cli import Run
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -70,9 +70,11 @@ class Repl:
         return plain(self.child.before)
 
 
-def thread_json(thread_id: str) -> dict:
-    done = subprocess.run([sys.executable, "-m", "agentmm.cli", "threads", "show", thread_id, "--json"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+def thread_json(thread_id: str, run: Run) -> dict:
+    """``threads show --json``, run by ``run`` (conftest's ``agentmm_here``: in this process, as
+    what the chat saved is the point, not another process's start)."""
+    done = run("threads", "show", thread_id, "--json")
+    assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
@@ -88,7 +90,7 @@ def read_until_streaming(repl: Repl) -> str:
 
 
 @pytest.mark.slow
-def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
+def test_a_session_at_the_keyboard(tmp_path: Path, agentmm_here: Run) -> None:
     repl = Repl("--max-tokens", "24", "--seed", "3", "--temperature", "0")
     assert "/help for commands" in repl.opening and "Alt-Enter" in repl.opening
     assert plain(repl.say("Hi, I am Mira.")).strip()
@@ -109,7 +111,7 @@ def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
     thread_id = re.search(r"\[thread (\w+)\]", goodbye).group(1)  # type: ignore[union-attr]
     assert json.loads((tmp_path / "t.json").read_text())["thread_id"] == thread_id
     assert "**User:**" in (tmp_path / "t.md").read_text()
-    shown = thread_json(thread_id)
+    shown = thread_json(thread_id, agentmm_here)
     assert [m["role"] for m in shown["messages"]] == ["user", "assistant"]
 
     # A new process resumes the thread; Ctrl-C twice during a reply keeps it, marked interrupted.
@@ -125,23 +127,24 @@ def test_a_session_at_the_keyboard(tmp_path: Path) -> None:
     time.sleep(STOP_GRACE_S + 0.3)
     assert repl.child.isalive()
     repl.leave("\x03")  # Ctrl-C at an empty prompt leaves
-    shown = thread_json(thread_id)
+    shown = thread_json(thread_id, agentmm_here)
     assert [m["role"] for m in shown["messages"]] == ["user", "assistant", "user", "assistant"]
     assert shown["messages"][-1]["interrupted"] is True
     assert shown["messages"][-1]["content"].strip()
 
 
-def test_piped_script_runs_commands_in_plain_text(tmp_path: Path) -> None:
+def test_piped_script_runs_commands_in_plain_text(tmp_path: Path, agentmm_here: Run) -> None:
+    """In this process (``agentmm_here``, stdin a pipe as ``subprocess.run``'s input is): the
+    plain-text output is the point, not the process."""
     script = f"Hello there\n/why\n/save {tmp_path / 'out.md'}\n/nope\n/exit\n"
-    done = subprocess.run([sys.executable, "-m", "agentmm.cli", "chat", "--max-tokens", "12"], input=script,
-                          capture_output=True, text=True, timeout=180)  # fmt: skip
+    done = agentmm_here("chat", "--max-tokens", "12", stdin=script)
     assert done.returncode == 0, done.stderr
     assert "prompt parts" in done.stdout and "\x1b[" not in done.stdout
     assert "agentmm: error: unknown command /nope" in done.stderr
     assert (tmp_path / "out.md").read_text().count("**") >= 4
 
 
-def test_ctrl_c_while_the_model_loads_then_the_next_message_is_answered() -> None:
+def test_ctrl_c_while_the_model_loads_then_the_next_message_is_answered(agentmm_here: Run) -> None:
     """The issue's steps: a message as soon as the prompt shows (the model still loading), Ctrl-C,
     and the next message typed at once, while the first turn is still winding down. That line
     used to reach the next prompt with Enter turned into a line feed (a new line, not "send"):
@@ -159,14 +162,14 @@ def test_ctrl_c_while_the_model_loads_then_the_next_message_is_answered() -> Non
     repl.expect(PROMPT_READY)
     assert plain(repl.child.before).strip()
     thread_id = re.search(r"\[thread (\w+)\]", repl.leave("\x04")).group(1)  # type: ignore[union-attr]
-    shown = thread_json(thread_id)["messages"]
+    shown = thread_json(thread_id, agentmm_here)["messages"]
     assert [m["role"] for m in shown] == ["user", "assistant", "user", "assistant"]
     assert shown[1]["interrupted"] is True
     assert shown[2]["content"] == "What is the capital of France?"
     assert shown[3]["content"].strip() and not shown[3].get("interrupted")
 
 
-def test_a_line_typed_while_a_reply_streams_is_the_next_message() -> None:
+def test_a_line_typed_while_a_reply_streams_is_the_next_message(agentmm_here: Run) -> None:
     repl = Repl("--max-tokens", "120", "--seed", "3", "--temperature", "0")
     repl.child.send("Tell me a very long story about a dragon and a knight.\r")
     repl.expect(LINE_ACCEPTED)
@@ -181,7 +184,7 @@ def test_a_line_typed_while_a_reply_streams_is_the_next_message() -> None:
     repl.expect(PROMPT_READY)
     assert plain(repl.child.before).strip()
     thread_id = re.search(r"\[thread (\w+)\]", repl.leave("\x04")).group(1)  # type: ignore[union-attr]
-    shown = thread_json(thread_id)["messages"]
+    shown = thread_json(thread_id, agentmm_here)["messages"]
     assert [m["content"] for m in shown if m["role"] == "user"] == [
         "Tell me a very long story about a dragon and a knight.",
         "And then?",
