@@ -448,12 +448,16 @@ def _perceiving_spinner(agent: Agent, attachments: list[Path], show: bool) -> It
 def _approver(yes: bool) -> Callable[[dict[str, Any]], bool]:
     """Tool calls that ask first: allowed with --yes, asked on a terminal, else denied."""
 
+    from agentmm.console_text import printable
+    from agentmm.repl.turns import describe_call
+
     def approve(request: dict[str, Any]) -> bool:
-        call = f"{request['tool']}({json.dumps(request['args'], ensure_ascii=False)})"
+        # Written as the chat writes it (``roll_dice(notation='d6')``, a note), not as JSON.
+        call = printable(describe_call(request))
         if yes:
             return True
         if not sys.stdin.isatty():
-            sys.stderr.write(f"agentmm: denied tool call {call} (nobody to ask; pass --yes to allow)\n")
+            sys.stderr.write(f"agentmm: note: denied tool call {call} (nobody to ask; pass --yes to allow)\n")
             return False
         return typer.confirm(f"\nAllow tool call {call}?", default=False, err=True)
 

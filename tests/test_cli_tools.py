@@ -71,11 +71,15 @@ def test_unknown_tool_is_one_line_before_anything_loads(isolated_env: Path) -> N
 
 
 def test_one_turn_approver(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    request = {"tool": "draw_tarot", "args": {}, "id": "c1"}
+    """The denied call is written as a piped chat writes it: ``-m`` wrote ``boom({"x": "]["})``,
+    the chat ``boom(x='][')``."""
+    request = {"tool": "draw_tarot", "args": {"x": "]["}, "id": "c1"}
     assert _approver(yes=True)(request) is True
     monkeypatch.setattr("sys.stdin.isatty", lambda: False)
     assert _approver(yes=False)(request) is False
-    assert "denied tool call draw_tarot({})" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        "agentmm: note: denied tool call draw_tarot(x='][') (nobody to ask; pass --yes to allow)\n"
+    )
 
 
 def test_what_a_tools_file_prints_goes_to_stderr_so_json_stays_one_object(isolated_env: Path) -> None:
