@@ -42,3 +42,13 @@ def test_every_key_of_a_turn_without_a_persona_is_in_readme() -> None:
     shape = documented.split("`recall_window` (`{", 1)[1].split("}`", 1)[0]  # README: `{budget, held, room}`
     missing += [f"recall_window.{key}" for key in trace["recall_window"] if key not in shape.split(", ")]
     assert missing == []
+
+
+def test_the_cuts_of_a_tool_output_are_in_readme() -> None:
+    """The trace's ``tool_calls[].output`` is cut to 500 characters; README named only the
+    2,000-character cut of what the model gets, so a trace's shorter output looked like a loss."""
+    from agentmm.graphs.tool_calls import MAX_OUTPUT_CHARS, TRACE_OUTPUT_CHARS
+
+    documented = trace_text_without_the_persona_part()
+    assert f"first {TRACE_OUTPUT_CHARS} characters" in documented
+    assert f"up to {MAX_OUTPUT_CHARS:,}" in documented
