@@ -1,7 +1,7 @@
 """BM25 whose index is updated in place: a turn's new memories cost microseconds, not a rebuild.
 
-bm25s (whose tokenizer agentmm uses) precomputes every (term, document) score, which depends
-on the corpus size and mean length, so it cannot take one more document: recall re-indexed the
+bm25s (whose tokeniser ``agentmm.memory.words`` follows) precomputes every (term, document)
+score, which depends on the corpus size and mean length, so it cannot take one more document: recall re-indexed the
 whole scope after every remembered turn (155 ms at 10k memories, 1.35 s at 100k, measured).
 Here postings keep raw term frequencies and scores are computed at query time, the Lucene
 variant exactly as bm25s computes it (``idf = ln(1 + (N - df + 0.5) / (df + 0.5))``,

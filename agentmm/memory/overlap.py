@@ -42,10 +42,9 @@ FRAME_WORDS = frozenset(_FRAME_WORDS.split())
 def content_terms(text: str, stemmer: Any) -> list[str]:
     """The distinct content words of ``text``, tokenised and stemmed as the BM25 index's terms
     are (so they can be looked up there), function words left out."""
-    import bm25s
+    from agentmm.memory.words import tokenize
 
-    words = bm25s.tokenize([text], stopwords=sorted(FUNCTION_WORDS | FRAME_WORDS), stemmer=stemmer, return_ids=False,
-                           show_progress=False)[0]  # fmt: skip
+    words = tokenize([text], FUNCTION_WORDS | FRAME_WORDS, stemmer)[0]
     return list(dict.fromkeys(words))
 
 

@@ -303,8 +303,7 @@ class _Corpus:
 
     def search(self, query: str, limit: int) -> list[Item]:
         """Items with any query term, by BM25 score. An empty scope (a new user's first turn)
-        has none: the query is not tokenised for it, which imported bm25s (and scipy with it,
-        ~0.2 s of CPU) for nothing."""
+        has none: the query is not tokenised for it."""
         if not self.items:
             return []
         tokens = _tokenize([query], _stemmer())[0]
@@ -528,9 +527,9 @@ def _build_index(
 def _tokenize(texts: list[str], stemmer: Any) -> list[list[str]]:
     if not texts:
         return []
-    import bm25s
+    from agentmm.memory.words import STOPWORDS_EN, tokenize
 
-    return bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, return_ids=False, show_progress=False)
+    return tokenize(texts, STOPWORDS_EN, stemmer)
 
 
 _local = threading.local()
