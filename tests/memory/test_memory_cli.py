@@ -74,9 +74,9 @@ def test_a_second_process_gets_a_clear_in_use_error(tmp_path: Path, isolated_env
     assert ok_json("memory", "list", "--json") == {"memories": []}  # released, nothing broken
 
 
-def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path) -> None:
+def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path, agentmm_here: Run) -> None:
     data = write_synthetic(tmp_path / "synthetic.json")
-    report = ok_json("eval", "memory", str(data), "--k", "5,10", "--json")
+    report = ok_json("eval", "memory", str(data), "--k", "5,10", "--json", via=agentmm_here)
     assert set(report) >= {"overall", "per_category", "timings", "config"}
     assert {"recall@5", "hit@5", "recall@10", "hit@10", "questions"} <= set(report["overall"])
     assert set(report["per_category"]) == {"1", "2", "3", "4"}
@@ -84,7 +84,7 @@ def test_eval_memory_on_a_synthetic_locomo_file(tmp_path: Path) -> None:
     assert report["timings"]["memories"] > 0 and report["timings"]["query_p50_ms"] > 0
     bad = tmp_path / "bad.json"
     bad.write_text('{"qa": []}')
-    refused = agentmm("eval", "memory", str(bad))
+    refused = agentmm_here("eval", "memory", str(bad))
     assert_one_line_error(refused, "conversation")
     assert refused.stdout == "" and not refused.stderr.startswith("\n")  # no progress bar's blank line off a terminal
 
@@ -118,16 +118,18 @@ def test_eval_memory_with_no_question_to_score_says_so_in_one_line(tmp_path: Pat
     assert answered.returncode == 1
 
 
-def test_eval_memory_refuses_cut_offs_below_one_and_recall_options_with_answer(tmp_path: Path) -> None:
+def test_eval_memory_refuses_cut_offs_below_one_and_recall_options_with_answer(
+    tmp_path: Path, agentmm_here: Run
+) -> None:
     """--k 0 printed a table of recall@0 scores; --k, --retrieval and --budget-tokens were ignored
     without a word with --answer, even when invalid. Both are refused before anything is loaded."""
     data = write_synthetic(tmp_path / "synthetic.json", samples=1)
     for k in ("0", "-3", "5,-3", ","):
-        refused = agentmm("eval", "memory", str(data), "--k", k)
+        refused = agentmm_here("eval", "memory", str(data), "--k", k)
         assert refused.returncode == 2 and "positive numbers" in refused.stderr and "Traceback" not in refused.stderr
     for option in (["--k", "abc"], ["--k", "5"], ["--retrieval", "foo"], ["--retrieval", "dense"],
                    ["--budget-tokens", "40"]):  # fmt: skip
-        refused = agentmm("eval", "memory", str(data), "--answer", "--limit", "1", *option)
+        refused = agentmm_here("eval", "memory", str(data), "--answer", "--limit", "1", *option)
         assert refused.returncode == 2 and "not with --answer" in refused.stderr, option
         assert "Traceback" not in refused.stderr
 
