@@ -244,8 +244,9 @@ def plan_window(
         "history_messages": len(sizes) - new_start,
         "folded_messages_total": new_start,
         "recalled_dropped_this_turn": len(stripped),
-        # those of them that left for this turn's recalled memories, not for an overflow
-        "recalled_dropped_for_memories": 0 if overflow else len(stripped),
+        # those of them whose room this turn's recalled memories took (the history may have
+        # overflowed too: this turn's bigger block counts in that)
+        "recalled_dropped_for_memories": len(stripped) if clear_recalled else 0,
     }
     return WindowPlan(new_start, parts, budget, new_start - start, kept=named, dropped=dropped, truncated=truncated,
                       stripped=stripped)  # fmt: skip

@@ -66,6 +66,8 @@ def chat(turns: int, n_ctx: int, max_tokens: int, data_dir: Path, then: Sequence
                          "folded": budget["folded_this_turn"],
                          "recalled_dropped": budget.get("recalled_dropped_this_turn", 0),
                          "recalled_dropped_for_memories": budget.get("recalled_dropped_for_memories", 0),
+                         "recall_freed": (trace.get("recall_window") or {}).get("freed", 0),
+                         "let_in": len((trace.get("recall_window") or {}).get("let_in", [])),
                          "dropped_over_window": sum(1 for d in trace.get("recall_dropped", [])
                                                     if d.get("reason") == OVER_WINDOW),
                          "history_messages": budget["history_messages"],
@@ -87,6 +89,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "folded_messages": [row["folded"] for row in folds],
         "turns_with_recalled_blocks_dropped": sum(1 for row in rows if row["recalled_dropped"]),
         "of_them_for_memories": sum(1 for row in rows if row.get("recalled_dropped_for_memories")),
+        "turns_recall_took_their_room": [row["turn"] for row in rows if row.get("recall_freed")],
         "dropped_over_window": sum(row.get("dropped_over_window", 0) for row in rows),
         "memories_placed": sum(len(row["recalled"]) for row in rows),
         "summarize_s_total": round(sum(row["summarize_s"] or 0 for row in rows), 1),

@@ -219,3 +219,19 @@ def test_a_turn_without_its_recalled_block_still_shows_what_the_user_sent() -> N
     assert render(stripped) == f"{seen}\n\nlook" and turn_context(stripped) == seen
     assert memory_tokens(stripped) == 0 and memory_tokens(message) == 2
     assert stripped.additional_kwargs[CONTEXT_KEY] == message.additional_kwargs[CONTEXT_KEY]  # kept for the record
+
+
+def test_recalled_blocks_leave_for_this_turns_memories_and_say_so_even_on_an_overflow() -> None:
+    """``clear_recalled`` (recall took their room in the window's memory budget) takes the
+    earlier blocks out where the history fits, and counts them as left for this turn's memories
+    where it overflows too: there this turn's bigger block is part of the overflow (at n_ctx 1024
+    it was on every turn it fired), and they were counted as left for the overflow alone."""
+    fits = plan_window(recalled_exchanges(60, 0, 0), 0, WORDS, n_ctx=400, reply_tokens=100,
+                       head=[("system", "be kind")], clear_recalled=True)  # fmt: skip
+    assert fits.stripped == [0] and fits.window_start == 0
+    assert fits.budget["recalled_dropped_for_memories"] == fits.budget["recalled_dropped_this_turn"] == 1
+    over = plan_window(recalled_exchanges(150, 0, 0), 0, WORDS, n_ctx=400, reply_tokens=100,
+                       head=[("system", "be kind")], clear_recalled=True)  # fmt: skip
+    assert over.stripped == [0] and over.budget["recalled_dropped_for_memories"] == 1
+    # Without it, an overflow's blocks are not counted as left for this turn's memories.
+    assert plan(recalled_exchanges(150, 0, 0)).budget["recalled_dropped_for_memories"] == 0
