@@ -9,11 +9,14 @@ says where such a line starts (the reply ends there, and is generated again when
 before it), and :class:`ReplyCutFilter` holds back the streamed text from a place where one
 may still be starting, so the user never sees it.
 
-The shapes, each on a line's start (leading spaces, ``*`` or ``- `` aside): the user's name
-(any case, in ``**`` or not) and a colon, or the name in square brackets as a speaker tag
-("[ADA]", "[Ada]:"); a day in parentheses as the memory block writes it ("(7 December 2026)",
-or in square brackets: "[5 January 2027] Ada:"). Mid-line only a dated speaker's line is one
-("(7 December 2026) Oma:").
+The shapes, each on a line's start (leading spaces and ``*`` aside): the user's name (any
+case, in ``**`` or not) and a colon, or the name in square brackets as a speaker tag ("[ADA]",
+"[Ada]:"); a day in parentheses as the memory block writes it, after a ``- `` too ("(7 December
+2026)", or in square brackets: "[5 January 2027] Ada:"). Mid-line only a dated speaker's line is
+one ("(7 December 2026) Oma:"). The user's name behind a list dash ("- Ada: likes tea", "- [Ada]")
+is left to the character: it may be a list of its own about the user, and smollm2 was not seen
+writing the user's turn so (its lists were its own; the user's turns it wrote were "Ada:",
+"*User:" and the memory block's dated lines).
 A reply that names the user ("Ada, come here", "I'll tell you this, Ada: it's old"), brackets
 other words ("[laughs]", "[1]") or says a date in words ("I was born on 7 December 1990.") is
 the character's own.
