@@ -1213,7 +1213,7 @@ def memory_add(
     """Write a memory by hand (a long text in pieces, as a chat message is)."""
     if shared and persona is not None:  # README: [--persona P | --shared]; --persona was dropped unsaid
         raise AgentmmError("--persona and --shared are alternatives: a memory is one persona's or every persona's")
-    from agentmm.memory.manage import add_memory
+    from agentmm.memory.manage import add_memory, remembered_line
 
     if persona is not None:  # the persona's own name, as its turns recall by: "nora quill" is Nora Quill
         persona = _registry().resolve(persona).name
@@ -1221,14 +1221,10 @@ def memory_add(
     with _memory_store() as store:
         row = add_memory(store, _user(user), persona, text, shared=shared, speaker=settings.user_name,
                          max_tokens=settings.memory_max_tokens)  # fmt: skip
-    pieces = row["pieces"]
     if as_json:
         _print_json(row)
-    elif len(pieces) > 1:
-        sys.stdout.write(f"remembered {row['id']} in {len(pieces)} pieces ({pieces[0]} to {pieces[-1]}): too long to "
-                         f"recall whole (memory_max_tokens {settings.memory_max_tokens})\n")  # fmt: skip
     else:
-        sys.stdout.write(f"remembered {row['id']}\n")
+        sys.stdout.write(remembered_line(row, settings.memory_max_tokens) + "\n")
 
 
 @memory_app.command("forget")

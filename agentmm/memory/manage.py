@@ -112,6 +112,16 @@ def add_memory(
     return {**item_dict(item), "pieces": keys}
 
 
+def remembered_line(row: dict[str, Any], max_tokens: int) -> str:
+    """What ``memory add`` and the chat's ``/remember`` say of ``add_memory``'s ``row``: its id,
+    and when it was stored in pieces, how many and why (one line for both, so they agree)."""
+    pieces = row["pieces"]
+    if len(pieces) == 1:
+        return f"remembered {row['id']}"
+    return (f"remembered {row['id']} in {len(pieces)} pieces ({pieces[0]} to {pieces[-1]}): too long to "
+            f"recall whole (memory_max_tokens {max_tokens})")  # fmt: skip
+
+
 def forget(store: BaseStore, user: str, persona: str | None, memory_id: str) -> dict[str, Any]:
     for namespace in user_scopes(store, user, persona):
         item = store.get(namespace, memory_id)

@@ -456,11 +456,12 @@ class ChatSession:
         self.terminal.show(table)
 
     def cmd_remember(self, arg: str) -> None:
-        from agentmm.memory.manage import add_memory
+        from agentmm.memory.manage import add_memory, remembered_line
 
         settings = self.agent.settings
-        row = add_memory(self._store(), settings.user_id, self.persona, arg, speaker=settings.user_name)
-        self.terminal.info(f"remembered {row['id']}")
+        row = add_memory(self._store(), settings.user_id, self.persona, arg, speaker=settings.user_name,
+                         max_tokens=settings.memory_max_tokens)  # fmt: skip
+        self.terminal.info(remembered_line(row, settings.memory_max_tokens))
 
     def cmd_forget(self, arg: str) -> None:
         if not arg:

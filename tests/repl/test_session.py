@@ -311,6 +311,18 @@ def test_memory_commands_and_undo_forgets(tmp_path: Path, memory_store: ChromaSt
     assert memory_store.search(("memories",), limit=50) == []
 
 
+def test_remember_stores_a_long_note_in_pieces_as_memory_add_does(tmp_path: Path, memory_store: ChromaStore) -> None:
+    """/remember went around the split ``memory add`` makes (5934139): a note far over
+    ``memory_max_tokens`` was one memory no recall could place. It is now stored in pieces, and
+    the line says so as ``memory add``'s does."""
+    agent = make_agent(tmp_path, [], store=memory_store, memory_max_tokens=64)
+    term = chat(agent, ["/remember " + "Mira keeps a lighthouse on the northern cape " * 40])
+    keys = sorted(item.key for item in memory_store.search(("memories",), limit=500))
+    assert len(keys) > 1 and all(key.startswith(keys[0]) for key in keys), keys
+    assert f"remembered {keys[0]} in {len(keys)} pieces" in term.stderr
+    assert "memory_max_tokens 64" in term.stderr
+
+
 def test_memory_ids_are_whole_in_a_narrow_terminal(tmp_path: Path, memory_store: ChromaStore) -> None:
     """/forget takes the whole id, which /memory shows: a 60-column table must not cut it."""
     agent = make_agent(tmp_path, ["Noted."], store=memory_store)
