@@ -306,7 +306,7 @@ class _Corpus:
         has none: the query is not tokenised for it."""
         if not self.items:
             return []
-        tokens = _tokenize([query], _stemmer())[0]
+        tokens = _query_terms(query)
         if not tokens:
             return []
         return [self.items[ref] for ref, _ in self.index.search(tokens, limit)]
@@ -530,6 +530,22 @@ def _tokenize(texts: list[str], stemmer: Any) -> list[list[str]]:
     from agentmm.memory.words import STOPWORDS_EN, tokenize
 
     return tokenize(texts, STOPWORDS_EN, stemmer)
+
+
+def _query_terms(query: str) -> list[str]:
+    """The query's BM25 terms, none for a query with no content word (``overlap.content_terms``:
+    only closed-class and frame words, "What is my name?", "Do you remember my name?").
+
+    Lucene's 33 stop words leave "what", "my", "you", "do" in, so such a question matched every
+    memory that said them, and at a quarter weight that noise outranked dense search's best hit
+    ("Hi Nora, I'm Sam", its first): ranked 6th and 9th in a 30-memory chat, out of recall's
+    candidates. Its BM25 side now says nothing and dense search ranks alone. A query with a
+    content word keeps its closed-class words: leaving them out of every query cost the
+    development set's temporal questions 4 points of R@10 (BENCHMARKS.md)."""
+    stemmer = _stemmer()
+    if not content_terms(query, stemmer):
+        return []
+    return _tokenize([query], stemmer)[0]
 
 
 _local = threading.local()
