@@ -190,6 +190,8 @@ class ChromaStore(BaseStore):
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()
+            else:
+                _forget_unopened_system(str(lock.directory))
             lock.release()
             raise
 
@@ -900,6 +902,24 @@ class ChromaStore(BaseStore):
 
 
 RESTORE_EXPORT = Hint(cli="agentmm memory import FILE restores an export")
+
+
+def _forget_unopened_system(path: str) -> None:
+    """Drop the System chromadb cached for ``path`` when no ``PersistentClient`` came of it.
+
+    chromadb keeps one System per directory and caches it before starting it; a start that
+    fails (a damaged ``chroma.sqlite3``) leaves it cached, half started, so the next open of
+    that path in this process (the server, the REPL retrying) got
+    ``'RustBindingsAPI' object has no attribute 'bindings'`` instead of ``StoreDamagedError``.
+    Only that path's entry goes (``clear_system_cache`` would drop every open store's), and
+    only while no client holds it; ``_release_system`` is chromadb's own undo for a client
+    that failed to open. Stopping the half-started System may fail on what never started.
+    """
+    with contextlib.suppress(Exception):
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        if path not in SharedSystemClient._identifier_to_refcount:
+            SharedSystemClient._release_system(path)
 
 
 def _damaged(directory: Path, exc: BaseException) -> str:
