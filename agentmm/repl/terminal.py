@@ -507,8 +507,17 @@ def _as_sent(observation: dict[str, Any]) -> str:
 TOOL_NOTE_LINES = 8
 
 
-def call_text(name: str, args: dict[str, Any] | None) -> str:
-    """A tool call as the chat shows it: ``name(key='value', ...)``."""
+CALL_TEXT_CHARS = 80
+
+
+def call_text(name: str, args: dict[str, Any] | str | None) -> str:
+    """A tool call as the chat shows it: ``name(key='value', ...)``; a malformed call's
+    arguments are the text the model wrote (not an object), shown as written, cut to
+    ``CALL_TEXT_CHARS`` (showing it crashed the chat with an AttributeError)."""
+    if isinstance(args, str):
+        written = " ".join(args.split())
+        cut = written if len(written) <= CALL_TEXT_CHARS else written[: CALL_TEXT_CHARS - 1] + "…"
+        return f"{name}({cut})"
     return f"{name}({', '.join(f'{k}={v!r}' for k, v in (args or {}).items())})"
 
 

@@ -35,3 +35,21 @@ def test_the_chat_shows_a_tool_output_without_its_escapes(live: bool) -> None:
     shown = terminal.err.file.getvalue()  # type: ignore[attr-defined]
     assert "\x1b" not in shown and "\x07" not in shown
     assert "PWNED" not in shown and shown.count("cleared") == 2
+
+
+MALFORMED = {"name": "shout", "args": '{ "text": "I\'m glad\n' + "word " * 40, "status": "malformed",
+             "output": "error: malformed tool call (cut off at the token limit); try again"}  # fmt: skip
+
+
+def test_a_malformed_calls_line_shows_what_the_model_wrote(capsys: pytest.CaptureFixture[str]) -> None:
+    """A malformed call's arguments are the text the model wrote, not an object: showing it
+    crashed ``chat -m`` and the chat (``'str' object has no attribute 'items'``, exit 1)."""
+    from agentmm.cli import _show_tool_calls
+
+    _show_tool_calls([MALFORMED])
+    (line,) = capsys.readouterr().err.splitlines()[:1]
+    assert line.startswith('[tool shout({ "text": "I\'m glad word word') and "…) malformed" in line
+    terminal = Terminal(editor=False, live=False)
+    terminal.err = Console(file=io.StringIO(), width=200, no_color=True, soft_wrap=True, highlight=False)
+    ChatSession._show_tool_calls(SimpleNamespace(terminal=terminal), [MALFORMED])  # type: ignore[arg-type]
+    assert 'shout({ "text"' in terminal.err.file.getvalue()  # type: ignore[attr-defined]
