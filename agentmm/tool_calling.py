@@ -67,8 +67,8 @@ def arguments_call(name: str, arguments: str, index: int = 0) -> tuple[ToolCallC
     arguments the model never finished. A cut call keeps its text as a JSON string, which
     LangChain reports as an invalid call: the tools node answers it ``malformed`` and runs nothing."""
     text = arguments.strip()
-    try:
-        whole = isinstance(json.loads(text), dict)
+    try:  # not strict: a raw newline in a string value is whole (LangChain reads it so too)
+        whole = isinstance(json.loads(text, strict=False), dict)
     except ValueError:
         whole = False
     args = text if whole else json.dumps(text)

@@ -64,6 +64,15 @@ def test_arguments_that_are_no_whole_object_make_an_invalid_call_never_run() -> 
         assert json.loads(reply.invalid_tool_calls[0]["args"]) == cut
 
 
+def test_a_whole_object_with_a_raw_newline_in_a_string_is_a_whole_call() -> None:
+    """A small model writes a line break inside a string value as it is; strict JSON refuses
+    that, so a whole call was answered 'cut off at the token limit' and never run."""
+    _, answer = scripted('{"expression": "2+\n2"}')
+    decided = run_steps(tool_call_steps(CHAT, TOOLS, "calculate"), answer)  # type: ignore[arg-type]
+    reply = AIMessageChunk(content="", tool_call_chunks=[decided.call])  # type: ignore[list-item]
+    assert reply.invalid_tool_calls == [] and reply.tool_calls[0]["args"] == {"expression": "2+\n2"}
+
+
 def test_each_tool_is_offered_once_per_user_message() -> None:
     called = AIMessage("", tool_calls=[{"name": "roll_dice", "args": {"notation": "2d6"}, "id": "c1"}])
     after = [*CHAT, called, ToolMessage("7", tool_call_id="c1", name="roll_dice")]
