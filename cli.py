@@ -706,7 +706,21 @@ def threads_show(thread_id: str, as_json: JsonFlag = False) -> None:
         sys.stdout.write(f"summary of the first {folded} messages> {printable(shown['summary'])}\n")
     for m in messages:
         mark = " [interrupted]" if m.get("interrupted") else ""
-        sys.stdout.write(f"{m['role']}> {printable(m['content'])}{mark}\n")
+        sys.stdout.write(f"{_role_shown(m)}> {printable(m['content'])}{_calls_shown(m)}{mark}\n")
+
+
+def _role_shown(message: dict[str, Any]) -> str:
+    """A message's role in ``threads show``; a tool result's names its tool."""
+    return f"tool {message['name']}" if message["role"] == "tool" and message.get("name") else message["role"]
+
+
+def _calls_shown(message: dict[str, Any]) -> str:
+    """The tool calls a reply made, as the chat shows them (a reply that only called a tool was
+    a bare ``assistant>``)."""
+    from agentmm.repl.terminal import call_text
+
+    calls = [*message.get("tool_calls", []), *message.get("invalid_tool_calls", [])]
+    return "".join(f" [tool {printable(call_text(c.get('name') or '?', c.get('args')))}]" for c in calls)
 
 
 @threads_app.command("delete")

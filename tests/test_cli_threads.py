@@ -116,6 +116,10 @@ def test_threads_show_json_has_the_tool_calls_save_keeps(tmp_path: Path, agentmm
     assert rolled == {"role": "tool", "content": "17", "tool_call_id": "call_1", "name": "roll_dice"}
     assert no_clock == {"role": "tool", "content": "error: no clock", "tool_call_id": "call_2", "name": "clock",
                         "status": "error"}  # fmt: skip
+    text = agentmm_here("threads", "show", "dice").stdout.splitlines()
+    # The text form too: a reply that called tools was 'assistant> Let me roll.' alone.
+    assert text[3] == ("assistant> Let me roll. [tool roll_dice(sides=20)] [tool clock()] [tool roll_dice({sides)]")
+    assert text[4] == "tool roll_dice> 17"
     saved = json.loads(path.read_text())["messages"]
     left_out = {"greeting", "greeting_index", "no_reply"}  # the file's own keys, for threads import
     assert shown == [{key: value for key, value in row.items() if key not in left_out} for row in saved]
