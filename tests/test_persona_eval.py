@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -363,3 +364,16 @@ def test_saved_replies_are_scored_again_by_todays_rules(settings: Settings) -> N
         "I'm a friendly script"
     )
     assert again["overall"]["identity_kept_mean"] == 5 and again["wall_s"] == 1.0
+
+
+def test_readme_names_every_top_level_key_of_the_json_report() -> None:
+    """README's ``eval persona --json`` key list lacked ``turns`` (documented only in the prose)."""
+    from agentmm.graphs.persona_eval import report
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    keys_start = readme.index("`eval persona` →")
+    documented = readme[keys_start : readme.index("`doctor` →", keys_start)].split("[{persona")[0]
+    keys = list(report([], [1]))
+    assert "turns" in keys
+    named = set(re.findall(r"(\w+)\s*[,:}]", documented))  # "seeds," "per_persona:" "checks:"
+    assert [key for key in keys if key not in named] == []
