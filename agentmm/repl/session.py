@@ -77,6 +77,7 @@ class ChatSession:
         self._warming: threading.Thread | None = None
         self._retries = 0
         self.ended_by: int | None = None  # SIGTERM or SIGHUP during a turn: the chat ends after it
+        self._reading = False  # the prompt waits for a line (``_on_ending`` stops a plain one)
 
     # ------------------------------------------------------------------ the loop
 
@@ -92,13 +93,20 @@ class ChatSession:
         # press (the second of a double tap) must not end the process mid-save.
         previous = signal.signal(signal.SIGINT, _ignore) if self.terminal.editor else None
         # SIGTERM or SIGHUP between turns would kill the process with the editor's raw mode on
-        # (no echo, no line editing left in the terminal): the chat ends as on Ctrl-D instead,
-        # and exits 128 + the signal's number. A turn puts its own handlers in (run_turn).
-        before_ending = {number: signal.signal(number, self._on_ending) for number in ENDING_SIGNALS} \
-            if self.terminal.editor else {}  # fmt: skip
+        # (no echo, no line editing left in the terminal), and a piped chat without a word of
+        # what became of its thread: the chat ends as on Ctrl-D instead, says so as a turn
+        # stopped by one does, and exits 128 + the signal's number. A turn puts its own
+        # handlers in (run_turn).
+        before_ending = {number: signal.signal(number, self._on_ending) for number in ENDING_SIGNALS}
         try:
             while self.ended_by is None:
-                line = self.terminal.read()
+                try:
+                    self._reading = True
+                    line = self.terminal.read()
+                except _EndingSignal:  # a plain read (no line editor to leave) interrupted
+                    line = None
+                finally:
+                    self._reading = False
                 if line is None or self.ended_by is not None:
                     break
                 with self.terminal.busy():  # keys typed meanwhile: Ctrl-C stops a reply, the rest is type-ahead
@@ -122,6 +130,8 @@ class ChatSession:
         way finishes first), and ``run`` ends for the signal."""
         self.ended_by = signum
         self.terminal.leave_prompt()
+        if self._reading and not self.terminal.editor:  # a plain read waits on: stop it here
+            raise _EndingSignal
 
     def _end_for_signal(self, signum: int) -> None:
         """The turn a SIGTERM or SIGHUP stopped is saved: end as the signal would have, exit
@@ -609,6 +619,11 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(printable(text))
+
+
+class _EndingSignal(Exception):
+    """SIGTERM or SIGHUP while a plain read (``input``) waits for a line: it would wait on after
+    the handler returned, so the handler raises this, and ``run`` ends for the signal."""
 
 
 def _ignore(signum: int, frame: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from langchain_core.outputs import ChatGenerationChunk
 from agentmm.graphs.agent import Agent
 from agentmm.graphs.chat import persona_model
 from agentmm.repl.session import ChatSession
+from agentmm.repl.terminal import Terminal
 from agentmm.settings import load_settings
 from agentmm.threads import thread_values
 from tests.repl.test_session import ScriptedTerminal
@@ -148,3 +150,37 @@ def test_chat_m_saves_a_turn_a_sigterm_stops_and_exits_143(
         assert '"interrupted": true' in out
     else:
         assert REPLY.startswith(out.strip()) and out.strip()
+
+
+class PipedTerminal(ScriptedTerminal):
+    """The plain terminal a piped chat has: ``read`` is ``Terminal``'s own (``input()``)."""
+
+    read = Terminal.read
+
+
+def test_sigterm_at_a_piped_prompt_says_what_was_saved(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A piped chat (no line editor) killed while its prompt waited for a line exited 143 without
+    the '[terminated: ...]' line a terminal's chat says: SIGTERM had no handler of the chat's."""
+    term = PipedTerminal([])
+    settings = load_settings(data_dir=tmp_path / "data", n_ctx=2048, max_tokens=5)
+
+    def kill_once_the_prompt_waits() -> None:
+        deadline = time.monotonic() + 10
+        while "/help" not in term.stdout and time.monotonic() < deadline:  # /help's list is out
+            time.sleep(0.02)
+        time.sleep(0.3)  # the prompt is back in input(), waiting on the pipe
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    reading, writing = os.pipe()
+    os.write(writing, b"/help\n")  # and the pipe stays open: the next read waits
+    with open(reading, encoding="utf-8") as stdin, open(writing, "wb"):
+        monkeypatch.setattr("sys.stdin", stdin)
+        with Agent(settings, model=FakeListChatModel(responses=["At dawn."])) as agent:
+            session = ChatSession(agent, term, persona_model=persona_model)
+            killer = threading.Thread(target=kill_once_the_prompt_waits, daemon=True)
+            killer.start()
+            with pytest.raises(SystemExit) as ended:
+                session.run()
+            killer.join()
+    assert ended.value.code == 143
+    assert term.stderr.strip().splitlines()[-1] == "[terminated: nothing was said, so nothing was saved]"
