@@ -21,6 +21,12 @@ the next turn re-uses the KV cache), so the blocks add up: without a bound for t
 memory filled it several times faster than the conversation and made it fold (a full prefill)
 that much sooner. So the block must also fit ``window_room``: what is left of the window's
 budget for recalled memories once the blocks earlier turns in the window placed are counted.
+
+The same words said in several turns are several memories ("What did I say?" asked five times:
+five ids, one text), and recall found them all, so one block placed them all (100 tokens of
+the 200-token block in one line said five times), and the small model copied the block into its
+reply. A memory with the same speaker and text as one the block holds already (``same_words``:
+case and whitespace aside) is dropped ``SAME_AS_PLACED``; the first, best ranked, stays.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ OVER_WINDOW = "over the window's memory budget"
 # Shown already, in an earlier turn's block the prompt keeps (judged by compose, which knows
 # whether that block stays: agentmm.context).
 IN_WINDOW = "already in the window"
+# The same speaker and words as a memory this block placed already (best ranked first).
+SAME_AS_PLACED = "same as another memory"
 
 
 @dataclass(frozen=True)
@@ -71,12 +79,17 @@ def select_memories(
     ``max_tokens`` but not the room is dropped as over the window's budget (the trace tells the
     two apart), except the turn's best one, which goes in whatever the room. So once the
     window's budget is spent, memory keeps answering one memory a turn, and the window grows
-    by at most that until the next fold moves old blocks out.
+    by at most that until the next fold moves old blocks out. A memory with the speaker and
+    words (``same_words``) of one kept before it is dropped as the same as it.
     """
     kept: list[dict[str, Any]] = []
     dropped: list[dict[str, Any]] = []
+    placed: set[tuple[str, str]] = set()
     tokens = 0
     for memory in recalled:
+        if same_words(memory) in placed:
+            dropped.append(_dropped(memory, SAME_AS_PLACED))
+            continue
         if not _relevant(memory, min_similarity):
             dropped.append(_dropped(memory, BELOW_BAR))
             continue
@@ -88,8 +101,16 @@ def select_memories(
             dropped.append(_dropped(memory, OVER_WINDOW))
             continue
         kept.append(memory)
+        placed.add(same_words(memory))
         tokens = size
     return Selection(kept, dropped, tokens)
+
+
+def same_words(memory: Mapping[str, Any]) -> tuple[str, str]:
+    """What makes two recalled memories the same line in the block: who said it and the words,
+    case and runs of whitespace aside ("What did I say?" and "what did I  say?")."""
+    speaker = " ".join(str(memory.get("speaker") or "").split()).casefold()
+    return speaker, " ".join(str(memory.get("text") or "").split()).casefold()
 
 
 def _relevant(memory: dict[str, Any], min_similarity: float) -> bool:

@@ -12,7 +12,15 @@ from langgraph.store.memory import InMemoryStore
 from agentmm.context import MEMORY_TOKENS_KEY
 from agentmm.graphs.chat import build_graph
 from agentmm.memory.conversation import format_recalled
-from agentmm.memory.selection import BELOW_BAR, LEXICAL_MARGIN, OVER_CAP, OVER_WINDOW, OVERLAP_SHARE, select_memories
+from agentmm.memory.selection import (
+    BELOW_BAR,
+    LEXICAL_MARGIN,
+    OVER_CAP,
+    OVER_WINDOW,
+    OVERLAP_SHARE,
+    SAME_AS_PLACED,
+    select_memories,
+)
 from agentmm.settings import Settings
 from agentmm.state import TurnContext
 from agentmm.tokens import TokenCounter
@@ -152,3 +160,38 @@ def test_a_memory_holding_the_question_s_content_words_needs_a_lower_bar() -> No
     assert 0.3 - LEXICAL_MARGIN <= 0.26 < 0.3 and 0.4 < OVERLAP_SHARE <= 1.0
     strict = select_memories([rex], words, user_name="Ada", min_similarity=0.4, max_tokens=1000)
     assert strict.kept == []
+
+
+def test_the_same_words_said_again_are_placed_once() -> None:
+    """ "What did I say?" asked in five turns was five memories, all placed: 100 tokens of the
+    block in one line said five times, which the model copied into its reply. The best ranked
+    stays; the same words by the same speaker (case and whitespace aside) are dropped as such."""
+    recalled = [memory("a", "What did I say?", 0.8), memory("m", "My sister is Mira", 0.7),
+                memory("b", "what did  I say?", 0.75), {**memory("n", "What did I say?", 0.6), "speaker": "Nora"},
+                memory("c", "What did I say? ", 0.5)]  # fmt: skip
+    chosen = select_memories(recalled, words, user_name="Ada", min_similarity=0.3, max_tokens=1000)
+    assert [m["id"] for m in chosen.kept] == ["a", "m", "n"]  # Nora saying it is another line
+    assert chosen.dropped == [{"id": "b", "similarity": 0.75, "reason": SAME_AS_PLACED},
+                              {"id": "c", "similarity": 0.5, "reason": SAME_AS_PLACED}]  # fmt: skip
+    # One dropped below the bar does not keep a later copy that clears it out.
+    low = select_memories([memory("x", "What did I say?", 0.1), memory("y", "What did I say?", 0.5)], words,
+                          user_name="Ada", min_similarity=0.3, max_tokens=1000)  # fmt: skip
+    assert [m["id"] for m in low.kept] == ["y"] and low.dropped[0]["reason"] == BELOW_BAR
+
+
+def test_a_question_asked_in_several_turns_is_recalled_once() -> None:
+    store = InMemoryStore(index={"dims": 64, "embed": CharacterEmbeddings(64), "fields": ["text"]})
+    settings = Settings(memory_min_similarity=0.0)
+
+    def turn(thread: str) -> dict[str, Any]:
+        graph = build_graph(settings, model=FakeListChatModel(responses=["You asked."]),
+                            checkpointer=InMemorySaver(), store=store, counter=TokenCounter(words))  # fmt: skip
+        return graph.invoke({"input": "What did I say?"}, {"configurable": {"thread_id": thread}},
+                            context=TurnContext(user_name="Ada"))  # fmt: skip
+
+    for thread in "abcde":
+        turn(thread)
+    trace = turn("f")["trace"]
+    said = [m for m in trace["recalled"] if m["text"] == "What did I say?"]
+    assert len(said) == 1
+    assert len([d for d in trace["recall_dropped"] if d["reason"] == SAME_AS_PLACED]) == 4
