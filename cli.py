@@ -1243,15 +1243,15 @@ def memory_add(
 
 @memory_app.command("forget")
 def memory_forget(memory_id: str, user: UserOpt = None, persona: PersonaOpt = None, as_json: JsonFlag = False) -> None:
-    """Delete one memory by id."""
-    from agentmm.memory.manage import forget
+    """Delete one memory by id (a note stored in pieces: all of them; one piece's id: that piece)."""
+    from agentmm.memory.manage import forget, forgot_line
 
     with _memory_store() as store:
         row = forget(store, _user(user), _registry().known_as(persona), memory_id)
     if as_json:
         _print_json({"forgotten": row})
     else:
-        sys.stdout.write(f"forgot {memory_id}\n")
+        sys.stdout.write(forgot_line(row) + "\n")
 
 
 @memory_app.command("export")

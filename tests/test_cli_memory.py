@@ -137,3 +137,53 @@ def test_memory_add_says_it_stored_a_long_text_in_pieces(agentmm_here: Callable[
     assert said.startswith("remembered note:") and " in 6 pieces (" in said and "memory_max_tokens 200" in said
     listed = json.loads(agentmm_here("memory", "list", "--json").stdout)["memories"]
     assert len(listed) == 6 and max(len(m["value"]["content"]) for m in listed) <= 50 * 3.5
+
+
+def test_forgetting_a_note_forgets_every_piece_and_a_piece_id_that_piece_only() -> None:
+    """``note:ID`` is how ``memory add`` names a note stored in pieces; forgetting it forgot the
+    first of 35 and the other 34 were still recalled."""
+    from langgraph.store.memory import InMemoryStore
+
+    from agentmm.memory.manage import PIECE_PAGE, MemoryNotFoundError, add_memory, forget, forgot_line
+
+    store = InMemoryStore()
+    sentence = "Mira keeps bees on the roof of the old mill and sells the honey in March."
+    # More pieces than one batch of look-ups (PIECE_PAGE) holds.
+    note = add_memory(store, "ada", None, " ".join(f"{sentence} ({n})" for n in range(240)), max_tokens=200)
+    kept = add_memory(store, "ada", None, "Mira likes tea.", max_tokens=200)
+    other = add_memory(store, "ada", None, " ".join([sentence] * 12), max_tokens=200)
+
+    def keys() -> set[str]:
+        return {item.key for item in store.search(("memories", "ada"), limit=1000)}
+
+    assert len(note["pieces"]) > PIECE_PAGE
+    piece = forget(store, "ada", None, f"{note['id']}:5")
+    assert piece["id"] == f"{note['id']}:5" and piece["pieces"] == [piece["id"]]
+    assert forgot_line(piece) == f"forgot {note['id']}:5"
+    whole = forget(store, "ada", None, note["id"])  # the gap at :5 hides none after it
+    assert whole["id"] == note["id"] and whole["pieces"] == [k for k in note["pieces"] if k != piece["id"]]
+    count, last = len(note["pieces"]) - 1, note["pieces"][-1]
+    assert forgot_line(whole) == f"forgot {note['id']} in {count} pieces ({note['id']} to {last})"
+    assert keys() == {kept["id"], *other["pieces"]}
+    # Pieces an earlier forget of the first one left behind go when it is named again.
+    store.delete(("memories", "ada", "_assistant"), other["id"])
+    left = forget(store, "ada", None, other["id"])
+    assert left["pieces"] == other["pieces"][1:] and keys() == {kept["id"]}
+    with pytest.raises(MemoryNotFoundError):
+        forget(store, "ada", None, other["id"])
+    assert forget(store, "ada", None, kept["id"])["pieces"] == [kept["id"]] and keys() == set()
+
+
+def test_memory_forget_forgets_a_note_s_pieces_and_says_how_many(agentmm_here: Callable[..., Any]) -> None:
+    text = ("Mira keeps bees on the roof of the old mill and sells the honey in March. " * 12).strip()
+    added = json.loads(agentmm_here("memory", "add", text, "--json").stdout)
+    assert len(added["pieces"]) == 6
+    done = agentmm_here("memory", "forget", added["id"])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"forgot {added['id']} in 6 pieces ({added['id']} to {added['id']}:6)\n"
+    assert json.loads(agentmm_here("memory", "list", "--json").stdout) == {"memories": []}
+    again = json.loads(agentmm_here("memory", "add", text, "--json").stdout)
+    forgot = json.loads(agentmm_here("memory", "forget", f"{again['id']}:2", "--json").stdout)["forgotten"]
+    assert forgot["id"] == f"{again['id']}:2" and forgot["pieces"] == [forgot["id"]]
+    listed = json.loads(agentmm_here("memory", "list", "--json").stdout)["memories"]
+    assert sorted(m["id"] for m in listed) == sorted(set(again["pieces"]) - {forgot["id"]})

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from langgraph.store.base import BaseStore, Item, PutOp
+from langgraph.store.base import BaseStore, GetOp, Item, PutOp
 
 from agentmm.errors import SEE_MEMORIES, InvalidTextError
 from agentmm.fileio import atomic_write
@@ -26,6 +26,8 @@ from agentmm.tokens import approximate_tokens
 
 EXPORT_FORMAT = "agentmm-memory/1"
 PAGE = 1000
+# A memory's pieces are looked up this many ids at a time (ID:2, ID:3, ...), until a batch holds none.
+PIECE_PAGE = 100
 
 
 class MemoryNotFoundError(MemoryStoreError):
@@ -123,12 +125,42 @@ def remembered_line(row: dict[str, Any], max_tokens: int) -> str:
 
 
 def forget(store: BaseStore, user: str, persona: str | None, memory_id: str) -> dict[str, Any]:
+    """Delete the memory ``memory_id`` and the pieces stored after it (``ID:2``, ``ID:3``, ...: a
+    long note or message, ``add_memory``, ``remember_turn``); one piece's id (``note:ID:5``) names
+    that piece alone. ``memory add`` names a note by its first piece, so forgetting that id
+    forgot one piece of 35 and the rest were still recalled. Pieces a forget of the first one
+    left behind (before it took them all) go the same way: the first need not be there. The
+    row is the first memory forgotten's, with ``pieces``: the ids of every memory forgotten."""
     for namespace in user_scopes(store, user, persona):
-        item = store.get(namespace, memory_id)
-        if item is not None:
-            store.delete(namespace, memory_id)
-            return item_dict(item)
+        head = store.get(namespace, memory_id)
+        items = ([head] if head is not None else []) + _pieces_after(store, namespace, memory_id)
+        if items:
+            store.batch([PutOp(namespace, item.key, None) for item in items])
+            return {**item_dict(items[0]), "pieces": [item.key for item in items]}
     raise MemoryNotFoundError(f"no memory {memory_id!r} for user {user!r}", see=SEE_MEMORIES)
+
+
+def _pieces_after(store: BaseStore, namespace: tuple[str, ...], memory_id: str) -> list[Item]:
+    """The pieces stored after ``memory_id``'s first, ``ID:2`` on, in order; one forgotten alone
+    (a gap) does not hide the ones after it while a batch of ``PIECE_PAGE`` ids holds any."""
+    found: list[Item] = []
+    start = 2
+    while True:
+        ops = [GetOp(namespace, f"{memory_id}:{number}") for number in range(start, start + PIECE_PAGE)]
+        page = [item for item in store.batch(ops) if isinstance(item, Item)]
+        if not page:
+            return found
+        found += page
+        start += PIECE_PAGE
+
+
+def forgot_line(row: dict[str, Any]) -> str:
+    """What ``memory forget`` and the chat's ``/forget`` say of ``forget``'s ``row``: the id, and
+    for a memory stored in pieces, how many went (one line for both, so they agree)."""
+    pieces = row["pieces"]
+    if len(pieces) == 1:
+        return f"forgot {row['id']}"
+    return f"forgot {row['id']} in {len(pieces)} pieces ({pieces[0]} to {pieces[-1]})"
 
 
 def stats(store: BaseStore, user: str | None = None) -> dict[str, Any]:

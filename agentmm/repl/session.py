@@ -476,10 +476,10 @@ class ChatSession:
     def cmd_forget(self, arg: str) -> None:
         if not arg:
             raise AgentmmError("/forget needs a memory id (see /memory)")
-        from agentmm.memory.manage import forget
+        from agentmm.memory.manage import forget, forgot_line
 
-        forget(self._store(), self.agent.settings.user_id, None, arg)
-        self.terminal.info(f"forgot {arg}")
+        row = forget(self._store(), self.agent.settings.user_id, None, arg)
+        self.terminal.info(forgot_line(row))
 
     def cmd_why(self, arg: str) -> None:
         trace = self.last_trace or self._thread_values().get("trace")
