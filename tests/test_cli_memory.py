@@ -187,3 +187,21 @@ def test_memory_forget_forgets_a_note_s_pieces_and_says_how_many(agentmm_here: C
     assert forgot["id"] == f"{again['id']}:2" and forgot["pieces"] == [forgot["id"]]
     listed = json.loads(agentmm_here("memory", "list", "--json").stdout)["memories"]
     assert sorted(m["id"] for m in listed) == sorted(set(again["pieces"]) - {forgot["id"]})
+
+
+def test_a_note_over_the_cap_is_refused_before_anything_is_written(agentmm_here: Callable[..., Any]) -> None:
+    """A 1 MB note was stored as 6,364 memories; over ``MAX_NOTE_CHARS`` one line says why not."""
+    from langgraph.store.memory import InMemoryStore
+
+    from agentmm.memory.manage import MAX_NOTE_CHARS, NoteTooLongError, add_memory
+
+    store = InMemoryStore()
+    text = "Mira keeps bees. " * (MAX_NOTE_CHARS // 17 + 1)
+    with pytest.raises(NoteTooLongError, match=f"{len(text):,} characters, over the {MAX_NOTE_CHARS:,}"):
+        add_memory(store, "ada", None, text, max_tokens=200)
+    assert store.search(("memories",)) == []
+    done = agentmm_here("memory", "add", text)
+    assert done.returncode != 0 and "remembered" not in done.stdout
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"agentmm: error: the note is {len(text):,} characters")
+    assert json.loads(agentmm_here("memory", "list", "--json").stdout) == {"memories": []}

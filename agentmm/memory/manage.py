@@ -26,12 +26,20 @@ from agentmm.tokens import approximate_tokens
 
 EXPORT_FORMAT = "agentmm-memory/1"
 PAGE = 1000
+# The longest note ``add_memory`` takes. Stored in pieces recall can place, a 1 MB note was 6,364
+# memories (each embedded on the way in, each a line of ``memory list``), far past what a turn's
+# 200-token block ever shows of it; 100,000 characters is some 40 pages, 600 to 1,000 pieces.
+MAX_NOTE_CHARS = 100_000
 # A memory's pieces are looked up this many ids at a time (ID:2, ID:3, ...), until a batch holds none.
 PIECE_PAGE = 100
 
 
 class MemoryNotFoundError(MemoryStoreError):
     """No memory has that id in the scopes searched."""
+
+
+class NoteTooLongError(MemoryStoreError):
+    """A note over ``MAX_NOTE_CHARS``: memory is for what a turn may recall, not a document store."""
 
 
 class ExportFileError(MemoryStoreError):
@@ -91,13 +99,17 @@ def add_memory(
     in pieces of a quarter of it, as a chat turn's message is (``memory_pieces``; ``count``
     counts tokens): keys ``note:ID``, ``note:ID:2``, ... Whole, a 100,000-character note was
     one memory no recall could place. The first piece's memory comes back, with ``pieces``:
-    the ids of every memory written."""
+    the ids of every memory written. A text over ``MAX_NOTE_CHARS`` is refused
+    (``NoteTooLongError``), before anything is written."""
     if shared and persona is not None:  # one scope or the other: the persona was dropped unsaid
         raise MemoryStoreError(
             "a memory is one persona's or shared with every persona: give persona or shared, not both"
         )
     if not text.strip():
         raise MemoryStoreError("nothing to remember: the text is empty")
+    if len(text) > MAX_NOTE_CHARS:
+        raise NoteTooLongError(f"the note is {len(text):,} characters, over the {MAX_NOTE_CHARS:,} a memory may "
+                               "hold: add the parts worth recalling, one at a time")  # fmt: skip
     InvalidTextError.check(text, "the memory")
     namespace = scope(user, persona, shared=shared)
     when = datetime.now(UTC)
