@@ -61,6 +61,19 @@ def shown_path(path: str | Path) -> str:
     return repr(text) if any(not ch.isprintable() and ch != " " for ch in text) else text
 
 
+def shown_name(name: object) -> str:
+    """A name (a persona's) quoted for a message as it is written: ``'a/b\\c'``, where ``repr``
+    doubled the backslash (``'a/b\\\\c'``) and so showed a name nobody gave. In double quotes when
+    it holds a single one and no double one (``"Nora O'Brien"``), as ``repr`` picks; ``repr``
+    itself only when it holds a newline or another control character, which must not reach the
+    terminal or break the line."""
+    text = str(name)
+    if any(not ch.isprintable() and ch != " " for ch in text):
+        return repr(text)
+    quote = '"' if "'" in text and '"' not in text else "'"
+    return f"{quote}{text}{quote}"
+
+
 class PrintableStream:
     """``printable`` for text that comes in pieces (a streamed reply): an escape sequence split
     across two pieces is held until it is whole, then dropped, so neither half reaches the

@@ -42,6 +42,7 @@ from langgraph.runtime import Runtime
 from langgraph.store.base import BaseStore
 
 from agentmm.compose import DROP_ORDER, TRUNCATABLE, TurnParts, persona_turn_parts, plain_parts
+from agentmm.console_text import shown_name
 from agentmm.context import (
     CONTEXT_KEPT_KEY,
     CONTEXT_KEY,
@@ -208,7 +209,7 @@ class Ingest:
             persona_name = update["persona"] = self.personas().get(asked).name
         elif persona_name and self.personas().find(persona_name) is None:
             raise PersonaNotFoundError(
-                f"this thread plays {persona_name!r}, which is no longer installed; play another in it",
+                f"this thread plays {shown_name(persona_name)}, which is no longer installed; play another in it",
                 see=Hint(cli="agentmm personas list; then -p NAME", http='GET /personas; then "persona": NAME'),
             )
         started_at = state.get("started_at") or datetime.now(UTC).isoformat(timespec="seconds")

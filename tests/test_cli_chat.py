@@ -401,3 +401,18 @@ def test_with_memory_on_the_store_s_embedder_loads_beside_the_turn_too(monkeypat
             pass
         assert model.loaded_on == ["agentmm-model-load"]
         assert loaded == [(agent.store.embeddings, "agentmm-model-load")]  # type: ignore[union-attr]
+
+
+def test_a_thread_whose_persona_went_names_it_as_written(
+    isolated_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The message quoted the name's ``repr``: "this thread plays 'a/b\\\\c'"."""
+    card = isolated_env / "personas" / "a-b-c.toml"
+    card.parent.mkdir()
+    card.write_text('name = "a/b\\\\c"\ndescription = "A wren."\n')
+    with make_agent(["Hi.", "Hi."]) as agent:
+        thread = one_turn_json(agent, capsys, persona="a/b\\c")["thread_id"]
+        card.unlink()
+        agent.personas.reload()
+        with pytest.raises(PersonaNotFoundError, match=r"^this thread plays 'a/b\\c', which is no longer installed"):
+            cli._chat_with(agent, "hi", thread, True, None, 0, [], False)

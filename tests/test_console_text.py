@@ -39,3 +39,11 @@ def test_an_osc_that_never_ends_hides_nothing_after_it() -> None:
     stream = PrintableStream()
     shown = stream.feed("Hello \x1b]0;oops") + stream.feed(" the rest of a long answer") + stream.flush()
     assert shown == "Hello 0;oops the rest of a long answer"
+
+
+def test_a_name_is_quoted_as_written_and_repr_only_for_controls() -> None:
+    from agentmm.console_text import shown_name
+
+    assert shown_name("a/b\\c") == "'a/b\\c'"  # repr doubled the backslash
+    assert shown_name("Nora O'Brien") == '"Nora O\'Brien"' and shown_name("漢字 🙂") == "'漢字 🙂'"
+    assert shown_name("x\ny\x1b[2J") == repr("x\ny\x1b[2J")

@@ -24,6 +24,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from agentmm.console_text import shown_name
 from agentmm.errors import Hint
 from agentmm.personas import toml_format
 from agentmm.personas.cards import DEFAULT_LIMITS, Limits, detect_spec
@@ -116,7 +117,7 @@ class PersonaRegistry:
             previous = personas.get(key)
             if previous is not None and previous[1] == kind:
                 self.problems.append(
-                    f"{persona.source}: duplicate persona name {persona.name!r} "
+                    f"{persona.source}: duplicate persona name {shown_name(persona.name)} "
                     f"(also in {previous[0].source}); keeping the first"
                 )
                 continue
@@ -279,7 +280,7 @@ class PersonaRegistry:
         close = [n for n in self.names() if folded and (n.casefold().startswith(folded)
                  or folded in (w.casefold() for w in n.split()))]  # fmt: skip
         if len(close) > 1:
-            raise PersonaNotFoundError(f"{name!r} could be {_either(close)}: give more of the name")
+            raise PersonaNotFoundError(f"{shown_name(name)} could be {_either(close)}: give more of the name")
         return close[0] if close else None
 
     def get(self, name: str) -> Persona:
@@ -289,9 +290,10 @@ class PersonaRegistry:
             return persona
         names = self.names()
         close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
-        hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+        hint = f"; did you mean {', '.join(map(shown_name, close))}?" if close else ""
         known = f"known: {', '.join(names)}" if names and not close and len(names) <= 12 else ""
-        raise PersonaNotFoundError(f"no persona named {name!r}{hint}", see=Hint(known, known) if known else None)
+        see = Hint(known, known) if known else None
+        raise PersonaNotFoundError(f"no persona named {shown_name(name)}{hint}", see=see)
 
     # -- changing the user folder -------------------------------------------------------
 
@@ -339,7 +341,7 @@ class PersonaRegistry:
         replaced = self._installed_file(name)
         if not overwrite:
             if replaced is not None:
-                raise PersonaError(f"{name!r} is already installed ({replaced}); --force replaces it")
+                raise PersonaError(f"{shown_name(name)} is already installed ({replaced}); --force replaces it")
             if dest.exists():
                 raise PersonaError(f"{dest}: already exists; --force replaces it")
         _sweep_dead_writes(dest)

@@ -399,3 +399,16 @@ def test_install_with_worlds_into_a_toml_persona_says_what_toml_cannot_keep(tmp_
     persona, lost = PersonaRegistry(user, entry_points=False).install_with_worlds(src, [world])
     assert [entry.content for entry in persona.lorebook.entries] == ["The harbor froze."]
     assert persona.source.endswith(".toml") and "lore entries' depth" in lost
+
+
+def test_messages_quote_a_persona_name_as_it_is_written(tmp_path: Path):
+    """``personas show 'a/b\\c'`` said "no persona named 'a/b\\\\c'": the name's ``repr``."""
+    reg = PersonaRegistry(tmp_path / "personas", builtins=False, entry_points=False)
+    reg.create("a/b\\c")
+    with pytest.raises(PersonaNotFoundError, match=r"^no persona named 'a/b\\d'; did you mean 'a/b\\c'\?$"):
+        reg.get("a/b\\d")
+    with pytest.raises(PersonaError, match=r"^'a/b\\c' is already installed \(.*\); --force replaces it$"):
+        reg.create("a/b\\c")
+    reg.create("a/b\\cd")
+    with pytest.raises(PersonaNotFoundError, match=r"^'a/b\\' could be"):
+        reg.resolve("a/b\\")
