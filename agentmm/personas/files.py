@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from agentmm.console_text import shown_name, shown_path
 from agentmm.fileio import atomic_write as write_file_atomically
 from agentmm.fileio import os_errors
 from agentmm.personas import toml_format
@@ -46,6 +47,7 @@ from agentmm.personas.png import PNG_SIGNATURE, embed_cards, load_card_png, plac
 ExportFormat = Literal["toml", "card-v2", "card-v3", "png"]
 EXPORT_FORMATS: dict[str, str] = {"toml": ".toml", "card-v2": ".json", "card-v3": ".json", "png": ".png"}
 FileKind = Literal["png", "json", "toml"]
+PERSONA_SUFFIXES = (".toml", ".json", ".png")
 _IMAGE_KINDS = ("JPEG image", "WebP image", "GIF image")
 # UTF-32 first: its little-endian mark starts with UTF-16's. Python's codecs read the mark.
 _WIDE_BOMS = (
@@ -65,6 +67,57 @@ def slug(name: str) -> str:
     """
     words = re.sub(r"[^\w]+", "-", name.casefold()).strip("-_")
     return words or "persona-" + hashlib.blake2b(name.strip().encode(), digest_size=4).hexdigest()
+
+
+def persona_file(folder: Path, name: str, suffix: str, *, limits: Limits = DEFAULT_LIMITS) -> Path:
+    """The file in ``folder`` that the persona ``name`` is written to (``import``, ``new``,
+    ``export`` to a folder): ``<slug><suffix>``, unless a file of that stem (any persona format)
+    holds a persona of another name, or one that does not load, then ``<slug>-<digest><suffix>``.
+
+    Two names can share a slug (``a/b\\c`` and ``a-b-c``): writing one over the other's file lost
+    that persona, ``--force`` or not. So a file is only ever written over when it holds the same
+    persona (names compared as the registry compares them: case-insensitive, trimmed), and each
+    stem names one persona. ``PersonaError`` naming what is there when both forms are taken.
+    """
+    key = name.casefold().strip()
+    base = slug(name)
+    digest = hashlib.blake2b(key.encode(), digest_size=4).hexdigest()
+    taken: list[str] = []
+    for stem in (base, f"{base}-{digest}"):
+        others = [
+            f"{shown_path(path)} holds {shown_name(held) if held is not None else 'a file that is no persona'}"
+            for path in _files_of_stem(folder, stem)
+            if (held := held_name(path, limits=limits)) is None or held.casefold().strip() != key
+        ]
+        if not others:
+            return folder / (stem + suffix)
+        taken += others
+    raise PersonaError(f"no file name is free for {shown_name(name.strip())}: {'; '.join(taken)}")
+
+
+def held_name(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """The name of the persona in ``path``; None when it does not load as one."""
+    try:
+        return import_file(path, limits=limits).name
+    except Exception:  # as the registry reads a folder: a file that does not load is no persona
+        return None
+
+
+def _files_of_stem(folder: Path, stem: str) -> list[Path]:
+    """The persona files in ``folder`` the registry reads under ``stem`` (any format, any case
+    of the file name: a case-insensitive disk has one file for both)."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # no folder yet (the write makes it), or one the write will report
+        return []
+    return [
+        p
+        for p in entries
+        if p.stem.casefold() == stem
+        and p.suffix.lower() in PERSONA_SUFFIXES
+        and not p.name.startswith(".")
+        and p.is_file()
+    ]
 
 
 def as_utf8(data: bytes, where: str = "file") -> bytes:
@@ -191,13 +244,14 @@ def export(
     *,
     spec: Literal["v2", "v3"] | None = None,
 ) -> Path:
-    """Write ``persona`` as ``format`` to ``out_path`` (a directory gets ``<slug>.<ext>``)."""
+    """Write ``persona`` as ``format`` to ``out_path`` (a directory gets ``<slug>.<ext>``, or
+    ``persona_file``'s other name where that file holds another persona)."""
     if format not in EXPORT_FORMATS:
         choices = ", ".join(EXPORT_FORMATS)
         raise UnsupportedExportError(f"cannot export as {format!r}; choose one of {choices}")
     out = Path(out_path)
     if out.is_dir():
-        out = out / (slug(persona.name) + EXPORT_FORMATS[format])
+        out = persona_file(out, persona.name, EXPORT_FORMATS[format])
     atomic_write(out, render(persona, format, spec=spec))
     return out
 

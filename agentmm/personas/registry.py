@@ -30,11 +30,14 @@ from agentmm.personas import toml_format
 from agentmm.personas.cards import DEFAULT_LIMITS, Limits, detect_spec
 from agentmm.personas.errors import PersonaError, PersonaNotFoundError
 from agentmm.personas.files import (
+    PERSONA_SUFFIXES,
     ExportFormat,
     FileKind,
     atomic_write,
     export,
+    held_name,
     import_file,
+    persona_file,
     read_limited,
     read_persona,
     render,
@@ -46,7 +49,6 @@ from agentmm.personas.worldinfo import load_world_info, with_world_info
 
 ENTRY_POINT_GROUP = "agentmm.personas"
 BUILTIN_PACKAGE = "agentmm.personas_data"
-PERSONA_SUFFIXES = (".toml", ".json", ".png")
 _KIND_SUFFIX = {"png": ".png", "json": ".json", "toml": ".toml"}
 # atomic_write renames its temporary file over a persona within milliseconds: one this old
 # was left by a process killed before the rename.
@@ -329,21 +331,23 @@ class PersonaRegistry:
         return self.get(persona.name), lost
 
     def _install_bytes(self, data: bytes, name: str, kind: FileKind, overwrite: bool) -> None:
-        folder = self._user_folder()
-        dest = folder / (slug(name) + _KIND_SUFFIX[kind])
+        dest = persona_file(self._user_folder(), name, _KIND_SUFFIX[kind], limits=self.limits)
         self._write(dest, data, name, overwrite)
         self.reload()
 
     def _write(self, dest: Path, data: bytes, name: str, overwrite: bool) -> None:
-        """Write the persona ``name`` to ``dest``; without ``overwrite``, refuse if a persona of
-        that name is installed (in any format) or ``dest`` is taken. With it, the file the
-        name was in goes, once the new one is whole (never neither)."""
+        """Write the persona ``name`` to ``dest`` (``persona_file``'s: a file of another persona
+        is never it); without ``overwrite``, refuse if a persona of that name is installed (in
+        any format) or ``dest`` is taken. With it, the file the name was in goes, once the new
+        one is whole (never neither)."""
         replaced = self._installed_file(name)
         if not overwrite:
             if replaced is not None:
                 raise PersonaError(f"{shown_name(name)} is already installed ({replaced}); --force replaces it")
             if dest.exists():
-                raise PersonaError(f"{dest}: already exists; --force replaces it")
+                held = held_name(dest, limits=self.limits)
+                there = f"persona {shown_name(held)}" if held is not None else "a file that is no persona"
+                raise PersonaError(f"{dest}: already exists (it holds {there}); --force replaces it")
         _sweep_dead_writes(dest)
         atomic_write(dest, data)
         if replaced is not None and replaced != dest:
@@ -362,7 +366,7 @@ class PersonaRegistry:
         """Write a commented template for a new persona into the user folder."""
         if not name.strip():
             raise PersonaError("a persona needs a name")
-        dest = self._user_folder() / (slug(name) + ".toml")
+        dest = persona_file(self._user_folder(), name.strip(), ".toml", limits=self.limits)
         self._write(dest, toml_format.template(name).encode("utf-8"), name.strip(), overwrite)
         self._loaded = False
         return dest

@@ -401,6 +401,60 @@ def test_install_with_worlds_into_a_toml_persona_says_what_toml_cannot_keep(tmp_
     assert persona.source.endswith(".toml") and "lore entries' depth" in lost
 
 
+def _card_named(tmp_path: Path, name: str, description: str = "d") -> Path:
+    """A V2 card file of the persona ``name``."""
+    card = make_v2_card()
+    card["name"] = card["data"]["name"] = name
+    card["description"] = card["data"]["description"] = description
+    path = tmp_path / f"card-{len(list(tmp_path.glob('card-*')))}.json"
+    path.write_text(json.dumps(card))
+    return path
+
+
+@pytest.mark.parametrize("first", ["a/b\\c", "a-b-c"])
+def test_two_names_of_one_slug_never_share_a_file(tmp_path: Path, first: str):
+    """``a/b\\c`` and ``a-b-c`` both slug to ``a-b-c``: importing the second was refused over the
+    first's file ("a-b-c.json: already exists"), and with --force wrote over it, so the first
+    persona was gone. Each now has a file of its own, whichever came first, and --force (or
+    ``personas new``, or an export to the folder) replaces only a persona of the same name."""
+    other = "a-b-c" if first == "a/b\\c" else "a/b\\c"
+    user = tmp_path / "personas"
+    reg = PersonaRegistry(user, builtins=False, entry_points=False)
+    reg.install(_card_named(tmp_path, first, "the first"))
+    assert (user / "a-b-c.json").exists()
+    reg.install(_card_named(tmp_path, other, "the other"))
+    reg.install(_card_named(tmp_path, other.upper(), "the other again"), overwrite=True)
+    assert reg.get(first).description == "the first" and reg.get(other.upper()).description == "the other again"
+    assert reg.get(first).source == f"user:{user / 'a-b-c.json'}" and len(list(user.iterdir())) == 2
+    reg.create(first.upper(), overwrite=True)  # the TOML template replaces the first's card, not the other
+    assert reg.names() == sorted([first.upper(), other.upper()], key=str.casefold)
+    made = reg.create("A B C")  # a third name of the slug gets a file of its own too
+    assert len({p.source for p in reg}) == 3 and len(list(user.iterdir())) == 3 and made.stem != "a-b-c"
+    export(reg.get(other.upper()), "toml", user)  # to its own file, not over the first's
+    assert len({p.source for p in PersonaRegistry(user, builtins=False, entry_points=False)}) == 3
+    assert reg.get(first).name == first.upper() and reg.problems == []
+
+
+def test_a_persona_file_never_goes_over_another_persona_or_a_file_that_is_none(tmp_path: Path):
+    from agentmm.personas.files import persona_file
+
+    user = tmp_path / "personas"
+    user.mkdir()
+    (user / "x-y.toml").write_text('name = "x/y"\n')
+    assert persona_file(user, "X/Y", ".json") == user / "x-y.json"  # the same persona: it is replaced
+    taken = persona_file(user, "x y", ".png")
+    assert taken.parent == user and taken.stem.startswith("x-y-") and taken.suffix == ".png"
+    (user / "X-Y.JSON").write_text("{not a card")  # read under the stem "x-y" too
+    own = persona_file(user, "X/Y", ".json")  # not over a file that holds no persona either
+    assert own.stem.startswith("x-y-") and own.stem != taken.stem and own.suffix == ".json"
+    (taken.with_suffix(".toml")).write_text('name = "x_y"\n')  # both names of "x y" are taken
+    with pytest.raises(PersonaError) as info:
+        persona_file(user, "x y", ".png")
+    assert str(info.value).startswith("no file name is free for 'x y': ")
+    assert "holds 'x/y'" in str(info.value) and "holds 'x_y'" in str(info.value)
+    assert "a file that is no persona" in str(info.value)
+
+
 def test_messages_quote_a_persona_name_as_it_is_written(tmp_path: Path):
     """``personas show 'a/b\\c'`` said "no persona named 'a/b\\\\c'": the name's ``repr``."""
     reg = PersonaRegistry(tmp_path / "personas", builtins=False, entry_points=False)
