@@ -174,7 +174,7 @@ def make_app(open_agent: Callable[[], ServedAgent]) -> Starlette:
         Route("/memories/search", api.memory_search),
         Route("/memories/{memory_id}", api.memory_forget, methods=["DELETE"]),
         Route("/personas", api.personas),
-        Route("/personas/{name}", api.persona),
+        Route("/personas/{name:path}", api.persona),  # the rest of the path: a name may hold "/"
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: _http_error})
 

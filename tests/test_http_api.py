@@ -39,15 +39,21 @@ class SlowEcho(EchoModel):
             yield chunk
 
 
-@pytest.fixture
-def client(isolated_env: Path) -> Iterator[TestClient]:
+def echo_client(isolated_env: Path) -> TestClient:
+    """An app over an echoing model and a memory store in ``isolated_env`` (enter it to start)."""
+
     def open_agent() -> Agent:
         store = ChromaStore.from_path(
             isolated_env / "memory", index={"dims": 64, "embed": CharacterEmbeddings(dims=64), "fields": ["text"]}
         )
         return Agent(load_settings(memory=True), model=SlowEcho(pause=0.0), store=store)
 
-    with TestClient(make_app(open_agent)) as test_client:
+    return TestClient(make_app(open_agent))
+
+
+@pytest.fixture
+def client(isolated_env: Path) -> Iterator[TestClient]:
+    with echo_client(isolated_env) as test_client:
         yield test_client
 
 
@@ -339,3 +345,12 @@ def test_a_broken_thread_database_is_503_on_every_route(isolated_env: Path) -> N
     with TestClient(make_app(lambda: Agent(model=SlowEcho(pause=0.0), memory=False))) as broken:
         for answer in (broken.get("/threads"), broken.get("/threads/x"), broken.post("/chat", json={"message": "hi"})):
             assert answer.status_code == 503 and answer.json()["error"], answer.text
+
+
+def test_a_persona_whose_name_holds_a_slash_is_fetched(isolated_env: Path) -> None:
+    (isolated_env / "personas").mkdir()
+    (isolated_env / "personas" / "odd.toml").write_text('name = "a/b\\\\c"\ndescription = "odd"\n')
+    with echo_client(isolated_env) as client:
+        assert "a/b\\c" in [p["name"] for p in client.get("/personas").json()["personas"]]
+        shown = client.get("/personas/a%2Fb%5Cc")  # Starlette decodes %2F before routing: the name spans two parts
+        assert shown.status_code == 200 and shown.json()["name"] == "a/b\\c"
