@@ -20,7 +20,8 @@ model, a database, the data dir, the memory store) missing or failing):
 - ``GET /memories?persona=&user=&limit=``, ``GET /memories/search?q=&persona=&user=&k=``,
   ``POST /memories`` ``{"text", "persona"?, "user"?, "shared"?}``, ``DELETE /memories/{id}?persona=&user=``:
   as ``agentmm memory list/search/add/forget --json``.
-- ``GET /personas``, ``GET /personas/{name}``: as ``agentmm personas list/show --json``.
+- ``GET /personas``, ``GET /personas/{name}`` (the rest of the path): as ``agentmm personas
+  list/show --json``. A route that names a persona re-reads the personas folder when it changed.
 - ``GET /health`` (the process answers) and ``GET /ready`` (503 until the agent is open and its
   model and stores answer).
 """
@@ -32,8 +33,10 @@ import contextlib
 import json
 import os
 import re
+import threading
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from agentmm.errors import AgentmmError, ThreadNotFoundError
@@ -195,6 +198,20 @@ def _warm(agent: ServedAgent) -> None:
 class _Routes:
     def __init__(self, agent_of: Callable[[], ServedAgent]) -> None:
         self.agent_of = agent_of
+        self._folder_seen: object = _UNSEEN  # the personas folder as the registry last read it
+        self._folder_lock = threading.Lock()
+
+    def _registry(self) -> PersonaRegistry:
+        """The agent's registry, read again when the personas folder changed since (a persona
+        imported, edited or removed while the server runs): one listing of the folder per call,
+        cheap next to a turn, where a restart was the only way to see a new persona."""
+        registry = self.agent_of().personas
+        state = _folder_state(registry.user_dir)
+        with self._folder_lock:
+            if state != self._folder_seen:
+                registry.reload()
+                self._folder_seen = state
+        return registry
 
     async def chat(self, request: Request) -> Response:
         return await _guarded(self._chat, request)
@@ -209,6 +226,7 @@ class _Routes:
         greeting = _field(body, "greeting", int) or 0
         wants_events = bool(_field(body, "stream", bool)) or "text/event-stream" in request.headers.get("accept", "")
         agent = self.agent_of()
+        await asyncio.to_thread(self._registry)  # a persona imported since the server started is played
         begun = thread_id is not None and await asyncio.to_thread(thread_exists, agent.checkpointer, thread_id)
         if thread_id is not None and not begun and not NEW_THREAD_ID.fullmatch(thread_id):
             raise BadRequestError(f"thread_id {thread_id!r} cannot name a new thread: use up to 128 letters, "
@@ -258,7 +276,7 @@ class _Routes:
             user = _field(body, "user", str) or self.agent_of().settings.user_id
             persona, shared = _field(body, "persona", str), bool(_field(body, "shared", bool))
             if persona is not None:  # the persona's own name, as its turns recall by: "nora quill" is Nora Quill
-                persona = self.agent_of().personas.get(persona).name
+                persona = self._registry().get(persona).name
             settings = self.agent_of().settings
             cap = settings.memory_max_tokens  # a long text in pieces, as memory add stores it
             row = await asyncio.to_thread(add_memory, store, user, persona, text, shared=shared,
@@ -308,7 +326,7 @@ class _Routes:
     async def _personas(self, request: Request) -> Response:
         from agentmm.personas import persona_summary
 
-        registry = self.agent_of().personas
+        registry = await asyncio.to_thread(self._registry)
         found = await asyncio.to_thread(lambda: [persona_summary(p) for p in registry])
         return _json({"personas": found, "problems": registry.problems})
 
@@ -316,7 +334,8 @@ class _Routes:
         return await _guarded(self._persona, request)
 
     async def _persona(self, request: Request) -> Response:
-        persona = self.agent_of().personas.get(request.path_params["name"])
+        registry = await asyncio.to_thread(self._registry)
+        persona = registry.get(request.path_params["name"])
         return _json(persona.model_dump(mode="json", exclude={"card", "image"}))
 
     def _store(self) -> BaseStore:
@@ -329,7 +348,25 @@ class _Routes:
         return str(query.get("user") or self.agent_of().settings.user_id)
 
     def _persona_named(self, query: Any) -> str | None:
-        return self.agent_of().personas.known_as(query.get("persona"))
+        return self._registry().known_as(query.get("persona"))
+
+
+_UNSEEN = object()
+
+
+def _folder_state(folder: Path | None) -> object:
+    """What changes when a persona file in ``folder`` is added, removed, renamed or rewritten:
+    each entry's name, size and modification time (an edit in place leaves the folder's own
+    mtime alone)."""
+    if folder is None:
+        return None
+    try:
+        with os.scandir(folder) as entries:
+            return sorted((e.name, e.stat().st_mtime_ns, e.stat().st_size) for e in entries)
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:  # the reload says what is wrong with the folder, in /personas' problems
+        return ("error", str(exc))
 
 
 async def _event_stream(turn: ServedTurn) -> Response:

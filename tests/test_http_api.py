@@ -354,3 +354,17 @@ def test_a_persona_whose_name_holds_a_slash_is_fetched(isolated_env: Path) -> No
         assert "a/b\\c" in [p["name"] for p in client.get("/personas").json()["personas"]]
         shown = client.get("/personas/a%2Fb%5Cc")  # Starlette decodes %2F before routing: the name spans two parts
         assert shown.status_code == 200 and shown.json()["name"] == "a/b\\c"
+
+
+def test_a_persona_imported_or_edited_while_serving_is_seen(client: TestClient, isolated_env: Path) -> None:
+    assert client.get("/personas/Nora Quill").status_code == 200  # the registry is read
+    folder = isolated_env / "personas"
+    folder.mkdir(exist_ok=True)
+    (folder / "lumi.toml").write_text('name = "Lumi"\ndescription = "a lamp"\n')
+    shown = client.get("/personas/Lumi")  # was 404 until a restart
+    assert shown.status_code == 200 and shown.json()["description"] == "a lamp"
+    assert client.post("/chat", json={"message": "hi", "persona": "Lumi"}).status_code == 200
+    (folder / "lumi.toml").write_text('name = "Lumi"\ndescription = "a lantern, now"\n')  # edited in place
+    assert client.get("/personas/Lumi").json()["description"] == "a lantern, now"
+    (folder / "lumi.toml").unlink()
+    assert client.get("/personas/Lumi").status_code == 404
