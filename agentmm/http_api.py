@@ -283,7 +283,7 @@ class _Routes:
                                           speaker=settings.user_name, max_tokens=cap)  # fmt: skip
             return _json(row, status=201)
         query = request.query_params
-        limit = _int_param(query.get("limit"), 50)
+        limit = _int_param("limit", query.get("limit"), 50)
         rows = await asyncio.to_thread(list_memories, store, self._user(query), self._persona_named(query), limit)
         return _json({"memories": rows})
 
@@ -298,13 +298,13 @@ class _Routes:
         text = query.get("q")
         if not text:
             raise BadRequestError("q (the text to search for) is required")
+        k = _int_param("k", query.get("k"), 10)
 
         def search() -> list[dict[str, Any]]:
             scopes = user_scopes(store, self._user(query), self._persona_named(query))
             settings = self.agent_of().settings
-            found = recall(store, scopes, text, k=_int_param(query.get("k"), 10), min_similarity=0.0,
-                           now=datetime.now(UTC), by_date=settings.memory_by_date,
-                           rerank=settings.memory_rerank)  # fmt: skip
+            found = recall(store, scopes, text, k=k, min_similarity=0.0, now=datetime.now(UTC),
+                           by_date=settings.memory_by_date, rerank=settings.memory_rerank)  # fmt: skip
             return [r.as_trace() for r in found]
 
         return _json({"results": await asyncio.to_thread(search)})
@@ -429,14 +429,22 @@ def _ready(holder: dict[str, Any]) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any]:
+    """The request's JSON object, each way it can be unreadable said in words."""
+    raw = await request.body()
+    if not raw.strip():
+        raise BadRequestError("the request body is empty: send a JSON object")
     try:
-        body = await request.json()
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadRequestError(f"the request body is not UTF-8 text (byte {exc.start}): send a JSON object") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise BadRequestError(f"the request body is not JSON: {exc}") from exc
     except RecursionError as exc:  # [[[...]]] nested beyond Python's recursion limit
         raise BadRequestError("the request body is not JSON we can read: it is nested too deeply") from exc
-    except ValueError as exc:  # an integer of more than 4,300 digits
-        raise BadRequestError(f"the request body is not JSON we can read: {exc}") from exc
+    except ValueError as exc:  # an integer of more than 4,300 digits (Python's int limit)
+        raise BadRequestError("the request body is not JSON we can read: a number in it is too long") from exc
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     return body
@@ -454,15 +462,16 @@ def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = Fals
     return value
 
 
-def _int_param(value: str | None, default: int) -> int:
+def _int_param(name: str, value: str | None, default: int) -> int:
+    """The query parameter ``name`` as a count, named in its error as the CLI names a flag."""
     if value is None:
         return default
     try:
         number = int(value)
     except ValueError:
-        raise BadRequestError(f"not a whole number: {value!r}") from None
+        raise BadRequestError(f"{name} must be a whole number, not {value!r}") from None
     if number < 1:
-        raise BadRequestError(f"must be 1 or more: {value!r}")
+        raise BadRequestError(f"{name} must be at least 1, not {value}")
     return number
 
 

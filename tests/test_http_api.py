@@ -272,7 +272,9 @@ def test_a_note_is_said_by_the_user_and_limits_are_counts(client: TestClient) ->
     assert added["value"]["speaker"] == "User" and added["value"]["text"].endswith("User: My sister lives in Oslo")
     for query in ({"limit": "-5"}, {"limit": "0"}):
         refused = client.get("/memories", params=query)
-        assert refused.status_code == 400 and "1 or more" in refused.json()["error"]
+        assert (
+            refused.status_code == 400 and refused.json()["error"] == f"limit must be at least 1, not {query['limit']}"
+        )
     assert len(client.get("/memories", params={"limit": "1"}).json()["memories"]) == 1
 
 
@@ -368,3 +370,23 @@ def test_a_persona_imported_or_edited_while_serving_is_seen(client: TestClient, 
     assert client.get("/personas/Lumi").json()["description"] == "a lantern, now"
     (folder / "lumi.toml").unlink()
     assert client.get("/personas/Lumi").status_code == 404
+
+
+def test_bad_parameters_and_bodies_are_named(client: TestClient) -> None:
+    said = {
+        ("/memories/search", "q=x&k=0"): "k must be at least 1, not 0",
+        ("/memories", "limit=0"): "limit must be at least 1, not 0",
+        ("/memories", "limit=x"): "limit must be a whole number, not 'x'",
+    }
+    for (route, query), error in said.items():
+        refused = client.get(f"{route}?{query}")
+        assert refused.status_code == 400 and refused.json() == {"error": error}
+    bodies = {
+        b"": "the request body is empty: send a JSON object",
+        b"\xff\xfe{}": "the request body is not UTF-8 text (byte 0): send a JSON object",
+        b'{"message": "hi", "greeting": 1' + b"0" * 5000 + b"}": "the request body is not JSON we can read: "
+        "a number in it is too long",
+    }
+    for body, error in bodies.items():
+        refused = client.post("/chat", content=body)
+        assert refused.status_code == 400 and refused.json() == {"error": error}, body[:20]
