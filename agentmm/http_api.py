@@ -301,7 +301,10 @@ class _Routes:
         k = _int_param("k", query.get("k"), 10)
 
         def search() -> list[dict[str, Any]]:
-            scopes = user_scopes(store, self._user(query), self._persona_named(query))
+            user, persona = self._user(query), self._persona_named(query)
+            if persona is not None and (registry := self._registry()).find(persona) is None:
+                _known_scope(store, user, persona, registry)  # a deleted persona's memories can still be searched
+            scopes = user_scopes(store, user, persona)
             settings = self.agent_of().settings
             found = recall(store, scopes, text, k=k, min_similarity=0.0, now=datetime.now(UTC),
                            by_date=settings.memory_by_date, rerank=settings.memory_rerank)  # fmt: skip
@@ -349,6 +352,15 @@ class _Routes:
 
     def _persona_named(self, query: Any) -> str | None:
         return self._registry().known_as(query.get("persona"))
+
+
+def _known_scope(store: BaseStore, user: str, persona: str, registry: PersonaRegistry) -> None:
+    """Refuse (404, as ``POST /memories`` does) a persona no registry knows and no memory is
+    kept under: a search there is a typo, not an empty result."""
+    from agentmm.memory.conversation import scope
+
+    if not store.list_namespaces(prefix=scope(user, persona), limit=1):
+        registry.get(persona)  # its PersonaNotFoundError, with close names
 
 
 _UNSEEN = object()

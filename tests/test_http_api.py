@@ -390,3 +390,16 @@ def test_bad_parameters_and_bodies_are_named(client: TestClient) -> None:
     for body, error in bodies.items():
         refused = client.post("/chat", content=body)
         assert refused.status_code == 400 and refused.json() == {"error": error}, body[:20]
+
+
+def test_a_search_for_an_unknown_persona_is_404(client: TestClient, isolated_env: Path) -> None:
+    refused = client.get("/memories/search", params={"q": "tea", "persona": "Nobody At All"})  # was 200 []
+    assert refused.status_code == 404 and "Nobody At All" in refused.json()["error"]
+    # A persona removed since keeps its memories, and they can still be searched.
+    folder = isolated_env / "personas"
+    folder.mkdir(exist_ok=True)
+    (folder / "lumi.toml").write_text('name = "Lumi"\ndescription = "a lamp"\n')
+    added = client.post("/memories", json={"text": "likes tea", "persona": "Lumi"}).json()
+    (folder / "lumi.toml").unlink()
+    found = client.get("/memories/search", params={"q": "tea", "persona": "Lumi"})
+    assert found.status_code == 200 and [r["id"] for r in found.json()["results"]] == [added["id"]]
