@@ -7,8 +7,9 @@ the configured store, so any worker can answer any thread. A turn on a thread th
 answering (in this worker or another) is refused with 409, never interleaved.
 
 Routes (JSON in and out; errors are ``{"error": "<one line>"}`` with a status code: 400 a bad request,
-404 an unknown thread, memory or persona, 409 a busy thread, 503 what the worker depends on (its
-model, a database, the data dir, the memory store) missing or failing):
+413 a body over ``MAX_BODY_BYTES`` (refused unread), 404 an unknown thread, memory or persona, 409
+a busy thread, 503 what the worker depends on (its model, a database, the data dir, the memory
+store) missing or failing):
 
 - ``POST /chat`` ``{"message", "thread_id"?, "persona"?, "greeting"?, "stream"?}``: one turn. The
   answer is the turn as ``agentmm chat --json`` prints it; with ``"stream": true`` (or ``Accept:
@@ -92,9 +93,18 @@ class BadRequestError(AgentmmError):
     """A request the API cannot take (not JSON, a field of the wrong type)."""
 
 
+class BodyTooLargeError(BadRequestError):
+    """A request body over ``MAX_BODY_BYTES`` (413): refused before or while it is read, not parsed."""
+
+
 class ClientGoneError(AgentmmError):
     """The client of a JSON (not streamed) turn went away before its reply: the turn was stopped."""
 
+
+# The largest request body read: a message is text (attachments are paths, not uploads), and a
+# few MB is far more than any model's context holds, so a larger body is refused with 413 before
+# it fills the worker's memory (a 60 MB body was read and parsed whole, ~700 MB, to say 400).
+MAX_BODY_BYTES = 4 * 1024 * 1024
 
 # How often a JSON turn looks whether its client is still there.
 _DISCONNECT_POLL_S = 0.25
@@ -121,6 +131,8 @@ def status_of(exc: BaseException) -> int:
         return 404
     if isinstance(exc, ClientGoneError):
         return 499  # nginx's "client closed request": nobody reads it
+    if isinstance(exc, BodyTooLargeError):
+        return 413
     # What the worker depends on, not the request: its model, its databases, its data dir.
     unavailable = (ModelServerError, ModelError, DatabaseError, DataDirError, StoreUnreachableError, StoreInUseError,
                    StoreDamagedError)  # fmt: skip
@@ -441,8 +453,9 @@ def _ready(holder: dict[str, Any]) -> Response:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    """The request's JSON object, each way it can be unreadable said in words."""
-    raw = await request.body()
+    """The request's JSON object, read no further than ``MAX_BODY_BYTES`` (by its Content-Length
+    first, then as it comes, for a chunked body), each way it can be unreadable said in words."""
+    raw = await _read_limited(request)
     if not raw.strip():
         raise BadRequestError("the request body is empty: send a JSON object")
     try:
@@ -460,6 +473,22 @@ async def _body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequestError("the request body must be a JSON object")
     return body
+
+
+async def _read_limited(request: Request) -> bytes:
+    """The body, or ``BodyTooLargeError`` as soon as it is known to be over ``MAX_BODY_BYTES``."""
+    too_large = f"the request body is over {MAX_BODY_BYTES // (1024 * 1024)} MB"
+    declared = request.headers.get("content-length", "")
+    if declared.strip().isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise BodyTooLargeError(f"{too_large} (Content-Length {int(declared)})")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise BodyTooLargeError(too_large)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _field(body: dict[str, Any], name: str, kind: type, *, required: bool = False) -> Any:

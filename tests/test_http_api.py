@@ -403,3 +403,40 @@ def test_a_search_for_an_unknown_persona_is_404(client: TestClient, isolated_env
     (folder / "lumi.toml").unlink()
     found = client.get("/memories/search", params={"q": "tea", "persona": "Lumi"})
     assert found.status_code == 200 and [r["id"] for r in found.json()["results"]] == [added["id"]]
+
+
+MAX_BODY_BYTES = 4 * 1024 * 1024  # README: "a body over 4 MB is refused unread"
+
+
+def test_a_body_over_the_limit_is_413_unread(client: TestClient) -> None:
+    big = b'{"message": "' + b"a" * MAX_BODY_BYTES + b'"}'
+    refused = client.post("/chat", content=big)  # was read and parsed whole
+    assert refused.status_code == 413 and refused.json()["error"].startswith("the request body is over 4 MB")
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: refused while it is read
+        for _ in range(2 * MAX_BODY_BYTES // 65536):
+            yield b"a" * 65536
+
+    refused = client.post("/chat", content=chunked())
+    assert refused.status_code == 413 and refused.json() == {"error": "the request body is over 4 MB"}
+    under = client.post("/chat", content=b"a" * (MAX_BODY_BYTES - 1))  # up to the limit: read, and said why not
+    assert under.status_code == 400 and under.json()["error"].startswith("the request body is not JSON")
+
+
+def test_a_chunked_body_is_read_no_further_than_the_limit() -> None:
+    from starlette.requests import Request
+
+    from agentmm.errors import AgentmmError
+    from agentmm.http_api import _body, status_of
+
+    received: list[int] = []
+
+    async def receive() -> dict[str, Any]:  # a chunked body of twice the limit, as the ASGI server hands it on
+        received.append(1)
+        return {"type": "http.request", "body": b"a" * 65536, "more_body": len(received) < 2 * MAX_BODY_BYTES // 65536}
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    with pytest.raises(AgentmmError) as refused:
+        asyncio.run(_body(request))
+    assert status_of(refused.value) == 413 and str(refused.value) == "the request body is over 4 MB"
+    assert len(received) == MAX_BODY_BYTES // 65536 + 1  # the chunk that went over, and no more
