@@ -203,6 +203,15 @@ def cut_short_note(path: Path, duration: float) -> str | None:
             f"but only {duration:.2f} s could be read; the transcript is of that part")  # fmt: skip
 
 
+def no_audio_message(path: Path) -> str:
+    """What a file that decodes to no samples is: a WAV that is only its header (``head -c 44``)
+    was transcribed as "[no speech found]" plus a note that 0.00 s of it could be read, two
+    lines for one fact."""
+    declared = declared_seconds(path)
+    said = f" (its header says {declared:.2f} s; the file ends after the header)" if declared else ""
+    return f"{path} has no audio data{said}"
+
+
 def transcribe(
     path: str | Path,
     model: str | None = None,
@@ -232,6 +241,8 @@ def transcribe(
     path = Path(path).expanduser()
     check_audio(path)
     audio = decode_audio(path)  # a bad file fails here, before a model is loaded for it
+    if not len(audio):
+        raise CorruptMediaError(path, no_audio_message(path))
     threads = cpu_threads or job_threads()  # a share of the CPU when perceived beside other files
     whisper = load_speech_model(model, device=device, compute_type=compute_type, cpu_threads=threads, runtime=runtime)
     duration = len(audio) / SAMPLE_RATE

@@ -276,3 +276,19 @@ def test_notes_of_a_file_named_with_control_characters_quote_its_name(tmp_path: 
     with pytest.raises(TurnStoppedError) as stopped:
         transcribe(odd, stop=stop)
     assert "\x1b" not in str(stopped.value) and "'cut\\x1b[2J.wav'" in str(stopped.value)
+
+
+def test_a_wav_that_is_only_its_header_has_no_audio_data(tmp_path: Path) -> None:
+    """``head -c 44 some.wav`` was transcribed as "[no speech found]" with a note that it was cut
+    short, 0.00 s of 2.96 s read: it is one error now, before a model is loaded for it."""
+    from tests.tools.media_files import tone
+
+    whole = write_wav(tmp_path / "whole.wav", tone(2.0)).read_bytes()
+    header = tmp_path / "header.wav"
+    header.write_bytes(whole[:44])
+    with pytest.raises(CorruptMediaError) as error:
+        transcribe(header, model="/no/such/model")
+    assert str(error.value) == f"{header} has no audio data (its header says 2.00 s; the file ends after the header)"
+    empty = write_wav(tmp_path / "none.wav", b"")  # a header that says so itself
+    with pytest.raises(CorruptMediaError, match=r"none\.wav has no audio data$"):
+        transcribe(empty, model="/no/such/model")
