@@ -159,7 +159,7 @@ _ELSEWHERE = {
         "MemoryStoreError", "StoreInUseError", "StoreDamagedError", "StoreUnreachableError", "VectorExtensionError",
         "EmbeddingDimsMismatchError", "InvalidFilterError", "EmbedderError",
     ],
-    "agentmm.memory.manage": ["MemoryNotFoundError", "ExportFileError"],
+    "agentmm.memory.manage": ["MemoryNotFoundError", "ExportFileError", "NoteTooLongError"],
     "agentmm.memory.locomo": ["EvalFileError"],
     "agentmm.plugins": ["ToolNotFoundError"],
     "agentmm.postgres": ["DatabaseError"],
