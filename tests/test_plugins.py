@@ -92,10 +92,15 @@ def test_a_keyboard_interrupt_a_tools_file_raises_is_reported_a_real_ctrl_c_stop
     assert "draw_tarot" in catalog.tools
     assert catalog.problems == [f"{folder / 'zz_kb.py'}: KeyboardInterrupt"]
     (folder / "zz_kb.py").write_text("import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(5)\n")
-    handler = signal.getsignal(signal.SIGINT)
-    with pytest.raises(KeyboardInterrupt):
-        discover_tools(folder)
-    assert signal.getsignal(signal.SIGINT) is handler  # put back as it was
+    # Python's own Ctrl-C handler, as a terminal's process has it: one started in the background
+    # by a non-interactive shell (CI's, say) inherits SIGINT ignored, where no Ctrl-C comes at all.
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            discover_tools(folder)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 def test_invalid_schema_is_reported_not_raised(tmp_path: Path) -> None:
