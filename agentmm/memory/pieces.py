@@ -37,15 +37,35 @@ def memory_pieces(text: str, count: Callable[[str], int], cap: int | None) -> li
     if cap is None or cap < MIN_PIECE_TOKENS * 4 or count(text) <= cap // 2:
         return [text]
     limit = cap // 4
+
+    def by_characters(word: str) -> list[str]:
+        return _by_characters(word, limit, count)
+
+    def by_words(sentence: str) -> list[str]:  # one sentence longer than a piece
+        return _packed(sentence.split(), _spaced, limit, count, by_characters)
+
+    return _packed(sentences(text), _join, limit, count, by_words)
+
+
+def _packed(
+    units: list[str],
+    join: Callable[[str, str], str],
+    limit: int,
+    count: Callable[[str], int],
+    smaller: Callable[[str], list[str]],
+) -> list[str]:
+    """``units`` (sentences, or a sentence's words) joined into pieces of at most ``limit``
+    tokens, each as many whole units as fit; a unit longer than a piece is cut by ``smaller``
+    (into words, or characters), its last part left to start the next piece."""
     pieces: list[str] = []
     current = ""
-    for sentence in sentences(text):
-        joined = _join(current, sentence)
+    for unit in units:
+        joined = join(current, unit)
         if current and count(joined) > limit:
             pieces.append(current)
-            joined = sentence
-        if count(joined) > limit:  # one sentence longer than a piece: cut between words
-            *whole, joined = _by_words(joined, limit, count)
+            joined = unit
+        if count(joined) > limit:
+            *whole, joined = smaller(joined)
             pieces += whole
         current = joined
     return [*pieces, current] if current else pieces
@@ -58,18 +78,9 @@ def _join(left: str, right: str) -> str:
     return f"{left}{right}" if left[-1] in _CJK_ENDS else f"{left} {right}"
 
 
-def _by_words(sentence: str, limit: int, count: Callable[[str], int]) -> list[str]:
-    pieces, current = [], ""
-    for word in sentence.split():
-        joined = f"{current} {word}".strip()
-        if current and count(joined) > limit:
-            pieces.append(current)
-            joined = word
-        if count(joined) > limit:  # one word longer than a piece: cut between characters
-            *whole, joined = _by_characters(joined, limit, count)
-            pieces += whole
-        current = joined
-    return [*pieces, current]
+def _spaced(left: str, right: str) -> str:
+    """Two words of a sentence, a space between them."""
+    return f"{left} {right}".strip()
 
 
 def _by_characters(word: str, limit: int, count: Callable[[str], int]) -> list[str]:
