@@ -129,11 +129,9 @@ def add_memory(
 def remembered_line(row: dict[str, Any], max_tokens: int) -> str:
     """What ``memory add`` and the chat's ``/remember`` say of ``add_memory``'s ``row``: its id,
     and when it was stored in pieces, how many and why (one line for both, so they agree)."""
-    pieces = row["pieces"]
-    if len(pieces) == 1:
+    if len(row["pieces"]) == 1:
         return f"remembered {row['id']}"
-    return (f"remembered {row['id']} in {len(pieces)} pieces ({pieces[0]} to {pieces[-1]}): too long to "
-            f"recall whole (memory_max_tokens {max_tokens})")  # fmt: skip
+    return f"remembered {row['id']}{_in_pieces(row)}: too long to recall whole (memory_max_tokens {max_tokens})"
 
 
 def forget(store: BaseStore, user: str, persona: str | None, memory_id: str) -> dict[str, Any]:
@@ -169,10 +167,13 @@ def _pieces_after(store: BaseStore, namespace: tuple[str, ...], memory_id: str) 
 def forgot_line(row: dict[str, Any]) -> str:
     """What ``memory forget`` and the chat's ``/forget`` say of ``forget``'s ``row``: the id, and
     for a memory stored in pieces, how many went (one line for both, so they agree)."""
+    return f"forgot {row['id']}{_in_pieces(row)}"
+
+
+def _in_pieces(row: dict[str, Any]) -> str:
+    """`` in N pieces (FIRST to LAST)`` for a row of several pieces; "" for one."""
     pieces = row["pieces"]
-    if len(pieces) == 1:
-        return f"forgot {row['id']}"
-    return f"forgot {row['id']} in {len(pieces)} pieces ({pieces[0]} to {pieces[-1]})"
+    return f" in {len(pieces)} pieces ({pieces[0]} to {pieces[-1]})" if len(pieces) > 1 else ""
 
 
 def stats(store: BaseStore, user: str | None = None) -> dict[str, Any]:
