@@ -58,7 +58,13 @@ def shown_path(path: str | Path) -> str:
     text = str(path)
     with contextlib.suppress(UnicodeEncodeError):  # a lone surrogate no file name holds: repr shows it
         text = os.fsencode(text).decode("utf-8", "backslashreplace")
-    return repr(text) if any(not ch.isprintable() and ch != " " for ch in text) else text
+    return repr(text) if _has_controls(text) else text
+
+
+def _has_controls(text: str) -> bool:
+    """Whether ``text`` holds a character a message must not show as it is (a newline, an
+    escape, any other that is not printable; a space is)."""
+    return any(not ch.isprintable() and ch != " " for ch in text)
 
 
 def shown_name(name: object) -> str:
@@ -68,7 +74,7 @@ def shown_name(name: object) -> str:
     itself only when it holds a newline or another control character, which must not reach the
     terminal or break the line."""
     text = str(name)
-    if any(not ch.isprintable() and ch != " " for ch in text):
+    if _has_controls(text):
         return repr(text)
     quote = '"' if "'" in text and '"' not in text else "'"
     return f"{quote}{text}{quote}"
